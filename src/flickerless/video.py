@@ -1,0 +1,395 @@
+"""Read and write clips: video files (PyAV) and folders of images, frames as (H, W, 3) uint8.
+
+Reading: mp4, avi, mov, mkv, webm, gif, m4v (anything FFmpeg decodes) and folders of
+png/jpg/bmp/webp/tif images in natural order (``2.png`` before ``10.png``). The frame rate is kept.
+
+Writing: ``.mp4``/``.mov``/``.mkv`` as H.264 yuv420p (odd sizes padded by one edge pixel, as
+yuv420p needs even sizes), or a folder of PNGs (a path with no video extension). Output appears
+atomically: frames go to a temporary name beside the target, renamed over it only when complete,
+so an existing output is never half-overwritten.
+
+Long clips need not be decoded into RAM: :func:`iter_frames` streams, and :class:`DiskFrames`
+decodes once into an uncompressed file and reads any frame back from it on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import InputError, OutputError
+
+__all__ = [
+    "VideoInfo",
+    "probe",
+    "iter_frames",
+    "read",
+    "write",
+    "VideoWriter",
+    "DiskFrames",
+    "open_frames",
+    "read_keyframes",
+    "natural_key",
+]
+
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+WRITE_VIDEO_EXTS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "mp4"}
+DEFAULT_FPS = 30.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int
+    height: int
+    width: int
+    fps: float
+
+
+def natural_key(name: str):
+    """Sort key that orders embedded numbers by value: ``2.png`` < ``10.png``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+
+
+def _load_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"{path}: cannot read as an image ({e})") from e
+
+
+def _open_container(path: Path):
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as e:  # type: ignore[attr-defined]
+        raise InputError(f"{path}: cannot read as a video ({e.__class__.__name__}: {e})") from e
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path}: has no video stream")
+    return container
+
+
+def _stream_fps(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return float(rate) if rate else DEFAULT_FPS
+
+
+def iter_frames(path) -> Iterator[np.ndarray]:
+    """Frames of a clip one at a time, ``(H, W, 3)`` uint8, without holding the clip in memory."""
+    import av
+
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        for f in _image_files(path):
+            yield _load_image(f)
+        return
+    container = _open_container(path)
+    try:
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+        raise InputError(f"{path}: decoding failed ({e})") from e
+    finally:
+        container.close()
+
+
+def probe(path) -> VideoInfo:
+    """Frame count, size and fps of a clip (counts frames by decoding when the container does not say)."""
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        files = _image_files(path)
+        if not files:
+            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+        h, w = _load_image(files[0]).shape[:2]
+        return VideoInfo(len(files), h, w, DEFAULT_FPS)
+    container = _open_container(path)
+    try:
+        stream = container.streams.video[0]
+        fps = _stream_fps(stream)
+        n = stream.frames
+        h, w = stream.codec_context.height, stream.codec_context.width
+    finally:
+        container.close()
+    if not n or not h:
+        n, first = 0, None
+        for f in iter_frames(path):
+            first = f if first is None else first
+            n += 1
+        if first is not None:
+            h, w = first.shape[:2]
+    return VideoInfo(int(n), int(h), int(w), fps)
+
+
+def read(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """The whole clip in memory: ``(T, H, W, 3)`` uint8 and fps. For long clips use :func:`open_frames`."""
+    path = Path(path)
+    fps = probe(path).fps
+    frames = []
+    for f in iter_frames(path):
+        frames.append(f)
+        if max_frames is not None and len(frames) >= max_frames:
+            break
+    if not frames:
+        raise InputError(f"{path}: has no frames")
+    return np.stack(frames), fps
+
+
+class DiskFrames:
+    """A clip decoded once into an uncompressed file; ``frames[i]`` reads frame i back.
+
+    Holds one frame in memory at a time. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, frames: Iterable[np.ndarray], tmpdir: str | None = None):
+        fd, self.path = tempfile.mkstemp(prefix="flickerless-frames-", suffix=".u8", dir=tmpdir)
+        self.n = 0
+        self.shape: tuple[int, int, int] | None = None
+        with os.fdopen(fd, "wb") as f:
+            for fr in frames:
+                fr = np.ascontiguousarray(fr, dtype=np.uint8)
+                if self.shape is None:
+                    self.shape = fr.shape
+                elif fr.shape != self.shape:
+                    self.close()
+                    raise InputError(f"frame {self.n} is {fr.shape[1]}x{fr.shape[0]}, earlier frames are "
+                                     f"{self.shape[1]}x{self.shape[0]}: all frames must have one size")
+                f.write(fr.tobytes())
+                self.n += 1
+        self._fh = open(self.path, "rb")
+
+    @property
+    def frame_bytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        i %= self.n
+        self._fh.seek(i * self.frame_bytes)
+        return np.frombuffer(self._fh.read(self.frame_bytes), dtype=np.uint8).reshape(self.shape)
+
+    def close(self) -> None:
+        fh = getattr(self, "_fh", None)
+        if fh is not None:
+            fh.close()
+            self._fh = None
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, resize: tuple[int, int] | None = None):
+    """Random-access frames of a clip: an in-memory array when the clip fits ``memory_limit`` bytes,
+    else a :class:`DiskFrames`. ``resize=(H, W)`` resizes every frame (Lanczos). Returns (frames, info)."""
+    info = probe(path)
+    if info.frames == 0:
+        raise InputError(f"{path}: has no frames")
+    frames: Iterable[np.ndarray] = iter_frames(path)
+    if resize is not None and tuple(resize) != (info.height, info.width):
+        frames = (_resize(f, resize) for f in frames)
+        info = VideoInfo(info.frames, resize[0], resize[1], info.fps)
+    if info.frames * info.height * info.width * 3 <= memory_limit:
+        arr = np.stack(list(frames))
+        if len(arr) == 0:
+            raise InputError(f"{path}: has no frames")
+        return arr, VideoInfo(len(arr), info.height, info.width, info.fps)
+    disk = DiskFrames(frames, tmpdir=tmpdir)
+    return disk, VideoInfo(len(disk), info.height, info.width, info.fps)
+
+
+def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.LANCZOS))
+
+
+_KEY_RE = re.compile(r"(\d+)$")
+
+
+def read_keyframes(folder) -> dict[int, np.ndarray]:
+    """Keyframes from a folder of images named by frame index (``12.png``, ``frame_0012.jpg``)."""
+    folder = Path(folder)
+    _check_exists(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: keyframes must be a folder of images named by frame number")
+    files = _image_files(folder)
+    if not files:
+        raise InputError(f"{folder}: folder holds no images")
+    out, bad = {}, []
+    for f in files:
+        m = _KEY_RE.search(f.stem)
+        if m is None:
+            bad.append(f.name)
+        else:
+            out[int(m.group(1))] = _load_image(f)
+    if bad:
+        raise InputError(
+            f"{folder}: keyframe names must end in their frame number (0-based), e.g. 12.png or frame_0012.png; "
+            f"not: {', '.join(bad[:5])}"
+        )
+    return out
+
+
+class VideoWriter:
+    """Write frames one at a time; the output appears at ``path`` only on a successful :meth:`close`.
+
+    ``path`` ending in .mp4/.mov/.mkv/.m4v: H.264 (libx264, yuv420p, ``crf``). Otherwise a folder of
+    PNG files ``00000.png, 00001.png, ...``.
+    """
+
+    def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17):
+        self.path = Path(path)
+        self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
+        self.crf = crf
+        self.count = 0
+        ext = self.path.suffix.lower()
+        self.is_video = ext in WRITE_VIDEO_EXTS
+        if ext in VIDEO_EXTS and not self.is_video:
+            raise OutputError(
+                f"{self.path}: cannot write {ext} files; write .mp4, .mov, .mkv or a folder of PNGs (a path without extension)"
+            )
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not parent.is_dir():
+            raise OutputError(f"{self.path}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"{self.path}: folder {parent} is not writable")
+        if self.path.exists() and self.path.is_dir() != (not self.is_video):
+            kind = "a folder" if self.path.is_dir() else "a file"
+            raise OutputError(f"{self.path}: exists and is {kind}; choose another output path")
+        try:
+            if self.is_video:
+                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=ext, dir=parent)
+                os.close(fd)
+                self.tmp = Path(tmp)
+            else:
+                self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=parent))
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot write there ({e})") from e
+        self._container = None
+        self._stream = None
+        self._pad = (0, 0)
+
+    def _open_video(self, h: int, w: int) -> None:
+        import av
+
+        self._container = av.open(str(self.tmp), mode="w", format=WRITE_VIDEO_EXTS[self.path.suffix.lower()])
+        rate = Fraction(self.fps).limit_denominator(1001000)
+        s = self._container.add_stream("libx264", rate=rate)
+        self._pad = (h % 2, w % 2)
+        s.width, s.height = w + self._pad[1], h + self._pad[0]
+        s.pix_fmt = "yuv420p"
+        s.options = {"crf": str(self.crf), "preset": "medium"}
+        self._stream = s
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape}")
+        try:
+            if self.is_video:
+                import av
+
+                if self._container is None:
+                    self._open_video(*frame.shape[:2])
+                if any(self._pad):
+                    frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                for packet in self._stream.encode(vf):
+                    self._container.mux(packet)
+            else:
+                from PIL import Image
+
+                Image.fromarray(frame).save(self.tmp / f"{self.count:05d}.png")
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"{self.path}: writing failed ({e})") from e
+        self.count += 1
+
+    def close(self) -> None:
+        """Finish and move the result into place (replacing any previous output)."""
+        try:
+            if self.is_video:
+                if self._container is None:
+                    raise OutputError(f"{self.path}: no frames were written")
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+                self._container.close()
+                self._container = None
+                os.replace(self.tmp, self.path)
+            else:
+                if self.path.exists():
+                    old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old.", dir=self.path.parent))
+                    os.replace(self.path, old / "x")
+                    os.replace(self.tmp, self.path)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.abort()
+            raise OutputError(f"{self.path}: finishing the output failed ({e})") from e
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop what was written; any earlier output at ``path`` stays as it was."""
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:
+                pass
+            self._container = None
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write(path, frames: Iterable[np.ndarray], fps: float = DEFAULT_FPS) -> int:
+    """Write all ``frames`` ((T, H, W, 3) uint8 or an iterable of (H, W, 3)); returns the count."""
+    with VideoWriter(path, fps) as w:
+        for f in frames:
+            w.write(f)
+        return w.count
