@@ -1,0 +1,112 @@
+"""Deflicker benchmark: quality, speed and memory of each mode on real clips.
+
+Ground truth: a consistent stylisation of a real clip (flickerless.synthetic.stylize); input: the
+same with per-frame flicker (colour jumps + blotches, new every frame). Reports, per clip and mode:
+PSNR against the ground truth (in -> out), temporal error (in -> out, 0-255 scale), s/frame of the
+deflicker call alone (file I/O and decoding excluded; frames already on the device), peak GPU
+memory and peak host RSS.
+
+    python benchmarks/deflicker.py                          # CPU, short clips
+    python benchmarks/deflicker.py --device cuda --frames 120 --width 640
+    python benchmarks/deflicker.py --speed --device cuda     # the 640x480 table-mode speed figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+from flickerless import deflicker
+from flickerless.demo import load_clip, registry_clip
+from flickerless.synthetic import flickering_pair, psnr, temporal_error
+
+
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def run_case(clip, truth, flick, mode, window, dev, batch, opts):
+    g = torch.from_numpy(clip).permute(0, 3, 1, 2).to(dev).float().div_(255)
+    s = torch.from_numpy(flick).permute(0, 3, 1, 2).to(dev).float().div_(255)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    _sync(dev)
+    t0 = time.perf_counter()
+    out = deflicker(g, s, mode=mode, window=window, device=dev, batch=batch, **opts)
+    _sync(dev)
+    dt = time.perf_counter() - t0
+    res = out.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).byte().cpu().numpy()
+    return {
+        "mode": mode,
+        "window": "inf" if window is None else window,
+        "psnr_in": round(psnr(flick, truth), 2),
+        "psnr_out": round(psnr(res, truth), 2),
+        "temporal_in": round(temporal_error(flick, truth), 1),
+        "temporal_out": round(temporal_error(res, truth), 2),
+        "s_per_frame": round(dt / len(clip), 4),
+        "peak_gpu_GiB": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if dev.type == "cuda" else None,
+        "peak_rss_GiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--clips", default="bikes.mp4,carphone_pristine.mp4")
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--width", type=int, default=None, help="resize clips to this width (default: native)")
+    p.add_argument("--height", type=int, default=None, help="with --width: exact size (else keep aspect)")
+    p.add_argument("--modes", default="table,window")
+    p.add_argument("--window", default="15")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--speed", action="store_true", help="the GPU speed case: bikes at 640x480, table, window 15, 64 frames")
+    p.add_argument("--warmup", action="store_true", help="run each case once before timing (GPU kernels, caches)")
+    p.add_argument("--opts", default="{}", help="PatchMatch options as JSON, e.g. '{\"samples\": 5}'")
+    p.add_argument("--json", help="also write results to this file")
+    a = p.parse_args(argv)
+    dev = torch.device(a.device)
+    opts = json.loads(a.opts)
+    window = None if a.window in ("inf", "none") else int(a.window)
+    results = []
+    clips = a.clips.split(",")
+    modes = a.modes.split(",")
+    if a.speed:
+        clips, modes, window = ["bikes.mp4"], ["table"], 15
+        a.width, a.height, a.frames = 640, 480, a.frames if a.frames != 48 else 64
+    for name in clips:
+        clip, _ = load_clip(registry_clip(name), a.frames, a.width)
+        if a.height:
+            from flickerless.video import _resize
+
+            clip = np.stack([_resize(f, (a.height, a.width)) for f in clip])
+        truth, flick = flickering_pair(clip, seed=0)
+        for mode in modes:
+            if a.warmup:
+                run_case(clip[:8], truth[:8], flick[:8], mode, window, dev, a.batch, opts)
+            r = run_case(clip, truth, flick, mode, window, dev, a.batch, opts)
+            r.update(clip=name, frames=len(clip), size=f"{clip.shape[2]}x{clip.shape[1]}", device=str(dev), opts=opts)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    print()
+    print("| clip | size | frames | mode | window | PSNR in -> out (gain) | temporal err in -> out (x lower) | s/frame | peak GPU GiB | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['clip']} | {r['size']} | {r['frames']} | {r['mode']} | {r['window']} | "
+              f"{r['psnr_in']} -> {r['psnr_out']} (+{r['psnr_out'] - r['psnr_in']:.2f}) | "
+              f"{r['temporal_in']} -> {r['temporal_out']} ({r['temporal_in'] / max(r['temporal_out'], 1e-9):.1f}x) | "
+              f"{r['s_per_frame']} | {r['peak_gpu_GiB']} | {r['peak_rss_GiB']} |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Host memory of a long high-resolution clip in table mode (issue: 1000 frames of 1080p in 8 GiB).
+
+Builds a 1920x1080 clip of N frames on disk (bikes.mp4 upscaled and looped, plus a flickering
+stylised version), then runs ``flickerless deflicker`` on the two files as a user would, in a
+child process whose peak RSS is read from the kernel (ru_maxrss of children). Memory does not
+depend on PatchMatch effort, so ``--fast`` (1 iteration, patch 5, 3 levels) keeps the run short;
+the figure is labelled with the settings used.
+
+    python benchmarks/memory.py --frames 1000 --device cuda --fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from flickerless.demo import registry_clip
+from flickerless.synthetic import add_flicker, stylize
+from flickerless.video import VideoWriter, _resize, iter_frames
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--frames", type=int, default=1000)
+    p.add_argument("--width", type=int, default=1920)
+    p.add_argument("--height", type=int, default=1080)
+    p.add_argument("--device", default=None)
+    p.add_argument("--window", default="15")
+    p.add_argument("--fast", action="store_true")
+    p.add_argument("--tmp", default=None)
+    a = p.parse_args(argv)
+    src = [f for f in iter_frames(registry_clip("bikes.mp4"))]
+    tmp = tempfile.mkdtemp(dir=a.tmp)
+    gpath, spath, opath = (os.path.join(tmp, n) for n in ("guide.mp4", "style.mp4", "out.mp4"))
+    t0 = time.time()
+    with VideoWriter(gpath, 25) as gw, VideoWriter(spath, 25) as sw:
+        for i in range(a.frames):
+            k = i % (2 * len(src) - 2)
+            f = _resize(src[k if k < len(src) else 2 * len(src) - 2 - k], (a.height, a.width))
+            gw.write(f)
+            sw.write(add_flicker(stylize(f)[None], seed=i)[0])
+    print(f"made {a.frames} frames {a.width}x{a.height} in {time.time() - t0:.0f} s", flush=True)
+    cmd = [sys.executable, "-m", "flickerless.cli", "deflicker", "--guide", gpath, "--style", spath, "-o", opath,
+           "--mode", "table", "--window", a.window, "-q"]
+    if a.device:
+        cmd += ["--device", a.device]
+    if a.fast:
+        cmd += ["--iterations", "1", "--patch-sizes", "5"]
+    t0 = time.time()
+    r = subprocess.run(cmd)
+    dt = time.time() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"exit {r.returncode}; {dt:.0f} s ({dt / a.frames:.3f} s/frame); peak RSS of the deflicker process: {peak:.2f} GiB")
+    print("command:", " ".join(cmd))
+    return r.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
