@@ -70,6 +70,8 @@ class PatchMatchOptions:
         the whole source image. Radii halve down to 1 within a round.
     init: ``"identity"`` (every pixel starts at the same place in the source) or ``"random"``.
     seed: seed of the counter-based random numbers.
+    backend: ``"torch"`` (any device), ``"triton"`` (fused kernels, CUDA), or ``"auto"`` (Triton on
+        CUDA when importable, else torch). Both run the same passes with the same random numbers.
     """
 
     patch_sizes: tuple[int, ...] = (13, 11, 9, 7, 5)
@@ -81,6 +83,7 @@ class PatchMatchOptions:
     search_radius: int = 16
     init: str = "identity"
     seed: int = 0
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         ps = tuple(int(p) for p in self.patch_sizes)
@@ -99,6 +102,8 @@ class PatchMatchOptions:
             raise ValueError(f"levels must be >= 1 or None, got {self.levels}")
         if self.search_radius < 0:
             raise ValueError(f"search_radius must be >= 0, got {self.search_radius}")
+        if self.backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {self.backend!r}")
         if self.init not in ("identity", "random"):
             raise ValueError(f"init must be 'identity' or 'random', got {self.init!r}")
 
@@ -248,6 +253,9 @@ def _improve(nnf, cost, cand, target_desc, source_desc, source_size, spp):
     return torch.where(better[:, None], cand, nnf), torch.where(better, c, cost)
 
 
+_DIRECTIONS = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+
 def propagate(
     nnf: torch.Tensor,
     cost: torch.Tensor,
@@ -258,11 +266,13 @@ def propagate(
     step: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Try, for every pixel, the match of each of its 4 neighbours at distance ``step``, shifted
-    back by that distance (a coherent region carries its offset along). Keeps the better one."""
+    back by that distance (a coherent region carries its offset along). Keeps the better one.
+    Neighbours are read from the field as passed in (parallel, Jacobi-style update)."""
     hs, ws = source_size
-    for ey, ex in ((0, step), (0, -step), (step, 0), (-step, 0)):
-        neighbour = _shift(nnf, ey, ex)
-        cand = neighbour - torch.tensor((ey, ex), device=nnf.device).view(1, 2, 1, 1)
+    start = nnf  # all candidates come from the field as it was (Jacobi), as on the GPU kernel
+    for ey, ex in _DIRECTIONS:
+        neighbour = _shift(start, ey * step, ex * step)
+        cand = neighbour - torch.tensor((ey * step, ex * step), device=nnf.device).view(1, 2, 1, 1)
         cand = _clamp_nnf(cand, hs, ws)
         nnf, cost = _improve(nnf, cost, cand, target_desc, source_desc, source_size, samples_per_patch)
     return nnf, cost
@@ -370,6 +380,21 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="area")
 
 
+def _kernels(backend: str, device: torch.device):
+    """The fused Triton kernels module when the backend asks for it and it can run here."""
+    if backend == "torch" or device.type != "cuda":
+        if backend == "triton" and device.type != "cuda":
+            raise ValueError("backend='triton' needs CUDA tensors; use backend='torch' or 'auto' on the CPU")
+        return None
+    try:
+        from . import kernels
+    except ImportError:
+        if backend == "triton":
+            raise
+        return None
+    return kernels if kernels.available() else None
+
+
 def patchmatch(
     target_guide: torch.Tensor,
     source_guide: torch.Tensor,
@@ -393,6 +418,7 @@ def patchmatch(
     sw = math.sqrt(opts.guide_weight)
     dtype = torch.float32
     tg0, sg0, ss0 = (t.to(dtype) for t in (target_guide, source_guide, source_style))
+    kernels = _kernels(opts.backend, dev)
     nnf = None
     cost = None
     prev_src = None
@@ -407,15 +433,18 @@ def patchmatch(
         radius = max(src_size) if li == 0 else opts.search_radius
         for it in range(opts.iterations):
             offs = patch_offsets(opts.patch_size_at(it), opts.samples)
+            salt = (li * 97 + it) * 2 + 1
+            if kernels is not None:
+                estimate = kernels.vote(ss, nnf, offs)
+                nnf, cost = kernels.iteration(tg, estimate, sg, ss, nnf, keys, offs, opts.guide_weight, radius, salt)
+                continue
             spp = len(offs)
             estimate = vote(ss, nnf, offs)
             tdesc = describe(torch.cat((tg * sw, estimate), 1), offs)
             sdesc = describe(torch.cat((sg * sw, ss), 1), offs)
             cost = patch_cost(tdesc, sdesc, nnf, src_size, spp)
             nnf, cost = propagate(nnf, cost, tdesc, sdesc, src_size, spp)
-            nnf, cost = random_search(
-                nnf, cost, tdesc, sdesc, src_size, spp, radius, keys, salt=(li * 97 + it) * 2 + 1
-            )
+            nnf, cost = random_search(nnf, cost, tdesc, sdesc, src_size, spp, radius, keys, salt=salt)
     return (nnf, cost) if return_cost else nnf
 
 
@@ -431,4 +460,6 @@ def remap(
     opts = options or PatchMatchOptions()
     nnf = patchmatch(target_guide, source_guide, source_style, opts, keys)
     offs = patch_offsets(opts.patch_sizes[-1])  # every pixel of the last patch size votes
-    return vote(source_style.to(torch.float32), nnf, offs).to(source_style.dtype)
+    kernels = _kernels(opts.backend, nnf.device)
+    vote_fn = kernels.vote if kernels is not None else vote
+    return vote_fn(source_style.to(torch.float32), nnf, offs).to(source_style.dtype)

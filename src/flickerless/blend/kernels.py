@@ -1,0 +1,202 @@
+"""Fused Triton kernels for PatchMatch on CUDA: one launch per iteration, one per vote.
+
+They run the same passes as the torch functions in :mod:`.patchmatch` (cost on sampled patch
+offsets with border clamping, Jacobi propagation from 4 neighbours, random search with radii
+halving to 1 driven by the same counter-based hash, patch voting) but read pixels straight from
+the images instead of materialising descriptors, and keep the per-pixel loop in registers. The torch
+path was launch-bound on the GPU (BENCHMARKS.md); this is the fix.
+
+Imported only on CUDA; :func:`available` says whether Triton can compile here.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+_MASK = 0x7FFFFFFF
+_MUL = 0x45D9F3B
+_GOLD = 0x9E3779B
+BLOCK = 128
+
+
+def available() -> bool:
+    return triton is not None and torch.cuda.is_available()
+
+
+if triton is not None:
+
+    @triton.jit
+    def _mix(z):
+        z = z & 0x7FFFFFFF
+        z = ((z ^ (z >> 16)) * 0x45D9F3B) & 0x7FFFFFFF
+        z = ((z ^ (z >> 16)) * 0x45D9F3B) & 0x7FFFFFFF
+        return z ^ (z >> 16)
+
+    @triton.jit
+    def _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask,
+              C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+        ch = tl.arange(0, CP)
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for s in range(S):
+            dy = tl.load(offs_ptr + 2 * s)
+            dx = tl.load(offs_ptr + 2 * s + 1)
+            ty = tl.minimum(tl.maximum(py + dy, 0), H - 1)
+            tx = tl.minimum(tl.maximum(px + dx, 0), W - 1)
+            sy = tl.minimum(tl.maximum(qy + dy, 0), Hs - 1)
+            sx = tl.minimum(tl.maximum(qx + dx, 0), Ws - 1)
+            tpix = (ty * W + tx).to(tl.int64)
+            spix = (sy * Ws + sx).to(tl.int64)
+            m1 = mask[:, None] & (ch < C)[None, :]
+            a = tl.load(tg + (b * C + ch[None, :]).to(tl.int64) * H * W + tpix[:, None], mask=m1, other=0.0)
+            d = tl.load(sg + (b * C + ch[None, :]).to(tl.int64) * Hs * Ws + spix[:, None], mask=m1, other=0.0)
+            acc += gw * tl.sum((a - d) * (a - d), axis=1)
+            m2 = mask[:, None] & (ch < C2)[None, :]
+            a = tl.load(te + (b * C2 + ch[None, :]).to(tl.int64) * H * W + tpix[:, None], mask=m2, other=0.0)
+            d = tl.load(ss + (b * C2 + ch[None, :]).to(tl.int64) * Hs * Ws + spix[:, None], mask=m2, other=0.0)
+            acc += tl.sum((a - d) * (a - d), axis=1)
+        return acc / S
+
+    @triton.jit
+    def _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, ey: tl.constexpr, ex: tl.constexpr,
+                       H, W, Hs, Ws, offs_ptr, S, gw, mask,
+                       C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+        ny = tl.minimum(tl.maximum(py + ey, 0), H - 1)
+        nx = tl.minimum(tl.maximum(px + ex, 0), W - 1)
+        cy = tl.load(nnf_in + base + ny * W + nx, mask=mask, other=0).to(tl.int32) - ey
+        cx = tl.load(nnf_in + base + H * W + ny * W + nx, mask=mask, other=0).to(tl.int32) - ex
+        cy = tl.minimum(tl.maximum(cy, 0), Hs - 1)
+        cx = tl.minimum(tl.maximum(cx, 0), Ws - 1)
+        c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        better = c < best
+        return tl.where(better, cy, qy), tl.where(better, cx, qx), tl.where(better, c, best)
+
+    @triton.jit
+    def _iteration_kernel(tg, te, sg, ss, nnf_in, nnf_out, cost_out, keys, offs_ptr,
+                          H, W, Hs, Ws, S, gw, radius, salt64,
+                          C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        b = tl.program_id(1)
+        HW = H * W
+        p = pid * BLOCK + tl.arange(0, BLOCK)
+        mask = p < HW
+        py = p // W
+        px = p % W
+        base = b.to(tl.int64) * 2 * HW
+        qy = tl.load(nnf_in + base + p, mask=mask, other=0).to(tl.int32)
+        qx = tl.load(nnf_in + base + HW + p, mask=mask, other=0).to(tl.int32)
+        best = _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        # propagation: neighbours' matches shifted back, read from the incoming field (Jacobi)
+        qy, qx, best = _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, 1, H, W, Hs, Ws,
+                                      offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        qy, qx, best = _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, -1, H, W, Hs, Ws,
+                                      offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        qy, qx, best = _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 1, 0, H, W, Hs, Ws,
+                                      offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        qy, qx, best = _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, -1, 0, H, W, Hs, Ws,
+                                      offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        # random search, radius halving to 1; same hash as patchmatch._hash_ints
+        kmix = _mix(tl.load(keys + b))
+        s64 = salt64.to(tl.int64)
+        r = radius
+        i = 0
+        while r >= 1:
+            h0 = _mix((kmix + (s64 + i) * 0x9E3779B) & 0x7FFFFFFF)
+            ry = _mix(h0 + p.to(tl.int64))
+            rx = _mix(h0 + HW + p.to(tl.int64))
+            span = 2 * r + 1
+            cy = qy + (ry % span).to(tl.int32) - r
+            cx = qx + (rx % span).to(tl.int32) - r
+            cy = tl.minimum(tl.maximum(cy, 0), Hs - 1)
+            cx = tl.minimum(tl.maximum(cx, 0), Ws - 1)
+            c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+            better = c < best
+            qy = tl.where(better, cy, qy)
+            qx = tl.where(better, cx, qx)
+            best = tl.where(better, c, best)
+            r = r // 2
+            i += 1
+        tl.store(nnf_out + base + p, qy.to(tl.int64), mask=mask)
+        tl.store(nnf_out + base + HW + p, qx.to(tl.int64), mask=mask)
+        tl.store(cost_out + b.to(tl.int64) * HW + p, best, mask=mask)
+
+    @triton.jit
+    def _vote_kernel(src, nnf, out, offs_ptr, H, W, Hs, Ws, S,
+                     C: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+        pid = tl.program_id(0)
+        b = tl.program_id(1)
+        HW = H * W
+        p = pid * BLOCK + tl.arange(0, BLOCK)
+        mask = p < HW
+        py = p // W
+        px = p % W
+        ch = tl.arange(0, CP)
+        base = b.to(tl.int64) * 2 * HW
+        acc = tl.zeros([BLOCK, CP], dtype=tl.float32)
+        cnt = tl.zeros([BLOCK], dtype=tl.float32)
+        for s in range(S):
+            dy = tl.load(offs_ptr + 2 * s)
+            dx = tl.load(offs_ptr + 2 * s + 1)
+            cy = py - dy
+            cx = px - dx
+            valid = mask & (cy >= 0) & (cy < H) & (cx >= 0) & (cx < W)
+            cyc = tl.minimum(tl.maximum(cy, 0), H - 1)
+            cxc = tl.minimum(tl.maximum(cx, 0), W - 1)
+            qy = tl.load(nnf + base + cyc * W + cxc, mask=mask, other=0).to(tl.int32) + dy
+            qx = tl.load(nnf + base + HW + cyc * W + cxc, mask=mask, other=0).to(tl.int32) + dx
+            qy = tl.minimum(tl.maximum(qy, 0), Hs - 1)
+            qx = tl.minimum(tl.maximum(qx, 0), Ws - 1)
+            spix = (qy * Ws + qx).to(tl.int64)
+            m = valid[:, None] & (ch < C)[None, :]
+            v = tl.load(src + (b * C + ch[None, :]).to(tl.int64) * Hs * Ws + spix[:, None], mask=m, other=0.0)
+            acc += v
+            cnt += valid.to(tl.float32)
+        res = acc / tl.maximum(cnt, 1.0)[:, None]
+        optr = out + (b * C + ch[None, :]).to(tl.int64) * HW + p[:, None]
+        tl.store(optr, res, mask=mask[:, None] & (ch < C)[None, :])
+
+
+def _offsets_tensor(offsets: Sequence[tuple[int, int]], device) -> torch.Tensor:
+    return torch.tensor(offsets, dtype=torch.int32, device=device).reshape(-1).contiguous()
+
+
+def _cp(c: int) -> int:
+    return max(2, triton.next_power_of_2(c))
+
+
+def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
+    """One PatchMatch iteration (cost, propagation, random search). Returns (nnf, cost)."""
+    tg, est, sg, ss = (t.contiguous().float() for t in (tg, est, sg, ss))
+    b, c, h, w = tg.shape
+    c2 = est.shape[1]
+    hs, ws = sg.shape[-2:]
+    nnf = nnf.contiguous()
+    out = torch.empty_like(nnf)
+    cost = torch.empty(b, h, w, device=tg.device, dtype=torch.float32)
+    offs = _offsets_tensor(offsets, tg.device)
+    grid = (triton.cdiv(h * w, BLOCK), b)
+    _iteration_kernel[grid](
+        tg, est, sg, ss, nnf, out, cost, keys.contiguous(), offs, h, w, hs, ws, len(offsets),
+        float(guide_weight), int(radius), int(salt) * 64,
+        C=c, C2=c2, CP=_cp(max(c, c2)), BLOCK=BLOCK,
+    )
+    return out, cost
+
+
+def vote(source: torch.Tensor, nnf: torch.Tensor, offsets) -> torch.Tensor:
+    """Patch voting, as :func:`flickerless.blend.patchmatch.vote`."""
+    source = source.contiguous().float()
+    b, c, hs, ws = source.shape
+    h, w = nnf.shape[-2:]
+    out = torch.empty(b, c, h, w, device=source.device, dtype=torch.float32)
+    offs = _offsets_tensor(offsets, source.device)
+    grid = (triton.cdiv(h * w, BLOCK), b)
+    _vote_kernel[grid](source, nnf.contiguous(), out, offs, h, w, hs, ws, len(offsets), C=c, CP=_cp(c), BLOCK=BLOCK)
+    return out
