@@ -1,6 +1,6 @@
 """Patch blending: PatchMatch NNF, remap, blend, pair schedules. Pure torch; knows nothing of diffusion."""
 
 from .deflicker import MODES, deflicker, run_deflicker
-from .patchmatch import PatchMatchOptions, patchmatch, remap, vote
+from .patchmatch import PatchMatchOptions, remap, vote
 
-__all__ = ["deflicker", "run_deflicker", "MODES", "PatchMatchOptions", "patchmatch", "remap", "vote"]
+__all__ = ["deflicker", "run_deflicker", "MODES", "PatchMatchOptions", "remap", "vote"]

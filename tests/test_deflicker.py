@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+
+from flickerless import InputError, deflicker
+from flickerless.synthetic import flickering_pair, psnr, temporal_error
+
+from .conftest import FAST
+
+
+@pytest.fixture(scope="module")
+def pair(small_clip):
+    truth, flick = flickering_pair(small_clip, seed=3)
+    return small_clip, truth, flick
+
+
+def test_window_covering_all_equals_all_pairs_reference(pair):
+    clip, _, flick = pair
+    clip, flick = clip[:6], flick[:6]
+    ref = deflicker(clip, flick, mode="all_pairs", window=None, device="cpu", **FAST)
+    win = deflicker(clip, flick, mode="window", window=10, device="cpu", batch=3, **FAST)
+    assert np.abs(ref.astype(int) - win.astype(int)).max() <= 1  # uint8 rounding only
+
+
+def test_table_close_to_window_on_real_clip(pair):
+    clip, truth, flick = pair
+    table = deflicker(clip, flick, mode="table", window=None, device="cpu", **FAST)
+    window = deflicker(clip, flick, mode="window", window=None, device="cpu", **FAST)
+    # the table remaps blends of frames once instead of each frame directly: an approximation.
+    # Tolerance: within 1.5 dB of the exact window blend's PSNR, and > 32 dB from each other.
+    assert psnr(table, window) > 32
+    assert psnr(table, truth) > psnr(window, truth) - 1.5
+
+
+def test_deflicker_cuts_temporal_error_on_real_clip(pair):
+    clip, truth, flick = pair
+    out = deflicker(clip, flick, mode="table", window=15, device="cpu")
+    before, after = temporal_error(flick, truth), temporal_error(out, truth)
+    assert after < before / 8, (before, after)
+    assert psnr(out, truth) > psnr(flick, truth) + 4
+
+
+def test_keyframes_reproduce_keyframe_at_its_index(pair):
+    clip, truth, _ = pair
+    keys = {0: truth[0], 6: truth[6]}
+    out = deflicker(clip, mode="keyframes", keyframes=keys, device="cpu", **FAST)
+    assert out.shape == clip.shape
+    assert np.array_equal(out[0], truth[0]) and np.array_equal(out[6], truth[6])
+    # frames between keyframes come from them: close to the consistent truth
+    assert psnr(out[1:6], truth[1:6]) > 24
+
+
+def test_tensor_in_tensor_out(pair):
+    clip, _, flick = pair
+    g = torch.from_numpy(clip[:4]).permute(0, 3, 1, 2).float() / 255
+    s = torch.from_numpy(flick[:4]).permute(0, 3, 1, 2).float() / 255
+    out = deflicker(g, s, mode="window", window=1, **FAST)
+    assert isinstance(out, torch.Tensor) and out.shape == s.shape and out.dtype == s.dtype
+    arr = deflicker(clip[:4], flick[:4], mode="window", window=1, **FAST)
+    assert np.abs(arr.astype(int) - (out.permute(0, 2, 3, 1).numpy() * 255).round().astype(int)).max() <= 1
+
+
+def test_spills_to_disk_with_the_same_result(pair):
+    from flickerless.blend.deflicker import run_deflicker
+    from flickerless.blend.frames import ArrayFrames
+    from flickerless.blend.patchmatch import PatchMatchOptions
+
+    clip, _, flick = pair
+    outs = []
+    for budget in (1 << 30, 0):
+        got = {}
+        run_deflicker(ArrayFrames(clip), ArrayFrames(flick), lambda i, x: got.__setitem__(i, x.clone()),
+                      window=None, device="cpu", options=PatchMatchOptions(**FAST), host_budget=budget)
+        outs.append(torch.stack([got[i] for i in range(len(clip))]))
+    assert (outs[0] - outs[1]).abs().max() < 2e-3  # float16 storage either way
+
+
+def test_bad_inputs(pair):
+    clip, _, flick = pair
+    with pytest.raises(InputError, match="frames"):
+        deflicker(clip, flick[:5])
+    with pytest.raises(InputError, match="64x|80x"):
+        deflicker(clip, flick[:, :32])
+    with pytest.raises(InputError, match="mode"):
+        deflicker(clip, flick, mode="fast")
+    with pytest.raises(TypeError, match="valid"):
+        deflicker(clip, flick, patch_size=3)

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+import torch
+
+import flickerless.blend.patchmatch as pm
+
+
+def _t(a):
+    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float()[None] / 255
+
+
+def _psnr(a, b):
+    return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+
+def test_recovers_known_translation(carphone):
+    src = _t(carphone[0])
+    dy, dx = 5, -9
+    tgt = torch.roll(src, shifts=(dy, dx), dims=(2, 3))  # tgt[p] = src[p - d]
+    nnf = pm.patchmatch(tgt, src, src)
+    h, w = src.shape[-2:]
+    g = pm._grid(h, w, "cpu")
+    expected = g - torch.tensor([dy, dx]).view(2, 1, 1)
+    inner = (slice(16, h - 16), slice(16, w - 16))  # roll wraps at the border
+    exact = (nnf[0] == expected).all(0)[inner].float().mean().item()
+    assert exact > 0.9, exact
+    out = pm.remap(src, tgt, src)
+    assert _psnr(out[..., inner[0], inner[1]], tgt[..., inner[0], inner[1]]) > 40
+
+
+def test_recovers_known_crop(carphone):
+    src = _t(carphone[3])
+    y0, x0 = 20, 30
+    tgt = src[..., y0 : y0 + 96, x0 : x0 + 120].contiguous()
+    nnf = pm.patchmatch(tgt, src, src)
+    assert nnf.shape == (1, 2, 96, 120)
+    g = pm._grid(96, 120, "cpu")
+    expected = g + torch.tensor([y0, x0]).view(2, 1, 1)
+    exact = (nnf[0] == expected).all(0).float().mean().item()
+    assert exact > 0.9, exact
+    assert _psnr(pm.remap(src, tgt, src), tgt) > 40
+
+
+def test_remap_through_identity_returns_input(carphone):
+    x = _t(carphone[0])
+    nnf = pm.initialize(1, x.shape[-2:], x.shape[-2:], "identity")
+    for size in (1, 5, 13):
+        torch.testing.assert_close(pm.vote(x, nnf, pm.patch_offsets(size)), x, atol=1e-5, rtol=0)
+
+
+def test_vote_averages_overlapping_patches():
+    # a source whose every pixel is distinct; an NNF that points every target pixel at (0, 0)
+    src = torch.arange(25, dtype=torch.float32).view(1, 1, 5, 5)
+    nnf = torch.zeros(1, 2, 3, 3, dtype=torch.int64)
+    out = pm.vote(src, nnf, pm.patch_offsets(3))
+    # target pixel (1, 1) is covered by 9 patches; the one centred at p' votes src[clamp(0 + d)]
+    votes = [src[0, 0, max(dy, 0), max(dx, 0)] for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    assert out[0, 0, 1, 1].item() == pytest.approx(float(sum(votes) / 9))
+
+
+def test_patch_offsets():
+    assert pm.patch_offsets(5) == [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)]
+    assert sorted({d for d, _ in pm.patch_offsets(13, 3)}) == [-6, 0, 6]
+    assert len(pm.patch_offsets(1)) == 1
+
+
+def test_propagate_and_search_never_worsen_cost(carphone):
+    a, b = _t(carphone[0]), _t(carphone[2])
+    offs = pm.patch_offsets(5)
+    td, sd = pm.describe(a, offs), pm.describe(b, offs)
+    keys = torch.tensor([7])
+    nnf = pm.initialize(1, a.shape[-2:], b.shape[-2:], "random", keys)
+    cost = pm.patch_cost(td, sd, nnf, b.shape[-2:], len(offs))
+    n2, c2 = pm.propagate(nnf, cost, td, sd, b.shape[-2:], len(offs))
+    assert (c2 <= cost).all() and c2.mean() < cost.mean()
+    torch.testing.assert_close(c2, pm.patch_cost(td, sd, n2, b.shape[-2:], len(offs)))
+    n3, c3 = pm.random_search(n2, c2, td, sd, b.shape[-2:], len(offs), 32, keys, salt=1)
+    assert (c3 <= c2).all() and c3.mean() < c2.mean()
+    assert n3[:, 0].max() < b.shape[-2] and n3.min() >= 0
+
+
+def test_seeded_deterministic_and_batch_independent(carphone):
+    f = torch.stack([_t(x)[0] for x in carphone[:4]])
+    opts = pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, init="random")
+    keys = torch.tensor([11, 12, 13])
+    batch = pm.patchmatch(f[1:4], f[0:3], f[0:3], opts, keys)
+    again = pm.patchmatch(f[1:4], f[0:3], f[0:3], opts, keys)
+    assert torch.equal(batch, again)
+    alone = pm.patchmatch(f[2:3], f[1:2], f[1:2], opts, keys[1:2])
+    assert torch.equal(batch[1:2], alone)
+    other_seed = pm.patchmatch(f[1:4], f[0:3], f[0:3], pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, init="random", seed=1), keys)
+    assert not torch.equal(batch, other_seed)
+
+
+def test_options_validate():
+    with pytest.raises(ValueError, match="patch_sizes"):
+        pm.PatchMatchOptions(patch_sizes=(4,))
+    with pytest.raises(TypeError, match="valid"):
+        pm.PatchMatchOptions.from_kwargs(patch_size=5)
+    with pytest.raises(ValueError, match="backend"):
+        pm.PatchMatchOptions(backend="cupy")
