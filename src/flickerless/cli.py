@@ -154,7 +154,7 @@ def cmd_deflicker(args) -> int:
                     img = _resize(img, (ginfo.height, ginfo.width))
                 if k >= ginfo.frames:
                     raise InputError(f"keyframe {k} is past the guide's last frame ({ginfo.frames - 1})")
-                keyframes[k] = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255
+                keyframes[k] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
         else:
             from .video import probe
 

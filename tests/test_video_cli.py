@@ -1,0 +1,134 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flickerless import video
+from flickerless.cli import main
+from flickerless.errors import InputError, OutputError
+
+
+def test_natural_sort_folder(tmp_path):
+    from PIL import Image
+
+    for i in (10, 2, 1):
+        Image.fromarray(np.full((6, 8, 3), i * 10, np.uint8)).save(tmp_path / f"{i}.png")
+    frames, fps = video.read(tmp_path)
+    assert [int(f[0, 0, 0]) for f in frames] == [10, 20, 100]
+
+
+def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone):
+    clip = np.ascontiguousarray(carphone[:5, :71, :95])  # odd height and width
+    out = tmp_path / "x.mp4"
+    assert video.write(out, clip, fps=12.5) == 5
+    info = video.probe(out)
+    assert (info.frames, info.fps) == (5, 12.5)
+    back, _ = video.read(out)
+    assert back.shape[1:3] == (72, 96)  # padded by one edge pixel
+    assert np.abs(back[:, :71, :95].astype(int) - clip.astype(int)).mean() < 4
+
+
+def test_disk_frames_random_access(carphone):
+    with video.DiskFrames(iter(carphone[:6])) as d:
+        assert len(d) == 6 and np.array_equal(d[4], carphone[4]) and np.array_equal(d[-1], carphone[5])
+
+
+def test_failed_write_leaves_existing_output(tmp_path):
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"previous result")
+    with pytest.raises(RuntimeError):
+        with video.VideoWriter(out, 10) as w:
+            w.write(np.zeros((8, 8, 3), np.uint8))
+            raise RuntimeError("interrupted")
+    assert out.read_bytes() == b"previous result"
+    assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
+
+
+def test_read_errors(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        video.read(tmp_path / "missing.mp4")
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(InputError, match="cannot read"):
+        video.read(bad)
+    with pytest.raises(OutputError, match="does not exist"):
+        video.VideoWriter(tmp_path / "nope" / "o.mp4")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, carphone):
+    from flickerless.synthetic import flickering_pair
+
+    d = tmp_path_factory.mktemp("clips")
+    clip = np.ascontiguousarray(carphone[:6, 32:96, 40:120])
+    truth, flick = flickering_pair(clip)
+    video.write(d / "guide.mp4", clip, 25)
+    video.write(d / "style.mp4", flick, 25)
+    video.write(d / "short.mp4", flick[:4], 25)
+    video.write(d / "small.mp4", flick[:, :32, :40], 25)
+    (d / "keys").mkdir()
+    (d / "badkeys").mkdir()
+    from PIL import Image
+
+    Image.fromarray(truth[0]).save(d / "keys" / "0.png")
+    Image.fromarray(truth[5]).save(d / "keys" / "frame_5.png")
+    Image.fromarray(truth[0]).save(d / "badkeys" / "first.png")
+    (d / "empty").mkdir()
+    (d / "notvideo.mp4").write_text("hello")
+    return d
+
+
+FASTARGS = ["--patch-sizes", "7,5", "--iterations", "2", "-q"]
+
+
+def test_cli_end_to_end(clips, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
+               "-o", str(out), "--device", "cpu", *FASTARGS])
+    assert rc == 0
+    info = video.probe(out)
+    assert (info.frames, info.width, info.height, info.fps) == (6, 80, 64, 25.0)
+
+
+def test_cli_keyframes_to_png_folder(clips, tmp_path):
+    out = tmp_path / "frames"
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(clips / "keys"),
+                 "-o", str(out), *FASTARGS]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(6)]
+
+
+def test_cli_resize(clips, tmp_path):
+    out = tmp_path / "r.mp4"
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "small.mp4"),
+                 "--resize", "-o", str(out), *FASTARGS]) == 0
+    assert video.probe(out).width == 80
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--guide", "{d}/missing.mp4", "--style", "{d}/style.mp4"], "no such file"),
+        (["--guide", "{d}/notvideo.mp4", "--style", "{d}/style.mp4"], "cannot read"),
+        (["--guide", "{d}/empty", "--style", "{d}/style.mp4"], "no images"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/short.mp4"], "6 frames but style"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/small.mp4"], "--resize"),
+        (["--guide", "{d}/guide.mp4", "--keyframes", "{d}/badkeys"], "frame number"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--device", "cuda:7"], "cuda"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "4"], "odd"),
+    ],
+)
+def test_cli_bad_input_one_line_exit_2(clips, tmp_path, capsys, args, message):
+    out = tmp_path / "o.mp4"
+    rc = main(["deflicker", *[a.format(d=clips) for a in args], "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0
+    assert not out.exists()
+
+
+def test_cli_unwritable_output(clips, tmp_path, capsys):
+    rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
+               "-o", str(tmp_path / "no" / "such" / "o.mp4"), "-q"])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
