@@ -131,9 +131,7 @@ def cmd_deflicker(args) -> int:
         opts = PatchMatchOptions(**_patchmatch_kwargs(args))
     except ValueError as e:
         raise InputError(str(e)) from e
-    device = resolve_device(args.device)
-    if device.type == "cpu" and args.device is None:
-        pass  # resolve_device said it once
+    device = resolve_device(args.device)  # says once when there is no GPU
     guide, ginfo = open_frames(args.guide)
     closers = [guide]
     try:
