@@ -83,9 +83,9 @@ def main(argv=None):
     for name in clips:
         clip, _ = load_clip(registry_clip(name), a.frames, a.width)
         if a.height:
-            from flickerless.video import _resize
+            from flickerless.video import resize_frame
 
-            clip = np.stack([_resize(f, (a.height, a.width)) for f in clip])
+            clip = np.stack([resize_frame(f, (a.height, a.width)) for f in clip])
         truth, flick = flickering_pair(clip, seed=0)
         for mode in modes:
             if a.warmup:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from flickerless.demo import registry_clip
-from flickerless.video import VideoWriter, _resize, iter_frames
+from flickerless.video import VideoWriter, iter_frames, resize_frame
 
 
 def main(argv=None):
@@ -42,7 +42,7 @@ def main(argv=None):
     with VideoWriter(gpath, 25) as gw, VideoWriter(spath, 25) as sw:
         for i in range(a.frames):
             k = i % (2 * len(src) - 2)
-            f = _resize(src[k if k < len(src) else 2 * len(src) - 2 - k], (a.height, a.width))
+            f = resize_frame(src[k if k < len(src) else 2 * len(src) - 2 - k], (a.height, a.width))
             gw.write(f)
             # host memory does not depend on content: a cheap per-frame colour jump stands in for style
             gain = 0.85 + 0.3 * ((i * 7919) % 97) / 97

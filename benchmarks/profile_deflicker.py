@@ -11,7 +11,7 @@ import torch
 from flickerless import deflicker
 from flickerless.demo import load_clip, registry_clip
 from flickerless.synthetic import flickering_pair
-from flickerless.video import _resize
+from flickerless.video import resize_frame
 
 p = argparse.ArgumentParser()
 p.add_argument("--device", default="cuda")
@@ -21,7 +21,7 @@ p.add_argument("--height", type=int, default=480)
 p.add_argument("--batch", type=int, default=None)
 a = p.parse_args()
 clip, _ = load_clip(registry_clip("bikes.mp4"), a.frames, a.width)
-clip = np.stack([_resize(f, (a.height, a.width)) for f in clip])
+clip = np.stack([resize_frame(f, (a.height, a.width)) for f in clip])
 _, flick = flickering_pair(clip)
 dev = torch.device(a.device)
 g = torch.from_numpy(clip).permute(0, 3, 1, 2).to(dev).float() / 255

@@ -147,9 +147,9 @@ def cmd_deflicker(args) -> int:
                             f"keyframe {k} ({args.keyframes}) is {img.shape[1]}x{img.shape[0]} but the guide {args.guide} "
                             f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide"
                         )
-                    from .video import _resize
+                    from .video import resize_frame
 
-                    img = _resize(img, (ginfo.height, ginfo.width))
+                    img = resize_frame(img, (ginfo.height, ginfo.width))
                 if k >= ginfo.frames:
                     raise InputError(f"keyframe {k} is past the guide's last frame ({ginfo.frames - 1})")
                 keyframes[k] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255

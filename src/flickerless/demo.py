@@ -34,14 +34,14 @@ def registry_clip(name: str = "bikes.mp4") -> Path:
 
 def load_clip(path, frames: int, width: int | None = None) -> tuple[np.ndarray, float]:
     """First ``frames`` frames of a clip, resized to ``width`` (even height kept in proportion)."""
-    from .video import _resize, iter_frames, probe
+    from .video import iter_frames, probe, resize_frame
 
     info = probe(path)
     out = []
     for f in iter_frames(path):
         if width is not None and width != f.shape[1]:
             h = max(2, int(round(f.shape[0] * width / f.shape[1] / 2)) * 2)
-            f = _resize(f, (h, width))
+            f = resize_frame(f, (h, width))
         out.append(f)
         if len(out) >= frames:
             break

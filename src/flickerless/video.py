@@ -38,6 +38,7 @@ __all__ = [
     "open_frames",
     "read_keyframes",
     "natural_key",
+    "resize_frame",
 ]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -219,7 +220,7 @@ def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, re
         raise InputError(f"{path}: has no frames")
     frames: Iterable[np.ndarray] = iter_frames(path)
     if resize is not None and tuple(resize) != (info.height, info.width):
-        frames = (_resize(f, resize) for f in frames)
+        frames = (resize_frame(f, resize) for f in frames)
         info = VideoInfo(info.frames, resize[0], resize[1], info.fps)
     if info.frames * info.height * info.width * 3 <= memory_limit:
         arr = np.stack(list(frames))
@@ -230,7 +231,8 @@ def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, re
     return disk, VideoInfo(len(disk), info.height, info.width, info.fps)
 
 
-def _resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an ``(H, W, 3)`` uint8 frame to ``size=(H, W)`` with Lanczos filtering."""
     from PIL import Image
 
     return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.LANCZOS))
