@@ -20,15 +20,12 @@ log = logging.getLogger("flickerless")
 
 
 def _window(text: str):
-    if text.lower() in ("inf", "none", "all"):
-        return None
+    from .blend.deflicker import normalize_window
+
     try:
-        w = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"window must be an integer >= 0 or 'inf', got {text!r}")
-    if w < 0:
-        raise argparse.ArgumentTypeError(f"window must be >= 0 or 'inf', got {w}")
-    return w
+        return normalize_window(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _int_list(text: str) -> tuple[int, ...]:

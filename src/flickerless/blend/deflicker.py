@@ -28,7 +28,7 @@ import torch
 from ..errors import DeviceError, InputError
 from .frames import FrameSource, FrameStore, as_source
 from .patchmatch import PatchMatchOptions, remap
-from .schedule import count_table_remaps, table_entries, table_levels, table_query
+from .schedule import count_table_remaps, table_levels, table_query, window_pairs, window_sources
 
 log = logging.getLogger("flickerless")
 
@@ -64,12 +64,16 @@ def resolve_device(device=None, like: torch.Tensor | None = None) -> torch.devic
     return dev
 
 
-def _normalize_window(window) -> int | None:
+def normalize_window(window) -> int | None:
+    """``None``, ``inf``, ``"inf"``/``"none"``/``"all"`` -> ``None`` (whole video); else an int >= 0."""
     if window is None or (isinstance(window, float) and math.isinf(window)):
         return None
     if isinstance(window, str) and window.lower() in ("inf", "none", "all"):
         return None
-    w = int(window)
+    try:
+        w = int(window)
+    except (TypeError, ValueError):
+        raise InputError(f"window must be an integer >= 0 or 'inf', got {window!r}") from None
     if w < 0:
         raise InputError(f"window must be >= 0 or inf, got {window}")
     return w
@@ -153,11 +157,11 @@ class Remapper:
 
 def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int | None, chunk_targets: int):
     n = len(style)
-    w = n if window is None else window
     dev = remapper.device
+    cache_size = 4 * remapper.batch + 2 * min(n, n if window is None else window) + 2
     for a in range(0, n, chunk_targets):
         targets = list(range(a, min(n, a + chunk_targets)))
-        jobs = [(j, i) for i in targets for j in range(max(0, i - w), min(n, i + w + 1)) if j != i]
+        jobs = [(j, i) for i in targets for j in window_sources(i, n, window)]
         own = style.load(targets, dev)
         acc = {i: own[k].clone() for k, i in enumerate(targets)}
         count = {i: 1 for i in targets}
@@ -167,7 +171,7 @@ def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int 
             s = jobs[jn][0]
             if s not in cache:
                 cache[s] = style.load([s], dev)[0]
-                if len(cache) > 4 * remapper.batch + 2 * w + 2:
+                if len(cache) > cache_size:
                     cache.popitem(last=False)
             return cache[s]
 
@@ -184,14 +188,11 @@ def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int 
 def _run_reference(style: FrameSource, remapper: Remapper, sink: Sink, window: int | None):
     """O(n^2) reference: each pair on its own (batch of one), plain Python accumulation."""
     n = len(style)
-    w = n if window is None else window
     dev = remapper.device
     for i in range(n):
         total = style.load([i], dev)[0]
         cnt = 1
-        for j in range(max(0, i - w), min(n, i + w + 1)):
-            if j == i:
-                continue
+        for j in window_sources(i, n, window):
             keys = torch.tensor([j * (n + 1) + i], dtype=torch.int64, device=dev)
             total = total + remap(
                 style.load([j], dev),
@@ -336,9 +337,8 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
 
 def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int] = ()) -> int:
     """PatchMatch runs a mode will make: for progress bars and cost estimates."""
-    w = n if window is None else window
     if mode in ("window", "all_pairs"):
-        return sum(min(n, i + w + 1) - max(0, i - w) - 1 for i in range(n))
+        return len(window_pairs(n, window))
     if mode == "table":
         return count_table_remaps(n, window)
     if mode == "keyframes":
@@ -374,7 +374,7 @@ def run_deflicker(
     n = len(guide)
     if n == 0:
         raise InputError("the guide video has no frames")
-    win = _normalize_window(window)
+    win = normalize_window(window)
     dev = torch.device(device) if device is not None else resolve_device()
     opts = options or PatchMatchOptions()
     if mode == "keyframes":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["lowbit_level", "table_levels", "table_entries", "table_query", "window_pairs", "count_table_remaps"]
+__all__ = ["lowbit_level", "table_levels", "table_entries", "table_query", "window_sources", "window_pairs", "count_table_remaps"]
 
 
 def lowbit_level(c: int) -> int:
@@ -64,7 +64,12 @@ def count_table_remaps(n: int, window: int | None) -> int:
     return 2 * (build + query)
 
 
+def window_sources(i: int, n: int, window: int | None) -> list[int]:
+    """Frames blended into frame ``i`` (0-based) by ``window`` mode, ``i`` itself excluded."""
+    w = n if window is None else window
+    return [j for j in range(max(0, i - w), min(n, i + w + 1)) if j != i]
+
+
 def window_pairs(n: int, window: int | None) -> list[tuple[int, int]]:
     """All ``(src, tgt)`` with ``0 < |src - tgt| <= w`` (0-based), grouped by target."""
-    w = n if window is None else window
-    return [(j, i) for i in range(n) for j in range(max(0, i - w), min(n, i + w + 1)) if j != i]
+    return [(j, i) for i in range(n) for j in window_sources(i, n, window)]
