@@ -1,5 +1,5 @@
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 || exit
-python3 benchmarks/check_kernels.py 2>&1 | tail -3
+python3 -m pytest -q tests/test_kernels.py -p no:cacheprovider 2>&1 | tail -3
 python3 benchmarks/deflicker.py --speed --device cuda --warmup --opts '{"backend":"torch"}' --frames 32 | tail -1
 python3 benchmarks/deflicker.py --speed --device cuda --warmup | tail -1
 python3 benchmarks/deflicker.py --device cuda --frames 120 --warmup --modes table,window | tail -6

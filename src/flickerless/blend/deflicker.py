@@ -17,6 +17,7 @@ needs bounded memory. Output frames are handed to a sink in order as soon as the
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections import OrderedDict
@@ -315,9 +316,9 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
             if i in keyframes:
                 acc[i] = keyframes[i].to(dev, torch.float32)
                 continue
-            prev = [k for k in keys if k < i]
-            nxt = [k for k in keys if k > i]
-            lo, hi = (prev[-1] if prev else None), (nxt[0] if nxt else None)
+            at = bisect.bisect(keys, i)
+            lo = keys[at - 1] if at > 0 else None
+            hi = keys[at] if at < len(keys) else None
             if lo is not None and hi is not None:
                 pair = [(lo, (hi - i) / (hi - lo)), (hi, (i - lo) / (hi - lo))]
             else:

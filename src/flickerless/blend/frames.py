@@ -94,6 +94,7 @@ class FrameStore:
         self._tmp: str | None = None
         self._mem: dict[Hashable, torch.Tensor] = {}
         self._disk: dict[Hashable, tuple[str, tuple[int, ...]]] = {}
+        self._files_made = 0
         self.device_bytes = 0
         self.host_bytes = 0
         self.peak_host_bytes = 0
@@ -119,7 +120,8 @@ class FrameStore:
         else:
             if self._tmp is None:
                 self._tmp = tempfile.mkdtemp(prefix="flickerless-", dir=self._tmp_parent)
-            path = os.path.join(self._tmp, f"{len(self._disk)}-{abs(hash(key))}.f16")
+            path = os.path.join(self._tmp, f"{self._files_made}.f16")
+            self._files_made += 1
             arr = v.cpu().numpy()
             arr.tofile(path)
             self._disk[key] = (path, tuple(arr.shape))

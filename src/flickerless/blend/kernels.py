@@ -65,13 +65,16 @@ if triton is not None:
         return acc / S
 
     @triton.jit
-    def _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, ey: tl.constexpr, ex: tl.constexpr,
-                       H, W, Hs, Ws, offs_ptr, S, gw, mask,
-                       C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
-        ny = tl.minimum(tl.maximum(py + ey, 0), H - 1)
-        nx = tl.minimum(tl.maximum(px + ex, 0), W - 1)
-        cy = tl.load(nnf_in + base + ny * W + nx, mask=mask, other=0).to(tl.int32) - ey
-        cx = tl.load(nnf_in + base + H * W + ny * W + nx, mask=mask, other=0).to(tl.int32) - ex
+    def _pixels(W, HW, BLOCK: tl.constexpr):
+        """This program's block of pixels of batch item ``program_id(1)``: (b, p, mask, py, px)."""
+        b = tl.program_id(1)
+        p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        return b, p, p < HW, p // W, p % W
+
+    @triton.jit
+    def _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, mask,
+                  C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+        """Clamp candidate (cy, cx) into the source, keep it where its cost beats ``best``."""
         cy = tl.minimum(tl.maximum(cy, 0), Hs - 1)
         cx = tl.minimum(tl.maximum(cx, 0), Ws - 1)
         c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
@@ -82,26 +85,22 @@ if triton is not None:
     def _iteration_kernel(tg, te, sg, ss, nnf_in, nnf_out, cost_out, keys, offs_ptr,
                           H, W, Hs, Ws, S, gw, radius, salt64,
                           C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
-        pid = tl.program_id(0)
-        b = tl.program_id(1)
         HW = H * W
-        p = pid * BLOCK + tl.arange(0, BLOCK)
-        mask = p < HW
-        py = p // W
-        px = p % W
+        b, p, mask, py, px = _pixels(W, HW, BLOCK)
         base = b.to(tl.int64) * 2 * HW
         qy = tl.load(nnf_in + base + p, mask=mask, other=0).to(tl.int32)
         qx = tl.load(nnf_in + base + HW + p, mask=mask, other=0).to(tl.int32)
         best = _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
-        # propagation: neighbours' matches shifted back, read from the incoming field (Jacobi)
-        qy, qx, best = _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, 1, H, W, Hs, Ws,
-                                      offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
-        qy, qx, best = _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, -1, H, W, Hs, Ws,
-                                      offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
-        qy, qx, best = _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 1, 0, H, W, Hs, Ws,
-                                      offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
-        qy, qx, best = _propagate_one(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, -1, 0, H, W, Hs, Ws,
-                                      offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        # propagation: the 4 neighbours' matches shifted back, read from the incoming field (Jacobi),
+        # in the order of patchmatch._DIRECTIONS: (0, 1), (0, -1), (1, 0), (-1, 0)
+        for k in tl.static_range(4):
+            ey: tl.constexpr = (k // 2) * (5 - 2 * k)  # 0, 0, 1, -1
+            ex: tl.constexpr = (1 - k // 2) * (1 - 2 * k)  # 1, -1, 0, 0
+            n = base + tl.minimum(tl.maximum(py + ey, 0), H - 1) * W + tl.minimum(tl.maximum(px + ex, 0), W - 1)
+            cy = tl.load(nnf_in + n, mask=mask, other=0).to(tl.int32) - ey
+            cx = tl.load(nnf_in + HW + n, mask=mask, other=0).to(tl.int32) - ex
+            qy, qx, best = _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws,
+                                     offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
         # random search, radius halving to 1; same hash as patchmatch._hash_ints
         kmix = _mix(tl.load(keys + b))
         s64 = salt64.to(tl.int64)
@@ -109,18 +108,11 @@ if triton is not None:
         i = 0
         while r >= 1:
             h0 = _mix((kmix + (s64 + i) * 0x9E3779B) & 0x7FFFFFFF)
-            ry = _mix(h0 + p.to(tl.int64))
-            rx = _mix(h0 + HW + p.to(tl.int64))
             span = 2 * r + 1
-            cy = qy + (ry % span).to(tl.int32) - r
-            cx = qx + (rx % span).to(tl.int32) - r
-            cy = tl.minimum(tl.maximum(cy, 0), Hs - 1)
-            cx = tl.minimum(tl.maximum(cx, 0), Ws - 1)
-            c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
-            better = c < best
-            qy = tl.where(better, cy, qy)
-            qx = tl.where(better, cx, qx)
-            best = tl.where(better, c, best)
+            cy = qy + (_mix(h0 + p.to(tl.int64)) % span).to(tl.int32) - r
+            cx = qx + (_mix(h0 + HW + p.to(tl.int64)) % span).to(tl.int32) - r
+            qy, qx, best = _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws,
+                                     offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
             r = r // 2
             i += 1
         tl.store(nnf_out + base + p, qy.to(tl.int64), mask=mask)
@@ -130,13 +122,8 @@ if triton is not None:
     @triton.jit
     def _vote_kernel(src, nnf, out, offs_ptr, H, W, Hs, Ws, S,
                      C: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
-        pid = tl.program_id(0)
-        b = tl.program_id(1)
         HW = H * W
-        p = pid * BLOCK + tl.arange(0, BLOCK)
-        mask = p < HW
-        py = p // W
-        px = p % W
+        b, p, mask, py, px = _pixels(W, HW, BLOCK)
         ch = tl.arange(0, CP)
         base = b.to(tl.int64) * 2 * HW
         acc = tl.zeros([BLOCK, CP], dtype=tl.float32)

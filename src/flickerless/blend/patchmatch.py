@@ -187,13 +187,13 @@ def initialize(
     source_size: tuple[int, int],
     mode: str = "identity",
     keys: torch.Tensor | None = None,
-    seed: int = 0,
     device=None,
 ) -> torch.Tensor:
     """A starting NNF ``(B, 2, H, W)`` int64.
 
     identity: each target pixel points at the same relative place in the source (the same pixel
-    when sizes match). random: uniform over the source, from the counter-based hash.
+    when sizes match). random: uniform over the source, from the counter-based hash of ``keys``
+    (one int64 per pair; :func:`patchmatch` folds the seed into them).
     """
     h, w = size
     hs, ws = source_size
@@ -203,7 +203,7 @@ def initialize(
         return nnf.unsqueeze(0).expand(batch, -1, -1, -1).contiguous()
     if mode == "random":
         keys = _default_keys(batch, device) if keys is None else keys
-        r = _hash_ints(keys + seed, 1, (2, h, w))
+        r = _hash_ints(keys, 1, (2, h, w))
         return torch.stack((r[:, 0] % hs, r[:, 1] % ws), 1)
     raise ValueError(f"init must be 'identity' or 'random', got {mode!r}")
 
@@ -426,7 +426,7 @@ def patchmatch(
     for li, (size, src_size) in enumerate(levels):
         tg, sg, ss = _resize(tg0, size), _resize(sg0, src_size), _resize(ss0, src_size)
         if nnf is None:
-            nnf = initialize(b, size, src_size, opts.init, keys, opts.seed, dev)
+            nnf = initialize(b, size, src_size, opts.init, keys, dev)
         else:
             nnf = upsample_nnf(nnf, size, src_size, prev_src)
         prev_src = src_size
