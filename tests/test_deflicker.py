@@ -66,12 +66,14 @@ def test_spills_to_disk_with_the_same_result(pair):
     from flickerless.blend.patchmatch import PatchMatchOptions
 
     clip, _, flick = pair
-    outs = []
+    outs, spilled = [], []
     for budget in (1 << 30, 0):
         got = {}
-        run_deflicker(ArrayFrames(clip), ArrayFrames(flick), lambda i, x: got.__setitem__(i, x.clone()),
-                      window=None, device="cpu", options=PatchMatchOptions(**FAST), host_budget=budget)
+        stats = run_deflicker(ArrayFrames(clip), ArrayFrames(flick), lambda i, x: got.__setitem__(i, x.clone()),
+                              window=None, device="cpu", options=PatchMatchOptions(**FAST), host_budget=budget)
         outs.append(torch.stack([got[i] for i in range(len(clip))]))
+        spilled.append(stats["peak_store_disk_bytes"])
+    assert spilled[0] == 0 and spilled[1] > 0
     assert (outs[0] - outs[1]).abs().max() < 2e-3  # float16 storage either way
 
 

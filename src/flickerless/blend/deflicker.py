@@ -429,6 +429,7 @@ def run_deflicker(
             "remaps": remapper.runs if mode != "all_pairs" else total,
             "batch": remapper.batch,
             "peak_store_host_bytes": store.peak_host_bytes,
+            "peak_store_disk_bytes": store.peak_disk_bytes,
         }
     finally:
         store.close()

@@ -99,6 +99,7 @@ class FrameStore:
         self.host_bytes = 0
         self.peak_host_bytes = 0
         self.disk_bytes = 0
+        self.peak_disk_bytes = 0
 
     def __contains__(self, key) -> bool:
         return key in self._mem or key in self._disk
@@ -126,6 +127,7 @@ class FrameStore:
             arr.tofile(path)
             self._disk[key] = (path, tuple(arr.shape))
             self.disk_bytes += nbytes
+            self.peak_disk_bytes = max(self.peak_disk_bytes, self.disk_bytes)
 
     def get(self, key: Hashable) -> torch.Tensor:
         if key in self._mem:
