@@ -13,11 +13,12 @@ def _psnr(a, b):
     return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
 
 
-def test_recovers_known_translation(carphone):
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_recovers_known_translation(carphone, backend):
     src = _t(carphone[0])
     dy, dx = 5, -9
     tgt = torch.roll(src, shifts=(dy, dx), dims=(2, 3))  # tgt[p] = src[p - d]
-    nnf = pm.patchmatch(tgt, src, src)
+    nnf = pm.patchmatch(tgt, src, src, pm.PatchMatchOptions(backend=backend))
     h, w = src.shape[-2:]
     g = pm._grid(h, w, "cpu")
     expected = g - torch.tensor([dy, dx]).view(2, 1, 1)
@@ -79,16 +80,17 @@ def test_propagate_and_search_never_worsen_cost(carphone):
     assert n3[:, 0].max() < b.shape[-2] and n3.min() >= 0
 
 
-def test_seeded_deterministic_and_batch_independent(carphone):
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_seeded_deterministic_and_batch_independent(carphone, backend):
     f = torch.stack([_t(x)[0] for x in carphone[:4]])
-    opts = pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, init="random")
+    opts = pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, init="random", backend=backend)
     keys = torch.tensor([11, 12, 13])
     batch = pm.patchmatch(f[1:4], f[0:3], f[0:3], opts, keys)
     again = pm.patchmatch(f[1:4], f[0:3], f[0:3], opts, keys)
     assert torch.equal(batch, again)
     alone = pm.patchmatch(f[2:3], f[1:2], f[1:2], opts, keys[1:2])
     assert torch.equal(batch[1:2], alone)
-    other_seed = pm.patchmatch(f[1:4], f[0:3], f[0:3], pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, init="random", seed=1), keys)
+    other_seed = pm.patchmatch(f[1:4], f[0:3], f[0:3], pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, init="random", seed=1, backend=backend), keys)
     assert not torch.equal(batch, other_seed)
 
 

@@ -70,8 +70,9 @@ class PatchMatchOptions:
         the whole source image. Radii halve down to 1 within a round.
     init: ``"identity"`` (every pixel starts at the same place in the source) or ``"random"``.
     seed: seed of the counter-based random numbers.
-    backend: ``"torch"`` (any device), ``"triton"`` (fused kernels, CUDA), or ``"auto"`` (Triton on
-        CUDA when importable, else torch). Both run the same passes with the same random numbers.
+    backend: ``"torch"`` (any device), ``"triton"`` (fused kernels, CUDA), ``"numba"`` (fused
+        kernels, CPU) or ``"auto"`` (Triton on CUDA, numba on the CPU, when importable; else torch).
+        All run the same passes with the same random numbers.
     """
 
     patch_sizes: tuple[int, ...] = (13, 11, 9, 7, 5)
@@ -102,8 +103,8 @@ class PatchMatchOptions:
             raise ValueError(f"levels must be >= 1 or None, got {self.levels}")
         if self.search_radius < 0:
             raise ValueError(f"search_radius must be >= 0, got {self.search_radius}")
-        if self.backend not in ("auto", "torch", "triton"):
-            raise ValueError(f"backend must be 'auto', 'torch' or 'triton', got {self.backend!r}")
+        if self.backend not in ("auto", "torch", "triton", "numba"):
+            raise ValueError(f"backend must be 'auto', 'torch', 'triton' or 'numba', got {self.backend!r}")
         if self.init not in ("identity", "random"):
             raise ValueError(f"init must be 'identity' or 'random', got {self.init!r}")
 
@@ -381,18 +382,32 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _kernels(backend: str, device: torch.device):
-    """The fused Triton kernels module when the backend asks for it and it can run here."""
-    if backend == "torch" or device.type != "cuda":
-        if backend == "triton" and device.type != "cuda":
-            raise ValueError("backend='triton' needs CUDA tensors; use backend='torch' or 'auto' on the CPU")
+    """The fused-kernel module for this backend and device, or None for the torch passes.
+
+    auto: Triton on CUDA, numba on the CPU, when importable; torch otherwise (and on other devices).
+    """
+    if backend == "torch":
         return None
+    want = backend if backend != "auto" else {"cuda": "triton", "cpu": "numba"}.get(device.type)
+    if want is None:
+        return None
+    needs = {"triton": "cuda", "numba": "cpu"}[want]
+    if device.type != needs:
+        raise ValueError(f"backend={want!r} runs on {needs} tensors, these are on {device}; use backend='auto'")
     try:
-        from . import kernels
+        if want == "triton":
+            from . import kernels as mod
+        else:
+            from . import cpu_kernels as mod
     except ImportError:
-        if backend == "triton":
+        if backend != "auto":
             raise
         return None
-    return kernels if kernels.available() else None
+    if mod.available():
+        return mod
+    if backend != "auto":
+        raise ValueError(f"backend={want!r} is not available here (is {want} installed?)")
+    return None
 
 
 def patchmatch(

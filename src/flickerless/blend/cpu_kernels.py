@@ -1,0 +1,162 @@
+"""Fused numba kernels for PatchMatch on the CPU: the same passes as the torch path, one loop.
+
+The torch path materialises a gathered copy of the patch descriptors for every candidate, which on
+the CPU is memory-bound (BENCHMARKS.md). These kernels run the per-pixel loop instead (cost on the
+sampled patch offsets with border clamping, Jacobi propagation from 4 neighbours in the order of
+``patchmatch._DIRECTIONS``, random search driven by the same counter-based hash, patch voting),
+parallel over rows of all pairs. Results match the torch path (``tests/test_cpu_kernels.py``).
+
+:func:`available` is False when numba is not installed; the torch path is used then.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+try:
+    import numba as nb
+except ImportError:  # pragma: no cover - depends on the install
+    nb = None
+
+_MASK = 0x7FFFFFFF
+_MUL = 0x45D9F3B
+_GOLD = 0x9E3779B
+
+
+def available() -> bool:
+    return nb is not None
+
+
+if nb is not None:
+
+    @nb.njit(cache=True, inline="always")
+    def _mix(z):
+        z = z & _MASK
+        z = ((z ^ (z >> 16)) * _MUL) & _MASK
+        z = ((z ^ (z >> 16)) * _MUL) & _MASK
+        return z ^ (z >> 16)
+
+    @nb.njit(cache=True, inline="always")
+    def _clamp(v, hi):
+        return 0 if v < 0 else (hi - 1 if v >= hi else v)
+
+    @nb.njit(cache=True)
+    def _cost(tg, te, sg, ss, b, y, x, qy, qx, offs, gw):
+        """Images are channel-last here: (B, H, W, C), so a pixel's channels share a cache line."""
+        H, W, C = tg.shape[1], tg.shape[2], tg.shape[3]
+        C2 = te.shape[3]
+        Hs, Ws = sg.shape[1], sg.shape[2]
+        acc = np.float32(0.0)
+        for s in range(offs.shape[0]):
+            dy, dx = offs[s, 0], offs[s, 1]
+            ty, tx = _clamp(y + dy, H), _clamp(x + dx, W)
+            sy, sx = _clamp(qy + dy, Hs), _clamp(qx + dx, Ws)
+            g = np.float32(0.0)
+            for c in range(C):
+                d = tg[b, ty, tx, c] - sg[b, sy, sx, c]
+                g += d * d
+            acc += gw * g
+            for c in range(C2):
+                d = te[b, ty, tx, c] - ss[b, sy, sx, c]
+                acc += d * d
+        return acc / offs.shape[0]
+
+    @nb.njit(cache=True, parallel=True)
+    def _iteration(tg, te, sg, ss, nnf_in, nnf_out, cost_out, keys, offs, gw, radius, salt):
+        B, H, W = tg.shape[0], tg.shape[1], tg.shape[2]
+        Hs, Ws = sg.shape[1], sg.shape[2]
+        HW = H * W
+        gw = np.float32(gw)
+        for row in nb.prange(B * H):
+            b = row // H
+            y = row % H
+            kmix = _mix(keys[b])
+            for x in range(W):
+                qy, qx = nnf_in[b, 0, y, x], nnf_in[b, 1, y, x]
+                best = _cost(tg, te, sg, ss, b, y, x, qy, qx, offs, gw)
+                for k in range(4):  # (0, 1), (0, -1), (1, 0), (-1, 0): patchmatch._DIRECTIONS
+                    ey = (k // 2) * (5 - 2 * k)
+                    ex = (1 - k // 2) * (1 - 2 * k)
+                    ny, nx = _clamp(y + ey, H), _clamp(x + ex, W)
+                    cy = _clamp(nnf_in[b, 0, ny, nx] - ey, Hs)
+                    cx = _clamp(nnf_in[b, 1, ny, nx] - ex, Ws)
+                    c = _cost(tg, te, sg, ss, b, y, x, cy, cx, offs, gw)
+                    if c < best:
+                        qy, qx, best = cy, cx, c
+                r = radius
+                i = 0
+                p = y * W + x
+                while r >= 1:
+                    h0 = _mix((kmix + (salt * 64 + i) * _GOLD) & _MASK)
+                    span = 2 * r + 1
+                    cy = _clamp(qy + _mix(h0 + p) % span - r, Hs)
+                    cx = _clamp(qx + _mix(h0 + HW + p) % span - r, Ws)
+                    c = _cost(tg, te, sg, ss, b, y, x, cy, cx, offs, gw)
+                    if c < best:
+                        qy, qx, best = cy, cx, c
+                    r //= 2
+                    i += 1
+                nnf_out[b, 0, y, x] = qy
+                nnf_out[b, 1, y, x] = qx
+                cost_out[b, y, x] = best
+
+    @nb.njit(cache=True, parallel=True)
+    def _vote(src, nnf, out, offs):
+        B, C, Hs, Ws = src.shape
+        H, W = nnf.shape[2], nnf.shape[3]
+        for row in nb.prange(B * H):
+            b = row // H
+            y = row % H
+            for x in range(W):
+                for c in range(C):
+                    out[b, c, y, x] = 0.0
+                cnt = 0
+                for s in range(offs.shape[0]):
+                    dy, dx = offs[s, 0], offs[s, 1]
+                    cy, cx = y - dy, x - dx
+                    if cy < 0 or cy >= H or cx < 0 or cx >= W:
+                        continue
+                    qy = _clamp(nnf[b, 0, cy, cx] + dy, Hs)
+                    qx = _clamp(nnf[b, 1, cy, cx] + dx, Ws)
+                    for c in range(C):
+                        out[b, c, y, x] += src[b, c, qy, qx]
+                    cnt += 1
+                for c in range(C):
+                    out[b, c, y, x] /= cnt
+
+
+def _np(t: torch.Tensor, dtype) -> np.ndarray:
+    return t.detach().to("cpu", dtype).contiguous().numpy()
+
+
+def _np_last(t: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) -> channel-last float32 (B, H, W, C)."""
+    return t.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _offsets(offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    return np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+
+
+def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
+    """One PatchMatch iteration (cost, propagation, random search). Returns (nnf, cost)."""
+    b, _, h, w = tg.shape
+    nnf_in = _np(nnf, torch.int64)
+    out = np.empty_like(nnf_in)
+    cost = np.empty((b, h, w), dtype=np.float32)
+    _iteration(_np_last(tg), _np_last(est), _np_last(sg), _np_last(ss), nnf_in, out, cost,
+               _np(keys, torch.int64), _offsets(offsets), float(guide_weight), int(radius), int(salt))
+    return torch.from_numpy(out), torch.from_numpy(cost)
+
+
+def vote(source: torch.Tensor, nnf: torch.Tensor, offsets) -> torch.Tensor:
+    """Patch voting, as :func:`flickerless.blend.patchmatch.vote`."""
+    src = _np(source, torch.float32)
+    b, c = src.shape[:2]
+    h, w = nnf.shape[-2:]
+    out = np.empty((b, c, h, w), dtype=np.float32)
+    _vote(src, _np(nnf, torch.int64), out, _offsets(offsets))
+    return torch.from_numpy(out)
