@@ -82,6 +82,17 @@ if triton is not None:
         return tl.where(better, cy, qy), tl.where(better, cx, qx), tl.where(better, c, best)
 
     @triton.jit
+    def _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, ey: tl.constexpr, ex: tl.constexpr,
+                   H, W, Hs, Ws, offs_ptr, S, gw, mask,
+                   C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+        """Consider the match of neighbour (y + ey, x + ex), shifted back by (ey, ex)."""
+        n = base + tl.minimum(tl.maximum(py + ey, 0), H - 1) * W + tl.minimum(tl.maximum(px + ex, 0), W - 1)
+        cy = tl.load(nnf_in + n, mask=mask, other=0).to(tl.int32) - ey
+        cx = tl.load(nnf_in + H * W + n, mask=mask, other=0).to(tl.int32) - ex
+        return _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws,
+                         offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+
+    @triton.jit
     def _iteration_kernel(tg, te, sg, ss, nnf_in, nnf_out, cost_out, keys, offs_ptr,
                           H, W, Hs, Ws, S, gw, radius, salt64,
                           C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
@@ -93,14 +104,14 @@ if triton is not None:
         best = _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
         # propagation: the 4 neighbours' matches shifted back, read from the incoming field (Jacobi),
         # in the order of patchmatch._DIRECTIONS: (0, 1), (0, -1), (1, 0), (-1, 0)
-        for k in tl.static_range(4):
-            ey: tl.constexpr = (k // 2) * (5 - 2 * k)  # 0, 0, 1, -1
-            ex: tl.constexpr = (1 - k // 2) * (1 - 2 * k)  # 1, -1, 0, 0
-            n = base + tl.minimum(tl.maximum(py + ey, 0), H - 1) * W + tl.minimum(tl.maximum(px + ex, 0), W - 1)
-            cy = tl.load(nnf_in + n, mask=mask, other=0).to(tl.int32) - ey
-            cx = tl.load(nnf_in + HW + n, mask=mask, other=0).to(tl.int32) - ex
-            qy, qx, best = _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws,
-                                     offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, 1, H, W, Hs, Ws,
+                                  offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, -1, H, W, Hs, Ws,
+                                  offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 1, 0, H, W, Hs, Ws,
+                                  offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, -1, 0, H, W, Hs, Ws,
+                                  offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
         # random search, radius halving to 1; same hash as patchmatch._hash_ints
         kmix = _mix(tl.load(keys + b))
         s64 = salt64.to(tl.int64)
