@@ -69,6 +69,7 @@ def main(argv=None):
     p.add_argument("--speed", action="store_true", help="the GPU speed case: bikes at 640x480, table, window 15, 64 frames")
     p.add_argument("--warmup", action="store_true", help="run each case once before timing (GPU kernels, caches)")
     p.add_argument("--opts", default="{}", help="PatchMatch options as JSON, e.g. '{\"samples\": 5}'")
+    p.add_argument("--strength", type=float, default=1.0, help="flicker strength (1: the reference case)")
     p.add_argument("--json", help="also write results to this file")
     a = p.parse_args(argv)
     dev = torch.device(a.device)
@@ -86,19 +87,20 @@ def main(argv=None):
             from flickerless.video import resize_frame
 
             clip = np.stack([resize_frame(f, (a.height, a.width)) for f in clip])
-        truth, flick = flickering_pair(clip, seed=0)
+        truth, flick = flickering_pair(clip, seed=0, strength=a.strength)
         for mode in modes:
             if a.warmup:
                 run_case(clip[:8], truth[:8], flick[:8], mode, window, dev, a.batch, opts)
             r = run_case(clip, truth, flick, mode, window, dev, a.batch, opts)
-            r.update(clip=name, frames=len(clip), size=f"{clip.shape[2]}x{clip.shape[1]}", device=str(dev), opts=opts)
+            r.update(clip=name, frames=len(clip), size=f"{clip.shape[2]}x{clip.shape[1]}", device=str(dev), opts=opts,
+                     strength=a.strength)
             results.append(r)
             print(json.dumps(r), flush=True)
     print()
-    print("| clip | size | frames | mode | window | PSNR in -> out (gain) | temporal err in -> out (x lower) | s/frame | peak GPU GiB | peak RSS GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| clip | size | frames | mode | window | flicker | options | PSNR in -> out (gain) | temporal err in -> out (x lower) | s/frame | peak GPU GiB | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['clip']} | {r['size']} | {r['frames']} | {r['mode']} | {r['window']} | "
+        print(f"| {r['clip']} | {r['size']} | {r['frames']} | {r['mode']} | {r['window']} | {r['strength']} | {json.dumps(r['opts'])} | "
               f"{r['psnr_in']} -> {r['psnr_out']} (+{r['psnr_out'] - r['psnr_in']:.2f}) | "
               f"{r['temporal_in']} -> {r['temporal_out']} ({r['temporal_in'] / max(r['temporal_out'], 1e-9):.1f}x) | "
               f"{r['s_per_frame']} | {r['peak_gpu_GiB']} | {r['peak_rss_GiB']} |")
