@@ -1,0 +1,12 @@
+"""The video diffusion engine: sampling with latent in-iteration deflickering (DiffSynth eqs 2-7),
+cross-frame attention, deterministic VAE codec, fixed noise. Imports diffusers; not imported by
+``import flickerless`` so that the deflicker tool stays light."""
+
+from .attention import CrossFrameAttention, CrossFrameAttnProcessor, enable_cross_frame_attention
+from .codec import VAECodec
+from .sampler import ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
+
+__all__ = [
+    "CrossFrameAttention", "CrossFrameAttnProcessor", "enable_cross_frame_attention", "VAECodec",
+    "ControlNetUnit", "DeflickerSchedule", "Denoiser", "default_deflicker", "fixed_noise", "sample",
+]

@@ -1,0 +1,98 @@
+"""Cross-frame attention (DiffSynth "Other Modifications"): frame i's self-attention reads the keys
+and values of frames [first, i-1, i, i+1] (pattern configurable), so frames share appearance.
+
+The processor changes only where keys and values come from: it gathers, for every frame in the
+UNet batch, the hidden states of its pattern frames along the token axis and hands them to diffusers'
+scaled-dot-product processor as the context. Flash / memory-efficient SDPA kernels are used as for
+any attention; no Python loop over frames.
+
+The sampler tells the processors which video frame each batch position holds
+(:meth:`CrossFrameAttention.set_frames`); frames a position needs but that are not in the batch fall
+back to the position's own frame, so the sampler adds them to the batch as context.
+
+Batching is exact only when a batch holds the whole video: attention layers chain frames (frame i
+reads i-1 at every layer, and i-1 read i-2 at the layer before), so a context frame at the edge of a
+batch sees fewer neighbours than it would in a whole-video pass. With one ring of context frames per
+batch the difference is confined to the deeper layers of the batch-edge frames; larger batches
+shrink it, and ``batch_size >= T`` removes it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+__all__ = ["CrossFrameAttention", "enable_cross_frame_attention", "pattern_frames"]
+
+PATTERN = ("first", "prev", "self", "next")
+
+
+def pattern_frames(i: int, num_frames: int, pattern: Sequence[str] = PATTERN) -> list[int]:
+    """Video frames whose keys/values frame ``i`` attends to, clamped to the video."""
+    pick = {"first": 0, "prev": max(0, i - 1), "self": i, "next": min(num_frames - 1, i + 1), "last": num_frames - 1}
+    unknown = [p for p in pattern if p not in pick]
+    if unknown:
+        raise ValueError(f"unknown cross-frame pattern entries {unknown}; valid: {sorted(pick)}")
+    return [pick[p] for p in pattern]
+
+
+class CrossFrameAttention:
+    """Shared state of the cross-frame processors of one model: the frame layout of the batch."""
+
+    def __init__(self, pattern: Sequence[str] = PATTERN):
+        pattern_frames(0, 1, pattern)  # validate
+        self.pattern = tuple(pattern)
+        self.index: torch.Tensor | None = None  # (B, K) batch positions whose tokens each position reads
+
+    def set_frames(self, frame_ids: Sequence[int], num_frames: int, groups: int = 1) -> None:
+        """The batch holds ``groups`` copies (CFG branches) of video frames ``frame_ids``, in order."""
+        pos = {f: k for k, f in enumerate(frame_ids)}
+        per_group = [[pos.get(f, k) for f in pattern_frames(fid, num_frames, self.pattern)] for k, fid in enumerate(frame_ids)]
+        n = len(frame_ids)
+        rows = [[g * n + p for p in row] for g in range(groups) for row in per_group]
+        self.index = torch.tensor(rows, dtype=torch.int64)
+
+    def clear(self) -> None:
+        self.index = None
+
+
+class CrossFrameAttnProcessor:
+    """Attention processor: cross-frame for self-attention, plain SDPA otherwise."""
+
+    def __init__(self, state: CrossFrameAttention):
+        self.state = state
+        self.sdpa = AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        index = self.state.index
+        plain = (
+            encoder_hidden_states is not None
+            or index is None
+            or hidden_states.ndim != 3
+            or attn.group_norm is not None
+            or attn.spatial_norm is not None
+            or index.shape[0] != hidden_states.shape[0]
+        )
+        if plain:
+            return self.sdpa(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        b, n, c = hidden_states.shape
+        idx = index.to(hidden_states.device)
+        context = hidden_states[idx.reshape(-1)].reshape(b, idx.shape[1] * n, c)
+        return self.sdpa(attn, hidden_states, context, attention_mask, temb)
+
+
+def enable_cross_frame_attention(model, state: CrossFrameAttention) -> int:
+    """Give every self-attention (``attn1``) layer of a UNet or ControlNet the cross-frame processor.
+    Returns how many layers were changed."""
+    procs = {}
+    changed = 0
+    for name, proc in model.attn_processors.items():
+        if name.endswith("attn1.processor"):
+            procs[name] = CrossFrameAttnProcessor(state)
+            changed += 1
+        else:
+            procs[name] = proc
+    model.set_attn_processor(procs)
+    return changed

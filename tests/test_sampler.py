@@ -1,0 +1,188 @@
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention
+
+from flickerless.diffusion.attention import CrossFrameAttention, CrossFrameAttnProcessor, enable_cross_frame_attention, pattern_frames
+from flickerless.diffusion.codec import VAECodec
+from flickerless.diffusion.sampler import (ControlNetUnit, DeflickerSchedule, Denoiser, fixed_noise, sample,
+                                           split_prediction, join_prediction)
+
+from . import tiny_models as tiny
+
+T, H, W = 5, 8, 12  # latent size: non-square
+
+
+class ExactCodec:
+    """decode/encode exact inverses, so that F = identity must leave sampling unchanged."""
+
+    def decode(self, z, out_device=None):
+        return z * 0.25 + 0.5
+
+    def encode(self, x, out_device=None):
+        return (x - 0.5) * 4
+
+
+def _denoiser(unet, cross=None, batch=8, controlnets=(), guidance=7.5):
+    torch.manual_seed(5)
+    emb = torch.randn(1, 7, 16)
+    neg = torch.randn(1, 7, 16)
+    return Denoiser(unet, emb, neg, guidance, list(controlnets), batch, cross)
+
+
+def _run(den, sched, codec, deflicker, schedule, steps=6, seed=3):  # noqa: PLR0913
+    sched.set_timesteps(steps)
+    x = fixed_noise(T, (4, H, W), seed) * sched.init_noise_sigma
+    return sample(den, sched, codec, x, sched.timesteps, schedule, deflicker)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_identity_deflicker_reproduces_plain_ddim(kind):
+    unet = tiny.unet()
+    every = DeflickerSchedule(frequency=1)
+    plain = _run(_denoiser(unet), tiny.scheduler(kind), ExactCodec(), None, every)
+    looped = _run(_denoiser(unet), tiny.scheduler(kind), ExactCodec(), lambda f, g, w: f, every)
+    torch.testing.assert_close(looped, plain, atol=1e-4, rtol=1e-4)
+    assert plain.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_split_and_join_are_inverse(kind):
+    sched = tiny.scheduler(kind)
+    x_t, pred = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    x0, _ = split_prediction(pred, x_t, 500, sched)
+    torch.testing.assert_close(join_prediction(x0, x_t, 500, sched), pred, atol=1e-4, rtol=1e-4)
+
+
+def test_mean_deflicker_makes_all_frames_identical():
+    unet, vae = tiny.unet(), tiny.vae()
+    # frames differ at the start: a different noise per frame
+    sched = tiny.scheduler()
+    sched.set_timesteps(4)
+    x = torch.randn(T, 4, H, W, generator=torch.Generator().manual_seed(0))
+    mean = lambda f, g, w: f.mean(0, keepdim=True).expand_as(f)  # noqa: E731
+    out = sample(_denoiser(unet), sched, VAECodec(vae), x, sched.timesteps, DeflickerSchedule(frequency=1), mean)
+    assert (out - out[:1]).abs().max() < 1e-4
+    assert (x - x[:1]).abs().max() > 1
+
+
+def test_schedule_steps():
+    assert DeflickerSchedule(frequency=5).deflicker_steps(20) == [1, 6, 11, 16]
+    assert DeflickerSchedule(steps=[2, 9]).deflicker_steps(10) == [2, 9]
+    assert DeflickerSchedule(frequency=None).deflicker_steps(10) == []
+
+
+def test_seeded_and_fixed_noise():
+    a, b = fixed_noise(T, (4, H, W), 11), fixed_noise(T, (4, H, W), 11)
+    assert torch.equal(a, b) and torch.equal(a[0], a[-1])
+    assert not torch.equal(a, fixed_noise(T, (4, H, W), 12))
+    unet = tiny.unet()
+    r1 = _run(_denoiser(unet), tiny.scheduler(), ExactCodec(), None, None, seed=4)
+    r2 = _run(_denoiser(unet), tiny.scheduler(), ExactCodec(), None, None, seed=4)
+    assert torch.equal(r1, r2)
+
+
+def test_cross_frame_attention_matches_naive_reference():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=16, heads=2, dim_head=8).eval()
+    frames, tokens = 4, 6
+    h = torch.randn(2 * frames, tokens, 16)  # two CFG groups of 4 frames
+    state = CrossFrameAttention()
+    state.set_frames(list(range(frames)), frames, groups=2)
+    attn.set_processor(CrossFrameAttnProcessor(state))
+    got = attn(h)
+    want = torch.empty_like(got)
+    for g in range(2):
+        for i in range(frames):
+            ctx = torch.cat([h[g * frames + j] for j in pattern_frames(i, frames)])  # (4 * tokens, C)
+            q = attn.to_q(h[g * frames + i]).view(tokens, 2, 8).transpose(0, 1)
+            k = attn.to_k(ctx).view(-1, 2, 8).transpose(0, 1)
+            v = attn.to_v(ctx).view(-1, 2, 8).transpose(0, 1)
+            a = torch.softmax(q @ k.transpose(1, 2) / 8**0.5, -1) @ v
+            want[g * frames + i] = attn.to_out[0](a.transpose(0, 1).reshape(tokens, 16))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the pattern ('self',) is plain self-attention
+    state2 = CrossFrameAttention(("self",))
+    state2.set_frames(list(range(frames)), frames, groups=2)
+    attn.set_processor(CrossFrameAttnProcessor(state2))
+    plain = Attention(query_dim=16, heads=2, dim_head=8).eval()
+    plain.load_state_dict(attn.state_dict())
+    torch.testing.assert_close(attn(h), plain(h), atol=1e-5, rtol=1e-5)
+
+
+def test_frame_batches_carry_their_context_frames():
+    unet = tiny.unet()
+    state = CrossFrameAttention()
+    self_attn = [n for n in unet.attn_processors if n.endswith("attn1.processor")]
+    assert enable_cross_frame_attention(unet, state) == len(self_attn) > 0
+    assert all(isinstance(p, CrossFrameAttnProcessor) == n.endswith("attn1.processor") for n, p in unet.attn_processors.items())
+    sched = tiny.scheduler()
+    sched.set_timesteps(3)
+    x = torch.randn(T, 4, H, W, generator=torch.Generator().manual_seed(1))
+    t = sched.timesteps[0]
+    den = _denoiser(unet, state, batch=2, guidance=1.0)
+    den.negative_embeds = None
+    pieces = den(x, t, sched, 0.0)
+    # frames 2, 3 form one batch; it must also hold frames 0 (first), 1 and 4 (neighbours)
+    ids = [0, 1, 2, 3, 4]
+    state.set_frames(ids, T)
+    ref = unet(x[ids], t, encoder_hidden_states=den.prompt_embeds.expand(5, -1, -1)).sample
+    torch.testing.assert_close(pieces[2:4], ref[2:4], atol=1e-5, rtol=1e-5)
+    # the last batch (frame 4) holds 0, 3, 4
+    state.set_frames([0, 3, 4], T)
+    ref = unet(x[[0, 3, 4]], t, encoder_hidden_states=den.prompt_embeds.expand(3, -1, -1)).sample
+    torch.testing.assert_close(pieces[4:], ref[2:], atol=1e-5, rtol=1e-5)
+    # cross-frame attention changes the prediction
+    state.clear()
+    assert (unet(x, t, encoder_hidden_states=den.prompt_embeds.expand(T, -1, -1)).sample - _denoiser(unet, state, batch=T, guidance=1.0)(x, t, sched, 0.0)).abs().max() > 1e-4
+
+
+def test_multiple_controlnets():
+    unet, c1, c2 = tiny.unet(), tiny.controlnet(1), tiny.controlnet(2)
+    for m in (unet, c1, c2):
+        enable_cross_frame_attention(m, CrossFrameAttention())
+    imgs = torch.rand(T, 3, 2 * H, 2 * W)
+    sched = tiny.scheduler()
+    sched.set_timesteps(3)
+    x = torch.randn(T, 4, H, W, generator=torch.Generator().manual_seed(2))
+    t = sched.timesteps[0]
+    base = _denoiser(unet)(x, t, sched, 0.0)
+    zero = _denoiser(unet, controlnets=[ControlNetUnit(c1, imgs, 0.0)])(x, t, sched, 0.0)
+    torch.testing.assert_close(zero, base)
+    # ControlNets start as zero convolutions: give them non-zero outputs to see their effect
+    for c in (c1, c2):
+        for p in list(c.controlnet_down_blocks.parameters()) + list(c.controlnet_mid_block.parameters()):
+            torch.nn.init.normal_(p, std=0.02)
+    one = _denoiser(unet, controlnets=[ControlNetUnit(c1, imgs, 1.0)])(x, t, sched, 0.0)
+    two = _denoiser(unet, controlnets=[ControlNetUnit(c1, imgs, 1.0), ControlNetUnit(c2, imgs, 0.5)])(x, t, sched, 0.0)
+    late = _denoiser(unet, controlnets=[ControlNetUnit(c1, imgs, 1.0, start=0.5)])(x, t, sched, 0.0)
+    assert (one - base).abs().max() > 1e-4 and (two - one).abs().max() > 1e-4
+    torch.testing.assert_close(late, base)  # outside its [start, end] a ControlNet does nothing
+
+
+def test_vae_codec_is_deterministic_and_batched():
+    codec = VAECodec(tiny.vae(), batch_size=2)
+    frames = torch.rand(T, 3, 2 * H, 2 * W)
+    z1, z2 = codec.encode(frames), VAECodec(codec.vae, batch_size=T).encode(frames)
+    assert z1.shape == (T, 4, H, W)
+    torch.testing.assert_close(z1, z2, atol=1e-5, rtol=1e-5)
+    assert torch.equal(codec.encode(frames), z1)  # posterior mean: no sampling noise
+    img = codec.decode(z1)
+    assert img.shape == frames.shape and 0 <= img.min() and img.max() <= 1
+
+
+def test_default_deflicker_runs_in_the_loop():
+    unet, vae = tiny.unet(), tiny.vae()
+    sched = tiny.scheduler()
+    sched.set_timesteps(3)
+    x = fixed_noise(3, (4, H, W), 0)
+    guide = torch.rand(3, 3, 2 * H, 2 * W)
+    calls = []
+
+    def spy(frames, g, w):
+        from flickerless.diffusion.sampler import default_deflicker
+
+        calls.append(w)
+        return default_deflicker(frames, g, w)
+
+    out = sample(_denoiser(unet), sched, VAECodec(vae), x, sched.timesteps, DeflickerSchedule(frequency=2, window=1), spy, guide)
+    assert calls == [1, 1] and out.shape == x.shape and torch.isfinite(out).all()
