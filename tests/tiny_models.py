@@ -33,4 +33,45 @@ def vae(seed=2):
 
 def scheduler(prediction_type="epsilon"):
     return DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                         beta_end=0.012, clip_sample=False, set_alpha_to_one=True, prediction_type=prediction_type)
+                         beta_end=0.012, clip_sample=False, set_alpha_to_one=True, steps_offset=1,
+                         prediction_type=prediction_type)
+
+
+def tokenizer(folder):
+    """A CLIP tokenizer with a tiny character-level vocabulary, written to ``folder``."""
+    import json
+    import os
+
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "vocab.json"), "w") as f:
+        json.dump(vocab, f)
+    with open(os.path.join(folder, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n")
+    return CLIPTokenizer(os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt"), model_max_length=12)
+
+
+def text_encoder(seed=3):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    cfg = CLIPTextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=12, projection_dim=16)
+    return CLIPTextModel(cfg).eval()
+
+
+def save_pipeline(folder):
+    """A tiny Stable-Diffusion-shaped pipeline saved as a local diffusers folder."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae(), text_encoder=text_encoder(), tokenizer=tokenizer(str(folder) + "_tok"), unet=unet(),
+        scheduler=scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder

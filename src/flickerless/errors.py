@@ -18,3 +18,7 @@ class OutputError(FlickerlessError):
 
 class DeviceError(FlickerlessError):
     """The requested device does not exist or ran out of memory."""
+
+
+class ModelNotFoundError(FlickerlessError):
+    """Model weights are missing: the message names the id, where it was looked for, and how to supply it."""

@@ -4,9 +4,12 @@ cross-frame attention, deterministic VAE codec, fixed noise. Imports diffusers; 
 
 from .attention import CrossFrameAttention, CrossFrameAttnProcessor, enable_cross_frame_attention
 from .codec import VAECodec
+from .models import Components, load_components, load_controlnet
+from .pipeline import VideoPipeline, check_size
 from .sampler import ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
 
 __all__ = [
     "CrossFrameAttention", "CrossFrameAttnProcessor", "enable_cross_frame_attention", "VAECodec",
+    "Components", "load_components", "load_controlnet", "VideoPipeline", "check_size",
     "ControlNetUnit", "DeflickerSchedule", "Denoiser", "default_deflicker", "fixed_noise", "sample",
 ]

@@ -1,0 +1,118 @@
+"""Load Stable Diffusion 1.x components the way users hold them, through diffusers.
+
+``model`` may be a local diffusers folder (``model_index.json`` inside), a single ``.safetensors``
+or ``.ckpt`` checkpoint (civitai fine-tunes; give ``config=`` a diffusers folder or repo id of the
+same architecture when offline), or a Hugging Face repo id (from the local cache when
+``HF_HUB_OFFLINE=1`` or the network is unreachable). A model that cannot be found raises
+:class:`~flickerless.errors.ModelNotFoundError` naming the id, the places looked in, and how to
+supply it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelNotFoundError
+
+__all__ = ["Components", "load_components", "load_controlnet", "default_dtype"]
+
+SINGLE_FILE_EXTS = (".safetensors", ".ckpt", ".pt", ".bin")
+
+
+@dataclass
+class Components:
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    controlnets: list = field(default_factory=list)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA, fp32 elsewhere."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _hf_cache() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+    except Exception:  # pragma: no cover
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _not_found(what: str, model: str, err: Exception) -> ModelNotFoundError:
+    local = Path(model)
+    places = [f"local path {local.resolve()} ({'exists but holds no usable model' if local.exists() else 'missing'})"]
+    if not local.exists():
+        places.append(f"Hugging Face cache {_hf_cache()}" + (" (HF_HUB_OFFLINE=1: hub not asked)" if _offline() else " and the hub"))
+    return ModelNotFoundError(
+        f"{what} {model!r} not found; looked in: {'; '.join(places)}. Supply a local diffusers folder, a single "
+        f".safetensors/.ckpt file, or download it once with `huggingface-cli download {model}` "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    )
+
+
+def _load(cls, model: str, what: str, **kw):
+    path = Path(model)
+    try:
+        if path.is_file() and path.suffix.lower() in SINGLE_FILE_EXTS:
+            return cls.from_single_file(str(path), **kw)
+        return cls.from_pretrained(str(path) if path.exists() else model, local_files_only=_offline() or path.exists(), **kw)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise _not_found(what, model, e) from e
+
+
+def load_controlnet(model: str, device=None, dtype=None):
+    from diffusers import ControlNetModel
+
+    dev = torch.device(device or "cpu")
+    return _load(ControlNetModel, model, "ControlNet", torch_dtype=dtype or default_dtype(dev)).to(dev).eval()
+
+
+def load_components(
+    model: str,
+    controlnets: list[str] = (),
+    lora: list[tuple[str, float]] = (),
+    textual_inversion: list[str] = (),
+    device=None,
+    dtype=None,
+    config: str | None = None,
+) -> Components:
+    """Load UNet, VAE, text encoder, tokenizer and a DDIM scheduler (plus ControlNets, LoRAs and
+    textual-inversion embeddings) onto ``device`` in ``dtype`` (default fp16 on CUDA, fp32 on CPU)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    dev = torch.device(device or "cpu")
+    dt = dtype or default_dtype(dev)
+    kw = dict(torch_dtype=dt, safety_checker=None, requires_safety_checker=False)
+    if config is not None and Path(model).is_file():
+        kw["config"] = config
+    pipe = _load(StableDiffusionPipeline, model, "model", **kw)
+    for path, scale in lora:
+        try:
+            pipe.load_lora_weights(path, adapter_name=Path(path).stem.replace(".", "_"))
+        except (OSError, ValueError) as e:
+            raise _not_found("LoRA", path, e) from e
+    if lora:
+        pipe.set_adapters([Path(p).stem.replace(".", "_") for p, _ in lora], [s for _, s in lora])
+        pipe.fuse_lora()
+    for path in textual_inversion:
+        try:
+            pipe.load_textual_inversion(path)
+        except (OSError, ValueError) as e:
+            raise _not_found("textual-inversion embedding", path, e) from e
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=False)
+    cns = [load_controlnet(c, dev, dt) for c in controlnets]
+    return Components(pipe.unet.to(dev).eval(), pipe.vae.to(dev).eval(), pipe.text_encoder.to(dev).eval(),
+                      pipe.tokenizer, scheduler, cns)

@@ -1,0 +1,145 @@
+"""``VideoPipeline``: an image diffusion model turned into a video pipeline (DiffSynth).
+
+Built from components (or ``from_pretrained``), called with the input video (or none), prompts,
+control frames per ControlNet, the deflicker schedule, steps, guidance, seed and size; returns the
+frames ``(T, 3, H, W)`` float in [0, 1] on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .attention import PATTERN, CrossFrameAttention, enable_cross_frame_attention
+from .codec import VAECodec
+from .models import Components, load_components
+from .sampler import ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
+
+log = logging.getLogger("flickerless")
+
+__all__ = ["VideoPipeline", "check_size"]
+
+
+def check_size(height: int, width: int, multiple: int) -> None:
+    """Raise an error naming the nearest valid size when ``height``/``width`` are not multiples."""
+    if height % multiple or width % multiple or height <= 0 or width <= 0:
+        near = lambda v: max(multiple, int(round(v / multiple)) * multiple)  # noqa: E731
+        raise InputError(
+            f"size {width}x{height} is not a multiple of {multiple} in both sides; nearest valid size: "
+            f"{near(width)}x{near(height)}"
+        )
+
+
+def _sharpen(frames: torch.Tensor, amount: float) -> torch.Tensor:
+    if amount <= 0:
+        return frames
+    k = torch.tensor([1.0, 2.0, 1.0])
+    k = (k[:, None] * k[None, :] / 16).to(frames).expand(3, 1, 3, 3)
+    blur = F.conv2d(F.pad(frames, (1, 1, 1, 1), mode="replicate"), k, groups=3)
+    return (frames + amount * (frames - blur)).clamp(0, 1)
+
+
+def _contrast(frames: torch.Tensor, amount: float) -> torch.Tensor:
+    if amount == 1.0:
+        return frames
+    mean = frames.mean(dim=(1, 2, 3), keepdim=True)
+    return ((frames - mean) * amount + mean).clamp(0, 1)
+
+
+class VideoPipeline:
+    def __init__(self, components: Components, device=None, cross_frame: Sequence[str] | None = PATTERN,
+                 batch_size: int = 8, vae_batch_size: int = 4):
+        self.c = components
+        self.device = torch.device(device) if device is not None else next(components.unet.parameters()).device
+        self.batch_size = batch_size
+        self.codec = VAECodec(components.vae, vae_batch_size)
+        self.cross_frame = None
+        if cross_frame:
+            self.cross_frame = CrossFrameAttention(cross_frame)
+            for m in [components.unet, *components.controlnets]:
+                enable_cross_frame_attention(m, self.cross_frame)
+
+    @classmethod
+    def from_pretrained(cls, model: str, controlnets: Sequence[str] = (), device=None, dtype=None, **kw):
+        load_kw = {k: kw.pop(k) for k in ("lora", "textual_inversion", "config") if k in kw}
+        return cls(load_components(model, list(controlnets), device=device, dtype=dtype, **load_kw), device, **kw)
+
+    @property
+    def size_multiple(self) -> int:
+        return self.codec.factor
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt, num_frames: int) -> torch.Tensor:
+        """``(1 or T, L, D)`` text embeddings for one prompt or one per frame."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if len(prompts) not in (1, num_frames):
+            raise InputError(f"{len(prompts)} prompts for {num_frames} frames: give one prompt or one per frame")
+        tok = self.c.tokenizer(prompts, padding="max_length", max_length=self.c.tokenizer.model_max_length,
+                               truncation=True, return_tensors="pt")
+        return self.c.text_encoder(tok.input_ids.to(self.device))[0]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video: torch.Tensor | None = None,
+        prompt="",
+        negative_prompt="",
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        steps: int = 20,
+        guidance_scale: float = 7.5,
+        strength: float = 1.0,
+        seed: int = 0,
+        controls: Sequence[torch.Tensor] = (),
+        control_scales: Sequence[float] | None = None,
+        control_ranges: Sequence[tuple[float, float]] | None = None,
+        schedule: DeflickerSchedule | None = None,
+        deflicker=default_deflicker,
+        final_window: int | None = 0,
+        contrast: float = 1.0,
+        sharpen: float = 0.0,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """video: ``(T, 3, H, W)`` in [0, 1] or None (then ``num_frames``, ``height``, ``width``).
+        controls: one ``(T, 3, H, W)`` tensor in [0, 1] per ControlNet. ``final_window``: window of a
+        last deflicker pass on the decoded frames (0: none, None: whole video)."""
+        if video is not None:
+            num_frames, _, height, width = video.shape
+        if not num_frames or not height or not width:
+            raise InputError("give a video, or num_frames, height and width")
+        check_size(height, width, self.size_multiple)
+        if len(controls) != len(self.c.controlnets):
+            raise InputError(f"{len(self.c.controlnets)} ControlNets loaded but {len(controls)} control videos given")
+        for k, ctl in enumerate(controls):
+            if tuple(ctl.shape) != (num_frames, 3, height, width):
+                raise InputError(f"control video {k} is {tuple(ctl.shape)}, expected {(num_frames, 3, height, width)}")
+        if not 0 < strength <= 1:
+            raise InputError(f"strength must be in (0, 1], got {strength}")
+        scales = list(control_scales or [1.0] * len(controls))
+        ranges = list(control_ranges or [(0.0, 1.0)] * len(controls))
+        units = [ControlNetUnit(m, c, s, a, b) for m, c, s, (a, b) in zip(self.c.controlnets, controls, scales, ranges)]
+        cond = self.encode_prompt(prompt, num_frames)
+        uncond = self.encode_prompt(negative_prompt, num_frames) if guidance_scale != 1.0 else None
+        den = Denoiser(self.c.unet, cond, uncond, guidance_scale, units, self.batch_size, self.cross_frame)
+        sched = self.c.scheduler
+        sched.set_timesteps(steps)
+        timesteps = sched.timesteps
+        f = self.size_multiple
+        noise = fixed_noise(num_frames, (4, height // f, width // f), seed)
+        if video is None or strength >= 1.0:
+            latents = noise * sched.init_noise_sigma
+        else:
+            start = min(steps - 1, int(round(steps * (1 - strength))))
+            timesteps = timesteps[start:]
+            x0 = self.codec.encode(video.float(), out_device="cpu")
+            latents = sched.add_noise(x0, noise, timesteps[:1])  # the same noise on every frame
+        latents = sample(den, sched, self.codec, latents, timesteps, schedule, deflicker, video, progress)
+        frames = self.codec.decode(latents, out_device="cpu")
+        if final_window != 0 and deflicker is not None:
+            frames = deflicker(frames, video, final_window)
+        return _sharpen(_contrast(frames, contrast), sharpen)

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from flickerless.diffusion import DeflickerSchedule, VideoPipeline, load_components
+from flickerless.errors import InputError, ModelNotFoundError
+
+from . import tiny_models as tiny
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny.save_pipeline(tmp_path_factory.mktemp("m") / "tiny-sd")
+
+
+@pytest.fixture(scope="module")
+def video(carphone):
+    v = torch.from_numpy(carphone[:4, :48, :80]).permute(0, 3, 1, 2).float() / 255
+    return v.contiguous()
+
+
+def test_loads_local_folder_and_generates(model_dir, video):
+    pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
+    sched = DeflickerSchedule(frequency=2, window=None)
+    out = pipe(video, prompt="a red cat", steps=4, strength=0.6, schedule=sched, final_window=None, seed=1)
+    assert out.shape == video.shape and 0 <= out.min() and out.max() <= 1
+    again = pipe(video, prompt="a red cat", steps=4, strength=0.6, schedule=sched, final_window=None, seed=1)
+    assert torch.equal(out, again)
+    other = pipe(video, prompt="a red cat", steps=4, strength=0.6, schedule=sched, final_window=None, seed=2)
+    assert not torch.equal(out, other)
+
+
+def test_text_to_video_non_square_and_per_frame_prompts(model_dir):
+    pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
+    out = pipe(None, prompt=["a cat", "a cat", "a dog"], num_frames=3, height=24, width=40, steps=3,
+               schedule=DeflickerSchedule(frequency=None))
+    assert out.shape == (3, 3, 24, 40)
+
+
+def test_bad_size_names_nearest_valid(model_dir):
+    pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
+    with pytest.raises(InputError, match="nearest valid size: 40x24"):
+        pipe(None, num_frames=2, height=23, width=41, steps=2)
+
+
+def test_missing_model_offline_names_id_and_places(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as e:
+        load_components("someone/no-such-model")
+    msg = str(e.value)
+    assert "someone/no-such-model" in msg and "cache" in msg and "huggingface-cli download" in msg
+    with pytest.raises(ModelNotFoundError, match="missing"):
+        load_components(str(tmp_path / "nowhere.safetensors"))
