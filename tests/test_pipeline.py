@@ -50,3 +50,25 @@ def test_missing_model_offline_names_id_and_places(monkeypatch, tmp_path):
     assert "someone/no-such-model" in msg and "cache" in msg and "huggingface-cli download" in msg
     with pytest.raises(ModelNotFoundError, match="missing"):
         load_components(str(tmp_path / "nowhere.safetensors"))
+
+
+def test_lora_file_changes_the_output(model_dir, tmp_path):
+    pytest.importorskip("peft")
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(str(model_dir), subfolder="unet")
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    torch.manual_seed(0)
+    for name, p in unet.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    StableDiffusionPipeline.save_lora_weights(tmp_path / "style", unet_lora_layers=get_peft_model_state_dict(unet))
+    lora = str(tmp_path / "style" / "pytorch_lora_weights.safetensors")
+    base = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
+    styled = VideoPipeline.from_pretrained(str(model_dir), device="cpu", lora=[(lora, 1.0)])
+    kw = dict(num_frames=2, height=16, width=16, steps=2, schedule=DeflickerSchedule(frequency=None))
+    assert (base(None, **kw) - styled(None, **kw)).abs().max() > 1e-3
+    with pytest.raises(ModelNotFoundError, match="LoRA"):
+        VideoPipeline.from_pretrained(str(model_dir), device="cpu", lora=[(str(tmp_path / "missing.safetensors"), 1.0)])
