@@ -69,7 +69,7 @@ def _load(cls, model: str, what: str, **kw):
         if path.is_file() and path.suffix.lower() in SINGLE_FILE_EXTS:
             return cls.from_single_file(str(path), **kw)
         return cls.from_pretrained(str(path) if path.exists() else model, local_files_only=_offline() or path.exists(), **kw)
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:  # diffusers raises these for missing files, repos and configs
         raise _not_found(what, model, e) from e
 
 
