@@ -21,9 +21,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     nb = None
 
-_MASK = 0x7FFFFFFF
-_MUL = 0x45D9F3B
-_GOLD = 0x9E3779B
+from .patchmatch import _GOLD, _MASK, _MUL  # the hash must match the torch path
 
 
 def available() -> bool:

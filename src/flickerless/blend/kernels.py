@@ -21,10 +21,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
-_MASK = 0x7FFFFFFF
-_MUL = 0x45D9F3B
-_GOLD = 0x9E3779B
 BLOCK = 128
+# Triton's jit code below spells the hash constants of patchmatch (_MASK, _MUL, _GOLD) as literals:
+# 0x7FFFFFFF, 0x45D9F3B, 0x9E3779B. tests/test_kernels.py checks they agree.
 
 
 def available() -> bool:

@@ -136,8 +136,10 @@ def patch_offsets(patch_size: int, samples: int | None = None) -> list[tuple[int
     return [(dy, dx) for dy in ticks for dx in ticks]
 
 
+# the counter-based hash; the fused kernels (kernels.py, cpu_kernels.py) use the same constants
 _MASK = 0x7FFFFFFF
 _MUL = 0x45D9F3B
+_GOLD = 0x9E3779B
 
 
 def _mix(z: torch.Tensor) -> torch.Tensor:
@@ -152,7 +154,7 @@ def _hash_ints(keys: torch.Tensor, salt: int, shape: tuple[int, ...]) -> torch.T
     """Per-pair pseudo-random 31-bit integers of ``(B, *shape)``, a pure function of its inputs."""
     n = math.prod(shape)
     counter = torch.arange(n, device=keys.device, dtype=torch.int64)
-    base = _mix(_mix(keys.to(torch.int64)) + (salt * 0x9E3779B) & _MASK)
+    base = _mix(_mix(keys.to(torch.int64)) + (salt * _GOLD) & _MASK)
     return _mix(base[:, None] + counter[None, :]).reshape(keys.shape[0], *shape)
 
 
