@@ -186,3 +186,15 @@ def test_default_deflicker_runs_in_the_loop():
 
     out = sample(_denoiser(unet), sched, VAECodec(vae), x, sched.timesteps, DeflickerSchedule(frequency=2, window=1), spy, guide)
     assert calls == [1, 1] and out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_other_schedulers_identity_deflicker_reproduces_plain_sampling():
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    unet = tiny.unet()
+    every = DeflickerSchedule(frequency=1)
+    for cls in (DPMSolverMultistepScheduler, UniPCMultistepScheduler):
+        make = lambda: cls.from_config(tiny.scheduler().config)  # noqa: E731
+        plain = _run(_denoiser(unet), make(), ExactCodec(), None, every, steps=5)
+        looped = _run(_denoiser(unet), make(), ExactCodec(), lambda f, g, w: f, every, steps=5)
+        torch.testing.assert_close(looped, plain, atol=1e-4, rtol=1e-4)

@@ -447,6 +447,7 @@ def deflicker(
     batch: int | None = None,
     keyframes: Mapping[int, object] | None = None,
     progress: bool = False,
+    device_budget: int | None = None,
     **patchmatch_options,
 ):
     """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
@@ -458,6 +459,8 @@ def deflicker(
     keyframes: keyframes mode: ``{frame index: image}``, each image like one frame of ``guide``.
     device: ``"cuda:1"``, ``"cpu"``...; default the input tensor's GPU, else CUDA if any, else CPU.
     batch: frame pairs per PatchMatch batch (default from free GPU memory; 4 on CPU).
+    device_budget: bytes of intermediate images kept on the GPU (default a quarter of free memory;
+        0 keeps them in host RAM, then on disk, so GPU memory does not grow with the clip's length).
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
         (patch_sizes, iterations, guide_weight, samples, seed, ...).
     """
@@ -484,7 +487,8 @@ def deflicker(
         def sink(i, img):
             out[i] = img.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
-    run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts, progress=progress)
+    run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
+                  progress=progress, device_budget=device_budget)
     return out
 
 

@@ -59,11 +59,12 @@ class DeflickerSchedule:
 
 
 def default_deflicker(frames: torch.Tensor, guide: torch.Tensor | None, window: int | None) -> torch.Tensor:
-    """F = patch blending in table mode, guided by the input video (or the frames themselves)."""
+    """F = patch blending in table mode, guided by the input video (or the frames themselves).
+    Its intermediate images stay off the GPU, so the engine's GPU memory does not grow with T."""
     from ..blend.deflicker import deflicker
 
     g = frames if guide is None else guide.to(frames.device, frames.dtype)
-    return deflicker(g, frames, mode="table", window=window)
+    return deflicker(g, frames, mode="table", window=window, device_budget=0)
 
 
 @dataclass
