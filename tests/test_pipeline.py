@@ -31,9 +31,11 @@ def test_loads_local_folder_and_generates(model_dir, video):
 
 def test_text_to_video_non_square_and_per_frame_prompts(model_dir):
     pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
+    got = []
     out = pipe(None, prompt=["a cat", "a cat", "a dog"], num_frames=3, height=24, width=40, steps=3,
-               schedule=DeflickerSchedule(frequency=None))
+               schedule=DeflickerSchedule(frequency=None), on_frame=lambda i, f: got.append((i, f)))
     assert out.shape == (3, 3, 24, 40)
+    assert [i for i, _ in got] == [0, 1, 2] and all(torch.equal(f, out[i]) for i, f in got)
 
 
 def test_bad_size_names_nearest_valid(model_dir):

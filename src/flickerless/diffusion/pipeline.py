@@ -104,10 +104,13 @@ class VideoPipeline:
         contrast: float = 1.0,
         sharpen: float = 0.0,
         progress: bool = False,
+        on_frame=None,
     ) -> torch.Tensor:
         """video: ``(T, 3, H, W)`` in [0, 1] or None (then ``num_frames``, ``height``, ``width``).
         controls: one ``(T, 3, H, W)`` tensor in [0, 1] per ControlNet. ``final_window``: window of a
-        last deflicker pass on the decoded frames (0: none, None: whole video)."""
+        last deflicker pass on the decoded frames (0: none, None: whole video). ``on_frame(i, frame)``
+        receives each finished frame ``(3, H, W)`` in order, as soon as it is final (as it is decoded
+        when there is no final pass), e.g. to write it to disk."""
         if video is not None:
             num_frames, _, height, width = video.shape
         if not num_frames or not height or not width:
@@ -139,7 +142,21 @@ class VideoPipeline:
             x0 = self.codec.encode(video.float(), out_device="cpu")
             latents = sched.add_noise(x0, noise, timesteps[:1])  # the same noise on every frame
         latents = sample(den, sched, self.codec, latents, timesteps, schedule, deflicker, video, progress)
-        frames = self.codec.decode(latents, out_device="cpu")
-        if final_window != 0 and deflicker is not None:
-            frames = deflicker(frames, video, final_window)
-        return _sharpen(_contrast(frames, contrast), sharpen)
+        final_pass = final_window != 0 and deflicker is not None
+        finish = lambda x: _sharpen(_contrast(x, contrast), sharpen)  # noqa: E731
+        out = []
+        for a in range(0, num_frames, self.codec.batch_size):
+            part = self.codec.decode(latents[a : a + self.codec.batch_size], out_device="cpu")
+            if not final_pass:
+                part = finish(part)
+                for k, fr in enumerate(part):
+                    if on_frame is not None:
+                        on_frame(a + k, fr)
+            out.append(part)
+        frames = torch.cat(out)
+        if final_pass:
+            frames = finish(deflicker(frames, video, final_window))
+            for i, fr in enumerate(frames):
+                if on_frame is not None:
+                    on_frame(i, fr)
+        return frames
