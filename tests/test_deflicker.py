@@ -87,3 +87,32 @@ def test_bad_inputs(pair):
         deflicker(clip, flick, mode="fast")
     with pytest.raises(TypeError, match="valid"):
         deflicker(clip, flick, patch_size=3)
+
+
+@pytest.fixture(scope="module")
+def two_shots(carphone):
+    """A real clip with a hard cut: 5 carphone frames, then 5 frames of bikes.mp4 at the same size."""
+    from flickerless.demo import load_clip, registry_clip
+    from flickerless.video import resize_frame
+
+    bikes, _ = load_clip(registry_clip("bikes.mp4"), 5)
+    second = np.stack([resize_frame(f, (64, 80)) for f in bikes])
+    first = np.ascontiguousarray(carphone[:5, 40:104, 48:128])
+    return np.concatenate([first, second])
+
+
+def test_detects_the_cut_and_nothing_else(two_shots, carphone):
+    from flickerless.blend.deflicker import detect_cuts
+    from flickerless.blend.frames import ArrayFrames
+
+    assert detect_cuts(ArrayFrames(two_shots)) == [5]
+    assert detect_cuts(ArrayFrames(carphone)) == []
+
+
+def test_nothing_is_blended_across_a_cut(two_shots):
+    truth, flick = flickering_pair(two_shots, seed=1)
+    whole = deflicker(two_shots, flick, window=None, device="cpu", **FAST)
+    second = deflicker(two_shots[5:], flick[5:], window=None, device="cpu", cuts=False, **FAST)
+    assert np.array_equal(whole[5:], second)
+    merged = deflicker(two_shots, flick, window=None, device="cpu", cuts=False, **FAST)
+    assert psnr(whole, truth) > psnr(merged, truth) + 1

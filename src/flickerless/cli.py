@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (default: from free memory)")
     d.add_argument("--resize", action="store_true", help="resize the style (or keyframes) to the guide's size")
     d.add_argument("--fps", type=float, help="output frame rate (default: the guide's)")
+    d.add_argument("--no-cuts", action="store_true",
+                   help="do not split the clip at hard cuts (by default each shot is deflickered on its own)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_patchmatch_args(d)
 
@@ -182,7 +184,7 @@ def cmd_deflicker(args) -> int:
 
             stats = run_deflicker(
                 ArrayFrames(guide), style, sink, mode=mode, window=args.window, device=device,
-                batch=args.batch, keyframes=keyframes, options=opts, progress=not args.quiet,
+                batch=args.batch, keyframes=keyframes, options=opts, progress=not args.quiet, cuts=not args.no_cuts,
             )
         except BaseException:
             writer.abort()
@@ -190,8 +192,9 @@ def cmd_deflicker(args) -> int:
         writer.close()
         dt = time.perf_counter() - t0
         log.info(
-            "wrote %s: %d frames %dx%d, %s mode, %d PatchMatch runs, %.1f s (%.3f s/frame) on %s",
-            args.output, stats["frames"], ginfo.width, ginfo.height, mode, stats["remaps"], dt, dt / stats["frames"], device,
+            "wrote %s: %d frames %dx%d in %d shot(s), %s mode, %d PatchMatch runs, %.1f s (%.3f s/frame) on %s",
+            args.output, stats["frames"], ginfo.width, ginfo.height, stats["shots"], mode, stats["remaps"], dt,
+            dt / stats["frames"], device,
         )
     finally:
         for c in closers:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, InputError
-from .frames import FrameSource, FrameStore, as_source
+from .frames import FrameSource, FrameStore, SubFrames, as_source
 from .patchmatch import PatchMatchOptions, remap
 from .schedule import count_table_remaps, table_levels, table_query, window_pairs, window_sources
 
@@ -107,6 +107,12 @@ class Remapper:
         self._guide_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._cache_size = 4 * self.batch + 8
         self.runs = 0
+
+    def reset(self, guide: FrameSource) -> None:
+        """Work on another guide (the next shot): frame numbers restart at 0."""
+        self.guide = guide
+        self.n = len(guide)
+        self._guide_cache.clear()
 
     def _guides(self, idx: Sequence[int]) -> torch.Tensor:
         missing = [i for i in dict.fromkeys(idx) if i not in self._guide_cache]
@@ -336,6 +342,34 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
             sink(i, acc.pop(i))
 
 
+def detect_cuts(guide: FrameSource, device="cpu", threshold: float = 0.08, ratio: float = 6.0,
+                chunk: int = 32) -> list[int]:
+    """Frames that start a new shot (hard cuts), from the guide video.
+
+    Each frame is reduced to a 32x18 thumbnail; frame t starts a shot when the mean absolute
+    difference to frame t-1 (values in [0, 1]) exceeds ``threshold`` and is ``ratio`` times the
+    median difference of the 16 frames around it (motion and flashes raise the median, cuts do not).
+    """
+    import torch.nn.functional as F
+
+    n = len(guide)
+    thumbs = []
+    for a in range(0, n, chunk):
+        x = guide.load(list(range(a, min(n, a + chunk))), device)
+        thumbs.append(F.adaptive_avg_pool2d(x, (18, 32)).cpu())
+    t = torch.cat(thumbs)
+    if n < 2:
+        return []
+    d = (t[1:] - t[:-1]).abs().mean(dim=(1, 2, 3))  # d[k]: change from frame k to k + 1
+    cuts = []
+    for k in range(len(d)):
+        around = torch.cat((d[max(0, k - 8) : k], d[k + 1 : k + 9]))
+        local = around.median().item() if len(around) else 0.0
+        if d[k] > threshold and d[k] > ratio * local:
+            cuts.append(k + 1)
+    return cuts
+
+
 def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int] = ()) -> int:
     """PatchMatch runs a mode will make: for progress bars and cost estimates."""
     if mode in ("window", "all_pairs"):
@@ -367,9 +401,14 @@ def run_deflicker(
     host_budget: int = 2 << 30,
     device_budget: int | None = None,
     tmpdir: str | None = None,
+    cuts=True,
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
-    ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics."""
+    ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics.
+
+    cuts: ``True`` detects hard cuts in the guide (:func:`detect_cuts`) and deflickers each shot on
+    its own, so nothing is blended across a cut; ``False`` treats the clip as one shot; a list gives
+    the frames that start shots. Keyframes mode always treats the clip as one shot."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     n = len(guide)
@@ -400,7 +439,16 @@ def run_deflicker(
                 "sizes must match (the command line can --resize the style to the guide)"
             )
     bs = batch or _default_batch(dev, guide.size)
-    total = count_remaps(mode, n, win, list(keyframes or ()))
+    if mode == "keyframes" or cuts is False or cuts is None:
+        starts = []
+    elif cuts is True:
+        starts = detect_cuts(guide, dev)
+        if starts:
+            log.info("scene cuts at frames %s: each shot is deflickered on its own", starts)
+    else:
+        starts = sorted(int(c) for c in cuts if 0 < int(c) < n)
+    shots = list(zip([0] + starts, starts + [n]))
+    total = sum(count_remaps(mode, b - a, win, list(keyframes or ())) for a, b in shots)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -415,17 +463,23 @@ def run_deflicker(
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
     try:
         with torch.inference_mode():
-            if mode == "table":
-                _run_table(style, remapper, sink, win, store, chunk)
-            elif mode == "window":
-                span = 2 * min(n, n if win is None else win)
-                _run_window(style, remapper, sink, win, max(1, 4 * bs // max(1, span)))
-            elif mode == "all_pairs":
-                _run_reference(style, remapper, sink, win)
-            else:
-                _run_keyframes(guide, keyframes, remapper, sink, chunk)
+            for a, b in shots:
+                g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(shots) > 1 else (guide, style)
+                out = lambda i, img, a=a: sink(a + i, img)  # noqa: E731  (shot-local -> clip index)
+                remapper.reset(g)
+                store.close()  # table entries are keyed by shot-local positions
+                if mode == "table":
+                    _run_table(s, remapper, out, win, store, chunk)
+                elif mode == "window":
+                    span = 2 * min(b - a, (b - a) if win is None else win)
+                    _run_window(s, remapper, out, win, max(1, 4 * bs // max(1, span)))
+                elif mode == "all_pairs":
+                    _run_reference(s, remapper, out, win)
+                else:
+                    _run_keyframes(g, keyframes, remapper, out, chunk)
         stats = {
             "frames": n,
+            "shots": len(shots),
             "remaps": remapper.runs if mode != "all_pairs" else total,
             "batch": remapper.batch,
             "peak_store_host_bytes": store.peak_host_bytes,
@@ -448,6 +502,7 @@ def deflicker(
     keyframes: Mapping[int, object] | None = None,
     progress: bool = False,
     device_budget: int | None = None,
+    cuts=True,
     **patchmatch_options,
 ):
     """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
@@ -459,6 +514,8 @@ def deflicker(
     keyframes: keyframes mode: ``{frame index: image}``, each image like one frame of ``guide``.
     device: ``"cuda:1"``, ``"cpu"``...; default the input tensor's GPU, else CUDA if any, else CPU.
     batch: frame pairs per PatchMatch batch (default from free GPU memory; 4 on CPU).
+    cuts: detect hard cuts in the guide and deflicker each shot on its own (default); ``False``: one
+        shot; or the list of frames that start shots.
     device_budget: bytes of intermediate images kept on the GPU (default a quarter of free memory;
         0 keeps them in host RAM, then on disk, so GPU memory does not grow with the clip's length).
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
@@ -488,7 +545,7 @@ def deflicker(
             out[i] = img.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
-                  progress=progress, device_budget=device_budget)
+                  progress=progress, device_budget=device_budget, cuts=cuts)
     return out
 
 

@@ -19,7 +19,7 @@ from typing import Hashable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "as_source", "FrameStore"]
+__all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "SubFrames", "as_source", "FrameStore"]
 
 
 class FrameSource:
@@ -70,6 +70,20 @@ class ArrayFrames(FrameSource):
         arr = np.stack([np.asarray(self.frames[int(i)]) for i in indices])
         t = torch.from_numpy(arr).to(device=device, non_blocking=True)
         return t.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+
+
+class SubFrames(FrameSource):
+    """Frames ``[start, stop)`` of another source, renumbered from 0 (one shot of a clip)."""
+
+    def __init__(self, source: FrameSource, start: int, stop: int):
+        self.source, self.start, self.stop = source, start, stop
+        self.size = source.size
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def load(self, indices, device) -> torch.Tensor:
+        return self.source.load([self.start + int(i) for i in indices], device)
 
 
 def as_source(frames) -> FrameSource:
