@@ -29,6 +29,7 @@ p.add_argument("--steps", type=int, default=20)
 p.add_argument("--batch", type=int, default=8, help="frames per UNet call")
 p.add_argument("--vae-batch", type=int, default=4)
 p.add_argument("--final-window", type=int, default=121)
+p.add_argument("--channels-last", action="store_true", help="UNet, ControlNets and VAE in channels-last memory format")
 a = p.parse_args()
 dev, dt = torch.device("cuda"), torch.float16
 torch.manual_seed(0)
@@ -36,6 +37,9 @@ unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sampl
 cns = [ControlNetModel(cross_attention_dim=768, attention_head_dim=8).to(dev, dt).eval() for _ in range(2)]
 vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                     up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4).to(dev, dt).eval()
+if a.channels_last:
+    for m in [unet, *cns, vae]:
+        m.to(memory_format=torch.channels_last)
 state = CrossFrameAttention()
 for m in [unet, *cns]:
     enable_cross_frame_attention(m, state)
@@ -75,6 +79,7 @@ frames = defl(frames, video, a.final_window)
 torch.cuda.synchronize()
 total = time.perf_counter() - t0
 res = {"frames": a.frames, "size": f"{a.width}x{a.height}", "steps": a.steps, "batch": a.batch,
+       "vae_batch": a.vae_batch, "channels_last": a.channels_last,
        "s_per_frame": round(total / a.frames, 3), **{k + "_s_per_frame": round(v / a.frames, 3) for k, v in timers.items()},
        "peak_gpu_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2), "device": torch.cuda.get_device_name()}
 print(json.dumps(res))
