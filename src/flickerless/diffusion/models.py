@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelNotFoundError
+from ..errors import InputError, ModelNotFoundError
 
-__all__ = ["Components", "load_components", "load_controlnet", "default_dtype"]
+__all__ = ["Components", "load_components", "load_controlnet", "check_controlnet_fits", "default_dtype"]
 
 SINGLE_FILE_EXTS = (".safetensors", ".ckpt", ".pt", ".bin")
 
@@ -80,6 +80,21 @@ def load_controlnet(model: str, device=None, dtype=None):
     return _load(ControlNetModel, model, "ControlNet", torch_dtype=dtype or default_dtype(dev)).to(dev).eval()
 
 
+def check_controlnet_fits(unet, controlnet, name: str = "ControlNet") -> None:
+    """Raise :class:`InputError` when ``controlnet`` was made for another base model (an SDXL or
+    SD 2.x ControlNet on an SD 1.x UNet, say): its residuals would not add onto the UNet's."""
+    u, c = unet.config, controlnet.config
+    checks = [("cross_attention_dim", u.cross_attention_dim, c.cross_attention_dim),
+              ("block_out_channels", tuple(u.block_out_channels), tuple(c.block_out_channels)),
+              ("in_channels", u.in_channels, c.in_channels)]
+    bad = [f"{k}: base model {a}, ControlNet {b}" for k, a, b in checks if a != b]
+    if bad:
+        raise InputError(
+            f"ControlNet {name!r} does not fit the base model ({'; '.join(bad)}): use a ControlNet trained for "
+            "this base model's family (e.g. an SD 1.5 ControlNet for an SD 1.x model)"
+        )
+
+
 def load_components(
     model: str,
     controlnets: list[str] = (),
@@ -114,5 +129,7 @@ def load_components(
             raise _not_found("textual-inversion embedding", path, e) from e
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=False)
     cns = [load_controlnet(c, dev, dt) for c in controlnets]
+    for name, cn in zip(controlnets, cns):
+        check_controlnet_fits(pipe.unet, cn, name)
     return Components(pipe.unet.to(dev).eval(), pipe.vae.to(dev).eval(), pipe.text_encoder.to(dev).eval(),
                       pipe.tokenizer, scheduler, cns)
