@@ -1,0 +1,131 @@
+"""Annotators: frames -> control frames for ControlNets, batched, cached on disk.
+
+>>> from flickerless.control import annotate, to_tensor
+>>> depth = annotate("depth", frames)                 # (T, H, W, 3) uint8, cached
+>>> controls = [to_tensor(depth), to_tensor(annotate("softedge", frames))]   # (T, 3, H, W) in [0, 1]
+
+Frames in: ``(T, H, W, 3)`` uint8 (as ``flickerless.video.read`` gives), a ``DiskFrames``, a list of
+frames, or a ``(T, 3, H, W)`` float tensor in [0, 1]. Control frames out: ``(T, H, W, 3)`` uint8
+of the frames' size (``tile`` and ``shuffle`` take a ``size``/``scale`` setting to change it).
+
+Names: depth, softedge, pose, tile, shuffle, canny, lineart (:func:`available`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import InputError
+from .base import Annotator, FrameSource, as_source, to_tensor
+from .cache import CHUNK, AnnotationCache, cache_key, default_cache_dir, frames_hash, video_identity
+
+log = logging.getLogger("flickerless")
+
+__all__ = [
+    "annotate", "iter_annotate", "get_annotator", "available", "to_tensor", "Annotator", "FrameSource",
+    "video_identity", "default_cache_dir", "extract_keypoints", "smooth_keypoints", "pose_keypoints",
+    "draw_pose", "OPENPOSE_KEYPOINTS",
+]
+
+_REGISTRY = {
+    "depth": "depth:DepthAnnotator",
+    "softedge": "edges:SoftEdgeAnnotator",
+    "pose": "pose:PoseAnnotator",
+    "tile": "tile:TileAnnotator",
+    "shuffle": "shuffle:ShuffleAnnotator",
+    "canny": "edges:CannyAnnotator",
+    "lineart": "edges:LineartAnnotator",
+}
+
+
+def _class(name: str) -> type[Annotator]:
+    if name not in _REGISTRY:
+        raise InputError(f"unknown annotator {name!r}; available: {', '.join(_REGISTRY)}")
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(f".{module}", __name__), cls)
+
+
+def available() -> dict[str, str]:
+    """Annotator names with a one-line description each."""
+    return {name: _class(name).description for name in _REGISTRY}
+
+
+def get_annotator(name: str, **settings) -> Annotator:
+    """The annotator ``name`` with ``settings`` (its dataclass fields); an unknown or out-of-range
+    setting raises :class:`~flickerless.errors.InputError` naming it (and the valid ones)."""
+    import dataclasses
+
+    cls = _class(name)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    bad = [k for k in settings if k not in valid]
+    if bad:
+        raise InputError(f"annotator {name!r} has no setting {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
+    return cls(**settings)
+
+
+def iter_annotate(name: str, frames, *, cache: bool = True, cache_dir=None, video_id: str | None = None,
+                  **settings) -> Iterator[np.ndarray]:
+    """Like :func:`annotate` but yields ``(n, H, W, 3)`` uint8 chunks in order, so memory stays
+    bounded on long clips (the frames may be a disk-backed ``DiskFrames``)."""
+    from tqdm.auto import tqdm
+
+    ann = name if isinstance(name, Annotator) else get_annotator(name, **settings)
+    src = as_source(frames)
+    progress = getattr(ann, "progress", True)
+    bar = tqdm(total=len(src), desc=f"annotate {ann.name}", unit="frame", disable=not progress, leave=False)
+    if not cache:
+        for part in ann.run(src, chunk=CHUNK):
+            bar.update(len(part))
+            yield part
+        bar.close()
+        return
+    store = AnnotationCache(cache_dir)
+    vid = video_id if video_id is not None else "sha:" + frames_hash(src)
+    key = cache_key(ann.name, ann.version, ann.cache_settings(), vid, src.shape)
+    if store.has(ann.name, key):
+        log.info("annotator %s: using cached control frames from %s", ann.name, store.entry(ann.name, key))
+        for part in store.read(ann.name, key):
+            bar.update(len(part))
+            yield part
+        bar.close()
+        return
+    writer = store.writer(ann.name, key, {"annotator": ann.name, "version": ann.version,
+                                          "settings": ann.cache_settings(), "video": vid, "shape": src.shape})
+    try:
+        for part in ann.run(src, chunk=CHUNK):
+            writer.write(part)
+            bar.update(len(part))
+            yield part
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    writer.close()
+
+
+def annotate(name: str, frames, *, cache: bool = True, cache_dir=None, video_id: str | None = None,
+             **settings) -> np.ndarray:
+    """Control frames for ``frames`` from the annotator ``name``: ``(T, H, W, 3)`` uint8.
+
+    frames: ``(T, H, W, 3)`` uint8, a list of ``(H, W, 3)`` frames, a ``DiskFrames``, or a
+    ``(T, 3, H, W)`` float tensor in [0, 1]. ``cache``: reuse/store results on disk under
+    ``cache_dir`` (default ``$FLICKERLESS_CACHE/annotations`` or ``~/.cache/flickerless/annotations``),
+    keyed by the video (``video_id``, e.g. from :func:`video_identity`, else a hash of the frames),
+    the annotator and its settings. ``settings``: the annotator's (see :func:`get_annotator`).
+    Use :func:`to_tensor` for the sampler's ``(T, 3, H, W)`` float form.
+    """
+    parts = list(iter_annotate(name, frames, cache=cache, cache_dir=cache_dir, video_id=video_id, **settings))
+    return np.concatenate(parts)
+
+
+def __getattr__(attr):  # pose helpers without importing mediapipe/scipy at package import
+    if attr in ("extract_keypoints", "smooth_keypoints", "pose_keypoints", "draw_pose", "OPENPOSE_KEYPOINTS"):
+        from . import pose
+
+        return getattr(pose, attr)
+    raise AttributeError(attr)

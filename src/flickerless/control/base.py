@@ -1,0 +1,173 @@
+"""The annotator protocol, frame sources, settings checks and the helpers every annotator shares.
+
+Convention: an annotator takes frames ``(T, H, W, 3)`` uint8 (or anything :func:`as_source` accepts)
+and returns control frames ``(T, H, W, 3)`` uint8 of the same size, the form ``flickerless.video``
+reads and writes and the form the cache stores. :func:`to_tensor` turns them into the
+``(T, 3, H, W)`` float [0, 1] tensors that ``diffusion.VideoPipeline(controls=...)`` and
+``ControlNetUnit.images`` take.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+
+from ..errors import InputError
+
+log = logging.getLogger("flickerless")
+
+__all__ = ["Annotator", "FrameSource", "as_source", "to_tensor", "default_device", "gray3"]
+
+
+class FrameSource:
+    """Random access to a clip's frames as ``(H, W, 3)`` uint8, one chunk at a time.
+
+    Wraps a ``(T, H, W, 3)`` uint8 array, a single ``(H, W, 3)`` image (T = 1), a list of frames,
+    :class:`flickerless.video.DiskFrames` (anything with ``len`` and ``[i]``), or a torch tensor
+    ``(T, 3, H, W)`` / ``(3, H, W)`` float in [0, 1]. Float numpy arrays are taken as [0, 1].
+    Nothing is converted until a chunk is asked for, so a disk-backed clip stays on disk.
+    """
+
+    def __init__(self, frames):
+        self._torch = False
+        if hasattr(frames, "detach") and hasattr(frames, "permute"):  # torch tensor
+            if frames.ndim == 3:
+                frames = frames.unsqueeze(0)
+            if frames.ndim != 4 or frames.shape[1] != 3:
+                raise InputError(f"frames tensor must be (T, 3, H, W) float in [0, 1], got {tuple(frames.shape)}")
+            self._torch = True
+            self._data = frames
+            self.shape = (int(frames.shape[0]), int(frames.shape[2]), int(frames.shape[3]))
+            return
+        if isinstance(frames, np.ndarray) and frames.ndim == 3:
+            frames = frames[None]
+        if isinstance(frames, np.ndarray):
+            if frames.ndim != 4 or frames.shape[-1] != 3:
+                raise InputError(f"frames must be (T, H, W, 3) uint8, got an array of shape {frames.shape}")
+            self._data = frames
+            self.shape = tuple(int(s) for s in frames.shape[:3])
+            return
+        if not hasattr(frames, "__len__") or not hasattr(frames, "__getitem__"):
+            raise InputError(f"frames must be an array, a list of frames or a tensor, got {type(frames).__name__}")
+        if len(frames) == 0:
+            raise InputError("no frames to annotate")
+        first = np.asarray(frames[0])
+        if first.ndim != 3 or first.shape[-1] != 3:
+            raise InputError(f"each frame must be (H, W, 3) uint8, got {first.shape}")
+        self._data = frames
+        self.shape = (len(frames), int(first.shape[0]), int(first.shape[1]))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)"""
+        return self.shape[1], self.shape[2]
+
+    def chunk(self, start: int, end: int) -> np.ndarray:
+        """Frames ``start:end`` as a ``(n, H, W, 3)`` uint8 array."""
+        if self._torch:
+            x = self._data[start:end].detach().float().clamp(0, 1).mul(255).round().byte()
+            return x.permute(0, 2, 3, 1).cpu().numpy()
+        if isinstance(self._data, np.ndarray):
+            out = self._data[start:end]
+        else:
+            out = [np.asarray(self._data[i]) for i in range(start, end)]
+            for i, f in zip(range(start, end), out):
+                if f.shape[:2] != self.size or f.shape[-1] != 3:
+                    raise InputError(f"frame {i} is {f.shape}, frame 0 is {(*self.size, 3)}: all frames must have one size")
+            out = np.stack(out)
+        if out.dtype != np.uint8:
+            if np.issubdtype(out.dtype, np.floating):
+                out = (np.clip(out, 0, 1) * 255).round()
+            out = np.clip(out, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(out)
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        for s in range(0, len(self), size):
+            yield s, self.chunk(s, min(len(self), s + size))
+
+
+def as_source(frames) -> FrameSource:
+    return frames if isinstance(frames, FrameSource) else FrameSource(frames)
+
+
+def to_tensor(controls, device=None, dtype=None):
+    """Control frames ``(T, H, W, 3)`` uint8 -> ``(T, 3, H, W)`` float tensor in [0, 1] (the sampler's form)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(controls))
+    if x.ndim == 3:
+        x = x[None]
+    x = x.permute(0, 3, 1, 2).to(device=device or "cpu", dtype=dtype or torch.float32) / 255.0
+    return x.contiguous()
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def gray3(x: np.ndarray) -> np.ndarray:
+    """``(..., H, W)`` float in [0, 1] -> ``(..., H, W, 3)`` uint8 grey."""
+    g = (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.repeat(g[..., None], 3, axis=-1)
+
+
+@dataclasses.dataclass
+class Annotator:
+    """Base class: a dataclass whose fields are its settings.
+
+    Subclasses set ``name`` and either implement :meth:`process` (independent frames, a batch
+    ``(B, H, W, 3)`` uint8 in and out) or override :meth:`run` (annotators that look at the whole
+    clip: depth normalisation, keypoint smoothing). ``run`` yields ``(n, H, W, 3)`` uint8 chunks in
+    order, so long clips never need to be held in memory by the annotator.
+
+    Fields listed in ``runtime_settings`` (device, batch size, ...) change how the work is done but
+    not its result, and do not enter the cache key. Bump ``version`` when an annotator's output changes.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    runtime_settings: ClassVar[tuple[str, ...]] = ("device", "batch_size", "progress")
+
+    def cache_settings(self) -> dict[str, Any]:
+        """The settings that determine the output (the cache key)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name in self.runtime_settings:
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def process(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self, frames, chunk: int = 32) -> Iterator[np.ndarray]:
+        """Control frames for ``frames``, yielded in order as ``(n, H, W, 3)`` uint8 chunks."""
+        src = as_source(frames)
+        bs = max(1, int(getattr(self, "batch_size", chunk) or chunk))
+        for _, part in src.chunks(chunk):
+            outs = [self.process(part[i : i + bs]) for i in range(0, len(part), bs)]
+            yield np.concatenate(outs)
+
+    def __call__(self, frames) -> np.ndarray:
+        """All control frames at once: ``(T, H, W, 3)`` uint8."""
+        return np.concatenate(list(self.run(frames)))
+
+
+def check(cond: bool, key: str, message: str) -> None:
+    """Raise an :class:`InputError` naming the setting ``key`` unless ``cond``."""
+    if not cond:
+        raise InputError(f"setting {key!r}: {message}")
+
+
+def check_choice(key: str, value, choices) -> None:
+    check(value in choices, key, f"{value!r} is not one of {', '.join(map(repr, choices))}")

@@ -1,0 +1,118 @@
+"""On-disk cache of annotator outputs, so that a second run with a new prompt does not recompute them.
+
+Key: the video's identity, its shape ``(T, H, W)``, the annotator's name and code version, and the
+settings that determine its output (``Annotator.cache_settings``: not device or batch size).
+The video's identity is ``video_id`` when the caller gives one (:func:`video_identity` makes one
+from a file's path, size and modification time), else a content hash of the frames (BLAKE2b over
+every pixel, streamed chunk by chunk).
+
+Layout: ``<cache_dir>/<annotator>/<key>/`` holding ``00000.npz, 00001.npz, ...`` (compressed uint8
+chunks of at most ``CHUNK`` frames) and ``meta.json``, written last: an entry without ``meta.json``
+is incomplete (an interrupted run) and is recomputed. Reading streams one chunk at a time.
+
+Where: the ``cache_dir`` argument; else ``$FLICKERLESS_CACHE/annotations``; else
+``~/.cache/flickerless/annotations``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import OutputError
+from .base import FrameSource
+
+__all__ = ["default_cache_dir", "video_identity", "frames_hash", "cache_key", "AnnotationCache", "CHUNK"]
+
+CHUNK = 32  # frames per stored chunk (and per annotator run step)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("FLICKERLESS_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "flickerless"
+    return base / "annotations"
+
+
+def video_identity(path, frames: tuple[int, int] | None = None, size: tuple[int, int] | None = None) -> str:
+    """A cheap identity for a clip on disk: resolved path, byte size and mtime (plus the frame range
+    ``frames=(start, end)`` and the ``size=(H, W)`` it was resized to, when the caller cut or resized it)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return json.dumps([str(p), st.st_size, st.st_mtime_ns, list(frames) if frames else None, list(size) if size else None])
+
+
+def frames_hash(src: FrameSource, chunk: int = CHUNK) -> str:
+    """Content hash of all frames (BLAKE2b-160 over shape and pixels)."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(repr(src.shape).encode())
+    for _, part in src.chunks(chunk):
+        h.update(np.ascontiguousarray(part).tobytes())
+    return h.hexdigest()
+
+
+def cache_key(name: str, version: int, settings: dict, video: str, shape) -> str:
+    blob = json.dumps({"annotator": name, "version": version, "settings": settings, "video": video,
+                       "shape": list(shape)}, sort_keys=True, default=str)
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+class AnnotationCache:
+    def __init__(self, cache_dir=None):
+        self.root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+    def entry(self, name: str, key: str) -> Path:
+        return self.root / name / key
+
+    def has(self, name: str, key: str) -> bool:
+        return (self.entry(name, key) / "meta.json").is_file()
+
+    def read(self, name: str, key: str) -> Iterator[np.ndarray]:
+        d = self.entry(name, key)
+        meta = json.loads((d / "meta.json").read_text())
+        for i in range(meta["chunks"]):
+            with np.load(d / f"{i:05d}.npz") as z:
+                yield z["frames"]
+
+    def writer(self, name: str, key: str, meta: dict) -> "_Writer":
+        return _Writer(self.entry(name, key), meta)
+
+
+class _Writer:
+    """Writes chunks into a temporary folder beside the entry, renamed into place on :meth:`close`."""
+
+    def __init__(self, final: Path, meta: dict):
+        self.final = final
+        self.meta = dict(meta)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        except OSError as e:
+            raise OutputError(f"annotation cache {final.parent}: cannot write there ({e}); set FLICKERLESS_CACHE "
+                              f"or pass cache_dir= to a writable folder, or cache=False") from e
+        self.n = 0
+        self.frames = 0
+
+    def write(self, chunk: np.ndarray) -> None:
+        np.savez_compressed(self.tmp / f"{self.n:05d}.npz", frames=np.ascontiguousarray(chunk, dtype=np.uint8))
+        self.n += 1
+        self.frames += len(chunk)
+
+    def close(self) -> None:
+        self.meta.update(chunks=self.n, frames=self.frames)
+        (self.tmp / "meta.json").write_text(json.dumps(self.meta, indent=1, default=str))
+        if self.final.exists():
+            shutil.rmtree(self.final, ignore_errors=True)
+        try:
+            os.replace(self.tmp, self.final)
+        except OSError:  # another process finished the same entry first: theirs is as good
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)

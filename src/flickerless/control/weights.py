@@ -1,0 +1,75 @@
+"""Finding annotator weights offline: a local folder, a single file, or a Hugging Face repo id (its
+local cache when ``HF_HUB_OFFLINE=1`` or the network is unreachable). Missing weights raise
+:class:`~flickerless.errors.ModelNotFoundError` naming the id, where it was looked for, and how to supply it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ModelNotFoundError
+
+__all__ = ["offline", "hf_cache", "not_found", "load_transformers", "find_file"]
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def hf_cache() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+    except Exception:  # pragma: no cover
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _first_line(err: Exception) -> str:
+    s = str(err).strip()
+    return f" ({type(err).__name__}: {s.splitlines()[0] if s else ''})"
+
+
+def not_found(what: str, model: str, remedy: str, err: Exception | None = None, places: list[str] | None = None
+              ) -> ModelNotFoundError:
+    local = Path(model)
+    if places is None:
+        places = [f"local path {local.resolve()} ({'exists but holds no usable weights' if local.exists() else 'missing'})"]
+        if not local.exists():
+            places.append(f"Hugging Face cache {hf_cache()}" + (" (HF_HUB_OFFLINE=1: hub not asked)" if offline() else " and the hub"))
+    return ModelNotFoundError(f"{what} {model!r} not found; looked in: {'; '.join(places)}. {remedy}"
+                              + (_first_line(err) if err is not None else ""))
+
+
+def load_transformers(loader, model: str, what: str, setting: str, **kw):
+    """``loader(model_or_path, local_files_only=..., **kw)`` with missing weights turned into a
+    ModelNotFoundError; ``setting`` is the annotator setting that takes another model."""
+    path = Path(model)
+    try:
+        return loader(str(path) if path.exists() else model, local_files_only=offline() or path.exists(), **kw)
+    except (OSError, ValueError) as e:  # transformers/huggingface_hub raise these for missing repos and files
+        raise not_found(what, model, f"Pass {setting}=<Hugging Face id or local folder with config.json, weights and "
+                        f"preprocessor_config.json>, or download it once with `huggingface-cli download {model}`.", e) from e
+
+
+def find_file(model: str, filename: str, what: str, remedy: str) -> Path:
+    """A weights file: ``model`` itself when it is a file, ``model/filename`` when it is a folder,
+    else ``filename`` from the Hugging Face repo ``model`` (local cache first / only when offline)."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        hits = [path / filename, *sorted(path.rglob(filename))]
+        for h in hits:
+            if h.is_file():
+                return h
+        raise not_found(what, model, remedy, places=[f"folder {path.resolve()} (no {filename} inside)"])
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(model, filename, local_files_only=offline()))
+    except Exception as e:  # huggingface_hub: validation, offline, not-found and connection errors
+        raise not_found(what, model, remedy, e, places=[
+            f"local path {path.resolve()} (missing)",
+            f"{filename} of the Hugging Face repo {model!r} in {hf_cache()}" + (" (HF_HUB_OFFLINE=1: hub not asked)" if offline() else " and the hub"),
+        ]) from e
