@@ -1,0 +1,238 @@
+"""Task templates: one TOML file per task holding every setting (``flickerless/templates/*.toml``).
+
+A template is a plain dict of sections. :func:`load_template` reads a bundled template by name or
+any TOML file by path and checks it against :data:`SCHEMA`; :func:`apply_overrides` applies
+``--set section.key=value`` strings (``controlnets.0.scale=0.5`` indexes the ControlNet list,
+``annotators.pose.window=9`` reaches an annotator's settings). Unknown keys are errors that list the
+valid ones. :func:`dumps` writes a resolved template back as TOML (the job folder's settings.toml).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from ..errors import InputError
+
+__all__ = ["SCHEMA", "CONTROLNET_KEYS", "list_templates", "load_template", "apply_overrides", "validate", "dumps",
+           "window_value"]
+
+
+def _is_window(v) -> bool:
+    return window_value(v, check=False) is not False
+
+
+def window_value(v, check: bool = True):
+    """A window setting as the engine takes it: an int >= 0, or None for the whole video."""
+    if isinstance(v, str) and v.strip().lower() in ("inf", "all", "none"):
+        return None
+    if isinstance(v, float) and math.isinf(v):
+        return None
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        return v
+    if check:
+        raise InputError(f"a window is an integer >= 0 or \"inf\", got {v!r}")
+    return False
+
+
+_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+_str = lambda v: isinstance(v, str)  # noqa: E731
+_strs = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
+_ints = lambda v: isinstance(v, list) and all(_int(x) and x >= 1 for x in v)  # noqa: E731
+
+# section -> key -> (check, what it must be)
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "model": {
+        "base": (_str, "a repo id, diffusers folder or checkpoint file"),
+        "lora": (_strs, "a list of \"path[:scale]\" strings"),
+        "textual_inversion": (_strs, "a list of embedding files or repo ids"),
+        "dtype": (lambda v: v in ("auto", "float16", "bfloat16", "float32"), "auto, float16, bfloat16 or float32"),
+    },
+    "video": {
+        "width": (lambda v: _int(v) and v > 0, "a positive integer"),
+        "height": (lambda v: _int(v) and v > 0, "a positive integer"),
+        "resize": (lambda v: v in ("area", "crop", "stretch"), "area, crop or stretch"),
+        "fps": (lambda v: _num(v) and v >= 0, "a number >= 0 (0: the input's)"),
+    },
+    "sampling": {
+        "steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        "guidance_scale": (_num, "a number"),
+        "negative_prompt": (_str, "a string"),
+        "strength": (lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
+        "seed": (_int, "an integer"),
+        "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        "vae_batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        "cross_frame": (lambda v: _strs(v) and set(v) <= {"first", "prev", "self", "next"},
+                        "a list of first, prev, self, next ([] disables)"),
+    },
+    "deflicker": {
+        "frequency": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: never)"),
+        "steps": (_ints, "a list of 1-based step numbers"),
+        "window": (_is_window, "an integer >= 0 or \"inf\""),
+        "final_window": (_is_window, "an integer >= 0 (0: no final pass) or \"inf\""),
+        "guide": (lambda v: v in ("input", "self"), "input or self"),
+    },
+    "post": {
+        "contrast": (lambda v: _num(v) and v > 0, "a number > 0 (1: unchanged)"),
+        "sharpen": (lambda v: _num(v) and v >= 0, "a number >= 0 (0: none)"),
+    },
+}
+CONTROLNET_KEYS: dict[str, tuple] = {
+    "annotator": (_str, "an annotator name"),
+    "model": (_str, "a ControlNet repo id, folder or file"),
+    "scale": (_num, "a number"),
+    "start": (lambda v: _num(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+    "end": (lambda v: _num(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
+    "cond_only": (lambda v: isinstance(v, bool), "true or false"),
+}
+TOP = {"task": _str, "description": _str}
+
+
+def _bundled() -> dict[str, Path]:
+    folder = resources.files("flickerless") / "templates"
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".toml")}
+
+
+def list_templates() -> list[tuple[str, str]]:
+    """(name, one-line description) of every bundled template, sorted by name."""
+    out = []
+    for name, path in sorted(_bundled().items()):
+        out.append((name, tomllib.loads(path.read_text()).get("description", "")))
+    return out
+
+
+def template_text(name: str) -> str:
+    path = _bundled().get(name)
+    if path is None:
+        raise InputError(f"no template {name!r}; bundled templates: {', '.join(sorted(_bundled()))}")
+    return path.read_text()
+
+
+def load_template(name_or_path: str) -> dict:
+    """A bundled template by task name (``stylize``) or a TOML file by path, validated."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise InputError(f"{path}: template file not found")
+        text = path.read_text()
+    else:
+        text = template_text(name_or_path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{name_or_path}: not valid TOML ({e})") from None
+    validate(data, where=str(name_or_path))
+    return data
+
+
+def validate(data: dict, where: str = "template") -> None:
+    """Raise :class:`InputError` naming the first unknown key or wrong value, and the valid keys."""
+    for k, v in data.items():
+        if k in TOP:
+            if not TOP[k](v):
+                raise InputError(f"{where}: {k} must be a string")
+        elif k in SCHEMA:
+            if not isinstance(v, dict):
+                raise InputError(f"{where}: [{k}] must be a table")
+            for kk, vv in v.items():
+                _check(SCHEMA[k], kk, vv, f"{k}.", where)
+            missing = set(SCHEMA[k]) - set(v)
+            if missing:
+                raise InputError(f"{where}: [{k}] lacks {', '.join(sorted(missing))} (a template holds every setting)")
+        elif k == "controlnets":
+            if not isinstance(v, list):
+                raise InputError(f"{where}: controlnets must be an array of tables ([[controlnets]])")
+            for i, unit in enumerate(v):
+                for kk, vv in unit.items():
+                    _check(CONTROLNET_KEYS, kk, vv, f"controlnets.{i}.", where)
+                for need in ("annotator", "model"):
+                    if need not in unit:
+                        raise InputError(f"{where}: controlnets.{i} needs {need}")
+        elif k == "annotators":
+            if not isinstance(v, dict) or not all(isinstance(x, dict) for x in v.values()):
+                raise InputError(f"{where}: [annotators.NAME] tables hold each annotator's settings")
+        else:
+            valid = sorted([*TOP, *SCHEMA, "controlnets", "annotators"])
+            raise InputError(f"{where}: unknown key {k!r}; valid top-level keys: {', '.join(valid)}")
+    for k in ("task", *SCHEMA):
+        if k not in data:
+            raise InputError(f"{where}: lacks {'[' + k + ']' if k in SCHEMA else k}")
+
+
+def _check(schema: dict, key: str, value, prefix: str, where: str) -> None:
+    if key not in schema:
+        raise InputError(f"{where}: unknown key {prefix}{key}; valid keys: "
+                         f"{', '.join(prefix + k for k in schema)}")
+    ok, what = schema[key]
+    if not ok(value):
+        raise InputError(f"{where}: {prefix}{key} = {value!r}: must be {what}")
+
+
+def _parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare string: --set model.base=some/repo
+
+
+def apply_overrides(data: dict, overrides) -> dict:
+    """A copy of ``data`` with each ``"section.key=value"`` applied (values parsed as TOML, else strings)."""
+    out = copy.deepcopy(data)
+    for item in overrides or ():
+        if "=" not in item:
+            raise InputError(f"--set {item!r}: expected section.key=value, e.g. sampling.steps=30")
+        path, text = item.split("=", 1)
+        parts = path.strip().split(".")
+        value = _parse_value(text.strip())
+        node = out
+        for i, p in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                if not p.isdigit() or int(p) >= len(node):
+                    raise InputError(f"--set {path}: there are {len(node)} {parts[i - 1]} (index 0..{len(node) - 1})")
+                node = node[int(p)]
+            else:
+                if p not in node:
+                    if parts[0] == "annotators" and i == 1:
+                        node[p] = {}
+                    else:
+                        valid = ", ".join(sorted(k for k in node if isinstance(node[k], (dict, list))))
+                        raise InputError(f"--set {path}: unknown section {p!r}; valid: {valid}")
+                node = node[p]
+        last = parts[-1]
+        if isinstance(node, list):
+            raise InputError(f"--set {path}: give a key inside the list item, e.g. {path}.0.scale=0.5")
+        node[last] = value
+    validate(out, where="--set")
+    return out
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise InputError(f"cannot write {v!r} to TOML")
+
+
+def dumps(data: dict) -> str:
+    """TOML text of a template (scalars, tables, ``[[controlnets]]`` and ``[annotators.NAME]``)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, (dict, list))]
+    for k, v in data.items():
+        if isinstance(v, dict) and k != "annotators":
+            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+    for unit in data.get("controlnets", []):
+        lines += ["", "[[controlnets]]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in unit.items()]
+    for name, settings in data.get("annotators", {}).items():
+        lines += ["", f"[annotators.{name}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in settings.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,105 @@
+import math
+
+import pytest
+
+from flickerless.cli import main
+from flickerless.errors import InputError
+from flickerless.pipelines import apply_overrides, list_templates, load_template, target_size
+from flickerless.pipelines.job import check_memory, job_folder, parse_frames, resolve_settings
+from flickerless.pipelines.templates import dumps, window_value
+
+import tomllib
+
+
+def test_every_task_has_a_valid_template_with_every_key():
+    names = [n for n, _ in list_templates()]
+    assert names == sorted(["stylize", "fashion", "image_guided", "restore", "render3d"])
+    for n in names:
+        t = load_template(n)
+        assert t["task"] == n and t["controlnets"]
+        assert tomllib.loads(dumps(t)) == t  # what the job folder stores reads back the same
+
+
+def test_paper_table2_values():
+    s = load_template("stylize")
+    assert (s["video"]["width"], s["video"]["height"], s["sampling"]["steps"]) == (960, 512, 20)
+    assert [(u["annotator"], u["scale"]) for u in s["controlnets"]] == [("depth", 1.0), ("softedge", 1.0)]
+    assert s["sampling"]["guidance_scale"] == 7.5 and s["deflicker"]["frequency"] == 5
+    assert window_value(s["deflicker"]["window"]) is None and s["deflicker"]["final_window"] == 121
+    assert s["post"]["contrast"] > 1 and s["post"]["sharpen"] > 0
+    f = load_template("fashion")
+    assert (f["video"]["width"], f["video"]["height"], f["sampling"]["steps"]) == (512, 768, 10)
+    assert sorted((u["annotator"], u["scale"]) for u in f["controlnets"]) == [("depth", 0.3), ("pose", 0.6)]
+    assert f["deflicker"]["frequency"] == 1 and f["deflicker"]["window"] == 7
+    assert [u["cond_only"] for u in load_template("image_guided")["controlnets"] if u["annotator"] == "shuffle"] == [True]
+
+
+def test_overrides_parse_values_and_reach_nested_keys():
+    s = apply_overrides(load_template("stylize"), [
+        "sampling.steps=7", "controlnets.1.scale=0.25", "deflicker.window=inf", "model.base=some/repo",
+        "sampling.cross_frame=[]", "annotators.depth.model=\"x/y\"", "deflicker.final_window=0"])
+    assert s["sampling"]["steps"] == 7 and s["controlnets"][1]["scale"] == 0.25
+    assert math.isinf(s["deflicker"]["window"]) and s["model"]["base"] == "some/repo"
+    assert s["sampling"]["cross_frame"] == [] and s["annotators"]["depth"]["model"] == "x/y"
+
+
+@pytest.mark.parametrize("item, says", [
+    ("sampling.stepz=3", "valid keys: sampling.steps"),
+    ("samplin.steps=3", "unknown section"),
+    ("sampling.steps=0", "an integer >= 1"),
+    ("sampling.strength=1.5", "(0, 1]"),
+    ("controlnets.5.scale=1", "index 0..1"),
+    ("controlnets.0.weight=1", "valid keys: controlnets.0.annotator"),
+    ("deflicker.window=-3", "\"inf\""),
+    ("nokey", "section.key=value"),
+])
+def test_bad_overrides_name_the_valid_keys(item, says):
+    with pytest.raises(InputError, match=None) as e:
+        apply_overrides(load_template("stylize"), [item])
+    assert says in str(e.value)
+
+
+def test_resolve_settings_applies_cli_choices_then_set():
+    s = resolve_settings("fashion", model="my/person", controlnets={"pose": "local/openpose"},
+                         lora=["a.safetensors:0.7"], overrides=["model.base=wins"])
+    assert s["model"]["base"] == "wins" and s["model"]["lora"] == ["a.safetensors:0.7"]
+    assert [u["model"] for u in s["controlnets"] if u["annotator"] == "pose"] == ["local/openpose"]
+    with pytest.raises(InputError, match="has no shuffle ControlNet"):
+        resolve_settings("fashion", controlnets={"shuffle": "x"})
+
+
+def test_user_template_file(tmp_path):
+    p = tmp_path / "mine.toml"
+    p.write_text(dumps(apply_overrides(load_template("restore"), ["sampling.strength=0.3"])))
+    assert load_template(str(p))["sampling"]["strength"] == 0.3
+    p.write_text(p.read_text() + "\n[extra]\nx = 1\n")
+    with pytest.raises(InputError, match="unknown key 'extra'"):
+        load_template(str(p))
+    with pytest.raises(InputError, match="template file not found"):
+        load_template(str(tmp_path / "missing.toml"))
+    with pytest.raises(InputError, match="bundled templates: fashion"):
+        load_template("nosuchtask")
+
+
+def test_sizes_frames_memory_and_job_folder():
+    s = load_template("stylize")  # 960x512, area mode keeps the clip's aspect
+    h, w = target_size(144, 176, s)
+    assert h % 8 == 0 and w % 8 == 0 and abs(w / h - 176 / 144) < 0.05 and abs(h * w - 960 * 512) / (960 * 512) < 0.05
+    assert target_size(1080, 1920, apply_overrides(s, ["video.resize=\"crop\""])) == (512, 960)
+    assert parse_frames("10:20") == (10, 20) and parse_frames(":5") == (0, 5) and parse_frames(None) == (0, None)
+    for bad in ("5:2", "a:b", "-1:4"):
+        with pytest.raises(InputError):
+            parse_frames(bad)
+    check_memory(100, (512, 960), 2, available=64 << 30)
+    with pytest.raises(InputError, match="--frames START:END"):
+        check_memory(10000, (512, 960), 2, available=16 << 30)
+    assert job_folder("/a/out.mp4").name == "out.job" and job_folder("/a/frames").name == "frames.job"
+
+
+def test_templates_command(capsys):
+    assert main(["templates"]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in ("stylize", "fashion", "image_guided", "restore", "render3d"))
+    assert main(["templates", "show", "stylize"]) == 0
+    assert 'task = "stylize"' in capsys.readouterr().out
+    assert main(["templates", "show", "nope"]) == 2
