@@ -1,0 +1,364 @@
+"""One video job: a task template + a clip + a prompt -> a video, with a job folder that survives.
+
+``run_job`` resolves the settings (template, then the caller's model/ControlNet choices, then
+``--set`` overrides), reads the clip at the template's size, computes the control videos with
+:mod:`flickerless.control`, runs the :class:`~flickerless.diffusion.VideoPipeline` and writes the
+output. Next to the output it keeps a job folder (``out.mp4`` -> ``out.job/``):
+
+    settings.toml      the resolved settings (what ran, to rerun or share)
+    job.json           the inputs (clip, frames, prompt, style image) and the settings' hash
+    controls/K_NAME/   the control frames of ControlNet K, as PNGs
+    latents.pt         the latents after the last finished denoising step
+    frames/NNNNN.png   each finished frame, written as soon as it is final
+
+``resume=True`` continues an interrupted job from what is there (control frames, the latents of
+the last finished step, finished frames) and gives the same frames as an uninterrupted run; a job
+folder with progress in it is never overwritten without ``resume`` or ``restart``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError, OutputError
+from .templates import apply_overrides, dumps, load_template, window_value
+
+log = logging.getLogger("flickerless")
+
+__all__ = ["run_job", "resolve_settings", "job_folder", "target_size", "parse_frames", "TASKS"]
+
+# What each task does with its inputs; the templates hold the settings.
+TASKS = {
+    "stylize": "text-guided video stylisation",
+    "fashion": "a person model imitating the poses of the target video",
+    "image_guided": "stylisation with the style of an image (shuffle ControlNet)",
+    "restore": "super-resolution, then re-synthesised detail with the tile ControlNet",
+    "render3d": "rendering an untextured 3D video from a prompt",
+}
+
+
+def parse_frames(text: str | None) -> tuple[int, int | None]:
+    """``"START:END"`` (either may be empty) -> (start, end or None)."""
+    if not text:
+        return 0, None
+    try:
+        a, b = text.split(":") if ":" in text else (text, "")
+        start = int(a) if a.strip() else 0
+        end = int(b) if b.strip() else None
+    except ValueError:
+        raise InputError(f"--frames {text!r}: expected START:END, e.g. 0:120 or 30: (frame numbers)") from None
+    if start < 0 or (end is not None and end <= start):
+        raise InputError(f"--frames {text!r}: need 0 <= START < END")
+    return start, end
+
+
+def resolve_settings(template: str, model: str | None = None, controlnets: dict[str, str] | None = None,
+                     lora: list[str] | None = None, overrides: list[str] | None = None) -> dict:
+    """Template, then the explicit choices, then ``--set`` overrides (which win), validated."""
+    s = load_template(template)
+    if s["task"] not in TASKS:
+        raise InputError(f"template task {s['task']!r} is not one of {', '.join(TASKS)}")
+    sets = []
+    if model:
+        sets.append(f"model.base={json.dumps(model)}")
+    for name, cn in (controlnets or {}).items():
+        idx = [i for i, u in enumerate(s.get("controlnets", [])) if u["annotator"] == name]
+        if not idx:
+            have = ", ".join(u["annotator"] for u in s.get("controlnets", [])) or "none"
+            raise InputError(f"--controlnet {name}=...: the {s['task']} template has no {name} ControlNet (it has: {have})")
+        sets += [f"controlnets.{i}.model={json.dumps(cn)}" for i in idx]
+    if lora:
+        sets.append(f"model.lora={json.dumps(list(lora))}")
+    return apply_overrides(s, sets + list(overrides or []))
+
+
+def target_size(h: int, w: int, settings: dict, multiple: int = 8) -> tuple[int, int]:
+    """The size frames are generated at: the template's width x height (``stretch``/``crop``), or
+    the clip's aspect ratio at about as many pixels (``area``), in multiples of ``multiple``."""
+    W, H, mode = settings["video"]["width"], settings["video"]["height"], settings["video"]["resize"]
+    if mode == "area":
+        scale = (W * H / (w * h)) ** 0.5
+        H, W = h * scale, w * scale
+    r = lambda v: max(multiple, int(round(v / multiple)) * multiple)  # noqa: E731
+    return r(H), r(W)
+
+
+def _fit(frame: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    from ..video import resize_frame
+
+    H, W = size
+    if mode == "crop":
+        h, w = frame.shape[:2]
+        s = max(H / h, W / w)
+        ch, cw = min(h, int(round(H / s))), min(w, int(round(W / s)))
+        y, x = (h - ch) // 2, (w - cw) // 2
+        frame = frame[y : y + ch, x : x + cw]
+    return resize_frame(frame, (H, W)) if frame.shape[:2] != (H, W) else frame
+
+
+def job_folder(output) -> Path:
+    """``out.mp4`` -> ``out.job``; ``frames_dir`` -> ``frames_dir.job``."""
+    out = Path(output)
+    return out.with_name((out.stem if out.suffix else out.name) + ".job")
+
+
+def _available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not on Linux
+        return 1 << 62
+
+
+def check_memory(num_frames: int, size: tuple[int, int], num_controls: int, available: int | None = None) -> None:
+    """Refuse, before any work, a clip that cannot fit in host memory at this size: the clip
+    (float32), each control video (float16) and the output frames (float32) are held at once."""
+    px = num_frames * 3 * size[0] * size[1]
+    need = px * (4 + 2 * num_controls + 4 + 4)  # input, controls, decoded output, a deflicker copy
+    avail = _available_memory() if available is None else available
+    if need > 0.8 * avail:
+        gib = 1 << 30
+        raise InputError(
+            f"{num_frames} frames at {size[1]}x{size[0]} need about {need / gib:.1f} GiB of host memory, "
+            f"{avail / gib:.1f} GiB is available: process a part with --frames START:END, generate smaller "
+            f"(--set video.width=... --set video.height=...), or use fewer ControlNets"
+        )
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _to_tensor(frames) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` (array or list) or float frames -> float16 ``(T, 3, H, W)`` in [0, 1]."""
+    if isinstance(frames, torch.Tensor):
+        t = frames
+        if t.ndim == 4 and t.shape[-1] == 3 and t.shape[1] != 3:
+            t = t.permute(0, 3, 1, 2)
+        return (t.float() / 255 if t.dtype == torch.uint8 else t.float()).clamp(0, 1).half()
+    arr = np.stack([np.asarray(f) for f in frames])
+    if arr.ndim == 3:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    t = torch.from_numpy(arr).permute(0, 3, 1, 2)
+    return (t.float() / 255 if arr.dtype == np.uint8 else t.float()).clamp(0, 1).half()
+
+
+def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    return t.float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def _save_png(path: Path, img: np.ndarray) -> None:
+    from PIL import Image
+
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(img).save(tmp)
+    os.replace(tmp, path)  # a frame on disk is always whole
+
+
+def _load_pngs(folder: Path, n: int) -> list[np.ndarray] | None:
+    from PIL import Image
+
+    files = [folder / f"{i:05d}.png" for i in range(n)]
+    if not all(f.exists() for f in files):
+        return None
+    return [np.asarray(Image.open(f).convert("RGB")) for f in files]
+
+
+@dataclass
+class _Inputs:
+    frames: np.ndarray  # uint8 (T, H, W, 3) at the generation size
+    fps: float
+    video_id: str
+
+
+def _read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int) -> _Inputs:
+    from ..video import iter_frames, probe
+
+    info = probe(video)
+    start, end = frames
+    h0, w0 = info.height, info.width
+    size = target_size(h0, w0, settings, multiple)
+    out = []
+    for i, f in enumerate(iter_frames(video)):
+        if i < start:
+            continue
+        if end is not None and i >= end:
+            break
+        out.append(_fit(f, size, settings["video"]["resize"]))
+    if not out:
+        raise InputError(f"{video}: no frames in the range {start}:{'' if end is None else end} "
+                         f"(the clip has {info.num_frames or 'an unknown number of'} frames)")
+    st = Path(video).stat()
+    vid = _hash([str(Path(video).resolve()), st.st_size, st.st_mtime_ns, start, end, size])
+    fps = settings["video"]["fps"] or info.fps
+    return _Inputs(np.stack(out), fps, vid)
+
+
+def _annotate(unit: dict, frames: np.ndarray, settings: dict, video_id: str, style_image, cache_dir, progress):
+    from .. import control
+
+    name = unit["annotator"]
+    kw = dict(settings.get("annotators", {}).get(name, {}))
+    try:
+        if name == "shuffle":
+            if style_image is None:
+                raise InputError("the shuffle ControlNet needs a style image: give --style-image PATH")
+            from ..video import _load_image
+
+            img = _fit(_load_image(Path(style_image)), frames.shape[1:3], "crop")
+            one = control.annotate(name, img[None], cache=False, **kw)
+            return _to_tensor(one).expand(len(frames), -1, -1, -1).contiguous()
+        out = control.annotate(name, frames, cache=True, cache_dir=cache_dir, video_id=video_id, **kw)
+    except TypeError as e:  # an unknown setting in [annotators.NAME]
+        raise InputError(f"[annotators.{name}]: {e}") from None
+    t = _to_tensor(out)
+    if tuple(t.shape[2:]) != tuple(frames.shape[1:3]):
+        t = torch.nn.functional.interpolate(t.float(), size=frames.shape[1:3], mode="bilinear").half()
+    return t
+
+
+def run_job(template: str, video, output, prompt: str = "", *, model: str | None = None,
+            controlnets: dict[str, str] | None = None, lora: list[str] | None = None,
+            overrides: list[str] | None = None, frames: str | None = None, style_image=None,
+            device=None, resume: bool = False, restart: bool = False, cache_dir=None,
+            progress: bool = True, pipeline=None, stop_after_step: int | None = None) -> Path:
+    """Run one task; returns the output path. ``pipeline`` reuses a loaded VideoPipeline (tests);
+    ``stop_after_step`` interrupts the job after that denoising step, as a crash would (tests)."""
+    from ..blend.deflicker import resolve_device
+    from ..diffusion import DeflickerSchedule, VideoPipeline
+    from ..diffusion.sampler import default_deflicker
+    from ..video import VideoWriter
+
+    settings = resolve_settings(template, model, controlnets, lora, overrides)
+    task = settings["task"]
+    if task == "image_guided" and style_image is None:
+        raise InputError("the image_guided task takes its style from an image: give --style-image PATH")
+    if style_image is not None and not Path(style_image).is_file():
+        raise InputError(f"{style_image}: style image not found")
+    output = Path(output)
+    if not output.parent.exists():
+        raise OutputError(f"{output.parent}: output folder does not exist")
+    job = job_folder(output)
+    start_end = parse_frames(frames)
+    inputs = _read_clip(video, start_end, settings, multiple=8)
+    T, H, W = inputs.frames.shape[:3]
+    units = settings.get("controlnets", [])
+    check_memory(T, (H, W), len(units))
+    meta = {"video": str(Path(video).resolve()), "video_id": inputs.video_id, "frames": list(start_end),
+            "prompt": prompt, "style_image": str(style_image) if style_image else None,
+            "settings": _hash(settings), "size": [H, W], "num_frames": T}
+    _prepare_job_folder(job, meta, settings, resume, restart)
+
+    # control videos (kept in the job folder; the annotators also cache them across jobs)
+    controls = []
+    for k, unit in enumerate(units):
+        folder = job / "controls" / f"{k}_{unit['annotator']}"
+        saved = _load_pngs(folder, T)
+        if saved is not None:
+            controls.append(_to_tensor(saved))
+            continue
+        t = _annotate(unit, inputs.frames, settings, inputs.video_id, style_image, cache_dir, progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, fr in enumerate(t):
+            _save_png(folder / f"{i:05d}.png", _to_uint8(fr))
+        controls.append(_to_tensor(_load_pngs(folder, T)))  # exactly what a resumed job will read
+
+    clip = _to_tensor(inputs.frames)
+    if task == "restore":
+        tile = [i for i, u in enumerate(units) if u["annotator"] == "tile"]
+        if tile:
+            clip = controls[tile[0]].clone()  # the super-resolved frames are the img2img input
+    frames_dir = job / "frames"
+    frames_dir.mkdir(exist_ok=True)
+    done = _load_pngs(frames_dir, T)
+    if done is None:
+        samp, dfl, post = settings["sampling"], settings["deflicker"], settings["post"]
+        if pipeline is None:
+            dev = resolve_device(device)
+            dtype = None if settings["model"]["dtype"] == "auto" else getattr(torch, settings["model"]["dtype"])
+            pipeline = VideoPipeline.from_pretrained(
+                settings["model"]["base"], controlnets=[u["model"] for u in units], device=dev, dtype=dtype,
+                lora=[_lora(x) for x in settings["model"]["lora"]],
+                textual_inversion=list(settings["model"]["textual_inversion"]),
+                cross_frame=tuple(samp["cross_frame"]) or None, batch_size=samp["batch_size"],
+                vae_batch_size=samp["vae_batch_size"])
+        guide = dfl["guide"]
+        deflicker_fn = default_deflicker
+        if guide == "self":
+            deflicker_fn = lambda fr, g, w: default_deflicker(fr, None, w)  # noqa: E731
+        schedule = DeflickerSchedule(frequency=dfl["frequency"] or None, steps=dfl["steps"] or None,
+                                     window=window_value(dfl["window"]))
+        ckpt = job / "latents.pt"
+        state = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
+
+        def on_step(step, latents):
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"step": step, "latents": latents.cpu()}, tmp)
+            os.replace(tmp, ckpt)
+            if stop_after_step is not None and step >= stop_after_step:
+                raise KeyboardInterrupt(f"stopped after step {step}")
+
+        def on_frame(i, fr):
+            _save_png(frames_dir / f"{i:05d}.png", _to_uint8(fr))
+
+        final = dfl["final_window"]
+        t0 = time.time()
+        pipeline(clip, prompt=prompt, negative_prompt=samp["negative_prompt"], steps=samp["steps"],
+                 guidance_scale=samp["guidance_scale"], strength=samp["strength"], seed=samp["seed"],
+                 controls=controls, control_scales=[u.get("scale", 1.0) for u in units],
+                 control_ranges=[(u.get("start", 0.0), u.get("end", 1.0)) for u in units],
+                 control_cond_only=[u.get("cond_only", False) for u in units],
+                 schedule=schedule, deflicker=deflicker_fn,
+                 final_window=0 if final == 0 else window_value(final),
+                 contrast=post["contrast"], sharpen=post["sharpen"], progress=progress, on_frame=on_frame,
+                 on_step=on_step, latents=None if state is None else state["latents"],
+                 start_step=0 if state is None else state["step"])
+        log.info("generated %d frames in %.1f s (%.2f s/frame)", T, time.time() - t0, (time.time() - t0) / T)
+        done = _load_pngs(frames_dir, T)
+    _write_output(output, done, inputs.fps)
+    return output
+
+
+def _lora(text: str) -> tuple[str, float]:
+    path, _, scale = text.rpartition(":")
+    if path and scale.replace(".", "", 1).isdigit():
+        return path, float(scale)
+    return text, 1.0
+
+
+def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, restart: bool) -> None:
+    meta_file = job / "job.json"
+    if job.exists() and restart:
+        shutil.rmtree(job)
+    elif job.exists() and meta_file.exists():
+        old = json.loads(meta_file.read_text())
+        if not resume:
+            raise InputError(f"{job} holds an earlier job for this output: add --resume to continue it, "
+                             "or --restart to start over (its frames are deleted)")
+        diff = [k for k in meta if old.get(k) != meta[k]]
+        if diff:
+            raise InputError(f"--resume: {job} was made with other {', '.join(diff)}; run with the same "
+                             "inputs and settings (see its settings.toml and job.json), or --restart")
+        log.info("resuming the job in %s", job)
+        return
+    job.mkdir(parents=True, exist_ok=True)
+    (job / "settings.toml").write_text(dumps(settings))
+    meta_file.write_text(json.dumps(meta, indent=2))
+
+
+def _write_output(output: Path, frames: list[np.ndarray], fps: float) -> None:
+    from ..video import VideoWriter
+
+    with VideoWriter(output, fps=fps) as w:
+        for f in frames:
+            w.write(f)
+    log.info("wrote %s (%d frames, %.3g fps)", output, len(frames), fps)
