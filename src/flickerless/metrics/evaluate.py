@@ -1,0 +1,225 @@
+"""``evaluate``: every metric of a video in one call, sharing flows and CLIP embeddings between them.
+
+A metric whose weights (or optional package) are missing is skipped with one line saying which weights
+and how to supply them; the others are still computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError, ModelNotFoundError
+from .clip import AESTHETIC_HELP, DEFAULT_CLIP
+from .frames import as_uint8, match_size
+
+__all__ = ["METRICS", "EvalResult", "evaluate", "parse_metrics"]
+
+log = logging.getLogger("flickerless")
+
+#: metric name -> (what it measures, which way is better, what it needs)
+METRICS = {
+    "pixel_mse": ("Pixel-MSE: output frame t warped by the source's flow vs frame t+1, 0-255 scale", "lower", "source"),
+    "warp_error": ("warping error (Lai et al. 2018) with forward-backward occlusion mask, [0, 1] scale", "lower", "source"),
+    "clip": ("CLIP score: 100 x cosine(frame, prompt), clipped at 0, mean over frames", "higher", "prompt"),
+    "clip_consistency": ("CLIP frame consistency: mean cosine of consecutive frames' embeddings", "higher", ""),
+    "aesthetic": ("LAION aesthetic score (1-10) of the frames' CLIP ViT-L/14 embeddings", "higher", ""),
+    "fid": ("FID-style distance between the output's and the source's frames", "lower", "source"),
+    "pose_mse": ("Pose-MSE: squared keypoint distance in frame-size units, keypoints visible in both", "lower", "source"),
+}
+
+
+def parse_metrics(metrics) -> tuple[list[str], bool]:
+    """Names from a comma-separated string or a list; ``None`` means all. Returns (names, explicit)."""
+    if metrics is None:
+        return list(METRICS), False
+    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    bad = [m for m in names if m not in METRICS]
+    if bad or not names:
+        raise InputError(f"unknown metric(s) {', '.join(bad) or '(none given)'}; choose from {','.join(METRICS)}")
+    return list(dict.fromkeys(names)), True
+
+
+@dataclass
+class EvalResult:
+    """``values``: metric -> number; ``per_frame``: metric -> list (per frame pair for the temporal
+    metrics and clip_consistency, per frame otherwise); ``skipped``: metric -> why (one line);
+    ``info``: how they were computed (frames, size, flow backend, models)."""
+
+    values: dict = field(default_factory=dict)
+    per_frame: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready (NaN becomes None)."""
+
+        def clean(v):
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            if isinstance(v, np.generic):
+                return clean(v.item())
+            return v
+
+        return clean({"metrics": self.values, "per_frame": self.per_frame, "skipped": self.skipped, "info": self.info})
+
+
+def evaluate(
+    video,
+    source=None,
+    prompt=None,
+    metrics=None,
+    clip_model: str = DEFAULT_CLIP,
+    aesthetic_weights: str | None = None,
+    flow="dis",
+    raft_weights: str | None = None,
+    fid_features="clip",
+    pose_estimator=None,
+    device=None,
+    log_skips: bool = True,
+) -> EvalResult:
+    """Compute ``metrics`` (default: all) of ``video`` against ``source`` and ``prompt``.
+
+    video, source: (T, H, W, 3) uint8, (T, 3, H, W) float in [0, 1], or clip paths; the source is resized
+    to the video's size for the flow metrics. prompt: a string or one per frame. metrics: names from
+    :data:`METRICS` (list or comma-separated). When ``metrics`` is given, a metric that lacks its input
+    (source, prompt) is an InputError; by default such metrics are skipped. Missing weights always skip.
+    ``clip_model``: repo id or folder (CLIP score, consistency, aesthetic, CLIP-FID);
+    ``aesthetic_weights``: the LAION predictor file; ``flow``: ``"dis"``, ``"raft"`` or a callable;
+    ``fid_features``: ``"clip"``, ``"inception"`` or a callable; ``pose_estimator``: a callable
+    (default MediaPipe Pose). ``log_skips``: log a warning line for each skipped metric (they are
+    always in ``result.skipped``).
+    """
+    names, explicit = parse_metrics(metrics)
+    out = as_uint8(video, "video")
+    src = as_uint8(source, "source") if source is not None else None
+    if src is not None and len(src) != len(out):
+        raise InputError(f"the video has {len(out)} frames but the source has {len(src)}: they must match frame for frame")
+    res = EvalResult(info={"frames": int(len(out)), "height": int(out.shape[1]), "width": int(out.shape[2])})
+
+    def skip(name, why):
+        res.skipped[name] = why
+        if log_skips:
+            log.warning("%s: skipped: %s", name, why)
+
+    todo = []
+    for n in names:
+        need = METRICS[n][2]
+        missing = (need == "source" and src is None) or (need == "prompt" and not prompt)
+        if n in ("pixel_mse", "warp_error", "clip_consistency") and len(out) < 2:
+            missing = True
+            need = "at least 2 frames"
+        if missing:
+            why = {"source": "needs the source video (--source)", "prompt": "needs a prompt (--prompt)"}.get(need, f"needs {need}")
+            if explicit:
+                raise InputError(f"metric {n} {why}")
+            skip(n, why)
+        else:
+            todo.append(n)
+
+    # temporal metrics: flows on the source (at the output's size), computed once
+    temporal = [n for n in todo if n in ("pixel_mse", "warp_error")]
+    if temporal:
+        from .flow import get_flow, pair_flows
+        from .temporal import pixel_mse, warp_error
+
+        try:
+            fn = get_flow(flow, raft_weights, device)
+        except ModelNotFoundError as e:
+            for n in temporal:
+                skip(n, str(e))
+        else:
+            res.info["flow"] = flow if isinstance(flow, str) else getattr(flow, "__name__", "custom")
+            res.info["flow_direction"] = "backward: flow(source[t+1], source[t]); output[t] sampled at p + flow[p]"
+            s = match_size(src, out.shape[1:3])
+            log.info("optical flow on the source (%s, %d pairs)", res.info["flow"], len(s) - 1)
+            bwd, fwd = pair_flows(s, fn, forward="warp_error" in temporal)
+            if "pixel_mse" in temporal:
+                r = pixel_mse(out, s, backward=bwd)
+                res.values["pixel_mse"], res.per_frame["pixel_mse"] = r.value, r.per_pair
+                res.info["pixel_mse_coverage"] = float(np.mean(r.coverage))
+            if "warp_error" in temporal:
+                r = warp_error(out, s, backward=bwd, forward=fwd)
+                res.values["warp_error"], res.per_frame["warp_error"] = r.value, r.per_pair
+                res.info["warp_error_coverage"] = float(np.mean(r.coverage))
+
+    predictor = None
+    if "aesthetic" in todo:
+        if aesthetic_weights is None:
+            skip("aesthetic", f"needs {AESTHETIC_HELP}")
+            todo.remove("aesthetic")
+        else:
+            from .clip import load_aesthetic
+
+            try:
+                predictor = load_aesthetic(aesthetic_weights, device)
+                res.info["aesthetic_weights"] = str(aesthetic_weights)
+            except ModelNotFoundError as e:
+                skip("aesthetic", str(e))
+                todo.remove("aesthetic")
+
+    needs_clip = [n for n in todo if n in ("clip", "clip_consistency", "aesthetic") or (n == "fid" and fid_features == "clip")]
+    clip = emb = None
+    if needs_clip:
+        from .clip import image_embeddings, load_clip
+
+        try:
+            clip = load_clip(clip_model, device)
+        except ModelNotFoundError as e:
+            for n in needs_clip:
+                skip(n, str(e))
+            todo = [n for n in todo if n not in needs_clip]
+        else:
+            res.info["clip_model"] = str(clip_model)
+            log.info("CLIP image embeddings (%s, %d frames)", clip_model, len(out))
+            emb = image_embeddings(clip, out)
+
+    if "clip" in todo:
+        from .clip import clip_score
+
+        res.values["clip"], res.per_frame["clip"] = clip_score(out, prompt, clip, image_emb=emb)
+    if "clip_consistency" in todo:
+        from .clip import clip_consistency
+
+        res.values["clip_consistency"], res.per_frame["clip_consistency"] = clip_consistency(out, clip, image_emb=emb)
+    if "aesthetic" in todo:
+        from .clip import aesthetic_score
+
+        res.values["aesthetic"], res.per_frame["aesthetic"] = aesthetic_score(out, clip, predictor, image_emb=emb)
+    if "fid" in todo:
+        from .fid import _features, frechet_distance, gaussian_stats
+
+        try:
+            fa = emb.numpy() if fid_features == "clip" else _features(out, fid_features, clip, device)
+            fb = _features(src, fid_features, clip, device)
+        except ModelNotFoundError as e:
+            skip("fid", str(e))
+        else:
+            res.values["fid"] = frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb))
+            res.info["fid_features"] = (fid_features if isinstance(fid_features, str) else "custom") + (
+                f" ({clip_model}, L2-normalised projected image embeddings: CLIP-FID)" if fid_features == "clip"
+                else " (pytorch-fid Inception-v3 pool3, 2048-d)" if fid_features == "inception" else "")
+    if "pose_mse" in todo:
+        from .pose import pose_error
+
+        try:
+            log.info("pose estimation on both videos")
+            score, _, _ = pose_error(out, src, estimator=pose_estimator)
+        except ModelNotFoundError as e:
+            skip("pose_mse", str(e))
+        else:
+            if score.count == 0:
+                skip("pose_mse", "no keypoint was found visible in both videos (is there a person?)")
+            else:
+                res.values["pose_mse"], res.per_frame["pose_mse"] = score.value, score.per_frame
+                res.info["pose_keypoints_compared"] = score.count
+                res.info["pose_estimator"] = getattr(pose_estimator, "__name__", "custom") if pose_estimator else "mediapipe_pose"
+    res.values = {n: res.values[n] for n in names if n in res.values}
+    return res

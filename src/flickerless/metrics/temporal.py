@@ -1,0 +1,101 @@
+"""Temporal consistency through optical flow on the source video: Pixel-MSE and warping error.
+
+Both take the flow from the **source** (input) video, not from the output, so an output that flickers
+cannot hide it by having flow that follows its own flicker. Flow direction and warping (see
+:mod:`flickerless.metrics.flow`): for each pair (t, t+1), ``F = flow(source[t+1], source[t])`` is the
+backward flow on frame t+1's grid, and output frame t is sampled at ``p + F[p]`` (bilinear), giving
+output frame t seen from frame t+1. Pixels whose sample falls outside frame t are left out (no padding).
+If the output has another size than the source, the source is resized to the output's size first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError
+from .flow import get_flow, occlusion_mask, pair_flows, warp
+from .frames import as_uint8, match_size
+
+__all__ = ["TemporalScore", "pixel_mse", "warp_error", "source_flows"]
+
+
+@dataclass
+class TemporalScore:
+    """``value``: the mean over frame pairs; ``per_pair[t]``: the error of pair (t, t+1) (NaN where no
+    pixel was usable); ``coverage[t]``: the fraction of pixels that entered pair t's mean."""
+
+    value: float
+    per_pair: list[float] = field(default_factory=list)
+    coverage: list[float] = field(default_factory=list)
+
+
+def _check(output: np.ndarray, source: np.ndarray) -> np.ndarray:
+    if len(output) != len(source):
+        raise InputError(f"the output has {len(output)} frames but the source has {len(source)}: "
+                         "they must match frame for frame")
+    if len(output) < 2:
+        raise InputError("temporal metrics need at least 2 frames")
+    return match_size(source, output.shape[1:3])
+
+
+def source_flows(source, size: tuple[int, int] | None = None, flow="dis", forward: bool = False,
+                 raft_weights: str | None = None, device=None, progress=None):
+    """Backward (and with ``forward=True`` forward) flows between consecutive frames of the source,
+    resized to ``size=(H, W)`` first when given. See :func:`flickerless.metrics.flow.pair_flows`."""
+    src = as_uint8(source, "source")
+    if size is not None:
+        src = match_size(src, size)
+    return pair_flows(src, get_flow(flow, raft_weights, device), forward=forward, progress=progress)
+
+
+def _mean(values: list[float]) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def pixel_mse(output, source, flow="dis", backward=None) -> TemporalScore:
+    """Pixel-MSE (Pix2Video; DiffSynth Tables 3-4): mean over pairs (t, t+1) of
+    ``mean_p (warp(output[t], F)[p] - output[t+1][p])^2`` on the 0-255 scale, averaged over the RGB
+    channels and the pixels whose sample lies inside frame t, where ``F = flow(source[t+1], source[t])``.
+
+    output, source: (T, H, W, 3) uint8 or (T, 3, H, W) float in [0, 1] (or clip paths).
+    flow: ``"dis"``, ``"raft"`` or a callable (see :mod:`~flickerless.metrics.flow`); ``backward``:
+    precomputed backward flows (T-1, H, W, 2) at the output's size, which then replace ``flow``.
+    """
+    out = as_uint8(output, "output")
+    src = _check(out, as_uint8(source, "source"))
+    if backward is None:
+        backward, _ = pair_flows(src, get_flow(flow))
+    per, cov = [], []
+    for t in range(len(out) - 1):
+        warped, valid = warp(out[t], backward[t])
+        d = (warped - out[t + 1].astype(np.float32))[valid]
+        per.append(float(np.mean(d.astype(np.float64) ** 2)) if d.size else float("nan"))
+        cov.append(float(valid.mean()))
+    return TemporalScore(_mean(per), per, cov)
+
+
+def warp_error(output, source, flow="dis", backward=None, forward=None) -> TemporalScore:
+    """Warping error with occlusion mask (Lai et al. 2018, "Learning blind video temporal consistency"):
+    mean over pairs of ``sum_p M[p] |warp(output[t], F)[p] - output[t+1][p]|^2 / sum_p M[p]``, frames in
+    [0, 1], ``|.|^2`` the squared L2 norm over RGB, ``F = flow(source[t+1], source[t])`` as in
+    :func:`pixel_mse`, and ``M`` the non-occluded pixels of frame t+1 by the forward-backward check
+    (:func:`~flickerless.metrics.flow.occlusion_mask`) whose sample lies inside frame t.
+
+    ``backward``/``forward``: precomputed flows (T-1, H, W, 2) at the output's size.
+    """
+    out = as_uint8(output, "output")
+    src = _check(out, as_uint8(source, "source"))
+    if backward is None or forward is None:
+        backward, forward = pair_flows(src, get_flow(flow), forward=True)
+    per, cov = [], []
+    for t in range(len(out) - 1):
+        warped, _ = warp(out[t].astype(np.float32) / 255.0, backward[t])
+        mask = occlusion_mask(backward[t], forward[t])
+        d = ((warped - out[t + 1].astype(np.float32) / 255.0) ** 2).sum(-1)[mask]
+        per.append(float(d.astype(np.float64).mean()) if d.size else float("nan"))
+        cov.append(float(mask.mean()))
+    return TemporalScore(_mean(per), per, cov)

@@ -1,0 +1,292 @@
+"""flickerless.metrics: temporal metrics on exact warps of a real frame, CLIP/aesthetic on a tiny random
+CLIP, FID against closed forms, Pose-MSE by hand and with MediaPipe on a real clip."""
+
+import numpy as np
+import pytest
+import torch
+
+from flickerless.errors import InputError, ModelNotFoundError
+from flickerless.metrics import (AestheticPredictor, aesthetic_score, clip_consistency, clip_score, evaluate, fid,
+                                 frechet_distance, gaussian_stats, image_embeddings, load_aesthetic, load_clip,
+                                 mediapipe_pose, occlusion_mask, pixel_mse, pose_mse, warp, warp_error)
+from flickerless.metrics.flow import get_flow
+from flickerless.synthetic import add_flicker, stylize
+from tests.tiny_clip import save_clip
+
+D = np.array([2, 1])  # translation per frame (dx, dy) in pixels
+
+
+@pytest.fixture(scope="module")
+def panning(carphone):
+    """8 frames panning over carphone frame 0 by D pixels per frame: frame t+1 at p shows frame t at p + D."""
+    base = carphone[0]
+    return np.stack([base[10 + D[1] * t:10 + D[1] * t + 96, 10 + D[0] * t:10 + D[0] * t + 128] for t in range(8)])
+
+
+def oracle(video, d):
+    """The exact flow of a video translating by d per frame, in the metrics' convention a[p] = b[p + flow]."""
+    index = {f.tobytes(): i for i, f in enumerate(video)}
+
+    def flow(a, b):
+        step = index[a.tobytes()] - index[b.tobytes()]
+        return np.broadcast_to(np.asarray(d, np.float32) * step, a.shape[:2] + (2,)).copy()
+
+    return flow
+
+
+def test_warp_direction_and_borders():
+    img = np.arange(5 * 6, dtype=np.float32).reshape(5, 6)
+    flow = np.zeros((5, 6, 2), np.float32)
+    flow[..., 0] = 2  # sample two pixels to the right
+    out, valid = warp(img, flow)
+    assert np.array_equal(out[:, :4], img[:, 2:])
+    assert valid[:, :4].all() and not valid[:, 4:].any()  # samples past the right border are invalid
+
+
+def test_temporal_metrics_zero_for_exact_warp_with_true_flow(panning):
+    truth = oracle(panning, D)
+    r = pixel_mse(panning, panning, flow=truth)
+    assert r.value < 1e-9 and len(r.per_pair) == 7
+    assert r.coverage == pytest.approx([(126 / 128) * (95 / 96)] * 7)  # samples past the border are left out
+    assert warp_error(panning, panning, flow=truth).value < 1e-12
+    # the opposite direction (forward flow used as backward) is wrong and the metric shows it
+    assert pixel_mse(panning, panning, flow=oracle(panning, -D)).value > 100
+
+
+def test_temporal_metrics_dis_near_zero_and_grow_with_flicker(panning):
+    clean = np.stack([stylize(f) for f in panning])
+    p0, w0 = pixel_mse(clean, panning).value, warp_error(clean, panning).value
+    assert p0 < 8 and w0 < 1e-3  # DIS is sub-pixel accurate on this texture; 0-255 scale
+    ps, ws = [p0], [w0]
+    for s in (0.25, 0.5, 1.0, 2.0):
+        flick = add_flicker(clean, seed=0, strength=s)
+        ps.append(pixel_mse(flick, panning).value)
+        ws.append(warp_error(flick, panning).value)
+    assert all(a < b for a, b in zip(ps, ps[1:])), ps
+    assert all(a < b for a, b in zip(ws, ws[1:])), ws
+    assert ps[1] > 5 * p0 and ws[1] > 5 * w0
+
+
+def test_occlusion_mask_excludes_disoccluded_pixels(carphone):
+    """A square moving right by 4 px over a static textured background: the strip it uncovers in frame
+    t+1 was not visible in frame t; the forward-backward check must flag exactly that strip."""
+    bg = carphone[0, :64, :64].copy()
+    fg = carphone[5, 70:86, 100:116].copy()
+    frames = []
+    for t in range(2):
+        f = bg.copy()
+        f[20:36, 10 + 4 * t:26 + 4 * t] = fg
+        frames.append(f)
+    frames = np.stack(frames)
+    fwd = np.zeros((64, 64, 2), np.float32)
+    fwd[20:36, 10:26, 0] = 4  # pixels of the square in frame 0 move +4 in x
+    bwd = np.zeros((64, 64, 2), np.float32)
+    bwd[20:36, 14:30, 0] = -4  # pixels of the square in frame 1 came from 4 px to the left
+    mask = occlusion_mask(bwd, fwd)
+    expect = np.ones((64, 64), bool)
+    expect[20:36, 10:14] = False  # uncovered background
+    assert np.array_equal(mask, expect)
+    flows = {frames[1].tobytes(): bwd, frames[0].tobytes(): fwd}
+    fn = lambda a, b: flows[a.tobytes()]  # noqa: E731
+    assert pixel_mse(frames, frames, flow=fn).value > 10  # no mask: the uncovered strip counts
+    assert warp_error(frames, frames, flow=fn).value < 1e-12  # masked: exactly consistent
+
+
+def test_temporal_input_errors(panning):
+    with pytest.raises(InputError, match="frames but the source has"):
+        pixel_mse(panning, panning[:5])
+    with pytest.raises(InputError, match="unknown flow backend"):
+        get_flow("farneback")
+
+
+def test_raft_backend_names_what_is_missing():
+    pytest.importorskip("torch")
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModelNotFoundError, match="torchvision.*--flow dis"):
+            get_flow("raft")
+    else:
+        with pytest.raises(ModelNotFoundError, match="no such file"):
+            get_flow("raft", raft_weights="/nonexistent/raft.pth")
+
+
+# ---- CLIP, aesthetic, FID on a tiny random CLIP ----
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    folder = save_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+    return folder, load_clip(folder, device="cpu")
+
+
+def _reference_embeddings(clip, frames, texts):
+    """Image and text embeddings straight from transformers' CLIPModel API."""
+    m = clip.model
+    with torch.no_grad():
+        px = clip.processor(images=list(frames), return_tensors="pt")["pixel_values"]
+        img = m.get_image_features(pixel_values=px)
+        tok = clip.tokenizer(texts, padding=True, truncation=True, max_length=12, return_tensors="pt")
+        txt = m.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+    img = img if isinstance(img, torch.Tensor) else img.pooler_output
+    txt = txt if isinstance(txt, torch.Tensor) else txt.pooler_output
+    return torch.nn.functional.normalize(img, dim=-1), torch.nn.functional.normalize(txt, dim=-1)
+
+
+def test_clip_score_is_clipped_scaled_cosine(tiny_clip, carphone):
+    _, clip = tiny_clip
+    frames = carphone[:6]
+    words = ["painting", "dog", "cat", "zebra", "a", "the", "sky", "tree", "house", "river"]
+    img, txt = _reference_embeddings(clip, frames, words)
+    cos = (img @ txt.T).mean(0)
+    pos, neg = words[int(cos.argmax())], words[int(cos.argmin())]
+    assert cos.max() > 0 > cos.min(), "need one word on each side of 0 to test the clipping"
+    prompts = [pos, neg] * 3  # one prompt per frame
+    mean, per = clip_score(frames, prompts, clip)
+    ref = [100 * max(float(img[i] @ txt[words.index(p)]), 0.0) for i, p in enumerate(prompts)]
+    assert per == pytest.approx(ref, abs=1e-3)
+    assert mean == pytest.approx(np.mean(ref), abs=1e-3)
+    assert all(0 <= v <= 100 for v in per) and per[1] == 0 and per[0] > 0
+    single, _ = clip_score(frames, pos, clip)
+    assert 0 < single <= 100
+    with pytest.raises(InputError, match="one per frame"):
+        clip_score(frames, ["a", "b"], clip)
+
+
+def test_clip_consistency(tiny_clip, carphone):
+    _, clip = tiny_clip
+    same = np.repeat(carphone[:1], 4, axis=0)
+    v, per = clip_consistency(same, clip)
+    assert v == pytest.approx(1.0, abs=1e-5) and len(per) == 3
+    noise = np.random.default_rng(0).integers(0, 256, (2,) + carphone.shape[1:], dtype=np.uint8)
+    mixed = np.stack([carphone[0], noise[0], carphone[1], noise[1]])
+    v2, _ = clip_consistency(mixed, clip)
+    emb = image_embeddings(clip, mixed)
+    assert v2 == pytest.approx(float(np.mean([emb[i] @ emb[i + 1] for i in range(3)])), abs=1e-6)
+    assert -1 <= v2 < v
+
+
+# the public sac+logos+ava1-l14-linearMSE.pth state dict
+PUBLIC_AESTHETIC = {
+    "layers.0.weight": (1024, 768), "layers.0.bias": (1024,), "layers.2.weight": (128, 1024), "layers.2.bias": (128,),
+    "layers.4.weight": (64, 128), "layers.4.bias": (64,), "layers.6.weight": (16, 64), "layers.6.bias": (16,),
+    "layers.7.weight": (1, 16), "layers.7.bias": (1,),
+}
+
+
+def test_aesthetic_mlp_has_the_public_layout(tmp_path):
+    sd = AestheticPredictor(768).state_dict()
+    assert {k: tuple(v.shape) for k, v in sd.items()} == PUBLIC_AESTHETIC
+    torch.manual_seed(0)
+    public_like = {k: torch.randn(s) for k, s in PUBLIC_AESTHETIC.items()}
+    torch.save(public_like, tmp_path / "sac+logos+ava1-l14-linearMSE.pth")
+    m = load_aesthetic(str(tmp_path / "sac+logos+ava1-l14-linearMSE.pth"), device="cpu")
+    x = torch.nn.functional.normalize(torch.randn(3, 768), dim=-1)
+    ref = x
+    for i in (0, 2, 4, 6, 7):  # Linear layers only: the dropouts are inactive in eval, no activations
+        ref = ref @ public_like[f"layers.{i}.weight"].T + public_like[f"layers.{i}.bias"]
+    assert torch.allclose(m(x), ref, atol=1e-4)
+
+
+def test_aesthetic_score_on_tiny_clip(tiny_clip, carphone, tmp_path):
+    _, clip = tiny_clip
+    torch.manual_seed(1)
+    mlp = AestheticPredictor(clip.dim).eval()
+    torch.save(mlp.state_dict(), tmp_path / "aesthetic.pth")
+    pred = load_aesthetic(str(tmp_path / "aesthetic.pth"), device="cpu")
+    frames = carphone[:4]
+    mean, per = aesthetic_score(frames, clip, pred)
+    img, _ = _reference_embeddings(clip, frames, ["a"])
+    with torch.no_grad():
+        ref = mlp(img).squeeze(-1)
+    assert per == pytest.approx(ref.tolist(), abs=1e-4) and np.isfinite(mean)
+    assert mean == pytest.approx(float(ref.mean()), abs=1e-4)
+    with pytest.raises(InputError, match="768-d CLIP embeddings"):
+        aesthetic_score(frames, clip, AestheticPredictor(768).eval())
+    with pytest.raises(ModelNotFoundError, match="--aesthetic-weights"):
+        load_aesthetic(str(tmp_path / "missing.pth"))
+
+
+def test_frechet_distance_closed_forms():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5)
+    mu1, mu2 = rng.normal(size=5), rng.normal(size=5)
+    expect = np.sum((mu1 - mu2) ** 2) + np.sum(a + b - 2 * np.sqrt(a * b))
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expect, rel=1e-9)
+    # non-commuting covariances: tr sqrt(S1 S2) = tr sqrt(S1^1/2 S2 S1^1/2), the latter by eigh
+    x, y = rng.normal(size=(6, 6)), rng.normal(size=(6, 6))
+    s1, s2 = x @ x.T + 0.1 * np.eye(6), y @ y.T + 0.1 * np.eye(6)
+    w, v = np.linalg.eigh(s1)
+    r1 = v @ np.diag(np.sqrt(w)) @ v.T
+    w2 = np.linalg.eigvalsh(r1 @ s2 @ r1)
+    expect = np.sum((mu1[:1] - mu2[:1]) ** 2) * 0 + np.trace(s1) + np.trace(s2) - 2 * np.sum(np.sqrt(w2))
+    assert frechet_distance(np.zeros(6), s1, np.zeros(6), s2) == pytest.approx(expect, rel=1e-8)
+
+
+def test_fid_of_a_set_against_itself_is_zero(tiny_clip, carphone):
+    _, clip = tiny_clip
+    frames = np.concatenate([carphone, carphone[:, :, ::-1]])  # 24 frames > 16 feature dims
+    assert abs(fid(frames, frames, clip=clip)) < 1e-6
+    assert abs(fid([frames[:12], frames[12:]], frames, clip=clip)) < 1e-6  # a set of two videos
+    other = add_flicker(frames, seed=1, strength=3.0)
+    assert fid(frames, other, clip=clip) > 1e-3
+    feats = lambda f: f.reshape(len(f), -1)[:, :8].astype(np.float64)  # noqa: E731 - custom features
+    mu, s = gaussian_stats(feats(frames))
+    assert s.shape == (8, 8) and mu.shape == (8,)
+    # nearly collinear pixel features: cond(S1 S2) ~ cond(S)^2 bounds the precision of sqrtm
+    assert abs(fid(frames, frames, features=feats)) < 1e-6 * np.trace(s)
+
+
+def test_evaluate_skips_metrics_without_weights(panning, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = str(tmp_path / "no-clip-here")
+    res = evaluate(panning, panning, prompt="a painting", metrics=None, clip_model=missing,
+                   pose_estimator=lambda f: np.zeros((len(f), 3, 3)))
+    assert set(res.values) == {"pixel_mse", "warp_error"}
+    for m in ("clip", "clip_consistency", "fid"):
+        assert "--clip-model" in res.skipped[m] and missing in res.skipped[m]
+    assert "--aesthetic-weights" in res.skipped["aesthetic"]
+    assert "no keypoint" in res.skipped["pose_mse"]
+    with pytest.raises(InputError, match="needs a prompt"):
+        evaluate(panning, panning, metrics="clip", clip_model=missing)
+    with pytest.raises(InputError, match="unknown metric"):
+        evaluate(panning, panning, metrics="pixel_mse,psnr")
+
+
+# ---- Pose-MSE ----
+
+def test_pose_mse_by_hand():
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(0, 1, (5, 18, 2)), np.ones((5, 18, 1))], -1)
+    assert pose_mse(kp, kp.copy()).value == 0.0
+    moved = kp.copy()
+    moved[..., 0] += 0.03
+    moved[..., 1] -= 0.04
+    assert pose_mse(moved, kp).value == pytest.approx(0.03**2 + 0.04**2)
+    # keypoints invisible in either track are left out; a frame with none in common is NaN
+    moved[:, :9, 2] = 0.1
+    moved[:, 9:, :2] += 1.0  # would count if the visibility filter were wrong
+    kp2 = kp.copy()
+    kp2[:, 9:, 2] = 0.0
+    moved[4, :, 2] = 0.0
+    r = pose_mse(moved, kp2)
+    assert r.count == 0 and np.isnan(r.value) and np.isnan(r.per_frame).all()
+    moved[:, 3, 2] = 1.0  # keypoint 3: visible in both, offset (0.03, -0.04)
+    moved[4, 3, 2] = 0.0
+    r = pose_mse(moved, kp2)
+    assert r.count == 4 and r.value == pytest.approx(0.0025) and np.isnan(r.per_frame[4])
+    with pytest.raises(InputError, match="both be"):
+        pose_mse(kp[:, :5], kp)
+
+
+def test_mediapipe_pose_on_real_clip(carphone):
+    pytest.importorskip("mediapipe")
+    carphone = carphone[:6]
+    kp = mediapipe_pose(carphone)
+    assert kp.shape == (6, 33, 3)
+    nose = kp[:, 0]
+    assert (nose[:, 2] > 0.5).all() and ((nose[:, :2] > 0) & (nose[:, :2] < 1)).all()
+    assert pose_mse(kp, mediapipe_pose(carphone)).value == pytest.approx(0.0, abs=1e-10)
+    # the same clip shifted right by 16 px (of 176): the pose moves by about 16/176 in x
+    shifted = np.concatenate([np.repeat(carphone[:, :, :1], 16, axis=2), carphone[:, :, :-16]], axis=2)
+    r = pose_mse(mediapipe_pose(shifted), kp)
+    assert r.value == pytest.approx((16 / 176) ** 2, rel=0.5)
