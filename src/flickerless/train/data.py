@@ -1,0 +1,173 @@
+"""Training data from a video: frames center-cropped and resized to the training size, and the
+foreground masks that go with them (a folder or video of masks, an array, or a callable such as a
+segmentation model).
+
+frames: ``(T, 3, H, W)`` float in [0, 1]; masks: ``(T, 1, H, W)`` float in [0, 1] (1 = foreground).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+__all__ = ["parse_resolution", "crop_resize", "load_frames", "load_masks", "MaskSource"]
+
+# a path (folder of images or a video), an array (T, H, W[, C]) at the video's size, or a callable
+# taking the training frames (T, 3, H, W) in [0, 1] and returning masks (T[, 1], H, W) in [0, 1]
+MaskSource = Union[str, Path, np.ndarray, torch.Tensor, Callable[[torch.Tensor], object]]
+
+
+def parse_resolution(value, multiple: int = 8) -> tuple[int, int]:
+    """``512``, ``"512"``, ``(H, W)`` or ``"WxH"`` -> ``(H, W)``, both positive multiples of ``multiple``."""
+    try:
+        if isinstance(value, str):
+            parts = value.lower().split("x")
+            if len(parts) == 1:
+                h = w = int(parts[0])
+            elif len(parts) == 2:
+                w, h = int(parts[0]), int(parts[1])
+            else:
+                raise ValueError
+        elif isinstance(value, (tuple, list)):
+            h, w = (int(v) for v in value)
+        else:
+            h = w = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"resolution: {value!r}: give one size like 512 or width x height like 768x512") from None
+    if h <= 0 or w <= 0 or h % multiple or w % multiple:
+        near = lambda v: max(multiple, int(round(v / multiple)) * multiple)  # noqa: E731
+        raise InputError(f"resolution: {w}x{h} is not a positive multiple of {multiple} in both sides; "
+                         f"nearest valid: {near(w)}x{near(h)}")
+    return h, w
+
+
+def _crop_box(h: int, w: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The largest centered box of ``size``'s aspect ratio inside an ``h x w`` image: top, left, height, width."""
+    th, tw = size
+    if h * tw > w * th:  # too tall
+        ch, cw = max(1, round(w * th / tw)), w
+    else:
+        ch, cw = h, max(1, round(h * tw / th))
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def crop_resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
+    """Center-crop ``images (T, C, H, W)`` to the aspect ratio of ``size=(H', W')`` and resize to it
+    (``mode``: ``bicubic`` with antialiasing for frames, ``area``/``bilinear`` for masks). Values are
+    clamped to [0, 1]."""
+    import torch.nn.functional as F
+
+    top, left, ch, cw = _crop_box(images.shape[-2], images.shape[-1], size)
+    x = images[..., top : top + ch, left : left + cw].float()
+    if (ch, cw) != tuple(size):
+        if mode == "area" and (ch < size[0] or cw < size[1]):
+            mode = "bilinear"  # area only shrinks
+        kw = {"antialias": True, "align_corners": False} if mode in ("bicubic", "bilinear") else {}
+        x = F.interpolate(x, size=tuple(size), mode=mode, **kw)
+    return x.clamp(0, 1)
+
+
+def _to_tensor_frames(frames) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 (or a tensor ``(T, 3, H, W)`` in [0, 1]) -> ``(T, 3, H, W)`` float."""
+    if isinstance(frames, torch.Tensor) and frames.dim() == 4 and frames.shape[1] == 3 and frames.is_floating_point():
+        return frames.float()
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise InputError(f"frames must be (T, H, W, 3) uint8 or (T, 3, H, W) float in [0, 1], got shape {arr.shape}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255
+
+
+def load_frames(video, size: tuple[int, int], max_frames: int | None = None, every: int = 1) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Frames of ``video`` (a path read with :func:`flickerless.video.iter_frames`, or an array
+    ``(T, H, W, 3)`` uint8 / tensor ``(T, 3, H, W)`` in [0, 1]), every ``every``-th one up to
+    ``max_frames``, center-cropped and resized to ``size=(H, W)``.
+
+    Returns ``(frames (T, 3, H, W) float in [0, 1], (height, width) of the source)``.
+    """
+    if every < 1:
+        raise InputError(f"every must be >= 1, got {every}")
+    if isinstance(video, (str, Path)):
+        from ..video import iter_frames
+
+        picked = []
+        for i, f in enumerate(iter_frames(video)):
+            if i % every == 0:
+                picked.append(torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1))
+                if max_frames is not None and len(picked) >= max_frames:
+                    break
+        if not picked:
+            raise InputError(f"{video}: has no frames")
+        src = torch.stack(picked).float() / 255
+    else:
+        src = _to_tensor_frames(video)[::every]
+        if max_frames is not None:
+            src = src[:max_frames]
+        if len(src) == 0:
+            raise InputError("the video has no frames")
+    out = torch.cat([crop_resize(src[a : a + 16], size) for a in range(0, len(src), 16)])
+    return out, (src.shape[-2], src.shape[-1])
+
+
+def _mask_tensor(arr, what: str) -> torch.Tensor:
+    """Masks as ``(T, 1, H, W)`` float in [0, 1]: uint8 (0..255), bool or float input; colour masks
+    are averaged over channels (last axis for arrays ``(T, H, W, C)``)."""
+    t = arr if isinstance(arr, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(arr)))
+    t = t.detach().cpu()
+    if t.dtype == torch.bool:
+        t = t.float()
+    elif t.dtype == torch.uint8:
+        t = t.float() / 255
+    else:
+        t = t.float()
+    if t.dim() == 4 and t.shape[1] not in (1, 3) and t.shape[-1] in (1, 3, 4):
+        t = t[..., :3].mean(-1)  # (T, H, W, C) channels-last
+    if t.dim() == 4:
+        t = t.mean(1)  # (T, C, H, W)
+    if t.dim() != 3:
+        raise InputError(f"{what}: masks must be (T, H, W), (T, 1, H, W) or (T, H, W, C), got shape {tuple(t.shape)}")
+    if t.numel() and (t.min() < 0 or t.max() > 1):
+        raise InputError(f"{what}: mask values must lie in [0, 1] (or 0..255 as uint8), got [{t.min():.3g}, {t.max():.3g}]")
+    return t[:, None]
+
+
+def load_masks(source: MaskSource, frames: torch.Tensor, source_size: tuple[int, int], every: int = 1) -> torch.Tensor:
+    """Foreground masks for the training ``frames (T, 3, H, W)``: ``(T, 1, H, W)`` in [0, 1].
+
+    ``source``: a folder of mask images or a mask video (frame for frame with the source video,
+    ``source_size=(H, W)``, subsampled by ``every``), an array at the source size, or a callable
+    given the training frames and returning masks at their size. Files and arrays get the same
+    center crop and resize as the frames.
+    """
+    n, size = frames.shape[0], tuple(frames.shape[-2:])
+    if callable(source) and not isinstance(source, (str, Path)):
+        masks = _mask_tensor(source(frames), "the mask callable's result")
+        if masks.shape[0] != n or tuple(masks.shape[-2:]) != size:
+            raise InputError(f"the mask callable returned {tuple(masks.shape)}, expected {n} masks of {size[1]}x{size[0]}")
+        return masks
+    if isinstance(source, (str, Path)):
+        from ..video import iter_frames
+
+        what = str(source)
+        picked = []
+        for i, m in enumerate(iter_frames(source)):
+            if i % every == 0:
+                picked.append(m)
+                if len(picked) >= n:
+                    break
+        if not picked:
+            raise InputError(f"masks {what}: has no images")
+        masks = _mask_tensor(np.stack(picked), f"masks {what}")
+    else:
+        what = "masks"
+        masks = _mask_tensor(source, what)[::every][:n]
+    if masks.shape[0] < n:
+        raise InputError(f"{what}: {masks.shape[0]} masks for {n} training frames: give one mask per video frame")
+    if tuple(masks.shape[-2:]) != tuple(source_size):
+        raise InputError(f"{what}: masks are {masks.shape[-1]}x{masks.shape[-2]} but the video is "
+                         f"{source_size[1]}x{source_size[0]}: they must match frame for frame")
+    return crop_resize(masks, size, mode="area")
