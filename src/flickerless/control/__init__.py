@@ -75,6 +75,7 @@ def iter_annotate(name: str, frames, *, cache: bool = True, cache_dir=None, vide
 
     ann = name if isinstance(name, Annotator) else get_annotator(name, **settings)
     src = as_source(frames)
+    ann.prepare(src)
     progress = getattr(ann, "progress", True)
     bar = tqdm(total=len(src), desc=f"annotate {ann.name}", unit="frame", disable=not progress, leave=False)
     if not cache:

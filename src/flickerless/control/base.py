@@ -147,12 +147,18 @@ class Annotator:
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
+    def prepare(self, frames: "FrameSource") -> None:
+        """Resolve whatever decides the output (which weights exist, fallbacks) before the cache key is
+        taken; cheap: it must not load a model. Called by :func:`flickerless.control.iter_annotate`
+        and by :meth:`run`."""
+
     def process(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def run(self, frames, chunk: int = 32) -> Iterator[np.ndarray]:
         """Control frames for ``frames``, yielded in order as ``(n, H, W, 3)`` uint8 chunks."""
         src = as_source(frames)
+        self.prepare(src)
         bs = max(1, int(getattr(self, "batch_size", chunk) or chunk))
         for _, part in src.chunks(chunk):
             outs = [self.process(part[i : i + bs]) for i in range(0, len(part), bs)]

@@ -174,6 +174,7 @@ class SoftEdgeAnnotator(Annotator):
         check_choice("method", self.method, ("hed", "sobel"))
         check(self.batch_size >= 1, "batch_size", "must be at least 1")
         self._net = None
+        self._path = None
 
     def cache_settings(self):
         s = super().cache_settings()
@@ -181,20 +182,24 @@ class SoftEdgeAnnotator(Annotator):
             s.pop("model")
         return s
 
-    def _load(self):
-        if self._net is None and self.method == "hed":
+    def prepare(self, frames=None):
+        """Find the HED weights file (or fall back to Sobel, logged) without loading the network."""
+        if self.method == "hed" and self._path is None:
+            from .weights import find_file
+
             try:
-                self._net = load_hed(self.model, self.device or default_device())
+                self._path = find_file(str(self.model), HED_FILE, "HED softedge weights", _HED_REMEDY)
             except ModelNotFoundError as e:
                 if not self.fallback:
                     raise
                 log.warning("softedge: HED weights not found (%s); using the weight-free Sobel soft edges instead", e)
                 self.method = "sobel"
-        return self._net
 
-    def run(self, frames, chunk: int = 32):
-        self._load()  # resolves the method (and its cache key) before any frame is computed
-        return super().run(frames, chunk)
+    def _load(self):
+        self.prepare()
+        if self._net is None and self.method == "hed":
+            self._net = load_hed(str(self._path), self.device or default_device())
+        return self._net
 
     def process(self, batch):
         net = self._load()

@@ -48,8 +48,15 @@ def load_transformers(loader, model: str, what: str, setting: str, **kw):
     try:
         return loader(str(path) if path.exists() else model, local_files_only=offline() or path.exists(), **kw)
     except (OSError, ValueError) as e:  # transformers/huggingface_hub raise these for missing repos and files
-        raise not_found(what, model, f"Pass {setting}=<Hugging Face id or local folder with config.json, weights and "
-                        f"preprocessor_config.json>, or download it once with `huggingface-cli download {model}`.", e) from e
+        remedy = f"Pass {setting}=<Hugging Face id, or local folder with config.json, the weights and preprocessor_config.json>"
+        remedy += "." if looks_like_path(model) else f", or download it once with `huggingface-cli download {model}`."
+        raise not_found(what, model, remedy, e) from e
+
+
+def looks_like_path(model: str) -> bool:
+    """True for strings that can only be a local path (not a Hugging Face ``namespace/name`` id)."""
+    m = str(model)
+    return m.startswith(("/", ".", "~")) or "\\" in m or m.count("/") > 1 or Path(m).suffix in (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
 
 def find_file(model: str, filename: str, what: str, remedy: str) -> Path:
@@ -64,6 +71,8 @@ def find_file(model: str, filename: str, what: str, remedy: str) -> Path:
             if h.is_file():
                 return h
         raise not_found(what, model, remedy, places=[f"folder {path.resolve()} (no {filename} inside)"])
+    if looks_like_path(model):
+        raise not_found(what, model, remedy)
     try:
         from huggingface_hub import hf_hub_download
 

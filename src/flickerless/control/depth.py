@@ -1,0 +1,122 @@
+"""Depth control frames through transformers (Depth Anything, DPT/MiDaS, any ``AutoModelForDepthEstimation``).
+
+``model``: a Hugging Face id (default ``depth-anything/Depth-Anything-V2-Small-hf``; ControlNet 1.0
+used ``Intel/dpt-hybrid-midas``) or a local folder with ``config.json``, the weights and
+``preprocessor_config.json``. Offline, ids come from the local Hugging Face cache; a model that is
+not there raises ModelNotFoundError naming the id and how to supply it.
+
+The model's relative output (inverse depth: near is large) becomes near = white, far = black, as the
+depth ControlNets expect, resized to the frame's size (bilinear, so no overshoot).
+
+Normalisation over time (``normalize="video"``, the default): one min/max over the whole clip, not
+per frame. Per-frame min/max would rescale every frame by its own range, so a hand entering the
+frame (a new near point) would darken everything else: a flicker that the diffusion model would
+copy. The clip is gone through twice: the first pass stores the raw depth at the model's output
+size in a temporary file (not in memory) and gathers the range, the second resizes and scales.
+``normalize="frame"`` gives ControlNet's per-image behaviour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+from typing import ClassVar
+
+import numpy as np
+
+from .base import Annotator, as_source, check, check_choice, default_device, gray3
+
+log = logging.getLogger("flickerless")
+
+__all__ = ["DepthAnnotator", "DEFAULT_DEPTH_MODEL"]
+
+DEFAULT_DEPTH_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+
+
+@dataclasses.dataclass
+class DepthAnnotator(Annotator):
+    name: ClassVar[str] = "depth"
+    description: ClassVar[str] = "depth (Depth Anything / DPT via transformers), one min/max over the whole clip"
+
+    model: str = DEFAULT_DEPTH_MODEL
+    normalize: str = "video"
+    device: str | None = None
+    batch_size: int = 8
+    progress: bool = True
+
+    def __post_init__(self):
+        check_choice("normalize", self.normalize, ("video", "frame"))
+        check(self.batch_size >= 1, "batch_size", "must be at least 1")
+        self._model = None
+        self._processor = None
+
+    def _load(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+            from .weights import load_transformers
+
+            dev = torch.device(self.device or default_device())
+            dtype = torch.float16 if dev.type == "cuda" else torch.float32
+            self._processor = load_transformers(AutoImageProcessor.from_pretrained, self.model,
+                                                "depth model (image processor)", "model")
+            self._model = load_transformers(AutoModelForDepthEstimation.from_pretrained, self.model,
+                                            "depth model", "model", dtype=dtype).to(dev).eval()
+        return self._model, self._processor
+
+    def raw_depth(self, batch: np.ndarray) -> np.ndarray:
+        """``(B, H, W, 3)`` uint8 -> the model's relative inverse depth ``(B, h, w)`` float32 at its output size."""
+        import torch
+
+        model, proc = self._load()
+        p = next(model.parameters())
+        inputs = proc(images=list(batch), return_tensors="pt")
+        pix = inputs["pixel_values"].to(p.device, p.dtype)
+        with torch.inference_mode():
+            out = model(pixel_values=pix).predicted_depth
+        if out.ndim == 4:
+            out = out[:, 0]
+        return out.float().cpu().numpy()
+
+    def run(self, frames, chunk: int = 32):
+        src = as_source(frames)
+        h, w = src.size
+        bs = self.batch_size
+        fd, path = tempfile.mkstemp(prefix="flickerless-depth-", suffix=".f32")
+        os.close(fd)
+        try:
+            store, lo, hi = None, np.inf, -np.inf
+            for start, part in src.chunks(chunk):  # pass 1: raw depth to disk, global range
+                for i in range(0, len(part), bs):
+                    d = self.raw_depth(part[i : i + bs])
+                    if store is None:
+                        store = np.memmap(path, np.float32, "w+", shape=(len(src), *d.shape[1:]))
+                    store[start + i : start + i + len(d)] = d
+                    for r in self._resized(d, (h, w)):  # the range of what will be shown
+                        lo, hi = min(lo, float(r.min())), max(hi, float(r.max()))
+            store.flush()
+            log.info("depth: clip range %.4g..%.4g (%s normalisation)", lo, hi, self.normalize)
+            yield from self._finish(store, (h, w), lo, hi, chunk)
+            del store
+        finally:
+            os.unlink(path)
+
+    @staticmethod
+    def _resized(raw: np.ndarray, size):
+        import cv2
+
+        for d in raw:
+            yield cv2.resize(d, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+    def _finish(self, store: np.ndarray, size, lo: float, hi: float, chunk: int):
+        h, w = size
+        for s in range(0, len(store), chunk):
+            raw = np.asarray(store[s : s + chunk])
+            out = np.empty((len(raw), h, w), np.float32)
+            for i, d in enumerate(self._resized(raw, size)):
+                a, b = (lo, hi) if self.normalize == "video" else (float(d.min()), float(d.max()))
+                out[i] = (d - a) / (b - a) if b > a else np.zeros_like(d)
+            yield gray3(out)

@@ -1,0 +1,371 @@
+"""Annotators (flickerless.control): registry, cache, and each annotator on real frames and tiny random models."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from flickerless.control import annotate, available, get_annotator, iter_annotate, to_tensor
+from flickerless.errors import InputError, ModelNotFoundError
+
+NAMES = {"depth", "softedge", "pose", "tile", "shuffle", "canny", "lineart"}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("FLICKERLESS_CACHE", str(tmp_path / "fl-cache"))
+
+
+# ---------------------------------------------------------------- registry, inputs, errors
+
+
+def test_registry_lists_all_and_rejects_unknown_names_and_settings():
+    assert set(available()) == NAMES and all(available().values())
+    with pytest.raises(InputError, match="unknown annotator 'hed'.*depth"):
+        get_annotator("hed")
+    with pytest.raises(InputError, match="no setting 'threshold'.*valid: low, high"):
+        get_annotator("canny", threshold=3)
+    with pytest.raises(InputError, match="'low'"):
+        get_annotator("canny", low=300, high=200)
+    with pytest.raises(InputError, match="'method'.*'pidinet'"):
+        get_annotator("softedge", method="pidinet")
+    with pytest.raises(InputError, match="'sr'"):
+        get_annotator("tile", sr="esrgan")
+    with pytest.raises(InputError, match="'normalize'"):
+        get_annotator("depth", normalize="percentile")
+
+
+def test_inputs_arrays_lists_tensors_agree(carphone):
+    clip = carphone[:3]
+    a = annotate("canny", clip, cache=False)
+    assert a.shape == clip.shape and a.dtype == np.uint8
+    b = annotate("canny", list(clip), cache=False)
+    t = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
+    c = annotate("canny", t, cache=False)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    x = to_tensor(a)
+    assert x.shape == (3, 3, *clip.shape[1:3]) and x.dtype == torch.float32
+    assert float(x.min()) >= 0 and float(x.max()) <= 1 and torch.equal(x[:, 0] * 255, torch.from_numpy(a[..., 0]).float())
+    with pytest.raises(InputError, match=r"\(T, H, W, 3\)"):
+        annotate("canny", np.zeros((2, 8, 8), np.uint8)[..., None], cache=False)
+
+
+# ---------------------------------------------------------------- cache
+
+
+def _counting(monkeypatch, cls):
+    calls = []
+    orig = cls.process
+
+    def process(self, batch):
+        calls.append(len(batch))
+        return orig(self, batch)
+
+    monkeypatch.setattr(cls, "process", process)
+    return calls
+
+
+def test_cache_hit_skips_work_and_keys_on_video_and_settings(monkeypatch, carphone, tmp_path):
+    from flickerless.control.edges import CannyAnnotator
+
+    calls = _counting(monkeypatch, CannyAnnotator)
+    clip = np.concatenate([carphone] * 4)[:40]  # 40 frames: two stored chunks (32 + 8)
+    first = annotate("canny", clip)
+    assert sum(calls) == 40
+    stored = list((tmp_path / "fl-cache" / "annotations" / "canny").glob("*/*.npz"))  # FLICKERLESS_CACHE honoured
+    assert len(stored) == 2
+    again = annotate("canny", clip, batch_size=5)  # runtime settings do not change the key
+    assert sum(calls) == 40
+    np.testing.assert_array_equal(first, again)
+    assert [len(c) for c in iter_annotate("canny", clip)] == [32, 8] and sum(calls) == 40
+    annotate("canny", clip, low=50)  # other settings: computed
+    assert sum(calls) == 80
+    other = clip.copy()
+    other[3] = 255 - other[3]
+    annotate("canny", other)  # other content: computed
+    assert sum(calls) == 120
+    annotate("canny", clip, cache=False)
+    assert sum(calls) == 160
+    # an explicit video id replaces the content hash; a cache_dir argument replaces the default place
+    annotate("canny", clip, video_id="clip-a", cache_dir=tmp_path / "mine")
+    annotate("canny", clip, video_id="clip-a", cache_dir=tmp_path / "mine")
+    assert sum(calls) == 200 and list((tmp_path / "mine" / "canny").glob("*/meta.json"))
+
+
+def test_interrupted_annotation_leaves_no_entry(monkeypatch, carphone, tmp_path):
+    from flickerless.control.edges import CannyAnnotator
+
+    calls = _counting(monkeypatch, CannyAnnotator)
+    clip = np.concatenate([carphone] * 3)
+    gen = iter_annotate("canny", clip, cache_dir=tmp_path / "c")
+    next(gen)
+    gen.close()  # consumer stops after the first chunk
+    assert not list((tmp_path / "c").rglob("meta.json")) and not list((tmp_path / "c").rglob("*.npz"))
+    out = annotate("canny", clip, cache_dir=tmp_path / "c")
+    assert len(out) == len(clip) and sum(calls) == 32 + len(clip)
+
+
+def test_video_identity_changes_with_the_file(tmp_path):
+    import os
+
+    from flickerless.control import video_identity
+
+    f = tmp_path / "v.mp4"
+    f.write_bytes(b"x" * 10)
+    a = video_identity(f)
+    assert video_identity(f) == a and video_identity(f, frames=(0, 5)) != a
+    os.utime(f, ns=(1, 10**18))
+    assert video_identity(f) != a
+
+
+# ---------------------------------------------------------------- canny, lineart, shuffle
+
+
+def test_canny_and_lineart_respond_to_lines_not_to_flat_areas():
+    img = np.full((2, 64, 64, 3), 230, np.uint8)
+    img[1, :, 30:33] = 20  # a dark vertical line on a light ground
+    c = annotate("canny", img, cache=False)
+    assert set(np.unique(c)) <= {0, 255} and c[0].max() == 0 and c[1, :, 25:38].max() == 255
+    assert (c[..., 0] == c[..., 2]).all()
+    lines = annotate("lineart", img, cache=False)
+    assert lines[0].max() == 0
+    assert lines[1, 10:54, 31].min() > 200 and lines[1, :, :20].max() == 0  # white line on black
+
+
+def test_shuffle_is_seeded_keeps_colours_moves_layout(carphone):
+    img = carphone[0]
+    a = annotate("shuffle", img, seed=3, cache=False)
+    b = annotate("shuffle", img, seed=3, cache=False)
+    c = annotate("shuffle", img, seed=4, cache=False)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a.astype(int) - c).mean() > 10
+    assert np.abs(a[0].astype(int) - img).mean() > 20  # the layout is gone
+    assert np.abs(a[0].reshape(-1, 3).mean(0) - img.reshape(-1, 3).mean(0)).max() < 25  # the palette stays
+    two = annotate("shuffle", np.stack([img, img]), seed=3, size=(64, 80), cache=False)
+    assert two.shape == (2, 64, 80, 3)
+    np.testing.assert_array_equal(two[0], two[1])  # one flow for every frame
+
+
+# ---------------------------------------------------------------- softedge
+
+
+def test_sobel_softedge_fixed_scale_no_per_frame_normalisation():
+    img = np.full((2, 64, 64, 3), 200, np.uint8)
+    img[:, :, 32:] = 40
+    img[1, :, 32:] = 120  # the same edge at half the contrast
+    e = annotate("softedge", img, method="sobel", cache=False)[..., 0].astype(int)
+    assert e[0, :, :20].max() < 5 and e[0, :, 28:36].max() > 150
+    assert 40 < e[1, :, 28:36].max() < e[0, :, 28:36].max() - 30  # weaker edge, weaker response
+
+
+def _hed_keys():
+    keys = ["norm"]
+    for b, n in zip(range(1, 6), (2, 2, 3, 3, 3)):
+        for i in range(n):
+            keys += [f"block{b}.convs.{i}.weight", f"block{b}.convs.{i}.bias"]
+        keys += [f"block{b}.projection.weight", f"block{b}.projection.bias"]
+    return keys
+
+
+def test_hed_net_matches_public_layout_and_loads_from_file_or_folder(tmp_path, carphone, caplog):
+    from flickerless.control.edges import ControlNetHED, hed_edges
+
+    torch.manual_seed(0)
+    net = ControlNetHED()
+    sd = net.state_dict()
+    assert sorted(sd) == sorted(_hed_keys())
+    assert sd["block4.convs.0.weight"].shape == (512, 256, 3, 3) and sd["block5.projection.weight"].shape == (1, 512, 1, 1)
+    with torch.no_grad():
+        sd["norm"].copy_(torch.tensor([123.0, 117.0, 104.0]).view(1, 3, 1, 1))
+    folder = tmp_path / "Annotators"
+    folder.mkdir()
+    torch.save(sd, folder / "ControlNetHED.pth")
+    clip = np.ascontiguousarray(carphone[:2, :64, :80])
+    out = annotate("softedge", clip, model=str(folder), device="cpu", cache=False)
+    out2 = annotate("softedge", clip, model=str(folder / "ControlNetHED.pth"), device="cpu", cache=False)
+    np.testing.assert_array_equal(out, out2)
+    ref = hed_edges(net.eval(), clip)
+    assert out.shape == clip.shape and np.abs(out[..., 0].astype(float) - ref * 255).max() <= 1
+    torch.save({"block1.convs.0.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(ModelNotFoundError, match="not a ControlNetHED state dict"):
+        annotate("softedge", clip, model=str(tmp_path / "bad.pth"), cache=False)
+    with pytest.raises(ModelNotFoundError, match="lllyasviel/Annotators.*HF_HUB_OFFLINE=1.*method='sobel'"):
+        annotate("softedge", clip, cache=False)
+    with caplog.at_level(logging.WARNING, logger="flickerless"):
+        fb = annotate("softedge", clip, fallback=True, cache=False)
+    assert "Sobel" in caplog.text
+    np.testing.assert_array_equal(fb, annotate("softedge", clip, method="sobel", cache=False))
+
+
+# ---------------------------------------------------------------- depth
+
+
+def _tiny_depth_model(folder):
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    torch.manual_seed(0)
+    bb = Dinov2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                      image_size=28, patch_size=14, out_features=["stage1", "stage2"], reshape_hidden_states=False)
+    cfg = DepthAnythingConfig(backbone_config=bb, reassemble_hidden_size=16, neck_hidden_sizes=[8, 16],
+                              reassemble_factors=[2, 1], fusion_hidden_size=8, head_hidden_size=8)
+    DepthAnythingForDepthEstimation(cfg).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    return str(folder)
+
+
+def test_depth_with_tiny_depth_anything(tmp_path, carphone):
+    model = _tiny_depth_model(tmp_path / "depth")
+    clip = carphone[:4]
+    out = annotate("depth", clip, model=model, device="cpu", progress=False, cache_dir=tmp_path / "c")
+    assert out.shape == clip.shape and out.dtype == np.uint8
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
+    assert out.min() == 0 and out.max() >= 254  # one range for the whole clip
+    again = annotate("depth", clip, model=model, device="cpu", progress=False, cache=False)
+    np.testing.assert_array_equal(out, again)
+    with pytest.raises(ModelNotFoundError, match="depth-anything/Depth-Anything-V2-Small-hf.*HF_HUB_OFFLINE.*huggingface-cli download"):
+        annotate("depth", clip, cache=False)
+    with pytest.raises(ModelNotFoundError, match="missing"):
+        annotate("depth", clip, model=str(tmp_path / "no-such-folder"), cache=False)
+
+
+def test_depth_normalised_over_the_clip_not_per_frame():
+    from flickerless.control.depth import DepthAnnotator
+
+    class Known(DepthAnnotator):  # the model replaced by a known depth: frame t is a ramp times (t + 1)
+        def raw_depth(self, batch):
+            ramp = np.linspace(0, 1, 20, dtype=np.float32)[None, :].repeat(10, 0)
+            return np.stack([ramp * (f[0, 0, 0] + 1) for f in batch])
+
+    frames = np.zeros((4, 30, 40, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(4)
+    vid = np.concatenate(list(Known(batch_size=3).run(frames, chunk=3)))[..., 0]  # chunks and batches cross
+    assert vid.shape == (4, 30, 40)
+    np.testing.assert_allclose(vid.max(axis=(1, 2)), 255 * np.arange(1, 5) / 4, atol=2)
+    per = np.concatenate(list(Known(normalize="frame").run(frames)))[..., 0]
+    assert (per.max(axis=(1, 2)) == 255).all()
+
+
+# ---------------------------------------------------------------- tile
+
+
+def _tiny_swin2sr(folder):
+    from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
+
+    torch.manual_seed(0)
+    cfg = Swin2SRConfig(image_size=16, embed_dim=8, depths=[1], num_heads=[2], window_size=4, upscale=2, mlp_ratio=1.0)
+    Swin2SRForImageSuperResolution(cfg).save_pretrained(folder)
+    return str(folder)
+
+
+def test_tile_super_resolves_with_swin2sr_else_lanczos(tmp_path, carphone, caplog):
+    from flickerless.control.tile import swin2sr_upscale
+
+    model = _tiny_swin2sr(tmp_path / "sr")
+    clip = np.ascontiguousarray(carphone[:2, :30, :38])  # not a multiple of the window: padded and cropped
+    sr = annotate("tile", clip, model=model, scale=2, device="cpu", progress=False, cache=False)
+    assert sr.shape == (2, 60, 76, 3)
+    from transformers import Swin2SRForImageSuperResolution
+
+    net = Swin2SRForImageSuperResolution.from_pretrained(model).eval()
+    np.testing.assert_array_equal(sr, swin2sr_upscale(net, clip))
+    lz = annotate("tile", clip, sr="lanczos", scale=2, cache=False)
+    assert lz.shape == sr.shape and np.abs(lz.astype(int) - sr).mean() > 1  # the random net is not Lanczos
+    with caplog.at_level(logging.WARNING, logger="flickerless"):
+        auto = annotate("tile", clip, model=str(tmp_path / "none"), size=(60, 76), cache=False)
+    assert caplog.text.count("Lanczos") == 1
+    np.testing.assert_array_equal(auto, lz)
+    with pytest.raises(ModelNotFoundError, match="Swin2SR"):
+        annotate("tile", clip, sr="swin2sr", model=str(tmp_path / "none"), scale=2, cache=False)
+    same = annotate("tile", clip, model=model, cache=False)  # no larger: no model, the frame itself
+    np.testing.assert_array_equal(same, clip)
+
+
+# ---------------------------------------------------------------- pose
+
+
+@pytest.fixture(scope="module")
+def carphone_pose(carphone):
+    ann = get_annotator("pose", progress=False)
+    images = ann(carphone)
+    return images, ann.keypoints
+
+
+def test_pose_finds_the_person_in_carphone(carphone, carphone_pose):
+    from flickerless.control import OPENPOSE_KEYPOINTS
+
+    images, kp = carphone_pose
+    assert kp.shape == (len(carphone), 18, 3)
+    ix = {n: i for i, n in enumerate(OPENPOSE_KEYPOINTS)}
+    head = [ix[n] for n in ("nose", "neck", "right_shoulder", "left_shoulder", "right_eye", "left_eye")]
+    seen = (kp[:, head, 2] >= 0.5).all(axis=1)
+    assert seen.sum() >= 0.8 * len(carphone)
+    k = kp[seen]
+    nose, reye, leye = k[:, ix["nose"]], k[:, ix["right_eye"]], k[:, ix["left_eye"]]
+    rsh, lsh, neck = k[:, ix["right_shoulder"]], k[:, ix["left_shoulder"]], k[:, ix["neck"]]
+    assert ((nose[:, 0] > 0.35) & (nose[:, 0] < 0.7) & (nose[:, 1] > 0.25) & (nose[:, 1] < 0.6)).all()  # face mid-frame
+    assert (reye[:, 1] < nose[:, 1]).all() and (leye[:, 1] < nose[:, 1]).all()  # eyes above the nose
+    assert (reye[:, 0] < leye[:, 0]).all() and (rsh[:, 0] < nose[:, 0]).all() and (lsh[:, 0] > nose[:, 0]).all()  # facing us
+    assert (neck[:, 1] > nose[:, 1] + 0.15).all() and (rsh[:, 1] > nose[:, 1]).all()  # shoulders below the face
+    # drawn: black ground, the nose's circle in red
+    assert images.shape == carphone.shape and (images == 0).all(axis=-1).mean() > 0.8
+    t = int(np.flatnonzero(seen)[0])
+    x, y = int(kp[t, 0, 0] * 176), int(kp[t, 0, 1] * 144)
+    assert tuple(images[t, y, x]) == (255, 0, 0)
+
+
+def test_draw_pose_colours_and_limbs():
+    from flickerless.control import draw_pose
+
+    kp = np.zeros((18, 3), np.float32)
+    kp[1] = (0.5, 0.3, 1.0)  # neck
+    kp[2] = (0.3, 0.3, 1.0)  # right shoulder
+    kp[5] = (0.7, 0.3, 0.1)  # left shoulder, below the confidence threshold: not drawn
+    img = draw_pose(kp, (200, 400))
+    assert tuple(img[60, 200]) == (255, 85, 0)  # neck joint: its colour
+    assert tuple(img[60, 160]) == (153, 0, 0)  # the neck-right shoulder limb: colour 0 at 60 %
+    assert img[:, 250:].max() == 0  # nothing towards the unconfident left shoulder
+
+
+def _track(t):
+    return np.stack([0.5 + 0.2 * np.sin(2 * np.pi * t / 30), 0.2 + 0.01 * t], -1)
+
+
+def test_savgol_smoothing_reduces_jitter_keeps_motion_bridges_gaps():
+    from flickerless.control import smooth_keypoints
+
+    rng = np.random.default_rng(0)
+    T = 60
+    truth = _track(np.arange(T))
+    kp = np.zeros((T, 2, 3), np.float32)
+    kp[:, 0, :2] = truth + rng.normal(0, 0.01, (T, 2))
+    kp[:, 0, 2] = 0.9
+    kp[:, 1, :2] = truth
+    kp[:, 1, 2] = 0.9
+    kp[20:23, 0] = 0  # a 3-frame dropout: bridged
+    kp[40:50, 0] = 0  # a 10-frame dropout: too long, stays missing
+    kp[:4, 1] = 0  # missing at the start: not extrapolated
+    out = smooth_keypoints(kp, window=9, order=2, max_gap=5)
+    ok = np.r_[0:20, 23:40, 50:60]
+    noisy = np.sqrt(((kp[ok, 0, :2] - truth[ok]) ** 2).mean())
+    smooth = np.sqrt(((out[ok, 0, :2] - truth[ok]) ** 2).mean())
+    assert smooth < 0.75 * noisy  # over all present frames, the clip's and the gaps' edges included
+    mid = np.r_[5:15, 28:35]  # away from edges the window fits on both sides
+    assert np.sqrt(((out[mid, 0, :2] - truth[mid]) ** 2).mean()) < 0.6 * np.sqrt(((kp[mid, 0, :2] - truth[mid]) ** 2).mean())
+    assert (out[20:23, 0, 2] > 0.5).all() and np.abs(out[20:23, 0, :2] - truth[20:23]).max() < 0.035  # 3.5 sigma
+    assert (out[40:50, 0] == 0).all()  # not smoothed into zero, not invented
+    np.testing.assert_allclose(out[4:, 1, :2], truth[4:], atol=4e-3)  # a clean real motion is kept (2 % of its swing)
+    quad = np.zeros((T, 1, 3), np.float32)
+    t = np.arange(T) / T
+    quad[:, 0] = np.stack([0.1 + 0.8 * t * t, 0.9 - 0.7 * t, np.ones(T)], -1)  # a fast accelerating move
+    np.testing.assert_allclose(smooth_keypoints(quad, window=9, order=2), quad, atol=1e-5)  # order 2: exact
+    assert (out[:4, 1] == 0).all()
+    np.testing.assert_array_equal(smooth_keypoints(kp, window=1)[ok], kp[ok])  # window 1: bridging only
+    for bad, key in (({"window": 8}, "window"), ({"window": 5, "order": 5}, "order"), ({"max_gap": -1}, "max_gap")):
+        with pytest.raises(InputError, match=key):
+            smooth_keypoints(kp, **bad)
+    with pytest.raises(InputError, match="window"):
+        get_annotator("pose", window=4)
