@@ -46,6 +46,10 @@ def test_inputs_arrays_lists_tensors_agree(carphone):
     c = annotate("canny", t, cache=False)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
+    from flickerless.video import DiskFrames
+
+    with DiskFrames(iter(clip)) as disk:  # a disk-backed clip is read a chunk at a time
+        np.testing.assert_array_equal(a, annotate("canny", disk, cache=False))
     x = to_tensor(a)
     assert x.shape == (3, 3, *clip.shape[1:3]) and x.dtype == torch.float32
     assert float(x.min()) >= 0 and float(x.max()) <= 1 and torch.equal(x[:, 0] * 255, torch.from_numpy(a[..., 0]).float())
@@ -288,10 +292,29 @@ def test_tile_super_resolves_with_swin2sr_else_lanczos(tmp_path, carphone, caplo
 
 
 @pytest.fixture(scope="module")
-def carphone_pose(carphone):
+def pose_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("pose-cache")
+
+
+@pytest.fixture(scope="module")
+def carphone_pose(carphone, pose_cache):
     ann = get_annotator("pose", progress=False)
-    images = ann(carphone)
+    images = np.concatenate(list(iter_annotate(ann, carphone, cache_dir=pose_cache)))
     return images, ann.keypoints
+
+
+def test_pose_keypoints_come_back_from_the_cache(monkeypatch, carphone, carphone_pose, pose_cache):
+    from flickerless.control import keypoints, pose
+
+    def fail(*a, **k):
+        raise AssertionError("the pose model ran again")
+
+    monkeypatch.setattr(pose, "extract_keypoints", fail)
+    kp = keypoints(carphone, cache_dir=pose_cache, progress=False)
+    np.testing.assert_array_equal(kp, carphone_pose[1])
+    np.testing.assert_array_equal(annotate("pose", carphone, cache_dir=pose_cache), carphone_pose[0])
+    with pytest.raises(AssertionError, match="ran again"):  # other settings: not cached
+        keypoints(carphone, cache_dir=pose_cache, window=5)
 
 
 def test_pose_finds_the_person_in_carphone(carphone, carphone_pose):

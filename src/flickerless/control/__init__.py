@@ -26,7 +26,7 @@ from .cache import CHUNK, AnnotationCache, cache_key, default_cache_dir, frames_
 log = logging.getLogger("flickerless")
 
 __all__ = [
-    "annotate", "iter_annotate", "get_annotator", "available", "to_tensor", "Annotator", "FrameSource",
+    "annotate", "iter_annotate", "get_annotator", "keypoints", "available", "to_tensor", "Annotator", "FrameSource",
     "video_identity", "default_cache_dir", "extract_keypoints", "smooth_keypoints", "pose_keypoints",
     "draw_pose", "OPENPOSE_KEYPOINTS",
 ]
@@ -73,6 +73,8 @@ def iter_annotate(name: str, frames, *, cache: bool = True, cache_dir=None, vide
     bounded on long clips (the frames may be a disk-backed ``DiskFrames``)."""
     from tqdm.auto import tqdm
 
+    if isinstance(name, Annotator) and settings:
+        raise InputError(f"give settings to get_annotator, not with an annotator object ({', '.join(settings)})")
     ann = name if isinstance(name, Annotator) else get_annotator(name, **settings)
     src = as_source(frames)
     ann.prepare(src)
@@ -84,9 +86,7 @@ def iter_annotate(name: str, frames, *, cache: bool = True, cache_dir=None, vide
             yield part
         bar.close()
         return
-    store = AnnotationCache(cache_dir)
-    vid = video_id if video_id is not None else "sha:" + frames_hash(src)
-    key = cache_key(ann.name, ann.version, ann.cache_settings(), vid, src.shape)
+    store, key, vid = _entry(ann, src, cache_dir, video_id)
     if store.has(ann.name, key):
         log.info("annotator %s: using cached control frames from %s", ann.name, store.entry(ann.name, key))
         for part in store.read(ann.name, key):
@@ -106,7 +106,31 @@ def iter_annotate(name: str, frames, *, cache: bool = True, cache_dir=None, vide
         raise
     finally:
         bar.close()
-    writer.close()
+    writer.close(extras=ann.extras())
+
+
+def _entry(ann: Annotator, src: FrameSource, cache_dir, video_id):
+    store = AnnotationCache(cache_dir)
+    vid = video_id if video_id is not None else "sha:" + frames_hash(src)
+    return store, cache_key(ann.name, ann.version, ann.cache_settings(), vid, src.shape), vid
+
+
+def keypoints(frames, *, cache: bool = True, cache_dir=None, video_id: str | None = None, **settings) -> np.ndarray:
+    """The pose annotator's keypoints ``(T, 18, 3)`` float32 (x, y in [0, 1], confidence; smoothed as
+    its settings say), cached together with its skeleton images: after ``annotate("pose", ...)`` with
+    the same frames and settings this reads them back instead of running the pose model again."""
+    ann = get_annotator("pose", **settings)
+    src = as_source(frames)
+    if cache:
+        store, key, _ = _entry(ann, src, cache_dir, video_id)
+        kp = store.read_extra("pose", key, "keypoints")
+        if kp is not None:
+            return kp
+    for _ in iter_annotate(ann, src, cache=cache, cache_dir=cache_dir, video_id=video_id):
+        pass
+    if ann.keypoints is None:  # entry cached before keypoints were stored alongside
+        ann.keypoints = ann.compute_keypoints(src)
+    return ann.keypoints
 
 
 def annotate(name: str, frames, *, cache: bool = True, cache_dir=None, video_id: str | None = None,

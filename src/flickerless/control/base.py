@@ -152,6 +152,10 @@ class Annotator:
         taken; cheap: it must not load a model. Called by :func:`flickerless.control.iter_annotate`
         and by :meth:`run`."""
 
+    def extras(self) -> dict[str, np.ndarray]:
+        """By-products of the last :meth:`run` worth caching beside the frames (pose keypoints)."""
+        return {}
+
     def process(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 

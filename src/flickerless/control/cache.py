@@ -7,7 +7,7 @@ from a file's path, size and modification time), else a content hash of the fram
 every pixel, streamed chunk by chunk).
 
 Layout: ``<cache_dir>/<annotator>/<key>/`` holding ``00000.npz, 00001.npz, ...`` (compressed uint8
-chunks of at most ``CHUNK`` frames) and ``meta.json``, written last: an entry without ``meta.json``
+chunks of at most ``CHUNK`` frames) and ``meta.json``, written last (plus ``extras.npz`` for by-products such as pose keypoints): an entry without ``meta.json``
 is incomplete (an interrupted run) and is recomputed. Reading streams one chunk at a time.
 
 Where: the ``cache_dir`` argument; else ``$FLICKERLESS_CACHE/annotations``; else
@@ -80,6 +80,14 @@ class AnnotationCache:
             with np.load(d / f"{i:05d}.npz") as z:
                 yield z["frames"]
 
+    def read_extra(self, name: str, key: str, what: str):
+        """An array stored beside the frames (``extras.npz``, e.g. pose keypoints), or None."""
+        f = self.entry(name, key) / "extras.npz"
+        if not self.has(name, key) or not f.is_file():
+            return None
+        with np.load(f) as z:
+            return z[what] if what in z.files else None
+
     def writer(self, name: str, key: str, meta: dict) -> "_Writer":
         return _Writer(self.entry(name, key), meta)
 
@@ -104,7 +112,9 @@ class _Writer:
         self.n += 1
         self.frames += len(chunk)
 
-    def close(self) -> None:
+    def close(self, extras: dict | None = None) -> None:
+        if extras:
+            np.savez_compressed(self.tmp / "extras.npz", **extras)
         self.meta.update(chunks=self.n, frames=self.frames)
         (self.tmp / "meta.json").write_text(json.dumps(self.meta, indent=1, default=str))
         if self.final.exists():

@@ -219,9 +219,16 @@ class PoseAnnotator(Annotator):
         check(0.0 <= self.min_confidence <= 1.0, "min_confidence", "must be in [0, 1]")
         self.keypoints: np.ndarray | None = None
 
+    def compute_keypoints(self, frames) -> np.ndarray:
+        """Keypoints ``(T, 18, 3)`` with this annotator's settings (no drawing, no cache)."""
+        return pose_keypoints(frames, self.smooth, self.window, self.order, self.max_gap, self.min_confidence,
+                              self.model_complexity, progress=self.progress)
+
+    def extras(self):
+        return {} if self.keypoints is None else {"keypoints": self.keypoints}
+
     def run(self, frames, chunk: int = 32):
         src = as_source(frames)
-        self.keypoints = pose_keypoints(src, self.smooth, self.window, self.order, self.max_gap,
-                                        self.min_confidence, self.model_complexity)
+        self.keypoints = self.compute_keypoints(src)
         for s in range(0, len(src), chunk):
             yield np.stack([draw_pose(k, src.size, self.min_confidence) for k in self.keypoints[s : s + chunk]])
