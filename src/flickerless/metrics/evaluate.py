@@ -222,4 +222,5 @@ def evaluate(
                 res.info["pose_keypoints_compared"] = score.count
                 res.info["pose_estimator"] = getattr(pose_estimator, "__name__", "custom") if pose_estimator else "mediapipe_pose"
     res.values = {n: res.values[n] for n in names if n in res.values}
+    res.skipped = {n: res.skipped[n] for n in names if n in res.skipped}
     return res

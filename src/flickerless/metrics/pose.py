@@ -62,6 +62,9 @@ def pose_mse(kp_output, kp_source, threshold: float = 0.5) -> PoseScore:
 def mediapipe_pose(frames, model_complexity: int = 1, min_confidence: float = 0.5) -> np.ndarray:
     """MediaPipe Pose on a video: (T, H, W, 3) uint8 -> (T, 33, 3) float (x/W, y/H, visibility); frames
     where no person is found get visibility 0. Runs in tracking mode (one person, as a video)."""
+    import os
+
+    os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ info/warning lines on stderr
     try:
         from mediapipe.python.solutions import pose as mp_pose
     except ImportError as e:

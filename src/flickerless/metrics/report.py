@@ -42,7 +42,7 @@ def _fmt(v: float) -> str:
 def svg_plot(values, title: str, xlabel: str = "frame", width: int = 640, height: int = 200) -> str:
     """A line plot of ``values`` (NaN leaves a gap) as an inline ``<svg>`` element with axes and labels."""
     v = np.asarray(values, np.float64)
-    ml, mr, mt, mb = 64, 16, 28, 36
+    ml, mr, mt, mb = 76, 16, 28, 36
     pw, ph = width - ml - mr, height - mt - mb
     fin = v[np.isfinite(v)]
     lo, hi = (float(fin.min()), float(fin.max())) if len(fin) else (0.0, 1.0)
@@ -98,7 +98,7 @@ def render_report(result: EvalResult, video, source=None, samples: int = 4, titl
     rows = []
     for n, (desc, better, _) in METRICS.items():
         if n in result.values:
-            rows.append(f"<tr><td>{n}</td><td class=num>{_fmt(result.values[n])}</td><td>{better} is better</td>"
+            rows.append(f"<tr><td>{n}</td><td class=num>{_fmt(result.values[n])}</td><td class=better>{better} is better</td>"
                         f"<td>{esc(desc)}</td></tr>")
         elif n in result.skipped:
             rows.append(f"<tr class=skipped><td>{n}</td><td class=num>skipped</td><td></td>"
@@ -126,7 +126,7 @@ def render_report(result: EvalResult, video, source=None, samples: int = 4, titl
 <style>
 body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} table{{border-collapse:collapse}}
 td,th{{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}} td.num{{text-align:right;font-variant-numeric:tabular-nums}}
-tr.skipped td{{color:#888}} .pair{{display:flex;gap:8px;margin-bottom:8px}} figure{{margin:0}}
+td.better{{white-space:nowrap;color:#555}} tr.skipped td{{color:#888}} .pair{{display:flex;gap:8px;margin-bottom:8px}} figure{{margin:0}}
 figcaption{{font-size:12px;color:#555}} svg.plot{{display:block;margin:8px 0}}
 </style></head>
 <body>

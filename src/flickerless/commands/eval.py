@@ -1,0 +1,81 @@
+"""``flickerless eval``: the paper's metrics of a video, printed, as JSON and as an HTML report."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("flickerless")
+
+
+def register(subparsers) -> None:
+    from ..cli import _positive
+    from ..metrics.clip import DEFAULT_CLIP
+
+    p = subparsers.add_parser(
+        "eval",
+        help="measure a video: Pixel-MSE, warping error, CLIP score, aesthetic score, FID, Pose-MSE",
+        description="Compute DiffSynth's evaluation metrics of a video against its source video and prompt. "
+        "Metrics whose weights are missing are skipped with one line saying how to supply them.",
+    )
+    p.add_argument("--video", required=True, help="the video to evaluate (file or folder of images)")
+    p.add_argument("--source", help="the source (input) video, frame for frame with --video: needed by "
+                   "pixel_mse, warp_error, fid, pose_mse")
+    p.add_argument("--prompt", help="the text prompt (needed by clip)")
+    p.add_argument("--metrics", help="comma-separated subset of pixel_mse,warp_error,clip,clip_consistency,"
+                   "aesthetic,fid,pose_mse (default: all that the inputs allow)")
+    p.add_argument("--json", help="write the numbers (and per-frame values) to this JSON file")
+    p.add_argument("--report", help="write a self-contained HTML report to this file")
+    p.add_argument("--clip-model", default=DEFAULT_CLIP,
+                   help=f"CLIP repo id or local folder (default {DEFAULT_CLIP}) for clip, clip_consistency, aesthetic, fid")
+    p.add_argument("--aesthetic-weights", help="LAION aesthetic predictor weights (sac+logos+ava1-l14-linearMSE.pth)")
+    p.add_argument("--flow", choices=("dis", "raft"), default="dis",
+                   help="optical flow on the source: dis (OpenCV, default) or raft (needs torchvision)")
+    p.add_argument("--raft-weights", help="raft_large state-dict file (default: torchvision's cached weights)")
+    p.add_argument("--fid-features", choices=("clip", "inception"), default="clip",
+                   help="FID features: clip (CLIP-FID with --clip-model, default) or inception (needs pytorch-fid)")
+    p.add_argument("--max-frames", type=_positive, help="use only the first N frames of each video")
+    p.add_argument("--samples", type=_positive, default=4, help="sample frames shown in the report (default 4)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... for the CLIP/RAFT models (default: a GPU if present)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the numbers")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ..errors import InputError, OutputError
+    from ..metrics import METRICS, evaluate, write_report
+    from ..video import read
+
+    for flag in ("json", "report"):
+        v = getattr(args, flag)
+        if v and not Path(v).resolve().parent.is_dir():
+            raise OutputError(f"--{flag} {v}: folder {Path(v).resolve().parent} does not exist")
+    for flag in ("video", "source"):
+        v = getattr(args, flag)
+        if v and not Path(v).exists():
+            raise InputError(f"--{flag} {v}: no such file or folder")
+    video, _ = read(args.video, args.max_frames)
+    source = read(args.source, args.max_frames)[0] if args.source else None
+    res = evaluate(video, source, prompt=args.prompt, metrics=args.metrics, clip_model=args.clip_model,
+                   aesthetic_weights=args.aesthetic_weights, flow=args.flow, raft_weights=args.raft_weights,
+                   fid_features=args.fid_features, device=args.device, log_skips=False)
+    width = max(len(n) for n in METRICS)
+    for n, v in res.values.items():
+        print(f"{n:<{width}}  {v:.6g}  ({METRICS[n][1]} is better)")
+    for n, why in res.skipped.items():
+        print(f"{n:<{width}}  skipped: {why}")
+    data = res.to_dict()
+    data["info"].update(video=str(args.video), source=args.source, prompt=args.prompt)
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise OutputError(f"--json {args.json}: cannot write ({e})") from e
+        log.info("wrote %s", args.json)
+    if args.report:
+        write_report(args.report, res, video, source, samples=args.samples,
+                     names={"video": args.video, "source": args.source})
+        log.info("wrote %s", args.report)
+    return 0

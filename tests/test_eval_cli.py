@@ -1,0 +1,108 @@
+"""``flickerless eval`` end to end on real footage: numbers, JSON, skips, errors, and the HTML report
+rendered by headless Chromium."""
+
+import json
+import math
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from flickerless.cli import main
+from flickerless.metrics import METRICS, AestheticPredictor
+from flickerless.synthetic import add_flicker, stylize
+from flickerless.video import write
+from tests.tiny_clip import save_clip
+
+
+@pytest.fixture(scope="module")
+def clips(carphone, tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    src = carphone[:8]
+    write(d / "src.mp4", src, 15)
+    write(d / "out.mp4", add_flicker(np.stack([stylize(f) for f in src]), seed=0, strength=0.5), 15)
+    clip = save_clip(d / "clip")
+    torch.manual_seed(0)
+    torch.save(AestheticPredictor(16).state_dict(), d / "aesthetic.pth")
+    return d
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def test_eval_all_metrics_json_and_report(clips, capsys):
+    d = clips
+    rc = main(["eval", "--video", str(d / "out.mp4"), "--source", str(d / "src.mp4"), "--prompt", "a painting",
+               "--clip-model", str(d / "clip"), "--aesthetic-weights", str(d / "aesthetic.pth"),
+               "--json", str(d / "r.json"), "--report", str(d / "r.html"), "-q"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    data = json.loads((d / "r.json").read_text())
+    assert list(data["metrics"]) == list(METRICS) and not data["skipped"]
+    for name, value in data["metrics"].items():
+        assert math.isfinite(value), name
+        assert re.search(rf"^{name}\s+\S+\s+\((lower|higher) is better\)$", printed, re.M), name
+    m = data["metrics"]
+    assert m["pixel_mse"] > 10 and 0 < m["warp_error"] < 1 and 0 <= m["clip"] <= 100
+    assert -1 <= m["clip_consistency"] <= 1 and m["fid"] > 0 and 0 <= m["pose_mse"] < 0.05
+    assert len(data["per_frame"]["pixel_mse"]) == 7 and len(data["per_frame"]["aesthetic"]) == 8
+    assert data["info"]["frames"] == 8 and "backward" in data["info"]["flow_direction"]
+    html = (d / "r.html").read_text()
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
+
+
+def test_report_renders_in_chromium(clips, tmp_path):
+    report = clips / "r.html"
+    if not report.exists():
+        main(["eval", "--video", str(clips / "out.mp4"), "--source", str(clips / "src.mp4"), "--metrics",
+              "pixel_mse,warp_error", "--report", str(report), "-q"])
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium): cannot render the HTML report")
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           "--dump-dom", report.resolve().as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    assert "<svg" in dom and len(re.findall(r"<polyline [^>]*points=\"[^\"]+\"", dom)) >= 2  # temporal plots
+    assert 'aria-label="pixel_mse per frame pair (t, t+1)"' in dom
+    imgs = re.findall(r'<img alt="(source|output) frame \d+" src="data:image/png;base64,', dom)
+    assert imgs.count("source") == imgs.count("output") == 4
+    # set by the page's own script after load: every image decoded to a non-empty bitmap
+    assert re.search(r'<body[^>]*data-images-decoded="8"', dom), dom[:500]
+
+
+def test_eval_skips_metrics_without_weights(clips, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = main(["eval", "--video", str(clips / "out.mp4"), "--source", str(clips / "src.mp4"), "--prompt", "a cat",
+               "--metrics", "pixel_mse,clip,aesthetic", "--clip-model", str(tmp_path / "nothing"),
+               "--json", str(tmp_path / "r.json"), "-q"])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("pixel_mse ") and len(lines) == 3
+    assert re.match(r"clip\s+skipped: CLIP model .*nothing.* not found.*--clip-model PATH", lines[1])
+    assert re.match(r"aesthetic\s+skipped: .*sac\+logos\+ava1-l14-linearMSE.pth.*--aesthetic-weights PATH", lines[2])
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert list(data["metrics"]) == ["pixel_mse"] and set(data["skipped"]) == {"clip", "aesthetic"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--video", "missing.mp4"], "--video missing.mp4: no such file"),
+    (["--metrics", "clip"], "metric clip needs a prompt"),
+    (["--metrics", "pixel_mse,psnr"], "unknown metric(s) psnr"),
+    (["--json", "/nonexistent-dir/r.json"], "--json /nonexistent-dir/r.json: folder"),
+])
+def test_eval_errors_are_one_line(clips, capsys, args, message):
+    base = {"--video": str(clips / "out.mp4"), "--source": str(clips / "src.mp4")}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    rc = main(["eval"] + [x for kv in base.items() for x in kv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
