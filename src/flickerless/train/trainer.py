@@ -43,7 +43,7 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 # settings a checkpoint cannot be resumed under if they changed (the trainable weights differ)
-_STRUCTURAL = ("model", "mode", "lora_rank", "lora_alpha", "lora_targets")
+_STRUCTURAL = ("mode", "lora_rank", "lora_alpha", "lora_targets")
 
 
 @dataclass
@@ -397,7 +397,7 @@ class Trainer:
         if changed:
             raise InputError(f"checkpoint {path} was trained with different {', '.join(changed)} "
                              f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}): resume with the same settings")
-        other = [k for k in ("prompt", "resolution", "batch", "lr", "loss_weights", "max_frames", "every", "seed")
+        other = [k for k in ("model", "prompt", "resolution", "batch", "lr", "loss_weights", "max_frames", "every", "seed")
                  if saved.get(k) != now.get(k)]
         if other:
             log.warning("resuming with changed %s: the run will differ from an uninterrupted one", ", ".join(other))
@@ -405,6 +405,10 @@ class Trainer:
         missing = [n for n, _ in self.params if n not in weights]
         if missing:
             raise InputError(f"checkpoint {path} lacks {len(missing)} trainable tensors (e.g. {missing[0]})")
+        wrong = [n for n, p in self.params if tuple(weights[n].shape) != tuple(p.shape)]
+        if wrong:
+            raise InputError(f"checkpoint {path} does not fit this model ({wrong[0]}: {tuple(weights[wrong[0]].shape)} "
+                             f"in the checkpoint): resume with the --model it was trained from ({saved.get('model')})")
         with torch.no_grad():
             for n, p in self.params:
                 p.copy_(weights[n])
