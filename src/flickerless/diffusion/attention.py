@@ -48,10 +48,18 @@ class CrossFrameAttention:
 
     def set_frames(self, frame_ids: Sequence[int], num_frames: int, groups: int = 1) -> None:
         """The batch holds ``groups`` copies (CFG branches) of video frames ``frame_ids``, in order."""
-        pos = {f: k for k, f in enumerate(frame_ids)}
-        per_group = [[pos.get(f, k) for f in pattern_frames(fid, num_frames, self.pattern)] for k, fid in enumerate(frame_ids)]
-        n = len(frame_ids)
-        rows = [[g * n + p for p in row] for g in range(groups) for row in per_group]
+        self.set_positions([(0, f, num_frames) for f in frame_ids], groups)
+
+    def set_positions(self, positions: Sequence[tuple[int, int, int]], groups: int = 1) -> None:
+        """The batch holds ``groups`` copies of ``positions``: ``(clip, frame in the clip, clip length)``.
+
+        Each clip is a short video of its own (temporal co-denoising): a position reads the pattern
+        frames of its own clip, indexed within the clip ("first" is the clip's first frame), so one
+        batch may hold several clips, and the same video frame twice under two clips."""
+        pos = {(c, f): k for k, (c, f, _) in enumerate(positions)}
+        per_group = [[pos.get((c, f), k) for f in pattern_frames(i, n, self.pattern)] for k, (c, i, n) in enumerate(positions)]
+        m = len(positions)
+        rows = [[g * m + p for p in row] for g in range(groups) for row in per_group]
         self.index = torch.tensor(rows, dtype=torch.int64)
 
     def clear(self) -> None:

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from ..errors import InputError
 from .attention import PATTERN, CrossFrameAttention, enable_cross_frame_attention
 from .codec import VAECodec
+from .codenoise import CoDenoiser, Merge, PromptRanges, clip_prompts, frame_prompts, plan_clips
+from .fusion import average_fusion
 from .models import Components, load_components
 from .sampler import ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
 
@@ -105,12 +107,33 @@ class VideoPipeline:
         sharpen: float = 0.0,
         progress: bool = False,
         on_frame=None,
+        prompt_ranges: PromptRanges | None = None,
+        clip_length: int | None = None,
+        clip_stride: int | None = None,
+        merge: Merge = "pyramid",
+        latents: torch.Tensor | None = None,
+        start_step: int = 0,
+        end_step: int | None = None,
+        output_type: str = "frames",
     ) -> torch.Tensor:
         """video: ``(T, 3, H, W)`` in [0, 1] or None (then ``num_frames``, ``height``, ``width``).
         controls: one ``(T, 3, H, W)`` tensor in [0, 1] per ControlNet. ``final_window``: window of a
         last deflicker pass on the decoded frames (0: none, None: whole video). ``on_frame(i, frame)``
         receives each finished frame ``(3, H, W)`` in order, as soon as it is final (as it is decoded
-        when there is no final pass), e.g. to write it to disk."""
+        when there is no final pass), e.g. to write it to disk.
+
+        Long videos: ``prompt_ranges`` ``[(start, end, text), ...]`` (frames, end exclusive, ``None``:
+        to the end) set the prompt of time ranges (other frames keep ``prompt``). ``clip_length`` K
+        turns on temporal co-denoising (:mod:`.codenoise`): overlapping clips of K frames every
+        ``clip_stride`` S frames (default K // 2; the last clip ends at the last frame), each clip
+        denoised as a short video with one prompt (the prompt of most of its frames) and cross-frame
+        attention within the clip, merged every step with ``merge`` weights ("pyramid", "flat" or K
+        numbers); the deflicker schedule then runs on the merged video.
+
+        Partial runs (average fusion): ``end_step`` k stops after k of this run's denoising steps
+        (those left after ``strength``) and ``output_type="latents"`` returns the latents
+        ``(T, 4, h, w)`` on the CPU instead of frames; ``latents`` with ``start_step`` k continues
+        from step-k latents (e.g. :func:`.fusion.average_fusion`'s) through the remaining steps."""
         if video is not None:
             num_frames, _, height, width = video.shape
         if not num_frames or not height or not width:
@@ -126,22 +149,54 @@ class VideoPipeline:
         scales = list(control_scales or [1.0] * len(controls))
         ranges = list(control_ranges or [(0.0, 1.0)] * len(controls))
         units = [ControlNetUnit(m, c, s, a, b) for m, c, s, (a, b) in zip(self.c.controlnets, controls, scales, ranges)]
-        cond = self.encode_prompt(prompt, num_frames)
+        if output_type not in ("frames", "latents"):
+            raise InputError(f"output_type must be 'frames' or 'latents', got {output_type!r}")
+        co = clip_length is not None
+        prompts = frame_prompts(num_frames, prompt, prompt_ranges) if (co or prompt_ranges) else prompt
+        clip_embeds = None
+        if co:
+            plan = plan_clips(num_frames, clip_length, clip_stride)
+            per_clip = clip_prompts(prompts, plan)
+            unique = list(dict.fromkeys(per_clip))
+            embs = self.encode_prompt(unique, len(unique))
+            clip_embeds = [embs[unique.index(p)].unsqueeze(0) for p in per_clip]
+            cond = clip_embeds[0]
+            log.info("co-denoising %d frames as %d clips of %d (stride %d, %s merge)", num_frames, len(plan),
+                     plan.length, plan.stride, merge if isinstance(merge, str) else "custom")
+        else:
+            cond = self.encode_prompt(prompts, num_frames)
         uncond = self.encode_prompt(negative_prompt, num_frames) if guidance_scale != 1.0 else None
         den = Denoiser(self.c.unet, cond, uncond, guidance_scale, units, self.batch_size, self.cross_frame)
+        if co:
+            den = CoDenoiser(den, plan, merge, clip_embeds)
         sched = self.c.scheduler
         sched.set_timesteps(steps)
         timesteps = sched.timesteps
         f = self.size_multiple
-        noise = fixed_noise(num_frames, (4, height // f, width // f), seed)
-        if video is None or strength >= 1.0:
-            latents = noise * sched.init_noise_sigma
+        if video is not None and strength < 1.0:
+            timesteps = timesteps[min(steps - 1, int(round(steps * (1 - strength)))):]
+        total = len(timesteps)
+        end = total if end_step is None else end_step
+        if not 0 <= start_step <= end <= total:
+            raise InputError(f"need 0 <= start_step ({start_step}) <= end_step ({end_step}) <= {total} (the steps of this run)")
+        shape = (num_frames, 4, height // f, width // f)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise InputError(f"latents are {tuple(latents.shape)}, expected {shape}")
+            latents = latents.float()
+        elif start_step:
+            raise InputError(f"start_step {start_step} needs the latents at that step (latents=...)")
         else:
-            start = min(steps - 1, int(round(steps * (1 - strength))))
-            timesteps = timesteps[start:]
-            x0 = self.codec.encode(video.float(), out_device="cpu")
-            latents = sched.add_noise(x0, noise, timesteps[:1])  # the same noise on every frame
-        latents = sample(den, sched, self.codec, latents, timesteps, schedule, deflicker, video, progress)
+            noise = fixed_noise(num_frames, shape[1:], seed)
+            if video is None or strength >= 1.0:
+                latents = noise * sched.init_noise_sigma
+            else:
+                x0 = self.codec.encode(video.float(), out_device="cpu")
+                latents = sched.add_noise(x0, noise, timesteps[:1])  # the same noise on every frame
+        latents = sample(den, sched, self.codec, latents, timesteps[start_step:end], schedule, deflicker, video,
+                         progress, step_offset=start_step, total_steps=total)
+        if output_type == "latents":
+            return latents.cpu()
         final_pass = final_window != 0 and deflicker is not None
         finish = lambda x: _sharpen(_contrast(x, contrast), sharpen)  # noqa: E731
         out = []
@@ -160,3 +215,22 @@ class VideoPipeline:
                 if on_frame is not None:
                     on_frame(i, fr)
         return frames
+
+    @torch.no_grad()
+    def average_fusion(self, masks: torch.Tensor, seeds: Sequence[int], fusion_step: int, chosen: int = 0,
+                       w1: float = 1.0, w2: float = 1.0, **kw) -> torch.Tensor:
+        """Average fusion (long-video framework eqs 10-12): denoise one candidate per seed to step
+        ``fusion_step`` k, fuse them by eq 11 (:func:`.fusion.average_fusion`: the background areas
+        averaged, ``seeds[chosen]``'s foreground kept, weights ``w1``, ``w2``) and denoise the fused
+        latents through the remaining steps. masks: foreground ``(T, H, W)`` or ``(n, T, H, W)`` in
+        [0, 1] at image size (e.g. from :func:`flickerless.segment.segment`). ``kw``: as for
+        :meth:`__call__` (video, prompt, steps, co-denoising, ...). Returns frames ``(T, 3, H, W)``."""
+        seeds = list(seeds)
+        if not seeds:
+            raise InputError("average fusion needs at least one seed")
+        for key in ("seed", "latents", "start_step", "end_step", "output_type"):
+            if key in kw:
+                raise InputError(f"average_fusion sets {key!r} itself; do not pass it")
+        candidates = torch.stack([self(seed=s, end_step=fusion_step, output_type="latents", **kw) for s in seeds])
+        fused = average_fusion(candidates, masks, chosen, w1, w2)
+        return self(seed=seeds[chosen], latents=fused, start_step=fusion_step, **kw)

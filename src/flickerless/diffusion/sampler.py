@@ -32,7 +32,7 @@ from .attention import CrossFrameAttention, pattern_frames
 
 log = logging.getLogger("flickerless")
 
-__all__ = ["DeflickerSchedule", "ControlNetUnit", "Denoiser", "sample", "default_deflicker", "fixed_noise"]
+__all__ = ["DeflickerSchedule", "ControlNetUnit", "Clip", "Denoiser", "sample", "default_deflicker", "fixed_noise"]
 
 DeflickerFn = Callable[[torch.Tensor, "torch.Tensor | None", "int | None"], torch.Tensor]
 
@@ -87,11 +87,35 @@ def fixed_noise(num_frames: int, shape: Sequence[int], seed: int, device="cpu", 
 
 
 @dataclass
+class Clip:
+    """Frames ``[start, end)`` of the video denoised as one short video (temporal co-denoising).
+
+    prompt_embeds / negative_embeds: ``(1 or T, L, D)`` (a ``T``-row tensor is indexed by video
+    frame), ``None``: the denoiser's own. weights: ``(end - start,)`` the share of this clip's
+    prediction in each of its frames (normalised across clips by the caller so that they sum to one
+    per frame); ``None``: the clip's prediction is written as is (clips must then not overlap)."""
+
+    start: int
+    end: int
+    prompt_embeds: torch.Tensor | None = None
+    negative_embeds: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
 class Denoiser:
     """UNet + ControlNets + classifier-free guidance, run over a video in batches of frames.
 
     prompt_embeds / negative_embeds: ``(1 or T, L, D)``. With cross-frame attention a batch also
     carries the frames its frames attend to (first, neighbours), whose outputs are dropped.
+
+    Called with ``clips`` (:class:`Clip`), it predicts each clip as a short video of its own (its
+    prompt; cross-frame attention within the clip) and returns the weighted sum of the clips'
+    predictions per frame. Frames of all clips are packed into the same batches of ``batch_size``,
+    so memory does not depend on the clip layout; only the ``(T, ...)`` output accumulator is kept.
     """
 
     unet: torch.nn.Module
@@ -115,29 +139,47 @@ class Denoiser:
             return e.expand(len(ids), *e.shape[1:])
         return e[ids]
 
+    def _batch_embeds(self, clips: list[Clip], keys: list[tuple[int, int]], negative: bool) -> torch.Tensor:
+        """Embeddings for batch positions ``keys`` = (clip, frame in clip), sorted by clip."""
+        parts = []
+        for c in sorted({c for c, _ in keys}):
+            frames = [clips[c].start + k for cc, k in keys if cc == c]
+            own = clips[c].negative_embeds if negative else clips[c].prompt_embeds
+            e = own if own is not None else (self.negative_embeds if negative else self.prompt_embeds)
+            parts.append(self._embeds(e, frames))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
     @torch.no_grad()
-    def __call__(self, latents: torch.Tensor, t, scheduler, fraction: float) -> torch.Tensor:
-        """Model prediction for every frame (the model's own parameterisation), on ``latents.device``."""
+    def __call__(self, latents: torch.Tensor, t, scheduler, fraction: float,
+                 clips: Sequence[Clip] | None = None) -> torch.Tensor:
+        """Model prediction for every frame (the model's own parameterisation), on ``latents.device``.
+        ``clips``: see the class doc; ``None`` is one clip spanning the video."""
         n = latents.shape[0]
-        out = torch.empty_like(latents, dtype=torch.float32)
+        clips = [Clip(0, n)] if clips is None else list(clips)
+        for c in clips:
+            if not 0 <= c.start < c.end <= n:
+                raise InputError(f"clip [{c.start}, {c.end}) is outside the video's {n} frames")
+        out = torch.zeros_like(latents, dtype=torch.float32)
         cfg = self.negative_embeds is not None and self.guidance_scale != 1.0
-        for a in range(0, n, self.batch_size):
-            own = list(range(a, min(n, a + self.batch_size)))
-            ids = own
+        positions = [(c, k) for c, clip in enumerate(clips) for k in range(len(clip))]
+        for a in range(0, len(positions), self.batch_size):
+            own = positions[a : a + self.batch_size]
+            keys = own
             if self.cross_frame is not None:
-                need = {f for i in own for f in pattern_frames(i, n, self.cross_frame.pattern)}
-                ids = sorted(need | set(own))
+                need = {(c, f) for c, k in own for f in pattern_frames(k, len(clips[c]), self.cross_frame.pattern)}
+                keys = sorted(need | set(own))
+            ids = [clips[c].start + k for c, k in keys]  # video frames of the batch positions
             x = latents[ids].to(self.device, self.dtype)
             x = scheduler.scale_model_input(x, t)
-            emb = self._embeds(self.prompt_embeds, ids)
+            emb = self._batch_embeds(clips, keys, negative=False)
             groups = 1
             if cfg:
                 x = torch.cat([x, x])
-                emb = torch.cat([self._embeds(self.negative_embeds, ids), emb])
+                emb = torch.cat([self._batch_embeds(clips, keys, negative=True), emb])
                 groups = 2
             emb = emb.to(self.device, self.dtype)
             if self.cross_frame is not None:
-                self.cross_frame.set_frames(ids, n, groups)
+                self.cross_frame.set_positions([(c, k, len(clips[c])) for c, k in keys], groups)
             down, mid = None, None
             for unit in self.controlnets:
                 if not unit.start <= fraction <= unit.end or unit.scale == 0:
@@ -154,8 +196,16 @@ class Denoiser:
             if cfg:
                 un, co = pred.chunk(2)
                 pred = un + self.guidance_scale * (co - un)
-            keep = [ids.index(i) for i in own]
-            out[own] = pred[keep].to(out.device)
+            row = {key: r for r, key in enumerate(keys)}
+            for c in sorted({c for c, _ in own}):  # own positions of a clip are consecutive frames
+                ks = [k for cc, k in own if cc == c]
+                clip, f0, f1 = clips[c], clips[c].start + ks[0], clips[c].start + ks[-1] + 1
+                p = pred[[row[(c, k)] for k in ks]].to(out.device)
+                if clip.weights is None:
+                    out[f0:f1] = p
+                else:
+                    w = clip.weights[ks[0] : ks[-1] + 1].to(out.device, out.dtype)
+                    out[f0:f1] += w.view(-1, *[1] * (p.ndim - 1)) * p
         if self.cross_frame is not None:
             self.cross_frame.clear()
         return out
@@ -209,21 +259,31 @@ def sample(
     guide: torch.Tensor | None = None,
     progress: bool = False,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    step_offset: int = 0,
+    total_steps: int | None = None,
 ) -> torch.Tensor:
     """Denoise ``latents`` ``(T, 4, h, w)`` over ``timesteps``, deflickering at the scheduled steps.
 
-    denoiser(latents, t, scheduler, fraction) -> model prediction; codec: ``encode``/``decode``
-    between ``(T, 3, H, W)`` frames in [0, 1] and latents (:class:`~.codec.VAECodec`).
+    denoiser(latents, t, scheduler, fraction) -> model prediction (a :class:`Denoiser`, or a
+    :class:`~.codenoise.CoDenoiser` whose merged prediction of overlapping clips is then what gets
+    deflickered); codec: ``encode``/``decode`` between ``(T, 3, H, W)`` frames in [0, 1] and
+    latents (:class:`~.codec.VAECodec`).
+
+    To run a part of a longer schedule (stop at step k, or continue from a fused latent at step k),
+    pass that part's ``timesteps`` with ``step_offset`` = the number of steps before it and
+    ``total_steps`` = the whole schedule's length: deflicker steps, ControlNet ranges and
+    ``on_step`` numbers then count in the whole schedule.
     """
     schedule = schedule or DeflickerSchedule(frequency=None)
     steps = list(timesteps)
+    total = total_steps if total_steps is not None else step_offset + len(steps)
     it = steps
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(steps, desc="sampling", unit="step", dynamic_ncols=True)
-    for s, t in enumerate(it):
-        pred = denoiser(latents, t, scheduler, s / max(1, len(steps) - 1))
+    for s, t in enumerate(it, start=step_offset):
+        pred = denoiser(latents, t, scheduler, s / max(1, total - 1))
         if deflicker is not None and schedule.at(s + 1):
             x0, _ = split_prediction(pred, latents, t, scheduler)  # eq 2
             frames = codec.decode(x0)  # eq 3
