@@ -4,8 +4,11 @@ local cache when ``HF_HUB_OFFLINE=1`` or the network is unreachable). Missing we
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ..errors import ModelNotFoundError
 
@@ -14,6 +17,29 @@ __all__ = ["offline", "hf_cache", "not_found", "load_transformers", "find_file"]
 
 def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable() -> bool:
+    """One quick TCP connect to the hub (3 s), so that an offline machine does not sit through
+    huggingface_hub's retries before the local cache is used."""
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def local_only() -> bool:
+    """Use only the local Hugging Face cache: HF_HUB_OFFLINE=1, or the hub cannot be reached."""
+    return offline() or not _hub_reachable()
+
+
+def _hub_note() -> str:
+    if offline():
+        return " (HF_HUB_OFFLINE=1: hub not asked)"
+    return " (hub unreachable: not asked)" if not _hub_reachable() else " and the hub"
 
 
 def hf_cache() -> str:
@@ -36,7 +62,7 @@ def not_found(what: str, model: str, remedy: str, err: Exception | None = None, 
     if places is None:
         places = [f"local path {local.resolve()} ({'exists but holds no usable weights' if local.exists() else 'missing'})"]
         if not local.exists():
-            places.append(f"Hugging Face cache {hf_cache()}" + (" (HF_HUB_OFFLINE=1: hub not asked)" if offline() else " and the hub"))
+            places.append(f"Hugging Face cache {hf_cache()}" + _hub_note())
     return ModelNotFoundError(f"{what} {model!r} not found; looked in: {'; '.join(places)}. {remedy}"
                               + (_first_line(err) if err is not None else ""))
 
@@ -46,7 +72,7 @@ def load_transformers(loader, model: str, what: str, setting: str, **kw):
     ModelNotFoundError; ``setting`` is the annotator setting that takes another model."""
     path = Path(model)
     try:
-        return loader(str(path) if path.exists() else model, local_files_only=offline() or path.exists(), **kw)
+        return loader(str(path) if path.exists() else model, local_files_only=path.exists() or local_only(), **kw)
     except (OSError, ValueError) as e:  # transformers/huggingface_hub raise these for missing repos and files
         remedy = f"Pass {setting}=<Hugging Face id, or local folder with config.json, the weights and preprocessor_config.json>"
         remedy += "." if looks_like_path(model) else f", or download it once with `huggingface-cli download {model}`."
@@ -76,9 +102,9 @@ def find_file(model: str, filename: str, what: str, remedy: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(model, filename, local_files_only=offline()))
+        return Path(hf_hub_download(model, filename, local_files_only=local_only()))
     except Exception as e:  # huggingface_hub: validation, offline, not-found and connection errors
         raise not_found(what, model, remedy, e, places=[
             f"local path {path.resolve()} (missing)",
-            f"{filename} of the Hugging Face repo {model!r} in {hf_cache()}" + (" (HF_HUB_OFFLINE=1: hub not asked)" if offline() else " and the hub"),
+            f"{filename} of the Hugging Face repo {model!r} in {hf_cache()}" + _hub_note(),
         ]) from e
