@@ -24,7 +24,7 @@ def clips(carphone, tmp_path_factory):
     src = carphone[:8]
     write(d / "src.mp4", src, 15)
     write(d / "out.mp4", add_flicker(np.stack([stylize(f) for f in src]), seed=0, strength=0.5), 15)
-    clip = save_clip(d / "clip")
+    save_clip(d / "clip")
     torch.manual_seed(0)
     torch.save(AestheticPredictor(16).state_dict(), d / "aesthetic.pth")
     return d

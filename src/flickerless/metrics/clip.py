@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import InputError, ModelNotFoundError
@@ -46,6 +45,16 @@ AESTHETIC_HELP = (
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _cached(repo_id: str) -> bool:
+    """True when ``repo_id`` is in the local Hugging Face cache: then it loads without asking the hub."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - not a valid repo id, no huggingface_hub: fall back to the normal path
+        return False
 
 
 @dataclass
@@ -79,14 +88,14 @@ def load_clip(model: str = DEFAULT_CLIP, device=None, dtype=None) -> ClipModel:
     dt = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     path = Path(model)
     src = str(path) if path.exists() else model
-    local_only = path.exists() or _offline()
+    local_only = path.exists() or _offline() or _cached(model)
     try:
         m = CLIPModel.from_pretrained(src, local_files_only=local_only, torch_dtype=dt)
         tok = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
     except (OSError, ValueError) as e:
         where = (f"local folder {path.resolve()} (exists but holds no CLIP model with its tokenizer)" if path.exists()
                  else f"local path {path.resolve()} (missing) and the Hugging Face cache"
-                 + (" (HF_HUB_OFFLINE=1: hub not asked)" if _offline() else " and hub"))
+                 + (" (HF_HUB_OFFLINE=1: hub not asked)" if _offline() else " and hub (HF_HUB_OFFLINE=1 skips asking it)"))
         raise ModelNotFoundError(
             f"CLIP model {model!r} not found; looked in: {where}. Pass --clip-model PATH (a folder saved by "
             f"transformers' save_pretrained, with tokenizer) or download it once with `huggingface-cli download "
