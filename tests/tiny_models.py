@@ -75,3 +75,28 @@ def save_pipeline(folder):
     )
     pipe.save_pretrained(folder)
     return folder
+
+
+def save_sam(folder, seed=4, image_size=64):
+    """A tiny random SAM (``SamModel`` + ``SamProcessor`` at ``image_size``) saved to ``folder``."""
+    from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
+
+    torch.manual_seed(seed)
+    cfg = SamConfig(
+        vision_config=dict(hidden_size=16, output_channels=8, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=image_size, patch_size=8, window_size=4, global_attn_indexes=[1], mlp_dim=32,
+                           num_pos_feats=4),
+        prompt_encoder_config=dict(hidden_size=8, image_size=image_size, patch_size=8, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=8, mlp_dim=16, num_hidden_layers=1, num_attention_heads=2,
+                                 iou_head_hidden_dim=8),
+    )
+    model = SamModel(cfg).eval()
+    for p in model.parameters():  # SAM's own init is ~0 for the vision tower: masks would ignore image and prompt
+        if p.ndim >= 2:
+            torch.nn.init.normal_(p, std=0.3)
+    model.save_pretrained(folder)
+    processor = SamImageProcessor(size={"longest_edge": image_size}, pad_size={"height": image_size, "width": image_size},
+                                  mask_size={"longest_edge": image_size // 4},
+                                  mask_pad_size={"height": image_size // 4, "width": image_size // 4})
+    SamProcessor(processor).save_pretrained(folder)
+    return folder

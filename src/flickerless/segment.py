@@ -1,0 +1,300 @@
+"""Foreground masks per frame with Segment Anything (SAM, through transformers).
+
+The long-video framework (eq 9) splits each generated frame into foreground (the person) and
+background with SAM; the masks then drive average fusion (eq 11) and the foreground/background
+fine-tuning losses (eqs 15-16). SAM is prompted per frame by a point, a box, or the person's pose
+keypoints (the visible keypoints as foreground points plus the box around them).
+
+All coordinates are normalised: ``x / width``, ``y / height`` in [0, 1]. Masks are ``(T, H, W)``
+float in {0, 1} at frame size, computed in batches of frames and cached on disk per (video,
+prompt, model, settings), so a second run over the same video and prompt does not load SAM at all.
+
+The model is a Hugging Face repo id (default ``facebook/sam-vit-base``; from the local cache when
+``HF_HUB_OFFLINE=1`` or the hub is unreachable) or a local folder holding a ``SamModel`` and its
+``SamProcessor`` (``save_pretrained``); a model that cannot be found raises
+:class:`~flickerless.errors.ModelNotFoundError` naming the id, the places looked in and how to
+supply it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError, ModelNotFoundError
+
+log = logging.getLogger("flickerless")
+
+__all__ = ["DEFAULT_SAM", "SamPrompt", "Segmenter", "load_sam", "segment", "default_cache_dir"]
+
+DEFAULT_SAM = "facebook/sam-vit-base"
+_CACHE_VERSION = "sam-masks-1"
+PAD_LABEL = -10  # SAM: a padding point, ignored by the prompt encoder
+
+
+def default_cache_dir() -> Path:
+    """``$FLICKERLESS_CACHE/masks``, else ``~/.cache/flickerless/masks``."""
+    root = os.environ.get("FLICKERLESS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "flickerless")
+    return Path(root) / "masks"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _hf_cache() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+    except Exception:  # pragma: no cover
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _not_found(model: str, err: Exception) -> ModelNotFoundError:
+    local = Path(model)
+    places = [f"local path {local.resolve()} ({'exists but holds no usable SAM model' if local.exists() else 'missing'})"]
+    if not local.exists():
+        places.append(f"Hugging Face cache {_hf_cache()}" + (" (HF_HUB_OFFLINE=1: hub not asked)" if _offline() else " and the hub"))
+    return ModelNotFoundError(
+        f"SAM model {model!r} not found; looked in: {'; '.join(places)}. Supply a local folder holding a SamModel "
+        f"and its SamProcessor (save_pretrained), or download it once with `huggingface-cli download {model}` "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    )
+
+
+# --- prompts -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SamPrompt:
+    """Per-frame SAM prompts in normalised coordinates: ``points (T, P, 2)`` with ``labels (T, P)``
+    (1 foreground, 0 background, ``PAD_LABEL`` padding) and/or ``boxes (T, 4)`` (x0, y0, x1, y1);
+    ``valid (T,)`` False where a frame has no prompt (its mask is empty)."""
+
+    points: np.ndarray | None
+    labels: np.ndarray | None
+    boxes: np.ndarray | None
+    valid: np.ndarray
+
+    @classmethod
+    def build(cls, num_frames: int, point=None, box=None, keypoints=None, visibility: float = 0.5,
+              pose_box: bool = True, pose_margin: float = 0.1) -> "SamPrompt":
+        """point: ``(2,)`` for every frame, ``(T, 2)`` one per frame or ``(T, P, 2)`` several per frame;
+        box: ``(4,)`` or ``(T, 4)``; keypoints: ``(T, K, 3)`` x, y, visibility (a pose annotator's
+        output): the keypoints with visibility > ``visibility`` become foreground points, and with
+        ``pose_box`` their bounding box grown by ``pose_margin`` of its size on each side."""
+        if sum(p is not None for p in (point, box, keypoints)) == 0:
+            raise InputError("give SAM a prompt: point=(x, y), box=(x0, y0, x1, y1) or keypoints (T, K, 3), normalised to [0, 1]")
+        if keypoints is not None and (point is not None or box is not None):
+            raise InputError("give SAM either keypoints or a point/box, not both")
+        t = num_frames
+        valid = np.ones(t, dtype=bool)
+        points = labels = boxes = None
+        if keypoints is not None:
+            kp = np.asarray(keypoints, dtype=np.float64)
+            if kp.ndim != 3 or kp.shape[0] != t or kp.shape[2] != 3:
+                raise InputError(f"keypoints must be (T={t}, K, 3) with x, y normalised and a visibility, got {kp.shape}")
+            vis = kp[..., 2] > visibility
+            _check_unit("keypoints", np.where(vis[..., None], kp[..., :2], 0.5))
+            valid = vis.any(1)
+            n = max(1, int(vis.sum(1).max()))
+            points = np.zeros((t, n, 2))
+            labels = np.full((t, n), PAD_LABEL, dtype=np.int64)
+            boxes = np.zeros((t, 4)) if pose_box else None
+            for i in range(t):
+                xy = kp[i, vis[i], :2]
+                points[i, : len(xy)] = xy
+                labels[i, : len(xy)] = 1
+                if pose_box and len(xy):
+                    lo, hi = xy.min(0), xy.max(0)
+                    grow = pose_margin * (hi - lo).max()
+                    boxes[i] = np.clip(np.concatenate([lo - grow, hi + grow]), 0, 1)
+            return cls(points, labels, boxes, valid)
+        if point is not None:
+            p = np.asarray(point, dtype=np.float64)
+            if p.shape == (2,):
+                p = np.broadcast_to(p, (t, 1, 2))
+            elif p.shape == (t, 2):
+                p = p[:, None]
+            elif not (p.ndim == 3 and p.shape[0] == t and p.shape[2] == 2):
+                raise InputError(f"point must be (2,), (T={t}, 2) or (T, P, 2) normalised (x, y), got shape {p.shape}")
+            _check_unit("point", p)
+            points = np.ascontiguousarray(p)
+            labels = np.ones(p.shape[:2], dtype=np.int64)
+        if box is not None:
+            b = np.asarray(box, dtype=np.float64)
+            if b.shape == (4,):
+                b = np.broadcast_to(b, (t, 4))
+            elif b.shape != (t, 4):
+                raise InputError(f"box must be (4,) or (T={t}, 4) normalised (x0, y0, x1, y1), got shape {b.shape}")
+            _check_unit("box", b)
+            if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+                raise InputError("box must be (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1")
+            boxes = np.ascontiguousarray(b)
+        return cls(points, labels, boxes, valid)
+
+    def digest(self) -> bytes:
+        h = hashlib.sha256()
+        for a in (self.points, self.labels, self.boxes, self.valid):
+            h.update(b"none" if a is None else np.ascontiguousarray(a).tobytes() + str(a.shape).encode())
+        return h.digest()
+
+
+def _check_unit(name: str, a: np.ndarray) -> None:
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+        raise InputError(f"{name} coordinates must be normalised to [0, 1] (x / width, y / height); got values in "
+                         f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]")
+
+
+# --- model ---------------------------------------------------------------------------------------
+
+
+def load_sam(model: str = DEFAULT_SAM, device=None, dtype=None):
+    """``(SamModel, SamProcessor)`` from a repo id or a local folder, on ``device`` in ``dtype``
+    (default fp32: SAM's masks are thresholded logits and cheap next to the diffusion model)."""
+    from transformers import SamModel, SamProcessor
+
+    path = Path(model)
+    src = str(path) if path.exists() else model
+    local_only = _offline() or path.exists()
+    try:
+        sam = SamModel.from_pretrained(src, local_files_only=local_only)
+    except (OSError, ValueError) as e:  # transformers raises these for missing folders, repos and files
+        raise _not_found(model, e) from e
+    try:
+        processor = SamProcessor.from_pretrained(src, local_files_only=local_only)
+    except (OSError, ValueError) as e:
+        raise _not_found(model, e) from e
+    dev = torch.device(device or "cpu")
+    return sam.to(dev, dtype or torch.float32).eval(), processor
+
+
+def _model_key(model: str) -> bytes:
+    """What identifies the weights: a local folder's files (name, size, mtime), else the repo id."""
+    path = Path(model)
+    h = hashlib.sha256()
+    if path.is_dir():
+        h.update(str(path.resolve()).encode())
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    else:
+        h.update(model.encode())
+    return h.digest()
+
+
+def _size(d, key: str) -> int:
+    return int(d[key] if isinstance(d, dict) else getattr(d, key))
+
+
+class Segmenter:
+    """A loaded SAM: ``Segmenter(model_id_or_folder)(frames, point=..., box=..., keypoints=...)``."""
+
+    def __init__(self, model: str = DEFAULT_SAM, device=None, dtype=None, batch_size: int = 8):
+        self.model_id = model
+        self.sam, self.processor = load_sam(model, device, dtype)
+        self.batch_size = max(1, int(batch_size))
+
+    @property
+    def device(self):
+        return next(self.sam.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, frames, prompt: SamPrompt | None = None, progress: bool = False, **prompt_kw) -> torch.Tensor:
+        """frames: ``(T, 3, H, W)`` float in [0, 1] (or uint8 ``(T, H, W, 3)``); the prompt as a
+        :class:`SamPrompt` or its ``build`` arguments. Returns masks ``(T, H, W)`` float in {0, 1}."""
+        images = _as_uint8(frames)
+        t, h, w = images.shape[:3]
+        prompt = prompt or SamPrompt.build(t, **prompt_kw)
+        masks = torch.zeros(t, h, w)
+        todo = np.flatnonzero(prompt.valid)
+        if len(todo) < t:
+            log.info("SAM: %d of %d frames have no prompt (no visible keypoints); their masks are empty", t - len(todo), t)
+        ip = self.processor.image_processor
+        pad = (_size(ip.pad_size, "height"), _size(ip.pad_size, "width"))
+        batches = range(0, len(todo), self.batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="segmenting", unit="batch", dynamic_ncols=True)
+        dt = next(self.sam.parameters()).dtype
+        for a in batches:
+            ids = todo[a : a + self.batch_size]
+            enc = self.processor(images=[images[i] for i in ids], return_tensors="pt")
+            rh, rw = (int(v) for v in enc["reshaped_input_sizes"][0])  # all frames share one size
+            scale = torch.tensor([rw, rh], dtype=torch.float32)
+            kw = {}
+            if prompt.points is not None:
+                kw["input_points"] = (torch.from_numpy(prompt.points[ids]).float() * scale)[:, None].to(self.device, dt)
+                kw["input_labels"] = torch.from_numpy(prompt.labels[ids])[:, None].to(self.device)
+            if prompt.boxes is not None:
+                kw["input_boxes"] = (torch.from_numpy(prompt.boxes[ids]).float() * scale.repeat(2))[:, None].to(self.device, dt)
+            out = self.sam(pixel_values=enc["pixel_values"].to(self.device, dt), multimask_output=True, **kw)
+            best = out.iou_scores[:, 0].argmax(-1)  # (B,) the mask SAM rates highest
+            low = out.pred_masks[:, 0][torch.arange(len(ids)), best].float()  # (B, h', w') logits
+            up = F.interpolate(low[:, None], size=pad, mode="bilinear", align_corners=False)[..., :rh, :rw]
+            full = F.interpolate(up, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+            masks[torch.from_numpy(ids)] = (full > 0).float().cpu()
+        return masks
+
+
+def _as_uint8(frames) -> np.ndarray:
+    """``(T, H, W, 3)`` uint8 from ``(T, 3, H, W)`` float in [0, 1] or uint8 ``(T, H, W, 3)``."""
+    if isinstance(frames, torch.Tensor):
+        if frames.dtype == torch.uint8 and frames.ndim == 4 and frames.shape[-1] == 3:
+            return frames.cpu().numpy()
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise InputError(f"frames must be (T, 3, H, W) float in [0, 1], got shape {tuple(frames.shape)}")
+        return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    a = np.asarray(frames)
+    if a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] != 3:
+        raise InputError(f"frames must be a (T, 3, H, W) float tensor in [0, 1] or uint8 (T, H, W, 3), got {a.dtype} {a.shape}")
+    return a
+
+
+def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_SAM, device=None,
+            batch_size: int = 8, cache: bool = True, cache_dir: str | os.PathLike | None = None,
+            segmenter: Segmenter | None = None, progress: bool = False, **prompt_kw) -> torch.Tensor:
+    """Foreground masks ``(T, H, W)`` float in {0, 1} of ``frames`` ``(T, 3, H, W)`` in [0, 1],
+    SAM prompted by ``point``, ``box`` or pose ``keypoints`` ``(T, K, 3)`` (normalised; see
+    :meth:`SamPrompt.build`). Cached in ``cache_dir`` (default :func:`default_cache_dir`) under a
+    key of the video's pixels, the prompt, the model (id, or a local folder's files) and the
+    settings; on a cache hit SAM is not loaded. ``segmenter``: an already loaded model to reuse."""
+    images = _as_uint8(frames)
+    prompt = SamPrompt.build(images.shape[0], point=point, box=box, keypoints=keypoints, **prompt_kw)
+    model_id = segmenter.model_id if segmenter is not None else model
+    path = None
+    if cache:
+        h = hashlib.sha256(_CACHE_VERSION.encode())
+        h.update(str(images.shape).encode())
+        h.update(images.tobytes())
+        h.update(prompt.digest())
+        h.update(_model_key(model_id))
+        path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        path = path / f"{h.hexdigest()[:32]}.npz"
+        if path.is_file():
+            try:
+                with np.load(path) as z:
+                    bits, shape = z["bits"], tuple(z["shape"])
+                log.info("SAM masks from cache %s", path)
+                return torch.from_numpy(np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(np.float32))
+            except (OSError, KeyError, ValueError) as e:
+                log.warning("unreadable mask cache %s (%s); recomputing", path, e)
+    seg = segmenter or Segmenter(model, device, batch_size=batch_size)
+    masks = seg(images, prompt, progress=progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, bits=np.packbits(masks.numpy().astype(bool)), shape=np.array(masks.shape))
+        os.replace(tmp, path)
+    return masks
