@@ -198,3 +198,22 @@ def test_other_schedulers_identity_deflicker_reproduces_plain_sampling():
         plain = _run(_denoiser(unet), make(), ExactCodec(), None, every, steps=5)
         looped = _run(_denoiser(unet), make(), ExactCodec(), lambda f, g, w: f, every, steps=5)
         torch.testing.assert_close(looped, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_cond_only_controlnet_acts_on_the_conditional_branch_only():
+    unet, cn = tiny.unet(), tiny.controlnet(1)
+    for p in list(cn.controlnet_down_blocks.parameters()) + list(cn.controlnet_mid_block.parameters()):
+        torch.nn.init.normal_(p, std=0.02)
+    imgs = torch.rand(T, 3, 2 * H, 2 * W)
+    sched = tiny.scheduler()
+    sched.set_timesteps(3)
+    x = torch.randn(T, 4, H, W, generator=torch.Generator().manual_seed(4))
+    t = sched.timesteps[0]
+    g = 7.5
+    cfg = _denoiser(unet, controlnets=[ControlNetUnit(cn, imgs, 1.0, cond_only=True)], guidance=g)
+    # the two branches computed separately, without guidance: uncond without the ControlNet
+    un = Denoiser(unet, cfg.negative_embeds, None, 1.0, [], 8, None)(x, t, sched, 0.0)
+    co = Denoiser(unet, cfg.prompt_embeds, None, 1.0, [ControlNetUnit(cn, imgs, 1.0)], 8, None)(x, t, sched, 0.0)
+    torch.testing.assert_close(cfg(x, t, sched, 0.0), un + g * (co - un), rtol=1e-4, atol=1e-5)
+    both = _denoiser(unet, controlnets=[ControlNetUnit(cn, imgs, 1.0)], guidance=g)(x, t, sched, 0.0)
+    assert (both - (un + g * (co - un))).abs().max() > 1e-4  # without cond_only the uncond branch moves too

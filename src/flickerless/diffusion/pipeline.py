@@ -115,6 +115,8 @@ class VideoPipeline:
         start_step: int = 0,
         end_step: int | None = None,
         output_type: str = "frames",
+        control_cond_only: Sequence[bool] | None = None,
+        on_step=None,
     ) -> torch.Tensor:
         """video: ``(T, 3, H, W)`` in [0, 1] or None (then ``num_frames``, ``height``, ``width``).
         controls: one ``(T, 3, H, W)`` tensor in [0, 1] per ControlNet. ``final_window``: window of a
@@ -133,7 +135,12 @@ class VideoPipeline:
         Partial runs (average fusion): ``end_step`` k stops after k of this run's denoising steps
         (those left after ``strength``) and ``output_type="latents"`` returns the latents
         ``(T, 4, h, w)`` on the CPU instead of frames; ``latents`` with ``start_step`` k continues
-        from step-k latents (e.g. :func:`.fusion.average_fusion`'s) through the remaining steps."""
+        from step-k latents (e.g. :func:`.fusion.average_fusion`'s) through the remaining steps.
+
+        ``control_cond_only``: per ControlNet, whether its residuals reach the conditional branch of
+        classifier-free guidance only (the shuffle ControlNet). ``on_step(step, latents)`` sees the
+        latents after every step (numbered in the whole run), e.g. to save them: a run continued
+        with ``latents`` and ``start_step`` from there gives the same frames (DDIM)."""
         if video is not None:
             num_frames, _, height, width = video.shape
         if not num_frames or not height or not width:
@@ -148,7 +155,9 @@ class VideoPipeline:
             raise InputError(f"strength must be in (0, 1], got {strength}")
         scales = list(control_scales or [1.0] * len(controls))
         ranges = list(control_ranges or [(0.0, 1.0)] * len(controls))
-        units = [ControlNetUnit(m, c, s, a, b) for m, c, s, (a, b) in zip(self.c.controlnets, controls, scales, ranges)]
+        cond_only = list(control_cond_only or [False] * len(controls))
+        units = [ControlNetUnit(m, c, s, a, b, o)
+                 for m, c, s, (a, b), o in zip(self.c.controlnets, controls, scales, ranges, cond_only)]
         if output_type not in ("frames", "latents"):
             raise InputError(f"output_type must be 'frames' or 'latents', got {output_type!r}")
         co = clip_length is not None
@@ -194,7 +203,7 @@ class VideoPipeline:
                 x0 = self.codec.encode(video.float(), out_device="cpu")
                 latents = sched.add_noise(x0, noise, timesteps[:1])  # the same noise on every frame
         latents = sample(den, sched, self.codec, latents, timesteps[start_step:end], schedule, deflicker, video,
-                         progress, step_offset=start_step, total_steps=total)
+                         progress, on_step=on_step, step_offset=start_step, total_steps=total)
         if output_type == "latents":
             return latents.cpu()
         final_pass = final_window != 0 and deflicker is not None

@@ -69,14 +69,17 @@ def default_deflicker(frames: torch.Tensor, guide: torch.Tensor | None, window: 
 
 @dataclass
 class ControlNetUnit:
-    """One ControlNet: the model, its control frames ``(T, 3, H, W)`` in [0, 1], its scale, and the
-    fraction of the denoising steps ``[start, end]`` during which it acts."""
+    """One ControlNet: the model, its control frames ``(T, 3, H, W)`` in [0, 1], its scale, the
+    fraction of the denoising steps ``[start, end]`` during which it acts, and whether it acts on the
+    conditional branch of classifier-free guidance only (``cond_only``: the shuffle ControlNet's
+    style must not reach the unconditional prediction, or guidance would cancel it)."""
 
     model: torch.nn.Module
     images: torch.Tensor
     scale: float = 1.0
     start: float = 0.0
     end: float = 1.0
+    cond_only: bool = False
 
 
 def fixed_noise(num_frames: int, shape: Sequence[int], seed: int, device="cpu", dtype=torch.float32) -> torch.Tensor:
@@ -185,10 +188,17 @@ class Denoiser:
                 if not unit.start <= fraction <= unit.end or unit.scale == 0:
                     continue
                 img = unit.images[ids].to(self.device, self.dtype)
-                if groups == 2:
-                    img = torch.cat([img, img])
-                d, m = unit.model(x, t, encoder_hidden_states=emb, controlnet_cond=img,
-                                  conditioning_scale=unit.scale, return_dict=False)
+                if groups == 2 and unit.cond_only:  # zero residuals on the unconditional half
+                    half = len(ids)
+                    d, m = unit.model(x[half:], t, encoder_hidden_states=emb[half:], controlnet_cond=img,
+                                      conditioning_scale=unit.scale, return_dict=False)
+                    d = [torch.cat([torch.zeros_like(r), r]) for r in d]
+                    m = torch.cat([torch.zeros_like(m), m])
+                else:
+                    if groups == 2:
+                        img = torch.cat([img, img])
+                    d, m = unit.model(x, t, encoder_hidden_states=emb, controlnet_cond=img,
+                                      conditioning_scale=unit.scale, return_dict=False)
                 down = d if down is None else [p + q for p, q in zip(down, d)]
                 mid = m if mid is None else mid + m
             pred = self.unet(x, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
