@@ -88,7 +88,10 @@ class DepthAnnotator(Annotator):
         fd, path = tempfile.mkstemp(prefix="flickerless-depth-", suffix=".f32")
         os.close(fd)
         try:
+            from tqdm.auto import tqdm
+
             store, lo, hi = None, np.inf, -np.inf
+            bar = tqdm(total=len(src), desc="depth (pass 1 of 2)", unit="frame", disable=not self.progress, leave=False)
             for start, part in src.chunks(chunk):  # pass 1: raw depth to disk, global range
                 for i in range(0, len(part), bs):
                     d = self.raw_depth(part[i : i + bs])
@@ -97,6 +100,8 @@ class DepthAnnotator(Annotator):
                     store[start + i : start + i + len(d)] = d
                     for r in self._resized(d, (h, w)):  # the range of what will be shown
                         lo, hi = min(lo, float(r.min())), max(hi, float(r.max()))
+                bar.update(len(part))
+            bar.close()
             store.flush()
             log.info("depth: clip range %.4g..%.4g (%s normalisation)", lo, hi, self.normalize)
             yield from self._finish(store, (h, w), lo, hi, chunk)
