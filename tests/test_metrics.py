@@ -1,6 +1,9 @@
 """flickerless.metrics: temporal metrics on exact warps of a real frame, CLIP/aesthetic on a tiny random
 CLIP, FID against closed forms, Pose-MSE by hand and with MediaPipe on a real clip."""
 
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -99,15 +102,19 @@ def test_temporal_input_errors(panning):
         get_flow("farneback")
 
 
-def test_raft_backend_names_what_is_missing():
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        with pytest.raises(ModelNotFoundError, match="torchvision.*--flow dis"):
-            get_flow("raft")
-    else:
-        with pytest.raises(ModelNotFoundError, match="no such file"):
-            get_flow("raft", raft_weights="/nonexistent/raft.pth")
+class _BrokenModule(types.ModuleType):
+    """Stands for a torchvision built for another torch: importing from it raises RuntimeError."""
+
+    def __getattr__(self, name):
+        raise RuntimeError("operator torchvision::nms does not exist")
+
+
+@pytest.mark.parametrize("module, says", [(None, "is not installed"),
+                                          (_BrokenModule("torchvision.models.optical_flow"), "does not load")])
+def test_raft_backend_names_what_is_missing(monkeypatch, module, says):
+    monkeypatch.setitem(sys.modules, "torchvision.models.optical_flow", module)
+    with pytest.raises(ModelNotFoundError, match=f"RAFT flow backend needs torchvision, which {says}.*--flow dis"):
+        get_flow("raft")
 
 
 # ---- CLIP, aesthetic, FID on a tiny random CLIP ----
