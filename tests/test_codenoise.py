@@ -7,7 +7,7 @@ from flickerless.diffusion.codenoise import (CoDenoiser, clip_prompts, clip_weig
                                              plan_clips)
 from flickerless.diffusion.fusion import average_fusion, latent_masks
 from flickerless.diffusion.models import Components
-from flickerless.diffusion.sampler import DeflickerSchedule, Denoiser, fixed_noise, sample
+from flickerless.diffusion.sampler import DeflickerSchedule, Denoiser, sample
 from flickerless.errors import InputError
 
 from . import tiny_models as tiny
