@@ -178,51 +178,63 @@ class _Inputs:
     frames: np.ndarray  # uint8 (T, H, W, 3) at the generation size
     fps: float
     video_id: str
+    native: np.ndarray | None = None  # the clip at its own size (restore: super-resolved from these)
 
 
-def _read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int) -> _Inputs:
+def _read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int,
+               keep_native: bool = False) -> _Inputs:
     from ..video import iter_frames, probe
 
     info = probe(video)
     start, end = frames
     h0, w0 = info.height, info.width
     size = target_size(h0, w0, settings, multiple)
-    out = []
+    out, native = [], []
     for i, f in enumerate(iter_frames(video)):
         if i < start:
             continue
         if end is not None and i >= end:
             break
         out.append(_fit(f, size, settings["video"]["resize"]))
+        if keep_native:
+            native.append(f)
     if not out:
         raise InputError(f"{video}: no frames in the range {start}:{'' if end is None else end} "
                          f"(the clip has {info.num_frames or 'an unknown number of'} frames)")
     st = Path(video).stat()
     vid = _hash([str(Path(video).resolve()), st.st_size, st.st_mtime_ns, start, end, size])
     fps = settings["video"]["fps"] or info.fps
-    return _Inputs(np.stack(out), fps, vid)
+    return _Inputs(np.stack(out), fps, vid, np.stack(native) if keep_native else None)
 
 
-def _annotate(unit: dict, frames: np.ndarray, settings: dict, video_id: str, style_image, cache_dir, progress):
+def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_dir, progress, device):
+    """The control frames of one ControlNet unit, ``(T, 3, H, W)`` float16 at the generation size."""
     from .. import control
 
     name = unit["annotator"]
+    frames, video_id = inputs.frames, inputs.video_id
     kw = dict(settings.get("annotators", {}).get(name, {}))
-    try:
-        if name == "shuffle":
-            if style_image is None:
-                raise InputError("the shuffle ControlNet needs a style image: give --style-image PATH")
-            from ..video import _load_image
+    kw.setdefault("progress", progress)
+    if device is not None:
+        kw.setdefault("device", str(device))
+    if name == "tile" and inputs.native is not None:
+        # restore: super-resolve the clip from its own pixels up to the generation size
+        frames = inputs.native
+        if "scale" not in kw:
+            kw.setdefault("size", tuple(inputs.frames.shape[1:3]))
+    if name == "shuffle":  # one style image, shuffled once, the same control for every frame
+        if style_image is None:
+            raise InputError("the shuffle ControlNet needs a style image: give --style-image PATH")
+        from ..video import _load_image
 
-            img = _fit(_load_image(Path(style_image)), frames.shape[1:3], "crop")
-            one = control.annotate(name, img[None], cache=False, **kw)
-            return _to_tensor(one).expand(len(frames), -1, -1, -1).contiguous()
-        out = control.annotate(name, frames, cache=True, cache_dir=cache_dir, video_id=video_id, **kw)
-    except TypeError as e:  # an unknown setting in [annotators.NAME]
-        raise InputError(f"[annotators.{name}]: {e}") from None
+        img = _fit(_load_image(Path(style_image)), inputs.frames.shape[1:3], "crop")
+        one = control.annotate(name, img[None], cache=False, **kw)
+        return _to_tensor(one).expand(len(inputs.frames), -1, -1, -1).contiguous()
+    out = control.annotate(name, frames, cache=True, cache_dir=cache_dir, video_id=video_id, **kw)
     t = _to_tensor(out)
-    if tuple(t.shape[2:]) != tuple(frames.shape[1:3]):
-        t = torch.nn.functional.interpolate(t.float(), size=frames.shape[1:3], mode="bilinear").half()
+    size = tuple(inputs.frames.shape[1:3])
+    if tuple(t.shape[2:]) != size:
+        t = torch.nn.functional.interpolate(t.float(), size=size, mode="bicubic", antialias=True).clamp(0, 1).half()
     return t
 
 
@@ -249,7 +261,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         raise OutputError(f"{output.parent}: output folder does not exist")
     job = job_folder(output)
     start_end = parse_frames(frames)
-    inputs = _read_clip(video, start_end, settings, multiple=8)
+    inputs = _read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore")
     T, H, W = inputs.frames.shape[:3]
     units = settings.get("controlnets", [])
     check_memory(T, (H, W), len(units))
@@ -266,7 +278,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         if saved is not None:
             controls.append(_to_tensor(saved))
             continue
-        t = _annotate(unit, inputs.frames, settings, inputs.video_id, style_image, cache_dir, progress)
+        t = _annotate(unit, inputs, settings, style_image, cache_dir, progress, device)
         folder.mkdir(parents=True, exist_ok=True)
         for i, fr in enumerate(t):
             _save_png(folder / f"{i:05d}.png", _to_uint8(fr))

@@ -1,0 +1,121 @@
+"""`flickerless run`: templates + annotators + the engine, end to end on a real clip and tiny models."""
+
+import numpy as np
+import pytest
+
+from flickerless.cli import main
+from flickerless.demo import registry_clip
+from flickerless.errors import InputError
+from flickerless.pipelines import job_folder, run_job
+from flickerless.video import read
+
+from . import tiny_models as tiny
+
+# small and quick: about 24x32 frames (the clip's aspect), 3 steps, deflicker at steps 1 and 3
+QUICK = ["video.width=32", "video.height=24", "sampling.steps=3", "deflicker.frequency=2",
+         "sampling.guidance_scale=2.0", "sampling.batch_size=2", "deflicker.final_window=2"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    base = tiny.save_pipeline(root / "tiny-sd")
+    for i in range(3):
+        tiny.controlnet(seed=10 + i).save_pretrained(root / f"cn{i}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return str(registry_clip("carphone_pristine.mp4"))
+
+
+def _cn(models, task_units):
+    return [f"controlnets.{i}.model=\"{models / f'cn{i}'}\"" for i in range(task_units)]
+
+
+@pytest.fixture(scope="module")
+def annotator_models(tmp_path_factory):
+    from .test_control import _tiny_depth_model, _tiny_swin2sr
+
+    root = tmp_path_factory.mktemp("annotators")
+    return {"depth": _tiny_depth_model(root / "depth"), "tile": _tiny_swin2sr(root / "sr")}
+
+
+# every task with its own annotators: tiny random depth and super-resolution models, weight-free
+# softedge (HED weights are not here), mediapipe pose, the shuffle of a real frame
+TASK_SETS = {
+    "stylize": ['annotators.depth.model="{depth}"', 'annotators.softedge.method="sobel"'],
+    "fashion": ['annotators.depth.model="{depth}"'],
+    "image_guided": ['annotators.depth.model="{depth}"', 'annotators.softedge.method="sobel"'],
+    "restore": ['annotators.tile.model="{tile}"', 'annotators.tile.sr="swin2sr"', "sampling.strength=0.6"],
+    "render3d": ['annotators.depth.model="{depth}"', 'annotators.softedge.method="sobel"'],
+}
+
+
+@pytest.mark.parametrize("task", sorted(TASK_SETS))
+def test_each_task_end_to_end_on_a_real_clip(task, models, annotator_models, clip, tmp_path):
+    from flickerless.pipelines import load_template
+
+    units = load_template(task)["controlnets"]
+    sets = QUICK + _cn(models, len(units)) + [s.format(**annotator_models) for s in TASK_SETS[task]]
+    style = None
+    if task == "image_guided":
+        style = tmp_path / "style.png"
+        __import__("PIL.Image").Image.fromarray(read(clip, 40)[0][-1]).save(style)
+    out = tmp_path / "out.mp4"
+    run_job(task, clip, out, "a watercolor painting", model=str(models / "tiny-sd"), overrides=sets,
+            frames="0:4", style_image=style, cache_dir=tmp_path / "cache", progress=False)
+    frames, fps = read(out)
+    assert frames.shape == (4, 24, 32, 3) and fps == pytest.approx(read(clip, 1)[1], rel=1e-3)
+    job = job_folder(out)
+    assert (job / "settings.toml").exists() and (job / "job.json").exists()
+    controls = sorted(p.name for p in (job / "controls").iterdir())
+    assert controls == [f"{i}_{u['annotator']}" for i, u in enumerate(units)]
+    for c in controls:
+        imgs = sorted((job / "controls" / c).glob("*.png"))
+        assert len(imgs) == 4 and np.asarray(__import__("PIL.Image").Image.open(imgs[0])).std() > 0
+    assert len(list((job / "frames").glob("*.png"))) == 4 and (job / "latents.pt").exists()
+    # a second run of the same output refuses to overwrite the job without --resume/--restart
+    with pytest.raises(InputError, match="--resume"):
+        run_job(task, clip, out, "a watercolor painting", model=str(models / "tiny-sd"), overrides=sets,
+                frames="0:4", style_image=style, cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_interrupted_job_resumes_to_the_same_frames(models, clip, tmp_path):
+    sets = QUICK + _cn(models, 2) + ['controlnets.0.annotator="canny"', 'controlnets.1.annotator="canny"',
+                                     "deflicker.final_window=0"]
+    kw = dict(model=str(models / "tiny-sd"), overrides=sets, frames="2:6", cache_dir=tmp_path / "c", progress=False)
+    whole = tmp_path / "whole.mp4"
+    run_job("stylize", clip, whole, "a cat", **kw)
+    part = tmp_path / "part.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, part, "a cat", stop_after_step=2, **kw)
+    assert not part.exists() and (job_folder(part) / "latents.pt").exists()
+    with pytest.raises(InputError, match="other prompt"):
+        run_job("stylize", clip, part, "a dog", resume=True, **kw)
+    run_job("stylize", clip, part, "a cat", resume=True, **kw)
+    a, b = read(whole)[0], read(part)[0]
+    pngs = lambda o: np.stack([np.asarray(__import__("PIL.Image").Image.open(p)) for p in  # noqa: E731
+                               sorted((job_folder(o) / "frames").glob("*.png"))])
+    assert np.array_equal(pngs(whole), pngs(part))  # the finished frames are identical
+    assert a.shape == b.shape
+
+
+def test_cli_run_and_errors(models, clip, tmp_path, capsys):
+    out = tmp_path / "cli.mp4"
+    args = ["run", "restore", "--video", clip, "-o", str(out), "--prompt", "sharp photo", "--model",
+            str(models / "tiny-sd"), "--controlnet", f"tile={models / 'cn0'}", "--frames", "0:3", "-q",
+            "--cache-dir", str(tmp_path / "cache")] + sum((["--set", s] for s in QUICK + ["sampling.strength=0.7"]), [])
+    assert main(args) == 0
+    assert read(out)[0].shape == (3, 24, 32, 3)
+    assert main(args) == 2 and "--resume" in capsys.readouterr().err
+    assert main(args + ["--restart"]) == 0
+    bad = ["run", "stylize", "--video", clip, "-o", str(tmp_path / "x.mp4"), "--set", "sampling.stepz=2"]
+    assert main(bad) == 2 and "valid keys: sampling.steps" in capsys.readouterr().err
+    missing = ["run", "stylize", "--video", clip, "-o", str(tmp_path / "y.mp4"), "--model", str(tmp_path / "nomodel"),
+               "--frames", "0:2", "--set", "video.width=32", "--set", "video.height=24",
+               "--set", 'controlnets.0.annotator="canny"', "--set", 'controlnets.1.annotator="canny"', "-q"]
+    assert main(missing) == 2 and "not found; looked in" in capsys.readouterr().err
+    assert main(["run", "image_guided", "--video", clip, "-o", str(tmp_path / "z.mp4")]) == 2
+    assert "--style-image" in capsys.readouterr().err
