@@ -7,7 +7,7 @@ from flickerless.diffusion.codenoise import (CoDenoiser, clip_prompts, clip_weig
                                              plan_clips)
 from flickerless.diffusion.fusion import average_fusion, latent_masks
 from flickerless.diffusion.models import Components
-from flickerless.diffusion.sampler import DeflickerSchedule, Denoiser, sample
+from flickerless.diffusion.sampler import ControlNetUnit, DeflickerSchedule, Denoiser, sample
 from flickerless.errors import InputError
 
 from . import tiny_models as tiny
@@ -281,3 +281,26 @@ def test_pipeline_average_fusion(pipe):
     lat = [pipe(None, seed=s, end_step=2, output_type="latents", **kw) for s in (1, 2)]
     want = pipe(None, latents=(lat[0] + lat[1]) / 2, start_step=2, **kw)
     torch.testing.assert_close(bg, want, atol=1e-5, rtol=1e-5)
+
+
+def test_controlnet_frames_follow_their_clip(unet_cf):
+    unet, state = unet_cf
+    cn = tiny.controlnet(1)
+    enable_cross_frame_attention(cn, state)
+    for p in list(cn.controlnet_down_blocks.parameters()) + list(cn.controlnet_mid_block.parameters()):
+        torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(0))  # not zero convolutions
+    t = 5
+    g = torch.Generator().manual_seed(3)
+    x, imgs = torch.randn(t, 4, H, W, generator=g), torch.rand(t, 3, 2 * H, 2 * W, generator=g)
+    cond, neg = _embeds()
+    sched = tiny.scheduler()
+    sched.set_timesteps(2)
+    ts = sched.timesteps[0]
+    plan = plan_clips(t, 3, 2)  # [0, 3), [2, 5)
+    merged = CoDenoiser(Denoiser(unet, cond, neg, 3.0, [ControlNetUnit(cn, imgs)], 2, state), plan, "flat")(x, ts, sched, 0.0)
+    alone = [Denoiser(unet, cond, neg, 3.0, [ControlNetUnit(cn, imgs[a:b])], 3, state)(x[a:b], ts, sched, 0.0)
+             for a, b in plan.spans]
+    want = torch.cat([alone[0][:2], (alone[0][2:] + alone[1][:1]) / 2, alone[1][1:]])
+    torch.testing.assert_close(merged, want, atol=1e-5, rtol=1e-5)
+    plain = Denoiser(unet, cond, neg, 3.0, [], 2, state)(x, ts, sched, 0.0)
+    assert (plain - Denoiser(unet, cond, neg, 3.0, [ControlNetUnit(cn, imgs)], 2, state)(x, ts, sched, 0.0)).abs().max() > 1e-4
