@@ -35,7 +35,7 @@ from .templates import apply_overrides, dumps, load_template, window_value
 
 log = logging.getLogger("flickerless")
 
-__all__ = ["run_job", "resolve_settings", "job_folder", "target_size", "parse_frames", "TASKS"]
+__all__ = ["run_job", "resolve_settings", "read_clip", "job_folder", "target_size", "parse_frames", "TASKS"]
 
 # What each task does with its inputs; the templates hold the settings.
 TASKS = {
@@ -181,8 +181,10 @@ class _Inputs:
     native: np.ndarray | None = None  # the clip at its own size (restore: super-resolved from these)
 
 
-def _read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int,
-               keep_native: bool = False) -> _Inputs:
+def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int = 8,
+              keep_native: bool = False) -> _Inputs:
+    """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
+    uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache."""
     from ..video import iter_frames, probe
 
     info = probe(video)
@@ -261,7 +263,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         raise OutputError(f"{output.parent}: output folder does not exist")
     job = job_folder(output)
     start_end = parse_frames(frames)
-    inputs = _read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore")
+    inputs = read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore")
     T, H, W = inputs.frames.shape[:3]
     units = settings.get("controlnets", [])
     check_memory(T, (H, W), len(units))
