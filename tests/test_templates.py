@@ -13,7 +13,7 @@ import tomllib
 
 def test_every_task_has_a_valid_template_with_every_key():
     names = [n for n, _ in list_templates()]
-    assert names == sorted(["stylize", "fashion", "image_guided", "restore", "render3d"])
+    assert names == sorted(["stylize", "fashion", "image_guided", "restore", "render3d", "longvideo"])
     for n in names:
         t = load_template(n)
         assert t["task"] == n and t["controlnets"]

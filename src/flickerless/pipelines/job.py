@@ -44,6 +44,7 @@ TASKS = {
     "image_guided": "stylisation with the style of an image (shuffle ControlNet)",
     "restore": "super-resolution, then re-synthesised detail with the tile ControlNet",
     "render3d": "rendering an untextured 3D video from a prompt",
+    "longvideo": "a long video: pose-driven person, average fusion, co-denoised clips (four-module framework)",
 }
 
 
@@ -325,21 +326,60 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
             _save_png(frames_dir / f"{i:05d}.png", _to_uint8(fr))
 
         final = dfl["final_window"]
+        kw = dict(prompt=prompt, negative_prompt=samp["negative_prompt"], steps=samp["steps"],
+                  guidance_scale=samp["guidance_scale"], strength=samp["strength"],
+                  controls=controls, control_scales=[u.get("scale", 1.0) for u in units],
+                  control_ranges=[(u.get("start", 0.0), u.get("end", 1.0)) for u in units],
+                  control_cond_only=[u.get("cond_only", False) for u in units],
+                  schedule=schedule, deflicker=deflicker_fn, final_window=0 if final == 0 else window_value(final),
+                  contrast=post["contrast"], sharpen=post["sharpen"], progress=progress)
+        seed, start, latents = samp["seed"], 0, None
+        lv = settings.get("longvideo")
+        if lv:
+            kw.update(_longvideo_kwargs(lv))
+            if lv["fusion_seeds"] and state is None:  # average fusion (eq 11) at step k, then on from there
+                seed, start, latents = _fuse(pipeline, clip, inputs, lv, kw, settings, cache_dir, device, progress)
+        if state is not None:
+            start, latents = state["step"], state["latents"]
+            if lv and lv["fusion_seeds"]:
+                seed = lv["fusion_seeds"][0]
         t0 = time.time()
-        pipeline(clip, prompt=prompt, negative_prompt=samp["negative_prompt"], steps=samp["steps"],
-                 guidance_scale=samp["guidance_scale"], strength=samp["strength"], seed=samp["seed"],
-                 controls=controls, control_scales=[u.get("scale", 1.0) for u in units],
-                 control_ranges=[(u.get("start", 0.0), u.get("end", 1.0)) for u in units],
-                 control_cond_only=[u.get("cond_only", False) for u in units],
-                 schedule=schedule, deflicker=deflicker_fn,
-                 final_window=0 if final == 0 else window_value(final),
-                 contrast=post["contrast"], sharpen=post["sharpen"], progress=progress, on_frame=on_frame,
-                 on_step=on_step, latents=None if state is None else state["latents"],
-                 start_step=0 if state is None else state["step"])
+        pipeline(clip, seed=seed, on_frame=on_frame, on_step=on_step, latents=latents, start_step=start, **kw)
         log.info("generated %d frames in %.1f s (%.2f s/frame)", T, time.time() - t0, (time.time() - t0) / T)
         done = _load_pngs(frames_dir, T)
     _write_output(output, done, inputs.fps)
     return output
+
+
+def _longvideo_kwargs(lv: dict) -> dict:
+    """The co-denoising arguments of VideoPipeline from a template's [longvideo] table."""
+    kw = {"prompt_ranges": [(a, None if b == -1 else b, text) for a, b, text in lv["prompt_ranges"]] or None}
+    if lv["clip_length"]:
+        kw.update(clip_length=lv["clip_length"], clip_stride=lv["clip_stride"] or None, merge=lv["merge"])
+    return kw
+
+
+def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, cache_dir, device, progress):
+    """Average fusion: one candidate per seed denoised to step k, their backgrounds (SAM masks of
+    the person, prompted by the pose keypoints of the driving video) averaged, the first seed's
+    foreground kept (eq 11). Returns (seed, k, fused latents) to continue from."""
+    from .. import control
+    from ..diffusion import average_fusion
+    from ..segment import segment
+
+    pose = dict(settings.get("annotators", {}).get("pose", {}))
+    pose.setdefault("progress", progress)
+    kp = control.keypoints(inputs.frames, cache_dir=cache_dir, video_id=inputs.video_id, **pose)
+    masks = segment(_to_tensor(inputs.frames).float(), keypoints=kp, model=lv["sam_model"],
+                    device=None if device is None else str(device), progress=progress,
+                    cache_dir=None if cache_dir is None else Path(cache_dir) / "masks")
+    k = lv["fusion_step"]
+    if k >= settings["sampling"]["steps"]:
+        raise InputError(f"longvideo.fusion_step {k} must be below sampling.steps ({settings['sampling']['steps']})")
+    seeds = lv["fusion_seeds"]
+    log.info("average fusion: %d candidates to step %d, backgrounds averaged", len(seeds), k)
+    cands = torch.stack([pipeline(clip, seed=s, end_step=k, output_type="latents", **kw) for s in seeds])
+    return seeds[0], k, average_fusion(cands, masks, 0, lv["w1"], lv["w2"])
 
 
 def _lora(text: str) -> tuple[str, float]:

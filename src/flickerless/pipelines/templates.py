@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["SCHEMA", "CONTROLNET_KEYS", "list_templates", "load_template", "apply_overrides", "validate", "dumps",
+__all__ = ["SCHEMA", "OPTIONAL", "CONTROLNET_KEYS", "list_templates", "load_template", "apply_overrides", "validate", "dumps",
            "window_value"]
 
 
@@ -82,6 +82,26 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "sharpen": (lambda v: _num(v) and v >= 0, "a number >= 0 (0: none)"),
     },
 }
+def _ranges(v) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(r, list) and len(r) == 3 and _int(r[0]) and _int(r[1]) and isinstance(r[2], str)
+        and r[0] >= 0 and (r[1] == -1 or r[1] > r[0]) for r in v)
+
+
+# sections only some templates have
+OPTIONAL: dict[str, dict[str, tuple]] = {
+    "longvideo": {
+        "clip_length": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: no co-denoising)"),
+        "clip_stride": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: clip_length // 2)"),
+        "merge": (lambda v: v in ("pyramid", "flat"), "pyramid or flat"),
+        "prompt_ranges": (_ranges, "a list of [start, end, \"prompt\"] (end -1: to the end)"),
+        "fusion_seeds": (lambda v: isinstance(v, list) and all(_int(x) for x in v), "a list of seeds ([]: no fusion)"),
+        "fusion_step": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+        "w1": (_num, "a number"),
+        "w2": (_num, "a number"),
+        "sam_model": (_str, "a SAM repo id or folder"),
+    },
+}
 CONTROLNET_KEYS: dict[str, tuple] = {
     "annotator": (_str, "an annotator name"),
     "model": (_str, "a ControlNet repo id, folder or file"),
@@ -136,12 +156,13 @@ def validate(data: dict, where: str = "template") -> None:
         if k in TOP:
             if not TOP[k](v):
                 raise InputError(f"{where}: {k} must be a string")
-        elif k in SCHEMA:
+        elif k in SCHEMA or k in OPTIONAL:
+            keys = SCHEMA.get(k) or OPTIONAL[k]
             if not isinstance(v, dict):
                 raise InputError(f"{where}: [{k}] must be a table")
             for kk, vv in v.items():
-                _check(SCHEMA[k], kk, vv, f"{k}.", where)
-            missing = set(SCHEMA[k]) - set(v)
+                _check(keys, kk, vv, f"{k}.", where)
+            missing = set(keys) - set(v)
             if missing:
                 raise InputError(f"{where}: [{k}] lacks {', '.join(sorted(missing))} (a template holds every setting)")
         elif k == "controlnets":
@@ -157,7 +178,7 @@ def validate(data: dict, where: str = "template") -> None:
             if not isinstance(v, dict) or not all(isinstance(x, dict) for x in v.values()):
                 raise InputError(f"{where}: [annotators.NAME] tables hold each annotator's settings")
         else:
-            valid = sorted([*TOP, *SCHEMA, "controlnets", "annotators"])
+            valid = sorted([*TOP, *SCHEMA, *OPTIONAL, "controlnets", "annotators"])
             raise InputError(f"{where}: unknown key {k!r}; valid top-level keys: {', '.join(valid)}")
     for k in ("task", *SCHEMA):
         if k not in data:
