@@ -143,3 +143,26 @@ def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_p
     run_job("longvideo", clip, plain, "a person", **{**kw, "overrides": sets + ["longvideo.fusion_seeds=[]",
                                                                                  "longvideo.clip_length=0"]})
     assert not np.array_equal(read(whole)[0], read(plain)[0])
+
+
+def test_out_of_memory_and_interrupt_keep_progress(models, clip, tmp_path, monkeypatch, capsys):
+    from flickerless.errors import DeviceError
+
+    def oom(*a, **k):
+        raise __import__("torch").OutOfMemoryError("CUDA out of memory")
+
+    sets = QUICK + _cn(models, 2) + ['controlnets.0.annotator="canny"', 'controlnets.1.annotator="canny"']
+    out = tmp_path / "o.mp4"
+    with pytest.raises(DeviceError, match="sampling.batch_size.*--resume"):
+        run_job("stylize", clip, out, "x", overrides=sets, frames="0:3", cache_dir=tmp_path / "c", progress=False,
+                pipeline=oom)
+    assert len(list((job_folder(out) / "controls" / "0_canny").glob("*.png"))) == 3  # control frames kept
+
+    import flickerless.pipelines.job as job_mod
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job_mod, "run_job", interrupted)
+    assert main(["run", "stylize", "--video", clip, "-o", str(out), "-q"]) == 130
+    assert "add --resume" in capsys.readouterr().err

@@ -48,9 +48,18 @@ def _run(args) -> int:
 
     if args.resume and args.restart:
         raise InputError("give --resume or --restart, not both")
-    out = run_job(args.task, args.video, args.output, args.prompt, model=args.model,
-                  controlnets=dict(args.controlnet), lora=args.lora, overrides=args.overrides, frames=args.frames,
-                  style_image=args.style_image, device=args.device, resume=args.resume, restart=args.restart,
-                  cache_dir=args.cache_dir, progress=not args.quiet)
+    try:
+        out = run_job(args.task, args.video, args.output, args.prompt, model=args.model,
+                      controlnets=dict(args.controlnet), lora=args.lora, overrides=args.overrides, frames=args.frames,
+                      style_image=args.style_image, device=args.device, resume=args.resume, restart=args.restart,
+                      cache_dir=args.cache_dir, progress=not args.quiet)
+    except KeyboardInterrupt:
+        import sys
+
+        from ..pipelines import job_folder
+
+        print(f"flickerless: interrupted; progress is kept in {job_folder(args.output)}: add --resume to continue",
+              file=sys.stderr)
+        return 130
     print(out)
     return 0

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError, OutputError
+from ..errors import DeviceError, InputError, OutputError
 from .templates import apply_overrides, dumps, load_template, window_value
 
 log = logging.getLogger("flickerless")
@@ -344,7 +344,13 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
             if lv and lv["fusion_seeds"]:
                 seed = lv["fusion_seeds"][0]
         t0 = time.time()
-        pipeline(clip, seed=seed, on_frame=on_frame, on_step=on_step, latents=latents, start_step=start, **kw)
+        try:
+            pipeline(clip, seed=seed, on_frame=on_frame, on_step=on_step, latents=latents, start_step=start, **kw)
+        except torch.OutOfMemoryError:
+            raise DeviceError(
+                f"out of GPU memory generating {T} frames at {W}x{H} (batch {samp['batch_size']}, VAE batch "
+                f"{samp['vae_batch_size']}): lower them with --set sampling.batch_size=N --set "
+                f"sampling.vae_batch_size=N, or the size; progress is kept in {job}: rerun with --resume") from None
         log.info("generated %d frames in %.1f s (%.2f s/frame)", T, time.time() - t0, (time.time() - t0) / T)
         done = _load_pngs(frames_dir, T)
     _write_output(output, done, inputs.fps)
