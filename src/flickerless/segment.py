@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError, ModelNotFoundError
+from .weights import local_only, not_found
 
 log = logging.getLogger("flickerless")
 
@@ -45,29 +46,9 @@ def default_cache_dir() -> Path:
     return Path(root) / "masks"
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
-def _hf_cache() -> str:
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        return str(HF_HUB_CACHE)
-    except Exception:  # pragma: no cover
-        return os.path.expanduser("~/.cache/huggingface/hub")
-
-
 def _not_found(model: str, err: Exception) -> ModelNotFoundError:
-    local = Path(model)
-    places = [f"local path {local.resolve()} ({'exists but holds no usable SAM model' if local.exists() else 'missing'})"]
-    if not local.exists():
-        places.append(f"Hugging Face cache {_hf_cache()}" + (" (HF_HUB_OFFLINE=1: hub not asked)" if _offline() else " and the hub"))
-    return ModelNotFoundError(
-        f"SAM model {model!r} not found; looked in: {'; '.join(places)}. Supply a local folder holding a SamModel "
-        f"and its SamProcessor (save_pretrained), or download it once with `huggingface-cli download {model}` "
-        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-    )
+    return not_found("SAM model", model, "Supply a local folder holding a SamModel and its SamProcessor "
+                     f"(save_pretrained), or download it once with `huggingface-cli download {model}`", err)
 
 
 # --- prompts -------------------------------------------------------------------------------------
@@ -164,13 +145,13 @@ def load_sam(model: str = DEFAULT_SAM, device=None, dtype=None):
 
     path = Path(model)
     src = str(path) if path.exists() else model
-    local_only = _offline() or path.exists()
+    local = local_only() or path.exists()
     try:
-        sam = SamModel.from_pretrained(src, local_files_only=local_only)
+        sam = SamModel.from_pretrained(src, local_files_only=local)
     except (OSError, ValueError) as e:  # transformers raises these for missing folders, repos and files
         raise _not_found(model, e) from e
     try:
-        processor = SamProcessor.from_pretrained(src, local_files_only=local_only)
+        processor = SamProcessor.from_pretrained(src, local_files_only=local)
     except (OSError, ValueError) as e:
         raise _not_found(model, e) from e
     dev = torch.device(device or "cpu")

@@ -3,7 +3,6 @@ full UNet), with the foreground/background-weighted loss of the combined tuning 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path

@@ -57,7 +57,7 @@ class DepthAnnotator(Annotator):
             import torch
             from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-            from .weights import load_transformers
+            from ..weights import load_transformers
 
             dev = torch.device(self.device or default_device())
             dtype = torch.float16 if dev.type == "cuda" else torch.float32

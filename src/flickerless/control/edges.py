@@ -94,7 +94,7 @@ _HED_REMEDY = (f"Pass softedge model=<path to {HED_FILE}, or a folder holding it
 
 def load_hed(model: str = HED_REPO, device="cpu"):
     """The HED network with weights from ``model`` (file, folder or repo id); raises ModelNotFoundError."""
-    from .weights import find_file
+    from ..weights import find_file
 
     path = find_file(str(model), HED_FILE, "HED softedge weights", _HED_REMEDY)
     try:
@@ -185,7 +185,7 @@ class SoftEdgeAnnotator(Annotator):
     def prepare(self, frames=None):
         """Find the HED weights file (or fall back to Sobel, logged) without loading the network."""
         if self.method == "hed" and self._path is None:
-            from .weights import find_file
+            from ..weights import find_file
 
             try:
                 self._path = find_file(str(self.model), HED_FILE, "HED softedge weights", _HED_REMEDY)

@@ -94,7 +94,7 @@ class TileAnnotator(Annotator):
             self._method = "lanczos"
             return
         try:
-            from .weights import load_transformers
+            from ..weights import load_transformers
 
             from transformers import AutoConfig
 
@@ -121,7 +121,7 @@ class TileAnnotator(Annotator):
             import torch
             from transformers import Swin2SRForImageSuperResolution
 
-            from .weights import load_transformers
+            from ..weights import load_transformers
 
             dev = torch.device(self.device or default_device())
             self._model = load_transformers(Swin2SRForImageSuperResolution.from_pretrained, self.model,

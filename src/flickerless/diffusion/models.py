@@ -10,13 +10,13 @@ supply it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError, ModelNotFoundError
+from ..weights import local_only, not_found
 
 __all__ = ["Components", "load_components", "load_controlnet", "check_controlnet_fits", "default_dtype"]
 
@@ -38,29 +38,9 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def _hf_cache() -> str:
-    try:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        return str(HF_HUB_CACHE)
-    except Exception:  # pragma: no cover
-        return os.path.expanduser("~/.cache/huggingface/hub")
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
 def _not_found(what: str, model: str, err: Exception) -> ModelNotFoundError:
-    local = Path(model)
-    places = [f"local path {local.resolve()} ({'exists but holds no usable model' if local.exists() else 'missing'})"]
-    if not local.exists():
-        places.append(f"Hugging Face cache {_hf_cache()}" + (" (HF_HUB_OFFLINE=1: hub not asked)" if _offline() else " and the hub"))
-    return ModelNotFoundError(
-        f"{what} {model!r} not found; looked in: {'; '.join(places)}. Supply a local diffusers folder, a single "
-        f".safetensors/.ckpt file, or download it once with `huggingface-cli download {model}` "
-        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-    )
+    return not_found(what, model, "Supply a local diffusers folder, a single .safetensors/.ckpt file, or download "
+                     f"it once with `huggingface-cli download {model}`", err)
 
 
 def _load(cls, model: str, what: str, **kw):
@@ -68,7 +48,7 @@ def _load(cls, model: str, what: str, **kw):
     try:
         if path.is_file() and path.suffix.lower() in SINGLE_FILE_EXTS:
             return cls.from_single_file(str(path), **kw)
-        return cls.from_pretrained(str(path) if path.exists() else model, local_files_only=_offline() or path.exists(), **kw)
+        return cls.from_pretrained(str(path) if path.exists() else model, local_files_only=local_only() or path.exists(), **kw)
     except (OSError, ValueError) as e:  # diffusers raises these for missing files, repos and configs
         raise _not_found(what, model, e) from e
 

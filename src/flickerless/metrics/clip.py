@@ -12,13 +12,13 @@ Embeddings are the projected outputs (``visual_projection`` of the pooled vision
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError, ModelNotFoundError
+from ..weights import local_only, not_found, offline
 from .frames import as_uint8
 
 __all__ = [
@@ -41,10 +41,6 @@ AESTHETIC_HELP = (
     "(github.com/christophschuhmann/improved-aesthetic-predictor; an MLP on CLIP ViT-L/14 embeddings): "
     "pass --aesthetic-weights PATH (a .pth or .safetensors file, or OWNER/REPO/FILE on the Hugging Face hub)"
 )
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
 def _cached(repo_id: str) -> bool:
@@ -88,21 +84,15 @@ def load_clip(model: str = DEFAULT_CLIP, device=None, dtype=None) -> ClipModel:
     dt = dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     path = Path(model)
     src = str(path) if path.exists() else model
-    local_only = path.exists() or _offline() or _cached(model)
+    local = path.exists() or local_only() or _cached(model)
     try:
-        m = CLIPModel.from_pretrained(src, local_files_only=local_only, torch_dtype=dt)
-        tok = AutoTokenizer.from_pretrained(src, local_files_only=local_only)
+        m = CLIPModel.from_pretrained(src, local_files_only=local, torch_dtype=dt)
+        tok = AutoTokenizer.from_pretrained(src, local_files_only=local)
     except (OSError, ValueError) as e:
-        where = (f"local folder {path.resolve()} (exists but holds no CLIP model with its tokenizer)" if path.exists()
-                 else f"local path {path.resolve()} (missing) and the Hugging Face cache"
-                 + (" (HF_HUB_OFFLINE=1: hub not asked)" if _offline() else " and hub (HF_HUB_OFFLINE=1 skips asking it)"))
-        raise ModelNotFoundError(
-            f"CLIP model {model!r} not found; looked in: {where}. Pass --clip-model PATH (a folder saved by "
-            f"transformers' save_pretrained, with tokenizer) or download it once with `huggingface-cli download "
-            f"{model}` ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        ) from e
+        raise not_found("CLIP model", model, "Pass --clip-model PATH (a folder saved by transformers' save_pretrained, "
+                        f"with tokenizer) or download it once with `huggingface-cli download {model}`", e) from e
     try:
-        proc = CLIPImageProcessor.from_pretrained(src, local_files_only=local_only)
+        proc = CLIPImageProcessor.from_pretrained(src, local_files_only=local)
     except (OSError, ValueError):
         size = int(m.config.vision_config.image_size)
         proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
@@ -205,7 +195,7 @@ def load_aesthetic(weights: str, device=None) -> AestheticPredictor:
             try:
                 from huggingface_hub import hf_hub_download
 
-                path = Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=_offline()))
+                path = Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=offline()))
             except Exception as e:  # noqa: BLE001 - any hub failure means: not available
                 raise ModelNotFoundError(f"aesthetic predictor weights {weights!r}: not a local file and not "
                                          f"found on the Hugging Face hub/cache ({type(e).__name__}); needs "

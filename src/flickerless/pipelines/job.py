@@ -251,7 +251,6 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     from ..blend.deflicker import resolve_device
     from ..diffusion import DeflickerSchedule, VideoPipeline
     from ..diffusion.sampler import default_deflicker
-    from ..video import VideoWriter
 
     settings = resolve_settings(template, model, controlnets, lora, overrides)
     task = settings["task"]

@@ -1,4 +1,4 @@
-"""Finding annotator weights offline: a local folder, a single file, or a Hugging Face repo id (its
+"""Finding weights offline (models, ControlNets, annotators, SAM, CLIP): a local folder, a single file, or a Hugging Face repo id (its
 local cache when ``HF_HUB_OFFLINE=1`` or the network is unreachable). Missing weights raise
 :class:`~flickerless.errors.ModelNotFoundError` naming the id, where it was looked for, and how to supply it."""
 
@@ -10,9 +10,9 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..errors import ModelNotFoundError
+from .errors import ModelNotFoundError
 
-__all__ = ["offline", "hf_cache", "not_found", "load_transformers", "find_file"]
+__all__ = ["offline", "local_only", "hf_cache", "not_found", "load_transformers", "find_file"]
 
 
 def offline() -> bool:
