@@ -220,7 +220,9 @@ class Trainer:
             from peft import LoraConfig
 
             if self.autocast_dtype is not None:
-                unet.to(self.autocast_dtype)  # frozen base weights in half precision, LoRA weights in fp32
+                # frozen base weights in half precision, LoRA weights in fp32 (plain Module.to: diffusers'
+                # override warns about fp32-only modules, which SD's UNet does not have)
+                torch.nn.Module.to(unet, self.autocast_dtype)
             torch.manual_seed(cfg.seed)  # LoRA A init
             unet.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or cfg.lora_rank,
                                         init_lora_weights=True, target_modules=list(cfg.lora_targets)))
@@ -375,9 +377,11 @@ class Trainer:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as a RuntimeError
             shutil.rmtree(tmp, ignore_errors=True)
-            raise OutputError(f"cannot write checkpoint {final}: {e}") from e
+            free = shutil.disk_usage(root).free / 2**30
+            raise OutputError(f"cannot write checkpoint {final} ({free:.1f} GiB free there; a full fine-tune's "
+                              f"checkpoint takes about 3x the UNet's fp32 size): {str(e).splitlines()[0]}") from e
         olds = sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
         for old in olds[: -self.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
