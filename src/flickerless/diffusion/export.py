@@ -132,7 +132,8 @@ def unet_to_ldm(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
             if attns is not None:
                 table.append((f"up_blocks.{b}.attentions.{j}.", f"output_blocks.{i}.1.", {}))
             if j == n and block.upsamplers is not None:
-                table.append((f"up_blocks.{b}.upsamplers.0.conv.", f"output_blocks.{i}.{2 if attns is not None else 1}.conv.", {}))
+                after = 2 if attns is not None else 1  # the upsampler follows the resnet and its attention
+                table.append((f"up_blocks.{b}.upsamplers.0.conv.", f"output_blocks.{i}.{after}.conv.", {}))
             i += 1
     return _apply(_plain_state_dict(unet, "UNet"), table, "UNet")
 
