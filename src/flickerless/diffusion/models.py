@@ -10,6 +10,7 @@ supply it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import torch
 from ..errors import InputError, ModelNotFoundError
 from ..weights import local_only, not_found
 
-__all__ = ["Components", "load_components", "load_controlnet", "check_controlnet_fits", "default_dtype"]
+__all__ = ["Components", "load_components", "load_controlnet", "check_controlnet_fits", "default_dtype",
+           "expand_embedding_tokens"]
 
 SINGLE_FILE_EXTS = (".safetensors", ".ckpt", ".pt", ".bin")
 
@@ -51,6 +53,40 @@ def _load(cls, model: str, what: str, **kw):
         return cls.from_pretrained(str(path) if path.exists() else model, local_files_only=local_only() or path.exists(), **kw)
     except (OSError, ValueError) as e:  # diffusers raises these for missing files, repos and configs
         raise _not_found(what, model, e) from e
+
+
+def _embedding_token(path: str) -> str | None:
+    """The token of an A1111/kohya ``.safetensors`` embedding, whose one tensor is ``emb_params``: its file
+    name, as A1111 uses it (diffusers would otherwise add the token ``emb_params``). None for other formats,
+    which name their token themselves."""
+    p = Path(path)
+    if not (p.is_file() and p.suffix.lower() == ".safetensors"):
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception:  # unreadable here: diffusers' loader reports it
+        return None
+    return p.stem if keys == ["emb_params"] else None
+
+
+def expand_embedding_tokens(prompt: str, tokenizer) -> str:
+    """Write out multi-vector textual-inversion tokens: an n-vector embedding is loaded as the tokens ``t``,
+    ``t_1`` ... ``t_{n-1}``, and ``t`` in a prompt stands for all n of them (as in A1111 and diffusers)."""
+    added = getattr(tokenizer, "added_tokens_encoder", None) or {}
+    multi = [t for t in added if f"{t}_1" in added]
+    if not multi:
+        return prompt
+    present = set(tokenizer.tokenize(prompt))
+    for t in multi:
+        if t in present:
+            n = 1
+            while f"{t}_{n}" in added:
+                n += 1
+            prompt = re.sub(rf"{re.escape(t)}(?!_\d)", " ".join([t, *(f"{t}_{i}" for i in range(1, n))]), prompt)
+    return prompt
 
 
 def load_controlnet(model: str, device=None, dtype=None):
@@ -104,7 +140,7 @@ def load_components(
         pipe.fuse_lora()
     for path in textual_inversion:
         try:
-            pipe.load_textual_inversion(path)
+            pipe.load_textual_inversion(path, token=_embedding_token(path))
         except (OSError, ValueError) as e:
             raise _not_found("textual-inversion embedding", path, e) from e
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=False)

@@ -18,7 +18,7 @@ from .attention import PATTERN, CrossFrameAttention, enable_cross_frame_attentio
 from .codec import VAECodec
 from .codenoise import CoDenoiser, Merge, PromptRanges, clip_prompts, frame_prompts, plan_clips
 from .fusion import average_fusion
-from .models import Components, load_components
+from .models import Components, expand_embedding_tokens, load_components
 from .sampler import ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
 
 log = logging.getLogger("flickerless")
@@ -80,6 +80,7 @@ class VideoPipeline:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if len(prompts) not in (1, num_frames):
             raise InputError(f"{len(prompts)} prompts for {num_frames} frames: give one prompt or one per frame")
+        prompts = [expand_embedding_tokens(p, self.c.tokenizer) for p in prompts]
         tok = self.c.tokenizer(prompts, padding="max_length", max_length=self.c.tokenizer.model_max_length,
                                truncation=True, return_tensors="pt")
         return self.c.text_encoder(tok.input_ids.to(self.device))[0]
