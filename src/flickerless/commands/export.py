@@ -1,0 +1,52 @@
+"""``flickerless export MODEL -o model.safetensors``: one original-layout SD 1.x checkpoint for A1111 / ComfyUI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write an SD 1.x model (e.g. a `train --mode full` result) as one .safetensors for A1111/ComfyUI",
+        description="Write the UNet, VAE and CLIP text encoder of a Stable Diffusion 1.x model as ONE checkpoint in "
+        "the original layout (model.diffusion_model.*, first_stage_model.*, cond_stage_model.transformer.*) that "
+        "A1111, ComfyUI and civitai use. MODEL is a diffusers folder (a full fine-tune from `flickerless train "
+        "--mode full`, say), a repo id, or a single-file checkpoint; --lora bakes LoRAs into the weights.",
+    )
+    p.add_argument("model", help="diffusers folder, Hugging Face repo id, or .safetensors/.ckpt file")
+    p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    p.add_argument("--config", help="diffusers folder or repo id of the architecture, for a single-file MODEL offline")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="LoRA to fuse into the exported weights (repeatable)")
+    p.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default="fp16",
+                   help="precision of the written tensors (default fp16: half the size, what A1111/ComfyUI load; "
+                   "fp32 keeps a fine-tune's full precision)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(func=cmd_export)
+
+
+def _lora(text: str) -> tuple[str, float]:
+    path, _, scale = text.rpartition(":")
+    try:
+        return (path, float(scale)) if path else (text, 1.0)
+    except ValueError:
+        return text, 1.0
+
+
+def cmd_export(args) -> int:
+    import logging
+
+    from ..diffusion.export import save_single_file
+    from ..errors import OutputError
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise OutputError(f"{out} is a folder: give a .safetensors file name")
+    if out.exists() and not args.overwrite:
+        raise OutputError(f"{out} already exists: add --overwrite to replace it, or choose another -o")
+    path = save_single_file(args.model, out, dtype=args.dtype, config=args.config, lora=[_lora(t) for t in args.lora])
+    if not args.quiet:
+        logging.getLogger("flickerless").info("wrote %s: load it in A1111/ComfyUI, or here with --model %s", path, path)
+    return 0
