@@ -1,5 +1,8 @@
 """Single-file (original LDM / A1111 layout) checkpoints: export, load back, textual inversion."""
 
+import os
+import stat
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -110,6 +113,9 @@ def test_cli_exports_a_full_fine_tune(model_dir, tmp_path, capsys):
     pipe.save_pretrained(tuned)
     out = tmp_path / "out" / "tuned.safetensors"
     assert main(["export", str(tuned), "-o", str(out), "--dtype", "fp32", "-q"]) == 0
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask  # not safetensors' 0600
     back = load_components(str(out), config=str(model_dir))
     ref = pipe.unet.state_dict()
     assert all(torch.equal(t, ref[k]) for k, t in back.unet.state_dict().items())

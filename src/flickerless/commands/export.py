@@ -48,5 +48,6 @@ def cmd_export(args) -> int:
         raise OutputError(f"{out} already exists: add --overwrite to replace it, or choose another -o")
     path = save_single_file(args.model, out, dtype=args.dtype, config=args.config, lora=[_lora(t) for t in args.lora])
     if not args.quiet:
-        logging.getLogger("flickerless").info("wrote %s: load it in A1111/ComfyUI, or here with --model %s", path, path)
+        logging.getLogger("flickerless").info("wrote %s (%.0f MB): load it in A1111/ComfyUI, or here with --model %s",
+                                              path, path.stat().st_size / 2**20, path)
     return 0

@@ -250,9 +250,12 @@ def save_single_file(components_or_folder, path, dtype=None, *, config: str | No
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_file(sd, str(tmp), metadata={"format": "pt"})
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # safetensors writes 0600; a checkpoint is shared like any file
         os.replace(tmp, out)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {out}: {e.strerror or e}") from e
-    log.info("wrote %s (%d tensors, %.1f MB)", out, len(sd), out.stat().st_size / 2**20)
+    log.debug("wrote %s (%d tensors, %.1f MB)", out, len(sd), out.stat().st_size / 2**20)
     return out
