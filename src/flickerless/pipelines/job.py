@@ -297,6 +297,12 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     if done is None:
         samp, dfl, post = settings["sampling"], settings["deflicker"], settings["post"]
         if pipeline is None:
+            if not progress:  # quiet: no loading bars from diffusers/transformers either
+                import diffusers.utils.logging as dlog
+                import transformers.utils.logging as tlog
+
+                dlog.disable_progress_bar()
+                tlog.disable_progress_bar()
             dev = resolve_device(device)
             dtype = None if settings["model"]["dtype"] == "auto" else getattr(torch, settings["model"]["dtype"])
             pipeline = VideoPipeline.from_pretrained(

@@ -1,0 +1,24 @@
+"""`flickerless demo --engine`: the stylize task with the committed tiny model on a held-out real clip."""
+
+import pytest
+
+from flickerless.cli import main
+from flickerless.demo import run_engine_demo, tiny_model_dir
+from flickerless.video import read
+
+
+@pytest.mark.skipif(tiny_model_dir() is None, reason="needs the source checkout's tests/fixtures/tiny_sd")
+def test_engine_demo_writes_both_runs_and_a_report(tmp_path, capsys):
+    res = run_engine_demo(tmp_path, frames=4, progress=False)
+    for name in ("stylized", "per_frame"):
+        frames = read(tmp_path / f"{name}.mp4")[0]
+        assert frames.shape[0] == 4 and res[name]["pixel_mse"] > 0
+    assert res["per_frame"]["pixel_mse"] > res["stylized"]["pixel_mse"]  # the method steadies the video
+    html = (tmp_path / "report.html").read_text()
+    assert "<svg" in html and "data:image/png;base64" in html
+    assert "lower)" in capsys.readouterr().out
+
+
+def test_engine_demo_without_the_model_says_what_to_do(tmp_path, capsys):
+    assert main(["demo", "--engine", "--model", str(tmp_path / "none"), "--out", str(tmp_path), "-q"]) == 2
+    assert "no stylize.toml there" in capsys.readouterr().err
