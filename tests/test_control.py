@@ -392,3 +392,16 @@ def test_savgol_smoothing_reduces_jitter_keeps_motion_bridges_gaps():
             smooth_keypoints(kp, **bad)
     with pytest.raises(InputError, match="window"):
         get_annotator("pose", window=4)
+
+
+def test_depth_refuses_non_finite_output_instead_of_a_black_control(tmp_path, carphone):
+    from flickerless.control import get_annotator
+
+    ann = get_annotator("depth", model=_tiny_depth_model(tmp_path / "depth"), device="cpu", progress=False)
+    model, _ = ann._load()
+    with torch.no_grad():
+        next(model.head.parameters()).fill_(float("nan"))  # as a float16 overflow would give
+    with pytest.raises(InputError, match="non-finite depth"):
+        annotate(ann, carphone[:2], cache=False)
+    with pytest.raises(InputError, match="dtype"):
+        get_annotator("depth", dtype="float64")

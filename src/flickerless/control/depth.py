@@ -26,6 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import InputError
 from .base import Annotator, as_source, check, check_choice, default_device, gray3
 
 log = logging.getLogger("flickerless")
@@ -43,11 +44,13 @@ class DepthAnnotator(Annotator):
     model: str = DEFAULT_DEPTH_MODEL
     normalize: str = "video"
     device: str | None = None
+    dtype: str = "float32"  # float16 on a GPU is faster, but quantises depth into visible bands
     batch_size: int = 8
     progress: bool = True
 
     def __post_init__(self):
         check_choice("normalize", self.normalize, ("video", "frame"))
+        check_choice("dtype", self.dtype, ("float32", "float16", "bfloat16"))
         check(self.batch_size >= 1, "batch_size", "must be at least 1")
         self._model = None
         self._processor = None
@@ -60,7 +63,7 @@ class DepthAnnotator(Annotator):
             from ..weights import load_transformers
 
             dev = torch.device(self.device or default_device())
-            dtype = torch.float16 if dev.type == "cuda" else torch.float32
+            dtype = getattr(torch, self.dtype) if dev.type == "cuda" else torch.float32
             self._processor = load_transformers(AutoImageProcessor.from_pretrained, self.model,
                                                 "depth model (image processor)", "model")
             self._model = load_transformers(AutoModelForDepthEstimation.from_pretrained, self.model,
@@ -79,7 +82,11 @@ class DepthAnnotator(Annotator):
             out = model(pixel_values=pix).predicted_depth
         if out.ndim == 4:
             out = out[:, 0]
-        return out.float().cpu().numpy()
+        out = out.float().cpu().numpy()
+        if not np.isfinite(out).all():
+            raise InputError(f"depth model {self.model!r} gave non-finite depth (in {self.dtype} on {p.device}): "
+                             "use annotators.depth.dtype=\"float32\"")
+        return out
 
     def run(self, frames, chunk: int = 32):
         src = as_source(frames)
