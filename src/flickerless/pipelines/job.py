@@ -342,14 +342,14 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         lv = settings.get("longvideo")
         if lv:
             kw.update(_longvideo_kwargs(lv))
-            if lv["fusion_seeds"] and state is None:  # average fusion (eq 11) at step k, then on from there
-                seed, start, latents = _fuse(pipeline, clip, inputs, lv, kw, settings, cache_dir, device, progress)
         if state is not None:
             start, latents = state["step"], state["latents"]
             if lv and lv["fusion_seeds"]:
                 seed = lv["fusion_seeds"][0]
         t0 = time.time()
         try:
+            if lv and lv["fusion_seeds"] and state is None:  # average fusion (eq 11) at step k, then on from there
+                seed, start, latents = _fuse(pipeline, clip, inputs, lv, kw, settings, cache_dir, device, progress)
             pipeline(clip, seed=seed, on_frame=on_frame, on_step=on_step, latents=latents, start_step=start, **kw)
         except torch.OutOfMemoryError:
             raise DeviceError(
