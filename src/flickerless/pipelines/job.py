@@ -311,10 +311,10 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                 textual_inversion=list(settings["model"]["textual_inversion"]),
                 cross_frame=tuple(samp["cross_frame"]) or None, batch_size=samp["batch_size"],
                 vae_batch_size=samp["vae_batch_size"])
-        guide = dfl["guide"]
-        deflicker_fn = default_deflicker
-        if guide == "self":
-            deflicker_fn = lambda fr, g, w: default_deflicker(fr, None, w)  # noqa: E731
+        self_guided = dfl["guide"] == "self"
+
+        def deflicker_fn(fr, g, w):  # F of eqs 2-7 and the final pass, with a progress bar
+            return default_deflicker(fr, None if self_guided else g, w, progress=progress)
         schedule = DeflickerSchedule(frequency=dfl["frequency"] or None, steps=dfl["steps"] or None,
                                      window=window_value(dfl["window"]))
         ckpt = job / "latents.pt"
