@@ -7,14 +7,14 @@ from .attention import CrossFrameAttention, CrossFrameAttnProcessor, enable_cros
 from .codec import VAECodec
 from .codenoise import ClipPlan, CoDenoiser, clip_prompts, clip_weights, frame_prompts, merge_weights, plan_clips
 from .fusion import average_fusion, latent_masks
-from .models import Components, load_components, load_controlnet
+from .models import Components, load_adapter, load_components, load_controlnet
 from .pipeline import VideoPipeline, check_size
-from .sampler import Clip, ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
+from .sampler import AdapterUnit, Clip, ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
 
 __all__ = [
     "CrossFrameAttention", "CrossFrameAttnProcessor", "enable_cross_frame_attention", "VAECodec",
-    "Components", "load_components", "load_controlnet", "VideoPipeline", "check_size",
-    "ControlNetUnit", "DeflickerSchedule", "Denoiser", "default_deflicker", "fixed_noise", "sample",
+    "Components", "load_components", "load_controlnet", "load_adapter", "VideoPipeline", "check_size",
+    "ControlNetUnit", "AdapterUnit", "DeflickerSchedule", "Denoiser", "default_deflicker", "fixed_noise", "sample",
     "Clip", "ClipPlan", "CoDenoiser", "plan_clips", "clip_weights", "merge_weights", "frame_prompts", "clip_prompts",
     "average_fusion", "latent_masks",
 ]

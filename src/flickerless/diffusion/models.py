@@ -19,8 +19,8 @@ import torch
 from ..errors import InputError, ModelNotFoundError
 from ..weights import local_only, not_found
 
-__all__ = ["Components", "load_components", "load_controlnet", "check_controlnet_fits", "default_dtype",
-           "expand_embedding_tokens"]
+__all__ = ["Components", "load_components", "load_controlnet", "check_controlnet_fits", "load_adapter",
+           "check_adapter_fits", "default_dtype", "expand_embedding_tokens"]
 
 SINGLE_FILE_EXTS = (".safetensors", ".ckpt", ".pt", ".bin")
 
@@ -33,6 +33,7 @@ class Components:
     tokenizer: object
     scheduler: object
     controlnets: list = field(default_factory=list)
+    adapters: list = field(default_factory=list)  # T2I-Adapters
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -111,6 +112,50 @@ def check_controlnet_fits(unet, controlnet, name: str = "ControlNet") -> None:
         )
 
 
+def load_adapter(model: str, device=None, dtype=None):
+    """A T2I-Adapter (diffusers ``T2IAdapter``, e.g. TencentARC/t2iadapter_openpose_sd14v1) from a repo id
+    or a local diffusers folder; a missing one raises :class:`ModelNotFoundError`."""
+    from diffusers import T2IAdapter
+
+    dev = torch.device(device or "cpu")
+    if Path(model).is_file():
+        raise InputError(f"{model}: a T2I-Adapter loads from a diffusers folder (config.json and weights) or a "
+                         "repo id, not a single file")
+    return _load(T2IAdapter, model, "T2I-Adapter", torch_dtype=dtype or default_dtype(dev)).to(dev).eval()
+
+
+def _adapter_feature_channels(config) -> list[int] | None:
+    """The channels of the features a T2I-Adapter adds to the UNet's down blocks, in order."""
+    ch = list(config.channels)
+    if config.adapter_type == "full_adapter":
+        return ch
+    if config.adapter_type == "light_adapter":  # one more block at the last width
+        return ch + ch[-1:]
+    return None  # full_adapter_xl: SDXL's layout
+
+
+def check_adapter_fits(unet, adapter, name: str = "T2I-Adapter", vae_factor: int | None = None) -> None:
+    """Raise :class:`InputError` when ``adapter`` was made for another base model (an SDXL adapter on an
+    SD 1.x UNet, say): its features would not add onto the UNet's down blocks. ``vae_factor``: the
+    VAE's downscale factor, which the adapter's pixel unshuffle must equal so that its first features
+    have the latents' size."""
+    u, c = unet.config, adapter.config
+    feats = _adapter_feature_channels(c)
+    blocks = list(u.block_out_channels)
+    bad = []
+    if feats is None:
+        bad.append(f"adapter_type {c.adapter_type!r} is SDXL's")
+    elif feats != blocks:
+        bad.append(f"feature channels: base model {tuple(blocks)} (block_out_channels), adapter {tuple(feats)}")
+    if vae_factor is not None and c.downscale_factor != vae_factor:
+        bad.append(f"downscale factor: base model's VAE {vae_factor}, adapter {c.downscale_factor}")
+    if bad:
+        raise InputError(
+            f"T2I-Adapter {name!r} does not fit the base model ({'; '.join(bad)}): use a T2I-Adapter trained for "
+            "this base model's family (e.g. TencentARC/t2iadapter_*_sd14v1 or t2i-adapter_sd15 ones for SD 1.x)"
+        )
+
+
 def load_components(
     model: str,
     controlnets: list[str] = (),
@@ -119,9 +164,10 @@ def load_components(
     device=None,
     dtype=None,
     config: str | None = None,
+    adapters: list[str] = (),
 ) -> Components:
-    """Load UNet, VAE, text encoder, tokenizer and a DDIM scheduler (plus ControlNets, LoRAs and
-    textual-inversion embeddings) onto ``device`` in ``dtype`` (default fp16 on CUDA, fp32 on CPU)."""
+    """Load UNet, VAE, text encoder, tokenizer and a DDIM scheduler (plus ControlNets, T2I-Adapters,
+    LoRAs and textual-inversion embeddings) onto ``device`` in ``dtype`` (default fp16 on CUDA, fp32 on CPU)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     dev = torch.device(device or "cpu")
@@ -147,5 +193,8 @@ def load_components(
     cns = [load_controlnet(c, dev, dt) for c in controlnets]
     for name, cn in zip(controlnets, cns):
         check_controlnet_fits(pipe.unet, cn, name)
+    ads = [load_adapter(a, dev, dt) for a in adapters]
+    for name, ad in zip(adapters, ads):
+        check_adapter_fits(pipe.unet, ad, name, vae_factor=2 ** (len(pipe.vae.config.block_out_channels) - 1))
     return Components(pipe.unet.to(dev).eval(), pipe.vae.to(dev).eval(), pipe.text_encoder.to(dev).eval(),
-                      pipe.tokenizer, scheduler, cns)
+                      pipe.tokenizer, scheduler, cns, ads)

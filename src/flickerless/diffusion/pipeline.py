@@ -1,7 +1,7 @@
 """``VideoPipeline``: an image diffusion model turned into a video pipeline (DiffSynth).
 
 Built from components (or ``from_pretrained``), called with the input video (or none), prompts,
-control frames per ControlNet, the deflicker schedule, steps, guidance, seed and size; returns the
+control frames per ControlNet and per T2I-Adapter, the deflicker schedule, steps, guidance, seed and size; returns the
 frames ``(T, 3, H, W)`` float in [0, 1] on the CPU.
 """
 
@@ -18,8 +18,8 @@ from .attention import PATTERN, CrossFrameAttention, enable_cross_frame_attentio
 from .codec import VAECodec
 from .codenoise import CoDenoiser, Merge, PromptRanges, clip_prompts, frame_prompts, plan_clips
 from .fusion import average_fusion
-from .models import Components, expand_embedding_tokens, load_components
-from .sampler import ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
+from .models import Components, check_adapter_fits, expand_embedding_tokens, load_components
+from .sampler import AdapterUnit, ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
 
 log = logging.getLogger("flickerless")
 
@@ -59,6 +59,8 @@ class VideoPipeline:
         self.device = torch.device(device) if device is not None else next(components.unet.parameters()).device
         self.batch_size = batch_size
         self.codec = VAECodec(components.vae, vae_batch_size)
+        for k, ad in enumerate(components.adapters):
+            check_adapter_fits(components.unet, ad, f"adapter {k}", vae_factor=self.codec.factor)
         self.cross_frame = None
         if cross_frame:
             self.cross_frame = CrossFrameAttention(cross_frame)
@@ -66,9 +68,12 @@ class VideoPipeline:
                 enable_cross_frame_attention(m, self.cross_frame)
 
     @classmethod
-    def from_pretrained(cls, model: str, controlnets: Sequence[str] = (), device=None, dtype=None, **kw):
+    def from_pretrained(cls, model: str, controlnets: Sequence[str] = (), device=None, dtype=None,
+                        adapters: Sequence[str] = (), **kw):
+        """``controlnets`` / ``adapters``: ControlNet and T2I-Adapter repo ids or folders."""
         load_kw = {k: kw.pop(k) for k in ("lora", "textual_inversion", "config") if k in kw}
-        return cls(load_components(model, list(controlnets), device=device, dtype=dtype, **load_kw), device, **kw)
+        return cls(load_components(model, list(controlnets), device=device, dtype=dtype, adapters=list(adapters),
+                                   **load_kw), device, **kw)
 
     @property
     def size_multiple(self) -> int:
@@ -118,6 +123,10 @@ class VideoPipeline:
         output_type: str = "frames",
         control_cond_only: Sequence[bool] | None = None,
         on_step=None,
+        adapter_controls: Sequence[torch.Tensor] = (),
+        adapter_scales: Sequence[float] | None = None,
+        adapter_ranges: Sequence[tuple[float, float]] | None = None,
+        adapter_cond_only: Sequence[bool] | None = None,
     ) -> torch.Tensor:
         """video: ``(T, 3, H, W)`` in [0, 1] or None (then ``num_frames``, ``height``, ``width``).
         controls: one ``(T, 3, H, W)`` tensor in [0, 1] per ControlNet. ``final_window``: window of a
@@ -141,7 +150,12 @@ class VideoPipeline:
         ``control_cond_only``: per ControlNet, whether its residuals reach the conditional branch of
         classifier-free guidance only (the shuffle ControlNet). ``on_step(step, latents)`` sees the
         latents after every step (numbered in the whole run), e.g. to save them: a run continued
-        with ``latents`` and ``start_step`` from there gives the same frames (DDIM)."""
+        with ``latents`` and ``start_step`` from there gives the same frames (DDIM).
+
+        T2I-Adapters (``adapters=`` of :meth:`from_pretrained`): ``adapter_controls`` one ``(T, 3, H, W)``
+        tensor in [0, 1] per adapter, ``adapter_scales``, ``adapter_ranges`` and ``adapter_cond_only`` as
+        for ControlNets. Their features are computed once per frame and added inside the UNet's down
+        blocks (:class:`.sampler.AdapterUnit`); several adapters sum, and they combine with ControlNets."""
         if video is not None:
             num_frames, _, height, width = video.shape
         if not num_frames or not height or not width:
@@ -152,6 +166,13 @@ class VideoPipeline:
         for k, ctl in enumerate(controls):
             if tuple(ctl.shape) != (num_frames, 3, height, width):
                 raise InputError(f"control video {k} is {tuple(ctl.shape)}, expected {(num_frames, 3, height, width)}")
+        if len(adapter_controls) != len(self.c.adapters):
+            raise InputError(f"{len(self.c.adapters)} T2I-Adapters loaded but {len(adapter_controls)} adapter control "
+                             "videos given (adapter_controls=...)")
+        for k, ctl in enumerate(adapter_controls):
+            if tuple(ctl.shape) != (num_frames, 3, height, width):
+                raise InputError(f"adapter control video {k} is {tuple(ctl.shape)}, expected "
+                                 f"{(num_frames, 3, height, width)}")
         if not 0 < strength <= 1:
             raise InputError(f"strength must be in (0, 1], got {strength}")
         scales = list(control_scales or [1.0] * len(controls))
@@ -159,6 +180,10 @@ class VideoPipeline:
         cond_only = list(control_cond_only or [False] * len(controls))
         units = [ControlNetUnit(m, c, s, a, b, o)
                  for m, c, s, (a, b), o in zip(self.c.controlnets, controls, scales, ranges, cond_only)]
+        n = len(adapter_controls)
+        adapters = [AdapterUnit(m, c, s, a, b, o) for m, c, s, (a, b), o in zip(
+            self.c.adapters, adapter_controls, list(adapter_scales or [1.0] * n),
+            list(adapter_ranges or [(0.0, 1.0)] * n), list(adapter_cond_only or [False] * n))]
         if output_type not in ("frames", "latents"):
             raise InputError(f"output_type must be 'frames' or 'latents', got {output_type!r}")
         co = clip_length is not None
@@ -176,7 +201,7 @@ class VideoPipeline:
         else:
             cond = self.encode_prompt(prompts, num_frames)
         uncond = self.encode_prompt(negative_prompt, num_frames) if guidance_scale != 1.0 else None
-        den = Denoiser(self.c.unet, cond, uncond, guidance_scale, units, self.batch_size, self.cross_frame)
+        den = Denoiser(self.c.unet, cond, uncond, guidance_scale, units, self.batch_size, self.cross_frame, adapters)
         if co:
             den = CoDenoiser(den, plan, merge, clip_embeds)
         sched = self.c.scheduler
