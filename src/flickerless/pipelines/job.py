@@ -291,6 +291,12 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         tile = [i for i, u in enumerate(units) if u["annotator"] == "tile"]
         if tile:
             clip = controls[tile[0]].clone()  # the super-resolved frames are the img2img input
+    # units of kind "t2i_adapter" condition through T2I-Adapters, the others through ControlNets
+    adapter = [u.get("kind", "controlnet") == "t2i_adapter" for u in units]
+    cn_units = [u for u, a in zip(units, adapter) if not a]
+    ad_units = [u for u, a in zip(units, adapter) if a]
+    cn_controls = [c for c, a in zip(controls, adapter) if not a]
+    ad_controls = [c for c, a in zip(controls, adapter) if a]
     frames_dir = job / "frames"
     frames_dir.mkdir(exist_ok=True)
     done = _load_pngs(frames_dir, T)
@@ -306,7 +312,8 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
             dev = resolve_device(device)
             dtype = None if settings["model"]["dtype"] == "auto" else getattr(torch, settings["model"]["dtype"])
             pipeline = VideoPipeline.from_pretrained(
-                settings["model"]["base"], controlnets=[u["model"] for u in units], device=dev, dtype=dtype,
+                settings["model"]["base"], controlnets=[u["model"] for u in cn_units],
+                adapters=[u["model"] for u in ad_units], device=dev, dtype=dtype,
                 lora=[_lora(x) for x in settings["model"]["lora"]],
                 textual_inversion=list(settings["model"]["textual_inversion"]),
                 cross_frame=tuple(samp["cross_frame"]) or None, batch_size=samp["batch_size"],
@@ -333,9 +340,12 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         final = dfl["final_window"]
         kw = dict(prompt=prompt, negative_prompt=samp["negative_prompt"], steps=samp["steps"],
                   guidance_scale=samp["guidance_scale"], strength=samp["strength"],
-                  controls=controls, control_scales=[u.get("scale", 1.0) for u in units],
-                  control_ranges=[(u.get("start", 0.0), u.get("end", 1.0)) for u in units],
-                  control_cond_only=[u.get("cond_only", False) for u in units],
+                  controls=cn_controls, control_scales=[u.get("scale", 1.0) for u in cn_units],
+                  control_ranges=[(u.get("start", 0.0), u.get("end", 1.0)) for u in cn_units],
+                  control_cond_only=[u.get("cond_only", False) for u in cn_units],
+                  adapter_controls=ad_controls, adapter_scales=[u.get("scale", 1.0) for u in ad_units],
+                  adapter_ranges=[(u.get("start", 0.0), u.get("end", 1.0)) for u in ad_units],
+                  adapter_cond_only=[u.get("cond_only", False) for u in ad_units],
                   schedule=schedule, deflicker=deflicker_fn, final_window=0 if final == 0 else window_value(final),
                   contrast=post["contrast"], sharpen=post["sharpen"], progress=progress)
         seed, start, latents = samp["seed"], 0, None

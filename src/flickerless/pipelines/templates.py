@@ -104,11 +104,12 @@ OPTIONAL: dict[str, dict[str, tuple]] = {
 }
 CONTROLNET_KEYS: dict[str, tuple] = {
     "annotator": (_str, "an annotator name"),
-    "model": (_str, "a ControlNet repo id, folder or file"),
+    "model": (_str, "a ControlNet repo id, folder or file (a T2I-Adapter: repo id or folder)"),
     "scale": (_num, "a number"),
     "start": (lambda v: _num(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
     "end": (lambda v: _num(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
     "cond_only": (lambda v: isinstance(v, bool), "true or false"),
+    "kind": (lambda v: v in ("controlnet", "t2i_adapter"), "controlnet or t2i_adapter (default controlnet)"),
 }
 TOP = {"task": _str, "description": _str}
 
