@@ -1,0 +1,51 @@
+"""`flickerless segment` writes SAM masks that `flickerless train --masks` takes: the long-video
+paper's separate tuning -> combined tuning chain from the command line, on tiny models."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flickerless.cli import main
+from flickerless.demo import registry_clip
+
+from . import tiny_models as tiny
+
+
+@pytest.fixture(scope="module")
+def sam(tmp_path_factory):
+    return tiny.save_sam(tmp_path_factory.mktemp("sam") / "sam")
+
+
+def _masks(folder):
+    files = sorted(folder.glob("*.png"))
+    return np.stack([np.asarray(Image.open(f)) for f in files])
+
+
+def test_segment_by_pose_then_train_with_the_masks(sam, tmp_path):
+    clip = str(registry_clip("carphone_pristine.mp4"))
+    masks = tmp_path / "masks"
+    assert main(["segment", "--video", clip, "-o", str(masks), "--model", str(sam), "--frames", "3",
+                 "--cache-dir", str(tmp_path / "c"), "--device", "cpu", "-q"]) == 0
+    m = _masks(masks)
+    assert m.shape == (3, 144, 176) and set(np.unique(m)) <= {0, 255}
+    model = tiny.save_pipeline(tmp_path / "tiny-sd")
+    out = tmp_path / "lora"
+    assert main(["train", "--model", str(model), "--video", clip, "--prompt", "a man", "--output", str(out),
+                 "--frames", "3", "--resolution", "16", "--masks", str(masks), "--loss-weights", "1,0.5,0.5",
+                 "--steps", "2", "--device", "cpu", "-q"]) == 0
+    assert (out / "pytorch_lora_weights.safetensors").exists()
+
+
+def test_segment_point_and_box_prompts_and_errors(sam, tmp_path, capsys):
+    clip = str(registry_clip("carphone_pristine.mp4"))
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--video", clip, "--model", str(sam), "--frames", "2", "--cache-dir", str(tmp_path / "c"), "-q"]
+    assert main(["segment", "-o", str(a), "--point", "0.5,0.4"] + common) == 0
+    assert main(["segment", "-o", str(b), "--box", "0.2,0.1,0.8,0.9"] + common) == 0
+    assert _masks(a).shape == _masks(b).shape == (2, 144, 176)
+    with pytest.raises(SystemExit):
+        main(["segment", "-o", str(a), "--point", "2,0.4"] + common)
+    assert "fractions of the frame" in capsys.readouterr().err
+    assert main(["segment", "-o", str(a), "--video", clip, "--model", str(tmp_path / "nosam"), "--point", "0.5,0.5",
+                 "--frames", "1", "-q", "--cache-dir", str(tmp_path / "c2")]) == 2
+    assert "SAM model" in capsys.readouterr().err
