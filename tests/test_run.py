@@ -127,7 +127,8 @@ def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_p
             "sampling.batch_size=3", "deflicker.frequency=2", "deflicker.window=2", "deflicker.final_window=0",
             "longvideo.clip_length=4", "longvideo.clip_stride=2", "longvideo.fusion_seeds=[0, 1]",
             "longvideo.fusion_step=1", f'longvideo.sam_model="{sam}"',
-            'longvideo.prompt_ranges=[[0, 3, "a cat"], [3, -1, "a dog"]]', f'controlnets.0.model="{models / "cn0"}"']
+            'longvideo.prompt_ranges=[[0, 3, "a cat"], [3, -1, "a dog"]]', f'controlnets.0.model="{models / "cn0"}"',
+            'controlnets.0.kind="controlnet"']  # the template's pose T2I-Adapter: tested in test_adapter.py
     kw = dict(model=str(models / "tiny-sd"), overrides=sets, frames="0:7", cache_dir=tmp_path / "c", progress=False)
     whole = tmp_path / "whole.mp4"
     run_job("longvideo", clip, whole, "a person", **kw)
