@@ -133,17 +133,7 @@ def test_cli_exports_a_full_fine_tune(model_dir, tmp_path, capsys):
 
 def test_export_bakes_a_fused_lora_in(model_dir, tmp_path):
     pytest.importorskip("peft")
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    unet = UNet2DConditionModel.from_pretrained(str(model_dir), subfolder="unet")
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    torch.manual_seed(0)
-    for name, p in unet.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.2)
-    StableDiffusionPipeline.save_lora_weights(tmp_path / "style", unet_lora_layers=get_peft_model_state_dict(unet))
+    tiny.save_lora(model_dir, tmp_path / "style")
     lora = [(str(tmp_path / "style" / "pytorch_lora_weights.safetensors"), 0.7)]
     path = save_single_file(str(model_dir), tmp_path / "styled.safetensors", lora=lora)
     styled = load_components(str(path), config=str(model_dir))

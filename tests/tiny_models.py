@@ -100,3 +100,20 @@ def save_sam(folder, seed=4, image_size=64):
                                   mask_pad_size={"height": image_size // 4, "width": image_size // 4})
     SamProcessor(processor).save_pretrained(folder)
     return folder
+
+
+def save_lora(model_dir, folder, rank=4, std=0.2, seed=0):
+    """A random (non-zero) LoRA for the UNet of the tiny pipeline in ``model_dir``, saved in diffusers'
+    format under ``folder``; returns the path of its ``pytorch_lora_weights.safetensors``."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(str(model_dir), subfolder="unet")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    torch.manual_seed(seed)
+    for name, p in unet.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=std)
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet))
+    return str(folder) + "/pytorch_lora_weights.safetensors"
