@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from flickerless.cli import main
 from flickerless.demo import registry_clip
@@ -19,7 +20,7 @@ QUICK = ["video.width=32", "video.height=24", "sampling.steps=3", "deflicker.fre
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    base = tiny.save_pipeline(root / "tiny-sd")
+    tiny.save_pipeline(root / "tiny-sd")
     for i in range(3):
         tiny.controlnet(seed=10 + i).save_pretrained(root / f"cn{i}")
     return root
@@ -62,7 +63,7 @@ def test_each_task_end_to_end_on_a_real_clip(task, models, annotator_models, cli
     style = None
     if task == "image_guided":
         style = tmp_path / "style.png"
-        __import__("PIL.Image").Image.fromarray(read(clip, 40)[0][-1]).save(style)
+        Image.fromarray(read(clip, 40)[0][-1]).save(style)
     out = tmp_path / "out.mp4"
     run_job(task, clip, out, "a watercolor painting", model=str(models / "tiny-sd"), overrides=sets,
             frames="0:4", style_image=style, cache_dir=tmp_path / "cache", progress=False)
@@ -74,7 +75,7 @@ def test_each_task_end_to_end_on_a_real_clip(task, models, annotator_models, cli
     assert controls == [f"{i}_{u['annotator']}" for i, u in enumerate(units)]
     for c in controls:
         imgs = sorted((job / "controls" / c).glob("*.png"))
-        assert len(imgs) == 4 and np.asarray(__import__("PIL.Image").Image.open(imgs[0])).std() > 0
+        assert len(imgs) == 4 and np.asarray(Image.open(imgs[0])).std() > 0
     assert len(list((job / "frames").glob("*.png"))) == 4 and (job / "latents.pt").exists()
     # a second run of the same output refuses to overwrite the job without --resume/--restart
     with pytest.raises(InputError, match="--resume"):
@@ -95,11 +96,12 @@ def test_interrupted_job_resumes_to_the_same_frames(models, clip, tmp_path):
     with pytest.raises(InputError, match="other prompt"):
         run_job("stylize", clip, part, "a dog", resume=True, **kw)
     run_job("stylize", clip, part, "a cat", resume=True, **kw)
-    a, b = read(whole)[0], read(part)[0]
-    pngs = lambda o: np.stack([np.asarray(__import__("PIL.Image").Image.open(p)) for p in  # noqa: E731
-                               sorted((job_folder(o) / "frames").glob("*.png"))])
-    assert np.array_equal(pngs(whole), pngs(part))  # the finished frames are identical
-    assert a.shape == b.shape
+
+    def pngs(out):
+        return np.stack([np.asarray(Image.open(p)) for p in sorted((job_folder(out) / "frames").glob("*.png"))])
+
+    assert len(pngs(whole)) == 4 and np.array_equal(pngs(whole), pngs(part))  # the finished frames are identical
+    assert read(whole)[0].shape == read(part)[0].shape
 
 
 def test_cli_run_and_errors(models, clip, tmp_path, capsys):
