@@ -18,7 +18,7 @@ def register(sub) -> None:
     tasks = ", ".join(f"{k} ({v})" for k, v in TASKS.items())
     p = sub.add_parser(
         "run",
-        help="run a task (stylize, fashion, image_guided, restore, render3d) on a video",
+        help="run a task (stylize, fashion, image_guided, restore, render3d, longvideo) on a video",
         description=f"Run a DiffSynth task from its template. Tasks: {tasks}. Keeps a job folder next to "
         "the output (OUTPUT.job/: settings, control frames, finished frames) so --resume can continue.",
     )
