@@ -47,7 +47,8 @@ class RaftFlow:
 
     ``weights``: a state-dict file for ``raft_large``; without it torchvision's
     ``Raft_Large_Weights.DEFAULT`` are loaded from torch's hub cache (downloaded once when online).
-    Frames are padded to a multiple of 8 (edge replicated) and the flow cropped back.
+    Frames are padded to a multiple of 8 and at least 128 pixels a side (edge replicated; RAFT's
+    correlation pyramid needs it) and the flow cropped back.
     """
 
     def __init__(self, weights: str | None = None, device=None, iters: int = 12):
@@ -87,7 +88,8 @@ class RaftFlow:
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         torch = self.torch
         h, w = a.shape[:2]
-        ph, pw = (-h) % 8, (-w) % 8
+        # RAFT needs multiples of 8 and at least 128 px a side (its correlation pyramid): pad, crop back
+        ph, pw = max(128, h + (-h) % 8) - h, max(128, w + (-w) % 8) - w
 
         def prep(x):
             t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
