@@ -405,3 +405,48 @@ def test_depth_refuses_non_finite_output_instead_of_a_black_control(tmp_path, ca
         annotate(ann, carphone[:2], cache=False)
     with pytest.raises(InputError, match="dtype"):
         get_annotator("depth", dtype="float64")
+
+
+def test_pose_backend_openpose_without_controlnet_aux_or_weights(tmp_path, carphone, caplog):
+    from flickerless.control.pose import pose_keypoints
+
+    frames = carphone[:2]
+    try:
+        import controlnet_aux.open_pose  # noqa: F401
+        have = True
+    except Exception:  # noqa: BLE001
+        have = False
+    missing = str(tmp_path / "no-annotators")
+    with pytest.raises((InputError, ModelNotFoundError), match="controlnet_aux" if not have else "OpenPose weights"):
+        pose_keypoints(frames, smooth=False, backend="openpose", openpose_model=missing)
+    with caplog.at_level(logging.INFO, logger="flickerless"):  # auto falls back to mediapipe, said in the log
+        kp = pose_keypoints(frames, smooth=False, backend="auto", openpose_model=missing)
+    assert kp.shape == (2, 18, 3) and "using mediapipe" in caplog.text
+    np.testing.assert_array_equal(kp, pose_keypoints(frames, smooth=False))
+    with pytest.raises(InputError, match="backend"):
+        get_annotator("pose", backend="dwpose")
+
+
+def test_pose_backend_openpose_through_controlnet_aux(tmp_path, carphone):
+    try:
+        from controlnet_aux.open_pose.model import bodypose_model, handpose_model
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"controlnet_aux not usable here ({type(e).__name__}); checked where it is (BENCHMARKS.md)")
+    from flickerless.control.pose import openpose_keypoints
+
+    # the Annotators layout with random weights: the real loading and inference path, not its accuracy
+    def public(model):  # the published files drop the first part of each name (model0.conv1_1 -> conv1_1)
+        return {k.split(".", 1)[1]: v for k, v in model.state_dict().items()}
+
+    torch.manual_seed(0)
+    torch.save(public(bodypose_model()), tmp_path / "body_pose_model.pth")
+    torch.save(public(handpose_model()), tmp_path / "hand_pose_model.pth")
+    from controlnet_aux.open_pose.face import FaceNet
+
+    torch.save(FaceNet().state_dict(), tmp_path / "facenet.pth")
+    kp = openpose_keypoints(carphone[:2], str(tmp_path), device="cpu")
+    assert kp.shape == (2, 18, 3) and kp.dtype == np.float32 and np.isfinite(kp).all()
+    assert (kp[..., :2] >= 0).all() and (kp[..., :2] <= 1).all()
+    out = annotate("pose", carphone[:2], backend="openpose", openpose_model=str(tmp_path), device="cpu",
+                   smooth=False, cache=False, progress=False)
+    assert out.shape == carphone[:2].shape

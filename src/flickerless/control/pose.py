@@ -33,7 +33,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import InputError
-from .base import Annotator, as_source, check
+from .base import Annotator, as_source, check, check_choice, default_device
 
 log = logging.getLogger("flickerless")
 
@@ -162,12 +162,77 @@ def smooth_keypoints(keypoints: np.ndarray, window: int = 7, order: int = 2, max
     return out
 
 
+OPENPOSE_REPO = "lllyasviel/Annotators"
+
+
+def load_openpose(model: str = OPENPOSE_REPO, device=None):
+    """controlnet_aux's OpenPose body estimator (``body_pose_model.pth``; controlnet_aux's loader also
+    wants ``hand_pose_model.pth`` and ``facenet.pth`` beside it) from a repo id (the local Hugging Face
+    cache when offline) or a folder. Raises InputError without controlnet_aux, ModelNotFoundError
+    without the weights."""
+    try:
+        from controlnet_aux.open_pose import OpenposeDetector
+    except Exception as e:  # noqa: BLE001 - ImportError, or a torchvision built for another torch
+        raise InputError(f"the OpenPose pose backend needs controlnet_aux (and the torchvision made for your torch): "
+                         f"`pip install controlnet_aux` ({type(e).__name__}: {e}); or use backend=\"mediapipe\"") from e
+    import torch
+
+    from ..weights import load_transformers
+
+    def loader(name, local_files_only=False):
+        return OpenposeDetector.from_pretrained(name, local_files_only=local_files_only)
+
+    det = load_transformers(loader, model, "OpenPose weights (body_pose_model.pth, hand_pose_model.pth, "
+                            "facenet.pth)", "openpose_model")
+    det.body_estimation.to(torch.device(device or default_device()))  # only the body model is used
+    return det
+
+
+def openpose_keypoints(frames, model: str = OPENPOSE_REPO, device=None, progress: bool = False) -> np.ndarray:
+    """OpenPose (controlnet_aux) COCO-18 keypoints of the highest-scoring person per frame:
+    ``(T, 18, 3)`` float32 (x, y in [0, 1], the part's confidence), as :func:`extract_keypoints`."""
+    from tqdm.auto import tqdm
+
+    det = load_openpose(model, device)
+    src = as_source(frames)
+    h, w = src.size
+    out = np.zeros((len(src), 18, 3), np.float32)
+    with tqdm(total=len(src), desc="pose keypoints (OpenPose)", unit="frame", disable=not progress, leave=False) as bar:
+        for start, part in src.chunks(32):
+            for i, f in enumerate(part):
+                candidate, subset = det.body_estimation(np.ascontiguousarray(f[:, :, ::-1]))  # it takes BGR
+                bodies = det.body_estimation.format_body_result(candidate, subset)
+                if bodies:
+                    best = max(bodies, key=lambda b: b.total_score)
+                    for j, k in enumerate(best.keypoints[:18]):
+                        if k is not None:
+                            out[start + i, j] = (k.x / w, k.y / h, k.score)
+            bar.update(len(part))
+    found = int((out[:, :, 2].max(axis=1) > 0).sum())
+    log.info("pose (OpenPose): a person found in %d of %d frames", found, len(src))
+    return out
+
+
 def pose_keypoints(frames, smooth: bool = True, window: int = 7, order: int = 2, max_gap: int = 5,
-                   min_confidence: float = 0.3, model_complexity: int = 1, progress: bool = False) -> np.ndarray:
-    """:func:`extract_keypoints` then (``smooth=True``) :func:`smooth_keypoints`: ``(T, 18, 3)`` float32."""
+                   min_confidence: float = 0.3, model_complexity: int = 1, progress: bool = False,
+                   backend: str = "mediapipe", openpose_model: str = OPENPOSE_REPO, device=None) -> np.ndarray:
+    """Keypoints from ``backend`` (``"mediapipe"``: :func:`extract_keypoints`; ``"openpose"``:
+    :func:`openpose_keypoints`; ``"auto"``: OpenPose when controlnet_aux and its weights are there,
+    else mediapipe, said in the log), then (``smooth=True``) :func:`smooth_keypoints`: ``(T, 18, 3)``."""
+    from ..errors import ModelNotFoundError
+
     if smooth:
         _check_smoothing(window, order, max_gap)  # fail before the slow part
-    kp = extract_keypoints(frames, model_complexity=model_complexity, progress=progress)
+    kp = None
+    if backend in ("openpose", "auto"):
+        try:
+            kp = openpose_keypoints(frames, openpose_model, device, progress)
+        except (InputError, ModelNotFoundError) as e:
+            if backend == "openpose":
+                raise
+            log.info("pose: OpenPose not available (%s); using mediapipe", str(e).split(";")[0])
+    if kp is None:
+        kp = extract_keypoints(frames, model_complexity=model_complexity, progress=progress)
     return smooth_keypoints(kp, window, order, max_gap, min_confidence) if smooth else kp
 
 
@@ -208,6 +273,8 @@ class PoseAnnotator(Annotator):
     max_gap: int = 5
     min_confidence: float = 0.3
     model_complexity: int = 1
+    backend: str = "mediapipe"  # or "openpose" (controlnet_aux), or "auto": OpenPose when its weights are there
+    openpose_model: str = OPENPOSE_REPO
     device: str | None = None
     batch_size: int = 32
     progress: bool = True
@@ -216,13 +283,15 @@ class PoseAnnotator(Annotator):
         if self.smooth:
             _check_smoothing(self.window, self.order, self.max_gap)
         check(self.model_complexity in (0, 1, 2), "model_complexity", "must be 0, 1 or 2")
+        check_choice("backend", self.backend, ("mediapipe", "openpose", "auto"))
         check(0.0 <= self.min_confidence <= 1.0, "min_confidence", "must be in [0, 1]")
         self.keypoints: np.ndarray | None = None
 
     def compute_keypoints(self, frames) -> np.ndarray:
         """Keypoints ``(T, 18, 3)`` with this annotator's settings (no drawing, no cache)."""
         return pose_keypoints(frames, self.smooth, self.window, self.order, self.max_gap, self.min_confidence,
-                              self.model_complexity, progress=self.progress)
+                              self.model_complexity, progress=self.progress, backend=self.backend,
+                              openpose_model=self.openpose_model, device=self.device)
 
     def extras(self):
         return {} if self.keypoints is None else {"keypoints": self.keypoints}
