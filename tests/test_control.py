@@ -425,6 +425,8 @@ def test_pose_backend_openpose_without_controlnet_aux_or_weights(tmp_path, carph
     np.testing.assert_array_equal(kp, pose_keypoints(frames, smooth=False))
     with pytest.raises(InputError, match="backend"):
         get_annotator("pose", backend="dwpose")
+    if not have:  # the annotator's default, auto, resolves to mediapipe, and its cache key says so
+        assert get_annotator("pose", openpose_model=missing).cache_settings()["backend"] == "mediapipe"
 
 
 def test_pose_backend_openpose_through_controlnet_aux(tmp_path, carphone):
@@ -444,6 +446,7 @@ def test_pose_backend_openpose_through_controlnet_aux(tmp_path, carphone):
     from controlnet_aux.open_pose.face import FaceNet
 
     torch.save(FaceNet().state_dict(), tmp_path / "facenet.pth")
+    assert get_annotator("pose", openpose_model=str(tmp_path)).cache_settings()["backend"] == "openpose"  # auto
     kp = openpose_keypoints(carphone[:2], str(tmp_path), device="cpu")
     assert kp.shape == (2, 18, 3) and kp.dtype == np.float32 and np.isfinite(kp).all()
     assert (kp[..., :2] >= 0).all() and (kp[..., :2] <= 1).all()

@@ -188,6 +188,25 @@ def load_openpose(model: str = OPENPOSE_REPO, device=None):
     return det
 
 
+def openpose_available(model: str = OPENPOSE_REPO) -> bool:
+    """Whether the OpenPose backend can run without downloading: controlnet_aux imports and
+    ``body_pose_model.pth`` is in the folder ``model`` or in the local Hugging Face cache."""
+    from pathlib import Path
+
+    try:
+        import controlnet_aux.open_pose  # noqa: F401
+    except Exception:  # noqa: BLE001 - not installed, or a torchvision built for another torch
+        return False
+    if Path(model).is_dir():
+        return (Path(model) / "body_pose_model.pth").is_file() or (Path(model) / "annotator/ckpts/body_pose_model.pth").is_file()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model, "body_pose_model.pth"), str)
+    except Exception:  # noqa: BLE001 - not a repo id
+        return False
+
+
 def openpose_keypoints(frames, model: str = OPENPOSE_REPO, device=None, progress: bool = False) -> np.ndarray:
     """OpenPose (controlnet_aux) COCO-18 keypoints of the highest-scoring person per frame:
     ``(T, 18, 3)`` float32 (x, y in [0, 1], the part's confidence), as :func:`extract_keypoints`."""
@@ -273,7 +292,7 @@ class PoseAnnotator(Annotator):
     max_gap: int = 5
     min_confidence: float = 0.3
     model_complexity: int = 1
-    backend: str = "mediapipe"  # or "openpose" (controlnet_aux), or "auto": OpenPose when its weights are there
+    backend: str = "auto"  # auto: OpenPose (controlnet_aux) when it and its weights are there, else mediapipe
     openpose_model: str = OPENPOSE_REPO
     device: str | None = None
     batch_size: int = 32
@@ -284,13 +303,31 @@ class PoseAnnotator(Annotator):
             _check_smoothing(self.window, self.order, self.max_gap)
         check(self.model_complexity in (0, 1, 2), "model_complexity", "must be 0, 1 or 2")
         check_choice("backend", self.backend, ("mediapipe", "openpose", "auto"))
+        self._backend = None if self.backend == "auto" else self.backend  # resolved in prepare()
         check(0.0 <= self.min_confidence <= 1.0, "min_confidence", "must be in [0, 1]")
         self.keypoints: np.ndarray | None = None
 
+    def prepare(self, frames=None) -> None:
+        """Resolve ``backend="auto"`` (OpenPose if controlnet_aux imports and its weights are found
+        locally, else mediapipe) before the cache key is taken; loads no model."""
+        if self._backend is None:
+            self._backend = "openpose" if openpose_available(self.openpose_model) else "mediapipe"
+            if self._backend == "mediapipe":
+                log.info("pose: OpenPose (controlnet_aux + %s) not available here; using mediapipe", self.openpose_model)
+
+    def cache_settings(self):
+        self.prepare()
+        s = super().cache_settings()
+        s["backend"] = self._backend
+        if self._backend == "mediapipe":
+            s.pop("openpose_model")
+        return s
+
     def compute_keypoints(self, frames) -> np.ndarray:
         """Keypoints ``(T, 18, 3)`` with this annotator's settings (no drawing, no cache)."""
+        self.prepare()
         return pose_keypoints(frames, self.smooth, self.window, self.order, self.max_gap, self.min_confidence,
-                              self.model_complexity, progress=self.progress, backend=self.backend,
+                              self.model_complexity, progress=self.progress, backend=self._backend,
                               openpose_model=self.openpose_model, device=self.device)
 
     def extras(self):
