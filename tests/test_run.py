@@ -169,3 +169,23 @@ def test_out_of_memory_and_interrupt_keep_progress(models, clip, tmp_path, monke
     monkeypatch.setattr(job_mod, "run_job", interrupted)
     assert main(["run", "stylize", "--video", clip, "-o", str(out), "-q"]) == 130
     assert "add --resume" in capsys.readouterr().err
+
+
+def test_deflicker_settings_reach_F(models, clip, tmp_path, monkeypatch):
+    import flickerless.diffusion.sampler as sampler
+
+    seen = []
+
+    def spy(frames, guide, window, progress=False, **pm):
+        seen.append((window, guide is None, pm))
+        return frames
+
+    monkeypatch.setattr(sampler, "default_deflicker", spy)
+    sets = QUICK + _cn(models, 2) + ['controlnets.0.annotator="canny"', 'controlnets.1.annotator="canny"',
+                                     "deflicker.window=3", "deflicker.patch_sizes=[7, 5]", "deflicker.iterations=2",
+                                     'deflicker.guide="self"']
+    run_job("stylize", clip, tmp_path / "o.mp4", "x", model=str(models / "tiny-sd"), overrides=sets, frames="0:3",
+            cache_dir=tmp_path / "c", progress=False)
+    # steps 1 and 3 of 3 (frequency 2), then the final pass with window 2; self-guided; PatchMatch settings
+    assert [w for w, _, _ in seen] == [3, 3, 2] and all(g for _, g, _ in seen)
+    assert all(pm == {"patch_sizes": (7, 5), "iterations": 2} for _, _, pm in seen)

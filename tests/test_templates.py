@@ -51,6 +51,8 @@ def test_overrides_parse_values_and_reach_nested_keys():
     ("controlnets.5.scale=1", "index 0..1"),
     ("controlnets.0.weight=1", "valid keys: controlnets.0.annotator"),
     ("deflicker.window=-3", "\"inf\""),
+    ("deflicker.patch_sizes=[8, 5]", "odd patch sizes"),
+    ("deflicker.iterations=0", "an integer >= 1"),
     ("nokey", "section.key=value"),
 ])
 def test_bad_overrides_name_the_valid_keys(item, says):

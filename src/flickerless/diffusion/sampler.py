@@ -59,14 +59,17 @@ class DeflickerSchedule:
 
 
 def default_deflicker(frames: torch.Tensor, guide: torch.Tensor | None, window: int | None,
-                      progress: bool = False) -> torch.Tensor:
+                      progress: bool = False, **patchmatch_options) -> torch.Tensor:
     """F = patch blending in table mode, guided by the input video (or the frames themselves).
     Its intermediate images stay off the GPU, so the engine's GPU memory does not grow with T.
-    ``progress``: a progress bar with time left for each pass (bind it with functools.partial)."""
+    ``progress``: a progress bar with time left for each pass; ``patchmatch_options``: as for
+    :func:`flickerless.deflicker` (``patch_sizes``, ``iterations``, ...). Bind them with a closure or
+    functools.partial."""
     from ..blend.deflicker import deflicker
 
     g = frames if guide is None else guide.to(frames.device, frames.dtype)
-    return deflicker(g, frames, mode="table", window=window, device_budget=0, progress=progress)
+    return deflicker(g, frames, mode="table", window=window, device_budget=0, progress=progress,
+                     **patchmatch_options)
 
 
 @dataclass

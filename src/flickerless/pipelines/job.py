@@ -320,8 +320,10 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                 vae_batch_size=samp["vae_batch_size"])
         self_guided = dfl["guide"] == "self"
 
+        pm = dict(patch_sizes=tuple(dfl["patch_sizes"]), iterations=dfl["iterations"])
+
         def deflicker_fn(fr, g, w):  # F of eqs 2-7 and the final pass, with a progress bar
-            return default_deflicker(fr, None if self_guided else g, w, progress=progress)
+            return default_deflicker(fr, None if self_guided else g, w, progress=progress, **pm)
         schedule = DeflickerSchedule(frequency=dfl["frequency"] or None, steps=dfl["steps"] or None,
                                      window=window_value(dfl["window"]))
         ckpt = job / "latents.pt"

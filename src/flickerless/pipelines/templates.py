@@ -76,6 +76,9 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "window": (_is_window, "an integer >= 0 or \"inf\""),
         "final_window": (_is_window, "an integer >= 0 (0: no final pass) or \"inf\""),
         "guide": (lambda v: v in ("input", "self"), "input or self"),
+        "patch_sizes": (lambda v: isinstance(v, list) and v and all(_int(x) and x >= 1 and x % 2 for x in v),
+                        "a list of odd patch sizes, e.g. [13, 11, 9, 7, 5]"),
+        "iterations": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     },
     "post": {
         "contrast": (lambda v: _num(v) and v > 0, "a number > 0 (1: unchanged)"),
