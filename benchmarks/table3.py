@@ -26,7 +26,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-ABLATION = ["sampling.cross_frame=[]", "deflicker.frequency=0", "deflicker.steps=[]", "deflicker.final_window=0"]
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif"}
 
 
@@ -79,7 +78,7 @@ def main(argv=None) -> int:
 
     from flickerless.metrics import evaluate
     from flickerless.pipelines import run_job
-    from flickerless.pipelines.job import parse_frames, read_clip, resolve_settings
+    from flickerless.pipelines.job import PER_FRAME, parse_frames, read_clip, resolve_settings
     from flickerless.video import read
 
     logging.basicConfig(level=logging.WARNING, format="table3: %(message)s")
@@ -105,7 +104,7 @@ def main(argv=None) -> int:
         p.error("give --videos (or --tiny)")
     prompts = json.loads(Path(a.prompts).read_text()) if a.prompts else {}
     eval_kw = {k: v for k, v in (("clip_model", a.clip_model), ("aesthetic_weights", a.aesthetic_weights)) if v}
-    methods = {"flickerless": [], "per frame (ablation)": ABLATION}
+    methods = {"flickerless": [], "per frame (ablation)": PER_FRAME}
     rows = {m: [] for m in methods}
     for clip in videos:
         prompt = prompts.get(clip.name, a.prompt)

@@ -113,7 +113,7 @@ def run_engine_demo(out="out", video=None, frames=32, style="cartoon", model=Non
     final pass) and once with every frame generated on its own; Pixel-MSE of both, and an HTML report."""
     from .metrics import evaluate, write_report
     from .pipelines import job_folder, run_job
-    from .pipelines.job import parse_frames, read_clip, resolve_settings
+    from .pipelines.job import PER_FRAME, parse_frames, read_clip, resolve_settings
 
     model = Path(model) if model else tiny_model_dir()
     if model is None:
@@ -129,9 +129,8 @@ def run_engine_demo(out="out", video=None, frames=32, style="cartoon", model=Non
     rng = f"0:{frames}"
     common = dict(model=str(model), controlnets={"canny": str(model / "controlnet")}, frames=rng, device=device,
                   restart=True, progress=progress)
-    ablation = ["sampling.cross_frame=[]", "deflicker.frequency=0", "deflicker.final_window=0"]
     results = {}
-    for name, extra in (("stylized", []), ("per_frame", ablation)):
+    for name, extra in (("stylized", []), ("per_frame", PER_FRAME)):
         dst = out / f"{name}.mp4"
         t0 = time.perf_counter()
         run_job(str(template), path, dst, style, overrides=extra, **common)

@@ -88,11 +88,10 @@ class ControlNetUnit:
 
 
 @dataclass
-class AdapterUnit:
-    """One T2I-Adapter (diffusers ``T2IAdapter``): the model, its control frames ``(T, 3, H, W)`` in
-    [0, 1], its scale, the fraction ``[start, end]`` of the steps during which it acts and
-    ``cond_only``, as for :class:`ControlNetUnit`. Its features are added inside the UNet's down
-    blocks (``down_intrablock_additional_residuals``), as diffusers' StableDiffusionAdapterPipeline does.
+class AdapterUnit(ControlNetUnit):
+    """One T2I-Adapter (diffusers ``T2IAdapter``), with the fields of :class:`ControlNetUnit`. Its
+    features are added inside the UNet's down blocks (``down_intrablock_additional_residuals``), as
+    diffusers' StableDiffusionAdapterPipeline does.
 
     The features depend on the control frame only (not on x_t, t or the prompt), so each frame's are
     computed once and kept in host memory, unscaled, up to ``cache_bytes`` (about 4.7 MB per frame
@@ -101,12 +100,6 @@ class AdapterUnit:
     memory. Host memory rather than the GPU's, so that GPU memory does not grow with T; moving a
     batch's features to the GPU each step is cheap next to the UNet."""
 
-    model: torch.nn.Module
-    images: torch.Tensor
-    scale: float = 1.0
-    start: float = 0.0
-    end: float = 1.0
-    cond_only: bool = False
     cache_bytes: int = 2 << 30
     _cache: dict = field(default_factory=dict, init=False, repr=False)
     _cached: int = field(default=0, init=False, repr=False)

@@ -35,7 +35,11 @@ from .templates import apply_overrides, dumps, load_template, window_value
 
 log = logging.getLogger("flickerless")
 
-__all__ = ["run_job", "resolve_settings", "read_clip", "job_folder", "target_size", "parse_frames", "TASKS"]
+__all__ = ["PER_FRAME", "run_job", "resolve_settings", "read_clip", "job_folder", "target_size", "parse_frames", "TASKS"]
+
+# The per-frame ablation of DiffSynth's Table 3 and Figure 3: the same job with every frame generated on
+# its own (no cross-frame attention, no in-iteration deflicker, no final pass).
+PER_FRAME = ["sampling.cross_frame=[]", "deflicker.frequency=0", "deflicker.steps=[]", "deflicker.final_window=0"]
 
 # What each task does with its inputs; the templates hold the settings.
 TASKS = {
@@ -140,17 +144,10 @@ def _hash(obj) -> str:
 
 
 def _to_tensor(frames) -> torch.Tensor:
-    """uint8 ``(T, H, W, 3)`` (array or list) or float frames -> float16 ``(T, 3, H, W)`` in [0, 1]."""
-    if isinstance(frames, torch.Tensor):
-        t = frames
-        if t.ndim == 4 and t.shape[-1] == 3 and t.shape[1] != 3:
-            t = t.permute(0, 3, 1, 2)
-        return (t.float() / 255 if t.dtype == torch.uint8 else t.float()).clamp(0, 1).half()
-    arr = np.stack([np.asarray(f) for f in frames])
-    if arr.ndim == 3:
-        arr = np.repeat(arr[..., None], 3, axis=-1)
-    t = torch.from_numpy(arr).permute(0, 3, 1, 2)
-    return (t.float() / 255 if arr.dtype == np.uint8 else t.float()).clamp(0, 1).half()
+    """uint8 ``(T, H, W, 3)`` frames (array or list) -> float16 ``(T, 3, H, W)`` in [0, 1]."""
+    from ..control import to_tensor
+
+    return to_tensor(np.stack(frames) if isinstance(frames, list) else frames).half()
 
 
 def _to_uint8(t: torch.Tensor) -> np.ndarray:
@@ -280,11 +277,12 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         if saved is not None:
             controls.append(_to_tensor(saved))
             continue
-        t = _annotate(unit, inputs, settings, style_image, cache_dir, progress, device)
+        frames_u8 = [_to_uint8(fr) for fr in _annotate(unit, inputs, settings, style_image, cache_dir, progress,
+                                                       device)]
         folder.mkdir(parents=True, exist_ok=True)
-        for i, fr in enumerate(t):
-            _save_png(folder / f"{i:05d}.png", _to_uint8(fr))
-        controls.append(_to_tensor(_load_pngs(folder, T)))  # exactly what a resumed job will read
+        for i, fr in enumerate(frames_u8):
+            _save_png(folder / f"{i:05d}.png", fr)
+        controls.append(_to_tensor(frames_u8))  # the PNGs' pixels: exactly what a resumed job will read
 
     clip = _to_tensor(inputs.frames)
     if task == "restore":
