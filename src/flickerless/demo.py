@@ -140,10 +140,11 @@ def run_engine_demo(out="out", video=None, frames=32, style="cartoon", model=Non
     from .video import read
 
     for name, r in results.items():
-        res = evaluate(read(r["path"])[0], source=source, metrics="pixel_mse,warp_error", log_skips=False)
+        video = read(r["path"])[0]
+        res = evaluate(video, source=source, metrics="pixel_mse,warp_error", log_skips=False)
         r["pixel_mse"], r["warp_error"] = res.values["pixel_mse"], res.values["warp_error"]
         if name == "stylized":
-            write_report(out / "report.html", res, read(r["path"])[0], source=source, title="flickerless demo")
+            write_report(out / "report.html", res, video, source=source, title="flickerless demo")
     s, p = results["stylized"], results["per_frame"]
     print(f"clip {path.name}: {len(source)} frames at {source.shape[2]}x{source.shape[1]}, style {style!r}, "
           f"tiny model {model}")
