@@ -30,7 +30,11 @@ p.add_argument("--batch", type=int, default=8, help="frames per UNet call")
 p.add_argument("--vae-batch", type=int, default=4)
 p.add_argument("--final-window", type=int, default=121)
 p.add_argument("--channels-last", action="store_true", help="UNet, ControlNets and VAE in channels-last memory format")
+p.add_argument("--attn", choices=["kv", "hidden"], default="kv",
+               help="cross-frame attention: kv = the engine's; hidden = the former processor (benchmarks/former_attention.py)")
+p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
 a = p.parse_args()
+torch.backends.cudnn.benchmark = a.cudnn_benchmark
 dev, dt = torch.device("cuda"), torch.float16
 torch.manual_seed(0)
 unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64).to(dev, dt).eval()
@@ -43,6 +47,10 @@ if a.channels_last:
 state = CrossFrameAttention()
 for m in [unet, *cns]:
     enable_cross_frame_attention(m, state)
+if a.attn == "hidden":
+    from former_attention import use_former
+
+    use_former([unet, *cns], state)
 sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
                       set_alpha_to_one=False, steps_offset=1)
 clip, _ = load_clip(registry_clip("bikes.mp4"), a.frames)
@@ -79,7 +87,8 @@ frames = defl(frames, video, a.final_window)
 torch.cuda.synchronize()
 total = time.perf_counter() - t0
 res = {"frames": a.frames, "size": f"{a.width}x{a.height}", "steps": a.steps, "batch": a.batch,
-       "vae_batch": a.vae_batch, "channels_last": a.channels_last,
+       "vae_batch": a.vae_batch, "channels_last": a.channels_last, "attn": a.attn,
+       "cudnn_benchmark": a.cudnn_benchmark,
        "s_per_frame": round(total / a.frames, 3), **{k + "_s_per_frame": round(v / a.frames, 3) for k, v in timers.items()},
        "peak_gpu_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2), "device": torch.cuda.get_device_name()}
 print(json.dumps(res))

@@ -61,15 +61,30 @@ class DeflickerSchedule:
 def default_deflicker(frames: torch.Tensor, guide: torch.Tensor | None, window: int | None,
                       progress: bool = False, **patchmatch_options) -> torch.Tensor:
     """F = patch blending in table mode, guided by the input video (or the frames themselves).
-    Its intermediate images stay off the GPU, so the engine's GPU memory does not grow with T.
+
+    Its intermediate images are kept on the GPU only within the headroom under the GPU's peak so
+    far (half of peak minus what is allocated now: memory the denoiser already needed), the rest
+    off the GPU, so the engine's peak GPU memory does not grow with T.
     ``progress``: a progress bar with time left for each pass; ``patchmatch_options``: as for
     :func:`flickerless.deflicker` (``patch_sizes``, ``iterations``, ...). Bind them with a closure or
     functools.partial."""
-    from ..blend.deflicker import deflicker
+    from ..blend.deflicker import deflicker, resolve_device
 
     g = frames if guide is None else guide.to(frames.device, frames.dtype)
-    return deflicker(g, frames, mode="table", window=window, device_budget=0, progress=progress,
+    budget = patchmatch_options.pop("device_budget", None)
+    if budget is None:
+        budget = peak_headroom(resolve_device(patchmatch_options.get("device"), frames)) if torch.cuda.is_available() else 0
+    return deflicker(g, frames, mode="table", window=window, device_budget=budget, progress=progress,
                      **patchmatch_options)
+
+
+def peak_headroom(device) -> int:
+    """Half the bytes between ``device``'s peak allocated GPU memory so far and what is allocated now
+    (0 off CUDA): what a step can use without raising the peak."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 0
+    return max(0, (torch.cuda.max_memory_allocated(device) - torch.cuda.memory_allocated(device)) // 2)
 
 
 @dataclass
