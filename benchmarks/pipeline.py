@@ -19,6 +19,7 @@ from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DCondi
 from flickerless.demo import load_clip, registry_clip
 from flickerless.diffusion import (ControlNetUnit, CrossFrameAttention, DeflickerSchedule, Denoiser, VAECodec,
                                    default_deflicker, enable_cross_frame_attention, fixed_noise, sample)
+from flickerless.diffusion.sampler import remembering_deflicker
 from flickerless.video import resize_frame
 
 p = argparse.ArgumentParser()
@@ -33,6 +34,8 @@ p.add_argument("--channels-last", action="store_true", help="UNet, ControlNets a
 p.add_argument("--attn", choices=["kv", "hidden"], default="kv",
                help="cross-frame attention: kv = the engine's; hidden = the former processor (benchmarks/former_attention.py)")
 p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
+p.add_argument("--cold-deflicker", action="store_true",
+               help="every deflicker pass searches from scratch (the engine before it kept PatchMatch fields across passes)")
 a = p.parse_args()
 torch.backends.cudnn.benchmark = a.cudnn_benchmark
 dev, dt = torch.device("cuda"), torch.float16
@@ -76,7 +79,7 @@ def timed(key, fn):
 den = Denoiser(unet, emb, torch.zeros_like(emb), 7.5, units, a.batch, state)
 codec = VAECodec(vae, a.vae_batch)
 codec.encode, codec.decode = timed("vae", codec.encode), timed("vae", codec.decode)
-defl = timed("deflicker", default_deflicker)
+defl = timed("deflicker", default_deflicker if a.cold_deflicker else remembering_deflicker())  # as VideoPipeline
 sched.set_timesteps(a.steps)
 latents = fixed_noise(a.frames, (4, a.height // 8, a.width // 8), 0)
 torch.cuda.reset_peak_memory_stats()
@@ -88,7 +91,7 @@ torch.cuda.synchronize()
 total = time.perf_counter() - t0
 res = {"frames": a.frames, "size": f"{a.width}x{a.height}", "steps": a.steps, "batch": a.batch,
        "vae_batch": a.vae_batch, "channels_last": a.channels_last, "attn": a.attn,
-       "cudnn_benchmark": a.cudnn_benchmark,
+       "cudnn_benchmark": a.cudnn_benchmark, "cold_deflicker": a.cold_deflicker,
        "s_per_frame": round(total / a.frames, 3), **{k + "_s_per_frame": round(v / a.frames, 3) for k, v in timers.items()},
        "peak_gpu_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2), "device": torch.cuda.get_device_name()}
 print(json.dumps(res))

@@ -116,3 +116,34 @@ def test_nothing_is_blended_across_a_cut(two_shots):
     assert np.array_equal(whole[5:], second)
     merged = deflicker(two_shots, flick, window=None, device="cpu", cuts=False, **FAST)
     assert psnr(whole, truth) > psnr(merged, truth) + 1
+
+
+def test_match_cache_carries_fields_to_the_next_pass(pair, carphone):
+    """The engine's passes over one guide share a MatchCache: the second pass starts every pair
+    from its last field, and blends at least as well as a pass from scratch."""
+    from flickerless.blend.deflicker import MatchCache
+    from flickerless.synthetic import add_flicker
+
+    clip, truth, flick = pair
+    other = add_flicker(truth, seed=11)  # the next pass sees a different estimate
+    cold = deflicker(clip, other, mode="table", window=None, device="cpu")
+    cache = MatchCache()
+    deflicker(clip, flick, mode="table", window=None, device="cpu", matches=cache)
+    first = cache.misses
+    assert first > 0 and cache.hits == 0 and len(cache) == first and cache.bytes == first * clip[0][..., :2].size * 2
+    warm = deflicker(clip, other, mode="table", window=None, device="cpu", matches=cache)
+    assert cache.hits == first and cache.misses == first  # every pair of the second pass was warm
+    assert psnr(warm, truth) > psnr(cold, truth) - 0.3
+    assert temporal_error(warm, truth) < 1.15 * temporal_error(cold, truth)
+    # a restored cache continues exactly as the live one (a resumed job)
+    restored = MatchCache()
+    restored.load_state_dict(cache.state_dict())
+    a = deflicker(clip, flick, mode="table", window=None, device="cpu", matches=cache)
+    b = deflicker(clip, flick, mode="table", window=None, device="cpu", matches=restored)
+    assert np.array_equal(a, b)
+    # another guide empties it; a zero budget keeps nothing
+    deflicker(carphone[:4], carphone[:4], mode="table", window=None, device="cpu", matches=cache)
+    assert cache.hits == 2 * first and len(cache) < first
+    none = MatchCache(budget=0)
+    deflicker(clip, flick, mode="table", window=None, device="cpu", matches=none)
+    assert len(none) == 0 and none.bytes == 0

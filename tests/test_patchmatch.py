@@ -101,3 +101,34 @@ def test_options_validate():
         pm.PatchMatchOptions.from_kwargs(patch_size=5)
     with pytest.raises(ValueError, match="backend"):
         pm.PatchMatchOptions(backend="cupy")
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_warm_start_refines_a_nearby_field(carphone, backend):
+    """A warm start (the engine's later deflicker passes) skips the pyramid: from a field that is
+    wrong at 30% of the pixels, scattered, refine_iterations rounds at full resolution repair it."""
+    src = _t(carphone[0])
+    dy, dx = 5, -9
+    tgt = torch.roll(src, shifts=(dy, dx), dims=(2, 3))
+    h, w = src.shape[-2:]
+    expected = pm._grid(h, w, "cpu") - torch.tensor([dy, dx]).view(2, 1, 1)
+    inner = (slice(16, h - 16), slice(16, w - 16))
+    g = torch.Generator().manual_seed(0)
+    wrong = torch.rand(h, w, generator=g) < 0.3
+    rand = torch.stack((torch.randint(0, h, (h, w), generator=g), torch.randint(0, w, (h, w), generator=g)))
+    off = torch.where(wrong, rand, expected)[None]
+    opts = pm.PatchMatchOptions(backend=backend, refine_iterations=2)
+
+    def exact(nnf):
+        return (nnf[0] == expected).all(0)[inner].float().mean().item()
+
+    assert exact(off) < 0.75
+    nnf, cost = pm.patchmatch(tgt, src, src, opts, init_nnf=off, return_cost=True)
+    assert exact(nnf) > 0.9, exact(nnf)
+    # from the right field it stays right, and remap hands the field back
+    out, again = pm.remap(src, tgt, src, opts, init_nnf=expected[None], return_nnf=True)
+    assert exact(again) > 0.99 and _psnr(out[..., inner[0], inner[1]], tgt[..., inner[0], inner[1]]) > 40
+    with pytest.raises(ValueError, match="init_nnf"):
+        pm.patchmatch(tgt, src, src, opts, init_nnf=off[..., :-1])
+    with pytest.raises(ValueError, match="refine_iterations"):
+        pm.PatchMatchOptions(refine_iterations=0)

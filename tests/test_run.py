@@ -93,6 +93,7 @@ def test_interrupted_job_resumes_to_the_same_frames(models, clip, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_job("stylize", clip, part, "a cat", stop_after_step=2, **kw)
     assert not part.exists() and (job_folder(part) / "latents.pt").exists()
+    assert (job_folder(part) / "matches.pt").exists()  # step 1 deflickered: its PatchMatch fields are kept
     with pytest.raises(InputError, match="other prompt"):
         run_job("stylize", clip, part, "a dog", resume=True, **kw)
     run_job("stylize", clip, part, "a cat", resume=True, **kw)
@@ -102,6 +103,13 @@ def test_interrupted_job_resumes_to_the_same_frames(models, clip, tmp_path):
 
     assert len(pngs(whole)) == 4 and np.array_equal(pngs(whole), pngs(part))  # the finished frames are identical
     assert read(whole)[0].shape == read(part)[0].shape
+    # without the kept fields, step 3's pass would search from scratch and give other frames
+    lost = tmp_path / "lost.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, lost, "a cat", stop_after_step=2, **kw)
+    (job_folder(lost) / "matches.pt").unlink()
+    run_job("stylize", clip, lost, "a cat", resume=True, **kw)
+    assert not np.array_equal(pngs(whole), pngs(lost))
 
 
 def test_cli_run_and_errors(models, clip, tmp_path, capsys):
@@ -176,7 +184,8 @@ def test_deflicker_settings_reach_F(models, clip, tmp_path, monkeypatch):
 
     seen = []
 
-    def spy(frames, guide, window, progress=False, **pm):
+    def spy(frames, guide, window, progress=False, matches="unset", **pm):
+        assert matches is None  # self-guided: the guide changes every pass, no fields are carried over
         seen.append((window, guide is None, pm))
         return frames
 

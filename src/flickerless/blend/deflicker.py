@@ -33,7 +33,7 @@ from .schedule import count_table_remaps, table_levels, table_query, window_pair
 
 log = logging.getLogger("flickerless")
 
-__all__ = ["deflicker", "run_deflicker", "resolve_device", "MODES"]
+__all__ = ["deflicker", "run_deflicker", "resolve_device", "MatchCache", "MODES"]
 
 MODES = ("table", "window", "keyframes", "all_pairs")
 Sink = Callable[[int, torch.Tensor], None]
@@ -80,6 +80,82 @@ def normalize_window(window) -> int | None:
     return w
 
 
+class MatchCache:
+    """Nearest-neighbour fields of frame pairs, kept from one deflicker pass to the next over the
+    same guide video (the engine's in-loop passes: the guide is the input video at every step).
+
+    A pair found here is not searched from scratch: PatchMatch starts from its last field and runs
+    ``refine_iterations`` rounds at full resolution against the new style (see
+    :func:`~flickerless.blend.patchmatch.patchmatch`). Fields are kept as int16 in host memory up
+    to ``budget`` bytes (4 bytes per pixel per pair: 2 MB for 960x512); pairs past the budget are
+    searched from scratch every pass. One cache belongs to one guide video: a pass over a guide of
+    another length or size empties it first.
+    """
+
+    def __init__(self, budget: int = 1 << 30):
+        self.budget = int(budget)
+        self._fields: dict[tuple[int, int], torch.Tensor] = {}
+        self._guide: tuple | None = None
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.version = 0  # bumped on every change (a job saves the cache when it moved)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def bind(self, num_frames: int, size: tuple[int, int]) -> None:
+        """Declare the guide of the pass about to run; a different guide empties the cache."""
+        guide = (int(num_frames), tuple(size))
+        if guide != self._guide:
+            self.clear()
+            self._guide = guide
+
+    def clear(self) -> None:
+        self._fields.clear()
+        self.bytes = 0
+        self.version += 1
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue with the same fields (a resumed job must match an
+        uninterrupted one frame for frame)."""
+        pairs = sorted(self._fields)
+        return {"guide": None if self._guide is None else [self._guide[0], *self._guide[1]],
+                "pairs": torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2),
+                "fields": torch.stack([self._fields[p] for p in pairs]) if pairs else torch.zeros(0, 2, 0, 0, dtype=torch.int16)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.clear()
+        g = state["guide"]
+        self._guide = None if g is None else (int(g[0]), (int(g[1]), int(g[2])))
+        for (a, b), f in zip(state["pairs"].tolist(), state["fields"]):
+            self._fields[(a, b)] = f.clone()
+            self.bytes += f.numel() * 2
+
+    def get(self, pairs: Sequence[tuple[int, int]]) -> list[torch.Tensor | None]:
+        found = [self._fields.get(p) for p in pairs]
+        hits = sum(f is not None for f in found)
+        self.hits += hits
+        self.misses += len(found) - hits
+        return found
+
+    def put(self, pairs: Sequence[tuple[int, int]], nnf: torch.Tensor) -> None:
+        """Keep the fields ``nnf (B, 2, H, W)`` of ``pairs``, as far as the budget allows."""
+        per = nnf[0].numel() * 2
+        room = max(0, (self.budget - self.bytes) // per)
+        old = [k for k, p in enumerate(pairs) if p in self._fields]
+        new = [k for k, p in enumerate(pairs) if p not in self._fields][:room]
+        if not old and not new:
+            return
+        keep = nnf.to(torch.int16).cpu()  # one transfer per batch
+        for k in old:
+            self._fields[pairs[k]] = keep[k].clone()
+        for k in new:
+            self._fields[pairs[k]] = keep[k].clone()
+            self.bytes += per
+        self.version += 1
+
+
 def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
     if device.type != "cuda":
         return 4
@@ -97,8 +173,11 @@ class Remapper:
     and retries; at batch 1 it becomes a :class:`DeviceError` that says what to change.
     """
 
-    def __init__(self, guide: FrameSource, options: PatchMatchOptions, device, batch: int, progress=None):
+    def __init__(self, guide: FrameSource, options: PatchMatchOptions, device, batch: int, progress=None,
+                 matches: MatchCache | None = None):
         self.guide = guide
+        self.matches = matches
+        self.offset = 0  # clip index of the guide's frame 0 (shots), the frame numbers of ``matches``
         self.options = options
         self.device = torch.device(device)
         self.batch = max(1, int(batch))
@@ -108,9 +187,11 @@ class Remapper:
         self._cache_size = 4 * self.batch + 8
         self.runs = 0
 
-    def reset(self, guide: FrameSource) -> None:
-        """Work on another guide (the next shot): frame numbers restart at 0."""
+    def reset(self, guide: FrameSource, offset: int = 0) -> None:
+        """Work on another guide (the next shot, starting at clip frame ``offset``): frame numbers
+        restart at 0."""
         self.guide = guide
+        self.offset = offset
         self.n = len(guide)
         self._guide_cache.clear()
 
@@ -155,7 +236,22 @@ class Remapper:
         keys = torch.tensor([s * (self.n + 1) + t for s, t in pairs], dtype=torch.int64, device=self.device)
         style = torch.stack(images).to(self.device, torch.float32)
         self.runs += len(pairs)
-        return remap(style, self._guides(tgt), self._guides(src), self.options, keys)
+        tg, sg = self._guides(tgt), self._guides(src)
+        if self.matches is None:
+            return remap(style, tg, sg, self.options, keys)
+        ids = [(self.offset + s, self.offset + t) for s, t in pairs]
+        found = self.matches.get(ids)
+        out = torch.empty_like(style)
+        for warm in (True, False):
+            rows = [k for k, f in enumerate(found) if (f is not None) == warm]
+            if not rows:
+                continue
+            sel = torch.tensor(rows, device=self.device)
+            init = torch.stack([found[k] for k in rows]).to(self.device) if warm else None
+            img, nnf = remap(style[sel], tg[sel], sg[sel], self.options, keys[sel], init_nnf=init, return_nnf=True)
+            out[sel] = img
+            self.matches.put([ids[k] for k in rows], nnf)
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,13 +498,17 @@ def run_deflicker(
     device_budget: int | None = None,
     tmpdir: str | None = None,
     cuts=True,
+    matches: MatchCache | None = None,
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
     ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics.
 
     cuts: ``True`` detects hard cuts in the guide (:func:`detect_cuts`) and deflickers each shot on
     its own, so nothing is blended across a cut; ``False`` treats the clip as one shot; a list gives
-    the frames that start shots. Keyframes mode always treats the clip as one shot."""
+    the frames that start shots. Keyframes mode always treats the clip as one shot.
+
+    matches: a :class:`MatchCache` kept across calls over the same guide: pairs met before start
+    from their last field (faster; the engine's in-loop passes)."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     n = len(guide)
@@ -454,7 +554,9 @@ def run_deflicker(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, unit="pair", desc=f"deflicker ({mode})", dynamic_ncols=True)
-    remapper = Remapper(guide, opts, dev, bs, bar)
+    if matches is not None:
+        matches.bind(n, guide.size)
+    remapper = Remapper(guide, opts, dev, bs, bar, matches)
     chunk = max(4, bs)
     if device_budget is None:
         device_budget = 0
@@ -466,7 +568,7 @@ def run_deflicker(
             for a, b in shots:
                 g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(shots) > 1 else (guide, style)
                 out = lambda i, img, a=a: sink(a + i, img)  # noqa: E731  (shot-local -> clip index)
-                remapper.reset(g)
+                remapper.reset(g, a)
                 store.close()  # table entries are keyed by shot-local positions
                 if mode == "table":
                     _run_table(s, remapper, out, win, store, chunk)
@@ -503,6 +605,7 @@ def deflicker(
     progress: bool = False,
     device_budget: int | None = None,
     cuts=True,
+    matches: MatchCache | None = None,
     **patchmatch_options,
 ):
     """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
@@ -518,6 +621,7 @@ def deflicker(
         shot; or the list of frames that start shots.
     device_budget: bytes of intermediate images kept on the GPU (default a quarter of free memory;
         0 keeps them in host RAM, then on disk, so GPU memory does not grow with the clip's length).
+    matches: a :class:`MatchCache` reused across calls over the same guide (see there).
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
         (patch_sizes, iterations, guide_weight, samples, seed, ...).
     """
@@ -545,7 +649,7 @@ def deflicker(
             out[i] = img.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
-                  progress=progress, device_budget=device_budget, cuts=cuts)
+                  progress=progress, device_budget=device_budget, cuts=cuts, matches=matches)
     return out
 
 

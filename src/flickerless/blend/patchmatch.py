@@ -73,6 +73,8 @@ class PatchMatchOptions:
     backend: ``"torch"`` (any device), ``"triton"`` (fused kernels, CUDA), ``"numba"`` (fused
         kernels, CPU) or ``"auto"`` (Triton on CUDA, numba on the CPU, when importable; else torch).
         All run the same passes with the same random numbers.
+    refine_iterations: iterations run on a warm start (:func:`patchmatch` given ``init_nnf``, a
+        field found before for the same pair): full resolution only, the smallest patch sizes.
     """
 
     patch_sizes: tuple[int, ...] = (13, 11, 9, 7, 5)
@@ -85,6 +87,7 @@ class PatchMatchOptions:
     init: str = "identity"
     seed: int = 0
     backend: str = "auto"
+    refine_iterations: int = 2
 
     def __post_init__(self) -> None:
         ps = tuple(int(p) for p in self.patch_sizes)
@@ -93,6 +96,8 @@ class PatchMatchOptions:
             raise ValueError(f"patch_sizes must be odd positive integers, got {self.patch_sizes!r}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.refine_iterations < 1:
+            raise ValueError(f"refine_iterations must be >= 1, got {self.refine_iterations}")
         if self.guide_weight < 0:
             raise ValueError(f"guide_weight must be >= 0, got {self.guide_weight}")
         if self.samples is not None and self.samples < 1:
@@ -419,6 +424,7 @@ def patchmatch(
     options: PatchMatchOptions | None = None,
     keys: torch.Tensor | None = None,
     return_cost: bool = False,
+    init_nnf: torch.Tensor | None = None,
 ):
     """NNF from each target pixel to a source patch, coarse to fine.
 
@@ -426,6 +432,11 @@ def patchmatch(
     ``(B, C', Hs, Ws)``, all float in [0, 1] on one device. keys: ``(B,)`` int64 identifying each
     pair for the random numbers (default ``0..B-1``). Returns ``nnf (B, 2, H, W)`` int64, and the
     final patch cost ``(B, H, W)`` if ``return_cost``.
+
+    init_nnf: ``(B, 2, H, W)``, a field found before for the same pairs (a warm start: the engine's
+    next deflicker pass over the same guide). The pyramid is skipped; ``refine_iterations`` rounds
+    of propagation and search run at full resolution with the last patch sizes, against the new
+    style.
     """
     opts = options or PatchMatchOptions()
     b = target_guide.shape[0]
@@ -436,8 +447,34 @@ def patchmatch(
     dtype = torch.float32
     tg0, sg0, ss0 = (t.to(dtype) for t in (target_guide, source_guide, source_style))
     kernels = _kernels(opts.backend, dev)
-    nnf = None
+
+    def iterate(tg, sg, ss, nnf, patch_size, radius, salt):
+        offs = patch_offsets(patch_size, opts.samples)
+        if kernels is not None:
+            estimate = kernels.vote(ss, nnf, offs)
+            return kernels.iteration(tg, estimate, sg, ss, nnf, keys, offs, opts.guide_weight, radius, salt)
+        spp = len(offs)
+        estimate = vote(ss, nnf, offs)
+        tdesc = describe(torch.cat((tg * sw, estimate), 1), offs)
+        sdesc = describe(torch.cat((sg * sw, ss), 1), offs)
+        src_size = tuple(sg.shape[-2:])
+        cost = patch_cost(tdesc, sdesc, nnf, src_size, spp)
+        nnf, cost = propagate(nnf, cost, tdesc, sdesc, src_size, spp)
+        return random_search(nnf, cost, tdesc, sdesc, src_size, spp, radius, keys, salt=salt)
+
     cost = None
+    if init_nnf is not None:
+        if tuple(init_nnf.shape) != (b, 2, *tg0.shape[-2:]):
+            raise ValueError(f"init_nnf must be {(b, 2, *tg0.shape[-2:])}, got {tuple(init_nnf.shape)}")
+        nnf = _clamp_nnf(init_nnf.to(dev, torch.int64), *sg0.shape[-2:])
+        n = opts.refine_iterations
+        sizes = opts.patch_sizes[-n:] if n <= len(opts.patch_sizes) else opts.patch_sizes
+        for it in range(n):
+            size = sizes[it * len(sizes) // n]
+            nnf, cost = iterate(tg0, sg0, ss0, nnf, size, opts.search_radius, salt=2 * (10_007 + it) + 1)
+        return (nnf, cost) if return_cost else nnf
+
+    nnf = None
     prev_src = None
     levels = _level_sizes(tuple(tg0.shape[-2:]), tuple(sg0.shape[-2:]), opts)
     for li, (size, src_size) in enumerate(levels):
@@ -449,19 +486,7 @@ def patchmatch(
         prev_src = src_size
         radius = max(src_size) if li == 0 else opts.search_radius
         for it in range(opts.iterations):
-            offs = patch_offsets(opts.patch_size_at(it), opts.samples)
-            salt = (li * 97 + it) * 2 + 1
-            if kernels is not None:
-                estimate = kernels.vote(ss, nnf, offs)
-                nnf, cost = kernels.iteration(tg, estimate, sg, ss, nnf, keys, offs, opts.guide_weight, radius, salt)
-                continue
-            spp = len(offs)
-            estimate = vote(ss, nnf, offs)
-            tdesc = describe(torch.cat((tg * sw, estimate), 1), offs)
-            sdesc = describe(torch.cat((sg * sw, ss), 1), offs)
-            cost = patch_cost(tdesc, sdesc, nnf, src_size, spp)
-            nnf, cost = propagate(nnf, cost, tdesc, sdesc, src_size, spp)
-            nnf, cost = random_search(nnf, cost, tdesc, sdesc, src_size, spp, radius, keys, salt=salt)
+            nnf, cost = iterate(tg, sg, ss, nnf, opts.patch_size_at(it), radius, salt=(li * 97 + it) * 2 + 1)
     return (nnf, cost) if return_cost else nnf
 
 
@@ -471,12 +496,16 @@ def remap(
     source_guide: torch.Tensor,
     options: PatchMatchOptions | None = None,
     keys: torch.Tensor | None = None,
-) -> torch.Tensor:
+    init_nnf: torch.Tensor | None = None,
+    return_nnf: bool = False,
+):
     """Remap ``source_style`` onto the target frames: PatchMatch between the guides, then a vote
-    by every pixel of the last patch size. Returns ``(B, C', H, W)`` in the dtype of ``source_style``."""
+    by every pixel of the last patch size. Returns ``(B, C', H, W)`` in the dtype of ``source_style``
+    (and the NNF if ``return_nnf``). ``init_nnf``: a warm start, see :func:`patchmatch`."""
     opts = options or PatchMatchOptions()
-    nnf = patchmatch(target_guide, source_guide, source_style, opts, keys)
+    nnf = patchmatch(target_guide, source_guide, source_style, opts, keys, init_nnf=init_nnf)
     offs = patch_offsets(opts.patch_sizes[-1])  # every pixel of the last patch size votes
     kernels = _kernels(opts.backend, nnf.device)
     vote_fn = kernels.vote if kernels is not None else vote
-    return vote_fn(source_style.to(torch.float32), nnf, offs).to(source_style.dtype)
+    out = vote_fn(source_style.to(torch.float32), nnf, offs).to(source_style.dtype)
+    return (out, nnf) if return_nnf else out

@@ -19,7 +19,8 @@ from .codec import VAECodec
 from .codenoise import CoDenoiser, Merge, PromptRanges, clip_prompts, frame_prompts, plan_clips
 from .fusion import average_fusion
 from .models import Components, check_adapter_fits, expand_embedding_tokens, load_components
-from .sampler import AdapterUnit, ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise, sample
+from .sampler import (AdapterUnit, ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise,
+                      remembering_deflicker, sample)
 
 log = logging.getLogger("flickerless")
 
@@ -228,6 +229,8 @@ class VideoPipeline:
             else:
                 x0 = self.codec.encode(video.float(), out_device="cpu")
                 latents = sched.add_noise(x0, noise, timesteps[:1])  # the same noise on every frame
+        if deflicker is default_deflicker:  # this call's passes share their PatchMatch fields
+            deflicker = remembering_deflicker()
         latents = sample(den, sched, self.codec, latents, timesteps[start_step:end], schedule, deflicker, video,
                          progress, on_step=on_step, step_offset=start_step, total_steps=total)
         if output_type == "latents":

@@ -247,7 +247,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     ``stop_after_step`` interrupts the job after that denoising step, as a crash would (tests)."""
     from ..blend.deflicker import resolve_device
     from ..diffusion import DeflickerSchedule, VideoPipeline
-    from ..diffusion.sampler import default_deflicker
+    from ..diffusion.sampler import remembering_deflicker
 
     settings = resolve_settings(template, model, controlnets, lora, overrides)
     task = settings["task"]
@@ -318,16 +318,27 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                 vae_batch_size=samp["vae_batch_size"])
         self_guided = dfl["guide"] == "self"
 
-        pm = dict(patch_sizes=tuple(dfl["patch_sizes"]), iterations=dfl["iterations"])
+        # F of eqs 2-7 and the final pass, with a progress bar; its passes share PatchMatch fields
+        remembering = remembering_deflicker(patch_sizes=tuple(dfl["patch_sizes"]), iterations=dfl["iterations"],
+                                            progress=progress)
 
-        def deflicker_fn(fr, g, w):  # F of eqs 2-7 and the final pass, with a progress bar
-            return default_deflicker(fr, None if self_guided else g, w, progress=progress, **pm)
+        def deflicker_fn(fr, g, w):
+            return remembering(fr, None if self_guided else g, w)
         schedule = DeflickerSchedule(frequency=dfl["frequency"] or None, steps=dfl["steps"] or None,
                                      window=window_value(dfl["window"]))
         ckpt = job / "latents.pt"
+        fields = job / "matches.pt"  # the deflicker's PatchMatch fields, so a resumed job continues exactly
         state = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
+        if state is not None and fields.exists():
+            remembering.matches.load_state_dict(torch.load(fields, weights_only=True))
+        saved = [remembering.matches.version]
 
         def on_step(step, latents):
+            if remembering.matches.version != saved[0]:  # before the latents: never latents without their fields
+                tmp = fields.with_suffix(".tmp")
+                torch.save(remembering.matches.state_dict(), tmp)
+                os.replace(tmp, fields)
+                saved[0] = remembering.matches.version
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"step": step, "latents": latents.cpu()}, tmp)
             os.replace(tmp, ckpt)
