@@ -246,3 +246,29 @@ def test_cond_only_controlnet_acts_on_the_conditional_branch_only():
     torch.testing.assert_close(cfg(x, t, sched, 0.0), un + g * (co - un), rtol=1e-4, atol=1e-5)
     both = _denoiser(unet, controlnets=[ControlNetUnit(cn, imgs, 1.0)], guidance=g)(x, t, sched, 0.0)
     assert (both - (un + g * (co - un))).abs().max() > 1e-4  # without cond_only the uncond branch moves too
+
+
+def test_control_frames_are_sent_as_runs_of_the_requested_frames():
+    unet, c1 = tiny.unet(), tiny.controlnet(1)
+    imgs = torch.rand(T + 4, 3, 2 * H, 2 * W)
+    den = _denoiser(unet, controlnets=[ControlNetUnit(c1, imgs, 1.0)])
+    unit = den.controlnets[0]
+    for ids in ([0, 1, 2], [0, 3, 4, 5, 8], [4], [2, 3, 2, 3]):  # co-denoising clips may repeat frames
+        assert torch.equal(den._control_frames(unit, ids), imgs[ids])
+    unit.images = imgs.flip(0)  # new frames for the same unit are staged anew
+    assert torch.equal(den._control_frames(unit, [1, 2]), imgs.flip(0)[[1, 2]])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="staging in pinned memory needs CUDA")
+def test_control_frames_staged_in_pinned_memory_give_the_same_prediction():
+    unet, c1 = tiny.unet().cuda(), tiny.controlnet(1).cuda()
+    imgs = torch.rand(T, 3, 2 * H, 2 * W)
+    sched = tiny.scheduler()
+    sched.set_timesteps(3)
+    x = torch.randn(T, 4, H, W, generator=torch.Generator().manual_seed(2))
+    host = _denoiser(unet, controlnets=[ControlNetUnit(c1, imgs, 1.0)], batch=3)
+    dev = _denoiser(unet, controlnets=[ControlNetUnit(c1, imgs.cuda(), 1.0)], batch=3)
+    a, b = host(x, sched.timesteps[0], sched, 0.0), dev(x, sched.timesteps[0], sched, 0.0)
+    torch.testing.assert_close(a, b)
+    staged = next(iter(host._staged.values()))[1]
+    assert staged.is_pinned() and staged.dtype == torch.float32
