@@ -22,13 +22,13 @@ import json
 import time
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from flickerless.diffusion import ControlNetUnit, CrossFrameAttention, Denoiser, VAECodec, enable_cross_frame_attention
+from flickerless.diffusion import ControlNetUnit, CrossFrameAttention, Denoiser, VAECodec
 from flickerless.diffusion.attention import CrossFrameAttnProcessor
 from former_attention import HiddenGather
+import sd15
 
 p = argparse.ArgumentParser()
 p.add_argument("--frames", type=int, default=64)
@@ -40,13 +40,8 @@ p.add_argument("--repeat", type=int, default=2)
 p.add_argument("--compile", action="store_true")
 a = p.parse_args()
 dev, dt = torch.device("cuda"), torch.float16
-torch.manual_seed(0)
-unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64).to(dev, dt).eval()
-cns = [ControlNetModel(cross_attention_dim=768, attention_head_dim=8).to(dev, dt).eval() for _ in range(2)]
-vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                    up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4).to(dev, dt).eval()
-sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                      set_alpha_to_one=False, steps_offset=1)
+unet, cns, vae = sd15.models(dev, dt)
+sched = sd15.ddim()
 sched.set_timesteps(20)
 t = sched.timesteps[5]
 T, h, w = a.frames, a.height, a.width

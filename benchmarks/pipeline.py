@@ -14,13 +14,13 @@ import time
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 
 from flickerless.demo import load_clip, registry_clip
 from flickerless.diffusion import (ControlNetUnit, CrossFrameAttention, DeflickerSchedule, Denoiser, VAECodec,
                                    default_deflicker, enable_cross_frame_attention, fixed_noise, sample)
 from flickerless.diffusion.sampler import remembering_deflicker
 from flickerless.video import resize_frame
+import sd15
 
 p = argparse.ArgumentParser()
 p.add_argument("--frames", type=int, default=64)
@@ -39,11 +39,7 @@ p.add_argument("--cold-deflicker", action="store_true",
 a = p.parse_args()
 torch.backends.cudnn.benchmark = a.cudnn_benchmark
 dev, dt = torch.device("cuda"), torch.float16
-torch.manual_seed(0)
-unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64).to(dev, dt).eval()
-cns = [ControlNetModel(cross_attention_dim=768, attention_head_dim=8).to(dev, dt).eval() for _ in range(2)]
-vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                    up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4).to(dev, dt).eval()
+unet, cns, vae = sd15.models(dev, dt)
 if a.channels_last:
     for m in [unet, *cns, vae]:
         m.to(memory_format=torch.channels_last)
@@ -54,8 +50,7 @@ if a.attn == "hidden":
     from former_attention import use_former
 
     use_former([unet, *cns], state)
-sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                      set_alpha_to_one=False, steps_offset=1)
+sched = sd15.ddim()
 clip, _ = load_clip(registry_clip("bikes.mp4"), a.frames)
 clip = np.stack([resize_frame(clip[i % len(clip)], (a.height, a.width)) for i in range(a.frames)])
 video = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255  # host

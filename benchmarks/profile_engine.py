@@ -8,10 +8,10 @@ import argparse
 import time
 
 import torch
-from diffusers import AutoencoderKL
 from torch.profiler import ProfilerActivity, profile
 
 from flickerless.diffusion import VAECodec, default_deflicker
+import sd15
 
 p = argparse.ArgumentParser()
 p.add_argument("--frames", type=int, default=64)
@@ -22,8 +22,7 @@ p.add_argument("--rows", type=int, default=14)
 a = p.parse_args()
 dev, dt = torch.device("cuda"), torch.float16
 torch.manual_seed(0)
-vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                    up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4).to(dev, dt).eval()
+vae = sd15.vae(dev, dt)
 codec = VAECodec(vae, a.vae_batch)
 T, h, w = a.frames, a.height, a.width
 lat = torch.randn(a.vae_batch, 4, h // 8, w // 8)
