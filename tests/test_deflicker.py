@@ -133,6 +133,7 @@ def test_match_cache_carries_fields_to_the_next_pass(pair, carphone):
     assert first > 0 and cache.hits == 0 and len(cache) == first and cache.bytes == first * clip[0][..., :2].size * 2
     warm = deflicker(clip, other, mode="table", window=None, device="cpu", matches=cache)
     assert cache.hits == first and cache.misses == first  # every pair of the second pass was warm
+    assert not np.array_equal(warm, cold)  # ... and started from the kept fields, not from scratch
     assert psnr(warm, truth) > psnr(cold, truth) - 0.3
     assert temporal_error(warm, truth) < 1.15 * temporal_error(cold, truth)
     # a restored cache continues exactly as the live one (a resumed job)
