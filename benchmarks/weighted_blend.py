@@ -5,6 +5,10 @@ Not yet in `flickerless.deflicker`; see BENCHMARKS.md for the figures and what i
 
     PYTHONPATH=src python benchmarks/weighted_blend.py carphone_pristine.mp4 40 7
     PYTHONPATH=src python benchmarks/weighted_blend.py bikes.mp4 40 7      # downscaled to 320x136
+    PYTHONPATH=src python benchmarks/weighted_blend.py carphone_pristine.mp4 40 7 0.03   # with film grain (std 0.03)
+
+sigma is absolute (None rows), or a multiple of the median error of the target frame's pairs
+("target") or of each pair ("pair").
 """
 import sys, time, numpy as np, torch, cv2, torch.nn.functional as F
 from flickerless.blend import patchmatch as pm
@@ -14,6 +18,10 @@ from flickerless.synthetic import flickering_pair, psnr, temporal_error
 name, n, win = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 clip, _ = load_clip(registry_clip(name), n)
 if clip.shape[2] > 400: clip = np.stack([cv2.resize(f, (320, 136), interpolation=cv2.INTER_AREA) for f in clip])
+grain = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+if grain:
+    rng = np.random.default_rng(7)
+    clip = np.clip(clip + rng.normal(0, grain * 255, clip.shape), 0, 255).round().astype(np.uint8)
 gt, fl = flickering_pair(clip, seed=2)
 T = lambda x: torch.from_numpy(x).permute(0,3,1,2).float()/255
 G, S = T(clip), T(fl)
@@ -30,21 +38,27 @@ for a in range(0, len(pairs), 16):
     gimg = ck.vote(sg, nnf, offs)
     for k, p in enumerate(ch): RS[p], RG[p] = img[k], gimg[k]
 print("remaps", len(pairs), f"{time.time()-t0:.0f}s")
-def run(sigma):
+def run(sigma, norm=None):
     out = []
     for i in range(n):
+        js = [j for j in range(max(0, i-win), min(n, i+win+1)) if j != i]
+        es = {}
+        for j in js:
+            e = ((RG[(j,i)] - G[i])**2).mean(0, keepdim=True)
+            es[j] = F.avg_pool2d(e[None], 5, 1, 2, count_include_pad=False)[0]
+        if norm == "target":
+            scale = torch.stack([es[j] for j in js]).median()
         acc, wsum = S[i].clone(), torch.ones(1, *S.shape[-2:])
-        for j in range(max(0, i-win), min(n, i+win+1)):
-            if j == i: continue
+        for j in js:
             if sigma is None: w = torch.ones(1, *S.shape[-2:])
-            else:
-                e = ((RG[(j,i)] - G[i])**2).mean(0, keepdim=True)
-                e = F.avg_pool2d(e[None], 5, 1, 2, count_include_pad=False)[0]
-                w = torch.exp(-e / sigma**2)
+            elif norm == "pair": w = torch.exp(-es[j] / (sigma * es[j].median() + 1e-8))
+            elif norm == "target": w = torch.exp(-es[j] / (sigma * scale + 1e-8))
+            else: w = torch.exp(-es[j] / sigma**2)
             acc += w * RS[(j,i)]; wsum += w
         out.append(acc / wsum)
     o = (torch.stack(out).clamp(0,1).permute(0,2,3,1).numpy()*255).round().astype(np.uint8)
     return psnr(o, gt), temporal_error(o, gt)
-print(f"{name} {n} w{win}: input {psnr(fl,gt):.2f} temporal {temporal_error(fl,gt):.1f}")
-for sg_ in [None, 0.1, 0.05, 0.03, 0.02, 0.01]:
-    p, te = run(sg_); print(f"  sigma {sg_}: {p:.2f} dB temporal {te:.1f}")
+print(f"{name} {n} w{win} grain {grain}: input {psnr(fl,gt):.2f} temporal {temporal_error(fl,gt):.1f}")
+for norm, sigmas in [(None, [None, 0.05, 0.03]), ("target", [0.5, 1, 2, 4]), ("pair", [1, 2, 4])]:
+    for sg_ in sigmas:
+        p, te = run(sg_, norm); print(f"  {norm} sigma {sg_}: {p:.2f} dB temporal {te:.1f}", flush=True)
