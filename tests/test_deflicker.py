@@ -148,3 +148,24 @@ def test_match_cache_carries_fields_to_the_next_pass(pair, carphone):
     none = MatchCache(budget=0)
     deflicker(clip, flick, mode="table", window=None, device="cpu", matches=none)
     assert len(none) == 0 and none.bytes == 0
+
+
+def test_error_weighted_window_blend(pair):
+    clip, truth, flick = pair
+    kw = dict(mode="window", window=3, device="cpu", cuts=False)
+    plain = deflicker(clip, flick, **kw)
+    # weights of 1 everywhere (huge sigma): the plain mean; weights of ~0 (tiny sigma): each frame alone
+    np.testing.assert_allclose(deflicker(clip, flick, error_sigma=1e6, **kw).astype(int), plain.astype(int), atol=1)
+    alone = deflicker(clip, flick, error_sigma=1e-4, **kw)
+    assert psnr(alone, flick) > 45 and psnr(plain, flick) < 35
+    # a frame whose guide shows other content: its remaps are down-weighted where they do not fit
+    odd = clip.copy()
+    odd[4] = np.ascontiguousarray(odd[4][::-1, ::-1])  # frame 4's guide turned upside down
+    w_out = deflicker(odd, truth, error_sigma=0.05, **kw)
+    p_out = deflicker(odd, truth, **kw)
+    near = [3, 5]  # frames that blend frame 4 in
+    assert psnr(w_out[near], truth[near]) > psnr(p_out[near], truth[near]) + 0.5
+    with pytest.raises(InputError, match="window mode"):
+        deflicker(clip, flick, mode="table", error_sigma=0.05, device="cpu")
+    with pytest.raises(InputError, match="> 0"):
+        deflicker(clip, flick, mode="window", error_sigma=0, device="cpu")

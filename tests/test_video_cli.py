@@ -100,6 +100,12 @@ def test_cli_end_to_end(clips, clips_truth, tmp_path, capsys):
     result, _ = video.read(out)
     style, _ = video.read(clips / "style.mp4")
     assert psnr(result, clips_truth) > psnr(style, clips_truth) + 2
+    # window mode with error-weighted blending reaches the library's option
+    out2 = tmp_path / "weighted.mp4"
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
+                 "-o", str(out2), "--device", "cpu", "--mode", "window", "--window", "2", "--error-sigma", "1e-4",
+                 *FASTARGS]) == 0
+    assert psnr(video.read(out2)[0], style) > psnr(result, style) + 5  # tiny sigma: each frame nearly alone
 
 
 def test_cli_keyframes_to_png_folder(clips, clips_truth, tmp_path):
@@ -129,6 +135,7 @@ def test_cli_resize(clips, tmp_path):
         (["--guide", "{d}/guide.mp4", "--keyframes", "{d}/badkeys"], "frame number"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--device", "cuda:7"], "cuda"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "4"], "odd"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--error-sigma", "0.05"], "window mode"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(clips, tmp_path, capsys, args, message):

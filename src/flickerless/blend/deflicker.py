@@ -28,7 +28,7 @@ import torch
 
 from ..errors import DeviceError, InputError
 from .frames import FrameSource, FrameStore, SubFrames, as_source
-from .patchmatch import PatchMatchOptions, remap
+from .patchmatch import PatchMatchOptions, final_vote, remap
 from .schedule import count_table_remaps, table_levels, table_query, window_pairs, window_sources
 
 log = logging.getLogger("flickerless")
@@ -174,9 +174,10 @@ class Remapper:
     """
 
     def __init__(self, guide: FrameSource, options: PatchMatchOptions, device, batch: int, progress=None,
-                 matches: MatchCache | None = None):
+                 matches: MatchCache | None = None, error_sigma: float | None = None):
         self.guide = guide
         self.matches = matches
+        self.error_sigma = error_sigma  # set: each remapped image gets a 4th channel, its blend weight
         self.offset = 0  # clip index of the guide's frame 0 (shots), the frame numbers of ``matches``
         self.options = options
         self.device = torch.device(device)
@@ -238,20 +239,33 @@ class Remapper:
         self.runs += len(pairs)
         tg, sg = self._guides(tgt), self._guides(src)
         if self.matches is None:
-            return remap(style, tg, sg, self.options, keys)
-        ids = [(self.offset + s, self.offset + t) for s, t in pairs]
-        found = self.matches.get(ids)
-        out = torch.empty_like(style)
-        for warm in (True, False):
-            rows = [k for k, f in enumerate(found) if (f is not None) == warm]
-            if not rows:
-                continue
-            sel = torch.tensor(rows, device=self.device)
-            init = torch.stack([found[k] for k in rows]).to(self.device) if warm else None
-            img, nnf = remap(style[sel], tg[sel], sg[sel], self.options, keys[sel], init_nnf=init, return_nnf=True)
-            out[sel] = img
-            self.matches.put([ids[k] for k in rows], nnf)
-        return out
+            out, nnf = remap(style, tg, sg, self.options, keys, return_nnf=True)
+        else:
+            ids = [(self.offset + s, self.offset + t) for s, t in pairs]
+            found = self.matches.get(ids)
+            out = torch.empty_like(style)
+            nnf = torch.empty(len(pairs), 2, *tg.shape[-2:], dtype=torch.int64, device=self.device)
+            for warm in (True, False):
+                rows = [k for k, f in enumerate(found) if (f is not None) == warm]
+                if not rows:
+                    continue
+                sel = torch.tensor(rows, device=self.device)
+                init = torch.stack([found[k] for k in rows]).to(self.device) if warm else None
+                out[sel], nnf[sel] = remap(style[sel], tg[sel], sg[sel], self.options, keys[sel], init_nnf=init,
+                                           return_nnf=True)
+                self.matches.put([ids[k] for k in rows], nnf[sel])
+        if self.error_sigma is None:
+            return out
+        return torch.cat([out, self._weight(sg, tg, nnf)], 1)
+
+    def _weight(self, source_guide, target_guide, nnf) -> torch.Tensor:
+        """Per-pixel blend weight of remapped images ``(B, 1, H, W)``: exp(-e / sigma^2), e the 5x5
+        mean of the squared error between the target guide and the source guide remapped through
+        the same field. Where the remap could not find the content (occlusion, content that left
+        the frame, a fast pan), the remapped image counts less."""
+        err = (final_vote(source_guide, nnf, self.options) - target_guide).square().mean(1, keepdim=True)
+        err = torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
+        return torch.exp(-err / self.error_sigma**2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +281,7 @@ def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int 
         jobs = [(j, i) for i in targets for j in window_sources(i, n, window)]
         own = style.load(targets, dev)
         acc = {i: own[k].clone() for k, i in enumerate(targets)}
-        count = {i: 1 for i in targets}
+        count = {i: 1 for i in targets}  # or a weight map, when remaps carry their weights
         cache: OrderedDict[int, torch.Tensor] = OrderedDict()
 
         def fetch(jn):
@@ -280,8 +294,12 @@ def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int 
 
         def consume(jn, img):
             t = jobs[jn][1]
-            acc[t] += img
-            count[t] += 1
+            if img.shape[0] == 4:  # weighted remap: colour, then the weight map
+                acc[t] += img[:3] * img[3:]
+                count[t] = count[t] + img[3:]
+            else:
+                acc[t] += img
+                count[t] += 1
 
         remapper.run(jobs, fetch, consume)
         for i in targets:
@@ -499,6 +517,7 @@ def run_deflicker(
     tmpdir: str | None = None,
     cuts=True,
     matches: MatchCache | None = None,
+    error_sigma: float | None = None,
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
     ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics.
@@ -508,9 +527,18 @@ def run_deflicker(
     the frames that start shots. Keyframes mode always treats the clip as one shot.
 
     matches: a :class:`MatchCache` kept across calls over the same guide: pairs met before start
-    from their last field (faster; the engine's in-loop passes)."""
+    from their last field (faster; the engine's in-loop passes).
+
+    error_sigma: window mode: weight each remapped frame per pixel by exp(-e / sigma^2), e the local
+    squared error of the guide remapped the same way (0.05 helped on every clip measured, clean or
+    grainy; BENCHMARKS.md); ``None``: a plain mean."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if error_sigma is not None:
+        if mode != "window":
+            raise InputError(f"error-weighted blending (error_sigma) works in window mode only so far, not {mode!r}")
+        if not error_sigma > 0:
+            raise InputError(f"error_sigma must be > 0, got {error_sigma}")
     n = len(guide)
     if n == 0:
         raise InputError("the guide video has no frames")
@@ -556,7 +584,7 @@ def run_deflicker(
         bar = tqdm(total=total, unit="pair", desc=f"deflicker ({mode})", dynamic_ncols=True)
     if matches is not None:
         matches.bind(n, guide.size)
-    remapper = Remapper(guide, opts, dev, bs, bar, matches)
+    remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma)
     chunk = max(4, bs)
     if device_budget is None:
         device_budget = 0
@@ -606,6 +634,7 @@ def deflicker(
     device_budget: int | None = None,
     cuts=True,
     matches: MatchCache | None = None,
+    error_sigma: float | None = None,
     **patchmatch_options,
 ):
     """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
@@ -622,6 +651,8 @@ def deflicker(
     device_budget: bytes of intermediate images kept on the GPU (default a quarter of free memory;
         0 keeps them in host RAM, then on disk, so GPU memory does not grow with the clip's length).
     matches: a :class:`MatchCache` reused across calls over the same guide (see there).
+    error_sigma: window mode: weight remapped frames by how well the guide survives the same remap
+        (see :func:`run_deflicker`); ``None`` (default): a plain mean.
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
         (patch_sizes, iterations, guide_weight, samples, seed, ...).
     """
@@ -649,7 +680,8 @@ def deflicker(
             out[i] = img.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
-                  progress=progress, device_budget=device_budget, cuts=cuts, matches=matches)
+                  progress=progress, device_budget=device_budget, cuts=cuts, matches=matches,
+                  error_sigma=error_sigma)
     return out
 
 

@@ -504,8 +504,14 @@ def remap(
     (and the NNF if ``return_nnf``). ``init_nnf``: a warm start, see :func:`patchmatch`."""
     opts = options or PatchMatchOptions()
     nnf = patchmatch(target_guide, source_guide, source_style, opts, keys, init_nnf=init_nnf)
-    offs = patch_offsets(opts.patch_sizes[-1])  # every pixel of the last patch size votes
-    kernels = _kernels(opts.backend, nnf.device)
-    vote_fn = kernels.vote if kernels is not None else vote
-    out = vote_fn(source_style.to(torch.float32), nnf, offs).to(source_style.dtype)
+    out = final_vote(source_style, nnf, opts)
     return (out, nnf) if return_nnf else out
+
+
+def final_vote(source: torch.Tensor, nnf: torch.Tensor, options: PatchMatchOptions) -> torch.Tensor:
+    """Remap ``source`` through a finished field: every pixel of the last patch size votes, on the
+    options' backend. In the dtype of ``source``."""
+    offs = patch_offsets(options.patch_sizes[-1])
+    kernels = _kernels(options.backend, nnf.device)
+    vote_fn = kernels.vote if kernels is not None else vote
+    return vote_fn(source.to(torch.float32), nnf, offs).to(source.dtype)
