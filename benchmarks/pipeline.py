@@ -30,7 +30,10 @@ p.add_argument("--steps", type=int, default=20)
 p.add_argument("--batch", type=int, default=8, help="frames per UNet call")
 p.add_argument("--vae-batch", type=int, default=4)
 p.add_argument("--final-window", type=int, default=121)
-p.add_argument("--channels-last", action="store_true", help="UNet, ControlNets and VAE in channels-last memory format")
+p.add_argument("--layout", choices=["auto", "nchw", "cl-torch"], default="auto",
+               help="auto: as VideoPipeline (channels-last with the Triton GroupNorm of diffusion.layout when "
+                    "that exists in the tree); nchw: PyTorch's default layout; cl-torch: channels-last with "
+                    "PyTorch's GroupNorm")
 p.add_argument("--attn", choices=["kv", "hidden"], default="kv",
                help="cross-frame attention: kv = the engine's; hidden = the former processor (benchmarks/former_attention.py)")
 p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
@@ -40,9 +43,16 @@ a = p.parse_args()
 torch.backends.cudnn.benchmark = a.cudnn_benchmark
 dev, dt = torch.device("cuda"), torch.float16
 unet, cns, vae = sd15.models(dev, dt)
-if a.channels_last:
-    for m in [unet, *cns, vae]:
+for m in [unet, *cns, vae]:
+    if a.layout == "cl-torch":
         m.to(memory_format=torch.channels_last)
+    elif a.layout == "auto":
+        try:
+            from flickerless.diffusion import layout
+        except ImportError:  # a tree from before diffusion.layout
+            layout = None
+        if layout is not None and layout.available():
+            layout.to_channels_last(m)
 state = CrossFrameAttention()
 for m in [unet, *cns]:
     enable_cross_frame_attention(m, state)
@@ -85,7 +95,7 @@ frames = defl(frames, video, a.final_window)
 torch.cuda.synchronize()
 total = time.perf_counter() - t0
 res = {"frames": a.frames, "size": f"{a.width}x{a.height}", "steps": a.steps, "batch": a.batch,
-       "vae_batch": a.vae_batch, "channels_last": a.channels_last, "attn": a.attn,
+       "vae_batch": a.vae_batch, "layout": a.layout, "attn": a.attn,
        "cudnn_benchmark": a.cudnn_benchmark, "cold_deflicker": a.cold_deflicker,
        "s_per_frame": round(total / a.frames, 3), **{k + "_s_per_frame": round(v / a.frames, 3) for k, v in timers.items()},
        "peak_gpu_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2), "device": torch.cuda.get_device_name()}

@@ -169,3 +169,27 @@ def test_error_weighted_window_blend(pair):
         deflicker(clip, flick, mode="table", error_sigma=0.05, device="cpu")
     with pytest.raises(InputError, match="> 0"):
         deflicker(clip, flick, mode="window", error_sigma=0, device="cpu")
+
+
+def test_tensor_frames_load_runs_equal_gathering():
+    from flickerless.blend.frames import TensorFrames, consecutive_runs
+
+    frames = torch.rand(7, 3, 4, 5)
+    ids = [0, 1, 2, 5, 3, 4, 4, 6]
+    torch.testing.assert_close(consecutive_runs(frames, ids, "cpu"), frames[ids], rtol=0, atol=0)
+    torch.testing.assert_close(TensorFrames(frames).load(ids, "cpu"), frames[ids], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned transfers need CUDA")
+def test_gpu_run_on_host_tensors_returns_pinned_and_same_frames(small_clip):
+    from flickerless.blend.frames import TensorFrames
+
+    g = torch.from_numpy(small_clip[:6]).permute(0, 3, 1, 2).float() / 255
+    s = (g + 0.1 * torch.rand(6, 3, 1, 1)).clamp(0, 1)
+    ids = [5, 0, 1, 2, 4]
+    got = TensorFrames(g.pin_memory()).load(ids, "cuda")
+    torch.testing.assert_close(got.cpu(), g[ids], rtol=0, atol=0)
+    host = deflicker(g, s, window=None, device="cuda", **FAST)
+    on_gpu = deflicker(g.cuda(), s.cuda(), window=None, device="cuda", **FAST)
+    assert host.device.type == "cpu" and host.is_pinned()
+    torch.testing.assert_close(host, on_gpu.cpu(), rtol=0, atol=0)

@@ -36,6 +36,7 @@ log = logging.getLogger("flickerless")
 __all__ = ["deflicker", "run_deflicker", "resolve_device", "MatchCache", "MODES"]
 
 MODES = ("table", "window", "keyframes", "all_pairs")
+PIN_BYTES = 1 << 30  # a host-tensor result of a GPU run is pinned up to this size
 Sink = Callable[[int, torch.Tensor], None]
 
 
@@ -668,10 +669,15 @@ def deflicker(
     n = len(g)
     h, w = g.size
     if as_tensor:
-        out = torch.empty(n, 3, h, w, device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float32)
+        dtype = like.dtype if like.is_floating_point() else torch.float32
+        # host output from a GPU run: pinned (up to PIN_BYTES), so each frame's copy back is asynchronous
+        # and the caller's next transfer to the GPU (the engine's VAE encode) is fast too
+        pin = (like.device.type == "cpu" and dev.type == "cuda"
+               and n * 3 * h * w * torch.finfo(dtype).bits // 8 <= PIN_BYTES)
+        out = torch.empty(n, 3, h, w, device=like.device, dtype=dtype, pin_memory=pin)
 
         def sink(i, img):
-            out[i] = img.clamp_(0, 1).to(out.device, out.dtype)
+            out[i].copy_(img.clamp_(0, 1), non_blocking=pin)
 
     else:
         out = np.empty((n, h, w, 3), dtype=np.uint8)
@@ -682,6 +688,8 @@ def deflicker(
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
                   progress=progress, device_budget=device_budget, cuts=cuts, matches=matches,
                   error_sigma=error_sigma)
+    if as_tensor and out.is_pinned():
+        torch.cuda.synchronize(dev)  # the copies into ``out`` were asynchronous
     return out
 
 

@@ -48,8 +48,25 @@ class TensorFrames(FrameSource):
         return int(self.frames.shape[0])
 
     def load(self, indices, device) -> torch.Tensor:
+        device = torch.device(device)
+        if self.frames.device.type == "cpu" and device.type == "cuda":
+            # host -> GPU: send runs of consecutive frames as slices of the tensor itself, so a pinned
+            # tensor is copied from pinned memory (a gathered host copy would be pageable: ~10x slower)
+            return consecutive_runs(self.frames, list(indices), device).to(torch.float32)
         idx = torch.as_tensor(list(indices), device=self.frames.device, dtype=torch.int64)
         return self.frames.index_select(0, idx).to(device=device, dtype=torch.float32)
+
+
+def consecutive_runs(src: torch.Tensor, ids: Sequence[int], device) -> torch.Tensor:
+    """``src[ids]`` on ``device``, sent as one slice per run of consecutive indices (asynchronous
+    from pinned memory) and concatenated there."""
+    ids = [int(i) for i in ids]
+    parts, start = [], 0
+    for k in range(1, len(ids) + 1):
+        if k == len(ids) or ids[k] != ids[k - 1] + 1:
+            parts.append(src[ids[start] : ids[k - 1] + 1].to(device, non_blocking=True))
+            start = k
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class ArrayFrames(FrameSource):

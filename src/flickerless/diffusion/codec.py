@@ -24,13 +24,17 @@ __all__ = ["VAECodec"]
 
 
 class ContiguousOutput:
-    """Attention processor wrapper: the wrapped processor's output, made contiguous."""
+    """Attention processor wrapper: the wrapped processor's output, made contiguous in the memory
+    format of its input (channels-last for a channels-last VAE, see :mod:`.layout`)."""
 
     def __init__(self, inner):
         self.inner = inner
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs).contiguous()
+        out = self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        nhwc = (hidden_states.ndim == 4 and not hidden_states.is_contiguous()
+                and hidden_states.is_contiguous(memory_format=torch.channels_last))
+        return out.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
 
 
 def contiguous_attention(model) -> None:

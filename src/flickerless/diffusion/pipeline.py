@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from . import layout
 from .attention import PATTERN, CrossFrameAttention, enable_cross_frame_attention
 from .codec import VAECodec
 from .codenoise import CoDenoiser, Merge, PromptRanges, clip_prompts, frame_prompts, plan_clips
@@ -55,10 +56,18 @@ def _contrast(frames: torch.Tensor, amount: float) -> torch.Tensor:
 
 class VideoPipeline:
     def __init__(self, components: Components, device=None, cross_frame: Sequence[str] | None = PATTERN,
-                 batch_size: int = 8, vae_batch_size: int = 4):
+                 batch_size: int = 8, vae_batch_size: int = 4, channels_last: bool | None = None):
+        """``channels_last``: run the UNet, ControlNets and VAE in channels-last memory with the
+        Triton GroupNorm of :mod:`.layout` (same values to fp16 rounding, faster on CUDA); ``None``:
+        on CUDA when Triton is there."""
         self.c = components
         self.device = torch.device(device) if device is not None else next(components.unet.parameters()).device
         self.batch_size = batch_size
+        if channels_last is None:
+            channels_last = self.device.type == "cuda" and layout.available()
+        if channels_last:
+            for m in [components.unet, *components.controlnets, components.vae]:
+                layout.to_channels_last(m)
         self.codec = VAECodec(components.vae, vae_batch_size)
         for k, ad in enumerate(components.adapters):
             check_adapter_fits(components.unet, ad, f"adapter {k}", vae_factor=self.codec.factor)

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..blend.frames import consecutive_runs
 from ..errors import InputError
 from .attention import CrossFrameAttention, pattern_frames
 
@@ -86,12 +87,21 @@ def remembering_deflicker(**patchmatch_options) -> DeflickerFn:
     :class:`~flickerless.blend.deflicker.MatchCache`, so every pass after the first refines the
     fields the last one found instead of searching from scratch (about 3x faster per pass, and
     slightly better: 0.2-0.3 dB on carphone and bikes, BENCHMARKS.md). Self-guided passes (no
-    guide video: the frames guide themselves and change every pass) search from scratch."""
+    guide video: the frames guide themselves and change every pass) search from scratch. A guide
+    in pageable host memory is staged once in pinned memory (up to ``STAGE_BYTES``) when CUDA is
+    there, since every pass sends it to the GPU again."""
     from ..blend.deflicker import MatchCache
 
     matches = MatchCache()
+    staged: list = [None, None]  # (the guide, its pinned copy)
 
     def deflicker_fn(frames, guide, window, **kwargs):
+        if guide is not None and guide.device.type == "cpu" and not guide.is_pinned() and torch.cuda.is_available():
+            # every pass reads the guide again: stage it once in pinned memory (as the control frames)
+            if staged[0] is not guide:
+                nbytes = guide.numel() * 4
+                staged[:] = [guide, guide.to(torch.float32).pin_memory() if nbytes <= STAGE_BYTES else guide]
+            guide = staged[1]
         return default_deflicker(frames, guide, window, matches=None if guide is None else matches,
                                  **{**patchmatch_options, **kwargs})
 
@@ -255,14 +265,7 @@ class Denoiser:
                 src = src.to(self.dtype)
             staged = (unit.images, src)
             self._staged[id(unit)] = staged
-        src = staged[1]
-        parts, start = [], 0
-        for k in range(1, len(ids) + 1):  # runs of consecutive frames
-            if k == len(ids) or ids[k] != ids[k - 1] + 1:
-                parts.append(src[ids[start] : ids[k - 1] + 1].to(self.device, non_blocking=True))
-                start = k
-        img = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return img.to(self.dtype)
+        return consecutive_runs(staged[1], ids, self.device).to(self.dtype)
 
     @torch.no_grad()
     def __call__(self, latents: torch.Tensor, t, scheduler, fraction: float,
