@@ -36,6 +36,8 @@ p.add_argument("--layout", choices=["auto", "nchw", "cl-torch"], default="auto",
                     "PyTorch's GroupNorm")
 p.add_argument("--attn", choices=["kv", "hidden"], default="kv",
                help="cross-frame attention: kv = the engine's; hidden = the former processor (benchmarks/former_attention.py)")
+p.add_argument("--refine", type=int, default=None,
+               help="refine_iterations of the deflicker passes after the first (default: the library's)")
 p.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
 p.add_argument("--cold-deflicker", action="store_true",
                help="every deflicker pass searches from scratch (the engine before it kept PatchMatch fields across passes)")
@@ -84,7 +86,8 @@ def timed(key, fn):
 den = Denoiser(unet, emb, torch.zeros_like(emb), 7.5, units, a.batch, state)
 codec = VAECodec(vae, a.vae_batch)
 codec.encode, codec.decode = timed("vae", codec.encode), timed("vae", codec.decode)
-defl = timed("deflicker", default_deflicker if a.cold_deflicker else remembering_deflicker())  # as VideoPipeline
+refine = {} if a.refine is None else {"refine_iterations": a.refine}
+defl = timed("deflicker", default_deflicker if a.cold_deflicker else remembering_deflicker(**refine))  # as VideoPipeline
 sched.set_timesteps(a.steps)
 latents = fixed_noise(a.frames, (4, a.height // 8, a.width // 8), 0)
 torch.cuda.reset_peak_memory_stats()
@@ -96,7 +99,7 @@ torch.cuda.synchronize()
 total = time.perf_counter() - t0
 res = {"frames": a.frames, "size": f"{a.width}x{a.height}", "steps": a.steps, "batch": a.batch,
        "vae_batch": a.vae_batch, "layout": a.layout, "attn": a.attn,
-       "cudnn_benchmark": a.cudnn_benchmark, "cold_deflicker": a.cold_deflicker,
+       "cudnn_benchmark": a.cudnn_benchmark, "cold_deflicker": a.cold_deflicker, "refine": a.refine,
        "s_per_frame": round(total / a.frames, 3), **{k + "_s_per_frame": round(v / a.frames, 3) for k, v in timers.items()},
        "peak_gpu_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2), "device": torch.cuda.get_device_name()}
 print(json.dumps(res))

@@ -129,3 +129,29 @@ def test_triton_groupnorm_leaves_gradients_to_torch():
     y = cl(x.contiguous(memory_format=torch.channels_last))
     y.square().sum().backward()  # torch's path: differentiable
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_pointwise_convs_and_transformer_output_keep_values_and_layout():
+    from flickerless.diffusion.layout import PointwiseConv
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(12, 20, 1)
+    pw = PointwiseConv.from_module(conv)
+    assert PointwiseConv.fits(conv) and not PointwiseConv.fits(torch.nn.Conv2d(12, 20, 3))
+    x = torch.randn(2, 12, 5, 7)
+    y = pw(x.contiguous(memory_format=torch.channels_last))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, conv(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pw(x), conv(x))  # NCHW input: the convolution itself
+    unet = tiny.unet()
+    to_channels_last(unet)
+    assert any(isinstance(m, PointwiseConv) for m in unet.modules())
+    blocks = [m for m in unet.modules() if type(m).__name__ == "Transformer2DModel"]
+    assert blocks
+    seen = []
+    hooks = [b.register_forward_hook(lambda m, i, o: seen.append(o[0])) for b in blocks]
+    with torch.no_grad():
+        unet(torch.randn(2, 4, 8, 8), 10, torch.randn(2, 3, 16))
+    for h in hooks:
+        h.remove()
+    assert seen and all(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous() for o in seen)

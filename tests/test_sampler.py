@@ -272,3 +272,29 @@ def test_control_frames_staged_in_pinned_memory_give_the_same_prediction():
     torch.testing.assert_close(a, b)
     staged = next(iter(host._staged.values()))[1]
     assert staged.is_pinned() and staged.dtype == torch.float32
+
+
+def test_controlnet_embeds_its_control_image_once_for_both_cfg_branches(monkeypatch):
+    from flickerless.diffusion import sampler
+
+    unet, cn = tiny.unet(), tiny.controlnet(1)
+    for p in list(cn.controlnet_down_blocks.parameters()) + list(cn.controlnet_mid_block.parameters()):
+        torch.nn.init.normal_(p, std=0.02)
+    keys = set(cn.state_dict())
+    imgs = torch.rand(T, 3, 2 * H, 2 * W)
+    sched = tiny.scheduler()
+    sched.set_timesteps(3)
+    x = torch.randn(T, 4, H, W, generator=torch.Generator().manual_seed(2))
+    t = sched.timesteps[0]
+    seen = []
+    cn.controlnet_cond_embedding.register_forward_pre_hook(lambda m, i: seen.append(i[0].shape[0]))
+    den = _denoiser(unet, controlnets=[ControlNetUnit(cn, imgs, 1.0)], guidance=7.5)
+    assert den.negative_embeds is not None  # CFG: two branches per call
+    shared = den(x, t, sched, 0.0)
+    assert seen and all(n == T for n in seen)  # the image batch once, not twice
+    assert set(cn.state_dict()) == keys
+    monkeypatch.setattr(sampler, "_share_cond_embedding", lambda model: False)
+    seen.clear()
+    doubled = den(x, t, sched, 0.0)
+    assert seen == [2 * T]
+    torch.testing.assert_close(shared, doubled, atol=1e-5, rtol=1e-5)

@@ -74,7 +74,10 @@ class PatchMatchOptions:
         kernels, CPU) or ``"auto"`` (Triton on CUDA, numba on the CPU, when importable; else torch).
         All run the same passes with the same random numbers.
     refine_iterations: iterations run on a warm start (:func:`patchmatch` given ``init_nnf``, a
-        field found before for the same pair): full resolution only, the smallest patch sizes.
+        field found before for the same pair): full resolution only, the smallest patch sizes. 1 by
+        default: a second round was measured to change nothing that matters (within 0.03 dB and the
+        same temporal error on carphone and bikes, a lower Pixel-MSE in the engine demo) at ~1.8x the
+        time (BENCHMARKS.md, "Deflicker passes that share their PatchMatch fields").
     """
 
     patch_sizes: tuple[int, ...] = (13, 11, 9, 7, 5)
@@ -87,7 +90,7 @@ class PatchMatchOptions:
     init: str = "identity"
     seed: int = 0
     backend: str = "auto"
-    refine_iterations: int = 2
+    refine_iterations: int = 1
 
     def __post_init__(self) -> None:
         ps = tuple(int(p) for p in self.patch_sizes)

@@ -18,10 +18,14 @@ channels-last memory, normalises in place of layout with two Triton kernels:
    from the group statistics and the affine parameters, optionally followed by SiLU (``act``).
 
 Anything else (CPU, NCHW input, no Triton) takes ``nn.GroupNorm``'s own path (so does anything
-that needs gradients: the kernels have no backward), so the module is always correct; :func:`to_channels_last` converts a model and swaps its GroupNorms.
+that needs gradients: the kernels have no backward), so the module is always correct; :func:`to_channels_last` converts a model and swaps its GroupNorms. It also
+runs 1x1 convolutions as matrix products with the bias fused (:class:`PointwiseConv`) and lets
+diffusers' Transformer2DModel hand its channels-last output on without a copy to NCHW.
 """
 
 from __future__ import annotations
+
+import types
 
 import torch
 import torch.nn.functional as F
@@ -186,12 +190,47 @@ def _fuse_pairs(module: nn.Module) -> list[tuple[str, str]]:
     return []
 
 
+class PointwiseConv(nn.Conv2d):
+    """A 1x1 ``nn.Conv2d`` that, on an input with its channels innermost, runs as a matrix product
+    over the pixels with the bias in the same call (cuDNN's convolution adds the bias in a separate
+    pass over the output); the output is channels-last. Other inputs take the convolution."""
+
+    @classmethod
+    def from_module(cls, m: nn.Conv2d) -> "PointwiseConv":
+        new = cls.__new__(cls)
+        new.__dict__.update(m.__dict__)
+        return new
+
+    @staticmethod
+    def fits(m: nn.Module) -> bool:
+        return (type(m) is nn.Conv2d and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding in ((0, 0), 0)
+                and m.dilation == (1, 1) and m.groups == 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4 and channels_inner(x) and x.shape[1] == self.in_channels:
+            y = F.linear(x.permute(0, 2, 3, 1), self.weight.view(self.out_channels, self.in_channels), self.bias)
+            return y.permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+def _continuous_output(self, hidden_states, residual, batch_size, height, width, inner_dim):
+    """diffusers' Transformer2DModel output, without its ``.contiguous()`` to NCHW: the tokens
+    ``(B, H*W, C)`` viewed as ``(B, C, H, W)`` are channels-last already (no copy), and a
+    :class:`PointwiseConv` ``proj_out`` reads them as they are."""
+    if not self.use_linear_projection:
+        hidden_states = self.proj_out(hidden_states.reshape(batch_size, height, width, inner_dim).permute(0, 3, 1, 2))
+    else:
+        hidden_states = self.proj_out(hidden_states).reshape(batch_size, height, width, inner_dim).permute(0, 3, 1, 2)
+    return hidden_states + residual
+
+
 def to_channels_last(model: nn.Module, fuse_silu: bool = True) -> int:
     """Move ``model`` to channels-last memory and give it :class:`ChannelsLastGroupNorm` in place of
     every ``nn.GroupNorm`` (same parameters). With ``fuse_silu``, a GroupNorm that diffusers follows
     directly with SiLU (ResNet blocks, output heads) applies the SiLU itself and the SiLU module
-    passes its output through (:class:`SiLUOnce`): one pass over the tensor fewer. Returns how many
-    norms were swapped."""
+    passes its output through (:class:`SiLUOnce`): one pass over the tensor fewer. 1x1
+    convolutions become :class:`PointwiseConv`, and Transformer2DModel blocks return their output
+    without a copy to NCHW. Returns how many norms were swapped."""
     model.to(memory_format=torch.channels_last)
     swapped = 0
     for parent in model.modules():
@@ -206,4 +245,9 @@ def to_channels_last(model: nn.Module, fuse_silu: bool = True) -> int:
                 swapped += 1
         for act in set(fused.values()):
             setattr(parent, act, SiLUOnce())
+        for name, child in list(parent.named_children()):
+            if PointwiseConv.fits(child):
+                setattr(parent, name, PointwiseConv.from_module(child))
+        if type(parent).__name__ == "Transformer2DModel" and hasattr(parent, "_get_output_for_continuous_inputs"):
+            parent._get_output_for_continuous_inputs = types.MethodType(_continuous_output, parent)
     return swapped

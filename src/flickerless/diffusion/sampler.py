@@ -176,6 +176,25 @@ class AdapterUnit(ControlNetUnit):
 STAGE_BYTES = 1 << 30  # per ControlNet: control frames staged in pinned host memory up to this size
 
 
+def _repeat_output(module, inputs, output):
+    times = getattr(module, "_flickerless_times", 1)
+    return output if times == 1 else output.repeat(times, *([1] * (output.ndim - 1)))
+
+
+def _share_cond_embedding(model) -> bool:
+    """Let a diffusers ControlNet embed a control image once for both classifier-free-guidance
+    branches: a forward hook on its ``controlnet_cond_embedding`` (a stack of convolutions at the
+    image's full size) repeats the embedding along the batch while ``_flickerless_times`` is 2. The
+    model's modules and state dict are unchanged. False for models without that embedding."""
+    emb = getattr(model, "controlnet_cond_embedding", None)
+    if not isinstance(emb, torch.nn.Module):
+        return False
+    if not getattr(emb, "_flickerless_hooked", False):
+        emb.register_forward_hook(_repeat_output)
+        emb._flickerless_hooked = True
+    return True
+
+
 def fixed_noise(num_frames: int, shape: Sequence[int], seed: int, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """The same Gaussian noise for every frame: ``(T, *shape)``, from a seeded CPU generator."""
     g = torch.Generator("cpu").manual_seed(int(seed))
@@ -310,10 +329,17 @@ class Denoiser:
                     d = [torch.cat([torch.zeros_like(r), r]) for r in d]
                     m = torch.cat([torch.zeros_like(m), m])
                 else:
-                    if groups == 2:
+                    shared = groups == 2 and _share_cond_embedding(unit.model)
+                    if groups == 2 and not shared:
                         img = torch.cat([img, img])
-                    d, m = unit.model(x, t, encoder_hidden_states=emb, controlnet_cond=img,
-                                      conditioning_scale=unit.scale, return_dict=False)
+                    try:  # both CFG branches see the same control image: embed it once
+                        if shared:
+                            unit.model.controlnet_cond_embedding._flickerless_times = 2
+                        d, m = unit.model(x, t, encoder_hidden_states=emb, controlnet_cond=img,
+                                          conditioning_scale=unit.scale, return_dict=False)
+                    finally:
+                        if shared:
+                            unit.model.controlnet_cond_embedding._flickerless_times = 1
                 down = d if down is None else [p + q for p, q in zip(down, d)]
                 mid = m if mid is None else mid + m
             intra = None  # T2I-Adapter features of the batch's frames, summed over adapters
