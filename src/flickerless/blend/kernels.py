@@ -91,7 +91,9 @@ if triton is not None:
         return _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws,
                          offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
 
-    @triton.jit
+    # sizes, radii and salts change between pyramid levels and iterations: not specialised on, so one
+    # compile per channel layout serves all of them (each specialisation is another JIT compile)
+    @triton.jit(do_not_specialize=["H", "W", "Hs", "Ws", "S", "gw", "radius", "salt64"])
     def _iteration_kernel(tg, te, sg, ss, nnf_in, nnf_out, cost_out, keys, offs_ptr,
                           H, W, Hs, Ws, S, gw, radius, salt64,
                           C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
@@ -129,7 +131,7 @@ if triton is not None:
         tl.store(nnf_out + base + HW + p, qx.to(tl.int64), mask=mask)
         tl.store(cost_out + b.to(tl.int64) * HW + p, best, mask=mask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["H", "W", "Hs", "Ws", "S"])
     def _vote_kernel(src, nnf, out, offs_ptr, H, W, Hs, Ws, S,
                      C: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
         HW = H * W

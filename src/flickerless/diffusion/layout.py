@@ -50,7 +50,8 @@ def available() -> bool:
 
 if triton is not None:
 
-    @triton.jit
+    # sizes that vary with the frame size are not specialised on: one compile serves every resolution
+    @triton.jit(do_not_specialize=["HW", "n_chunks"])
     def _stats_kernel(x_ptr, cnt_ptr, mean_ptr, m2_ptr, HW, C, n_chunks,
                       ROWS: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
         n = tl.program_id(0)
@@ -82,7 +83,7 @@ if triton is not None:
         tl.store(m2_ptr + out, m2, mask=cmask)
         tl.store(cnt_ptr + n * n_chunks + chunk, tl.max(count, axis=0), mask=cb == 0)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["HW"])
     def _apply_kernel(x_ptr, y_ptr, a_ptr, b_ptr, HW, C, ACT: tl.constexpr,
                       BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
         n = tl.program_id(0)
