@@ -165,10 +165,35 @@ def test_error_weighted_window_blend(pair):
     p_out = deflicker(odd, truth, **kw)
     near = [3, 5]  # frames that blend frame 4 in
     assert psnr(w_out[near], truth[near]) > psnr(p_out[near], truth[near]) + 0.5
-    with pytest.raises(InputError, match="window mode"):
-        deflicker(clip, flick, mode="table", error_sigma=0.05, device="cpu")
+    with pytest.raises(InputError, match="window and table"):
+        deflicker(clip, flick, mode="keyframes", keyframes={0: flick[0]}, error_sigma=0.05, device="cpu")
     with pytest.raises(InputError, match="> 0"):
         deflicker(clip, flick, mode="window", error_sigma=0, device="cpu")
+
+
+def test_error_weighted_table_blend(pair):
+    """The weights ride through the remapping table as a 4th channel: the same limits as in window
+    mode, and a frame with the wrong content hurts its neighbours less."""
+    clip, truth, flick = pair
+    for window in (3, None):
+        kw = dict(mode="table", window=window, device="cpu", cuts=False)
+        plain = deflicker(clip, flick, **kw)
+        np.testing.assert_allclose(deflicker(clip, flick, error_sigma=1e6, **kw).astype(int), plain.astype(int),
+                                   atol=1)
+        alone = deflicker(clip, flick, error_sigma=1e-4, **kw)
+        assert psnr(alone, flick) > 45 and psnr(plain, flick) < 35
+    kw = dict(mode="table", window=3, device="cpu", cuts=False)
+    odd = clip.copy()
+    odd[4] = np.ascontiguousarray(odd[4][::-1, ::-1])
+    w_out = deflicker(odd, truth, error_sigma=0.05, **kw)
+    p_out = deflicker(odd, truth, **kw)
+    near = [3, 5]
+    assert psnr(w_out[near], truth[near]) > psnr(p_out[near], truth[near]) + 0.5
+    # float tensors in, float tensors out, with the weights too
+    t = torch.from_numpy(flick).permute(0, 3, 1, 2).float() / 255
+    g = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
+    out = deflicker(g, t, error_sigma=0.05, **kw)
+    assert out.shape == t.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
 
 
 def test_tensor_frames_load_runs_equal_gathering():

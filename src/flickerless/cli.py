@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-cuts", action="store_true",
                    help="do not split the clip at hard cuts (by default each shot is deflickered on its own)")
     d.add_argument("--error-sigma", type=float, metavar="S",
-                   help="window mode: weight each remapped frame per pixel by how well the guide survives the same "
-                        "remap, exp(-err/S^2) (try 0.05); default: a plain mean")
+                   help="window and table modes: weight each remapped frame per pixel by how well the guide survives "
+                        "the same remap, exp(-err/S^2) (try 0.05); default: a plain mean")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_patchmatch_args(d)
     d.set_defaults(func=cmd_deflicker)

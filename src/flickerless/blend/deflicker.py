@@ -237,6 +237,9 @@ class Remapper:
         tgt = [t for _, t in pairs]
         keys = torch.tensor([s * (self.n + 1) + t for s, t in pairs], dtype=torch.int64, device=self.device)
         style = torch.stack(images).to(self.device, torch.float32)
+        carried = None
+        if style.shape[1] == 4:  # (colour, weight): match and vote the colour, vote the weight alongside
+            style, carried = style[:, :3].contiguous(), style[:, 3:].contiguous()
         self.runs += len(pairs)
         tg, sg = self._guides(tgt), self._guides(src)
         if self.matches is None:
@@ -257,7 +260,10 @@ class Remapper:
                 self.matches.put([ids[k] for k in rows], nnf[sel])
         if self.error_sigma is None:
             return out
-        return torch.cat([out, self._weight(sg, tg, nnf)], 1)
+        weight = self._weight(sg, tg, nnf)
+        if carried is not None:  # a blend's own per-pixel weight, moved with its colour
+            weight = weight * final_vote(carried, nnf, self.options)
+        return torch.cat([out, weight], 1)
 
     def _weight(self, source_guide, target_guide, nnf) -> torch.Tensor:
         """Per-pixel blend weight of remapped images ``(B, 1, H, W)``: exp(-e / sigma^2), e the 5x5
@@ -348,11 +354,28 @@ def _table_pass(
     K = table_levels(n, window)
     dev = remapper.device
     frame = lambda c: order[c - 1]  # noqa: E731  (1-based position -> frame index)
+    weighted = remapper.error_sigma is not None
 
     def block(k, c):
+        """Entry (k, c): the mean of the 2^k frames ending at c, remapped to c; weighted, a 4th
+        channel holds each pixel's total weight (a frame counts 1 at its own position)."""
         if k == 0:
-            return style.load([frame(c)], dev)[0]
+            img = style.load([frame(c)], dev)[0]
+            return torch.cat([img, torch.ones_like(img[:1])]) if weighted else img
         return store.get((tag, k, c))
+
+    def merge(a, b):
+        """Two blends of (colour, weight) as one; unweighted: the mean of two equal counts."""
+        if not weighted:
+            return (a + b) * 0.5
+        w = a[3:] + b[3:]
+        return torch.cat([(a[:3] * a[3:] + b[:3] * b[3:]) / w, w])
+
+    def total(img, k):
+        """(sum, count) of a blend: weighted, colour x weight and the weight map; else 2^k frames."""
+        if weighted:
+            return img[:3] * img[3:], img[3:]
+        return img * (2**k), 2**k
 
     for a in range(1, n + 1, chunk):
         positions = list(range(a, min(n, a + chunk - 1) + 1))
@@ -372,25 +395,25 @@ def _table_pass(
 
             def consume(jn, img, k=k, todo=todo, half=half):
                 c = todo[jn]
-                store.put((tag, k, c), (img + block(k - 1, c)) * 0.5)
+                store.put((tag, k, c), merge(img, block(k - 1, c)))
 
             remapper.run(jobs, lambda jn, k=k, todo=todo, half=half: block(k - 1, todo[jn] - half), consume)
         # queries: the block ending at i needs no remap; every other is remapped once to i
         acc: dict[int, torch.Tensor] = {}
-        cnt: dict[int, int] = {}
+        cnt: dict = {}
         jobs, srcs = [], []
         for i in positions:
             (k0, c0), rest = queries[i][0], queries[i][1:]
-            acc[i] = block(k0, c0) * (2**k0)
-            cnt[i] = 2**k0
+            acc[i], cnt[i] = total(block(k0, c0), k0)
             for k, c in rest:
                 jobs.append((frame(c), frame(i)))
                 srcs.append((k, c, i))
 
         def consume_q(jn, img):
             k, c, i = srcs[jn]
-            acc[i] += img * (2**k)
-            cnt[i] += 2**k
+            add, count = total(img, k)
+            acc[i] = acc[i] + add
+            cnt[i] = cnt[i] + count
 
         remapper.run(jobs, lambda jn: block(srcs[jn][0], srcs[jn][1]), consume_q)
         for i in positions:
@@ -405,11 +428,15 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
     n = len(style)
     dev = remapper.device
 
-    back_count: dict[int, int] = {}
+    back_count: dict = {}  # frame -> count of its backward blend (an int, or a weight map)
 
     def keep_backward(f, total, count):
-        store.put(("bwd", f), total / count)
-        back_count[f] = count
+        if isinstance(count, torch.Tensor):  # weighted: keep the weight map with the colour
+            store.put(("bwd", f), torch.cat([total / count, count]))
+            back_count[f] = None
+        else:
+            store.put(("bwd", f), total / count)
+            back_count[f] = count
 
     _table_pass(style, remapper, store, window, list(range(n - 1, -1, -1)), "B", keep_backward, chunk)
     for key in [k for k in store.keys() if k[0] == "B"]:
@@ -417,8 +444,12 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
 
     def finish(f, total, count):
         cb = back_count.pop(f)
-        back = store.get(("bwd", f)) * cb
-        own = style.load([f], dev)[0]
+        back = store.get(("bwd", f))
+        if cb is None:  # weighted
+            back, cb = back[:3] * back[3:], back[3:]
+        else:
+            back = back * cb
+        own = style.load([f], dev)[0]  # counted in both directions, with weight 1
         sink(f, (total + back - own) / (count + cb - 1))
         store.pop(("bwd", f))
 
@@ -530,14 +561,17 @@ def run_deflicker(
     matches: a :class:`MatchCache` kept across calls over the same guide: pairs met before start
     from their last field (faster; the engine's in-loop passes).
 
-    error_sigma: window mode: weight each remapped frame per pixel by exp(-e / sigma^2), e the local
-    squared error of the guide remapped the same way (0.05 helped on every clip measured, clean or
-    grainy; BENCHMARKS.md); ``None``: a plain mean."""
+    error_sigma: window and table modes: weight each remapped frame per pixel by exp(-e / sigma^2),
+    e the local squared error of the guide remapped the same way (0.05 helped on every clip measured
+    in window mode, clean or grainy; BENCHMARKS.md); ``None``: a plain mean. In table mode each
+    entry carries its per-pixel weight as a 4th channel, remapped with its colour, so a frame's
+    weight at i is the product of the weights of the remaps that brought it there (and the entries
+    take 4/3 of the memory)."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if error_sigma is not None:
-        if mode != "window":
-            raise InputError(f"error-weighted blending (error_sigma) works in window mode only so far, not {mode!r}")
+        if mode not in ("window", "table"):
+            raise InputError(f"error-weighted blending (error_sigma) works in window and table modes, not {mode!r}")
         if not error_sigma > 0:
             raise InputError(f"error_sigma must be > 0, got {error_sigma}")
     n = len(guide)
@@ -652,8 +686,8 @@ def deflicker(
     device_budget: bytes of intermediate images kept on the GPU (default a quarter of free memory;
         0 keeps them in host RAM, then on disk, so GPU memory does not grow with the clip's length).
     matches: a :class:`MatchCache` reused across calls over the same guide (see there).
-    error_sigma: window mode: weight remapped frames by how well the guide survives the same remap
-        (see :func:`run_deflicker`); ``None`` (default): a plain mean.
+    error_sigma: window and table modes: weight remapped frames by how well the guide survives the
+        same remap (see :func:`run_deflicker`); ``None`` (default): a plain mean.
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
         (patch_sizes, iterations, guide_weight, samples, seed, ...).
     """
