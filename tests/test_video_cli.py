@@ -135,7 +135,7 @@ def test_cli_resize(clips, tmp_path):
         (["--guide", "{d}/guide.mp4", "--keyframes", "{d}/badkeys"], "frame number"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--device", "cuda:7"], "cuda"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "4"], "odd"),
-        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--error-sigma", "0.05"], "window mode"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--error-sigma", "-1"], "> 0"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(clips, tmp_path, capsys, args, message):

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not split the clip at hard cuts (by default each shot is deflickered on its own)")
     d.add_argument("--error-sigma", type=float, metavar="S",
                    help="window and table modes: weight each remapped frame per pixel by how well the guide survives "
-                        "the same remap, exp(-err/S^2) (try 0.05); default: a plain mean")
+                        "the same remap, exp(-err/S^2); default 0.05; 0: a plain mean")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_patchmatch_args(d)
     d.set_defaults(func=cmd_deflicker)
@@ -211,7 +211,7 @@ def cmd_deflicker(args) -> int:
             stats = run_deflicker(
                 ArrayFrames(guide), style, sink, mode=mode, window=args.window, device=device,
                 batch=args.batch, keyframes=keyframes, options=opts, progress=not args.quiet, cuts=not args.no_cuts,
-                error_sigma=args.error_sigma,
+                error_sigma="auto" if args.error_sigma is None else args.error_sigma,
             )
         except BaseException:
             writer.abort()

@@ -37,6 +37,9 @@ __all__ = ["deflicker", "run_deflicker", "resolve_device", "MatchCache", "MODES"
 
 MODES = ("table", "window", "keyframes", "all_pairs")
 PIN_BYTES = 1 << 30  # a host-tensor result of a GPU run is pinned up to this size
+# blend weight exp(-guide error / sigma^2) of a remapped frame (resolve_error_sigma): helped on every clip
+# measured, clean, grainy, compressed and animated, in window and table modes (BENCHMARKS.md)
+DEFAULT_ERROR_SIGMA = 0.05
 Sink = Callable[[int, torch.Tensor], None]
 
 
@@ -155,6 +158,23 @@ class MatchCache:
             self._fields[pairs[k]] = keep[k].clone()
             self.bytes += per
         self.version += 1
+
+
+def resolve_error_sigma(error_sigma, mode: str) -> float | None:
+    """The blend weighting a run uses: ``"auto"`` is :data:`DEFAULT_ERROR_SIGMA` in window and table
+    modes and a plain mean in the others; ``None`` or 0 is a plain mean; a number > 0 is used as
+    given (window and table modes only)."""
+    if isinstance(error_sigma, str):
+        if error_sigma != "auto":
+            raise InputError(f"error_sigma must be a number, None or 'auto', got {error_sigma!r}")
+        return DEFAULT_ERROR_SIGMA if mode in ("window", "table") else None
+    if error_sigma is None or error_sigma == 0:
+        return None
+    if mode not in ("window", "table"):
+        raise InputError(f"error-weighted blending (error_sigma) works in window and table modes, not {mode!r}")
+    if not error_sigma > 0:
+        raise InputError(f"error_sigma must be > 0 (or 0 for a plain mean), got {error_sigma}")
+    return float(error_sigma)
 
 
 def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
@@ -549,7 +569,7 @@ def run_deflicker(
     tmpdir: str | None = None,
     cuts=True,
     matches: MatchCache | None = None,
-    error_sigma: float | None = None,
+    error_sigma: float | str | None = "auto",
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
     ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics.
@@ -562,18 +582,16 @@ def run_deflicker(
     from their last field (faster; the engine's in-loop passes).
 
     error_sigma: window and table modes: weight each remapped frame per pixel by exp(-e / sigma^2),
-    e the local squared error of the guide remapped the same way (0.05 helped on every clip measured
-    in window mode, clean or grainy; BENCHMARKS.md); ``None``: a plain mean. In table mode each
+    e the local squared error of the guide remapped the same way, so content the remap could not
+    find (occlusions, fast motion) blurs less into the result. ``"auto"`` (default):
+    :data:`DEFAULT_ERROR_SIGMA` (0.05) in window and table modes, a plain mean in the others;
+    ``None`` or 0: a plain mean (see :func:`resolve_error_sigma`). In table mode each
     entry carries its per-pixel weight as a 4th channel, remapped with its colour, so a frame's
     weight at i is the product of the weights of the remaps that brought it there (and the entries
     take 4/3 of the memory)."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if error_sigma is not None:
-        if mode not in ("window", "table"):
-            raise InputError(f"error-weighted blending (error_sigma) works in window and table modes, not {mode!r}")
-        if not error_sigma > 0:
-            raise InputError(f"error_sigma must be > 0, got {error_sigma}")
+    error_sigma = resolve_error_sigma(error_sigma, mode)
     n = len(guide)
     if n == 0:
         raise InputError("the guide video has no frames")
@@ -669,7 +687,7 @@ def deflicker(
     device_budget: int | None = None,
     cuts=True,
     matches: MatchCache | None = None,
-    error_sigma: float | None = None,
+    error_sigma: float | str | None = "auto",
     **patchmatch_options,
 ):
     """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
@@ -687,7 +705,8 @@ def deflicker(
         0 keeps them in host RAM, then on disk, so GPU memory does not grow with the clip's length).
     matches: a :class:`MatchCache` reused across calls over the same guide (see there).
     error_sigma: window and table modes: weight remapped frames by how well the guide survives the
-        same remap (see :func:`run_deflicker`); ``None`` (default): a plain mean.
+        same remap; ``"auto"`` (default): 0.05 there, a plain mean in the other modes; ``None`` or 0:
+        a plain mean (see :func:`run_deflicker`).
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
         (patch_sizes, iterations, guide_weight, samples, seed, ...).
     """
