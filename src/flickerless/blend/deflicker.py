@@ -280,19 +280,20 @@ class Remapper:
                 self.matches.put([ids[k] for k in rows], nnf[sel])
         if self.error_sigma is None:
             return out
-        weight = self._weight(sg, tg, nnf)
-        if carried is not None:  # a blend's own per-pixel weight, moved with its colour
-            weight = weight * final_vote(carried, nnf, self.options)
-        return torch.cat([out, weight], 1)
+        return torch.cat([out, self._weight(sg, tg, nnf, carried)], 1)
 
-    def _weight(self, source_guide, target_guide, nnf) -> torch.Tensor:
+    def _weight(self, source_guide, target_guide, nnf, carried=None) -> torch.Tensor:
         """Per-pixel blend weight of remapped images ``(B, 1, H, W)``: exp(-e / sigma^2), e the 5x5
         mean of the squared error between the target guide and the source guide remapped through
         the same field. Where the remap could not find the content (occlusion, content that left
-        the frame, a fast pan), the remapped image counts less."""
-        err = (final_vote(source_guide, nnf, self.options) - target_guide).square().mean(1, keepdim=True)
+        the frame, a fast pan), the remapped image counts less. ``carried``: the source's own weight
+        map (a table entry's), remapped in the same vote and multiplied in."""
+        src = source_guide if carried is None else torch.cat([source_guide, carried], 1)
+        voted = final_vote(src, nnf, self.options)
+        err = (voted[:, :3] - target_guide).square().mean(1, keepdim=True)
         err = torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
-        return torch.exp(-err / self.error_sigma**2)
+        weight = torch.exp(-err / self.error_sigma**2)
+        return weight if carried is None else weight * voted[:, 3:]
 
 
 # --------------------------------------------------------------------------------------------
