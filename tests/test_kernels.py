@@ -42,6 +42,10 @@ def test_vote_matches_torch(mod, device, frames):
     for size, samples in ((13, 3), (5, None)):
         offs = pm.patch_offsets(size, samples)
         torch.testing.assert_close(mod.vote(sty, nnf, offs).to(device), pm.vote(sty, nnf, offs), atol=1e-5, rtol=0)
+    # 4 channels: a guide with a table entry's weight map, voted together (error-weighted blending)
+    four = torch.cat([sty, sty[:, :1] * 3 + 1], 1)
+    offs = pm.patch_offsets(5, None)
+    torch.testing.assert_close(mod.vote(four, nnf, offs).to(device), pm.vote(four, nnf, offs), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("mod, device", BACKENDS)
