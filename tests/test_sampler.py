@@ -293,8 +293,26 @@ def test_controlnet_embeds_its_control_image_once_for_both_cfg_branches(monkeypa
     shared = den(x, t, sched, 0.0)
     assert seen and all(n == T for n in seen)  # the image batch once, not twice
     assert set(cn.state_dict()) == keys
-    monkeypatch.setattr(sampler, "_share_cond_embedding", lambda model: False)
+    monkeypatch.setattr(sampler, "_share_cond_embedding", lambda model: False)  # the plain path
     seen.clear()
     doubled = den(x, t, sched, 0.0)
     assert seen == [2 * T]
     torch.testing.assert_close(shared, doubled, atol=1e-5, rtol=1e-5)
+
+
+def test_engine_deflicker_blends_with_the_plain_mean(small_clip):
+    """The deflicker tool weights its blends by default; the engine's passes keep the plain mean
+    (measured steadier inside the sampling loop, BENCHMARKS.md)."""
+    from flickerless import deflicker
+    from flickerless.diffusion.sampler import default_deflicker
+    from flickerless.synthetic import flickering_pair
+
+    clip = small_clip
+    _, flick = flickering_pair(clip, seed=0)
+    g = torch.from_numpy(clip[:5]).permute(0, 3, 1, 2).float() / 255
+    s = torch.from_numpy(flick[:5]).permute(0, 3, 1, 2).float() / 255
+    fast = dict(patch_sizes=(7, 5), iterations=2, device="cpu")
+    engine = default_deflicker(s, g, None, **fast)
+    plain = deflicker(g, s, mode="table", window=None, error_sigma=None, **fast)
+    weighted = deflicker(g, s, mode="table", window=None, **fast)
+    assert torch.equal(engine, plain) and not torch.equal(engine, weighted)

@@ -103,6 +103,13 @@ if triton is not None:
         tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
+def _retyped(m: nn.Module, cls: type) -> nn.Module:
+    """A module of subclass ``cls`` sharing ``m``'s parameters, buffers and hooks (``m`` is left as is)."""
+    new = cls.__new__(cls)
+    new.__dict__.update(m.__dict__)
+    return new
+
+
 def channels_inner(x: torch.Tensor) -> bool:
     """Whether ``x`` ``(N, C, *spatial)`` holds its channels innermost: channels-last for 4-D, and
     the ``(N, C, L)`` transposed view a channels-last VAE's attention hands its GroupNorm."""
@@ -152,8 +159,7 @@ class ChannelsLastGroupNorm(nn.GroupNorm):
 
     @classmethod
     def from_module(cls, m: nn.GroupNorm, act: bool = False) -> "ChannelsLastGroupNorm":
-        new = cls.__new__(cls)
-        new.__dict__.update(m.__dict__)  # same parameters, same hooks: a view of the old module
+        new = _retyped(m, cls)
         new.act = act
         return new
 
@@ -198,9 +204,7 @@ class PointwiseConv(nn.Conv2d):
 
     @classmethod
     def from_module(cls, m: nn.Conv2d) -> "PointwiseConv":
-        new = cls.__new__(cls)
-        new.__dict__.update(m.__dict__)
-        return new
+        return _retyped(m, cls)
 
     @staticmethod
     def fits(m: nn.Module) -> bool:
@@ -244,11 +248,10 @@ def to_channels_last(model: nn.Module, fuse_silu: bool = True) -> int:
             if type(child) is nn.GroupNorm:
                 setattr(parent, name, ChannelsLastGroupNorm.from_module(child, act=name in fused))
                 swapped += 1
+            elif PointwiseConv.fits(child):
+                setattr(parent, name, PointwiseConv.from_module(child))
         for act in set(fused.values()):
             setattr(parent, act, SiLUOnce())
-        for name, child in list(parent.named_children()):
-            if PointwiseConv.fits(child):
-                setattr(parent, name, PointwiseConv.from_module(child))
         if type(parent).__name__ == "Transformer2DModel" and hasattr(parent, "_get_output_for_continuous_inputs"):
             parent._get_output_for_continuous_inputs = types.MethodType(_continuous_output, parent)
     return swapped

@@ -22,6 +22,7 @@ themselves when there is none (text-to-video).
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -198,6 +199,21 @@ def _share_cond_embedding(model) -> bool:
     return True
 
 
+@contextmanager
+def _embedded_once(model, groups: int):
+    """While inside, ``model`` (a ControlNet called on ``groups`` CFG branches) repeats its control
+    image's embedding for every branch; yields whether it does (else the caller repeats the image)."""
+    shared = groups > 1 and _share_cond_embedding(model)
+    if not shared:
+        yield False
+        return
+    model.controlnet_cond_embedding._flickerless_times = groups
+    try:
+        yield True
+    finally:
+        model.controlnet_cond_embedding._flickerless_times = 1
+
+
 def fixed_noise(num_frames: int, shape: Sequence[int], seed: int, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """The same Gaussian noise for every frame: ``(T, *shape)``, from a seeded CPU generator."""
     g = torch.Generator("cpu").manual_seed(int(seed))
@@ -332,17 +348,11 @@ class Denoiser:
                     d = [torch.cat([torch.zeros_like(r), r]) for r in d]
                     m = torch.cat([torch.zeros_like(m), m])
                 else:
-                    shared = groups == 2 and _share_cond_embedding(unit.model)
-                    if groups == 2 and not shared:
-                        img = torch.cat([img, img])
-                    try:  # both CFG branches see the same control image: embed it once
-                        if shared:
-                            unit.model.controlnet_cond_embedding._flickerless_times = 2
+                    with _embedded_once(unit.model, groups) as shared:  # both CFG branches: one image
+                        if groups == 2 and not shared:
+                            img = torch.cat([img, img])
                         d, m = unit.model(x, t, encoder_hidden_states=emb, controlnet_cond=img,
                                           conditioning_scale=unit.scale, return_dict=False)
-                    finally:
-                        if shared:
-                            unit.model.controlnet_cond_embedding._flickerless_times = 1
                 down = d if down is None else [p + q for p, q in zip(down, d)]
                 mid = m if mid is None else mid + m
             intra = None  # T2I-Adapter features of the batch's frames, summed over adapters
