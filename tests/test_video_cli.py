@@ -108,6 +108,20 @@ def test_cli_end_to_end(clips, clips_truth, tmp_path, capsys):
     assert psnr(video.read(out2)[0], style) > psnr(result, style) + 5  # tiny sigma: each frame nearly alone
 
 
+def test_cli_no_detail_returns_the_library_blend_without_restoration(clips, tmp_path):
+    from flickerless import deflicker
+
+    out = tmp_path / "plain"
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
+                 "-o", str(out), "--device", "cpu", "--no-detail", *FASTARGS]) == 0
+    guide, _ = video.read(clips / "guide.mp4")
+    style, _ = video.read(clips / "style.mp4")
+    kw = dict(device="cpu", patch_sizes=(7, 5), iterations=2)
+    plain = deflicker(guide, style, detail=False, **kw)
+    assert np.abs(video.read(out)[0].astype(int) - plain.astype(int)).max() <= 1
+    assert np.abs(deflicker(guide, style, **kw).astype(int) - plain.astype(int)).max() > 1  # the default restores
+
+
 def test_cli_keyframes_to_png_folder(clips, clips_truth, tmp_path):
     out = tmp_path / "frames"
     assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(clips / "keys"),

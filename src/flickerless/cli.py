@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--error-sigma", type=float, metavar="S",
                    help="window and table modes: weight each remapped frame per pixel by how well the guide survives "
                         "the same remap, exp(-err/S^2); default 0.05; 0: a plain mean")
+    d.add_argument("--no-detail", action="store_true",
+                   help="window and table modes: return the blend as it is, without adding back each frame's fine "
+                        "detail where the guide shows the blend lost it")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_patchmatch_args(d)
     d.set_defaults(func=cmd_deflicker)
@@ -212,6 +215,7 @@ def cmd_deflicker(args) -> int:
                 ArrayFrames(guide), style, sink, mode=mode, window=args.window, device=device,
                 batch=args.batch, keyframes=keyframes, options=opts, progress=not args.quiet, cuts=not args.no_cuts,
                 error_sigma="auto" if args.error_sigma is None else args.error_sigma,
+                detail=False if args.no_detail else "auto",
             )
         except BaseException:
             writer.abort()

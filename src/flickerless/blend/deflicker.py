@@ -28,7 +28,8 @@ import torch
 
 from ..errors import DeviceError, InputError
 from .frames import FrameSource, FrameStore, SubFrames, as_source
-from .patchmatch import PatchMatchOptions, final_vote, remap
+from .detail import resolve_detail, restore_detail
+from .patchmatch import PatchMatchOptions, final_vote, patchmatch, remap
 from .schedule import count_table_remaps, table_levels, table_query, window_pairs, window_sources
 
 log = logging.getLogger("flickerless")
@@ -195,10 +196,13 @@ class Remapper:
     """
 
     def __init__(self, guide: FrameSource, options: PatchMatchOptions, device, batch: int, progress=None,
-                 matches: MatchCache | None = None, error_sigma: float | None = None):
+                 matches: MatchCache | None = None, error_sigma: float | None = None, carry_guide: bool = False):
         self.guide = guide
         self.matches = matches
-        self.error_sigma = error_sigma  # set: each remapped image gets a 4th channel, its blend weight
+        # an image in flight ("entry") is its colour (3 channels), then, with ``carry_guide``, the guide
+        # blended the same way (3, for detail restoration), then, with ``error_sigma``, its weight map (1)
+        self.error_sigma = error_sigma
+        self.carry_guide = carry_guide
         self.offset = 0  # clip index of the guide's frame 0 (shots), the frame numbers of ``matches``
         self.options = options
         self.device = torch.device(device)
@@ -216,6 +220,22 @@ class Remapper:
         self.offset = offset
         self.n = len(guide)
         self._guide_cache.clear()
+
+    @property
+    def weighted(self) -> bool:
+        return self.error_sigma is not None
+
+    def entries(self, style: FrameSource, idx: Sequence[int]) -> torch.Tensor:
+        """Frames ``idx`` of ``style`` as entries: colour, [own guide], [weight 1]."""
+        img = style.load(list(idx), self.device)
+        if not (self.carry_guide or self.weighted):
+            return img
+        parts = [img]
+        if self.carry_guide:
+            parts.append(self._guides(list(idx)))
+        if self.weighted:
+            parts.append(torch.ones_like(img[:, :1]))
+        return torch.cat(parts, 1)
 
     def _guides(self, idx: Sequence[int]) -> torch.Tensor:
         missing = [i for i in dict.fromkeys(idx) if i not in self._guide_cache]
@@ -258,7 +278,7 @@ class Remapper:
         keys = torch.tensor([s * (self.n + 1) + t for s, t in pairs], dtype=torch.int64, device=self.device)
         style = torch.stack(images).to(self.device, torch.float32)
         carried = None
-        if style.shape[1] == 4:  # (colour, weight): match and vote the colour, vote the weight alongside
+        if style.shape[1] > 3:  # match and vote the colour; vote the guide blend and the weight alongside
             style, carried = style[:, :3].contiguous(), style[:, 3:].contiguous()
         self.runs += len(pairs)
         tg, sg = self._guides(tgt), self._guides(src)
@@ -278,22 +298,23 @@ class Remapper:
                 out[sel], nnf[sel] = remap(style[sel], tg[sel], sg[sel], self.options, keys[sel], init_nnf=init,
                                            return_nnf=True)
                 self.matches.put([ids[k] for k in rows], nnf[sel])
-        if self.error_sigma is None:
+        if carried is None:
             return out
+        if not self.weighted:
+            return torch.cat([out, final_vote(carried, nnf, self.options)], 1)
         return torch.cat([out, self._weight(sg, tg, nnf, carried)], 1)
 
-    def _weight(self, source_guide, target_guide, nnf, carried=None) -> torch.Tensor:
-        """Per-pixel blend weight of remapped images ``(B, 1, H, W)``: exp(-e / sigma^2), e the 5x5
-        mean of the squared error between the target guide and the source guide remapped through
-        the same field. Where the remap could not find the content (occlusion, content that left
-        the frame, a fast pan), the remapped image counts less. ``carried``: the source's own weight
-        map (a table entry's), remapped in the same vote and multiplied in."""
-        src = source_guide if carried is None else torch.cat([source_guide, carried], 1)
-        voted = final_vote(src, nnf, self.options)
+    def _weight(self, source_guide, target_guide, nnf, carried) -> torch.Tensor:
+        """The carried channels remapped, the last one (the weight map) multiplied by this remap's
+        per-pixel weight exp(-e / sigma^2), e the 5x5 mean of the squared error between the target
+        guide and the source guide remapped through the same field. Where the remap could not find
+        the content (occlusion, content that left the frame, a fast pan), the remapped image counts
+        less; a table entry's weight is the product over the remaps that brought it."""
+        voted = final_vote(torch.cat([source_guide, carried], 1), nnf, self.options)
         err = (voted[:, :3] - target_guide).square().mean(1, keepdim=True)
         err = torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
         weight = torch.exp(-err / self.error_sigma**2)
-        return weight if carried is None else weight * voted[:, 3:]
+        return torch.cat([voted[:, 3:-1], weight * voted[:, -1:]], 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,12 +323,14 @@ class Remapper:
 
 def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int | None, chunk_targets: int):
     n = len(style)
-    dev = remapper.device
+    weighted = remapper.weighted
     cache_size = 4 * remapper.batch + 2 * min(n, n if window is None else window) + 2
     for a in range(0, n, chunk_targets):
         targets = list(range(a, min(n, a + chunk_targets)))
         jobs = [(j, i) for i in targets for j in window_sources(i, n, window)]
-        own = style.load(targets, dev)
+        own = remapper.entries(style, targets)
+        if weighted:  # the own frame counts 1
+            own = own[:, :-1]
         acc = {i: own[k].clone() for k, i in enumerate(targets)}
         count = {i: 1 for i in targets}  # or a weight map, when remaps carry their weights
         cache: OrderedDict[int, torch.Tensor] = OrderedDict()
@@ -315,16 +338,16 @@ def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int 
         def fetch(jn):
             s = jobs[jn][0]
             if s not in cache:
-                cache[s] = style.load([s], dev)[0]
+                cache[s] = remapper.entries(style, [s])[0]
                 if len(cache) > cache_size:
                     cache.popitem(last=False)
             return cache[s]
 
         def consume(jn, img):
             t = jobs[jn][1]
-            if img.shape[0] == 4:  # weighted remap: colour, then the weight map
-                acc[t] += img[:3] * img[3:]
-                count[t] = count[t] + img[3:]
+            if weighted:  # the payload, then the weight map
+                acc[t] += img[:-1] * img[-1:]
+                count[t] = count[t] + img[-1:]
             else:
                 acc[t] += img
                 count[t] += 1
@@ -339,17 +362,14 @@ def _run_reference(style: FrameSource, remapper: Remapper, sink: Sink, window: i
     n = len(style)
     dev = remapper.device
     for i in range(n):
-        total = style.load([i], dev)[0]
+        total = remapper.entries(style, [i])[0]
         cnt = 1
         for j in window_sources(i, n, window):
             keys = torch.tensor([j * (n + 1) + i], dtype=torch.int64, device=dev)
-            total = total + remap(
-                style.load([j], dev),
-                remapper.guide.load([i], dev),
-                remapper.guide.load([j], dev),
-                remapper.options,
-                keys,
-            )[0]
+            src = remapper.entries(style, [j])
+            nnf = patchmatch(remapper.guide.load([i], dev), remapper.guide.load([j], dev), src[:, :3],
+                             remapper.options, keys)
+            total = total + final_vote(src, nnf, remapper.options)[0]
             cnt += 1
             if remapper.progress is not None:
                 remapper.progress.update(1)
@@ -373,29 +393,28 @@ def _table_pass(
     """
     n = len(order)
     K = table_levels(n, window)
-    dev = remapper.device
     frame = lambda c: order[c - 1]  # noqa: E731  (1-based position -> frame index)
-    weighted = remapper.error_sigma is not None
+    weighted = remapper.weighted
 
     def block(k, c):
-        """Entry (k, c): the mean of the 2^k frames ending at c, remapped to c; weighted, a 4th
-        channel holds each pixel's total weight (a frame counts 1 at its own position)."""
+        """Entry (k, c): the mean of the 2^k frames ending at c, remapped to c (colour, and the
+        guide blend if carried); weighted, a last channel holds each pixel's total weight (a frame
+        counts 1 at its own position)."""
         if k == 0:
-            img = style.load([frame(c)], dev)[0]
-            return torch.cat([img, torch.ones_like(img[:1])]) if weighted else img
+            return remapper.entries(style, [frame(c)])[0]
         return store.get((tag, k, c))
 
     def merge(a, b):
-        """Two blends of (colour, weight) as one; unweighted: the mean of two equal counts."""
+        """Two blends of (payload, weight) as one; unweighted: the mean of two equal counts."""
         if not weighted:
             return (a + b) * 0.5
-        w = a[3:] + b[3:]
-        return torch.cat([(a[:3] * a[3:] + b[:3] * b[3:]) / w, w])
+        w = a[-1:] + b[-1:]
+        return torch.cat([(a[:-1] * a[-1:] + b[:-1] * b[-1:]) / w, w])
 
     def total(img, k):
-        """(sum, count) of a blend: weighted, colour x weight and the weight map; else 2^k frames."""
+        """(sum, count) of a blend: weighted, payload x weight and the weight map; else 2^k frames."""
         if weighted:
-            return img[:3] * img[3:], img[3:]
+            return img[:-1] * img[-1:], img[-1:]
         return img * (2**k), 2**k
 
     for a in range(1, n + 1, chunk):
@@ -447,14 +466,12 @@ def _table_pass(
 
 def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
     n = len(style)
-    dev = remapper.device
-
-    back_count: dict = {}  # frame -> count of its backward blend (an int, or a weight map)
+    weighted = remapper.weighted
+    back_count: dict = {}  # frame -> count of its backward blend (unweighted; weighted, it is stored)
 
     def keep_backward(f, total, count):
-        if isinstance(count, torch.Tensor):  # weighted: keep the weight map with the colour
+        if weighted:  # keep the weight map with the payload
             store.put(("bwd", f), torch.cat([total / count, count]))
-            back_count[f] = None
         else:
             store.put(("bwd", f), total / count)
             back_count[f] = count
@@ -464,13 +481,13 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
         store.pop(key)
 
     def finish(f, total, count):
-        cb = back_count.pop(f)
         back = store.get(("bwd", f))
-        if cb is None:  # weighted
-            back, cb = back[:3] * back[3:], back[3:]
+        own = remapper.entries(style, [f])[0]  # counted in both directions, with weight 1
+        if weighted:
+            back, cb, own = back[:-1] * back[-1:], back[-1:], own[:-1]
         else:
+            cb = back_count.pop(f)
             back = back * cb
-        own = style.load([f], dev)[0]  # counted in both directions, with weight 1
         sink(f, (total + back - own) / (count + cb - 1))
         store.pop(("bwd", f))
 
@@ -537,6 +554,16 @@ def detect_cuts(guide: FrameSource, device="cpu", threshold: float = 0.08, ratio
     return cuts
 
 
+def _restoring(sink: Sink, style: FrameSource, guide: FrameSource, dev) -> Sink:
+    """A sink that takes (blend, guide blend) and hands on the blend with its detail restored."""
+
+    def restored(i, img):
+        own, g = style.load([i], dev)[0], guide.load([i], dev)[0]
+        sink(i, restore_detail(img[:3], img[3:6], own, g))
+
+    return restored
+
+
 def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int] = ()) -> int:
     """PatchMatch runs a mode will make: for progress bars and cost estimates."""
     if mode in ("window", "all_pairs"):
@@ -571,6 +598,7 @@ def run_deflicker(
     cuts=True,
     matches: MatchCache | None = None,
     error_sigma: float | str | None = "auto",
+    detail: bool | str = "auto",
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
     ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics.
@@ -589,10 +617,16 @@ def run_deflicker(
     ``None`` or 0: a plain mean (see :func:`resolve_error_sigma`). In table mode each
     entry carries its per-pixel weight as a 4th channel, remapped with its colour, so a frame's
     weight at i is the product of the weights of the remaps that brought it there (and the entries
-    take 4/3 of the memory)."""
+    take 4/3 of the memory).
+
+    detail: guided detail restoration (:mod:`flickerless.blend.detail`): the guide is blended
+    alongside the style, and each frame's own fine detail is added back where the guide shows the
+    blend lost it. ``"auto"`` (default): on in window and table modes; entries then carry 3 more
+    channels."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     error_sigma = resolve_error_sigma(error_sigma, mode)
+    detail = resolve_detail(detail, mode)
     n = len(guide)
     if n == 0:
         raise InputError("the guide video has no frames")
@@ -638,7 +672,7 @@ def run_deflicker(
         bar = tqdm(total=total, unit="pair", desc=f"deflicker ({mode})", dynamic_ncols=True)
     if matches is not None:
         matches.bind(n, guide.size)
-    remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma)
+    remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma, carry_guide=detail)
     chunk = max(4, bs)
     if device_budget is None:
         device_budget = 0
@@ -650,6 +684,8 @@ def run_deflicker(
             for a, b in shots:
                 g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(shots) > 1 else (guide, style)
                 out = lambda i, img, a=a: sink(a + i, img)  # noqa: E731  (shot-local -> clip index)
+                if detail:
+                    out = _restoring(out, s, g, dev)
                 remapper.reset(g, a)
                 store.close()  # table entries are keyed by shot-local positions
                 if mode == "table":
@@ -689,6 +725,7 @@ def deflicker(
     cuts=True,
     matches: MatchCache | None = None,
     error_sigma: float | str | None = "auto",
+    detail: bool | str = "auto",
     **patchmatch_options,
 ):
     """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
@@ -708,6 +745,8 @@ def deflicker(
     error_sigma: window and table modes: weight remapped frames by how well the guide survives the
         same remap; ``"auto"`` (default): 0.05 there, a plain mean in the other modes; ``None`` or 0:
         a plain mean (see :func:`run_deflicker`).
+    detail: guided detail restoration, ``"auto"`` (default): on in window and table modes; ``False``
+        returns the blend as it is (see :mod:`flickerless.blend.detail`).
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
         (patch_sizes, iterations, guide_weight, samples, seed, ...).
     """
@@ -741,7 +780,7 @@ def deflicker(
 
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
                   progress=progress, device_budget=device_budget, cuts=cuts, matches=matches,
-                  error_sigma=error_sigma)
+                  error_sigma=error_sigma, detail=detail)
     if as_tensor and out.is_pinned():
         torch.cuda.synchronize(dev)  # the copies into ``out`` were asynchronous
     return out

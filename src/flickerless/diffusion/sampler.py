@@ -82,6 +82,7 @@ def default_deflicker(frames: torch.Tensor, guide: torch.Tensor | None, window: 
     # plain means: weighted blending (deflicker's default) made the CPU engine demo less steady
     # (Pixel-MSE 41.9 against 38.5, BENCHMARKS.md); it stays an option here
     patchmatch_options.setdefault("error_sigma", None)
+    patchmatch_options.setdefault("detail", False)  # the engine as measured; not measured with it
     return deflicker(g, frames, mode="table", window=window, device_budget=budget, progress=progress,
                      matches=matches, **patchmatch_options)
 
