@@ -7,6 +7,7 @@ clamp(alpha e_guide / e_style). Args: CLIP FRAMES WIDTH(0: native) W GRAIN_SD.
 """
 import sys, numpy as np, torch, time, torch.nn.functional as F
 from flickerless.blend.patchmatch import PatchMatchOptions, patchmatch, final_vote
+from flickerless.blend.detail import _gaussian
 from flickerless.demo import load_clip, registry_clip
 from flickerless.synthetic import flickering_pair, psnr, temporal_error, _blur
 torch.set_num_threads(2)
@@ -24,12 +25,7 @@ if tex:
     flick = np.clip(np.round(fl * 255), 0, 255).astype(np.uint8)
 T = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255
 U = lambda x: (x.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).byte().numpy()
-def gauss(x, s):
-    r = int(3 * s); k = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * s * s)); k = k / k.sum()
-    C = x.shape[1]
-    x = F.pad(x, (r, r, r, r), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(C, 1, 1, 1), groups=C)
-    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(C, 1, 1, 1), groups=C)
+gauss = _gaussian  # the gaussian blur the tool itself uses
 G, S = T(clip), T(flick)
 opts = PatchMatchOptions()
 lps = [2.0, 4.0, 8.0]

@@ -4,8 +4,9 @@ sigmas, again). Measured before detail restoration existed, so it runs with deta
 
     PYTHONPATH=src python benchmarks/explore/two_pass_split.py carphone_pristine.mp4 48 0 affine,8,16,4,again
 """
-import sys, torch, torch.nn.functional as F
+import sys, torch
 from flickerless import deflicker
+from flickerless.blend.detail import _gaussian
 from flickerless.demo import load_clip, registry_clip
 from flickerless.synthetic import flickering_pair, psnr, temporal_error
 name = sys.argv[1]; n = int(sys.argv[2]); width = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] != "0" else None
@@ -16,12 +17,7 @@ T = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255
 U = lambda x: (x.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).byte().numpy()
 def run(style):
     return T(deflicker(clip, style, mode="table", window=15, device="cpu", detail=False))
-def gauss(x, s):
-    r = int(3 * s); k = torch.exp(-torch.arange(-r, r + 1).float() ** 2 / (2 * s * s)); k = k / k.sum()
-    C = x.shape[1]
-    x = F.pad(x, (r, r, r, r), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(C, 1, 1, 1), groups=C)
-    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(C, 1, 1, 1), groups=C)
+gauss = _gaussian  # the gaussian blur the tool itself uses
 def rep(tag, o):
     print(f"{name} {tag}: {psnr(U(o), truth):.2f} dB, temporal {temporal_error(U(o), truth):.2f}", flush=True)
 S = T(flick)
