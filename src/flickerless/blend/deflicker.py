@@ -10,6 +10,11 @@ command. Modes (all produce one frame per input frame, same kind as the input):
   keyframes, remapped and blended with weights falling linearly with distance.
 - ``all_pairs``: reference, one pair at a time, no batching; for tests.
 
+In window and table modes each remapped frame is weighted per pixel by how well the guide survives
+the same remap (``error_sigma``), and the guide is blended alongside the style so that the fine
+detail blending lost can be given back from each frame's own style image (``detail``,
+:mod:`flickerless.blend.detail`).
+
 Frames flow through the GPU in batches of pairs; intermediate images live in a
 :class:`~flickerless.blend.frames.FrameStore` (device, then host RAM, then disk), so a long clip
 needs bounded memory. Output frames are handed to a sink in order as soon as they are final.
