@@ -559,11 +559,12 @@ def detect_cuts(guide: FrameSource, device="cpu", threshold: float = 0.08, ratio
     return cuts
 
 
-def _restoring(sink: Sink, style: FrameSource, guide: FrameSource, dev) -> Sink:
-    """A sink that takes (blend, guide blend) and hands on the blend with its detail restored."""
+def _restoring(sink: Sink, style: FrameSource, remapper: Remapper) -> Sink:
+    """A sink that takes (blend, guide blend) and hands on the blend with its detail restored; the
+    guide frame comes from the remapper's cache (its remaps to this frame have just run)."""
 
     def restored(i, img):
-        own, g = style.load([i], dev)[0], guide.load([i], dev)[0]
+        own, g = style.load([i], remapper.device)[0], remapper._guides([i])[0]
         sink(i, restore_detail(img[:3], img[3:6], own, g))
 
     return restored
@@ -690,7 +691,7 @@ def run_deflicker(
                 g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(shots) > 1 else (guide, style)
                 out = lambda i, img, a=a: sink(a + i, img)  # noqa: E731  (shot-local -> clip index)
                 if detail:
-                    out = _restoring(out, s, g, dev)
+                    out = _restoring(out, s, remapper)
                 remapper.reset(g, a)
                 store.close()  # table entries are keyed by shot-local positions
                 if mode == "table":

@@ -28,6 +28,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 __all__ = ["restore_detail", "resolve_detail", "DETAIL_SIGMA", "DETAIL_RADIUS"]
 
 # pixel scales, tied to the remap's patches (5x5 vote), not to the frame size: remap loss is a
@@ -39,8 +41,6 @@ DETAIL_RADIUS = 4  # energies are means over (2r+1)^2 windows
 def resolve_detail(detail, mode: str) -> bool:
     """``"auto"``: on in window and table modes (the blends that have a style frame per output
     frame); ``True``/``False`` as given (``True`` in keyframes mode is an error)."""
-    from ..errors import InputError
-
     if isinstance(detail, str):
         if detail != "auto":
             raise InputError(f"detail must be True, False or 'auto', got {detail!r}")
