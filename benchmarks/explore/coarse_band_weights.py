@@ -4,7 +4,7 @@ plain-mean or sigma-0.1 blend joined to the fine band of the default (weighted 0
 
     PYTHONPATH=src python benchmarks/explore/coarse_band_weights.py
 """
-import numpy as np, torch
+import torch
 from flickerless import deflicker
 from flickerless.blend.detail import _gaussian
 from flickerless.demo import load_clip, registry_clip
