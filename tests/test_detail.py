@@ -83,3 +83,17 @@ def test_restoration_does_not_bring_back_fine_flicker(case):
     on, off = deflicker(clip, grainy, **kw), deflicker(clip, grainy, detail=False, **kw)
     assert psnr(on, truth) > psnr(off, truth) - 0.2, (psnr(on, truth), psnr(off, truth))
     assert psnr(on, truth) > psnr(grainy, truth) + 4  # the grain was averaged away, not restored
+
+
+@pytest.mark.parametrize("mode", ["table", "window"])
+def test_guide_blend_travels_with_the_colour(small_clip, mode):
+    """With the guide itself as the style, the guide blend carried through the remaps (raw frames
+    and table entries alike) must equal the colour blend; the gain is then 1 and the result is the
+    plain blend plus the fine band of (guide - blend). A guide blend carried wrongly breaks this."""
+    g = torch.from_numpy(small_clip[:6]).permute(0, 3, 1, 2).float() / 255
+    kw = dict(mode=mode, window=3, device="cpu", **FAST)
+    blend = deflicker(g, g, detail=False, **kw)
+    restored = deflicker(g, g, **kw)
+    d = g - blend
+    torch.testing.assert_close(restored, (blend + d - _gaussian(d, 2.0)).clamp(0, 1), atol=2e-4, rtol=0)
+    assert (restored - blend).abs().max() > 0.01  # restoration did something

@@ -230,13 +230,16 @@ class Remapper:
     def weighted(self) -> bool:
         return self.error_sigma is not None
 
-    def entries(self, style: FrameSource, idx: Sequence[int]) -> torch.Tensor:
-        """Frames ``idx`` of ``style`` as entries: colour, [own guide], [weight 1]."""
+    def entries(self, style: FrameSource, idx: Sequence[int], raw: bool = False) -> torch.Tensor:
+        """Frames ``idx`` of ``style`` as entries: colour, [own guide], [weight 1]. ``raw``: without
+        the guide, for remapping only: a remap votes the source's guide anyway, and gives it back as
+        the guide blend of a raw frame (one vote of it, not two)."""
         img = style.load(list(idx), self.device)
-        if not (self.carry_guide or self.weighted):
+        carry = self.carry_guide and not raw
+        if not (carry or self.weighted):
             return img
         parts = [img]
-        if self.carry_guide:
+        if carry:
             parts.append(self._guides(list(idx)))
         if self.weighted:
             parts.append(torch.ones_like(img[:, :1]))
@@ -282,6 +285,8 @@ class Remapper:
         tgt = [t for _, t in pairs]
         keys = torch.tensor([s * (self.n + 1) + t for s, t in pairs], dtype=torch.int64, device=self.device)
         style = torch.stack(images).to(self.device, torch.float32)
+        # a raw frame (Remapper.entries(raw=True)): its guide blend is its own guide, voted below
+        raw = self.carry_guide and style.shape[1] == 3 + self.weighted
         carried = None
         if style.shape[1] > 3:  # match and vote the colour; vote the guide blend and the weight alongside
             style, carried = style[:, :3].contiguous(), style[:, 3:].contiguous()
@@ -303,23 +308,24 @@ class Remapper:
                 out[sel], nnf[sel] = remap(style[sel], tg[sel], sg[sel], self.options, keys[sel], init_nnf=init,
                                            return_nnf=True)
                 self.matches.put([ids[k] for k in rows], nnf[sel])
-        if carried is None:
-            return out
-        if not self.weighted:
-            return torch.cat([out, final_vote(carried, nnf, self.options)], 1)
-        return torch.cat([out, self._weight(sg, tg, nnf, carried)], 1)
+        if self.weighted:
+            return torch.cat([out, self._weight(sg, tg, nnf, carried, raw)], 1)
+        if raw:
+            return torch.cat([out, final_vote(sg, nnf, self.options)], 1)
+        return out if carried is None else torch.cat([out, final_vote(carried, nnf, self.options)], 1)
 
-    def _weight(self, source_guide, target_guide, nnf, carried) -> torch.Tensor:
-        """The carried channels remapped, the last one (the weight map) multiplied by this remap's
-        per-pixel weight exp(-e / sigma^2), e the 5x5 mean of the squared error between the target
-        guide and the source guide remapped through the same field. Where the remap could not find
-        the content (occlusion, content that left the frame, a fast pan), the remapped image counts
-        less; a table entry's weight is the product over the remaps that brought it."""
+    def _weight(self, source_guide, target_guide, nnf, carried, raw: bool) -> torch.Tensor:
+        """The carried channels remapped (a raw frame's guide blend: its remapped guide), the last
+        one (the weight map) multiplied by this remap's per-pixel weight exp(-e / sigma^2), e the 5x5
+        mean of the squared error between the target guide and the source guide remapped through
+        the same field. Where the remap could not find the content (occlusion, content that left
+        the frame, a fast pan), the remapped image counts less; a table entry's weight is the
+        product over the remaps that brought it."""
         voted = final_vote(torch.cat([source_guide, carried], 1), nnf, self.options)
         err = (voted[:, :3] - target_guide).square().mean(1, keepdim=True)
         err = torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
         weight = torch.exp(-err / self.error_sigma**2)
-        return torch.cat([voted[:, 3:-1], weight * voted[:, -1:]], 1)
+        return torch.cat([voted[:, :3] if raw else voted[:, 3:-1], weight * voted[:, -1:]], 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,7 +349,7 @@ def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int 
         def fetch(jn):
             s = jobs[jn][0]
             if s not in cache:
-                cache[s] = remapper.entries(style, [s])[0]
+                cache[s] = remapper.entries(style, [s], raw=True)[0]
                 if len(cache) > cache_size:
                     cache.popitem(last=False)
             return cache[s]
@@ -401,12 +407,12 @@ def _table_pass(
     frame = lambda c: order[c - 1]  # noqa: E731  (1-based position -> frame index)
     weighted = remapper.weighted
 
-    def block(k, c):
+    def block(k, c, raw=False):
         """Entry (k, c): the mean of the 2^k frames ending at c, remapped to c (colour, and the
         guide blend if carried); weighted, a last channel holds each pixel's total weight (a frame
-        counts 1 at its own position)."""
+        counts 1 at its own position). ``raw``: a frame (k 0) to remap, see Remapper.entries."""
         if k == 0:
-            return remapper.entries(style, [frame(c)])[0]
+            return remapper.entries(style, [frame(c)], raw=raw)[0]
         return store.get((tag, k, c))
 
     def merge(a, b):
@@ -442,7 +448,7 @@ def _table_pass(
                 c = todo[jn]
                 store.put((tag, k, c), merge(img, block(k - 1, c)))
 
-            remapper.run(jobs, lambda jn, k=k, todo=todo, half=half: block(k - 1, todo[jn] - half), consume)
+            remapper.run(jobs, lambda jn, k=k, todo=todo, half=half: block(k - 1, todo[jn] - half, raw=True), consume)
         # queries: the block ending at i needs no remap; every other is remapped once to i
         acc: dict[int, torch.Tensor] = {}
         cnt: dict = {}
@@ -621,14 +627,13 @@ def run_deflicker(
     find (occlusions, fast motion) blurs less into the result. ``"auto"`` (default):
     :data:`DEFAULT_ERROR_SIGMA` (0.05) in window and table modes, a plain mean in the others;
     ``None`` or 0: a plain mean (see :func:`resolve_error_sigma`). In table mode each
-    entry carries its per-pixel weight as a 4th channel, remapped with its colour, so a frame's
-    weight at i is the product of the weights of the remaps that brought it there (and the entries
-    take 4/3 of the memory).
+    entry carries its per-pixel weight as a last channel, remapped with its colour, so a frame's
+    weight at i is the product of the weights of the remaps that brought it there.
 
     detail: guided detail restoration (:mod:`flickerless.blend.detail`): the guide is blended
     alongside the style, and each frame's own fine detail is added back where the guide shows the
     blend lost it. ``"auto"`` (default): on in window and table modes; entries then carry 3 more
-    channels."""
+    channels (7 in all with the weighting, against 3 for a plain blend)."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     error_sigma = resolve_error_sigma(error_sigma, mode)
