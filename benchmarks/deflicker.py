@@ -24,22 +24,12 @@ import torch
 
 from flickerless import deflicker
 from flickerless.demo import load_clip, registry_clip
-from flickerless.synthetic import _blur, flickering_pair, psnr, temporal_error
+from flickerless.synthetic import add_grain, flickering_pair, psnr, temporal_error
 
 
 def _sync(dev):
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-
-
-def add_grain(frames, sd, seed=1):
-    """Fine flicker on top: unit-variance noise, 3x3 box-blurred, scaled to ``sd``, new every frame."""
-    rng = np.random.default_rng(seed)
-    out = np.empty_like(frames)
-    for i, f in enumerate(frames):
-        z = _blur(rng.normal(0, 1, f.shape).astype(np.float32), 3)
-        out[i] = np.clip(np.round(f + 255 * sd * z / z.std()), 0, 255).astype(np.uint8)
-    return out
 
 
 def run_case(clip, truth, flick, mode, window, dev, batch, opts):
@@ -82,7 +72,9 @@ def main(argv=None):
     p.add_argument("--strength", type=float, default=1.0, help="flicker strength (1: the reference case)")
     p.add_argument("--grain", type=float, default=0.0,
                    help="also add fine-grained flicker: per-frame grain of this sd (0-1 scale, 3x3-blurred), "
-                        "the texture jitter of per-frame diffusion; the truth stays grain-free")
+                        "uniform over the frame; the truth stays grain-free")
+    p.add_argument("--grain-texture", action="store_true",
+                   help="with --grain: the grain's amplitude follows the local texture (diffusion's texture jitter)")
     p.add_argument("--json", help="also write results to this file")
     a = p.parse_args(argv)
     dev = torch.device(a.device)
@@ -102,13 +94,14 @@ def main(argv=None):
             clip = np.stack([resize_frame(f, (a.height, a.width)) for f in clip])
         truth, flick = flickering_pair(clip, seed=0, strength=a.strength)
         if a.grain:
-            flick = add_grain(flick, a.grain)
+            flick = add_grain(flick, a.grain, texture=a.grain_texture)
         for mode in modes:
             if a.warmup:
                 run_case(clip[:8], truth[:8], flick[:8], mode, window, dev, a.batch, opts)
             r = run_case(clip, truth, flick, mode, window, dev, a.batch, opts)
             r.update(clip=name, frames=len(clip), size=f"{clip.shape[2]}x{clip.shape[1]}", device=str(dev), opts=opts,
-                     strength=a.strength if not a.grain else f"{a.strength} + grain {a.grain}")
+                     strength=a.strength if not a.grain else
+                     f"{a.strength} + {'texture ' if a.grain_texture else ''}grain {a.grain}")
             results.append(r)
             print(json.dumps(r), flush=True)
     print()
