@@ -47,6 +47,8 @@ PIN_BYTES = 1 << 30  # a host-tensor result of a GPU run is pinned up to this si
 # measured, clean, grainy, compressed and animated, in window and table modes (BENCHMARKS.md)
 DEFAULT_ERROR_SIGMA = 0.05
 Sink = Callable[[int, torch.Tensor], None]
+# what the modes hand on: (index, blend, the frame's own entry or None); see _blend_sink
+ModeSink = Callable[[int, torch.Tensor, "torch.Tensor | None"], None]
 
 
 def resolve_device(device=None, like: torch.Tensor | None = None) -> torch.device:
@@ -332,7 +334,7 @@ class Remapper:
 # modes
 
 
-def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int | None, chunk_targets: int):
+def _run_window(style: FrameSource, remapper: Remapper, sink: ModeSink, window: int | None, chunk_targets: int):
     n = len(style)
     weighted = remapper.weighted
     cache_size = 4 * remapper.batch + 2 * min(n, n if window is None else window) + 2
@@ -364,17 +366,17 @@ def _run_window(style: FrameSource, remapper: Remapper, sink: Sink, window: int 
                 count[t] += 1
 
         remapper.run(jobs, fetch, consume)
-        for i in targets:
-            sink(i, acc.pop(i) / count[i])
+        for k, i in enumerate(targets):
+            sink(i, acc.pop(i) / count[i], own[k])
 
 
-def _run_reference(style: FrameSource, remapper: Remapper, sink: Sink, window: int | None):
+def _run_reference(style: FrameSource, remapper: Remapper, sink: ModeSink, window: int | None):
     """O(n^2) reference: each pair on its own (batch of one), plain Python accumulation."""
     n = len(style)
     dev = remapper.device
     for i in range(n):
-        total = remapper.entries(style, [i])[0]
-        cnt = 1
+        own = remapper.entries(style, [i])[0]
+        total, cnt = own, 1
         for j in window_sources(i, n, window):
             keys = torch.tensor([j * (n + 1) + i], dtype=torch.int64, device=dev)
             src = remapper.entries(style, [j])
@@ -384,7 +386,7 @@ def _run_reference(style: FrameSource, remapper: Remapper, sink: Sink, window: i
             cnt += 1
             if remapper.progress is not None:
                 remapper.progress.update(1)
-        sink(i, total / cnt)
+        sink(i, total / cnt, own)
 
 
 def _table_pass(
@@ -499,7 +501,7 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
         else:
             cb = back_count.pop(f)
             back = back * cb
-        sink(f, (total + back - own) / (count + cb - 1))
+        sink(f, (total + back - own) / (count + cb - 1), own)
         store.pop(("bwd", f))
 
     _table_pass(style, remapper, store, window, list(range(n)), "F", finish, chunk)
@@ -534,7 +536,7 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
 
         remapper.run(jobs, lambda jn: keyframes[jobs[jn][0]].to(dev, torch.float32), consume)
         for i in targets:
-            sink(i, acc.pop(i))
+            sink(i, acc.pop(i), None)
 
 
 def detect_cuts(guide: FrameSource, device="cpu", threshold: float = 0.08, ratio: float = 6.0,
@@ -565,13 +567,16 @@ def detect_cuts(guide: FrameSource, device="cpu", threshold: float = 0.08, ratio
     return cuts
 
 
-def _restoring(sink: Sink, style: FrameSource, remapper: Remapper) -> Sink:
-    """A sink that takes (blend, guide blend) and hands on the blend with its detail restored; the
-    guide frame comes from the remapper's cache (its remaps to this frame have just run)."""
+def _blend_sink(sink: Sink, offset: int, detail: bool) -> ModeSink:
+    """What a mode hands its finished frames to: ``(shot-local index, blend, own entry)``. The frame
+    goes on to ``sink`` at its clip index; with ``detail`` the blend carries the guide blend
+    (channels 3:6) and the frame's own entry its style and guide (the same channels), already
+    loaded by the mode, and the frame's detail is restored first."""
+    if not detail:
+        return lambda i, img, own: sink(offset + i, img)
 
-    def restored(i, img):
-        own, g = style.load([i], remapper.device)[0], remapper._guides([i])[0]
-        sink(i, restore_detail(img[:3], img[3:6], own, g))
+    def restored(i, img, own):
+        sink(offset + i, restore_detail(img[:3], img[3:6], own[:3], own[3:6]))
 
     return restored
 
@@ -694,9 +699,7 @@ def run_deflicker(
         with torch.inference_mode():
             for a, b in shots:
                 g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(shots) > 1 else (guide, style)
-                out = lambda i, img, a=a: sink(a + i, img)  # noqa: E731  (shot-local -> clip index)
-                if detail:
-                    out = _restoring(out, s, remapper)
+                out = _blend_sink(sink, a, detail)
                 remapper.reset(g, a)
                 store.close()  # table entries are keyed by shot-local positions
                 if mode == "table":
