@@ -65,6 +65,26 @@ def test_tensor_in_tensor_out(pair):
     assert np.abs(arr.astype(int) - (out.permute(0, 2, 3, 1).numpy() * 255).round().astype(int)).max() <= 1
 
 
+def test_uint8_tensors_and_float_arrays_come_back_as_given(pair):
+    """Frames are uint8 0-255 or floats in [0, 1], as arrays or tensors; each comes back in its own
+    type with the same result, and a type that would be misread (uint16) is refused."""
+    clip, _, flick = pair
+    g, s = clip[:4], flick[:4]
+    kw = dict(mode="window", window=1, **FAST)
+    ref = deflicker(g, s, **kw).astype(np.float64)
+    as_floats = deflicker(g / 255.0, s.astype(np.float32) / 255, **kw)
+    assert as_floats.dtype == np.float32 and np.abs(as_floats * 255 - ref).max() <= 0.51
+    chw = torch.from_numpy(s).permute(0, 3, 1, 2)
+    as_bytes = deflicker(torch.from_numpy(g).permute(0, 3, 1, 2), chw, **kw)
+    assert as_bytes.dtype == torch.uint8 and np.array_equal(as_bytes.permute(0, 2, 3, 1).numpy(), ref)
+    keys = deflicker(g, mode="keyframes", keyframes={0: chw[0], 3: s[3] / 255.0})
+    assert np.array_equal(keys[0], s[0]) and np.abs(keys[3].astype(int) - s[3]).max() <= 1
+    with pytest.raises(ValueError, match="uint8 .* or floats in \\[0, 1\\], got uint16"):
+        deflicker(g.astype(np.uint16), s.astype(np.uint16), **kw)
+    with pytest.raises(ValueError, match="got torch.int32"):
+        deflicker(torch.from_numpy(g).permute(0, 3, 1, 2).int(), chw.int(), **kw)
+
+
 def test_spills_to_disk_with_the_same_result(pair):
     from flickerless.blend.deflicker import run_deflicker
     from flickerless.blend.frames import ArrayFrames

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, InputError
-from .frames import FrameSource, FrameStore, SubFrames, as_source
+from .frames import FrameSource, FrameStore, SubFrames, _pixel_scale, as_source
 from .detail import resolve_detail, restore_detail
 from .patchmatch import PatchMatchOptions, final_vote, patchmatch, remap
 from .schedule import count_table_remaps, table_levels, table_query, window_pairs, window_sources
@@ -744,8 +744,9 @@ def deflicker(
 ):
     """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
 
-    guide, style: uint8 arrays ``(T, H, W, 3)`` or float tensors ``(T, 3, H, W)`` in [0, 1] on any
-        device. The result is of the same kind (and device) as ``style`` (as ``guide`` in keyframes mode).
+    guide, style: arrays ``(T, H, W, 3)`` or tensors ``(T, 3, H, W)`` on any device, uint8 (0-255) or
+        floats in [0, 1]. The result is of the same kind, type (uint8 or float) and device as ``style``
+        (as ``guide`` in keyframes mode); other integer types are refused, not misread.
     mode: ``"table"`` (default, O(n log n)), ``"window"`` (O(n w)), ``"keyframes"`` or ``"all_pairs"``.
     window: frames on each side blended into each frame; ``None`` or ``inf`` for the whole video.
     keyframes: keyframes mode: ``{frame index: image}``, each image like one frame of ``guide``.
@@ -776,15 +777,24 @@ def deflicker(
     n = len(g)
     h, w = g.size
     if as_tensor:
-        dtype = like.dtype if like.is_floating_point() else torch.float32
+        dtype = like.dtype  # float in [0, 1], or uint8 0-255 (the sources refuse other types)
         # host output from a GPU run: pinned (up to PIN_BYTES), so each frame's copy back is asynchronous
         # and the caller's next transfer to the GPU (the engine's VAE encode) is fast too
         pin = (like.device.type == "cpu" and dev.type == "cuda"
-               and n * 3 * h * w * torch.finfo(dtype).bits // 8 <= PIN_BYTES)
+               and n * 3 * h * w * like.element_size() <= PIN_BYTES)
         out = torch.empty(n, 3, h, w, device=like.device, dtype=dtype, pin_memory=pin)
 
         def sink(i, img):
-            out[i].copy_(img.clamp_(0, 1), non_blocking=pin)
+            img = img.clamp_(0, 1)
+            if dtype == torch.uint8:
+                img = img.mul_(255).round_()
+            out[i].copy_(img, non_blocking=pin)
+
+    elif np.issubdtype(np.asarray(like[0]).dtype, np.floating):  # float arrays in [0, 1] come back so
+        out = np.empty((n, h, w, 3), dtype=np.float32)
+
+        def sink(i, img):
+            out[i] = img.clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
     else:
         out = np.empty((n, h, w, 3), dtype=np.uint8)
@@ -801,9 +811,14 @@ def deflicker(
 
 
 def _to_chw(img) -> torch.Tensor:
-    if isinstance(img, torch.Tensor):
-        return img.to(torch.float32) if img.shape[0] == 3 else img.permute(2, 0, 1).to(torch.float32) / 255.0
-    a = np.asarray(img)
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise InputError(f"a keyframe must be an (H, W, 3) image, got shape {a.shape}")
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).to(torch.float32) / 255.0
+    """A keyframe as ``(3, H, W)`` float32 in [0, 1]: from a ``(3, H, W)`` tensor or an ``(H, W, 3)``
+    array or tensor, uint8 or float in [0, 1]."""
+    t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(img)))
+    if t.ndim != 3 or 3 not in (t.shape[0], t.shape[2]):
+        raise InputError(f"a keyframe must be an (H, W, 3) or (3, H, W) image, got shape {tuple(t.shape)}")
+    try:
+        scale = _pixel_scale(t.dtype, "keyframes")
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    t = t if t.shape[0] == 3 else t.permute(2, 0, 1)
+    return t.to(torch.float32) / scale

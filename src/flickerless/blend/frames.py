@@ -35,12 +35,24 @@ class FrameSource:
         raise NotImplementedError
 
 
+def _pixel_scale(dtype, what: str) -> float:
+    """What a frame's values are divided by to lie in [0, 1]: 255 for uint8, 1 for floats (taken to be
+    in [0, 1] already); any other type is refused rather than silently misread."""
+    if dtype in (np.uint8, torch.uint8):
+        return 255.0
+    if (isinstance(dtype, torch.dtype) and dtype.is_floating_point) or (
+            not isinstance(dtype, torch.dtype) and np.issubdtype(dtype, np.floating)):
+        return 1.0
+    raise ValueError(f"{what} must be uint8 (0-255) or floats in [0, 1], got {dtype}")
+
+
 class TensorFrames(FrameSource):
-    """A ``(T, 3, H, W)`` float tensor in [0, 1], on any device."""
+    """A ``(T, 3, H, W)`` tensor, float in [0, 1] or uint8, on any device."""
 
     def __init__(self, frames: torch.Tensor):
         if frames.ndim != 4 or frames.shape[1] != 3:
             raise ValueError(f"expected a (T, 3, H, W) tensor, got shape {tuple(frames.shape)}")
+        self.scale = _pixel_scale(frames.dtype, "frame tensors")
         self.frames = frames
         self.size = (int(frames.shape[2]), int(frames.shape[3]))
 
@@ -52,9 +64,11 @@ class TensorFrames(FrameSource):
         if self.frames.device.type == "cpu" and device.type == "cuda":
             # host -> GPU: send runs of consecutive frames as slices of the tensor itself, so a pinned
             # tensor is copied from pinned memory (a gathered host copy would be pageable: ~10x slower)
-            return consecutive_runs(self.frames, list(indices), device).to(torch.float32)
-        idx = torch.as_tensor(list(indices), device=self.frames.device, dtype=torch.int64)
-        return self.frames.index_select(0, idx).to(device=device, dtype=torch.float32)
+            out = consecutive_runs(self.frames, list(indices), device).to(torch.float32)
+        else:
+            idx = torch.as_tensor(list(indices), device=self.frames.device, dtype=torch.int64)
+            out = self.frames.index_select(0, idx).to(device=device, dtype=torch.float32)
+        return out.div_(self.scale) if self.scale != 1.0 else out
 
 
 def consecutive_runs(src: torch.Tensor, ids: Sequence[int], device) -> torch.Tensor:
@@ -70,7 +84,8 @@ def consecutive_runs(src: torch.Tensor, ids: Sequence[int], device) -> torch.Ten
 
 
 class ArrayFrames(FrameSource):
-    """Anything indexable by frame number returning ``(H, W, 3)`` uint8 (a numpy array, a reader)."""
+    """Anything indexable by frame number returning ``(H, W, 3)`` frames (a numpy array, a reader):
+    uint8, or floats in [0, 1]."""
 
     def __init__(self, frames):
         self.frames = frames
@@ -78,6 +93,7 @@ class ArrayFrames(FrameSource):
         if first is None or first.ndim != 3 or first.shape[2] != 3:
             shape = None if first is None else first.shape
             raise ValueError(f"expected frames of shape (H, W, 3), got {shape}")
+        self.scale = _pixel_scale(first.dtype, "frames")
         self.size = (int(first.shape[0]), int(first.shape[1]))
 
     def __len__(self) -> int:
@@ -85,8 +101,8 @@ class ArrayFrames(FrameSource):
 
     def load(self, indices, device) -> torch.Tensor:
         arr = np.stack([np.asarray(self.frames[int(i)]) for i in indices])
-        t = torch.from_numpy(arr).to(device=device, non_blocking=True)
-        return t.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        t = torch.from_numpy(arr).to(device=device, non_blocking=True).permute(0, 3, 1, 2).to(torch.float32)
+        return t.div_(self.scale) if self.scale != 1.0 else t
 
 
 class SubFrames(FrameSource):
