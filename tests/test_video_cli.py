@@ -166,3 +166,93 @@ def test_cli_unwritable_output(clips, tmp_path, capsys):
     rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
                "-o", str(tmp_path / "no" / "such" / "o.mp4"), "-q"])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def _rotate_mp4(src, dst, rotation: int) -> None:
+    """Copy an mp4 with its track's display matrix set, as a phone writes portrait video (rotation as
+    FFmpeg reports it: -90 is how an upright phone's footage is stored)."""
+    import struct
+
+    data = bytearray(src.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0 and data[at + 4] == 0  # version 0 track header: the matrix is 40 bytes into its body
+    one = 1 << 16
+    a, b, c, d = {-90: (0, one, -one, 0), 90: (0, -one, one, 0), 180: (-one, 0, 0, -one)}[rotation]
+    data[at + 44 : at + 80] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30)
+    dst.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("rotation, turns", [(-90, -1), (90, 1), (180, 2)])
+def test_rotated_video_is_read_upright(tmp_path, carphone, rotation, turns):
+    plain = tmp_path / "plain.mp4"
+    video.write(plain, carphone[:3], 10)
+    rotated = tmp_path / "rotated.mp4"
+    _rotate_mp4(plain, rotated, rotation)
+    stored, _ = video.read(plain)
+    upright, _ = video.read(rotated)
+    assert np.array_equal(upright, np.rot90(stored, turns, axes=(1, 2)))  # -90: a quarter turn clockwise
+    info = video.probe(rotated)
+    assert (info.frames, info.height, info.width) == (3, *upright.shape[1:3])
+
+
+def test_image_folders_exif_16_bit_and_mixed_sizes(tmp_path, carphone, capsys):
+    from PIL import Image
+
+    frame = carphone[0]
+    # 16-bit grey PNG: scaled to 8 bits, not clipped to white
+    grey = tmp_path / "grey16"
+    grey.mkdir()
+    Image.fromarray(frame[..., 1].astype(np.uint16) * 257).save(grey / "0.png")
+    back, _ = video.read(grey)
+    assert np.array_equal(back[0], np.repeat(frame[..., 1:2], 3, axis=2))
+    # a photo stored sideways with an EXIF orientation: read as shown
+    photo = tmp_path / "photo"
+    photo.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    Image.fromarray(frame).save(photo / "0.png", exif=exif)
+    assert np.array_equal(video.read(photo)[0][0], np.rot90(frame, -1))
+    # one frame of another size: the file is named, in the library and the CLI
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i in range(4):
+        img = carphone[i] if i != 2 else carphone[i][:, :170]
+        Image.fromarray(np.ascontiguousarray(img)).save(mixed / f"{i}.png")
+    with pytest.raises(InputError, match="2.png: is 170x144 but 0.png is 176x144"):
+        video.read(mixed)
+    guide = tmp_path / "g.mp4"
+    video.write(guide, carphone[:4], 10)
+    rc = main(["deflicker", "--guide", str(guide), "--style", str(mixed), "-o", str(tmp_path / "o.mp4"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "2.png" in err and "Traceback" not in err
+
+
+def test_cli_refuses_to_write_over_its_input(clips, tmp_path, capsys):
+    guide = tmp_path / "guide.mp4"
+    guide.write_bytes((clips / "guide.mp4").read_bytes())
+    before = guide.read_bytes()
+    for args in (["--guide", str(guide), "--style", str(clips / "style.mp4")],
+                 ["--guide", str(clips / "guide.mp4"), "--style", str(guide)]):
+        rc = main(["deflicker", *args, "-o", str(guide), *FASTARGS])
+        err = capsys.readouterr().err
+        assert rc == 2 and "would replace it" in err
+    assert guide.read_bytes() == before
+    # the same folder by another spelling
+    rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(clips / "keys"),
+               "-o", str(clips / "keys") + "/.", *FASTARGS])
+    assert rc == 2 and "--keyframes input" in capsys.readouterr().err
+
+
+def test_png_output_replaces_only_an_earlier_output(clips, tmp_path, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), *FASTARGS]
+    rc = main([*args, "-o", str(folder)])
+    assert rc == 2 and "holds other files (notes.txt)" in capsys.readouterr().err
+    assert (folder / "notes.txt").read_text() == "mine"
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / "00099.png").write_bytes(b"an earlier run")
+    assert main([*args, "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(6)]

@@ -144,7 +144,7 @@ def cmd_deflicker(args) -> int:
     from .blend.deflicker import resolve_device, run_deflicker
     from .blend.frames import ArrayFrames
     from .blend.patchmatch import PatchMatchOptions
-    from .video import VideoWriter, open_frames, read_keyframes
+    from .video import VideoWriter, check_output_is_not_input, open_frames, read_keyframes
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -155,6 +155,7 @@ def cmd_deflicker(args) -> int:
         v = getattr(args, name)
         if v and not Path(v).exists():
             raise InputError(f"--{name} {v}: no such file or folder")
+    check_output_is_not_input(args.output, guide=args.guide, style=args.style, keyframes=args.keyframes)
     try:
         opts = PatchMatchOptions(**_patchmatch_kwargs(args))
     except ValueError as e:

@@ -2,6 +2,8 @@
 
 Reading: mp4, avi, mov, mkv, webm, gif, m4v (anything FFmpeg decodes) and folders of
 png/jpg/bmp/webp/tif images in natural order (``2.png`` before ``10.png``). The frame rate is kept.
+Frames come out the way players show them: a video's rotation (the display matrix phones write for
+portrait footage) and a photo's EXIF orientation are applied; 16-bit grey images are scaled to 8 bits.
 
 Writing: ``.mp4``/``.mov``/``.mkv`` as H.264 yuv420p (odd sizes padded by one edge pixel, as
 yuv420p needs even sizes), or a folder of PNGs (a path with no video extension). Output appears
@@ -39,6 +41,7 @@ __all__ = [
     "read_keyframes",
     "natural_key",
     "resize_frame",
+    "check_output_is_not_input",
 ]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -71,12 +74,18 @@ def _check_exists(path: Path) -> None:
 
 
 def _load_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I"):  # 16/32-bit grey (16-bit PNG, TIFF): convert("RGB") would clip at 255
+                a = np.asarray(im).astype(np.float64)
+                scale = 257.0 if a.max(initial=0) > 255 else 1.0
+                a = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
+                return np.repeat(a[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read as an image ({e})") from e
 
 
@@ -98,20 +107,44 @@ def _stream_fps(stream) -> float:
     return float(rate) if rate else DEFAULT_FPS
 
 
+def _upright(frame) -> np.ndarray:
+    """A decoded frame as players show it: turned by its display matrix's rotation (phones store
+    portrait video landscape with a rotation of -90 degrees; FFmpeg and OpenCV turn it on reading)."""
+    arr = frame.to_ndarray(format="rgb24")
+    try:
+        turns = round((frame.rotation or 0) / 90) % 4
+    except (AttributeError, ValueError, TypeError):  # older PyAV, or a malformed matrix
+        turns = 0
+    return np.ascontiguousarray(np.rot90(arr, turns)) if turns else arr
+
+
 def iter_frames(path) -> Iterator[np.ndarray]:
-    """Frames of a clip one at a time, ``(H, W, 3)`` uint8, without holding the clip in memory."""
+    """Frames of a clip one at a time, ``(H, W, 3)`` uint8, upright, without holding the clip in memory."""
     import av
 
     path = Path(path)
     _check_exists(path)
+    size = None
     if path.is_dir():
         for f in _image_files(path):
-            yield _load_image(f)
+            img = _load_image(f)
+            if size is None:
+                size, first = img.shape[:2], f.name
+            elif img.shape[:2] != size:
+                raise InputError(f"{f}: is {img.shape[1]}x{img.shape[0]} but {first} is {size[1]}x{size[0]}: "
+                                 "all images of a clip must have one size")
+            yield img
         return
     container = _open_container(path)
     try:
-        for frame in container.decode(video=0):
-            yield frame.to_ndarray(format="rgb24")
+        for i, frame in enumerate(container.decode(video=0)):
+            img = _upright(frame)
+            if size is None:
+                size = img.shape[:2]
+            elif img.shape[:2] != size:
+                raise InputError(f"{path}: frame {i} is {img.shape[1]}x{img.shape[0]} but frame 0 is "
+                                 f"{size[1]}x{size[0]}: clips that change size are not supported")
+            yield img
     except av.error.FFmpegError as e:  # type: ignore[attr-defined]
         raise InputError(f"{path}: decoding failed ({e})") from e
     finally:
@@ -128,12 +161,19 @@ def probe(path) -> VideoInfo:
             raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
         h, w = _load_image(files[0]).shape[:2]
         return VideoInfo(len(files), h, w, DEFAULT_FPS)
+    import av
+
     container = _open_container(path)
     try:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
         n = stream.frames
-        h, w = stream.codec_context.height, stream.codec_context.width
+        h = w = 0
+        try:  # the size as read: the first frame, upright (a rotated stream's coded size is turned)
+            first = _upright(next(container.decode(video=0)))
+            h, w = first.shape[:2]
+        except (StopIteration, av.error.FFmpegError):  # type: ignore[attr-defined]
+            n = 0
     finally:
         container.close()
     if not n or not h:
@@ -265,6 +305,27 @@ def read_keyframes(folder) -> dict[int, np.ndarray]:
     return out
 
 
+_OUTPUT_PNG = re.compile(r"\d+\.png")
+
+
+def check_output_is_not_input(output, **inputs) -> None:
+    """Refuse an output path that is one of the inputs (``--guide clip.mp4 -o clip.mp4``): the output
+    replaces what is at its path, and the footage being read would be lost. ``inputs`` maps each
+    input's option name to its path (None is skipped)."""
+    out = Path(output)
+    for name, given in inputs.items():
+        if given is None:
+            continue
+        src = Path(given)
+        try:
+            same = out.exists() and src.exists() and os.path.samefile(out, src)
+        except OSError:
+            same = False
+        if same or out.resolve() == src.resolve():
+            flag = name.replace("_", "-")
+            raise OutputError(f"{output}: is the --{flag} input; writing there would replace it, choose another output path")
+
+
 class VideoWriter:
     """Write frames one at a time; the output appears at ``path`` only on a successful :meth:`close`.
 
@@ -291,6 +352,13 @@ class VideoWriter:
         if self.path.exists() and self.path.is_dir() != (not self.is_video):
             kind = "a folder" if self.path.is_dir() else "a file"
             raise OutputError(f"{self.path}: exists and is {kind}; choose another output path")
+        if not self.is_video and self.path.is_dir():
+            # the folder is replaced as a whole on close: only ever replace an earlier output (numbered
+            # PNGs), never a folder that holds anything else (``-o .`` must not delete a project)
+            other = [e.name for e in self.path.iterdir() if not _OUTPUT_PNG.fullmatch(e.name)]
+            if other:
+                raise OutputError(f"{self.path}: folder exists and holds other files ({', '.join(sorted(other)[:3])}"
+                                  f"{', ...' if len(other) > 3 else ''}); give a new or empty folder for the PNG frames")
         try:
             if self.is_video:
                 fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=ext, dir=parent)

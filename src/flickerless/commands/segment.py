@@ -46,9 +46,10 @@ def _run(args) -> int:
 
     from ..errors import OutputError
     from ..segment import DEFAULT_SAM, segment
-    from ..video import read
+    from ..video import check_output_is_not_input, read
 
     log = logging.getLogger("flickerless")
+    check_output_is_not_input(args.output, video=args.video)
     frames, _ = read(args.video, max_frames=args.frames)
     prompt = {}
     if args.point is not None:

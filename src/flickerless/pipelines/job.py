@@ -258,6 +258,9 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     output = Path(output)
     if not output.parent.exists():
         raise OutputError(f"{output.parent}: output folder does not exist")
+    from ..video import check_output_is_not_input
+
+    check_output_is_not_input(output, video=video, style_image=style_image)
     job = job_folder(output)
     start_end = parse_frames(frames)
     inputs = read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore")
