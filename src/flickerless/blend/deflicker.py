@@ -785,10 +785,10 @@ def deflicker(
         out = torch.empty(n, 3, h, w, device=like.device, dtype=dtype, pin_memory=pin)
 
         def sink(i, img):
-            img = img.clamp_(0, 1)
             if dtype == torch.uint8:
-                img = img.mul_(255).round_()
-            out[i].copy_(img, non_blocking=pin)
+                out[i].copy_(img.clamp(0, 1).mul_(255).round_(), non_blocking=pin)
+            else:
+                out[i].copy_(img.clamp_(0, 1), non_blocking=pin)
 
     elif np.issubdtype(np.asarray(like[0]).dtype, np.floating):  # float arrays in [0, 1] come back so
         out = np.empty((n, h, w, 3), dtype=np.float32)
