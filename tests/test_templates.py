@@ -105,3 +105,15 @@ def test_templates_command(capsys):
     assert main(["templates", "show", "stylize"]) == 0
     assert 'task = "stylize"' in capsys.readouterr().out
     assert main(["templates", "show", "nope"]) == 2
+
+
+def test_read_clip_keeps_where_the_frames_sound_starts(sound_clip):
+    from flickerless.pipelines.job import read_clip
+
+    s = apply_overrides(load_template("stylize"), ["video.width=32", "video.height=24"])
+    inputs = read_clip(sound_clip, (10, 20), s)
+    assert len(inputs.frames) == 10 and inputs.fps == 25 and inputs.sound_start == 10 / 25
+    # another frame rate would put the sound out of step: none is kept
+    assert read_clip(sound_clip, (10, 20), apply_overrides(s, ["video.fps=12"])).sound_start is None
+    with pytest.raises(InputError, match="the clip has 30 frames"):
+        read_clip(sound_clip, (100, None), s)

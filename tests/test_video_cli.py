@@ -256,3 +256,92 @@ def test_png_output_replaces_only_an_earlier_output(clips, tmp_path, capsys):
     (out / "00099.png").write_bytes(b"an earlier run")
     assert main([*args, "-o", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(6)]
+
+
+def _sound(path):
+    """(codec, seconds) of a clip's sound, or None."""
+    import av
+
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return None
+        s = c.streams.audio[0]
+        samples = sum(f.samples for f in c.decode(audio=0))
+        return s.codec_context.name, samples / s.rate
+
+
+def test_writer_carries_sound_cut_to_the_frames(sound_clip, tmp_path):
+    assert _sound(sound_clip)[0] == "aac" and abs(_sound(sound_clip)[1] - 30 / 25) < 0.05
+    frames, fps = video.read(sound_clip)
+    # from 0.4 s on, for 10 frames: the sound is cut to 0.4 s and starts where the frames do
+    out = tmp_path / "cut.mkv"
+    with video.VideoWriter(out, fps, audio=sound_clip, audio_start=0.4) as w:
+        for f in frames[10:20]:
+            w.write(f)
+    codec, seconds = _sound(out)
+    assert codec == "aac" and abs(seconds - 0.4) < 0.05
+    assert video.probe(out).frames == 10
+    # a clip without sound, or a folder, adds none; PNG outputs ignore it
+    video.write(tmp_path / "mute.mp4", frames[:3], fps)
+    with video.VideoWriter(tmp_path / "o.mp4", fps, audio=tmp_path / "mute.mp4") as w:
+        w.write(frames[0])
+    assert _sound(tmp_path / "o.mp4") is None
+
+
+def test_sound_the_output_container_cannot_hold_is_reencoded(tmp_path):
+    """PCM sound (a .mov from a camera or editor) cannot go into mp4 as it is: it is re-encoded as AAC,
+    and is still the same sound (a 440 Hz tone stays at 440 Hz)."""
+    import av
+
+    src = tmp_path / "tone.mov"
+    rate, seconds = 48000, 1.0
+    with av.open(str(src), "w", format="mov") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
+        a = c.add_stream("pcm_s16le", rate=rate)
+        a.layout = "mono"
+        for i in range(25):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 9, np.uint8), format="rgb24")):
+                c.mux(p)
+        t = np.arange(int(seconds * rate)) / rate
+        pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)[None]
+        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        af.sample_rate, af.pts = rate, 0
+        for p in a.encode(af):
+            c.mux(p)
+        for s in (a, v):
+            for p in s.encode(None):
+                c.mux(p)
+    frames, fps = video.read(src)
+    out = tmp_path / "o.mp4"
+    with video.VideoWriter(out, fps, audio=src) as w:
+        for f in frames:
+            w.write(f)
+    codec, secs = _sound(out)
+    assert codec == "aac" and abs(secs - seconds) < 0.05
+    with av.open(str(out)) as c:
+        got = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+    spectrum = np.abs(np.fft.rfft(got[:rate]))
+    assert abs(spectrum.argmax() - 440) <= 1  # bins of 1 Hz over one second
+
+
+def test_cli_keeps_the_guides_sound(sound_clip, tmp_path, caplog):
+    from flickerless.synthetic import flickering_pair
+
+    guide, _ = video.read(sound_clip, max_frames=8)
+    _, flick = flickering_pair(guide)
+    video.write(tmp_path / "style.mp4", flick, 25)
+    base = ["deflicker", "--guide", str(sound_clip), "--style", str(tmp_path / "style.mp4"), "--device", "cpu", *FASTARGS]
+    guide8 = tmp_path / "guide8.mp4"  # the guide's first 8 frames, with their sound
+    with video.VideoWriter(guide8, 25, audio=sound_clip) as w:
+        for f in guide:
+            w.write(f)
+    base[2] = str(guide8)
+    assert main([*base, "-o", str(tmp_path / "a.mp4")]) == 0
+    codec, secs = _sound(tmp_path / "a.mp4")
+    assert codec == "aac" and abs(secs - 8 / 25) < 0.05
+    assert main([*base, "-o", str(tmp_path / "b.mp4"), "--no-audio"]) == 0
+    assert _sound(tmp_path / "b.mp4") is None
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert main([*base, "-o", str(tmp_path / "c.mp4"), "--fps", "12"]) == 0
+    assert _sound(tmp_path / "c.mp4") is None and "sound is left out" in caplog.text

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (default: from free memory)")
     d.add_argument("--resize", action="store_true", help="resize the style (or keyframes) to the guide's size")
     d.add_argument("--fps", type=float, help="output frame rate (default: the guide's)")
+    d.add_argument("--no-audio", action="store_true",
+                   help="leave out the guide's sound (by default a video output keeps it, unless --fps changes the timing)")
     d.add_argument("--no-cuts", action="store_true",
                    help="do not split the clip at hard cuts (by default each shot is deflickered on its own)")
     d.add_argument("--error-sigma", type=float, metavar="S",
@@ -144,7 +146,7 @@ def cmd_deflicker(args) -> int:
     from .blend.deflicker import resolve_device, run_deflicker
     from .blend.frames import ArrayFrames
     from .blend.patchmatch import PatchMatchOptions
-    from .video import VideoWriter, check_output_is_not_input, open_frames, read_keyframes
+    from .video import VideoWriter, check_output_is_not_input, has_audio, open_frames, read_keyframes
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -200,7 +202,13 @@ def cmd_deflicker(args) -> int:
             closers.append(sframes)
             style = ArrayFrames(sframes)
         fps = args.fps or ginfo.fps
-        writer = VideoWriter(args.output, fps)
+        audio = None
+        if not args.no_audio and has_audio(args.guide):
+            if abs(fps - ginfo.fps) < 1e-3:
+                audio = args.guide
+            else:
+                log.info("the guide's sound is left out: --fps %g changes the timing (the guide is %g fps)", fps, ginfo.fps)
+        writer = VideoWriter(args.output, fps, audio=audio)
         t0 = time.perf_counter()
         try:
             pending: dict[int, np.ndarray] = {}

@@ -6,7 +6,9 @@ Frames come out the way players show them: a video's rotation (the display matri
 portrait footage) and a photo's EXIF orientation are applied; 16-bit grey images are scaled to 8 bits.
 
 Writing: ``.mp4``/``.mov``/``.mkv`` as H.264 yuv420p (odd sizes padded by one edge pixel, as
-yuv420p needs even sizes), or a folder of PNGs (a path with no video extension). Output appears
+yuv420p needs even sizes), or a folder of PNGs (a path with no video extension). A video output can
+carry the sound of another clip (``audio=``: the original's, cut to the frames written), copied as
+it is where the container takes its codec, else re-encoded as AAC. Output appears
 atomically: frames go to a temporary name beside the target, renamed over it only when complete,
 so an existing output is never half-overwritten.
 
@@ -16,6 +18,7 @@ decodes once into an uncompressed file and reads any frame back from it on deman
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -28,6 +31,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import InputError, OutputError
+
+log = logging.getLogger("flickerless")
 
 __all__ = [
     "VideoInfo",
@@ -42,11 +47,14 @@ __all__ = [
     "natural_key",
     "resize_frame",
     "check_output_is_not_input",
+    "has_audio",
 ]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 WRITE_VIDEO_EXTS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "mp4"}
+# audio codecs an mp4/mov output takes as they are (Matroska takes any); others are re-encoded as AAC
+COPY_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}
 DEFAULT_FPS = 30.0
 
 
@@ -331,12 +339,19 @@ class VideoWriter:
 
     ``path`` ending in .mp4/.mov/.mkv/.m4v: H.264 (libx264, yuv420p, ``crf``). Otherwise a folder of
     PNG files ``00000.png, 00001.png, ...``.
+
+    ``audio``: a clip whose first audio stream goes into a video output, from ``audio_start`` seconds
+    for as long as the frames written last (the original's sound, when the frames are the original's
+    frames at its fps). A clip without sound adds none; sound that cannot be carried over is left out
+    with a warning, never at the cost of the frames.
     """
 
-    def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17):
+    def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17, audio=None, audio_start: float = 0.0):
         self.path = Path(path)
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
         self.crf = crf
+        self.audio = audio
+        self.audio_start = float(audio_start)
         self.count = 0
         ext = self.path.suffix.lower()
         self.is_video = ext in WRITE_VIDEO_EXTS
@@ -418,7 +433,12 @@ class VideoWriter:
                     self._container.mux(packet)
                 self._container.close()
                 self._container = None
-                os.replace(self.tmp, self.path)
+                final = self.tmp
+                if self.audio is not None:
+                    final = _with_audio(self.tmp, self.audio, self.audio_start, self.count / self.fps) or self.tmp
+                os.replace(final, self.path)
+                if final != self.tmp:
+                    self.tmp.unlink()
             else:
                 if self.path.exists():
                     old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old.", dir=self.path.parent))
@@ -455,6 +475,89 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def _with_audio(video_file: Path, source, start: float, duration: float) -> Path | None:
+    """A copy of ``video_file`` (frames only) with the first audio stream of ``source`` from ``start``
+    seconds for ``duration`` seconds, in a temporary file beside it; None when ``source`` has no sound
+    or it cannot be carried over (said once)."""
+    import av
+
+    source = Path(source)
+    if source.is_dir():
+        return None
+    try:
+        src = av.open(str(source))
+    except (av.error.FFmpegError, OSError) as e:  # type: ignore[attr-defined]
+        log.warning("%s: sound not read, the output has none (%s)", source, e)
+        return None
+    fd, tmp = tempfile.mkstemp(prefix=f".{video_file.stem}.a.", suffix=video_file.suffix, dir=video_file.parent)
+    os.close(fd)
+    try:
+        if not src.streams.audio:
+            Path(tmp).unlink()
+            return None
+        ain = src.streams.audio[0]
+        fmt = WRITE_VIDEO_EXTS[video_file.suffix.lower()]
+        copy = fmt == "matroska" or ain.codec_context.name in COPY_AUDIO_CODECS
+        with av.open(str(video_file)) as vin, av.open(tmp, mode="w", format=fmt) as out:
+            vstream = vin.streams.video[0]
+            vout = out.add_stream_from_template(vstream)
+            if copy:
+                aout = out.add_stream_from_template(ain)
+            else:
+                aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
+                aout.layout = ain.codec_context.layout
+                resample = av.AudioResampler(format="fltp", layout=ain.codec_context.layout,
+                                             rate=aout.codec_context.sample_rate, frame_size=1024)
+            for pkt in vin.demux(vstream):
+                if pkt.size:  # not the demuxer's empty flush packet (Matroska's first packets have no dts)
+                    pkt.stream = vout
+                    out.mux(pkt)
+            end = start + duration
+            for pkt in src.demux(ain):
+                if not pkt.size or pkt.pts is None:
+                    continue
+                t = float(pkt.pts * pkt.time_base)
+                if t >= end or (start > 0 and t < start):
+                    continue
+                if copy:
+                    shift = round(start / pkt.time_base) if start > 0 else 0
+                    pkt.pts -= shift
+                    if pkt.dts is not None:
+                        pkt.dts -= shift
+                    pkt.stream = aout
+                    out.mux(pkt)
+                else:
+                    for frame in pkt.decode():
+                        frame.pts = None
+                        for f in resample.resample(frame):
+                            out.mux(aout.encode(f))
+            if not copy:
+                for f in resample.resample(None):
+                    out.mux(aout.encode(f))
+                out.mux(aout.encode(None))
+        return Path(tmp)
+    except Exception as e:  # sound is a courtesy: any failure keeps the frames, without it
+        log.warning("%s: sound not carried over, the output has none (%s: %s)", source, e.__class__.__name__, e)
+        Path(tmp).unlink(missing_ok=True)
+        return None
+    finally:
+        src.close()
+
+
+def has_audio(path) -> bool:
+    """Whether a clip (a video file) has a sound stream."""
+    import av
+
+    path = Path(path)
+    if path.is_dir() or not path.exists():
+        return False
+    try:
+        with av.open(str(path)) as c:
+            return bool(c.streams.audio)
+    except (av.error.FFmpegError, OSError):  # type: ignore[attr-defined]
+        return False
 
 
 def write(path, frames: Iterable[np.ndarray], fps: float = DEFAULT_FPS) -> int:

@@ -177,6 +177,7 @@ class _Inputs:
     fps: float
     video_id: str
     native: np.ndarray | None = None  # the clip at its own size (restore: super-resolved from these)
+    sound_start: float | None = None  # seconds into the clip where the frames' sound starts; None: no sound kept
 
 
 def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int = 8,
@@ -200,11 +201,13 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
             native.append(f)
     if not out:
         raise InputError(f"{video}: no frames in the range {start}:{'' if end is None else end} "
-                         f"(the clip has {info.num_frames or 'an unknown number of'} frames)")
+                         f"(the clip has {info.frames or 'an unknown number of'} frames)")
     st = Path(video).stat()
     vid = _hash([str(Path(video).resolve()), st.st_size, st.st_mtime_ns, start, end, size])
     fps = settings["video"]["fps"] or info.fps
-    return _Inputs(np.stack(out), fps, vid, np.stack(native) if keep_native else None)
+    # the clip's sound goes with its frames unless the frame rate is changed (it would drift)
+    sound = start / info.fps if abs(fps - info.fps) < 1e-3 else None
+    return _Inputs(np.stack(out), fps, vid, np.stack(native) if keep_native else None, sound)
 
 
 def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_dir, progress, device):
@@ -382,7 +385,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                 f"sampling.vae_batch_size=N, or the size; progress is kept in {job}: rerun with --resume") from None
         log.info("generated %d frames in %.1f s (%.2f s/frame)", T, time.time() - t0, (time.time() - t0) / T)
         done = _load_pngs(frames_dir, T)
-    _write_output(output, done, inputs.fps)
+    _write_output(output, done, inputs.fps, video if inputs.sound_start is not None else None, inputs.sound_start or 0.0)
     return output
 
 
@@ -444,10 +447,10 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
     meta_file.write_text(json.dumps(meta, indent=2))
 
 
-def _write_output(output: Path, frames: list[np.ndarray], fps: float) -> None:
+def _write_output(output: Path, frames: list[np.ndarray], fps: float, audio=None, audio_start: float = 0.0) -> None:
     from ..video import VideoWriter
 
-    with VideoWriter(output, fps=fps) as w:
+    with VideoWriter(output, fps=fps, audio=audio, audio_start=audio_start) as w:
         for f in frames:
             w.write(f)
     log.info("wrote %s (%d frames, %.3g fps)", output, len(frames), fps)
