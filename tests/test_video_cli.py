@@ -345,3 +345,52 @@ def test_cli_keeps_the_guides_sound(sound_clip, tmp_path, caplog):
     with caplog.at_level("INFO", logger="flickerless"):
         assert main([*base, "-o", str(tmp_path / "c.mp4"), "--fps", "12"]) == 0
     assert _sound(tmp_path / "c.mp4") is None and "sound is left out" in caplog.text
+
+
+def test_cli_frames_range_blends_with_neighbours_outside_it(clips, tmp_path):
+    """--frames 2:4 gives frames 2 and 3 exactly as a whole-clip run does (window mode): their
+    neighbours outside the range are read and blended in, and PatchMatch is seeded per pair of clip
+    frames, not per position in what was read."""
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            "--mode", "window", "--window", "2", *FASTARGS]
+    assert main([*args, "-o", str(tmp_path / "all")]) == 0
+    assert main([*args, "-o", str(tmp_path / "part"), "--frames", "2:4"]) == 0
+    whole, part = video.read(tmp_path / "all")[0], video.read(tmp_path / "part")[0]
+    assert len(part) == 2 and np.array_equal(part, whole[2:4])
+    # table mode: the table's blocks start where the read does, so close rather than equal
+    args[args.index("window")] = "table"
+    assert main([*args, "-o", str(tmp_path / "tall")]) == 0
+    assert main([*args, "-o", str(tmp_path / "tpart"), "--frames", "3:"]) == 0
+    whole, part = video.read(tmp_path / "tall")[0], video.read(tmp_path / "tpart")[0]
+    from flickerless.synthetic import psnr
+
+    assert len(part) == 3 and psnr(part, whole[3:]) > 40
+    # keyframes mode reads back to the keyframes that bracket the range (0 and 5 here): equal
+    keys = ["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(clips / "keys"), *FASTARGS]
+    assert main([*keys, "-o", str(tmp_path / "kall")]) == 0
+    assert main([*keys, "-o", str(tmp_path / "kpart"), "--frames", "2:4"]) == 0
+    assert np.array_equal(video.read(tmp_path / "kpart")[0], video.read(tmp_path / "kall")[0][2:4])
+
+
+def test_cli_interrupted_keeps_the_frames_done(clips, tmp_path, monkeypatch, capsys):
+    import flickerless.cli as cli
+
+    real, calls = cli._to_uint8, [0]
+
+    def stop_at_the_fourth(img):
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt
+        return real(img)
+
+    monkeypatch.setattr(cli, "_to_uint8", stop_at_the_fourth)
+    out = tmp_path / "o.mp4"
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            *FASTARGS]
+    assert main([*args, "-o", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert not out.exists() and "frames 0-2 of" in err and "--frames 3:6" in err
+    assert video.probe(tmp_path / "o.partial.mp4").frames == 3
+    monkeypatch.setattr(cli, "_to_uint8", real)
+    assert main([*args, "-o", str(tmp_path / "rest.mp4"), "--frames", "3:6"]) == 0
+    assert video.probe(tmp_path / "rest.mp4").frames == 3

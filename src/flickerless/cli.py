@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (default: from free memory)")
     d.add_argument("--resize", action="store_true", help="resize the style (or keyframes) to the guide's size")
     d.add_argument("--fps", type=float, help="output frame rate (default: the guide's)")
+    d.add_argument("--frames", metavar="START:END",
+                   help="only frames START..END-1 of the clip (0-based; either may be left out), blended with "
+                        "their neighbours outside the range as in a whole-clip run: to try settings on a stretch, "
+                        "or to finish a run that was stopped")
     d.add_argument("--no-audio", action="store_true",
                    help="leave out the guide's sound (by default a video output keeps it, unless --fps changes the timing)")
     d.add_argument("--no-cuts", action="store_true",
@@ -163,13 +167,30 @@ def cmd_deflicker(args) -> int:
     except ValueError as e:
         raise InputError(str(e)) from e
     device = resolve_device(args.device)  # says once when there is no GPU
-    guide, ginfo = open_frames(args.guide)
+    from .pipelines.job import parse_frames
+    from .video import probe
+
+    n = probe(args.guide).frames
+    start, end = parse_frames(args.frames)
+    end = n if end is None else min(end, n)
+    if n and start >= n:
+        raise InputError(f"--frames {args.frames}: the guide {args.guide} has {n} frames (0..{n - 1})")
+    raw = read_keyframes(args.keyframes) if mode == "keyframes" else {}
+    # the frames read: the range and the neighbours its frames blend with, so that they come out as in
+    # a whole-clip run (keyframes mode: back to the keyframes that bracket it)
+    if mode == "keyframes":
+        lo = max((k for k in raw if k <= start), default=0)
+        hi = min((k + 1 for k in raw if k >= end - 1), default=n)
+    elif args.window is None:
+        lo, hi = 0, n
+    else:
+        lo, hi = max(0, start - args.window), min(n, end + args.window)
+    guide, ginfo = open_frames(args.guide, start=lo, stop=hi if hi < n else None)
     closers = [guide]
     try:
         style = None
         keyframes = None
         if mode == "keyframes":
-            raw = read_keyframes(args.keyframes)
             keyframes = {}
             for k, img in sorted(raw.items()):
                 if img.shape[:2] != (ginfo.height, ginfo.width):
@@ -181,16 +202,15 @@ def cmd_deflicker(args) -> int:
                     from .video import resize_frame
 
                     img = resize_frame(img, (ginfo.height, ginfo.width))
-                if k >= ginfo.frames:
-                    raise InputError(f"keyframe {k} is past the guide's last frame ({ginfo.frames - 1})")
-                keyframes[k] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+                if k >= n:
+                    raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1})")
+                if lo <= k < hi:
+                    keyframes[k - lo] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
         else:
-            from .video import probe
-
             sinfo = probe(args.style)
-            if sinfo.frames != ginfo.frames:
+            if sinfo.frames != n:
                 raise InputError(
-                    f"guide {args.guide} has {ginfo.frames} frames but style {args.style} has {sinfo.frames}: "
+                    f"guide {args.guide} has {n} frames but style {args.style} has {sinfo.frames}: "
                     "they must match frame for frame"
                 )
             if (sinfo.height, sinfo.width) != (ginfo.height, ginfo.width) and not args.resize:
@@ -198,7 +218,7 @@ def cmd_deflicker(args) -> int:
                     f"guide {args.guide} is {ginfo.width}x{ginfo.height} but style {args.style} is "
                     f"{sinfo.width}x{sinfo.height}: pass --resize to resize the style to the guide"
                 )
-            sframes, _ = open_frames(args.style, resize=(ginfo.height, ginfo.width))
+            sframes, _ = open_frames(args.style, resize=(ginfo.height, ginfo.width), start=lo, stop=hi if hi < n else None)
             closers.append(sframes)
             style = ArrayFrames(sframes)
         fps = args.fps or ginfo.fps
@@ -208,14 +228,15 @@ def cmd_deflicker(args) -> int:
                 audio = args.guide
             else:
                 log.info("the guide's sound is left out: --fps %g changes the timing (the guide is %g fps)", fps, ginfo.fps)
-        writer = VideoWriter(args.output, fps, audio=audio)
+        writer = VideoWriter(args.output, fps, audio=audio, audio_start=start / ginfo.fps)
         t0 = time.perf_counter()
         try:
             pending: dict[int, np.ndarray] = {}
-            nxt = [0]
+            nxt = [start - lo]  # the next frame to write, counted from lo
 
             def sink(i, img):
-                pending[i] = _to_uint8(img)
+                if start - lo <= i < end - lo:
+                    pending[i] = _to_uint8(img)
                 while nxt[0] in pending:
                     writer.write(pending.pop(nxt[0]))
                     nxt[0] += 1
@@ -224,17 +245,21 @@ def cmd_deflicker(args) -> int:
                 ArrayFrames(guide), style, sink, mode=mode, window=args.window, device=device,
                 batch=args.batch, keyframes=keyframes, options=opts, progress=not args.quiet, cuts=not args.no_cuts,
                 error_sigma="auto" if args.error_sigma is None else args.error_sigma,
-                detail=False if args.no_detail else "auto",
+                detail=False if args.no_detail else "auto", first_frame=lo,
             )
         except BaseException:
-            writer.abort()
+            done = writer.count
+            kept = writer.keep_partial()  # nothing computed is lost: the frames written so far stay
+            if kept is not None:
+                print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "
+                      f"to do the rest, run again with --frames {start + done}:{end}", file=sys.stderr)
             raise
         writer.close()
         dt = time.perf_counter() - t0
         log.info(
             "wrote %s: %d frames %dx%d in %d shot(s), %s mode, %d PatchMatch runs, %.1f s (%.3f s/frame) on %s",
-            args.output, stats["frames"], ginfo.width, ginfo.height, stats["shots"], mode, stats["remaps"], dt,
-            dt / stats["frames"], device,
+            args.output, writer.count, ginfo.width, ginfo.height, stats["shots"], mode, stats["remaps"], dt,
+            dt / max(1, writer.count), device,
         )
     finally:
         for c in closers:
@@ -269,7 +294,7 @@ def main(argv=None) -> int:
         print(f"flickerless: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("flickerless: interrupted; no output was written", file=sys.stderr)
+        print("flickerless: interrupted; the output was not written", file=sys.stderr)
         return 130
     except MemoryError:
         print("flickerless: error: out of host memory; try a smaller --batch or shorter clip", file=sys.stderr)

@@ -260,13 +260,23 @@ class DiskFrames:
         self.close()
 
 
-def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, resize: tuple[int, int] | None = None):
+def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, resize: tuple[int, int] | None = None,
+                start: int = 0, stop: int | None = None):
     """Random-access frames of a clip: an in-memory array when the clip fits ``memory_limit`` bytes,
-    else a :class:`DiskFrames`. ``resize=(H, W)`` resizes every frame (Lanczos). Returns (frames, info)."""
+    else a :class:`DiskFrames`. ``resize=(H, W)`` resizes every frame (Lanczos); ``start``/``stop``
+    keep frames ``start:stop`` only (renumbered from 0). Returns (frames, info)."""
+    import itertools
+
     info = probe(path)
     if info.frames == 0:
         raise InputError(f"{path}: has no frames")
     frames: Iterable[np.ndarray] = iter_frames(path)
+    if start or stop is not None:
+        count = len(range(info.frames)[start:stop])
+        if count == 0:
+            raise InputError(f"{path}: no frames in {start}:{'' if stop is None else stop} (it has {info.frames})")
+        frames = itertools.islice(frames, start, stop)
+        info = VideoInfo(count, info.height, info.width, info.fps)
     if resize is not None and tuple(resize) != (info.height, info.width):
         frames = (resize_frame(f, resize) for f in frames)
         info = VideoInfo(info.frames, resize[0], resize[1], info.fps)
@@ -453,6 +463,29 @@ class VideoWriter:
         except BaseException:
             self.abort()
             raise
+
+    def keep_partial(self) -> Path | None:
+        """After a failure: keep the frames written so far beside the output, as ``NAME.partial.mp4``
+        (or a ``NAME.partial`` folder of PNGs), with their sound; any output at ``path`` stays as it
+        was. Returns where they are, or None when there were none (or keeping them failed)."""
+        if self.count == 0:
+            self.abort()
+            return None
+        if self.is_video:
+            dest = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
+        else:
+            dest = self.path.with_name(f"{self.path.name}.partial")
+        keep, self.path = self.path, dest
+        try:
+            if not self.is_video and dest.is_dir():  # an earlier partial of the same output
+                shutil.rmtree(dest)
+            self.close()
+            return dest
+        except (OutputError, OSError) as e:
+            log.warning("the %d frames done could not be kept (%s)", self.count, e)
+            return None
+        finally:
+            self.path = keep
 
     def abort(self) -> None:
         """Drop what was written; any earlier output at ``path`` stays as it was."""

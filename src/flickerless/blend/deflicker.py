@@ -211,6 +211,7 @@ class Remapper:
         self.error_sigma = error_sigma
         self.carry_guide = carry_guide
         self.offset = 0  # clip index of the guide's frame 0 (shots), the frame numbers of ``matches``
+        self.first_frame = 0  # index of the clip's frame 0 in a longer video (a range of it): seeds
         self.options = options
         self.device = torch.device(device)
         self.batch = max(1, int(batch))
@@ -231,6 +232,12 @@ class Remapper:
     @property
     def weighted(self) -> bool:
         return self.error_sigma is not None
+
+    def pair_keys(self, pairs) -> torch.Tensor:
+        """PatchMatch's seeds, one per pair (src, tgt): from the frames' numbers in the whole video, so
+        a pair is searched the same way in every shot, range or clip length it is met in."""
+        base = self.first_frame + self.offset
+        return torch.tensor([((base + s) << 20) + base + t for s, t in pairs], dtype=torch.int64, device=self.device)
 
     def entries(self, style: FrameSource, idx: Sequence[int], raw: bool = False) -> torch.Tensor:
         """Frames ``idx`` of ``style`` as entries: colour, [own guide], [weight 1]. ``raw``: without
@@ -285,7 +292,7 @@ class Remapper:
     def _run_batch(self, pairs, images) -> torch.Tensor:
         src = [s for s, _ in pairs]
         tgt = [t for _, t in pairs]
-        keys = torch.tensor([s * (self.n + 1) + t for s, t in pairs], dtype=torch.int64, device=self.device)
+        keys = self.pair_keys(pairs)
         style = torch.stack(images).to(self.device, torch.float32)
         # a raw frame (Remapper.entries(raw=True)): its guide blend is its own guide, voted below
         raw = self.carry_guide and style.shape[1] == 3 + self.weighted
@@ -378,7 +385,7 @@ def _run_reference(style: FrameSource, remapper: Remapper, sink: ModeSink, windo
         own = remapper.entries(style, [i])[0]
         total, cnt = own, 1
         for j in window_sources(i, n, window):
-            keys = torch.tensor([j * (n + 1) + i], dtype=torch.int64, device=dev)
+            keys = remapper.pair_keys([(j, i)])
             src = remapper.entries(style, [j])
             nnf = patchmatch(remapper.guide.load([i], dev), remapper.guide.load([j], dev), src[:, :3],
                              remapper.options, keys)
@@ -616,6 +623,7 @@ def run_deflicker(
     matches: MatchCache | None = None,
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
+    first_frame: int = 0,
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
     ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics.
@@ -638,7 +646,11 @@ def run_deflicker(
     detail: guided detail restoration (:mod:`flickerless.blend.detail`): the guide is blended
     alongside the style, and each frame's own fine detail is added back where the guide shows the
     blend lost it. ``"auto"`` (default): on in window and table modes; entries then carry 3 more
-    channels (7 in all with the weighting, against 3 for a plain blend)."""
+    channels (7 in all with the weighting, against 3 for a plain blend).
+
+    first_frame: where the clip starts in a longer video, when it is a range of one read with its
+    neighbours (the command line's ``--frames``): PatchMatch is seeded per pair of video frames, so
+    the range's frames come out as in a run over the whole video."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     error_sigma = resolve_error_sigma(error_sigma, mode)
@@ -689,6 +701,7 @@ def run_deflicker(
     if matches is not None:
         matches.bind(n, guide.size)
     remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma, carry_guide=detail)
+    remapper.first_frame = int(first_frame)
     chunk = max(4, bs)
     if device_budget is None:
         device_budget = 0
@@ -740,6 +753,7 @@ def deflicker(
     matches: MatchCache | None = None,
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
+    first_frame: int = 0,
     **patchmatch_options,
 ):
     """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
@@ -762,6 +776,8 @@ def deflicker(
         a plain mean (see :func:`run_deflicker`).
     detail: guided detail restoration, ``"auto"`` (default): on in window and table modes; ``False``
         returns the blend as it is (see :mod:`flickerless.blend.detail`).
+    first_frame: the index of ``guide``'s frame 0 in a longer video it was cut from: PatchMatch is
+        seeded per pair of that video's frames, so a stretch comes out as it does in the whole.
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
         (patch_sizes, iterations, guide_weight, samples, seed, ...).
     """
@@ -804,7 +820,7 @@ def deflicker(
 
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
                   progress=progress, device_budget=device_budget, cuts=cuts, matches=matches,
-                  error_sigma=error_sigma, detail=detail)
+                  error_sigma=error_sigma, detail=detail, first_frame=first_frame)
     if as_tensor and out.is_pinned():
         torch.cuda.synchronize(dev)  # the copies into ``out`` were asynchronous
     return out
