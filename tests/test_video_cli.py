@@ -372,7 +372,9 @@ def test_cli_frames_range_blends_with_neighbours_outside_it(clips, tmp_path):
     assert np.array_equal(video.read(tmp_path / "kpart")[0], video.read(tmp_path / "kall")[0][2:4])
 
 
-def test_cli_interrupted_keeps_the_frames_done(clips, tmp_path, monkeypatch, capsys):
+def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monkeypatch, capsys):
+    """A stopped run keeps the frames it wrote; --resume takes them as they are, computes the rest,
+    and gives the frames an uninterrupted run gives (PNG output: exactly)."""
     import flickerless.cli as cli
 
     real, calls = cli._to_uint8, [0]
@@ -383,14 +385,29 @@ def test_cli_interrupted_keeps_the_frames_done(clips, tmp_path, monkeypatch, cap
             raise KeyboardInterrupt
         return real(img)
 
-    monkeypatch.setattr(cli, "_to_uint8", stop_at_the_fourth)
-    out = tmp_path / "o.mp4"
     args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
-            *FASTARGS]
+            "--mode", "window", "--window", "2", *FASTARGS]
+    assert main([*args, "-o", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "o"
+    with pytest.raises(InputError, match="does not exist"):
+        cli.cmd_deflicker(cli.build_parser().parse_args([*args, "-o", str(out), "--resume"]))
+    monkeypatch.setattr(cli, "_to_uint8", stop_at_the_fourth)
     assert main([*args, "-o", str(out)]) == 130
     err = capsys.readouterr().err
-    assert not out.exists() and "frames 0-2 of" in err and "--frames 3:6" in err
-    assert video.probe(tmp_path / "o.partial.mp4").frames == 3
+    assert not out.exists() and "frames 0-2 of" in err and "--resume" in err
+    assert len(video.read(tmp_path / "o.partial")[0]) == 3
     monkeypatch.setattr(cli, "_to_uint8", real)
-    assert main([*args, "-o", str(tmp_path / "rest.mp4"), "--frames", "3:6"]) == 0
-    assert video.probe(tmp_path / "rest.mp4").frames == 3
+    # other settings than the stopped run's: refused, naming what differs
+    assert main([*args[:-len(FASTARGS)], "--iterations", "3", "--patch-sizes", "7,5", "-q", "-o", str(out), "--resume"]) == 2
+    assert "other patchmatch" in capsys.readouterr().err
+    assert main([*args, "-o", str(out), "--resume"]) == 0
+    assert np.array_equal(video.read(out)[0], video.read(tmp_path / "whole")[0])
+    assert not (tmp_path / "o.partial").exists() and not (tmp_path / "o.partial.json").exists()
+    # an mp4 output keeps its partial as NAME.partial.mp4
+    calls[0] = 0
+    monkeypatch.setattr(cli, "_to_uint8", stop_at_the_fourth)
+    assert main([*args, "-o", str(tmp_path / "v.mp4")]) == 130
+    assert video.probe(tmp_path / "v.partial.mp4").frames == 3
+    monkeypatch.setattr(cli, "_to_uint8", real)
+    assert main([*args, "-o", str(tmp_path / "v.mp4"), "--resume"]) == 0
+    assert video.probe(tmp_path / "v.mp4").frames == 6 and not (tmp_path / "v.partial.mp4").exists()

@@ -6,6 +6,7 @@ Every error a user can cause ends in one line on stderr and exit code 2, never a
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -87,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only frames START..END-1 of the clip (0-based; either may be left out), blended with "
                         "their neighbours outside the range as in a whole-clip run: to try settings on a stretch, "
                         "or to finish a run that was stopped")
+    d.add_argument("--resume", action="store_true",
+                   help="continue a run that was stopped: the frames kept in NAME.partial.mp4 (or NAME.partial/) "
+                        "are taken as they are and only the rest is computed (same inputs and settings)")
     d.add_argument("--no-audio", action="store_true",
                    help="leave out the guide's sound (by default a video output keeps it, unless --fps changes the timing)")
     d.add_argument("--no-cuts", action="store_true",
@@ -150,7 +154,7 @@ def cmd_deflicker(args) -> int:
     from .blend.deflicker import resolve_device, run_deflicker
     from .blend.frames import ArrayFrames
     from .blend.patchmatch import PatchMatchOptions
-    from .video import VideoWriter, check_output_is_not_input, has_audio, open_frames, read_keyframes
+    from .video import VideoWriter, check_output_is_not_input, has_audio, open_frames, partial_path, read_keyframes
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -175,16 +179,27 @@ def cmd_deflicker(args) -> int:
     end = n if end is None else min(end, n)
     if n and start >= n:
         raise InputError(f"--frames {args.frames}: the guide {args.guide} has {n} frames (0..{n - 1})")
+    # what a stopped run is checked against when it is resumed
+    settings = {"guide": str(Path(args.guide).resolve()), "style": args.style and str(Path(args.style).resolve()),
+                "keyframes": args.keyframes and str(Path(args.keyframes).resolve()), "mode": mode,
+                "window": args.window, "frames": [start, end], "patchmatch": _patchmatch_kwargs(args),
+                "error_sigma": args.error_sigma, "detail": not args.no_detail, "cuts": not args.no_cuts,
+                "resize": args.resize, "fps": args.fps}
+    settings = json.loads(json.dumps(settings))  # as it reads back from the record (tuples become lists)
+    partial = partial_path(args.output)
+    record = partial.with_name(partial.name + ".json")
+    done_before = _resumable(partial, record, settings) if args.resume else 0
+    begin = start + done_before  # the first frame computed in this run
     raw = read_keyframes(args.keyframes) if mode == "keyframes" else {}
     # the frames read: the range and the neighbours its frames blend with, so that they come out as in
     # a whole-clip run (keyframes mode: back to the keyframes that bracket it)
     if mode == "keyframes":
-        lo = max((k for k in raw if k <= start), default=0)
+        lo = max((k for k in raw if k <= begin), default=0)
         hi = min((k + 1 for k in raw if k >= end - 1), default=n)
     elif args.window is None:
         lo, hi = 0, n
     else:
-        lo, hi = max(0, start - args.window), min(n, end + args.window)
+        lo, hi = max(0, begin - args.window), min(n, end + args.window)
     guide, ginfo = open_frames(args.guide, start=lo, stop=hi if hi < n else None)
     closers = [guide]
     try:
@@ -231,11 +246,20 @@ def cmd_deflicker(args) -> int:
         writer = VideoWriter(args.output, fps, audio=audio, audio_start=start / ginfo.fps)
         t0 = time.perf_counter()
         try:
+            if done_before:
+                from .video import iter_frames
+
+                for k, f in enumerate(iter_frames(partial)):
+                    if k == done_before:
+                        break
+                    writer.write(f)
+                log.info("resuming: %d frames taken from %s, computing frames %d-%d", done_before, partial, begin,
+                         end - 1)
             pending: dict[int, np.ndarray] = {}
-            nxt = [start - lo]  # the next frame to write, counted from lo
+            nxt = [begin - lo]  # the next frame to write, counted from lo
 
             def sink(i, img):
-                if start - lo <= i < end - lo:
+                if begin - lo <= i < end - lo:
                     pending[i] = _to_uint8(img)
                 while nxt[0] in pending:
                     writer.write(pending.pop(nxt[0]))
@@ -251,10 +275,12 @@ def cmd_deflicker(args) -> int:
             done = writer.count
             kept = writer.keep_partial()  # nothing computed is lost: the frames written so far stay
             if kept is not None:
+                record.write_text(json.dumps(settings, indent=1))
                 print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "
-                      f"to do the rest, run again with --frames {start + done}:{end}", file=sys.stderr)
+                      f"the same command with --resume does the rest", file=sys.stderr)
             raise
         writer.close()
+        _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
         dt = time.perf_counter() - t0
         log.info(
             "wrote %s: %d frames %dx%d in %d shot(s), %s mode, %d PatchMatch runs, %.1f s (%.3f s/frame) on %s",
@@ -266,6 +292,39 @@ def cmd_deflicker(args) -> int:
             if hasattr(c, "close"):
                 c.close()
     return 0
+
+
+def _resumable(partial: Path, record: Path, settings: dict) -> int:
+    """Frames a stopped run kept in ``partial`` that this run can take as they are (``--resume``)."""
+    from .video import probe
+
+    if not partial.exists():
+        raise InputError(f"--resume: {partial} does not exist (it holds the frames of a stopped run); "
+                         "run without --resume")
+    try:
+        before = json.loads(record.read_text())
+    except (OSError, ValueError):
+        raise InputError(f"--resume: {record} (the settings of the stopped run) is missing or unreadable; "
+                         "run without --resume") from None
+    diff = [k for k in settings if before.get(k) != settings[k]]
+    if diff:
+        raise InputError(f"--resume: {partial} was made with other {', '.join(diff)}; give the same inputs "
+                         "and settings, or run without --resume")
+    done = probe(partial).frames
+    start, end = settings["frames"]
+    if done >= end - start:
+        raise InputError(f"--resume: {partial} already holds all {done} frames; rename it to the output")
+    return done
+
+
+def _drop_partial(partial: Path, record: Path) -> None:
+    import shutil
+
+    if partial.is_dir():
+        shutil.rmtree(partial, ignore_errors=True)
+    elif partial.exists():
+        partial.unlink()
+    record.unlink(missing_ok=True)
 
 
 def cmd_demo(args) -> int:

@@ -48,6 +48,7 @@ __all__ = [
     "resize_frame",
     "check_output_is_not_input",
     "has_audio",
+    "partial_path",
 ]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -326,6 +327,15 @@ def read_keyframes(folder) -> dict[int, np.ndarray]:
 _OUTPUT_PNG = re.compile(r"\d+\.png")
 
 
+def partial_path(output) -> Path:
+    """Where :meth:`VideoWriter.keep_partial` keeps the frames of an unfinished ``output``:
+    ``NAME.partial.mp4`` beside ``NAME.mp4``, or a ``NAME.partial`` folder beside a PNG folder."""
+    output = Path(output)
+    if output.suffix.lower() in WRITE_VIDEO_EXTS:
+        return output.with_name(f"{output.stem}.partial{output.suffix}")
+    return output.with_name(f"{output.name}.partial")
+
+
 def check_output_is_not_input(output, **inputs) -> None:
     """Refuse an output path that is one of the inputs (``--guide clip.mp4 -o clip.mp4``): the output
     replaces what is at its path, and the footage being read would be lost. ``inputs`` maps each
@@ -471,10 +481,7 @@ class VideoWriter:
         if self.count == 0:
             self.abort()
             return None
-        if self.is_video:
-            dest = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix}")
-        else:
-            dest = self.path.with_name(f"{self.path.name}.partial")
+        dest = partial_path(self.path)
         keep, self.path = self.path, dest
         try:
             if not self.is_video and dest.is_dir():  # an earlier partial of the same output
