@@ -103,6 +103,24 @@ def test_options_validate():
         pm.PatchMatchOptions(backend="cupy")
 
 
+def test_quality_presets_set_the_search_effort_and_yield_to_explicit_options(carphone):
+    full = pm.PatchMatchOptions.from_kwargs(quality="full")
+    assert full == pm.PatchMatchOptions()
+    draft = pm.PatchMatchOptions.from_kwargs(quality="draft")
+    assert (draft.iterations, draft.patch_sizes) == (1, (5,))
+    mixed = pm.PatchMatchOptions.from_kwargs(quality="fast", iterations=4)
+    assert (mixed.iterations, mixed.patch_sizes) == (4, (7, 5))
+    with pytest.raises(ValueError, match="draft, fast, balanced, full"):
+        pm.PatchMatchOptions.from_kwargs(quality="best")
+    # less search: a worse match of a real shifted frame, not a different algorithm
+    g = torch.from_numpy(carphone[:2]).permute(0, 3, 1, 2).float() / 255
+    costs = []
+    for q in ("draft", "full"):
+        out = pm.remap(g[1:], g[:1], g[1:], pm.PatchMatchOptions.from_kwargs(quality=q, backend="torch"))
+        costs.append(float((out - g[:1]).abs().mean()))
+    assert costs[1] < costs[0]
+
+
 @pytest.mark.parametrize("backend", ["torch", "auto"])
 def test_warm_start_refines_a_nearby_field(carphone, backend):
     """A warm start (the engine's later deflicker passes) skips the pyramid: from a field that is

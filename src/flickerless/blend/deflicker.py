@@ -779,7 +779,8 @@ def deflicker(
     first_frame: the index of ``guide``'s frame 0 in a longer video it was cut from: PatchMatch is
         seeded per pair of that video's frames, so a stretch comes out as it does in the whole.
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
-        (patch_sizes, iterations, guide_weight, samples, seed, ...).
+        (patch_sizes, iterations, guide_weight, samples, seed, ...), or ``quality="draft"|"fast"|
+        "balanced"|"full"`` (:data:`~flickerless.blend.patchmatch.QUALITY`; fields given as well win).
     """
     opts = PatchMatchOptions.from_kwargs(**patchmatch_options)
     like = style if style is not None else guide

@@ -117,16 +117,32 @@ class PatchMatchOptions:
             raise ValueError(f"init must be 'identity' or 'random', got {self.init!r}")
 
     @classmethod
-    def from_kwargs(cls, **kwargs) -> "PatchMatchOptions":
-        """Build from keyword arguments, naming the valid keys when one is unknown."""
+    def from_kwargs(cls, quality: str | None = None, **kwargs) -> "PatchMatchOptions":
+        """Build from keyword arguments, naming the valid keys when one is unknown. ``quality``: one
+        of :data:`QUALITY` (search effort for speed); options given beside it win."""
         valid = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - valid)
         if unknown:
-            raise TypeError(f"unknown PatchMatch option(s) {unknown}; valid: {sorted(valid)}")
+            raise TypeError(f"unknown PatchMatch option(s) {unknown}; valid: {sorted(valid | {'quality'})}")
+        if quality is not None:
+            if quality not in QUALITY:
+                raise ValueError(f"quality must be one of {', '.join(QUALITY)}, got {quality!r}")
+            kwargs = {**QUALITY[quality], **kwargs}
         return cls(**kwargs)
 
     def patch_size_at(self, iteration: int) -> int:
         return self.patch_sizes[iteration * len(self.patch_sizes) // self.iterations]
+
+
+# Search effort against speed, measured in the issue's benchmark (carphone and bikes at 320, 48 frames,
+# table, window 15, 2 CPU cores; BENCHMARKS.md "Quality presets"): against "full", "balanced" costs
+# 0.05-0.1 dB at ~1.6x the speed, "fast" 0.2-0.3 dB at ~2.4x, "draft" 0.85-1.1 dB at ~4.5x.
+QUALITY: dict[str, dict] = {
+    "draft": {"iterations": 1, "patch_sizes": (5,)},
+    "fast": {"iterations": 2, "patch_sizes": (7, 5)},
+    "balanced": {"iterations": 3, "patch_sizes": (9, 7, 5)},
+    "full": {"iterations": 5, "patch_sizes": (13, 11, 9, 7, 5)},
+}
 
 
 # --------------------------------------------------------------------------------------------
