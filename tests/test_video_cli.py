@@ -411,3 +411,18 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     monkeypatch.setattr(cli, "_to_uint8", real)
     assert main([*args, "-o", str(tmp_path / "v.mp4"), "--resume"]) == 0
     assert video.probe(tmp_path / "v.mp4").frames == 6 and not (tmp_path / "v.partial.mp4").exists()
+
+
+def test_cli_style_for_part_of_the_clip(clips, tmp_path, capsys):
+    """A style made for the first 4 of 6 frames: refused with the --frames that uses it, and used with it
+    (the neighbours read stop where the style does)."""
+    base = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "short.mp4"), "--device", "cpu",
+            "--mode", "window", "--window", "2", *FASTARGS]
+    assert main([*base, "-o", str(tmp_path / "a")]) == 2
+    assert "add --frames 0:4" in capsys.readouterr().err
+    assert main([*base, "-o", str(tmp_path / "b"), "--frames", "1:5"]) == 2  # past the style's end
+    assert main([*base, "-o", str(tmp_path / "c"), "--frames", "0:4"]) == 0
+    guide = video.read(clips / "guide.mp4")[0][:4]
+    video.write(tmp_path / "g4", guide)  # the same 4 frames, losslessly
+    assert main([*base[:2], str(tmp_path / "g4"), *base[3:], "-o", str(tmp_path / "d")]) == 0
+    assert np.array_equal(video.read(tmp_path / "c")[0], video.read(tmp_path / "d")[0])

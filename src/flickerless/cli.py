@@ -179,6 +179,16 @@ def cmd_deflicker(args) -> int:
 
     n = probe(args.guide).frames
     start, end = parse_frames(args.frames)
+    sinfo = probe(args.style) if mode != "keyframes" else None
+    if sinfo is not None and sinfo.frames != n:
+        # a style made for part of the clip (or a frame short) can still be used for the frames it covers,
+        # when --frames says which
+        common = min(n, sinfo.frames)
+        if args.frames is None or (end or n) > common:
+            raise InputError(
+                f"guide {args.guide} has {n} frames but style {args.style} has {sinfo.frames}: they must match "
+                f"frame for frame; to deflicker only the first {common}, add --frames 0:{common}")
+        n = common
     end = n if end is None else min(end, n)
     if n and start >= n:
         raise InputError(f"--frames {args.frames}: the guide {args.guide} has {n} frames (0..{n - 1})")
@@ -203,7 +213,7 @@ def cmd_deflicker(args) -> int:
         lo, hi = 0, n
     else:
         lo, hi = max(0, begin - args.window), min(n, end + args.window)
-    guide, ginfo = open_frames(args.guide, start=lo, stop=hi if hi < n else None)
+    guide, ginfo = open_frames(args.guide, start=lo, stop=hi)
     closers = [guide]
     try:
         style = None
@@ -225,18 +235,12 @@ def cmd_deflicker(args) -> int:
                 if lo <= k < hi:
                     keyframes[k - lo] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
         else:
-            sinfo = probe(args.style)
-            if sinfo.frames != n:
-                raise InputError(
-                    f"guide {args.guide} has {n} frames but style {args.style} has {sinfo.frames}: "
-                    "they must match frame for frame"
-                )
             if (sinfo.height, sinfo.width) != (ginfo.height, ginfo.width) and not args.resize:
                 raise InputError(
                     f"guide {args.guide} is {ginfo.width}x{ginfo.height} but style {args.style} is "
                     f"{sinfo.width}x{sinfo.height}: pass --resize to resize the style to the guide"
                 )
-            sframes, _ = open_frames(args.style, resize=(ginfo.height, ginfo.width), start=lo, stop=hi if hi < n else None)
+            sframes, _ = open_frames(args.style, resize=(ginfo.height, ginfo.width), start=lo, stop=hi)
             closers.append(sframes)
             style = ArrayFrames(sframes)
         fps = args.fps or ginfo.fps
