@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--frames", metavar="START:END",
                    help="only frames START..END-1 of the clip (0-based; either may be left out), blended with "
                         "their neighbours outside the range as in a whole-clip run: to try settings on a stretch, "
-                        "or to finish a run that was stopped")
+                        "or to use a style made for part of the clip")
     d.add_argument("--resume", action="store_true",
                    help="continue a run that was stopped: the frames kept in NAME.partial.mp4 (or NAME.partial/) "
                         "are taken as they are and only the rest is computed (same inputs and settings)")
