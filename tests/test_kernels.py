@@ -76,3 +76,20 @@ def test_remap_matches_torch(mod, device, frames):
     a = pm.remap(sty, tgt, src, pm.PatchMatchOptions(backend="torch"), keys)
     b = pm.remap(sty, tgt, src, pm.PatchMatchOptions(backend=backend), keys)
     assert (a - b).abs().mean().item() * 255 < 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs two CUDA GPUs")
+def test_triton_kernels_on_a_second_gpu(frames):
+    """Triton launches on the current device; the kernels must follow the tensors to cuda:1 (any GPU
+    index can be chosen) and agree there with the torch passes."""
+    from flickerless.blend import kernels
+
+    if not kernels.available():
+        pytest.skip("Triton not importable")
+    dev = torch.device("cuda", torch.cuda.device_count() - 1)
+    assert torch.cuda.current_device() != dev.index
+    tg, sg, ss = (t.to(dev) for t in frames)
+    fused = pm.remap(ss, tg, sg, pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, backend="triton"))
+    plain = pm.remap(ss, tg, sg, pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, backend="torch"))
+    assert fused.device == dev and (fused - plain).abs().mean() * 255 < 0.5

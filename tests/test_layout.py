@@ -155,3 +155,16 @@ def test_pointwise_convs_and_transformer_output_keep_values_and_layout():
     for h in hooks:
         h.remove()
     assert seen and all(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous() for o in seen)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_triton_groupnorm_on_a_second_gpu():
+    if not layout.available():
+        pytest.skip("Triton not importable")
+    dev = torch.device("cuda", torch.cuda.device_count() - 1)
+    gn = _gn(8, 64).to(dev).half()
+    x = torch.randn(2, 64, 16, 24, device=dev).half().contiguous(memory_format=torch.channels_last)
+    ref = F.group_norm(x.float(), 8, gn.weight.float(), gn.bias.float(), gn.eps)
+    with torch.no_grad():
+        y = ChannelsLastGroupNorm.from_module(gn)(x)
+    assert y.device == dev and (y.float() - ref).abs().max() < 4e-2
