@@ -254,3 +254,20 @@ def test_gpu_run_on_host_tensors_returns_pinned_and_same_frames(small_clip):
     on_gpu = deflicker(g.cuda(), s.cuda(), window=None, device="cuda", **FAST)
     assert host.device.type == "cpu" and host.is_pinned()
     torch.testing.assert_close(host, on_gpu.cpu(), rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_deflicker_on_a_second_gpu_from_another_thread(pair):
+    """The current CUDA device is per thread (a new one starts at cuda:0) and Triton launches on it:
+    a run on cuda:1 from a worker thread (the command line's --device cuda:0,cuda:1) must still work."""
+    import threading
+
+    clip, _, flick = pair
+    dev = f"cuda:{torch.cuda.device_count() - 1}"
+    here = deflicker(clip[:4], flick[:4], mode="window", window=1, device=dev, **FAST)
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault(
+        "out", deflicker(clip[:4], flick[:4], mode="window", window=1, device=dev, **FAST)))
+    t.start()
+    t.join()
+    assert np.array_equal(got["out"], here)

@@ -426,3 +426,33 @@ def test_cli_style_for_part_of_the_clip(clips, tmp_path, capsys):
     video.write(tmp_path / "g4", guide)  # the same 4 frames, losslessly
     assert main([*base[:2], str(tmp_path / "g4"), *base[3:], "-o", str(tmp_path / "d")]) == 0
     assert np.array_equal(video.read(tmp_path / "c")[0], video.read(tmp_path / "d")[0])
+
+
+def test_cli_several_devices_split_the_clip(clips, tmp_path, monkeypatch, capsys):
+    """--device A,B: the clip in two ranges done at once, the same frames as one device (window mode);
+    a range that fails keeps the frames done in order before it, and --resume finishes the run."""
+    import flickerless.cli as cli
+    from flickerless.errors import DeviceError
+
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
+            "--mode", "window", "--window", "2", *FASTARGS]
+    assert main([*args, "--device", "cpu", "-o", str(tmp_path / "one")]) == 0
+    assert main([*args, "--device", "cpu,cpu", "-o", str(tmp_path / "two")]) == 0
+    one = video.read(tmp_path / "one")[0]
+    assert np.array_equal(video.read(tmp_path / "two")[0], one)
+    real = cli._deflicker_part
+
+    def second_fails(a, job, device, lo, hi, emit, progress):
+        if lo > 0:
+            raise DeviceError("out of GPU memory (as if)")
+        return real(a, job, device, lo, hi, emit, progress)
+
+    monkeypatch.setattr(cli, "_deflicker_part", second_fails)
+    out = tmp_path / "o"
+    assert main([*args, "--device", "cpu,cpu", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "out of GPU memory (as if)" in err and "frames 0-2" in err
+    assert np.array_equal(video.read(tmp_path / "o.partial")[0], one[:3])
+    monkeypatch.setattr(cli, "_deflicker_part", real)
+    assert main([*args, "--device", "cpu,cpu", "-o", str(out), "--resume"]) == 0
+    assert np.array_equal(video.read(out)[0], one)

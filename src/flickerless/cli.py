@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--mode", choices=("table", "window", "keyframes", "all_pairs"), help="default: table (keyframes if --keyframes)")
     d.add_argument("--window", type=_window, default=15, help="frames blended on each side, or 'inf' for all (default 15)")
     d.add_argument("--keyframes", help="folder of stylised keyframes named by frame number (0-based): 0.png, 24.png, ...")
-    d.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
+    d.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if there is one); several, e.g. "
+                   "cuda:0,cuda:1: the clip is split into as many ranges, done at once")
     d.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (default: from free memory)")
     d.add_argument("--resize", action="store_true", help="resize the style (or keyframes) to the guide's size")
     d.add_argument("--fps", type=float, help="output frame rate (default: the guide's)")
@@ -151,13 +152,129 @@ def _to_uint8(img) -> np.ndarray:
     return img.clamp(0, 1).mul(255).round_().byte().permute(1, 2, 0).cpu().numpy()
 
 
-def cmd_deflicker(args) -> int:
+def _devices(text):
+    """``--device``: one device, or several separated by commas (``cuda:0,cuda:1``; one named twice
+    runs two ranges on it at once)."""
+    from .blend.deflicker import resolve_device
+
+    if text is None or "," not in text:
+        return [resolve_device(text)]  # says once when there is no GPU
+    return [resolve_device(t.strip()) for t in text.split(",") if t.strip()]
+
+
+def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: bool) -> dict:
+    """Frames ``a..b-1`` of the clip on ``device``: read with the neighbours they blend with (so that
+    they come out as in a whole-clip run), each handed to ``emit`` in order as ``(H, W, 3)`` uint8."""
     import torch
 
-    from .blend.deflicker import resolve_device, run_deflicker
+    from .blend.deflicker import run_deflicker
     from .blend.frames import ArrayFrames
+    from .video import open_frames, resize_frame
+
+    mode, n, raw = job["mode"], job["n"], job["keyframes"]
+    if mode == "keyframes":  # back to the keyframes that bracket the range
+        lo = max((k for k in raw if k <= a), default=0)
+        hi = min((k + 1 for k in raw if k >= b - 1), default=n)
+    elif args.window is None:
+        lo, hi = 0, n
+    else:
+        lo, hi = max(0, a - args.window), min(n, b + args.window)
+    h, w = job["size"]
+    guide, _ = open_frames(args.guide, start=lo, stop=hi)
+    closers = [guide]
+    try:
+        style, keyframes = None, None
+        if mode == "keyframes":
+            keyframes = {}
+            for k, img in sorted(raw.items()):
+                if lo <= k < hi:
+                    img = img if img.shape[:2] == (h, w) else resize_frame(img, (h, w))
+                    keyframes[k - lo] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+        else:
+            sframes, _ = open_frames(args.style, resize=(h, w), start=lo, stop=hi)
+            closers.append(sframes)
+            style = ArrayFrames(sframes)
+        pending: dict[int, np.ndarray] = {}
+        nxt = [a - lo]  # the next frame to hand on, counted from lo
+
+        def sink(i, img):
+            if a - lo <= i < b - lo:
+                pending[i] = _to_uint8(img)
+            while nxt[0] in pending:
+                emit(pending.pop(nxt[0]))
+                nxt[0] += 1
+
+        return run_deflicker(
+            ArrayFrames(guide), style, sink, mode=mode, window=args.window, device=device,
+            batch=args.batch, keyframes=keyframes, options=job["options"], progress=progress,
+            cuts=not args.no_cuts, error_sigma="auto" if args.error_sigma is None else args.error_sigma,
+            detail=False if args.no_detail else "auto", first_frame=lo,
+        )
+    finally:
+        for c in closers:
+            if hasattr(c, "close"):
+                c.close()
+
+
+def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) -> None:
+    """Each range of ``parts`` on its own device, at once (threads: the GPUs work while Python waits).
+    The first range goes straight to ``writer``; the others to uncompressed files, appended in order
+    when all are done. When a range fails, the ranges before it finish and those after it stop, and
+    the frames done in order from the first are written, so that they can be kept."""
+    import threading
+
+    from .video import DiskFrames
+
+    stop_after = [len(parts)]  # parts after this one stop (their frames could not be kept in order)
+    spills = [None] + [DiskFrames() for _ in parts[1:]]
+    errors: list[BaseException | None] = [None] * len(parts)
+
+    def work(k):
+        def emit(frame):
+            if k > stop_after[0]:
+                raise KeyboardInterrupt("stopped: an earlier part failed")
+            (writer.write if k == 0 else spills[k].append)(frame)
+
+        try:
+            _deflicker_part(args, job, devices[k], *parts[k], emit, progress=not quiet and k == 0)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            errors[k] = e
+            stop_after[0] = min(stop_after[0], k)  # the parts before this one go on: their frames count
+
+    log.info("%d parts at once: %s", len(parts),
+             ", ".join(f"frames {a}-{b - 1} on {d}" for (a, b), d in zip(parts, devices)))
+    threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(len(parts))]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.2)
+    except KeyboardInterrupt:
+        stop_after[0] = -1  # every part stops at its next frame
+        for t in threads:
+            t.join()
+        raise
+    finally:
+        complete = errors[0] is None
+        for k in range(1, len(parts)):
+            if not complete:
+                break
+            for i in range(len(spills[k])):
+                writer.write(spills[k][i])
+            complete = errors[k] is None
+        for sp in spills[1:]:
+            sp.close()
+    first = next((e for e in errors if e is not None and not isinstance(e, KeyboardInterrupt)), None)
+    first = first or next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+
+
+def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
-    from .video import VideoWriter, check_output_is_not_input, has_audio, open_frames, partial_path, read_keyframes
+    from .pipelines.job import parse_frames
+    from .video import VideoWriter, check_output_is_not_input, has_audio, partial_path, probe, read_keyframes
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -173,11 +290,9 @@ def cmd_deflicker(args) -> int:
         opts = PatchMatchOptions.from_kwargs(**_patchmatch_kwargs(args))
     except ValueError as e:
         raise InputError(str(e)) from e
-    device = resolve_device(args.device)  # says once when there is no GPU
-    from .pipelines.job import parse_frames
-    from .video import probe
-
-    n = probe(args.guide).frames
+    devices = _devices(args.device)
+    ginfo = probe(args.guide)
+    n = ginfo.frames
     start, end = parse_frames(args.frames)
     sinfo = probe(args.style) if mode != "keyframes" else None
     if sinfo is not None and sinfo.frames != n:
@@ -192,6 +307,20 @@ def cmd_deflicker(args) -> int:
     end = n if end is None else min(end, n)
     if n and start >= n:
         raise InputError(f"--frames {args.frames}: the guide {args.guide} has {n} frames (0..{n - 1})")
+    if sinfo is not None and (sinfo.height, sinfo.width) != (ginfo.height, ginfo.width) and not args.resize:
+        raise InputError(
+            f"guide {args.guide} is {ginfo.width}x{ginfo.height} but style {args.style} is "
+            f"{sinfo.width}x{sinfo.height}: pass --resize to resize the style to the guide"
+        )
+    raw = read_keyframes(args.keyframes) if mode == "keyframes" else {}
+    for k, img in sorted(raw.items()):
+        if img.shape[:2] != (ginfo.height, ginfo.width) and not args.resize:
+            raise InputError(
+                f"keyframe {k} ({args.keyframes}) is {img.shape[1]}x{img.shape[0]} but the guide {args.guide} "
+                f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide"
+            )
+        if k >= n:
+            raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1})")
     # what a stopped run is checked against when it is resumed
     settings = {"guide": str(Path(args.guide).resolve()), "style": args.style and str(Path(args.style).resolve()),
                 "keyframes": args.keyframes and str(Path(args.keyframes).resolve()), "mode": mode,
@@ -203,101 +332,48 @@ def cmd_deflicker(args) -> int:
     record = partial.with_name(partial.name + ".json")
     done_before = _resumable(partial, record, settings) if args.resume else 0
     begin = start + done_before  # the first frame computed in this run
-    raw = read_keyframes(args.keyframes) if mode == "keyframes" else {}
-    # the frames read: the range and the neighbours its frames blend with, so that they come out as in
-    # a whole-clip run (keyframes mode: back to the keyframes that bracket it)
-    if mode == "keyframes":
-        lo = max((k for k in raw if k <= begin), default=0)
-        hi = min((k + 1 for k in raw if k >= end - 1), default=n)
-    elif args.window is None:
-        lo, hi = 0, n
-    else:
-        lo, hi = max(0, begin - args.window), min(n, end + args.window)
-    guide, ginfo = open_frames(args.guide, start=lo, stop=hi)
-    closers = [guide]
-    try:
-        style = None
-        keyframes = None
-        if mode == "keyframes":
-            keyframes = {}
-            for k, img in sorted(raw.items()):
-                if img.shape[:2] != (ginfo.height, ginfo.width):
-                    if not args.resize:
-                        raise InputError(
-                            f"keyframe {k} ({args.keyframes}) is {img.shape[1]}x{img.shape[0]} but the guide {args.guide} "
-                            f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide"
-                        )
-                    from .video import resize_frame
+    job = {"mode": mode, "n": n, "keyframes": raw, "size": (ginfo.height, ginfo.width), "options": opts}
+    # several devices: the frames still to do, in equal ranges, one per device
+    k = max(1, min(len(devices), end - begin))
+    cuts = [begin + (end - begin) * i // k for i in range(k + 1)]
+    parts = list(zip(cuts[:-1], cuts[1:]))
 
-                    img = resize_frame(img, (ginfo.height, ginfo.width))
-                if k >= n:
-                    raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1})")
-                if lo <= k < hi:
-                    keyframes[k - lo] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+    fps = args.fps or ginfo.fps
+    audio = None
+    if not args.no_audio and has_audio(args.guide):
+        if abs(fps - ginfo.fps) < 1e-3:
+            audio = args.guide
         else:
-            if (sinfo.height, sinfo.width) != (ginfo.height, ginfo.width) and not args.resize:
-                raise InputError(
-                    f"guide {args.guide} is {ginfo.width}x{ginfo.height} but style {args.style} is "
-                    f"{sinfo.width}x{sinfo.height}: pass --resize to resize the style to the guide"
-                )
-            sframes, _ = open_frames(args.style, resize=(ginfo.height, ginfo.width), start=lo, stop=hi)
-            closers.append(sframes)
-            style = ArrayFrames(sframes)
-        fps = args.fps or ginfo.fps
-        audio = None
-        if not args.no_audio and has_audio(args.guide):
-            if abs(fps - ginfo.fps) < 1e-3:
-                audio = args.guide
-            else:
-                log.info("the guide's sound is left out: --fps %g changes the timing (the guide is %g fps)", fps, ginfo.fps)
-        writer = VideoWriter(args.output, fps, audio=audio, audio_start=start / ginfo.fps)
-        t0 = time.perf_counter()
-        try:
-            if done_before:
-                from .video import iter_frames
+            log.info("the guide's sound is left out: --fps %g changes the timing (the guide is %g fps)", fps, ginfo.fps)
+    writer = VideoWriter(args.output, fps, audio=audio, audio_start=start / ginfo.fps)
+    t0 = time.perf_counter()
+    try:
+        if done_before:
+            from .video import iter_frames
 
-                for k, f in enumerate(iter_frames(partial)):
-                    if k == done_before:
-                        break
-                    writer.write(f)
-                log.info("resuming: %d frames taken from %s, computing frames %d-%d", done_before, partial, begin,
-                         end - 1)
-            pending: dict[int, np.ndarray] = {}
-            nxt = [begin - lo]  # the next frame to write, counted from lo
-
-            def sink(i, img):
-                if begin - lo <= i < end - lo:
-                    pending[i] = _to_uint8(img)
-                while nxt[0] in pending:
-                    writer.write(pending.pop(nxt[0]))
-                    nxt[0] += 1
-
-            stats = run_deflicker(
-                ArrayFrames(guide), style, sink, mode=mode, window=args.window, device=device,
-                batch=args.batch, keyframes=keyframes, options=opts, progress=not args.quiet, cuts=not args.no_cuts,
-                error_sigma="auto" if args.error_sigma is None else args.error_sigma,
-                detail=False if args.no_detail else "auto", first_frame=lo,
-            )
-        except BaseException:
-            done = writer.count
-            kept = writer.keep_partial()  # nothing computed is lost: the frames written so far stay
-            if kept is not None:
-                record.write_text(json.dumps(settings, indent=1))
-                print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "
-                      f"the same command with --resume does the rest", file=sys.stderr)
-            raise
-        writer.close()
-        _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
-        dt = time.perf_counter() - t0
-        log.info(
-            "wrote %s: %d frames %dx%d in %d shot(s), %s mode, %d PatchMatch runs, %.1f s (%.3f s/frame) on %s",
-            args.output, writer.count, ginfo.width, ginfo.height, stats["shots"], mode, stats["remaps"], dt,
-            dt / max(1, writer.count), device,
-        )
-    finally:
-        for c in closers:
-            if hasattr(c, "close"):
-                c.close()
+            for i, f in enumerate(iter_frames(partial)):
+                if i == done_before:
+                    break
+                writer.write(f)
+            log.info("resuming: %d frames taken from %s, computing frames %d-%d", done_before, partial, begin,
+                     end - 1)
+        if len(parts) == 1:
+            _deflicker_part(args, job, devices[0], begin, end, writer.write, progress=not args.quiet)
+        else:
+            _deflicker_parallel(args, job, devices, parts, writer, args.quiet)
+    except BaseException:
+        done = writer.count
+        kept = writer.keep_partial()  # nothing computed is lost: the frames written so far stay
+        if kept is not None:
+            record.write_text(json.dumps(settings, indent=1))
+            print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "
+                  f"the same command with --resume does the rest", file=sys.stderr)
+        raise
+    writer.close()
+    _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
+    dt = time.perf_counter() - t0
+    log.info("wrote %s: %d frames %dx%d, %s mode, %.1f s (%.3f s/frame) on %s", args.output, writer.count,
+             ginfo.width, ginfo.height, mode, dt, dt / max(1, writer.count), ", ".join(map(str, devices)))
     return 0
 
 

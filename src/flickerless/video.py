@@ -210,12 +210,13 @@ def read(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
 
 
 class DiskFrames:
-    """A clip decoded once into an uncompressed file; ``frames[i]`` reads frame i back.
+    """A clip decoded once into an uncompressed file; ``frames[i]`` reads frame i back, and
+    :meth:`append` adds frames at the end.
 
     Holds one frame in memory at a time. Use as a context manager or call :meth:`close`.
     """
 
-    def __init__(self, frames: Iterable[np.ndarray], tmpdir: str | None = None):
+    def __init__(self, frames: Iterable[np.ndarray] = (), tmpdir: str | None = None):
         fd, self.path = tempfile.mkstemp(prefix="flickerless-frames-", suffix=".u8", dir=tmpdir)
         self.n = 0
         self.shape: tuple[int, int, int] | None = None
@@ -231,6 +232,17 @@ class DiskFrames:
                 f.write(fr.tobytes())
                 self.n += 1
         self._fh = open(self.path, "rb")
+
+    def append(self, frame: np.ndarray) -> None:
+        """Add a frame at the end (a clip written as it is computed)."""
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if self.shape is None:
+            self.shape = frame.shape
+        elif frame.shape != self.shape:
+            raise ValueError(f"frame {self.n} is {frame.shape}, earlier frames are {self.shape}")
+        with open(self.path, "ab") as f:
+            f.write(frame.tobytes())
+        self.n += 1
 
     @property
     def frame_bytes(self) -> int:
