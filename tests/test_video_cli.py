@@ -281,6 +281,19 @@ def test_writer_carries_sound_cut_to_the_frames(sound_clip, tmp_path):
     codec, seconds = _sound(out)
     assert codec == "aac" and abs(seconds - 0.4) < 0.05
     assert video.probe(out).frames == 10
+    # copied as it is, from where the frames start: the first packet is the source's first at or after
+    # 0.4 s, and it plays at the output's start
+    import av
+
+    def packets(path):
+        with av.open(str(path)) as c:
+            s = c.streams.audio[0]
+            return [(float(p.pts * p.time_base), bytes(p)) for p in c.demux(s) if p.size]
+
+    source, cut = packets(sound_clip), packets(out)
+    first = next(i for i, (t, _) in enumerate(source) if t >= 0.4)
+    assert [b for _, b in cut] == [b for _, b in source[first:first + len(cut)]]
+    assert abs(cut[0][0] - (source[first][0] - 0.4)) < 0.01
     # a clip without sound, or a folder, adds none; PNG outputs ignore it
     video.write(tmp_path / "mute.mp4", frames[:3], fps)
     with video.VideoWriter(tmp_path / "o.mp4", fps, audio=tmp_path / "mute.mp4") as w:
