@@ -93,3 +93,12 @@ def test_triton_kernels_on_a_second_gpu(frames):
     fused = pm.remap(ss, tg, sg, pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, backend="triton"))
     plain = pm.remap(ss, tg, sg, pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, backend="torch"))
     assert fused.device == dev and (fused - plain).abs().mean() * 255 < 0.5
+    # from a thread of its own, whose current device starts at cuda:0 (the command line's several devices)
+    import threading
+
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("out", pm.remap(
+        ss, tg, sg, pm.PatchMatchOptions(patch_sizes=(7, 5), iterations=2, backend="triton"))))
+    t.start()
+    t.join()
+    assert torch.equal(got["out"], fused)

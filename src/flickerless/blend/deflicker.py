@@ -23,7 +23,6 @@ needs bounded memory. Output frames are handed to a sink in order as soon as the
 from __future__ import annotations
 
 import bisect
-import contextlib
 import logging
 import math
 from collections import OrderedDict
@@ -710,10 +709,7 @@ def run_deflicker(
             device_budget = int(torch.cuda.mem_get_info(dev)[0] * 0.25)
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
     try:
-        # the current CUDA device is per thread, and Triton launches on it: make it ``dev`` (a range
-        # of the clip on cuda:1 in a thread of its own)
-        on_device = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
-        with torch.inference_mode(), on_device:
+        with torch.inference_mode():
             for a, b in shots:
                 g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(shots) > 1 else (guide, style)
                 out = _blend_sink(sink, a, detail)

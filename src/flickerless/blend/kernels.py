@@ -181,11 +181,14 @@ def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: 
     cost = torch.empty(b, h, w, device=tg.device, dtype=torch.float32)
     offs = _offsets_tensor(offsets, tg.device)
     grid = (triton.cdiv(h * w, BLOCK), b)
-    _iteration_kernel[grid](
-        tg, est, sg, ss, nnf, out, cost, keys.contiguous(), offs, h, w, hs, ws, len(offsets),
-        float(guide_weight), int(radius), int(salt) * 64,
-        C=c, C2=c2, CP=_cp(max(c, c2)), BLOCK=BLOCK,
-    )
+    # Triton launches on the current device, which is per thread (a new thread's is cuda:0): make it
+    # the tensors' (a range of a clip on cuda:1 in a thread of its own)
+    with torch.cuda.device(tg.device):
+        _iteration_kernel[grid](
+            tg, est, sg, ss, nnf, out, cost, keys.contiguous(), offs, h, w, hs, ws, len(offsets),
+            float(guide_weight), int(radius), int(salt) * 64,
+            C=c, C2=c2, CP=_cp(max(c, c2)), BLOCK=BLOCK,
+        )
     return out, cost
 
 
@@ -197,5 +200,6 @@ def vote(source: torch.Tensor, nnf: torch.Tensor, offsets) -> torch.Tensor:
     out = torch.empty(b, c, h, w, device=source.device, dtype=torch.float32)
     offs = _offsets_tensor(offsets, source.device)
     grid = (triton.cdiv(h * w, BLOCK), b)
-    _vote_kernel[grid](source, nnf.contiguous(), out, offs, h, w, hs, ws, len(offsets), C=c, CP=_cp(c), BLOCK=BLOCK)
+    with torch.cuda.device(source.device):  # see iteration()
+        _vote_kernel[grid](source, nnf.contiguous(), out, offs, h, w, hs, ws, len(offsets), C=c, CP=_cp(c), BLOCK=BLOCK)
     return out

@@ -127,8 +127,9 @@ def group_norm_nhwc(x: torch.Tensor, groups: int, weight: torch.Tensor | None, b
     cnt = torch.empty(N, n_chunks, device=x.device, dtype=torch.float32)
     mean = torch.empty(N, n_chunks, C, device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(mean)
-    _stats_kernel[(N, n_chunks, cb)](x, cnt, mean, m2, HW, C, n_chunks, ROWS=STAT_ROWS, BLOCK_HW=BLOCK_HW,
-                                     BLOCK_C=BLOCK_C)
+    with torch.cuda.device(x.device):  # Triton launches on the current device, which is per thread
+        _stats_kernel[(N, n_chunks, cb)](x, cnt, mean, m2, HW, C, n_chunks, ROWS=STAT_ROWS, BLOCK_HW=BLOCK_HW,
+                                         BLOCK_C=BLOCK_C)
     # combine chunks and the channels of a group: Chan's formula over (chunk, channel) parts
     cg = C // groups
     mean = mean.view(N, n_chunks, groups, cg)
@@ -146,8 +147,9 @@ def group_norm_nhwc(x: torch.Tensor, groups: int, weight: torch.Tensor | None, b
     if bias is not None:
         b = b + bias.float()
     y = torch.empty_like(x)  # the layout of x (dense: its strides are kept)
-    _apply_kernel[(N, triton.cdiv(HW, BLOCK_HW), cb)](x, y, a.contiguous(), b.contiguous(), HW, C, ACT=act,
-                                                      BLOCK_HW=BLOCK_HW, BLOCK_C=BLOCK_C)
+    with torch.cuda.device(x.device):
+        _apply_kernel[(N, triton.cdiv(HW, BLOCK_HW), cb)](x, y, a.contiguous(), b.contiguous(), HW, C, ACT=act,
+                                                          BLOCK_HW=BLOCK_HW, BLOCK_C=BLOCK_C)
     return y
 
 
