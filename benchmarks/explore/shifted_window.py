@@ -9,32 +9,21 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
 from flickerless.blend.detail import restore_detail
-from flickerless.blend.patchmatch import PatchMatchOptions, final_vote, patchmatch
-from flickerless.demo import load_clip, registry_clip
-from flickerless.synthetic import flickering_pair, psnr, temporal_error
+from flickerless.synthetic import psnr, temporal_error
+from probe import flickering_case, neighbours, to_uint8 as U
 
-torch.set_num_threads(2)
 name, n = sys.argv[1], int(sys.argv[2])
 width = int(sys.argv[3]) if sys.argv[3] != "0" else None
 w = int(sys.argv[4])
-clip, _ = load_clip(registry_clip(name), n, width)
-truth, flick = flickering_pair(clip)
-T = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
-U = lambda x: (x.clamp(0, 1).permute(0, 2, 3, 1) * 255).round().byte().numpy()  # noqa: E731
-G, S = T(clip), T(flick)
-opts = PatchMatchOptions()
+truth, flick, G, S = flickering_case(name, n, width)
 t0 = time.time()
 rem = {}
 for i in range(n):
-    js = [j for j in range(max(0, i - 2 * w), min(n, i + 2 * w + 1)) if j != i]
-    nnf = patchmatch(G[i:i + 1].expand(len(js), -1, -1, -1), G[js], S[js], opts)
-    v = final_vote(torch.cat([S[js], G[js]], 1), nnf, opts)
-    err = F.avg_pool2d((v[:, 3:] - G[i]).square().mean(1, keepdim=True), 5, 1, 2, count_include_pad=False)
+    js, v, vg, _, wt = neighbours(G, S, i, 2 * w)
     for k, j in enumerate(js):
-        rem[j, i] = (v[k, :3], v[k, 3:], torch.exp(-err[k] / 0.05**2))
+        rem[j, i] = (v[k], vg[k], wt[k])
 print(f"remaps {time.time() - t0:.0f} s; input {psnr(flick, truth):.2f} dB, temporal {temporal_error(flick, truth):.1f}",
       flush=True)
 

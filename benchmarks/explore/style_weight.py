@@ -14,33 +14,22 @@ import torch
 import torch.nn.functional as F
 
 from flickerless.blend.detail import _gaussian, restore_detail
-from flickerless.blend.patchmatch import PatchMatchOptions, final_vote, patchmatch
-from flickerless.demo import load_clip, registry_clip
-from flickerless.synthetic import add_grain, flickering_pair, psnr, temporal_error
+from flickerless.synthetic import psnr, temporal_error
+from probe import flickering_case, neighbours
 
-torch.set_num_threads(2)
 name, n = sys.argv[1], int(sys.argv[2])
 width = int(sys.argv[3]) if sys.argv[3] != "0" else None
 w, grain = int(sys.argv[4]), float(sys.argv[5])
-clip, _ = load_clip(registry_clip(name), n, width)
-truth, flick = flickering_pair(clip)
-if grain:
-    flick = add_grain(flick, grain)
-T = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+truth, flick, G, S = flickering_case(name, n, width, grain)
 U = lambda x: (x.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).byte().numpy()  # noqa: E731
-G, S = T(clip), T(flick)
 fine = lambda x: x - _gaussian(x, 2.0)  # noqa: E731
 box5 = lambda x: F.avg_pool2d(x, 5, 1, 2, count_include_pad=False)  # noqa: E731
-opts = PatchMatchOptions()
 t0 = time.time()
 rem = {}
 for i in range(n):
-    js = [j for j in range(max(0, i - w), min(n, i + w + 1)) if j != i]
-    nnf = patchmatch(G[i:i + 1].expand(len(js), -1, -1, -1), G[js], S[js], opts)
-    v = final_vote(torch.cat([S[js], G[js]], 1), nnf, opts)
-    eg = box5((v[:, 3:] - G[i]).square().mean(1, keepdim=True))
-    es = box5((fine(v[:, :3]) - fine(S[i:i + 1])).square().mean(1, keepdim=True))
-    rem[i] = (v[:, :3], v[:, 3:], eg, es)
+    js, v, vg, eg, _ = neighbours(G, S, i, w)
+    es = box5((fine(v) - fine(S[i:i + 1])).square().mean(1, keepdim=True))
+    rem[i] = (v, vg, eg, es)
 print(f"remaps {time.time() - t0:.0f} s; input {psnr(flick, truth):.2f} dB, temporal {temporal_error(flick, truth):.1f}",
       flush=True)
 

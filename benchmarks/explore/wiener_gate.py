@@ -15,37 +15,24 @@ import torch
 import torch.nn.functional as F
 
 from flickerless.blend.detail import _gaussian, restore_detail
-from flickerless.blend.patchmatch import PatchMatchOptions, final_vote, patchmatch
-from flickerless.demo import load_clip, registry_clip
-from flickerless.synthetic import add_grain, flickering_pair, psnr, temporal_error
+from flickerless.synthetic import psnr, temporal_error
+from probe import flickering_case, neighbours, to_uint8 as U
 
-torch.set_num_threads(2)
 name, n = sys.argv[1], int(sys.argv[2])
 width = int(sys.argv[3]) if sys.argv[3] != "0" else None
 w, grain = int(sys.argv[4]), float(sys.argv[5])
 texture = len(sys.argv) > 6 and sys.argv[6] == "texture"  # grain where the frame has texture only
-clip, _ = load_clip(registry_clip(name), n, width)
-truth, flick = flickering_pair(clip)
-if grain:
-    flick = add_grain(flick, grain, texture=texture)
-T = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # noqa: E731
-U = lambda x: (x.clamp(0, 1).permute(0, 2, 3, 1) * 255).round().byte().numpy()  # noqa: E731
-G, S = T(clip), T(flick)
+truth, flick, G, S = flickering_case(name, n, width, grain, texture)
 cache = f"/tmp/wg/{name}_{n}_{width}_{w}_{grain}{texture}.pt"
 os.makedirs("/tmp/wg", exist_ok=True)
 if os.path.exists(cache):
     B, Gb = torch.load(cache)
 else:
-    opts = PatchMatchOptions()
     B, Gb = torch.empty_like(S), torch.empty_like(S)
     for i in range(n):
-        js = [j for j in range(max(0, i - w), min(n, i + w + 1)) if j != i]
-        nnf = patchmatch(G[i:i + 1].expand(len(js), -1, -1, -1), G[js], S[js], opts)
-        v = final_vote(torch.cat([S[js], G[js]], 1), nnf, opts)
-        err = F.avg_pool2d((v[:, 3:] - G[i]).square().mean(1, keepdim=True), 5, 1, 2, count_include_pad=False)
-        wt = torch.exp(-err / 0.05**2)
-        B[i] = (S[i] + (v[:, :3] * wt).sum(0)) / (1 + wt.sum(0))
-        Gb[i] = (G[i] + (v[:, 3:] * wt).sum(0)) / (1 + wt.sum(0))
+        _, v, vg, _, wt = neighbours(G, S, i, w)
+        B[i] = (S[i] + (v * wt).sum(0)) / (1 + wt.sum(0))
+        Gb[i] = (G[i] + (vg * wt).sum(0)) / (1 + wt.sum(0))
     torch.save((B, Gb), cache)
 print(f"{name} {n} w{w} grain {grain}: input {psnr(flick, truth):.2f} dB, temporal {temporal_error(flick, truth):.1f}")
 
