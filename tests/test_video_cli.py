@@ -469,3 +469,21 @@ def test_cli_several_devices_split_the_clip(clips, tmp_path, monkeypatch, capsys
     monkeypatch.setattr(cli, "_deflicker_part", real)
     assert main([*args, "--device", "cpu,cpu", "-o", str(out), "--resume"]) == 0
     assert np.array_equal(video.read(out)[0], one)
+
+
+def test_iter_frames_range_reads_only_what_it_returns(tmp_path, carphone):
+    from PIL import Image
+
+    clip = carphone[:6]
+    video.write(tmp_path / "c.mp4", clip, 10)
+    whole = list(video.iter_frames(tmp_path / "c.mp4"))
+    assert all(np.array_equal(a, b) for a, b in zip(video.iter_frames(tmp_path / "c.mp4", 2, 4), whole[2:4]))
+    assert len(list(video.iter_frames(tmp_path / "c.mp4", 2, 4))) == 2
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i, f in enumerate(clip):
+        Image.fromarray(f).save(folder / f"{i}.png")
+    frames, info = video.open_frames(folder, start=4)
+    assert info.frames == 2 and np.array_equal(frames[1], clip[5])
+    (folder / "0.png").write_bytes(b"broken")  # not loaded when the range starts after it
+    assert [int(f[0, 0, 0]) for f in video.iter_frames(folder, 1, 3)] == [int(f[0, 0, 0]) for f in clip[1:3]]

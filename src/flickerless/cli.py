@@ -351,9 +351,7 @@ def cmd_deflicker(args) -> int:
         if done_before:
             from .video import iter_frames
 
-            for i, f in enumerate(iter_frames(partial)):
-                if i == done_before:
-                    break
+            for f in iter_frames(partial, stop=done_before):
                 writer.write(f)
             log.info("resuming: %d frames taken from %s, computing frames %d-%d", done_before, partial, begin,
                      end - 1)

@@ -127,15 +127,17 @@ def _upright(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(arr, turns)) if turns else arr
 
 
-def iter_frames(path) -> Iterator[np.ndarray]:
-    """Frames of a clip one at a time, ``(H, W, 3)`` uint8, upright, without holding the clip in memory."""
+def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Frames ``start:stop`` of a clip one at a time, ``(H, W, 3)`` uint8, upright, without holding the
+    clip in memory. Frames before ``start`` are not loaded (images) or not converted (video, whose
+    frames are decoded in order anyway); reading ends at ``stop``."""
     import av
 
     path = Path(path)
     _check_exists(path)
     size = None
     if path.is_dir():
-        for f in _image_files(path):
+        for f in _image_files(path)[start:stop]:
             img = _load_image(f)
             if size is None:
                 size, first = img.shape[:2], f.name
@@ -147,11 +149,15 @@ def iter_frames(path) -> Iterator[np.ndarray]:
     container = _open_container(path)
     try:
         for i, frame in enumerate(container.decode(video=0)):
+            if stop is not None and i >= stop:
+                break
+            if i < start:
+                continue
             img = _upright(frame)
             if size is None:
                 size = img.shape[:2]
             elif img.shape[:2] != size:
-                raise InputError(f"{path}: frame {i} is {img.shape[1]}x{img.shape[0]} but frame 0 is "
+                raise InputError(f"{path}: frame {i} is {img.shape[1]}x{img.shape[0]} but frame {start} is "
                                  f"{size[1]}x{size[0]}: clips that change size are not supported")
             yield img
     except av.error.FFmpegError as e:  # type: ignore[attr-defined]
@@ -199,11 +205,7 @@ def read(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """The whole clip in memory: ``(T, H, W, 3)`` uint8 and fps. For long clips use :func:`open_frames`."""
     path = Path(path)
     fps = probe(path).fps
-    frames = []
-    for f in iter_frames(path):
-        frames.append(f)
-        if max_frames is not None and len(frames) >= max_frames:
-            break
+    frames = list(iter_frames(path, stop=max_frames))
     if not frames:
         raise InputError(f"{path}: has no frames")
     return np.stack(frames), fps
@@ -278,17 +280,14 @@ def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, re
     """Random-access frames of a clip: an in-memory array when the clip fits ``memory_limit`` bytes,
     else a :class:`DiskFrames`. ``resize=(H, W)`` resizes every frame (Lanczos); ``start``/``stop``
     keep frames ``start:stop`` only (renumbered from 0). Returns (frames, info)."""
-    import itertools
-
     info = probe(path)
     if info.frames == 0:
         raise InputError(f"{path}: has no frames")
-    frames: Iterable[np.ndarray] = iter_frames(path)
+    frames: Iterable[np.ndarray] = iter_frames(path, start, stop)
     if start or stop is not None:
         count = len(range(info.frames)[start:stop])
         if count == 0:
             raise InputError(f"{path}: no frames in {start}:{'' if stop is None else stop} (it has {info.frames})")
-        frames = itertools.islice(frames, start, stop)
         info = VideoInfo(count, info.height, info.width, info.fps)
     if resize is not None and tuple(resize) != (info.height, info.width):
         frames = (resize_frame(f, resize) for f in frames)

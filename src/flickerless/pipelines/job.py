@@ -191,11 +191,7 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     h0, w0 = info.height, info.width
     size = target_size(h0, w0, settings, multiple)
     out, native = [], []
-    for i, f in enumerate(iter_frames(video)):
-        if i < start:
-            continue
-        if end is not None and i >= end:
-            break
+    for f in iter_frames(video, start, end):
         out.append(_fit(f, size, settings["video"]["resize"]))
         if keep_native:
             native.append(f)
