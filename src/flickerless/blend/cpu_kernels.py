@@ -4,7 +4,7 @@ The torch path materialises a gathered copy of the patch descriptors for every c
 the CPU is memory-bound (BENCHMARKS.md). These kernels run the per-pixel loop instead (cost on the
 sampled patch offsets with border clamping, Jacobi propagation from 4 neighbours in the order of
 ``patchmatch._DIRECTIONS``, random search driven by the same counter-based hash, patch voting),
-parallel over rows of all pairs. Results match the torch path (``tests/test_cpu_kernels.py``).
+parallel over rows of all pairs. Results match the torch path (``tests/test_kernels.py``).
 
 :func:`available` is False when numba is not installed; the torch path is used then.
 """
@@ -42,12 +42,18 @@ if nb is not None:
         return 0 if v < 0 else (hi - 1 if v >= hi else v)
 
     @nb.njit(cache=True)
-    def _cost(tg, te, sg, ss, b, y, x, qy, qx, offs, gw):
-        """Images are channel-last here: (B, H, W, C), so a pixel's channels share a cache line."""
+    def _cost(tg, te, sg, ss, b, y, x, qy, qx, offs, gw, bound):
+        """Images are channel-last here: (B, H, W, C), so a pixel's channels share a cache line.
+
+        Stops early once the mean cost can no longer fall below ``bound`` (the terms are not
+        negative, so the partial sum only grows): the value returned is then >= ``bound``, and a
+        caller that keeps a candidate only when its cost is < ``bound`` decides as with the full sum.
+        """
         H, W, C = tg.shape[1], tg.shape[2], tg.shape[3]
         C2 = te.shape[3]
         Hs, Ws = sg.shape[1], sg.shape[2]
         acc = np.float32(0.0)
+        n = offs.shape[0]
         for s in range(offs.shape[0]):
             dy, dx = offs[s, 0], offs[s, 1]
             ty, tx = _clamp(y + dy, H), _clamp(x + dx, W)
@@ -60,7 +66,9 @@ if nb is not None:
             for c in range(C2):
                 d = te[b, ty, tx, c] - ss[b, sy, sx, c]
                 acc += d * d
-        return acc / offs.shape[0]
+            if acc / n >= bound:
+                return acc / n
+        return acc / n
 
     @nb.njit(cache=True, parallel=True)
     def _iteration(tg, te, sg, ss, nnf_in, nnf_out, cost_out, keys, offs, gw, radius, salt):
@@ -74,14 +82,16 @@ if nb is not None:
             kmix = _mix(keys[b])
             for x in range(W):
                 qy, qx = nnf_in[b, 0, y, x], nnf_in[b, 1, y, x]
-                best = _cost(tg, te, sg, ss, b, y, x, qy, qx, offs, gw)
+                best = _cost(tg, te, sg, ss, b, y, x, qy, qx, offs, gw, np.inf)
                 for k in range(4):  # (0, 1), (0, -1), (1, 0), (-1, 0): patchmatch._DIRECTIONS
                     ey = (k // 2) * (5 - 2 * k)
                     ex = (1 - k // 2) * (1 - 2 * k)
                     ny, nx = _clamp(y + ey, H), _clamp(x + ex, W)
                     cy = _clamp(nnf_in[b, 0, ny, nx] - ey, Hs)
                     cx = _clamp(nnf_in[b, 1, ny, nx] - ex, Ws)
-                    c = _cost(tg, te, sg, ss, b, y, x, cy, cx, offs, gw)
+                    if cy == qy and cx == qx:  # the current match again: its cost would tie
+                        continue
+                    c = _cost(tg, te, sg, ss, b, y, x, cy, cx, offs, gw, best)
                     if c < best:
                         qy, qx, best = cy, cx, c
                 r = radius
@@ -92,9 +102,10 @@ if nb is not None:
                     span = 2 * r + 1
                     cy = _clamp(qy + _mix(h0 + p) % span - r, Hs)
                     cx = _clamp(qx + _mix(h0 + HW + p) % span - r, Ws)
-                    c = _cost(tg, te, sg, ss, b, y, x, cy, cx, offs, gw)
-                    if c < best:
-                        qy, qx, best = cy, cx, c
+                    if cy != qy or cx != qx:
+                        c = _cost(tg, te, sg, ss, b, y, x, cy, cx, offs, gw, best)
+                        if c < best:
+                            qy, qx, best = cy, cx, c
                     r //= 2
                     i += 1
                 nnf_out[b, 0, y, x] = qy
