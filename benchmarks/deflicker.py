@@ -9,6 +9,9 @@ memory and peak host RSS.
     python benchmarks/deflicker.py                          # CPU, short clips
     python benchmarks/deflicker.py --device cuda --frames 120 --width 640
     python benchmarks/deflicker.py --speed --device cuda     # the 640x480 table-mode speed figure
+
+--save OUT.npz keeps every case's output frames (uint8), to check that a change to speed alone left the
+result as it was: `python benchmarks/same_frames.py BEFORE.npz AFTER.npz`.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def run_case(clip, truth, flick, mode, window, dev, batch, opts):
     _sync(dev)
     dt = time.perf_counter() - t0
     res = out.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).byte().cpu().numpy()
-    return {
+    return res, {
         "mode": mode,
         "window": "inf" if window is None else window,
         "psnr_in": round(psnr(flick, truth), 2),
@@ -76,11 +79,12 @@ def main(argv=None):
     p.add_argument("--grain-texture", action="store_true",
                    help="with --grain: the grain's amplitude follows the local texture (diffusion's texture jitter)")
     p.add_argument("--json", help="also write results to this file")
+    p.add_argument("--save", help="also write every case's output frames to this .npz (uint8, keys clip/mode)")
     a = p.parse_args(argv)
     dev = torch.device(a.device)
     opts = json.loads(a.opts)
     window = None if a.window in ("inf", "none") else int(a.window)
-    results = []
+    results, saved = [], {}
     clips = a.clips.split(",")
     modes = a.modes.split(",")
     if a.speed:
@@ -98,7 +102,8 @@ def main(argv=None):
         for mode in modes:
             if a.warmup:
                 run_case(clip[:8], truth[:8], flick[:8], mode, window, dev, a.batch, opts)
-            r = run_case(clip, truth, flick, mode, window, dev, a.batch, opts)
+            out, r = run_case(clip, truth, flick, mode, window, dev, a.batch, opts)
+            saved[f"{name}/{mode}"] = out
             r.update(clip=name, frames=len(clip), size=f"{clip.shape[2]}x{clip.shape[1]}", device=str(dev), opts=opts,
                      strength=a.strength if not a.grain else
                      f"{a.strength} + {'texture ' if a.grain_texture else ''}grain {a.grain}")
@@ -112,6 +117,8 @@ def main(argv=None):
               f"{r['psnr_in']} -> {r['psnr_out']} (+{r['psnr_out'] - r['psnr_in']:.2f}) | "
               f"{r['temporal_in']} -> {r['temporal_out']} ({r['temporal_in'] / max(r['temporal_out'], 1e-9):.1f}x) | "
               f"{r['s_per_frame']} | {r['peak_gpu_GiB']} | {r['peak_rss_GiB']} |")
+    if a.save:
+        np.savez_compressed(a.save, **saved)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -40,11 +40,15 @@ if triton is not None:
         return z ^ (z >> 16)
 
     @triton.jit
-    def _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask,
+    def _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, bound,
               C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+        """Mean patch cost per pixel. A lane stops reading once its mean can no longer fall below
+        ``bound`` (the terms are not negative): its value is then >= ``bound``, so a caller keeping a
+        candidate only where the cost is < ``bound`` decides as with the full sum, with fewer loads."""
         ch = tl.arange(0, CP)
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for s in range(S):
+            live = mask & (acc / S < bound)
             dy = tl.load(offs_ptr + 2 * s)
             dx = tl.load(offs_ptr + 2 * s + 1)
             ty = tl.minimum(tl.maximum(py + dy, 0), H - 1)
@@ -53,11 +57,11 @@ if triton is not None:
             sx = tl.minimum(tl.maximum(qx + dx, 0), Ws - 1)
             tpix = (ty * W + tx).to(tl.int64)
             spix = (sy * Ws + sx).to(tl.int64)
-            m1 = mask[:, None] & (ch < C)[None, :]
+            m1 = live[:, None] & (ch < C)[None, :]
             a = tl.load(tg + (b * C + ch[None, :]).to(tl.int64) * H * W + tpix[:, None], mask=m1, other=0.0)
             d = tl.load(sg + (b * C + ch[None, :]).to(tl.int64) * Hs * Ws + spix[:, None], mask=m1, other=0.0)
             acc += gw * tl.sum((a - d) * (a - d), axis=1)
-            m2 = mask[:, None] & (ch < C2)[None, :]
+            m2 = live[:, None] & (ch < C2)[None, :]
             a = tl.load(te + (b * C2 + ch[None, :]).to(tl.int64) * H * W + tpix[:, None], mask=m2, other=0.0)
             d = tl.load(ss + (b * C2 + ch[None, :]).to(tl.int64) * Hs * Ws + spix[:, None], mask=m2, other=0.0)
             acc += tl.sum((a - d) * (a - d), axis=1)
@@ -73,11 +77,13 @@ if triton is not None:
     @triton.jit
     def _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, mask,
                   C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
-        """Clamp candidate (cy, cx) into the source, keep it where its cost beats ``best``."""
+        """Clamp candidate (cy, cx) into the source, keep it where its cost beats ``best``. Lanes whose
+        candidate is their current match (a tie at best) read nothing."""
         cy = tl.minimum(tl.maximum(cy, 0), Hs - 1)
         cx = tl.minimum(tl.maximum(cx, 0), Ws - 1)
-        c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
-        better = c < best
+        new = mask & ((cy != qy) | (cx != qx))
+        c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, new, best, C, C2, CP, BLOCK)
+        better = new & (c < best)
         return tl.where(better, cy, qy), tl.where(better, cx, qx), tl.where(better, c, best)
 
     @triton.jit
@@ -102,7 +108,8 @@ if triton is not None:
         base = b.to(tl.int64) * 2 * HW
         qy = tl.load(nnf_in + base + p, mask=mask, other=0).to(tl.int32)
         qx = tl.load(nnf_in + base + HW + p, mask=mask, other=0).to(tl.int32)
-        best = _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+        best = _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, float("inf"),
+                     C, C2, CP, BLOCK)
         # propagation: the 4 neighbours' matches shifted back, read from the incoming field (Jacobi),
         # in the order of patchmatch._DIRECTIONS: (0, 1), (0, -1), (1, 0), (-1, 0)
         qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, 1, H, W, Hs, Ws,
