@@ -7,6 +7,9 @@ depend on PatchMatch effort, so ``--fast`` (1 iteration, patch 5, 3 levels) keep
 the figure is labelled with the settings used.
 
     python benchmarks/memory.py --frames 1000 --device cuda --fast
+    python benchmarks/memory.py --frames 120 --device cuda --profile prof.out   # where the time goes
+
+--profile PATH runs the command under cProfile (main thread only) and prints its 25 costliest calls.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main(argv=None):
     p.add_argument("--window", default="15")
     p.add_argument("--fast", action="store_true")
     p.add_argument("--tmp", default=None)
+    p.add_argument("--profile", default=None, help="write a cProfile of the command here and print its top")
     a = p.parse_args(argv)
     src = [f for f in iter_frames(registry_clip("bikes.mp4"))]
     tmp = tempfile.mkdtemp(dir=a.tmp)
@@ -48,7 +52,8 @@ def main(argv=None):
             gain = 0.85 + 0.3 * ((i * 7919) % 97) / 97
             sw.write(np.clip(f * gain, 0, 255).astype(np.uint8))
     print(f"made {a.frames} frames {a.width}x{a.height} in {time.time() - t0:.0f} s", flush=True)
-    cmd = [sys.executable, "-m", "flickerless.cli", "deflicker", "--guide", gpath, "--style", spath, "-o", opath,
+    prof = ["-m", "cProfile", "-o", a.profile] if a.profile else []
+    cmd = [sys.executable, *prof, "-m", "flickerless.cli", "deflicker", "--guide", gpath, "--style", spath, "-o", opath,
            "--mode", "table", "--window", a.window, "-q"]
     if a.device:
         cmd += ["--device", a.device]
@@ -60,6 +65,11 @@ def main(argv=None):
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     print(f"exit {r.returncode}; {dt:.0f} s ({dt / a.frames:.3f} s/frame); peak RSS of the deflicker process: {peak:.2f} GiB")
     print("command:", " ".join(cmd))
+    if a.profile:
+        import pstats
+
+        pstats.Stats(a.profile).sort_stats("cumulative").print_stats(25)
+        pstats.Stats(a.profile).sort_stats("tottime").print_stats(15)
     return r.returncode
 
 
