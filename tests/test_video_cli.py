@@ -44,6 +44,45 @@ def test_failed_write_leaves_existing_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
 
 
+def test_background_writer_writes_in_order_and_keeps_what_it_was_given(tmp_path, carphone):
+    """Frames (arrays, or callables returning one) are written in the order given, the same as by the
+    writer alone; an error of the writing thread reaches the caller, and keep_partial still keeps every
+    frame handed on before the failure (the ones queued but not yet written included)."""
+    clip = np.ascontiguousarray(carphone[:6])
+    with video.BackgroundWriter(video.VideoWriter(tmp_path / "a"), depth=2) as w:
+        for i, f in enumerate(clip):
+            w.write(f if i % 2 else (lambda f=f: f))
+    assert w.count == 6 and np.array_equal(video.read(tmp_path / "a")[0], clip)
+
+    import threading
+    import time
+
+    gate = threading.Event()
+    w = video.BackgroundWriter(video.VideoWriter(tmp_path / "b"), depth=8)
+    w.write(lambda: (gate.wait(), clip[0])[1])  # the thread waits here until all are queued
+    for f in clip[1:4]:
+        w.write(f)
+    w.write(lambda: np.zeros((2, 2), np.uint8))  # not (H, W, 3): the writing thread fails
+    gate.set()
+    with pytest.raises(ValueError, match="frames must be"):
+        for _ in range(1000):  # the next write after the failure raises it
+            w.write(clip[5])
+            time.sleep(0.01)
+    assert w.keep_partial() == tmp_path / "b.partial" and w.count == 4
+    assert np.array_equal(video.read(tmp_path / "b.partial")[0], clip[:4]) and not (tmp_path / "b").exists()
+
+
+def test_host_frame_is_the_rounded_uint8_image(carphone):
+    import torch
+
+    img = torch.from_numpy(carphone[0]).permute(2, 0, 1).float().div(255)
+    got = video.host_frame(img)
+    assert got.flags["C_CONTIGUOUS"] and np.array_equal(got, carphone[0])
+    if torch.cuda.is_available():
+        pending = video.host_frame(img.cuda())
+        assert callable(pending) and np.array_equal(pending(), carphone[0])
+
+
 def test_read_errors(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         video.read(tmp_path / "missing.mp4")
@@ -390,7 +429,7 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     and gives the frames an uninterrupted run gives (PNG output: exactly)."""
     import flickerless.cli as cli
 
-    real, calls = cli._to_uint8, [0]
+    real, calls = video.host_frame, [0]
 
     def stop_at_the_fourth(img):
         calls[0] += 1
@@ -404,12 +443,12 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     out = tmp_path / "o"
     with pytest.raises(InputError, match="does not exist"):
         cli.cmd_deflicker(cli.build_parser().parse_args([*args, "-o", str(out), "--resume"]))
-    monkeypatch.setattr(cli, "_to_uint8", stop_at_the_fourth)
+    monkeypatch.setattr(video, "host_frame", stop_at_the_fourth)
     assert main([*args, "-o", str(out)]) == 130
     err = capsys.readouterr().err
     assert not out.exists() and "frames 0-2 of" in err and "--resume" in err
     assert len(video.read(tmp_path / "o.partial")[0]) == 3
-    monkeypatch.setattr(cli, "_to_uint8", real)
+    monkeypatch.setattr(video, "host_frame", real)
     # other settings than the stopped run's: refused, naming what differs
     assert main([*args[:-len(FASTARGS)], "--iterations", "3", "--patch-sizes", "7,5", "-q", "-o", str(out), "--resume"]) == 2
     assert "other patchmatch" in capsys.readouterr().err
@@ -418,10 +457,10 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     assert not (tmp_path / "o.partial").exists() and not (tmp_path / "o.partial.json").exists()
     # an mp4 output keeps its partial as NAME.partial.mp4
     calls[0] = 0
-    monkeypatch.setattr(cli, "_to_uint8", stop_at_the_fourth)
+    monkeypatch.setattr(video, "host_frame", stop_at_the_fourth)
     assert main([*args, "-o", str(tmp_path / "v.mp4")]) == 130
     assert video.probe(tmp_path / "v.partial.mp4").frames == 3
-    monkeypatch.setattr(cli, "_to_uint8", real)
+    monkeypatch.setattr(video, "host_frame", real)
     assert main([*args, "-o", str(tmp_path / "v.mp4"), "--resume"]) == 0
     assert video.probe(tmp_path / "v.mp4").frames == 6 and not (tmp_path / "v.partial.mp4").exists()
 

@@ -148,10 +148,6 @@ def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="flickerless: %(message)s", stream=sys.stderr)
 
 
-def _to_uint8(img) -> np.ndarray:
-    return img.clamp(0, 1).mul(255).round_().byte().permute(1, 2, 0).cpu().numpy()
-
-
 def _devices(text):
     """``--device``: one device, or several separated by commas (``cuda:0,cuda:1``; one named twice
     runs two ranges on it at once)."""
@@ -164,12 +160,13 @@ def _devices(text):
 
 def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: bool) -> dict:
     """Frames ``a..b-1`` of the clip on ``device``: read with the neighbours they blend with (so that
-    they come out as in a whole-clip run), each handed to ``emit`` in order as ``(H, W, 3)`` uint8."""
+    they come out as in a whole-clip run), each handed to ``emit`` in order as ``(H, W, 3)`` uint8, or
+    on a GPU as a callable returning it once its copy to the host is done (:func:`video.host_frame`)."""
     import torch
 
     from .blend.deflicker import run_deflicker
     from .blend.frames import ArrayFrames
-    from .video import open_frames, resize_frame
+    from .video import host_frame, open_frames, resize_frame
 
     mode, n, raw = job["mode"], job["n"], job["keyframes"]
     if mode == "keyframes":  # back to the keyframes that bracket the range
@@ -194,12 +191,12 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
             sframes, _ = open_frames(args.style, resize=(h, w), start=lo, stop=hi)
             closers.append(sframes)
             style = ArrayFrames(sframes)
-        pending: dict[int, np.ndarray] = {}
+        pending: dict = {}  # index -> frame (or callable), until the frames before it are handed on
         nxt = [a - lo]  # the next frame to hand on, counted from lo
 
         def sink(i, img):
             if a - lo <= i < b - lo:
-                pending[i] = _to_uint8(img)
+                pending[i] = host_frame(img)
             while nxt[0] in pending:
                 emit(pending.pop(nxt[0]))
                 nxt[0] += 1
@@ -233,7 +230,10 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
         def emit(frame):
             if k > stop_after[0]:
                 raise KeyboardInterrupt("stopped: an earlier part failed")
-            (writer.write if k == 0 else spills[k].append)(frame)
+            if k == 0:
+                writer.write(frame)
+            else:
+                spills[k].append(frame() if callable(frame) else frame)
 
         try:
             _deflicker_part(args, job, devices[k], *parts[k], emit, progress=not quiet and k == 0)
@@ -274,7 +274,8 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
 def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
-    from .video import VideoWriter, check_output_is_not_input, has_audio, partial_path, probe, read_keyframes
+    from .video import (BackgroundWriter, VideoWriter, check_output_is_not_input, has_audio, partial_path, probe,
+                        read_keyframes)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -345,7 +346,8 @@ def cmd_deflicker(args) -> int:
             audio = args.guide
         else:
             log.info("the guide's sound is left out: --fps %g changes the timing (the guide is %g fps)", fps, ginfo.fps)
-    writer = VideoWriter(args.output, fps, audio=audio, audio_start=start / ginfo.fps)
+    # encoding (and each frame's copy from the GPU) overlaps the computing of the next frames
+    writer = BackgroundWriter(VideoWriter(args.output, fps, audio=audio, audio_start=start / ginfo.fps))
     t0 = time.perf_counter()
     try:
         if done_before:
@@ -360,8 +362,8 @@ def cmd_deflicker(args) -> int:
         else:
             _deflicker_parallel(args, job, devices, parts, writer, args.quiet)
     except BaseException:
+        kept = writer.keep_partial()  # nothing computed is lost: the frames handed on so far stay
         done = writer.count
-        kept = writer.keep_partial()  # nothing computed is lost: the frames written so far stay
         if kept is not None:
             record.write_text(json.dumps(settings, indent=1))
             print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "

@@ -528,6 +528,106 @@ class VideoWriter:
             self.abort()
 
 
+class BackgroundWriter:
+    """A :class:`VideoWriter` fed from a thread of its own, so that encoding a frame (and waiting for
+    its copy from the GPU) overlaps the computing of the next ones.
+
+    :meth:`write` takes an ``(H, W, 3)`` uint8 array, or a callable that returns one, called in the
+    writing thread (a frame still on its way from the GPU: see :func:`host_frame`). At most ``depth``
+    frames wait. An error of the writing thread is raised by the next :meth:`write` or by
+    :meth:`close`. :meth:`close` and :meth:`keep_partial` first write every frame handed on, so nothing
+    computed is lost; ``count`` is exact once either has returned.
+    """
+
+    def __init__(self, writer: VideoWriter, depth: int = 8):
+        import queue
+        import threading
+
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="flickerless-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # after a failure the rest is dropped; the frames before it stay written
+            try:
+                self.writer.write(item() if callable(item) else item)
+            except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+                self._error = e
+
+    @property
+    def count(self) -> int:
+        return self.writer.count
+
+    @property
+    def path(self) -> Path:
+        return self.writer.path
+
+    def write(self, frame) -> None:
+        if self._error is not None:
+            self._finish()
+            raise self._error
+        if not self._thread.is_alive():
+            raise RuntimeError("the writer was closed")
+        self._queue.put(frame)
+
+    def _finish(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def close(self) -> None:
+        self._finish()
+        if self._error is not None:
+            self.writer.abort()
+            raise self._error
+        self.writer.close()
+
+    def keep_partial(self) -> Path | None:
+        self._finish()
+        return self.writer.keep_partial()
+
+    def abort(self) -> None:
+        self._finish()
+        self.writer.abort()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def host_frame(img):
+    """An ``(3, H, W)`` float image in [0, 1] as ``(H, W, 3)`` uint8 for a writer. On a GPU the copy
+    to pinned host memory is only started, and a callable that waits for it is returned (for a
+    :class:`BackgroundWriter`; the caller's thread goes on queueing work); on the CPU the array."""
+    import torch
+
+    u8 = img.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous()
+    if u8.device.type != "cuda":
+        return u8.numpy()
+    host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(u8, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record(torch.cuda.current_stream(u8.device))
+
+    def wait() -> np.ndarray:
+        done.synchronize()
+        return host.numpy()
+
+    return wait
+
+
 def _with_audio(video_file: Path, source, start: float, duration: float) -> Path | None:
     """A copy of ``video_file`` (frames only) with the first audio stream of ``source`` from ``start``
     seconds for ``duration`` seconds, in a temporary file beside it; None when ``source`` has no sound
