@@ -114,7 +114,9 @@ if nb is not None:
 
     @nb.njit(cache=True, parallel=True)
     def _vote(src, nnf, out, offs):
-        B, C, Hs, Ws = src.shape
+        """``src`` channel-last (B, Hs, Ws, C), so a vote's channels are read from one cache line;
+        ``out`` channel-first (B, C, H, W)."""
+        B, Hs, Ws, C = src.shape
         H, W = nnf.shape[2], nnf.shape[3]
         for row in nb.prange(B * H):
             b = row // H
@@ -131,7 +133,7 @@ if nb is not None:
                     qy = _clamp(nnf[b, 0, cy, cx] + dy, Hs)
                     qx = _clamp(nnf[b, 1, cy, cx] + dx, Ws)
                     for c in range(C):
-                        out[b, c, y, x] += src[b, c, qy, qx]
+                        out[b, c, y, x] += src[b, qy, qx, c]
                     cnt += 1
                 for c in range(C):
                     out[b, c, y, x] /= cnt
@@ -163,8 +165,8 @@ def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: 
 
 def vote(source: torch.Tensor, nnf: torch.Tensor, offsets) -> torch.Tensor:
     """Patch voting, as :func:`flickerless.blend.patchmatch.vote`."""
-    src = _np(source, torch.float32)
-    b, c = src.shape[:2]
+    src = _np_last(source)
+    b, c = src.shape[0], src.shape[3]
     h, w = nnf.shape[-2:]
     out = np.empty((b, c, h, w), dtype=np.float32)
     _vote(src, _np(nnf, torch.int64), out, _offsets(offsets))
