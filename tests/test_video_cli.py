@@ -83,6 +83,24 @@ def test_host_frame_is_the_rounded_uint8_image(carphone):
         assert callable(pending) and np.array_equal(pending(), carphone[0])
 
 
+def test_host_frame_from_a_thread_on_a_second_gpu(carphone):
+    """The command line's several devices hand frames on from threads whose current device is cuda:0:
+    the copy and its event must follow the image to its own GPU."""
+    import threading
+
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA GPUs")
+    dev = torch.device("cuda", torch.cuda.device_count() - 1)
+    img = torch.from_numpy(carphone[0]).permute(2, 0, 1).float().div(255).to(dev)
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("frame", video.host_frame(img)))
+    t.start()
+    t.join()
+    assert np.array_equal(got["frame"](), carphone[0])
+
+
 def test_read_errors(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         video.read(tmp_path / "missing.mp4")
