@@ -615,7 +615,7 @@ def host_frame(img):
 
     u8 = img.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous()
     if u8.device.type != "cuda":
-        return u8.numpy()
+        return u8.cpu().numpy()  # the CPU (no copy), or another accelerator (MPS: a plain copy)
     host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
     host.copy_(u8, non_blocking=True)
     done = torch.cuda.Event()
