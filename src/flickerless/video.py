@@ -365,7 +365,20 @@ def check_output_is_not_input(output, **inputs) -> None:
             raise OutputError(f"{output}: is the --{flag} input; writing there would replace it, choose another output path")
 
 
-class VideoWriter:
+class _Output:
+    """As a context manager: :meth:`close` on success, :meth:`abort` on an exception."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class VideoWriter(_Output):
     """Write frames one at a time; the output appears at ``path`` only on a successful :meth:`close`.
 
     ``path`` ending in .mp4/.mov/.mkv/.m4v: H.264 (libx264, yuv420p, ``crf``). Otherwise a folder of
@@ -518,17 +531,8 @@ class VideoWriter:
         elif self.tmp.exists():
             self.tmp.unlink()
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-class BackgroundWriter:
+class BackgroundWriter(_Output):
     """A :class:`VideoWriter` fed from a thread of its own, so that encoding a frame (and waiting for
     its copy from the GPU) overlaps the computing of the next ones.
 
@@ -596,15 +600,6 @@ class BackgroundWriter:
     def abort(self) -> None:
         self._finish()
         self.writer.abort()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def host_frame(img):
