@@ -55,15 +55,15 @@ if triton is not None:
             tx = tl.minimum(tl.maximum(px + dx, 0), W - 1)
             sy = tl.minimum(tl.maximum(qy + dy, 0), Hs - 1)
             sx = tl.minimum(tl.maximum(qx + dx, 0), Ws - 1)
-            tpix = (ty * W + tx).to(tl.int64)
-            spix = (sy * Ws + sx).to(tl.int64)
-            m1 = live[:, None] & (ch < C)[None, :]
-            a = tl.load(tg + (b * C + ch[None, :]).to(tl.int64) * H * W + tpix[:, None], mask=m1, other=0.0)
-            d = tl.load(sg + (b * C + ch[None, :]).to(tl.int64) * Hs * Ws + spix[:, None], mask=m1, other=0.0)
+            # channel-last images padded with zeros to CP channels: a pixel is one vector load
+            tpix = ((b * H + ty).to(tl.int64) * W + tx) * CP
+            spix = ((b * Hs + sy).to(tl.int64) * Ws + sx) * CP
+            m = live[:, None] & (ch < CP)[None, :]
+            a = tl.load(tg + tpix[:, None] + ch[None, :], mask=m, other=0.0)
+            d = tl.load(sg + spix[:, None] + ch[None, :], mask=m, other=0.0)
             acc += gw * tl.sum((a - d) * (a - d), axis=1)
-            m2 = live[:, None] & (ch < C2)[None, :]
-            a = tl.load(te + (b * C2 + ch[None, :]).to(tl.int64) * H * W + tpix[:, None], mask=m2, other=0.0)
-            d = tl.load(ss + (b * C2 + ch[None, :]).to(tl.int64) * Hs * Ws + spix[:, None], mask=m2, other=0.0)
+            a = tl.load(te + tpix[:, None] + ch[None, :], mask=m, other=0.0)
+            d = tl.load(ss + spix[:, None] + ch[None, :], mask=m, other=0.0)
             acc += tl.sum((a - d) * (a - d), axis=1)
         return acc / S
 
@@ -187,12 +187,23 @@ def _cp(c: int) -> int:
     return max(2, triton.next_power_of_2(c))
 
 
+def _last(t: torch.Tensor, cp: int) -> torch.Tensor:
+    """(B, C, H, W) -> float32 (B, H, W, cp), channel-last and zero-padded: the iteration kernel
+    gathers a pixel's channels with one vector load instead of one load per channel plane (the
+    padding adds (0 - 0)^2 terms, as the masked loads of the channel-first layout did)."""
+    b, c, h, w = t.shape
+    out = t.new_zeros((b, h, w, cp), dtype=torch.float32)
+    out[..., :c] = t.permute(0, 2, 3, 1)
+    return out
+
+
 def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
     """One PatchMatch iteration (cost, propagation, random search). Returns (nnf, cost)."""
-    tg, est, sg, ss = (t.contiguous().float() for t in (tg, est, sg, ss))
     b, c, h, w = tg.shape
     c2 = est.shape[1]
     hs, ws = sg.shape[-2:]
+    cp = _cp(max(c, c2))
+    tg, est, sg, ss = (_last(t, cp) for t in (tg, est, sg, ss))
     nnf = nnf.contiguous()
     out = torch.empty_like(nnf)
     cost = torch.empty(b, h, w, device=tg.device, dtype=torch.float32)
@@ -204,7 +215,7 @@ def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: 
         _iteration_kernel[grid](
             tg, est, sg, ss, nnf, out, cost, keys.contiguous(), offs, h, w, hs, ws, len(offsets),
             float(guide_weight), int(radius), int(salt) * 64,
-            C=c, C2=c2, CP=_cp(max(c, c2)), BLOCK=BLOCK,
+            C=c, C2=c2, CP=cp, BLOCK=BLOCK,
         )
     return out, cost
 
