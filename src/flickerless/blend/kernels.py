@@ -159,9 +159,9 @@ if triton is not None:
             qx = tl.load(nnf + base + HW + cyc * W + cxc, mask=mask, other=0).to(tl.int32) + dx
             qy = tl.minimum(tl.maximum(qy, 0), Hs - 1)
             qx = tl.minimum(tl.maximum(qx, 0), Ws - 1)
-            spix = (qy * Ws + qx).to(tl.int64)
-            m = valid[:, None] & (ch < C)[None, :]
-            v = tl.load(src + (b * C + ch[None, :]).to(tl.int64) * Hs * Ws + spix[:, None], mask=m, other=0.0)
+            spix = ((b * Hs + qy).to(tl.int64) * Ws + qx) * CP  # channel-last, zero-padded: one vector load
+            m = valid[:, None] & (ch < CP)[None, :]
+            v = tl.load(src + spix[:, None] + ch[None, :], mask=m, other=0.0)
             acc += v
             cnt += valid.to(tl.float32)
         res = acc / tl.maximum(cnt, 1.0)[:, None]
@@ -222,8 +222,8 @@ def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: 
 
 def vote(source: torch.Tensor, nnf: torch.Tensor, offsets) -> torch.Tensor:
     """Patch voting, as :func:`flickerless.blend.patchmatch.vote`."""
-    source = source.contiguous().float()
     b, c, hs, ws = source.shape
+    source = _last(source, _cp(c))
     h, w = nnf.shape[-2:]
     out = torch.empty(b, c, h, w, device=source.device, dtype=torch.float32)
     offs = _offsets_tensor(offsets, source.device)
