@@ -41,7 +41,7 @@ if triton is not None:
 
     @triton.jit
     def _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, bound,
-              C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+              CP: tl.constexpr, BLOCK: tl.constexpr):
         """Mean patch cost per pixel. A lane stops reading once its mean can no longer fall below
         ``bound`` (the terms are not negative): its value is then >= ``bound``, so a caller keeping a
         candidate only where the cost is < ``bound`` decides as with the full sum, with fewer loads."""
@@ -76,50 +76,50 @@ if triton is not None:
 
     @triton.jit
     def _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, mask,
-                  C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+                  CP: tl.constexpr, BLOCK: tl.constexpr):
         """Clamp candidate (cy, cx) into the source, keep it where its cost beats ``best``. Lanes whose
         candidate is their current match (a tie at best) read nothing."""
         cy = tl.minimum(tl.maximum(cy, 0), Hs - 1)
         cx = tl.minimum(tl.maximum(cx, 0), Ws - 1)
         new = mask & ((cy != qy) | (cx != qx))
-        c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, new, best, C, C2, CP, BLOCK)
+        c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, new, best, CP, BLOCK)
         better = new & (c < best)
         return tl.where(better, cy, qy), tl.where(better, cx, qx), tl.where(better, c, best)
 
     @triton.jit
     def _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, ey: tl.constexpr, ex: tl.constexpr,
                    H, W, Hs, Ws, offs_ptr, S, gw, mask,
-                   C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+                   CP: tl.constexpr, BLOCK: tl.constexpr):
         """Consider the match of neighbour (y + ey, x + ex), shifted back by (ey, ex)."""
         n = base + tl.minimum(tl.maximum(py + ey, 0), H - 1) * W + tl.minimum(tl.maximum(px + ex, 0), W - 1)
         cy = tl.load(nnf_in + n, mask=mask, other=0).to(tl.int32) - ey
         cx = tl.load(nnf_in + H * W + n, mask=mask, other=0).to(tl.int32) - ex
         return _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws,
-                         offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+                         offs_ptr, S, gw, mask, CP, BLOCK)
 
     # sizes, radii and salts change between pyramid levels and iterations: not specialised on, so one
     # compile per channel layout serves all of them (each specialisation is another JIT compile)
     @triton.jit(do_not_specialize=["H", "W", "Hs", "Ws", "S", "gw", "radius", "salt64"])
     def _iteration_kernel(tg, te, sg, ss, nnf_in, nnf_out, cost_out, keys, offs_ptr,
                           H, W, Hs, Ws, S, gw, radius, salt64,
-                          C: tl.constexpr, C2: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+                          CP: tl.constexpr, BLOCK: tl.constexpr):
         HW = H * W
         b, p, mask, py, px = _pixels(W, HW, BLOCK)
         base = b.to(tl.int64) * 2 * HW
         qy = tl.load(nnf_in + base + p, mask=mask, other=0).to(tl.int32)
         qx = tl.load(nnf_in + base + HW + p, mask=mask, other=0).to(tl.int32)
         best = _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, float("inf"),
-                     C, C2, CP, BLOCK)
+                     CP, BLOCK)
         # propagation: the 4 neighbours' matches shifted back, read from the incoming field (Jacobi),
         # in the order of patchmatch._DIRECTIONS: (0, 1), (0, -1), (1, 0), (-1, 0)
         qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, 1, H, W, Hs, Ws,
-                                  offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+                                  offs_ptr, S, gw, mask, CP, BLOCK)
         qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, -1, H, W, Hs, Ws,
-                                  offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+                                  offs_ptr, S, gw, mask, CP, BLOCK)
         qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 1, 0, H, W, Hs, Ws,
-                                  offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+                                  offs_ptr, S, gw, mask, CP, BLOCK)
         qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, -1, 0, H, W, Hs, Ws,
-                                  offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+                                  offs_ptr, S, gw, mask, CP, BLOCK)
         # random search, radius halving to 1; same hash as patchmatch._hash_ints
         kmix = _mix(tl.load(keys + b))
         s64 = salt64.to(tl.int64)
@@ -131,7 +131,7 @@ if triton is not None:
             cy = qy + (_mix(h0 + p.to(tl.int64)) % span).to(tl.int32) - r
             cx = qx + (_mix(h0 + HW + p.to(tl.int64)) % span).to(tl.int32) - r
             qy, qx, best = _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws,
-                                     offs_ptr, S, gw, mask, C, C2, CP, BLOCK)
+                                     offs_ptr, S, gw, mask, CP, BLOCK)
             r = r // 2
             i += 1
         tl.store(nnf_out + base + p, qy.to(tl.int64), mask=mask)
@@ -215,7 +215,7 @@ def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: 
         _iteration_kernel[grid](
             tg, est, sg, ss, nnf, out, cost, keys.contiguous(), offs, h, w, hs, ws, len(offsets),
             float(guide_weight), int(radius), int(salt) * 64,
-            C=c, C2=c2, CP=cp, BLOCK=BLOCK,
+            CP=cp, BLOCK=BLOCK,
         )
     return out, cost
 
