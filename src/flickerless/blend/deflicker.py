@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, InputError
-from .frames import FrameSource, FrameStore, SubFrames, _pixel_scale, as_source
+from .frames import FrameSource, FrameStore, SubFrames, _pixel_scale, as_source, to_hwc_uint8
 from .detail import resolve_detail, restore_detail
 from .patchmatch import PatchMatchOptions, final_vote, patchmatch, remap
 from .schedule import count_table_remaps, table_levels, table_query, window_pairs, window_sources
@@ -817,7 +817,7 @@ def deflicker(
         out = np.empty((n, h, w, 3), dtype=np.uint8)
 
         def sink(i, img):
-            out[i] = img.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            out[i] = to_hwc_uint8(img).cpu().numpy()
 
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
                   progress=progress, device_budget=device_budget, cuts=cuts, matches=matches,

@@ -19,7 +19,7 @@ from typing import Hashable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "SubFrames", "as_source", "FrameStore"]
+__all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "SubFrames", "as_source", "FrameStore", "to_hwc_uint8"]
 
 
 class FrameSource:
@@ -44,6 +44,13 @@ def _pixel_scale(dtype, what: str) -> float:
             not isinstance(dtype, torch.dtype) and np.issubdtype(dtype, np.floating)):
         return 1.0
     raise ValueError(f"{what} must be uint8 (0-255) or floats in [0, 1], got {dtype}")
+
+
+def to_hwc_uint8(img: torch.Tensor) -> torch.Tensor:
+    """A ``(3, H, W)`` float image in [0, 1] as a contiguous ``(H, W, 3)`` uint8 tensor (rounded) on its
+    own device: what writers, PNGs and uint8 arrays take. Made contiguous where it is, so a GPU image
+    comes to the host as one plain copy."""
+    return img.float().clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous()
 
 
 class TensorFrames(FrameSource):

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..blend.frames import to_hwc_uint8
 from ..errors import DeviceError, InputError, OutputError
 from .templates import apply_overrides, dumps, load_template, window_value
 
@@ -151,7 +152,7 @@ def _to_tensor(frames) -> torch.Tensor:
 
 
 def _to_uint8(t: torch.Tensor) -> np.ndarray:
-    return t.float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return to_hwc_uint8(t).cpu().numpy()
 
 
 def _save_png(path: Path, img: np.ndarray) -> None:
