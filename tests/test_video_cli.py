@@ -28,9 +28,18 @@ def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone):
     assert np.abs(back[:, :71, :95].astype(int) - clip.astype(int)).mean() < 4
 
 
-def test_disk_frames_random_access(carphone):
+def test_disk_frames_random_access(carphone, tmp_path):
     with video.DiskFrames(iter(carphone[:6])) as d:
         assert len(d) == 6 and np.array_equal(d[4], carphone[4]) and np.array_equal(d[-1], carphone[5])
+        d.append(carphone[7])  # appended frames read back at once, interleaved with reads
+        assert len(d) == 7 and np.array_equal(d[6], carphone[7]) and np.array_equal(d[0], carphone[0])
+        with pytest.raises(InputError, match="all frames must have one size"):
+            d.append(carphone[8, :10])
+    assert not os.path.exists(d.path)
+    # a clip whose frames change size is refused while it is read, and leaves no file behind
+    with pytest.raises(InputError, match="frame 2 is"):
+        video.DiskFrames([carphone[0], carphone[1], carphone[2, :10]], tmpdir=str(tmp_path))
+    assert not list(tmp_path.iterdir())
 
 
 def test_failed_write_leaves_existing_output(tmp_path):

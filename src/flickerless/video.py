@@ -222,18 +222,14 @@ class DiskFrames:
         fd, self.path = tempfile.mkstemp(prefix="flickerless-frames-", suffix=".u8", dir=tmpdir)
         self.n = 0
         self.shape: tuple[int, int, int] | None = None
-        with os.fdopen(fd, "wb") as f:
-            for fr in frames:
-                fr = np.ascontiguousarray(fr, dtype=np.uint8)
-                if self.shape is None:
-                    self.shape = fr.shape
-                elif fr.shape != self.shape:
-                    self.close()
-                    raise InputError(f"frame {self.n} is {fr.shape[1]}x{fr.shape[0]}, earlier frames are "
-                                     f"{self.shape[1]}x{self.shape[0]}: all frames must have one size")
-                f.write(fr.tobytes())
-                self.n += 1
+        self._out = os.fdopen(fd, "wb")  # appends go here; reads through their own handle
         self._fh = open(self.path, "rb")
+        try:
+            for fr in frames:
+                self.append(fr)
+        except BaseException:
+            self.close()
+            raise
 
     def append(self, frame: np.ndarray) -> None:
         """Add a frame at the end (a clip written as it is computed)."""
@@ -241,9 +237,9 @@ class DiskFrames:
         if self.shape is None:
             self.shape = frame.shape
         elif frame.shape != self.shape:
-            raise ValueError(f"frame {self.n} is {frame.shape}, earlier frames are {self.shape}")
-        with open(self.path, "ab") as f:
-            f.write(frame.tobytes())
+            raise InputError(f"frame {self.n} is {frame.shape[1]}x{frame.shape[0]}, earlier frames are "
+                             f"{self.shape[1]}x{self.shape[0]}: all frames must have one size")
+        self._out.write(frame.tobytes())
         self.n += 1
 
     @property
@@ -257,14 +253,16 @@ class DiskFrames:
         if not -self.n <= i < self.n:
             raise IndexError(i)
         i %= self.n
+        self._out.flush()  # frames appended since the last read
         self._fh.seek(i * self.frame_bytes)
         return np.frombuffer(self._fh.read(self.frame_bytes), dtype=np.uint8).reshape(self.shape)
 
     def close(self) -> None:
-        fh = getattr(self, "_fh", None)
-        if fh is not None:
-            fh.close()
-            self._fh = None
+        for name in ("_out", "_fh"):
+            fh = getattr(self, name, None)
+            if fh is not None:
+                fh.close()
+                setattr(self, name, None)
         if os.path.exists(self.path):
             os.unlink(self.path)
 
@@ -608,7 +606,9 @@ def host_frame(img):
     :class:`BackgroundWriter`; the caller's thread goes on queueing work); on the CPU the array."""
     import torch
 
-    u8 = img.clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous()
+    from .blend.frames import to_hwc_uint8
+
+    u8 = to_hwc_uint8(img)
     if u8.device.type != "cuda":
         return u8.cpu().numpy()  # the CPU (no copy), or another accelerator (MPS: a plain copy)
     host = torch.empty(u8.shape, dtype=torch.uint8, pin_memory=True)
