@@ -567,10 +567,6 @@ class BackgroundWriter(_Output):
     def count(self) -> int:
         return self.writer.count
 
-    @property
-    def path(self) -> Path:
-        return self.writer.path
-
     def write(self, frame) -> None:
         if self._error is not None:
             self._finish()
