@@ -75,6 +75,8 @@ def test_uint8_tensors_and_float_arrays_come_back_as_given(pair):
     as_floats = deflicker(g / 255.0, s.astype(np.float32) / 255, **kw)
     diff = np.abs(as_floats * 255 - ref)  # rounding, and on a GPU float ties that go the other way
     assert as_floats.dtype == np.float32 and diff.max() <= 2 and diff.mean() < 0.5  # misread: ~100
+    as_doubles = deflicker(g / 255.0, s / 255.0, **kw)  # float64 in, float64 out
+    assert as_doubles.dtype == np.float64 and np.abs(as_doubles - as_floats).max() < 1e-6
     chw = torch.from_numpy(s).permute(0, 3, 1, 2)
     as_bytes = deflicker(torch.from_numpy(g).permute(0, 3, 1, 2), chw, **kw)
     assert as_bytes.dtype == torch.uint8 and np.array_equal(as_bytes.permute(0, 2, 3, 1).numpy(), ref)

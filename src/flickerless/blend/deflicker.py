@@ -807,8 +807,8 @@ def deflicker(
             else:
                 out[i].copy_(img.clamp_(0, 1), non_blocking=pin)
 
-    elif np.issubdtype(np.asarray(like[0]).dtype, np.floating):  # float arrays in [0, 1] come back so
-        out = np.empty((n, h, w, 3), dtype=np.float32)
+    elif np.issubdtype(np.asarray(like[0]).dtype, np.floating):  # float arrays in [0, 1] come back so,
+        out = np.empty((n, h, w, 3), dtype=np.asarray(like[0]).dtype)  # of the type they came in
 
         def sink(i, img):
             out[i] = img.clamp(0, 1).permute(1, 2, 0).cpu().numpy()
