@@ -69,6 +69,24 @@ def test_iteration_matches_torch(mod, device, frames):
 
 
 @pytest.mark.parametrize("mod, device", BACKENDS)
+def test_level_laid_out_once_gives_the_same_iteration(mod, device, frames):
+    """``Level`` lays a pyramid level's images out once for all its iterations and votes the estimate
+    straight into the iteration's layout: the fields and costs are exactly those of voting, then
+    iterating, from the images as given (also with a 4-channel style, padded to 4 as the guide is)."""
+    tgt, src, sty = (t.to(device) for t in frames)
+    keys = torch.arange(4, device=device) * 7 + 3
+    nnf = pm.initialize(4, tgt.shape[-2:], src.shape[-2:], "random", keys, device)
+    for style in (sty, torch.cat([sty, sty[:, :1] * 0.5], 1)):
+        level = mod.Level(tgt, src, style)
+        for size, salt in ((13, 5), (5, 7)):
+            offs = pm.patch_offsets(size, 3)
+            n1, c1 = mod.iteration(tgt, mod.vote(style, nnf, offs), src, style, nnf, keys, offs, 10.0, 16, salt)
+            n2, c2 = level.iteration(nnf, keys, offs, 10.0, 16, salt)
+            assert torch.equal(n1, n2) and torch.equal(c1, c2)
+            nnf = n2
+
+
+@pytest.mark.parametrize("mod, device", BACKENDS)
 def test_remap_matches_torch(mod, device, frames):
     tgt, src, sty = (t.to(device) for t in frames)
     keys = torch.arange(4, device=device)

@@ -152,22 +152,45 @@ def _offsets(offsets: Sequence[tuple[int, int]]) -> np.ndarray:
     return np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
 
 
-def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
-    """One PatchMatch iteration (cost, propagation, random search). Returns (nnf, cost)."""
-    b, _, h, w = tg.shape
-    nnf_in = _np(nnf, torch.int64)
+class Level:
+    """One pyramid level's images, made channel-last once for all of its iterations (as
+    :class:`flickerless.blend.kernels.Level`)."""
+
+    def __init__(self, tg: torch.Tensor, sg: torch.Tensor, ss: torch.Tensor):
+        self.tg, self.sg, self.ss = (_np_last(t) for t in (tg, sg, ss))
+
+    def iteration(self, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
+        """As :func:`iteration` with this level's images; the estimate is voted from their style."""
+        nnf_in = _np(nnf, torch.int64)
+        est = np.ascontiguousarray(_vote_np(self.ss, nnf_in, offsets).transpose(0, 2, 3, 1))
+        return _iterate(self.tg, est, self.sg, self.ss, nnf_in, keys, offsets, guide_weight, radius, salt)
+
+
+def _iterate(tg, est, sg, ss, nnf_in, keys, offsets, guide_weight, radius, salt):
+    b, h, w = tg.shape[:3]
     out = np.empty_like(nnf_in)
     cost = np.empty((b, h, w), dtype=np.float32)
-    _iteration(_np_last(tg), _np_last(est), _np_last(sg), _np_last(ss), nnf_in, out, cost,
-               _np(keys, torch.int64), _offsets(offsets), float(guide_weight), int(radius), int(salt))
+    _iteration(tg, est, sg, ss, nnf_in, out, cost, _np(keys, torch.int64), _offsets(offsets), float(guide_weight),
+               int(radius), int(salt))
     return torch.from_numpy(out), torch.from_numpy(cost)
+
+
+def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
+    """One PatchMatch iteration (cost, propagation, random search) against the estimate ``est``.
+    Returns (nnf, cost)."""
+    return _iterate(_np_last(tg), _np_last(est), _np_last(sg), _np_last(ss), _np(nnf, torch.int64), keys, offsets,
+                    guide_weight, radius, salt)
+
+
+def _vote_np(src: np.ndarray, nnf: np.ndarray, offsets) -> np.ndarray:
+    """Vote from a channel-last ``(B, Hs, Ws, C)`` source; ``(B, C, H, W)`` out."""
+    b, c = src.shape[0], src.shape[3]
+    h, w = nnf.shape[-2:]
+    out = np.empty((b, c, h, w), dtype=np.float32)
+    _vote(src, nnf, out, _offsets(offsets))
+    return out
 
 
 def vote(source: torch.Tensor, nnf: torch.Tensor, offsets) -> torch.Tensor:
     """Patch voting, as :func:`flickerless.blend.patchmatch.vote`."""
-    src = _np_last(source)
-    b, c = src.shape[0], src.shape[3]
-    h, w = nnf.shape[-2:]
-    out = np.empty((b, c, h, w), dtype=np.float32)
-    _vote(src, _np(nnf, torch.int64), out, _offsets(offsets))
-    return torch.from_numpy(out)
+    return torch.from_numpy(_vote_np(_np_last(source), _np(nnf, torch.int64), offsets))

@@ -140,7 +140,7 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["H", "W", "Hs", "Ws", "S"])
     def _vote_kernel(src, nnf, out, offs_ptr, H, W, Hs, Ws, S,
-                     C: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr):
+                     C: tl.constexpr, CP: tl.constexpr, LAST: tl.constexpr, BLOCK: tl.constexpr):
         HW = H * W
         b, p, mask, py, px = _pixels(W, HW, BLOCK)
         ch = tl.arange(0, CP)
@@ -165,8 +165,12 @@ if triton is not None:
             acc += v
             cnt += valid.to(tl.float32)
         res = acc / tl.maximum(cnt, 1.0)[:, None]
-        optr = out + (b * C + ch[None, :]).to(tl.int64) * HW + p[:, None]
-        tl.store(optr, res, mask=mask[:, None] & (ch < C)[None, :])
+        if LAST:  # (B, H, W, CP), zero-padded as the source is: what the iteration kernel reads
+            optr = out + (b.to(tl.int64) * HW + p[:, None]) * CP + ch[None, :]
+            tl.store(optr, res, mask=mask[:, None] & (ch < CP)[None, :])
+        else:
+            optr = out + (b * C + ch[None, :]).to(tl.int64) * HW + p[:, None]
+            tl.store(optr, res, mask=mask[:, None] & (ch < C)[None, :])
 
 
 _OFFSETS: dict[tuple, torch.Tensor] = {}
@@ -197,13 +201,25 @@ def _last(t: torch.Tensor, cp: int) -> torch.Tensor:
     return out
 
 
-def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
-    """One PatchMatch iteration (cost, propagation, random search). Returns (nnf, cost)."""
-    b, c, h, w = tg.shape
-    c2 = est.shape[1]
-    hs, ws = sg.shape[-2:]
-    cp = _cp(max(c, c2))
-    tg, est, sg, ss = (_last(t, cp) for t in (tg, est, sg, ss))
+class Level:
+    """One pyramid level's images, made channel-last once (:func:`_last`) for all of its iterations:
+    the target guide, the source guide and the source style do not change between iterations, and
+    each vote's estimate is written channel-last by the vote kernel itself."""
+
+    def __init__(self, tg: torch.Tensor, sg: torch.Tensor, ss: torch.Tensor):
+        self.c, self.c2 = tg.shape[1], ss.shape[1]
+        self.cp = _cp(max(self.c, self.c2))
+        self.tg, self.sg, self.ss = (_last(t, self.cp) for t in (tg, sg, ss))
+
+    def iteration(self, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
+        """As :func:`iteration` with this level's images; the estimate is voted from their style."""
+        est = _vote(self.ss, self.c2, self.cp, nnf, offsets, last=True)
+        return _iterate(self.tg, est, self.sg, self.ss, self.cp, nnf, keys, offsets, guide_weight, radius, salt)
+
+
+def _iterate(tg, est, sg, ss, cp, nnf, keys, offsets, guide_weight, radius, salt):
+    b, h, w = tg.shape[:3]
+    hs, ws = sg.shape[1:3]
     nnf = nnf.contiguous()
     out = torch.empty_like(nnf)
     cost = torch.empty(b, h, w, device=tg.device, dtype=torch.float32)
@@ -220,14 +236,30 @@ def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: 
     return out, cost
 
 
+def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
+    """One PatchMatch iteration (cost, propagation, random search) against the estimate ``est``.
+    Returns (nnf, cost)."""
+    cp = _cp(max(tg.shape[1], est.shape[1]))
+    tg, est, sg, ss = (_last(t, cp) for t in (tg, est, sg, ss))
+    return _iterate(tg, est, sg, ss, cp, nnf, keys, offsets, guide_weight, radius, salt)
+
+
+def _vote(source_last: torch.Tensor, c: int, cp: int, nnf: torch.Tensor, offsets, last: bool) -> torch.Tensor:
+    b, hs, ws = source_last.shape[:3]
+    h, w = nnf.shape[-2:]
+    if last:
+        out = torch.empty(b, h, w, cp, device=source_last.device, dtype=torch.float32)
+    else:
+        out = torch.empty(b, c, h, w, device=source_last.device, dtype=torch.float32)
+    offs = _offsets_tensor(offsets, source_last.device)
+    grid = (triton.cdiv(h * w, BLOCK), b)
+    with torch.cuda.device(source_last.device):  # see _iterate()
+        _vote_kernel[grid](source_last, nnf.contiguous(), out, offs, h, w, hs, ws, len(offsets),
+                           C=c, CP=cp, LAST=last, BLOCK=BLOCK)
+    return out
+
+
 def vote(source: torch.Tensor, nnf: torch.Tensor, offsets) -> torch.Tensor:
     """Patch voting, as :func:`flickerless.blend.patchmatch.vote`."""
-    b, c, hs, ws = source.shape
-    source = _last(source, _cp(c))
-    h, w = nnf.shape[-2:]
-    out = torch.empty(b, c, h, w, device=source.device, dtype=torch.float32)
-    offs = _offsets_tensor(offsets, source.device)
-    grid = (triton.cdiv(h * w, BLOCK), b)
-    with torch.cuda.device(source.device):  # see iteration()
-        _vote_kernel[grid](source, nnf.contiguous(), out, offs, h, w, hs, ws, len(offsets), C=c, CP=_cp(c), BLOCK=BLOCK)
-    return out
+    c = source.shape[1]
+    return _vote(_last(source, _cp(c)), c, _cp(c), nnf, offsets, last=False)

@@ -467,11 +467,15 @@ def patchmatch(
     tg0, sg0, ss0 = (t.to(dtype) for t in (target_guide, source_guide, source_style))
     kernels = _kernels(opts.backend, dev)
 
-    def iterate(tg, sg, ss, nnf, patch_size, radius, salt):
+    def level(tg, sg, ss):
+        """A level's images as ``iterate`` takes them: the fused kernels lay them out once per level."""
+        return kernels.Level(tg, sg, ss) if kernels is not None else (tg, sg, ss)
+
+    def iterate(imgs, nnf, patch_size, radius, salt):
         offs = patch_offsets(patch_size, opts.samples)
         if kernels is not None:
-            estimate = kernels.vote(ss, nnf, offs)
-            return kernels.iteration(tg, estimate, sg, ss, nnf, keys, offs, opts.guide_weight, radius, salt)
+            return imgs.iteration(nnf, keys, offs, opts.guide_weight, radius, salt)
+        tg, sg, ss = imgs
         spp = len(offs)
         estimate = vote(ss, nnf, offs)
         tdesc = describe(torch.cat((tg * sw, estimate), 1), offs)
@@ -488,16 +492,17 @@ def patchmatch(
         nnf = _clamp_nnf(init_nnf.to(dev, torch.int64), *sg0.shape[-2:])
         n = opts.refine_iterations
         sizes = opts.patch_sizes[-n:] if n <= len(opts.patch_sizes) else opts.patch_sizes
+        imgs = level(tg0, sg0, ss0)
         for it in range(n):
             size = sizes[it * len(sizes) // n]
-            nnf, cost = iterate(tg0, sg0, ss0, nnf, size, opts.search_radius, salt=2 * (10_007 + it) + 1)
+            nnf, cost = iterate(imgs, nnf, size, opts.search_radius, salt=2 * (10_007 + it) + 1)
         return (nnf, cost) if return_cost else nnf
 
     nnf = None
     prev_src = None
     levels = _level_sizes(tuple(tg0.shape[-2:]), tuple(sg0.shape[-2:]), opts)
     for li, (size, src_size) in enumerate(levels):
-        tg, sg, ss = _resize(tg0, size), _resize(sg0, src_size), _resize(ss0, src_size)
+        imgs = level(_resize(tg0, size), _resize(sg0, src_size), _resize(ss0, src_size))
         if nnf is None:
             nnf = initialize(b, size, src_size, opts.init, keys, dev)
         else:
@@ -505,7 +510,7 @@ def patchmatch(
         prev_src = src_size
         radius = max(src_size) if li == 0 else opts.search_radius
         for it in range(opts.iterations):
-            nnf, cost = iterate(tg, sg, ss, nnf, opts.patch_size_at(it), radius, salt=(li * 97 + it) * 2 + 1)
+            nnf, cost = iterate(imgs, nnf, opts.patch_size_at(it), radius, salt=(li * 97 + it) * 2 + 1)
     return (nnf, cost) if return_cost else nnf
 
 
