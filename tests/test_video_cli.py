@@ -553,3 +553,55 @@ def test_iter_frames_range_reads_only_what_it_returns(tmp_path, carphone):
     assert info.frames == 2 and np.array_equal(frames[1], clip[5])
     (folder / "0.png").write_bytes(b"broken")  # not loaded when the range starts after it
     assert [int(f[0, 0, 0]) for f in video.iter_frames(folder, 1, 3)] == [int(f[0, 0, 0]) for f in clip[1:3]]
+
+
+def test_guide_and_style_are_read_at_once_and_a_failure_leaves_nothing(tmp_path, carphone):
+    """The command line decodes the guide and the style at the same time (``_open_both``). When either
+    read fails, or is interrupted, the other stops at its next frame, both are closed, and no spilled
+    frames are left on disk; the error is the one that happened."""
+    import threading
+
+    from flickerless.cli import _open_both
+
+    clip = carphone[:8]
+    video.write(tmp_path / "c.mp4", clip, 10)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+
+    def on_disk(cancel=None):  # memory_limit 0: every clip goes to a DiskFrames file in ``spill``
+        return video.open_frames(tmp_path / "c.mp4", memory_limit=0, tmpdir=str(spill), cancel=cancel)[0]
+
+    a, b = _open_both(on_disk, on_disk)
+    assert len(a) == len(b) == 8 and np.array_equal(a[7], b[7])
+    a.close(), b.close()
+    assert not list(spill.iterdir())
+
+    started = threading.Event()
+
+    def slow(cancel):  # a long read that only ends when told to
+        def frames():
+            while True:
+                started.set()
+                yield clip[0]
+        return video.DiskFrames(video._until(frames(), cancel), tmpdir=str(spill))
+
+    def fails():
+        started.wait(5)
+        raise InputError("the guide is broken")
+
+    with pytest.raises(InputError, match="the guide is broken"):
+        _open_both(fails, slow)
+    assert not list(spill.iterdir())
+
+    def second_fails(cancel):
+        raise InputError("the style is broken")
+
+    with pytest.raises(InputError, match="the style is broken"):
+        _open_both(on_disk, second_fails)
+    assert not list(spill.iterdir())
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(video.ReadCancelled):
+        on_disk(cancel)
+    assert not list(spill.iterdir())

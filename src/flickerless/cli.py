@@ -158,6 +158,39 @@ def _devices(text):
     return [resolve_device(t.strip()) for t in text.split(",") if t.strip()]
 
 
+def _open_both(first, second):
+    """``(first(), second(cancel))``, the two at once (``second`` in a thread, which stops at its next
+    frame once ``cancel`` is set). When either fails or is interrupted, the other is stopped, what was
+    opened is closed (a clip spilled to disk leaves no file) and the error is raised."""
+    import threading
+
+    cancel = threading.Event()
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = second(cancel)
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name="flickerless-read", daemon=True)
+    thread.start()
+    a = None
+    try:
+        a = first()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+    except BaseException:
+        cancel.set()
+        thread.join()
+        for opened in (a, box.get("value")):
+            if hasattr(opened, "close"):
+                opened.close()
+        raise
+    return a, box["value"]
+
+
 def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: bool) -> dict:
     """Frames ``a..b-1`` of the clip on ``device``: read with the neighbours they blend with (so that
     they come out as in a whole-clip run), each handed to ``emit`` in order as ``(H, W, 3)`` uint8, or
@@ -177,8 +210,14 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
     else:
         lo, hi = max(0, a - args.window), min(n, b + args.window)
     h, w = job["size"]
-    guide, _ = open_frames(args.guide, start=lo, stop=hi)
-    closers = [guide]
+    if mode == "keyframes":
+        guide, _ = open_frames(args.guide, start=lo, stop=hi)
+        sframes = None
+    else:  # the guide and the style are decoded at once, each in a thread (the decoders release the GIL)
+        guide, sframes = _open_both(lambda: open_frames(args.guide, start=lo, stop=hi)[0],
+                                    lambda cancel: open_frames(args.style, resize=(h, w), start=lo, stop=hi,
+                                                               cancel=cancel)[0])
+    closers = [guide, sframes]
     try:
         style, keyframes = None, None
         if mode == "keyframes":
@@ -188,8 +227,6 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
                     img = img if img.shape[:2] == (h, w) else resize_frame(img, (h, w))
                     keyframes[k - lo] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
         else:
-            sframes, _ = open_frames(args.style, resize=(h, w), start=lo, stop=hi)
-            closers.append(sframes)
             style = ArrayFrames(sframes)
         pending: dict = {}  # index -> frame (or callable), until the frames before it are handed on
         nxt = [a - lo]  # the next frame to hand on, counted from lo

@@ -147,8 +147,13 @@ def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.nd
             yield img
         return
     container = _open_container(path)
+    stream = container.streams.video[0]
+    try:  # frame and slice threads: FFmpeg decodes on every core (one thread by default in PyAV)
+        stream.thread_type = "AUTO"
+    except (AttributeError, ValueError, TypeError):  # an older PyAV
+        pass
     try:
-        for i, frame in enumerate(container.decode(video=0)):
+        for i, frame in enumerate(container.decode(stream)):
             if stop is not None and i >= stop:
                 break
             if i < start:
@@ -273,15 +278,30 @@ class DiskFrames:
         self.close()
 
 
+class ReadCancelled(Exception):
+    """Reading was stopped from another thread (:func:`open_frames`' ``cancel``)."""
+
+
+def _until(frames: Iterable[np.ndarray], cancel) -> Iterator[np.ndarray]:
+    for f in frames:
+        if cancel.is_set():
+            raise ReadCancelled("reading stopped")
+        yield f
+
+
 def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, resize: tuple[int, int] | None = None,
-                start: int = 0, stop: int | None = None):
+                start: int = 0, stop: int | None = None, cancel=None):
     """Random-access frames of a clip: an in-memory array when the clip fits ``memory_limit`` bytes,
     else a :class:`DiskFrames`. ``resize=(H, W)`` resizes every frame (Lanczos); ``start``/``stop``
-    keep frames ``start:stop`` only (renumbered from 0). Returns (frames, info)."""
+    keep frames ``start:stop`` only (renumbered from 0). ``cancel``: a :class:`threading.Event`; once
+    it is set, reading stops at the next frame with :class:`ReadCancelled` (nothing is left on disk).
+    Returns (frames, info)."""
     info = probe(path)
     if info.frames == 0:
         raise InputError(f"{path}: has no frames")
     frames: Iterable[np.ndarray] = iter_frames(path, start, stop)
+    if cancel is not None:
+        frames = _until(frames, cancel)
     if start or stop is not None:
         count = len(range(info.frames)[start:stop])
         if count == 0:
