@@ -605,3 +605,13 @@ def test_guide_and_style_are_read_at_once_and_a_failure_leaves_nothing(tmp_path,
     with pytest.raises(video.ReadCancelled):
         on_disk(cancel)
     assert not list(spill.iterdir())
+
+
+def test_frames_read_into_memory_fill_one_array_whatever_the_container_said(carphone):
+    """A clip read into memory fills one array made up front from the container's frame count (no
+    second copy while stacking); a container that said too many or too few frames still gives every
+    frame decoded, in order."""
+    clip = carphone[:5]
+    for said in (5, 3, 8):
+        arr = video._fill(iter(clip), (said, *clip.shape[1:]))
+        assert arr.shape == clip.shape and np.array_equal(arr, clip)

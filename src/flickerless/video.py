@@ -311,12 +311,26 @@ def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, re
         frames = (resize_frame(f, resize) for f in frames)
         info = VideoInfo(info.frames, resize[0], resize[1], info.fps)
     if info.frames * info.height * info.width * 3 <= memory_limit:
-        arr = np.stack(list(frames))
+        arr = _fill(frames, (info.frames, info.height, info.width, 3))
         if len(arr) == 0:
             raise InputError(f"{path}: has no frames")
         return arr, VideoInfo(len(arr), info.height, info.width, info.fps)
     disk = DiskFrames(frames, tmpdir=tmpdir)
     return disk, VideoInfo(len(disk), info.height, info.width, info.fps)
+
+
+def _fill(frames: Iterable[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """The frames in one array made up front (a list then stacked holds the clip twice): ``shape``
+    is what the container said; fewer frames are cut off, more are appended."""
+    arr = np.empty(shape, dtype=np.uint8)
+    n, extra = 0, []
+    for f in frames:
+        if n < len(arr):
+            arr[n] = f
+            n += 1
+        else:
+            extra.append(f)
+    return np.concatenate([arr, np.stack(extra)]) if extra else arr[:n]
 
 
 def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
