@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, InputError
-from .frames import FrameSource, FrameStore, SubFrames, _pixel_scale, as_source, to_hwc_uint8
+from .frames import FrameSource, FrameStore, SubFrames, _pixel_scale, as_source, index_tensor, to_hwc_uint8
 from .detail import resolve_detail, restore_detail
 from .patchmatch import PatchMatchOptions, final_vote, patchmatch, remap
 from .schedule import count_table_remaps, table_levels, table_query, window_pairs, window_sources
@@ -237,7 +237,7 @@ class Remapper:
         """PatchMatch's seeds, one per pair (src, tgt): from the frames' numbers in the whole video, so
         a pair is searched the same way in every shot, range or clip length it is met in."""
         base = self.first_frame + self.offset
-        return torch.tensor([((base + s) << 20) + base + t for s, t in pairs], dtype=torch.int64, device=self.device)
+        return index_tensor([((base + s) << 20) + base + t for s, t in pairs], self.device)
 
     def entries(self, style: FrameSource, idx: Sequence[int], raw: bool = False) -> torch.Tensor:
         """Frames ``idx`` of ``style`` as entries: colour, [own guide], [weight 1]. ``raw``: without
@@ -312,7 +312,7 @@ class Remapper:
                 rows = [k for k, f in enumerate(found) if (f is not None) == warm]
                 if not rows:
                     continue
-                sel = torch.tensor(rows, device=self.device)
+                sel = index_tensor(rows, self.device)
                 init = torch.stack([found[k] for k in rows]).to(self.device) if warm else None
                 out[sel], nnf[sel] = remap(style[sel], tg[sel], sg[sel], self.options, keys[sel], init_nnf=init,
                                            return_nnf=True)

@@ -19,7 +19,8 @@ from typing import Hashable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "SubFrames", "as_source", "FrameStore", "to_hwc_uint8"]
+__all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "SubFrames", "as_source", "FrameStore", "to_hwc_uint8",
+           "to_device", "index_tensor"]
 
 
 class FrameSource:
@@ -44,6 +45,23 @@ def _pixel_scale(dtype, what: str) -> float:
             not isinstance(dtype, torch.dtype) and np.issubdtype(dtype, np.floating)):
         return 1.0
     raise ValueError(f"{what} must be uint8 (0-255) or floats in [0, 1], got {dtype}")
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on ``device`` without making the host wait: to a GPU through pinned memory, so
+    the copy is queued behind the kernels already launched instead of waiting for them (a copy from
+    pageable memory waits for the GPU's queue to drain, and the GPU then idles while the host
+    prepares what comes next). The pinned buffer comes from torch's caching host allocator, which
+    reuses it only once the copy has been done."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
+
+
+def index_tensor(values: Sequence[int], device) -> torch.Tensor:
+    """``values`` as an int64 tensor on ``device``, without waiting for a GPU (:func:`to_device`)."""
+    return to_device(torch.tensor(list(values), dtype=torch.int64), device)
 
 
 def to_hwc_uint8(img: torch.Tensor) -> torch.Tensor:
@@ -73,7 +91,7 @@ class TensorFrames(FrameSource):
             # tensor is copied from pinned memory (a gathered host copy would be pageable: ~10x slower)
             out = consecutive_runs(self.frames, list(indices), device).to(torch.float32)
         else:
-            idx = torch.as_tensor(list(indices), device=self.frames.device, dtype=torch.int64)
+            idx = index_tensor(indices, self.frames.device)
             out = self.frames.index_select(0, idx).to(device=device, dtype=torch.float32)
         return out.div_(self.scale) if self.scale != 1.0 else out
 
@@ -107,8 +125,15 @@ class ArrayFrames(FrameSource):
         return len(self.frames)
 
     def load(self, indices, device) -> torch.Tensor:
-        arr = np.stack([np.asarray(self.frames[int(i)]) for i in indices])
-        t = torch.from_numpy(arr).to(device=device, non_blocking=True).permute(0, 3, 1, 2).to(torch.float32)
+        frames = [np.asarray(self.frames[int(i)]) for i in indices]
+        if torch.device(device).type == "cuda":  # stacked straight into pinned memory (see to_device)
+            dtype = torch.from_numpy(np.empty(0, dtype=frames[0].dtype)).dtype
+            buf = torch.empty((len(frames), *frames[0].shape), dtype=dtype, pin_memory=True)
+            np.stack(frames, out=buf.numpy())
+            t = buf.to(device, non_blocking=True)
+        else:
+            t = torch.from_numpy(np.stack(frames)).to(device)
+        t = t.permute(0, 3, 1, 2).to(torch.float32)
         return t.div_(self.scale) if self.scale != 1.0 else t
 
 
