@@ -8,6 +8,7 @@ the figure is labelled with the settings used.
 
     python benchmarks/memory.py --frames 1000 --device cuda --fast
     python benchmarks/memory.py --frames 120 --device cuda --profile prof.out   # where the time goes
+    python benchmarks/memory.py --frames 120 --device cuda --in-memory   # against deflicker() on the same frames
 
 --profile PATH runs the command under cProfile (main thread only) and prints its 25 costliest calls.
 """
@@ -38,6 +39,9 @@ def main(argv=None):
     p.add_argument("--fast", action="store_true")
     p.add_argument("--tmp", default=None)
     p.add_argument("--profile", default=None, help="write a cProfile of the command here and print its top")
+    p.add_argument("--in-memory", action="store_true",
+                   help="also time flickerless.deflicker() on the same clips decoded onto the device beforehand "
+                        "(what the command line adds: decoding, transfers, spill, encoding)")
     a = p.parse_args(argv)
     src = [f for f in iter_frames(registry_clip("bikes.mp4"))]
     tmp = tempfile.mkdtemp(dir=a.tmp)
@@ -65,6 +69,25 @@ def main(argv=None):
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     print(f"exit {r.returncode}; {dt:.0f} s ({dt / a.frames:.3f} s/frame); peak RSS of the deflicker process: {peak:.2f} GiB")
     print("command:", " ".join(cmd))
+    if a.in_memory:
+        import torch
+
+        from flickerless import deflicker
+        from flickerless.blend.deflicker import resolve_device
+
+        dev = resolve_device(a.device)
+        load = lambda path: torch.from_numpy(np.stack(list(iter_frames(path)))).to(dev).permute(0, 3, 1, 2)  # noqa: E731
+        g, st = load(gpath), load(spath)
+        opts = {"iterations": 1, "patch_sizes": [5]} if a.fast else {}
+        deflicker(g[:8], st[:8], mode="table", window=None if a.window == "inf" else int(a.window), device=dev, **opts)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.time()
+        deflicker(g, st, mode="table", window=None if a.window == "inf" else int(a.window), device=dev, **opts)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        dt = time.time() - t0
+        print(f"deflicker() on the same frames already on {dev} (uint8 tensors): {dt:.1f} s ({dt / a.frames:.3f} s/frame)")
     if a.profile:
         import pstats
 
