@@ -174,6 +174,18 @@ def test_cli_end_to_end(clips, clips_truth, tmp_path, capsys):
     assert psnr(video.read(out2)[0], style) > psnr(result, style) + 5  # tiny sigma: each frame nearly alone
 
 
+def test_cli_crf_sets_the_video_quality(clips, tmp_path):
+    """``--crf``: x264's constant rate factor of a video output; 0 is lossless, higher is smaller."""
+    sizes = {}
+    for crf in ("0", "45"):
+        out = tmp_path / f"crf{crf}.mp4"
+        assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
+                     "-o", str(out), "--device", "cpu", "-q", "--crf", crf, *FASTARGS]) == 0
+        sizes[crf] = out.stat().st_size
+        assert video.probe(out).frames == 6
+    assert sizes["45"] * 3 < sizes["0"]
+
+
 def test_cli_no_detail_returns_the_library_blend_without_restoration(clips, tmp_path):
     from flickerless import deflicker
 
@@ -216,6 +228,7 @@ def test_cli_resize(clips, tmp_path):
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--device", "cuda:7"], "cuda"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "4"], "odd"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--error-sigma", "-1"], "> 0"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--crf", "60"], "0-51"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(clips, tmp_path, capsys, args, message):

@@ -46,6 +46,16 @@ def _positive(text: str) -> int:
     return v
 
 
+def _crf(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer 0-51, got {text!r}") from None
+    if not 0 <= v <= 51:
+        raise argparse.ArgumentTypeError(f"expected an integer 0-51 (0 lossless, 17 the default, 23 x264's), got {v}")
+    return v
+
+
 def _add_patchmatch_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("patch matching")
     g.add_argument("--quality", choices=("draft", "fast", "balanced", "full"),
@@ -66,8 +76,16 @@ def _patchmatch_kwargs(args) -> dict:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other error of the command (subcommands' parsers are made
+    of the same class)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flickerless", description="Flicker-free video from image diffusion models.")
+    p = _Parser(prog="flickerless", description="Flicker-free video from image diffusion models.")
     p.add_argument("--version", action="version", version=f"flickerless {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -88,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (default: from free memory)")
     d.add_argument("--resize", action="store_true", help="resize the style (or keyframes) to the guide's size")
     d.add_argument("--fps", type=float, help="output frame rate (default: the guide's)")
+    d.add_argument("--crf", type=_crf, default=17,
+                   help="H.264 quality of a video output, 0 (lossless) to 51 (default 17: visually lossless; "
+                        "higher: smaller files)")
     d.add_argument("--frames", metavar="START:END",
                    help="only frames START..END-1 of the clip (0-based; either may be left out), blended with "
                         "their neighbours outside the range as in a whole-clip run: to try settings on a stretch, "
@@ -384,7 +405,7 @@ def cmd_deflicker(args) -> int:
         else:
             log.info("the guide's sound is left out: --fps %g changes the timing (the guide is %g fps)", fps, ginfo.fps)
     # encoding (and each frame's copy from the GPU) overlaps the computing of the next frames
-    writer = BackgroundWriter(VideoWriter(args.output, fps, audio=audio, audio_start=start / ginfo.fps))
+    writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio, audio_start=start / ginfo.fps))
     t0 = time.perf_counter()
     try:
         if done_before:
@@ -462,7 +483,10 @@ def cmd_demo(args) -> int:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error already said in one line
+        return e.code if isinstance(e.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2
