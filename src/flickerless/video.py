@@ -127,6 +127,9 @@ def _upright(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(arr, turns)) if turns else arr
 
 
+DECODE_THREADS = 8
+
+
 def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
     """Frames ``start:stop`` of a clip one at a time, ``(H, W, 3)`` uint8, upright, without holding the
     clip in memory. Frames before ``start`` are not loaded (images) or not converted (video, whose
@@ -148,8 +151,10 @@ def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.nd
         return
     container = _open_container(path)
     stream = container.streams.video[0]
-    try:  # frame and slice threads: FFmpeg decodes on every core (one thread by default in PyAV)
+    try:  # frame and slice threads (one thread by default in PyAV); at most DECODE_THREADS, as each thread
+        # holds frames of its own (the command line runs two decoders at once, two per device with several)
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = min(DECODE_THREADS, os.cpu_count() or 1)
     except (AttributeError, ValueError, TypeError):  # an older PyAV
         pass
     try:
