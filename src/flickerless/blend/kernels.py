@@ -207,8 +207,8 @@ class Level:
     each vote's estimate is written channel-last by the vote kernel itself."""
 
     def __init__(self, tg: torch.Tensor, sg: torch.Tensor, ss: torch.Tensor):
-        self.c, self.c2 = tg.shape[1], ss.shape[1]
-        self.cp = _cp(max(self.c, self.c2))
+        self.c2 = ss.shape[1]
+        self.cp = _cp(max(tg.shape[1], self.c2))
         self.tg, self.sg, self.ss = (_last(t, self.cp) for t in (tg, sg, ss))
 
     def iteration(self, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
