@@ -590,21 +590,24 @@ def test_guide_and_style_are_read_at_once_and_a_failure_leaves_nothing(tmp_path,
     assert not list(spill.iterdir())
 
     started = threading.Event()
+    read = []
 
-    def slow(cancel):  # a long read that only ends when told to
+    def slow(cancel):  # a long read (2000 frames) that is to be stopped early
         def frames():
-            while True:
+            for _ in range(2000):
                 started.set()
+                read.append(1)
                 yield clip[0]
         return video.DiskFrames(video._until(frames(), cancel), tmpdir=str(spill))
 
     def fails():
-        started.wait(5)
+        if not started.wait(5):
+            raise AssertionError("the style is not read while the guide is")
         raise InputError("the guide is broken")
 
     with pytest.raises(InputError, match="the guide is broken"):
         _open_both(fails, slow)
-    assert not list(spill.iterdir())
+    assert not list(spill.iterdir()) and len(read) < 2000  # stopped, and its spill file removed
 
     def second_fails(cancel):
         raise InputError("the style is broken")

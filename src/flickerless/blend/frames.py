@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 __all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "SubFrames", "as_source", "FrameStore", "to_hwc_uint8",
-           "to_device", "index_tensor"]
+           "index_tensor"]
 
 
 class FrameSource:
@@ -47,21 +47,15 @@ def _pixel_scale(dtype, what: str) -> float:
     raise ValueError(f"{what} must be uint8 (0-255) or floats in [0, 1], got {dtype}")
 
 
-def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    """A host tensor on ``device`` without making the host wait: to a GPU through pinned memory, so
-    the copy is queued behind the kernels already launched instead of waiting for them (a copy from
-    pageable memory waits for the GPU's queue to drain, and the GPU then idles while the host
-    prepares what comes next). The pinned buffer comes from torch's caching host allocator, which
-    reuses it only once the copy has been done."""
-    device = torch.device(device)
-    if device.type != "cuda" or t.device.type != "cpu":
-        return t.to(device)
-    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
-
-
 def index_tensor(values: Sequence[int], device) -> torch.Tensor:
-    """``values`` as an int64 tensor on ``device``, without waiting for a GPU (:func:`to_device`)."""
-    return to_device(torch.tensor(list(values), dtype=torch.int64), device)
+    """``values`` as an int64 tensor on ``device``, without making the host wait: to a GPU through
+    pinned memory, so the copy is queued behind the kernels already launched instead of waiting for
+    them (a copy from pageable memory waits for the GPU's queue to drain, and the GPU then idles while
+    the host prepares what comes next). The pinned buffer comes from torch's caching host allocator,
+    which reuses it only once the copy has been done."""
+    t = torch.tensor(list(values), dtype=torch.int64)
+    device = torch.device(device)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
 
 
 def to_hwc_uint8(img: torch.Tensor) -> torch.Tensor:
@@ -126,7 +120,7 @@ class ArrayFrames(FrameSource):
 
     def load(self, indices, device) -> torch.Tensor:
         frames = [np.asarray(self.frames[int(i)]) for i in indices]
-        if torch.device(device).type == "cuda":  # stacked straight into pinned memory (see to_device)
+        if torch.device(device).type == "cuda":  # stacked straight into pinned memory (see index_tensor)
             dtype = torch.from_numpy(np.empty(0, dtype=frames[0].dtype)).dtype
             buf = torch.empty((len(frames), *frames[0].shape), dtype=dtype, pin_memory=True)
             np.stack(frames, out=buf.numpy())
