@@ -120,3 +120,27 @@ def test_triton_kernels_on_a_second_gpu(frames):
     t.start()
     t.join()
     assert torch.equal(got["out"], fused)
+
+
+def test_cpu_patch_cost_stops_early_only_where_the_decision_is_the_same():
+    """The numba patch cost stops summing once its mean can no longer fall below the best so far.
+    Whatever the bound, it must keep or drop a candidate as the full sum does, and give the full sum's
+    value exactly where it is kept (the agreement with torch above allows near-tie flips, so it would
+    not catch a slip here)."""
+    import numpy as np
+
+    from flickerless.blend import cpu_kernels as ck
+
+    if not ck.available():
+        pytest.skip("numba not installed")
+    rng = np.random.default_rng(0)
+    tg, te, sg, ss = (rng.random((1, 24, 24, 3), dtype=np.float32) for _ in range(4))
+    offs = np.asarray(pm.patch_offsets(7, None), dtype=np.int64).reshape(-1, 2)
+    for _ in range(200):
+        y, x, qy, qx = rng.integers(0, 24, 4)
+        full = ck._cost(tg, te, sg, ss, 0, y, x, qy, qx, offs, np.float32(10.0), np.inf)
+        for bound in (full * 0.5, full * 0.999, full, full * 1.001, full * 2, rng.random() * 2 * full):
+            got = ck._cost(tg, te, sg, ss, 0, y, x, qy, qx, offs, np.float32(10.0), bound)
+            assert (got < bound) == (full < bound)
+            if full < bound:
+                assert got == full
