@@ -28,6 +28,88 @@ def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone):
     assert np.abs(back[:, :71, :95].astype(int) - clip.astype(int)).mean() < 4
 
 
+# a test card: six saturated colours and two greys, in blocks of 16 px (H.264's chroma is at half size)
+_CARD = np.array([[200, 40, 60], [30, 180, 70], [40, 60, 210], [230, 220, 30],
+                  [20, 200, 210], [190, 50, 200], [128, 128, 128], [235, 235, 235]], np.uint8)
+_MATRICES = {"709": (0.2126, 0.0722), "601": (0.299, 0.114)}
+
+
+def _card(h, w):
+    img = np.empty((h, w, 3), np.uint8)
+    for x in range(0, w, 16):
+        img[:, x:x + 16] = _CARD[(x // 16) % len(_CARD)]
+    return img
+
+
+def _ycbcr(rgb, matrix):
+    """Limited-range Y'CbCr of an RGB image through a matrix, worked out here (not by FFmpeg)."""
+    kr, kb = _MATRICES[matrix]
+    r, g, b = np.moveaxis(rgb.astype(np.float64) / 255, -1, 0)
+    y = kr * r + (1 - kr - kb) * g + kb * b
+    return 16 + 219 * y, 128 + 224 * (b - y) / (2 * (1 - kb)), 128 + 224 * (r - y) / (2 * (1 - kr))
+
+
+def _centres(img, w):
+    """Each block's middle pixel: away from the edges that chroma subsampling and the codec blur."""
+    return np.stack([img[img.shape[0] // 2, x + 8] for x in range(0, w - 15, 16)]).astype(int)
+
+
+@pytest.mark.parametrize("h, w, matrix, tag", [(720, 1280, "709", 1), (144, 176, "601", 6)])
+def test_written_colours_use_and_say_the_matrix_players_assume(h, w, matrix, tag, tmp_path, sound_clip):
+    import av
+
+    card = _card(h, w)
+    for out, audio in [(tmp_path / "card.mp4", None), (tmp_path / "sound.mkv", sound_clip)]:
+        with video.VideoWriter(out, 25, audio=audio) as wr:
+            for _ in range(3):
+                wr.write(card)
+        with av.open(str(out)) as c:
+            f = next(c.decode(video=0))
+            # said in the stream, kept through the sound's remux
+            assert (f.colorspace, f.color_range) == (tag, 1)
+            y, u, v = (np.frombuffer(bytes(p), np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+                       for p in f.planes)
+        # the samples are the card through that matrix (a player reading the tag, or guessing from the
+        # size, shows the card's own colours); the other matrix would be far off
+        want = _ycbcr(card, matrix)
+        got = (y, np.repeat(np.repeat(u, 2, 0), 2, 1), np.repeat(np.repeat(v, 2, 0), 2, 1))
+        for g, wnt in zip(got, want):
+            assert np.abs(_centres(g[..., None], w) - _centres(wnt[..., None], w)).max() <= 2
+        other = _ycbcr(card, "601" if matrix == "709" else "709")
+        assert max(np.abs(_centres(g[..., None], w) - _centres(o[..., None], w)).max()
+                   for g, o in zip(got, other)) > 10
+        back, _ = video.read(out)
+        assert np.abs(_centres(back[0], w) - _centres(card, w)).max() <= 3
+
+
+@pytest.mark.parametrize("h, w, matrix", [(720, 1280, "709"), (576, 720, "601"), (144, 176, "601")])
+def test_untagged_clip_is_read_through_the_matrix_players_assume(h, w, matrix, tmp_path):
+    """A clip that does not say its matrix (many encoders leave it out) is read as players show it:
+    BT.709 from HD up, BT.601 below; FFmpeg's own default would read HD through BT.601."""
+    import av
+
+    card = _card(h, w)
+    y, u, v = _ycbcr(card, matrix)
+    path = tmp_path / "untagged.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for _ in range(2):
+            f = av.VideoFrame(w, h, "yuv420p")
+            for plane, values in zip(f.planes, (y, u[::2, ::2], v[::2, ::2])):
+                buf = np.zeros((plane.height, plane.line_size), np.uint8)
+                buf[:, :plane.width] = np.round(values)
+                plane.update(buf)
+            for packet in s.encode(f):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    with av.open(str(path)) as c:
+        assert next(c.decode(video=0)).colorspace == 2  # unspecified
+    back, _ = video.read(path)
+    assert np.abs(_centres(back[0], w) - _centres(card, w)).max() <= 3
+
+
 def test_disk_frames_random_access(carphone, tmp_path):
     with video.DiskFrames(iter(carphone[:6])) as d:
         assert len(d) == 6 and np.array_equal(d[4], carphone[4]) and np.array_equal(d[-1], carphone[5])

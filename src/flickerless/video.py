@@ -2,11 +2,12 @@
 
 Reading: mp4, avi, mov, mkv, webm, gif, m4v (anything FFmpeg decodes) and folders of
 png/jpg/bmp/webp/tif images in natural order (``2.png`` before ``10.png``). The frame rate is kept.
-Frames come out the way players show them: a video's rotation (the display matrix phones write for
+Frames come out the way players show them: through the clip's colour matrix (BT.709 for an
+untagged HD clip, not FFmpeg's BT.601), a video's rotation (the display matrix phones write for
 portrait footage) and a photo's EXIF orientation are applied; 16-bit grey images are scaled to 8 bits.
 
 Writing: ``.mp4``/``.mov``/``.mkv`` as H.264 yuv420p (odd sizes padded by one edge pixel, as
-yuv420p needs even sizes), or a folder of PNGs (a path with no video extension). A video output can
+yuv420p needs even sizes; colours through BT.709 for HD and BT.601 below, said in the stream), or a folder of PNGs (a path with no video extension). A video output can
 carry the sound of another clip (``audio=``: the original's, cut to the frames written), copied as
 it is where the container takes its codec, else re-encoded as AAC. Output appears
 atomically: frames go to a temporary name beside the target, renamed over it only when complete,
@@ -116,10 +117,26 @@ def _stream_fps(stream) -> float:
     return float(rate) if rate else DEFAULT_FPS
 
 
+# Colour matrices (AVColorSpace values) and what players assume for a clip that does not say which it
+# uses: BT.709 for HD (1280 wide or more than 576 lines, as mpv and VLC guess), BT.601 (SMPTE 170M)
+# below. FFmpeg's own default for an untagged clip is BT.601 at any size, which shifts the colours of
+# untagged HD footage (reds and greens most) against what every player shows.
+_BT709, _UNSPECIFIED, _SMPTE170M = 1, 2, 6
+
+
+def _is_hd(height: int, width: int) -> bool:
+    return width >= 1280 or height > 576
+
+
 def _upright(frame) -> np.ndarray:
-    """A decoded frame as players show it: turned by its display matrix's rotation (phones store
-    portrait video landscape with a rotation of -90 degrees; FFmpeg and OpenCV turn it on reading)."""
-    arr = frame.to_ndarray(format="rgb24")
+    """A decoded frame as players show it: in RGB through its colour matrix (BT.709 for untagged HD,
+    see ``_is_hd``), turned by its display matrix's rotation (phones store portrait video landscape
+    with a rotation of -90 degrees; FFmpeg and OpenCV turn it on reading)."""
+    kwargs = {}
+    if getattr(frame, "colorspace", None) == _UNSPECIFIED and frame.format.name.startswith(("yuv", "nv")) \
+            and _is_hd(frame.height, frame.width):
+        kwargs["src_colorspace"] = "ITU709"
+    arr = frame.to_ndarray(format="rgb24", **kwargs)
     try:
         turns = round((frame.rotation or 0) / 90) % 4
     except (AttributeError, ValueError, TypeError):  # older PyAV, or a malformed matrix
@@ -478,6 +495,18 @@ class VideoWriter(_Output):
         s.width, s.height = w + self._pad[1], h + self._pad[0]
         s.pix_fmt = "yuv420p"
         s.options = {"crf": str(self.crf), "preset": "medium"}
+        # the colour matrix players assume at this size, used and said (in the H.264 stream), so that
+        # tag-reading and size-guessing players alike show the frames' own RGB
+        hd = _is_hd(s.height, s.width)
+        self._matrix = "ITU709" if hd else "ITU601"
+        cc = s.codec_context
+        cc.colorspace = _BT709 if hd else _SMPTE170M
+        cc.color_range = 1  # limited ("tv") range, as yuv420p H.264 is played
+        for name in ("color_primaries", "color_trc"):
+            try:
+                setattr(cc, name, _BT709 if hd else _SMPTE170M)
+            except AttributeError:  # PyAV too old to set them: the matrix above is what decoding needs
+                pass
         self._stream = s
 
     def write(self, frame: np.ndarray) -> None:
@@ -492,7 +521,8 @@ class VideoWriter(_Output):
                     self._open_video(*frame.shape[:2])
                 if any(self._pad):
                     frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+                    format="yuv420p", dst_colorspace=self._matrix, dst_color_range="MPEG")
                 for packet in self._stream.encode(vf):
                     self._container.mux(packet)
             else:
