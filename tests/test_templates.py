@@ -117,3 +117,33 @@ def test_read_clip_keeps_where_the_frames_sound_starts(sound_clip):
     assert read_clip(sound_clip, (10, 20), apply_overrides(s, ["video.fps=12"])).sound_start is None
     with pytest.raises(InputError, match="the clip has 30 frames"):
         read_clip(sound_clip, (100, None), s)
+
+
+def test_read_clip_generates_anamorphic_video_with_square_pixels(carphone, tmp_path):
+    """A clip whose pixels are shown wider than high is generated (and so written) as it is shown."""
+    from fractions import Fraction
+
+    import av
+
+    from flickerless.pipelines.job import read_clip
+
+    path = tmp_path / "wide.mp4"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=25)
+        st.width, st.height, st.pix_fmt = 176, 144, "yuv420p"
+        st.codec_context.sample_aspect_ratio = Fraction(16, 11)  # shown 256x144: 16:9
+        for f in carphone[:2]:
+            for packet in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(packet)
+        for packet in st.encode():
+            c.mux(packet)
+    s = load_template("stylize")
+    frames = read_clip(path, (0, None), s).frames
+    h, w = frames.shape[1:3]
+    assert abs(w / h - 16 / 9) < 0.03
+    plain = tmp_path / "plain.mp4"
+    from flickerless.video import write
+
+    write(plain, carphone[:2], 25)
+    h, w = read_clip(plain, (0, None), s).frames.shape[1:3]
+    assert abs(w / h - 176 / 144) < 0.03

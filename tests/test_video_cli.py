@@ -356,6 +356,54 @@ def test_rotated_video_is_read_upright(tmp_path, carphone, rotation, turns):
     assert (info.frames, info.height, info.width) == (3, *upright.shape[1:3])
 
 
+def _anamorphic(path, frames, aspect) -> None:
+    """An H.264 clip whose pixels are shown ``aspect`` times as wide as high (DV/DVD 16:9: 64/45)."""
+    import av
+
+    h, w = frames.shape[1:3]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.sample_aspect_ratio = aspect
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
+def _aspect_of(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return c.streams.video[0].sample_aspect_ratio
+
+
+def test_anamorphic_guide_gives_an_output_shown_as_wide(clips, tmp_path, sound_clip):
+    from fractions import Fraction
+
+    guide, _ = video.read(clips / "guide.mp4")
+    wide = tmp_path / "wide.mp4"
+    _anamorphic(wide, guide, Fraction(64, 45))
+    assert video.probe(wide).pixel_aspect == Fraction(64, 45)
+    assert video.probe(clips / "guide.mp4").pixel_aspect == 1
+    # turned a quarter (a phone's portrait clip), a pixel is as much taller as it was wider
+    turned = tmp_path / "turned.mp4"
+    _rotate_mp4(wide, turned, -90)
+    assert video.probe(turned).pixel_aspect == Fraction(45, 64)
+    out = tmp_path / "o.mp4"
+    assert main(["deflicker", "--guide", str(wide), "--style", str(clips / "style.mp4"), "-o", str(out), "-q",
+                 "--quality", "draft"]) == 0
+    assert _aspect_of(out) == Fraction(64, 45)
+    # a square-pixel guide says nothing; the sound's remux keeps what was said
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
+                 "-o", str(tmp_path / "square.mp4"), "-q", "--quality", "draft"]) == 0
+    assert _aspect_of(tmp_path / "square.mp4") in (None, 0, 1)
+    with video.VideoWriter(tmp_path / "sound.mp4", 25, audio=sound_clip, pixel_aspect=Fraction(4, 3)) as w:
+        w.write(guide[0])
+    assert _aspect_of(tmp_path / "sound.mp4") == Fraction(4, 3) and _sound(tmp_path / "sound.mp4") is not None
+
+
 def test_image_folders_exif_16_bit_and_mixed_sizes(tmp_path, carphone, capsys):
     from PIL import Image
 

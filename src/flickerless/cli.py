@@ -405,7 +405,8 @@ def cmd_deflicker(args) -> int:
         else:
             log.info("the guide's sound is left out: --fps %g changes the timing (the guide is %g fps)", fps, ginfo.fps)
     # encoding (and each frame's copy from the GPU) overlaps the computing of the next frames
-    writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio, audio_start=start / ginfo.fps))
+    writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio, audio_start=start / ginfo.fps,
+                                          pixel_aspect=ginfo.pixel_aspect))
     t0 = time.perf_counter()
     try:
         if done_before:

@@ -66,6 +66,9 @@ class VideoInfo:
     height: int
     width: int
     fps: float
+    # the shape of one pixel as shown, width / height: 1 but for anamorphic video (DV and DVD 16:9 store
+    # 720x576 shown 1024x576: 64/45), upright like the frames
+    pixel_aspect: Fraction = Fraction(1)
 
 
 def natural_key(name: str):
@@ -128,6 +131,26 @@ def _is_hd(height: int, width: int) -> bool:
     return width >= 1280 or height > 576
 
 
+def _turns(frame) -> int:
+    """Quarter turns that make a decoded frame upright (its display matrix's rotation)."""
+    try:
+        return round((frame.rotation or 0) / 90) % 4
+    except (AttributeError, ValueError, TypeError):  # older PyAV, or a malformed matrix
+        return 0
+
+
+def _pixel_aspect(stream) -> Fraction:
+    """A video stream's sample aspect ratio, 1 where it says none (or nonsense)."""
+    for owner in (stream, stream.codec_context):
+        try:
+            sar = owner.sample_aspect_ratio
+        except AttributeError:
+            continue
+        if sar and 0.1 < sar < 10:
+            return Fraction(sar)
+    return Fraction(1)
+
+
 def _upright(frame) -> np.ndarray:
     """A decoded frame as players show it: in RGB through its colour matrix (BT.709 for untagged HD,
     see ``_is_hd``), turned by its display matrix's rotation (phones store portrait video landscape
@@ -137,10 +160,7 @@ def _upright(frame) -> np.ndarray:
             and _is_hd(frame.height, frame.width):
         kwargs["src_colorspace"] = "ITU709"
     arr = frame.to_ndarray(format="rgb24", **kwargs)
-    try:
-        turns = round((frame.rotation or 0) / 90) % 4
-    except (AttributeError, ValueError, TypeError):  # older PyAV, or a malformed matrix
-        turns = 0
+    turns = _turns(frame)
     return np.ascontiguousarray(np.rot90(arr, turns)) if turns else arr
 
 
@@ -209,11 +229,14 @@ def probe(path) -> VideoInfo:
     try:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
+        aspect = _pixel_aspect(stream)
         n = stream.frames
         h = w = 0
         try:  # the size as read: the first frame, upright (a rotated stream's coded size is turned)
-            first = _upright(next(container.decode(video=0)))
-            h, w = first.shape[:2]
+            frame = next(container.decode(video=0))
+            h, w = _upright(frame).shape[:2]
+            if _turns(frame) % 2:
+                aspect = 1 / aspect
         except (StopIteration, av.error.FFmpegError):  # type: ignore[attr-defined]
             n = 0
     finally:
@@ -225,7 +248,7 @@ def probe(path) -> VideoInfo:
             n += 1
         if first is not None:
             h, w = first.shape[:2]
-    return VideoInfo(int(n), int(h), int(w), fps)
+    return VideoInfo(int(n), int(h), int(w), fps, aspect)
 
 
 def read(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
@@ -438,14 +461,19 @@ class VideoWriter(_Output):
     ``path`` ending in .mp4/.mov/.mkv/.m4v: H.264 (libx264, yuv420p, ``crf``). Otherwise a folder of
     PNG files ``00000.png, 00001.png, ...``.
 
+    ``pixel_aspect``: the shape of a pixel as shown (:attr:`VideoInfo.pixel_aspect`), said in a video
+    output so that anamorphic frames play as wide as their source.
+
     ``audio``: a clip whose first audio stream goes into a video output, from ``audio_start`` seconds
     for as long as the frames written last (the original's sound, when the frames are the original's
     frames at its fps). A clip without sound adds none; sound that cannot be carried over is left out
     with a warning, never at the cost of the frames.
     """
 
-    def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17, audio=None, audio_start: float = 0.0):
+    def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17, audio=None, audio_start: float = 0.0,
+                 pixel_aspect=1):
         self.path = Path(path)
+        self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
         self.crf = crf
         self.audio = audio
@@ -495,6 +523,8 @@ class VideoWriter(_Output):
         s.width, s.height = w + self._pad[1], h + self._pad[0]
         s.pix_fmt = "yuv420p"
         s.options = {"crf": str(self.crf), "preset": "medium"}
+        if self.pixel_aspect != 1:  # anamorphic: shown as wide as the clip it came from
+            s.codec_context.sample_aspect_ratio = self.pixel_aspect
         # the colour matrix players assume at this size, used and said (in the H.264 stream), so that
         # tag-reading and size-guessing players alike show the frames' own RGB
         hd = _is_hd(s.height, s.width)

@@ -185,14 +185,19 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
               keep_native: bool = False) -> _Inputs:
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
     uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache."""
-    from ..video import iter_frames, probe
+    from ..video import iter_frames, probe, resize_frame
 
     info = probe(video)
     start, end = frames
     h0, w0 = info.height, info.width
+    anamorphic = info.pixel_aspect != 1  # generated (and written) with square pixels, as it is shown
+    if anamorphic:
+        w0 = max(1, round(w0 * info.pixel_aspect))
     size = target_size(h0, w0, settings, multiple)
     out, native = [], []
     for f in iter_frames(video, start, end):
+        if anamorphic:
+            f = resize_frame(f, (h0, w0))
         out.append(_fit(f, size, settings["video"]["resize"]))
         if keep_native:
             native.append(f)
