@@ -135,6 +135,13 @@ def test_failed_write_leaves_existing_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
 
 
+@pytest.mark.parametrize("name", ["o.avi", "o.webm", "o.ts", "o.MTS", "o.m2ts"])
+def test_video_formats_not_written_are_refused_not_made_a_folder(tmp_path, name):
+    with pytest.raises(OutputError, match="write .mp4, .mov, .mkv or a folder of PNGs"):
+        video.VideoWriter(tmp_path / name, 25)
+    assert os.listdir(tmp_path) == []
+
+
 def test_background_writer_writes_in_order_and_keeps_what_it_was_given(tmp_path, carphone):
     """Frames (arrays, or callables returning one) are written in the order given, the same as by the
     writer alone; an error of the writing thread reaches the caller, and keep_partial still keeps every
@@ -545,6 +552,64 @@ def test_sound_the_output_container_cannot_hold_is_reencoded(tmp_path):
         got = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
     spectrum = np.abs(np.fft.rfft(got[:rate]))
     assert abs(spectrum.argmax() - 440) <= 1  # bins of 1 Hz over one second
+
+
+def _tone_after_first_frame(path) -> float:
+    """Seconds from a clip's first frame to where its sound rises above silence."""
+    import av
+
+    with av.open(str(path)) as c:
+        first = next(c.decode(video=0)).time
+    with av.open(str(path)) as c:
+        for f in c.decode(audio=0):
+            loud = np.nonzero(np.abs(f.to_ndarray()[0]) > 0.05)[0]
+            if len(loud):
+                return f.time + loud[0] / f.sample_rate - first
+    raise AssertionError("no sound")
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_sound_stays_in_step_with_a_clip_that_starts_late(tmp_path, carphone, ext):
+    """MPEG-TS (and camcorder .MTS) clips start their timeline at a second or more: the sound is placed
+    against the first frame, as it plays in the source, not against time 0."""
+    import av
+
+    src = tmp_path / "cam.ts"
+    rate, delay = 48000, 1.4
+    with av.open(str(src), "w", format="mpegts") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = 176, 144, "yuv420p"
+        a = c.add_stream("aac", rate=rate)
+        a.layout = "mono"
+        for i in range(50):
+            f = av.VideoFrame.from_ndarray(carphone[i % len(carphone)], format="rgb24")
+            f.pts = i + round(delay * 25)
+            for p in v.encode(f):
+                c.mux(p)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate)).astype(np.float32)
+        tone[:rate] = 0  # silence, then a tone from frame 25 (1 s after the first frame)
+        for k in range(0, len(tone), 1024):
+            f = av.AudioFrame.from_ndarray(tone[None, k:k + 1024], format="fltp", layout="mono")
+            f.sample_rate, f.pts = rate, k + round(delay * rate)
+            for p in a.encode(f):
+                c.mux(p)
+        for st in (v, a):
+            for p in st.encode():
+                c.mux(p)
+    assert abs(_tone_after_first_frame(src) - 1.0) < 0.03
+    frames, fps = video.read(src)
+    out = tmp_path / f"whole{ext}"
+    with video.VideoWriter(out, fps, audio=src) as w:
+        for f in frames:
+            w.write(f)
+    assert _sound(out)[0] == "aac"  # copied as it is
+    assert abs(_tone_after_first_frame(out) - 1.0) < 0.03
+    # from frame 10 on: the tone comes 0.6 s after the output's first frame
+    cut = tmp_path / f"cut{ext}"
+    with video.VideoWriter(cut, fps, audio=src, audio_start=10 / fps) as w:
+        for f in frames[10:]:
+            w.write(f)
+    assert abs(_tone_after_first_frame(cut) - 0.6) < 0.03
 
 
 def test_cli_keeps_the_guides_sound(sound_clip, tmp_path, caplog):

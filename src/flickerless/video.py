@@ -52,7 +52,8 @@ __all__ = [
     "partial_path",
 ]
 
-VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
+              ".mts", ".m2ts", ".3gp", ".ogv", ".vob", ".mxf"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 WRITE_VIDEO_EXTS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "mp4"}
 # audio codecs an mp4/mov output takes as they are (Matroska takes any); others are re-encoded as AAC
@@ -718,6 +719,19 @@ def host_frame(img):
     return wait
 
 
+def _first_frame_time(path: Path) -> float:
+    """When a clip's first video frame is shown, in seconds (0 where it cannot say)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                return 0.0
+            return float(next(c.decode(video=0)).time or 0.0)
+    except (StopIteration, av.error.FFmpegError, OSError):  # type: ignore[attr-defined]
+        return 0.0
+
+
 def _with_audio(video_file: Path, source, start: float, duration: float) -> Path | None:
     """A copy of ``video_file`` (frames only) with the first audio stream of ``source`` from ``start``
     seconds for ``duration`` seconds, in a temporary file beside it; None when ``source`` has no sound
@@ -732,6 +746,10 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
     except (av.error.FFmpegError, OSError) as e:  # type: ignore[attr-defined]
         log.warning("%s: sound not read, the output has none (%s)", source, e)
         return None
+    # ``start`` counts from the source's first frame, which need not be at time 0 (MPEG-TS and
+    # camcorder .MTS clips start at a second or more; a B-frame delay puts an mp4's first frame
+    # later than its sound): the sound is cut and placed against that frame, as it plays in the source
+    origin = start + _first_frame_time(source)
     fd, tmp = tempfile.mkstemp(prefix=f".{video_file.stem}.a.", suffix=video_file.suffix, dir=video_file.parent)
     os.close(fd)
     try:
@@ -755,15 +773,15 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
                 if pkt.size:  # not the demuxer's empty flush packet (Matroska's first packets have no dts)
                     pkt.stream = vout
                     out.mux(pkt)
-            end = start + duration
+            end = origin + duration
             for pkt in src.demux(ain):
                 if not pkt.size or pkt.pts is None:
                     continue
                 t = float(pkt.pts * pkt.time_base)
-                if t >= end or (start > 0 and t < start):
+                if t >= end or (origin > 0 and t < origin):
                     continue
                 if copy:
-                    shift = round(start / pkt.time_base) if start > 0 else 0
+                    shift = round(origin / pkt.time_base) if origin > 0 else 0
                     pkt.pts -= shift
                     if pkt.dts is not None:
                         pkt.dts -= shift
