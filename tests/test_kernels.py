@@ -144,3 +144,59 @@ def test_cpu_patch_cost_stops_early_only_where_the_decision_is_the_same():
             assert (got < bound) == (full < bound)
             if full < bound:
                 assert got == full
+
+
+try:  # a probe of the Triton patch cost on its own: a kernel of this module calling kernels._cost
+    import triton
+    import triton.language as tl
+
+    from flickerless.blend.kernels import _cost as _triton_cost
+except ImportError:
+    triton = None
+
+if triton is not None:
+
+    @triton.jit
+    def _cost_probe(tg, te, sg, ss, where, bounds, out, H, W, offs_ptr, S, gw, N,
+                    CP: tl.constexpr, BLOCK: tl.constexpr):
+        """out[i] = the patch cost at (y, x) -> (qy, qx) = where[i] with the bound bounds[i]."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < N
+        py = tl.load(where + 4 * i, mask=m, other=0)
+        px = tl.load(where + 4 * i + 1, mask=m, other=0)
+        qy = tl.load(where + 4 * i + 2, mask=m, other=0)
+        qx = tl.load(where + 4 * i + 3, mask=m, other=0)
+        bound = tl.load(bounds + i, mask=m, other=float("inf"))
+        c = _triton_cost(tg, te, sg, ss, 0, py, px, qy, qx, H, W, H, W, offs_ptr, S, gw, m, bound, CP, BLOCK)
+        tl.store(out + i, c, mask=m)
+
+
+@pytest.mark.skipif(triton is None or not torch.cuda.is_available(), reason="needs Triton and a CUDA GPU")
+def test_triton_patch_cost_stops_early_only_where_the_decision_is_the_same():
+    """The Triton twin of the numba test above: whatever the bound, a candidate is kept or dropped as
+    with the full sum, and where kept its cost is the full sum's value exactly."""
+    from flickerless.blend import kernels
+
+    dev = torch.device("cuda")
+    g = torch.Generator(device="cpu").manual_seed(0)
+    imgs = [torch.rand(1, 3, 24, 24, generator=g).to(dev) for _ in range(4)]
+    cp = kernels._cp(3)
+    tg, te, sg, ss = (kernels._last(t, cp) for t in imgs)
+    offs = kernels._offsets_tensor(pm.patch_offsets(7, None), dev)
+    n = 200
+    where = torch.randint(0, 24, (n, 4), generator=g, dtype=torch.int32).to(dev).contiguous()
+
+    def cost(bounds):
+        out = torch.empty(n, device=dev)
+        _cost_probe[(triton.cdiv(n, 64),)](tg, te, sg, ss, where, bounds.contiguous(), out, 24, 24, offs,
+                                           offs.numel() // 2, 10.0, n, CP=cp, BLOCK=64)
+        return out
+
+    full = cost(torch.full((n,), float("inf"), device=dev))
+    assert torch.isfinite(full).all() and (full > 0).all()
+    factors = [0.5, 0.999, 1.0, 1.001, 2.0]
+    for bound in [full * f for f in factors] + [full * 2 * torch.rand(n, generator=g).to(dev)]:
+        got = cost(bound)
+        assert torch.equal(got < bound, full < bound)
+        kept = full < bound
+        assert torch.equal(got[kept], full[kept])
