@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -352,17 +352,17 @@ def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, re
         count = len(range(info.frames)[start:stop])
         if count == 0:
             raise InputError(f"{path}: no frames in {start}:{'' if stop is None else stop} (it has {info.frames})")
-        info = VideoInfo(count, info.height, info.width, info.fps)
+        info = replace(info, frames=count)
     if resize is not None and tuple(resize) != (info.height, info.width):
         frames = (resize_frame(f, resize) for f in frames)
-        info = VideoInfo(info.frames, resize[0], resize[1], info.fps)
+        info = replace(info, height=resize[0], width=resize[1])
     if info.frames * info.height * info.width * 3 <= memory_limit:
         arr = _fill(frames, (info.frames, info.height, info.width, 3))
         if len(arr) == 0:
             raise InputError(f"{path}: has no frames")
-        return arr, VideoInfo(len(arr), info.height, info.width, info.fps)
+        return arr, replace(info, frames=len(arr))
     disk = DiskFrames(frames, tmpdir=tmpdir)
-    return disk, VideoInfo(len(disk), info.height, info.width, info.fps)
+    return disk, replace(info, frames=len(disk))
 
 
 def _fill(frames: Iterable[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
