@@ -198,8 +198,8 @@ def test_error_weighted_window_blend(pair):
     p_out = deflicker(odd, truth, error_sigma=None, **kw)
     near = [3, 5]  # frames that blend frame 4 in
     assert psnr(w_out[near], truth[near]) > psnr(p_out[near], truth[near]) + 0.5
-    with pytest.raises(InputError, match="window and table"):
-        deflicker(clip, flick, mode="keyframes", keyframes={0: flick[0]}, error_sigma=0.05, device="cpu")
+    with pytest.raises(InputError, match="window, table and keyframes"):
+        deflicker(clip, flick, mode="all_pairs", error_sigma=0.05, device="cpu")
     with pytest.raises(InputError, match="> 0"):
         deflicker(clip, flick, mode="window", error_sigma=-1, device="cpu")
     with pytest.raises(InputError, match="'auto'"):
@@ -273,3 +273,30 @@ def test_deflicker_on_a_second_gpu_from_another_thread(pair):
     t.start()
     t.join()
     assert np.array_equal(got["out"], here)
+
+
+def test_error_weighted_keyframes(pair):
+    """Keyframes mode can weight each keyframe's remap per pixel by how well the guide survives it: a
+    keyframe that cannot show a frame's content paints less of it, and the keyframes stay exact."""
+    clip, truth, _ = pair
+    kw = dict(mode="keyframes", device="cpu", **FAST)
+    keys = {0: truth[0], 6: truth[6]}
+    plain = deflicker(clip, keyframes=keys, error_sigma=None, **kw)
+    # weights of 1 everywhere (huge sigma): the distance-weighted blend
+    np.testing.assert_allclose(deflicker(clip, keyframes=keys, error_sigma=1e6, **kw).astype(int),
+                               plain.astype(int), atol=1)
+    # keyframe 6 shows other content (its guide and its style turned upside down): its remaps onto
+    # frames 1-5 fit badly, and weighted they count less there
+    odd = clip.copy()
+    odd[6] = np.ascontiguousarray(odd[6][::-1, ::-1])
+    bad = {0: truth[0], 6: np.ascontiguousarray(truth[6][::-1, ::-1])}
+    w_out = deflicker(odd, keyframes=bad, error_sigma=0.05, **kw)
+    p_out = deflicker(odd, keyframes=bad, error_sigma=None, **kw)
+    assert np.array_equal(w_out[0], truth[0]) and np.array_equal(w_out[6], bad[6])
+    assert psnr(w_out[1:6], truth[1:6]) > psnr(p_out[1:6], truth[1:6]) + 1.0
+    # where both keyframes fail (tiny sigma), the distance weights still decide: no division by zero
+    tiny = deflicker(clip, keyframes=keys, error_sigma=1e-6, **kw)
+    assert np.isfinite(tiny.astype(float)).all() and psnr(tiny[1:6], plain[1:6]) > 30
+    # the default ("auto") weights keyframes with 0.05 too; 0 is the distance-weighted blend
+    assert np.array_equal(deflicker(clip, keyframes=keys, **kw), deflicker(clip, keyframes=keys, error_sigma=0.05, **kw))
+    assert np.array_equal(deflicker(clip, keyframes=keys, error_sigma=0, **kw), plain)

@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-cuts", action="store_true",
                    help="do not split the clip at hard cuts (by default each shot is deflickered on its own)")
     d.add_argument("--error-sigma", type=float, metavar="S",
-                   help="window and table modes: weight each remapped frame per pixel by how well the guide survives "
-                        "the same remap, exp(-err/S^2); default 0.05; 0: a plain mean")
+                   help="weight each remapped frame (or keyframe) per pixel by how well the guide survives the same "
+                        "remap, exp(-err/S^2); default 0.05; 0: a plain mean (keyframes: distance weights alone)")
     d.add_argument("--no-detail", action="store_true",
                    help="window and table modes: return the blend as it is, without adding back each frame's fine "
                         "detail where the guide shows the blend lost it")

@@ -44,8 +44,12 @@ __all__ = ["deflicker", "run_deflicker", "resolve_device", "MatchCache", "MODES"
 MODES = ("table", "window", "keyframes", "all_pairs")
 PIN_BYTES = 1 << 30  # a host-tensor result of a GPU run is pinned up to this size
 # blend weight exp(-guide error / sigma^2) of a remapped frame (resolve_error_sigma): helped on every clip
-# measured, clean, grainy, compressed and animated, in window and table modes (BENCHMARKS.md)
+# measured, clean, grainy, compressed and animated, in window and table modes, and on every clip measured
+# in keyframes mode (BENCHMARKS.md)
 DEFAULT_ERROR_SIGMA = 0.05
+# keyframes mode, weighted: what a remap counts (times its distance weight) where the guide says it
+# failed, so that where both keyframes fail the distance weights still decide
+KEYFRAME_WEIGHT_FLOOR = 1e-3
 Sink = Callable[[int, torch.Tensor], None]
 # what the modes hand on: (index, blend, the frame's own entry or None); see _blend_sink
 ModeSink = Callable[[int, torch.Tensor, "torch.Tensor | None"], None]
@@ -169,17 +173,18 @@ class MatchCache:
 
 
 def resolve_error_sigma(error_sigma, mode: str) -> float | None:
-    """The blend weighting a run uses: ``"auto"`` is :data:`DEFAULT_ERROR_SIGMA` in window and table
-    modes and a plain mean in the others; ``None`` or 0 is a plain mean; a number > 0 is used as
-    given (window and table modes only)."""
+    """The blend weighting a run uses: ``"auto"`` is :data:`DEFAULT_ERROR_SIGMA` in window, table and
+    keyframes modes and a plain mean in all_pairs (the reference); ``None`` or 0 is a plain mean; a
+    number > 0 is used as given (not in all_pairs)."""
     if isinstance(error_sigma, str):
         if error_sigma != "auto":
             raise InputError(f"error_sigma must be a number, None or 'auto', got {error_sigma!r}")
-        return DEFAULT_ERROR_SIGMA if mode in ("window", "table") else None
+        return DEFAULT_ERROR_SIGMA if mode in ("window", "table", "keyframes") else None
     if error_sigma is None or error_sigma == 0:
         return None
-    if mode not in ("window", "table"):
-        raise InputError(f"error-weighted blending (error_sigma) works in window and table modes, not {mode!r}")
+    if mode not in ("window", "table", "keyframes"):
+        raise InputError(f"error-weighted blending (error_sigma) works in window, table and keyframes modes, "
+                         f"not {mode!r}")
     if not error_sigma > 0:
         raise InputError(f"error_sigma must be > 0 (or 0 for a plain mean), got {error_sigma}")
     return float(error_sigma)
@@ -538,12 +543,33 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
                 jobs.append((k, i))
                 weights.append(wgt)
 
-        def consume(jn, img):
-            acc[jobs[jn][1]] += img * weights[jn]
+        if remapper.weighted:
+            # each keyframe's remap also counts by how well the guide survives it, per pixel: where
+            # one keyframe cannot show the content (it is hidden there, or has left the frame) the
+            # other one paints it; where neither can, the distance weights decide (the floor)
+            norm = {i: torch.zeros(1, *guide.size, device=dev) for i in acc if i not in keyframes}
 
-        remapper.run(jobs, lambda jn: keyframes[jobs[jn][0]].to(dev, torch.float32), consume)
+            def fetch(jn):
+                img = keyframes[jobs[jn][0]].to(dev, torch.float32)
+                return torch.cat([img, torch.ones_like(img[:1])])
+
+            def consume(jn, img):
+                w = weights[jn] * (img[3:] + KEYFRAME_WEIGHT_FLOOR)
+                acc[jobs[jn][1]] += img[:3] * w
+                norm[jobs[jn][1]] += w
+        else:
+            norm = {}
+
+            def fetch(jn):
+                return keyframes[jobs[jn][0]].to(dev, torch.float32)
+
+            def consume(jn, img):
+                acc[jobs[jn][1]] += img * weights[jn]
+
+        remapper.run(jobs, fetch, consume)
         for i in targets:
-            sink(i, acc.pop(i), None)
+            img = acc.pop(i)
+            sink(i, img / norm.pop(i) if i in norm else img, None)
 
 
 def detect_cuts(guide: FrameSource, device="cpu", threshold: float = 0.08, ratio: float = 6.0,
@@ -635,11 +661,12 @@ def run_deflicker(
     matches: a :class:`MatchCache` kept across calls over the same guide: pairs met before start
     from their last field (faster; the engine's in-loop passes).
 
-    error_sigma: window and table modes: weight each remapped frame per pixel by exp(-e / sigma^2),
-    e the local squared error of the guide remapped the same way, so content the remap could not
-    find (occlusions, fast motion) blurs less into the result. ``"auto"`` (default):
-    :data:`DEFAULT_ERROR_SIGMA` (0.05) in window and table modes, a plain mean in the others;
-    ``None`` or 0: a plain mean (see :func:`resolve_error_sigma`). In table mode each
+    error_sigma: weight each remapped frame per pixel by exp(-e / sigma^2), e the local squared
+    error of the guide remapped the same way, so content the remap could not find (occlusions, fast
+    motion) blurs less into the result. ``"auto"`` (default): :data:`DEFAULT_ERROR_SIGMA` (0.05) in
+    window, table and keyframes modes, a plain mean in all_pairs; ``None`` or 0: a plain mean (see
+    :func:`resolve_error_sigma`). In keyframes mode the weight multiplies each keyframe's distance
+    weight (with a floor, so that where both keyframes fail the distances decide). In table mode each
     entry carries its per-pixel weight as a last channel, remapped with its colour, so a frame's
     weight at i is the product of the weights of the remaps that brought it there.
 
@@ -771,9 +798,9 @@ def deflicker(
     device_budget: bytes of intermediate images kept on the GPU (default a quarter of free memory;
         0 keeps them in host RAM, then on disk, so GPU memory does not grow with the clip's length).
     matches: a :class:`MatchCache` reused across calls over the same guide (see there).
-    error_sigma: window and table modes: weight remapped frames by how well the guide survives the
-        same remap; ``"auto"`` (default): 0.05 there, a plain mean in the other modes; ``None`` or 0:
-        a plain mean (see :func:`run_deflicker`).
+    error_sigma: weight remapped frames by how well the guide survives the same remap; ``"auto"``
+        (default): 0.05 in window, table and keyframes modes, a plain mean in all_pairs; ``None`` or
+        0: a plain mean (see :func:`run_deflicker`).
     detail: guided detail restoration, ``"auto"`` (default): on in window and table modes; ``False``
         returns the blend as it is (see :mod:`flickerless.blend.detail`).
     first_frame: the index of ``guide``'s frame 0 in a longer video it was cut from: PatchMatch is
