@@ -9,6 +9,7 @@ memory and peak host RSS.
     python benchmarks/deflicker.py                          # CPU, short clips
     python benchmarks/deflicker.py --device cuda --frames 120 --width 640
     python benchmarks/deflicker.py --speed --device cuda     # the 640x480 table-mode speed figure
+    python benchmarks/deflicker.py --modes table,window,keyframes,all_pairs --frames 24   # every mode
 
 --save OUT.npz keeps every case's output frames (uint8), to check that a change to speed alone left the
 result as it was: `python benchmarks/same_frames.py BEFORE.npz AFTER.npz`.
@@ -35,14 +36,21 @@ def _sync(dev):
         torch.cuda.synchronize(dev)
 
 
-def run_case(clip, truth, flick, mode, window, dev, batch, opts):
+def run_case(clip, truth, flick, mode, window, dev, batch, opts, keyframe_every=10):
+    """keyframes mode: the flickering style's frames 0, K, 2K, ... are the keyframes (a user picking
+    some stylised frames); every other frame is rendered from them."""
     g = torch.from_numpy(clip).permute(0, 3, 1, 2).to(dev).float().div_(255)
     s = torch.from_numpy(flick).permute(0, 3, 1, 2).to(dev).float().div_(255)
+    if mode == "keyframes":
+        opts = {**opts, "keyframes": {i: s[i] for i in range(0, len(s), keyframe_every)}}
+        s = None
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     _sync(dev)
     t0 = time.perf_counter()
     out = deflicker(g, s, mode=mode, window=window, device=dev, batch=batch, **opts)
+    if mode == "keyframes":
+        window = f"keyframes every {keyframe_every}"
     _sync(dev)
     dt = time.perf_counter() - t0
     res = out.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).byte().cpu().numpy()
@@ -68,6 +76,7 @@ def main(argv=None):
     p.add_argument("--height", type=int, default=None, help="with --width: exact size (else keep aspect)")
     p.add_argument("--modes", default="table,window")
     p.add_argument("--window", default="15")
+    p.add_argument("--keyframe-every", type=int, default=10, help="keyframes mode: every K-th flickering frame is a keyframe")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--speed", action="store_true", help="the GPU speed case: bikes at 640x480, table, window 15, 64 frames")
     p.add_argument("--warmup", action="store_true", help="run each case once before timing (GPU kernels, caches)")
@@ -101,8 +110,8 @@ def main(argv=None):
             flick = add_grain(flick, a.grain, texture=a.grain_texture)
         for mode in modes:
             if a.warmup:
-                run_case(clip[:8], truth[:8], flick[:8], mode, window, dev, a.batch, opts)
-            out, r = run_case(clip, truth, flick, mode, window, dev, a.batch, opts)
+                run_case(clip[:8], truth[:8], flick[:8], mode, window, dev, a.batch, opts, a.keyframe_every)
+            out, r = run_case(clip, truth, flick, mode, window, dev, a.batch, opts, a.keyframe_every)
             saved[f"{name}/{mode}"] = out
             r.update(clip=name, frames=len(clip), size=f"{clip.shape[2]}x{clip.shape[1]}", device=str(dev), opts=opts,
                      strength=a.strength if not a.grain else
