@@ -279,7 +279,7 @@ def test_error_weighted_keyframes(pair):
     """Keyframes mode can weight each keyframe's remap per pixel by how well the guide survives it: a
     keyframe that cannot show a frame's content paints less of it, and the keyframes stay exact."""
     clip, truth, _ = pair
-    kw = dict(mode="keyframes", device="cpu", **FAST)
+    kw = dict(mode="keyframes", device="cpu", cuts=False, **FAST)  # frame 6 turned below would be a cut
     keys = {0: truth[0], 6: truth[6]}
     plain = deflicker(clip, keyframes=keys, error_sigma=None, **kw)
     # weights of 1 everywhere (huge sigma): the distance-weighted blend
@@ -300,3 +300,40 @@ def test_error_weighted_keyframes(pair):
     # the default ("auto") weights keyframes with 0.05 too; 0 is the distance-weighted blend
     assert np.array_equal(deflicker(clip, keyframes=keys, **kw), deflicker(clip, keyframes=keys, error_sigma=0.05, **kw))
     assert np.array_equal(deflicker(clip, keyframes=keys, error_sigma=0, **kw), plain)
+
+
+def test_keyframes_come_from_their_own_shot(two_shots, caplog):
+    """Across a hard cut a frame is rendered from the keyframes of its own shot, not from one of the
+    other shot that happens to be nearer; a shot without a keyframe still gets frames, with a warning."""
+    from flickerless.blend.deflicker import count_remaps, run_deflicker
+    from flickerless.blend.frames import ArrayFrames
+    from flickerless.blend.patchmatch import PatchMatchOptions
+
+    truth, _ = flickering_pair(two_shots, seed=1)
+    keys = {0: truth[0], 7: truth[7]}  # the cut is at frame 5
+    kw = dict(mode="keyframes", device="cpu", error_sigma=None, **FAST)
+    split = deflicker(two_shots, keyframes=keys, **kw)
+    merged = deflicker(two_shots, keyframes=keys, cuts=False, **kw)
+    # frames 1-6 straddle keyframes of both shots: split, each comes from its own shot's keyframe
+    between = [1, 2, 3, 4, 5, 6]
+    assert psnr(split[between], truth[between]) > psnr(merged[between], truth[between]) + 3
+    # exactly what the second shot alone gives, from its keyframe alone
+    alone = deflicker(two_shots[5:], keyframes={2: truth[7]}, first_frame=5, cuts=False, **kw)
+    assert np.array_equal(split[5:], alone)
+    # one remap per frame when split (frames 1-4 from 0, 5-6 and 8-9 from 7), two across the cut
+    assert count_remaps("keyframes", 10, None, [0, 7], [(0, 5), (5, 10)]) == 8
+    assert count_remaps("keyframes", 10, None, [0, 7]) == 14
+    got = {}
+    stats = run_deflicker(ArrayFrames(two_shots), None, lambda i, x: got.__setitem__(i, x), mode="keyframes",
+                          device="cpu", keyframes={k: torch.from_numpy(v).permute(2, 0, 1).float() / 255
+                                                   for k, v in keys.items()},
+                          options=PatchMatchOptions(**FAST), error_sigma=None)
+    assert stats["remaps"] == 8 and sorted(got) == list(range(10))
+    # a shot with no keyframe of its own: rendered from the other shot's, said once
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        lone = deflicker(two_shots, keyframes={0: truth[0]}, **kw)
+    assert lone.shape == two_shots.shape
+    assert [r.getMessage() for r in caplog.records if "hold no keyframe" in r.getMessage()] == [
+        "frames 5-9 (a shot of their own) hold no keyframe: rendered from keyframes of other shots; "
+        "add a keyframe in that shot"]

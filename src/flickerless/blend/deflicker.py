@@ -519,10 +519,35 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
     _table_pass(style, remapper, store, window, list(range(n)), "F", finish, chunk)
 
 
-def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], remapper, sink, chunk: int):
+def keyframe_sources(i: int, keys: Sequence[int], shot: tuple[int, int] | None = None) -> list[tuple[int, float]]:
+    """The keyframes frame ``i`` is rendered from, with their distance weights: the nearest one before
+    and the nearest one after it (weights falling linearly with distance), or the one on its side.
+    ``keys`` sorted; ``shot=(a, b)``: only keyframes in frames a..b-1 count, where there are any."""
+    if shot is not None:
+        inside = keys[bisect.bisect_left(keys, shot[0]):bisect.bisect_left(keys, shot[1])]
+        keys = inside or keys
+    at = bisect.bisect(keys, i)
+    lo = keys[at - 1] if at > 0 else None
+    hi = keys[at] if at < len(keys) else None
+    if lo is not None and hi is not None:
+        return [(lo, (hi - i) / (hi - lo)), (hi, (i - lo) / (hi - lo))]
+    return [((lo if lo is not None else hi), 1.0)]
+
+
+def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], remapper, sink, chunk: int,
+                   shots: Sequence[tuple[int, int]] = ()):
+    """Every frame that is not a keyframe from the keyframes around it, in its own shot: a frame whose
+    shot has no keyframe takes the nearest ones of the others (said once per such shot)."""
     n = len(guide)
     keys = sorted(keyframes)
     dev = remapper.device
+    shot_of = {}
+    for a, b in shots or [(0, n)]:
+        if not any(a <= k < b for k in keys):
+            log.warning("frames %d-%d (a shot of their own) hold no keyframe: rendered from keyframes of other "
+                        "shots; add a keyframe in that shot", a, b - 1)
+        for i in range(a, b):
+            shot_of[i] = (a, b)
     for a in range(0, n, chunk):
         targets = list(range(a, min(n, a + chunk)))
         acc: dict[int, torch.Tensor] = {}
@@ -531,15 +556,8 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
             if i in keyframes:
                 acc[i] = keyframes[i].to(dev, torch.float32)
                 continue
-            at = bisect.bisect(keys, i)
-            lo = keys[at - 1] if at > 0 else None
-            hi = keys[at] if at < len(keys) else None
-            if lo is not None and hi is not None:
-                pair = [(lo, (hi - i) / (hi - lo)), (hi, (i - lo) / (hi - lo))]
-            else:
-                pair = [((lo if lo is not None else hi), 1.0)]
             acc[i] = torch.zeros(3, *guide.size, device=dev)
-            for k, wgt in pair:
+            for k, wgt in keyframe_sources(i, keys, shot_of[i]):
                 jobs.append((k, i))
                 weights.append(wgt)
 
@@ -614,19 +632,19 @@ def _blend_sink(sink: Sink, offset: int, detail: bool) -> ModeSink:
     return restored
 
 
-def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int] = ()) -> int:
-    """PatchMatch runs a mode will make: for progress bars and cost estimates."""
+def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int] = (),
+                 shots: Sequence[tuple[int, int]] = ()) -> int:
+    """PatchMatch runs a mode will make: for progress bars and cost estimates (keyframes mode: with
+    the clip's ``shots``, see :func:`keyframe_sources`)."""
     if mode in ("window", "all_pairs"):
         return len(window_pairs(n, window))
     if mode == "table":
         return count_table_remaps(n, window)
     if mode == "keyframes":
-        ks = sorted(keyframes)
-        total = 0
-        for i in range(n):
-            if i in ks:
-                continue
-            total += int(any(k < i for k in ks)) + int(any(k > i for k in ks))
+        ks, total = sorted(keyframes), 0
+        keyset = set(ks)
+        for a, b in shots or [(0, n)]:
+            total += sum(len(keyframe_sources(i, ks, (a, b))) for i in range(a, b) if i not in keyset)
         return total
     raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
 
@@ -656,7 +674,8 @@ def run_deflicker(
 
     cuts: ``True`` detects hard cuts in the guide (:func:`detect_cuts`) and deflickers each shot on
     its own, so nothing is blended across a cut; ``False`` treats the clip as one shot; a list gives
-    the frames that start shots. Keyframes mode always treats the clip as one shot.
+    the frames that start shots. In keyframes mode a frame is rendered from the keyframes of its own
+    shot; one whose shot holds none, from the nearest keyframes of the others (with a warning).
 
     matches: a :class:`MatchCache` kept across calls over the same guide: pairs met before start
     from their last field (faster; the engine's in-loop passes).
@@ -710,7 +729,7 @@ def run_deflicker(
                 "sizes must match (the command line can --resize the style to the guide)"
             )
     bs = batch or _default_batch(dev, guide.size)
-    if mode == "keyframes" or cuts is False or cuts is None:
+    if cuts is False or cuts is None:
         starts = []
     elif cuts is True:
         starts = detect_cuts(guide, dev)
@@ -719,7 +738,10 @@ def run_deflicker(
     else:
         starts = sorted(int(c) for c in cuts if 0 < int(c) < n)
     shots = list(zip([0] + starts, starts + [n]))
-    total = sum(count_remaps(mode, b - a, win, list(keyframes or ())) for a, b in shots)
+    if mode == "keyframes":  # one pass over the clip, each frame from the keyframes of its shot
+        total = count_remaps(mode, n, win, list(keyframes), shots)
+    else:
+        total = sum(count_remaps(mode, b - a, win) for a, b in shots)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -737,8 +759,10 @@ def run_deflicker(
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
     try:
         with torch.inference_mode():
-            for a, b in shots:
-                g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(shots) > 1 else (guide, style)
+            # keyframes mode: one pass over the clip, each frame from the keyframes of its own shot
+            passes = shots if mode != "keyframes" else [(0, n)]
+            for a, b in passes:
+                g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(passes) > 1 else (guide, style)
                 out = _blend_sink(sink, a, detail)
                 remapper.reset(g, a)
                 store.close()  # table entries are keyed by shot-local positions
@@ -750,7 +774,7 @@ def run_deflicker(
                 elif mode == "all_pairs":
                     _run_reference(s, remapper, out, win)
                 else:
-                    _run_keyframes(g, keyframes, remapper, out, chunk)
+                    _run_keyframes(guide, keyframes, remapper, out, chunk, shots)
         stats = {
             "frames": n,
             "shots": len(shots),
