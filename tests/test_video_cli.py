@@ -298,6 +298,51 @@ def test_cli_keyframes_to_png_folder(clips, clips_truth, tmp_path):
     assert np.array_equal(frames[0], clips_truth[0]) and np.array_equal(frames[5], clips_truth[5])
 
 
+def test_keyframes_are_matched_to_the_frames_they_are_named_after(clips, clips_truth, tmp_path, capsys):
+    """Frames FFmpeg writes are numbered from 0001: a keyframe 0004.png stylises the guide's 0004.png,
+    the fourth frame (index 3), as in EbSynth. A video guide counts from 0, or from --keyframe-start."""
+    from PIL import Image
+
+    frames, _ = video.read(clips / "guide.mp4")
+    folder = tmp_path / "guide"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"{i + 1:04d}.png")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for i in (0, 3):
+        Image.fromarray(clips_truth[i]).save(keys / f"{i + 1:04d}.png")
+    assert video.keyframe_positions([1, 4], folder) == {1: 0, 4: 3}
+    assert video.keyframe_positions([1, 4], clips / "guide.mp4") == {1: 1, 4: 4}
+    assert video.keyframe_positions([1, 4], clips / "guide.mp4", start=1) == {1: 0, 4: 3}
+    out = tmp_path / "o"
+    assert main(["deflicker", "--guide", str(folder), "--keyframes", str(keys), "-o", str(out), *FASTARGS]) == 0
+    got, _ = video.read(out)
+    assert np.array_equal(got[0], clips_truth[0]) and np.array_equal(got[3], clips_truth[3])
+    # the same keyframes against the video: numbered from 1 by --keyframe-start 1, the same frames
+    out2 = tmp_path / "o2"
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "--keyframe-start", "1",
+                 "-o", str(out2), *FASTARGS]) == 0
+    got2, _ = video.read(out2)
+    assert np.array_equal(got2[0], clips_truth[0]) and np.array_equal(got2[3], clips_truth[3])
+    # a number the guide folder does not have, a number before the first frame, two files of one number
+    (keys / "0000.png").write_bytes((keys / "0001.png").read_bytes())
+    capsys.readouterr()
+    assert main(["deflicker", "--guide", str(folder), "--keyframes", str(keys), "-o", str(tmp_path / "x"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "keyframe 0: the guide folder" in err and "numbered 1 to 6" in err and err.count("\n") == 1
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "--keyframe-start", "1",
+                 "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert "keyframe 0 is before the guide's first frame (numbered 1)" in capsys.readouterr().err
+    (keys / "0000.png").unlink()
+    (keys / "key_4.png").write_bytes((keys / "0004.png").read_bytes())
+    assert main(["deflicker", "--guide", str(folder), "--keyframes", str(keys), "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert "0004.png and key_4.png are both keyframe 4" in capsys.readouterr().err
+    assert main(["deflicker", "--guide", str(folder), "--style", str(folder), "--keyframe-start", "1",
+                 "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert "--keyframe-start numbers keyframes" in capsys.readouterr().err
+
+
 def test_cli_resize(clips, tmp_path):
     out = tmp_path / "r.mp4"
     assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "small.mp4"),

@@ -100,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv, or a folder for PNG frames")
     d.add_argument("--mode", choices=("table", "window", "keyframes", "all_pairs"), help="default: table (keyframes if --keyframes)")
     d.add_argument("--window", type=_window, default=15, help="frames blended on each side, or 'inf' for all (default 15)")
-    d.add_argument("--keyframes", help="folder of stylised keyframes named by frame number (0-based): 0.png, 24.png, ...")
+    d.add_argument("--keyframes", help="folder of stylised keyframes named by frame number: 0.png, 24.png, ... (0-based "
+                   "for a video guide; for a folder of numbered frames, the number of the guide frame each stylises)")
+    d.add_argument("--keyframe-start", type=int, metavar="N",
+                   help="the number of the guide's first frame in keyframe names (1 for frames FFmpeg wrote as "
+                        "0001.png, ...); default 0 for a video, the frames' own numbers for a folder")
     d.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if there is one); several, e.g. "
                    "cuda:0,cuda:1: the clip is split into as many ranges, done at once")
     d.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (default: from free memory)")
@@ -333,7 +337,7 @@ def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
     from .video import (BackgroundWriter, VideoWriter, check_output_is_not_input, has_audio, partial_path, probe,
-                        read_keyframes)
+                        keyframe_positions, read_keyframes)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -371,18 +375,31 @@ def cmd_deflicker(args) -> int:
             f"guide {args.guide} is {ginfo.width}x{ginfo.height} but style {args.style} is "
             f"{sinfo.width}x{sinfo.height}: pass --resize to resize the style to the guide"
         )
-    raw = read_keyframes(args.keyframes) if mode == "keyframes" else {}
-    for k, img in sorted(raw.items()):
+    if args.keyframe_start is not None and mode != "keyframes":
+        raise InputError("--keyframe-start numbers keyframes: it needs --keyframes DIR")
+    raw = {}  # guide frame index -> keyframe
+    numbered = read_keyframes(args.keyframes) if mode == "keyframes" else {}
+    where = keyframe_positions(numbered, args.guide, args.keyframe_start)
+    for k, img in sorted(numbered.items()):
+        i = where[k]
         if img.shape[:2] != (ginfo.height, ginfo.width) and not args.resize:
             raise InputError(
                 f"keyframe {k} ({args.keyframes}) is {img.shape[1]}x{img.shape[0]} but the guide {args.guide} "
                 f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide"
             )
-        if k >= n:
-            raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1})")
+        if i < 0:
+            raise InputError(f"keyframe {k} is before the guide's first frame (numbered {args.keyframe_start})")
+        if i >= n:
+            raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1 + k - i})")
+        raw[i] = img
+    if any(i != k for k, i in where.items()):
+        shown = ", ".join(f"{k} -> {i}" for k, i in list(where.items())[:4])
+        log.info("keyframes named by guide frame number: %s%s (0-based frame index)", shown,
+                 ", ..." if len(where) > 4 else "")
     # what a stopped run is checked against when it is resumed
     settings = {"guide": str(Path(args.guide).resolve()), "style": args.style and str(Path(args.style).resolve()),
-                "keyframes": args.keyframes and str(Path(args.keyframes).resolve()), "mode": mode,
+                "keyframes": args.keyframes and str(Path(args.keyframes).resolve()),
+                "keyframe_start": args.keyframe_start, "mode": mode,
                 "window": args.window, "frames": [start, end], "patchmatch": _patchmatch_kwargs(args),
                 "error_sigma": args.error_sigma, "detail": not args.no_detail, "cuts": not args.no_cuts,
                 "resize": args.resize, "fps": args.fps}

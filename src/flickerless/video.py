@@ -45,6 +45,7 @@ __all__ = [
     "DiskFrames",
     "open_frames",
     "read_keyframes",
+    "keyframe_positions",
     "natural_key",
     "resize_frame",
     "check_output_is_not_input",
@@ -398,19 +399,55 @@ def read_keyframes(folder) -> dict[int, np.ndarray]:
     files = _image_files(folder)
     if not files:
         raise InputError(f"{folder}: folder holds no images")
-    out, bad = {}, []
+    out, bad, names = {}, [], {}
     for f in files:
         m = _KEY_RE.search(f.stem)
         if m is None:
             bad.append(f.name)
-        else:
-            out[int(m.group(1))] = _load_image(f)
+            continue
+        k = int(m.group(1))
+        if k in names:
+            raise InputError(f"{folder}: {names[k]} and {f.name} are both keyframe {k}; keep one")
+        names[k] = f.name
+        out[k] = _load_image(f)
     if bad:
         raise InputError(
             f"{folder}: keyframe names must end in their frame number (0-based), e.g. 12.png or frame_0012.png; "
             f"not: {', '.join(bad[:5])}"
         )
     return out
+
+
+def keyframe_positions(numbers, guide, start: int | None = None) -> dict[int, int]:
+    """Which frame of ``guide`` each keyframe number names: ``{number: index}``.
+
+    ``start`` given: the number of the guide's first frame (1 for frames numbered as FFmpeg writes
+    them, ``%04d.png`` from 0001), so a number n is frame n - start. Otherwise, a guide that is a folder
+    of numbered images is matched by file number, as EbSynth does (keyframe ``0025.png`` is the guide's
+    ``0025.png``, whatever its position), and a video's frames are numbered from 0."""
+    numbers = sorted(numbers)
+    if start is not None:
+        return {k: k - start for k in numbers}
+    guide = Path(guide)
+    if not guide.is_dir():
+        return {k: k for k in numbers}
+    files = _image_files(guide)
+    found = [_KEY_RE.search(f.stem) for f in files]
+    if not files or any(m is None for m in found):
+        return {k: k for k in numbers}  # frames not all numbered: by position
+    index: dict[int, int] = {}
+    for i, m in enumerate(found):
+        index.setdefault(int(m.group(1)), i)
+    if len(index) != len(files):  # two frames with one number: positions are the only clear reading
+        return {k: k for k in numbers}
+    missing = [k for k in numbers if k not in index]
+    if missing:
+        lo, hi = min(index), max(index)
+        raise InputError(
+            f"keyframe {', '.join(map(str, missing[:5]))}: the guide folder {guide} has no frame of that number "
+            f"(its frames are numbered {lo} to {hi}); name each keyframe as the guide frame it stylises, or give "
+            f"--keyframe-start N (the number of the guide's first frame)")
+    return {k: index[k] for k in numbers}
 
 
 _OUTPUT_PNG = re.compile(r"\d+\.png")
