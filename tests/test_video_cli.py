@@ -350,6 +350,45 @@ def test_cli_resize(clips, tmp_path):
     assert video.probe(out).width == 80
 
 
+def test_cli_resize_style_works_at_the_styles_size(clips, clips_truth, tmp_path):
+    """--resize style: the guide is brought to the style's (or the keyframes') size, and the output
+    comes out at that size, shown as wide as the guide."""
+    from fractions import Fraction
+
+    from PIL import Image
+
+    from flickerless import deflicker
+
+    out = tmp_path / "small"
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "small.mp4"),
+                 "--resize", "style", "-o", str(out), *FASTARGS]) == 0
+    got, _ = video.read(out)
+    assert got.shape == (6, 32, 40, 3)
+    guide = np.stack([video.resize_frame(f, (32, 40)) for f in video.read(clips / "guide.mp4")[0]])
+    want = deflicker(guide, video.read(clips / "small.mp4")[0], device="cpu", patch_sizes=(7, 5), iterations=2)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    # a style of another shape (80x32 for an 80x64 guide): its pixels are shown twice as high
+    squashed = tmp_path / "squashed.mp4"
+    video.write(squashed, np.stack([video.resize_frame(f, (32, 80)) for f in video.read(clips / "style.mp4")[0]]), 25)
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(squashed), "--resize", "style",
+                 "-o", str(tmp_path / "sq.mp4"), *FASTARGS]) == 0
+    info = video.probe(tmp_path / "sq.mp4")
+    assert (info.width, info.height, info.pixel_aspect) == (80, 32, Fraction(1, 2))
+    # keyframes of their own size: the output is at theirs, and reproduces them at their frames
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    small = {i: video.resize_frame(clips_truth[i], (32, 40)) for i in (0, 5)}
+    for i, img in small.items():
+        Image.fromarray(img).save(keys / f"{i}.png")
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "--resize", "style",
+                 "-o", str(tmp_path / "k"), *FASTARGS]) == 0
+    got, _ = video.read(tmp_path / "k")
+    assert got.shape == (6, 32, 40, 3) and np.array_equal(got[0], small[0]) and np.array_equal(got[5], small[5])
+    Image.fromarray(clips_truth[3]).save(keys / "3.png")  # one keyframe of another size
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "--resize", "style",
+                 "-o", str(tmp_path / "k2"), "-q"]) == 2
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

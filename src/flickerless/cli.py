@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if there is one); several, e.g. "
                    "cuda:0,cuda:1: the clip is split into as many ranges, done at once")
     d.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (default: from free memory)")
-    d.add_argument("--resize", action="store_true", help="resize the style (or keyframes) to the guide's size")
+    d.add_argument("--resize", nargs="?", const="guide", choices=("guide", "style"),
+                   help="when sizes differ: --resize (or --resize guide) resizes the style (or keyframes) to the "
+                        "guide's size; --resize style resizes the guide to the style's (or keyframes') size "
+                        "instead: the output is at the size it was generated at, and fewer pixels are faster")
     d.add_argument("--fps", type=float, help="output frame rate (default: the guide's)")
     d.add_argument("--crf", type=_crf, default=17,
                    help="H.264 quality of a video output, 0 (lossless) to 51 (default 17: visually lossless; "
@@ -236,10 +240,10 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
         lo, hi = max(0, a - args.window), min(n, b + args.window)
     h, w = job["size"]
     if mode == "keyframes":
-        guide, _ = open_frames(args.guide, start=lo, stop=hi)
+        guide, _ = open_frames(args.guide, resize=(h, w), start=lo, stop=hi)
         sframes = None
     else:  # the guide and the style are decoded at once, each in a thread (the decoders release the GIL)
-        guide, sframes = _open_both(lambda: open_frames(args.guide, start=lo, stop=hi)[0],
+        guide, sframes = _open_both(lambda: open_frames(args.guide, resize=(h, w), start=lo, stop=hi)[0],
                                     lambda cancel: open_frames(args.style, resize=(h, w), start=lo, stop=hi,
                                                                cancel=cancel)[0])
     closers = [guide, sframes]
@@ -373,19 +377,32 @@ def cmd_deflicker(args) -> int:
     if sinfo is not None and (sinfo.height, sinfo.width) != (ginfo.height, ginfo.width) and not args.resize:
         raise InputError(
             f"guide {args.guide} is {ginfo.width}x{ginfo.height} but style {args.style} is "
-            f"{sinfo.width}x{sinfo.height}: pass --resize to resize the style to the guide"
+            f"{sinfo.width}x{sinfo.height}: pass --resize to resize the style to the guide, or --resize style "
+            "to work at the style's size"
         )
     if args.keyframe_start is not None and mode != "keyframes":
         raise InputError("--keyframe-start numbers keyframes: it needs --keyframes DIR")
     raw = {}  # guide frame index -> keyframe
     numbered = read_keyframes(args.keyframes) if mode == "keyframes" else {}
     where = keyframe_positions(numbered, args.guide, args.keyframe_start)
+    # the size the work is done (and the output written) at
+    size = (ginfo.height, ginfo.width)
+    if args.resize == "style":
+        if sinfo is not None:
+            size = (sinfo.height, sinfo.width)
+        else:
+            sizes = {img.shape[:2] for img in numbered.values()}
+            if len(sizes) > 1:
+                raise InputError(f"--resize style: the keyframes in {args.keyframes} are of {len(sizes)} sizes "
+                                 f"({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); make them one size")
+            size = sizes.pop()
     for k, img in sorted(numbered.items()):
         i = where[k]
-        if img.shape[:2] != (ginfo.height, ginfo.width) and not args.resize:
+        if img.shape[:2] != size and not args.resize:
             raise InputError(
                 f"keyframe {k} ({args.keyframes}) is {img.shape[1]}x{img.shape[0]} but the guide {args.guide} "
-                f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide"
+                f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide, or --resize "
+                "style to work at the keyframes' size"
             )
         if i < 0:
             raise InputError(f"keyframe {k} is before the guide's first frame (numbered {args.keyframe_start})")
@@ -408,7 +425,7 @@ def cmd_deflicker(args) -> int:
     record = partial.with_name(partial.name + ".json")
     done_before = _resumable(partial, record, settings) if args.resume else 0
     begin = start + done_before  # the first frame computed in this run
-    job = {"mode": mode, "n": n, "keyframes": raw, "size": (ginfo.height, ginfo.width), "options": opts}
+    job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts}
     # several devices: the frames still to do, in equal ranges, one per device
     k = max(1, min(len(devices), end - begin))
     cuts = [begin + (end - begin) * i // k for i in range(k + 1)]
@@ -422,8 +439,10 @@ def cmd_deflicker(args) -> int:
         else:
             log.info("the guide's sound is left out: --fps %g changes the timing (the guide is %g fps)", fps, ginfo.fps)
     # encoding (and each frame's copy from the GPU) overlaps the computing of the next frames
+    # a pixel of the output is shown as wide as the guide's picture, whatever size the work was done at
+    aspect = ginfo.pixel_aspect * Fraction(ginfo.width * size[0], ginfo.height * size[1])
     writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio, audio_start=start / ginfo.fps,
-                                          pixel_aspect=ginfo.pixel_aspect))
+                                          pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1))
     t0 = time.perf_counter()
     try:
         if done_before:
@@ -449,7 +468,7 @@ def cmd_deflicker(args) -> int:
     _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
     dt = time.perf_counter() - t0
     log.info("wrote %s: %d frames %dx%d, %s mode, %.1f s (%.3f s/frame) on %s", args.output, writer.count,
-             ginfo.width, ginfo.height, mode, dt, dt / max(1, writer.count), ", ".join(map(str, devices)))
+             size[1], size[0], mode, dt, dt / max(1, writer.count), ", ".join(map(str, devices)))
     return 0
 
 
