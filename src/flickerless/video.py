@@ -7,9 +7,11 @@ untagged HD clip, not FFmpeg's BT.601), a video's rotation (the display matrix p
 portrait footage) and a photo's EXIF orientation are applied; 16-bit grey images are scaled to 8 bits.
 
 Writing: ``.mp4``/``.mov``/``.mkv`` as H.264 yuv420p (odd sizes padded by one edge pixel, as
-yuv420p needs even sizes; colours through BT.709 for HD and BT.601 below, said in the stream), or a folder of PNGs (a path with no video extension). A video output can
-carry the sound of another clip (``audio=``: the original's, cut to the frames written), copied as
-it is where the container takes its codec, else re-encoded as AAC. Output appears
+yuv420p needs even sizes; colours through BT.709 for HD and BT.601 below, said in the stream; a
+pixel shape other than square said too), or a folder of PNGs (a path with no video extension). A
+video output can carry the sound of another clip (``audio=``: the original's, cut to the frames
+written and placed against its first frame), copied as it is where the container takes its codec,
+else re-encoded as AAC. Output appears
 atomically: frames go to a temporary name beside the target, renamed over it only when complete,
 so an existing output is never half-overwritten.
 
@@ -412,7 +414,7 @@ def read_keyframes(folder) -> dict[int, np.ndarray]:
         out[k] = _load_image(f)
     if bad:
         raise InputError(
-            f"{folder}: keyframe names must end in their frame number (0-based), e.g. 12.png or frame_0012.png; "
+            f"{folder}: keyframe names must end in their frame number, e.g. 12.png or frame_0012.png; "
             f"not: {', '.join(bad[:5])}"
         )
     return out
