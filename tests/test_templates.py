@@ -126,6 +126,7 @@ def test_read_clip_generates_anamorphic_video_with_square_pixels(carphone, tmp_p
     import av
 
     from flickerless.pipelines.job import read_clip
+    from flickerless.video import write
 
     path = tmp_path / "wide.mp4"
     with av.open(str(path), "w") as c:
@@ -142,8 +143,6 @@ def test_read_clip_generates_anamorphic_video_with_square_pixels(carphone, tmp_p
     h, w = frames.shape[1:3]
     assert abs(w / h - 16 / 9) < 0.03
     plain = tmp_path / "plain.mp4"
-    from flickerless.video import write
-
     write(plain, carphone[:2], 25)
     h, w = read_clip(plain, (0, None), s).frames.shape[1:3]
     assert abs(w / h - 176 / 144) < 0.03
