@@ -495,6 +495,30 @@ def test_anamorphic_guide_gives_an_output_shown_as_wide(clips, tmp_path, sound_c
     assert _aspect_of(tmp_path / "sound.mp4") == Fraction(4, 3) and _sound(tmp_path / "sound.mp4") is not None
 
 
+def test_interlaced_guide_is_said_with_the_way_out(clips, tmp_path, caplog):
+    """1080i camcorder footage weaves two fields into each frame: the run goes on, and says once how
+    to make it progressive."""
+    import av
+
+    frames, _ = video.read(clips / "guide.mp4")
+    woven = tmp_path / "woven.mp4"
+    with av.open(str(woven), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 80, 64, "yuv420p"
+        s.options = {"x264-params": "interlaced=1:tff=1"}
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    assert video.probe(woven).interlaced and not video.probe(clips / "guide.mp4").interlaced
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert main(["deflicker", "--guide", str(woven), "--style", str(clips / "style.mp4"), "-o",
+                     str(tmp_path / "o.mp4"), *FASTARGS]) == 0
+    said = [r.getMessage() for r in caplog.records if "interlaced" in r.getMessage()]
+    assert len(said) == 1 and str(woven) in said[0] and "-vf bwdif" in said[0]
+
+
 def test_image_folders_exif_16_bit_and_mixed_sizes(tmp_path, carphone, capsys):
     from PIL import Image
 

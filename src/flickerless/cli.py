@@ -341,7 +341,7 @@ def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
     from .video import (BackgroundWriter, VideoWriter, check_output_is_not_input, has_audio, partial_path, probe,
-                        keyframe_positions, read_keyframes)
+                        keyframe_positions, read_keyframes, warn_if_interlaced)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -362,6 +362,9 @@ def cmd_deflicker(args) -> int:
     n = ginfo.frames
     start, end = parse_frames(args.frames)
     sinfo = probe(args.style) if mode != "keyframes" else None
+    warn_if_interlaced(args.guide, ginfo)
+    if sinfo is not None:
+        warn_if_interlaced(args.style, sinfo)
     if sinfo is not None and sinfo.frames != n:
         # a style made for part of the clip (or a frame short) can still be used for the frames it covers,
         # when --frames says which

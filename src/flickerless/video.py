@@ -48,6 +48,7 @@ __all__ = [
     "open_frames",
     "read_keyframes",
     "keyframe_positions",
+    "warn_if_interlaced",
     "natural_key",
     "resize_frame",
     "check_output_is_not_input",
@@ -73,6 +74,8 @@ class VideoInfo:
     # the shape of one pixel as shown, width / height: 1 but for anamorphic video (DV and DVD 16:9 store
     # 720x576 shown 1024x576: 64/45), upright like the frames
     pixel_aspect: Fraction = Fraction(1)
+    # fields woven into each frame (1080i camcorder and broadcast footage): moving edges show comb teeth
+    interlaced: bool = False
 
 
 def natural_key(name: str):
@@ -234,6 +237,7 @@ def probe(path) -> VideoInfo:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
         aspect = _pixel_aspect(stream)
+        interlaced = False
         n = stream.frames
         h = w = 0
         try:  # the size as read: the first frame, upright (a rotated stream's coded size is turned)
@@ -241,6 +245,7 @@ def probe(path) -> VideoInfo:
             h, w = _upright(frame).shape[:2]
             if _turns(frame) % 2:
                 aspect = 1 / aspect
+            interlaced = bool(getattr(frame, "interlaced_frame", False))
         except (StopIteration, av.error.FFmpegError):  # type: ignore[attr-defined]
             n = 0
     finally:
@@ -252,7 +257,16 @@ def probe(path) -> VideoInfo:
             n += 1
         if first is not None:
             h, w = first.shape[:2]
-    return VideoInfo(int(n), int(h), int(w), fps, aspect)
+    return VideoInfo(int(n), int(h), int(w), fps, aspect, interlaced)
+
+
+def warn_if_interlaced(path, info: VideoInfo) -> None:
+    """Say once that a clip is interlaced, and how to make it progressive: its frames are read as
+    stored, two fields woven together, and patch matching and generation see their comb teeth."""
+    if info.interlaced:
+        log.warning("%s is interlaced (two fields woven into each frame): moving edges show comb teeth that "
+                    "matching and generation take for detail; deinterlace it first, e.g. ffmpeg -i %s -vf bwdif "
+                    "-c:a copy progressive.mp4", path, Path(path).name)
 
 
 def read(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:

@@ -185,9 +185,10 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
               keep_native: bool = False) -> _Inputs:
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
     uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache."""
-    from ..video import iter_frames, probe, resize_frame
+    from ..video import iter_frames, probe, resize_frame, warn_if_interlaced
 
     info = probe(video)
+    warn_if_interlaced(video, info)
     start, end = frames
     h0, w0 = info.height, info.width
     anamorphic = info.pixel_aspect != 1  # generated (and written) with square pixels, as it is shown
