@@ -7,13 +7,13 @@ command. Modes (all produce one frame per input frame, same kind as the input):
   video included (``window=None``): blend of frames ``[i - w, i + w]`` at ``i``.
 - ``window``: each frame blended with every frame within ``+-w``, each remapped directly. O(n w).
 - ``keyframes``: only some frames are stylised; every frame is rendered from its two bracketing
-  keyframes, remapped and blended with weights falling linearly with distance.
+  keyframes of its own shot, remapped and blended with weights falling linearly with distance.
 - ``all_pairs``: reference, one pair at a time, no batching; for tests.
 
-In window and table modes each remapped frame is weighted per pixel by how well the guide survives
-the same remap (``error_sigma``), and the guide is blended alongside the style so that the fine
-detail blending lost can be given back from each frame's own style image (``detail``,
-:mod:`flickerless.blend.detail`).
+In window, table and keyframes modes each remapped frame is weighted per pixel by how well the guide
+survives the same remap (``error_sigma``). In window and table modes the guide is also blended
+alongside the style so that the fine detail blending lost can be given back from each frame's own
+style image (``detail``, :mod:`flickerless.blend.detail`).
 
 Frames flow through the GPU in batches of pairs; intermediate images live in a
 :class:`~flickerless.blend.frames.FrameStore` (device, then host RAM, then disk), so a long clip
