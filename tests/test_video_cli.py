@@ -334,7 +334,14 @@ def test_keyframes_are_matched_to_the_frames_they_are_named_after(clips, clips_t
     assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "--keyframe-start", "1",
                  "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "keyframe 0 is before the guide's first frame (numbered 1)" in capsys.readouterr().err
+    # keyframes numbered from 1 against a video, the last one past its end: the way out is said
     (keys / "0000.png").unlink()
+    (keys / "0007.png").write_bytes((keys / "0001.png").read_bytes())
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys),
+                 "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert "keyframe 7 is past the guide's last frame (5); if the keyframes are numbered from 1 (as FFmpeg " \
+           "numbers frames), add --keyframe-start 1" in capsys.readouterr().err
+    (keys / "0007.png").unlink()
     (keys / "key_4.png").write_bytes((keys / "0004.png").read_bytes())
     assert main(["deflicker", "--guide", str(folder), "--keyframes", str(keys), "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "0004.png and key_4.png are both keyframe 4" in capsys.readouterr().err

@@ -410,7 +410,10 @@ def cmd_deflicker(args) -> int:
         if i < 0:
             raise InputError(f"keyframe {k} is before the guide's first frame (numbered {args.keyframe_start})")
         if i >= n:
-            raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1 + k - i})")
+            hint = ""
+            if args.keyframe_start is None and min(numbered) >= 1 and not Path(args.guide).is_dir():
+                hint = "; if the keyframes are numbered from 1 (as FFmpeg numbers frames), add --keyframe-start 1"
+            raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1 + k - i}){hint}")
         raw[i] = img
     if any(i != k for k, i in where.items()):
         shown = ", ".join(f"{k} -> {i}" for k, i in list(where.items())[:4])
