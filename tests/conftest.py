@@ -17,6 +17,26 @@ def small_clip(carphone):
     return np.ascontiguousarray(carphone[:10, 40:104, 48:128])
 
 
+def write_h264(path, frames, fps=25, sample_aspect_ratio=None, options=None):
+    """Frames ``(T, H, W, 3)`` uint8 as an H.264 clip written here, with stream settings the library's
+    own writer does not make: a pixel shape (``sample_aspect_ratio``), x264 options (interlacing)."""
+    import av
+
+    h, w = frames.shape[1:3]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        if sample_aspect_ratio is not None:
+            s.codec_context.sample_aspect_ratio = sample_aspect_ratio
+        if options:
+            s.options = options
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
 # cheap PatchMatch settings for tests that check plumbing rather than quality
 FAST = dict(patch_sizes=(7, 5), iterations=2)
 

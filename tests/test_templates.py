@@ -123,21 +123,13 @@ def test_read_clip_generates_anamorphic_video_with_square_pixels(carphone, tmp_p
     """A clip whose pixels are shown wider than high is generated (and so written) as it is shown."""
     from fractions import Fraction
 
-    import av
-
     from flickerless.pipelines.job import read_clip
     from flickerless.video import write
 
+    from .conftest import write_h264
+
     path = tmp_path / "wide.mp4"
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("libx264", rate=25)
-        st.width, st.height, st.pix_fmt = 176, 144, "yuv420p"
-        st.codec_context.sample_aspect_ratio = Fraction(16, 11)  # shown 256x144: 16:9
-        for f in carphone[:2]:
-            for packet in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(packet)
-        for packet in st.encode():
-            c.mux(packet)
+    write_h264(path, carphone[:2], sample_aspect_ratio=Fraction(16, 11))  # 176x144 shown 256x144: 16:9
     s = load_template("stylize")
     frames = read_clip(path, (0, None), s).frames
     h, w = frames.shape[1:3]

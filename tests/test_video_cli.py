@@ -7,6 +7,8 @@ from flickerless import video
 from flickerless.cli import main
 from flickerless.errors import InputError, OutputError
 
+from .conftest import write_h264
+
 
 def test_natural_sort_folder(tmp_path):
     from PIL import Image
@@ -454,22 +456,6 @@ def test_rotated_video_is_read_upright(tmp_path, carphone, rotation, turns):
     assert (info.frames, info.height, info.width) == (3, *upright.shape[1:3])
 
 
-def _anamorphic(path, frames, aspect) -> None:
-    """An H.264 clip whose pixels are shown ``aspect`` times as wide as high (DV/DVD 16:9: 64/45)."""
-    import av
-
-    h, w = frames.shape[1:3]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.codec_context.sample_aspect_ratio = aspect
-        for f in frames:
-            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(packet)
-        for packet in s.encode():
-            c.mux(packet)
-
-
 def _aspect_of(path):
     import av
 
@@ -482,7 +468,7 @@ def test_anamorphic_guide_gives_an_output_shown_as_wide(clips, tmp_path, sound_c
 
     guide, _ = video.read(clips / "guide.mp4")
     wide = tmp_path / "wide.mp4"
-    _anamorphic(wide, guide, Fraction(64, 45))
+    write_h264(wide, guide, sample_aspect_ratio=Fraction(64, 45))
     assert video.probe(wide).pixel_aspect == Fraction(64, 45)
     assert video.probe(clips / "guide.mp4").pixel_aspect == 1
     # turned a quarter (a phone's portrait clip), a pixel is as much taller as it was wider
@@ -505,19 +491,9 @@ def test_anamorphic_guide_gives_an_output_shown_as_wide(clips, tmp_path, sound_c
 def test_interlaced_guide_is_said_with_the_way_out(clips, tmp_path, caplog):
     """1080i camcorder footage weaves two fields into each frame: the run goes on, and says once how
     to make it progressive."""
-    import av
-
     frames, _ = video.read(clips / "guide.mp4")
     woven = tmp_path / "woven.mp4"
-    with av.open(str(woven), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 80, 64, "yuv420p"
-        s.options = {"x264-params": "interlaced=1:tff=1"}
-        for f in frames:
-            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(packet)
-        for packet in s.encode():
-            c.mux(packet)
+    write_h264(woven, frames, options={"x264-params": "interlaced=1:tff=1"})
     assert video.probe(woven).interlaced and not video.probe(clips / "guide.mp4").interlaced
     with caplog.at_level("WARNING", logger="flickerless"):
         assert main(["deflicker", "--guide", str(woven), "--style", str(clips / "style.mp4"), "-o",
