@@ -608,6 +608,38 @@ def test_writer_carries_sound_cut_to_the_frames(sound_clip, tmp_path):
     assert _sound(tmp_path / "o.mp4") is None
 
 
+def _clip_with_tone(path, fmt, frames, audio_codec, seconds, silent=0.0, delay=0.0, rate=48000):
+    """A clip of ``frames`` at 25 fps with a mono 440 Hz tone of ``seconds`` (silent for its first
+    ``silent`` seconds), both streams starting ``delay`` seconds into the container's timeline."""
+    import av
+
+    h, w = frames.shape[1:3]
+    with av.open(str(path), "w", format=fmt) as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        a = c.add_stream(audio_codec, rate=rate)
+        a.layout = "mono"
+        for i, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i + round(delay * 25)
+            for p in v.encode(f):
+                c.mux(p)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+        tone[:int(silent * rate)] = 0
+        sample_format = "s16" if audio_codec.startswith("pcm_s16") else "fltp"
+        for k in range(0, len(tone), 1024):
+            part = tone[None, k:k + 1024]
+            if sample_format == "s16":
+                part = (part * 32767).astype(np.int16)
+            f = av.AudioFrame.from_ndarray(part, format=sample_format, layout="mono")
+            f.sample_rate, f.pts = rate, k + round(delay * rate)
+            for p in a.encode(f):
+                c.mux(p)
+        for st in (v, a):
+            for p in st.encode():
+                c.mux(p)
+
+
 def test_sound_the_output_container_cannot_hold_is_reencoded(tmp_path):
     """PCM sound (a .mov from a camera or editor) cannot go into mp4 as it is: it is re-encoded as AAC,
     and is still the same sound (a 440 Hz tone stays at 440 Hz)."""
@@ -615,23 +647,8 @@ def test_sound_the_output_container_cannot_hold_is_reencoded(tmp_path):
 
     src = tmp_path / "tone.mov"
     rate, seconds = 48000, 1.0
-    with av.open(str(src), "w", format="mov") as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt = 32, 32, "yuv420p"
-        a = c.add_stream("pcm_s16le", rate=rate)
-        a.layout = "mono"
-        for i in range(25):
-            for p in v.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 9, np.uint8), format="rgb24")):
-                c.mux(p)
-        t = np.arange(int(seconds * rate)) / rate
-        pcm = (0.3 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)[None]
-        af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        af.sample_rate, af.pts = rate, 0
-        for p in a.encode(af):
-            c.mux(p)
-        for s in (a, v):
-            for p in s.encode(None):
-                c.mux(p)
+    grey = np.repeat(np.arange(0, 225, 9, dtype=np.uint8)[:, None, None, None], 32, 1).repeat(32, 2).repeat(3, 3)
+    _clip_with_tone(src, "mov", grey, "pcm_s16le", seconds, rate=rate)
     frames, fps = video.read(src)
     out = tmp_path / "o.mp4"
     with video.VideoWriter(out, fps, audio=src) as w:
@@ -663,30 +680,10 @@ def _tone_after_first_frame(path) -> float:
 def test_sound_stays_in_step_with_a_clip_that_starts_late(tmp_path, carphone, ext):
     """MPEG-TS (and camcorder .MTS) clips start their timeline at a second or more: the sound is placed
     against the first frame, as it plays in the source, not against time 0."""
-    import av
-
     src = tmp_path / "cam.ts"
-    rate, delay = 48000, 1.4
-    with av.open(str(src), "w", format="mpegts") as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt = 176, 144, "yuv420p"
-        a = c.add_stream("aac", rate=rate)
-        a.layout = "mono"
-        for i in range(50):
-            f = av.VideoFrame.from_ndarray(carphone[i % len(carphone)], format="rgb24")
-            f.pts = i + round(delay * 25)
-            for p in v.encode(f):
-                c.mux(p)
-        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * rate) / rate)).astype(np.float32)
-        tone[:rate] = 0  # silence, then a tone from frame 25 (1 s after the first frame)
-        for k in range(0, len(tone), 1024):
-            f = av.AudioFrame.from_ndarray(tone[None, k:k + 1024], format="fltp", layout="mono")
-            f.sample_rate, f.pts = rate, k + round(delay * rate)
-            for p in a.encode(f):
-                c.mux(p)
-        for st in (v, a):
-            for p in st.encode():
-                c.mux(p)
+    # 2 s: silence, then a tone from frame 25 (1 s after the first frame); the timeline starts at 1.4 s
+    frames = carphone[np.arange(50) % len(carphone)]
+    _clip_with_tone(src, "mpegts", frames, "aac", 2.0, silent=1.0, delay=1.4)
     assert abs(_tone_after_first_frame(src) - 1.0) < 0.03
     frames, fps = video.read(src)
     out = tmp_path / f"whole{ext}"
