@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from flickerless import video
 from flickerless.cli import main
@@ -350,6 +351,35 @@ def test_keyframes_are_matched_to_the_frames_they_are_named_after(clips, clips_t
     assert main(["deflicker", "--guide", str(folder), "--style", str(folder), "--keyframe-start", "1",
                  "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "--keyframe-start numbers keyframes" in capsys.readouterr().err
+
+
+def test_keyframes_are_loaded_when_needed_a_few_at_a_time(clips, clips_truth, tmp_path, monkeypatch):
+    """Hundreds of keyframes (every other frame of a long clip) must not all sit in memory: the command
+    line checks them from their headers, and the run loads each when it is needed, keeping a few."""
+    from PIL import Image
+
+    from flickerless.cli import _Keyframes
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for i in (0, 2, 4, 5):
+        Image.fromarray(clips_truth[i]).save(keys / f"{i}.png")
+    kf = _Keyframes({i: keys / f"{i}.png" for i in (0, 2, 4, 5)}, (32, 40), keep=2)
+    assert 4 in kf and 3 not in kf and len(kf) == 4 and kf.loads == 0  # asking is not loading
+    first = kf[4]
+    assert first.shape == (3, 32, 40) and first.dtype == torch.float32 and kf[4] is first and kf.loads == 1
+    for i in (0, 2, 5, 4):
+        kf[i]
+    assert kf.loads == 5 and len(kf._cache) == 2  # 4 was dropped and loaded again
+    loaded = []
+    real = video.load_image
+    monkeypatch.setattr(video, "load_image", lambda p: loaded.append(p) or real(p))
+    out = tmp_path / "o"
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "-o", str(out),
+                 *FASTARGS]) == 0
+    got, _ = video.read(out)
+    assert all(np.array_equal(got[i], clips_truth[i]) for i in (0, 2, 4, 5))
+    assert sorted(set(loaded)) == sorted(keys.iterdir()) and len(loaded) <= 8
 
 
 def test_cli_resize(clips, tmp_path):

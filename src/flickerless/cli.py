@@ -10,6 +10,8 @@ import json
 import logging
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 
@@ -220,15 +222,54 @@ def _open_both(first, second):
     return a, box["value"]
 
 
+class _Keyframes(Mapping):
+    """Keyframe files by frame index, each loaded when it is asked for as a ``(3, H, W)`` float tensor
+    at ``size`` (resized if it is not), the last few kept: a long clip's hundreds of keyframes are never
+    all in memory at once (at 1080p each is 25 MB as floats). ``size`` tells ``run_deflicker`` their
+    size without loading them."""
+
+    def __init__(self, files: dict, size: tuple[int, int], keep: int = 4):
+        self.files = dict(files)
+        self.size = tuple(size)
+        self._keep = keep
+        self._cache: OrderedDict = OrderedDict()
+        self.loads = 0
+
+    def __getitem__(self, k):
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        import torch
+
+        from .video import load_image, resize_frame
+
+        img = load_image(self.files[k])
+        if img.shape[:2] != self.size:
+            img = resize_frame(img, self.size)
+        t = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+        self._cache[k] = t
+        self.loads += 1
+        while len(self._cache) > self._keep:
+            self._cache.popitem(last=False)
+        return t
+
+    def __contains__(self, k) -> bool:  # without loading (Mapping's would)
+        return k in self.files
+
+    def __iter__(self):
+        return iter(self.files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
 def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: bool) -> dict:
     """Frames ``a..b-1`` of the clip on ``device``: read with the neighbours they blend with (so that
     they come out as in a whole-clip run), each handed to ``emit`` in order as ``(H, W, 3)`` uint8, or
     on a GPU as a callable returning it once its copy to the host is done (:func:`video.host_frame`)."""
-    import torch
-
     from .blend.deflicker import run_deflicker
     from .blend.frames import ArrayFrames
-    from .video import host_frame, open_frames, resize_frame
+    from .video import host_frame, open_frames
 
     mode, n, raw = job["mode"], job["n"], job["keyframes"]
     if mode == "keyframes":  # back to the keyframes that bracket the range
@@ -250,11 +291,7 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
     try:
         style, keyframes = None, None
         if mode == "keyframes":
-            keyframes = {}
-            for k, img in sorted(raw.items()):
-                if lo <= k < hi:
-                    img = img if img.shape[:2] == (h, w) else resize_frame(img, (h, w))
-                    keyframes[k - lo] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+            keyframes = _Keyframes({k - lo: path for k, path in raw.items() if lo <= k < hi}, (h, w))
         else:
             style = ArrayFrames(sframes)
         pending: dict = {}  # index -> frame (or callable), until the frames before it are handed on
@@ -341,7 +378,7 @@ def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
     from .video import (BackgroundWriter, VideoWriter, check_output_is_not_input, has_audio, partial_path, probe,
-                        keyframe_positions, read_keyframes, warn_if_interlaced)
+                        image_size, keyframe_files, keyframe_positions, warn_if_interlaced)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -385,8 +422,9 @@ def cmd_deflicker(args) -> int:
         )
     if args.keyframe_start is not None and mode != "keyframes":
         raise InputError("--keyframe-start numbers keyframes: it needs --keyframes DIR")
-    raw = {}  # guide frame index -> keyframe
-    numbered = read_keyframes(args.keyframes) if mode == "keyframes" else {}
+    raw = {}  # guide frame index -> keyframe file (loaded when needed: there may be hundreds)
+    numbered = keyframe_files(args.keyframes) if mode == "keyframes" else {}
+    shapes = {k: image_size(path) for k, path in numbered.items()}  # from the headers
     where = keyframe_positions(numbered, args.guide, args.keyframe_start)
     # the size the work is done (and the output written) at
     size = (ginfo.height, ginfo.width)
@@ -394,16 +432,16 @@ def cmd_deflicker(args) -> int:
         if sinfo is not None:
             size = (sinfo.height, sinfo.width)
         else:
-            sizes = {img.shape[:2] for img in numbered.values()}
+            sizes = set(shapes.values())
             if len(sizes) > 1:
                 raise InputError(f"--resize style: the keyframes in {args.keyframes} are of {len(sizes)} sizes "
                                  f"({', '.join(f'{w}x{h}' for h, w in sorted(sizes))}); make them one size")
             size = sizes.pop()
-    for k, img in sorted(numbered.items()):
-        i = where[k]
-        if img.shape[:2] != size and not args.resize:
+    for k, path in sorted(numbered.items()):
+        i, shape = where[k], shapes[k]
+        if shape != size and not args.resize:
             raise InputError(
-                f"keyframe {k} ({args.keyframes}) is {img.shape[1]}x{img.shape[0]} but the guide {args.guide} "
+                f"keyframe {k} ({args.keyframes}) is {shape[1]}x{shape[0]} but the guide {args.guide} "
                 f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide, or --resize "
                 "style to work at the keyframes' size"
             )
@@ -414,7 +452,7 @@ def cmd_deflicker(args) -> int:
             if args.keyframe_start is None and min(numbered) >= 1 and not Path(args.guide).is_dir():
                 hint = "; if the keyframes are numbered from 1 (as FFmpeg numbers frames), add --keyframe-start 1"
             raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1 + k - i}){hint}")
-        raw[i] = img
+        raw[i] = path
     if any(i != k for k, i in where.items()):
         shown = ", ".join(f"{k} -> {i}" for k, i in list(where.items())[:4])
         log.info("keyframes named by guide frame number: %s%s (0-based frame index)", shown,

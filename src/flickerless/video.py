@@ -47,6 +47,9 @@ __all__ = [
     "DiskFrames",
     "open_frames",
     "read_keyframes",
+    "keyframe_files",
+    "image_size",
+    "load_image",
     "keyframe_positions",
     "warn_if_interlaced",
     "natural_key",
@@ -406,8 +409,9 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 _KEY_RE = re.compile(r"(\d+)$")
 
 
-def read_keyframes(folder) -> dict[int, np.ndarray]:
-    """Keyframes from a folder of images named by frame index (``12.png``, ``frame_0012.jpg``)."""
+def keyframe_files(folder) -> dict[int, Path]:
+    """The keyframe images of a folder by their number (``12.png``, ``frame_0012.jpg``), not loaded:
+    many keyframes of a long clip need not all be in memory at once (see :func:`load_image`)."""
     folder = Path(folder)
     _check_exists(folder)
     if not folder.is_dir():
@@ -415,23 +419,44 @@ def read_keyframes(folder) -> dict[int, np.ndarray]:
     files = _image_files(folder)
     if not files:
         raise InputError(f"{folder}: folder holds no images")
-    out, bad, names = {}, [], {}
+    out: dict[int, Path] = {}
+    bad = []
     for f in files:
         m = _KEY_RE.search(f.stem)
         if m is None:
             bad.append(f.name)
             continue
         k = int(m.group(1))
-        if k in names:
-            raise InputError(f"{folder}: {names[k]} and {f.name} are both keyframe {k}; keep one")
-        names[k] = f.name
-        out[k] = _load_image(f)
+        if k in out:
+            raise InputError(f"{folder}: {out[k].name} and {f.name} are both keyframe {k}; keep one")
+        out[k] = f
     if bad:
         raise InputError(
             f"{folder}: keyframe names must end in their frame number, e.g. 12.png or frame_0012.png; "
             f"not: {', '.join(bad[:5])}"
         )
     return out
+
+
+def read_keyframes(folder) -> dict[int, np.ndarray]:
+    """Keyframes from a folder of images named by frame index (``12.png``, ``frame_0012.jpg``), loaded."""
+    return {k: _load_image(p) for k, p in keyframe_files(folder).items()}
+
+
+def image_size(path) -> tuple[int, int]:
+    """``(H, W)`` of an image as it is read (its EXIF orientation applied), from its header alone."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap width and height
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read as an image ({e})") from e
+    return (w, h) if turned else (h, w)
+
+
+load_image = _load_image
 
 
 def keyframe_positions(numbers, guide, start: int | None = None) -> dict[int, int]:

@@ -713,11 +713,12 @@ def run_deflicker(
         bad = [k for k in keyframes if not 0 <= k < n]
         if bad:
             raise InputError(f"keyframe indices {sorted(bad)} are outside the guide video's frames 0..{n - 1}")
-        for k, img in keyframes.items():
-            if tuple(img.shape[-2:]) != guide.size:
-                raise InputError(
-                    f"keyframe {k} is {img.shape[-1]}x{img.shape[-2]}, the guide is {guide.size[1]}x{guide.size[0]}"
-                )
+        # a mapping that loads its keyframes when asked says their size instead (the command line's)
+        sizes = ({k: tuple(keyframes.size) for k in keyframes} if hasattr(keyframes, "size")
+                 else {k: tuple(img.shape[-2:]) for k, img in keyframes.items()})
+        for k, (h, w) in sizes.items():
+            if (h, w) != guide.size:
+                raise InputError(f"keyframe {k} is {w}x{h}, the guide is {guide.size[1]}x{guide.size[0]}")
     else:
         if style is None:
             raise InputError(f"mode {mode!r} needs a stylised video")
