@@ -46,7 +46,6 @@ __all__ = [
     "VideoWriter",
     "DiskFrames",
     "open_frames",
-    "read_keyframes",
     "keyframe_files",
     "image_size",
     "load_image",
@@ -96,7 +95,8 @@ def _check_exists(path: Path) -> None:
         raise InputError(f"{path}: no such file or folder")
 
 
-def _load_image(path: Path) -> np.ndarray:
+def load_image(path: Path) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8, as it is shown (EXIF orientation applied; 16-bit grey scaled)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -188,7 +188,7 @@ def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.nd
     size = None
     if path.is_dir():
         for f in _image_files(path)[start:stop]:
-            img = _load_image(f)
+            img = load_image(f)
             if size is None:
                 size, first = img.shape[:2], f.name
             elif img.shape[:2] != size:
@@ -231,7 +231,7 @@ def probe(path) -> VideoInfo:
         files = _image_files(path)
         if not files:
             raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
-        h, w = _load_image(files[0]).shape[:2]
+        h, w = load_image(files[0]).shape[:2]
         return VideoInfo(len(files), h, w, DEFAULT_FPS)
     import av
 
@@ -438,11 +438,6 @@ def keyframe_files(folder) -> dict[int, Path]:
     return out
 
 
-def read_keyframes(folder) -> dict[int, np.ndarray]:
-    """Keyframes from a folder of images named by frame index (``12.png``, ``frame_0012.jpg``), loaded."""
-    return {k: _load_image(p) for k, p in keyframe_files(folder).items()}
-
-
 def image_size(path) -> tuple[int, int]:
     """``(H, W)`` of an image as it is read (its EXIF orientation applied), from its header alone."""
     from PIL import Image, UnidentifiedImageError
@@ -454,9 +449,6 @@ def image_size(path) -> tuple[int, int]:
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read as an image ({e})") from e
     return (w, h) if turned else (h, w)
-
-
-load_image = _load_image
 
 
 def keyframe_positions(numbers, guide, start: int | None = None) -> dict[int, int]:

@@ -231,9 +231,9 @@ def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_di
     if name == "shuffle":  # one style image, shuffled once, the same control for every frame
         if style_image is None:
             raise InputError("the shuffle ControlNet needs a style image: give --style-image PATH")
-        from ..video import _load_image
+        from ..video import load_image
 
-        img = _fit(_load_image(Path(style_image)), inputs.frames.shape[1:3], "crop")
+        img = _fit(load_image(Path(style_image)), inputs.frames.shape[1:3], "crop")
         one = control.annotate(name, img[None], cache=False, **kw)
         return _to_tensor(one).expand(len(inputs.frames), -1, -1, -1).contiguous()
     out = control.annotate(name, frames, cache=True, cache_dir=cache_dir, video_id=video_id, **kw)
