@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from flickerless.cli import main
@@ -138,3 +139,15 @@ def test_read_clip_generates_anamorphic_video_with_square_pixels(carphone, tmp_p
     write(plain, carphone[:2], 25)
     h, w = read_clip(plain, (0, None), s).frames.shape[1:3]
     assert abs(w / h - 176 / 144) < 0.03
+    # cropped to the template's 960x512, in one resample: as the clip shown (desqueezed to 256x144)
+    # and then cropped
+    from flickerless.pipelines.job import _fit
+    from flickerless.synthetic import psnr
+    from flickerless.video import read, resize_frame
+
+    stored = read(path)[0]
+    crop = read_clip(path, (0, None), apply_overrides(s, ['video.resize="crop"'])).frames
+    shown = np.stack([_fit(resize_frame(f, (144, 256)), (512, 960), "crop") for f in stored])
+    assert crop.shape == shown.shape == (2, 512, 960, 3) and psnr(crop, shown) > 30
+    # cropped as stored (the pixel shape ignored) is another picture
+    assert psnr(crop, np.stack([_fit(f, (512, 960), "crop") for f in stored])) < 25

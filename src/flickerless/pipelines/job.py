@@ -99,14 +99,16 @@ def target_size(h: int, w: int, settings: dict, multiple: int = 8) -> tuple[int,
     return r(H), r(W)
 
 
-def _fit(frame: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+def _fit(frame: np.ndarray, size: tuple[int, int], mode: str, pixel_aspect: float = 1.0) -> np.ndarray:
+    """A frame at ``size`` (``crop``: the centre of its shown shape; else stretched), in one resample;
+    ``pixel_aspect``: how much wider than high a stored pixel is shown (anamorphic video)."""
     from ..video import resize_frame
 
     H, W = size
     if mode == "crop":
         h, w = frame.shape[:2]
-        s = max(H / h, W / w)
-        ch, cw = min(h, int(round(H / s))), min(w, int(round(W / s)))
+        s = max(H / h, W / (w * pixel_aspect))  # output pixels per shown pixel
+        ch, cw = min(h, int(round(H / s))), min(w, int(round(W / s / pixel_aspect)))
         y, x = (h - ch) // 2, (w - cw) // 2
         frame = frame[y : y + ch, x : x + cw]
     return resize_frame(frame, (H, W)) if frame.shape[:2] != (H, W) else frame
@@ -185,21 +187,17 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
               keep_native: bool = False) -> _Inputs:
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
     uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache."""
-    from ..video import iter_frames, probe, resize_frame, warn_if_interlaced
+    from ..video import iter_frames, probe, warn_if_interlaced
 
     info = probe(video)
     warn_if_interlaced(video, info)
     start, end = frames
-    h0, w0 = info.height, info.width
-    anamorphic = info.pixel_aspect != 1  # generated (and written) with square pixels, as it is shown
-    if anamorphic:
-        w0 = max(1, round(w0 * info.pixel_aspect))
-    size = target_size(h0, w0, settings, multiple)
+    # an anamorphic clip is generated (and written) with square pixels, at the shape it is shown
+    aspect = float(info.pixel_aspect)
+    size = target_size(info.height, max(1, round(info.width * aspect)), settings, multiple)
     out, native = [], []
     for f in iter_frames(video, start, end):
-        if anamorphic:
-            f = resize_frame(f, (h0, w0))
-        out.append(_fit(f, size, settings["video"]["resize"]))
+        out.append(_fit(f, size, settings["video"]["resize"], aspect))
         if keep_native:
             native.append(f)
     if not out:
