@@ -17,21 +17,30 @@ def small_clip(carphone):
     return np.ascontiguousarray(carphone[:10, 40:104, 48:128])
 
 
-def write_h264(path, frames, fps=25, sample_aspect_ratio=None, options=None):
+def write_h264(path, frames, fps=25, sample_aspect_ratio=None, options=None, times=None):
     """Frames ``(T, H, W, 3)`` uint8 as an H.264 clip written here, with stream settings the library's
-    own writer does not make: a pixel shape (``sample_aspect_ratio``), x264 options (interlacing)."""
+    own writer does not make: a pixel shape (``sample_aspect_ratio``), x264 options (interlacing),
+    each frame at its own time (``times``, seconds: a variable frame rate)."""
+    from fractions import Fraction
+
     import av
 
     h, w = frames.shape[1:3]
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        tick = Fraction(1, 1000)
+        if times is not None:
+            s.codec_context.time_base = s.time_base = tick
         if sample_aspect_ratio is not None:
             s.codec_context.sample_aspect_ratio = sample_aspect_ratio
         if options:
             s.options = options
-        for f in frames:
-            for packet in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] / tick), tick
+            for packet in s.encode(frame):
                 c.mux(packet)
         for packet in s.encode():
             c.mux(packet)

@@ -120,6 +120,29 @@ def test_read_clip_keeps_where_the_frames_sound_starts(sound_clip):
         read_clip(sound_clip, (100, None), s)
 
 
+def test_a_variable_rate_clip_is_generated_at_its_own_frame_times(carphone, tmp_path):
+    """Phone footage is often variable-rate: a job's output shows each frame when the clip did, and its
+    sound is cut at the range's first frame's time (not at START / average fps)."""
+    import av
+
+    from flickerless.pipelines.job import _write_output, read_clip
+
+    from .conftest import write_h264
+
+    times = np.r_[np.arange(6) * 0.1, 0.6 + np.arange(6) * 0.04]  # 10 fps, then 25 fps
+    write_h264(tmp_path / "phone.mp4", carphone, times=times)
+    s = apply_overrides(load_template("stylize"), ["video.width=32", "video.height=24"])
+    inputs = read_clip(tmp_path / "phone.mp4", (4, 10), s)
+    assert np.allclose(inputs.times, times[4:11], atol=1e-3)  # and when frame 9 ends: frame 10
+    assert abs(inputs.sound_start - 0.4) < 1e-3
+    _write_output(tmp_path / "out.mp4", list(inputs.frames), inputs.fps, times=inputs.times)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        shown = np.array([f.time for f in c.decode(video=0)])
+    assert np.allclose(shown - shown[0], times[4:10] - times[4], atol=2e-3)
+    # an even rate asked for: frames at that rate
+    assert read_clip(tmp_path / "phone.mp4", (4, 10), apply_overrides(s, ["video.fps=12"])).times is None
+
+
 def test_read_clip_generates_anamorphic_video_with_square_pixels(carphone, tmp_path):
     """A clip whose pixels are shown wider than high is generated (and so written) as it is shown."""
     from fractions import Fraction

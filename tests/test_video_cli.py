@@ -1,4 +1,5 @@
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -20,10 +21,12 @@ def test_natural_sort_folder(tmp_path):
     assert [int(f[0, 0, 0]) for f in frames] == [10, 20, 100]
 
 
-def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone):
+def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone, caplog):
     clip = np.ascontiguousarray(carphone[:5, :71, :95])  # odd height and width
     out = tmp_path / "x.mp4"
-    assert video.write(out, clip, fps=12.5) == 5
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert video.write(out, clip, fps=12.5) == 5
+    assert "95x71 is written as 96x72, the last row and column repeated" in caplog.text
     info = video.probe(out)
     assert (info.frames, info.fps) == (5, 12.5)
     back, _ = video.read(out)
@@ -640,20 +643,26 @@ def test_writer_carries_sound_cut_to_the_frames(sound_clip, tmp_path):
     assert _sound(tmp_path / "o.mp4") is None
 
 
-def _clip_with_tone(path, fmt, frames, audio_codec, seconds, silent=0.0, delay=0.0, rate=48000):
-    """A clip of ``frames`` at 25 fps with a mono 440 Hz tone of ``seconds`` (silent for its first
-    ``silent`` seconds), both streams starting ``delay`` seconds into the container's timeline."""
+def _clip_with_tone(path, fmt, frames, audio_codec, seconds, silent=0.0, delay=0.0, rate=48000, times=None):
+    """A clip of ``frames`` at 25 fps (or each at its time of ``times``, in seconds) with a mono 440 Hz
+    tone of ``seconds`` (silent for its first ``silent`` seconds), both streams starting ``delay``
+    seconds into the container's timeline."""
+    from fractions import Fraction
+
     import av
 
     h, w = frames.shape[1:3]
+    tick = Fraction(1, 25) if times is None else Fraction(1, 1000)
+    times = np.arange(len(frames)) / 25 if times is None else times
     with av.open(str(path), "w", format=fmt) as c:
         v = c.add_stream("libx264", rate=25)
         v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        v.codec_context.time_base = v.time_base = tick
         a = c.add_stream(audio_codec, rate=rate)
         a.layout = "mono"
         for i, img in enumerate(frames):
             f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = i + round(delay * 25)
+            f.pts, f.time_base = round((times[i] + delay) / tick), tick
             for p in v.encode(f):
                 c.mux(p)
         tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
@@ -730,6 +739,55 @@ def test_sound_stays_in_step_with_a_clip_that_starts_late(tmp_path, carphone, ex
         for f in frames[10:]:
             w.write(f)
     assert abs(_tone_after_first_frame(cut) - 0.6) < 0.03
+
+
+def _frame_times(path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        times = np.array([f.time for f in c.decode(video=0)])
+    return times - times[0]
+
+
+def test_frame_times_of_constant_and_variable_rate_clips(tmp_path, carphone):
+    # 29.97 fps in Matroska's 1 ms ticks steps 33, 34, 33, ... ms: a constant rate all the same
+    write_h264(tmp_path / "ntsc.mkv", carphone[:12], fps=Fraction(30000, 1001))
+    assert video.frame_times(tmp_path / "ntsc.mkv", 12) is None
+    write_h264(tmp_path / "cfr.mp4", carphone[:12])
+    assert video.frame_times(tmp_path / "cfr.mp4", 12) is None
+    times = np.r_[np.arange(8) * 0.1, 0.8 + np.arange(8) * 0.04]
+    _clip_with_tone(tmp_path / "vfr.mp4", "mp4", carphone[np.arange(16) % len(carphone)], "aac", 1.2, times=times)
+    got = video.frame_times(tmp_path / "vfr.mp4", 16)
+    assert got is not None and len(got) == 17
+    assert np.allclose(got[:16], times, atol=1e-3) and abs(got[16] - 1.12) < 1e-3  # the last lasts a step
+    assert video.frame_times(tmp_path / "vfr.mp4", 15) is None  # timestamps that do not match the frames
+    assert video.frame_times(tmp_path, 16) is None  # a folder has no timing
+
+
+def test_cli_keeps_a_variable_rate_guides_timing_and_sound_in_step(tmp_path, carphone):
+    """Phone footage is often variable-rate: each output frame is shown when its guide frame was, and the
+    sound stays in step with it (at the average rate, frame 15 would come 0.45 s early)."""
+    from flickerless.synthetic import flickering_pair
+
+    frames = carphone[np.arange(30) % len(carphone)]
+    times = np.r_[np.arange(15) * 0.1, 1.5 + np.arange(15) * 0.04]  # 10 fps, then 25 fps
+    guide = tmp_path / "phone.mp4"
+    _clip_with_tone(guide, "mp4", frames, "aac", 2.2, silent=1.5, times=times)  # the tone starts at frame 15
+    assert abs(_tone_after_first_frame(guide) - 1.5) < 0.03
+    _, flick = flickering_pair(video.read(guide)[0])
+    video.write(tmp_path / "style.mp4", flick, 25)
+    base = ["deflicker", "--guide", str(guide), "--style", str(tmp_path / "style.mp4"), "--device", "cpu", "-q",
+            *FASTARGS]
+    assert main([*base, "-o", str(tmp_path / "out.mp4")]) == 0
+    assert np.allclose(_frame_times(tmp_path / "out.mp4"), times, atol=2e-3)
+    assert abs(_tone_after_first_frame(tmp_path / "out.mp4") - 1.5) < 0.03
+    # a range: its frames keep their spacing, and the sound is cut at its first frame's time
+    assert main([*base, "-o", str(tmp_path / "part.mp4"), "--frames", "10:25"]) == 0
+    assert np.allclose(_frame_times(tmp_path / "part.mp4"), times[10:25] - times[10], atol=2e-3)
+    assert abs(_tone_after_first_frame(tmp_path / "part.mp4") - 0.5) < 0.03
+    # --fps asks for an even rate
+    assert main([*base, "-o", str(tmp_path / "even.mp4"), "--fps", "20"]) == 0
+    assert np.allclose(_frame_times(tmp_path / "even.mp4"), np.arange(30) / 20, atol=2e-3)
 
 
 def test_cli_keeps_the_guides_sound(sound_clip, tmp_path, caplog):

@@ -377,8 +377,8 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
 def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
-    from .video import (BackgroundWriter, VideoWriter, check_output_is_not_input, has_audio, partial_path, probe,
-                        image_size, keyframe_files, keyframe_positions, warn_if_interlaced)
+    from .video import (BackgroundWriter, VideoWriter, check_output_is_not_input, frame_times, has_audio, image_size,
+                        keyframe_files, keyframe_positions, partial_path, probe, warn_if_interlaced)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -476,6 +476,13 @@ def cmd_deflicker(args) -> int:
     parts = list(zip(cuts[:-1], cuts[1:]))
 
     fps = args.fps or ginfo.fps
+    # a variable-rate guide (phone, screen recording): each frame keeps its time, and the sound stays in step
+    times = frame_times(args.guide, ginfo.frames) if args.fps is None else None
+    if times is not None:
+        times = times[start:end + 1]
+        steps = times[1:] - times[:-1]
+        log.info("the guide has a variable frame rate (%.4g-%.4g s between frames): each frame keeps its time",
+                 steps.min(), steps.max())
     audio = None
     if not args.no_audio and has_audio(args.guide):
         if abs(fps - ginfo.fps) < 1e-3:
@@ -485,8 +492,9 @@ def cmd_deflicker(args) -> int:
     # encoding (and each frame's copy from the GPU) overlaps the computing of the next frames
     # a pixel of the output is shown as wide as the guide's picture, whatever size the work was done at
     aspect = ginfo.pixel_aspect * Fraction(ginfo.width * size[0], ginfo.height * size[1])
-    writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio, audio_start=start / ginfo.fps,
-                                          pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1))
+    writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio,
+                                          audio_start=start / ginfo.fps if times is None else times[0],
+                                          pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1, times=times))
     t0 = time.perf_counter()
     try:
         if done_before:

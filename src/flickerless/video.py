@@ -1,7 +1,8 @@
 """Read and write clips: video files (PyAV) and folders of images, frames as (H, W, 3) uint8.
 
 Reading: mp4, avi, mov, mkv, webm, gif, m4v (anything FFmpeg decodes) and folders of
-png/jpg/bmp/webp/tif images in natural order (``2.png`` before ``10.png``). The frame rate is kept.
+png/jpg/bmp/webp/tif images in natural order (``2.png`` before ``10.png``). The frame rate is kept,
+and so are a variable-rate clip's frame times (:func:`frame_times`: phone footage, screen recordings).
 Frames come out the way players show them: through the clip's colour matrix (BT.709 for an
 untagged HD clip, not FFmpeg's BT.601), a video's rotation (the display matrix phones write for
 portrait footage) and a photo's EXIF orientation are applied; 16-bit grey images are scaled to 8 bits.
@@ -51,6 +52,7 @@ __all__ = [
     "load_image",
     "keyframe_positions",
     "warn_if_interlaced",
+    "frame_times",
     "natural_key",
     "resize_frame",
     "check_output_is_not_input",
@@ -65,6 +67,7 @@ WRITE_VIDEO_EXTS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "m
 # audio codecs an mp4/mov output takes as they are (Matroska takes any); others are re-encoded as AAC
 COPY_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}
 DEFAULT_FPS = 30.0
+_TIME_TICK = Fraction(1, 90000)  # the time unit of a variable-rate output
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,45 @@ def probe(path) -> VideoInfo:
         if first is not None:
             h, w = first.shape[:2]
     return VideoInfo(int(n), int(h), int(w), fps, aspect, interlaced)
+
+
+def frame_times(path, frames: int | None = None) -> np.ndarray | None:
+    """When each frame of a variable-frame-rate clip is shown, in seconds from the first frame, plus one
+    entry more: when the last frame ends. None for a clip at a constant rate (its fps says it all), a
+    folder of images, or a clip whose timestamps do not account for each of its ``frames`` frames.
+
+    Phones and screen recorders write variable-rate video (frames further apart in low light or on a
+    still screen); played at its average rate instead, a stretch drifts against the sound by up to the
+    gaps it had. Read from the packets (no decoding): each frame's presentation time, in order.
+    """
+    import av
+
+    path = Path(path)
+    if path.is_dir():
+        return None
+    container = _open_container(path)
+    try:
+        stream = container.streams.video[0]
+        tb = stream.time_base
+        pts = [pkt.pts for pkt in container.demux(stream)
+               if pkt.size and pkt.pts is not None and not getattr(pkt, "is_discard", False)]
+        frames = frames or stream.frames
+    except av.error.FFmpegError:  # type: ignore[attr-defined]
+        return None
+    finally:
+        container.close()
+    if len(pts) < 3 or not tb or len(pts) != frames or len(set(pts)) != len(pts):
+        return None
+    pts = np.sort(np.asarray(pts, dtype=np.int64))
+    steps = np.diff(pts)
+    typical = float(np.median(steps))
+    # a constant rate whose frame time is not a whole number of ticks steps by one tick either way
+    # (29.97 fps in 1/1000 s: 33, 34, 33, ...): constant, as is anything within 1% of its median step
+    if np.all(np.abs(steps - typical) <= max(1.0, 0.01 * typical)):
+        return None
+    # the last frame lasts as long as the step before it (packet durations follow decoding order)
+    last = steps[-1]
+    return (np.append(pts, pts[-1] + last) - pts[0]) * float(tb)
 
 
 def warn_if_interlaced(path, info: VideoInfo) -> None:
@@ -535,15 +577,20 @@ class VideoWriter(_Output):
     ``pixel_aspect``: the shape of a pixel as shown (:attr:`VideoInfo.pixel_aspect`), said in a video
     output so that anamorphic frames play as wide as their source.
 
+    ``times``: for a variable frame rate, when each frame is shown, in seconds from the first, and one
+    entry more, when the last ends (:func:`frame_times`); frame ``i`` written is shown at ``times[i]``.
+    Without it frames are ``1 / fps`` apart. A folder of PNGs has no timing.
+
     ``audio``: a clip whose first audio stream goes into a video output, from ``audio_start`` seconds
     for as long as the frames written last (the original's sound, when the frames are the original's
-    frames at its fps). A clip without sound adds none; sound that cannot be carried over is left out
+    frames at its timing). A clip without sound adds none; sound that cannot be carried over is left out
     with a warning, never at the cost of the frames.
     """
 
     def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17, audio=None, audio_start: float = 0.0,
-                 pixel_aspect=1):
+                 pixel_aspect=1, times=None):
         self.path = Path(path)
+        self.times = None if times is None else np.asarray(times, dtype=np.float64)
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
         self.crf = crf
@@ -590,7 +637,13 @@ class VideoWriter(_Output):
         self._container = av.open(str(self.tmp), mode="w", format=WRITE_VIDEO_EXTS[self.path.suffix.lower()])
         rate = Fraction(self.fps).limit_denominator(1001000)
         s = self._container.add_stream("libx264", rate=rate)
+        if self.times is not None:  # each frame at its own time, in 90 kHz ticks (MPEG's clock)
+            s.codec_context.time_base = s.time_base = _TIME_TICK
         self._pad = (h % 2, w % 2)
+        if any(self._pad):
+            log.info("%s: %dx%d is written as %dx%d, the last %s repeated (yuv420p video needs even sizes); "
+                     "a folder of PNGs keeps the exact size", self.path.name, w, h, w + self._pad[1], h + self._pad[0],
+                     " and ".join(n for n, p in zip(("row", "column"), self._pad) if p))
         s.width, s.height = w + self._pad[1], h + self._pad[0]
         s.pix_fmt = "yuv420p"
         s.options = {"crf": str(self.crf), "preset": "medium"}
@@ -624,6 +677,11 @@ class VideoWriter(_Output):
                     frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
                 vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
                     format="yuv420p", dst_colorspace=self._matrix, dst_color_range="MPEG")
+                if self.times is not None:
+                    if self.count >= len(self.times) - 1:
+                        raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
+                    vf.pts = round((self.times[self.count] - self.times[0]) / _TIME_TICK)
+                    vf.time_base = _TIME_TICK
                 for packet in self._stream.encode(vf):
                     self._container.mux(packet)
             else:
@@ -647,7 +705,7 @@ class VideoWriter(_Output):
                 self._container = None
                 final = self.tmp
                 if self.audio is not None:
-                    final = _with_audio(self.tmp, self.audio, self.audio_start, self.count / self.fps) or self.tmp
+                    final = _with_audio(self.tmp, self.audio, self.audio_start, self.duration) or self.tmp
                 os.replace(final, self.path)
                 if final != self.tmp:
                     self.tmp.unlink()
@@ -665,6 +723,13 @@ class VideoWriter(_Output):
         except BaseException:
             self.abort()
             raise
+
+    @property
+    def duration(self) -> float:
+        """How long the frames written so far play, in seconds."""
+        if self.times is not None:
+            return float(self.times[self.count] - self.times[0]) if self.count else 0.0
+        return self.count / self.fps
 
     def keep_partial(self) -> Path | None:
         """After a failure: keep the frames written so far beside the output, as ``NAME.partial.mp4``

@@ -181,13 +181,14 @@ class _Inputs:
     video_id: str
     native: np.ndarray | None = None  # the clip at its own size (restore: super-resolved from these)
     sound_start: float | None = None  # seconds into the clip where the frames' sound starts; None: no sound kept
+    times: np.ndarray | None = None  # a variable-rate clip's frame times (video.frame_times), from the first read
 
 
 def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int = 8,
               keep_native: bool = False) -> _Inputs:
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
     uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache."""
-    from ..video import iter_frames, probe, warn_if_interlaced
+    from ..video import frame_times, iter_frames, probe, warn_if_interlaced
 
     info = probe(video)
     warn_if_interlaced(video, info)
@@ -208,7 +209,12 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     fps = settings["video"]["fps"] or info.fps
     # the clip's sound goes with its frames unless the frame rate is changed (it would drift)
     sound = start / info.fps if abs(fps - info.fps) < 1e-3 else None
-    return _Inputs(np.stack(out), fps, vid, np.stack(native) if keep_native else None, sound)
+    # a variable-rate clip (phone footage): each frame is written at its own time, the sound in step
+    times = frame_times(video, info.frames) if not settings["video"]["fps"] else None
+    if times is not None:
+        times = times[start:start + len(out) + 1]
+        sound = times[0]
+    return _Inputs(np.stack(out), fps, vid, np.stack(native) if keep_native else None, sound, times)
 
 
 def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_dir, progress, device):
@@ -386,7 +392,8 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                 f"sampling.vae_batch_size=N, or the size; progress is kept in {job}: rerun with --resume") from None
         log.info("generated %d frames in %.1f s (%.2f s/frame)", T, time.time() - t0, (time.time() - t0) / T)
         done = _load_pngs(frames_dir, T)
-    _write_output(output, done, inputs.fps, video if inputs.sound_start is not None else None, inputs.sound_start or 0.0)
+    _write_output(output, done, inputs.fps, video if inputs.sound_start is not None else None, inputs.sound_start or 0.0,
+                  inputs.times)
     return output
 
 
@@ -448,10 +455,11 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
     meta_file.write_text(json.dumps(meta, indent=2))
 
 
-def _write_output(output: Path, frames: list[np.ndarray], fps: float, audio=None, audio_start: float = 0.0) -> None:
+def _write_output(output: Path, frames: list[np.ndarray], fps: float, audio=None, audio_start: float = 0.0,
+                  times=None) -> None:
     from ..video import VideoWriter
 
-    with VideoWriter(output, fps=fps, audio=audio, audio_start=audio_start) as w:
+    with VideoWriter(output, fps=fps, audio=audio, audio_start=audio_start, times=times) as w:
         for f in frames:
             w.write(f)
     log.info("wrote %s (%d frames, %.3g fps)", output, len(frames), fps)
