@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from flickerless import InputError, deflicker
+from flickerless.blend.deflicker import store_bytes
 from flickerless.synthetic import flickering_pair, psnr, temporal_error
 
 from .conftest import FAST
@@ -103,6 +104,26 @@ def test_spills_to_disk_with_the_same_result(pair):
         spilled.append(stats["peak_store_disk_bytes"])
     assert spilled[0] == 0 and spilled[1] > 0
     assert (outs[0] - outs[1]).abs().max() < 2e-3  # float16 storage either way
+    # what the command line checks the disk for before it starts: an upper bound, not a wild one
+    bound = store_bytes("table", len(clip), clip.shape[1:3], None)
+    assert spilled[1] <= bound < 3 * spilled[1], (spilled[1], bound)
+
+
+@pytest.mark.parametrize("window", [2, 5])
+def test_store_bytes_bounds_what_a_windowed_table_keeps(pair, window):
+    from flickerless.blend.deflicker import run_deflicker
+    from flickerless.blend.frames import ArrayFrames
+    from flickerless.blend.patchmatch import PatchMatchOptions
+
+    clip, _, flick = pair
+    stats = run_deflicker(ArrayFrames(clip), ArrayFrames(flick), lambda i, x: None, window=window, device="cpu",
+                          options=PatchMatchOptions(**FAST), host_budget=0, cuts=False)
+    bound = store_bytes("table", len(clip), clip.shape[1:3], window)
+    assert 0 < stats["peak_store_disk_bytes"] <= bound < 3 * stats["peak_store_disk_bytes"]
+    assert store_bytes("window", len(clip), clip.shape[1:3], window) == 0
+    # a plain mean without detail carries 3 channels, not 7
+    assert store_bytes("table", 10, (8, 8), window, error_sigma=0, detail=False) * 7 == \
+        store_bytes("table", 10, (8, 8), window) * 3
 
 
 def test_bad_inputs(pair):

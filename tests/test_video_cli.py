@@ -1,4 +1,5 @@
 import os
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -456,6 +457,78 @@ def test_cli_bad_input_one_line_exit_2(clips, tmp_path, capsys, args, message):
     assert message in err and "Traceback" not in err
     assert err.strip().count("\n") == 0
     assert not out.exists()
+
+
+def test_spill_folder_avoids_a_tmp_held_in_memory(tmp_path, monkeypatch, caplog):
+    """Frames spilled to a tmpfs /tmp (Fedora, Arch) would fill RAM all the same: they go beside the
+    output instead, unless --tmp or $FLICKERLESS_TMPDIR says where."""
+    import tempfile
+
+    monkeypatch.delenv("FLICKERLESS_TMPDIR", raising=False)
+    out = tmp_path / "out" / "o.mp4"
+    out.parent.mkdir()
+    real = video._filesystem
+    monkeypatch.setattr(video, "_filesystem", lambda p: "ext4")
+    assert video.spill_dir(out) == tempfile.gettempdir()
+    monkeypatch.setattr(video, "_filesystem",
+                        lambda p: "tmpfs" if os.path.realpath(p) == os.path.realpath(tempfile.gettempdir()) else "ext4")
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert video.spill_dir(out) == str(out.parent.resolve())
+    assert "held in memory" in caplog.text
+    assert video.spill_dir(out, chosen=str(tmp_path)) == str(tmp_path)
+    monkeypatch.setenv("FLICKERLESS_TMPDIR", str(tmp_path))
+    assert video.spill_dir(out) == str(tmp_path)
+    with pytest.raises(InputError, match="FLICKERLESS_TMPDIR .*not a writable folder"):
+        monkeypatch.setenv("FLICKERLESS_TMPDIR", str(tmp_path / "nope"))
+        video.spill_dir(out)
+    monkeypatch.setattr(video, "_filesystem", real)
+    assert real("/proc") == "proc" and real("/") is not None  # read from /proc/mounts
+
+
+def test_cli_refuses_a_run_the_spill_disk_cannot_hold(clips, tmp_path, monkeypatch, capsys, caplog):
+    import shutil
+
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    base = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            "--tmp", str(spill), *FASTARGS]
+    frame = 64 * 80 * 3
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 0)  # every clip is read through a file
+    usage = shutil.disk_usage(spill)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=2 * 6 * frame - 1))
+    assert main([*base, "-o", str(tmp_path / "a.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "reading the guide and the style through disk needs about" in err and str(spill) in err
+    assert "--tmp DIR" in err and err.strip().count("\n") == 0 and not (tmp_path / "a.mp4").exists()
+    # room for the clips but perhaps not for the table's entries (kept in RAM up to a budget): said, and
+    # the run goes on, its entries spilled to the same folder
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=2 * 6 * frame + 1))
+    monkeypatch.setattr(sys.modules["flickerless.blend.deflicker"], "HOST_BUDGET", 0)
+    import tempfile
+
+    made, mkdtemp = [], tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(k.get("dir")) or mkdtemp(*a, **k))
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert main([*base, "-o", str(tmp_path / "b.mp4")]) == 0
+    assert "this run needs about" in caplog.text and "may run out of room" in caplog.text
+    assert str(spill) in made  # the table's entries went there
+    assert list(spill.iterdir()) == []  # and nothing is left behind
+
+
+def test_cli_disk_full_mid_run_is_one_line(clips, tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(self, frame):
+        raise OSError(errno.ENOSPC, "No space left on device", self.path)
+
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 0)
+    monkeypatch.setattr(video.DiskFrames, "append", full)
+    rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+               "-o", str(tmp_path / "o.mp4"), "--tmp", str(tmp_path), *FASTARGS])
+    err = capsys.readouterr().err
+    assert rc == 2 and "No space left on device" in err and "--tmp DIR" in err
+    assert "Traceback" not in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob("flickerless-frames-*"))
 
 
 def test_cli_unwritable_output(clips, tmp_path, capsys):

@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-detail", action="store_true",
                    help="window and table modes: return the blend as it is, without adding back each frame's fine "
                         "detail where the guide shows the blend lost it")
+    d.add_argument("--tmp", metavar="DIR",
+                   help="folder for frames that do not fit in RAM (long or large clips: uncompressed, several GB; "
+                        "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "
+                        "where that is held in RAM)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_patchmatch_args(d)
     d.set_defaults(func=cmd_deflicker)
@@ -263,6 +267,43 @@ class _Keyframes(Mapping):
         return len(self.files)
 
 
+def _read_range(args, job: dict, a: int, b: int) -> tuple[int, int]:
+    """The frames read to compute frames ``a..b-1``: with the neighbours they blend with (keyframes
+    mode: back to the keyframes that bracket the range)."""
+    mode, n, raw = job["mode"], job["n"], job["keyframes"]
+    if mode == "keyframes":
+        return max((k for k in raw if k <= a), default=0), min((k + 1 for k in raw if k >= b - 1), default=n)
+    if args.window is None:
+        return 0, n
+    return max(0, a - args.window), min(n, b + args.window)
+
+
+def _check_spill_space(args, job: dict, devices, parts) -> None:
+    """Before any work: refuse a run whose uncompressed frames cannot fit the spill folder's disk, and
+    warn when its table entries may not (they depend on the shots, found later)."""
+    from . import video
+    from .blend.deflicker import store_budget, store_bytes
+
+    h, w = job["size"]
+    frame = h * w * 3
+    clips = 1 if job["mode"] == "keyframes" else 2
+    certain = store = 0
+    for k, (a, b) in enumerate(parts):
+        lo, hi = _read_range(args, job, a, b)
+        if (hi - lo) * frame > video.MEMORY_LIMIT:  # read through an uncompressed file, as open_frames does
+            certain += clips * (hi - lo) * frame
+        if k:  # a further device's frames wait in a file until the first ones are written
+            certain += (b - a) * frame
+        store += max(0, store_bytes(job["mode"], hi - lo, (h, w), args.window, 0 if args.error_sigma == 0 else "auto",
+                                    not args.no_detail) - store_budget(devices[k]))
+    video.check_free_space(job["tmp"], certain,
+                           f"reading {'the guide' if clips == 1 else 'the guide and the style'} through disk")
+    try:
+        video.check_free_space(job["tmp"], certain + store, "this run")
+    except InputError as e:
+        log.warning("%s (the table's entries, for a clip with no cuts); it may run out of room", e)
+
+
 def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: bool) -> dict:
     """Frames ``a..b-1`` of the clip on ``device``: read with the neighbours they blend with (so that
     they come out as in a whole-clip run), each handed to ``emit`` in order as ``(H, W, 3)`` uint8, or
@@ -271,22 +312,16 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
     from .blend.frames import ArrayFrames
     from .video import host_frame, open_frames
 
-    mode, n, raw = job["mode"], job["n"], job["keyframes"]
-    if mode == "keyframes":  # back to the keyframes that bracket the range
-        lo = max((k for k in raw if k <= a), default=0)
-        hi = min((k + 1 for k in raw if k >= b - 1), default=n)
-    elif args.window is None:
-        lo, hi = 0, n
-    else:
-        lo, hi = max(0, a - args.window), min(n, b + args.window)
+    mode, raw, tmp = job["mode"], job["keyframes"], job["tmp"]
+    lo, hi = _read_range(args, job, a, b)
     h, w = job["size"]
     if mode == "keyframes":
-        guide, _ = open_frames(args.guide, resize=(h, w), start=lo, stop=hi)
+        guide, _ = open_frames(args.guide, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)
         sframes = None
     else:  # the guide and the style are decoded at once, each in a thread (the decoders release the GIL)
-        guide, sframes = _open_both(lambda: open_frames(args.guide, resize=(h, w), start=lo, stop=hi)[0],
+        guide, sframes = _open_both(lambda: open_frames(args.guide, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)[0],
                                     lambda cancel: open_frames(args.style, resize=(h, w), start=lo, stop=hi,
-                                                               cancel=cancel)[0])
+                                                               cancel=cancel, tmpdir=tmp)[0])
     closers = [guide, sframes]
     try:
         style, keyframes = None, None
@@ -308,7 +343,7 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
             ArrayFrames(guide), style, sink, mode=mode, window=args.window, device=device,
             batch=args.batch, keyframes=keyframes, options=job["options"], progress=progress,
             cuts=not args.no_cuts, error_sigma="auto" if args.error_sigma is None else args.error_sigma,
-            detail=False if args.no_detail else "auto", first_frame=lo,
+            detail=False if args.no_detail else "auto", first_frame=lo, tmpdir=tmp,
         )
     finally:
         for c in closers:
@@ -326,7 +361,7 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
     from .video import DiskFrames
 
     stop_after = [len(parts)]  # parts after this one stop (their frames could not be kept in order)
-    spills = [None] + [DiskFrames() for _ in parts[1:]]
+    spills = [None] + [DiskFrames(tmpdir=job["tmp"]) for _ in parts[1:]]
     errors: list[BaseException | None] = [None] * len(parts)
 
     def work(k):
@@ -378,7 +413,7 @@ def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
     from .video import (BackgroundWriter, VideoWriter, check_output_is_not_input, frame_times, has_audio, image_size,
-                        keyframe_files, keyframe_positions, partial_path, probe, warn_if_interlaced)
+                        keyframe_files, keyframe_positions, partial_path, probe, spill_dir, warn_if_interlaced)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -469,11 +504,13 @@ def cmd_deflicker(args) -> int:
     record = partial.with_name(partial.name + ".json")
     done_before = _resumable(partial, record, settings) if args.resume else 0
     begin = start + done_before  # the first frame computed in this run
-    job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts}
+    job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts,
+           "tmp": spill_dir(args.output, args.tmp)}
     # several devices: the frames still to do, in equal ranges, one per device
     k = max(1, min(len(devices), end - begin))
     cuts = [begin + (end - begin) * i // k for i in range(k + 1)]
     parts = list(zip(cuts[:-1], cuts[1:]))
+    _check_spill_space(args, job, devices, parts)
 
     fps = args.fps or ginfo.fps
     # a variable-rate guide (phone, screen recording): each frame keeps its time, and the sound stays in step
@@ -590,6 +627,14 @@ def main(argv=None) -> int:
         return 130
     except MemoryError:
         print("flickerless: error: out of host memory; try a smaller --batch or shorter clip", file=sys.stderr)
+        return 2
+    except OSError as e:  # a disk that fills up, a folder that goes away: said in one line, not a traceback
+        import errno
+
+        hint = ""
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = "; free some space, or give a folder on another disk with --tmp DIR (deflicker)"
+        print(f"flickerless: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}{hint}", file=sys.stderr)
         return 2
 
 

@@ -53,6 +53,8 @@ __all__ = [
     "keyframe_positions",
     "warn_if_interlaced",
     "frame_times",
+    "spill_dir",
+    "check_free_space",
     "natural_key",
     "resize_frame",
     "check_output_is_not_input",
@@ -68,6 +70,7 @@ WRITE_VIDEO_EXTS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "m
 COPY_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}
 DEFAULT_FPS = 30.0
 _TIME_TICK = Fraction(1, 90000)  # the time unit of a variable-rate output
+MEMORY_LIMIT = 1 << 30  # a clip larger than this, uncompressed, is read through a file (open_frames)
 
 
 @dataclass(frozen=True)
@@ -324,15 +327,71 @@ def read(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
+# file systems held in RAM: frames spilled there to spare host memory would take it all the same
+_MEMORY_FILESYSTEMS = {"tmpfs", "ramfs"}
+
+
+def _filesystem(path) -> str | None:
+    """The type of the file system ``path`` is on (Linux: from /proc/mounts), or None if unknown."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, kind = "", None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind
+
+
+def spill_dir(near=None, chosen=None) -> str:
+    """Where frames that do not fit in host memory are kept, uncompressed: ``chosen`` (``--tmp``), else
+    ``$FLICKERLESS_TMPDIR``, else the system's temporary folder, unless that is held in RAM (a tmpfs
+    /tmp, as Fedora and Arch mount it), where spilling would spend the memory it is meant to spare:
+    then the folder of ``near`` (the output), said once."""
+    for d, what in ((chosen, "--tmp"), (os.environ.get("FLICKERLESS_TMPDIR"), "FLICKERLESS_TMPDIR")):
+        if d:
+            if not os.path.isdir(d) or not os.access(d, os.W_OK):
+                raise InputError(f"{what} {d}: not a writable folder")
+            return str(d)
+    tmp = tempfile.gettempdir()
+    if near is not None and _filesystem(tmp) in _MEMORY_FILESYSTEMS:
+        folder = str(Path(near).resolve().parent)
+        if _filesystem(folder) not in _MEMORY_FILESYSTEMS and os.access(folder, os.W_OK):
+            log.info("%s is held in memory (tmpfs): frames that do not fit in RAM go to %s instead (--tmp DIR "
+                     "chooses)", tmp, folder)
+            return folder
+    return tmp
+
+
+def check_free_space(folder, needed: int, what: str) -> None:
+    """Refuse, in one line, to start work that will fill the disk of ``folder``: ``needed`` bytes."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if needed > free:
+        raise InputError(f"{what} needs about {needed / 2**30:.1f} GiB in {folder}, which has {free / 2**30:.1f} GiB "
+                         "free: pass --tmp DIR on a disk with room, or a shorter --frames range")
+
+
 class DiskFrames:
     """A clip decoded once into an uncompressed file; ``frames[i]`` reads frame i back, and
     :meth:`append` adds frames at the end.
 
-    Holds one frame in memory at a time. Use as a context manager or call :meth:`close`.
+    Holds one frame in memory at a time. Use as a context manager or call :meth:`close`. The file is
+    made in ``tmpdir``, else ``$FLICKERLESS_TMPDIR``, else the system's temporary folder.
     """
 
     def __init__(self, frames: Iterable[np.ndarray] = (), tmpdir: str | None = None):
-        fd, self.path = tempfile.mkstemp(prefix="flickerless-frames-", suffix=".u8", dir=tmpdir)
+        fd, self.path = tempfile.mkstemp(prefix="flickerless-frames-", suffix=".u8",
+                                         dir=tmpdir or os.environ.get("FLICKERLESS_TMPDIR") or None)
         self.n = 0
         self.shape: tuple[int, int, int] | None = None
         self._out = os.fdopen(fd, "wb")  # appends go here; reads through their own handle
@@ -397,13 +456,14 @@ def _until(frames: Iterable[np.ndarray], cancel) -> Iterator[np.ndarray]:
         yield f
 
 
-def open_frames(path, memory_limit: int = 1 << 30, tmpdir: str | None = None, resize: tuple[int, int] | None = None,
+def open_frames(path, memory_limit: int | None = None, tmpdir: str | None = None, resize: tuple[int, int] | None = None,
                 start: int = 0, stop: int | None = None, cancel=None):
     """Random-access frames of a clip: an in-memory array when the clip fits ``memory_limit`` bytes,
     else a :class:`DiskFrames`. ``resize=(H, W)`` resizes every frame (Lanczos); ``start``/``stop``
     keep frames ``start:stop`` only (renumbered from 0). ``cancel``: a :class:`threading.Event`; once
     it is set, reading stops at the next frame with :class:`ReadCancelled` (nothing is left on disk).
-    Returns (frames, info)."""
+    Returns (frames, info). ``memory_limit``: default :data:`MEMORY_LIMIT`."""
+    memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
     info = probe(path)
     if info.frames == 0:
         raise InputError(f"{path}: has no frames")

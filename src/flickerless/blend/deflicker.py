@@ -43,6 +43,10 @@ __all__ = ["deflicker", "run_deflicker", "resolve_device", "MatchCache", "MODES"
 
 MODES = ("table", "window", "keyframes", "all_pairs")
 PIN_BYTES = 1 << 30  # a host-tensor result of a GPU run is pinned up to this size
+# what a run's store keeps in host RAM before it goes to disk (run_deflicker's host_budget), and the
+# share of a GPU's free memory it keeps there first (device_budget)
+HOST_BUDGET = 2 << 30
+DEVICE_SHARE = 0.25
 # blend weight exp(-guide error / sigma^2) of a remapped frame (resolve_error_sigma): helped on every clip
 # measured, clean, grainy, compressed and animated, in window and table modes, and on every clip measured
 # in keyframes mode (BENCHMARKS.md)
@@ -632,6 +636,25 @@ def _blend_sink(sink: Sink, offset: int, detail: bool) -> ModeSink:
     return restored
 
 
+def store_bytes(mode: str, n: int, size: tuple[int, int], window, error_sigma="auto", detail="auto") -> int:
+    """The most a run keeps in its :class:`FrameStore` at once, in bytes (float16): what goes to the
+    host and then to disk beyond its budgets. Table mode keeps each frame's backward blend until the
+    forward pass reaches it, so a shot of ``n`` frames holds ``n`` of them, plus the table entries of
+    one window; the other modes keep nothing there. ``n``: the longest shot (at most the clip)."""
+    if mode != "table":
+        return 0
+    channels = 3 + (resolve_error_sigma(error_sigma, mode) is not None) + 3 * resolve_detail(detail, mode)
+    win = normalize_window(window)
+    live = n + 2 * (n if win is None else min(n, win + 2 ** table_levels(n, win)))
+    return live * channels * size[0] * size[1] * 2
+
+
+def store_budget(device) -> int:
+    """What a run's store keeps off the disk on ``device``: its host tier and its share of the GPU."""
+    dev = torch.device(device)
+    return HOST_BUDGET + (int(torch.cuda.mem_get_info(dev)[0] * DEVICE_SHARE) if dev.type == "cuda" else 0)
+
+
 def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int] = (),
                  shots: Sequence[tuple[int, int]] = ()) -> int:
     """PatchMatch runs a mode will make: for progress bars and cost estimates (keyframes mode: with
@@ -660,7 +683,7 @@ def run_deflicker(
     keyframes: Mapping[int, torch.Tensor] | None = None,
     options: PatchMatchOptions | None = None,
     progress: bool = False,
-    host_budget: int = 2 << 30,
+    host_budget: int | None = None,
     device_budget: int | None = None,
     tmpdir: str | None = None,
     cuts=True,
@@ -756,7 +779,8 @@ def run_deflicker(
     if device_budget is None:
         device_budget = 0
         if dev.type == "cuda":
-            device_budget = int(torch.cuda.mem_get_info(dev)[0] * 0.25)
+            device_budget = int(torch.cuda.mem_get_info(dev)[0] * DEVICE_SHARE)
+    host_budget = HOST_BUDGET if host_budget is None else host_budget
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
     try:
         with torch.inference_mode():

@@ -157,13 +157,14 @@ class FrameStore:
     """Key -> image store, float16, tiered: compute device, then host RAM, then disk.
 
     ``device_budget`` and ``host_budget`` are in bytes. Values come back as float32 on ``device``.
+    What goes to disk goes to ``tmpdir``, else ``$FLICKERLESS_TMPDIR``, else the system's temporary folder.
     """
 
     def __init__(self, device, device_budget: int = 0, host_budget: int = 1 << 30, tmpdir: str | None = None):
         self.device = torch.device(device)
         self.device_budget = device_budget if self.device.type != "cpu" else 0
         self.host_budget = host_budget
-        self._tmp_parent = tmpdir
+        self._tmp_parent = tmpdir or os.environ.get("FLICKERLESS_TMPDIR") or None  # None: the system's
         self._tmp: str | None = None
         self._mem: dict[Hashable, torch.Tensor] = {}
         self._disk: dict[Hashable, tuple[str, tuple[int, ...]]] = {}
