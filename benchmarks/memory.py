@@ -9,6 +9,7 @@ the figure is labelled with the settings used.
     python benchmarks/memory.py --frames 1000 --device cuda --fast
     python benchmarks/memory.py --frames 120 --device cuda --profile prof.out   # where the time goes
     python benchmarks/memory.py --frames 120 --device cuda --in-memory   # against deflicker() on the same frames
+    python benchmarks/memory.py --frames 1000 --device cuda --fast --clips /tmp/c   # again: the same clips
 
 --profile PATH runs the command under cProfile (main thread only) and prints its 25 costliest calls.
 """
@@ -29,6 +30,18 @@ from flickerless.demo import registry_clip
 from flickerless.video import VideoWriter, iter_frames, resize_frame
 
 
+def _make_clips(a, src, gpath, spath):
+    """bikes.mp4 upscaled and looped back and forth to ``a.frames`` frames, and a flickering version."""
+    with VideoWriter(gpath, 25) as gw, VideoWriter(spath, 25) as sw:
+        for i in range(a.frames):
+            k = i % (2 * len(src) - 2)
+            f = resize_frame(src[k if k < len(src) else 2 * len(src) - 2 - k], (a.height, a.width))
+            gw.write(f)
+            # host memory does not depend on content: a cheap per-frame colour jump stands in for style
+            gain = 0.85 + 0.3 * ((i * 7919) % 97) / 97
+            sw.write(np.clip(f * gain, 0, 255).astype(np.uint8))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--frames", type=int, default=1000)
@@ -38,24 +51,26 @@ def main(argv=None):
     p.add_argument("--window", default="15")
     p.add_argument("--fast", action="store_true")
     p.add_argument("--tmp", default=None)
+    p.add_argument("--clips", default=None,
+                   help="folder for the two clips: made there if missing, else used as they are (to run two trees "
+                        "on the same clips)")
+    p.add_argument("--no-cuts", action="store_true",
+                   help="one shot (the clip is bikes.mp4 looped, with its cuts): a long take's table keeps the most")
     p.add_argument("--profile", default=None, help="write a cProfile of the command here and print its top")
     p.add_argument("--in-memory", action="store_true",
                    help="also time flickerless.deflicker() on the same clips decoded onto the device beforehand "
                         "(what the command line adds: decoding, transfers, spill, encoding)")
     a = p.parse_args(argv)
-    src = [f for f in iter_frames(registry_clip("bikes.mp4"))]
-    tmp = tempfile.mkdtemp(dir=a.tmp)
+    src = list(iter_frames(registry_clip("bikes.mp4")))
+    tmp = a.clips or tempfile.mkdtemp(dir=a.tmp)
+    os.makedirs(tmp, exist_ok=True)
     gpath, spath, opath = (os.path.join(tmp, n) for n in ("guide.mp4", "style.mp4", "out.mp4"))
     t0 = time.time()
-    with VideoWriter(gpath, 25) as gw, VideoWriter(spath, 25) as sw:
-        for i in range(a.frames):
-            k = i % (2 * len(src) - 2)
-            f = resize_frame(src[k if k < len(src) else 2 * len(src) - 2 - k], (a.height, a.width))
-            gw.write(f)
-            # host memory does not depend on content: a cheap per-frame colour jump stands in for style
-            gain = 0.85 + 0.3 * ((i * 7919) % 97) / 97
-            sw.write(np.clip(f * gain, 0, 255).astype(np.uint8))
-    print(f"made {a.frames} frames {a.width}x{a.height} in {time.time() - t0:.0f} s", flush=True)
+    if a.clips and os.path.exists(gpath) and os.path.exists(spath):
+        print(f"using the clips in {tmp}")
+    else:
+        _make_clips(a, src, gpath, spath)
+        print(f"made {a.frames} frames {a.width}x{a.height} in {time.time() - t0:.0f} s", flush=True)
     prof = ["-m", "cProfile", "-o", a.profile] if a.profile else []
     cmd = [sys.executable, *prof, "-m", "flickerless.cli", "deflicker", "--guide", gpath, "--style", spath, "-o", opath,
            "--mode", "table", "--window", a.window, "-q"]
@@ -63,6 +78,8 @@ def main(argv=None):
         cmd += ["--device", a.device]
     if a.fast:
         cmd += ["--iterations", "1", "--patch-sizes", "5"]
+    if a.no_cuts:
+        cmd += ["--no-cuts"]
     t0 = time.time()
     r = subprocess.run(cmd)
     dt = time.time() - t0

@@ -109,6 +109,37 @@ def test_spills_to_disk_with_the_same_result(pair):
     assert spilled[1] <= bound < 3 * spilled[1], (spilled[1], bound)
 
 
+@pytest.mark.parametrize("window", [1, 2])
+def test_table_in_segments_gives_the_same_frames_and_keeps_less(pair, window):
+    """A long shot's backward blends are made a segment at a time when they would not fit the store's
+    budgets (else they go to disk: 29 GB for 1000 frames of 1080p); every entry is a function of its
+    frames alone, so the frames are exactly those of one pass."""
+    from flickerless.blend.deflicker import count_remaps, run_deflicker, table_segment
+    from flickerless.blend.frames import ArrayFrames
+    from flickerless.blend.patchmatch import PatchMatchOptions
+
+    clip, _, flick = pair
+    order = np.r_[0:10, 9:-1:-1, 0:10, 9:-1:-1]  # 40 frames, back and forth
+    clip, flick = clip[order], flick[order]
+    size = clip.shape[1:3]
+    assert table_segment(40, window, size, 7, 1 << 30, 4) is None  # fits: one pass
+    seg = table_segment(40, window, size, 7, 0, 4)
+    assert seg is not None and seg % 4 == 0 and 4 * (window + 1) <= seg <= 20
+    outs, stats = [], []
+    for budget in (1 << 30, 0):
+        got = {}
+        stats.append(run_deflicker(ArrayFrames(clip), ArrayFrames(flick), lambda i, x: got.__setitem__(i, x.clone()),
+                                   window=window, device="cpu", batch=4, options=PatchMatchOptions(**FAST),
+                                   host_budget=budget, cuts=False))
+        outs.append(torch.stack([got[i] for i in range(len(clip))]))
+    assert torch.equal(outs[0], outs[1])
+    assert stats[0]["remaps"] == count_remaps("table", 40, window)
+    assert stats[1]["remaps"] == count_remaps("table", 40, window, segment=seg) >= stats[0]["remaps"]
+    # what went to disk: a segment's backward blends and a window's entries, not the clip's 40 blends
+    entry = 7 * size[0] * size[1] * 2
+    assert stats[1]["peak_store_disk_bytes"] <= store_bytes("table", 40, size, window, budget=0) < 30 * entry
+
+
 @pytest.mark.parametrize("window", [2, 5])
 def test_store_bytes_bounds_what_a_windowed_table_keeps(pair, window):
     from flickerless.blend.deflicker import run_deflicker

@@ -294,8 +294,9 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
             certain += clips * (hi - lo) * frame
         if k:  # a further device's frames wait in a file until the first ones are written
             certain += (b - a) * frame
+        budget = store_budget(devices[k])
         store += max(0, store_bytes(job["mode"], hi - lo, (h, w), args.window, 0 if args.error_sigma == 0 else "auto",
-                                    not args.no_detail) - store_budget(devices[k]))
+                                    not args.no_detail, budget=budget) - budget)
     video.check_free_space(job["tmp"], certain,
                            f"reading {'the guide' if clips == 1 else 'the guide and the style'} through disk")
     try:

@@ -35,7 +35,8 @@ from ..errors import DeviceError, InputError
 from .frames import FrameSource, FrameStore, SubFrames, _pixel_scale, as_source, index_tensor, to_hwc_uint8
 from .detail import resolve_detail, restore_detail
 from .patchmatch import PatchMatchOptions, final_vote, patchmatch, remap
-from .schedule import count_table_remaps, table_levels, table_query, window_pairs, window_sources
+from .schedule import (count_table_remaps, table_levels, table_needed, table_query, table_segments, window_pairs,
+                       window_sources)
 
 log = logging.getLogger("flickerless")
 
@@ -414,14 +415,18 @@ def _table_pass(
     tag: str,
     emit: Callable[[int, torch.Tensor, int], None],
     chunk: int,
+    span: tuple[int, int] | None = None,
 ):
     """One direction of the remapping table over ``order`` (frame indices in processing order).
 
     For every position i calls ``emit(frame, sum, count)`` where ``sum`` is the sum of the frames at
-    positions ``[i - w, i]`` remapped to i, in increasing i.
+    positions ``[i - w, i]`` remapped to i, in increasing i. ``span=(first, last)``: positions
+    ``first..last`` only (1-based); entries the store lacks are computed, so a pass run in spans gives
+    what one run over all positions gives (each entry is a function of its frames alone).
     """
     n = len(order)
     K = table_levels(n, window)
+    first, last = span or (1, n)
     frame = lambda c: order[c - 1]  # noqa: E731  (1-based position -> frame index)
     weighted = remapper.weighted
 
@@ -446,15 +451,11 @@ def _table_pass(
             return img[:-1] * img[-1:], img[-1:]
         return img * (2**k), 2**k
 
-    for a in range(1, n + 1, chunk):
-        positions = list(range(a, min(n, a + chunk - 1) + 1))
+    for a in range(first, last + 1, chunk):
+        positions = list(range(a, min(last, a + chunk - 1) + 1))
         queries = {i: table_query(i, window, K) for i in positions}
         # the table entries these queries need, and the entries those are built from
-        needed: set[tuple[int, int]] = {kc for q in queries.values() for kc in q if kc[0] >= 1}
-        for k in range(K, 1, -1):
-            for kk, c in [kc for kc in needed if kc[0] == k]:
-                needed.add((k - 1, c - 2 ** (k - 1)))
-                needed.add((k - 1, c))
+        needed = table_needed(positions[0], positions[-1], window, K)
         for k in range(1, K + 1):
             todo = sorted(c for kk, c in needed if kk == k and (tag, k, c) not in store)
             if not todo:
@@ -493,7 +494,12 @@ def _table_pass(
                 store.pop(key)
 
 
-def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
+def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int, segment: int | None = None):
+    """Both passes of the remapping table. The backward pass (made first, so that the forward one can
+    hand frames on in order) keeps each frame's backward blend until the forward pass finishes that
+    frame; with a finite window it runs over ``segment`` frames at a time, each followed by the
+    forward pass over the same frames, so that only a segment's blends are kept (a long clip's would
+    go to disk). The frames are the same either way."""
     n = len(style)
     weighted = remapper.weighted
     back_count: dict = {}  # frame -> count of its backward blend (unweighted; weighted, it is stored)
@@ -504,10 +510,6 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
         else:
             store.put(("bwd", f), total / count)
             back_count[f] = count
-
-    _table_pass(style, remapper, store, window, list(range(n - 1, -1, -1)), "B", keep_backward, chunk)
-    for key in [k for k in store.keys() if k[0] == "B"]:
-        store.pop(key)
 
     def finish(f, total, count):
         back = store.get(("bwd", f))
@@ -520,7 +522,28 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int):
         sink(f, (total + back - own) / (count + cb - 1), own)
         store.pop(("bwd", f))
 
-    _table_pass(style, remapper, store, window, list(range(n)), "F", finish, chunk)
+    backward, forward = list(range(n - 1, -1, -1)), list(range(n))
+    for s, e in table_segments(n, segment if window is not None else None):
+        # frames e-1 down to s are positions n-e+1 .. n-s of the reversed clip
+        _table_pass(style, remapper, store, window, backward, "B", keep_backward, chunk, (n - e + 1, n - s))
+        for key in [k for k in store.keys() if k[0] == "B"]:
+            store.pop(key)
+        _table_pass(style, remapper, store, window, forward, "F", finish, chunk, (s + 1, e))
+
+
+def table_segment(n: int, window: int | None, size: tuple[int, int], channels: int, budget: int,
+                  chunk: int) -> int | None:
+    """Frames per segment of the backward pass (:func:`_run_table`): all of them (None) when their
+    blends fit half of ``budget`` bytes (float16, ``channels`` a pixel), else as many as fit, in whole
+    chunks, and at least 4 windows (each segment recomputes about a window of entries: 2% more remaps
+    at 64 frames of window 15, 0.4% at 256)."""
+    entry = channels * size[0] * size[1] * 2
+    if window is None or n * entry <= budget // 2:
+        return None
+    least = 4 * (window + 2 ** table_levels(n, window))
+    seg = max(least, (budget // 2) // entry)
+    seg = -(-seg // chunk) * chunk
+    return None if seg >= n else seg
 
 
 def keyframe_sources(i: int, keys: Sequence[int], shot: tuple[int, int] | None = None) -> list[tuple[int, float]]:
@@ -636,16 +659,26 @@ def _blend_sink(sink: Sink, offset: int, detail: bool) -> ModeSink:
     return restored
 
 
-def store_bytes(mode: str, n: int, size: tuple[int, int], window, error_sigma="auto", detail="auto") -> int:
+def _entry_channels(mode: str, error_sigma="auto", detail="auto") -> int:
+    """Channels of an image in flight: colour, the weight map when weighted, the guide blend with detail."""
+    return 3 + (resolve_error_sigma(error_sigma, mode) is not None) + 3 * resolve_detail(detail, mode)
+
+
+def store_bytes(mode: str, n: int, size: tuple[int, int], window, error_sigma="auto", detail="auto",
+                budget: int | None = None) -> int:
     """The most a run keeps in its :class:`FrameStore` at once, in bytes (float16): what goes to the
     host and then to disk beyond its budgets. Table mode keeps each frame's backward blend until the
-    forward pass reaches it, so a shot of ``n`` frames holds ``n`` of them, plus the table entries of
-    one window; the other modes keep nothing there. ``n``: the longest shot (at most the clip)."""
+    forward pass reaches it: a shot of ``n`` frames holds ``n`` of them (with a finite window and a
+    ``budget``, only a segment's: :func:`table_segment`), plus the table entries of one window; the
+    other modes keep nothing there. ``n``: the longest shot (at most the clip)."""
     if mode != "table":
         return 0
-    channels = 3 + (resolve_error_sigma(error_sigma, mode) is not None) + 3 * resolve_detail(detail, mode)
+    channels = _entry_channels(mode, error_sigma, detail)
     win = normalize_window(window)
-    live = n + 2 * (n if win is None else min(n, win + 2 ** table_levels(n, win)))
+    kept = n
+    if budget is not None:
+        kept = table_segment(n, win, size, channels, budget, 1) or n
+    live = kept + 2 * (n if win is None else min(n, win + 2 ** table_levels(n, win)))
     return live * channels * size[0] * size[1] * 2
 
 
@@ -656,13 +689,13 @@ def store_budget(device) -> int:
 
 
 def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int] = (),
-                 shots: Sequence[tuple[int, int]] = ()) -> int:
+                 shots: Sequence[tuple[int, int]] = (), segment: int | None = None) -> int:
     """PatchMatch runs a mode will make: for progress bars and cost estimates (keyframes mode: with
-    the clip's ``shots``, see :func:`keyframe_sources`)."""
+    the clip's ``shots``, see :func:`keyframe_sources`; table mode: its backward ``segment``)."""
     if mode in ("window", "all_pairs"):
         return len(window_pairs(n, window))
     if mode == "table":
-        return count_table_remaps(n, window)
+        return count_table_remaps(n, window, segment)
     if mode == "keyframes":
         ks, total = sorted(keyframes), 0
         keyset = set(ks)
@@ -762,10 +795,20 @@ def run_deflicker(
     else:
         starts = sorted(int(c) for c in cuts if 0 < int(c) < n)
     shots = list(zip([0] + starts, starts + [n]))
+    chunk = max(4, bs)
+    if device_budget is None:
+        device_budget = 0
+        if dev.type == "cuda":
+            device_budget = int(torch.cuda.mem_get_info(dev)[0] * DEVICE_SHARE)
+    host_budget = HOST_BUDGET if host_budget is None else host_budget
+    # table mode: a long shot's backward blends are made a segment at a time, as many as the budgets hold
+    channels = _entry_channels(mode, error_sigma, detail) if mode == "table" else 3
+    segments = {(a, b): table_segment(b - a, win, guide.size, channels, device_budget + host_budget, chunk)
+                for a, b in shots} if mode == "table" else {}
     if mode == "keyframes":  # one pass over the clip, each frame from the keyframes of its shot
         total = count_remaps(mode, n, win, list(keyframes), shots)
     else:
-        total = sum(count_remaps(mode, b - a, win) for a, b in shots)
+        total = sum(count_remaps(mode, b - a, win, segment=segments.get((a, b))) for a, b in shots)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -775,12 +818,6 @@ def run_deflicker(
         matches.bind(n, guide.size)
     remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma, carry_guide=detail)
     remapper.first_frame = int(first_frame)
-    chunk = max(4, bs)
-    if device_budget is None:
-        device_budget = 0
-        if dev.type == "cuda":
-            device_budget = int(torch.cuda.mem_get_info(dev)[0] * DEVICE_SHARE)
-    host_budget = HOST_BUDGET if host_budget is None else host_budget
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
     try:
         with torch.inference_mode():
@@ -792,7 +829,7 @@ def run_deflicker(
                 remapper.reset(g, a)
                 store.close()  # table entries are keyed by shot-local positions
                 if mode == "table":
-                    _run_table(s, remapper, out, win, store, chunk)
+                    _run_table(s, remapper, out, win, store, chunk, segments[(a, b)])
                 elif mode == "window":
                     span = 2 * min(b - a, (b - a) if win is None else win)
                     _run_window(s, remapper, out, win, max(1, 4 * bs // max(1, span)))

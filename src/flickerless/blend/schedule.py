@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["lowbit_level", "table_levels", "table_entries", "table_query", "window_sources", "window_pairs", "count_table_remaps"]
+__all__ = ["lowbit_level", "table_levels", "table_entries", "table_query", "table_needed", "table_segments",
+           "window_sources", "window_pairs", "count_table_remaps"]
 
 
 def lowbit_level(c: int) -> int:
@@ -54,14 +55,37 @@ def table_query(i: int, window: int | None, max_level: int) -> list[tuple[int, i
     return blocks
 
 
-def count_table_remaps(n: int, window: int | None) -> int:
-    """PatchMatch runs of ``table`` mode, both directions."""
+def table_needed(first: int, last: int, window: int | None, max_level: int) -> set[tuple[int, int]]:
+    """The table entries ``(k, c)``, ``k >= 1``, that the queries of positions ``first..last`` read,
+    with the entries those are built from: what a pass over those positions alone computes."""
+    needed = {kc for i in range(first, last + 1) for kc in table_query(i, window, max_level) if kc[0] >= 1}
+    for k in range(max_level, 1, -1):
+        for _, c in [kc for kc in needed if kc[0] == k]:
+            needed.add((k - 1, c - 2 ** (k - 1)))
+            needed.add((k - 1, c))
+    return needed
+
+
+def table_segments(n: int, segment: int | None) -> list[tuple[int, int]]:
+    """Frames ``[s, e)`` whose backward blends are made (and kept) together: one range of the whole
+    clip, or consecutive ranges of ``segment`` frames."""
+    seg = n if not segment or segment >= n else segment
+    return [(s, min(n, s + seg)) for s in range(0, n, seg)]
+
+
+def count_table_remaps(n: int, window: int | None, segment: int | None = None) -> int:
+    """PatchMatch runs of ``table`` mode, both directions. ``segment``: the backward pass runs over
+    ranges of that many frames (:func:`table_segments`), each computing the entries it reads afresh."""
     if n <= 1:
         return 0
     K = table_levels(n, window)
-    build = sum(len(table_entries(n, k)) for k in range(1, K + 1))
-    query = sum(len(table_query(i, window, K)) - 1 for i in range(1, n + 1))
-    return 2 * (build + query)
+
+    def one_pass(first, last):
+        query = sum(len(table_query(i, window, K)) - 1 for i in range(first, last + 1))
+        return len(table_needed(first, last, window, K)) + query
+
+    segments = table_segments(n, segment if window is not None else None)
+    return one_pass(1, n) + sum(one_pass(n - e + 1, n - s) for s, e in segments)
 
 
 def window_sources(i: int, n: int, window: int | None) -> list[int]:
