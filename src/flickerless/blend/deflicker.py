@@ -534,14 +534,17 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int, seg
 def table_segment(n: int, window: int | None, size: tuple[int, int], channels: int, budget: int,
                   chunk: int) -> int | None:
     """Frames per segment of the backward pass (:func:`_run_table`): all of them (None) when their
-    blends fit half of ``budget`` bytes (float16, ``channels`` a pixel), else as many as fit, in whole
-    chunks, and at least 4 windows (each segment recomputes about a window of entries: 2% more remaps
-    at 64 frames of window 15, 0.4% at 256)."""
+    blends fit ``budget`` bytes beside the table's own entries (float16, ``channels`` a pixel), else as
+    many as fit, in whole chunks, and at least 4 windows (each segment recomputes about a window of
+    entries: 2% more remaps at 64 frames of window 15, 0.4% at 256)."""
     entry = channels * size[0] * size[1] * 2
-    if window is None or n * entry <= budget // 2:
+    if window is None:
         return None
-    least = 4 * (window + 2 ** table_levels(n, window))
-    seg = max(least, (budget // 2) // entry)
+    span = window + 2 ** table_levels(n, window)
+    table = 4 * (span + chunk) * entry  # each pass's entries within reach of its next positions
+    if n * entry + table <= budget:
+        return None
+    seg = max(4 * span, (budget - table) // entry)
     seg = -(-seg // chunk) * chunk
     return None if seg >= n else seg
 
