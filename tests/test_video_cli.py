@@ -515,16 +515,72 @@ def test_cli_refuses_a_run_the_spill_disk_cannot_hold(clips, tmp_path, monkeypat
     assert list(spill.iterdir()) == []  # and nothing is left behind
 
 
-def test_cli_disk_full_mid_run_is_one_line(clips, tmp_path, monkeypatch, capsys):
+def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path, monkeypatch):
+    """A stretch too large for RAM in table mode is decoded as the segments move forward (cuts from
+    thumbnails read first), holding a stretch of each clip: the frames are those of the whole-clip path."""
+    from flickerless.synthetic import flickering_pair
+
+    order = np.r_[0:12, 11:-1:-1, 0:12, 11:-1:-1]  # 48 frames, back and forth, with a cut at frame 30
+    frames = np.ascontiguousarray(carphone[order, 16:80, 16:96])
+    frames[30:] = frames[30:, ::-1]
+    _, flick = flickering_pair(frames)
+    video.write(tmp_path / "g.mp4", frames, 25)
+    video.write(tmp_path / "s.mp4", flick, 25)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    base = ["deflicker", "--guide", str(tmp_path / "g.mp4"), "--style", str(tmp_path / "s.mp4"), "--device", "cpu",
+            "--window", "2", "--tmp", str(spill), *FASTARGS]
+    assert main([*base, "-o", str(tmp_path / "whole")]) == 0
+    frame = 64 * 80 * 3
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 10 * frame)  # the clip is 48 frames: it streams
+    made = []
+    real = video.StreamingFrames.__init__
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        made.append(self)
+
+    monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    assert main([*base, "-o", str(tmp_path / "streamed")]) == 0
+    assert len(made) == 2  # the guide and the style
+    for r in made:
+        assert r.decoded == 48  # each frame decoded once
+        assert 0 < r.peak_disk_bytes < 38 * frame  # a stretch went to files, not the whole clip
+    whole, _ = video.read(tmp_path / "whole")
+    streamed, _ = video.read(tmp_path / "streamed")
+    assert np.array_equal(whole, streamed)
+    assert list(spill.iterdir()) == []
+
+
+def test_streaming_frames_reads_in_order_and_again_after_release(tmp_path, carphone):
+    video.write(tmp_path / "c.mp4", carphone, 25)
+    ref, _ = video.read(tmp_path / "c.mp4")
+    with video.StreamingFrames(tmp_path / "c.mp4", 10, start=2, memory_limit=0, tmpdir=str(tmp_path)) as r:
+        r.CHUNK = 4
+        assert len(r) == 10 and np.array_equal(r[5], ref[7]) and np.array_equal(r[-1], ref[11])
+        assert r.decoded == 10 and r.peak_disk_bytes == 10 * ref[0].nbytes
+        r.release_before(8)  # chunks 0 and 1 (frames 0-7) go
+        assert r.disk_bytes == 2 * ref[0].nbytes
+        assert np.array_equal(r[1], ref[3]) and r.decoded == 14  # decoded again
+        with pytest.raises(IndexError):
+            r[10]
+    assert not list(tmp_path.glob("flickerless-frames-*"))
+    with pytest.raises(InputError, match="ended after 12 frames, though it says it has 14"):
+        video.StreamingFrames(tmp_path / "c.mp4", 12, start=2)[11]
+
+
+@pytest.mark.parametrize("window, writer", [("inf", "DiskFrames.append"), ("15", "StreamingFrames._keep")])
+def test_cli_disk_full_mid_run_is_one_line(clips, tmp_path, monkeypatch, capsys, window, writer):
     import errno
 
-    def full(self, frame):
-        raise OSError(errno.ENOSPC, "No space left on device", self.path)
+    def full(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
 
-    monkeypatch.setattr(video, "MEMORY_LIMIT", 0)
-    monkeypatch.setattr(video.DiskFrames, "append", full)
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 0)  # clips read through files: all at once, or as they stream
+    cls, name = writer.split(".")
+    monkeypatch.setattr(getattr(video, cls), name, full)
     rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
-               "-o", str(tmp_path / "o.mp4"), "--tmp", str(tmp_path), *FASTARGS])
+               "-o", str(tmp_path / "o.mp4"), "--tmp", str(tmp_path), "--window", window, *FASTARGS])
     err = capsys.readouterr().err
     assert rc == 2 and "No space left on device" in err and "--tmp DIR" in err
     assert "Traceback" not in err and err.strip().count("\n") == 0

@@ -290,7 +290,10 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
     certain = store = 0
     for k, (a, b) in enumerate(parts):
         lo, hi = _read_range(args, job, a, b)
-        if (hi - lo) * frame > video.MEMORY_LIMIT:  # read through an uncompressed file, as open_frames does
+        if _streams(args, job, lo, hi):  # about a segment and two windows of each clip, past the RAM limit
+            live = min(hi - lo, video.MEMORY_LIMIT // (2 * frame) + 3 * args.window + 2 * video.StreamingFrames.CHUNK)
+            certain += clips * max(0, live * frame - video.MEMORY_LIMIT)
+        elif (hi - lo) * frame > video.MEMORY_LIMIT:  # read through an uncompressed file, as open_frames does
             certain += clips * (hi - lo) * frame
         if k:  # a further device's frames wait in a file until the first ones are written
             certain += (b - a) * frame
@@ -305,17 +308,76 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
         log.warning("%s (the table's entries, for a clip with no cuts); it may run out of room", e)
 
 
+def _streams(args, job: dict, lo: int, hi: int) -> bool:
+    """Whether frames lo..hi are decoded as the work moves forward rather than all up front: table
+    mode with a finite window, on a stretch too large for RAM (it would go to disk uncompressed)."""
+    from . import video
+
+    h, w = job["size"]
+    return job["mode"] == "table" and args.window is not None and (hi - lo) * h * w * 3 > video.MEMORY_LIMIT
+
+
+def _in_order(lo: int, a: int, b: int, emit):
+    """A sink that hands frames a..b-1 (counted from ``lo``) on to ``emit`` in order."""
+    from .video import host_frame
+
+    pending: dict = {}  # index -> frame (or callable), until the frames before it are handed on
+    nxt = [a - lo]
+
+    def sink(i, img):
+        if a - lo <= i < b - lo:
+            pending[i] = host_frame(img)
+        while nxt[0] in pending:
+            emit(pending.pop(nxt[0]))
+            nxt[0] += 1
+
+    return sink
+
+
+def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: int, emit, progress: bool) -> dict:
+    """:func:`_deflicker_part` for a long stretch in table mode: the guide is read once for its cuts
+    (thumbnails only), then the guide and the style are decoded as the segments move forward, holding
+    about a segment of each (a stretch in RAM, the rest of it in files) instead of the whole clip."""
+    import numpy as np
+    import torch
+
+    from . import video
+    from .blend.deflicker import cut_thumbnails, cuts_from_thumbnails, run_deflicker
+    from .blend.frames import ArrayFrames
+
+    h, w = job["size"]
+    cuts = False
+    if not args.no_cuts:
+        thumbs = []
+        for f in video.iter_frames(args.guide, lo, hi):
+            f = f if f.shape[:2] == (h, w) else video.resize_frame(f, (h, w))
+            thumbs.append(cut_thumbnails(torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None].float() / 255))
+        cuts = cuts_from_thumbnails(torch.cat(thumbs))
+    # segments of about what fits the in-memory limit, for each clip
+    segment = max(1, video.MEMORY_LIMIT // (2 * h * w * 3))
+    with video.StreamingFrames(args.guide, hi - lo, lo, (h, w), tmpdir=job["tmp"]) as guide, \
+            video.StreamingFrames(args.style, hi - lo, lo, (h, w), tmpdir=job["tmp"]) as style:
+        return run_deflicker(
+            ArrayFrames(guide), ArrayFrames(style), _in_order(lo, a, b, emit), mode="table", window=args.window,
+            device=device, batch=args.batch, options=job["options"], progress=progress, cuts=cuts,
+            error_sigma="auto" if args.error_sigma is None else args.error_sigma,
+            detail=False if args.no_detail else "auto", first_frame=lo, tmpdir=job["tmp"], max_segment=segment,
+        )
+
+
 def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: bool) -> dict:
     """Frames ``a..b-1`` of the clip on ``device``: read with the neighbours they blend with (so that
     they come out as in a whole-clip run), each handed to ``emit`` in order as ``(H, W, 3)`` uint8, or
     on a GPU as a callable returning it once its copy to the host is done (:func:`video.host_frame`)."""
     from .blend.deflicker import run_deflicker
     from .blend.frames import ArrayFrames
-    from .video import host_frame, open_frames
+    from .video import open_frames
 
     mode, raw, tmp = job["mode"], job["keyframes"], job["tmp"]
     lo, hi = _read_range(args, job, a, b)
     h, w = job["size"]
+    if _streams(args, job, lo, hi):
+        return _deflicker_streaming(args, job, device, a, b, lo, hi, emit, progress)
     if mode == "keyframes":
         guide, _ = open_frames(args.guide, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)
         sframes = None
@@ -330,18 +392,8 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
             keyframes = _Keyframes({k - lo: path for k, path in raw.items() if lo <= k < hi}, (h, w))
         else:
             style = ArrayFrames(sframes)
-        pending: dict = {}  # index -> frame (or callable), until the frames before it are handed on
-        nxt = [a - lo]  # the next frame to hand on, counted from lo
-
-        def sink(i, img):
-            if a - lo <= i < b - lo:
-                pending[i] = host_frame(img)
-            while nxt[0] in pending:
-                emit(pending.pop(nxt[0]))
-                nxt[0] += 1
-
         return run_deflicker(
-            ArrayFrames(guide), style, sink, mode=mode, window=args.window, device=device,
+            ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, window=args.window, device=device,
             batch=args.batch, keyframes=keyframes, options=job["options"], progress=progress,
             cuts=not args.no_cuts, error_sigma="auto" if args.error_sigma is None else args.error_sigma,
             detail=False if args.no_detail else "auto", first_frame=lo, tmpdir=tmp,

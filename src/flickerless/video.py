@@ -46,6 +46,7 @@ __all__ = [
     "write",
     "VideoWriter",
     "DiskFrames",
+    "StreamingFrames",
     "open_frames",
     "keyframe_files",
     "image_size",
@@ -437,6 +438,117 @@ class DiskFrames:
                 setattr(self, name, None)
         if os.path.exists(self.path):
             os.unlink(self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class StreamingFrames:
+    """Frames ``start:start + count`` of a clip, decoded in order as they are asked for and kept until
+    :meth:`release_before` drops them: a long clip read by a pass that moves forward (table mode in
+    segments) holds a stretch of it, not all of it. ``frames[i]`` is ``(H, W, 3)`` uint8 (resized to
+    ``resize=(H, W)`` if given). Frames are kept in chunks, in RAM up to ``memory_limit`` bytes
+    (default :data:`MEMORY_LIMIT`), then in files in ``tmpdir``; a frame asked for again after it was
+    released is decoded again (from the start of the clip: correct, not fast)."""
+
+    CHUNK = 16
+
+    def __init__(self, path, count: int, start: int = 0, resize: tuple[int, int] | None = None,
+                 memory_limit: int | None = None, tmpdir: str | None = None):
+        self.path, self.n, self.start = Path(path), int(count), int(start)
+        self.resize = None if resize is None else tuple(resize)
+        self.memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
+        self._tmp_parent = tmpdir or os.environ.get("FLICKERLESS_TMPDIR") or None
+        self._tmp: str | None = None
+        self._reader: Iterator[np.ndarray] | None = None
+        self._next = 0  # the frame the reader gives next
+        self._chunks: dict[int, object] = {}  # chunk -> array in RAM, or (file, shape)
+        self.ram_bytes = self.peak_ram_bytes = self.disk_bytes = self.peak_disk_bytes = 0
+        self.decoded = 0  # frames decoded, counting those decoded again
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _open(self, at: int) -> None:
+        self._close_reader()
+        self._reader = iter_frames(self.path, self.start + at, self.start + self.n)
+        self._next = at
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()  # type: ignore[attr-defined]
+            self._reader = None
+
+    def _read_chunk(self, c: int) -> np.ndarray:
+        if self._reader is None or self._next != c * self.CHUNK:
+            self._open(c * self.CHUNK)
+        want = min(self.CHUNK, self.n - c * self.CHUNK)
+        frames = []
+        for f in self._reader:  # type: ignore[union-attr]
+            frames.append(f if self.resize is None or f.shape[:2] == self.resize else resize_frame(f, self.resize))
+            if len(frames) == want:
+                break
+        self._next += len(frames)
+        self.decoded += len(frames)
+        if len(frames) < want:
+            raise InputError(f"{self.path}: ended after {self.start + self._next} frames, though it says it has "
+                             f"{self.start + self.n}")
+        return np.stack(frames)
+
+    def _keep(self, c: int, arr: np.ndarray) -> None:
+        if self.ram_bytes + arr.nbytes <= self.memory_limit:
+            self._chunks[c] = arr
+            self.ram_bytes += arr.nbytes
+            self.peak_ram_bytes = max(self.peak_ram_bytes, self.ram_bytes)
+            return
+        if self._tmp is None:
+            self._tmp = tempfile.mkdtemp(prefix="flickerless-frames-", dir=self._tmp_parent)
+        path = os.path.join(self._tmp, f"{c}.u8")
+        arr.tofile(path)
+        self._chunks[c] = (path, arr.shape)
+        self.disk_bytes += arr.nbytes
+        self.peak_disk_bytes = max(self.peak_disk_bytes, self.disk_bytes)
+
+    def _chunk(self, c: int) -> np.ndarray:
+        if c not in self._chunks:
+            # decode in order up to c (chunks between are kept: they are asked for next)
+            first = c if c * self.CHUNK < self._next else self._next // self.CHUNK
+            for k in range(first, c + 1):
+                arr = self._read_chunk(k)
+                if k not in self._chunks:
+                    self._keep(k, arr)
+        got = self._chunks[c]
+        if isinstance(got, tuple):
+            path, shape = got
+            return np.fromfile(path, dtype=np.uint8).reshape(shape)
+        return got  # type: ignore[return-value]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        i %= self.n
+        return self._chunk(i // self.CHUNK)[i % self.CHUNK]
+
+    def release_before(self, k: int) -> None:
+        """Frames before ``k`` are not needed any more: drop the chunks that hold only such frames."""
+        for c in [c for c in self._chunks if (c + 1) * self.CHUNK <= k]:
+            got = self._chunks.pop(c)
+            if isinstance(got, tuple):
+                os.unlink(got[0])
+                self.disk_bytes -= int(np.prod(got[1]))
+            else:
+                self.ram_bytes -= got.nbytes  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self._close_reader()
+        self._chunks.clear()
+        self.ram_bytes = self.disk_bytes = 0
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def __enter__(self):
         return self

@@ -529,6 +529,9 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int, seg
         for key in [k for k in store.keys() if k[0] == "B"]:
             store.pop(key)
         _table_pass(style, remapper, store, window, forward, "F", finish, chunk, (s + 1, e))
+        if window is not None:  # what comes next reads frames from e - window on (a reader may drop the rest)
+            style.release(e - window - 1)
+            remapper.guide.release(e - window - 1)
 
 
 def table_segment(n: int, window: int | None, size: tuple[int, int], channels: int, budget: int,
@@ -628,15 +631,23 @@ def detect_cuts(guide: FrameSource, device="cpu", threshold: float = 0.08, ratio
     difference to frame t-1 (values in [0, 1]) exceeds ``threshold`` and is ``ratio`` times the
     median difference of the 16 frames around it (motion and flashes raise the median, cuts do not).
     """
-    import torch.nn.functional as F
-
     n = len(guide)
     thumbs = []
     for a in range(0, n, chunk):
-        x = guide.load(list(range(a, min(n, a + chunk))), device)
-        thumbs.append(F.adaptive_avg_pool2d(x, (18, 32)).cpu())
-    t = torch.cat(thumbs)
-    if n < 2:
+        thumbs.append(cut_thumbnails(guide.load(list(range(a, min(n, a + chunk))), device)).cpu())
+    return cuts_from_thumbnails(torch.cat(thumbs), threshold, ratio)
+
+
+def cut_thumbnails(frames: torch.Tensor) -> torch.Tensor:
+    """What :func:`detect_cuts` compares: ``(B, 3, H, W)`` frames in [0, 1] as ``(B, 3, 18, 32)``."""
+    import torch.nn.functional as F
+
+    return F.adaptive_avg_pool2d(frames, (18, 32))
+
+
+def cuts_from_thumbnails(t: torch.Tensor, threshold: float = 0.08, ratio: float = 6.0) -> list[int]:
+    """:func:`detect_cuts` from the clip's :func:`cut_thumbnails` (made while reading it, say)."""
+    if len(t) < 2:
         return []
     d = (t[1:] - t[:-1]).abs().mean(dim=(1, 2, 3))  # d[k]: change from frame k to k + 1
     cuts = []
@@ -727,6 +738,7 @@ def run_deflicker(
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
     first_frame: int = 0,
+    max_segment: int | None = None,
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
     ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics.
@@ -755,7 +767,13 @@ def run_deflicker(
 
     first_frame: where the clip starts in a longer video, when it is a range of one read with its
     neighbours (the command line's ``--frames``): PatchMatch is seeded per pair of video frames, so
-    the range's frames come out as in a run over the whole video."""
+    the range's frames come out as in a run over the whole video.
+
+    max_segment: table mode with a finite window makes a shot's backward blends at most this many
+    frames at a time (:func:`_run_table`; fewer where the store's budgets say so), and tells the frame
+    sources when frames will not be read again (``FrameSource.release``): a reader that decodes as it
+    goes (:class:`flickerless.video.StreamingFrames`) then holds a stretch of the clip, not all of it.
+    The frames are the same whatever the segments."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     error_sigma = resolve_error_sigma(error_sigma, mode)
@@ -808,6 +826,9 @@ def run_deflicker(
     channels = _entry_channels(mode, error_sigma, detail) if mode == "table" else 3
     segments = {(a, b): table_segment(b - a, win, guide.size, channels, device_budget + host_budget, chunk)
                 for a, b in shots} if mode == "table" else {}
+    if max_segment and win is not None:
+        least = -(-max(max_segment, 4 * (win + 2 ** table_levels(n, win))) // chunk) * chunk
+        segments = {(a, b): (min(seg or b - a, least) if b - a > least else seg) for (a, b), seg in segments.items()}
     if mode == "keyframes":  # one pass over the clip, each frame from the keyframes of its shot
         total = count_remaps(mode, n, win, list(keyframes), shots)
     else:

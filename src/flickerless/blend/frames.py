@@ -35,6 +35,9 @@ class FrameSource:
         """Frames ``indices`` as ``(B, 3, H, W)`` float32 in [0, 1] on ``device``."""
         raise NotImplementedError
 
+    def release(self, before: int) -> None:
+        """Frames before ``before`` will not be read again (a reader of a long clip may drop them)."""
+
 
 def _pixel_scale(dtype, what: str) -> float:
     """What a frame's values are divided by to lie in [0, 1]: 255 for uint8, 1 for floats (taken to be
@@ -118,6 +121,11 @@ class ArrayFrames(FrameSource):
     def __len__(self) -> int:
         return len(self.frames)
 
+    def release(self, before: int) -> None:
+        drop = getattr(self.frames, "release_before", None)  # video.StreamingFrames
+        if drop is not None:
+            drop(before)
+
     def load(self, indices, device) -> torch.Tensor:
         frames = [np.asarray(self.frames[int(i)]) for i in indices]
         if torch.device(device).type == "cuda":  # stacked straight into pinned memory (see index_tensor)
@@ -143,6 +151,9 @@ class SubFrames(FrameSource):
 
     def load(self, indices, device) -> torch.Tensor:
         return self.source.load([self.start + int(i) for i in indices], device)
+
+    def release(self, before: int) -> None:
+        self.source.release(self.start + before)
 
 
 def as_source(frames) -> FrameSource:
