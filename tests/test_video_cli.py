@@ -532,7 +532,11 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
             "--window", "2", "--tmp", str(spill), *FASTARGS]
     assert main([*base, "-o", str(tmp_path / "whole")]) == 0
     frame = 64 * 80 * 3
-    monkeypatch.setattr(video, "MEMORY_LIMIT", 10 * frame)  # the clip is 48 frames: it streams
+    import shutil
+
+    # the clips (2 x 48 frames) are over the in-memory limit, and most of the disk's free space: they stream
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 10 * frame)
+    usage = shutil.disk_usage(spill)
     made = []
     real = video.StreamingFrames.__init__
 
@@ -541,6 +545,10 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
         made.append(self)
 
     monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000 * frame))
+    assert main([*base, "-o", str(tmp_path / "spilled")]) == 0
+    assert made == []  # room on the disk: read whole into files, the faster way
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=100 * frame))
     assert main([*base, "-o", str(tmp_path / "streamed")]) == 0
     assert len(made) == 2  # the guide and the style
     for r in made:
@@ -576,7 +584,12 @@ def test_cli_disk_full_mid_run_is_one_line(clips, tmp_path, monkeypatch, capsys,
     def full(self, *args):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
 
+    import shutil
+
     monkeypatch.setattr(video, "MEMORY_LIMIT", 0)  # clips read through files: all at once, or as they stream
+    if window != "inf":  # streaming: the clips (2 x 6 frames) would take most of the free space
+        usage = shutil.disk_usage(tmp_path)
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=13 * 64 * 80 * 3))
     cls, name = writer.split(".")
     monkeypatch.setattr(getattr(video, cls), name, full)
     rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",

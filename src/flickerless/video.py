@@ -512,6 +512,17 @@ class StreamingFrames:
         self.disk_bytes += arr.nbytes
         self.peak_disk_bytes = max(self.peak_disk_bytes, self.disk_bytes)
 
+    def _frame(self, i: int) -> np.ndarray:
+        c, k = divmod(i, self.CHUNK)
+        if c not in self._chunks:
+            return self._chunk(c)[k]
+        got = self._chunks[c]
+        if isinstance(got, tuple):  # one frame of the chunk's file, not the whole chunk
+            path, shape = got
+            size = int(np.prod(shape[1:]))
+            return np.fromfile(path, dtype=np.uint8, count=size, offset=k * size).reshape(shape[1:])
+        return got[k]  # type: ignore[index]
+
     def _chunk(self, c: int) -> np.ndarray:
         if c not in self._chunks:
             # decode in order up to c (chunks between are kept: they are asked for next)
@@ -530,7 +541,7 @@ class StreamingFrames:
         if not -self.n <= i < self.n:
             raise IndexError(i)
         i %= self.n
-        return self._chunk(i // self.CHUNK)[i % self.CHUNK]
+        return self._frame(i)
 
     def release_before(self, k: int) -> None:
         """Frames before ``k`` are not needed any more: drop the chunks that hold only such frames."""
