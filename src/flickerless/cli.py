@@ -290,7 +290,7 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
     certain = store = 0
     for k, (a, b) in enumerate(parts):
         lo, hi = _read_range(args, job, a, b)
-        if _streams(args, job, lo, hi):  # about a segment and two windows of each clip, past the RAM limit
+        if _streams(args, job, lo, hi):  # about a segment and a few windows of each clip, in files
             live = min(hi - lo, video.MEMORY_LIMIT // (2 * frame) + 3 * args.window + 2 * video.StreamingFrames.CHUNK)
             certain += clips * live * frame
         elif (hi - lo) * frame > video.MEMORY_LIMIT:  # read through an uncompressed file, as open_frames does

@@ -16,8 +16,11 @@ else re-encoded as AAC. Output appears
 atomically: frames go to a temporary name beside the target, renamed over it only when complete,
 so an existing output is never half-overwritten.
 
-Long clips need not be decoded into RAM: :func:`iter_frames` streams, and :class:`DiskFrames`
-decodes once into an uncompressed file and reads any frame back from it on demand.
+Long clips need not be decoded into RAM: :func:`iter_frames` streams, :class:`DiskFrames`
+decodes once into an uncompressed file and reads any frame back from it on demand, and
+:class:`StreamingFrames` decodes as a forward-moving reader asks and drops what it has passed (a
+stretch of the clip on disk, not all of it). Such files go to :func:`spill_dir` (``--tmp``,
+``$FLICKERLESS_TMPDIR``, never a /tmp held in RAM), checked for room by :func:`check_free_space`.
 """
 
 from __future__ import annotations

@@ -818,9 +818,7 @@ def run_deflicker(
     shots = list(zip([0] + starts, starts + [n]))
     chunk = max(4, bs)
     if device_budget is None:
-        device_budget = 0
-        if dev.type == "cuda":
-            device_budget = int(torch.cuda.mem_get_info(dev)[0] * DEVICE_SHARE)
+        device_budget = store_budget(dev) - HOST_BUDGET
     host_budget = HOST_BUDGET if host_budget is None else host_budget
     # table mode: a long shot's backward blends are made a segment at a time, as many as the budgets hold
     channels = _entry_channels(mode, error_sigma, detail) if mode == "table" else 3
