@@ -328,6 +328,13 @@ def _streams(args, job: dict, lo: int, hi: int) -> bool:
     return 2 * whole > 0.8 * free
 
 
+def _blend_options(args, job: dict, lo: int) -> dict:
+    """run_deflicker's settings from the command line, for frames read from ``lo`` on."""
+    return {"window": args.window, "batch": args.batch, "options": job["options"], "first_frame": lo,
+            "error_sigma": "auto" if args.error_sigma is None else args.error_sigma,
+            "detail": False if args.no_detail else "auto", "tmpdir": job["tmp"]}
+
+
 def _in_order(lo: int, a: int, b: int, emit):
     """A sink that hands frames a..b-1 (counted from ``lo``) on to ``emit`` in order."""
     from .video import host_frame
@@ -372,12 +379,9 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
     segment = max(1, video.MEMORY_LIMIT // (2 * h * w * 3))
     with video.StreamingFrames(args.guide, hi - lo, lo, (h, w), memory_limit=0, tmpdir=job["tmp"]) as guide, \
             video.StreamingFrames(args.style, hi - lo, lo, (h, w), memory_limit=0, tmpdir=job["tmp"]) as style:
-        return run_deflicker(
-            ArrayFrames(guide), ArrayFrames(style), _in_order(lo, a, b, emit), mode="table", window=args.window,
-            device=device, batch=args.batch, options=job["options"], progress=progress, cuts=cuts,
-            error_sigma="auto" if args.error_sigma is None else args.error_sigma,
-            detail=False if args.no_detail else "auto", first_frame=lo, tmpdir=job["tmp"], max_segment=segment,
-        )
+        return run_deflicker(ArrayFrames(guide), ArrayFrames(style), _in_order(lo, a, b, emit), mode="table",
+                             device=device, progress=progress, cuts=cuts, max_segment=segment,
+                             **_blend_options(args, job, lo))
 
 
 def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: bool) -> dict:
@@ -407,12 +411,9 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
             keyframes = _Keyframes({k - lo: path for k, path in raw.items() if lo <= k < hi}, (h, w))
         else:
             style = ArrayFrames(sframes)
-        return run_deflicker(
-            ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, window=args.window, device=device,
-            batch=args.batch, keyframes=keyframes, options=job["options"], progress=progress,
-            cuts=not args.no_cuts, error_sigma="auto" if args.error_sigma is None else args.error_sigma,
-            detail=False if args.no_detail else "auto", first_frame=lo, tmpdir=tmp,
-        )
+        return run_deflicker(ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, device=device,
+                             keyframes=keyframes, progress=progress, cuts=not args.no_cuts,
+                             **_blend_options(args, job, lo))
     finally:
         for c in closers:
             if hasattr(c, "close"):

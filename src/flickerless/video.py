@@ -534,6 +534,7 @@ class StreamingFrames:
                 arr = self._read_chunk(k)
                 if k not in self._chunks:
                     self._keep(k, arr)
+            return arr  # as decoded: not read back from its file
         got = self._chunks[c]
         if isinstance(got, tuple):
             path, shape = got
