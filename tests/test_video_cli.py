@@ -447,6 +447,8 @@ def test_cli_resize_style_works_at_the_styles_size(clips, clips_truth, tmp_path)
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "4"], "odd"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--error-sigma", "-1"], "> 0"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--crf", "60"], "0-51"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--fps", "0"], "above 0"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--fps", "x"], "frames per second"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(clips, tmp_path, capsys, args, message):

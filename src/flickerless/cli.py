@@ -49,6 +49,16 @@ def _positive(text: str) -> int:
     return v
 
 
+def _fps(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected frames per second, e.g. 24 or 29.97, got {text!r}") from None
+    if not 0 < v <= 1000:
+        raise argparse.ArgumentTypeError(f"expected frames per second above 0 (and at most 1000), got {text}")
+    return v
+
+
 def _crf(text: str) -> int:
     try:
         v = int(text)
@@ -115,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when sizes differ: --resize (or --resize guide) resizes the style (or keyframes) to the "
                         "guide's size; --resize style resizes the guide to the style's (or keyframes') size "
                         "instead: the output is at the size it was generated at, and fewer pixels are faster")
-    d.add_argument("--fps", type=float, help="output frame rate (default: the guide's)")
+    d.add_argument("--fps", type=_fps, help="output frame rate (default: the guide's; a variable-rate guide keeps "
+                   "each frame's time)")
     d.add_argument("--crf", type=_crf, default=17,
                    help="H.264 quality of a video output, 0 (lossless) to 51 (default 17: visually lossless; "
                         "higher: smaller files)")
