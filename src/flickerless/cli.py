@@ -301,7 +301,7 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
     certain = store = 0
     for k, (a, b) in enumerate(parts):
         lo, hi = _read_range(args, job, a, b)
-        if _streams(args, job, lo, hi):  # about a segment and a few windows of each clip, in files
+        if job["streams"][(a, b)]:  # about a segment and a few windows of each clip, in files
             live = min(hi - lo, video.MEMORY_LIMIT // (2 * frame) + 3 * args.window + 2 * video.StreamingFrames.CHUNK)
             certain += clips * live * frame
         elif (hi - lo) * frame > video.MEMORY_LIMIT:  # read through an uncompressed file, as open_frames does
@@ -406,7 +406,7 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
     mode, raw, tmp = job["mode"], job["keyframes"], job["tmp"]
     lo, hi = _read_range(args, job, a, b)
     h, w = job["size"]
-    if _streams(args, job, lo, hi):
+    if job["streams"].get((a, b)):  # decided once, before any work (cmd_deflicker)
         return _deflicker_streaming(args, job, device, a, b, lo, hi, emit, progress)
     if mode == "keyframes":
         guide, _ = open_frames(args.guide, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)
@@ -492,8 +492,9 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
 def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
-    from .video import (BackgroundWriter, VideoWriter, check_output_is_not_input, frame_times, has_audio, image_size,
-                        keyframe_files, keyframe_positions, partial_path, probe, spill_dir, warn_if_interlaced)
+    from .video import (WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output_is_not_input, frame_times,
+                        has_audio, image_size, keyframe_files, keyframe_positions, partial_path, probe, spill_dir,
+                        warn_if_interlaced)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -590,11 +591,13 @@ def cmd_deflicker(args) -> int:
     k = max(1, min(len(devices), end - begin))
     cuts = [begin + (end - begin) * i // k for i in range(k + 1)]
     parts = list(zip(cuts[:-1], cuts[1:]))
+    job["streams"] = {(a, b): _streams(args, job, *_read_range(args, job, a, b)) for a, b in parts}
     _check_spill_space(args, job, devices, parts)
 
     fps = args.fps or ginfo.fps
     # a variable-rate guide (phone, screen recording): each frame keeps its time, and the sound stays in step
-    times = frame_times(args.guide, ginfo.frames) if args.fps is None else None
+    video_out = Path(args.output).suffix.lower() in WRITE_VIDEO_EXTS  # a PNG folder has no timing
+    times = frame_times(args.guide, ginfo.frames) if args.fps is None and video_out else None
     if times is not None:
         times = times[start:end + 1]
         steps = times[1:] - times[:-1]

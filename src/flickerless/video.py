@@ -58,6 +58,8 @@ __all__ = [
     "warn_if_interlaced",
     "frame_times",
     "spill_dir",
+    "spill_parent",
+    "SpillFolder",
     "check_free_space",
     "natural_key",
     "resize_frame",
@@ -374,6 +376,32 @@ def spill_dir(near=None, chosen=None) -> str:
     return tmp
 
 
+def spill_parent(tmpdir=None) -> str | None:
+    """The folder spilled frames go in: ``tmpdir``, else ``$FLICKERLESS_TMPDIR``, else None (the
+    system's temporary folder)."""
+    return tmpdir or os.environ.get("FLICKERLESS_TMPDIR") or None
+
+
+class SpillFolder:
+    """A temporary folder for frames that do not fit in RAM: made on first use in
+    :func:`spill_parent`, removed with all it holds by :meth:`close`."""
+
+    def __init__(self, tmpdir=None, prefix: str = "flickerless-"):
+        self.parent, self.prefix = spill_parent(tmpdir), prefix
+        self.path: str | None = None
+
+    def file(self, name: str) -> str:
+        """A path for ``name`` in the folder (made now if it is not there yet)."""
+        if self.path is None:
+            self.path = tempfile.mkdtemp(prefix=self.prefix, dir=self.parent)
+        return os.path.join(self.path, name)
+
+    def close(self) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+
+
 def check_free_space(folder, needed: int, what: str) -> None:
     """Refuse, in one line, to start work that will fill the disk of ``folder``: ``needed`` bytes."""
     try:
@@ -394,8 +422,7 @@ class DiskFrames:
     """
 
     def __init__(self, frames: Iterable[np.ndarray] = (), tmpdir: str | None = None):
-        fd, self.path = tempfile.mkstemp(prefix="flickerless-frames-", suffix=".u8",
-                                         dir=tmpdir or os.environ.get("FLICKERLESS_TMPDIR") or None)
+        fd, self.path = tempfile.mkstemp(prefix="flickerless-frames-", suffix=".u8", dir=spill_parent(tmpdir))
         self.n = 0
         self.shape: tuple[int, int, int] | None = None
         self._out = os.fdopen(fd, "wb")  # appends go here; reads through their own handle
@@ -464,8 +491,7 @@ class StreamingFrames:
         self.path, self.n, self.start = Path(path), int(count), int(start)
         self.resize = None if resize is None else tuple(resize)
         self.memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
-        self._tmp_parent = tmpdir or os.environ.get("FLICKERLESS_TMPDIR") or None
-        self._tmp: str | None = None
+        self._folder = SpillFolder(tmpdir, "flickerless-frames-")
         self._reader: Iterator[np.ndarray] | None = None
         self._next = 0  # the frame the reader gives next
         self._chunks: dict[int, object] = {}  # chunk -> array in RAM, or (file, shape)
@@ -507,9 +533,7 @@ class StreamingFrames:
             self.ram_bytes += arr.nbytes
             self.peak_ram_bytes = max(self.peak_ram_bytes, self.ram_bytes)
             return
-        if self._tmp is None:
-            self._tmp = tempfile.mkdtemp(prefix="flickerless-frames-", dir=self._tmp_parent)
-        path = os.path.join(self._tmp, f"{c}.u8")
+        path = self._folder.file(f"{c}.u8")
         arr.tofile(path)
         self._chunks[c] = (path, arr.shape)
         self.disk_bytes += arr.nbytes
@@ -561,9 +585,7 @@ class StreamingFrames:
         self._close_reader()
         self._chunks.clear()
         self.ram_bytes = self.disk_bytes = 0
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        self._folder.close()
 
     def __enter__(self):
         return self

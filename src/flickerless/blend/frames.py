@@ -12,8 +12,6 @@ temporary directory, so that a long clip never holds more than the budgets in me
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Hashable, Sequence
 
 import numpy as np
@@ -175,8 +173,9 @@ class FrameStore:
         self.device = torch.device(device)
         self.device_budget = device_budget if self.device.type != "cpu" else 0
         self.host_budget = host_budget
-        self._tmp_parent = tmpdir or os.environ.get("FLICKERLESS_TMPDIR") or None  # None: the system's
-        self._tmp: str | None = None
+        from ..video import SpillFolder  # the I/O layer, above this one
+
+        self._folder = SpillFolder(tmpdir)
         self._mem: dict[Hashable, torch.Tensor] = {}
         self._disk: dict[Hashable, tuple[str, tuple[int, ...]]] = {}
         self._files_made = 0
@@ -204,9 +203,7 @@ class FrameStore:
             self.host_bytes += nbytes
             self.peak_host_bytes = max(self.peak_host_bytes, self.host_bytes)
         else:
-            if self._tmp is None:
-                self._tmp = tempfile.mkdtemp(prefix="flickerless-", dir=self._tmp_parent)
-            path = os.path.join(self._tmp, f"{self._files_made}.f16")
+            path = self._folder.file(f"{self._files_made}.f16")
             self._files_made += 1
             arr = v.cpu().numpy()
             arr.tofile(path)
@@ -241,9 +238,7 @@ class FrameStore:
         self._mem.clear()
         self._disk.clear()
         self.device_bytes = self.host_bytes = self.disk_bytes = 0
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        self._folder.close()
 
     def __enter__(self):
         return self
