@@ -10,6 +10,7 @@ the figure is labelled with the settings used.
     python benchmarks/memory.py --frames 120 --device cuda --profile prof.out   # where the time goes
     python benchmarks/memory.py --frames 120 --device cuda --in-memory   # against deflicker() on the same frames
     python benchmarks/memory.py --frames 1000 --device cuda --fast --clips /tmp/c   # again: the same clips
+    python benchmarks/memory.py --frames 1000 --device cuda --fast --clips /tmp/c --stream on   # decoded as it goes
 
 --profile PATH runs the command under cProfile (main thread only) and prints its 25 costliest calls.
 """
@@ -56,6 +57,9 @@ def main(argv=None):
                         "on the same clips)")
     p.add_argument("--no-cuts", action="store_true",
                    help="one shot (the clip is bikes.mp4 looped, with its cuts): a long take's table keeps the most")
+    p.add_argument("--stream", choices=["auto", "on", "off"], default="auto",
+                   help="decode the clips as the work goes (on), read them whole first (off), or let the tool choose")
+    p.add_argument("--out", default=None, help="keep the output here (default: out.mp4 beside the clips)")
     p.add_argument("--profile", default=None, help="write a cProfile of the command here and print its top")
     p.add_argument("--in-memory", action="store_true",
                    help="also time flickerless.deflicker() on the same clips decoded onto the device beforehand "
@@ -65,6 +69,7 @@ def main(argv=None):
     tmp = a.clips or tempfile.mkdtemp(dir=a.tmp)
     os.makedirs(tmp, exist_ok=True)
     gpath, spath, opath = (os.path.join(tmp, n) for n in ("guide.mp4", "style.mp4", "out.mp4"))
+    opath = a.out or opath
     t0 = time.time()
     if a.clips and os.path.exists(gpath) and os.path.exists(spath):
         print(f"using the clips in {tmp}")
@@ -80,6 +85,8 @@ def main(argv=None):
         cmd += ["--iterations", "1", "--patch-sizes", "5"]
     if a.no_cuts:
         cmd += ["--no-cuts"]
+    if a.stream != "auto":
+        cmd += ["--stream" if a.stream == "on" else "--no-stream"]
     t0 = time.time()
     r = subprocess.run(cmd)
     dt = time.time() - t0

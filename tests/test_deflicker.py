@@ -189,6 +189,24 @@ def test_detects_the_cut_and_nothing_else(two_shots, carphone):
     assert detect_cuts(ArrayFrames(carphone)) == []
 
 
+@pytest.mark.parametrize("size", [(64, 80), (97, 131), (144, 176), (1080, 1920)])
+def test_host_thumbnails_are_the_pooled_ones(carphone, size):
+    """The streaming path's cut thumbnails (integer sums on the host) are those detect_cuts pools, for
+    sizes that do and do not divide into the 18 x 32 cells."""
+    import torch
+
+    from flickerless.blend.deflicker import cut_thumbnails, frame_thumbnail
+    from flickerless.video import resize_frame
+
+    frame = np.array(resize_frame(carphone[3], size))
+    exact = cut_thumbnails(torch.from_numpy(frame).permute(2, 0, 1)[None].double() / 255)[0]
+    pooled = cut_thumbnails(torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255)[0]  # detect_cuts'
+    thumb = frame_thumbnail(frame)
+    assert thumb.shape == (3, 18, 32) and thumb.dtype == torch.float32
+    assert torch.allclose(thumb.double(), exact, atol=1e-7)  # the sums are exact
+    assert torch.allclose(thumb, pooled, atol=2e-4)  # float32 pooling's own rounding (1080p: 3600 a cell)
+
+
 def test_nothing_is_blended_across_a_cut(two_shots):
     truth, flick = flickering_pair(two_shots, seed=1)
     whole = deflicker(two_shots, flick, window=None, device="cpu", **FAST)

@@ -522,9 +522,10 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
     thumbnails read first), holding a stretch of each clip: the frames are those of the whole-clip path."""
     from flickerless.synthetic import flickering_pair
 
-    order = np.r_[0:12, 11:-1:-1, 0:12, 11:-1:-1]  # 48 frames, back and forth, with a cut at frame 30
+    # 144 frames, back and forth, with cuts at frames 30 and 90
+    order = np.r_[0:12, 11:-1:-1, 0:12, 11:-1:-1, 0:12, 11:-1:-1, 0:12, 11:-1:-1, 0:12, 11:-1:-1, 0:12, 11:-1:-1]
     frames = np.ascontiguousarray(carphone[order, 16:80, 16:96])
-    frames[30:] = frames[30:, ::-1]
+    frames[30:90] = frames[30:90, ::-1]
     _, flick = flickering_pair(frames)
     video.write(tmp_path / "g.mp4", frames, 25)
     video.write(tmp_path / "s.mp4", flick, 25)
@@ -550,16 +551,36 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000 * frame))
     assert main([*base, "-o", str(tmp_path / "spilled")]) == 0
     assert made == []  # room on the disk: read whole into files, the faster way
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=100 * frame))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=300 * frame))  # under 2 x 144 / 0.8
     assert main([*base, "-o", str(tmp_path / "streamed")]) == 0
     assert len(made) == 2  # the guide and the style
     for r in made:
-        assert r.decoded == 48  # each frame decoded once
-        assert 0 < r.peak_disk_bytes < 38 * frame  # a stretch went to files, not the whole clip
+        assert r.decoded == 144  # each frame decoded once
+        # a stretch went to files, not the whole clip: a segment, the one decoded ahead, the window
+        assert 0 < r.peak_disk_bytes <= 72 * frame
     whole, _ = video.read(tmp_path / "whole")
     streamed, _ = video.read(tmp_path / "streamed")
     assert np.array_equal(whole, streamed)
     assert list(spill.iterdir()) == []
+    # asked for: --no-stream reads whole even so; --stream streams even a clip that fits
+    made.clear()
+    assert main([*base, "--no-stream", "-o", str(tmp_path / "asked_whole")]) == 0
+    assert made == []
+    monkeypatch.undo()
+    monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    assert main([*base, "--stream", "-o", str(tmp_path / "asked_stream")]) == 0
+    assert len(made) == 2
+    for name in ("asked_whole", "asked_stream"):
+        assert np.array_equal(video.read(tmp_path / name)[0], whole)
+
+
+def test_cli_stream_needs_a_finite_table_window(clips, tmp_path, capsys):
+    for extra in (["--window", "inf"], ["--mode", "window"]):
+        rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device",
+                   "cpu", "-o", str(tmp_path / "o.mp4"), "--stream", *extra, *FASTARGS])
+        err = capsys.readouterr().err
+        assert rc == 2 and "--stream needs --mode table with a finite --window" in err and "Traceback" not in err
+        assert not (tmp_path / "o.mp4").exists()
 
 
 def test_streaming_frames_reads_in_order_and_again_after_release(tmp_path, carphone):
@@ -577,6 +598,52 @@ def test_streaming_frames_reads_in_order_and_again_after_release(tmp_path, carph
     assert not list(tmp_path.glob("flickerless-frames-*"))
     with pytest.raises(InputError, match="ended after 12 frames, though it says it has 14"):
         video.StreamingFrames(tmp_path / "c.mp4", 12, start=2)[11]
+
+
+def _until_decoded(r, count, timeout=30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while r.decoded < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # and it stops there
+    return r.decoded
+
+
+def test_streaming_frames_decodes_ahead_in_a_thread(tmp_path, carphone):
+    """A reader ``ahead`` frames ahead decodes, in its thread, the chunks that start before the furthest
+    frame asked for plus ``ahead``, and no more; ``prefetch`` starts it before anything is asked for."""
+    video.write(tmp_path / "c.mp4", np.concatenate([carphone, carphone[::-1]])[:20], 25)
+    ref, _ = video.read(tmp_path / "c.mp4")
+    with video.StreamingFrames(tmp_path / "c.mp4", 20, memory_limit=0, tmpdir=str(tmp_path), ahead=6) as r:
+        r.CHUNK = 4
+        r.prefetch()  # frames 0-5 wanted: chunks 0 and 1
+        assert _until_decoded(r, 8) == 8
+        assert np.array_equal(r[5], ref[5])  # chunk 1 wanted to its end (8) + 6: chunks 2 and 3 too
+        assert _until_decoded(r, 16) == 16
+        r.release_before(12)
+        assert r.disk_bytes == 4 * ref[0].nbytes and np.array_equal(r[13], ref[13])
+        assert np.array_equal(r[19], ref[19]) and _until_decoded(r, 20) == 20
+        assert np.array_equal(r[2], ref[2]) and r.decoded == 24  # released, so decoded again (beside the thread)
+    assert not list(tmp_path.glob("flickerless-frames-*"))
+
+
+def test_streaming_frames_raises_what_its_thread_met(tmp_path, carphone, monkeypatch):
+    """A failure in the decoding thread (a full disk here) is raised by the read that waits for it, and
+    closing still cleans up."""
+    import errno
+
+    video.write(tmp_path / "c.mp4", carphone[:12], 25)
+
+    def full(self, c, arr):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    r = video.StreamingFrames(tmp_path / "c.mp4", 12, memory_limit=0, tmpdir=str(tmp_path), ahead=4)
+    monkeypatch.setattr(video.StreamingFrames, "_keep", full)
+    with pytest.raises(OSError, match="No space left"):
+        r[0]
+    r.close()
+    assert r._thread is None and not list(tmp_path.glob("flickerless-frames-*"))
 
 
 @pytest.mark.parametrize("window, writer", [("inf", "DiskFrames.append"), ("15", "StreamingFrames._keep")])

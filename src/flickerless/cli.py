@@ -151,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for frames that do not fit in RAM (long or large clips: uncompressed, several GB; "
                         "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "
                         "where that is held in RAM)")
+    d.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="table mode with a finite window: decode the clips as the work goes, a segment ahead, "
+                        "keeping a few hundred frames on disk instead of both clips uncompressed (default: when "
+                        "those would not fit well in the --tmp folder)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_patchmatch_args(d)
     d.set_defaults(func=cmd_deflicker)
@@ -301,9 +305,8 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
     certain = store = 0
     for k, (a, b) in enumerate(parts):
         lo, hi = _read_range(args, job, a, b)
-        if job["streams"][(a, b)]:  # about a segment and a few windows of each clip, in files
-            live = min(hi - lo, video.MEMORY_LIMIT // (2 * frame) + 3 * args.window + 2 * video.StreamingFrames.CHUNK)
-            certain += clips * live * frame
+        if job["streams"][(a, b)]:  # about two segments and a window of each clip, in files
+            certain += clips * _stream_plan(args, job, lo, hi)[2] * frame
         elif (hi - lo) * frame > video.MEMORY_LIMIT:  # read through an uncompressed file, as open_frames does
             certain += clips * (hi - lo) * frame
         if k:  # a further device's frames wait in a file until the first ones are written
@@ -320,23 +323,43 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
 
 
 def _streams(args, job: dict, lo: int, hi: int) -> bool:
-    """Whether frames lo..hi are decoded as the work moves forward rather than all up front: table
-    mode with a finite window, on a stretch too large for RAM whose uncompressed copies would take
-    most of the spill folder's free disk (decoding as it goes needs a segment's worth, but was
-    measured 25% slower on 1000 frames of 1080p on an H100, so it is the way out, not the default)."""
+    """Whether frames lo..hi are decoded as the work moves forward rather than all up front (table
+    mode with a finite window only): as ``--stream`` / ``--no-stream`` say, else when the stretch is
+    too large for RAM and its uncompressed copies would take most of the spill folder's free disk."""
     import shutil
 
     from . import video
 
     h, w = job["size"]
     whole = (hi - lo) * h * w * 3
-    if job["mode"] != "table" or args.window is None or whole <= video.MEMORY_LIMIT:
+    if job["mode"] != "table" or args.window is None:
+        if args.stream:
+            raise InputError("--stream needs --mode table with a finite --window")
+        return False
+    if args.stream is not None:
+        return args.stream
+    if whole <= video.MEMORY_LIMIT:
         return False
     try:
         free = shutil.disk_usage(job["tmp"]).free
     except OSError:
         return False
     return 2 * whole > 0.8 * free
+
+
+def _stream_plan(args, job: dict, lo: int, hi: int) -> tuple[int, int, int]:
+    """Decoding frames lo..hi as the work goes: (the largest segment asked of run_deflicker, frames
+    decoded ahead of the work, frames of each clip held at most). A segment is about what fits the
+    in-memory limit for the two clips; the reader stays a whole segment ahead."""
+    from . import video
+    from .blend.deflicker import segment_frames
+
+    h, w = job["size"]
+    segment = max(1, video.MEMORY_LIMIT // (2 * h * w * 3))
+    chunk = video.StreamingFrames.CHUNK
+    ahead = segment_frames(segment, hi - lo, args.window, 1) + chunk  # and its rounding to the batch
+    held = min(hi - lo, 2 * ahead + args.window + 2 * chunk)  # the segment at work, the next, a window back
+    return segment, ahead, held
 
 
 def _blend_options(args, job: dict, lo: int) -> dict:
@@ -366,30 +389,29 @@ def _in_order(lo: int, a: int, b: int, emit):
 def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: int, emit, progress: bool) -> dict:
     """:func:`_deflicker_part` for a long stretch in table mode whose clips do not fit the spill disk
     (:func:`_streams`): the guide is read once for its cuts (thumbnails only), then the guide and the
-    style are decoded as the segments move forward, holding about a segment of each in files instead
-    of the whole clip."""
-    import numpy as np
+    style are decoded as the segments move forward, each in a thread that stays a segment ahead of the
+    work, holding about two segments of each in files instead of the whole clip."""
     import torch
 
     from . import video
-    from .blend.deflicker import cut_thumbnails, cuts_from_thumbnails, run_deflicker
+    from .blend.deflicker import cuts_from_thumbnails, frame_thumbnail, run_deflicker
     from .blend.frames import ArrayFrames
 
     h, w = job["size"]
-    log.info("the two clips (%.1f GB uncompressed) do not fit well in %s: decoding them as the work goes "
-             "(a few GB; slower; --tmp DIR on a larger disk avoids it)", 2 * (hi - lo) * h * w * 3 / 1e9, job["tmp"])
-    cuts = False
-    if not args.no_cuts:
-        thumbs = []
-        for f in video.iter_frames(args.guide, lo, hi):
-            f = f if f.shape[:2] == (h, w) else video.resize_frame(f, (h, w))
-            thumbs.append(cut_thumbnails(torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None].float() / 255))
-        cuts = cuts_from_thumbnails(torch.cat(thumbs))
-    # segments of about what fits the in-memory limit, for each clip; the decoded frames go through files
-    # (read back soon, so from the page cache), as a clip read whole does: RAM stays at the store's budgets
-    segment = max(1, video.MEMORY_LIMIT // (2 * h * w * 3))
-    with video.StreamingFrames(args.guide, hi - lo, lo, (h, w), memory_limit=0, tmpdir=job["tmp"]) as guide, \
-            video.StreamingFrames(args.style, hi - lo, lo, (h, w), memory_limit=0, tmpdir=job["tmp"]) as style:
+    segment, ahead, held = _stream_plan(args, job, lo, hi)
+    log.info("decoding the clips as the work goes: about %.1f GB of frames in %s, not %.1f GB", 2 * held * h * w * 3 / 1e9,
+             job["tmp"], 2 * (hi - lo) * h * w * 3 / 1e9)
+    # the decoded frames go through files (read back soon, so from the page cache), as a clip read whole
+    # does: RAM stays at the store's budgets
+    with video.StreamingFrames(args.guide, hi - lo, lo, (h, w), memory_limit=0, tmpdir=job["tmp"], ahead=ahead) as guide, \
+            video.StreamingFrames(args.style, hi - lo, lo, (h, w), memory_limit=0, tmpdir=job["tmp"], ahead=ahead) as style:
+        guide.prefetch()  # the first segment is decoded while the guide is read for its cuts
+        style.prefetch()
+        cuts = False
+        if not args.no_cuts:
+            thumbs = [frame_thumbnail(f if f.shape[:2] == (h, w) else video.resize_frame(f, (h, w)))
+                      for f in video.iter_frames(args.guide, lo, hi)]
+            cuts = cuts_from_thumbnails(torch.stack(thumbs))
         return run_deflicker(ArrayFrames(guide), ArrayFrames(style), _in_order(lo, a, b, emit), mode="table",
                              device=device, progress=progress, cuts=cuts, max_segment=segment,
                              **_blend_options(args, job, lo))

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -481,89 +482,131 @@ class StreamingFrames:
     :meth:`release_before` drops them: a long clip read by a pass that moves forward (table mode in
     segments) holds a stretch of it, not all of it. ``frames[i]`` is ``(H, W, 3)`` uint8 (resized to
     ``resize=(H, W)`` if given). Frames are kept in chunks, in RAM up to ``memory_limit`` bytes
-    (default :data:`MEMORY_LIMIT`), then in files in ``tmpdir``; a frame asked for again after it was
-    released is decoded again (from the start of the clip: correct, not fast)."""
+    (default :data:`MEMORY_LIMIT`), then in files in ``tmpdir``.
+
+    Decoding runs in a thread of its own (the decoder releases the GIL), ``ahead`` frames past the
+    furthest frame asked for: a pass that asks for the next stretch once it is done with this one finds
+    it decoded while it worked. :meth:`prefetch` starts it before the first frame is asked for. A frame
+    asked for again after it was released is decoded again, from the start of the clip, beside the
+    thread (correct, not fast). An error of the thread (a clip shorter than it says, a full disk) is
+    raised by the read that waits for its frames."""
 
     CHUNK = 16
 
     def __init__(self, path, count: int, start: int = 0, resize: tuple[int, int] | None = None,
-                 memory_limit: int | None = None, tmpdir: str | None = None):
+                 memory_limit: int | None = None, tmpdir: str | None = None, ahead: int = 0):
         self.path, self.n, self.start = Path(path), int(count), int(start)
         self.resize = None if resize is None else tuple(resize)
         self.memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
+        self.ahead = int(ahead)
         self._folder = SpillFolder(tmpdir, "flickerless-frames-")
-        self._reader: Iterator[np.ndarray] | None = None
-        self._next = 0  # the frame the reader gives next
         self._chunks: dict[int, object] = {}  # chunk -> array in RAM, or (file, shape)
         self.ram_bytes = self.peak_ram_bytes = self.disk_bytes = self.peak_disk_bytes = 0
         self.decoded = 0  # frames decoded, counting those decoded again
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._next = 0  # the first frame of the chunk the thread decodes next
+        self._want = 0  # the thread decodes the chunks that start before this frame
+        self._error: BaseException | None = None
+        self._stop = False
 
     def __len__(self) -> int:
         return self.n
 
-    def _open(self, at: int) -> None:
-        self._close_reader()
-        self._reader = iter_frames(self.path, self.start + at, self.start + self.n)
-        self._next = at
+    def prefetch(self, upto: int | None = None) -> None:
+        """Start decoding now, up to frame ``upto`` (default: ``ahead`` frames), without waiting."""
+        self._ask(self.ahead if upto is None else upto)
 
-    def _close_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.close()  # type: ignore[attr-defined]
-            self._reader = None
+    def _ask(self, upto: int) -> None:
+        with self._cond:
+            if upto > self._want:
+                self._want = upto
+                self._cond.notify_all()
+            if self._thread is None and not self._stop:
+                self._thread = threading.Thread(target=self._decode, name=f"decode {self.path.name}", daemon=True)
+                self._thread.start()
 
-    def _read_chunk(self, c: int) -> np.ndarray:
-        if self._reader is None or self._next != c * self.CHUNK:
-            self._open(c * self.CHUNK)
+    def _decode(self) -> None:
+        """The thread: chunks in order, while they are wanted."""
+        reader = iter_frames(self.path, self.start, self.start + self.n)
+        try:
+            while True:
+                with self._cond:
+                    while not self._stop and self._next >= min(self._want, self.n):
+                        self._cond.wait()
+                    if self._stop:
+                        return
+                    c = self._next // self.CHUNK
+                arr = self._take(reader, c)
+                self._keep(c, arr)  # a file is written without the lock: reads of kept chunks go on
+                with self._cond:
+                    self._next += len(arr)
+                    self._cond.notify_all()
+        except BaseException as e:  # noqa: BLE001 - raised in the thread that reads
+            with self._cond:
+                self._error = e
+                self._cond.notify_all()
+        finally:
+            reader.close()  # type: ignore[attr-defined]
+
+    def _take(self, reader: Iterator[np.ndarray], c: int) -> np.ndarray:
         want = min(self.CHUNK, self.n - c * self.CHUNK)
         frames = []
-        for f in self._reader:  # type: ignore[union-attr]
+        for f in reader:
             frames.append(f if self.resize is None or f.shape[:2] == self.resize else resize_frame(f, self.resize))
             if len(frames) == want:
                 break
-        self._next += len(frames)
-        self.decoded += len(frames)
+        with self._cond:
+            self.decoded += len(frames)
         if len(frames) < want:
-            raise InputError(f"{self.path}: ended after {self.start + self._next} frames, though it says it has "
-                             f"{self.start + self.n}")
+            raise InputError(f"{self.path}: ended after {self.start + c * self.CHUNK + len(frames)} frames, though it "
+                             f"says it has {self.start + self.n}")
         return np.stack(frames)
 
     def _keep(self, c: int, arr: np.ndarray) -> None:
-        if self.ram_bytes + arr.nbytes <= self.memory_limit:
-            self._chunks[c] = arr
-            self.ram_bytes += arr.nbytes
-            self.peak_ram_bytes = max(self.peak_ram_bytes, self.ram_bytes)
-            return
-        path = self._folder.file(f"{c}.u8")
+        """Keep chunk ``c``: in RAM while it fits ``memory_limit``, else in a file. Called without the lock."""
+        with self._cond:
+            if self.ram_bytes + arr.nbytes <= self.memory_limit:
+                self._chunks[c] = arr
+                self.ram_bytes += arr.nbytes
+                self.peak_ram_bytes = max(self.peak_ram_bytes, self.ram_bytes)
+                return
+            path = self._folder.file(f"{c}.u8")
         arr.tofile(path)
-        self._chunks[c] = (path, arr.shape)
-        self.disk_bytes += arr.nbytes
-        self.peak_disk_bytes = max(self.peak_disk_bytes, self.disk_bytes)
+        with self._cond:
+            self._chunks[c] = (path, arr.shape)
+            self.disk_bytes += arr.nbytes
+            self.peak_disk_bytes = max(self.peak_disk_bytes, self.disk_bytes)
+
+    def _got(self, c: int):
+        """Chunk ``c`` as kept, once it is: waits for the thread, or decodes it again if it was released."""
+        self._ask((c + 1) * self.CHUNK + self.ahead)
+        with self._cond:
+            while c not in self._chunks:
+                if self._error is not None:
+                    raise self._error
+                if c * self.CHUNK < self._next:  # released: decoded again, here
+                    break
+                self._cond.wait()
+            else:
+                return self._chunks[c]
+        reader = iter_frames(self.path, self.start + c * self.CHUNK, self.start + self.n)
+        try:
+            arr = self._take(reader, c)
+        finally:
+            reader.close()  # type: ignore[attr-defined]
+        if c not in self._chunks:
+            self._keep(c, arr)
+        return arr
 
     def _frame(self, i: int) -> np.ndarray:
         c, k = divmod(i, self.CHUNK)
-        if c not in self._chunks:
-            return self._chunk(c)[k]
-        got = self._chunks[c]
+        got = self._got(c)
         if isinstance(got, tuple):  # one frame of the chunk's file, not the whole chunk
             path, shape = got
             size = int(np.prod(shape[1:]))
             return np.fromfile(path, dtype=np.uint8, count=size, offset=k * size).reshape(shape[1:])
         return got[k]  # type: ignore[index]
-
-    def _chunk(self, c: int) -> np.ndarray:
-        if c not in self._chunks:
-            # decode in order up to c (chunks between are kept: they are asked for next)
-            first = c if c * self.CHUNK < self._next else self._next // self.CHUNK
-            for k in range(first, c + 1):
-                arr = self._read_chunk(k)
-                if k not in self._chunks:
-                    self._keep(k, arr)
-            return arr  # as decoded: not read back from its file
-        got = self._chunks[c]
-        if isinstance(got, tuple):
-            path, shape = got
-            return np.fromfile(path, dtype=np.uint8).reshape(shape)
-        return got  # type: ignore[return-value]
 
     def __getitem__(self, i: int) -> np.ndarray:
         if not -self.n <= i < self.n:
@@ -573,16 +616,22 @@ class StreamingFrames:
 
     def release_before(self, k: int) -> None:
         """Frames before ``k`` are not needed any more: drop the chunks that hold only such frames."""
-        for c in [c for c in self._chunks if (c + 1) * self.CHUNK <= k]:
-            got = self._chunks.pop(c)
-            if isinstance(got, tuple):
-                os.unlink(got[0])
-                self.disk_bytes -= int(np.prod(got[1]))
-            else:
-                self.ram_bytes -= got.nbytes  # type: ignore[union-attr]
+        with self._cond:
+            for c in [c for c in self._chunks if (c + 1) * self.CHUNK <= k]:
+                got = self._chunks.pop(c)
+                if isinstance(got, tuple):
+                    os.unlink(got[0])
+                    self.disk_bytes -= int(np.prod(got[1]))
+                else:
+                    self.ram_bytes -= got.nbytes  # type: ignore[union-attr]
 
     def close(self) -> None:
-        self._close_reader()
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
         self._chunks.clear()
         self.ram_bytes = self.disk_bytes = 0
         self._folder.close()
