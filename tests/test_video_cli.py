@@ -495,7 +495,7 @@ def test_cli_refuses_a_run_the_spill_disk_cannot_hold(clips, tmp_path, monkeypat
     base = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
             "--tmp", str(spill), *FASTARGS]
     frame = 64 * 80 * 3
-    monkeypatch.setattr(video, "MEMORY_LIMIT", 0)  # every clip is read through a file
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 0)  # every clip goes through files (streamed: all 6 frames held)
     usage = shutil.disk_usage(spill)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=2 * 6 * frame - 1))
     assert main([*base, "-o", str(tmp_path / "a.mp4")]) == 2
@@ -519,7 +519,8 @@ def test_cli_refuses_a_run_the_spill_disk_cannot_hold(clips, tmp_path, monkeypat
 
 def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path, monkeypatch):
     """A stretch too large for RAM in table mode is decoded as the segments move forward (cuts from
-    thumbnails read first), holding a stretch of each clip: the frames are those of the whole-clip path."""
+    thumbnails read first), holding a stretch of each clip: the frames are those of the whole-clip path.
+    --stream / --no-stream override the choice."""
     from flickerless.synthetic import flickering_pair
 
     # 144 frames, back and forth, with cuts at frames 30 and 90
@@ -533,13 +534,7 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
     spill.mkdir()
     base = ["deflicker", "--guide", str(tmp_path / "g.mp4"), "--style", str(tmp_path / "s.mp4"), "--device", "cpu",
             "--window", "2", "--tmp", str(spill), *FASTARGS]
-    assert main([*base, "-o", str(tmp_path / "whole")]) == 0
     frame = 64 * 80 * 3
-    import shutil
-
-    # the clips (2 x 48 frames) are over the in-memory limit, and most of the disk's free space: they stream
-    monkeypatch.setattr(video, "MEMORY_LIMIT", 10 * frame)
-    usage = shutil.disk_usage(spill)
     made = []
     real = video.StreamingFrames.__init__
 
@@ -548,10 +543,10 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
         made.append(self)
 
     monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000 * frame))
-    assert main([*base, "-o", str(tmp_path / "spilled")]) == 0
-    assert made == []  # room on the disk: read whole into files, the faster way
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=300 * frame))  # under 2 x 144 / 0.8
+    assert main([*base, "-o", str(tmp_path / "whole")]) == 0
+    assert made == []  # the clips fit in RAM: read whole
+    # the clips (2 x 144 frames) are over the in-memory limit: they stream, by default
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 10 * frame)
     assert main([*base, "-o", str(tmp_path / "streamed")]) == 0
     assert len(made) == 2  # the guide and the style
     for r in made:
@@ -562,13 +557,12 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
     streamed, _ = video.read(tmp_path / "streamed")
     assert np.array_equal(whole, streamed)
     assert list(spill.iterdir()) == []
-    # asked for: --no-stream reads whole even so; --stream streams even a clip that fits
     made.clear()
-    assert main([*base, "--no-stream", "-o", str(tmp_path / "asked_whole")]) == 0
+    assert main([*base, "--no-stream", "-o", str(tmp_path / "asked_whole")]) == 0  # read whole into files
     assert made == []
     monkeypatch.undo()
     monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
-    assert main([*base, "--stream", "-o", str(tmp_path / "asked_stream")]) == 0
+    assert main([*base, "--stream", "-o", str(tmp_path / "asked_stream")]) == 0  # streamed though it fits
     assert len(made) == 2
     for name in ("asked_whole", "asked_stream"):
         assert np.array_equal(video.read(tmp_path / name)[0], whole)
@@ -653,12 +647,8 @@ def test_cli_disk_full_mid_run_is_one_line(clips, tmp_path, monkeypatch, capsys,
     def full(self, *args):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
 
-    import shutil
-
-    monkeypatch.setattr(video, "MEMORY_LIMIT", 0)  # clips read through files: all at once, or as they stream
-    if window != "inf":  # streaming: the clips (2 x 6 frames) would take most of the free space
-        usage = shutil.disk_usage(tmp_path)
-        monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=13 * 64 * 80 * 3))
+    # clips read through files: all at once (window inf), or as they stream (table mode's default then)
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 0)
     cls, name = writer.split(".")
     monkeypatch.setattr(getattr(video, cls), name, full)
     rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
