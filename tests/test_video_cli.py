@@ -568,13 +568,45 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
         assert np.array_equal(video.read(tmp_path / name)[0], whole)
 
 
-def test_cli_stream_needs_a_finite_table_window(clips, tmp_path, capsys):
-    for extra in (["--window", "inf"], ["--mode", "window"]):
+def test_cli_streams_window_mode_with_the_same_frames(carphone, tmp_path, monkeypatch):
+    """Window mode reads the clip in order too: streamed, it drops what it has passed, and gives the frames
+    of the whole-clip path."""
+    from flickerless.synthetic import flickering_pair
+
+    frames = np.ascontiguousarray(np.concatenate([carphone, carphone[::-1], carphone, carphone[::-1]])[:, 16:80, 16:96])
+    _, flick = flickering_pair(frames)
+    video.write(tmp_path / "g.mp4", frames, 25)
+    video.write(tmp_path / "s.mp4", flick, 25)
+    base = ["deflicker", "--guide", str(tmp_path / "g.mp4"), "--style", str(tmp_path / "s.mp4"), "--device", "cpu",
+            "--mode", "window", "--window", "2", "--no-cuts", "--tmp", str(tmp_path), *FASTARGS]
+    made = []
+    real = video.StreamingFrames.__init__
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        made.append(self)
+
+    monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    assert main([*base, "-o", str(tmp_path / "whole")]) == 0 and made == []
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 4 * 64 * 80 * 3)
+    monkeypatch.setattr(video.StreamingFrames, "CHUNK", 4)
+    assert main([*base, "-o", str(tmp_path / "streamed")]) == 0 and len(made) == 2
+    for r in made:
+        assert r.decoded == 48  # each frame decoded once
+        # a stretch of the clip at a time (the targets at work, a window each side, two chunks ahead)
+        assert 0 < r.peak_disk_bytes < 36 * 64 * 80 * 3
+    assert np.array_equal(video.read(tmp_path / "whole")[0], video.read(tmp_path / "streamed")[0])
+
+
+def test_cli_stream_needs_an_in_order_mode_and_a_finite_window(clips, tmp_path, capsys):
+    (tmp_path / "k").mkdir()
+    video.write(tmp_path / "k", video.read(clips / "style.mp4")[0][:1], 25)
+    for extra in (["--window", "inf"], ["--mode", "keyframes", "--keyframes", str(tmp_path / "k")]):
         rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device",
                    "cpu", "-o", str(tmp_path / "o.mp4"), "--stream", *extra, *FASTARGS])
         err = capsys.readouterr().err
-        assert rc == 2 and "--stream needs --mode table with a finite --window" in err and "Traceback" not in err
-        assert not (tmp_path / "o.mp4").exists()
+        assert rc == 2 and "--stream needs --mode table or window, with a finite --window" in err
+        assert "Traceback" not in err and not (tmp_path / "o.mp4").exists()
 
 
 def test_streaming_frames_reads_in_order_and_again_after_release(tmp_path, carphone):

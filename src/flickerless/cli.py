@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "
                         "where that is held in RAM)")
     d.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
-                   help="table mode with a finite window: decode the clips as the work goes, a segment ahead, "
+                   help="table or window mode with a finite window: decode the clips as the work goes, a segment ahead, "
                         "keeping a few hundred frames on disk instead of both clips uncompressed (default: for "
                         "clips too large for RAM); --no-stream reads them whole into files first")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -324,15 +324,16 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
 
 def _streams(args, job: dict, lo: int, hi: int) -> bool:
     """Whether frames lo..hi are decoded as the work moves forward rather than all up front (table
-    mode with a finite window only): as ``--stream`` / ``--no-stream`` say, else when the stretch is
-    too large for RAM. Measured on 600 frames of 1080p on an H100 (BENCHMARKS.md), it is as fast as
+    or window mode with a finite window: they read the clip in order): as ``--stream`` / ``--no-stream``
+    say, else when the stretch is too large for RAM. Measured in table mode on 600 and 1000 frames of
+    1080p on an H100 (BENCHMARKS.md, session 19), it is as fast as
     reading the clips whole into files first (decoding runs beside the GPU's work instead of before
     it) and keeps about 4 GB of frames on disk instead of the clips' whole size."""
     from . import video
 
-    if job["mode"] != "table" or args.window is None:
+    if job["mode"] not in ("table", "window") or args.window is None:
         if args.stream:
-            raise InputError("--stream needs --mode table with a finite --window")
+            raise InputError("--stream needs --mode table or window, with a finite --window")
         return False
     if args.stream is not None:
         return args.stream
@@ -342,14 +343,18 @@ def _streams(args, job: dict, lo: int, hi: int) -> bool:
 
 def _stream_plan(args, job: dict, lo: int, hi: int) -> tuple[int, int, int]:
     """Decoding frames lo..hi as the work goes: (the largest segment asked of run_deflicker, frames
-    decoded ahead of the work, frames of each clip held at most). A segment is about what fits the
-    in-memory limit for the two clips; the reader stays a whole segment ahead."""
+    decoded ahead of the work, frames of each clip held at most). Table mode: a segment is about what
+    fits the in-memory limit for the two clips, and the reader stays a whole segment ahead. Window
+    mode moves a few targets at a time: two chunks and a window ahead are enough."""
     from . import video
     from .blend.deflicker import segment_frames
 
     h, w = job["size"]
     segment = max(1, video.MEMORY_LIMIT // (2 * h * w * 3))
     chunk = video.StreamingFrames.CHUNK
+    if job["mode"] == "window":
+        ahead = 2 * chunk + args.window
+        return segment, ahead, min(hi - lo, ahead + 2 * args.window + 4 * chunk)  # and the targets at work
     ahead = segment_frames(segment, hi - lo, args.window, 1) + chunk  # and its rounding to the batch
     held = min(hi - lo, 2 * ahead + args.window + 2 * chunk)  # the segment at work, the next, a window back
     return segment, ahead, held
@@ -380,7 +385,7 @@ def _in_order(lo: int, a: int, b: int, emit):
 
 
 def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: int, emit, progress: bool) -> dict:
-    """:func:`_deflicker_part` for a stretch in table mode too large for RAM (:func:`_streams`): the
+    """:func:`_deflicker_part` for a stretch too large for RAM in table or window mode (:func:`_streams`): the
     guide is read once for its cuts (thumbnails only, while the first segment decodes), then the guide and the
     style are decoded as the segments move forward, each in a thread that stays a segment ahead of the
     work, holding about two segments of each in files instead of the whole clip."""
@@ -405,7 +410,7 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
             thumbs = [frame_thumbnail(f if f.shape[:2] == (h, w) else video.resize_frame(f, (h, w)))
                       for f in video.iter_frames(args.guide, lo, hi)]
             cuts = cuts_from_thumbnails(torch.stack(thumbs))
-        return run_deflicker(ArrayFrames(guide), ArrayFrames(style), _in_order(lo, a, b, emit), mode="table",
+        return run_deflicker(ArrayFrames(guide), ArrayFrames(style), _in_order(lo, a, b, emit), mode=job["mode"],
                              device=device, progress=progress, cuts=cuts, max_segment=segment,
                              **_blend_options(args, job, lo))
 

@@ -385,6 +385,9 @@ def _run_window(style: FrameSource, remapper: Remapper, sink: ModeSink, window: 
         remapper.run(jobs, fetch, consume)
         for k, i in enumerate(targets):
             sink(i, acc.pop(i) / count[i], own[k])
+        if window is not None:  # the next targets read frames from targets[-1] + 1 - window on
+            style.release(targets[-1] + 1 - window)
+            remapper.guide.release(targets[-1] + 1 - window)
 
 
 def _run_reference(style: FrameSource, remapper: Remapper, sink: ModeSink, window: int | None):
