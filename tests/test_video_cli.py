@@ -598,14 +598,45 @@ def test_cli_streams_window_mode_with_the_same_frames(carphone, tmp_path, monkey
     assert np.array_equal(video.read(tmp_path / "whole")[0], video.read(tmp_path / "streamed")[0])
 
 
-def test_cli_stream_needs_an_in_order_mode_and_a_finite_window(clips, tmp_path, capsys):
-    (tmp_path / "k").mkdir()
-    video.write(tmp_path / "k", video.read(clips / "style.mp4")[0][:1], 25)
-    for extra in (["--window", "inf"], ["--mode", "keyframes", "--keyframes", str(tmp_path / "k")]):
+def test_cli_streams_keyframes_mode_with_the_same_frames(carphone, tmp_path, monkeypatch):
+    """Keyframes mode reads the guide in order, each frame with the keyframes around it: streamed, it
+    holds the guide from the keyframe before its targets on, and gives the frames of the whole-clip path."""
+    from PIL import Image
+
+    from flickerless.synthetic import flickering_pair
+
+    frames = np.ascontiguousarray(np.concatenate([carphone, carphone[::-1], carphone, carphone[::-1]])[:, 16:80, 16:96])
+    _, flick = flickering_pair(frames)
+    video.write(tmp_path / "g.mp4", frames, 25)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for k in (0, 8, 16, 24, 32, 40, 47):
+        Image.fromarray(flick[k]).save(keys / f"{k}.png")
+    base = ["deflicker", "--guide", str(tmp_path / "g.mp4"), "--mode", "keyframes", "--keyframes", str(keys),
+            "--device", "cpu", "--no-cuts", "--tmp", str(tmp_path), *FASTARGS]
+    made = []
+    real = video.StreamingFrames.__init__
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        made.append(self)
+
+    monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 4 * 64 * 80 * 3)
+    monkeypatch.setattr(video.StreamingFrames, "CHUNK", 4)
+    assert main([*base, "--no-stream", "-o", str(tmp_path / "whole")]) == 0 and made == []
+    assert main([*base, "-o", str(tmp_path / "streamed")]) == 0 and len(made) == 1  # the guide alone
+    assert made[0].decoded == 48  # each frame decoded once
+    assert 0 < made[0].peak_disk_bytes < 36 * 64 * 80 * 3  # a stretch of the clip at a time
+    assert np.array_equal(video.read(tmp_path / "whole")[0], video.read(tmp_path / "streamed")[0])
+
+
+def test_cli_stream_needs_a_finite_window(clips, tmp_path, capsys):
+    for extra in (["--window", "inf"], ["--mode", "window", "--window", "inf"]):
         rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device",
                    "cpu", "-o", str(tmp_path / "o.mp4"), "--stream", *extra, *FASTARGS])
         err = capsys.readouterr().err
-        assert rc == 2 and "--stream needs --mode table or window, with a finite --window" in err
+        assert rc == 2 and "--stream needs a finite --window (or keyframes mode)" in err
         assert "Traceback" not in err and not (tmp_path / "o.mp4").exists()
 
 

@@ -6,6 +6,7 @@ Every error a user can cause ends in one line on stderr and exit code 2, never a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -152,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "
                         "where that is held in RAM)")
     d.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
-                   help="table or window mode with a finite window: decode the clips as the work goes, a segment ahead, "
-                        "keeping a few hundred frames on disk instead of both clips uncompressed (default: for "
-                        "clips too large for RAM); --no-stream reads them whole into files first")
+                   help="decode the clips as the work goes, ahead of it, keeping a stretch of frames on disk "
+                        "instead of the clips uncompressed (any mode but an infinite window; default: for clips "
+                        "too large for RAM); --no-stream reads them whole into files first")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_patchmatch_args(d)
     d.set_defaults(func=cmd_deflicker)
@@ -323,17 +324,17 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
 
 
 def _streams(args, job: dict, lo: int, hi: int) -> bool:
-    """Whether frames lo..hi are decoded as the work moves forward rather than all up front (table
-    or window mode with a finite window: they read the clip in order): as ``--stream`` / ``--no-stream``
-    say, else when the stretch is too large for RAM. Measured in table mode on 600 and 1000 frames of
+    """Whether frames lo..hi are decoded as the work moves forward rather than all up front (keyframes
+    mode, or table or window mode with a finite window: they read the clip in order): as ``--stream`` /
+    ``--no-stream`` say, else when the stretch is too large for RAM. Measured in table mode on 600 and 1000 frames of
     1080p on an H100 (BENCHMARKS.md, session 19), it is as fast as
     reading the clips whole into files first (decoding runs beside the GPU's work instead of before
     it) and keeps about 4 GB of frames on disk instead of the clips' whole size."""
     from . import video
 
-    if job["mode"] not in ("table", "window") or args.window is None:
+    if job["mode"] != "keyframes" and args.window is None:
         if args.stream:
-            raise InputError("--stream needs --mode table or window, with a finite --window")
+            raise InputError("--stream needs a finite --window (or keyframes mode)")
         return False
     if args.stream is not None:
         return args.stream
@@ -345,7 +346,8 @@ def _stream_plan(args, job: dict, lo: int, hi: int) -> tuple[int, int, int]:
     """Decoding frames lo..hi as the work goes: (the largest segment asked of run_deflicker, frames
     decoded ahead of the work, frames of each clip held at most). Table mode: a segment is about what
     fits the in-memory limit for the two clips, and the reader stays a whole segment ahead. Window
-    mode moves a few targets at a time: two chunks and a window ahead are enough."""
+    mode moves a few targets at a time: two chunks and a window ahead are enough; keyframes mode holds
+    the guide between the keyframes around its targets, and two chunks ahead."""
     from . import video
     from .blend.deflicker import segment_frames
 
@@ -355,6 +357,11 @@ def _stream_plan(args, job: dict, lo: int, hi: int) -> tuple[int, int, int]:
     if job["mode"] == "window":
         ahead = 2 * chunk + args.window
         return segment, ahead, min(hi - lo, ahead + 2 * args.window + 4 * chunk)  # and the targets at work
+    if job["mode"] == "keyframes":  # the guide from the keyframe before the targets to the one after them
+        keys = sorted(k for k in job["keyframes"] if lo <= k < hi)
+        gap = max([b - a for a, b in zip([lo, *keys], [*keys, hi])])
+        ahead = 2 * chunk
+        return segment, ahead, min(hi - lo, 2 * gap + ahead + 4 * chunk)
     ahead = segment_frames(segment, hi - lo, args.window, 1) + chunk  # and its rounding to the batch
     held = min(hi - lo, 2 * ahead + args.window + 2 * chunk)  # the segment at work, the next, a window back
     return segment, ahead, held
@@ -385,10 +392,10 @@ def _in_order(lo: int, a: int, b: int, emit):
 
 
 def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: int, emit, progress: bool) -> dict:
-    """:func:`_deflicker_part` for a stretch too large for RAM in table or window mode (:func:`_streams`): the
-    guide is read once for its cuts (thumbnails only, while the first segment decodes), then the guide and the
-    style are decoded as the segments move forward, each in a thread that stays a segment ahead of the
-    work, holding about two segments of each in files instead of the whole clip."""
+    """:func:`_deflicker_part` for a stretch too large for RAM (:func:`_streams`): the guide is read
+    once for its cuts (thumbnails only, while the first frames decode), then the guide and the style
+    (keyframes mode: the guide alone) are decoded as the work moves forward, each in a thread that
+    stays ahead of it (:func:`_stream_plan`), holding a stretch of each clip in files, not all of it."""
     import torch
 
     from . import video
@@ -397,22 +404,31 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
 
     h, w = job["size"]
     segment, ahead, held = _stream_plan(args, job, lo, hi)
-    log.info("decoding the clips as the work goes: about %.1f GB of frames in %s, not %.1f GB", 2 * held * h * w * 3 / 1e9,
-             job["tmp"], 2 * (hi - lo) * h * w * 3 / 1e9)
+    clips = 1 if job["mode"] == "keyframes" else 2
+    log.info("decoding as the work goes: about %.1f GB of frames in %s, not %.1f GB", clips * held * h * w * 3 / 1e9,
+             job["tmp"], clips * (hi - lo) * h * w * 3 / 1e9)
     # the decoded frames go through files (read back soon, so from the page cache), as a clip read whole
     # does: RAM stays at the store's budgets
-    with video.StreamingFrames(args.guide, hi - lo, lo, (h, w), memory_limit=0, tmpdir=job["tmp"], ahead=ahead) as guide, \
-            video.StreamingFrames(args.style, hi - lo, lo, (h, w), memory_limit=0, tmpdir=job["tmp"], ahead=ahead) as style:
+    keyframes = None
+    if job["mode"] == "keyframes":
+        keyframes = _Keyframes({k - lo: path for k, path in job["keyframes"].items() if lo <= k < hi}, (h, w))
+    with contextlib.ExitStack() as stack:
+        guide = stack.enter_context(video.StreamingFrames(args.guide, hi - lo, lo, (h, w), memory_limit=0,
+                                                          tmpdir=job["tmp"], ahead=ahead))
         guide.prefetch()  # the first segment is decoded while the guide is read for its cuts
-        style.prefetch()
+        style = None
+        if keyframes is None:
+            style = stack.enter_context(video.StreamingFrames(args.style, hi - lo, lo, (h, w), memory_limit=0,
+                                                              tmpdir=job["tmp"], ahead=ahead))
+            style.prefetch()
         cuts = False
         if not args.no_cuts:
             thumbs = [frame_thumbnail(f if f.shape[:2] == (h, w) else video.resize_frame(f, (h, w)))
                       for f in video.iter_frames(args.guide, lo, hi)]
             cuts = cuts_from_thumbnails(torch.stack(thumbs))
-        return run_deflicker(ArrayFrames(guide), ArrayFrames(style), _in_order(lo, a, b, emit), mode=job["mode"],
-                             device=device, progress=progress, cuts=cuts, max_segment=segment,
-                             **_blend_options(args, job, lo))
+        return run_deflicker(ArrayFrames(guide), None if style is None else ArrayFrames(style), _in_order(lo, a, b, emit),
+                             mode=job["mode"], device=device, keyframes=keyframes, progress=progress, cuts=cuts,
+                             max_segment=segment, **_blend_options(args, job, lo))
 
 
 def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: bool) -> dict:

@@ -630,6 +630,11 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
         for i in targets:
             img = acc.pop(i)
             sink(i, img / norm.pop(i) if i in norm else img, None)
+        # the frames after these read the guide from the last keyframe up to them on (the keyframes each
+        # frame takes only move forward with it), or from themselves where none is before them
+        t = targets[-1] + 1
+        at = bisect.bisect_right(keys, t)
+        guide.release(min(t, keys[at - 1]) if at else t)
 
 
 def detect_cuts(guide: FrameSource, device="cpu", threshold: float = 0.08, ratio: float = 6.0,
