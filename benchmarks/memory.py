@@ -1,4 +1,6 @@
-"""Host memory of a long high-resolution clip in table mode (issue: 1000 frames of 1080p in 8 GiB).
+"""Host memory of a long high-resolution clip in table mode (issue: 1000 frames of 1080p in 8 GiB);
+``--mode window|keyframes`` for the other modes (keyframes: every ``--keyframe-every`` frame of the
+flickering clip).
 
 Builds a 1920x1080 clip of N frames on disk (bikes.mp4 upscaled and looped, plus a flickering
 stylised version), then runs ``flickerless deflicker`` on the two files as a user would, in a
@@ -50,6 +52,9 @@ def main(argv=None):
     p.add_argument("--height", type=int, default=1080)
     p.add_argument("--device", default=None)
     p.add_argument("--window", default="15")
+    p.add_argument("--mode", default="table", choices=["table", "window", "keyframes"])
+    p.add_argument("--keyframe-every", type=int, default=10,
+                   help="keyframes mode: every K-th frame of the flickering clip is a keyframe (saved as PNG)")
     p.add_argument("--fast", action="store_true")
     p.add_argument("--tmp", default=None)
     p.add_argument("--clips", default=None,
@@ -77,8 +82,20 @@ def main(argv=None):
         _make_clips(a, src, gpath, spath)
         print(f"made {a.frames} frames {a.width}x{a.height} in {time.time() - t0:.0f} s", flush=True)
     prof = ["-m", "cProfile", "-o", a.profile] if a.profile else []
-    cmd = [sys.executable, *prof, "-m", "flickerless.cli", "deflicker", "--guide", gpath, "--style", spath, "-o", opath,
-           "--mode", "table", "--window", a.window, "-q"]
+    cmd = [sys.executable, *prof, "-m", "flickerless.cli", "deflicker", "--guide", gpath, "-o", opath,
+           "--mode", a.mode, "--window", a.window, "-q"]
+    if a.mode == "keyframes":
+        kdir = os.path.join(tmp, f"keys{a.keyframe_every}")
+        if not os.path.isdir(kdir):
+            from PIL import Image
+
+            os.makedirs(kdir)
+            for i, f in enumerate(iter_frames(spath)):
+                if i % a.keyframe_every == 0:
+                    Image.fromarray(f).save(os.path.join(kdir, f"{i}.png"))
+        cmd += ["--keyframes", kdir]
+    else:
+        cmd += ["--style", spath]
     if a.device:
         cmd += ["--device", a.device]
     if a.fast:

@@ -517,6 +517,19 @@ def test_cli_refuses_a_run_the_spill_disk_cannot_hold(clips, tmp_path, monkeypat
     assert list(spill.iterdir()) == []  # and nothing is left behind
 
 
+def _spy_on_streams(monkeypatch) -> list:
+    """The StreamingFrames made from now on, in a list."""
+    made = []
+    real = video.StreamingFrames.__init__
+
+    def spy(self, *a, **k):
+        real(self, *a, **k)
+        made.append(self)
+
+    monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    return made
+
+
 def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path, monkeypatch):
     """A stretch too large for RAM in table mode is decoded as the segments move forward (cuts from
     thumbnails read first), holding a stretch of each clip: the frames are those of the whole-clip path.
@@ -535,14 +548,7 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
     base = ["deflicker", "--guide", str(tmp_path / "g.mp4"), "--style", str(tmp_path / "s.mp4"), "--device", "cpu",
             "--window", "2", "--tmp", str(spill), *FASTARGS]
     frame = 64 * 80 * 3
-    made = []
-    real = video.StreamingFrames.__init__
-
-    def spy(self, *a, **k):
-        real(self, *a, **k)
-        made.append(self)
-
-    monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    made = _spy_on_streams(monkeypatch)
     assert main([*base, "-o", str(tmp_path / "whole")]) == 0
     assert made == []  # the clips fit in RAM: read whole
     # the clips (2 x 144 frames) are over the in-memory limit: they stream, by default
@@ -561,7 +567,7 @@ def test_cli_streams_a_long_clip_with_the_same_frames(clips, carphone, tmp_path,
     assert main([*base, "--no-stream", "-o", str(tmp_path / "asked_whole")]) == 0  # read whole into files
     assert made == []
     monkeypatch.undo()
-    monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    made = _spy_on_streams(monkeypatch)
     assert main([*base, "--stream", "-o", str(tmp_path / "asked_stream")]) == 0  # streamed though it fits
     assert len(made) == 2
     for name in ("asked_whole", "asked_stream"):
@@ -579,14 +585,7 @@ def test_cli_streams_window_mode_with_the_same_frames(carphone, tmp_path, monkey
     video.write(tmp_path / "s.mp4", flick, 25)
     base = ["deflicker", "--guide", str(tmp_path / "g.mp4"), "--style", str(tmp_path / "s.mp4"), "--device", "cpu",
             "--mode", "window", "--window", "2", "--no-cuts", "--tmp", str(tmp_path), *FASTARGS]
-    made = []
-    real = video.StreamingFrames.__init__
-
-    def spy(self, *a, **k):
-        real(self, *a, **k)
-        made.append(self)
-
-    monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    made = _spy_on_streams(monkeypatch)
     assert main([*base, "-o", str(tmp_path / "whole")]) == 0 and made == []
     monkeypatch.setattr(video, "MEMORY_LIMIT", 4 * 64 * 80 * 3)
     monkeypatch.setattr(video.StreamingFrames, "CHUNK", 4)
@@ -614,14 +613,7 @@ def test_cli_streams_keyframes_mode_with_the_same_frames(carphone, tmp_path, mon
         Image.fromarray(flick[k]).save(keys / f"{k}.png")
     base = ["deflicker", "--guide", str(tmp_path / "g.mp4"), "--mode", "keyframes", "--keyframes", str(keys),
             "--device", "cpu", "--no-cuts", "--tmp", str(tmp_path), *FASTARGS]
-    made = []
-    real = video.StreamingFrames.__init__
-
-    def spy(self, *a, **k):
-        real(self, *a, **k)
-        made.append(self)
-
-    monkeypatch.setattr(video.StreamingFrames, "__init__", spy)
+    made = _spy_on_streams(monkeypatch)
     monkeypatch.setattr(video, "MEMORY_LIMIT", 4 * 64 * 80 * 3)
     monkeypatch.setattr(video.StreamingFrames, "CHUNK", 4)
     assert main([*base, "--no-stream", "-o", str(tmp_path / "whole")]) == 0 and made == []
