@@ -1020,6 +1020,28 @@ def test_frame_times_of_constant_and_variable_rate_clips(tmp_path, carphone):
     assert video.frame_times(tmp_path, 16) is None  # a folder has no timing
 
 
+def test_a_gifs_last_frame_keeps_its_own_delay(tmp_path, carphone):
+    """A GIF (packets in the order they are shown) that holds its last frame: that frame keeps its delay,
+    in the times read and in the CLI's output; an even GIF stays a constant rate."""
+    from PIL import Image
+
+    imgs = [Image.fromarray(f) for f in carphone[:6]]
+    imgs[0].save(tmp_path / "even.gif", save_all=True, append_images=imgs[1:], duration=100, loop=0)
+    assert video.frame_times(tmp_path / "even.gif", 6) is None
+    imgs[0].save(tmp_path / "hold.gif", save_all=True, append_images=imgs[1:], duration=[100] * 5 + [800], loop=0)
+    got = video.frame_times(tmp_path / "hold.gif", 6)
+    assert got is not None and np.allclose(got, [0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.3], atol=1e-3)
+    style = video.read(tmp_path / "hold.gif")[0]
+    video.write(tmp_path / "style", style, 10)
+    assert main(["deflicker", "--guide", str(tmp_path / "hold.gif"), "--style", str(tmp_path / "style"), "--device",
+                 "cpu", "-q", "-o", str(tmp_path / "out.mp4"), *FASTARGS]) == 0
+    import av
+
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        s = c.streams.video[0]
+        assert abs(float(s.duration * s.time_base) - 1.3) < 0.02  # the last frame is held 0.8 s
+
+
 def test_cli_keeps_a_variable_rate_guides_timing_and_sound_in_step(tmp_path, carphone):
     """Phone footage is often variable-rate: each output frame is shown when its guide frame was, and the
     sound stays in step with it (at the average rate, frame 15 would come 0.45 s early)."""

@@ -294,24 +294,28 @@ def frame_times(path, frames: int | None = None) -> np.ndarray | None:
     try:
         stream = container.streams.video[0]
         tb = stream.time_base
-        pts = [pkt.pts for pkt in container.demux(stream)
-               if pkt.size and pkt.pts is not None and not getattr(pkt, "is_discard", False)]
+        packets = [(pkt.pts, pkt.duration or 0) for pkt in container.demux(stream)
+                   if pkt.size and pkt.pts is not None and not getattr(pkt, "is_discard", False)]
         frames = frames or stream.frames
     except av.error.FFmpegError:  # type: ignore[attr-defined]
         return None
     finally:
         container.close()
-    if len(pts) < 3 or not tb or len(pts) != frames or len(set(pts)) != len(pts):
+    pts = np.asarray([p for p, _ in packets], dtype=np.int64)
+    if len(pts) < 3 or not tb or len(pts) != frames or len(set(pts.tolist())) != len(pts):
         return None
-    pts = np.sort(np.asarray(pts, dtype=np.int64))
+    # the last frame lasts its packet's duration where packets come in the order they are shown (a GIF
+    # holding its last frame, say); with frames reordered (B-frames) durations follow decoding order, so
+    # it lasts as long as the step before it
+    in_order = bool(np.all(np.diff(pts) > 0))
+    pts = np.sort(pts)
     steps = np.diff(pts)
+    last = int(packets[-1][1]) if in_order and packets[-1][1] > 0 else int(steps[-1])
     typical = float(np.median(steps))
     # a constant rate whose frame time is not a whole number of ticks steps by one tick either way
     # (29.97 fps in 1/1000 s: 33, 34, 33, ...): constant, as is anything within 1% of its median step
-    if np.all(np.abs(steps - typical) <= max(1.0, 0.01 * typical)):
+    if np.all(np.abs(np.append(steps, last) - typical) <= max(1.0, 0.01 * typical)):
         return None
-    # the last frame lasts as long as the step before it (packet durations follow decoding order)
-    last = steps[-1]
     return (np.append(pts, pts[-1] + last) - pts[0]) * float(tb)
 
 
@@ -849,6 +853,7 @@ class VideoWriter(_Output):
                  pixel_aspect=1, times=None):
         self.path = Path(path)
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
+        self._durations: dict[int, int] = {}  # pts -> duration (90 kHz ticks) of frames not yet muxed
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
         self.crf = crf
@@ -921,6 +926,12 @@ class VideoWriter(_Output):
                 pass
         self._stream = s
 
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            if packet.pts in self._durations:
+                packet.duration = self._durations.pop(packet.pts)
+            self._container.mux(packet)
+
     def write(self, frame: np.ndarray) -> None:
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
         if frame.ndim != 3 or frame.shape[2] != 3:
@@ -940,8 +951,10 @@ class VideoWriter(_Output):
                         raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
                     vf.pts = round((self.times[self.count] - self.times[0]) / _TIME_TICK)
                     vf.time_base = _TIME_TICK
-                for packet in self._stream.encode(vf):
-                    self._container.mux(packet)
+                    # each frame lasts until the next one's time: the container's last sample (a GIF's
+                    # held last frame, say) takes its duration from its packet
+                    self._durations[vf.pts] = round((self.times[self.count + 1] - self.times[0]) / _TIME_TICK) - vf.pts
+                self._mux(self._stream.encode(vf))
             else:
                 from PIL import Image
 
@@ -957,8 +970,7 @@ class VideoWriter(_Output):
             if self.is_video:
                 if self._container is None:
                     raise OutputError(f"{self.path}: no frames were written")
-                for packet in self._stream.encode():
-                    self._container.mux(packet)
+                self._mux(self._stream.encode())
                 self._container.close()
                 self._container = None
                 final = self.tmp
