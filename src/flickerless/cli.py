@@ -405,8 +405,8 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
     h, w = job["size"]
     segment, ahead, held = _stream_plan(args, job, lo, hi)
     clips = 1 if job["mode"] == "keyframes" else 2
-    log.info("decoding as the work goes: about %.1f GB of frames in %s, not %.1f GB", clips * held * h * w * 3 / 1e9,
-             job["tmp"], clips * (hi - lo) * h * w * 3 / 1e9)
+    log.info("decoding as the work goes: at most %d of the %d frames of each clip at a time (%d MB) in %s", held,
+             hi - lo, clips * held * h * w * 3 // 10**6, job["tmp"])
     # the decoded frames go through files (read back soon, so from the page cache), as a clip read whole
     # does: RAM stays at the store's budgets
     keyframes = None
@@ -422,9 +422,13 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
                                                               tmpdir=job["tmp"], ahead=ahead))
             style.prefetch()
         cuts = False
-        if not args.no_cuts:
-            thumbs = [frame_thumbnail(f if f.shape[:2] == (h, w) else video.resize_frame(f, (h, w)))
-                      for f in video.iter_frames(args.guide, lo, hi)]
+        if not args.no_cuts:  # a pass over the guide alone (decoding only): shown, as it takes a while
+            frames = video.iter_frames(args.guide, lo, hi)
+            if progress:
+                from tqdm.auto import tqdm
+
+                frames = tqdm(frames, total=hi - lo, unit="frame", desc="finding cuts", dynamic_ncols=True, leave=False)
+            thumbs = [frame_thumbnail(f if f.shape[:2] == (h, w) else video.resize_frame(f, (h, w))) for f in frames]
             cuts = cuts_from_thumbnails(torch.stack(thumbs))
         return run_deflicker(ArrayFrames(guide), None if style is None else ArrayFrames(style), _in_order(lo, a, b, emit),
                              mode=job["mode"], device=device, keyframes=keyframes, progress=progress, cuts=cuts,
