@@ -675,6 +675,8 @@ def test_streaming_frames_decodes_ahead_in_a_thread(tmp_path, carphone):
         assert np.array_equal(r[19], ref[19]) and _until_decoded(r, 20) == 20
         assert np.array_equal(r[2], ref[2]) and r.decoded == 24  # released, so decoded again (beside the thread)
     assert not list(tmp_path.glob("flickerless-frames-*"))
+    with pytest.raises(ValueError, match="after the reader was closed"):  # not a wait for a thread that is gone
+        r[0]
 
 
 def test_streaming_frames_raises_what_its_thread_met(tmp_path, carphone, monkeypatch):

@@ -306,7 +306,7 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
     certain = store = 0
     for k, (a, b) in enumerate(parts):
         lo, hi = _read_range(args, job, a, b)
-        if job["streams"][(a, b)]:  # about two segments and a window of each clip, in files
+        if job["streams"][(a, b)]:  # the stretch of each clip it holds at most, in files
             certain += clips * _stream_plan(args, job, lo, hi)[2] * frame
         elif (hi - lo) * frame > video.MEMORY_LIMIT:  # read through an uncompressed file, as open_frames does
             certain += clips * (hi - lo) * frame
@@ -326,10 +326,10 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
 def _streams(args, job: dict, lo: int, hi: int) -> bool:
     """Whether frames lo..hi are decoded as the work moves forward rather than all up front (keyframes
     mode, or table or window mode with a finite window: they read the clip in order): as ``--stream`` /
-    ``--no-stream`` say, else when the stretch is too large for RAM. Measured in table mode on 600 and 1000 frames of
-    1080p on an H100 (BENCHMARKS.md, session 19), it is as fast as
-    reading the clips whole into files first (decoding runs beside the GPU's work instead of before
-    it) and keeps about 4 GB of frames on disk instead of the clips' whole size."""
+    ``--no-stream`` say, else when the stretch is too large for RAM. Measured on 300-1000 frames of
+    1080p on an H100 (BENCHMARKS.md, session 19), it is as fast as reading the clips whole into files
+    first (decoding runs beside the GPU's work instead of before it) and keeps a stretch of frames on
+    disk (4 GB in table mode at 1080p) instead of the clips' whole size."""
     from . import video
 
     if job["mode"] != "keyframes" and args.window is None:
@@ -430,8 +430,8 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
                 frames = tqdm(frames, total=hi - lo, unit="frame", desc="finding cuts", dynamic_ncols=True, leave=False)
             thumbs = [frame_thumbnail(f if f.shape[:2] == (h, w) else video.resize_frame(f, (h, w))) for f in frames]
             cuts = cuts_from_thumbnails(torch.stack(thumbs))
-        return run_deflicker(ArrayFrames(guide), None if style is None else ArrayFrames(style), _in_order(lo, a, b, emit),
-                             mode=job["mode"], device=device, keyframes=keyframes, progress=progress, cuts=cuts,
+        return run_deflicker(ArrayFrames(guide), None if style is None else ArrayFrames(style),
+                             _in_order(lo, a, b, emit), mode=job["mode"], device=device, keyframes=keyframes, progress=progress, cuts=cuts,
                              max_segment=segment, **_blend_options(args, job, lo))
 
 

@@ -584,6 +584,8 @@ class StreamingFrames:
 
     def _got(self, c: int):
         """Chunk ``c`` as kept, once it is: waits for the thread, or decodes it again if it was released."""
+        if self._stop:
+            raise ValueError(f"{self.path.name}: frames read after the reader was closed")
         self._ask((c + 1) * self.CHUNK + self.ahead)
         with self._cond:
             while c not in self._chunks:
