@@ -273,6 +273,11 @@ class _Keyframes(Mapping):
             self._cache.popitem(last=False)
         return t
 
+    @classmethod
+    def of_range(cls, job: dict, lo: int, hi: int) -> "_Keyframes":
+        """The job's keyframes in frames lo..hi, numbered from lo (as the frames read from lo are)."""
+        return cls({k - lo: path for k, path in job["keyframes"].items() if lo <= k < hi}, job["size"])
+
     def __contains__(self, k) -> bool:  # without loading (Mapping's would)
         return k in self.files
 
@@ -411,7 +416,7 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
     # does: RAM stays at the store's budgets
     keyframes = None
     if job["mode"] == "keyframes":
-        keyframes = _Keyframes({k - lo: path for k, path in job["keyframes"].items() if lo <= k < hi}, (h, w))
+        keyframes = _Keyframes.of_range(job, lo, hi)
     with contextlib.ExitStack() as stack:
         guide = stack.enter_context(video.StreamingFrames(args.guide, hi - lo, lo, (h, w), memory_limit=0,
                                                           tmpdir=job["tmp"], ahead=ahead))
@@ -443,7 +448,7 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
     from .blend.frames import ArrayFrames
     from .video import open_frames
 
-    mode, raw, tmp = job["mode"], job["keyframes"], job["tmp"]
+    mode, tmp = job["mode"], job["tmp"]
     lo, hi = _read_range(args, job, a, b)
     h, w = job["size"]
     if job["streams"].get((a, b)):  # decided once, before any work (cmd_deflicker)
@@ -459,7 +464,7 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
     try:
         style, keyframes = None, None
         if mode == "keyframes":
-            keyframes = _Keyframes({k - lo: path for k, path in raw.items() if lo <= k < hi}, (h, w))
+            keyframes = _Keyframes.of_range(job, lo, hi)
         else:
             style = ArrayFrames(sframes)
         return run_deflicker(ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, device=device,
