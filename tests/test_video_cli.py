@@ -677,6 +677,10 @@ def test_streaming_frames_decodes_ahead_in_a_thread(tmp_path, carphone):
     assert not list(tmp_path.glob("flickerless-frames-*"))
     with pytest.raises(ValueError, match="after the reader was closed"):  # not a wait for a thread that is gone
         r[0]
+    # a chunk holds at most 16 frames and 64 MiB (the decoding thread holds the one it fills): 10 at 1080p, 2 at 4K
+    for size, frames in [(None, 16), ((1080, 1920), 10), ((2160, 3840), 2), ((4320, 7680), 1)]:
+        with video.StreamingFrames(tmp_path / "c.mp4", 10, resize=size) as r:
+            assert r.CHUNK == frames
 
 
 def test_streaming_frames_raises_what_its_thread_met(tmp_path, carphone, monkeypatch):

@@ -495,12 +495,19 @@ class StreamingFrames:
     thread (correct, not fast). An error of the thread (a clip shorter than it says, a full disk) is
     raised by the read that waits for its frames."""
 
-    CHUNK = 16
+    CHUNK = 16  # frames a chunk holds at most
+    CHUNK_BYTES = 64 * 2**20  # and bytes: the thread holds the chunk it decodes (a 4K frame is 25 MB)
 
     def __init__(self, path, count: int, start: int = 0, resize: tuple[int, int] | None = None,
                  memory_limit: int | None = None, tmpdir: str | None = None, ahead: int = 0):
         self.path, self.n, self.start = Path(path), int(count), int(start)
         self.resize = None if resize is None else tuple(resize)
+        if self.resize is None:
+            info = probe(self.path)
+            h, w = info.height, info.width
+        else:
+            h, w = self.resize
+        self.CHUNK = max(1, min(self.CHUNK, self.CHUNK_BYTES // (h * w * 3)))
         self.memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
         self.ahead = int(ahead)
         self._folder = SpillFolder(tmpdir, "flickerless-frames-")
@@ -555,17 +562,22 @@ class StreamingFrames:
 
     def _take(self, reader: Iterator[np.ndarray], c: int) -> np.ndarray:
         want = min(self.CHUNK, self.n - c * self.CHUNK)
-        frames = []
-        for f in reader:
-            frames.append(f if self.resize is None or f.shape[:2] == self.resize else resize_frame(f, self.resize))
-            if len(frames) == want:
+        arr, got = None, 0
+        for f in reader:  # into one array made up front: a list then stacked holds the chunk twice
+            if self.resize is not None and f.shape[:2] != self.resize:
+                f = resize_frame(f, self.resize)
+            if arr is None:
+                arr = np.empty((want, *f.shape), dtype=np.uint8)
+            arr[got] = f
+            got += 1
+            if got == want:
                 break
         with self._cond:
-            self.decoded += len(frames)
-        if len(frames) < want:
-            raise InputError(f"{self.path}: ended after {self.start + c * self.CHUNK + len(frames)} frames, though it "
+            self.decoded += got
+        if got < want:
+            raise InputError(f"{self.path}: ended after {self.start + c * self.CHUNK + got} frames, though it "
                              f"says it has {self.start + self.n}")
-        return np.stack(frames)
+        return arr
 
     def _keep(self, c: int, arr: np.ndarray) -> None:
         """Keep chunk ``c``: in RAM while it fits ``memory_limit``, else in a file. Called without the lock."""
