@@ -1121,9 +1121,11 @@ def test_cli_frames_range_blends_with_neighbours_outside_it(clips, tmp_path):
     assert np.array_equal(video.read(tmp_path / "kpart")[0], video.read(tmp_path / "kall")[0][2:4])
 
 
-def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("stream", ["--no-stream", "--stream"])
+def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monkeypatch, capsys, stream):
     """A stopped run keeps the frames it wrote; --resume takes them as they are, computes the rest,
-    and gives the frames an uninterrupted run gives (PNG output: exactly)."""
+    and gives the frames an uninterrupted run gives (PNG output: exactly). Streamed too: the decoding
+    threads stop with the run, and the resumed run streams from the frames it still needs."""
     import flickerless.cli as cli
 
     real, calls = video.host_frame, [0]
@@ -1135,13 +1137,16 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
         return real(img)
 
     args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
-            "--mode", "window", "--window", "2", *FASTARGS]
+            "--mode", "window", "--window", "2", stream, *FASTARGS]
     assert main([*args, "-o", str(tmp_path / "whole")]) == 0
     out = tmp_path / "o"
     with pytest.raises(InputError, match="does not exist"):
         cli.cmd_deflicker(cli.build_parser().parse_args([*args, "-o", str(out), "--resume"]))
     monkeypatch.setattr(video, "host_frame", stop_at_the_fourth)
     assert main([*args, "-o", str(out)]) == 130
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name.startswith("decode ")]  # the readers' threads stopped
     err = capsys.readouterr().err
     assert not out.exists() and "frames 0-2 of" in err and "--resume" in err
     assert len(video.read(tmp_path / "o.partial")[0]) == 3
