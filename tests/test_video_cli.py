@@ -659,7 +659,7 @@ def _until_decoded(r, count, timeout=30.0):
     return r.decoded
 
 
-def test_streaming_frames_decodes_ahead_in_a_thread(tmp_path, carphone):
+def test_streaming_frames_decodes_ahead_in_a_thread(tmp_path, carphone, monkeypatch):
     """A reader ``ahead`` frames ahead decodes, in its thread, the chunks that start before the furthest
     frame asked for plus ``ahead``, and no more; ``prefetch`` starts it before anything is asked for."""
     video.write(tmp_path / "c.mp4", np.concatenate([carphone, carphone[::-1]])[:20], 25)
@@ -678,8 +678,16 @@ def test_streaming_frames_decodes_ahead_in_a_thread(tmp_path, carphone):
     with pytest.raises(ValueError, match="after the reader was closed"):  # not a wait for a thread that is gone
         r[0]
     # a chunk holds at most 16 frames and 64 MiB (the decoding thread holds the one it fills): 10 at 1080p, 2 at 4K
-    for size, frames in [(None, 16), ((1080, 1920), 10), ((2160, 3840), 2), ((4320, 7680), 1)]:
-        with video.StreamingFrames(tmp_path / "c.mp4", 10, resize=size) as r:
+    from PIL import Image
+
+    (tmp_path / "big").mkdir()
+    Image.new("RGB", (1920, 1080)).save(tmp_path / "big" / "0.png")
+    write_h264(tmp_path / "c.mkv", carphone[:4])  # Matroska says no frame count: probe would decode it all
+    assert video.probe(tmp_path / "c.mkv").frames == 4
+    monkeypatch.setattr(video, "iter_frames", None)  # sizing the chunks decodes nothing
+    for path, size, frames in [("c.mp4", None, 16), ("c.mkv", None, 16), ("c.mp4", (1080, 1920), 10),
+                               ("c.mp4", (2160, 3840), 2), ("c.mp4", (4320, 7680), 1), ("big", None, 10)]:
+        with video.StreamingFrames(tmp_path / path, 10, resize=size) as r:
             assert r.CHUNK == frames
 
 

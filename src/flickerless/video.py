@@ -276,6 +276,24 @@ def probe(path) -> VideoInfo:
     return VideoInfo(int(n), int(h), int(w), fps, aspect, interlaced)
 
 
+def _frame_bytes(path) -> int:
+    """Bytes of one ``(H, W, 3)`` frame of a clip, from its header (a folder: its first image), without
+    what :func:`probe` may do for a container that does not say its frame count: decode it all."""
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        files = _image_files(path)
+        if not files:
+            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+        return load_image(files[0]).size
+    container = _open_container(path)
+    try:
+        cc = container.streams.video[0].codec_context
+        return max(1, cc.width * cc.height * 3)  # turned upright, a rotated frame has as many bytes
+    finally:
+        container.close()
+
+
 def frame_times(path, frames: int | None = None) -> np.ndarray | None:
     """When each frame of a variable-frame-rate clip is shown, in seconds from the first frame, plus one
     entry more: when the last frame ends. None for a clip at a constant rate (its fps says it all), a
@@ -502,12 +520,8 @@ class StreamingFrames:
                  memory_limit: int | None = None, tmpdir: str | None = None, ahead: int = 0):
         self.path, self.n, self.start = Path(path), int(count), int(start)
         self.resize = None if resize is None else tuple(resize)
-        if self.resize is None:
-            info = probe(self.path)
-            h, w = info.height, info.width
-        else:
-            h, w = self.resize
-        self.CHUNK = max(1, min(self.CHUNK, self.CHUNK_BYTES // (h * w * 3)))
+        size = _frame_bytes(self.path) if self.resize is None else self.resize[0] * self.resize[1] * 3
+        self.CHUNK = max(1, min(self.CHUNK, self.CHUNK_BYTES // size))
         self.memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
         self.ahead = int(ahead)
         self._folder = SpillFolder(tmpdir, "flickerless-frames-")
