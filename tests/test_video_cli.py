@@ -270,6 +270,26 @@ def test_cli_end_to_end(clips, clips_truth, tmp_path, capsys):
     assert psnr(video.read(out2)[0], style) > psnr(result, style) + 5  # tiny sigma: each frame nearly alone
 
 
+def test_cli_one_frame_clip(clips, tmp_path, capsys, caplog):
+    """A clip of one frame has nothing to blend with: the frame comes out as it went in, with no
+    progress bar left at 0 and a log line in the singular."""
+    from PIL import Image
+
+    style, _ = video.read(clips / "style.mp4")
+    guide, _ = video.read(clips / "guide.mp4")
+    for name, img in (("g", guide[0]), ("s", style[0])):
+        (tmp_path / name).mkdir()
+        Image.fromarray(img).save(tmp_path / name / "0.png")
+    out = tmp_path / "out"
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert main(["deflicker", "--guide", str(tmp_path / "g"), "--style", str(tmp_path / "s"), "-o", str(out),
+                     "--device", "cpu", *FASTARGS[:-1]]) == 0  # not -q: the bar would show
+    back, _ = video.read(out)
+    assert back.shape[0] == 1 and np.array_equal(back[0], style[0])
+    assert "pair" not in capsys.readouterr().err
+    assert ": 1 frame 80x64" in caplog.text
+
+
 def test_cli_crf_sets_the_video_quality(clips, tmp_path):
     """``--crf``: x264's constant rate factor of a video output; 0 is lossless, higher is smaller."""
     sizes = {}

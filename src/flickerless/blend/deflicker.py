@@ -861,7 +861,7 @@ def run_deflicker(
     else:
         total = sum(count_remaps(mode, b - a, win, segment=segments.get((a, b))) for a, b in shots)
     bar = None
-    if progress:
+    if progress and total:  # nothing to remap (one frame, window 0): no bar that stays at 0
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, unit="pair", desc=f"deflicker ({mode})", dynamic_ncols=True)
