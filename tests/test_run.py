@@ -129,6 +129,10 @@ def test_cli_run_and_errors(models, clip, tmp_path, capsys):
     assert main(missing) == 2 and "not found; looked in" in capsys.readouterr().err
     assert main(["run", "image_guided", "--video", clip, "-o", str(tmp_path / "z.mp4")]) == 2
     assert "--style-image" in capsys.readouterr().err
+    # an output it cannot write is said before any work, not after the generation
+    assert main(["run", "stylize", "--video", clip, "-o", str(tmp_path / "w.avi")]) == 2
+    assert "cannot write .avi files" in capsys.readouterr().err
+    assert not list(tmp_path.glob("w.avi*"))  # no job folder either
 
 
 def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_path):

@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 from fractions import Fraction
 
@@ -142,9 +143,9 @@ def test_failed_write_leaves_existing_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
 
 
-@pytest.mark.parametrize("name", ["o.avi", "o.webm", "o.ts", "o.MTS", "o.m2ts"])
+@pytest.mark.parametrize("name", ["o.avi", "o.gif", "o.ts", "o.MTS", "o.m2ts"])
 def test_video_formats_not_written_are_refused_not_made_a_folder(tmp_path, name):
-    with pytest.raises(OutputError, match="write .mp4, .mov, .mkv or a folder of PNGs"):
+    with pytest.raises(OutputError, match="write .mp4, .mov, .mkv, .webm or a folder of PNGs"):
         video.VideoWriter(tmp_path / name, 25)
     assert os.listdir(tmp_path) == []
 
@@ -268,6 +269,85 @@ def test_cli_end_to_end(clips, clips_truth, tmp_path, capsys):
                  "-o", str(out2), "--device", "cpu", "--mode", "window", "--window", "2", "--error-sigma", "1e-4",
                  *FASTARGS]) == 0
     assert psnr(video.read(out2)[0], style) > psnr(result, style) + 5  # tiny sigma: each frame nearly alone
+
+
+@pytest.mark.parametrize("name, codec, pix_fmt", [("x.mp4", "h265", "yuv420p"), ("x.webm", None, "yuv420p"),
+                                                   ("x.mov", "prores", "yuv422p10le"), ("x.mkv", "ffv1", "bgr0")])
+def test_other_codecs_round_trip_in_the_right_colours(name, codec, pix_fmt, tmp_path):
+    """H.265, VP9 (a .webm's default), ProRes and lossless FFV1: read back with the card's colours (the
+    matrix players assume at the size, said in the stream), at the fps and frame count written; FFV1
+    keeps the frames exactly, odd sizes included."""
+    import av
+
+    card = np.ascontiguousarray(_card(144, 176)[:, :175])  # an odd width
+    out = tmp_path / name
+    with video.VideoWriter(out, 12.5, codec=codec) as wr:
+        for _ in range(3):
+            wr.write(card)
+    with av.open(str(out)) as c:
+        f = next(c.decode(video=0))
+        assert f.format.name == pix_fmt
+        if pix_fmt != "bgr0":
+            assert (f.colorspace, f.color_range) == (6, 1)  # BT.601, limited range, as for H.264 at this size
+    back, fps = video.read(out)
+    assert (len(back), fps) == (3, 12.5)
+    if codec == "ffv1":
+        assert back.shape[1:3] == (144, 175) and np.array_equal(back[0], card)
+    else:
+        assert back.shape[1:3] == (144, 176)  # the odd width padded by one edge column
+        assert np.abs(_centres(back[0], 175) - _centres(card, 175)).max() <= 4
+
+
+@pytest.mark.parametrize("name, codec, message", [
+    ("x.mp4", "prores", "a .mp4 file cannot hold prores; it takes h264, h265 (write prores to .mov or .mkv)"),
+    ("x.webm", "h264", "a .webm file cannot hold h264; it takes vp9"),
+    ("x.mkv", "mpeg2", "unknown codec 'mpeg2'"),
+    ("frames", "ffv1", "a codec (ffv1) is for a video output; a folder of PNGs has none"),
+    ("x.avi", None, "cannot write .avi files; write .mp4, .mov, .mkv, .webm or a folder of PNGs"),
+])
+def test_a_codec_the_output_cannot_hold_is_refused(name, codec, message, tmp_path):
+    with pytest.raises(OutputError, match=re.escape(message)):
+        video.check_output(tmp_path / name, codec)
+    with pytest.raises(OutputError, match=re.escape(message)):
+        video.VideoWriter(tmp_path / name, codec=codec)
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_webm_output_keeps_the_sound_as_opus(sound_clip, tmp_path):
+    """WebM holds Opus or Vorbis: the clip's AAC sound is re-encoded as Opus, as long as the frames."""
+    import av
+
+    frames, _ = video.read(sound_clip)
+    out = tmp_path / "o.webm"
+    with video.VideoWriter(out, 25, audio=sound_clip) as wr:
+        for f in frames:
+            wr.write(f)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "vp9"
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "opus"
+        last = max(float(p.pts * p.time_base) for p in c.demux(a) if p.pts is not None)
+    assert abs(last - len(frames) / 25) < 0.1
+
+
+def test_cli_lossless_ffv1_output_is_the_png_frames(clips, tmp_path):
+    """``--codec ffv1`` (lossless RGB) writes exactly the frames a PNG folder gets, sound and timing
+    of a video included."""
+    base = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            *FASTARGS]
+    assert main(base + ["-o", str(tmp_path / "png")]) == 0
+    assert main(base + ["-o", str(tmp_path / "o.mkv"), "--codec", "ffv1"]) == 0
+    a, b = video.read(tmp_path / "png")[0], video.read(tmp_path / "o.mkv")[0]
+    assert a.shape == b.shape and np.array_equal(a, b)
+    assert video.probe(tmp_path / "o.mkv").fps == 25.0
+
+
+def test_cli_refuses_a_codec_the_container_cannot_hold_before_any_work(clips, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(video, "probe", lambda *a: pytest.fail("the clips were read"))
+    rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "-o",
+               str(tmp_path / "o.mp4"), "--codec", "prores", "-q"])
+    assert rc == 2
+    assert "a .mp4 file cannot hold prores" in capsys.readouterr().err
 
 
 def test_cli_one_frame_clip(clips, tmp_path, capsys, caplog):

@@ -129,8 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--fps", type=_fps, help="output frame rate (default: the guide's; a variable-rate guide keeps "
                    "each frame's time)")
     d.add_argument("--crf", type=_crf, default=17,
-                   help="H.264 quality of a video output, 0 (lossless) to 51 (default 17: visually lossless; "
-                        "higher: smaller files)")
+                   help="quality of a video output, on x264's scale: 0 (lossless) to 51 (default 17: visually "
+                        "lossless; higher: smaller files)")
+    d.add_argument("--codec", choices=("h264", "h265", "vp9", "prores", "ffv1"),
+                   help="video codec of the output (default: h264; vp9 for .webm): h265 (.mp4/.mov/.mkv, about "
+                        "half the size), vp9 (.webm/.mkv), prores (422 HQ 10-bit, .mov/.mkv, for editing), ffv1 "
+                        "(lossless RGB, .mkv: the frames exactly)")
     d.add_argument("--frames", metavar="START:END",
                    help="only frames START..END-1 of the clip (0-based; either may be left out), blended with "
                         "their neighbours outside the range as in a whole-clip run: to try settings on a stretch, "
@@ -537,7 +541,8 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
 def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
-    from .video import (WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output_is_not_input, frame_times,
+    from .video import (WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output, check_output_is_not_input,
+                        frame_times,
                         has_audio, image_size, keyframe_files, keyframe_positions, partial_path, probe, spill_dir,
                         warn_if_interlaced)
 
@@ -551,6 +556,7 @@ def cmd_deflicker(args) -> int:
         if v and not Path(v).exists():
             raise InputError(f"--{name} {v}: no such file or folder")
     check_output_is_not_input(args.output, guide=args.guide, style=args.style, keyframes=args.keyframes)
+    check_output(args.output, args.codec)  # a codec the container cannot hold is said before any work
     try:
         opts = PatchMatchOptions.from_kwargs(**_patchmatch_kwargs(args))
     except ValueError as e:
@@ -657,7 +663,7 @@ def cmd_deflicker(args) -> int:
     # encoding (and each frame's copy from the GPU) overlaps the computing of the next frames
     # a pixel of the output is shown as wide as the guide's picture, whatever size the work was done at
     aspect = ginfo.pixel_aspect * Fraction(ginfo.width * size[0], ginfo.height * size[1])
-    writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio,
+    writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio, codec=args.codec,
                                           audio_start=start / ginfo.fps if times is None else times[0],
                                           pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1, times=times))
     t0 = time.perf_counter()

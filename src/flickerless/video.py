@@ -65,6 +65,8 @@ __all__ = [
     "natural_key",
     "resize_frame",
     "check_output_is_not_input",
+    "check_output",
+    "VIDEO_CODECS",
     "has_audio",
     "partial_path",
 ]
@@ -72,9 +74,22 @@ __all__ = [
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
               ".mts", ".m2ts", ".3gp", ".ogv", ".vob", ".mxf"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-WRITE_VIDEO_EXTS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "mp4"}
+WRITE_VIDEO_EXTS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "mp4", ".webm": "webm"}
+# the codecs a video output can be written with: encoder, pixel format, what it is for
+VIDEO_CODECS = {
+    "h264": ("libx264", "yuv420p", "H.264, plays everywhere"),
+    "h265": ("libx265", "yuv420p", "H.265/HEVC, about half the size of H.264 at the same quality"),
+    "vp9": ("libvpx-vp9", "yuv420p", "VP9, for the web (.webm)"),
+    "prores": ("prores_ks", "yuv422p10le", "ProRes 422 HQ, 10-bit, for editing"),
+    "ffv1": ("ffv1", "bgr0", "FFV1 lossless RGB: the frames exactly, no chroma subsampling"),
+}
+# the codecs each container takes, the first its default
+CONTAINER_CODECS = {"mp4": ("h264", "h265"), "mov": ("h264", "h265", "prores"),
+                    "matroska": ("h264", "h265", "vp9", "prores", "ffv1"), "webm": ("vp9",)}
 # audio codecs an mp4/mov output takes as they are (Matroska takes any); others are re-encoded as AAC
 COPY_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}
+# a WebM output takes these as they are; others are re-encoded as Opus
+WEBM_AUDIO_CODECS = {"opus", "vorbis"}
 DEFAULT_FPS = 30.0
 _TIME_TICK = Fraction(1, 90000)  # the time unit of a variable-rate output
 MEMORY_LIMIT = 1 << 30  # a clip larger than this, uncompressed, is read through a file (open_frames)
@@ -858,11 +873,72 @@ class _Output:
             self.abort()
 
 
+def check_output(path, codec: str | None = None) -> str | None:
+    """Whether ``path`` can take an output, before any work (an hour of generation must not end in
+    "cannot write .avi"): a video whose container holds ``codec`` (its default when None), or a
+    folder of PNGs, in a folder that exists and is writable, not replacing a folder of other files.
+    Returns the video codec, None for a folder of PNGs; raises :class:`OutputError` saying why not."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext in VIDEO_EXTS and ext not in WRITE_VIDEO_EXTS:
+        raise OutputError(
+            f"{path}: cannot write {ext} files; write .mp4, .mov, .mkv, .webm or a folder of PNGs (a path "
+            "without extension)"
+        )
+    is_video, chosen = ext in WRITE_VIDEO_EXTS, None
+    if is_video:
+        takes = CONTAINER_CODECS[WRITE_VIDEO_EXTS[ext]]
+        chosen = takes[0] if codec is None else str(codec).lower()
+        if chosen not in VIDEO_CODECS:
+            raise OutputError(f"{path}: unknown codec {codec!r}; choose one of {', '.join(VIDEO_CODECS)}")
+        if chosen not in takes:
+            fits = [e for e, f in WRITE_VIDEO_EXTS.items() if chosen in CONTAINER_CODECS[f] and e != ".m4v"]
+            raise OutputError(f"{path}: a {ext} file cannot hold {chosen}; it takes {', '.join(takes)} "
+                              f"(write {chosen} to {' or '.join(fits)})")
+    elif codec is not None:
+        raise OutputError(f"{path}: a codec ({codec}) is for a video output; a folder of PNGs has none")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{path}: folder {parent} is not writable")
+    if path.exists() and path.is_dir() != (not is_video):
+        kind = "a folder" if path.is_dir() else "a file"
+        raise OutputError(f"{path}: exists and is {kind}; choose another output path")
+    if not is_video and path.is_dir():
+        # the folder is replaced as a whole on close: only ever replace an earlier output (numbered
+        # PNGs), never a folder that holds anything else (``-o .`` must not delete a project)
+        other = [e.name for e in path.iterdir() if not _OUTPUT_PNG.fullmatch(e.name)]
+        if other:
+            raise OutputError(f"{path}: folder exists and holds other files ({', '.join(sorted(other)[:3])}"
+                              f"{', ...' if len(other) > 3 else ''}); give a new or empty folder for the PNG frames")
+    return chosen
+
+
+def _codec_options(codec: str, crf: int) -> dict[str, str]:
+    """Encoder options for ``crf`` on x264's scale (0 lossless, 17 visually lossless, 51 smallest)."""
+    if codec == "h264":
+        return {"crf": str(crf), "preset": "medium"}
+    if codec == "h265":
+        params = "log-level=error" + (":lossless=1" if crf == 0 else "")
+        return {"crf": str(crf), "preset": "medium", "x265-params": params}
+    if codec == "vp9":  # constant quality; VP9's scale runs to 63, so x264's is stretched onto it
+        opts = {"crf": str(round(crf * 63 / 51)), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "2"}
+        if crf == 0:
+            opts["lossless"] = "1"
+        return opts
+    if codec == "prores":
+        return {"profile": "3", "vendor": "apl0"}  # 422 HQ
+    return {"level": "3", "slicecrc": "1"}  # ffv1: lossless whatever the crf
+
+
 class VideoWriter(_Output):
     """Write frames one at a time; the output appears at ``path`` only on a successful :meth:`close`.
 
-    ``path`` ending in .mp4/.mov/.mkv/.m4v: H.264 (libx264, yuv420p, ``crf``). Otherwise a folder of
-    PNG files ``00000.png, 00001.png, ...``.
+    ``path`` ending in .mp4/.mov/.mkv/.m4v/.webm: a video, by default H.264 (libx264, yuv420p, ``crf``;
+    .webm: VP9); ``codec`` one of :data:`VIDEO_CODECS` its container takes (:data:`CONTAINER_CODECS`):
+    ``"h265"``, ``"prores"`` (422 HQ, 10-bit; ``crf`` unused), ``"ffv1"`` (lossless RGB: the frames
+    exactly). Otherwise a folder of PNG files ``00000.png, 00001.png, ...``.
 
     ``pixel_aspect``: the shape of a pixel as shown (:attr:`VideoInfo.pixel_aspect`), said in a video
     output so that anamorphic frames play as wide as their source.
@@ -878,7 +954,7 @@ class VideoWriter(_Output):
     """
 
     def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17, audio=None, audio_start: float = 0.0,
-                 pixel_aspect=1, times=None):
+                 pixel_aspect=1, times=None, codec: str | None = None):
         self.path = Path(path)
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         self._durations: dict[int, int] = {}  # pts -> duration (90 kHz ticks) of frames not yet muxed
@@ -889,26 +965,9 @@ class VideoWriter(_Output):
         self.audio_start = float(audio_start)
         self.count = 0
         ext = self.path.suffix.lower()
-        self.is_video = ext in WRITE_VIDEO_EXTS
-        if ext in VIDEO_EXTS and not self.is_video:
-            raise OutputError(
-                f"{self.path}: cannot write {ext} files; write .mp4, .mov, .mkv or a folder of PNGs (a path without extension)"
-            )
+        self.codec = check_output(self.path, codec)
+        self.is_video = self.codec is not None
         parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.is_dir():
-            raise OutputError(f"{self.path}: folder {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise OutputError(f"{self.path}: folder {parent} is not writable")
-        if self.path.exists() and self.path.is_dir() != (not self.is_video):
-            kind = "a folder" if self.path.is_dir() else "a file"
-            raise OutputError(f"{self.path}: exists and is {kind}; choose another output path")
-        if not self.is_video and self.path.is_dir():
-            # the folder is replaced as a whole on close: only ever replace an earlier output (numbered
-            # PNGs), never a folder that holds anything else (``-o .`` must not delete a project)
-            other = [e.name for e in self.path.iterdir() if not _OUTPUT_PNG.fullmatch(e.name)]
-            if other:
-                raise OutputError(f"{self.path}: folder exists and holds other files ({', '.join(sorted(other)[:3])}"
-                                  f"{', ...' if len(other) > 3 else ''}); give a new or empty folder for the PNG frames")
         try:
             if self.is_video:
                 fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=ext, dir=parent)
@@ -927,17 +986,28 @@ class VideoWriter(_Output):
 
         self._container = av.open(str(self.tmp), mode="w", format=WRITE_VIDEO_EXTS[self.path.suffix.lower()])
         rate = Fraction(self.fps).limit_denominator(1001000)
-        s = self._container.add_stream("libx264", rate=rate)
+        encoder, pix_fmt, _ = VIDEO_CODECS[self.codec]
+        s = self._container.add_stream(encoder, rate=rate)
         if self.times is not None:  # each frame at its own time, in 90 kHz ticks (MPEG's clock)
             s.codec_context.time_base = s.time_base = _TIME_TICK
-        self._pad = (h % 2, w % 2)
+        # chroma at half size needs even sizes (4:2:0 both, 4:2:2 the width); RGB none
+        self._pad = {"yuv420p": (h % 2, w % 2), "yuv422p10le": (0, w % 2)}.get(pix_fmt, (0, 0))
         if any(self._pad):
-            log.info("%s: %dx%d is written as %dx%d, the last %s repeated (yuv420p video needs even sizes); "
+            log.info("%s: %dx%d is written as %dx%d, the last %s repeated (%s video needs even sizes); "
                      "a folder of PNGs keeps the exact size", self.path.name, w, h, w + self._pad[1], h + self._pad[0],
-                     " and ".join(n for n, p in zip(("row", "column"), self._pad) if p))
+                     " and ".join(n for n, p in zip(("row", "column"), self._pad) if p), pix_fmt)
         s.width, s.height = w + self._pad[1], h + self._pad[0]
-        s.pix_fmt = "yuv420p"
-        s.options = {"crf": str(self.crf), "preset": "medium"}
+        s.pix_fmt = pix_fmt
+        s.options = _codec_options(self.codec, self.crf)
+        if self.codec == "h265" and self._container.format.name.startswith("mov"):
+            s.codec_context.codec_tag = "hvc1"  # what Apple's players ask of HEVC in mp4/mov
+        self._pix_fmt = pix_fmt
+        if pix_fmt == "bgr0":  # RGB as it is: no matrix, nothing to say about one
+            self._matrix = None
+            if self.pixel_aspect != 1:
+                s.codec_context.sample_aspect_ratio = self.pixel_aspect
+            self._stream = s
+            return
         if self.pixel_aspect != 1:  # anamorphic: shown as wide as the clip it came from
             s.codec_context.sample_aspect_ratio = self.pixel_aspect
         # the colour matrix players assume at this size, used and said (in the H.264 stream), so that
@@ -972,8 +1042,11 @@ class VideoWriter(_Output):
                     self._open_video(*frame.shape[:2])
                 if any(self._pad):
                     frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-                    format="yuv420p", dst_colorspace=self._matrix, dst_color_range="MPEG")
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                if self._matrix is None:
+                    vf = vf.reformat(format=self._pix_fmt)
+                else:
+                    vf = vf.reformat(format=self._pix_fmt, dst_colorspace=self._matrix, dst_color_range="MPEG")
                 if self.times is not None:
                     if self.count >= len(self.times) - 1:
                         raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
@@ -1191,17 +1264,24 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
             return None
         ain = src.streams.audio[0]
         fmt = WRITE_VIDEO_EXTS[video_file.suffix.lower()]
-        copy = fmt == "matroska" or ain.codec_context.name in COPY_AUDIO_CODECS
+        name = ain.codec_context.name
+        copy = (name in WEBM_AUDIO_CODECS if fmt == "webm"
+                else fmt == "matroska" or name in COPY_AUDIO_CODECS)
         with av.open(str(video_file)) as vin, av.open(tmp, mode="w", format=fmt) as out:
             vstream = vin.streams.video[0]
             vout = out.add_stream_from_template(vstream)
             if copy:
                 aout = out.add_stream_from_template(ain)
             else:
-                aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
+                if fmt == "webm":  # Opus: 48 kHz, 20 ms frames
+                    aout = out.add_stream("libopus", rate=48000)
+                    sample_fmt, frame_size = "flt", 960
+                else:
+                    aout = out.add_stream("aac", rate=ain.codec_context.sample_rate or 48000)
+                    sample_fmt, frame_size = "fltp", 1024
                 aout.layout = ain.codec_context.layout
-                resample = av.AudioResampler(format="fltp", layout=ain.codec_context.layout,
-                                             rate=aout.codec_context.sample_rate, frame_size=1024)
+                resample = av.AudioResampler(format=sample_fmt, layout=ain.codec_context.layout,
+                                             rate=aout.codec_context.sample_rate, frame_size=frame_size)
             for pkt in vin.demux(vstream):
                 if pkt.size:  # not the demuxer's empty flush packet (Matroska's first packets have no dts)
                     pkt.stream = vout

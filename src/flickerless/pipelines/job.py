@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..blend.frames import to_hwc_uint8
-from ..errors import DeviceError, InputError, OutputError
+from ..errors import DeviceError, InputError
 from .templates import apply_overrides, dumps, load_template, window_value
 
 log = logging.getLogger("flickerless")
@@ -266,10 +266,9 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     if style_image is not None and not Path(style_image).is_file():
         raise InputError(f"{style_image}: style image not found")
     output = Path(output)
-    if not output.parent.exists():
-        raise OutputError(f"{output.parent}: output folder does not exist")
-    from ..video import check_output_is_not_input
+    from ..video import check_output, check_output_is_not_input
 
+    check_output(output)  # before any work: a generation must not end in "cannot write .avi"
     check_output_is_not_input(output, video=video, style_image=style_image)
     job = job_folder(output)
     start_end = parse_frames(frames)
