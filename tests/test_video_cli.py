@@ -287,6 +287,8 @@ def test_other_codecs_round_trip_in_the_right_colours(name, codec, pix_fmt, tmp_
     with av.open(str(out)) as c:
         f = next(c.decode(video=0))
         assert f.format.name == pix_fmt
+        if codec == "h265":
+            assert c.streams.video[0].codec_tag == "hvc1"  # the tag Apple's players ask of HEVC in mp4
         if pix_fmt != "bgr0":
             assert (f.colorspace, f.color_range) == (6, 1)  # BT.601, limited range, as for H.264 at this size
     back, fps = video.read(out)

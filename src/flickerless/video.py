@@ -999,7 +999,7 @@ class VideoWriter(_Output):
         s.width, s.height = w + self._pad[1], h + self._pad[0]
         s.pix_fmt = pix_fmt
         s.options = _codec_options(self.codec, self.crf)
-        if self.codec == "h265" and self._container.format.name.startswith("mov"):
+        if self.codec == "h265" and self._container.format.name in ("mp4", "mov"):
             s.codec_context.codec_tag = "hvc1"  # what Apple's players ask of HEVC in mp4/mov
         self._pix_fmt = pix_fmt
         if pix_fmt == "bgr0":  # RGB as it is: no matrix, nothing to say about one
