@@ -315,6 +315,12 @@ def test_a_codec_the_output_cannot_hold_is_refused(name, codec, message, tmp_pat
     assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 
+def test_a_codec_this_ffmpeg_lacks_is_said_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(video.VIDEO_CODECS, "h265", ("libnotthere", "yuv420p", "missing"))
+    with pytest.raises(OutputError, match="has no libnotthere encoder for h265; choose another codec"):
+        video.check_output(tmp_path / "x.mp4", "h265")
+
+
 def test_webm_output_keeps_the_sound_as_opus(sound_clip, tmp_path):
     """WebM holds Opus or Vorbis: the clip's AAC sound is re-encoded as Opus, as long as the frames."""
     import av

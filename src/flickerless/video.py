@@ -895,6 +895,7 @@ def check_output(path, codec: str | None = None) -> str | None:
             fits = [e for e, f in WRITE_VIDEO_EXTS.items() if chosen in CONTAINER_CODECS[f] and e != ".m4v"]
             raise OutputError(f"{path}: a {ext} file cannot hold {chosen}; it takes {', '.join(takes)} "
                               f"(write {chosen} to {' or '.join(fits)})")
+        _check_encoder(path, chosen)
     elif codec is not None:
         raise OutputError(f"{path}: a codec ({codec}) is for a video output; a folder of PNGs has none")
     parent = path.parent if str(path.parent) else Path(".")
@@ -913,6 +914,19 @@ def check_output(path, codec: str | None = None) -> str | None:
             raise OutputError(f"{path}: folder exists and holds other files ({', '.join(sorted(other)[:3])}"
                               f"{', ...' if len(other) > 3 else ''}); give a new or empty folder for the PNG frames")
     return chosen
+
+
+def _check_encoder(path, codec: str) -> None:
+    """PyAV built against an FFmpeg without this codec's encoder (a system FFmpeg without x265, say)."""
+    import av
+
+    encoder = VIDEO_CODECS[codec][0]
+    try:
+        av.codec.Codec(encoder, "w")
+    except Exception:  # av.codec.codec.UnknownCodecError, whose module path differs between PyAV versions
+        others = [c for c in VIDEO_CODECS if c != codec]
+        raise OutputError(f"{path}: this install's FFmpeg (PyAV {av.__version__}) has no {encoder} encoder for "
+                          f"{codec}; choose another codec ({', '.join(others)})") from None
 
 
 def _codec_options(codec: str, crf: int) -> dict[str, str]:
