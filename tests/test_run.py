@@ -121,6 +121,11 @@ def test_cli_run_and_errors(models, clip, tmp_path, capsys):
     assert read(out)[0].shape == (3, 24, 32, 3)
     assert main(args) == 2 and "--resume" in capsys.readouterr().err
     assert main(args + ["--restart"]) == 0
+    # a lossless output holds exactly the job's finished frames
+    lossless = tmp_path / "lossless.mkv"
+    assert main([a if a != str(out) else str(lossless) for a in args] + ["--codec", "ffv1"]) == 0
+    kept = read(job_folder(lossless) / "frames")[0]
+    np.testing.assert_array_equal(read(lossless)[0], kept)
     bad = ["run", "stylize", "--video", clip, "-o", str(tmp_path / "x.mp4"), "--set", "sampling.stepz=2"]
     assert main(bad) == 2 and "valid keys: sampling.steps" in capsys.readouterr().err
     missing = ["run", "stylize", "--video", clip, "-o", str(tmp_path / "y.mp4"), "--model", str(tmp_path / "nomodel"),
@@ -132,6 +137,8 @@ def test_cli_run_and_errors(models, clip, tmp_path, capsys):
     # an output it cannot write is said before any work, not after the generation
     assert main(["run", "stylize", "--video", clip, "-o", str(tmp_path / "w.avi")]) == 2
     assert "cannot write .avi files" in capsys.readouterr().err
+    assert main(["run", "stylize", "--video", clip, "-o", str(tmp_path / "w.webm"), "--codec", "ffv1"]) == 2
+    assert "a .webm file cannot hold ffv1" in capsys.readouterr().err
     assert not list(tmp_path.glob("w.avi*"))  # no job folder either
 
 

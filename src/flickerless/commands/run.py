@@ -13,7 +13,9 @@ def _controlnet(text: str) -> tuple[str, str]:
 
 
 def register(sub) -> None:
+    from ..cli import _crf
     from ..pipelines.job import TASKS
+    from ..video import VIDEO_CODECS
 
     tasks = ", ".join(f"{k} ({v})" for k, v in TASKS.items())
     p = sub.add_parser(
@@ -24,7 +26,7 @@ def register(sub) -> None:
     )
     p.add_argument("task", help="task name (see `flickerless templates`) or a template .toml file")
     p.add_argument("--video", required=True, help="input clip (file or folder of images)")
-    p.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv, or a folder for PNG frames")
+    p.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv/.webm, or a folder for PNG frames")
     p.add_argument("--prompt", default="", help="text prompt")
     p.add_argument("--model", help="base model: Hugging Face repo id, diffusers folder or .safetensors (template's otherwise)")
     p.add_argument("--controlnet", action="append", type=_controlnet, default=[], metavar="ANNOTATOR=MODEL",
@@ -38,6 +40,9 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the interrupted job in OUTPUT.job/")
     p.add_argument("--restart", action="store_true", help="discard OUTPUT.job/ and start over")
     p.add_argument("--cache-dir", help="annotator cache (default: $FLICKERLESS_CACHE or ~/.cache/flickerless)")
+    p.add_argument("--codec", choices=tuple(VIDEO_CODECS),
+                   help="video codec of the output (default h264; vp9 for .webm), as for flickerless deflicker")
+    p.add_argument("--crf", type=_crf, default=17, help="quality of a video output, 0 (lossless) to 51 (default 17)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -52,7 +57,7 @@ def _run(args) -> int:
         out = run_job(args.task, args.video, args.output, args.prompt, model=args.model,
                       controlnets=dict(args.controlnet), lora=args.lora, overrides=args.overrides, frames=args.frames,
                       style_image=args.style_image, device=args.device, resume=args.resume, restart=args.restart,
-                      cache_dir=args.cache_dir, progress=not args.quiet)
+                      cache_dir=args.cache_dir, progress=not args.quiet, codec=args.codec, crf=args.crf)
     except KeyboardInterrupt:
         import sys
 

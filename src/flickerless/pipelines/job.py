@@ -252,8 +252,10 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
             controlnets: dict[str, str] | None = None, lora: list[str] | None = None,
             overrides: list[str] | None = None, frames: str | None = None, style_image=None,
             device=None, resume: bool = False, restart: bool = False, cache_dir=None,
-            progress: bool = True, pipeline=None, stop_after_step: int | None = None) -> Path:
-    """Run one task; returns the output path. ``pipeline`` reuses a loaded VideoPipeline (tests);
+            progress: bool = True, pipeline=None, stop_after_step: int | None = None, codec: str | None = None,
+            crf: int = 17) -> Path:
+    """Run one task; returns the output path. ``codec``, ``crf``: a video output's (see
+    :class:`flickerless.video.VideoWriter`). ``pipeline`` reuses a loaded VideoPipeline (tests);
     ``stop_after_step`` interrupts the job after that denoising step, as a crash would (tests)."""
     from ..blend.deflicker import resolve_device
     from ..diffusion import DeflickerSchedule, VideoPipeline
@@ -268,7 +270,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     output = Path(output)
     from ..video import check_output, check_output_is_not_input
 
-    check_output(output)  # before any work: a generation must not end in "cannot write .avi"
+    check_output(output, codec)  # before any work: a generation must not end in "cannot write .avi"
     check_output_is_not_input(output, video=video, style_image=style_image)
     job = job_folder(output)
     start_end = parse_frames(frames)
@@ -392,7 +394,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         log.info("generated %d frames in %.1f s (%.2f s/frame)", T, time.time() - t0, (time.time() - t0) / T)
         done = _load_pngs(frames_dir, T)
     _write_output(output, done, inputs.fps, video if inputs.sound_start is not None else None, inputs.sound_start or 0.0,
-                  inputs.times)
+                  inputs.times, codec=codec, crf=crf)
     return output
 
 
@@ -455,10 +457,10 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
 
 
 def _write_output(output: Path, frames: list[np.ndarray], fps: float, audio=None, audio_start: float = 0.0,
-                  times=None) -> None:
+                  times=None, codec: str | None = None, crf: int = 17) -> None:
     from ..video import VideoWriter
 
-    with VideoWriter(output, fps=fps, audio=audio, audio_start=audio_start, times=times) as w:
+    with VideoWriter(output, fps=fps, audio=audio, audio_start=audio_start, times=times, codec=codec, crf=crf) as w:
         for f in frames:
             w.write(f)
     log.info("wrote %s (%d frames, %.3g fps)", output, len(frames), fps)
