@@ -143,9 +143,9 @@ def test_failed_write_leaves_existing_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
 
 
-@pytest.mark.parametrize("name", ["o.avi", "o.gif", "o.ts", "o.MTS", "o.m2ts"])
+@pytest.mark.parametrize("name", ["o.avi", "o.flv", "o.ts", "o.MTS", "o.m2ts"])
 def test_video_formats_not_written_are_refused_not_made_a_folder(tmp_path, name):
-    with pytest.raises(OutputError, match="write .mp4, .mov, .mkv, .webm or a folder of PNGs"):
+    with pytest.raises(OutputError, match="write .mp4, .mov, .mkv, .webm, .gif or a folder of PNGs"):
         video.VideoWriter(tmp_path / name, 25)
     assert os.listdir(tmp_path) == []
 
@@ -305,7 +305,8 @@ def test_other_codecs_round_trip_in_the_right_colours(name, codec, pix_fmt, tmp_
     ("x.webm", "h264", "a .webm file cannot hold h264; it takes vp9"),
     ("x.mkv", "mpeg2", "unknown codec 'mpeg2'"),
     ("frames", "ffv1", "a codec (ffv1) is for a video output; a folder of PNGs has none"),
-    ("x.avi", None, "cannot write .avi files; write .mp4, .mov, .mkv, .webm or a folder of PNGs"),
+    ("x.gif", "h264", "a GIF has no codec to choose (h264)"),
+    ("x.avi", None, "cannot write .avi files; write .mp4, .mov, .mkv, .webm, .gif or a folder of PNGs"),
 ])
 def test_a_codec_the_output_cannot_hold_is_refused(name, codec, message, tmp_path):
     with pytest.raises(OutputError, match=re.escape(message)):
@@ -1142,6 +1143,43 @@ def test_frame_times_of_constant_and_variable_rate_clips(tmp_path, carphone):
     assert video.frame_times(tmp_path, 16) is None  # a folder has no timing
 
 
+def test_gif_output_has_one_palette_and_the_clips_timing(tmp_path, carphone):
+    """A GIF output: one palette for every frame and no dithering, so what stands still keeps its
+    colours from frame to frame (per-frame palettes would make it flicker); 30 fps as delays of 3 and
+    4 hundredths of a second, read back as 30 fps; a photo's colours within a few levels."""
+    clip = np.ascontiguousarray(carphone[:12]).copy()
+    clip[:, :, :60] = carphone[0, :, :60]  # the left part stands still
+    out = tmp_path / "o.gif"
+    with video.VideoWriter(out, 30) as w:
+        for f in clip:
+            w.write(f)
+    back, fps = video.read(out)
+    assert back.shape == clip.shape and abs(fps - 30) < 1e-6
+    assert all(np.array_equal(back[0, :, :60], b[:, :60]) for b in back)
+    assert np.abs(back.astype(int) - clip).mean() < 4
+    assert sorted(os.listdir(tmp_path)) == ["o.gif"]  # the frames kept until close are gone
+
+
+def test_a_gif_faster_than_50_fps_is_warned_about(tmp_path, carphone, caplog):
+    with caplog.at_level("WARNING", logger="flickerless"), video.VideoWriter(tmp_path / "fast.gif", 60) as w:
+        for f in carphone[:4]:
+            w.write(f)
+    assert "frames shorter than 2/100 s" in caplog.text and "--fps 25" in caplog.text
+    assert len(video.read(tmp_path / "fast.gif")[0]) == 4
+
+
+def test_cli_gif_output_keeps_a_held_last_frame(tmp_path, carphone):
+    from PIL import Image
+
+    imgs = [Image.fromarray(f) for f in carphone[:6]]
+    imgs[0].save(tmp_path / "hold.gif", save_all=True, append_images=imgs[1:], duration=[100] * 5 + [800], loop=0)
+    video.write(tmp_path / "style", video.read(tmp_path / "hold.gif")[0], 10)
+    assert main(["deflicker", "--guide", str(tmp_path / "hold.gif"), "--style", str(tmp_path / "style"), "--device",
+                 "cpu", "-q", "-o", str(tmp_path / "out.gif"), *FASTARGS]) == 0
+    got = video.frame_times(tmp_path / "out.gif", 6)
+    assert got is not None and np.allclose(got, [0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.3], atol=1e-3)
+
+
 def test_a_gifs_last_frame_keeps_its_own_delay(tmp_path, carphone):
     """A GIF (packets in the order they are shown) that holds its last frame: that frame keeps its delay,
     in the times read and in the CLI's output; an even GIF stays a constant rate."""
@@ -1281,6 +1319,17 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     monkeypatch.setattr(video, "host_frame", real)
     assert main([*args, "-o", str(tmp_path / "v.mp4"), "--resume"]) == 0
     assert video.probe(tmp_path / "v.mp4").frames == 6 and not (tmp_path / "v.partial.mp4").exists()
+    # a GIF output keeps its frames as they are (PNGs in NAME.gif.partial/), and the resumed GIF is
+    # the uninterrupted one
+    calls[0] = 0
+    monkeypatch.setattr(video, "host_frame", stop_at_the_fourth)
+    assert main([*args, "-o", str(tmp_path / "g.gif")]) == 130
+    assert np.array_equal(video.read(tmp_path / "g.gif.partial")[0], video.read(tmp_path / "whole")[0][:3])
+    monkeypatch.setattr(video, "host_frame", real)
+    assert main([*args, "-o", str(tmp_path / "g.gif"), "--resume"]) == 0
+    assert main([*args, "-o", str(tmp_path / "w.gif")]) == 0
+    assert np.array_equal(video.read(tmp_path / "g.gif")[0], video.read(tmp_path / "w.gif")[0])
+    assert not (tmp_path / "g.gif.partial").exists()
 
 
 def test_cli_style_for_part_of_the_clip(clips, tmp_path, capsys):

@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--guide", required=True, help="original video (file or folder of images)")
     d.add_argument("--style", help="stylised video, frame for frame with the guide (not needed with --keyframes)")
-    d.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv, or a folder for PNG frames")
+    d.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv/.webm/.gif, or a folder for PNG frames")
     d.add_argument("--mode", choices=("table", "window", "keyframes", "all_pairs"), help="default: table (keyframes if --keyframes)")
     d.add_argument("--window", type=_window, default=15, help="frames blended on each side, or 'inf' for all (default 15)")
     d.add_argument("--keyframes", help="folder of stylised keyframes named by frame number: 0.png, 24.png, ... (0-based "
@@ -647,7 +647,7 @@ def cmd_deflicker(args) -> int:
 
     fps = args.fps or ginfo.fps
     # a variable-rate guide (phone, screen recording): each frame keeps its time, and the sound stays in step
-    video_out = Path(args.output).suffix.lower() in WRITE_VIDEO_EXTS  # a PNG folder has no timing
+    video_out = Path(args.output).suffix.lower() in {*WRITE_VIDEO_EXTS, ".gif"}  # a PNG folder has no timing
     times = frame_times(args.guide, ginfo.frames) if args.fps is None and video_out else None
     if times is not None:
         times = times[start:end + 1]

@@ -267,6 +267,8 @@ def probe(path) -> VideoInfo:
     try:
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
+        if container.format.name == "gif":  # FFmpeg guesses a GIF's rate from its first delay
+            fps = _mean_packet_rate(path) or fps
         aspect = _pixel_aspect(stream)
         interlaced = False
         n = stream.frames
@@ -289,6 +291,23 @@ def probe(path) -> VideoInfo:
         if first is not None:
             h, w = first.shape[:2]
     return VideoInfo(int(n), int(h), int(w), fps, aspect, interlaced)
+
+
+def _mean_packet_rate(path) -> float | None:
+    """Frames a second over a clip's whole length, from its packets' durations (no decoding): a GIF's
+    30 fps is stored as delays of 3 and 4 hundredths of a second, and its first delay says 33.3."""
+    container = _open_container(path)
+    try:
+        stream = container.streams.video[0]
+        count, ticks = 0, 0
+        for p in container.demux(stream):
+            if p.size:
+                count += 1
+                ticks += p.duration or 0
+        seconds = float(ticks * stream.time_base) if ticks else 0.0
+        return count / seconds if count and seconds > 0 else None
+    finally:
+        container.close()
 
 
 def _frame_bytes(path) -> int:
@@ -877,16 +896,19 @@ def check_output(path, codec: str | None = None) -> str | None:
     """Whether ``path`` can take an output, before any work (an hour of generation must not end in
     "cannot write .avi"): a video whose container holds ``codec`` (its default when None), or a
     folder of PNGs, in a folder that exists and is writable, not replacing a folder of other files.
-    Returns the video codec, None for a folder of PNGs; raises :class:`OutputError` saying why not."""
+    Returns the video codec (``"gif"`` for a GIF), None for a folder of PNGs; raises
+    :class:`OutputError` saying why not."""
     path = Path(path)
     ext = path.suffix.lower()
-    if ext in VIDEO_EXTS and ext not in WRITE_VIDEO_EXTS:
+    if ext in VIDEO_EXTS and ext not in WRITE_VIDEO_EXTS and ext != ".gif":
         raise OutputError(
-            f"{path}: cannot write {ext} files; write .mp4, .mov, .mkv, .webm or a folder of PNGs (a path "
-            "without extension)"
+            f"{path}: cannot write {ext} files; write .mp4, .mov, .mkv, .webm, .gif or a folder of PNGs (a "
+            "path without extension)"
         )
-    is_video, chosen = ext in WRITE_VIDEO_EXTS, None
-    if is_video:
+    if ext == ".gif" and codec is not None:
+        raise OutputError(f"{path}: a GIF has no codec to choose ({codec}); write .mp4, .mov, .mkv or .webm for one")
+    is_video, chosen = ext in WRITE_VIDEO_EXTS or ext == ".gif", "gif" if ext == ".gif" else None
+    if ext in WRITE_VIDEO_EXTS:
         takes = CONTAINER_CODECS[WRITE_VIDEO_EXTS[ext]]
         chosen = takes[0] if codec is None else str(codec).lower()
         if chosen not in VIDEO_CODECS:
@@ -914,6 +936,36 @@ def check_output(path, codec: str | None = None) -> str | None:
             raise OutputError(f"{path}: folder exists and holds other files ({', '.join(sorted(other)[:3])}"
                               f"{', ...' if len(other) > 3 else ''}); give a new or empty folder for the PNG frames")
     return chosen
+
+
+GIF_PALETTE_SAMPLES = 48  # frames the palette is made from, spread over the clip
+
+
+def _write_gif(frames: list[Path], out: Path, delays: list[int]) -> None:
+    """A looping GIF of the PNG ``frames`` with one 256-colour palette for all of them, made from
+    frames spread over the clip, and no dithering: per-frame palettes or error diffusion would make
+    still areas change colour from frame to frame, the flicker this tool removes."""
+    from PIL import Image
+
+    pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), GIF_PALETTE_SAMPLES)).round().astype(int))
+    thumbs = []
+    for k in pick:
+        with Image.open(frames[k]) as im:
+            im = im.convert("RGB")
+            im.thumbnail((256, 256))
+            thumbs.append(np.asarray(im))
+    width = max(t.shape[1] for t in thumbs)
+    sheet = np.concatenate([np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), mode="edge") for t in thumbs])
+    palette = Image.fromarray(sheet).quantize(256, method=Image.Quantize.MEDIANCUT)
+
+    def indexed():
+        for f in frames:
+            with Image.open(f) as im:
+                yield im.convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE)
+
+    it = indexed()
+    first = next(it)
+    first.save(out, save_all=True, append_images=it, duration=delays, loop=0, disposal=1)
 
 
 def _check_encoder(path, codec: str) -> None:
@@ -952,7 +1004,9 @@ class VideoWriter(_Output):
     ``path`` ending in .mp4/.mov/.mkv/.m4v/.webm: a video, by default H.264 (libx264, yuv420p, ``crf``;
     .webm: VP9); ``codec`` one of :data:`VIDEO_CODECS` its container takes (:data:`CONTAINER_CODECS`):
     ``"h265"``, ``"prores"`` (422 HQ, 10-bit; ``crf`` unused), ``"ffv1"`` (lossless RGB: the frames
-    exactly). Otherwise a folder of PNG files ``00000.png, 00001.png, ...``.
+    exactly). ``.gif``: a looping GIF with one palette for all its frames (kept as PNGs until
+    :meth:`close`; a stopped one keeps them in ``NAME.gif.partial/``). Otherwise a folder of PNG files
+    ``00000.png, 00001.png, ...``.
 
     ``pixel_aspect``: the shape of a pixel as shown (:attr:`VideoInfo.pixel_aspect`), said in a video
     output so that anamorphic frames play as wide as their source.
@@ -980,7 +1034,9 @@ class VideoWriter(_Output):
         self.count = 0
         ext = self.path.suffix.lower()
         self.codec = check_output(self.path, codec)
-        self.is_video = self.codec is not None
+        # a GIF's frames are kept as PNGs until close, which makes one palette for all of them
+        self.is_gif = self.codec == "gif"
+        self.is_video = self.codec is not None and not self.is_gif
         parent = self.path.parent if str(self.path.parent) else Path(".")
         try:
             if self.is_video:
@@ -1073,7 +1129,10 @@ class VideoWriter(_Output):
             else:
                 from PIL import Image
 
-                Image.fromarray(frame).save(self.tmp / f"{self.count:05d}.png")
+                if self.is_gif and self.times is not None and self.count >= len(self.times) - 1:
+                    raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
+                # a GIF's frames wait here until close: fast to write, not small
+                Image.fromarray(frame).save(self.tmp / f"{self.count:05d}.png", compress_level=1 if self.is_gif else 6)
         except OSError as e:
             self.abort()
             raise OutputError(f"{self.path}: writing failed ({e})") from e
@@ -1094,6 +1153,19 @@ class VideoWriter(_Output):
                 os.replace(final, self.path)
                 if final != self.tmp:
                     self.tmp.unlink()
+            elif self.is_gif:
+                if self.count == 0:
+                    raise OutputError(f"{self.path}: no frames were written")
+                if self.audio is not None and has_audio(self.audio):
+                    log.info("%s: a GIF has no sound; the guide's is left out", self.path.name)
+                fd, gif = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".gif", dir=self.path.parent)
+                os.close(fd)
+                try:
+                    _write_gif(sorted(self.tmp.glob("*.png")), Path(gif), self._gif_delays())
+                    os.replace(gif, self.path)
+                finally:
+                    Path(gif).unlink(missing_ok=True)
+                shutil.rmtree(self.tmp, ignore_errors=True)
             else:
                 if self.path.exists():
                     old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old.", dir=self.path.parent))
@@ -1108,6 +1180,18 @@ class VideoWriter(_Output):
         except BaseException:
             self.abort()
             raise
+
+    def _gif_delays(self) -> list[int]:
+        """Each frame's delay in milliseconds, whole hundredths of a second (a GIF's unit), rounded
+        where the frames start so that the timing does not drift: 30 fps is 30, 40, 30, ... ms."""
+        n = self.count
+        t = (self.times[: n + 1] - self.times[0]) if self.times is not None else np.arange(n + 1) / self.fps
+        cs = np.round(np.asarray(t, dtype=np.float64) * 100).astype(np.int64)
+        delays = np.diff(cs) * 10
+        if (delays < 20).any():
+            log.warning("%s: frames shorter than 2/100 s (%.0f fps and up): many viewers slow them to 1/10 s; "
+                        "give --fps 25 or less, or write .mp4/.webm", self.path.name, 50)
+        return [int(d) for d in np.maximum(delays, 10)]
 
     @property
     def duration(self) -> float:
@@ -1128,6 +1212,9 @@ class VideoWriter(_Output):
         try:
             if not self.is_video and dest.is_dir():  # an earlier partial of the same output
                 shutil.rmtree(dest)
+            if self.is_gif:  # the frames as they are (exact for --resume), a folder of PNGs
+                os.replace(self.tmp, dest)
+                return dest
             self.close()
             return dest
         except (OutputError, OSError) as e:

@@ -26,7 +26,7 @@ def register(sub) -> None:
     )
     p.add_argument("task", help="task name (see `flickerless templates`) or a template .toml file")
     p.add_argument("--video", required=True, help="input clip (file or folder of images)")
-    p.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv/.webm, or a folder for PNG frames")
+    p.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv/.webm/.gif, or a folder for PNG frames")
     p.add_argument("--prompt", default="", help="text prompt")
     p.add_argument("--model", help="base model: Hugging Face repo id, diffusers folder or .safetensors (template's otherwise)")
     p.add_argument("--controlnet", action="append", type=_controlnet, default=[], metavar="ANNOTATOR=MODEL",
