@@ -1168,7 +1168,7 @@ def test_a_gif_faster_than_50_fps_is_warned_about(tmp_path, carphone, caplog):
     assert len(video.read(tmp_path / "fast.gif")[0]) == 4
 
 
-def test_cli_gif_output_keeps_a_held_last_frame(tmp_path, carphone):
+def test_cli_gif_output_keeps_a_held_last_frame(tmp_path, carphone, caplog, monkeypatch):
     from PIL import Image
 
     imgs = [Image.fromarray(f) for f in carphone[:6]]
@@ -1178,6 +1178,12 @@ def test_cli_gif_output_keeps_a_held_last_frame(tmp_path, carphone):
                  "cpu", "-q", "-o", str(tmp_path / "out.gif"), *FASTARGS]) == 0
     got = video.frame_times(tmp_path / "out.gif", 6)
     assert got is not None and np.allclose(got, [0, 0.1, 0.2, 0.3, 0.4, 0.5, 1.3], atol=1e-3)
+    # a GIF too long to write in memory comfortably is warned about before the work
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 6 * 144 * 176 - 1)
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert main(["deflicker", "--guide", str(tmp_path / "hold.gif"), "--style", str(tmp_path / "style"),
+                     "--device", "cpu", "-q", "-o", str(tmp_path / "out2.gif"), *FASTARGS]) == 0
+    assert "a GIF of 6 frames of 176x144 holds about" in caplog.text
 
 
 def test_a_gifs_last_frame_keeps_its_own_delay(tmp_path, carphone):

@@ -645,6 +645,12 @@ def cmd_deflicker(args) -> int:
     job["streams"] = {(a, b): _streams(args, job, *_read_range(args, job, a, b)) for a, b in parts}
     _check_spill_space(args, job, devices, parts)
 
+    from . import video
+
+    if Path(args.output).suffix.lower() == ".gif" and (end - start) * size[0] * size[1] > video.MEMORY_LIMIT:
+        log.warning("a GIF of %d frames of %dx%d holds about %.1f GB of memory while it is written (one byte a pixel "
+                    "of every frame): write .mp4 or .webm for a clip this long", end - start, size[1], size[0],
+                    (end - start) * size[0] * size[1] / 1e9)
     fps = args.fps or ginfo.fps
     # a variable-rate guide (phone, screen recording): each frame keeps its time, and the sound stays in step
     video_out = Path(args.output).suffix.lower() in {*WRITE_VIDEO_EXTS, ".gif"}  # a PNG folder has no timing
