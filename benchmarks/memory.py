@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -115,7 +114,15 @@ def main(argv=None):
     if a.clips and os.path.exists(gpath) and os.path.exists(spath):
         print(f"using the clips in {tmp}")
     else:
-        _make_clips(a, src, gpath, spath)
+        # in a process of its own: the upscaled frames would otherwise stay in this process's heap, and a
+        # command started from it counts its parent's resident pages in its peak RSS (fork)
+        import multiprocessing
+
+        maker = multiprocessing.get_context("spawn").Process(target=_make_clips, args=(a, src, gpath, spath))
+        maker.start()
+        maker.join()
+        if maker.exitcode:
+            sys.exit(f"making the clips failed (exit {maker.exitcode})")
         print(f"made {a.frames} frames {a.width}x{a.height} in {time.time() - t0:.0f} s", flush=True)
     prof = ["-m", "cProfile", "-o", a.profile] if a.profile else []
     cmd = [sys.executable, *prof, "-m", "flickerless.cli", "deflicker", "--guide", gpath, "-o", opath,
@@ -141,10 +148,13 @@ def main(argv=None):
     if a.stream != "auto":
         cmd += ["--stream" if a.stream == "on" else "--no-stream"]
     t0 = time.time()
-    r = subprocess.run(cmd)
+    code, peak, parts = _run_sampled(cmd)
     dt = time.time() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    print(f"exit {r.returncode}; {dt:.0f} s ({dt / a.frames:.3f} s/frame); peak RSS of the deflicker process: {peak:.2f} GiB")
+    print(f"exit {code}; {dt:.0f} s ({dt / a.frames:.3f} s/frame); peak RSS of the deflicker process: {peak:.2f} GiB")
+    if parts:
+        print("peaks sampled every 0.2 s (GiB): " + ", ".join(f"{k} {v / 2**20:.2f}" for k, v in parts.items()) +
+              " (RssAnon: the process's own memory; RssFile: pages of files it maps, the spilled frames among them, "
+              "which the kernel can drop; RssShmem: shared memory)")
     print("command:", " ".join(cmd))
     if a.in_memory:
         import torch
@@ -170,7 +180,31 @@ def main(argv=None):
 
         pstats.Stats(a.profile).sort_stats("cumulative").print_stats(25)
         pstats.Stats(a.profile).sort_stats("tottime").print_stats(15)
-    return r.returncode
+    return code
+
+
+def _run_sampled(cmd):
+    """Run ``cmd``: (exit code, its own peak RSS in GiB, the peaks of the parts of its resident memory
+    sampled from /proc every 0.2 s, in kB; Linux). The peak RSS alone mixes the process's own memory
+    with pages of the files it maps. Reaped with wait4, so the peak is this command's, not the largest
+    of every child this process has had."""
+    p = subprocess.Popen(cmd)
+    peaks: dict[str, int] = {}
+    status = f"/proc/{p.pid}/status"
+    while True:
+        pid, wstatus, usage = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            p.returncode = os.waitstatus_to_exitcode(wstatus)
+            return p.returncode, usage.ru_maxrss / 2**20, peaks
+        try:
+            with open(status) as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                        peaks[key] = max(peaks.get(key, 0), int(value.split()[0]))  # kB
+        except OSError:  # not Linux, or the process just ended
+            pass
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":
