@@ -135,6 +135,10 @@ def test_table_in_segments_gives_the_same_frames_and_keeps_less(pair, window):
     assert torch.equal(outs[0], outs[1])
     assert stats[0]["remaps"] == count_remaps("table", 40, window)
     assert stats[1]["remaps"] == count_remaps("table", 40, window, segment=seg) >= stats[0]["remaps"]
+    # a clip placed in a longer video (frames 5..44 of 60): the count follows where its blocks fall
+    got = run_deflicker(ArrayFrames(clip), ArrayFrames(flick), lambda i, x: None, window=window, device="cpu",
+                        batch=4, options=PatchMatchOptions(**FAST), cuts=False, first_frame=5, total_frames=60)
+    assert got["remaps"] == count_remaps("table", 40, window, bases=(5, 15))
     # what went to disk: a segment's backward blends and a window's entries, not the clip's 40 blends
     entry = 7 * size[0] * size[1] * 2
     assert stats[1]["peak_store_disk_bytes"] <= store_bytes("table", 40, size, window, budget=0) < 30 * entry

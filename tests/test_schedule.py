@@ -21,6 +21,20 @@ def test_table_query_covers_window_exactly(n, w):
         assert len(blocks) <= 2 * (K + 1)
 
 
+@pytest.mark.parametrize("first", [1, 6, 17])
+@pytest.mark.parametrize("w", [3, 15, None])
+def test_table_query_from_a_later_first_position(first, w):
+    """Positions counted in a longer sequence: the blocks cover exactly [max(first, i - w), i], and
+    where the window does not reach ``first`` they are the blocks of the sequence counted from 1."""
+    K = 4
+    for i in range(first, first + 40):
+        covered = sum((list(range(c - 2**k + 1, c + 1)) for k, c in table_query(i, w, K, first)), [])
+        lo = first if w is None else max(first, i - w)
+        assert sorted(covered) == list(range(lo, i + 1))
+        if w is not None and i - w >= first:
+            assert table_query(i, w, K, first) == table_query(i, w, K)
+
+
 def test_table_is_n_log_n_and_beats_window():
     for n in (64, 256, 1024):
         full = count_table_remaps(n, None)

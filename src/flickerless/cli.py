@@ -379,6 +379,7 @@ def _stream_plan(args, job: dict, lo: int, hi: int) -> tuple[int, int, int]:
 def _blend_options(args, job: dict, lo: int) -> dict:
     """run_deflicker's settings from the command line, for frames read from ``lo`` on."""
     return {"window": args.window, "batch": args.batch, "options": job["options"], "first_frame": lo,
+            "total_frames": job["n"],
             "error_sigma": "auto" if args.error_sigma is None else args.error_sigma,
             "detail": False if args.no_detail else "auto", "tmpdir": job["tmp"]}
 

@@ -419,18 +419,23 @@ def _table_pass(
     emit: Callable[[int, torch.Tensor, int], None],
     chunk: int,
     span: tuple[int, int] | None = None,
+    base: int = 0,
 ):
     """One direction of the remapping table over ``order`` (frame indices in processing order).
 
     For every position i calls ``emit(frame, sum, count)`` where ``sum`` is the sum of the frames at
-    positions ``[i - w, i]`` remapped to i, in increasing i. ``span=(first, last)``: positions
-    ``first..last`` only (1-based); entries the store lacks are computed, so a pass run in spans gives
+    positions ``[i - w, i]`` remapped to i, in increasing i. Positions are 1-based and start at
+    ``base + 1``: ``base`` places the sequence in a longer one (a shot, or a range read from a longer
+    video, counted from that video's first or last frame), so that its table's blocks fall where they
+    fall in a run over the whole video, and its frames come out the same. ``span=(first, last)``:
+    positions ``first..last`` only; entries the store lacks are computed, so a pass run in spans gives
     what one run over all positions gives (each entry is a function of its frames alone).
     """
     n = len(order)
     K = table_levels(n, window)
-    first, last = span or (1, n)
-    frame = lambda c: order[c - 1]  # noqa: E731  (1-based position -> frame index)
+    first, last = span or (base + 1, base + n)
+    start = base + 1
+    frame = lambda c: order[c - start]  # noqa: E731  (position -> frame index)
     weighted = remapper.weighted
 
     def block(k, c, raw=False):
@@ -456,9 +461,9 @@ def _table_pass(
 
     for a in range(first, last + 1, chunk):
         positions = list(range(a, min(last, a + chunk - 1) + 1))
-        queries = {i: table_query(i, window, K) for i in positions}
+        queries = {i: table_query(i, window, K, start) for i in positions}
         # the table entries these queries need, and the entries those are built from
-        needed = table_needed(positions[0], positions[-1], window, K)
+        needed = table_needed(positions[0], positions[-1], window, K, start)
         for k in range(1, K + 1):
             todo = sorted(c for kk, c in needed if kk == k and (tag, k, c) not in store)
             if not todo:
@@ -497,12 +502,15 @@ def _table_pass(
                 store.pop(key)
 
 
-def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int, segment: int | None = None):
+def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int, segment: int | None = None,
+               bases: tuple[int, int] = (0, 0)):
     """Both passes of the remapping table. The backward pass (made first, so that the forward one can
     hand frames on in order) keeps each frame's backward blend until the forward pass finishes that
     frame; with a finite window it runs over ``segment`` frames at a time, each followed by the
     forward pass over the same frames, so that only a segment's blends are kept (a long clip's would
-    go to disk). The frames are the same either way."""
+    go to disk). The frames are the same either way. ``bases``: the forward pass's positions start
+    after ``bases[0]`` (frames before this one in the video), the backward pass's after ``bases[1]``
+    (frames after its last), see :func:`_table_pass`."""
     n = len(style)
     weighted = remapper.weighted
     back_count: dict = {}  # frame -> count of its backward blend (unweighted; weighted, it is stored)
@@ -526,12 +534,14 @@ def _run_table(style, remapper, sink, window, store: FrameStore, chunk: int, seg
         store.pop(("bwd", f))
 
     backward, forward = list(range(n - 1, -1, -1)), list(range(n))
+    bf, bb = bases
     for s, e in table_segments(n, segment if window is not None else None):
-        # frames e-1 down to s are positions n-e+1 .. n-s of the reversed clip
-        _table_pass(style, remapper, store, window, backward, "B", keep_backward, chunk, (n - e + 1, n - s))
+        # frames e-1 down to s are positions n-e+1 .. n-s of the reversed clip (after bb)
+        _table_pass(style, remapper, store, window, backward, "B", keep_backward, chunk,
+                    (bb + n - e + 1, bb + n - s), bb)
         for key in [k for k in store.keys() if k[0] == "B"]:
             store.pop(key)
-        _table_pass(style, remapper, store, window, forward, "F", finish, chunk, (s + 1, e))
+        _table_pass(style, remapper, store, window, forward, "F", finish, chunk, (bf + s + 1, bf + e), bf)
         if window is not None:  # what comes next reads frames from e - window on (a reader may drop the rest)
             style.release(e - window - 1)
             remapper.guide.release(e - window - 1)
@@ -732,13 +742,15 @@ def store_budget(device) -> int:
 
 
 def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int] = (),
-                 shots: Sequence[tuple[int, int]] = (), segment: int | None = None) -> int:
+                 shots: Sequence[tuple[int, int]] = (), segment: int | None = None,
+                 bases: tuple[int, int] = (0, 0)) -> int:
     """PatchMatch runs a mode will make: for progress bars and cost estimates (keyframes mode: with
-    the clip's ``shots``, see :func:`keyframe_sources`; table mode: its backward ``segment``)."""
+    the clip's ``shots``, see :func:`keyframe_sources`; table mode: its backward ``segment`` and the
+    ``bases`` of its passes, see :func:`_run_table`)."""
     if mode in ("window", "all_pairs"):
         return len(window_pairs(n, window))
     if mode == "table":
-        return count_table_remaps(n, window, segment)
+        return count_table_remaps(n, window, segment, bases)
     if mode == "keyframes":
         ks, total = sorted(keyframes), 0
         keyset = set(ks)
@@ -768,6 +780,7 @@ def run_deflicker(
     detail: bool | str = "auto",
     first_frame: int = 0,
     max_segment: int | None = None,
+    total_frames: int | None = None,
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
     ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics.
@@ -795,8 +808,10 @@ def run_deflicker(
     channels (7 in all with the weighting, against 3 for a plain blend).
 
     first_frame: where the clip starts in a longer video, when it is a range of one read with its
-    neighbours (the command line's ``--frames``): PatchMatch is seeded per pair of video frames, so
-    the range's frames come out as in a run over the whole video.
+    neighbours (the command line's ``--frames``, ``--resume`` and several devices): PatchMatch is
+    seeded per pair of video frames, and table mode lays its blocks out from the video's first frame
+    (forward) and last frame (backward, ``total_frames``: the video's length, default the clip's
+    end), so the range's frames come out exactly as in a run over the whole video.
 
     max_segment: table mode with a finite window makes a shot's backward blends at most this many
     frames at a time (:func:`_run_table`; fewer where the store's budgets say so), and tells the frame
@@ -856,10 +871,15 @@ def run_deflicker(
     if max_segment and win is not None:
         least = segment_frames(max_segment, n, win, chunk)
         segments = {(a, b): (min(seg or b - a, least) if b - a > least else seg) for (a, b), seg in segments.items()}
+    # table mode: each shot's positions counted from the video's first frame (forward) and its last
+    # (backward), whatever range of it this clip is, so that its blocks fall as in a whole-video run
+    video_end = first_frame + n if total_frames is None else int(total_frames)
+    bases = {(a, b): (first_frame + a, video_end - first_frame - b) for a, b in shots}
     if mode == "keyframes":  # one pass over the clip, each frame from the keyframes of its shot
         total = count_remaps(mode, n, win, list(keyframes), shots)
     else:
-        total = sum(count_remaps(mode, b - a, win, segment=segments.get((a, b))) for a, b in shots)
+        total = sum(count_remaps(mode, b - a, win, segment=segments.get((a, b)), bases=bases[(a, b)])
+                    for a, b in shots)
     bar = None
     if progress and total:  # nothing to remap (one frame, window 0): no bar that stays at 0
         from tqdm.auto import tqdm
@@ -880,7 +900,7 @@ def run_deflicker(
                 remapper.reset(g, a)
                 store.close()  # table entries are keyed by shot-local positions
                 if mode == "table":
-                    _run_table(s, remapper, out, win, store, chunk, segments[(a, b)])
+                    _run_table(s, remapper, out, win, store, chunk, segments[(a, b)], bases[(a, b)])
                 elif mode == "window":
                     span = 2 * min(b - a, (b - a) if win is None else win)
                     _run_window(s, remapper, out, win, max(1, 4 * bs // max(1, span)))
@@ -918,6 +938,7 @@ def deflicker(
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
     first_frame: int = 0,
+    total_frames: int | None = None,
     **patchmatch_options,
 ):
     """Remove flicker from ``style`` using ``guide`` (the original video) for correspondence.
@@ -940,8 +961,10 @@ def deflicker(
         0: a plain mean (see :func:`run_deflicker`).
     detail: guided detail restoration, ``"auto"`` (default): on in window and table modes; ``False``
         returns the blend as it is (see :mod:`flickerless.blend.detail`).
-    first_frame: the index of ``guide``'s frame 0 in a longer video it was cut from: PatchMatch is
-        seeded per pair of that video's frames, so a stretch comes out as it does in the whole.
+    first_frame, total_frames: the index of ``guide``'s frame 0 in a longer video it was cut from, and
+        that video's length (default: ``first_frame`` plus the clip's): PatchMatch is seeded per pair of
+        that video's frames and table mode's blocks are laid out from its ends, so the frames of a
+        stretch read with the neighbours they blend with come out as they do in the whole.
     patchmatch_options: fields of :class:`~flickerless.blend.patchmatch.PatchMatchOptions`
         (patch_sizes, iterations, guide_weight, samples, seed, ...), or ``quality="draft"|"fast"|
         "balanced"|"full"`` (:data:`~flickerless.blend.patchmatch.QUALITY`; fields given as well win).
@@ -985,7 +1008,7 @@ def deflicker(
 
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
                   progress=progress, device_budget=device_budget, cuts=cuts, matches=matches,
-                  error_sigma=error_sigma, detail=detail, first_frame=first_frame)
+                  error_sigma=error_sigma, detail=detail, first_frame=first_frame, total_frames=total_frames)
     if as_tensor and out.is_pinned():
         torch.cuda.synchronize(dev)  # the copies into ``out`` were asynchronous
     return out

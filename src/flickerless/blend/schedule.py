@@ -37,13 +37,14 @@ def table_entries(n: int, level: int) -> list[int]:
     return list(range(step, n + 1, step))
 
 
-def table_query(i: int, window: int | None, max_level: int) -> list[tuple[int, int]]:
-    """Blocks ``(k, c)`` whose union is exactly the positions ``[max(1, i - w), i]`` (1-based).
+def table_query(i: int, window: int | None, max_level: int, first: int = 1) -> list[tuple[int, int]]:
+    """Blocks ``(k, c)`` whose union is exactly the positions ``[max(first, i - w), i]`` (1-based;
+    ``first``: the sequence's first position, where its positions are counted in a longer one).
 
     The first block always ends at ``c == i`` (no remap needed); every other block is remapped
     once, from ``c`` to ``i``.
     """
-    lo = 1 if window is None else max(1, i - window)
+    lo = first if window is None else max(first, i - window)
     blocks = []
     c = i
     while c >= lo:
@@ -55,10 +56,11 @@ def table_query(i: int, window: int | None, max_level: int) -> list[tuple[int, i
     return blocks
 
 
-def table_needed(first: int, last: int, window: int | None, max_level: int) -> set[tuple[int, int]]:
+def table_needed(first: int, last: int, window: int | None, max_level: int, start: int = 1) -> set[tuple[int, int]]:
     """The table entries ``(k, c)``, ``k >= 1``, that the queries of positions ``first..last`` read,
-    with the entries those are built from: what a pass over those positions alone computes."""
-    needed = {kc for i in range(first, last + 1) for kc in table_query(i, window, max_level) if kc[0] >= 1}
+    with the entries those are built from: what a pass over those positions alone computes
+    (``start``: the sequence's first position, as ``table_query``'s ``first``)."""
+    needed = {kc for i in range(first, last + 1) for kc in table_query(i, window, max_level, start) if kc[0] >= 1}
     for k in range(max_level, 1, -1):
         for _, c in [kc for kc in needed if kc[0] == k]:
             needed.add((k - 1, c - 2 ** (k - 1)))
@@ -73,19 +75,21 @@ def table_segments(n: int, segment: int | None) -> list[tuple[int, int]]:
     return [(s, min(n, s + seg)) for s in range(0, n, seg)]
 
 
-def count_table_remaps(n: int, window: int | None, segment: int | None = None) -> int:
+def count_table_remaps(n: int, window: int | None, segment: int | None = None, bases: tuple[int, int] = (0, 0)) -> int:
     """PatchMatch runs of ``table`` mode, both directions. ``segment``: the backward pass runs over
-    ranges of that many frames (:func:`table_segments`), each computing the entries it reads afresh."""
+    ranges of that many frames (:func:`table_segments`), each computing the entries it reads afresh.
+    ``bases``: where the forward and the backward pass's positions start (``_run_table``)."""
     if n <= 1:
         return 0
     K = table_levels(n, window)
+    bf, bb = bases
 
-    def one_pass(first, last):
-        query = sum(len(table_query(i, window, K)) - 1 for i in range(first, last + 1))
-        return len(table_needed(first, last, window, K)) + query
+    def one_pass(first, last, base):
+        query = sum(len(table_query(i, window, K, base + 1)) - 1 for i in range(first, last + 1))
+        return len(table_needed(first, last, window, K, base + 1)) + query
 
     segments = table_segments(n, segment if window is not None else None)
-    return one_pass(1, n) + sum(one_pass(n - e + 1, n - s) for s, e in segments)
+    return one_pass(bf + 1, bf + n, bf) + sum(one_pass(bb + n - e + 1, bb + n - s, bb) for s, e in segments)
 
 
 def window_sources(i: int, n: int, window: int | None) -> list[int]:
