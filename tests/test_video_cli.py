@@ -300,6 +300,22 @@ def test_other_codecs_round_trip_in_the_right_colours(name, codec, pix_fmt, tmp_
         assert np.abs(_centres(back[0], 175) - _centres(card, 175)).max() <= 4
 
 
+@pytest.mark.parametrize("h, w, matrix", [(144, 176, "601"), (720, 1280, "709")])
+def test_prores_frames_are_converted_to_10_bit_through_the_matrix(h, w, matrix):
+    """ProRes's 10-bit 4:2:2 frames are made here, not by FFmpeg (whose rgb24 -> yuv422p10le greyed the
+    first columns at times in PyAV 19.0.2): each plane is the card through the matrix, x4 (10 bits)."""
+    card = _card(h, w)
+    f = video._yuv422p10(card, "ITU" + matrix)
+    assert f.format.name == "yuv422p10le" and (f.width, f.height) == (w, h)
+    planes = [np.frombuffer(bytes(p), np.uint16).reshape(p.height, -1)[:, : p.width] for p in f.planes]
+    y, cb, cr = _ycbcr(card, matrix)
+    cols = np.arange(8, w - 15, 16)  # the blocks' middles, away from the edges the chroma filter touches
+    assert np.abs(planes[0][h // 2, cols] / 4 - y[h // 2, cols]).max() < 0.2
+    for plane, want in ((planes[1], cb), (planes[2], cr)):
+        assert plane.shape == (h, w // 2)
+        assert np.abs(plane[h // 2, cols // 2] / 4 - want[h // 2, cols]).max() < 0.2
+
+
 @pytest.mark.parametrize("name, codec, message", [
     ("x.mp4", "prores", "a .mp4 file cannot hold prores; it takes h264, h265 (write prores to .mov or .mkv)"),
     ("x.webm", "h264", "a .webm file cannot hold h264; it takes vp9"),

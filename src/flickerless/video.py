@@ -968,6 +968,38 @@ def _write_gif(frames: list[Path], out: Path, delays: list[int]) -> None:
     first.save(out, save_all=True, append_images=it, duration=delays, loop=0, disposal=1)
 
 
+_KR_KB = {"ITU601": (0.299, 0.114), "ITU709": (0.2126, 0.0722)}  # the matrices' red and blue weights
+
+
+def _yuv422p10(rgb: np.ndarray, matrix: str):
+    """An ``(H, W, 3)`` uint8 RGB frame (W even) as a 10-bit 4:2:2 frame, limited range, through
+    ``matrix``, converted here rather than by FFmpeg: the rgb24 -> yuv422p10le conversion of PyAV
+    19.0.2's FFmpeg turned the first 16 columns of a frame grey at times (measured on an H200 host).
+    Chroma is sited with the even luma samples, as MPEG 4:2:2 is, filtered 1-2-1 before it is taken."""
+    import av
+
+    kr, kb = _KR_KB[matrix]
+    x = rgb.astype(np.float32) * np.float32(1 / 255)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    y = kr * r + (1 - kr - kb) * g + kb * b
+    cb, cr = (b - y) / (2 * (1 - kb)), (r - y) / (2 * (1 - kr))
+    planes = [np.clip(np.rint(64 + 876 * y), 0, 1023)]
+    for c in (cb, cr):
+        p = np.pad(c, ((0, 0), (1, 1)), mode="edge")
+        sited = 0.25 * p[:, 0:-2:2] + 0.5 * p[:, 1:-1:2] + 0.25 * p[:, 2::2]
+        planes.append(np.clip(np.rint(512 + 896 * sited), 0, 1023))
+    frame = av.VideoFrame(rgb.shape[1], rgb.shape[0], "yuv422p10le")
+    try:  # what the frame says of itself goes into the stream, over the encoder's settings
+        frame.colorspace, frame.color_range = (_BT709 if matrix == "ITU709" else _SMPTE170M), 1
+    except AttributeError:  # a PyAV that cannot set them: the encoder's settings stand
+        pass
+    for plane, values in zip(frame.planes, planes):
+        rows = np.zeros((values.shape[0], plane.line_size // 2), np.uint16)
+        rows[:, : values.shape[1]] = values
+        plane.update(rows.tobytes())
+    return frame
+
+
 def _check_encoder(path, codec: str) -> None:
     """PyAV built against an FFmpeg without this codec's encoder (a system FFmpeg without x265, say)."""
     import av
@@ -1112,11 +1144,14 @@ class VideoWriter(_Output):
                     self._open_video(*frame.shape[:2])
                 if any(self._pad):
                     frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                if self._matrix is None:
-                    vf = vf.reformat(format=self._pix_fmt)
+                if self._pix_fmt == "yuv422p10le":  # converted here: see _yuv422p10
+                    vf = _yuv422p10(frame, self._matrix)
                 else:
-                    vf = vf.reformat(format=self._pix_fmt, dst_colorspace=self._matrix, dst_color_range="MPEG")
+                    vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                    if self._matrix is None:
+                        vf = vf.reformat(format=self._pix_fmt)
+                    else:
+                        vf = vf.reformat(format=self._pix_fmt, dst_colorspace=self._matrix, dst_color_range="MPEG")
                 if self.times is not None:
                     if self.count >= len(self.times) - 1:
                         raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
