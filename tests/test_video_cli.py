@@ -1295,6 +1295,21 @@ def test_cli_frames_range_blends_with_neighbours_outside_it(clips, tmp_path):
     assert np.array_equal(video.read(tmp_path / "kpart")[0], video.read(tmp_path / "kall")[0][2:4])
 
 
+def _stopping_at(k, real):
+    """``video.host_frame`` that stops the run (as Ctrl-C) at its k-th frame; ``.calls[0]`` counts
+    them (set it to 0 to stop at the k-th again)."""
+    calls = [0]
+
+    def host_frame(img):
+        calls[0] += 1
+        if calls[0] == k:
+            raise KeyboardInterrupt
+        return real(img)
+
+    host_frame.calls = calls
+    return host_frame
+
+
 def test_cli_table_mode_ranges_and_resume_give_the_whole_runs_frames(carphone, tmp_path, monkeypatch):
     """Table mode (the default) on a clip with a hard cut: a --frames range, and a run stopped and
     resumed, give exactly the frames of one run over the whole clip. The table's blocks are counted
@@ -1316,15 +1331,8 @@ def test_cli_table_mode_ranges_and_resume_give_the_whole_runs_frames(carphone, t
         assert main([*args, "-o", str(out), "--frames", r]) == 0
         lo, hi = (int(x) if x else d for x, d in zip(r.split(":"), (0, len(clip))))
         assert np.array_equal(video.read(out)[0], whole[lo:hi]), r
-    real, calls = video.host_frame, [0]
-
-    def stop_at_the_eleventh(img):
-        calls[0] += 1
-        if calls[0] == 11:
-            raise KeyboardInterrupt
-        return real(img)
-
-    monkeypatch.setattr(video, "host_frame", stop_at_the_eleventh)
+    real = video.host_frame
+    monkeypatch.setattr(video, "host_frame", _stopping_at(11, real))
     assert main([*args, "-o", str(tmp_path / "o")]) == 130
     monkeypatch.setattr(video, "host_frame", real)
     assert len(video.read(tmp_path / "o.partial")[0]) == 10  # resumed from frame 10: not a block boundary
@@ -1339,13 +1347,9 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     threads stop with the run, and the resumed run streams from the frames it still needs."""
     import flickerless.cli as cli
 
-    real, calls = video.host_frame, [0]
-
-    def stop_at_the_fourth(img):
-        calls[0] += 1
-        if calls[0] == 4:
-            raise KeyboardInterrupt
-        return real(img)
+    real = video.host_frame
+    stop_at_the_fourth = _stopping_at(4, real)
+    calls = stop_at_the_fourth.calls
 
     args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
             "--mode", "window", "--window", "2", stream, *FASTARGS]

@@ -9,20 +9,14 @@ import sys, time
 import cv2
 import numpy as np
 from flickerless import deflicker
-from flickerless.demo import load_clip, registry_clip
-from flickerless.synthetic import flickering_pair, psnr, temporal_error, _blur, add_grain
+from coarse_case import make_case
+from flickerless.synthetic import psnr, temporal_error, _blur
 
 name, n, width, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) or None, sys.argv[4]
 f, k = int(sys.argv[5]), int(sys.argv[6])
 fade = float(sys.argv[7]) if len(sys.argv) > 7 else 1.0
 grain = float(sys.argv[8]) if len(sys.argv) > 8 else 0.0
-clip, _ = load_clip(registry_clip(name), n, width)
-if fade != 1.0:
-    ramp = np.linspace(1.0, fade, len(clip))[:, None, None, None]
-    clip = np.clip(np.round(clip * ramp), 0, 255).astype(np.uint8)
-truth, flick = flickering_pair(clip)
-if grain:
-    flick = add_grain(flick, grain, texture=True)
+clip, truth, flick = make_case(name, n, width, fade, grain)
 T, H, W, _ = clip.shape
 print(name, clip.shape, "input", round(psnr(flick, truth), 2), round(temporal_error(flick, truth), 2), flush=True)
 t = time.time(); a = deflicker(clip, flick, mode="table", window=15, device="cpu"); ta = time.time() - t

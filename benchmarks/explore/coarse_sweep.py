@@ -6,24 +6,17 @@ the second blend's effort preset Q, the band's box size K (full-size pixels) and
         W,.. Q,.. K,.. TAU,..
 """
 import importlib, sys, time
-import numpy as np
 import torch
 from flickerless import deflicker
-from flickerless.demo import load_clip, registry_clip
-from flickerless.synthetic import flickering_pair, psnr, temporal_error, add_grain
+from coarse_case import make_case
+from flickerless.synthetic import psnr, temporal_error
 
 D = importlib.import_module("flickerless.blend.deflicker")
 dev, name, n, width = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) or None
 fade, grain = float(sys.argv[5]), float(sys.argv[6])
 ws, qs = sys.argv[7].split(","), sys.argv[8].split(",")
 ks, taus = [int(x) for x in sys.argv[9].split(",")], [float(x) for x in sys.argv[10].split(",")]
-clip, _ = load_clip(registry_clip(name), n, width)
-if fade != 1.0:
-    ramp = np.linspace(1.0, fade, len(clip))[:, None, None, None]
-    clip = np.clip(np.round(clip * ramp), 0, 255).astype(np.uint8)
-truth, flick = flickering_pair(clip)
-if grain:
-    flick = add_grain(flick, grain, texture=True)
+clip, truth, flick = make_case(name, n, width, fade, grain)
 tag = f"{name} {clip.shape[2]}x{clip.shape[1]}x{len(clip)} fade {fade} grain {grain}"
 print(tag, "| input", round(psnr(flick, truth), 2), round(temporal_error(flick, truth), 2), flush=True)
 deflicker(clip[:8], flick[:8], device=dev)  # warm-up (compilation)

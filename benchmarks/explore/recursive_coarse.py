@@ -13,8 +13,8 @@ from flickerless import deflicker
 from flickerless.blend.deflicker import Remapper
 from flickerless.blend.frames import as_source
 from flickerless.blend.patchmatch import PatchMatchOptions
-from flickerless.demo import load_clip, registry_clip
-from flickerless.synthetic import flickering_pair, psnr, temporal_error, _blur, add_grain
+from coarse_case import make_case
+from flickerless.synthetic import psnr, temporal_error, _blur
 
 name, n, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) or None
 lams = [float(x) for x in sys.argv[4].split(",")]
@@ -22,13 +22,7 @@ ks = [int(x) for x in sys.argv[5].split(",")]
 taus = [float(x) for x in sys.argv[6].split(",")]
 fade = float(sys.argv[7]) if len(sys.argv) > 7 else 1.0
 grain = float(sys.argv[8]) if len(sys.argv) > 8 else 0.0
-clip, _ = load_clip(registry_clip(name), n, width)
-if fade != 1.0:
-    ramp = np.linspace(1.0, fade, len(clip))[:, None, None, None]
-    clip = np.clip(np.round(clip * ramp), 0, 255).astype(np.uint8)
-truth, flick = flickering_pair(clip)
-if grain:
-    flick = add_grain(flick, grain, texture=True)
+clip, truth, flick = make_case(name, n, width, fade, grain)
 n = len(clip)
 print(name, clip.shape, "fade", fade, "grain", grain, "input", round(psnr(flick, truth), 2),
       round(temporal_error(flick, truth), 2), flush=True)
