@@ -251,15 +251,21 @@ def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.nd
         container.close()
 
 
+def _first_image(folder: Path, files: list[Path] | None = None) -> np.ndarray:
+    """The first image of a folder clip (``files``: its images, when already listed)."""
+    files = _image_files(folder) if files is None else files
+    if not files:
+        raise InputError(f"{folder}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+    return load_image(files[0])
+
+
 def probe(path) -> VideoInfo:
     """Frame count, size and fps of a clip (counts frames by decoding when the container does not say)."""
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
         files = _image_files(path)
-        if not files:
-            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
-        h, w = load_image(files[0]).shape[:2]
+        h, w = _first_image(path, files).shape[:2]
         return VideoInfo(len(files), h, w, DEFAULT_FPS)
     import av
 
@@ -316,10 +322,7 @@ def _frame_bytes(path) -> int:
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
-        files = _image_files(path)
-        if not files:
-            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
-        return load_image(files[0]).size
+        return _first_image(path).size
     container = _open_container(path)
     try:
         cc = container.streams.video[0].codec_context
