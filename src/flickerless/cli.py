@@ -99,6 +99,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .video import VIDEO_CODECS
+
     p = _Parser(prog="flickerless", description="Flicker-free video from image diffusion models.")
     p.add_argument("--version", action="version", version=f"flickerless {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -131,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--crf", type=_crf, default=17,
                    help="quality of a video output, on x264's scale: 0 (lossless) to 51 (default 17: visually "
                         "lossless; higher: smaller files)")
-    d.add_argument("--codec", choices=("h264", "h265", "vp9", "prores", "ffv1"),
+    d.add_argument("--codec", choices=tuple(VIDEO_CODECS),
                    help="video codec of the output (default: h264; vp9 for .webm): h265 (.mp4/.mov/.mkv, about "
                         "half the size), vp9 (.webm/.mkv), prores (422 HQ 10-bit, .mov/.mkv, for editing), ffv1 "
                         "(lossless RGB, .mkv: the frames exactly)")
@@ -542,10 +544,9 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
 def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
-    from .video import (WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output, check_output_is_not_input,
-                        frame_times,
-                        has_audio, image_size, keyframe_files, keyframe_positions, partial_path, probe, spill_dir,
-                        warn_if_interlaced)
+    from .video import (MEMORY_LIMIT, WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output,
+                        check_output_is_not_input, frame_times, has_audio, image_size, keyframe_files,
+                        keyframe_positions, partial_path, probe, spill_dir, warn_if_interlaced)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -646,9 +647,7 @@ def cmd_deflicker(args) -> int:
     job["streams"] = {(a, b): _streams(args, job, *_read_range(args, job, a, b)) for a, b in parts}
     _check_spill_space(args, job, devices, parts)
 
-    from . import video
-
-    if Path(args.output).suffix.lower() == ".gif" and (end - start) * size[0] * size[1] > video.MEMORY_LIMIT:
+    if Path(args.output).suffix.lower() == ".gif" and (end - start) * size[0] * size[1] > MEMORY_LIMIT:
         log.warning("a GIF of %d frames of %dx%d holds about %.1f GB of memory while it is written (one byte a pixel "
                     "of every frame): write .mp4 or .webm for a clip this long", end - start, size[1], size[0],
                     (end - start) * size[0] * size[1] / 1e9)

@@ -898,7 +898,7 @@ def run_deflicker(
                 g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(passes) > 1 else (guide, style)
                 out = _blend_sink(sink, a, detail)
                 remapper.reset(g, a)
-                store.close()  # table entries are keyed by shot-local positions
+                store.close()  # a shot's table entries are of no use to the next
                 if mode == "table":
                     _run_table(s, remapper, out, win, store, chunk, segments[(a, b)], bases[(a, b)])
                 elif mode == "window":
