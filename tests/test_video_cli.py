@@ -332,6 +332,12 @@ def test_a_codec_the_output_cannot_hold_is_refused(name, codec, message, tmp_pat
     assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 
+def test_codec_help_names_each_codec_and_the_outputs_that_take_it():
+    text = video.codec_help()
+    assert "prores: ProRes 422 HQ, 10-bit, for editing (.mkv/.mov)" in text
+    assert "vp9: VP9, for the web (.mkv/.webm)" in text and "ffv1: " in text and text.count("(.") == 5
+
+
 def test_a_codec_this_ffmpeg_lacks_is_said_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(video.VIDEO_CODECS, "h265", ("libnotthere", "yuv420p", "missing"))
     with pytest.raises(OutputError, match="has no libnotthere encoder for h265; choose another codec"):

@@ -99,7 +99,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .video import VIDEO_CODECS
+    from .video import VIDEO_CODECS, codec_help
 
     p = _Parser(prog="flickerless", description="Flicker-free video from image diffusion models.")
     p.add_argument("--version", action="version", version=f"flickerless {__version__}")
@@ -134,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quality of a video output, on x264's scale: 0 (lossless) to 51 (default 17: visually "
                         "lossless; higher: smaller files)")
     d.add_argument("--codec", choices=tuple(VIDEO_CODECS),
-                   help="video codec of the output (default: h264; vp9 for .webm): h265 (.mp4/.mov/.mkv, about "
-                        "half the size), vp9 (.webm/.mkv), prores (422 HQ 10-bit, .mov/.mkv, for editing), ffv1 "
-                        "(lossless RGB, .mkv: the frames exactly)")
+                   help=f"video codec of the output (default: h264; vp9 for .webm). {codec_help()}")
     d.add_argument("--frames", metavar="START:END",
                    help="only frames START..END-1 of the clip (0-based; either may be left out), blended with "
                         "their neighbours outside the range as in a whole-clip run: to try settings on a stretch, "

@@ -79,7 +79,7 @@ WRITE_VIDEO_EXTS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "m
 VIDEO_CODECS = {
     "h264": ("libx264", "yuv420p", "H.264, plays everywhere"),
     "h265": ("libx265", "yuv420p", "H.265/HEVC, about half the size of H.264 at the same quality"),
-    "vp9": ("libvpx-vp9", "yuv420p", "VP9, for the web (.webm)"),
+    "vp9": ("libvpx-vp9", "yuv420p", "VP9, for the web"),
     "prores": ("prores_ks", "yuv422p10le", "ProRes 422 HQ, 10-bit, for editing"),
     "ffv1": ("ffv1", "bgr0", "FFV1 lossless RGB: the frames exactly, no chroma subsampling"),
 }
@@ -249,6 +249,13 @@ def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.nd
         raise InputError(f"{path}: decoding failed ({e})") from e
     finally:
         container.close()
+
+
+def codec_help() -> str:
+    """What each codec is and which outputs take it, for ``--codec``'s help."""
+    takes = {c: sorted({e for e, f in WRITE_VIDEO_EXTS.items() if c in CONTAINER_CODECS[f] and e != ".m4v"})
+             for c in VIDEO_CODECS}
+    return "; ".join(f"{c}: {VIDEO_CODECS[c][2]} ({'/'.join(takes[c])})" for c in VIDEO_CODECS)
 
 
 def _first_image(folder: Path, files: list[Path] | None = None) -> np.ndarray:

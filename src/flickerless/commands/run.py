@@ -15,7 +15,7 @@ def _controlnet(text: str) -> tuple[str, str]:
 def register(sub) -> None:
     from ..cli import _crf
     from ..pipelines.job import TASKS
-    from ..video import VIDEO_CODECS
+    from ..video import VIDEO_CODECS, codec_help
 
     tasks = ", ".join(f"{k} ({v})" for k, v in TASKS.items())
     p = sub.add_parser(
@@ -41,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--restart", action="store_true", help="discard OUTPUT.job/ and start over")
     p.add_argument("--cache-dir", help="annotator cache (default: $FLICKERLESS_CACHE or ~/.cache/flickerless)")
     p.add_argument("--codec", choices=tuple(VIDEO_CODECS),
-                   help="video codec of the output (default h264; vp9 for .webm), as for flickerless deflicker")
+                   help=f"video codec of the output (default h264; vp9 for .webm). {codec_help()}")
     p.add_argument("--crf", type=_crf, default=17, help="quality of a video output, 0 (lossless) to 51 (default 17)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
