@@ -648,6 +648,22 @@ def test_cli_refuses_a_run_the_spill_disk_cannot_hold(clips, tmp_path, monkeypat
     assert list(spill.iterdir()) == []  # and nothing is left behind
 
 
+def test_ranges_done_at_once_share_the_in_memory_limit(tmp_path):
+    """Several devices: each range may hold its share of the 1 GiB in-memory limit, not all of it, so
+    eight GPUs on a long 1080p take do not read eight ranges of two clips whole (16 GB) but stream."""
+    import flickerless.cli as cli
+
+    args = cli.build_parser().parse_args(["deflicker", "--guide", "g.mp4", "--style", "s.mp4", "-o",
+                                          str(tmp_path / "o.mp4")])
+    job = {"mode": "table", "size": (1080, 1920), "keyframes": {}}
+    frames = 130  # 0.81 GB a clip: under the limit alone, over half of it
+    assert not cli._streams(args, job, 0, frames)
+    job["parts"] = 2
+    assert cli._memory_share(job) == video.MEMORY_LIMIT // 2 and cli._streams(args, job, 0, frames)
+    # and a streamed range's segments are sized from its share
+    assert cli._stream_plan(args, job, 0, 1000)[0] == cli._stream_plan(args, {**job, "parts": 1}, 0, 1000)[0] // 2
+
+
 def _spy_on_streams(monkeypatch) -> list:
     """The StreamingFrames made from now on, in a list."""
     made = []

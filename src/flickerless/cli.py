@@ -303,6 +303,14 @@ def _read_range(args, job: dict, a: int, b: int) -> tuple[int, int]:
     return max(0, a - args.window), min(n, b + args.window)
 
 
+def _memory_share(job: dict) -> int:
+    """Bytes of uncompressed frames one range may hold in RAM: the in-memory limit shared by the ranges
+    done at once (several devices), so that eight GPUs do not read eight ranges of two clips whole."""
+    from . import video
+
+    return video.MEMORY_LIMIT // max(1, job.get("parts", 1))
+
+
 def _check_spill_space(args, job: dict, devices, parts) -> None:
     """Before any work: refuse a run whose uncompressed frames cannot fit the spill folder's disk, and
     warn when its table entries may not (they depend on the shots, found later)."""
@@ -317,7 +325,7 @@ def _check_spill_space(args, job: dict, devices, parts) -> None:
         lo, hi = _read_range(args, job, a, b)
         if job["streams"][(a, b)]:  # the stretch of each clip it holds at most, in files
             certain += clips * _stream_plan(args, job, lo, hi)[2] * frame
-        elif (hi - lo) * frame > video.MEMORY_LIMIT:  # read through an uncompressed file, as open_frames does
+        elif (hi - lo) * frame > _memory_share(job):  # read through an uncompressed file, as open_frames does
             certain += clips * (hi - lo) * frame
         if k:  # a further device's frames wait in a file until the first ones are written
             certain += (b - a) * frame
@@ -338,9 +346,8 @@ def _streams(args, job: dict, lo: int, hi: int) -> bool:
     ``--no-stream`` say, else when the stretch is too large for RAM. Measured on 300-1000 frames of
     1080p on an H100 (BENCHMARKS.md, session 19), it is as fast as reading the clips whole into files
     first (decoding runs beside the GPU's work instead of before it) and keeps a stretch of frames on
-    disk (4 GB in table mode at 1080p) instead of the clips' whole size."""
-    from . import video
-
+    disk (4 GB in table mode at 1080p) instead of the clips' whole size. The stretch is too large when
+    it exceeds its share of the in-memory limit (:func:`_memory_share`)."""
     if job["mode"] != "keyframes" and args.window is None:
         if args.stream:
             raise InputError("--stream needs a finite --window (or keyframes mode)")
@@ -348,7 +355,7 @@ def _streams(args, job: dict, lo: int, hi: int) -> bool:
     if args.stream is not None:
         return args.stream
     h, w = job["size"]
-    return (hi - lo) * h * w * 3 > video.MEMORY_LIMIT
+    return (hi - lo) * h * w * 3 > _memory_share(job)
 
 
 def _stream_plan(args, job: dict, lo: int, hi: int) -> tuple[int, int, int]:
@@ -361,7 +368,7 @@ def _stream_plan(args, job: dict, lo: int, hi: int) -> tuple[int, int, int]:
     from .blend.deflicker import segment_frames
 
     h, w = job["size"]
-    segment = max(1, video.MEMORY_LIMIT // (2 * h * w * 3))
+    segment = max(1, _memory_share(job) // (2 * h * w * 3))
     chunk = video.StreamingFrames.CHUNK
     if job["mode"] == "window":
         ahead = 2 * chunk + args.window
@@ -458,12 +465,14 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
     h, w = job["size"]
     if job["streams"].get((a, b)):  # decided once, before any work (cmd_deflicker)
         return _deflicker_streaming(args, job, device, a, b, lo, hi, emit, progress)
+    share = _memory_share(job)
     if mode == "keyframes":
-        guide, _ = open_frames(args.guide, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)
+        guide, _ = open_frames(args.guide, share, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)
         sframes = None
     else:  # the guide and the style are decoded at once, each in a thread (the decoders release the GIL)
-        guide, sframes = _open_both(lambda: open_frames(args.guide, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)[0],
-                                    lambda cancel: open_frames(args.style, resize=(h, w), start=lo, stop=hi,
+        guide, sframes = _open_both(lambda: open_frames(args.guide, share, resize=(h, w), start=lo, stop=hi,
+                                                        tmpdir=tmp)[0],
+                                    lambda cancel: open_frames(args.style, share, resize=(h, w), start=lo, stop=hi,
                                                                cancel=cancel, tmpdir=tmp)[0])
     closers = [guide, sframes]
     try:
@@ -642,6 +651,7 @@ def cmd_deflicker(args) -> int:
     k = max(1, min(len(devices), end - begin))
     cuts = [begin + (end - begin) * i // k for i in range(k + 1)]
     parts = list(zip(cuts[:-1], cuts[1:]))
+    job["parts"] = len(parts)  # ranges done at once share the in-memory limit
     job["streams"] = {(a, b): _streams(args, job, *_read_range(args, job, a, b)) for a, b in parts}
     _check_spill_space(args, job, devices, parts)
 
