@@ -1198,6 +1198,31 @@ def test_gif_output_has_one_palette_and_the_clips_timing(tmp_path, carphone):
     assert sorted(os.listdir(tmp_path)) == ["o.gif"]  # the frames kept until close are gone
 
 
+@pytest.mark.parametrize("name", ["t.mp4", "t.gif"])
+def test_more_frames_than_times_is_an_error(name, tmp_path, carphone):
+    with pytest.raises(ValueError, match="frame 2 written, but times are given for 2"):
+        with video.VideoWriter(tmp_path / name, 10, times=[0, 0.1, 0.25]) as w:
+            for f in carphone[:3]:
+                w.write(f)
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("name, codec", [("a.mp4", "h265"), ("a.mov", "prores")])
+def test_other_codecs_keep_an_anamorphic_pixel_shape(name, codec, tmp_path, carphone):
+    with video.VideoWriter(tmp_path / name, 25, codec=codec, pixel_aspect=Fraction(16, 11)) as w:
+        w.write(carphone[0])
+    assert video.probe(tmp_path / name).pixel_aspect == Fraction(16, 11)
+
+
+@pytest.mark.parametrize("name, codec", [("a.mkv", "ffv1"), ("a.webm", "vp9")])
+def test_a_codec_that_drops_the_pixel_shape_says_so(name, codec, tmp_path, carphone, caplog):
+    with caplog.at_level("WARNING", logger="flickerless"):
+        with video.VideoWriter(tmp_path / name, 25, codec=codec, pixel_aspect=Fraction(16, 11)) as w:
+            w.write(carphone[0])
+    assert f"{codec} does not keep the pixel shape (16/11)" in caplog.text
+    assert video.probe(tmp_path / name).pixel_aspect == 1  # as said: if FFmpeg comes to keep it, drop the warning
+
+
 def test_a_gif_faster_than_50_fps_is_warned_about(tmp_path, carphone, caplog):
     with caplog.at_level("WARNING", logger="flickerless"), video.VideoWriter(tmp_path / "fast.gif", 60) as w:
         for f in carphone[:4]:

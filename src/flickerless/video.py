@@ -1114,14 +1114,15 @@ class VideoWriter(_Output):
         if self.codec == "h265" and self._container.format.name in ("mp4", "mov"):
             s.codec_context.codec_tag = "hvc1"  # what Apple's players ask of HEVC in mp4/mov
         self._pix_fmt = pix_fmt
-        if pix_fmt == "bgr0":  # RGB as it is: no matrix, nothing to say about one
-            self._matrix = None
-            if self.pixel_aspect != 1:
-                s.codec_context.sample_aspect_ratio = self.pixel_aspect
-            self._stream = s
-            return
+        self._stream = s
         if self.pixel_aspect != 1:  # anamorphic: shown as wide as the clip it came from
             s.codec_context.sample_aspect_ratio = self.pixel_aspect
+            if self.codec in ("ffv1", "vp9"):  # their FFmpeg encoders do not carry it (measured, PyAV 18.1)
+                log.warning("%s: %s does not keep the pixel shape (%s): it plays with square pixels; h264, h265 "
+                            "or prores keep it", self.path.name, self.codec, self.pixel_aspect)
+        if pix_fmt == "bgr0":  # RGB as it is: no matrix, nothing to say about one
+            self._matrix = None
+            return
         # the colour matrix players assume at this size, used and said (in the H.264 stream), so that
         # tag-reading and size-guessing players alike show the frames' own RGB
         hd = _is_hd(s.height, s.width)
@@ -1134,7 +1135,6 @@ class VideoWriter(_Output):
                 setattr(cc, name, _BT709 if hd else _SMPTE170M)
             except AttributeError:  # PyAV too old to set them: the matrix above is what decoding needs
                 pass
-        self._stream = s
 
     def _mux(self, packets) -> None:
         for packet in packets:
@@ -1146,6 +1146,8 @@ class VideoWriter(_Output):
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
         if frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape}")
+        if (self.is_video or self.is_gif) and self.times is not None and self.count >= len(self.times) - 1:
+            raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
         try:
             if self.is_video:
                 import av
@@ -1163,8 +1165,6 @@ class VideoWriter(_Output):
                     else:
                         vf = vf.reformat(format=self._pix_fmt, dst_colorspace=self._matrix, dst_color_range="MPEG")
                 if self.times is not None:
-                    if self.count >= len(self.times) - 1:
-                        raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
                     vf.pts = round((self.times[self.count] - self.times[0]) / _TIME_TICK)
                     vf.time_base = _TIME_TICK
                     # each frame lasts until the next one's time: the container's last sample (a GIF's
@@ -1174,8 +1174,6 @@ class VideoWriter(_Output):
             else:
                 from PIL import Image
 
-                if self.is_gif and self.times is not None and self.count >= len(self.times) - 1:
-                    raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
                 # a GIF's frames wait here until close: fast to write, not small
                 Image.fromarray(frame).save(self.tmp / f"{self.count:05d}.png", compress_level=1 if self.is_gif else 6)
         except OSError as e:
@@ -1234,8 +1232,8 @@ class VideoWriter(_Output):
         cs = np.round(np.asarray(t, dtype=np.float64) * 100).astype(np.int64)
         delays = np.diff(cs) * 10
         if (delays < 20).any():
-            log.warning("%s: frames shorter than 2/100 s (%.0f fps and up): many viewers slow them to 1/10 s; "
-                        "give --fps 25 or less, or write .mp4/.webm", self.path.name, 50)
+            log.warning("%s: frames shorter than 2/100 s (50 fps and up): many viewers slow them to 1/10 s; "
+                        "give --fps 25 or less, or write .mp4/.webm", self.path.name)
         return [int(d) for d in np.maximum(delays, 10)]
 
     @property
