@@ -46,6 +46,29 @@ def write_h264(path, frames, fps=25, sample_aspect_ratio=None, options=None, tim
             c.mux(packet)
 
 
+def write_hdr(path, frames, fps=25, transfer=18):
+    """Frames ``(T, H, W, 3)`` uint8 (taken as code values) as a 10-bit H.265 clip that says it is HDR:
+    BT.2020 primaries and matrix, HLG (``transfer`` 18, as phones record) or PQ (16), converted to
+    Y'CbCr by FFmpeg here, not by the library's writer."""
+    import av
+
+    h, w = frames.shape[1:3]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx265", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p10le"
+        s.options = {"x265-params": "log-level=error"}
+        cc = s.codec_context
+        cc.color_primaries, cc.color_trc, cc.colorspace = 9, transfer, 9
+        for f in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(
+                format="yuv420p10le", dst_colorspace=9, dst_color_range="MPEG")
+            frame.color_primaries, frame.color_trc, frame.colorspace = 9, transfer, 9
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
 # cheap PatchMatch settings for tests that check plumbing rather than quality
 FAST = dict(patch_sizes=(7, 5), iterations=2)
 

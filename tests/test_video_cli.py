@@ -11,7 +11,7 @@ from flickerless import video
 from flickerless.cli import main
 from flickerless.errors import InputError, OutputError
 
-from .conftest import write_h264
+from .conftest import write_h264, write_hdr
 
 
 def test_natural_sort_folder(tmp_path):
@@ -39,7 +39,7 @@ def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone, caplog):
 # a test card: six saturated colours and two greys, in blocks of 16 px (H.264's chroma is at half size)
 _CARD = np.array([[200, 40, 60], [30, 180, 70], [40, 60, 210], [230, 220, 30],
                   [20, 200, 210], [190, 50, 200], [128, 128, 128], [235, 235, 235]], np.uint8)
-_MATRICES = {"709": (0.2126, 0.0722), "601": (0.299, 0.114)}
+_MATRICES = {"709": (0.2126, 0.0722), "601": (0.299, 0.114), "2020": (0.2627, 0.0593)}
 
 
 def _card(h, w):
@@ -300,20 +300,134 @@ def test_other_codecs_round_trip_in_the_right_colours(name, codec, pix_fmt, tmp_
         assert np.abs(_centres(back[0], 175) - _centres(card, 175)).max() <= 4
 
 
-@pytest.mark.parametrize("h, w, matrix", [(144, 176, "601"), (720, 1280, "709")])
-def test_prores_frames_are_converted_to_10_bit_through_the_matrix(h, w, matrix):
-    """ProRes's 10-bit 4:2:2 frames are made here, not by FFmpeg (whose rgb24 -> yuv422p10le greyed the
-    first columns at times in PyAV 19.0.2): each plane is the card through the matrix, x4 (10 bits)."""
+@pytest.mark.parametrize("h, w, matrix, pix_fmt", [(144, 176, "601", "yuv422p10le"), (720, 1280, "709", "yuv422p10le"),
+                                                    (144, 176, "2020", "yuv420p10le")])
+def test_10_bit_frames_are_converted_here_through_the_matrix(h, w, matrix, pix_fmt):
+    """ProRes's 10-bit 4:2:2 frames (and HDR H.265's 4:2:0) are made here, not by FFmpeg (whose rgb24 ->
+    yuv422p10le greyed the first columns at times in PyAV 19.0.2): each plane is the card through the
+    matrix, x4 (10 bits), chroma at half width (and, 4:2:0, half height)."""
     card = _card(h, w)
-    f = video._yuv422p10(card, "ITU" + matrix)
-    assert f.format.name == "yuv422p10le" and (f.width, f.height) == (w, h)
+    f = video._yuv10(card, {"601": 6, "709": 1, "2020": 9}[matrix], pix_fmt)
+    assert f.format.name == pix_fmt and (f.width, f.height) == (w, h)
     planes = [np.frombuffer(bytes(p), np.uint16).reshape(p.height, -1)[:, : p.width] for p in f.planes]
     y, cb, cr = _ycbcr(card, matrix)
     cols = np.arange(8, w - 15, 16)  # the blocks' middles, away from the edges the chroma filter touches
     assert np.abs(planes[0][h // 2, cols] / 4 - y[h // 2, cols]).max() < 0.2
+    ch = h // 2 if pix_fmt == "yuv420p10le" else h
     for plane, want in ((planes[1], cb), (planes[2], cr)):
-        assert plane.shape == (h, w // 2)
-        assert np.abs(plane[h // 2, cols // 2] / 4 - want[h // 2, cols]).max() < 0.2
+        assert plane.shape == (ch, w // 2)
+        assert np.abs(plane[ch // 2, cols // 2] / 4 - want[h // 2, cols]).max() < 0.2
+
+
+def _tags(path):
+    import av
+
+    with av.open(str(path)) as c:
+        f = next(c.decode(video=0))
+        return f.format.name, (f.color_primaries, f.color_trc, f.colorspace, f.color_range)
+
+
+@pytest.mark.parametrize("transfer, name", [(18, "HLG"), (16, "PQ (HDR10)")])
+def test_hdr_clip_is_said_and_its_colour_description_kept(transfer, name, tmp_path, caplog):
+    """Phone footage is often HDR (HLG, BT.2020): its frames are worked on as their code values, and a
+    video output says what the source said, so that it plays with the source's colours, not as flat,
+    grey SDR; H.265 is then 10-bit (Main 10), as HDR players and sites expect."""
+    card = _card(144, 176)
+    src = tmp_path / "hdr.mkv"
+    write_hdr(src, np.stack([card] * 3), transfer=transfer)
+    info = video.probe(src)
+    assert info.colour == (9, transfer, 9) and video.probe(tmp_path / "hdr.mkv").alpha is False
+    # read through BT.2020's matrix: BT.709's would be far off on the saturated blocks
+    assert np.abs(_centres(video.read(src)[0][0], 176) - _centres(card, 176)).max() <= 3
+    outs = {"h264": tmp_path / "o.mp4", "h265": tmp_path / "o.mkv", "prores": tmp_path / "o.mov"}
+    for codec, out in outs.items():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="flickerless"):
+            assert main(["deflicker", "--guide", str(src), "--style", str(src), "-o", str(out), "--codec", codec,
+                         *FASTARGS]) == 0
+        said = [r.getMessage() for r in caplog.records if "HDR" in r.getMessage()]
+        assert len(said) == 1 and f"is HDR ({name}, BT.2020)" in said[0] and "--codec h265" in said[0]
+        fmt, tags = _tags(out)
+        assert tags == (9, transfer, 9, 1), codec
+        assert fmt == {"h264": "yuv420p", "h265": "yuv420p10le", "prores": "yuv422p10le"}[codec]
+        assert video.probe(out).colour == (9, transfer, 9)
+        back = video.read(out)[0]
+        assert np.abs(_centres(back[0], 176) - _centres(card, 176)).max() <= 5, codec
+    # SDR in, SDR out: described as before, 8-bit H.265
+    sdr = tmp_path / "sdr.mp4"
+    write_h264(sdr, np.stack([card] * 3))
+    assert video.probe(sdr).colour is None
+    assert main(["deflicker", "--guide", str(src), "--style", str(sdr), "-o", str(tmp_path / "s.mkv"), "--codec",
+                 "h265", *FASTARGS]) == 0
+    assert _tags(tmp_path / "s.mkv") == ("yuv420p", (6, 6, 6, 1))
+
+
+def test_a_style_of_images_takes_the_guide_s_colour_description(tmp_path, caplog):
+    """Frames taken from an HDR clip as images (and stylised) are its code values: the output is
+    described as the guide is; a PNG folder cannot say so, which is said."""
+    card = _card(144, 176)
+    src = tmp_path / "hlg.mkv"
+    write_hdr(src, np.stack([card] * 3))
+    frames = tmp_path / "frames"
+    assert main(["deflicker", "--guide", str(src), "--style", str(src), "-o", str(frames), *FASTARGS]) == 0
+    assert video.probe(frames).colour is None
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert main(["deflicker", "--guide", str(src), "--style", str(frames), "-o", str(tmp_path / "o.mp4"),
+                     *FASTARGS]) == 0
+    assert _tags(tmp_path / "o.mp4")[1] == (9, 18, 9, 1)
+    assert sum("hlg.mkv is HDR (HLG, BT.2020)" in r.getMessage() for r in caplog.records) == 1
+    assert "a PNG folder or GIF cannot say so" in caplog.text
+
+
+def test_generation_says_to_convert_hdr_to_sdr(tmp_path, caplog):
+    """A model trained on SDR images sees an HDR clip's code values as flat and grey: `run` says how
+    to convert the clip first (its output is not described as HDR)."""
+    from flickerless.pipelines.job import read_clip
+    from flickerless.pipelines.templates import apply_overrides, load_template
+
+    src = tmp_path / "hlg.mkv"
+    write_hdr(src, np.stack([_card(64, 96)] * 2))
+    s = apply_overrides(load_template("stylize"), ["video.width=32", "video.height=24"])
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert len(read_clip(src, (0, None), s).frames) == 2
+    said = [r.getMessage() for r in caplog.records if "HDR" in r.getMessage()]
+    assert len(said) == 1 and "convert it to SDR first" in said[0] and "tonemap=" in said[0]
+
+
+def test_transparency_is_detected_and_said(tmp_path, carphone, caplog):
+    """An alpha channel (stylised frames cut out from their background, a ProRes 4444 or PNG-in-MOV
+    clip) is read as RGB, without it: said once per clip; an RGBA image that is all opaque has
+    nothing to lose and is not."""
+    import av
+    from PIL import Image
+
+    for name, alpha in (("cut", 120), ("opaque", 255)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            a = np.dstack([carphone[i], np.full(carphone.shape[1:3], 255, np.uint8)])
+            a[:20, :20, 3] = alpha
+            Image.fromarray(a, "RGBA").save(tmp_path / name / f"{i}.png")
+    assert video.probe(tmp_path / "cut").alpha and not video.probe(tmp_path / "opaque").alpha
+    assert not video.probe(tmp_path / "cut").colour
+    clip = tmp_path / "alpha.mov"
+    with av.open(str(clip), "w") as c:
+        s = c.add_stream("png", rate=25)
+        s.width, s.height, s.pix_fmt = 176, 144, "rgba"
+        for i in range(3):
+            a = np.dstack([carphone[i], np.full(carphone.shape[1:3], 255, np.uint8)])
+            a[:, :40, 3] = 0
+            for packet in s.encode(av.VideoFrame.from_ndarray(a, format="rgba")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    assert video.probe(clip).alpha
+    assert np.array_equal(video.read(clip)[0][1], carphone[1])  # the colours as stored, without the alpha
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert main(["deflicker", "--guide", str(tmp_path / "opaque"), "--style", str(tmp_path / "cut"), "-o",
+                     str(tmp_path / "o"), *FASTARGS]) == 0
+    said = [r.getMessage() for r in caplog.records if "transparency" in r.getMessage()]
+    assert len(said) == 1 and str(tmp_path / "cut") in said[0]
 
 
 @pytest.mark.parametrize("name, codec, message", [

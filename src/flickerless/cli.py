@@ -553,7 +553,7 @@ def cmd_deflicker(args) -> int:
     from .pipelines.job import parse_frames
     from .video import (MEMORY_LIMIT, WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output,
                         check_output_is_not_input, frame_times, has_audio, image_size, keyframe_files,
-                        keyframe_positions, partial_path, probe, spill_dir, warn_if_interlaced)
+                        keyframe_positions, partial_path, probe, say_colour, spill_dir, warn_about_input)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -575,9 +575,13 @@ def cmd_deflicker(args) -> int:
     n = ginfo.frames
     start, end = parse_frames(args.frames)
     sinfo = probe(args.style) if mode != "keyframes" else None
-    warn_if_interlaced(args.guide, ginfo)
+    warn_about_input(args.guide, ginfo)
     if sinfo is not None:
-        warn_if_interlaced(args.style, sinfo)
+        warn_about_input(args.style, sinfo)
+    # the output is the style's code values: described as the style video is (HDR, wide gamut), or as the
+    # guide is where the style is images (frames taken from the guide) or keyframes
+    colour_from = (args.style, sinfo) if sinfo is not None and not Path(args.style).is_dir() else (args.guide, ginfo)
+    say_colour(*colour_from, kept=True)
     if sinfo is not None and sinfo.frames != n:
         # a style made for part of the clip (or a frame short) can still be used for the frames it covers,
         # when --frames says which
@@ -679,7 +683,8 @@ def cmd_deflicker(args) -> int:
     aspect = ginfo.pixel_aspect * Fraction(ginfo.width * size[0], ginfo.height * size[1])
     writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio, codec=args.codec,
                                           audio_start=start / ginfo.fps if times is None else times[0],
-                                          pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1, times=times))
+                                          pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1, times=times,
+                                          colour=colour_from[1].colour))
     t0 = time.perf_counter()
     try:
         if done_before:

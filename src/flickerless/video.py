@@ -56,7 +56,9 @@ __all__ = [
     "image_size",
     "load_image",
     "keyframe_positions",
-    "warn_if_interlaced",
+    "warn_about_input",
+    "say_colour",
+    "colour_name",
     "frame_times",
     "spill_dir",
     "spill_parent",
@@ -106,6 +108,12 @@ class VideoInfo:
     pixel_aspect: Fraction = Fraction(1)
     # fields woven into each frame (1080i camcorder and broadcast footage): moving edges show comb teeth
     interlaced: bool = False
+    # a video's colour description where it is not plain SDR video (HDR: phone footage in HLG, PQ
+    # masters; wide-gamut primaries): (primaries, transfer, matrix) as FFmpeg numbers them; the frames are
+    # read as its code values, and a video output is described the same way (VideoWriter's ``colour``)
+    colour: tuple[int, int, int] | None = None
+    # transparency (a PNG's alpha, a ProRes 4444 or VP9 clip's alpha plane), which frames drop: read as RGB
+    alpha: bool = False
 
 
 def natural_key(name: str):
@@ -258,6 +266,47 @@ def codec_help() -> str:
     return "; ".join(f"{c}: {VIDEO_CODECS[c][2]} ({'/'.join(takes[c])})" for c in VIDEO_CODECS)
 
 
+# FFmpeg's colour numbers (AVColorPrimaries, AVColorTransferCharacteristic, AVColorSpace) of plain SDR
+# video: BT.709, unspecified, BT.470 M/BG, SMPTE 170M/240M primaries; transfers with BT.709's curve (or
+# near it: gamma 2.2/2.8, linear, log, sRGB, BT.2020's 10/12-bit forms); anything else is said on reading
+# and kept in a video output
+_SDR_PRIMARIES = {1, 2, 4, 5, 6, 7}
+_SDR_TRANSFERS = {1, 2, 4, 5, 6, 7, 8, 13, 14, 15}
+_COLOUR_NAMES = {"primaries": {9: "BT.2020", 11: "DCI-P3", 12: "Display P3", 10: "XYZ", 22: "EBU 3213"},
+                 "transfer": {16: "PQ (HDR10)", 18: "HLG", 17: "SMPTE 428", 11: "xvYCC", 12: "BT.1361"}}
+_HDR_TRANSFERS = {16, 18}
+_BT2020_NCL = 9
+
+
+def _colour(frame) -> tuple[int, int, int] | None:
+    """A decoded frame's (primaries, transfer, matrix) where they say other than plain SDR, else None."""
+    try:
+        prim, trc, matrix = int(frame.color_primaries), int(frame.color_trc), int(frame.colorspace)
+    except (AttributeError, TypeError, ValueError):  # an older PyAV
+        return None
+    if prim in _SDR_PRIMARIES and trc in _SDR_TRANSFERS:
+        return None
+    if matrix in (_UNSPECIFIED, 0) and prim == 9:  # BT.2020 primaries say nothing of the matrix: its own
+        matrix = _BT2020_NCL
+    return prim, trc, matrix
+
+
+def colour_name(colour: tuple[int, int, int]) -> str:
+    """``colour`` (:attr:`VideoInfo.colour`) in words: "HLG, BT.2020"."""
+    prim, trc, _ = colour
+    words = [_COLOUR_NAMES["transfer"].get(trc, f"transfer {trc}")] if trc not in _SDR_TRANSFERS else []
+    if prim not in _SDR_PRIMARIES:
+        words.append(_COLOUR_NAMES["primaries"].get(prim, f"primaries {prim}"))
+    return ", ".join(words)
+
+
+def _has_alpha(img) -> bool:
+    """Whether a PIL image has transparency that is used (an RGBA PNG all opaque has none to lose)."""
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return bool(np.asarray(img.getchannel("A")).min() < 255)
+    return "transparency" in img.info
+
+
 def _first_image(folder: Path, files: list[Path] | None = None) -> np.ndarray:
     """The first image of a folder clip (``files``: its images, when already listed)."""
     files = _image_files(folder) if files is None else files
@@ -273,7 +322,7 @@ def probe(path) -> VideoInfo:
     if path.is_dir():
         files = _image_files(path)
         h, w = _first_image(path, files).shape[:2]
-        return VideoInfo(len(files), h, w, DEFAULT_FPS)
+        return VideoInfo(len(files), h, w, DEFAULT_FPS, alpha=_image_alpha(files[0]))
     import av
 
     container = _open_container(path)
@@ -283,7 +332,8 @@ def probe(path) -> VideoInfo:
         if container.format.name == "gif":  # FFmpeg guesses a GIF's rate from its first delay
             fps = _mean_packet_rate(path) or fps
         aspect = _pixel_aspect(stream)
-        interlaced = False
+        interlaced = alpha = False
+        colour = None
         n = stream.frames
         h = w = 0
         try:  # the size as read: the first frame, upright (a rotated stream's coded size is turned)
@@ -292,6 +342,9 @@ def probe(path) -> VideoInfo:
             if _turns(frame) % 2:
                 aspect = 1 / aspect
             interlaced = bool(getattr(frame, "interlaced_frame", False))
+            colour = _colour(frame)
+            if any(getattr(c, "is_alpha", False) for c in frame.format.components):
+                alpha = bool(frame.to_ndarray(format="rgba")[..., 3].min() < 255)
         except (StopIteration, av.error.FFmpegError):  # type: ignore[attr-defined]
             n = 0
     finally:
@@ -303,7 +356,17 @@ def probe(path) -> VideoInfo:
             n += 1
         if first is not None:
             h, w = first.shape[:2]
-    return VideoInfo(int(n), int(h), int(w), fps, aspect, interlaced)
+    return VideoInfo(int(n), int(h), int(w), fps, aspect, interlaced, colour, alpha)
+
+
+def _image_alpha(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return _has_alpha(im)
+    except (OSError, ValueError):  # unreadable: said when its frames are read
+        return False
 
 
 def _mean_packet_rate(path) -> float | None:
@@ -381,13 +444,39 @@ def frame_times(path, frames: int | None = None) -> np.ndarray | None:
     return (np.append(pts, pts[-1] + last) - pts[0]) * float(tb)
 
 
-def warn_if_interlaced(path, info: VideoInfo) -> None:
-    """Say once that a clip is interlaced, and how to make it progressive: its frames are read as
-    stored, two fields woven together, and patch matching and generation see their comb teeth."""
+def warn_about_input(path, info: VideoInfo) -> None:
+    """Say once what reading a clip does not keep, and the way out: interlacing (frames are read as
+    stored, two fields woven together, and patch matching and generation see their comb teeth) and
+    transparency (frames are read as RGB). HDR is said by :func:`say_colour`."""
     if info.interlaced:
         log.warning("%s is interlaced (two fields woven into each frame): moving edges show comb teeth that "
                     "matching and generation take for detail; deinterlace it first, e.g. ffmpeg -i %s -vf bwdif "
                     "-c:a copy progressive.mp4", path, Path(path).name)
+    if info.alpha:
+        log.warning("%s has transparency (an alpha channel): its frames are read as RGB, without it, and the "
+                    "output has none", path)
+
+
+def say_colour(path, info: VideoInfo, kept: bool) -> None:
+    """Say that a clip is HDR or wide-gamut (:attr:`VideoInfo.colour`), whose frames are read as their
+    code values, not tone mapped: ``kept`` when a video output is described as this clip is (it plays
+    with the same colours), else with the advice to convert it to SDR first."""
+    if info.colour is None:
+        return
+    name, what = Path(path).name, colour_name(info.colour)
+    if info.colour[1] not in _HDR_TRANSFERS:
+        log.info("%s has a wide-gamut colour description (%s): %s", path, what,
+                 "a video output is described the same way" if kept else "its frames are read as its code values")
+    elif kept:
+        log.warning("%s is HDR (%s): its frames are worked on as their code values at 8 bits per channel "
+                    "(smooth gradients may band); a video output is described as %s is, so it plays with the "
+                    "same colours (a PNG folder or GIF cannot say so: they look flat); --codec h265 writes the "
+                    "10-bit H.265 that HDR players and sites expect", path, what, name)
+    else:
+        log.warning("%s is HDR (%s): its frames are read as their code values, without tone mapping, and look "
+                    "flat and grey to a model trained on SDR images; convert it to SDR first, e.g. ffmpeg -i %s "
+                    "-vf zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=hable,zscale=t=bt709:"
+                    "m=bt709:r=tv,format=yuv420p sdr.mp4", path, what, name)
 
 
 def read(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
@@ -978,17 +1067,25 @@ def _write_gif(frames: list[Path], out: Path, delays: list[int]) -> None:
     first.save(out, save_all=True, append_images=it, duration=delays, loop=0, disposal=1)
 
 
-_KR_KB = {"ITU601": (0.299, 0.114), "ITU709": (0.2126, 0.0722)}  # the matrices' red and blue weights
+# the colour matrices a video output is converted through, by FFmpeg's number (AVColorSpace): the
+# name (or number) swscale knows it by, and its red and blue weights; BT.2020's constant-luminance form
+# is written as its non-constant one, and a matrix not here as the one players assume at the size
+_MATRICES = {_BT709: ("ITU709", 0.2126, 0.0722), 4: (4, 0.30, 0.11), 5: ("ITU601", 0.299, 0.114),
+             _SMPTE170M: ("ITU601", 0.299, 0.114), 7: (7, 0.212, 0.087), _BT2020_NCL: (9, 0.2627, 0.0593),
+             10: (9, 0.2627, 0.0593)}
 
 
-def _yuv422p10(rgb: np.ndarray, matrix: str):
-    """An ``(H, W, 3)`` uint8 RGB frame (W even) as a 10-bit 4:2:2 frame, limited range, through
-    ``matrix``, converted here rather than by FFmpeg: the rgb24 -> yuv422p10le conversion of PyAV
-    19.0.2's FFmpeg turned the first 16 columns of a frame grey at times (measured on an H200 host).
-    Chroma is sited with the even luma samples, as MPEG 4:2:2 is, filtered 1-2-1 before it is taken."""
+def _yuv10(rgb: np.ndarray, matrix: int, pix_fmt: str = "yuv422p10le", primaries: int = 2, transfer: int = 2):
+    """An ``(H, W, 3)`` uint8 RGB frame as a 10-bit 4:2:2 (``yuv422p10le``, W even) or 4:2:0
+    (``yuv420p10le``, H and W even) frame, limited range, through ``matrix`` (a key of ``_MATRICES``),
+    converted here rather than by FFmpeg: the rgb24 -> yuv422p10le conversion of PyAV 19.0.2's FFmpeg
+    turned the first 16 columns of a frame grey at times (measured on an H200 host). Chroma is sited
+    with the even luma samples across, as MPEG's is, filtered 1-2-1 before it is taken; 4:2:0's between
+    two rows down (the mean of the two). ``primaries`` and ``transfer`` are said in the frame (ProRes
+    takes them from there, not from the stream)."""
     import av
 
-    kr, kb = _KR_KB[matrix]
+    _, kr, kb = _MATRICES[matrix]
     x = rgb.astype(np.float32) * np.float32(1 / 255)
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
     y = kr * r + (1 - kr - kb) * g + kb * b
@@ -997,10 +1094,13 @@ def _yuv422p10(rgb: np.ndarray, matrix: str):
     for c in (cb, cr):
         p = np.pad(c, ((0, 0), (1, 1)), mode="edge")
         sited = 0.25 * p[:, 0:-2:2] + 0.5 * p[:, 1:-1:2] + 0.25 * p[:, 2::2]
+        if pix_fmt == "yuv420p10le":
+            sited = 0.5 * (sited[0::2] + sited[1::2])
         planes.append(np.clip(np.rint(512 + 896 * sited), 0, 1023))
-    frame = av.VideoFrame(rgb.shape[1], rgb.shape[0], "yuv422p10le")
+    frame = av.VideoFrame(rgb.shape[1], rgb.shape[0], pix_fmt)
     try:  # what the frame says of itself goes into the stream, over the encoder's settings
-        frame.colorspace, frame.color_range = (_BT709 if matrix == "ITU709" else _SMPTE170M), 1
+        frame.colorspace, frame.color_range = matrix, 1
+        frame.color_primaries, frame.color_trc = primaries, transfer
     except AttributeError:  # a PyAV that cannot set them: the encoder's settings stand
         pass
     for plane, values in zip(frame.planes, planes):
@@ -1053,6 +1153,10 @@ class VideoWriter(_Output):
     ``pixel_aspect``: the shape of a pixel as shown (:attr:`VideoInfo.pixel_aspect`), said in a video
     output so that anamorphic frames play as wide as their source.
 
+    ``colour``: the colour description of the clip the frames' code values come from
+    (:attr:`VideoInfo.colour`: HDR, wide gamut), converted through its matrix and said in a video output
+    so that it plays as that clip does. Without it, SDR: BT.709 for HD, BT.601 below.
+
     ``times``: for a variable frame rate, when each frame is shown, in seconds from the first, and one
     entry more, when the last ends (:func:`frame_times`); frame ``i`` written is shown at ``times[i]``.
     Without it frames are ``1 / fps`` apart. A folder of PNGs has no timing.
@@ -1064,8 +1168,9 @@ class VideoWriter(_Output):
     """
 
     def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17, audio=None, audio_start: float = 0.0,
-                 pixel_aspect=1, times=None, codec: str | None = None):
+                 pixel_aspect=1, times=None, codec: str | None = None, colour: tuple[int, int, int] | None = None):
         self.path = Path(path)
+        self.colour = colour
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         self._durations: dict[int, int] = {}  # pts -> duration (90 kHz ticks) of frames not yet muxed
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
@@ -1099,11 +1204,14 @@ class VideoWriter(_Output):
         self._container = av.open(str(self.tmp), mode="w", format=WRITE_VIDEO_EXTS[self.path.suffix.lower()])
         rate = Fraction(self.fps).limit_denominator(1001000)
         encoder, pix_fmt, _ = VIDEO_CODECS[self.codec]
+        if self.codec == "h265" and self.colour is not None and self.colour[1] in _HDR_TRANSFERS:
+            pix_fmt = "yuv420p10le"  # HDR's H.265 is Main 10, what HDR players and sites look for
         s = self._container.add_stream(encoder, rate=rate)
         if self.times is not None:  # each frame at its own time, in 90 kHz ticks (MPEG's clock)
             s.codec_context.time_base = s.time_base = _TIME_TICK
         # chroma at half size needs even sizes (4:2:0 both, 4:2:2 the width); RGB none
-        self._pad = {"yuv420p": (h % 2, w % 2), "yuv422p10le": (0, w % 2)}.get(pix_fmt, (0, 0))
+        self._pad = {"yuv420p": (h % 2, w % 2), "yuv420p10le": (h % 2, w % 2), "yuv422p10le": (0, w % 2)}.get(
+            pix_fmt, (0, 0))
         if any(self._pad):
             log.info("%s: %dx%d is written as %dx%d, the last %s repeated (%s video needs even sizes); "
                      "a folder of PNGs keeps the exact size", self.path.name, w, h, w + self._pad[1], h + self._pad[0],
@@ -1120,21 +1228,25 @@ class VideoWriter(_Output):
             if self.codec in ("ffv1", "vp9"):  # their FFmpeg encoders do not carry it (measured, PyAV 18.1)
                 log.warning("%s: %s does not keep the pixel shape (%s): it plays with square pixels; h264, h265 "
                             "or prores keep it", self.path.name, self.codec, self.pixel_aspect)
+        # the colour description players assume at this size (or the source's, ``colour``), used and said
+        # in the stream, so that tag-reading and size-guessing players alike show the frames' own RGB
+        hd = _is_hd(s.height, s.width)
+        sdr = _BT709 if hd else _SMPTE170M
+        prim, trc, matrix = self.colour if self.colour is not None else (sdr, sdr, sdr)
+        matrix = matrix if matrix in _MATRICES else sdr
+        cc = s.codec_context
+        for name, value in (("color_primaries", prim), ("color_trc", trc)):
+            try:
+                setattr(cc, name, value)
+            except AttributeError:  # PyAV too old to set them: the matrix below is what decoding needs
+                pass
         if pix_fmt == "bgr0":  # RGB as it is: no matrix, nothing to say about one
             self._matrix = None
             return
-        # the colour matrix players assume at this size, used and said (in the H.264 stream), so that
-        # tag-reading and size-guessing players alike show the frames' own RGB
-        hd = _is_hd(s.height, s.width)
-        self._matrix = "ITU709" if hd else "ITU601"
-        cc = s.codec_context
-        cc.colorspace = _BT709 if hd else _SMPTE170M
+        self._matrix = matrix
+        self._tags = prim, trc
+        cc.colorspace = matrix
         cc.color_range = 1  # limited ("tv") range, as yuv420p H.264 is played
-        for name in ("color_primaries", "color_trc"):
-            try:
-                setattr(cc, name, _BT709 if hd else _SMPTE170M)
-            except AttributeError:  # PyAV too old to set them: the matrix above is what decoding needs
-                pass
 
     def _mux(self, packets) -> None:
         for packet in packets:
@@ -1156,14 +1268,15 @@ class VideoWriter(_Output):
                     self._open_video(*frame.shape[:2])
                 if any(self._pad):
                     frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-                if self._pix_fmt == "yuv422p10le":  # converted here: see _yuv422p10
-                    vf = _yuv422p10(frame, self._matrix)
+                if self._pix_fmt in ("yuv422p10le", "yuv420p10le"):  # converted here: see _yuv10
+                    vf = _yuv10(frame, self._matrix, self._pix_fmt, *self._tags)
                 else:
                     vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
                     if self._matrix is None:
                         vf = vf.reformat(format=self._pix_fmt)
                     else:
-                        vf = vf.reformat(format=self._pix_fmt, dst_colorspace=self._matrix, dst_color_range="MPEG")
+                        vf = vf.reformat(format=self._pix_fmt, dst_colorspace=_MATRICES[self._matrix][0],
+                                         dst_color_range="MPEG")
                 if self.times is not None:
                     vf.pts = round((self.times[self.count] - self.times[0]) / _TIME_TICK)
                     vf.time_base = _TIME_TICK

@@ -188,10 +188,11 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
               keep_native: bool = False) -> _Inputs:
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
     uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache."""
-    from ..video import frame_times, iter_frames, probe, warn_if_interlaced
+    from ..video import frame_times, iter_frames, probe, say_colour, warn_about_input
 
     info = probe(video)
-    warn_if_interlaced(video, info)
+    warn_about_input(video, info)
+    say_colour(video, info, kept=False)
     start, end = frames
     # an anamorphic clip is generated (and written) with square pixels, at the shape it is shown
     aspect = float(info.pixel_aspect)
