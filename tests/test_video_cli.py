@@ -300,6 +300,39 @@ def test_other_codecs_round_trip_in_the_right_colours(name, codec, pix_fmt, tmp_
         assert np.abs(_centres(back[0], 175) - _centres(card, 175)).max() <= 4
 
 
+@pytest.mark.parametrize("pix_fmt, bits", [("yuv420p", 8), ("yuv420p10le", 10)])
+def test_frames_are_read_rounded_not_darker(pix_fmt, bits, tmp_path):
+    """A grey ramp stored losslessly (FFV1) at 8 and 10 bits is read back as its exact RGB values,
+    rounded: FFmpeg's default conversion truncated, reading 8-bit clips 0.5 levels darker on average
+    and 10-bit ones (ProRes, HDR, camera log) 1.6 levels darker."""
+    import av
+
+    w, shift = 256, bits - 8
+    ys = np.round(np.linspace(16 << shift, 235 << shift, w))
+    dtype = np.uint16 if bits > 8 else np.uint8
+    path = tmp_path / "ramp.mkv"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = w, 16, pix_fmt
+        s.codec_context.colorspace, s.codec_context.color_range = 1, 1
+        for _ in range(2):
+            f = av.VideoFrame(w, 16, pix_fmt)
+            f.colorspace, f.color_range = 1, 1
+            for i, plane in enumerate(f.planes):
+                buf = np.full((plane.height, plane.line_size // np.dtype(dtype).itemsize), 128 << shift, dtype)
+                if i == 0:
+                    buf[:, :w] = ys
+                plane.update(buf.tobytes())
+            for packet in s.encode(f):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+    got = next(video.iter_frames(path))[8].astype(float)
+    want = (ys / (1 << shift) - 16) / 219 * 255
+    for ch in range(3):
+        assert abs((got[:, ch] - want).mean()) < 0.1 and np.abs(got[:, ch] - want).max() <= 0.55
+
+
 @pytest.mark.parametrize("h, w, matrix, pix_fmt", [(144, 176, "601", "yuv422p10le"), (720, 1280, "709", "yuv422p10le"),
                                                     (144, 176, "2020", "yuv420p10le")])
 def test_10_bit_frames_are_converted_here_through_the_matrix(h, w, matrix, pix_fmt):

