@@ -1713,3 +1713,53 @@ def test_frames_read_into_memory_fill_one_array_whatever_the_container_said(carp
     for said in (5, 3, 8):
         arr = video._fill(iter(clip), (said, *clip.shape[1:]))
         assert arr.shape == clip.shape and np.array_equal(arr, clip)
+
+
+def test_info_says_what_is_read_from_each_clip(tmp_path, carphone, capsys):
+    """`flickerless info` shows the facts behind most surprises before any work: frames, rate, size as
+    shown (a portrait phone clip turned upright), codec and bit depth, HDR, alpha, sound, how it is held;
+    --json gives the same as values; a missing clip is one line and exit code 2."""
+    import json
+
+    from PIL import Image
+
+    clip = tmp_path / "clip.mp4"
+    write_h264(clip, carphone[:6], fps=Fraction(25, 2))
+    hdr = tmp_path / "hlg.mkv"
+    write_hdr(hdr, np.stack([_card(64, 96)] * 2))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in (10, 2):
+        a = np.dstack([carphone[0], np.full(carphone.shape[1:3], 255, np.uint8)])
+        a[:4, :4, 3] = 0
+        Image.fromarray(a, "RGBA").save(folder / f"{i}.png")
+    assert main(["info", str(clip), str(hdr), str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "frames      6 (0.48 s, 12.5 fps)" in out and "size        176x144" in out
+    assert "video       h264, yuv420p, 8-bit" in out and "sound       none" in out
+    assert "video       hevc, yuv420p10le, 10-bit" in out and "colour      HDR: HLG, BT.2020" in out
+    assert "images      png, in natural order: 2.png ... 10.png" in out and "alpha       yes" in out
+    assert "0.152 MB uncompressed: held in RAM" in out
+    assert main(["info", "--json", str(clip), str(folder)]) == 0
+    got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (got[0]["frames"], got[0]["fps"], got[0]["codec"], got[0]["alpha"]) == (6, 12.5, "h264", False)
+    assert (got[1]["kind"], got[1]["frames"], got[1]["alpha"], got[1]["first"]) == ("images", 2, True, "2.png")
+    assert main(["info", str(tmp_path / "nope.mp4")]) == 2
+    assert capsys.readouterr().err.strip().endswith("nope.mp4: no such file or folder")
+
+
+def test_info_says_a_turned_and_anamorphic_clip_s_shape(tmp_path, carphone, sound_clip, capsys):
+    import av
+
+    wide = tmp_path / "wide.mp4"
+    write_h264(wide, carphone[:2], sample_aspect_ratio=Fraction(16, 11))
+    portrait = tmp_path / "portrait.mp4"
+    video.write(tmp_path / "plain.mp4", carphone[:2], 10)
+    _rotate_mp4(tmp_path / "plain.mp4", portrait, -90)  # as a phone stores portrait video
+    assert main(["info", str(wide), str(sound_clip), str(portrait)]) == 0
+    out = capsys.readouterr().out
+    assert "pixels shown 16/11 as wide as high: 256x144 on screen" in out
+    assert "size        144x176 upright (stored 176x144, a quarter turn clockwise on reading)" in out
+    with av.open(str(sound_clip)) as c:
+        a = c.streams.audio[0].codec_context
+        assert f"sound       {a.name}, {a.sample_rate} Hz" in out

@@ -57,6 +57,7 @@ __all__ = [
     "load_image",
     "keyframe_positions",
     "warn_about_input",
+    "stream_facts",
     "say_colour",
     "colour_name",
     "frame_times",
@@ -374,6 +375,42 @@ def probe(path) -> VideoInfo:
         if first is not None:
             h, w = first.shape[:2]
     return VideoInfo(int(n), int(h), int(w), fps, aspect, interlaced, colour, alpha)
+
+
+def stream_facts(path) -> dict:
+    """What :func:`probe` does not say of a clip, for ``flickerless info``: a folder's image formats and
+    first and last names; a video's codec, pixel format and bit depth, its stored size and the quarter
+    turns that make it upright, and its sound (codec, rate, channels; None for none)."""
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        files = _image_files(path)
+        if not files:
+            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_EXTS))})")
+        return {"kind": "images", "first": files[0].name, "last": files[-1].name,
+                "formats": sorted({f.suffix.lower().lstrip(".") for f in files})}
+    import av
+
+    container = _open_container(path)
+    try:
+        stream = container.streams.video[0]
+        cc = stream.codec_context
+        facts = {"kind": "video", "container": container.format.name, "codec": cc.name,
+                 "pix_fmt": cc.format.name if cc.format else None, "stored_width": cc.width,
+                 "stored_height": cc.height, "turns": 0, "bits": None, "sound": None}
+        try:
+            frame = next(container.decode(stream))
+            facts["turns"] = _turns(frame)
+            facts["pix_fmt"] = frame.format.name
+            facts["bits"] = max(c.bits for c in frame.format.components)
+        except (StopIteration, av.error.FFmpegError, AttributeError):  # type: ignore[attr-defined]
+            pass
+        if container.streams.audio:
+            a = container.streams.audio[0].codec_context
+            facts["sound"] = f"{a.name}, {a.sample_rate} Hz, {a.channels} channel{'s' * (a.channels != 1)}"
+        return facts
+    finally:
+        container.close()
 
 
 def _image_alpha(path: Path) -> bool:

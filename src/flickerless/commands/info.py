@@ -1,0 +1,97 @@
+"""``flickerless info CLIP...``: what the tool will read from a clip, before any work.
+
+Frame count, rate (and a variable rate's spread), size as shown (rotation, pixel shape), codec, colour
+(HDR, wide gamut), interlacing, transparency, sound, and whether the clip is held in RAM or read
+through a file: the facts behind most surprises (a style one frame short, a portrait phone clip, HLG
+footage, a 1080i camcorder clip), each said with what deflicker and run do about it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="what is read from a clip: frames, fps, size as shown, codec, HDR, interlacing, alpha, sound",
+        description="Say what flickerless reads from each clip (a video file or a folder of images): its frame "
+        "count, frame rate (a variable rate's spread), size as shown (after rotation and pixel shape), codec, "
+        "colour description (HDR, wide gamut), interlacing, transparency, sound, and how it is held while "
+        "working. A guide and its style must agree in frames and size.",
+    )
+    p.add_argument("clips", nargs="+", metavar="CLIP", help="video file or folder of images")
+    p.add_argument("--json", action="store_true", help="one JSON object per clip, a line each")
+    p.set_defaults(func=cmd_info)
+
+
+def describe(path) -> dict:
+    """What is read from a clip, as plain values (what ``--json`` prints)."""
+    from .. import video
+
+    path = Path(path)
+    info = video.probe(path)
+    out = {"path": str(path), "frames": info.frames, "width": info.width, "height": info.height,
+           "fps": round(info.fps, 6), "duration_s": round(info.frames / info.fps, 3) if info.fps else None,
+           "pixel_aspect": str(info.pixel_aspect), "interlaced": info.interlaced, "alpha": info.alpha,
+           "colour": None if info.colour is None else video.colour_name(info.colour),
+           "bytes_uncompressed": info.frames * info.width * info.height * 3,
+           "held_in_ram": info.frames * info.width * info.height * 3 <= video.MEMORY_LIMIT}
+    out.update(video.stream_facts(path))
+    if out["kind"] == "images":
+        return out
+    times = video.frame_times(path, info.frames)
+    if times is not None:
+        steps = times[1:] - times[:-1]
+        out.update(variable_rate=True, min_step_s=round(float(steps.min()), 6), max_step_s=round(float(steps.max()), 6),
+                   duration_s=round(float(times[-1] - times[0]), 3))
+    else:
+        out["variable_rate"] = False
+    return out
+
+
+def _lines(d: dict) -> list[str]:
+    from fractions import Fraction
+
+    rows = [d["path"]]
+    rate = f"{d['fps']:.4g} fps"
+    if d.get("variable_rate"):
+        rate += f", variable: {d['min_step_s']:.4g}-{d['max_step_s']:.4g} s between frames (each frame keeps its time)"
+    dur = "" if d["duration_s"] is None else f"{d['duration_s']:.2f} s, "
+    rows.append(f"  frames      {d['frames']} ({dur}{rate})")
+    size = f"{d['width']}x{d['height']}"
+    if d.get("turns"):
+        turn = {1: "a quarter turn anticlockwise", 2: "half a turn", 3: "a quarter turn clockwise"}[d["turns"]]
+        size += f" upright (stored {d['stored_width']}x{d['stored_height']}, {turn} on reading)"
+    aspect = Fraction(d["pixel_aspect"])
+    if aspect != 1:
+        size += f"; pixels shown {aspect} as wide as high: {round(d['width'] * aspect)}x{d['height']} on screen"
+    rows.append(f"  size        {size}")
+    if d["kind"] == "images":
+        rows.append(f"  images      {', '.join(d['formats'])}, in natural order: {d['first']} ... {d['last']}")
+    else:
+        rows.append(f"  video       {d['codec']}, {d['pix_fmt']}" + (f", {d['bits']}-bit" if d.get("bits") else ""))
+    if d["colour"]:
+        hdr = "HDR" if any(k in d["colour"] for k in ("HLG", "PQ")) else "wide gamut"
+        rows.append(f"  colour      {hdr}: {d['colour']} (worked on as its code values; deflicker's video output "
+                    "says the same, run advises converting to SDR)")
+    if d["interlaced"]:
+        rows.append("  interlaced  yes: deinterlace it first, e.g. ffmpeg -i CLIP -vf bwdif progressive.mp4")
+    if d["alpha"]:
+        rows.append("  alpha       yes: read as RGB, without it (deflicker a matte as a clip of its own)")
+    if d["kind"] == "video":
+        rows.append(f"  sound       {d['sound'] or 'none'}")
+    b = d["bytes_uncompressed"]
+    amount = f"{b / 1e9:.3g} GB" if b >= 1e9 else f"{b / 1e6:.3g} MB"
+    rows.append(f"  working     {amount} uncompressed: " + (
+        "held in RAM" if d["held_in_ram"] else "over the 1 GiB in-memory limit: decoded as the work goes, or "
+        "through a file (--tmp), not held in RAM"))
+    return rows
+
+
+def cmd_info(args) -> int:
+    for clip in args.clips:
+        d = describe(clip)
+        print(json.dumps(d) if args.json else "\n".join(_lines(d)), flush=True)
+    return 0
