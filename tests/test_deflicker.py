@@ -411,3 +411,53 @@ def test_keyframes_come_from_their_own_shot(two_shots, caplog):
     assert [r.getMessage() for r in caplog.records if "hold no keyframe" in r.getMessage()] == [
         "frames 5-9 (a shot of their own) hold no keyframe: rendered from keyframes of other shots; "
         "add a keyframe in that shot"]
+
+
+def _matte(clip, seed=0):
+    """A soft matte of a clip's dark regions, and the same matte as a per-frame segmentation draws it:
+    eroded or dilated by 1-3 px at random each frame (benchmarks/explore/matte.py)."""
+    import cv2
+
+    truth = np.stack([cv2.GaussianBlur(((f.mean(-1) < 90) * 255).astype(np.uint8), (5, 5), 2) for f in clip])
+    rng = np.random.default_rng(seed)
+    shaken = np.stack([(cv2.erode if rng.random() < 0.5 else cv2.dilate)(t, np.ones((k, k), np.uint8))
+                       for t, k in zip(truth, rng.integers(2, 4, len(truth)))])
+    return truth, shaken
+
+
+@pytest.mark.parametrize("mode, kw", [("table", {}), ("window", {"window": 3}), ("table", {"detail": False}),
+                                      ("window", {"error_sigma": None}), ("all_pairs", {"window": 2})])
+def test_a_style_with_alpha_blends_it_through_the_same_matches(pair, mode, kw):
+    """A cut-out stylised frame by frame carries an alpha matte that flickers too: an RGBA style is
+    matched on its colour alone, so its RGB comes out exactly as the RGB style's does, and the alpha is
+    blended through the same fields and weights."""
+    clip, _, flick = pair
+    truth, shaken = _matte(clip)
+    rgba = np.concatenate([flick, shaken[..., None]], -1)
+    rgb_out = deflicker(clip, flick, mode=mode, device="cpu", **kw, **FAST)
+    out = deflicker(clip, rgba, mode=mode, device="cpu", **kw, **FAST)
+    assert out.shape == rgba.shape and out.dtype == np.uint8
+    assert np.array_equal(out[..., :3], rgb_out)
+    assert temporal_error(out[..., 3:], truth[..., None]) < temporal_error(shaken[..., None], truth[..., None]) / 3
+
+
+def test_alpha_in_tensors_and_keyframes(pair):
+    clip, _, flick = pair
+    _, shaken = _matte(clip)
+    rgba = np.concatenate([flick, shaken[..., None]], -1)
+    t = torch.from_numpy(rgba).permute(0, 3, 1, 2).float() / 255
+    g = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255
+    got = deflicker(g, t, device="cpu", **FAST)
+    assert got.shape == t.shape and got.dtype == torch.float32
+    rgb = deflicker(g, t[:, :3], device="cpu", **FAST)
+    torch.testing.assert_close(got[:, :3], rgb, rtol=0, atol=0)
+    # keyframes with alpha: a keyframe comes back exactly, alpha included; the colour as without alpha
+    keys = {0: rgba[0], 9: rgba[9]}
+    out = deflicker(clip, mode="keyframes", keyframes=keys, device="cpu", **FAST)
+    assert out.shape[-1] == 4 and np.array_equal(out[0], rgba[0]) and np.array_equal(out[9], rgba[9])
+    plain = deflicker(clip, mode="keyframes", keyframes={k: v[..., :3] for k, v in keys.items()}, device="cpu", **FAST)
+    assert np.array_equal(out[..., :3], plain)
+    with pytest.raises(InputError, match="keyframes mix RGB and RGBA"):
+        deflicker(clip, mode="keyframes", keyframes={0: rgba[0], 9: flick[9]}, device="cpu", **FAST)
+    with pytest.raises(InputError, match="the guide must be RGB"):
+        deflicker(rgba, flick, device="cpu", **FAST)

@@ -1,5 +1,6 @@
 import os
 import re
+import shutil
 import sys
 from fractions import Fraction
 
@@ -10,6 +11,7 @@ import torch
 from flickerless import video
 from flickerless.cli import main
 from flickerless.errors import InputError, OutputError
+from flickerless.synthetic import temporal_error
 
 from .conftest import write_h264, write_hdr
 
@@ -352,6 +354,18 @@ def test_10_bit_frames_are_converted_here_through_the_matrix(h, w, matrix, pix_f
         assert np.abs(plane[ch // 2, cols // 2] / 4 - want[h // 2, cols]).max() < 0.2
 
 
+def test_prores_4444_frames_carry_full_chroma_and_the_alpha():
+    card = _card(144, 176)
+    rgba = np.dstack([card, np.tile(np.arange(176, dtype=np.uint8), (144, 1))])
+    f = video._yuv10(rgba, 1, "yuva444p10le")
+    planes = [np.frombuffer(bytes(p), np.uint16).reshape(p.height, -1)[:, : p.width] for p in f.planes]
+    y, cb, cr = _ycbcr(card, "709")
+    assert [p.shape for p in planes] == [(144, 176)] * 4
+    for plane, want in zip(planes[:3], (y, cb, cr)):
+        assert np.abs(plane / 4 - want).max() < 0.2  # no chroma filter: every pixel its own
+    assert np.array_equal(planes[3], np.rint(np.arange(176) * 1023 / 255).astype(np.uint16)[None].repeat(144, 0))
+
+
 def _tags(path):
     import av
 
@@ -456,11 +470,11 @@ def test_transparency_is_detected_and_said(tmp_path, carphone, caplog):
             c.mux(packet)
     assert video.probe(clip).alpha
     assert np.array_equal(video.read(clip)[0][1], carphone[1])  # the colours as stored, without the alpha
-    with caplog.at_level("WARNING", logger="flickerless"):
+    with caplog.at_level("WARNING", logger="flickerless"):  # an output that cannot keep it: said once, with those that can
         assert main(["deflicker", "--guide", str(tmp_path / "opaque"), "--style", str(tmp_path / "cut"), "-o",
-                     str(tmp_path / "o"), *FASTARGS]) == 0
+                     str(tmp_path / "o.mp4"), *FASTARGS]) == 0
     said = [r.getMessage() for r in caplog.records if "transparency" in r.getMessage()]
-    assert len(said) == 1 and str(tmp_path / "cut") in said[0]
+    assert len(said) == 1 and "o.mp4 cannot keep the style's transparency" in said[0] and "--codec prores" in said[0]
 
 
 @pytest.mark.parametrize("name, codec, message", [
@@ -655,7 +669,7 @@ def test_keyframes_are_loaded_when_needed_a_few_at_a_time(clips, clips_truth, tm
     assert kf.loads == 5 and len(kf._cache) == 2  # 4 was dropped and loaded again
     loaded = []
     real = video.load_image
-    monkeypatch.setattr(video, "load_image", lambda p: loaded.append(p) or real(p))
+    monkeypatch.setattr(video, "load_image", lambda p, **kw: loaded.append(p) or real(p, **kw))
     out = tmp_path / "o"
     assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "-o", str(out),
                  *FASTARGS]) == 0
@@ -1738,7 +1752,7 @@ def test_info_says_what_is_read_from_each_clip(tmp_path, carphone, capsys):
     assert "frames      6 (0.48 s, 12.5 fps)" in out and "size        176x144" in out
     assert "video       h264, yuv420p, 8-bit" in out and "sound       none" in out
     assert "video       hevc, yuv420p10le, 10-bit" in out and "colour      HDR: HLG, BT.2020" in out
-    assert "images      png, in natural order: 2.png ... 10.png" in out and "alpha       yes" in out
+    assert "images      png, in natural order: 2.png ... 10.png" in out and "alpha       yes: deflicker blends it" in out
     assert "0.152 MB uncompressed: held in RAM" in out
     assert main(["info", "--json", str(clip), str(folder)]) == 0
     got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -1763,3 +1777,80 @@ def test_info_says_a_turned_and_anamorphic_clip_s_shape(tmp_path, carphone, soun
     with av.open(str(sound_clip)) as c:
         a = c.streams.audio[0].codec_context
         assert f"sound       {a.name}, {a.sample_rate} Hz" in out
+
+
+@pytest.fixture(scope="module")
+def cut_out(tmp_path_factory, carphone):
+    """A guide (12 frames of carphone, PNGs), its flickering stylisation without and with an alpha matte
+    that a per-frame segmentation would draw (its edge shaken by 1-3 px each frame), as PNG folders."""
+    from PIL import Image
+
+    from flickerless.synthetic import flickering_pair
+
+    from .test_deflicker import _matte
+
+    root = tmp_path_factory.mktemp("cutout")
+    clip = np.ascontiguousarray(carphone[:12, 40:104, 48:128])
+    _, flick = flickering_pair(clip, seed=3)
+    truth, shaken = _matte(clip)
+    video.write(root / "guide", clip)
+    video.write(root / "style", flick)
+    (root / "cut").mkdir()
+    for i, (f, a) in enumerate(zip(flick, shaken)):
+        Image.fromarray(np.dstack([f, a]), "RGBA").save(root / "cut" / f"{i:05d}.png")
+    return root, truth, shaken
+
+
+def test_cli_keeps_a_style_s_transparency_where_the_output_can(cut_out, tmp_path, caplog):
+    """An RGBA style: a PNG folder, ProRes 4444 (.mov) and FFV1 (.mkv) keep its alpha, blended through the
+    same matches as its colour (whose frames are the RGB style's, exactly); an .mp4 cannot, and says
+    which outputs can."""
+    root, truth, shaken = cut_out
+    args = ["deflicker", "--guide", str(root / "guide"), "--device", "cpu", *FASTARGS]
+    assert main([*args, "--style", str(root / "style"), "-o", str(tmp_path / "rgb")]) == 0
+    rgb = video.read(tmp_path / "rgb")[0]
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert main([*args, "--style", str(root / "cut"), "-o", str(tmp_path / "rgba")]) == 0
+    assert "its alpha is blended with its colour" in caplog.text
+    assert video.probe(tmp_path / "rgba").alpha
+    out = np.stack(list(video.iter_frames(tmp_path / "rgba", alpha=True)))
+    assert np.array_equal(out[..., :3], rgb)
+    assert temporal_error(out[..., 3:], truth[..., None]) < temporal_error(shaken[..., None], truth[..., None]) / 3
+    for name, codec in (("o.mov", "prores"), ("o.mkv", "ffv1")):
+        assert main([*args, "--style", str(root / "cut"), "-o", str(tmp_path / name), "--codec", codec]) == 0
+        back = np.stack(list(video.iter_frames(tmp_path / name, alpha=True)))
+        assert video.probe(tmp_path / name).alpha and back.shape == out.shape
+        assert np.abs(back[..., 3].astype(int) - out[..., 3]).max() <= 1, codec
+        assert np.abs(back[..., :3].astype(int) - out[..., :3]).mean() < (0.01 if codec == "ffv1" else 1.5), codec
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert main([*args, "--style", str(root / "cut"), "-o", str(tmp_path / "o.mp4")]) == 0
+    assert "o.mp4 cannot keep the style's transparency" in caplog.text and not video.probe(tmp_path / "o.mp4").alpha
+    with pytest.raises(OutputError, match="cannot keep transparency"):
+        video.VideoWriter(tmp_path / "x.mp4", alpha=True)
+
+
+def test_cli_transparency_streamed_resumed_and_in_keyframes(cut_out, tmp_path, monkeypatch):
+    """The alpha goes through every path: decoded as the work goes (--stream), a stopped run resumed,
+    and keyframes with alpha (each comes back exactly at its own frame)."""
+    root, _, _ = cut_out
+    args = ["deflicker", "--guide", str(root / "guide"), "--style", str(root / "cut"), "--device", "cpu", *FASTARGS]
+    assert main([*args, "-o", str(tmp_path / "whole")]) == 0
+    whole = np.stack(list(video.iter_frames(tmp_path / "whole", alpha=True)))
+    assert main([*args, "-o", str(tmp_path / "streamed"), "--stream"]) == 0
+    assert np.array_equal(np.stack(list(video.iter_frames(tmp_path / "streamed", alpha=True))), whole)
+    real = video.host_frame
+    monkeypatch.setattr(video, "host_frame", _stopping_at(6, real))
+    assert main([*args, "-o", str(tmp_path / "o")]) == 130
+    monkeypatch.setattr(video, "host_frame", real)
+    assert main([*args, "-o", str(tmp_path / "o"), "--resume"]) == 0
+    assert np.array_equal(np.stack(list(video.iter_frames(tmp_path / "o", alpha=True))), whole)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for k in (0, 11):
+        shutil.copy(root / "cut" / f"{k:05d}.png", keys / f"{k}.png")
+    assert main(["deflicker", "--guide", str(root / "guide"), "--keyframes", str(keys), "-o", str(tmp_path / "k"),
+                 "--device", "cpu", *FASTARGS]) == 0
+    got = np.stack(list(video.iter_frames(tmp_path / "k", alpha=True)))
+    assert np.array_equal(got[0], video.load_image(keys / "0.png", alpha=True))
+    assert np.array_equal(got[11], video.load_image(keys / "11.png", alpha=True))

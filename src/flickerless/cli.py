@@ -13,6 +13,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -252,9 +253,10 @@ class _Keyframes(Mapping):
     all in memory at once (at 1080p each is 25 MB as floats). ``size`` tells ``run_deflicker`` their
     size without loading them."""
 
-    def __init__(self, files: dict, size: tuple[int, int], keep: int = 4):
+    def __init__(self, files: dict, size: tuple[int, int], keep: int = 4, channels: int = 3):
         self.files = dict(files)
         self.size = tuple(size)
+        self.channels = channels  # 4: RGBA, the keyframes' transparency kept
         self._keep = keep
         self._cache: OrderedDict = OrderedDict()
         self.loads = 0
@@ -267,7 +269,7 @@ class _Keyframes(Mapping):
 
         from .video import load_image, resize_frame
 
-        img = load_image(self.files[k])
+        img = load_image(self.files[k], alpha=self.channels == 4)
         if img.shape[:2] != self.size:
             img = resize_frame(img, self.size)
         t = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
@@ -280,7 +282,8 @@ class _Keyframes(Mapping):
     @classmethod
     def of_range(cls, job: dict, lo: int, hi: int) -> "_Keyframes":
         """The job's keyframes in frames lo..hi, numbered from lo (as the frames read from lo are)."""
-        return cls({k - lo: path for k, path in job["keyframes"].items() if lo <= k < hi}, job["size"])
+        return cls({k - lo: path for k, path in job["keyframes"].items() if lo <= k < hi}, job["size"],
+                   channels=4 if job.get("alpha") else 3)
 
     def __contains__(self, k) -> bool:  # without loading (Mapping's would)
         return k in self.files
@@ -436,7 +439,7 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
         style = None
         if keyframes is None:
             style = stack.enter_context(video.StreamingFrames(args.style, hi - lo, lo, (h, w), memory_limit=0,
-                                                              tmpdir=job["tmp"], ahead=ahead))
+                                                              tmpdir=job["tmp"], ahead=ahead, alpha=job.get("alpha", False)))
             style.prefetch()
         cuts = False
         if not args.no_cuts:  # a pass over the guide alone (decoding only): shown, as it takes a while
@@ -473,7 +476,7 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
         guide, sframes = _open_both(lambda: open_frames(args.guide, share, resize=(h, w), start=lo, stop=hi,
                                                         tmpdir=tmp)[0],
                                     lambda cancel: open_frames(args.style, share, resize=(h, w), start=lo, stop=hi,
-                                                               cancel=cancel, tmpdir=tmp)[0])
+                                                               cancel=cancel, tmpdir=tmp, alpha=job.get("alpha", False))[0])
     closers = [guide, sframes]
     try:
         style, keyframes = None, None
@@ -552,8 +555,9 @@ def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
     from .video import (MEMORY_LIMIT, WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output,
-                        check_output_is_not_input, frame_times, has_audio, image_size, keyframe_files,
-                        keyframe_positions, partial_path, probe, say_colour, spill_dir, warn_about_input)
+                        check_output_is_not_input, frame_times, has_audio, image_alpha, image_size, keeps_alpha,
+                        keyframe_files, keyframe_positions, partial_path, probe, say_colour, spill_dir,
+                        warn_about_input)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -576,8 +580,21 @@ def cmd_deflicker(args) -> int:
     start, end = parse_frames(args.frames)
     sinfo = probe(args.style) if mode != "keyframes" else None
     warn_about_input(args.guide, ginfo)
-    if sinfo is not None:
-        warn_about_input(args.style, sinfo)
+    # a style (or keyframes) with transparency: its alpha rides with its colour where the output keeps it
+    if mode == "keyframes":
+        files = sorted(keyframe_files(args.keyframes).values())
+        alpha = any(image_alpha(files[k]) for k in {0, len(files) // 2, len(files) - 1}) if files else False
+    else:
+        alpha = sinfo.alpha
+    keep_alpha = alpha and keeps_alpha(args.output, args.codec)
+    if sinfo is not None:  # transparency the output cannot keep is said below, with where it is kept
+        warn_about_input(args.style, replace(sinfo, alpha=keep_alpha), alpha_kept=True)
+    elif keep_alpha:
+        log.info("the keyframes have transparency: their alpha is blended with their colour, and kept")
+    if alpha and not keep_alpha:
+        log.warning("%s cannot keep the %s's transparency: the output has none; write a folder of PNGs, .mov or "
+                    ".mkv with --codec prores (ProRes 4444), or .mkv with --codec ffv1 to keep it", args.output,
+                    "keyframes" if mode == "keyframes" else "style")
     # the output is the style's code values: described as the style video is (HDR, wide gamut), or as the
     # guide is where the style is images (frames taken from the guide) or keyframes
     colour_from = (args.style, sinfo) if sinfo is not None and not Path(args.style).is_dir() else (args.guide, ginfo)
@@ -649,7 +666,7 @@ def cmd_deflicker(args) -> int:
     record = partial.with_name(partial.name + ".json")
     done_before = _resumable(partial, record, settings) if args.resume else 0
     begin = start + done_before  # the first frame computed in this run
-    job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts,
+    job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts, "alpha": keep_alpha,
            "tmp": spill_dir(args.output, args.tmp)}
     # several devices: the frames still to do, in equal ranges, one per device
     k = max(1, min(len(devices), end - begin))
@@ -684,13 +701,13 @@ def cmd_deflicker(args) -> int:
     writer = BackgroundWriter(VideoWriter(args.output, fps, crf=args.crf, audio=audio, codec=args.codec,
                                           audio_start=start / ginfo.fps if times is None else times[0],
                                           pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1, times=times,
-                                          colour=colour_from[1].colour))
+                                          colour=colour_from[1].colour, alpha=keep_alpha))
     t0 = time.perf_counter()
     try:
         if done_before:
             from .video import iter_frames
 
-            for f in iter_frames(partial, stop=done_before):
+            for f in iter_frames(partial, stop=done_before, alpha=keep_alpha):
                 writer.write(f)
             log.info("resuming: %d frames taken from %s, computing frames %d-%d", done_before, partial, begin,
                      end - 1)

@@ -57,6 +57,7 @@ __all__ = [
     "load_image",
     "keyframe_positions",
     "warn_about_input",
+    "image_alpha",
     "stream_facts",
     "say_colour",
     "colour_name",
@@ -69,6 +70,8 @@ __all__ = [
     "resize_frame",
     "check_output_is_not_input",
     "check_output",
+    "keeps_alpha",
+    "ALPHA_CODECS",
     "VIDEO_CODECS",
     "has_audio",
     "partial_path",
@@ -86,6 +89,8 @@ VIDEO_CODECS = {
     "prores": ("prores_ks", "yuv422p10le", "ProRes 422 HQ, 10-bit, for editing"),
     "ffv1": ("ffv1", "bgr0", "FFV1 lossless RGB: the frames exactly, no chroma subsampling"),
 }
+# the codecs that keep an alpha channel, and the pixel format they keep it in: ProRes 4444, FFV1 RGBA
+ALPHA_CODECS = {"prores": "yuva444p10le", "ffv1": "bgra"}
 # the codecs each container takes, the first its default
 CONTAINER_CODECS = {"mp4": ("h264", "h265"), "mov": ("h264", "h265", "prores"),
                     "matroska": ("h264", "h265", "vp9", "prores", "ffv1"), "webm": ("vp9",)}
@@ -132,8 +137,9 @@ def _check_exists(path: Path) -> None:
         raise InputError(f"{path}: no such file or folder")
 
 
-def load_image(path: Path) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8, as it is shown (EXIF orientation applied; 16-bit grey scaled)."""
+def load_image(path: Path, alpha: bool = False) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8 (``alpha``: ``(H, W, 4)``, opaque where the image has no
+    transparency), as it is shown (EXIF orientation applied; 16-bit grey scaled)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -143,8 +149,9 @@ def load_image(path: Path) -> np.ndarray:
                 a = np.asarray(im).astype(np.float64)
                 scale = 257.0 if a.max(initial=0) > 255 else 1.0
                 a = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
-                return np.repeat(a[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB"))
+                grey = np.repeat(a[..., None], 3, axis=2)
+                return np.dstack([grey, np.full(a.shape, 255, np.uint8)]) if alpha else grey
+            return np.asarray(im.convert("RGBA" if alpha else "RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read as an image ({e})") from e
 
@@ -214,16 +221,16 @@ def _exact_conversion():
 _EXACT = _exact_conversion()
 
 
-def _upright(frame) -> np.ndarray:
+def _upright(frame, alpha: bool = False) -> np.ndarray:
     """A decoded frame as players show it: in RGB through its colour matrix (BT.709 for untagged HD,
     see ``_is_hd``), rounded exactly (``_exact_conversion``), turned by its display matrix's rotation
     (phones store portrait video landscape with a rotation of -90 degrees; FFmpeg and OpenCV turn it on
-    reading)."""
+    reading). ``alpha``: RGBA (opaque for a frame without an alpha plane)."""
     kwargs = {} if _EXACT is None else {"interpolation": _EXACT}
     if getattr(frame, "colorspace", None) == _UNSPECIFIED and frame.format.name.startswith(("yuv", "nv")) \
             and _is_hd(frame.height, frame.width):
         kwargs["src_colorspace"] = "ITU709"
-    arr = frame.to_ndarray(format="rgb24", **kwargs)
+    arr = frame.to_ndarray(format="rgba" if alpha else "rgb24", **kwargs)
     turns = _turns(frame)
     return np.ascontiguousarray(np.rot90(arr, turns)) if turns else arr
 
@@ -231,9 +238,9 @@ def _upright(frame) -> np.ndarray:
 DECODE_THREADS = 8
 
 
-def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
-    """Frames ``start:stop`` of a clip one at a time, ``(H, W, 3)`` uint8, upright, without holding the
-    clip in memory. Frames before ``start`` are not loaded (images) or not converted (video, whose
+def iter_frames(path, start: int = 0, stop: int | None = None, alpha: bool = False) -> Iterator[np.ndarray]:
+    """Frames ``start:stop`` of a clip one at a time, ``(H, W, 3)`` uint8 (``alpha``: ``(H, W, 4)``
+    RGBA), upright, without holding the clip in memory. Frames before ``start`` are not loaded (images) or not converted (video, whose
     frames are decoded in order anyway); reading ends at ``stop``."""
     import av
 
@@ -242,7 +249,7 @@ def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.nd
     size = None
     if path.is_dir():
         for f in _image_files(path)[start:stop]:
-            img = load_image(f)
+            img = load_image(f, alpha)
             if size is None:
                 size, first = img.shape[:2], f.name
             elif img.shape[:2] != size:
@@ -264,7 +271,7 @@ def iter_frames(path, start: int = 0, stop: int | None = None) -> Iterator[np.nd
                 break
             if i < start:
                 continue
-            img = _upright(frame)
+            img = _upright(frame, alpha)
             if size is None:
                 size = img.shape[:2]
             elif img.shape[:2] != size:
@@ -340,7 +347,9 @@ def probe(path) -> VideoInfo:
     if path.is_dir():
         files = _image_files(path)
         h, w = _first_image(path, files).shape[:2]
-        return VideoInfo(len(files), h, w, DEFAULT_FPS, alpha=_image_alpha(files[0]))
+        # images saved as RGBA are often all opaque: transparency is looked for in the first, middle and last
+        alpha = any(image_alpha(files[k]) for k in {0, len(files) // 2, len(files) - 1})
+        return VideoInfo(len(files), h, w, DEFAULT_FPS, alpha=alpha)
     import av
 
     container = _open_container(path)
@@ -361,8 +370,8 @@ def probe(path) -> VideoInfo:
                 aspect = 1 / aspect
             interlaced = bool(getattr(frame, "interlaced_frame", False))
             colour = _colour(frame)
-            if any(getattr(c, "is_alpha", False) for c in frame.format.components):
-                alpha = bool(frame.to_ndarray(format="rgba")[..., 3].min() < 255)
+            # an alpha plane is there on purpose (ProRes 4444 and FFV1 without one decode without one)
+            alpha = any(getattr(c, "is_alpha", False) for c in frame.format.components)
         except (StopIteration, av.error.FFmpegError):  # type: ignore[attr-defined]
             n = 0
     finally:
@@ -413,7 +422,8 @@ def stream_facts(path) -> dict:
         container.close()
 
 
-def _image_alpha(path: Path) -> bool:
+def image_alpha(path) -> bool:
+    """Whether an image file has transparency that is used (not an all-opaque RGBA image)."""
     from PIL import Image
 
     try:
@@ -498,15 +508,18 @@ def frame_times(path, frames: int | None = None) -> np.ndarray | None:
     return (np.append(pts, pts[-1] + last) - pts[0]) * float(tb)
 
 
-def warn_about_input(path, info: VideoInfo) -> None:
+def warn_about_input(path, info: VideoInfo, alpha_kept: bool = False) -> None:
     """Say once what reading a clip does not keep, and the way out: interlacing (frames are read as
     stored, two fields woven together, and patch matching and generation see their comb teeth) and
-    transparency (frames are read as RGB). HDR is said by :func:`say_colour`."""
+    transparency (frames are read as RGB, unless ``alpha_kept``). HDR is said by :func:`say_colour`."""
     if info.interlaced:
         log.warning("%s is interlaced (two fields woven into each frame): moving edges show comb teeth that "
                     "matching and generation take for detail; deinterlace it first, e.g. ffmpeg -i %s -vf bwdif "
                     "-c:a copy progressive.mp4", path, Path(path).name)
-    if info.alpha:
+    if info.alpha and alpha_kept:
+        log.info("%s has transparency: its alpha is blended with its colour, through the same matches, and kept",
+                 path)
+    elif info.alpha:
         log.warning("%s has transparency (an alpha channel): its frames are read as RGB, without it, and the "
                     "output has none", path)
 
@@ -689,8 +702,8 @@ class DiskFrames:
 class StreamingFrames:
     """Frames ``start:start + count`` of a clip, decoded in order as they are asked for and kept until
     :meth:`release_before` drops them: a long clip read by a pass that moves forward (table mode in
-    segments) holds a stretch of it, not all of it. ``frames[i]`` is ``(H, W, 3)`` uint8 (resized to
-    ``resize=(H, W)`` if given). Frames are kept in chunks, in RAM up to ``memory_limit`` bytes
+    segments) holds a stretch of it, not all of it. ``frames[i]`` is ``(H, W, 3)`` uint8 (``alpha``:
+    ``(H, W, 4)``; resized to ``resize=(H, W)`` if given). Frames are kept in chunks, in RAM up to ``memory_limit`` bytes
     (default :data:`MEMORY_LIMIT`), then in files in ``tmpdir``.
 
     Decoding runs in a thread of its own (the decoder releases the GIL), ``ahead`` frames past the
@@ -704,10 +717,12 @@ class StreamingFrames:
     CHUNK_BYTES = 64 * 2**20  # and bytes: the thread holds the chunk it decodes (a 4K frame is 25 MB)
 
     def __init__(self, path, count: int, start: int = 0, resize: tuple[int, int] | None = None,
-                 memory_limit: int | None = None, tmpdir: str | None = None, ahead: int = 0):
+                 memory_limit: int | None = None, tmpdir: str | None = None, ahead: int = 0, alpha: bool = False):
         self.path, self.n, self.start = Path(path), int(count), int(start)
         self.resize = None if resize is None else tuple(resize)
+        self.alpha = alpha  # frames (H, W, 4): RGBA
         size = _frame_bytes(self.path) if self.resize is None else self.resize[0] * self.resize[1] * 3
+        size = size * 4 // 3 if alpha else size
         self.CHUNK = max(1, min(self.CHUNK, self.CHUNK_BYTES // size))
         self.memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
         self.ahead = int(ahead)
@@ -740,7 +755,7 @@ class StreamingFrames:
 
     def _decode(self) -> None:
         """The thread: chunks in order, while they are wanted."""
-        reader = iter_frames(self.path, self.start, self.start + self.n)
+        reader = iter_frames(self.path, self.start, self.start + self.n, self.alpha)
         try:
             while True:
                 with self._cond:
@@ -809,7 +824,7 @@ class StreamingFrames:
                 self._cond.wait()
             else:
                 return self._chunks[c]
-        reader = iter_frames(self.path, self.start + c * self.CHUNK, self.start + self.n)
+        reader = iter_frames(self.path, self.start + c * self.CHUNK, self.start + self.n, self.alpha)
         try:
             arr = self._take(reader, c)
         finally:
@@ -874,17 +889,18 @@ def _until(frames: Iterable[np.ndarray], cancel) -> Iterator[np.ndarray]:
 
 
 def open_frames(path, memory_limit: int | None = None, tmpdir: str | None = None, resize: tuple[int, int] | None = None,
-                start: int = 0, stop: int | None = None, cancel=None):
+                start: int = 0, stop: int | None = None, cancel=None, alpha: bool = False):
     """Random-access frames of a clip: an in-memory array when the clip fits ``memory_limit`` bytes,
     else a :class:`DiskFrames`. ``resize=(H, W)`` resizes every frame (Lanczos); ``start``/``stop``
     keep frames ``start:stop`` only (renumbered from 0). ``cancel``: a :class:`threading.Event`; once
     it is set, reading stops at the next frame with :class:`ReadCancelled` (nothing is left on disk).
-    Returns (frames, info). ``memory_limit``: default :data:`MEMORY_LIMIT`."""
+    ``alpha``: frames ``(H, W, 4)``, RGBA. Returns (frames, info). ``memory_limit``: default :data:`MEMORY_LIMIT`."""
     memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
     info = probe(path)
     if info.frames == 0:
         raise InputError(f"{path}: has no frames")
-    frames: Iterable[np.ndarray] = iter_frames(path, start, stop)
+    frames: Iterable[np.ndarray] = iter_frames(path, start, stop, alpha)
+    channels = 4 if alpha else 3
     if cancel is not None:
         frames = _until(frames, cancel)
     if start or stop is not None:
@@ -895,8 +911,8 @@ def open_frames(path, memory_limit: int | None = None, tmpdir: str | None = None
     if resize is not None and tuple(resize) != (info.height, info.width):
         frames = (resize_frame(f, resize) for f in frames)
         info = replace(info, height=resize[0], width=resize[1])
-    if info.frames * info.height * info.width * 3 <= memory_limit:
-        arr = _fill(frames, (info.frames, info.height, info.width, 3))
+    if info.frames * info.height * info.width * channels <= memory_limit:
+        arr = _fill(frames, (info.frames, info.height, info.width, channels))
         if len(arr) == 0:
             raise InputError(f"{path}: has no frames")
         return arr, replace(info, frames=len(arr))
@@ -1131,7 +1147,8 @@ _MATRICES = {_BT709: ("ITU709", 0.2126, 0.0722), 4: (4, 0.30, 0.11), 5: ("ITU601
 
 def _yuv10(rgb: np.ndarray, matrix: int, pix_fmt: str = "yuv422p10le", primaries: int = 2, transfer: int = 2):
     """An ``(H, W, 3)`` uint8 RGB frame as a 10-bit 4:2:2 (``yuv422p10le``, W even) or 4:2:0
-    (``yuv420p10le``, H and W even) frame, limited range, through ``matrix`` (a key of ``_MATRICES``),
+    (``yuv420p10le``, H and W even) frame, or an ``(H, W, 4)`` RGBA one as 4:4:4 with alpha
+    (``yuva444p10le``, ProRes 4444), limited range (the alpha full), through ``matrix`` (a key of ``_MATRICES``),
     converted here rather than by FFmpeg: the rgb24 -> yuv422p10le conversion of PyAV 19.0.2's FFmpeg
     turned the first 16 columns of a frame grey at times (measured on an H200 host). Chroma is sited
     with the even luma samples across, as MPEG's is, filtered 1-2-1 before it is taken; 4:2:0's between
@@ -1146,11 +1163,16 @@ def _yuv10(rgb: np.ndarray, matrix: int, pix_fmt: str = "yuv422p10le", primaries
     cb, cr = (b - y) / (2 * (1 - kb)), (r - y) / (2 * (1 - kr))
     planes = [np.clip(np.rint(64 + 876 * y), 0, 1023)]
     for c in (cb, cr):
+        if pix_fmt == "yuva444p10le":  # chroma at full size
+            planes.append(np.clip(np.rint(512 + 896 * c), 0, 1023))
+            continue
         p = np.pad(c, ((0, 0), (1, 1)), mode="edge")
         sited = 0.25 * p[:, 0:-2:2] + 0.5 * p[:, 1:-1:2] + 0.25 * p[:, 2::2]
         if pix_fmt == "yuv420p10le":
             sited = 0.5 * (sited[0::2] + sited[1::2])
         planes.append(np.clip(np.rint(512 + 896 * sited), 0, 1023))
+    if pix_fmt == "yuva444p10le":  # the alpha, full range
+        planes.append(np.rint(rgb[..., 3].astype(np.float32) * np.float32(1023 / 255)))
     frame = av.VideoFrame(rgb.shape[1], rgb.shape[0], pix_fmt)
     try:  # what the frame says of itself goes into the stream, over the encoder's settings
         frame.colorspace, frame.color_range = matrix, 1
@@ -1177,8 +1199,16 @@ def _check_encoder(path, codec: str) -> None:
                           f"{codec}; choose another codec ({', '.join(others)})") from None
 
 
-def _codec_options(codec: str, crf: int) -> dict[str, str]:
-    """Encoder options for ``crf`` on x264's scale (0 lossless, 17 visually lossless, 51 smallest)."""
+def keeps_alpha(path, codec: str | None = None) -> bool:
+    """Whether an output (as :func:`check_output` takes it) keeps transparency: a folder of PNGs, or a
+    video in a codec of :data:`ALPHA_CODECS` (ProRes 4444 in .mov/.mkv, FFV1 in .mkv)."""
+    chosen = check_output(path, codec)
+    return chosen is None or chosen in ALPHA_CODECS
+
+
+def _codec_options(codec: str, crf: int, alpha: bool = False) -> dict[str, str]:
+    """Encoder options for ``crf`` on x264's scale (0 lossless, 17 visually lossless, 51 smallest);
+    ``alpha``: ProRes 4444 rather than 422 HQ."""
     if codec == "h264":
         return {"crf": str(crf), "preset": "medium"}
     if codec == "h265":
@@ -1190,7 +1220,7 @@ def _codec_options(codec: str, crf: int) -> dict[str, str]:
             opts["lossless"] = "1"
         return opts
     if codec == "prores":
-        return {"profile": "3", "vendor": "apl0"}  # 422 HQ
+        return {"profile": "4" if alpha else "3", "vendor": "apl0"}  # 4444 (with alpha), or 422 HQ
     return {"level": "3", "slicecrc": "1"}  # ffv1: lossless whatever the crf
 
 
@@ -1207,6 +1237,9 @@ class VideoWriter(_Output):
     ``pixel_aspect``: the shape of a pixel as shown (:attr:`VideoInfo.pixel_aspect`), said in a video
     output so that anamorphic frames play as wide as their source.
 
+    ``alpha``: frames are ``(H, W, 4)`` RGBA, kept in RGBA PNGs, ProRes 4444 or FFV1 RGBA
+    (:func:`keeps_alpha`; another output is refused).
+
     ``colour``: the colour description of the clip the frames' code values come from
     (:attr:`VideoInfo.colour`: HDR, wide gamut), converted through its matrix and said in a video output
     so that it plays as that clip does. Without it, SDR: BT.709 for HD, BT.601 below.
@@ -1222,9 +1255,14 @@ class VideoWriter(_Output):
     """
 
     def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17, audio=None, audio_start: float = 0.0,
-                 pixel_aspect=1, times=None, codec: str | None = None, colour: tuple[int, int, int] | None = None):
+                 pixel_aspect=1, times=None, codec: str | None = None, colour: tuple[int, int, int] | None = None,
+                 alpha: bool = False):
         self.path = Path(path)
         self.colour = colour
+        self.alpha = bool(alpha)
+        if self.alpha and not keeps_alpha(path, codec):
+            raise OutputError(f"{self.path}: cannot keep transparency; write a folder of PNGs, .mov or .mkv with "
+                              "--codec prores (4444), or .mkv with --codec ffv1")
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         self._durations: dict[int, int] = {}  # pts -> duration (90 kHz ticks) of frames not yet muxed
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
@@ -1260,6 +1298,8 @@ class VideoWriter(_Output):
         encoder, pix_fmt, _ = VIDEO_CODECS[self.codec]
         if self.codec == "h265" and self.colour is not None and self.colour[1] in _HDR_TRANSFERS:
             pix_fmt = "yuv420p10le"  # HDR's H.265 is Main 10, what HDR players and sites look for
+        if self.alpha:
+            pix_fmt = ALPHA_CODECS[self.codec]
         s = self._container.add_stream(encoder, rate=rate)
         if self.times is not None:  # each frame at its own time, in 90 kHz ticks (MPEG's clock)
             s.codec_context.time_base = s.time_base = _TIME_TICK
@@ -1272,7 +1312,7 @@ class VideoWriter(_Output):
                      " and ".join(n for n, p in zip(("row", "column"), self._pad) if p), pix_fmt)
         s.width, s.height = w + self._pad[1], h + self._pad[0]
         s.pix_fmt = pix_fmt
-        s.options = _codec_options(self.codec, self.crf)
+        s.options = _codec_options(self.codec, self.crf, self.alpha)
         if self.codec == "h265" and self._container.format.name in ("mp4", "mov"):
             s.codec_context.codec_tag = "hvc1"  # what Apple's players ask of HEVC in mp4/mov
         self._pix_fmt = pix_fmt
@@ -1294,7 +1334,7 @@ class VideoWriter(_Output):
                 setattr(cc, name, value)
             except AttributeError:  # PyAV too old to set them: the matrix below is what decoding needs
                 pass
-        if pix_fmt == "bgr0":  # RGB as it is: no matrix, nothing to say about one
+        if pix_fmt in ("bgr0", "bgra"):  # RGB as it is: no matrix, nothing to say about one
             self._matrix = None
             return
         self._matrix = matrix
@@ -1310,8 +1350,9 @@ class VideoWriter(_Output):
 
     def write(self, frame: np.ndarray) -> None:
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape}")
+        channels = 4 if self.alpha else 3
+        if frame.ndim != 3 or frame.shape[2] != channels:
+            raise ValueError(f"frames must be (H, W, {channels}) uint8, got {frame.shape}")
         if (self.is_video or self.is_gif) and self.times is not None and self.count >= len(self.times) - 1:
             raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
         try:
@@ -1322,10 +1363,10 @@ class VideoWriter(_Output):
                     self._open_video(*frame.shape[:2])
                 if any(self._pad):
                     frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
-                if self._pix_fmt in ("yuv422p10le", "yuv420p10le"):  # converted here: see _yuv10
+                if self._pix_fmt in ("yuv422p10le", "yuv420p10le", "yuva444p10le"):  # converted here: see _yuv10
                     vf = _yuv10(frame, self._matrix, self._pix_fmt, *self._tags)
                 else:
-                    vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                    vf = av.VideoFrame.from_ndarray(frame, format="rgba" if self.alpha else "rgb24")
                     if self._matrix is None:
                         vf = vf.reformat(format=self._pix_fmt)
                     else:

@@ -216,8 +216,10 @@ class Remapper:
                  matches: MatchCache | None = None, error_sigma: float | None = None, carry_guide: bool = False):
         self.guide = guide
         self.matches = matches
-        # an image in flight ("entry") is its colour (3 channels), then, with ``carry_guide``, the guide
-        # blended the same way (3, for detail restoration), then, with ``error_sigma``, its weight map (1)
+        # an image in flight ("entry") is its colour (3 channels) and alpha (1, a style with transparency:
+        # ``channels`` 4), then, with ``carry_guide``, the guide blended the same way (3, for detail
+        # restoration), then, with ``error_sigma``, its weight map (1)
+        self.channels = 3
         self.error_sigma = error_sigma
         self.carry_guide = carry_guide
         self.offset = 0  # clip index of the guide's frame 0 (shots), the frame numbers of ``matches``
@@ -305,9 +307,9 @@ class Remapper:
         keys = self.pair_keys(pairs)
         style = torch.stack(images).to(self.device, torch.float32)
         # a raw frame (Remapper.entries(raw=True)): its guide blend is its own guide, voted below
-        raw = self.carry_guide and style.shape[1] == 3 + self.weighted
+        raw = self.carry_guide and style.shape[1] == self.channels + self.weighted
         carried = None
-        if style.shape[1] > 3:  # match and vote the colour; vote the guide blend and the weight alongside
+        if style.shape[1] > 3:  # match and vote the colour; vote alpha, guide blend and weight alongside
             style, carried = style[:, :3].contiguous(), style[:, 3:].contiguous()
         self.runs += len(pairs)
         tg, sg = self._guides(tgt), self._guides(src)
@@ -329,8 +331,9 @@ class Remapper:
                 self.matches.put([ids[k] for k in rows], nnf[sel])
         if self.weighted:
             return torch.cat([out, self._weight(sg, tg, nnf, carried, raw)], 1)
-        if raw:
-            return torch.cat([out, final_vote(sg, nnf, self.options)], 1)
+        if raw:  # the alpha, then the source's guide remapped: the guide blend of a raw frame
+            return torch.cat([out, final_vote(sg if carried is None else torch.cat([carried, sg], 1), nnf,
+                                              self.options)], 1)
         return out if carried is None else torch.cat([out, final_vote(carried, nnf, self.options)], 1)
 
     def _weight(self, source_guide, target_guide, nnf, carried, raw: bool) -> torch.Tensor:
@@ -344,7 +347,8 @@ class Remapper:
         err = (voted[:, :3] - target_guide).square().mean(1, keepdim=True)
         err = torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
         weight = torch.exp(-err / self.error_sigma**2)
-        return torch.cat([voted[:, :3] if raw else voted[:, 3:-1], weight * voted[:, -1:]], 1)
+        a = self.channels  # after the source guide (3): the alpha, if any, ends here
+        return torch.cat([voted[:, 3:a], voted[:, :3] if raw else voted[:, a:-1], weight * voted[:, -1:]], 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -608,7 +612,7 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
             if i in keyframes:
                 acc[i] = keyframes[i].to(dev, torch.float32)
                 continue
-            acc[i] = torch.zeros(3, *guide.size, device=dev)
+            acc[i] = torch.zeros(remapper.channels, *guide.size, device=dev)
             for k, wgt in keyframe_sources(i, keys, shot_of[i]):
                 jobs.append((k, i))
                 weights.append(wgt)
@@ -624,8 +628,9 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
                 return torch.cat([img, torch.ones_like(img[:1])])
 
             def consume(jn, img):
-                w = weights[jn] * (img[3:] + KEYFRAME_WEIGHT_FLOOR)
-                acc[jobs[jn][1]] += img[:3] * w
+                c = remapper.channels
+                w = weights[jn] * (img[c:] + KEYFRAME_WEIGHT_FLOOR)
+                acc[jobs[jn][1]] += img[:c] * w
                 norm[jobs[jn][1]] += w
         else:
             norm = {}
@@ -698,27 +703,29 @@ def cuts_from_thumbnails(t: torch.Tensor, threshold: float = 0.08, ratio: float 
     return cuts
 
 
-def _blend_sink(sink: Sink, offset: int, detail: bool) -> ModeSink:
+def _blend_sink(sink: Sink, offset: int, detail: bool, channels: int = 3) -> ModeSink:
     """What a mode hands its finished frames to: ``(shot-local index, blend, own entry)``. The frame
     goes on to ``sink`` at its clip index; with ``detail`` the blend carries the guide blend
-    (channels 3:6) and the frame's own entry its style and guide (the same channels), already
-    loaded by the mode, and the frame's detail is restored first."""
+    (after the ``channels`` of colour and alpha) and the frame's own entry its style and guide (the
+    same channels), already loaded by the mode, and the frame's detail is restored first."""
     if not detail:
         return lambda i, img, own: sink(offset + i, img)
+    c = channels
 
     def restored(i, img, own):
-        sink(offset + i, restore_detail(img[:3], img[3:6], own[:3], own[3:6]))
+        sink(offset + i, restore_detail(img[:c], img[c:c + 3], own[:c], own[c:c + 3]))
 
     return restored
 
 
-def _entry_channels(mode: str, error_sigma="auto", detail="auto") -> int:
-    """Channels of an image in flight: colour, the weight map when weighted, the guide blend with detail."""
-    return 3 + (resolve_error_sigma(error_sigma, mode) is not None) + 3 * resolve_detail(detail, mode)
+def _entry_channels(mode: str, error_sigma="auto", detail="auto", colour: int = 3) -> int:
+    """Channels of an image in flight: colour (``colour``: 4 with alpha), the weight map when weighted,
+    the guide blend with detail."""
+    return colour + (resolve_error_sigma(error_sigma, mode) is not None) + 3 * resolve_detail(detail, mode)
 
 
 def store_bytes(mode: str, n: int, size: tuple[int, int], window, error_sigma="auto", detail="auto",
-                budget: int | None = None) -> int:
+                budget: int | None = None, colour: int = 3) -> int:
     """The most a run keeps in its :class:`FrameStore` at once, in bytes (float16): what goes to the
     host and then to disk beyond its budgets. Table mode keeps each frame's backward blend until the
     forward pass reaches it: a shot of ``n`` frames holds ``n`` of them (with a finite window and a
@@ -726,7 +733,7 @@ def store_bytes(mode: str, n: int, size: tuple[int, int], window, error_sigma="a
     other modes keep nothing there. ``n``: the longest shot (at most the clip)."""
     if mode != "table":
         return 0
-    channels = _entry_channels(mode, error_sigma, detail)
+    channels = _entry_channels(mode, error_sigma, detail, colour)
     win = normalize_window(window)
     kept = n
     if budget is not None:
@@ -783,7 +790,7 @@ def run_deflicker(
     total_frames: int | None = None,
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
-    ``sink(index, frame (3, H, W) float on device)`` in increasing index. Returns run statistics.
+    ``sink(index, frame (C, H, W) float on device)`` (C: the style's channels, 4 with alpha) in increasing index. Returns run statistics.
 
     cuts: ``True`` detects hard cuts in the guide (:func:`detect_cuts`) and deflickers each shot on
     its own, so nothing is blended across a cut; ``False`` treats the clip as one shot; a list gives
@@ -825,6 +832,8 @@ def run_deflicker(
     n = len(guide)
     if n == 0:
         raise InputError("the guide video has no frames")
+    if guide.channels != 3:
+        raise InputError(f"the guide must be RGB (3 channels), got {guide.channels}: only the style may carry alpha")
     win = normalize_window(window)
     dev = torch.device(device) if device is not None else resolve_device()
     opts = options or PatchMatchOptions()
@@ -840,9 +849,17 @@ def run_deflicker(
         for k, (h, w) in sizes.items():
             if (h, w) != guide.size:
                 raise InputError(f"keyframe {k} is {w}x{h}, the guide is {guide.size[1]}x{guide.size[0]}")
+        if hasattr(keyframes, "size"):
+            colour = getattr(keyframes, "channels", 3)
+        else:
+            found = {int(img.shape[0]) for img in keyframes.values()}
+            if len(found) > 1:
+                raise InputError("keyframes mix RGB and RGBA images: give all of them alpha, or none")
+            colour = found.pop()
     else:
         if style is None:
             raise InputError(f"mode {mode!r} needs a stylised video")
+        colour = style.channels
         if len(style) != n:
             raise InputError(f"guide has {n} frames but style has {len(style)}: they must match frame for frame")
         if style.size != guide.size:
@@ -865,7 +882,7 @@ def run_deflicker(
         device_budget = store_budget(dev) - HOST_BUDGET
     host_budget = HOST_BUDGET if host_budget is None else host_budget
     # table mode: a long shot's backward blends are made a segment at a time, as many as the budgets hold
-    channels = _entry_channels(mode, error_sigma, detail) if mode == "table" else 3
+    channels = _entry_channels(mode, error_sigma, detail, colour) if mode == "table" else colour
     segments = {(a, b): table_segment(b - a, win, guide.size, channels, device_budget + host_budget, chunk)
                 for a, b in shots} if mode == "table" else {}
     if max_segment and win is not None:
@@ -889,6 +906,7 @@ def run_deflicker(
         matches.bind(n, guide.size)
     remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma, carry_guide=detail)
     remapper.first_frame = int(first_frame)
+    remapper.channels = colour
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
     try:
         with torch.inference_mode():
@@ -896,7 +914,7 @@ def run_deflicker(
             passes = shots if mode != "keyframes" else [(0, n)]
             for a, b in passes:
                 g, s = (SubFrames(guide, a, b), SubFrames(style, a, b)) if len(passes) > 1 else (guide, style)
-                out = _blend_sink(sink, a, detail)
+                out = _blend_sink(sink, a, detail, colour)
                 remapper.reset(g, a)
                 store.close()  # a shot's table entries are of no use to the next
                 if mode == "table":
@@ -945,7 +963,9 @@ def deflicker(
 
     guide, style: arrays ``(T, H, W, 3)`` or tensors ``(T, 3, H, W)`` on any device, uint8 (0-255) or
         floats in [0, 1]. The result is of the same kind, type (uint8 or float) and device as ``style``
-        (as ``guide`` in keyframes mode); other integer types are refused, not misread.
+        (as ``guide`` in keyframes mode); other integer types are refused, not misread. A style (or
+        keyframes) with alpha, ``(T, H, W, 4)`` or ``(T, 4, H, W)``: matched on its colour, the alpha
+        blended alongside through the same fields and weights (the colour comes out as without it).
     mode: ``"table"`` (default, O(n log n)), ``"window"`` (O(n w)), ``"keyframes"`` or ``"all_pairs"``.
     window: frames on each side blended into each frame; ``None`` or ``inf`` for the whole video.
     keyframes: keyframes mode: ``{frame index: image}``, each image like one frame of ``guide``.
@@ -980,13 +1000,14 @@ def deflicker(
         kf = {int(k): _to_chw(v) for k, v in keyframes.items()}
     n = len(g)
     h, w = g.size
+    c = s.channels if s is not None else (next(iter(kf.values())).shape[0] if kf else 3)  # 4: with alpha
     if as_tensor:
         dtype = like.dtype  # float in [0, 1], or uint8 0-255 (the sources refuse other types)
         # host output from a GPU run: pinned (up to PIN_BYTES), so each frame's copy back is asynchronous
         # and the caller's next transfer to the GPU (the engine's VAE encode) is fast too
         pin = (like.device.type == "cpu" and dev.type == "cuda"
-               and n * 3 * h * w * like.element_size() <= PIN_BYTES)
-        out = torch.empty(n, 3, h, w, device=like.device, dtype=dtype, pin_memory=pin)
+               and n * c * h * w * like.element_size() <= PIN_BYTES)
+        out = torch.empty(n, c, h, w, device=like.device, dtype=dtype, pin_memory=pin)
 
         def sink(i, img):
             if dtype == torch.uint8:
@@ -995,13 +1016,13 @@ def deflicker(
                 out[i].copy_(img.clamp_(0, 1), non_blocking=pin)
 
     elif np.issubdtype(np.asarray(like[0]).dtype, np.floating):  # float arrays in [0, 1] come back so,
-        out = np.empty((n, h, w, 3), dtype=np.asarray(like[0]).dtype)  # of the type they came in
+        out = np.empty((n, h, w, c), dtype=np.asarray(like[0]).dtype)  # of the type they came in
 
         def sink(i, img):
             out[i] = img.clamp(0, 1).permute(1, 2, 0).cpu().numpy()
 
     else:
-        out = np.empty((n, h, w, 3), dtype=np.uint8)
+        out = np.empty((n, h, w, c), dtype=np.uint8)
 
         def sink(i, img):
             out[i] = to_hwc_uint8(img).cpu().numpy()
@@ -1015,14 +1036,16 @@ def deflicker(
 
 
 def _to_chw(img) -> torch.Tensor:
-    """A keyframe as ``(3, H, W)`` float32 in [0, 1]: from a ``(3, H, W)`` tensor or an ``(H, W, 3)``
-    array or tensor, uint8 or float in [0, 1]."""
+    """A keyframe as ``(C, H, W)`` float32 in [0, 1] (C 3, or 4 with alpha): from a ``(C, H, W)`` tensor
+    or an ``(H, W, C)`` array or tensor, uint8 or float in [0, 1]."""
     t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(img)))
-    if t.ndim != 3 or 3 not in (t.shape[0], t.shape[2]):
-        raise InputError(f"a keyframe must be an (H, W, 3) or (3, H, W) image, got shape {tuple(t.shape)}")
+    if t.ndim != 3 or not ({3, 4} & {t.shape[0], t.shape[2]}):
+        raise InputError(f"a keyframe must be an (H, W, 3) or (3, H, W) image (4 channels with alpha), got shape "
+                         f"{tuple(t.shape)}")
     try:
         scale = _pixel_scale(t.dtype, "keyframes")
     except ValueError as e:
         raise InputError(str(e)) from None
-    t = t if t.shape[0] == 3 else t.permute(2, 0, 1)
+    channels_first = t.shape[0] == 3 or (t.shape[0] == 4 and t.shape[2] not in (3, 4))
+    t = t if channels_first else t.permute(2, 0, 1)
     return t.to(torch.float32) / scale

@@ -75,16 +75,22 @@ def restore_detail(
 ) -> torch.Tensor:
     """``blend`` with the style frame's fine detail added back where the remaps lost it.
 
-    All ``(3, H, W)`` or ``(B, 3, H, W)`` float on one device: the blended frame, the guide blended
-    the same way, the frame's own style image and its guide frame. Returns the shape of ``blend``.
+    All ``(C, H, W)`` or ``(B, C, H, W)`` float on one device: the blended frame, the guide blended
+    the same way (3 channels), the frame's own style image and its guide frame (3). Returns the shape
+    of ``blend``. A style with alpha (C 4): the gain is the colour's, and the alpha's detail comes back
+    with it.
     """
     squeeze = blend.dim() == 3
     if squeeze:
         blend, guide_blend, style, guide = (t.unsqueeze(0) for t in (blend, guide_blend, style, guide))
-    x = torch.cat([style - blend, guide - guide_blend]).float()
-    fine = _fine(x, sigma)
-    b = blend.shape[0]
-    energy = F.avg_pool2d(fine.square().mean(1, keepdim=True), 2 * radius + 1, 1, radius, count_include_pad=False)
+    b, c = blend.shape[:2]
+    if c == guide.shape[1]:
+        fine = _fine(torch.cat([style - blend, guide - guide_blend]).float(), sigma)
+        colour = fine
+    else:  # RGBA: the energies from the colour channels and the guide, the detail of all channels
+        fine = _fine(torch.cat([(style - blend).float(), F.pad(guide - guide_blend, (0, 0, 0, 0, 0, c - 3))]), sigma)
+        colour = fine[:, :3]
+    energy = F.avg_pool2d(colour.square().mean(1, keepdim=True), 2 * radius + 1, 1, radius, count_include_pad=False)
     e_s, e_g = energy[:b], energy[b:]
     gain = (e_g / e_s.clamp_min(1e-10)).clamp_(0, 1)
     out = (blend + gain * fine[:b]).to(blend.dtype)

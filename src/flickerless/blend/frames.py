@@ -1,8 +1,9 @@
 """Where frames live while the deflicker runs: sources to read from and a tiered store.
 
-Frame sources give ``(B, 3, H, W)`` float32 batches on the compute device from whatever holds the
-video: a tensor (already on the GPU, say), a uint8 ``(T, H, W, 3)`` array, or anything indexable
-that returns ``(H, W, 3)`` uint8 frames (a disk-backed reader of a long clip).
+Frame sources give ``(B, C, H, W)`` float32 batches on the compute device from whatever holds the
+video: a tensor (already on the GPU, say), a uint8 ``(T, H, W, C)`` array, or anything indexable
+that returns ``(H, W, C)`` uint8 frames (a disk-backed reader of a long clip). ``C`` is 3 (RGB), or 4
+for a style with transparency (RGBA: the alpha is blended with the colour, through the same fields).
 
 :class:`FrameStore` keeps intermediate images (table entries, half-finished blends) as float16,
 on the compute device up to a budget, then in host RAM up to a budget, then in files in a
@@ -22,15 +23,17 @@ __all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "SubFrames", "as_source
 
 
 class FrameSource:
-    """Random access to a clip's frames: ``len(src)``, ``src.size`` and ``src.load(indices, device)``."""
+    """Random access to a clip's frames: ``len(src)``, ``src.size``, ``src.channels`` (3, or 4 with
+    alpha) and ``src.load(indices, device)``."""
 
     size: tuple[int, int]
+    channels: int = 3
 
     def __len__(self) -> int:  # pragma: no cover - interface
         raise NotImplementedError
 
     def load(self, indices: Sequence[int], device) -> torch.Tensor:  # pragma: no cover - interface
-        """Frames ``indices`` as ``(B, 3, H, W)`` float32 in [0, 1] on ``device``."""
+        """Frames ``indices`` as ``(B, C, H, W)`` float32 in [0, 1] on ``device``."""
         raise NotImplementedError
 
     def release(self, before: int) -> None:
@@ -60,21 +63,23 @@ def index_tensor(values: Sequence[int], device) -> torch.Tensor:
 
 
 def to_hwc_uint8(img: torch.Tensor) -> torch.Tensor:
-    """A ``(3, H, W)`` float image in [0, 1] as a contiguous ``(H, W, 3)`` uint8 tensor (rounded) on its
+    """A ``(C, H, W)`` float image in [0, 1] as a contiguous ``(H, W, C)`` uint8 tensor (rounded) on its
     own device: what writers, PNGs and uint8 arrays take. Made contiguous where it is, so a GPU image
     comes to the host as one plain copy."""
     return img.float().clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous()
 
 
 class TensorFrames(FrameSource):
-    """A ``(T, 3, H, W)`` tensor, float in [0, 1] or uint8, on any device."""
+    """A ``(T, C, H, W)`` tensor (C 3, or 4 with alpha), float in [0, 1] or uint8, on any device."""
 
     def __init__(self, frames: torch.Tensor):
-        if frames.ndim != 4 or frames.shape[1] != 3:
-            raise ValueError(f"expected a (T, 3, H, W) tensor, got shape {tuple(frames.shape)}")
+        if frames.ndim != 4 or frames.shape[1] not in (3, 4):
+            raise ValueError(f"expected a (T, 3, H, W) tensor (or (T, 4, H, W) with alpha), got shape "
+                             f"{tuple(frames.shape)}")
         self.scale = _pixel_scale(frames.dtype, "frame tensors")
         self.frames = frames
         self.size = (int(frames.shape[2]), int(frames.shape[3]))
+        self.channels = int(frames.shape[1])
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -104,17 +109,18 @@ def consecutive_runs(src: torch.Tensor, ids: Sequence[int], device) -> torch.Ten
 
 
 class ArrayFrames(FrameSource):
-    """Anything indexable by frame number returning ``(H, W, 3)`` frames (a numpy array, a reader):
-    uint8, or floats in [0, 1]."""
+    """Anything indexable by frame number returning ``(H, W, C)`` frames (a numpy array, a reader; C 3,
+    or 4 with alpha): uint8, or floats in [0, 1]."""
 
     def __init__(self, frames):
         self.frames = frames
         first = np.asarray(frames[0]) if len(frames) else None
-        if first is None or first.ndim != 3 or first.shape[2] != 3:
+        if first is None or first.ndim != 3 or first.shape[2] not in (3, 4):
             shape = None if first is None else first.shape
-            raise ValueError(f"expected frames of shape (H, W, 3), got {shape}")
+            raise ValueError(f"expected frames of shape (H, W, 3) (or (H, W, 4) with alpha), got {shape}")
         self.scale = _pixel_scale(first.dtype, "frames")
         self.size = (int(first.shape[0]), int(first.shape[1]))
+        self.channels = int(first.shape[2])
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -143,6 +149,7 @@ class SubFrames(FrameSource):
     def __init__(self, source: FrameSource, start: int, stop: int):
         self.source, self.start, self.stop = source, start, stop
         self.size = source.size
+        self.channels = source.channels
 
     def __len__(self) -> int:
         return self.stop - self.start
