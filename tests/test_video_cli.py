@@ -470,7 +470,8 @@ def test_transparency_is_detected_and_said(tmp_path, carphone, caplog):
             c.mux(packet)
     assert video.probe(clip).alpha
     assert np.array_equal(video.read(clip)[0][1], carphone[1])  # the colours as stored, without the alpha
-    with caplog.at_level("WARNING", logger="flickerless"):  # an output that cannot keep it: said once, with those that can
+    # an output that cannot keep it: said once, with those that can
+    with caplog.at_level("WARNING", logger="flickerless"):
         assert main(["deflicker", "--guide", str(tmp_path / "opaque"), "--style", str(tmp_path / "cut"), "-o",
                      str(tmp_path / "o.mp4"), *FASTARGS]) == 0
     said = [r.getMessage() for r in caplog.records if "transparency" in r.getMessage()]

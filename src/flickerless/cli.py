@@ -439,7 +439,8 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
         style = None
         if keyframes is None:
             style = stack.enter_context(video.StreamingFrames(args.style, hi - lo, lo, (h, w), memory_limit=0,
-                                                              tmpdir=job["tmp"], ahead=ahead, alpha=job.get("alpha", False)))
+                                                              tmpdir=job["tmp"], ahead=ahead,
+                                                              alpha=job.get("alpha", False)))
             style.prefetch()
         cuts = False
         if not args.no_cuts:  # a pass over the guide alone (decoding only): shown, as it takes a while
@@ -476,7 +477,8 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
         guide, sframes = _open_both(lambda: open_frames(args.guide, share, resize=(h, w), start=lo, stop=hi,
                                                         tmpdir=tmp)[0],
                                     lambda cancel: open_frames(args.style, share, resize=(h, w), start=lo, stop=hi,
-                                                               cancel=cancel, tmpdir=tmp, alpha=job.get("alpha", False))[0])
+                                                               cancel=cancel, tmpdir=tmp,
+                                                               alpha=job.get("alpha", False))[0])
     closers = [guide, sframes]
     try:
         style, keyframes = None, None
@@ -555,7 +557,7 @@ def cmd_deflicker(args) -> int:
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
     from .video import (MEMORY_LIMIT, WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output,
-                        check_output_is_not_input, frame_times, has_audio, image_alpha, image_size, keeps_alpha,
+                        check_output_is_not_input, frame_times, has_audio, image_size, images_alpha, keeps_alpha,
                         keyframe_files, keyframe_positions, partial_path, probe, say_colour, spill_dir,
                         warn_about_input)
 
@@ -581,11 +583,7 @@ def cmd_deflicker(args) -> int:
     sinfo = probe(args.style) if mode != "keyframes" else None
     warn_about_input(args.guide, ginfo)
     # a style (or keyframes) with transparency: its alpha rides with its colour where the output keeps it
-    if mode == "keyframes":
-        files = sorted(keyframe_files(args.keyframes).values())
-        alpha = any(image_alpha(files[k]) for k in {0, len(files) // 2, len(files) - 1}) if files else False
-    else:
-        alpha = sinfo.alpha
+    alpha = images_alpha(sorted(keyframe_files(args.keyframes).values())) if mode == "keyframes" else sinfo.alpha
     keep_alpha = alpha and keeps_alpha(args.output, args.codec)
     if sinfo is not None:  # transparency the output cannot keep is said below, with where it is kept
         warn_about_input(args.style, replace(sinfo, alpha=keep_alpha), alpha_kept=True)

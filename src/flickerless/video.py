@@ -4,8 +4,11 @@ Reading: mp4, avi, mov, mkv, webm, gif, m4v (anything FFmpeg decodes) and folder
 png/jpg/bmp/webp/tif images in natural order (``2.png`` before ``10.png``). The frame rate is kept,
 and so are a variable-rate clip's frame times (:func:`frame_times`: phone footage, screen recordings).
 Frames come out the way players show them: through the clip's colour matrix (BT.709 for an
-untagged HD clip, not FFmpeg's BT.601), a video's rotation (the display matrix phones write for
-portrait footage) and a photo's EXIF orientation are applied; 16-bit grey images are scaled to 8 bits.
+untagged HD clip, not FFmpeg's BT.601), rounded exactly, a video's rotation (the display matrix phones
+write for portrait footage) and a photo's EXIF orientation are applied; 16-bit grey images are scaled
+to 8 bits. HDR and wide-gamut clips are read as their code values (:attr:`VideoInfo.colour`, kept in a
+video output by ``colour=``); transparency is read on request (``alpha=True``: RGBA frames) and kept
+in PNGs, ProRes 4444 and FFV1.
 
 Writing: ``.mp4``/``.mov``/``.mkv`` as H.264 yuv420p (odd sizes padded by one edge pixel, as
 yuv420p needs even sizes; colours through BT.709 for HD and BT.601 below, said in the stream; a
@@ -58,6 +61,7 @@ __all__ = [
     "keyframe_positions",
     "warn_about_input",
     "image_alpha",
+    "images_alpha",
     "stream_facts",
     "say_colour",
     "colour_name",
@@ -118,7 +122,8 @@ class VideoInfo:
     # masters; wide-gamut primaries): (primaries, transfer, matrix) as FFmpeg numbers them; the frames are
     # read as its code values, and a video output is described the same way (VideoWriter's ``colour``)
     colour: tuple[int, int, int] | None = None
-    # transparency (a PNG's alpha, a ProRes 4444 or VP9 clip's alpha plane), which frames drop: read as RGB
+    # transparency (a PNG's alpha, a ProRes 4444 or FFV1 clip's alpha plane): frames are read as RGB
+    # unless asked for RGBA (``iter_frames(alpha=True)``, what deflicker does where its output keeps it)
     alpha: bool = False
 
 
@@ -240,8 +245,9 @@ DECODE_THREADS = 8
 
 def iter_frames(path, start: int = 0, stop: int | None = None, alpha: bool = False) -> Iterator[np.ndarray]:
     """Frames ``start:stop`` of a clip one at a time, ``(H, W, 3)`` uint8 (``alpha``: ``(H, W, 4)``
-    RGBA), upright, without holding the clip in memory. Frames before ``start`` are not loaded (images) or not converted (video, whose
-    frames are decoded in order anyway); reading ends at ``stop``."""
+    RGBA), upright, without holding the clip in memory. Frames before ``start`` are not loaded
+    (images) or not converted (video, whose frames are decoded in order anyway); reading ends at
+    ``stop``."""
     import av
 
     path = Path(path)
@@ -347,9 +353,7 @@ def probe(path) -> VideoInfo:
     if path.is_dir():
         files = _image_files(path)
         h, w = _first_image(path, files).shape[:2]
-        # images saved as RGBA are often all opaque: transparency is looked for in the first, middle and last
-        alpha = any(image_alpha(files[k]) for k in {0, len(files) // 2, len(files) - 1})
-        return VideoInfo(len(files), h, w, DEFAULT_FPS, alpha=alpha)
+        return VideoInfo(len(files), h, w, DEFAULT_FPS, alpha=images_alpha(files))
     import av
 
     container = _open_container(path)
@@ -420,6 +424,13 @@ def stream_facts(path) -> dict:
         return facts
     finally:
         container.close()
+
+
+def images_alpha(files) -> bool:
+    """Whether a clip's (or keyframes') image files have transparency that is used: images saved as RGBA
+    are often all opaque, so it is looked for in the first, middle and last."""
+    files = list(files)
+    return bool(files) and any(image_alpha(files[k]) for k in {0, len(files) // 2, len(files) - 1})
 
 
 def image_alpha(path) -> bool:
@@ -703,8 +714,8 @@ class StreamingFrames:
     """Frames ``start:start + count`` of a clip, decoded in order as they are asked for and kept until
     :meth:`release_before` drops them: a long clip read by a pass that moves forward (table mode in
     segments) holds a stretch of it, not all of it. ``frames[i]`` is ``(H, W, 3)`` uint8 (``alpha``:
-    ``(H, W, 4)``; resized to ``resize=(H, W)`` if given). Frames are kept in chunks, in RAM up to ``memory_limit`` bytes
-    (default :data:`MEMORY_LIMIT`), then in files in ``tmpdir``.
+    ``(H, W, 4)``; resized to ``resize=(H, W)`` if given). Frames are kept in chunks, in RAM up to
+    ``memory_limit`` bytes (default :data:`MEMORY_LIMIT`), then in files in ``tmpdir``.
 
     Decoding runs in a thread of its own (the decoder releases the GIL), ``ahead`` frames past the
     furthest frame asked for: a pass that asks for the next stretch once it is done with this one finds
@@ -894,7 +905,8 @@ def open_frames(path, memory_limit: int | None = None, tmpdir: str | None = None
     else a :class:`DiskFrames`. ``resize=(H, W)`` resizes every frame (Lanczos); ``start``/``stop``
     keep frames ``start:stop`` only (renumbered from 0). ``cancel``: a :class:`threading.Event`; once
     it is set, reading stops at the next frame with :class:`ReadCancelled` (nothing is left on disk).
-    ``alpha``: frames ``(H, W, 4)``, RGBA. Returns (frames, info). ``memory_limit``: default :data:`MEMORY_LIMIT`."""
+    ``alpha``: frames ``(H, W, 4)``, RGBA. Returns (frames, info). ``memory_limit``: default
+    :data:`MEMORY_LIMIT`."""
     memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
     info = probe(path)
     if info.frames == 0:
@@ -1148,8 +1160,8 @@ _MATRICES = {_BT709: ("ITU709", 0.2126, 0.0722), 4: (4, 0.30, 0.11), 5: ("ITU601
 def _yuv10(rgb: np.ndarray, matrix: int, pix_fmt: str = "yuv422p10le", primaries: int = 2, transfer: int = 2):
     """An ``(H, W, 3)`` uint8 RGB frame as a 10-bit 4:2:2 (``yuv422p10le``, W even) or 4:2:0
     (``yuv420p10le``, H and W even) frame, or an ``(H, W, 4)`` RGBA one as 4:4:4 with alpha
-    (``yuva444p10le``, ProRes 4444), limited range (the alpha full), through ``matrix`` (a key of ``_MATRICES``),
-    converted here rather than by FFmpeg: the rgb24 -> yuv422p10le conversion of PyAV 19.0.2's FFmpeg
+    (``yuva444p10le``, ProRes 4444), limited range (the alpha full), through ``matrix`` (a key of
+    ``_MATRICES``), converted here rather than by FFmpeg: the rgb24 -> yuv422p10le conversion of PyAV 19.0.2's FFmpeg
     turned the first 16 columns of a frame grey at times (measured on an H200 host). Chroma is sited
     with the even luma samples across, as MPEG's is, filtered 1-2-1 before it is taken; 4:2:0's between
     two rows down (the mean of the two). ``primaries`` and ``transfer`` are said in the frame (ProRes

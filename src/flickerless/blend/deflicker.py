@@ -790,7 +790,8 @@ def run_deflicker(
     total_frames: int | None = None,
 ) -> dict:
     """Streaming core of :func:`deflicker`: reads from frame sources, hands each finished frame to
-    ``sink(index, frame (C, H, W) float on device)`` (C: the style's channels, 4 with alpha) in increasing index. Returns run statistics.
+    ``sink(index, frame (C, H, W) float on device)`` in increasing index (C: the style's channels, 4
+    with alpha). Returns run statistics.
 
     cuts: ``True`` detects hard cuts in the guide (:func:`detect_cuts`) and deflickers each shot on
     its own, so nothing is blended across a cut; ``False`` treats the clip as one shot; a list gives
