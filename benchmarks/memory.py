@@ -99,6 +99,7 @@ def main(argv=None):
                    help="one shot (the clip is bikes.mp4 looped, with its cuts): a long take's table keeps the most")
     p.add_argument("--stream", choices=["auto", "on", "off"], default="auto",
                    help="decode the clips as the work goes (on), read them whole first (off), or let the tool choose")
+    p.add_argument("--batch", type=int, default=None, help="frame pairs per GPU batch (default: the tool's)")
     p.add_argument("--out", default=None, help="keep the output here (default: out.mp4 beside the clips)")
     p.add_argument("--profile", default=None, help="write a cProfile of the command here and print its top")
     p.add_argument("--in-memory", action="store_true",
@@ -145,6 +146,8 @@ def main(argv=None):
         cmd += ["--iterations", "1", "--patch-sizes", "5"]
     if a.no_cuts:
         cmd += ["--no-cuts"]
+    if a.batch:
+        cmd += ["--batch", str(a.batch)]
     if a.stream != "auto":
         cmd += ["--stream" if a.stream == "on" else "--no-stream"]
     t0 = time.time()

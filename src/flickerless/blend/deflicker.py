@@ -34,7 +34,7 @@ import torch
 from ..errors import DeviceError, InputError
 from .frames import FrameSource, FrameStore, SubFrames, _pixel_scale, as_source, index_tensor, to_hwc_uint8
 from .detail import resolve_detail, restore_detail
-from .patchmatch import PatchMatchOptions, final_vote, patchmatch, remap
+from .patchmatch import PatchMatchOptions, final_vote, patchmatch, pyramid_sizes, remap, resize_levels
 from .schedule import (count_table_remaps, table_levels, table_needed, table_query, table_segments, window_pairs,
                        window_sources)
 
@@ -198,7 +198,9 @@ def resolve_error_sigma(error_sigma, mode: str) -> float | None:
 def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
     if device.type != "cuda":
         return 4
-    # descriptors of target and source, a gathered copy and temporaries: ~ 4 x H x W x 150 x 4 B
+    # descriptors of target and source, a gathered copy and temporaries: ~ 4 x H x W x 150 x 4 B (the torch
+    # passes; the fused kernels hold far less, but larger batches made the command line slower at 1080p:
+    # BENCHMARKS.md, session 21)
     per_pair = size[0] * size[1] * 150 * 4 * 5
     free, _ = torch.cuda.mem_get_info(device)
     return int(max(1, min(64, (free * 0.5) // per_pair)))
@@ -230,6 +232,8 @@ class Remapper:
         self.progress = progress
         self.n = len(guide)
         self._guide_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        # each cached guide's coarser PatchMatch levels, made once for all the pairs it is met in
+        self._pyramids: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
         self._cache_size = 4 * self.batch + 8
         self.runs = 0
 
@@ -240,6 +244,7 @@ class Remapper:
         self.offset = offset
         self.n = len(guide)
         self._guide_cache.clear()
+        self._pyramids.clear()
 
     @property
     def weighted(self) -> bool:
@@ -278,6 +283,21 @@ class Remapper:
             self._guide_cache.popitem(last=False)
         return torch.stack([self._guide_cache[i] for i in idx])
 
+    def _guide_levels(self, idx: Sequence[int], sizes) -> list[torch.Tensor]:
+        """Frames ``idx`` of the guide at each of PatchMatch's coarser level ``sizes``, stacked per level:
+        each frame is resized once, when first met, not once for every pair it is in."""
+        missing = [i for i in dict.fromkeys(idx) if i not in self._pyramids]
+        if missing:
+            levels = resize_levels(self._guides(missing), sizes)
+            for k, i in enumerate(missing):
+                self._pyramids[i] = [lv[k].clone() for lv in levels]
+        for i in idx:
+            self._pyramids.move_to_end(i)
+        out = [torch.stack([self._pyramids[i][li] for i in idx]) for li in range(len(sizes))]
+        while len(self._pyramids) > self._cache_size:
+            self._pyramids.popitem(last=False)
+        return out
+
     def run(self, jobs: Sequence[tuple[int, int]], fetch: Callable[[int], torch.Tensor], consume) -> None:
         start = 0
         while start < len(jobs):
@@ -313,8 +333,14 @@ class Remapper:
             style, carried = style[:, :3].contiguous(), style[:, 3:].contiguous()
         self.runs += len(pairs)
         tg, sg = self._guides(tgt), self._guides(src)
+        sizes = pyramid_sizes(tuple(tg.shape[-2:]), self.options)
+
+        def levels(rows=None):  # the guides' coarser levels (a warm start needs none)
+            t, s = (tgt, src) if rows is None else ([tgt[k] for k in rows], [src[k] for k in rows])
+            return list(zip(self._guide_levels(t, sizes), self._guide_levels(s, sizes)))
+
         if self.matches is None:
-            out, nnf = remap(style, tg, sg, self.options, keys, return_nnf=True)
+            out, nnf = remap(style, tg, sg, self.options, keys, return_nnf=True, guide_levels=levels())
         else:
             ids = [(self.offset + s, self.offset + t) for s, t in pairs]
             found = self.matches.get(ids)
@@ -326,8 +352,9 @@ class Remapper:
                     continue
                 sel = index_tensor(rows, self.device)
                 init = torch.stack([found[k] for k in rows]).to(self.device) if warm else None
+                cold = None if warm else levels(rows)
                 out[sel], nnf[sel] = remap(style[sel], tg[sel], sg[sel], self.options, keys[sel], init_nnf=init,
-                                           return_nnf=True)
+                                           return_nnf=True, guide_levels=cold)
                 self.matches.put([ids[k] for k in rows], nnf[sel])
         if self.weighted:
             return torch.cat([out, self._weight(sg, tg, nnf, carried, raw)], 1)
