@@ -416,10 +416,8 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
     once for its cuts (thumbnails only, while the first frames decode), then the guide and the style
     (keyframes mode: the guide alone) are decoded as the work moves forward, each in a thread that
     stays ahead of it (:func:`_stream_plan`), holding a stretch of each clip in files, not all of it."""
-    import torch
-
     from . import video
-    from .blend.deflicker import cuts_from_thumbnails, frame_thumbnail, run_deflicker
+    from .blend.deflicker import cuts_from_thumbnails, run_deflicker, thumbnails_of
     from .blend.frames import ArrayFrames
 
     h, w = job["size"]
@@ -449,8 +447,7 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
                 from tqdm.auto import tqdm
 
                 frames = tqdm(frames, total=hi - lo, unit="frame", desc="finding cuts", dynamic_ncols=True, leave=False)
-            thumbs = [frame_thumbnail(f if f.shape[:2] == (h, w) else video.resize_frame(f, (h, w))) for f in frames]
-            cuts = cuts_from_thumbnails(torch.stack(thumbs))
+            cuts = cuts_from_thumbnails(thumbnails_of(frames, (h, w)))
         return run_deflicker(ArrayFrames(guide), None if style is None else ArrayFrames(style),
                              _in_order(lo, a, b, emit), mode=job["mode"], device=device, keyframes=keyframes, progress=progress, cuts=cuts,
                              max_segment=segment, **_blend_options(args, job, lo))
