@@ -470,6 +470,12 @@ def test_transparency_is_detected_and_said(tmp_path, carphone, caplog):
             c.mux(packet)
     assert video.probe(clip).alpha
     assert np.array_equal(video.read(clip)[0][1], carphone[1])  # the colours as stored, without the alpha
+    # FFmpeg decodes every GIF with an alpha plane: only one that uses it has transparency
+    video.write(tmp_path / "opaque.gif", carphone[:3], 10)
+    assert not video.probe(tmp_path / "opaque.gif").alpha
+    see_through = [Image.fromarray(carphone[i]).convert("P", palette=Image.ADAPTIVE, colors=255) for i in range(2)]
+    see_through[0].save(tmp_path / "cut.gif", save_all=True, append_images=see_through[1:], transparency=0, duration=100)
+    assert video.probe(tmp_path / "cut.gif").alpha
     # an output that cannot keep it: said once, with those that can
     with caplog.at_level("WARNING", logger="flickerless"):
         assert main(["deflicker", "--guide", str(tmp_path / "opaque"), "--style", str(tmp_path / "cut"), "-o",

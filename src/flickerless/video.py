@@ -374,8 +374,11 @@ def probe(path) -> VideoInfo:
                 aspect = 1 / aspect
             interlaced = bool(getattr(frame, "interlaced_frame", False))
             colour = _colour(frame)
-            # an alpha plane is there on purpose (ProRes 4444 and FFV1 without one decode without one)
+            # an alpha plane is there on purpose (ProRes 4444 and FFV1 without one decode without one), but
+            # FFmpeg decodes every GIF with one: a GIF has transparency where its first frame shows it
             alpha = any(getattr(c, "is_alpha", False) for c in frame.format.components)
+            if alpha and container.format.name == "gif":
+                alpha = bool(frame.to_ndarray(format="rgba")[..., 3].min() < 255)
         except (StopIteration, av.error.FFmpegError):  # type: ignore[attr-defined]
             n = 0
     finally:
