@@ -165,6 +165,10 @@ def test_guide_levels_made_before_give_the_same_field(carphone, backend):
     levels = list(zip(pm.resize_levels(tg, sizes), pm.resize_levels(sg, sizes)))
     keys = torch.tensor([5, 9])
     assert torch.equal(pm.patchmatch(tg, sg, ss, opts, keys), pm.patchmatch(tg, sg, ss, opts, keys, guide_levels=levels))
+    # and they are the ones used: other levels lead the coarse search elsewhere
+    shifted = [(t.roll(3, -1), s) for t, s in levels]
+    assert not torch.equal(pm.patchmatch(tg, sg, ss, opts, keys), pm.patchmatch(tg, sg, ss, opts, keys,
+                                                                                guide_levels=shifted))
     with pytest.raises(ValueError, match="coarser levels expected"):
         pm.patchmatch(tg, sg, ss, opts, keys, guide_levels=levels[1:])
 

@@ -1781,6 +1781,10 @@ def test_info_says_a_turned_and_anamorphic_clip_s_shape(tmp_path, carphone, soun
     out = capsys.readouterr().out
     assert "pixels shown 16/11 as wide as high: 256x144 on screen" in out
     assert "size        144x176 upright (stored 176x144, a quarter turn clockwise on reading)" in out
+    phone = tmp_path / "phone.mp4"  # a variable frame rate: 10 fps, then 25
+    write_h264(phone, carphone[:8], times=np.r_[np.arange(4) * 0.1, 0.4 + np.arange(4) * 0.04])
+    assert main(["info", str(phone)]) == 0
+    assert "variable: 0.04-0.1 s between frames (each frame keeps its time)" in capsys.readouterr().out
     with av.open(str(sound_clip)) as c:
         a = c.streams.audio[0].codec_context
         assert f"sound       {a.name}, {a.sample_rate} Hz" in out

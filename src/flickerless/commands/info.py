@@ -32,12 +32,12 @@ def describe(path) -> dict:
 
     path = Path(path)
     info = video.probe(path)
+    size = info.frames * info.width * info.height * 3
     out = {"path": str(path), "frames": info.frames, "width": info.width, "height": info.height,
            "fps": round(info.fps, 6), "duration_s": round(info.frames / info.fps, 3) if info.fps else None,
            "pixel_aspect": str(info.pixel_aspect), "interlaced": info.interlaced, "alpha": info.alpha,
            "colour": None if info.colour is None else video.colour_name(info.colour),
-           "bytes_uncompressed": info.frames * info.width * info.height * 3,
-           "held_in_ram": info.frames * info.width * info.height * 3 <= video.MEMORY_LIMIT}
+           "bytes_uncompressed": size, "held_in_ram": size <= video.MEMORY_LIMIT}
     out.update(video.stream_facts(path))
     if out["kind"] == "images":
         return out
