@@ -1827,12 +1827,15 @@ def test_cli_keeps_a_style_s_transparency_where_the_output_can(cut_out, tmp_path
     out = np.stack(list(video.iter_frames(tmp_path / "rgba", alpha=True)))
     assert np.array_equal(out[..., :3], rgb)
     assert temporal_error(out[..., 3:], truth[..., None]) < temporal_error(shaken[..., None], truth[..., None]) / 3
-    for name, codec in (("o.mov", "prores"), ("o.mkv", "ffv1")):
-        assert main([*args, "--style", str(root / "cut"), "-o", str(tmp_path / name), "--codec", codec]) == 0
+    for name, codec in (("o.mov", "prores"), ("o.mkv", "ffv1"), ("o.webm", None)):
+        assert main([*args, "--style", str(root / "cut"), "-o", str(tmp_path / name),
+                     *(["--codec", codec] if codec else [])]) == 0
         back = np.stack(list(video.iter_frames(tmp_path / name, alpha=True)))
         assert video.probe(tmp_path / name).alpha and back.shape == out.shape
-        assert np.abs(back[..., 3].astype(int) - out[..., 3]).max() <= 1, codec
-        assert np.abs(back[..., :3].astype(int) - out[..., :3]).mean() < (0.01 if codec == "ffv1" else 1.5), codec
+        # VP9 with alpha (WebM) is lossy, 4:2:0 and read back through libvpx: FFmpeg's own decoder drops it
+        assert np.abs(back[..., 3].astype(int) - out[..., 3]).mean() < (1.5 if codec is None else 0.5), name
+        assert np.abs(back[..., :3].astype(int) - out[..., :3]).mean() < {"ffv1": 0.01, "prores": 1.5}.get(codec, 5), name
+    assert not video.probe(root / "guide").alpha and not video.probe(tmp_path / "rgb").alpha
     caplog.clear()
     with caplog.at_level("WARNING", logger="flickerless"):
         assert main([*args, "--style", str(root / "cut"), "-o", str(tmp_path / "o.mp4")]) == 0

@@ -587,8 +587,8 @@ def cmd_deflicker(args) -> int:
     elif keep_alpha:
         log.info("the keyframes have transparency: their alpha is blended with their colour, and kept")
     if alpha and not keep_alpha:
-        log.warning("%s cannot keep the %s's transparency: the output has none; write a folder of PNGs, .mov or "
-                    ".mkv with --codec prores (ProRes 4444), or .mkv with --codec ffv1 to keep it", args.output,
+        log.warning("%s cannot keep the %s's transparency: the output has none; write a folder of PNGs, .webm, "
+                    ".mov or .mkv with --codec prores (ProRes 4444), or .mkv with --codec ffv1 to keep it", args.output,
                     "keyframes" if mode == "keyframes" else "style")
     # the output is the style's code values: described as the style video is (HDR, wide gamut), or as the
     # guide is where the style is images (frames taken from the guide) or keyframes

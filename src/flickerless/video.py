@@ -8,7 +8,7 @@ untagged HD clip, not FFmpeg's BT.601), rounded exactly, a video's rotation (the
 write for portrait footage) and a photo's EXIF orientation are applied; 16-bit grey images are scaled
 to 8 bits. HDR and wide-gamut clips are read as their code values (:attr:`VideoInfo.colour`, kept in a
 video output by ``colour=``); transparency is read on request (``alpha=True``: RGBA frames) and kept
-in PNGs, ProRes 4444 and FFV1.
+in PNGs, ProRes 4444, FFV1 and VP9 (WebM's alpha, read back through libvpx).
 
 Writing: ``.mp4``/``.mov``/``.mkv`` as H.264 yuv420p (odd sizes padded by one edge pixel, as
 yuv420p needs even sizes; colours through BT.709 for HD and BT.601 below, said in the stream; a
@@ -93,8 +93,9 @@ VIDEO_CODECS = {
     "prores": ("prores_ks", "yuv422p10le", "ProRes 422 HQ, 10-bit, for editing"),
     "ffv1": ("ffv1", "bgr0", "FFV1 lossless RGB: the frames exactly, no chroma subsampling"),
 }
-# the codecs that keep an alpha channel, and the pixel format they keep it in: ProRes 4444, FFV1 RGBA
-ALPHA_CODECS = {"prores": "yuva444p10le", "ffv1": "bgra"}
+# the codecs that keep an alpha channel, and the pixel format they keep it in: ProRes 4444, FFV1 RGBA, VP9
+# with alpha (WebM's, as browsers play it; read back through libvpx)
+ALPHA_CODECS = {"prores": "yuva444p10le", "ffv1": "bgra", "vp9": "yuva420p"}
 # the codecs each container takes, the first its default
 CONTAINER_CODECS = {"mp4": ("h264", "h265"), "mov": ("h264", "h265", "prores"),
                     "matroska": ("h264", "h265", "vp9", "prores", "ffv1"), "webm": ("vp9",)}
@@ -243,6 +244,33 @@ def _upright(frame, alpha: bool = False) -> np.ndarray:
 DECODE_THREADS = 8
 
 
+def _frames(container, stream, threads: bool = False) -> Iterator:
+    """The decoded frames of a video stream. A VP8/VP9 stream that carries an alpha plane (WebM's
+    ``alpha_mode``) goes through libvpx's decoder: FFmpeg's own drops the alpha. ``threads``: frame
+    and slice threads, at most :data:`DECODE_THREADS` (each holds frames of its own)."""
+    import av
+
+    vpx = {"vp9": "libvpx-vp9", "vp8": "libvpx"}.get(stream.codec_context.name)
+    ctx = None
+    if vpx and stream.metadata.get("alpha_mode") == "1":
+        try:
+            ctx = av.CodecContext.create(vpx, "r")
+        except (av.error.FFmpegError, ValueError):  # type: ignore[attr-defined]  # a build without libvpx
+            ctx = None
+    target = stream if ctx is None else ctx
+    if threads:
+        try:  # one thread by default in PyAV
+            target.thread_type = "AUTO"
+            (stream.codec_context if ctx is None else ctx).thread_count = min(DECODE_THREADS, os.cpu_count() or 1)
+        except (AttributeError, ValueError, TypeError):  # an older PyAV
+            pass
+    if ctx is None:
+        yield from container.decode(stream)
+        return
+    for packet in container.demux(stream):
+        yield from ctx.decode(packet)  # the last, empty packet flushes the decoder
+
+
 def iter_frames(path, start: int = 0, stop: int | None = None, alpha: bool = False) -> Iterator[np.ndarray]:
     """Frames ``start:stop`` of a clip one at a time, ``(H, W, 3)`` uint8 (``alpha``: ``(H, W, 4)``
     RGBA), upright, without holding the clip in memory. Frames before ``start`` are not loaded
@@ -265,14 +293,8 @@ def iter_frames(path, start: int = 0, stop: int | None = None, alpha: bool = Fal
         return
     container = _open_container(path)
     stream = container.streams.video[0]
-    try:  # frame and slice threads (one thread by default in PyAV); at most DECODE_THREADS, as each thread
-        # holds frames of its own (the command line runs two decoders at once, two per device with several)
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = min(DECODE_THREADS, os.cpu_count() or 1)
-    except (AttributeError, ValueError, TypeError):  # an older PyAV
-        pass
-    try:
-        for i, frame in enumerate(container.decode(stream)):
+    try:  # decoded with threads: the command line runs two decoders at once, two per device with several
+        for i, frame in enumerate(_frames(container, stream, threads=True)):
             if stop is not None and i >= stop:
                 break
             if i < start:
@@ -368,7 +390,7 @@ def probe(path) -> VideoInfo:
         n = stream.frames
         h = w = 0
         try:  # the size as read: the first frame, upright (a rotated stream's coded size is turned)
-            frame = next(container.decode(video=0))
+            frame = next(_frames(container, stream))
             h, w = _upright(frame).shape[:2]
             if _turns(frame) % 2:
                 aspect = 1 / aspect
@@ -415,7 +437,7 @@ def stream_facts(path) -> dict:
                  "pix_fmt": cc.format.name if cc.format else None, "stored_width": cc.width,
                  "stored_height": cc.height, "turns": 0, "bits": None, "sound": None}
         try:
-            frame = next(container.decode(stream))
+            frame = next(_frames(container, stream))
             facts["turns"] = _turns(frame)
             facts["pix_fmt"] = frame.format.name
             facts["bits"] = max(c.bits for c in frame.format.components)
@@ -1216,7 +1238,7 @@ def _check_encoder(path, codec: str) -> None:
 
 def keeps_alpha(path, codec: str | None = None) -> bool:
     """Whether an output (as :func:`check_output` takes it) keeps transparency: a folder of PNGs, or a
-    video in a codec of :data:`ALPHA_CODECS` (ProRes 4444 in .mov/.mkv, FFV1 in .mkv)."""
+    video in a codec of :data:`ALPHA_CODECS` (ProRes 4444 in .mov/.mkv, FFV1 in .mkv, VP9 in .webm/.mkv)."""
     chosen = check_output(path, codec)
     return chosen is None or chosen in ALPHA_CODECS
 
@@ -1252,8 +1274,8 @@ class VideoWriter(_Output):
     ``pixel_aspect``: the shape of a pixel as shown (:attr:`VideoInfo.pixel_aspect`), said in a video
     output so that anamorphic frames play as wide as their source.
 
-    ``alpha``: frames are ``(H, W, 4)`` RGBA, kept in RGBA PNGs, ProRes 4444 or FFV1 RGBA
-    (:func:`keeps_alpha`; another output is refused).
+    ``alpha``: frames are ``(H, W, 4)`` RGBA, kept in RGBA PNGs, ProRes 4444, FFV1 RGBA or VP9 with
+    alpha (:func:`keeps_alpha`; another output is refused).
 
     ``colour``: the colour description of the clip the frames' code values come from
     (:attr:`VideoInfo.colour`: HDR, wide gamut), converted through its matrix and said in a video output
@@ -1276,8 +1298,8 @@ class VideoWriter(_Output):
         self.colour = colour
         self.alpha = bool(alpha)
         if self.alpha and not keeps_alpha(path, codec):
-            raise OutputError(f"{self.path}: cannot keep transparency; write a folder of PNGs, .mov or .mkv with "
-                              "--codec prores (4444), or .mkv with --codec ffv1")
+            raise OutputError(f"{self.path}: cannot keep transparency; write a folder of PNGs, .webm, .mov or .mkv "
+                              "with --codec prores (4444), or .mkv with --codec ffv1")
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         self._durations: dict[int, int] = {}  # pts -> duration (90 kHz ticks) of frames not yet muxed
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
@@ -1319,7 +1341,8 @@ class VideoWriter(_Output):
         if self.times is not None:  # each frame at its own time, in 90 kHz ticks (MPEG's clock)
             s.codec_context.time_base = s.time_base = _TIME_TICK
         # chroma at half size needs even sizes (4:2:0 both, 4:2:2 the width); RGB none
-        self._pad = {"yuv420p": (h % 2, w % 2), "yuv420p10le": (h % 2, w % 2), "yuv422p10le": (0, w % 2)}.get(
+        self._pad = {"yuv420p": (h % 2, w % 2), "yuv420p10le": (h % 2, w % 2), "yuva420p": (h % 2, w % 2),
+                     "yuv422p10le": (0, w % 2)}.get(
             pix_fmt, (0, 0))
         if any(self._pad):
             log.info("%s: %dx%d is written as %dx%d, the last %s repeated (%s video needs even sizes); "

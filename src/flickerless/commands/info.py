@@ -79,8 +79,8 @@ def _lines(d: dict) -> list[str]:
     if d["interlaced"]:
         rows.append("  interlaced  yes: deinterlace it first, e.g. ffmpeg -i CLIP -vf bwdif progressive.mp4")
     if d["alpha"]:
-        rows.append("  alpha       yes: deflicker blends it with the colour and keeps it in a PNG folder, ProRes "
-                    "4444 or FFV1 output; other outputs, and run, read the colour alone")
+        rows.append("  alpha       yes: deflicker blends it with the colour and keeps it in a PNG folder, WebM, "
+                    "ProRes 4444 or FFV1 output; other outputs, and run, read the colour alone")
     if d["kind"] == "video":
         rows.append(f"  sound       {d['sound'] or 'none'}")
     b = d["bytes_uncompressed"]
