@@ -257,11 +257,11 @@ def _frames(container, stream, threads: bool = False) -> Iterator:
             ctx = av.CodecContext.create(vpx, "r")
         except (av.error.FFmpegError, ValueError):  # type: ignore[attr-defined]  # a build without libvpx
             ctx = None
-    target = stream if ctx is None else ctx
     if threads:
+        cc = stream.codec_context if ctx is None else ctx
         try:  # one thread by default in PyAV
-            target.thread_type = "AUTO"
-            (stream.codec_context if ctx is None else ctx).thread_count = min(DECODE_THREADS, os.cpu_count() or 1)
+            cc.thread_type = "AUTO"
+            cc.thread_count = min(DECODE_THREADS, os.cpu_count() or 1)
         except (AttributeError, ValueError, TypeError):  # an older PyAV
             pass
     if ctx is None:
