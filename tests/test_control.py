@@ -125,6 +125,21 @@ def test_video_identity_changes_with_the_file(tmp_path):
     assert video_identity(f) != a
 
 
+def test_cached_frames_are_not_taken_across_a_change_in_reading(tmp_path, monkeypatch, sound_clip):
+    """The same file read another way gives other frames (session 21's exact Y'CbCr rounding): an
+    identity made from the file alone would hand a run annotations (and a resumed job frames) made from
+    the old reading. Both identities change with video.READ_VERSION."""
+    from flickerless import video
+    from flickerless.control import video_identity
+    from flickerless.pipelines.job import read_clip
+    from flickerless.pipelines.templates import apply_overrides, load_template
+
+    s = apply_overrides(load_template("stylize"), ["video.width=32", "video.height=24"])
+    ident, job_id = video_identity(sound_clip), read_clip(sound_clip, (0, 2), s).video_id
+    monkeypatch.setattr(video, "READ_VERSION", video.READ_VERSION + 1)
+    assert video_identity(sound_clip) != ident and read_clip(sound_clip, (0, 2), s).video_id != job_id
+
+
 # ---------------------------------------------------------------- canny, lineart, shuffle
 
 

@@ -75,6 +75,7 @@ __all__ = [
     "check_output_is_not_input",
     "check_output",
     "keeps_alpha",
+    "READ_VERSION",
     "ALPHA_CODECS",
     "VIDEO_CODECS",
     "has_audio",
@@ -104,6 +105,10 @@ COPY_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}
 # a WebM output takes these as they are; others are re-encoded as Opus
 WEBM_AUDIO_CODECS = {"opus", "vorbis"}
 DEFAULT_FPS = 30.0
+# what reading a clip gives, as a number: raised whenever decoding changes the frames that come out (2:
+# Y'CbCr rounded exactly, session 21), so that what is cached by a file's identity (annotations, a job's
+# frames) is not taken for frames read the new way
+READ_VERSION = 2
 _TIME_TICK = Fraction(1, 90000)  # the time unit of a variable-rate output
 MEMORY_LIMIT = 1 << 30  # a clip larger than this, uncompressed, is read through a file (open_frames)
 

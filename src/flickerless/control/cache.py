@@ -42,10 +42,15 @@ def default_cache_dir() -> Path:
 
 def video_identity(path, frames: tuple[int, int] | None = None, size: tuple[int, int] | None = None) -> str:
     """A cheap identity for a clip on disk: resolved path, byte size and mtime (plus the frame range
-    ``frames=(start, end)`` and the ``size=(H, W)`` it was resized to, when the caller cut or resized it)."""
+    ``frames=(start, end)`` and the ``size=(H, W)`` it was resized to, when the caller cut or resized it),
+    and how clips are read (:data:`flickerless.video.READ_VERSION`: the same file read another way gives
+    other frames)."""
+    from ..video import READ_VERSION
+
     p = Path(path).resolve()
     st = p.stat()
-    return json.dumps([str(p), st.st_size, st.st_mtime_ns, list(frames) if frames else None, list(size) if size else None])
+    return json.dumps([str(p), st.st_size, st.st_mtime_ns, list(frames) if frames else None, list(size) if size else None,
+                       READ_VERSION])
 
 
 def frames_hash(src: FrameSource, chunk: int = CHUNK) -> str:

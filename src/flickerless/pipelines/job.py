@@ -188,7 +188,7 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
               keep_native: bool = False) -> _Inputs:
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
     uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache."""
-    from ..video import frame_times, iter_frames, probe, say_colour, warn_about_input
+    from ..video import READ_VERSION, frame_times, iter_frames, probe, say_colour, warn_about_input
 
     info = probe(video)
     warn_about_input(video, info)
@@ -206,7 +206,7 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
         raise InputError(f"{video}: no frames in the range {start}:{'' if end is None else end} "
                          f"(the clip has {info.frames or 'an unknown number of'} frames)")
     st = Path(video).stat()
-    vid = _hash([str(Path(video).resolve()), st.st_size, st.st_mtime_ns, start, end, size])
+    vid = _hash([str(Path(video).resolve()), st.st_size, st.st_mtime_ns, start, end, size, READ_VERSION])
     fps = settings["video"]["fps"] or info.fps
     # the clip's sound goes with its frames unless the frame rate is changed (it would drift)
     sound = start / info.fps if abs(fps - info.fps) < 1e-3 else None
