@@ -1761,6 +1761,15 @@ def test_info_says_what_is_read_from_each_clip(tmp_path, carphone, capsys):
     assert "video       hevc, yuv420p10le, 10-bit" in out and "colour      HDR: HLG, BT.2020" in out
     assert "images      png, in natural order: 2.png ... 10.png" in out and "alpha       yes: deflicker blends it" in out
     assert "0.152 MB uncompressed: held in RAM" in out
+    # two clips: whether they agree as a guide and its style, and the option that makes them work
+    short = tmp_path / "short.mp4"
+    write_h264(short, carphone[:5])
+    assert main(["info", str(clip), str(short)]) == 0
+    out = capsys.readouterr().out
+    assert "frames      differ (6 and 5): deflicker refuses them; add --frames 0:5" in out
+    assert "size        match (176x144)" in out
+    assert main(["info", str(clip), str(hdr)]) == 0
+    assert "size        differ (176x144 and 96x64): add --resize" in capsys.readouterr().out
     assert main(["info", "--json", str(clip), str(folder)]) == 0
     got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert (got[0]["frames"], got[0]["fps"], got[0]["codec"], got[0]["alpha"]) == (6, 12.5, "h264", False)

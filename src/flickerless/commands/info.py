@@ -19,7 +19,8 @@ def register(subparsers) -> None:
         description="Say what flickerless reads from each clip (a video file or a folder of images): its frame "
         "count, frame rate (a variable rate's spread), size as shown (after rotation and pixel shape), codec, "
         "colour description (HDR, wide gamut), interlacing, transparency, sound, and how it is held while "
-        "working. A guide and its style must agree in frames and size.",
+        "working. Given two clips, it also says whether they agree as a guide and its style (frames and size), "
+        "and the option that makes them work where they do not.",
     )
     p.add_argument("clips", nargs="+", metavar="CLIP", help="video file or folder of images")
     p.add_argument("--json", action="store_true", help="one JSON object per clip, a line each")
@@ -91,8 +92,31 @@ def _lines(d: dict) -> list[str]:
     return rows
 
 
+def pair_lines(guide: dict, style: dict) -> list[str]:
+    """What ``flickerless deflicker`` will make of two clips as guide and style: whether their frames and
+    sizes agree, and if not, the option that makes them work."""
+    rows = [f"as guide and style ({Path(guide['path']).name}, {Path(style['path']).name}):"]
+    g, s = guide["frames"], style["frames"]
+    if g == s:
+        rows.append(f"  frames      match ({g})")
+    else:
+        rows.append(f"  frames      differ ({g} and {s}): deflicker refuses them; add --frames 0:{min(g, s)} to use "
+                    "the frames both have")
+    gs, ss = (guide["width"], guide["height"]), (style["width"], style["height"])
+    if gs == ss:
+        rows.append(f"  size        match ({gs[0]}x{gs[1]})")
+    else:
+        rows.append(f"  size        differ ({gs[0]}x{gs[1]} and {ss[0]}x{ss[1]}): add --resize (the style to the "
+                    "guide's size) or --resize style (work at the style's size)")
+    return rows
+
+
 def cmd_info(args) -> int:
+    described = []
     for clip in args.clips:
         d = describe(clip)
+        described.append(d)
         print(json.dumps(d) if args.json else "\n".join(_lines(d)), flush=True)
+    if len(described) == 2 and not args.json:  # two clips: most often a guide and its style
+        print("\n".join(pair_lines(*described)), flush=True)
     return 0
