@@ -1854,14 +1854,18 @@ def test_cli_keeps_a_style_s_transparency_where_the_output_can(cut_out, tmp_path
 
 
 def test_cli_transparency_streamed_resumed_and_in_keyframes(cut_out, tmp_path, monkeypatch):
-    """The alpha goes through every path: decoded as the work goes (--stream), a stopped run resumed,
-    and keyframes with alpha (each comes back exactly at its own frame)."""
+    """The alpha goes through every path: decoded as the work goes (--stream), two ranges at once (as on
+    two devices), a stopped run resumed, and keyframes with alpha (each comes back exactly at its own
+    frame)."""
     root, _, _ = cut_out
     args = ["deflicker", "--guide", str(root / "guide"), "--style", str(root / "cut"), "--device", "cpu", *FASTARGS]
     assert main([*args, "-o", str(tmp_path / "whole")]) == 0
     whole = np.stack(list(video.iter_frames(tmp_path / "whole", alpha=True)))
     assert main([*args, "-o", str(tmp_path / "streamed"), "--stream"]) == 0
     assert np.array_equal(np.stack(list(video.iter_frames(tmp_path / "streamed", alpha=True))), whole)
+    split = [a if a != "cpu" else "cpu,cpu" for a in args]  # two ranges at once, as on two GPUs
+    assert main([*split, "-o", str(tmp_path / "split")]) == 0
+    assert np.array_equal(np.stack(list(video.iter_frames(tmp_path / "split", alpha=True))), whole)
     real = video.host_frame
     monkeypatch.setattr(video, "host_frame", _stopping_at(6, real))
     assert main([*args, "-o", str(tmp_path / "o")]) == 130
