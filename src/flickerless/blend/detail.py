@@ -87,9 +87,9 @@ def restore_detail(
     if c == guide.shape[1]:
         fine = _fine(torch.cat([style - blend, guide - guide_blend]).float(), sigma)
         colour = fine
-    else:  # RGBA: the energies from the colour channels and the guide, the detail of all channels
-        fine = _fine(torch.cat([(style - blend).float(), F.pad(guide - guide_blend, (0, 0, 0, 0, 0, c - 3))]), sigma)
-        colour = fine[:, :3]
+    else:  # RGBA: the gain from the colour channels and the guide, the detail of every channel
+        fine = _fine((style - blend).float(), sigma)
+        colour = torch.cat([fine[:, :3], _fine((guide - guide_blend).float(), sigma)])
     energy = F.avg_pool2d(colour.square().mean(1, keepdim=True), 2 * radius + 1, 1, radius, count_include_pad=False)
     e_s, e_g = energy[:b], energy[b:]
     gain = (e_g / e_s.clamp_min(1e-10)).clamp_(0, 1)
