@@ -13,7 +13,6 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -283,7 +282,7 @@ class _Keyframes(Mapping):
     def of_range(cls, job: dict, lo: int, hi: int) -> "_Keyframes":
         """The job's keyframes in frames lo..hi, numbered from lo (as the frames read from lo are)."""
         return cls({k - lo: path for k, path in job["keyframes"].items() if lo <= k < hi}, job["size"],
-                   channels=4 if job.get("alpha") else 3)
+                   channels=4 if job["alpha"] else 3)
 
     def __contains__(self, k) -> bool:  # without loading (Mapping's would)
         return k in self.files
@@ -438,7 +437,7 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
         if keyframes is None:
             style = stack.enter_context(video.StreamingFrames(args.style, hi - lo, lo, (h, w), memory_limit=0,
                                                               tmpdir=job["tmp"], ahead=ahead,
-                                                              alpha=job.get("alpha", False)))
+                                                              alpha=job["alpha"]))
             style.prefetch()
         cuts = False
         if not args.no_cuts:  # a pass over the guide alone (decoding only): shown, as it takes a while
@@ -475,7 +474,7 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
                                                         tmpdir=tmp)[0],
                                     lambda cancel: open_frames(args.style, share, resize=(h, w), start=lo, stop=hi,
                                                                cancel=cancel, tmpdir=tmp,
-                                                               alpha=job.get("alpha", False))[0])
+                                                               alpha=job["alpha"])[0])
     closers = [guide, sframes]
     try:
         style, keyframes = None, None
@@ -568,7 +567,7 @@ def cmd_deflicker(args) -> int:
         if v and not Path(v).exists():
             raise InputError(f"--{name} {v}: no such file or folder")
     check_output_is_not_input(args.output, guide=args.guide, style=args.style, keyframes=args.keyframes)
-    check_output(args.output, args.codec)  # a codec the container cannot hold is said before any work
+    chosen = check_output(args.output, args.codec)  # a codec the container cannot hold is said before any work
     try:
         opts = PatchMatchOptions.from_kwargs(**_patchmatch_kwargs(args))
     except ValueError as e:
@@ -579,17 +578,19 @@ def cmd_deflicker(args) -> int:
     start, end = parse_frames(args.frames)
     sinfo = probe(args.style) if mode != "keyframes" else None
     warn_about_input(args.guide, ginfo)
+    numbered = keyframe_files(args.keyframes) if mode == "keyframes" else {}  # number -> file
     # a style (or keyframes) with transparency: its alpha rides with its colour where the output keeps it
-    alpha = images_alpha(sorted(keyframe_files(args.keyframes).values())) if mode == "keyframes" else sinfo.alpha
-    keep_alpha = alpha and keeps_alpha(args.output, args.codec)
-    if sinfo is not None:  # transparency the output cannot keep is said below, with where it is kept
-        warn_about_input(args.style, replace(sinfo, alpha=keep_alpha), alpha_kept=True)
-    elif keep_alpha:
-        log.info("the keyframes have transparency: their alpha is blended with their colour, and kept")
-    if alpha and not keep_alpha:
-        log.warning("%s cannot keep the %s's transparency: the output has none; write a folder of PNGs, .webm, "
+    alpha = images_alpha(sorted(numbered.values())) if mode == "keyframes" else sinfo.alpha
+    keep_alpha = alpha and keeps_alpha(chosen)
+    if sinfo is not None:
+        warn_about_input(args.style, sinfo, say_alpha=False)  # said here, with what the output does with it
+    what = "the keyframes" if mode == "keyframes" else args.style
+    if keep_alpha:
+        log.info("%s: transparency: the alpha is blended with the colour, through the same matches, and kept", what)
+    elif alpha:
+        log.warning("%s cannot keep the transparency of %s: the output has none; write a folder of PNGs, .webm, "
                     ".mov or .mkv with --codec prores (ProRes 4444), or .mkv with --codec ffv1 to keep it", args.output,
-                    "keyframes" if mode == "keyframes" else "style")
+                    what)
     # the output is the style's code values: described as the style video is (HDR, wide gamut), or as the
     # guide is where the style is images (frames taken from the guide) or keyframes
     colour_from = (args.style, sinfo) if sinfo is not None and not Path(args.style).is_dir() else (args.guide, ginfo)
@@ -615,7 +616,6 @@ def cmd_deflicker(args) -> int:
     if args.keyframe_start is not None and mode != "keyframes":
         raise InputError("--keyframe-start numbers keyframes: it needs --keyframes DIR")
     raw = {}  # guide frame index -> keyframe file (loaded when needed: there may be hundreds)
-    numbered = keyframe_files(args.keyframes) if mode == "keyframes" else {}
     shapes = {k: image_size(path) for k, path in numbered.items()}  # from the headers
     where = keyframe_positions(numbered, args.guide, args.keyframe_start)
     # the size the work is done (and the output written) at

@@ -549,18 +549,16 @@ def frame_times(path, frames: int | None = None) -> np.ndarray | None:
     return (np.append(pts, pts[-1] + last) - pts[0]) * float(tb)
 
 
-def warn_about_input(path, info: VideoInfo, alpha_kept: bool = False) -> None:
+def warn_about_input(path, info: VideoInfo, say_alpha: bool = True) -> None:
     """Say once what reading a clip does not keep, and the way out: interlacing (frames are read as
-    stored, two fields woven together, and patch matching and generation see their comb teeth) and
-    transparency (frames are read as RGB, unless ``alpha_kept``). HDR is said by :func:`say_colour`."""
+    stored, two fields woven together, and patch matching and generation see their comb teeth) and,
+    unless the caller says what becomes of it (``say_alpha=False``: deflicker's style), transparency
+    (frames are read as RGB). HDR is said by :func:`say_colour`."""
     if info.interlaced:
         log.warning("%s is interlaced (two fields woven into each frame): moving edges show comb teeth that "
                     "matching and generation take for detail; deinterlace it first, e.g. ffmpeg -i %s -vf bwdif "
                     "-c:a copy progressive.mp4", path, Path(path).name)
-    if info.alpha and alpha_kept:
-        log.info("%s has transparency: its alpha is blended with its colour, through the same matches, and kept",
-                 path)
-    elif info.alpha:
+    if info.alpha and say_alpha:
         log.warning("%s has transparency (an alpha channel): its frames are read as RGB, without it, and the "
                     "output has none", path)
 
@@ -1241,10 +1239,10 @@ def _check_encoder(path, codec: str) -> None:
                           f"{codec}; choose another codec ({', '.join(others)})") from None
 
 
-def keeps_alpha(path, codec: str | None = None) -> bool:
-    """Whether an output (as :func:`check_output` takes it) keeps transparency: a folder of PNGs, or a
-    video in a codec of :data:`ALPHA_CODECS` (ProRes 4444 in .mov/.mkv, FFV1 in .mkv, VP9 in .webm/.mkv)."""
-    chosen = check_output(path, codec)
+def keeps_alpha(chosen: str | None) -> bool:
+    """Whether an output keeps transparency, from the codec :func:`check_output` chose for it: a folder of
+    PNGs (None), or a codec of :data:`ALPHA_CODECS` (ProRes 4444 in .mov/.mkv, FFV1 in .mkv, VP9 in
+    .webm/.mkv)."""
     return chosen is None or chosen in ALPHA_CODECS
 
 
@@ -1302,9 +1300,6 @@ class VideoWriter(_Output):
         self.path = Path(path)
         self.colour = colour
         self.alpha = bool(alpha)
-        if self.alpha and not keeps_alpha(path, codec):
-            raise OutputError(f"{self.path}: cannot keep transparency; write a folder of PNGs, .webm, .mov or .mkv "
-                              "with --codec prores (4444), or .mkv with --codec ffv1")
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         self._durations: dict[int, int] = {}  # pts -> duration (90 kHz ticks) of frames not yet muxed
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
@@ -1315,6 +1310,9 @@ class VideoWriter(_Output):
         self.count = 0
         ext = self.path.suffix.lower()
         self.codec = check_output(self.path, codec)
+        if self.alpha and not keeps_alpha(self.codec):
+            raise OutputError(f"{self.path}: cannot keep transparency; write a folder of PNGs, .webm, .mov or .mkv "
+                              "with --codec prores (4444), or .mkv with --codec ffv1")
         # a GIF's frames are kept as PNGs until close, which makes one palette for all of them
         self.is_gif = self.codec == "gif"
         self.is_video = self.codec is not None and not self.is_gif
