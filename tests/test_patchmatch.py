@@ -188,3 +188,20 @@ def test_the_deflicker_resizes_each_guide_frame_once(carphone, monkeypatch):
     out = deflicker(clip, clip[::-1].copy(), device="cpu", patch_sizes=(5,), iterations=1, cuts=False)
     assert out.shape == clip.shape
     assert sum(resized) == len(clip)  # every frame once, though the run makes many more remaps
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_pyramid_levels_by_whole_factors_are_the_area_resize_exactly(device):
+    """The levels whose size divides the frame's are made by block means (pooling), the rest by area
+    interpolation: the values are area interpolation's, bit for bit, so the fields are as before."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(3, 7, 1080, 1920, generator=g).to(device)
+    opts = pm.PatchMatchOptions()
+    sizes = pm.pyramid_sizes((1080, 1920), opts)
+    pooled = [s for s in sizes if 1080 % s[0] == 0 and 1920 % s[1] == 0]
+    assert len(pooled) >= 2 and len(pooled) < len(sizes)  # both ways are met at 1080p
+    for s, got in zip(sizes, pm.resize_levels(x, sizes)):
+        assert torch.equal(got, torch.nn.functional.interpolate(x, size=s, mode="area")), s
+    odd = torch.rand(2, 3, 90, 135, generator=g).to(device)  # and a size whose width 67 does not divide
+    assert torch.equal(pm._resize(odd, (45, 67)), torch.nn.functional.interpolate(odd, size=(45, 67), mode="area"))
