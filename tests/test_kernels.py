@@ -200,3 +200,51 @@ def test_triton_patch_cost_stops_early_only_where_the_decision_is_the_same():
         assert torch.equal(got < bound, full < bound)
         kept = full < bound
         assert torch.equal(got[kept], full[kept])
+
+
+_WARM_UP_PROBE = """
+import sys, torch
+from flickerless.blend import kernels
+from flickerless.blend.deflicker import run_deflicker, warm_up
+from flickerless.blend.frames import TensorFrames
+
+def variants():
+    out = 0
+    for fn in (kernels._iteration_kernel, kernels._vote_kernel):
+        caches = getattr(fn, "device_caches", None)
+        if caches is None:
+            sys.exit(3)  # a Triton without per-device caches: nothing to count
+        out += sum(len(c[0]) for c in caches.values())
+    return out
+
+dev, size, warm = torch.device("cuda"), (90, 134), sys.argv[1] == "warm"
+if warm:
+    warm_up(dev, size, channels=4)
+before = variants()
+g = torch.Generator(device="cpu").manual_seed(1)
+frames = lambda c: TensorFrames(torch.rand(12, c, *size, generator=g).to(dev))
+run_deflicker(frames(3), frames(4), lambda i, img: None, device=dev, batch=5, cuts=False)
+print(before, variants())
+"""
+
+
+@pytest.mark.skipif(triton is None or not torch.cuda.is_available(), reason="needs Triton and a CUDA GPU")
+@pytest.mark.parametrize("warm", ["warm", "cold"])
+def test_warm_up_loads_every_kernel_variant_the_run_then_launches(warm):
+    """The command line warms a GPU up while it decodes (deflicker.warm_up): two frames at the run's size
+    and settings must load every Triton kernel variant the run then launches (a fresh process: a test
+    before this one may have loaded them). Cold, the run loads its own."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", _WARM_UP_PROBE, warm], capture_output=True, text=True, env=env)
+    if r.returncode == 3:
+        pytest.skip("this Triton keeps no per-device kernel caches to count")
+    assert r.returncode == 0, r.stderr
+    before, after = map(int, r.stdout.split())
+    if warm == "warm":
+        assert before > 0 and after == before
+    else:
+        assert before == 0 and after > 0

@@ -393,6 +393,24 @@ def _blend_options(args, job: dict, lo: int) -> dict:
             "detail": False if args.no_detail else "auto", "tmpdir": job["tmp"]}
 
 
+def _warming(args, job: dict, device):
+    """Starts :func:`~flickerless.blend.deflicker.warm_up` of ``device`` for this job's settings in a thread,
+    so that the GPU's start-up (its context, the kernels' loading) overlaps the decoding and the cut
+    pass; returns a function that waits for it. Nothing is started for a CPU."""
+    import threading
+
+    from .blend.deflicker import warm_up
+
+    if device.type != "cuda":
+        return lambda: None
+    opts = _blend_options(args, job, 0)
+    thread = threading.Thread(target=warm_up, name="flickerless-warm-up", daemon=True, kwargs=dict(
+        device=device, size=job["size"], mode=job["mode"], window=opts["window"], options=opts["options"],
+        channels=4 if job["alpha"] else 3, error_sigma=opts["error_sigma"], detail=opts["detail"]))
+    thread.start()
+    return thread.join
+
+
 def _in_order(lo: int, a: int, b: int, emit):
     """A sink that hands frames a..b-1 (counted from ``lo``) on to ``emit`` in order."""
     from .video import host_frame
@@ -410,7 +428,8 @@ def _in_order(lo: int, a: int, b: int, emit):
     return sink
 
 
-def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: int, emit, progress: bool) -> dict:
+def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: int, emit, progress: bool,
+                         warmed=lambda: None) -> dict:
     """:func:`_deflicker_part` for a stretch too large for RAM (:func:`_streams`): the guide is read
     once for its cuts (thumbnails only, while the first frames decode), then the guide and the style
     (keyframes mode: the guide alone) are decoded as the work moves forward, each in a thread that
@@ -447,6 +466,7 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
 
                 frames = tqdm(frames, total=hi - lo, unit="frame", desc="finding cuts", dynamic_ncols=True, leave=False)
             cuts = cuts_from_thumbnails(thumbnails_of(frames, (h, w)))
+        warmed()  # the GPU made ready meanwhile (_warming)
         return run_deflicker(ArrayFrames(guide), None if style is None else ArrayFrames(style),
                              _in_order(lo, a, b, emit), mode=job["mode"], device=device, keyframes=keyframes, progress=progress, cuts=cuts,
                              max_segment=segment, **_blend_options(args, job, lo))
@@ -463,8 +483,9 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
     mode, tmp = job["mode"], job["tmp"]
     lo, hi = _read_range(args, job, a, b)
     h, w = job["size"]
+    warmed = _warming(args, job, device)  # while the clips are read
     if job["streams"].get((a, b)):  # decided once, before any work (cmd_deflicker)
-        return _deflicker_streaming(args, job, device, a, b, lo, hi, emit, progress)
+        return _deflicker_streaming(args, job, device, a, b, lo, hi, emit, progress, warmed)
     share = _memory_share(job)
     if mode == "keyframes":
         guide, _ = open_frames(args.guide, share, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)
@@ -482,6 +503,7 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
             keyframes = _Keyframes.of_range(job, lo, hi)
         else:
             style = ArrayFrames(sframes)
+        warmed()
         return run_deflicker(ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, device=device,
                              keyframes=keyframes, progress=progress, cuts=not args.no_cuts,
                              **_blend_options(args, job, lo))

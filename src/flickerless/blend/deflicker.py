@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, InputError
-from .frames import FrameSource, FrameStore, SubFrames, _pixel_scale, as_source, index_tensor, to_hwc_uint8
+from .frames import (FrameSource, FrameStore, SubFrames, TensorFrames, _pixel_scale, as_source, index_tensor,
+                     to_hwc_uint8)
 from .detail import resolve_detail, restore_detail
 from .patchmatch import PatchMatchOptions, final_vote, patchmatch, pyramid_sizes, remap, resize_levels
 from .schedule import (count_table_remaps, table_levels, table_needed, table_query, table_segments, window_pairs,
@@ -41,7 +42,7 @@ from .schedule import (count_table_remaps, table_levels, table_needed, table_que
 
 log = logging.getLogger("flickerless")
 
-__all__ = ["deflicker", "run_deflicker", "resolve_device", "MatchCache", "MODES"]
+__all__ = ["deflicker", "run_deflicker", "resolve_device", "warm_up", "MatchCache", "MODES"]
 
 MODES = ("table", "window", "keyframes", "all_pairs")
 PIN_BYTES = 1 << 30  # a host-tensor result of a GPU run is pinned up to this size
@@ -995,6 +996,40 @@ def run_deflicker(
         if bar is not None:
             bar.close()
     return stats
+
+
+def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, options: PatchMatchOptions | None = None,
+            channels: int = 3, error_sigma: float | str | None = "auto", detail: bool | str = "auto") -> float:
+    """Make a GPU ready for a run with these settings, by running it on four frames of noise of the same
+    ``size`` (enough for table mode to remap a stored block as well as a frame, and for keyframes mode
+    to render a frame from two keyframes): the CUDA context is made, and every kernel variant the run
+    launches is loaded (or compiled, on a
+    machine that has not run it before). The command line does this in a thread while it decodes and
+    looks for cuts, work that does not need the GPU; the first real pairs then start at once. On a
+    CUDA device it costs a few frame pairs' work; on any other it does nothing (the CPU kernels
+    load in about a second, and this would compete with the decoding for the cores). Returns the
+    seconds it took; a failure is logged at debug level and left to the real run to report."""
+    import time
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return 0.0
+    t0 = time.perf_counter()
+    try:
+        with torch.cuda.device(dev):
+            gen = torch.Generator(device=dev).manual_seed(0)
+            guide = torch.rand(4, 3, *size, device=dev, generator=gen)
+            style = torch.rand(4, channels, *size, device=dev, generator=gen)
+            keyframes = {0: style[0], 3: style[3]} if mode == "keyframes" else None
+            run_deflicker(TensorFrames(guide), None if keyframes else TensorFrames(style), lambda i, img: None,
+                          mode=mode, window=window, device=dev, batch=1, keyframes=keyframes, options=options,
+                          cuts=False, error_sigma=error_sigma, detail=detail)
+            del guide, style, keyframes
+            torch.cuda.synchronize(dev)
+            torch.cuda.empty_cache()  # what the run measures as free (its batch) is as before
+    except Exception as e:  # noqa: BLE001 - the run that follows meets the same problem and says it
+        log.debug("warming up %s failed: %s", dev, e)
+    return time.perf_counter() - t0
 
 
 def deflicker(
