@@ -74,7 +74,7 @@ def resolve_device(device=None, like: torch.Tensor | None = None) -> torch.devic
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from e
+        raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'mps' (a Mac's GPU)") from e
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"device {device!r} asked for, but no CUDA GPU is available here: use --device cpu")
