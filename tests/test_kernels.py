@@ -136,11 +136,13 @@ def test_cpu_patch_cost_stops_early_only_where_the_decision_is_the_same():
     rng = np.random.default_rng(0)
     tg, te, sg, ss = (rng.random((1, 24, 24, 3), dtype=np.float32) for _ in range(4))
     offs = np.asarray(pm.patch_offsets(7, None), dtype=np.int64).reshape(-1, 2)
+    tp, ep = np.empty((len(offs), 3), np.float32), np.empty((len(offs), 3), np.float32)
     for _ in range(200):
         y, x, qy, qx = rng.integers(0, 24, 4)
-        full = ck._cost(tg, te, sg, ss, 0, y, x, qy, qx, offs, np.float32(10.0), np.inf)
+        ck._target_patch(tg, te, 0, y, x, offs, tp, ep)
+        full = ck._cost(tp, ep, sg, ss, 0, qy, qx, offs, np.float32(10.0), np.inf)
         for bound in (full * 0.5, full * 0.999, full, full * 1.001, full * 2, rng.random() * 2 * full):
-            got = ck._cost(tg, te, sg, ss, 0, y, x, qy, qx, offs, np.float32(10.0), bound)
+            got = ck._cost(tp, ep, sg, ss, 0, qy, qx, offs, np.float32(10.0), bound)
             assert (got < bound) == (full < bound)
             if full < bound:
                 assert got == full

@@ -41,30 +41,43 @@ if nb is not None:
     def _clamp(v, hi):
         return 0 if v < 0 else (hi - 1 if v >= hi else v)
 
+    @nb.njit(cache=True, inline="always")
+    def _target_patch(tg, te, b, y, x, offs, tp, ep):
+        """The target's guide and estimate at the patch's sampled offsets around (y, x), clamped, into
+        ``tp`` (S, C) and ``ep`` (S, C2): read once per pixel for all of its candidates, not once for
+        each (the same values, so the same sums)."""
+        H, W = tg.shape[1], tg.shape[2]
+        for s in range(offs.shape[0]):
+            ty, tx = _clamp(y + offs[s, 0], H), _clamp(x + offs[s, 1], W)
+            for c in range(tp.shape[1]):
+                tp[s, c] = tg[b, ty, tx, c]
+            for c in range(ep.shape[1]):
+                ep[s, c] = te[b, ty, tx, c]
+
     @nb.njit(cache=True)
-    def _cost(tg, te, sg, ss, b, y, x, qy, qx, offs, gw, bound):
-        """Images are channel-last here: (B, H, W, C), so a pixel's channels share a cache line.
+    def _cost(tp, ep, sg, ss, b, qy, qx, offs, gw, bound):
+        """Mean patch cost of source match (qy, qx) against the target patch ``tp``/``ep``
+        (:func:`_target_patch`). Images are channel-last here: (B, H, W, C), so a pixel's channels
+        share a cache line.
 
         Stops early once the mean cost can no longer fall below ``bound`` (the terms are not
         negative, so the partial sum only grows): the value returned is then >= ``bound``, and a
         caller that keeps a candidate only when its cost is < ``bound`` decides as with the full sum.
         """
-        H, W, C = tg.shape[1], tg.shape[2], tg.shape[3]
-        C2 = te.shape[3]
+        C, C2 = tp.shape[1], ep.shape[1]
         Hs, Ws = sg.shape[1], sg.shape[2]
         acc = np.float32(0.0)
         n = offs.shape[0]
-        for s in range(offs.shape[0]):
+        for s in range(n):
             dy, dx = offs[s, 0], offs[s, 1]
-            ty, tx = _clamp(y + dy, H), _clamp(x + dx, W)
             sy, sx = _clamp(qy + dy, Hs), _clamp(qx + dx, Ws)
             g = np.float32(0.0)
             for c in range(C):
-                d = tg[b, ty, tx, c] - sg[b, sy, sx, c]
+                d = tp[s, c] - sg[b, sy, sx, c]
                 g += d * d
             acc += gw * g
             for c in range(C2):
-                d = te[b, ty, tx, c] - ss[b, sy, sx, c]
+                d = ep[s, c] - ss[b, sy, sx, c]
                 acc += d * d
             if acc / n >= bound:
                 return acc / n
@@ -80,9 +93,12 @@ if nb is not None:
             b = row // H
             y = row % H
             kmix = _mix(keys[b])
+            tp = np.empty((offs.shape[0], tg.shape[3]), np.float32)  # the pixel's target patch (one per row)
+            ep = np.empty((offs.shape[0], te.shape[3]), np.float32)
             for x in range(W):
+                _target_patch(tg, te, b, y, x, offs, tp, ep)
                 qy, qx = nnf_in[b, 0, y, x], nnf_in[b, 1, y, x]
-                best = _cost(tg, te, sg, ss, b, y, x, qy, qx, offs, gw, np.inf)
+                best = _cost(tp, ep, sg, ss, b, qy, qx, offs, gw, np.inf)
                 for k in range(4):  # (0, 1), (0, -1), (1, 0), (-1, 0): patchmatch._DIRECTIONS
                     ey = (k // 2) * (5 - 2 * k)
                     ex = (1 - k // 2) * (1 - 2 * k)
@@ -91,7 +107,7 @@ if nb is not None:
                     cx = _clamp(nnf_in[b, 1, ny, nx] - ex, Ws)
                     if cy == qy and cx == qx:  # the current match again: its cost would tie
                         continue
-                    c = _cost(tg, te, sg, ss, b, y, x, cy, cx, offs, gw, best)
+                    c = _cost(tp, ep, sg, ss, b, cy, cx, offs, gw, best)
                     if c < best:
                         qy, qx, best = cy, cx, c
                 r = radius
@@ -103,7 +119,7 @@ if nb is not None:
                     cy = _clamp(qy + _mix(h0 + p) % span - r, Hs)
                     cx = _clamp(qx + _mix(h0 + HW + p) % span - r, Ws)
                     if cy != qy or cx != qx:
-                        c = _cost(tg, te, sg, ss, b, y, x, cy, cx, offs, gw, best)
+                        c = _cost(tp, ep, sg, ss, b, cy, cx, offs, gw, best)
                         if c < best:
                             qy, qx, best = cy, cx, c
                     r //= 2
@@ -121,9 +137,10 @@ if nb is not None:
         for row in nb.prange(B * H):
             b = row // H
             y = row % H
+            acc = np.empty(C, np.float32)  # a pixel's sums, in registers rather than in ``out``
             for x in range(W):
                 for c in range(C):
-                    out[b, c, y, x] = 0.0
+                    acc[c] = 0.0
                 cnt = 0
                 for s in range(offs.shape[0]):
                     dy, dx = offs[s, 0], offs[s, 1]
@@ -133,10 +150,10 @@ if nb is not None:
                     qy = _clamp(nnf[b, 0, cy, cx] + dy, Hs)
                     qx = _clamp(nnf[b, 1, cy, cx] + dx, Ws)
                     for c in range(C):
-                        out[b, c, y, x] += src[b, qy, qx, c]
+                        acc[c] += src[b, qy, qx, c]
                     cnt += 1
                 for c in range(C):
-                    out[b, c, y, x] /= cnt
+                    out[b, c, y, x] = acc[c] / cnt
 
 
 def _np(t: torch.Tensor, dtype) -> np.ndarray:
