@@ -1882,3 +1882,22 @@ def test_cli_transparency_streamed_resumed_and_in_keyframes(cut_out, tmp_path, m
     got = np.stack(list(video.iter_frames(tmp_path / "k", alpha=True)))
     assert np.array_equal(got[0], video.load_image(keys / "0.png", alpha=True))
     assert np.array_equal(got[11], video.load_image(keys / "11.png", alpha=True))
+
+
+def test_help_and_info_answer_without_importing_torch():
+    """`flickerless --help`, each command's --help and `flickerless info` need no torch (5 s to import on a
+    GPU host): they answer at once. A fresh process, as a user runs them."""
+    import subprocess
+    import sys
+
+    from flickerless.demo import registry_clip
+
+    probe = ("import sys; from flickerless.cli import main; "
+             "codes = [main(a) for a in ([['--help']] + [[c, '--help'] for c in sys.argv[2:]] + [['info', sys.argv[1]]])]; "
+             "print(codes, 'torch' in sys.modules)")
+    commands = ["deflicker", "run", "eval", "info", "templates", "export", "segment", "train", "demo"]
+    r = subprocess.run([sys.executable, "-c", probe, str(registry_clip("carphone_pristine.mp4")), *commands],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    codes, torch_imported = r.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert codes == str([0] * (len(commands) + 2)) and torch_imported == "False", r.stdout[-500:]

@@ -7,19 +7,20 @@ modules :mod:`flickerless.segment` (SAM masks) and :mod:`flickerless.train` (fin
 ones import on first use, so ``import flickerless`` stays quick.
 """
 
-from .blend.deflicker import deflicker
-from .blend.patchmatch import PatchMatchOptions
 from .errors import DeviceError, FlickerlessError, InputError, ModelNotFoundError, OutputError
-from .metrics import evaluate
 
+# imported on first use: each brings torch (5 s on a GPU host), which `flickerless --help` and
+# `flickerless info` do without
 _LAZY = {
+    "deflicker": ("blend.deflicker", "deflicker"),
+    "PatchMatchOptions": ("blend.patchmatch", "PatchMatchOptions"),
+    "evaluate": ("metrics", "evaluate"),
     "VideoPipeline": ("diffusion", "VideoPipeline"),
     "annotate": ("control", "annotate"),
     "run_job": ("pipelines", "run_job"),
 }
 
-__all__ = ["deflicker", "evaluate", "PatchMatchOptions", "FlickerlessError", "InputError", "OutputError",
-           "DeviceError", "ModelNotFoundError", *_LAZY]
+__all__ = ["FlickerlessError", "InputError", "OutputError", "DeviceError", "ModelNotFoundError", *_LAZY]
 __version__ = "0.2.0"
 
 

@@ -12,6 +12,10 @@ from urllib.parse import urlparse
 
 from .errors import ModelNotFoundError
 
+# the CLIP the metrics load by default (here, not in metrics.clip, so that the command line names it
+# without importing torch)
+DEFAULT_CLIP = "openai/clip-vit-large-patch14"
+
 __all__ = ["offline", "local_only", "hf_cache", "not_found", "load_transformers", "find_file"]
 
 

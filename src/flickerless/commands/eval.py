@@ -9,7 +9,7 @@ log = logging.getLogger("flickerless")
 
 def register(subparsers) -> None:
     from ..cli import _positive
-    from ..metrics.clip import DEFAULT_CLIP
+    from ..weights import DEFAULT_CLIP
 
     p = subparsers.add_parser(
         "eval",

@@ -14,7 +14,7 @@ def _controlnet(text: str) -> tuple[str, str]:
 
 def register(sub) -> None:
     from ..cli import _crf
-    from ..pipelines.job import TASKS
+    from ..pipelines.templates import TASKS
     from ..video import VIDEO_CODECS, codec_help
 
     tasks = ", ".join(f"{k} ({v})" for k, v in TASKS.items())

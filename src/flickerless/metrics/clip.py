@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelNotFoundError
-from ..weights import local_only, not_found, offline
+from ..weights import DEFAULT_CLIP, local_only, not_found, offline
 from .frames import as_uint8
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "AESTHETIC_HELP",
 ]
 
-DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 AESTHETIC_HELP = (
     "the LAION improved aesthetic predictor weights sac+logos+ava1-l14-linearMSE.pth "
     "(github.com/christophschuhmann/improved-aesthetic-predictor; an MLP on CLIP ViT-L/14 embeddings): "

@@ -32,7 +32,7 @@ import torch
 
 from ..blend.frames import to_hwc_uint8
 from ..errors import DeviceError, InputError
-from .templates import apply_overrides, dumps, load_template, window_value
+from .templates import TASKS, apply_overrides, dumps, load_template, window_value
 
 log = logging.getLogger("flickerless")
 
@@ -42,15 +42,6 @@ __all__ = ["PER_FRAME", "run_job", "resolve_settings", "read_clip", "job_folder"
 # its own (no cross-frame attention, no in-iteration deflicker, no final pass).
 PER_FRAME = ["sampling.cross_frame=[]", "deflicker.frequency=0", "deflicker.steps=[]", "deflicker.final_window=0"]
 
-# What each task does with its inputs; the templates hold the settings.
-TASKS = {
-    "stylize": "text-guided video stylisation",
-    "fashion": "a person model imitating the poses of the target video",
-    "image_guided": "stylisation with the style of an image (shuffle ControlNet)",
-    "restore": "super-resolution, then re-synthesised detail with the tile ControlNet",
-    "render3d": "rendering an untextured 3D video from a prompt",
-    "longvideo": "a long video: pose-driven person, average fusion, co-denoised clips (four-module framework)",
-}
 
 
 def parse_frames(text: str | None) -> tuple[int, int | None]:

@@ -18,6 +18,17 @@ from pathlib import Path
 
 from ..errors import InputError
 
+# What each task does with its inputs; the templates hold the settings (the command line lists these
+# without importing the job module, and with it torch).
+TASKS = {
+    "stylize": "text-guided video stylisation",
+    "fashion": "a person model imitating the poses of the target video",
+    "image_guided": "stylisation with the style of an image (shuffle ControlNet)",
+    "restore": "super-resolution, then re-synthesised detail with the tile ControlNet",
+    "render3d": "rendering an untextured 3D video from a prompt",
+    "longvideo": "a long video: pose-driven person, average fusion, co-denoised clips (four-module framework)",
+}
+
 __all__ = ["SCHEMA", "OPTIONAL", "CONTROLNET_KEYS", "list_templates", "load_template", "apply_overrides", "validate", "dumps",
            "window_value"]
 
