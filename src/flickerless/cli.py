@@ -484,33 +484,36 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
     lo, hi = _read_range(args, job, a, b)
     h, w = job["size"]
     warmed = _warming(args, job, device)  # while the clips are read
-    if job["streams"].get((a, b)):  # decided once, before any work (cmd_deflicker)
-        return _deflicker_streaming(args, job, device, a, b, lo, hi, emit, progress, warmed)
-    share = _memory_share(job)
-    if mode == "keyframes":
-        guide, _ = open_frames(args.guide, share, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)
-        sframes = None
-    else:  # the guide and the style are decoded at once, each in a thread (the decoders release the GIL)
-        guide, sframes = _open_both(lambda: open_frames(args.guide, share, resize=(h, w), start=lo, stop=hi,
-                                                        tmpdir=tmp)[0],
-                                    lambda cancel: open_frames(args.style, share, resize=(h, w), start=lo, stop=hi,
-                                                               cancel=cancel, tmpdir=tmp,
-                                                               alpha=job["alpha"])[0])
-    closers = [guide, sframes]
     try:
-        style, keyframes = None, None
+        if job["streams"].get((a, b)):  # decided once, before any work (cmd_deflicker)
+            return _deflicker_streaming(args, job, device, a, b, lo, hi, emit, progress, warmed)
+        share = _memory_share(job)
         if mode == "keyframes":
-            keyframes = _Keyframes.of_range(job, lo, hi)
-        else:
-            style = ArrayFrames(sframes)
-        warmed()
-        return run_deflicker(ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, device=device,
-                             keyframes=keyframes, progress=progress, cuts=not args.no_cuts,
-                             **_blend_options(args, job, lo))
+            guide, _ = open_frames(args.guide, share, resize=(h, w), start=lo, stop=hi, tmpdir=tmp)
+            sframes = None
+        else:  # the guide and the style are decoded at once, each in a thread (the decoders release the GIL)
+            guide, sframes = _open_both(lambda: open_frames(args.guide, share, resize=(h, w), start=lo, stop=hi,
+                                                            tmpdir=tmp)[0],
+                                        lambda cancel: open_frames(args.style, share, resize=(h, w), start=lo, stop=hi,
+                                                                   cancel=cancel, tmpdir=tmp,
+                                                                   alpha=job["alpha"])[0])
+        closers = [guide, sframes]
+        try:
+            style, keyframes = None, None
+            if mode == "keyframes":
+                keyframes = _Keyframes.of_range(job, lo, hi)
+            else:
+                style = ArrayFrames(sframes)
+            warmed()
+            return run_deflicker(ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, device=device,
+                                 keyframes=keyframes, progress=progress, cuts=not args.no_cuts,
+                                 **_blend_options(args, job, lo))
+        finally:
+            for c in closers:
+                if hasattr(c, "close"):
+                    c.close()
     finally:
-        for c in closers:
-            if hasattr(c, "close"):
-                c.close()
+        warmed()  # also when reading failed: no thread is left on the GPU as the process ends
 
 
 def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) -> None:

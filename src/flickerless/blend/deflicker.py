@@ -1026,9 +1026,14 @@ def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, optio
                           cuts=False, error_sigma=error_sigma, detail=detail)
             del guide, style, keyframes
             torch.cuda.synchronize(dev)
-            torch.cuda.empty_cache()  # what the run measures as free (its batch) is as before
     except Exception as e:  # noqa: BLE001 - the run that follows meets the same problem and says it
         log.debug("warming up %s failed: %s", dev, e)
+    finally:
+        try:
+            with torch.cuda.device(dev):  # a thread's current device is cuda:0, not necessarily this one
+                torch.cuda.empty_cache()  # what the run measures as free (its batch) is as before
+        except Exception:  # noqa: BLE001 - a device that failed above may fail here too
+            pass
     return time.perf_counter() - t0
 
 
