@@ -1003,12 +1003,12 @@ def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, optio
     """Make a GPU ready for a run with these settings, by running it on four frames of noise of the same
     ``size`` (enough for table mode to remap a stored block as well as a frame, and for keyframes mode
     to render a frame from two keyframes): the CUDA context is made, and every kernel variant the run
-    launches is loaded (or compiled, on a
-    machine that has not run it before). The command line does this in a thread while it decodes and
-    looks for cuts, work that does not need the GPU; the first real pairs then start at once. On a
-    CUDA device it costs a few frame pairs' work; on any other it does nothing (the CPU kernels
-    load in about a second, and this would compete with the decoding for the cores). Returns the
-    seconds it took; a failure is logged at debug level and left to the real run to report."""
+    launches is loaded (or compiled, on a machine that has not run it before). The command line does
+    this in a thread while it decodes and looks for cuts, work that does not need the GPU; the first
+    real pairs then start at once. On a CUDA device it costs a few frame pairs' work; on any other it
+    does nothing (the CPU kernels load in about a second, and this would compete with the decoding
+    for the cores). Returns the seconds it took; a failure is logged at debug level and left to the
+    real run to report."""
     import time
 
     dev = torch.device(device)
