@@ -21,7 +21,13 @@ try:
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
-BLOCK = 128
+# the launch shape: pixels per program and warps per program. One warp of 32 pixels ran 5-7% faster than
+# Triton's default of 4 warps over 128 (H100: 1080p, 4K and 640x480; benchmarks/explore/triton_blocks.py,
+# BENCHMARKS.md "Session 22"). Keep BLOCK >= 32 x NUM_WARPS: each thread then holds whole pixels, and the
+# frames are the same on every such shape; with more threads than pixels (128 over 8 warps) a pixel's
+# channels are summed across threads in another order, and the frames differ in their last bits.
+BLOCK = 32
+NUM_WARPS = 1
 # Triton's jit code below spells the hash constants of patchmatch (_MASK, _MUL, _GOLD) as literals:
 # 0x7FFFFFFF, 0x45D9F3B, 0x9E3779B. tests/test_kernels.py checks they agree.
 
@@ -231,7 +237,7 @@ def _iterate(tg, est, sg, ss, cp, nnf, keys, offsets, guide_weight, radius, salt
         _iteration_kernel[grid](
             tg, est, sg, ss, nnf, out, cost, keys.contiguous(), offs, h, w, hs, ws, len(offsets),
             float(guide_weight), int(radius), int(salt) * 64,
-            CP=cp, BLOCK=BLOCK,
+            CP=cp, BLOCK=BLOCK, num_warps=NUM_WARPS,
         )
     return out, cost
 
@@ -255,7 +261,7 @@ def _vote(source_last: torch.Tensor, c: int, cp: int, nnf: torch.Tensor, offsets
     grid = (triton.cdiv(h * w, BLOCK), b)
     with torch.cuda.device(source_last.device):  # see _iterate()
         _vote_kernel[grid](source_last, nnf.contiguous(), out, offs, h, w, hs, ws, len(offsets),
-                           C=c, CP=cp, LAST=last, BLOCK=BLOCK)
+                           C=c, CP=cp, LAST=last, BLOCK=BLOCK, num_warps=NUM_WARPS)
     return out
 
 
