@@ -68,6 +68,10 @@ if nb is not None:
         Hs, Ws = sg.shape[1], sg.shape[2]
         acc = np.float32(0.0)
         n = offs.shape[0]
+        # the early stop's test without a division per offset: sum >= bound x n first (where it says
+        # no, the mean is below bound but for rounding: summing on only makes the result larger, so the
+        # candidate is dropped as before), then the exact test of the mean before stopping
+        bn = np.float64(bound) * n
         for s in range(n):
             dy, dx = offs[s, 0], offs[s, 1]
             sy, sx = _clamp(qy + dy, Hs), _clamp(qx + dx, Ws)
@@ -79,7 +83,7 @@ if nb is not None:
             for c in range(C2):
                 d = ep[s, c] - ss[b, sy, sx, c]
                 acc += d * d
-            if acc / n >= bound:
+            if acc >= bn and acc / n >= bound:
                 return acc / n
         return acc / n
 
