@@ -478,3 +478,17 @@ def test_alpha_in_tensors_and_keyframes(pair):
         deflicker(clip, mode="keyframes", keyframes={0: rgba[0], 9: flick[9]}, device="cpu", **FAST)
     with pytest.raises(InputError, match="the guide must be RGB"):
         deflicker(rgba, flick, device="cpu", **FAST)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="says where it runs only without a GPU")
+def test_no_gpu_is_said_once_however_often_the_device_is_resolved(monkeypatch, caplog):
+    """A diffusion job resolves its device at every deflicker step: "no GPU found" is said once, not at
+    each of them (the engine demo said it five times)."""
+    import importlib
+    import logging
+
+    d = importlib.import_module("flickerless.blend.deflicker")  # the module (the package names its function)
+    monkeypatch.setitem(d._SAID, "no_gpu", False)
+    with caplog.at_level(logging.INFO, logger="flickerless"):
+        assert [d.resolve_device(None).type for _ in range(3)] == ["cpu"] * 3
+    assert [r.getMessage() for r in caplog.records].count("no GPU found: running on the CPU") == 1

@@ -62,6 +62,9 @@ Sink = Callable[[int, torch.Tensor], None]
 ModeSink = Callable[[int, torch.Tensor, "torch.Tensor | None"], None]
 
 
+_SAID = {"no_gpu": False}
+
+
 def resolve_device(device=None, like: torch.Tensor | None = None) -> torch.device:
     """``None``: the tensor's device if given one on a GPU, else CUDA if present, else CPU (said once)."""
     if device is None:
@@ -69,7 +72,9 @@ def resolve_device(device=None, like: torch.Tensor | None = None) -> torch.devic
             return like.device
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
-        log.info("no GPU found: running on the CPU")
+        if not _SAID["no_gpu"]:  # a job resolves its device at every deflicker step: said the first time
+            log.info("no GPU found: running on the CPU")
+            _SAID["no_gpu"] = True
         return torch.device("cpu")
     try:
         dev = torch.device(device)
