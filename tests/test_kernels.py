@@ -233,9 +233,10 @@ print(before, variants())
 @pytest.mark.skipif(triton is None or not torch.cuda.is_available(), reason="needs Triton and a CUDA GPU")
 @pytest.mark.parametrize("warm", ["warm", "cold"])
 def test_warm_up_loads_every_kernel_variant_the_run_then_launches(warm):
-    """The command line warms a GPU up while it decodes (deflicker.warm_up): two frames at the run's size
-    and settings must load every Triton kernel variant the run then launches (a fresh process: a test
-    before this one may have loaded them). Cold, the run loads its own."""
+    """The command line warms a GPU up while it decodes (deflicker.warm_up): its four frames at the run's
+    size and settings (with alpha here) must load every Triton kernel variant a 12-frame run then
+    launches (two frames did not: they never remap a stored table entry). A fresh process, as a test
+    before this one may have loaded them; cold, the run loads its own."""
     import os
     import subprocess
     import sys

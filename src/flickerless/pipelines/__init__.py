@@ -2,11 +2,12 @@
 
 from .templates import TASKS, apply_overrides, list_templates, load_template
 
-__all__ = ["TASKS", "run_job", "job_folder", "target_size", "load_template", "list_templates", "apply_overrides"]
+_FROM_JOB = ("run_job", "job_folder", "target_size")  # the job module brings torch: imported on first use
+__all__ = ["TASKS", *_FROM_JOB, "load_template", "list_templates", "apply_overrides"]
 
 
-def __getattr__(name):  # the job module brings torch: imported on first use
-    if name in ("run_job", "job_folder", "target_size"):
+def __getattr__(name):
+    if name in _FROM_JOB:
         from . import job
 
         return getattr(job, name)

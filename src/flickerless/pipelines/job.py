@@ -43,7 +43,6 @@ __all__ = ["PER_FRAME", "run_job", "resolve_settings", "read_clip", "job_folder"
 PER_FRAME = ["sampling.cross_frame=[]", "deflicker.frequency=0", "deflicker.steps=[]", "deflicker.final_window=0"]
 
 
-
 def parse_frames(text: str | None) -> tuple[int, int | None]:
     """``"START:END"`` (either may be empty) -> (start, end or None)."""
     if not text:
