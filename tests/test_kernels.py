@@ -134,18 +134,24 @@ def test_cpu_patch_cost_stops_early_only_where_the_decision_is_the_same():
     if not ck.available():
         pytest.skip("numba not installed")
     rng = np.random.default_rng(0)
-    tg, te, sg, ss = (rng.random((1, 24, 24, 3), dtype=np.float32) for _ in range(4))
     offs = np.asarray(pm.patch_offsets(7, None), dtype=np.int64).reshape(-1, 2)
-    tp, ep = np.empty((len(offs), 3), np.float32), np.empty((len(offs), 3), np.float32)
-    for _ in range(200):
-        y, x, qy, qx = rng.integers(0, 24, 4)
-        ck._target_patch(tg, te, 0, y, x, offs, tp, ep)
-        full = ck._cost(tp, ep, sg, ss, 0, qy, qx, offs, np.float32(10.0), np.inf)
-        for bound in (full * 0.5, full * 0.999, full, full * 1.001, full * 2, rng.random() * 2 * full):
-            got = ck._cost(tp, ep, sg, ss, 0, qy, qx, offs, np.float32(10.0), bound)
-            assert (got < bound) == (full < bound)
-            if full < bound:
-                assert got == full
+    for c, c2 in ((3, 3), (3, 4)):  # the unrolled sums of the usual case, and the loops
+        tgt, src = (ck._pack(*(torch.from_numpy(rng.random((1, k, 24, 24), dtype=np.float32)) for k in (c, c2)), c2)
+                    for _ in range(2))
+        tp = np.empty((len(offs), tgt.shape[3]), np.float32)
+        for _ in range(200):
+            y, x, qy, qx = rng.integers(0, 24, 4)
+            ck._target_patch(tgt, 0, y, x, offs, tp)
+            full = ck._cost(tp, src, c, c2, 0, qy, qx, offs, np.float32(10.0), np.inf)
+            sy, sx = np.clip(qy + offs[:, 0], 0, 23), np.clip(qx + offs[:, 1], 0, 23)
+            d = tp[:, :c + c2] - src[0, sy, sx, :c + c2]
+            expect = (10.0 * (d[:, :c] ** 2).sum(1) + (d[:, c:] ** 2).sum(1)).mean()
+            assert full == pytest.approx(expect, rel=1e-5)
+            for bound in (full * 0.5, full * 0.999, full, full * 1.001, full * 2, rng.random() * 2 * full):
+                got = ck._cost(tp, src, c, c2, 0, qy, qx, offs, np.float32(10.0), bound)
+                assert (got < bound) == (full < bound)
+                if full < bound:
+                    assert got == full
 
 
 try:  # a probe of the Triton patch cost on its own: a kernel of this module calling kernels._cost

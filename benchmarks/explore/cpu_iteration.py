@@ -22,6 +22,14 @@ _, flick = flickering_pair(clip)
 clip, flick = clip.astype(np.float32) / 255, flick.astype(np.float32) / 255
 tg, sg = np.ascontiguousarray(clip[1:]), np.ascontiguousarray(clip[:-1])
 te, ss = np.ascontiguousarray(flick[1:]), np.ascontiguousarray(flick[:-1])
+packed = hasattr(ck, "_pack")
+if packed:
+    import torch
+
+    def chw(a):
+        return torch.from_numpy(a).permute(0, 3, 1, 2)
+
+    tgt, src = ck._pack(chw(tg), chw(te), 3), ck._pack(chw(sg), chw(ss), 3)
 keys = np.arange(B, dtype=np.int64) * 7919
 offs = ck._offsets(pm.patch_offsets(13, 3))
 yy, xx = np.mgrid[0:H, 0:W]
@@ -33,7 +41,10 @@ for name, nnf in starts.items():
     times = []
     for _ in range(5):  # the first also compiles or loads the kernel
         t = time.perf_counter()
-        ck._iteration(tg, te, sg, ss, nnf, out, cost, keys, offs, 10.0, 32, 3)
+        if packed:  # since session 23: guide and style packed side by side (cpu_kernels._pack)
+            ck._iteration(tgt, src, 3, 3, nnf, out, cost, keys, offs, 10.0, 32, 3)
+        else:
+            ck._iteration(tg, te, sg, ss, nnf, out, cost, keys, offs, 10.0, 32, 3)
         times.append(time.perf_counter() - t)
     digest = hashlib.sha256(out.tobytes() + cost.tobytes()).hexdigest()[:12]
     print(f"{name} start: {min(times[1:]):.3f} s per iteration, fields {digest}")

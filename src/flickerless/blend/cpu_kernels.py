@@ -42,67 +42,78 @@ if nb is not None:
         return 0 if v < 0 else (hi - 1 if v >= hi else v)
 
     @nb.njit(cache=True, inline="always")
-    def _target_patch(tg, te, b, y, x, offs, tp, ep):
-        """The target's guide and estimate at the patch's sampled offsets around (y, x), clamped, into
-        ``tp`` (S, C) and ``ep`` (S, C2): read once per pixel for all of its candidates, not once for
-        each (the same values, so the same sums)."""
-        H, W = tg.shape[1], tg.shape[2]
+    def _target_patch(tgt, b, y, x, offs, tp):
+        """The target's packed guide and estimate (:func:`_pack`) at the patch's sampled offsets around
+        (y, x), clamped, into ``tp`` (S, K): read once per pixel for all of its candidates, not once
+        for each (the same values, so the same sums)."""
+        H, W = tgt.shape[1], tgt.shape[2]
         for s in range(offs.shape[0]):
             ty, tx = _clamp(y + offs[s, 0], H), _clamp(x + offs[s, 1], W)
             for c in range(tp.shape[1]):
-                tp[s, c] = tg[b, ty, tx, c]
-            for c in range(ep.shape[1]):
-                ep[s, c] = te[b, ty, tx, c]
+                tp[s, c] = tgt[b, ty, tx, c]
 
     @nb.njit(cache=True)
-    def _cost(tp, ep, sg, ss, b, qy, qx, offs, gw, bound):
-        """Mean patch cost of source match (qy, qx) against the target patch ``tp``/``ep``
-        (:func:`_target_patch`). Images are channel-last here: (B, H, W, C), so a pixel's channels
-        share a cache line.
+    def _cost(tp, src, C, C2, b, qy, qx, offs, gw, bound):
+        """Mean patch cost of source match (qy, qx) against the target patch ``tp``
+        (:func:`_target_patch`): guide_weight x the guide's SSD (channels ``0..C``) plus the style's
+        (``C..C+C2``). Images are packed channel-last, (B, H, W, K) holding a pixel's guide and style
+        side by side (:func:`_pack`), so a candidate's values share a cache line; three guide and three
+        style channels, the usual case, are summed unrolled (about a quarter faster, the same sums in
+        the same order as the loops).
 
         Stops early once the mean cost can no longer fall below ``bound`` (the terms are not
         negative, so the partial sum only grows): the value returned is then >= ``bound``, and a
         caller that keeps a candidate only when its cost is < ``bound`` decides as with the full sum.
         """
-        C, C2 = tp.shape[1], ep.shape[1]
-        Hs, Ws = sg.shape[1], sg.shape[2]
+        Hs, Ws = src.shape[1], src.shape[2]
         acc = np.float32(0.0)
         n = offs.shape[0]
         # the early stop's test without a division per offset: sum >= bound x n first (where it says
         # no, the mean is below bound but for rounding: summing on only makes the result larger, so the
         # candidate is dropped as before), then the exact test of the mean before stopping
         bn = np.float64(bound) * n
+        three = C == 3 and C2 == 3
         for s in range(n):
-            dy, dx = offs[s, 0], offs[s, 1]
-            sy, sx = _clamp(qy + dy, Hs), _clamp(qx + dx, Ws)
-            g = np.float32(0.0)
-            for c in range(C):
-                d = tp[s, c] - sg[b, sy, sx, c]
-                g += d * d
-            acc += gw * g
-            for c in range(C2):
-                d = ep[s, c] - ss[b, sy, sx, c]
-                acc += d * d
+            sy, sx = _clamp(qy + offs[s, 0], Hs), _clamp(qx + offs[s, 1], Ws)
+            if three:
+                d0 = tp[s, 0] - src[b, sy, sx, 0]
+                d1 = tp[s, 1] - src[b, sy, sx, 1]
+                d2 = tp[s, 2] - src[b, sy, sx, 2]
+                acc += gw * (d0 * d0 + d1 * d1 + d2 * d2)
+                e0 = tp[s, 3] - src[b, sy, sx, 3]
+                e1 = tp[s, 4] - src[b, sy, sx, 4]
+                e2 = tp[s, 5] - src[b, sy, sx, 5]
+                acc += e0 * e0
+                acc += e1 * e1
+                acc += e2 * e2
+            else:
+                g = np.float32(0.0)
+                for c in range(C):
+                    d = tp[s, c] - src[b, sy, sx, c]
+                    g += d * d
+                acc += gw * g
+                for c in range(C, C + C2):
+                    d = tp[s, c] - src[b, sy, sx, c]
+                    acc += d * d
             if acc >= bn and acc / n >= bound:
                 return acc / n
         return acc / n
 
     @nb.njit(cache=True, parallel=True)
-    def _iteration(tg, te, sg, ss, nnf_in, nnf_out, cost_out, keys, offs, gw, radius, salt):
-        B, H, W = tg.shape[0], tg.shape[1], tg.shape[2]
-        Hs, Ws = sg.shape[1], sg.shape[2]
+    def _iteration(tgt, src, C, C2, nnf_in, nnf_out, cost_out, keys, offs, gw, radius, salt):
+        B, H, W = tgt.shape[0], tgt.shape[1], tgt.shape[2]
+        Hs, Ws = src.shape[1], src.shape[2]
         HW = H * W
         gw = np.float32(gw)
         for row in nb.prange(B * H):
             b = row // H
             y = row % H
             kmix = _mix(keys[b])
-            tp = np.empty((offs.shape[0], tg.shape[3]), np.float32)  # the pixel's target patch (one per row)
-            ep = np.empty((offs.shape[0], te.shape[3]), np.float32)
+            tp = np.empty((offs.shape[0], tgt.shape[3]), np.float32)  # the pixel's target patch (one per row)
             for x in range(W):
-                _target_patch(tg, te, b, y, x, offs, tp, ep)
+                _target_patch(tgt, b, y, x, offs, tp)
                 qy, qx = nnf_in[b, 0, y, x], nnf_in[b, 1, y, x]
-                best = _cost(tp, ep, sg, ss, b, qy, qx, offs, gw, np.inf)
+                best = _cost(tp, src, C, C2, b, qy, qx, offs, gw, np.inf)
                 for k in range(4):  # (0, 1), (0, -1), (1, 0), (-1, 0): patchmatch._DIRECTIONS
                     ey = (k // 2) * (5 - 2 * k)
                     ex = (1 - k // 2) * (1 - 2 * k)
@@ -111,7 +122,7 @@ if nb is not None:
                     cx = _clamp(nnf_in[b, 1, ny, nx] - ex, Ws)
                     if cy == qy and cx == qx:  # the current match again: its cost would tie
                         continue
-                    c = _cost(tp, ep, sg, ss, b, cy, cx, offs, gw, best)
+                    c = _cost(tp, src, C, C2, b, cy, cx, offs, gw, best)
                     if c < best:
                         qy, qx, best = cy, cx, c
                 r = radius
@@ -123,7 +134,7 @@ if nb is not None:
                     cy = _clamp(qy + _mix(h0 + p) % span - r, Hs)
                     cx = _clamp(qx + _mix(h0 + HW + p) % span - r, Ws)
                     if cy != qy or cx != qx:
-                        c = _cost(tp, ep, sg, ss, b, cy, cx, offs, gw, best)
+                        c = _cost(tp, src, C, C2, b, cy, cx, offs, gw, best)
                         if c < best:
                             qy, qx, best = cy, cx, c
                     r //= 2
@@ -132,32 +143,55 @@ if nb is not None:
                 nnf_out[b, 1, y, x] = qx
                 cost_out[b, y, x] = best
 
+    @nb.njit(cache=True, inline="always")
+    def _vote_pixel(src, c0, acc, nnf, b, y, x, offs):
+        """The sums of pixel (y, x)'s votes from channels ``c0..`` of a channel-last ``src`` (B, Hs, Ws,
+        K) into ``acc`` (its length: the channels voted), and their count."""
+        Hs, Ws = src.shape[1], src.shape[2]
+        H, W = nnf.shape[2], nnf.shape[3]
+        for c in range(acc.shape[0]):
+            acc[c] = 0.0
+        cnt = 0
+        for s in range(offs.shape[0]):
+            dy, dx = offs[s, 0], offs[s, 1]
+            cy, cx = y - dy, x - dx
+            if cy < 0 or cy >= H or cx < 0 or cx >= W:
+                continue
+            qy = _clamp(nnf[b, 0, cy, cx] + dy, Hs)
+            qx = _clamp(nnf[b, 1, cy, cx] + dx, Ws)
+            for c in range(acc.shape[0]):
+                acc[c] += src[b, qy, qx, c0 + c]
+            cnt += 1
+        return cnt
+
     @nb.njit(cache=True, parallel=True)
     def _vote(src, nnf, out, offs):
-        """``src`` channel-last (B, Hs, Ws, C), so a vote's channels are read from one cache line;
-        ``out`` channel-first (B, C, H, W)."""
-        B, Hs, Ws, C = src.shape
-        H, W = nnf.shape[2], nnf.shape[3]
+        """Patch voting from a channel-last ``src`` (B, Hs, Ws, C), so a vote's channels are read from
+        one cache line, into a channel-first ``out`` (B, C, H, W) (a remap's result, for torch)."""
+        B, H, W = nnf.shape[0], nnf.shape[2], nnf.shape[3]
         for row in nb.prange(B * H):
             b = row // H
             y = row % H
-            acc = np.empty(C, np.float32)  # a pixel's sums, in registers rather than in ``out``
+            acc = np.empty(out.shape[1], np.float32)  # a pixel's sums, in registers rather than in ``out``
             for x in range(W):
-                for c in range(C):
-                    acc[c] = 0.0
-                cnt = 0
-                for s in range(offs.shape[0]):
-                    dy, dx = offs[s, 0], offs[s, 1]
-                    cy, cx = y - dy, x - dx
-                    if cy < 0 or cy >= H or cx < 0 or cx >= W:
-                        continue
-                    qy = _clamp(nnf[b, 0, cy, cx] + dy, Hs)
-                    qx = _clamp(nnf[b, 1, cy, cx] + dx, Ws)
-                    for c in range(C):
-                        acc[c] += src[b, qy, qx, c]
-                    cnt += 1
-                for c in range(C):
+                cnt = _vote_pixel(src, 0, acc, nnf, b, y, x, offs)
+                for c in range(acc.shape[0]):
                     out[b, c, y, x] = acc[c] / cnt
+
+    @nb.njit(cache=True, parallel=True)
+    def _vote_last(src, c0, C, nnf, out, o0, offs):
+        """As :func:`_vote`, from channels ``c0..c0+C`` of ``src`` into channels ``o0..o0+C`` of a
+        channel-last ``out`` (B, H, W, K): the estimate, written straight into a packed target
+        (:func:`_pack`)."""
+        B, H, W = nnf.shape[0], nnf.shape[2], nnf.shape[3]
+        for row in nb.prange(B * H):
+            b = row // H
+            y = row % H
+            acc = np.empty(C, np.float32)
+            for x in range(W):
+                cnt = _vote_pixel(src, c0, acc, nnf, b, y, x, offs)
+                for c in range(C):
+                    out[b, y, x, o0 + c] = acc[c] / cnt
 
 
 def _np(t: torch.Tensor, dtype) -> np.ndarray:
@@ -173,33 +207,50 @@ def _offsets(offsets: Sequence[tuple[int, int]]) -> np.ndarray:
     return np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
 
 
+def _pack(a: torch.Tensor, b: torch.Tensor | None, c2: int) -> np.ndarray:
+    """(B, C, H, W) guide and (B, C2, H, W) style (or None: room for the estimate, filled by the vote)
+    -> one channel-last float32 (B, H, W, K), the guide in channels 0..C and the style in C..C+C2,
+    K rounded up to a multiple of 4 (a pixel's values in one 16- or 32-byte run)."""
+    n, c, h, w = a.shape
+    k = -(-(c + c2) // 4) * 4
+    out = np.zeros((n, h, w, k), np.float32)
+    out[..., :c] = _np_last(a)
+    if b is not None:
+        out[..., c:c + c2] = _np_last(b)
+    return out
+
+
 class Level:
-    """One pyramid level's images, made channel-last once for all of its iterations (as
-    :class:`flickerless.blend.kernels.Level`)."""
+    """One pyramid level's images, packed once for all of its iterations (as
+    :class:`flickerless.blend.kernels.Level`): the source's guide and style side by side, the target's
+    guide beside the room each iteration's estimate is voted into."""
 
     def __init__(self, tg: torch.Tensor, sg: torch.Tensor, ss: torch.Tensor):
-        self.tg, self.sg, self.ss = (_np_last(t) for t in (tg, sg, ss))
+        self.c, self.c2 = tg.shape[1], ss.shape[1]
+        self.src = _pack(sg, ss, self.c2)
+        self.tgt = _pack(tg, None, self.c2)
 
     def iteration(self, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
         """As :func:`iteration` with this level's images; the estimate is voted from their style."""
         nnf_in = _np(nnf, torch.int64)
-        est = np.ascontiguousarray(_vote_np(self.ss, nnf_in, offsets).transpose(0, 2, 3, 1))
-        return _iterate(self.tg, est, self.sg, self.ss, nnf_in, keys, offsets, guide_weight, radius, salt)
+        _vote_last(self.src, self.c, self.c2, nnf_in, self.tgt, self.c, _offsets(offsets))
+        return _iterate(self.tgt, self.src, self.c, self.c2, nnf_in, keys, offsets, guide_weight, radius, salt)
 
 
-def _iterate(tg, est, sg, ss, nnf_in, keys, offsets, guide_weight, radius, salt):
-    b, h, w = tg.shape[:3]
+def _iterate(tgt, src, c, c2, nnf_in, keys, offsets, guide_weight, radius, salt):
+    b, h, w = tgt.shape[:3]
     out = np.empty_like(nnf_in)
     cost = np.empty((b, h, w), dtype=np.float32)
-    _iteration(tg, est, sg, ss, nnf_in, out, cost, _np(keys, torch.int64), _offsets(offsets), float(guide_weight),
-               int(radius), int(salt))
+    _iteration(tgt, src, int(c), int(c2), nnf_in, out, cost, _np(keys, torch.int64), _offsets(offsets),
+               float(guide_weight), int(radius), int(salt))
     return torch.from_numpy(out), torch.from_numpy(cost)
 
 
 def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
     """One PatchMatch iteration (cost, propagation, random search) against the estimate ``est``.
     Returns (nnf, cost)."""
-    return _iterate(_np_last(tg), _np_last(est), _np_last(sg), _np_last(ss), _np(nnf, torch.int64), keys, offsets,
+    c2 = ss.shape[1]
+    return _iterate(_pack(tg, est, c2), _pack(sg, ss, c2), tg.shape[1], c2, _np(nnf, torch.int64), keys, offsets,
                     guide_weight, radius, salt)
 
 
