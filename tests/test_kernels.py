@@ -166,7 +166,7 @@ if triton is not None:
 
     @triton.jit
     def _cost_probe(tg, te, sg, ss, where, bounds, out, H, W, offs_ptr, S, gw, N,
-                    CP: tl.constexpr, BLOCK: tl.constexpr):
+                    CP: tl.constexpr, PS: tl.constexpr, BLOCK: tl.constexpr):
         """out[i] = the patch cost at (y, x) -> (qy, qx) = where[i] with the bound bounds[i]."""
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = i < N
@@ -175,7 +175,7 @@ if triton is not None:
         qy = tl.load(where + 4 * i + 2, mask=m, other=0)
         qx = tl.load(where + 4 * i + 3, mask=m, other=0)
         bound = tl.load(bounds + i, mask=m, other=float("inf"))
-        c = _triton_cost(tg, te, sg, ss, 0, py, px, qy, qx, H, W, H, W, offs_ptr, S, gw, m, bound, CP, BLOCK)
+        c = _triton_cost(tg, te, sg, ss, 0, py, px, qy, qx, H, W, H, W, offs_ptr, S, gw, m, bound, CP, PS, BLOCK)
         tl.store(out + i, c, mask=m)
 
 
@@ -189,7 +189,8 @@ def test_triton_patch_cost_stops_early_only_where_the_decision_is_the_same():
     g = torch.Generator(device="cpu").manual_seed(0)
     imgs = [torch.rand(1, 3, 24, 24, generator=g).to(dev) for _ in range(4)]
     cp = kernels._cp(3)
-    tg, te, sg, ss = (kernels._last(t, cp) for t in imgs)
+    tgt, src = kernels._packed(imgs[0], imgs[1], cp), kernels._packed(imgs[2], imgs[3], cp)  # as a Level lays them
+    tg, te, sg, ss = tgt, tgt[..., cp:], src, src[..., cp:]
     offs = kernels._offsets_tensor(pm.patch_offsets(7, None), dev)
     n = 200
     where = torch.randint(0, 24, (n, 4), generator=g, dtype=torch.int32).to(dev).contiguous()
@@ -197,11 +198,17 @@ def test_triton_patch_cost_stops_early_only_where_the_decision_is_the_same():
     def cost(bounds):
         out = torch.empty(n, device=dev)
         _cost_probe[(triton.cdiv(n, 64),)](tg, te, sg, ss, where, bounds.contiguous(), out, 24, 24, offs,
-                                           offs.numel() // 2, 10.0, n, CP=cp, BLOCK=64)
+                                           offs.numel() // 2, 10.0, n, CP=cp, PS=2 * cp, BLOCK=64)
         return out
 
     full = cost(torch.full((n,), float("inf"), device=dev))
     assert torch.isfinite(full).all() and (full > 0).all()
+    o = torch.tensor(pm.patch_offsets(7, None), device=dev)
+    w = where.long()
+    ty, tx = (w[:, None, 0] + o[None, :, 0]).clamp(0, 23), (w[:, None, 1] + o[None, :, 1]).clamp(0, 23)
+    sy, sx = (w[:, None, 2] + o[None, :, 0]).clamp(0, 23), (w[:, None, 3] + o[None, :, 1]).clamp(0, 23)
+    sq = [(imgs[k][0][:, ty, tx] - imgs[k + 2][0][:, sy, sx]) ** 2 for k in (0, 1)]  # guide, style: (3, n, S)
+    torch.testing.assert_close(full, (10.0 * sq[0].sum(0) + sq[1].sum(0)).mean(1), rtol=1e-5, atol=0)
     factors = [0.5, 0.999, 1.0, 1.001, 2.0]
     for bound in [full * f for f in factors] + [full * 2 * torch.rand(n, generator=g).to(dev)]:
         got = cost(bound)

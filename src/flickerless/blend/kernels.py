@@ -47,7 +47,7 @@ if triton is not None:
 
     @triton.jit
     def _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, bound,
-              CP: tl.constexpr, BLOCK: tl.constexpr):
+              CP: tl.constexpr, PS: tl.constexpr, BLOCK: tl.constexpr):
         """Mean patch cost per pixel. A lane stops reading once its mean can no longer fall below
         ``bound`` (the terms are not negative): its value is then >= ``bound``, so a caller keeping a
         candidate only where the cost is < ``bound`` decides as with the full sum, with fewer loads."""
@@ -61,9 +61,10 @@ if triton is not None:
             tx = tl.minimum(tl.maximum(px + dx, 0), W - 1)
             sy = tl.minimum(tl.maximum(qy + dy, 0), Hs - 1)
             sx = tl.minimum(tl.maximum(qx + dx, 0), Ws - 1)
-            # channel-last images padded with zeros to CP channels: a pixel is one vector load
-            tpix = ((b * H + ty).to(tl.int64) * W + tx) * CP
-            spix = ((b * Hs + sy).to(tl.int64) * Ws + sx) * CP
+            # channel-last images padded with zeros to CP channels: a pixel is one vector load. PS is the
+            # pixels' stride: 2 x CP, as a level lays each pixel's guide and style side by side (Level)
+            tpix = ((b * H + ty).to(tl.int64) * W + tx) * PS
+            spix = ((b * Hs + sy).to(tl.int64) * Ws + sx) * PS
             m = live[:, None] & (ch < CP)[None, :]
             a = tl.load(tg + tpix[:, None] + ch[None, :], mask=m, other=0.0)
             d = tl.load(sg + spix[:, None] + ch[None, :], mask=m, other=0.0)
@@ -82,50 +83,50 @@ if triton is not None:
 
     @triton.jit
     def _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, mask,
-                  CP: tl.constexpr, BLOCK: tl.constexpr):
+                  CP: tl.constexpr, PS: tl.constexpr, BLOCK: tl.constexpr):
         """Clamp candidate (cy, cx) into the source, keep it where its cost beats ``best``. Lanes whose
         candidate is their current match (a tie at best) read nothing."""
         cy = tl.minimum(tl.maximum(cy, 0), Hs - 1)
         cx = tl.minimum(tl.maximum(cx, 0), Ws - 1)
         new = mask & ((cy != qy) | (cx != qx))
-        c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, new, best, CP, BLOCK)
+        c = _cost(tg, te, sg, ss, b, py, px, cy, cx, H, W, Hs, Ws, offs_ptr, S, gw, new, best, CP, PS, BLOCK)
         better = new & (c < best)
         return tl.where(better, cy, qy), tl.where(better, cx, qx), tl.where(better, c, best)
 
     @triton.jit
     def _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, ey: tl.constexpr, ex: tl.constexpr,
                    H, W, Hs, Ws, offs_ptr, S, gw, mask,
-                   CP: tl.constexpr, BLOCK: tl.constexpr):
+                   CP: tl.constexpr, PS: tl.constexpr, BLOCK: tl.constexpr):
         """Consider the match of neighbour (y + ey, x + ex), shifted back by (ey, ex)."""
         n = base + tl.minimum(tl.maximum(py + ey, 0), H - 1) * W + tl.minimum(tl.maximum(px + ex, 0), W - 1)
         cy = tl.load(nnf_in + n, mask=mask, other=0).to(tl.int32) - ey
         cx = tl.load(nnf_in + H * W + n, mask=mask, other=0).to(tl.int32) - ex
         return _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws,
-                         offs_ptr, S, gw, mask, CP, BLOCK)
+                         offs_ptr, S, gw, mask, CP, PS, BLOCK)
 
     # sizes, radii and salts change between pyramid levels and iterations: not specialised on, so one
     # compile per channel layout serves all of them (each specialisation is another JIT compile)
     @triton.jit(do_not_specialize=["H", "W", "Hs", "Ws", "S", "gw", "radius", "salt64"])
     def _iteration_kernel(tg, te, sg, ss, nnf_in, nnf_out, cost_out, keys, offs_ptr,
                           H, W, Hs, Ws, S, gw, radius, salt64,
-                          CP: tl.constexpr, BLOCK: tl.constexpr):
+                          CP: tl.constexpr, PS: tl.constexpr, BLOCK: tl.constexpr):
         HW = H * W
         b, p, mask, py, px = _pixels(W, HW, BLOCK)
         base = b.to(tl.int64) * 2 * HW
         qy = tl.load(nnf_in + base + p, mask=mask, other=0).to(tl.int32)
         qx = tl.load(nnf_in + base + HW + p, mask=mask, other=0).to(tl.int32)
         best = _cost(tg, te, sg, ss, b, py, px, qy, qx, H, W, Hs, Ws, offs_ptr, S, gw, mask, float("inf"),
-                     CP, BLOCK)
+                     CP, PS, BLOCK)
         # propagation: the 4 neighbours' matches shifted back, read from the incoming field (Jacobi),
         # in the order of patchmatch._DIRECTIONS: (0, 1), (0, -1), (1, 0), (-1, 0)
         qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, 1, H, W, Hs, Ws,
-                                  offs_ptr, S, gw, mask, CP, BLOCK)
+                                  offs_ptr, S, gw, mask, CP, PS, BLOCK)
         qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 0, -1, H, W, Hs, Ws,
-                                  offs_ptr, S, gw, mask, CP, BLOCK)
+                                  offs_ptr, S, gw, mask, CP, PS, BLOCK)
         qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, 1, 0, H, W, Hs, Ws,
-                                  offs_ptr, S, gw, mask, CP, BLOCK)
+                                  offs_ptr, S, gw, mask, CP, PS, BLOCK)
         qy, qx, best = _neighbour(tg, te, sg, ss, nnf_in, base, b, py, px, qy, qx, best, -1, 0, H, W, Hs, Ws,
-                                  offs_ptr, S, gw, mask, CP, BLOCK)
+                                  offs_ptr, S, gw, mask, CP, PS, BLOCK)
         # random search, radius halving to 1; same hash as patchmatch._hash_ints
         kmix = _mix(tl.load(keys + b))
         s64 = salt64.to(tl.int64)
@@ -137,7 +138,7 @@ if triton is not None:
             cy = qy + (_mix(h0 + p.to(tl.int64)) % span).to(tl.int32) - r
             cx = qx + (_mix(h0 + HW + p.to(tl.int64)) % span).to(tl.int32) - r
             qy, qx, best = _consider(tg, te, sg, ss, b, py, px, qy, qx, best, cy, cx, H, W, Hs, Ws,
-                                     offs_ptr, S, gw, mask, CP, BLOCK)
+                                     offs_ptr, S, gw, mask, CP, PS, BLOCK)
             r = r // 2
             i += 1
         tl.store(nnf_out + base + p, qy.to(tl.int64), mask=mask)
@@ -146,7 +147,12 @@ if triton is not None:
 
     @triton.jit(do_not_specialize=["H", "W", "Hs", "Ws", "S"])
     def _vote_kernel(src, nnf, out, offs_ptr, H, W, Hs, Ws, S,
-                     C: tl.constexpr, CP: tl.constexpr, LAST: tl.constexpr, BLOCK: tl.constexpr):
+                     C: tl.constexpr, CP: tl.constexpr, LAST: tl.constexpr, BLOCK: tl.constexpr,
+                     SPS: tl.constexpr, OPS: tl.constexpr):
+        """Patch voting from a channel-last source whose pixels lie SPS floats apart (CP, or 2 x CP in a
+        level's packed source, ``src`` then pointing at its style). LAST: into a channel-last ``out``
+        whose pixels lie OPS floats apart (a level's packed target, pointing at the estimate's place),
+        else channel-first (B, C, H, W)."""
         HW = H * W
         b, p, mask, py, px = _pixels(W, HW, BLOCK)
         ch = tl.arange(0, CP)
@@ -165,14 +171,14 @@ if triton is not None:
             qx = tl.load(nnf + base + HW + cyc * W + cxc, mask=mask, other=0).to(tl.int32) + dx
             qy = tl.minimum(tl.maximum(qy, 0), Hs - 1)
             qx = tl.minimum(tl.maximum(qx, 0), Ws - 1)
-            spix = ((b * Hs + qy).to(tl.int64) * Ws + qx) * CP  # channel-last, zero-padded: one vector load
+            spix = ((b * Hs + qy).to(tl.int64) * Ws + qx) * SPS  # channel-last, zero-padded: one vector load
             m = valid[:, None] & (ch < CP)[None, :]
             v = tl.load(src + spix[:, None] + ch[None, :], mask=m, other=0.0)
             acc += v
             cnt += valid.to(tl.float32)
         res = acc / tl.maximum(cnt, 1.0)[:, None]
-        if LAST:  # (B, H, W, CP), zero-padded as the source is: what the iteration kernel reads
-            optr = out + (b.to(tl.int64) * HW + p[:, None]) * CP + ch[None, :]
+        if LAST:  # channel-last, zero-padded as the source is: what the iteration kernel reads
+            optr = out + (b.to(tl.int64) * HW + p[:, None]) * OPS + ch[None, :]
             tl.store(optr, res, mask=mask[:, None] & (ch < CP)[None, :])
         else:
             optr = out + (b * C + ch[None, :]).to(tl.int64) * HW + p[:, None]
@@ -207,37 +213,52 @@ def _last(t: torch.Tensor, cp: int) -> torch.Tensor:
     return out
 
 
+def _packed(guide: torch.Tensor, style: torch.Tensor | None, cp: int) -> torch.Tensor:
+    """(B, C, H, W) guide and (B, C2, H, W) style (or None: room for the estimate, which the vote
+    kernel writes) -> float32 (B, H, W, 2 x cp): each pixel's guide and style side by side, each
+    zero-padded to ``cp`` channels (:func:`_last`), so the iteration's two reads of a candidate pixel
+    fall in one 32-byte sector rather than in two arrays."""
+    b, c, h, w = guide.shape
+    out = guide.new_zeros((b, h, w, 2 * cp), dtype=torch.float32)
+    out[..., :c] = guide.permute(0, 2, 3, 1)
+    if style is not None:
+        out[..., cp:cp + style.shape[1]] = style.permute(0, 2, 3, 1)
+    return out
+
+
 class Level:
-    """One pyramid level's images, made channel-last once (:func:`_last`) for all of its iterations:
-    the target guide, the source guide and the source style do not change between iterations, and
-    each vote's estimate is written channel-last by the vote kernel itself."""
+    """One pyramid level's images, laid out once (:func:`_packed`) for all of its iterations: the
+    target guide, the source guide and the source style do not change between iterations, and each
+    vote's estimate is written by the vote kernel itself into its place beside the target guide."""
 
     def __init__(self, tg: torch.Tensor, sg: torch.Tensor, ss: torch.Tensor):
         self.c2 = ss.shape[1]
         self.cp = _cp(max(tg.shape[1], self.c2))
-        self.tg, self.sg, self.ss = (_last(t, self.cp) for t in (tg, sg, ss))
+        self.tgt, self.src = _packed(tg, None, self.cp), _packed(sg, ss, self.cp)
 
     def iteration(self, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
         """As :func:`iteration` with this level's images; the estimate is voted from their style."""
-        est = _vote(self.ss, self.c2, self.cp, nnf, offsets, last=True)
-        return _iterate(self.tg, est, self.sg, self.ss, self.cp, nnf, keys, offsets, guide_weight, radius, salt)
+        cp = self.cp
+        _vote(self.src[..., cp:], self.c2, cp, nnf, offsets, out=self.tgt[..., cp:])
+        return _iterate(self.tgt, self.src, cp, nnf, keys, offsets, guide_weight, radius, salt)
 
 
-def _iterate(tg, est, sg, ss, cp, nnf, keys, offsets, guide_weight, radius, salt):
-    b, h, w = tg.shape[:3]
-    hs, ws = sg.shape[1:3]
+def _iterate(tgt, src, cp, nnf, keys, offsets, guide_weight, radius, salt):
+    """One iteration over packed images (:func:`_packed`)."""
+    b, h, w = tgt.shape[:3]
+    hs, ws = src.shape[1:3]
     nnf = nnf.contiguous()
     out = torch.empty_like(nnf)
-    cost = torch.empty(b, h, w, device=tg.device, dtype=torch.float32)
-    offs = _offsets_tensor(offsets, tg.device)
+    cost = torch.empty(b, h, w, device=tgt.device, dtype=torch.float32)
+    offs = _offsets_tensor(offsets, tgt.device)
     grid = (triton.cdiv(h * w, BLOCK), b)
     # Triton launches on the current device, which is per thread (a new thread's is cuda:0): make it
     # the tensors' (a range of a clip on cuda:1 in a thread of its own)
-    with torch.cuda.device(tg.device):
+    with torch.cuda.device(tgt.device):
         _iteration_kernel[grid](
-            tg, est, sg, ss, nnf, out, cost, keys.contiguous(), offs, h, w, hs, ws, len(offsets),
-            float(guide_weight), int(radius), int(salt) * 64,
-            CP=cp, BLOCK=BLOCK, num_warps=NUM_WARPS,
+            tgt, tgt[..., cp:], src, src[..., cp:], nnf, out, cost, keys.contiguous(), offs, h, w, hs, ws,
+            len(offsets), float(guide_weight), int(radius), int(salt) * 64,
+            CP=cp, PS=2 * cp, BLOCK=BLOCK, num_warps=NUM_WARPS,
         )
     return out, cost
 
@@ -246,26 +267,28 @@ def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: 
     """One PatchMatch iteration (cost, propagation, random search) against the estimate ``est``.
     Returns (nnf, cost)."""
     cp = _cp(max(tg.shape[1], est.shape[1]))
-    tg, est, sg, ss = (_last(t, cp) for t in (tg, est, sg, ss))
-    return _iterate(tg, est, sg, ss, cp, nnf, keys, offsets, guide_weight, radius, salt)
+    return _iterate(_packed(tg, est, cp), _packed(sg, ss, cp), cp, nnf, keys, offsets, guide_weight, radius, salt)
 
 
-def _vote(source_last: torch.Tensor, c: int, cp: int, nnf: torch.Tensor, offsets, last: bool) -> torch.Tensor:
-    b, hs, ws = source_last.shape[:3]
+def _vote(source: torch.Tensor, c: int, cp: int, nnf: torch.Tensor, offsets, out: torch.Tensor | None = None):
+    """Vote the ``c`` channels of a channel-last ``source`` (its last dimension's stride the pixels'
+    stride: a :func:`_last` image, or the style half of a :func:`_packed` one) into ``out``, the
+    estimate's half of a packed target, or into a new channel-first (B, c, H, W) tensor."""
+    b, hs, ws = source.shape[:3]
     h, w = nnf.shape[-2:]
-    if last:
-        out = torch.empty(b, h, w, cp, device=source_last.device, dtype=torch.float32)
-    else:
-        out = torch.empty(b, c, h, w, device=source_last.device, dtype=torch.float32)
-    offs = _offsets_tensor(offsets, source_last.device)
+    last = out is not None
+    if not last:
+        out = torch.empty(b, c, h, w, device=source.device, dtype=torch.float32)
+    offs = _offsets_tensor(offsets, source.device)
     grid = (triton.cdiv(h * w, BLOCK), b)
-    with torch.cuda.device(source_last.device):  # see _iterate()
-        _vote_kernel[grid](source_last, nnf.contiguous(), out, offs, h, w, hs, ws, len(offsets),
-                           C=c, CP=cp, LAST=last, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    with torch.cuda.device(source.device):  # see _iterate()
+        _vote_kernel[grid](source, nnf.contiguous(), out, offs, h, w, hs, ws, len(offsets),
+                           C=c, CP=cp, LAST=last, BLOCK=BLOCK, SPS=source.stride(2),
+                           OPS=out.stride(2) if last else cp, num_warps=NUM_WARPS)
     return out
 
 
 def vote(source: torch.Tensor, nnf: torch.Tensor, offsets) -> torch.Tensor:
     """Patch voting, as :func:`flickerless.blend.patchmatch.vote`."""
     c = source.shape[1]
-    return _vote(_last(source, _cp(c)), c, _cp(c), nnf, offsets, last=False)
+    return _vote(_last(source, _cp(c)), c, _cp(c), nnf, offsets)
