@@ -23,10 +23,11 @@ except ImportError:  # pragma: no cover - depends on the install
 
 # the launch shape: pixels per program and warps per program. One warp of 32 pixels ran 5-7% faster than
 # Triton's default of 4 warps over 128 (H100: 1080p, 4K and 640x480; benchmarks/explore/triton_blocks.py,
-# BENCHMARKS.md "Session 22"). Keep BLOCK >= 32 x NUM_WARPS: each thread then holds whole pixels, and the
+# BENCHMARKS.md "Session 22"); with the packed layout of session 23, one warp of 64 pixels ran 1.6% (1080p)
+# and 4% (640x480) faster again. Keep BLOCK >= 32 x NUM_WARPS: each thread then holds whole pixels, and the
 # frames are the same on every such shape; with more threads than pixels (128 over 8 warps) a pixel's
 # channels are summed across threads in another order, and the frames differ in their last bits.
-BLOCK = 32
+BLOCK = 64
 NUM_WARPS = 1
 # Triton's jit code below spells the hash constants of patchmatch (_MASK, _MUL, _GOLD) as literals:
 # 0x7FFFFFFF, 0x45D9F3B, 0x9E3779B. tests/test_kernels.py checks they agree.
