@@ -2,6 +2,7 @@
 stylisation as the style; prints s/frame and a hash of the output (to check a speed change left the frames).
 
     python benchmarks/explore/blend_alone.py 1920 1080 96
+    python benchmarks/explore/blend_alone.py 640 360 12 cpu
 """
 import hashlib
 import sys
@@ -29,17 +30,18 @@ def make_cases(sizes, dev):
 
 def time_blend(g, s, dev):
     """(s/frame, output hash) of deflicker() at the defaults, after a warm-up run on 6 frames."""
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda d: None)
     deflicker(g[:6], s[:6], device=dev)
-    torch.cuda.synchronize(dev)
+    sync(dev)
     t = time.perf_counter()
     out = deflicker(g, s, device=dev)
-    torch.cuda.synchronize(dev)
+    sync(dev)
     return (time.perf_counter() - t) / len(g), hashlib.sha256(out.cpu().numpy().tobytes()).hexdigest()[:16]
 
 
 if __name__ == "__main__":
     w, h, n = map(int, sys.argv[1:4])
-    dev = torch.device("cuda")
+    dev = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cuda")
     (g, s), = make_cases([((w, h), n)], dev).values()
     dt, digest = time_blend(g, s, dev)
     print(f"{w}x{h} {n} frames: {dt:.4f} s/frame, output sha256 {digest}")
