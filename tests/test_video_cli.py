@@ -492,6 +492,9 @@ def test_transparency_is_detected_and_said(tmp_path, carphone, caplog):
     ("frames", "ffv1", "a codec (ffv1) is for a video output; a folder of PNGs has none"),
     ("x.gif", "h264", "a GIF has no codec to choose (h264)"),
     ("x.avi", None, "cannot write .avi files; write .mp4, .mov, .mkv, .webm, .gif or a folder of PNGs"),
+    ("x.png", None, "x.png: an output is a video (.mp4, .mov, .mkv, .webm, .gif) or a folder of PNG frames; for "
+     "the frames give a folder path without an extension, such as"),
+    ("x.JPG", None, "or a folder of PNG frames"),
 ])
 def test_a_codec_the_output_cannot_hold_is_refused(name, codec, message, tmp_path):
     with pytest.raises(OutputError, match=re.escape(message)):

@@ -1114,6 +1114,11 @@ def check_output(path, codec: str | None = None) -> str | None:
             f"{path}: cannot write {ext} files; write .mp4, .mov, .mkv, .webm, .gif or a folder of PNGs (a "
             "path without extension)"
         )
+    if ext in IMAGE_EXTS:  # not made a folder named like an image (a typo for a video, or one frame wanted)
+        raise OutputError(
+            f"{path}: an output is a video (.mp4, .mov, .mkv, .webm, .gif) or a folder of PNG frames; for the "
+            f"frames give a folder path without an extension, such as {path.with_suffix('')}"
+        )
     if ext == ".gif" and codec is not None:
         raise OutputError(f"{path}: a GIF has no codec to choose ({codec}); write .mp4, .mov, .mkv or .webm for one")
     is_video, chosen = ext in WRITE_VIDEO_EXTS or ext == ".gif", "gif" if ext == ".gif" else None
