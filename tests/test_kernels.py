@@ -136,8 +136,10 @@ def test_cpu_patch_cost_stops_early_only_where_the_decision_is_the_same():
     rng = np.random.default_rng(0)
     offs = np.asarray(pm.patch_offsets(7, None), dtype=np.int64).reshape(-1, 2)
     for c, c2 in ((3, 3), (3, 4)):  # the unrolled sums of the usual case, and the loops
-        tgt, src = (ck._pack(*(torch.from_numpy(rng.random((1, k, 24, 24), dtype=np.float32)) for k in (c, c2)), c2)
-                    for _ in range(2))
+        def img(k):
+            return torch.from_numpy(rng.random((1, k, 24, 24), dtype=np.float32))
+
+        tgt, src = ck._pack(img(c), img(c2), c2), ck._pack(img(c), img(c2), c2)  # as a Level lays them out
         tp = np.empty((len(offs), tgt.shape[3]), np.float32)
         for _ in range(200):
             y, x, qy, qx = rng.integers(0, 24, 4)
