@@ -89,6 +89,17 @@ def test_uint8_tensors_and_float_arrays_come_back_as_given(pair):
         deflicker(torch.from_numpy(g).permute(0, 3, 1, 2).int(), chw.int(), **kw)
 
 
+def test_frames_of_the_wrong_shape_are_said_with_what_to_do():
+    """No frames, one frame without its time axis, grey frames: each a message that says what to pass."""
+    g = np.zeros((4, 12, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="no frames: expected \\(T, H, W, 3\\)"):
+        deflicker(g[:0], g[:0], device="cpu")
+    with pytest.raises(ValueError, match="shape \\(12, 16, 3\\) looks like one frame: pass frames\\[None\\]"):
+        deflicker(g[0], g[0], device="cpu")
+    with pytest.raises(ValueError, match="got \\(12, 16\\); grey frames: give them 3 channels"):
+        deflicker(g[..., 0], g[..., 0], device="cpu")
+
+
 def test_spills_to_disk_with_the_same_result(pair):
     from flickerless.blend.deflicker import run_deflicker
     from flickerless.blend.frames import ArrayFrames

@@ -114,10 +114,17 @@ class ArrayFrames(FrameSource):
 
     def __init__(self, frames):
         self.frames = frames
-        first = np.asarray(frames[0]) if len(frames) else None
-        if first is None or first.ndim != 3 or first.shape[2] not in (3, 4):
-            shape = None if first is None else first.shape
-            raise ValueError(f"expected frames of shape (H, W, 3) (or (H, W, 4) with alpha), got {shape}")
+        if not len(frames):
+            raise ValueError("no frames: expected (T, H, W, 3) frames (or (T, H, W, 4) with alpha), T >= 1")
+        first = np.asarray(frames[0])
+        if first.ndim != 3 or first.shape[2] not in (3, 4):
+            whole = getattr(frames, "shape", None)
+            hint = ""
+            if whole is not None and len(whole) == 3 and whole[2] in (3, 4):
+                hint = f"; the array of shape {tuple(whole)} looks like one frame: pass frames[None]"
+            elif first.ndim == 2:
+                hint = "; grey frames: give them 3 channels (np.repeat(frames[..., None], 3, -1))"
+            raise ValueError(f"expected frames of shape (H, W, 3) (or (H, W, 4) with alpha), got {first.shape}{hint}")
         self.scale = _pixel_scale(first.dtype, "frames")
         self.size = (int(first.shape[0]), int(first.shape[1]))
         self.channels = int(first.shape[2])
