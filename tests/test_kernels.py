@@ -191,7 +191,7 @@ def test_triton_patch_cost_stops_early_only_where_the_decision_is_the_same():
     g = torch.Generator(device="cpu").manual_seed(0)
     imgs = [torch.rand(1, 3, 24, 24, generator=g).to(dev) for _ in range(4)]
     cp = kernels._cp(3)
-    tgt, src = kernels._packed(imgs[0], imgs[1], cp), kernels._packed(imgs[2], imgs[3], cp)  # as a Level lays them
+    tgt, src = kernels._last(imgs[0], imgs[1], cp=cp), kernels._last(imgs[2], imgs[3], cp=cp)  # as a Level lays them
     tg, te, sg, ss = tgt, tgt[..., cp:], src, src[..., cp:]
     offs = kernels._offsets_tensor(pm.patch_offsets(7, None), dev)
     n = 200

@@ -204,38 +204,31 @@ def _cp(c: int) -> int:
     return max(2, triton.next_power_of_2(c))
 
 
-def _last(t: torch.Tensor, cp: int) -> torch.Tensor:
-    """(B, C, H, W) -> float32 (B, H, W, cp), channel-last and zero-padded: the iteration kernel
-    gathers a pixel's channels with one vector load instead of one load per channel plane (the
-    padding adds (0 - 0)^2 terms, as the masked loads of the channel-first layout did)."""
-    b, c, h, w = t.shape
-    out = t.new_zeros((b, h, w, cp), dtype=torch.float32)
-    out[..., :c] = t.permute(0, 2, 3, 1)
-    return out
-
-
-def _packed(guide: torch.Tensor, style: torch.Tensor | None, cp: int) -> torch.Tensor:
-    """(B, C, H, W) guide and (B, C2, H, W) style (or None: room for the estimate, which the vote
-    kernel writes) -> float32 (B, H, W, 2 x cp): each pixel's guide and style side by side, each
-    zero-padded to ``cp`` channels (:func:`_last`), so the iteration's two reads of a candidate pixel
-    fall in one 32-byte sector rather than in two arrays."""
-    b, c, h, w = guide.shape
-    out = guide.new_zeros((b, h, w, 2 * cp), dtype=torch.float32)
-    out[..., :c] = guide.permute(0, 2, 3, 1)
-    if style is not None:
-        out[..., cp:cp + style.shape[1]] = style.permute(0, 2, 3, 1)
+def _last(*parts: torch.Tensor | None, cp: int) -> torch.Tensor:
+    """(B, C, H, W) images -> one float32 (B, H, W, len(parts) x cp): channel-last, each part zero-padded
+    to ``cp`` channels, side by side; a part given as None is left zero (a place the vote kernel fills).
+    The iteration kernel gathers a pixel's channels with one vector load instead of one load per channel
+    plane (the padding adds (0 - 0)^2 terms, as the masked loads of the channel-first layout did), and a
+    level's guide and style side by side (:class:`Level`) put a candidate's two reads in one 32-byte
+    sector rather than in two arrays."""
+    first = next(t for t in parts if t is not None)
+    b, _, h, w = first.shape
+    out = first.new_zeros((b, h, w, len(parts) * cp), dtype=torch.float32)
+    for k, t in enumerate(parts):
+        if t is not None:
+            out[..., k * cp:k * cp + t.shape[1]] = t.permute(0, 2, 3, 1)
     return out
 
 
 class Level:
-    """One pyramid level's images, laid out once (:func:`_packed`) for all of its iterations: the
+    """One pyramid level's images, laid out once (:func:`_last`) for all of its iterations: the
     target guide, the source guide and the source style do not change between iterations, and each
     vote's estimate is written by the vote kernel itself into its place beside the target guide."""
 
     def __init__(self, tg: torch.Tensor, sg: torch.Tensor, ss: torch.Tensor):
         self.c2 = ss.shape[1]
         self.cp = _cp(max(tg.shape[1], self.c2))
-        self.tgt, self.src = _packed(tg, None, self.cp), _packed(sg, ss, self.cp)
+        self.tgt, self.src = _last(tg, None, cp=self.cp), _last(sg, ss, cp=self.cp)
 
     def iteration(self, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
         """As :func:`iteration` with this level's images; the estimate is voted from their style."""
@@ -245,7 +238,7 @@ class Level:
 
 
 def _iterate(tgt, src, cp, nnf, keys, offsets, guide_weight, radius, salt):
-    """One iteration over packed images (:func:`_packed`)."""
+    """One iteration over a level's images, each pixel's guide and style side by side (:func:`_last`)."""
     b, h, w = tgt.shape[:3]
     hs, ws = src.shape[1:3]
     nnf = nnf.contiguous()
@@ -268,13 +261,13 @@ def iteration(tg, est, sg, ss, nnf, keys, offsets, guide_weight: float, radius: 
     """One PatchMatch iteration (cost, propagation, random search) against the estimate ``est``.
     Returns (nnf, cost)."""
     cp = _cp(max(tg.shape[1], est.shape[1]))
-    return _iterate(_packed(tg, est, cp), _packed(sg, ss, cp), cp, nnf, keys, offsets, guide_weight, radius, salt)
+    return _iterate(_last(tg, est, cp=cp), _last(sg, ss, cp=cp), cp, nnf, keys, offsets, guide_weight, radius, salt)
 
 
 def _vote(source: torch.Tensor, c: int, cp: int, nnf: torch.Tensor, offsets, out: torch.Tensor | None = None):
     """Vote the ``c`` channels of a channel-last ``source`` (its last dimension's stride the pixels'
-    stride: a :func:`_last` image, or the style half of a :func:`_packed` one) into ``out``, the
-    estimate's half of a packed target, or into a new channel-first (B, c, H, W) tensor."""
+    stride: a :func:`_last` image, or the style half of a level's source) into ``out``, the estimate's
+    half of a level's target, or into a new channel-first (B, c, H, W) tensor."""
     b, hs, ws = source.shape[:3]
     h, w = nnf.shape[-2:]
     last = out is not None
@@ -292,4 +285,4 @@ def _vote(source: torch.Tensor, c: int, cp: int, nnf: torch.Tensor, offsets, out
 def vote(source: torch.Tensor, nnf: torch.Tensor, offsets) -> torch.Tensor:
     """Patch voting, as :func:`flickerless.blend.patchmatch.vote`."""
     c = source.shape[1]
-    return _vote(_last(source, _cp(c)), c, _cp(c), nnf, offsets)
+    return _vote(_last(source, cp=_cp(c)), c, _cp(c), nnf, offsets)
