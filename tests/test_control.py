@@ -1,6 +1,7 @@
 """Annotators (flickerless.control): registry, cache, and each annotator on real frames and tiny random models."""
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -81,6 +82,9 @@ def test_cache_hit_skips_work_and_keys_on_video_and_settings(monkeypatch, carpho
     assert sum(calls) == 40
     stored = list((tmp_path / "fl-cache" / "annotations" / "canny").glob("*/*.npz"))  # FLICKERLESS_CACHE honoured
     assert len(stored) == 2
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stored[0].parent.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's 0700: a cache is shared
     again = annotate("canny", clip, batch_size=5)  # runtime settings do not change the key
     assert sum(calls) == 40
     np.testing.assert_array_equal(first, again)

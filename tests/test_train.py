@@ -2,6 +2,7 @@
 engine, resume equals an uninterrupted run, the ``flickerless train`` command. Tiny models, CPU."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -157,6 +158,9 @@ def test_lora_loads_in_the_engine_and_reproduces_the_trained_unet(model_dir, fra
     res = train(_cfg(model_dir, tmp_path / "lora", steps=6, lr=5e-2, lora_rank=4, lora_alpha=8), frames,
                 progress=False)
     assert res.weights == tmp_path / "lora" / "pytorch_lora_weights.safetensors" and res.step == 6
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert res.weights.stat().st_mode & 0o777 == 0o666 & ~mask  # safetensors' own 0600 is not kept
     base = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
     tuned = VideoPipeline.from_pretrained(str(model_dir), device="cpu", lora=[(str(res.weights), 1.0)])
     kw = dict(num_frames=2, height=16, width=16, steps=2, prompt="a man", schedule=DeflickerSchedule(frequency=None))

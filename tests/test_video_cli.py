@@ -145,6 +145,41 @@ def test_failed_write_leaves_existing_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_outputs_get_the_umask_s_permissions_not_the_temporary_name_s(tmp_path, sound_clip, mask):
+    """Outputs are written under private temporary names (0600 files, 0700 folders) and renamed into
+    place: they must end up as a plainly created file or folder would under the umask, readable by
+    others under the usual 022, with sound (a second temporary file), as a GIF, PNGs, or a kept partial."""
+    frames = np.zeros((3, 8, 8, 3), np.uint8)
+    old = os.umask(mask)
+    try:
+        for name, kw in [("o.mp4", {}), ("s.mp4", {"audio": sound_clip}), ("o.gif", {}), ("pngs", {})]:
+            with video.VideoWriter(tmp_path / name, 25, **kw) as w:
+                for f in frames:
+                    w.write(f)
+        w = video.VideoWriter(tmp_path / "p.mp4", 25)
+        w.write(frames[0])
+        kept = w.keep_partial()
+        g = video.VideoWriter(tmp_path / "p.gif", 25)
+        g.write(frames[0])
+        kept_gif = g.keep_partial()
+    finally:
+        os.umask(old)
+    for name in ["o.mp4", "s.mp4", "o.gif", kept.name]:
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    for folder in [tmp_path / "pngs", kept_gif]:
+        assert folder.stat().st_mode & 0o777 == 0o777 & ~mask, folder
+        assert (folder / "00000.png").stat().st_mode & 0o777 == 0o666 & ~mask
+    os.chmod(tmp_path / "s.mp4", 0o600)
+    old = os.umask(mask)
+    try:
+        with video.VideoWriter(tmp_path / "s.mp4", 25) as w:  # replacing an output: the new one's mode
+            w.write(frames[0])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "s.mp4").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 @pytest.mark.parametrize("name", ["o.avi", "o.flv", "o.ts", "o.MTS", "o.m2ts"])
 def test_video_formats_not_written_are_refused_not_made_a_folder(tmp_path, name):
     with pytest.raises(OutputError, match="write .mp4, .mov, .mkv, .webm, .gif or a folder of PNGs"):

@@ -664,6 +664,20 @@ class SpillFolder:
             self.path = None
 
 
+def usual_mode(path) -> None:
+    """Give a finished result the permissions a plainly created file (or folder) would have under the
+    process's umask: ``0644`` / ``0755`` under the usual ``022``. The temporary names results are written
+    under (``mkstemp``, ``mkdtemp``; safetensors' files too) are private, ``0600`` / ``0700``, and
+    renaming keeps that: an output nobody else on the machine (a web server, a colleague, a render
+    farm's next job) could read. A failure to change them (a filesystem without modes) is ignored."""
+    mask = os.umask(0o022)  # the only way to read it; set straight back
+    os.umask(mask)
+    try:
+        os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+    except OSError:
+        pass
+
+
 def check_free_space(folder, needed: int, what: str) -> None:
     """Refuse, in one line, to start work that will fill the disk of ``folder``: ``needed`` bytes."""
     try:
@@ -1447,6 +1461,7 @@ class VideoWriter(_Output):
                 final = self.tmp
                 if self.audio is not None:
                     final = _with_audio(self.tmp, self.audio, self.audio_start, self.duration) or self.tmp
+                usual_mode(final)
                 os.replace(final, self.path)
                 if final != self.tmp:
                     self.tmp.unlink()
@@ -1459,11 +1474,13 @@ class VideoWriter(_Output):
                 os.close(fd)
                 try:
                     _write_gif(sorted(self.tmp.glob("*.png")), Path(gif), self._gif_delays())
+                    usual_mode(gif)
                     os.replace(gif, self.path)
                 finally:
                     Path(gif).unlink(missing_ok=True)
                 shutil.rmtree(self.tmp, ignore_errors=True)
             else:
+                usual_mode(self.tmp)
                 if self.path.exists():
                     old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old.", dir=self.path.parent))
                     os.replace(self.path, old / "x")
@@ -1510,6 +1527,7 @@ class VideoWriter(_Output):
             if not self.is_video and dest.is_dir():  # an earlier partial of the same output
                 shutil.rmtree(dest)
             if self.is_gif:  # the frames as they are (exact for --resume), a folder of PNGs
+                usual_mode(self.tmp)
                 os.replace(self.tmp, dest)
                 return dest
             self.close()

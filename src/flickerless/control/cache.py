@@ -27,6 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import OutputError
+from ..video import usual_mode
 from .base import FrameSource
 
 __all__ = ["default_cache_dir", "video_identity", "frames_hash", "cache_key", "AnnotationCache", "CHUNK"]
@@ -124,6 +125,7 @@ class _Writer:
         (self.tmp / "meta.json").write_text(json.dumps(self.meta, indent=1, default=str))
         if self.final.exists():
             shutil.rmtree(self.final, ignore_errors=True)
+        usual_mode(self.tmp)
         try:
             os.replace(self.tmp, self.final)
         except OSError:  # another process finished the same entry first: theirs is as good

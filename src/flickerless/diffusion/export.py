@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, OutputError
+from ..video import usual_mode
 
 __all__ = ["save_single_file", "ldm_state_dict", "unet_to_ldm", "vae_to_ldm", "text_encoder_to_ldm", "DTYPES"]
 
@@ -250,9 +251,7 @@ def save_single_file(components_or_folder, path, dtype=None, *, config: str | No
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_file(sd, str(tmp), metadata={"format": "pt"})
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # safetensors writes 0600; a checkpoint is shared like any file
+        usual_mode(tmp)  # safetensors writes 0600; a checkpoint is shared like any file
         os.replace(tmp, out)
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 
 from ..errors import DeviceError, InputError, OutputError
+from ..video import usual_mode
 from .data import MaskSource, load_frames, load_masks, parse_resolution
 from .losses import Losses, combined_loss, diffusion_target, latent_masks
 
@@ -365,6 +366,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             save_file({n: p.detach().to("cpu", copy=True).contiguous() for n, p in self.params}, tmp / "weights.safetensors")
+            usual_mode(tmp / "weights.safetensors")  # safetensors writes 0600
             torch.save({
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
@@ -456,6 +458,8 @@ class Trainer:
                 if self.cfg.gradient_checkpointing:
                     unet.enable_gradient_checkpointing()
                 out = self.output
+            for f in self.output.rglob("*.safetensors"):  # safetensors writes 0600: a result is shared like any file
+                usual_mode(f)
             (self.output / "training.json").write_text(json.dumps(
                 {"step": self.step, "loss": self._ema, "frames": self.num_frames, "settings": self.cfg.to_json()}, indent=1))
         except OSError as e:
