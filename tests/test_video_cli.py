@@ -1647,6 +1647,60 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     assert not (tmp_path / "g.gif.partial").exists()
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX signals")
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_cli_stopped_by_a_signal_keeps_the_frames_done_and_resumes(clips, tmp_path, monkeypatch, capsys, name):
+    """SIGTERM (a scheduler's time limit, ``docker stop``) and SIGHUP (the terminal closed) end Python at
+    once by default, leaving a hidden temporary file and none of the frames done. A run they stop keeps
+    its frames as Ctrl-C does, says so, exits 128 + the signal's number as a shell expects, and resumes;
+    the process's own handlers are back once the command returns."""
+    import signal
+
+    sig = getattr(signal, name)
+    real = video.host_frame
+    calls = [0]
+
+    def host_frame(img):
+        calls[0] += 1
+        if calls[0] == 4:
+            os.kill(os.getpid(), sig)  # a real signal, delivered to this (the main) thread
+        return real(img)
+
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            "--mode", "window", "--window", "2", *FASTARGS]
+    assert main([*args, "-o", str(tmp_path / "whole")]) == 0
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    monkeypatch.setattr(video, "host_frame", host_frame)
+    assert main([*args, "-o", str(tmp_path / "o")]) == 128 + sig
+    err = capsys.readouterr().err
+    assert f"stopped by {name}" in err and "are kept in" in err and "--resume" in err
+    assert {s: signal.getsignal(s) for s in before} == before
+    kept = video.read(tmp_path / "o.partial")[0]
+    assert 3 <= len(kept) < 6 and sorted(os.listdir(tmp_path)) == ["o.partial", "o.partial.json", "whole"]
+    monkeypatch.setattr(video, "host_frame", real)
+    assert main([*args, "-o", str(tmp_path / "o"), "--resume"]) == 0
+    assert np.array_equal(video.read(tmp_path / "o")[0], video.read(tmp_path / "whole")[0])
+
+
+def test_stop_signals_leave_a_handler_set_elsewhere_alone():
+    """Under ``nohup`` SIGHUP is ignored, and a program that runs the CLI's main() may handle SIGTERM
+    itself: neither is replaced while a command runs."""
+    import signal
+
+    from flickerless.cli import _stop_signals_as_interrupts
+
+    def own(signum, frame):
+        pass
+
+    old = signal.signal(signal.SIGTERM, own), signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with _stop_signals_as_interrupts():
+            assert signal.getsignal(signal.SIGTERM) is own and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+        signal.signal(signal.SIGHUP, old[1])
+
+
 def test_cli_style_for_part_of_the_clip(clips, tmp_path, capsys):
     """A style made for the first 4 of 6 frames: refused with the --frames that uses it, and used with it
     (the neighbours read stop where the style does)."""

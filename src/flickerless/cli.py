@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import FlickerlessError, InputError
+from .errors import FlickerlessError, InputError, Stopped, interrupted
 
 log = logging.getLogger("flickerless")
 
@@ -797,6 +797,37 @@ def cmd_demo(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _stop_signals_as_interrupts():
+    """SIGTERM and SIGHUP raise :class:`~flickerless.errors.Stopped` (a KeyboardInterrupt) in the main
+    thread while a command runs, so that a run a scheduler or a closed terminal stops keeps its
+    frames and says how to resume, as Ctrl-C does; by default either signal ends Python at once,
+    leaving its temporary files behind. A second one, while that is being done, is ignored (SIGKILL
+    still ends it). A handler someone else set (or SIGHUP ignored, under ``nohup``) is left alone."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {}
+
+    def stop(signum, frame):
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)  # Windows has no SIGHUP
+        if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+            old[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -808,13 +839,15 @@ def main(argv=None) -> int:
         return 2
     _setup_logging(getattr(args, "quiet", False))
     try:
-        return args.func(args)
+        with _stop_signals_as_interrupts():
+            return args.func(args)
     except FlickerlessError as e:
         print(f"flickerless: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("flickerless: interrupted; the output was not written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what, code = interrupted(e)
+        print(f"flickerless: {what}; the output was not written", file=sys.stderr)
+        return code
     except MemoryError:
         print("flickerless: error: out of host memory; try a smaller --batch or shorter clip", file=sys.stderr)
         return 2

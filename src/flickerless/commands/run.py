@@ -58,13 +58,15 @@ def _run(args) -> int:
                       controlnets=dict(args.controlnet), lora=args.lora, overrides=args.overrides, frames=args.frames,
                       style_image=args.style_image, device=args.device, resume=args.resume, restart=args.restart,
                       cache_dir=args.cache_dir, progress=not args.quiet, codec=args.codec, crf=args.crf)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         import sys
 
+        from ..errors import interrupted
         from ..pipelines import job_folder
 
-        print(f"flickerless: interrupted; progress is kept in {job_folder(args.output)}: add --resume to continue",
+        what, code = interrupted(e)
+        print(f"flickerless: {what}; progress is kept in {job_folder(args.output)}: add --resume to continue",
               file=sys.stderr)
-        return 130
+        return code
     print(out)
     return 0

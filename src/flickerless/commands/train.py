@@ -70,7 +70,7 @@ def _loss_weights(text: str) -> tuple[float, float, float]:
 def cmd_train(args) -> int:
     import dataclasses
 
-    from ..errors import InputError
+    from ..errors import InputError, interrupted
     from ..train import TrainConfig, train
 
     if not Path(args.video).exists():
@@ -96,10 +96,11 @@ def cmd_train(args) -> int:
     try:
         result = train(cfg, args.video, masks=args.masks, resume=args.resume, overwrite=args.overwrite,
                        progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"flickerless: interrupted; resume with the same command and --resume (checkpoints in "
+    except KeyboardInterrupt as e:
+        what, code = interrupted(e)
+        print(f"flickerless: {what}; resume with the same command and --resume (checkpoints in "
               f"{Path(args.output) / 'checkpoints'})", file=sys.stderr)
-        return 130
+        return code
     use = f"--lora {result.weights}" if cfg.mode == "lora" else f"--model {result.weights}"
     log.info("trained %d steps, loss %.4f; wrote %s (use it with %s)", result.step, result.loss, result.weights, use)
     return 0
