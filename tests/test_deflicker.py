@@ -87,6 +87,16 @@ def test_uint8_tensors_and_float_arrays_come_back_as_given(pair):
         deflicker(g.astype(np.uint16), s.astype(np.uint16), **kw)
     with pytest.raises(ValueError, match="got torch.int32"):
         deflicker(torch.from_numpy(g).permute(0, 3, 1, 2).int(), chw.int(), **kw)
+    # 0-255 as floats (frames.astype(np.float32)) would be blended as values up to 255: refused, saying
+    # what to do, for the guide, the style (arrays or tensors) and keyframes; a slight overshoot is not
+    for guide, style in [(g.astype(np.float32), s / 255.0), (g / 255.0, chw.float().permute(0, 2, 3, 1).numpy()),
+                         (torch.from_numpy(g / 255.0).permute(0, 3, 1, 2), chw.float())]:
+        with pytest.raises(ValueError, match="read as \\[0, 1\\], but one ranges from [0-9]+ to [0-9]{3}: divide 0-255"):
+            deflicker(guide, style, **kw)
+    with pytest.raises(InputError, match="divide 0-255 floats by 255"):
+        deflicker(g, mode="keyframes", keyframes={0: s[0].astype(np.float32)})
+    over = np.clip(s / 255.0 * 1.02 - 0.01, -0.01, 1.02)  # a decoder's overshoot
+    assert np.abs(deflicker(g / 255.0, over, **kw) * 255 - ref).mean() < 3
 
 
 def test_frames_of_the_wrong_shape_are_said_with_what_to_do():

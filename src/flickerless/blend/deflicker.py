@@ -1064,7 +1064,8 @@ def deflicker(
 
     guide, style: arrays ``(T, H, W, 3)`` or tensors ``(T, 3, H, W)`` on any device, uint8 (0-255) or
         floats in [0, 1]. The result is of the same kind, type (uint8 or float) and device as ``style``
-        (as ``guide`` in keyframes mode); other integer types are refused, not misread. A style (or
+        (as ``guide`` in keyframes mode); other integer types are refused, not misread, and so are floats
+        clearly off [0, 1] (0-255 as floats: divide by 255). A style (or
         keyframes) with alpha, ``(T, H, W, 4)`` or ``(T, 4, H, W)``: matched on its colour, the alpha
         blended alongside through the same fields and weights (the colour comes out as without it).
     mode: ``"table"`` (default, O(n log n)), ``"window"`` (O(n w)), ``"keyframes"`` or ``"all_pairs"``.
@@ -1144,7 +1145,7 @@ def _to_chw(img) -> torch.Tensor:
         raise InputError(f"a keyframe must be an (H, W, 3) or (3, H, W) image (4 channels with alpha), got shape "
                          f"{tuple(t.shape)}")
     try:
-        scale = _pixel_scale(t.dtype, "keyframes")
+        scale = _pixel_scale(t.dtype, "keyframes", t)
     except ValueError as e:
         raise InputError(str(e)) from None
     channels_first = t.shape[0] == 3 or (t.shape[0] == 4 and t.shape[2] not in (3, 4))

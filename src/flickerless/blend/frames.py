@@ -40,15 +40,28 @@ class FrameSource:
         """Frames before ``before`` will not be read again (a reader of a long clip may drop them)."""
 
 
-def _pixel_scale(dtype, what: str) -> float:
+def _pixel_scale(dtype, what: str, sample=None) -> float:
     """What a frame's values are divided by to lie in [0, 1]: 255 for uint8, 1 for floats (taken to be
-    in [0, 1] already); any other type is refused rather than silently misread."""
+    in [0, 1] already); any other type is refused rather than silently misread. ``sample`` (a frame,
+    array or tensor): floats clearly not on that scale are refused too, see :func:`_check_unit_range`."""
     if dtype in (np.uint8, torch.uint8):
         return 255.0
     if (isinstance(dtype, torch.dtype) and dtype.is_floating_point) or (
             not isinstance(dtype, torch.dtype) and np.issubdtype(dtype, np.floating)):
+        if sample is not None:
+            _check_unit_range(sample, what)
         return 1.0
     raise ValueError(f"{what} must be uint8 (0-255) or floats in [0, 1], got {dtype}")
+
+
+def _check_unit_range(sample, what: str) -> None:
+    """Float frames are read as [0, 1]. Frames of 0-255 as floats (``frames.astype(np.float32)``, a
+    common slip) would be blended as values up to 255 and come out as nonsense, silently: refused when
+    a frame lies clearly off the scale (a decoder's slight overshoot, -0.01 or 1.02, is not)."""
+    lo, hi = float(sample.min()), float(sample.max())
+    if hi > 2.0 or lo < -1.0:
+        raise ValueError(f"{what} are floats, which are read as [0, 1], but one ranges from {lo:.4g} to {hi:.4g}: "
+                         "divide 0-255 floats by 255, or pass uint8")
 
 
 def index_tensor(values: Sequence[int], device) -> torch.Tensor:
@@ -76,7 +89,7 @@ class TensorFrames(FrameSource):
         if frames.ndim != 4 or frames.shape[1] not in (3, 4):
             raise ValueError(f"expected a (T, 3, H, W) tensor (or (T, 4, H, W) with alpha), got shape "
                              f"{tuple(frames.shape)}")
-        self.scale = _pixel_scale(frames.dtype, "frame tensors")
+        self.scale = _pixel_scale(frames.dtype, "frame tensors", frames[0] if len(frames) else None)
         self.frames = frames
         self.size = (int(frames.shape[2]), int(frames.shape[3]))
         self.channels = int(frames.shape[1])
@@ -125,7 +138,7 @@ class ArrayFrames(FrameSource):
             elif first.ndim == 2:
                 hint = "; grey frames: give them 3 channels (np.repeat(frames[..., None], 3, -1))"
             raise ValueError(f"expected frames of shape (H, W, 3) (or (H, W, 4) with alpha), got {first.shape}{hint}")
-        self.scale = _pixel_scale(first.dtype, "frames")
+        self.scale = _pixel_scale(first.dtype, "frames", first)
         self.size = (int(first.shape[0]), int(first.shape[1]))
         self.channels = int(first.shape[2])
 
