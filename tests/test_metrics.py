@@ -70,6 +70,20 @@ def test_temporal_metrics_dis_near_zero_and_grow_with_flicker(panning):
     assert ps[1] > 5 * p0 and ws[1] > 5 * w0
 
 
+@pytest.mark.parametrize("h, w", [(8, 8), (10, 40), (40, 6)])
+def test_dis_flow_takes_frames_smaller_than_opencv_s_minimum(carphone, h, w):
+    """OpenCV's DIS refuses frames under 12 pixels a side (a traceback from `flickerless eval` on a
+    thumbnail clip): the frames are padded out to its minimum and the flow cut back to their size; the
+    metrics then measure such a clip, zero for a still one and more for a flickering one."""
+    from flickerless.metrics import dis_flow
+
+    still = np.stack([carphone[0][50:50 + h, 60:60 + w]] * 4)
+    flow = dis_flow(still[0], still[1])
+    assert flow.shape == (h, w, 2) and np.abs(flow).max() < 0.5
+    assert pixel_mse(still, still).value < 1e-6
+    assert pixel_mse(add_flicker(still, seed=0), still).value > 10
+
+
 def test_occlusion_mask_excludes_disoccluded_pixels(carphone):
     """A square moving right by 4 px over a static textured background: the strip it uncovers in frame
     t+1 was not visible in frame t; the forward-backward check must flag exactly that strip."""

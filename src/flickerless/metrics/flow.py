@@ -31,6 +31,9 @@ __all__ = ["FlowFn", "get_flow", "dis_flow", "RaftFlow", "warp", "pair_flows", "
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+DIS_MIN = 16  # OpenCV's DIS takes frames of at least 12 pixels a side (OpenCV 4 and 5); a margin above that
+
+
 def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """DIS flow with ``a[p] ~= b[p + flow[p]]``. a, b: (H, W, 3) uint8 -> (H, W, 2) float32 (dx, dy)."""
     import cv2
@@ -38,8 +41,12 @@ def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     ga = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY)
     gb = cv2.cvtColor(np.ascontiguousarray(b), cv2.COLOR_RGB2GRAY)
+    h, w = ga.shape
+    if h < DIS_MIN or w < DIS_MIN:  # DIS refuses frames this small: edge pixels repeated out to its minimum
+        pad = ((0, max(0, DIS_MIN - h)), (0, max(0, DIS_MIN - w)))
+        ga, gb = np.pad(ga, pad, mode="edge"), np.pad(gb, pad, mode="edge")
     # OpenCV's calc(prev, next) returns f with prev(p) ~= next(p + f(p)): our convention with prev=a.
-    return dis.calc(ga, gb, None).astype(np.float32)
+    return dis.calc(ga, gb, None)[:h, :w].astype(np.float32)
 
 
 class RaftFlow:
