@@ -88,6 +88,35 @@ def test_video_pipeline_from_the_file_generates_what_the_folder_does(checkpoint,
     assert torch.equal(from_folder, from_file)
 
 
+def test_dtype_is_passed_as_each_release_takes_it_and_no_load_warns(model_dir, checkpoint, monkeypatch):
+    """diffusers from 0.40 and transformers from 4.56 take ``dtype=`` and warn at every ``torch_dtype=``
+    (a FutureWarning at each model load); older releases know only ``torch_dtype``. The loads give the
+    dtype asked for, from a folder, a single file and a ControlNet, with no such warning."""
+    import warnings
+    from importlib import metadata
+
+    from flickerless.diffusion.models import load_controlnet
+    from flickerless.weights import dtype_kwarg
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for comps in (load_components(str(model_dir), dtype=torch.float16),
+                      load_components(str(checkpoint), config=str(model_dir), dtype=torch.float16)):
+            assert {p.dtype for p in comps.unet.parameters()} == {torch.float16}
+            assert {p.dtype for p in comps.text_encoder.parameters()} == {torch.float16}
+        cn = model_dir.parent / "cn"
+        tiny.controlnet().save_pretrained(cn)
+        assert {p.dtype for p in load_controlnet(str(cn), "cpu", torch.float16).parameters()} == {torch.float16}
+    assert not [w for w in seen if "torch_dtype" in str(w.message)]
+    releases = {"diffusers": "0.39.2", "transformers": "4.55.0"}
+    monkeypatch.setattr(metadata, "version", lambda name: releases[name])
+    assert dtype_kwarg("diffusers", torch.float16) == {"torch_dtype": torch.float16}
+    assert dtype_kwarg("transformers", torch.float16) == {"torch_dtype": torch.float16}
+    releases.update(diffusers="0.40.0", transformers="5.0.0rc1")
+    assert dtype_kwarg("diffusers", torch.float16) == {"dtype": torch.float16}
+    assert dtype_kwarg("transformers", torch.float16) == {"dtype": torch.float16}
+
+
 def test_fp16_export_casts_floats_only(folder_components, model_dir, tmp_path):
     path = save_single_file(folder_components, tmp_path / "half.safetensors", dtype="fp16")
     sd = load_file(path)
@@ -288,3 +317,20 @@ def test_missing_embedding_names_it_and_where_it_was_looked_for(model_dir, tmp_p
         load_components(str(model_dir), textual_inversion=[missing])
     msg = str(e.value)
     assert "textual-inversion embedding" in msg and missing in msg and "missing" in msg
+
+
+def test_only_the_torchvision_advisory_of_transformers_is_dropped():
+    """transformers 5 tells users at every model load to install torchvision for image processors
+    nothing here needs; importing flickerless drops that message, and only that one."""
+    import logging
+
+    import flickerless  # noqa: F401  (installs the filter)
+
+    log = logging.getLogger("transformers.utils.import_utils")
+
+    def record(msg):
+        return log.makeRecord(log.name, logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not log.filter(record("`SiglipImageProcessor` requires torchvision (not installed); falling back to "
+                                 "`SiglipImageProcessorPil` for backward compatibility."))
+    assert log.filter(record("Some weights of CLIPModel were not initialized from the model checkpoint"))

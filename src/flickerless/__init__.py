@@ -8,6 +8,9 @@ ones import on first use, so ``import flickerless`` stays quick.
 """
 
 from .errors import DeviceError, FlickerlessError, InputError, ModelNotFoundError, OutputError
+from .weights import quiet_torchvision_advisory
+
+quiet_torchvision_advisory()
 
 # imported on first use: each brings torch (5 s on a GPU host), which `flickerless --help` and
 # `flickerless info` do without

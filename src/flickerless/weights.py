@@ -5,6 +5,7 @@ local cache when ``HF_HUB_OFFLINE=1`` or the network is unreachable). Missing we
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 from pathlib import Path
@@ -16,7 +17,39 @@ from .errors import ModelNotFoundError
 # without importing torch)
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
-__all__ = ["offline", "local_only", "hf_cache", "not_found", "load_transformers", "find_file"]
+__all__ = ["offline", "local_only", "hf_cache", "not_found", "load_transformers", "find_file", "dtype_kwarg",
+           "quiet_torchvision_advisory"]
+
+# the releases from which diffusers' and transformers' loaders take ``dtype=`` and warn at every
+# ``torch_dtype=`` (checked in their wheels: diffusers 0.39 lacks it, 0.40 has it; transformers 4.55 / 4.56)
+_DTYPE_SINCE = {"diffusers": (0, 40), "transformers": (4, 56)}
+
+
+class _TorchvisionAdvisory(logging.Filter):
+    def filter(self, record) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+def quiet_torchvision_advisory() -> None:
+    """transformers 5 says, once per class, that an image processor "requires torchvision (not
+    installed); falling back to ...Pil" when diffusers imports its IP-Adapter loader: two lines at every
+    model load telling the user to install a package nothing here needs (the PIL processors do the same
+    work). That one message is dropped; transformers' other warnings (weights not loaded, ...) stay."""
+    log = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _TorchvisionAdvisory) for f in log.filters):
+        log.addFilter(_TorchvisionAdvisory())
+
+
+def dtype_kwarg(library: str, dtype) -> dict:
+    """The keyword a ``from_pretrained`` of ``library`` (``"diffusers"`` or ``"transformers"``) takes
+    its dtype by: ``{"dtype": dtype}`` where the installed release has it, ``{"torch_dtype": dtype}``
+    for older ones (which do not know ``dtype``), so that neither kind warns at each load."""
+    import re
+    from importlib.metadata import version
+
+    m = re.match(r"(\d+)\.(\d+)", version(library))
+    new = m is not None and (int(m[1]), int(m[2])) >= _DTYPE_SINCE[library]
+    return {"dtype" if new else "torch_dtype": dtype}
 
 
 def offline() -> bool:

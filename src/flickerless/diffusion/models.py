@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelNotFoundError
-from ..weights import local_only, not_found
+from ..weights import dtype_kwarg, local_only, not_found
 
 __all__ = ["Components", "load_components", "load_controlnet", "check_controlnet_fits", "load_adapter",
            "check_adapter_fits", "default_dtype", "expand_embedding_tokens"]
@@ -94,7 +94,7 @@ def load_controlnet(model: str, device=None, dtype=None):
     from diffusers import ControlNetModel
 
     dev = torch.device(device or "cpu")
-    return _load(ControlNetModel, model, "ControlNet", torch_dtype=dtype or default_dtype(dev)).to(dev).eval()
+    return _load(ControlNetModel, model, "ControlNet", **dtype_kwarg("diffusers", dtype or default_dtype(dev))).to(dev).eval()
 
 
 def check_controlnet_fits(unet, controlnet, name: str = "ControlNet") -> None:
@@ -121,7 +121,7 @@ def load_adapter(model: str, device=None, dtype=None):
     if Path(model).is_file():
         raise InputError(f"{model}: a T2I-Adapter loads from a diffusers folder (config.json and weights) or a "
                          "repo id, not a single file")
-    return _load(T2IAdapter, model, "T2I-Adapter", torch_dtype=dtype or default_dtype(dev)).to(dev).eval()
+    return _load(T2IAdapter, model, "T2I-Adapter", **dtype_kwarg("diffusers", dtype or default_dtype(dev))).to(dev).eval()
 
 
 def _adapter_feature_channels(config) -> list[int] | None:
@@ -172,7 +172,7 @@ def load_components(
 
     dev = torch.device(device or "cpu")
     dt = dtype or default_dtype(dev)
-    kw = dict(torch_dtype=dt, safety_checker=None, requires_safety_checker=False)
+    kw = dict(**dtype_kwarg("diffusers", dt), safety_checker=None, requires_safety_checker=False)
     if config is not None and Path(model).is_file():
         kw["config"] = config
     pipe = _load(StableDiffusionPipeline, model, "model", **kw)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelNotFoundError
-from ..weights import DEFAULT_CLIP, local_only, not_found, offline
+from ..weights import DEFAULT_CLIP, dtype_kwarg, local_only, not_found, offline
 from .frames import as_uint8
 
 __all__ = [
@@ -85,7 +85,7 @@ def load_clip(model: str = DEFAULT_CLIP, device=None, dtype=None) -> ClipModel:
     src = str(path) if path.exists() else model
     local = path.exists() or local_only() or _cached(model)
     try:
-        m = CLIPModel.from_pretrained(src, local_files_only=local, torch_dtype=dt)
+        m = CLIPModel.from_pretrained(src, local_files_only=local, **dtype_kwarg("transformers", dt))
         tok = AutoTokenizer.from_pretrained(src, local_files_only=local)
     except (OSError, ValueError) as e:
         raise not_found("CLIP model", model, "Pass --clip-model PATH (a folder saved by transformers' save_pretrained, "
