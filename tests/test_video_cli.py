@@ -38,6 +38,25 @@ def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone, caplog):
     assert np.abs(back[:, :71, :95].astype(int) - clip.astype(int)).mean() < 4
 
 
+@pytest.mark.parametrize("h, w", [(11, 13), (8, 40), (40, 40), (30, 48)])
+def test_h265_takes_frames_smaller_than_x265_s_minimum(tmp_path, carphone, caplog, h, w):
+    """x265 refuses frames under 16 pixels a side (an FFmpeg traceback from `--codec h265` on a
+    thumbnail), and the one in PyAV's wheels aborts the whole process at widths of 34-48 (heap
+    corruption, found at 40x16): such frames are written padded by their edge pixels to at least 64x16,
+    as odd sizes are, and said."""
+    clip = np.ascontiguousarray(carphone[:3, 40:40 + h, 50:50 + w])
+    out = tmp_path / "x.mkv"
+    with caplog.at_level("INFO", logger="flickerless"):
+        with video.VideoWriter(out, 25, codec="h265") as wr:
+            for f in clip:
+                wr.write(f)
+    assert f"{w}x{h} is written as {max(w + w % 2, 64)}x{max(h + h % 2, 16)}" in caplog.text
+    assert "H.265 is written at least 64x16" in caplog.text
+    back, _ = video.read(out)
+    assert back.shape == (3, max(h + h % 2, 16), max(w + w % 2, 64), 3)
+    assert np.abs(back[:, :h, :w].astype(int) - clip.astype(int)).mean() < 6
+
+
 # a test card: six saturated colours and two greys, in blocks of 16 px (H.264's chroma is at half size)
 _CARD = np.array([[200, 40, 60], [30, 180, 70], [40, 60, 210], [230, 220, 30],
                   [20, 200, 210], [190, 50, 200], [128, 128, 128], [235, 235, 235]], np.uint8)
@@ -787,6 +806,10 @@ def test_cli_resize_style_works_at_the_styles_size(clips, clips_truth, tmp_path)
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--crf", "60"], "0-51"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--fps", "0"], "above 0"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--fps", "x"], "frames per second"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--keyframes", "{d}/keys"], "not both"),
+        (["--guide", "{d}/guide.mp4", "--keyframes", "{d}/keys", "--mode", "window"],
+         "--mode window blends a --style video; --keyframes DIR goes with --mode keyframes"),
+        (["--guide", "{d}/guide.mp4"], "--style is required"),
     ],
 )
 def test_cli_bad_input_one_line_exit_2(clips, tmp_path, capsys, args, message):

@@ -585,8 +585,13 @@ def cmd_deflicker(args) -> int:
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
         raise InputError("--mode keyframes needs --keyframes DIR")
+    if args.style and args.keyframes:  # one of the two would be left unused without a word
+        raise InputError("give --style (a video stylised frame by frame, blended) or --keyframes (some frames "
+                         "stylised, the rest rendered from them), not both")
     if mode != "keyframes" and not args.style:
-        raise InputError("--style is required (or give --keyframes DIR for keyframes mode)")
+        raise InputError(f"--mode {mode} blends a --style video; --keyframes DIR goes with --mode keyframes (the "
+                         "default when it is given)" if args.keyframes else
+                         "--style is required (or give --keyframes DIR for keyframes mode)")
     for name in ("guide", "style", "keyframes"):
         v = getattr(args, name)
         if v and not Path(v).exists():

@@ -110,6 +110,11 @@ DEFAULT_FPS = 30.0
 # frames) is not taken for frames read the new way
 READ_VERSION = 2
 _TIME_TICK = Fraction(1, 90000)  # the time unit of a variable-rate output
+# the smallest frame (rows, columns) written as H.265: libx265 refuses frames under 16 pixels a side, and
+# the one in PyAV's wheels (18.1, 19.0) corrupts the heap at widths of 34-48 (glibc aborts the process as
+# the encoder closes: "corrupted size vs. prev_size"); measured fine from 50 to 140 wide, and at 64 wide
+# for heights 16-70
+_X265_MIN = (16, 64)
 MEMORY_LIMIT = 1 << 30  # a clip larger than this, uncompressed, is read through a file (open_frames)
 
 
@@ -1366,10 +1371,15 @@ class VideoWriter(_Output):
         self._pad = {"yuv420p": (h % 2, w % 2), "yuv420p10le": (h % 2, w % 2), "yuva420p": (h % 2, w % 2),
                      "yuv422p10le": (0, w % 2)}.get(
             pix_fmt, (0, 0))
+        why = f"{pix_fmt} video needs even sizes"
+        if self.codec == "h265" and (h < _X265_MIN[0] or w < _X265_MIN[1]):
+            self._pad = (max(self._pad[0], _X265_MIN[0] - h), max(self._pad[1], _X265_MIN[1] - w))
+            why = f"H.265 is written at least {_X265_MIN[1]}x{_X265_MIN[0]}"
         if any(self._pad):
-            log.info("%s: %dx%d is written as %dx%d, the last %s repeated (%s video needs even sizes); "
+            log.info("%s: %dx%d is written as %dx%d, the last %s repeated (%s); "
                      "a folder of PNGs keeps the exact size", self.path.name, w, h, w + self._pad[1], h + self._pad[0],
-                     " and ".join(n for n, p in zip(("row", "column"), self._pad) if p), pix_fmt)
+                     " and ".join(n for n, p in zip(("row", "column"), self._pad) if p) if max(self._pad) == 1
+                     else " and ".join(n + "s" for n, p in zip(("row", "column"), self._pad) if p), why)
         s.width, s.height = w + self._pad[1], h + self._pad[0]
         s.pix_fmt = pix_fmt
         s.options = _codec_options(self.codec, self.crf, self.alpha)
