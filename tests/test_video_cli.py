@@ -41,8 +41,8 @@ def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone, caplog):
 @pytest.mark.parametrize("h, w", [(11, 13), (8, 40), (40, 40), (30, 48)])
 def test_h265_takes_frames_smaller_than_x265_s_minimum(tmp_path, carphone, caplog, h, w):
     """x265 refuses frames under 16 pixels a side (an FFmpeg traceback from `--codec h265` on a
-    thumbnail), and the one in PyAV's wheels aborts the whole process at widths of 34-48 (heap
-    corruption, found at 40x16): such frames are written padded by their edge pixels to at least 64x16,
+    thumbnail), and the one in PyAV's wheels aborts the whole process at some widths under 50 (heap
+    corruption, found at 40x16 with PyAV 18.1 and 48x16 with 19.0.2): such frames are written padded by their edge pixels to at least 64x16,
     as odd sizes are, and said."""
     clip = np.ascontiguousarray(carphone[:3, 40:40 + h, 50:50 + w])
     out = tmp_path / "x.mkv"

@@ -111,9 +111,9 @@ DEFAULT_FPS = 30.0
 READ_VERSION = 2
 _TIME_TICK = Fraction(1, 90000)  # the time unit of a variable-rate output
 # the smallest frame (rows, columns) written as H.265: libx265 refuses frames under 16 pixels a side, and
-# the one in PyAV's wheels (18.1, 19.0) corrupts the heap at widths of 34-48 (glibc aborts the process as
-# the encoder closes: "corrupted size vs. prev_size"); measured fine from 50 to 140 wide, and at 64 wide
-# for heights 16-70
+# the one in PyAV's wheels corrupts the heap at some widths under 50 (glibc aborts the process as the
+# encoder closes: "corrupted size vs. prev_size"; 3 frames, even widths 16-140 tried at heights 16 and 64:
+# PyAV 18.1 at 34-48, PyAV 19.0.2 at 46 and 48); fine from 50 to 140 wide, and at 64 wide for heights 16-70
 _X265_MIN = (16, 64)
 MEMORY_LIMIT = 1 << 30  # a clip larger than this, uncompressed, is read through a file (open_frames)
 
