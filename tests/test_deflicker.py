@@ -95,6 +95,20 @@ def test_uint8_tensors_and_float_arrays_come_back_as_given(pair):
             deflicker(guide, style, **kw)
     with pytest.raises(InputError, match="divide 0-255 floats by 255"):
         deflicker(g, mode="keyframes", keyframes={0: s[0].astype(np.float32)})
+    # NaN or inf in float frames (an fp16 VAE decode that overflowed) would spread into every blend they
+    # enter: refused, naming the frame, for arrays, lists, tensors (any layout) and keyframes
+    bad = s / 255.0
+    bad[2, 5, 5, 1] = np.nan
+    for style in (bad, list(bad), torch.from_numpy(bad).permute(0, 3, 1, 2).half(),
+                  torch.from_numpy(bad).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)):
+        with pytest.raises(ValueError, match="style frame 2 holds NaN or infinite values"):
+            deflicker(g / 255.0, style, **kw)
+    inf = g / 255.0
+    inf[3] = np.inf
+    with pytest.raises(ValueError, match="guide frame 3 holds NaN"):
+        deflicker(inf, s / 255.0, **kw)
+    with pytest.raises(ValueError, match="keyframe 3 holds NaN"):
+        deflicker(g, mode="keyframes", keyframes={0: s[0], 3: bad[2]})
     over = np.clip(s / 255.0 * 1.02 - 0.01, -0.01, 1.02)  # a decoder's overshoot
     assert np.abs(deflicker(g / 255.0, over, **kw) * 255 - ref).mean() < 3
 

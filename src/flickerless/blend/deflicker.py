@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, InputError
-from .frames import (FrameSource, FrameStore, SubFrames, TensorFrames, _pixel_scale, as_source, index_tensor,
-                     to_hwc_uint8)
+from .frames import (FrameSource, FrameStore, SubFrames, TensorFrames, _pixel_scale, as_source, check_finite,
+                     index_tensor, to_hwc_uint8)
 from .detail import resolve_detail, restore_detail
 from .patchmatch import PatchMatchOptions, final_vote, patchmatch, pyramid_sizes, remap, resize_levels
 from .schedule import (count_table_remaps, table_levels, table_needed, table_query, table_segments, window_pairs,
@@ -1065,7 +1065,7 @@ def deflicker(
     guide, style: arrays ``(T, H, W, 3)`` or tensors ``(T, 3, H, W)`` on any device, uint8 (0-255) or
         floats in [0, 1]. The result is of the same kind, type (uint8 or float) and device as ``style``
         (as ``guide`` in keyframes mode); other integer types are refused, not misread, and so are floats
-        clearly off [0, 1] (0-255 as floats: divide by 255). A style (or
+        clearly off [0, 1] (0-255 as floats: divide by 255), or holding NaN or infinite values. A style (or
         keyframes) with alpha, ``(T, H, W, 4)`` or ``(T, 4, H, W)``: matched on its colour, the alpha
         blended alongside through the same fields and weights (the colour comes out as without it).
     mode: ``"table"`` (default, O(n log n)), ``"window"`` (O(n w)), ``"keyframes"`` or ``"all_pairs"``.
@@ -1095,11 +1095,16 @@ def deflicker(
     like = style if style is not None else guide
     as_tensor = isinstance(like, torch.Tensor)
     dev = resolve_device(device, like if as_tensor else None)
+    check_finite(guide, "guide")
+    if style is not None:
+        check_finite(style, "style")
     g = as_source(guide)
     s = as_source(style) if style is not None else None
     kf = None
     if keyframes is not None:
         kf = {int(k): _to_chw(v) for k, v in keyframes.items()}
+        for k, v in kf.items():
+            check_finite(v[None], f"keyframe {k}", one=True)
     n = len(g)
     h, w = g.size
     c = s.channels if s is not None else (next(iter(kf.values())).shape[0] if kf else 3)  # 4: with alpha

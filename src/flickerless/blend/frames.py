@@ -181,6 +181,32 @@ class SubFrames(FrameSource):
         self.source.release(self.start + before)
 
 
+def check_finite(frames, what: str, one: bool = False) -> None:
+    """Float frames (a tensor, an array or a list of them) holding NaN or infinite values, as an fp16
+    VAE decode that overflowed gives, would spread them through every blend they enter (their
+    neighbours' too): refused, naming the first such frame (``one``: ``what`` names the only one). One
+    sum per frame, in float32 (a sum is not finite where any of its values is not)."""
+    if isinstance(frames, FrameSource):
+        return
+    if isinstance(frames, torch.Tensor):
+        if not frames.is_floating_point() or not len(frames):
+            return
+        bad = ~torch.isfinite(frames.sum(dim=tuple(range(1, frames.ndim)), dtype=torch.float32))  # any layout
+        found = int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
+    else:
+        found = None
+        for i, f in enumerate(frames):
+            f = np.asarray(f)
+            if not np.issubdtype(f.dtype, np.floating):
+                return
+            if not np.isfinite(f.sum(dtype=np.float64)):
+                found = i
+                break
+    if found is not None:
+        raise ValueError(f"{what if one else f'{what} frame {found}'} holds NaN or infinite values (an fp16 VAE decode that overflowed "
+                         "gives them): replace or drop that frame")
+
+
 def as_source(frames) -> FrameSource:
     if isinstance(frames, FrameSource):
         return frames
