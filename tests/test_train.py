@@ -237,8 +237,14 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(model_dir, frames, tmp
 
 # ---- command line ---------------------------------------------------------------------------
 
-def test_cli_trains_resumes_and_the_result_loads(model_dir, tmp_path):
+def test_cli_trains_resumes_and_the_result_loads(model_dir, tmp_path, capfd, monkeypatch):
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
     from PIL import Image
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    dlog.enable_progress_bar()  # as in a fresh process (another test's quiet run may have switched them off)
+    tlog.enable_progress_bar()
 
     masks = tmp_path / "masks"
     masks.mkdir()
@@ -251,7 +257,9 @@ def test_cli_trains_resumes_and_the_result_loads(model_dir, tmp_path):
             "--prompt", "a man", "--output", str(out), "--frames", "3", "--resolution", "16", "--batch", "2",
             "--masks", str(masks), "--loss-weights", "1,0.5,0.5", "--checkpoint-every", "2", "--device", "cpu",
             "--lr", "1e-2", "-q"]
+    capfd.readouterr()
     assert main(args + ["--steps", "3"]) == 0
+    assert "Loading" not in capfd.readouterr().err  # -q: no model-loading bars from diffusers or transformers
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
     assert main(args + ["--steps", "5", "--resume"]) == 0
     info = json.loads((out / "training.json").read_text())

@@ -18,7 +18,7 @@ from .errors import ModelNotFoundError
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
 __all__ = ["offline", "local_only", "hf_cache", "not_found", "load_transformers", "find_file", "dtype_kwarg",
-           "quiet_torchvision_advisory"]
+           "quiet_torchvision_advisory", "quiet_model_loading"]
 
 # the releases from which diffusers' and transformers' loaders take ``dtype=`` and warn at every
 # ``torch_dtype=`` (checked in their wheels: diffusers 0.39 lacks it, 0.40 has it; transformers 4.55 / 4.56)
@@ -38,6 +38,25 @@ def quiet_torchvision_advisory() -> None:
     log = logging.getLogger("transformers.utils.import_utils")
     if not any(isinstance(f, _TorchvisionAdvisory) for f in log.filters):
         log.addFilter(_TorchvisionAdvisory())
+
+
+def quiet_model_loading(diffusers: bool = True) -> None:
+    """No progress bars from the libraries that load models (diffusers' "Loading pipeline components",
+    transformers' "Loading weights", huggingface_hub's downloads): what a quiet run (``-q``,
+    ``progress=False``) asks. Process-wide, as those libraries keep it. transformers and the hub read
+    ``HF_HUB_DISABLE_PROGRESS_BARS`` when imported (imported already: switched off here too); diffusers
+    has only its switch, so it is imported for it unless ``diffusers`` is False (a command that loads
+    no diffusers model)."""
+    import sys
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if diffusers:
+        import diffusers.utils.logging  # noqa: F401
+    for name in ("transformers.utils.logging", "diffusers.utils.logging", "huggingface_hub.utils"):
+        module = sys.modules.get(name)
+        switch = getattr(module, "disable_progress_bar", None) or getattr(module, "disable_progress_bars", None)
+        if switch is not None:
+            switch()
 
 
 def dtype_kwarg(library: str, dtype) -> dict:

@@ -56,6 +56,10 @@ def cmd_eval(args) -> int:
         v = getattr(args, flag)
         if v and not Path(v).exists():
             raise InputError(f"--{flag} {v}: no such file or folder")
+    if args.quiet:
+        from ..weights import quiet_model_loading
+
+        quiet_model_loading(diffusers=False)
     video, _ = read(args.video, args.max_frames)
     source = read(args.source, args.max_frames)[0] if args.source else None
     res = evaluate(video, source, prompt=args.prompt, metrics=args.metrics, clip_model=args.clip_model,

@@ -50,6 +50,10 @@ def _run(args) -> int:
 
     log = logging.getLogger("flickerless")
     check_output_is_not_input(args.output, video=args.video)
+    if args.quiet:
+        from ..weights import quiet_model_loading
+
+        quiet_model_loading(diffusers=False)
     frames, _ = read(args.video, max_frames=args.frames)
     prompt = {}
     if args.point is not None:

@@ -32,6 +32,7 @@ import torch
 
 from ..blend.frames import to_hwc_uint8
 from ..errors import DeviceError, InputError
+from ..weights import quiet_model_loading
 from .templates import TASKS, apply_overrides, dumps, load_template, window_value
 
 log = logging.getLogger("flickerless")
@@ -307,11 +308,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         samp, dfl, post = settings["sampling"], settings["deflicker"], settings["post"]
         if pipeline is None:
             if not progress:  # quiet: no loading bars from diffusers/transformers either
-                import diffusers.utils.logging as dlog
-                import transformers.utils.logging as tlog
-
-                dlog.disable_progress_bar()
-                tlog.disable_progress_bar()
+                quiet_model_loading()
             dev = resolve_device(device)
             dtype = None if settings["model"]["dtype"] == "auto" else getattr(torch, settings["model"]["dtype"])
             pipeline = VideoPipeline.from_pretrained(

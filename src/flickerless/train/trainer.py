@@ -33,6 +33,7 @@ import torch
 
 from ..errors import DeviceError, InputError, OutputError
 from ..video import usual_mode
+from ..weights import quiet_model_loading
 from .data import MaskSource, load_frames, load_masks, parse_resolution
 from .losses import Losses, combined_loss, diffusion_target, latent_masks
 
@@ -491,6 +492,8 @@ def train(config: TrainConfig, video, masks: MaskSource | None = None, resume=No
         if not overwrite:
             raise OutputError(f"{out} holds checkpoints of an earlier run: resume it (--resume) or start over (--overwrite)")
         shutil.rmtree(out / "checkpoints")
+    if not progress:
+        quiet_model_loading()
     trainer = Trainer(config, video, masks)
     if ckpt is not None:
         trainer.load_checkpoint(ckpt)
