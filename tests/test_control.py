@@ -359,6 +359,23 @@ def test_pose_finds_the_person_in_carphone(carphone, carphone_pose):
     assert tuple(images[t, y, x]) == (255, 0, 0)
 
 
+def test_pose_keeps_mediapipe_s_native_noise_off_the_terminal(carphone, capfd):
+    """mediapipe's C++ side writes lines straight to stderr as its models first run ("Created TensorFlow
+    Lite XNNPACK delegate", absl's "Feedback manager requires a model with a single signature"): they are
+    left out, while anything else written to stderr meanwhile still reaches it."""
+    import os
+
+    from flickerless.control import pose
+
+    capfd.readouterr()
+    kp = pose.extract_keypoints(carphone[:3])
+    err = capfd.readouterr().err
+    assert kp.shape == (3, 18, 3) and "inference_feedback_manager" not in err and "XNNPACK" not in err
+    with pose._without_native_noise():
+        os.write(2, b"W0000 inference_feedback_manager.cc:114] noise\nsomething else\n")
+    assert capfd.readouterr().err == "something else\n"
+
+
 def test_draw_pose_colours_and_limbs():
     from flickerless.control import draw_pose
 

@@ -25,9 +25,11 @@ keypoint's colour on each joint; sizes are for a 512-pixel image and scale with 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import os
 from typing import ClassVar
 
 import numpy as np
@@ -69,6 +71,44 @@ def _mediapipe_pose(model_complexity: int, min_detection: float):
                                   min_detection_confidence=min_detection, min_tracking_confidence=0.5)
 
 
+# what mediapipe's C++ side writes straight to stderr as its models first run: noise to a user, and no
+# setting of mediapipe's (nor GLOG_minloglevel, TF_CPP_MIN_LOG_LEVEL, ABSL_MIN_LOG_LEVEL) turns it off
+_MEDIAPIPE_NOISE = ("Created TensorFlow Lite XNNPACK delegate", "before absl::InitializeLog()",
+                    "inference_feedback_manager.cc")
+
+
+@contextlib.contextmanager
+def _without_native_noise(noise=_MEDIAPIPE_NOISE):
+    """Around the first run of a mediapipe model, the process's stderr (file descriptor 2) goes to a
+    temporary file; what it holds comes back afterwards, without the lines of ``noise`` (anything else,
+    an error of mediapipe's or a line of another thread, is kept)."""
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no file descriptor 2 to borrow: left as it is
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().splitlines(keepends=True)
+                    if not any(n.encode() in line for n in noise)]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 def _landmarks_to_openpose(lms) -> np.ndarray:
     mp = np.array([(p.x, p.y, p.visibility) for p in lms], np.float32)  # (33, 3)
     out = np.zeros((18, 3), np.float32)
@@ -98,7 +138,8 @@ def extract_keypoints(frames, model_complexity: int = 1, min_detection: float = 
             tqdm(total=len(src), desc="pose keypoints", unit="frame", disable=not progress, leave=False) as bar:
         for start, part in src.chunks(chunk):
             for i, f in enumerate(part):
-                res = pose.process(np.ascontiguousarray(f))
+                with _without_native_noise() if start + i == 0 else contextlib.nullcontext():
+                    res = pose.process(np.ascontiguousarray(f))
                 if res.pose_landmarks is not None:
                     out[start + i] = _landmarks_to_openpose(res.pose_landmarks.landmark)
             bar.update(len(part))
