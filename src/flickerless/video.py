@@ -675,12 +675,24 @@ def usual_mode(path) -> None:
     under (``mkstemp``, ``mkdtemp``; safetensors' files too) are private, ``0600`` / ``0700``, and
     renaming keeps that: an output nobody else on the machine (a web server, a colleague, a render
     farm's next job) could read. A failure to change them (a filesystem without modes) is ignored."""
-    mask = os.umask(0o022)  # the only way to read it; set straight back
-    os.umask(mask)
     try:
-        os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~mask)
+        os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
     except OSError:
         pass
+
+
+def _umask() -> int:
+    """The process's umask: read from /proc on Linux, where reading it changes nothing; elsewhere set
+    and set straight back (the only way there), which a file made by another thread in between would see."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def check_free_space(folder, needed: int, what: str) -> None:
@@ -1378,8 +1390,7 @@ class VideoWriter(_Output):
         if any(self._pad):
             log.info("%s: %dx%d is written as %dx%d, the last %s repeated (%s); "
                      "a folder of PNGs keeps the exact size", self.path.name, w, h, w + self._pad[1], h + self._pad[0],
-                     " and ".join(n for n, p in zip(("row", "column"), self._pad) if p) if max(self._pad) == 1
-                     else " and ".join(n + "s" for n, p in zip(("row", "column"), self._pad) if p), why)
+                     " and ".join(n if p == 1 else f"{p} {n}s" for n, p in zip(("row", "column"), self._pad) if p), why)
         s.width, s.height = w + self._pad[1], h + self._pad[0]
         s.pix_fmt = pix_fmt
         s.options = _codec_options(self.codec, self.crf, self.alpha)

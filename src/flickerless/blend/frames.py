@@ -203,8 +203,9 @@ def check_finite(frames, what: str, one: bool = False) -> None:
                 found = i
                 break
     if found is not None:
-        raise ValueError(f"{what if one else f'{what} frame {found}'} holds NaN or infinite values (an fp16 VAE decode that overflowed "
-                         "gives them): replace or drop that frame")
+        which = what if one else f"{what} frame {found}"
+        raise ValueError(f"{which} holds NaN or infinite values (an fp16 VAE decode that overflowed gives them): "
+                         "replace or drop that frame")
 
 
 def as_source(frames) -> FrameSource:
