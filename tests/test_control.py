@@ -361,8 +361,9 @@ def test_pose_finds_the_person_in_carphone(carphone, carphone_pose):
 
 def test_pose_keeps_mediapipe_s_native_noise_off_the_terminal(carphone, capfd):
     """mediapipe's C++ side writes lines straight to stderr as its models first run ("Created TensorFlow
-    Lite XNNPACK delegate", absl's "Feedback manager requires a model with a single signature"): they are
-    left out, while anything else written to stderr meanwhile still reaches it."""
+    Lite XNNPACK delegate", absl's "Feedback manager requires a model with a single signature") and as
+    it first finds a person in a frame that is not square ("Using NORM_RECT without IMAGE_DIMENSIONS"):
+    they are left out, while anything else written to stderr meanwhile still reaches it."""
     import os
 
     from flickerless.control import pose
@@ -370,7 +371,8 @@ def test_pose_keeps_mediapipe_s_native_noise_off_the_terminal(carphone, capfd):
     capfd.readouterr()
     kp = pose.extract_keypoints(carphone[:3])
     err = capfd.readouterr().err
-    assert kp.shape == (3, 18, 3) and "inference_feedback_manager" not in err and "XNNPACK" not in err
+    assert kp.shape == (3, 18, 3) and (kp[:, :, 2] > 0.5).any()  # carphone: a person, in 176x144 frames
+    assert "inference_feedback_manager" not in err and "XNNPACK" not in err and "NORM_RECT" not in err
     with pose._without_native_noise():
         os.write(2, b"W0000 inference_feedback_manager.cc:114] noise\nsomething else\n")
     assert capfd.readouterr().err == "something else\n"

@@ -74,14 +74,14 @@ def _mediapipe_pose(model_complexity: int, min_detection: float):
 # what mediapipe's C++ side writes straight to stderr as its models first run: noise to a user, and no
 # setting of mediapipe's (nor GLOG_minloglevel, TF_CPP_MIN_LOG_LEVEL, ABSL_MIN_LOG_LEVEL) turns it off
 _MEDIAPIPE_NOISE = ("Created TensorFlow Lite XNNPACK delegate", "before absl::InitializeLog()",
-                    "inference_feedback_manager.cc")
+                    "inference_feedback_manager.cc", "landmark_projection_calculator.cc")
 
 
 @contextlib.contextmanager
 def _without_native_noise(noise=_MEDIAPIPE_NOISE):
-    """Around the first run of a mediapipe model, the process's stderr (file descriptor 2) goes to a
-    temporary file; what it holds comes back afterwards, without the lines of ``noise`` (anything else,
-    an error of mediapipe's or a line of another thread, is kept)."""
+    """Around a run of a mediapipe model (until it has found a person once), the process's stderr
+    (file descriptor 2) goes to a temporary file; what it holds comes back afterwards, without the
+    lines of ``noise`` (anything else, an error of mediapipe's or a line of another thread, is kept)."""
     import sys
     import tempfile
 
@@ -136,11 +136,13 @@ def extract_keypoints(frames, model_complexity: int = 1, min_detection: float = 
     out = np.zeros((len(src), 18, 3), np.float32)
     with _mediapipe_pose(model_complexity, min_detection) as pose, \
             tqdm(total=len(src), desc="pose keypoints", unit="frame", disable=not progress, leave=False) as bar:
+        seen = False  # mediapipe's native noise comes with its first run and its first person found
         for start, part in src.chunks(chunk):
             for i, f in enumerate(part):
-                with _without_native_noise() if start + i == 0 else contextlib.nullcontext():
+                with contextlib.nullcontext() if seen else _without_native_noise():
                     res = pose.process(np.ascontiguousarray(f))
                 if res.pose_landmarks is not None:
+                    seen = True
                     out[start + i] = _landmarks_to_openpose(res.pose_landmarks.landmark)
             bar.update(len(part))
     found = int((out[:, :, 2].max(axis=1) > 0).sum())
