@@ -322,6 +322,7 @@ def carphone_pose(carphone, pose_cache):
     return images, ann.keypoints
 
 
+@pytest.mark.mediapipe
 def test_pose_keypoints_come_back_from_the_cache(monkeypatch, carphone, carphone_pose, pose_cache):
     from flickerless.control import keypoints, pose
 
@@ -336,6 +337,7 @@ def test_pose_keypoints_come_back_from_the_cache(monkeypatch, carphone, carphone
         keypoints(carphone, cache_dir=pose_cache, window=5)
 
 
+@pytest.mark.mediapipe
 def test_pose_finds_the_person_in_carphone(carphone, carphone_pose):
     from flickerless.control import OPENPOSE_KEYPOINTS
 
@@ -359,6 +361,7 @@ def test_pose_finds_the_person_in_carphone(carphone, carphone_pose):
     assert tuple(images[t, y, x]) == (255, 0, 0)
 
 
+@pytest.mark.mediapipe
 def test_pose_keeps_mediapipe_s_native_noise_off_the_terminal(carphone, capfd):
     """mediapipe's C++ side writes lines straight to stderr as its models first run ("Created TensorFlow
     Lite XNNPACK delegate", absl's "Feedback manager requires a model with a single signature") and as
@@ -445,6 +448,7 @@ def test_depth_refuses_non_finite_output_instead_of_a_black_control(tmp_path, ca
         get_annotator("depth", dtype="float64")
 
 
+@pytest.mark.mediapipe
 def test_pose_backend_openpose_without_controlnet_aux_or_weights(tmp_path, carphone, caplog):
     from flickerless.control.pose import pose_keypoints
 

@@ -38,6 +38,7 @@ def _chromium():
     return None
 
 
+@pytest.mark.mediapipe
 def test_eval_all_metrics_json_and_report(clips, capsys):
     d = clips
     rc = main(["eval", "--video", str(d / "out.mp4"), "--source", str(d / "src.mp4"), "--prompt", "a painting",

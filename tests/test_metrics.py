@@ -298,8 +298,8 @@ def test_pose_mse_by_hand():
         pose_mse(kp[:, :5], kp)
 
 
+@pytest.mark.mediapipe
 def test_mediapipe_pose_on_real_clip(carphone):
-    pytest.importorskip("mediapipe")
     carphone = carphone[:6]
     kp = mediapipe_pose(carphone)
     assert kp.shape == (6, 33, 3)

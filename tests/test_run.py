@@ -54,7 +54,8 @@ TASK_SETS = {
 }
 
 
-@pytest.mark.parametrize("task", sorted(TASK_SETS))
+@pytest.mark.parametrize("task", [pytest.param(t, marks=pytest.mark.mediapipe) if t == "fashion" else t
+                                  for t in sorted(TASK_SETS)])
 def test_each_task_end_to_end_on_a_real_clip(task, models, annotator_models, clip, tmp_path):
     from flickerless.pipelines import load_template
 
@@ -142,6 +143,7 @@ def test_cli_run_and_errors(models, clip, tmp_path, capsys):
     assert not list(tmp_path.glob("w.avi*"))  # no job folder either
 
 
+@pytest.mark.mediapipe
 def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_path):
     sam = tiny.save_sam(tmp_path / "sam")
     sets = ["video.width=32", "video.height=24", "sampling.steps=4", "sampling.guidance_scale=2.0",

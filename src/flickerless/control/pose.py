@@ -65,7 +65,8 @@ def _mediapipe_pose(model_complexity: int, min_detection: float):
         import mediapipe as mp
     except ImportError as e:  # pragma: no cover - depends on the install
         raise InputError("the pose annotator needs mediapipe: `pip install --no-deps mediapipe==0.10.21` plus "
-                         "flickerless[pose] (see pyproject.toml)") from e
+                         "flickerless[pose] (see pyproject.toml; its wheels are for Python 3.9-3.12), or "
+                         "backend=\"openpose\" with controlnet_aux and its weights") from e
     return mp.solutions.pose.Pose(static_image_mode=False, model_complexity=model_complexity,
                                   smooth_landmarks=True, enable_segmentation=False,
                                   min_detection_confidence=min_detection, min_tracking_confidence=0.5)
