@@ -60,6 +60,19 @@ def test_eval_all_metrics_json_and_report(clips, capsys):
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
 
 
+def test_eval_quiet_prints_no_model_loading_bars(clips, capfd, monkeypatch):
+    """-q: only the numbers; transformers' "Loading weights" bar of the CLIP model is not shown either."""
+    import transformers.utils.logging as tlog
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    tlog.enable_progress_bar()  # as in a fresh process (another test's quiet run may have switched it off)
+    capfd.readouterr()
+    assert main(["eval", "--video", str(clips / "out.mp4"), "--prompt", "a painting", "--metrics", "clip",
+                 "--clip-model", str(clips / "clip"), "-q"]) == 0
+    out, err = capfd.readouterr()
+    assert re.search(r"^clip\s+\S+", out, re.M) and "Loading" not in err
+
+
 def test_report_renders_in_chromium(clips, tmp_path):
     report = clips / "r.html"
     if not report.exists():

@@ -40,17 +40,17 @@ def quiet_torchvision_advisory() -> None:
         log.addFilter(_TorchvisionAdvisory())
 
 
-def quiet_model_loading(diffusers: bool = True) -> None:
+def quiet_model_loading(with_diffusers: bool = True) -> None:
     """No progress bars from the libraries that load models (diffusers' "Loading pipeline components",
     transformers' "Loading weights", huggingface_hub's downloads): what a quiet run (``-q``,
     ``progress=False``) asks. Process-wide, as those libraries keep it. transformers and the hub read
     ``HF_HUB_DISABLE_PROGRESS_BARS`` when imported (imported already: switched off here too); diffusers
-    has only its switch, so it is imported for it unless ``diffusers`` is False (a command that loads
-    no diffusers model)."""
+    has only its switch, so it is imported for it unless ``with_diffusers`` is False (a command that
+    loads no diffusers model)."""
     import sys
 
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    if diffusers:
+    if with_diffusers:
         import diffusers.utils.logging  # noqa: F401
     for name in ("transformers.utils.logging", "diffusers.utils.logging", "huggingface_hub.utils"):
         module = sys.modules.get(name)

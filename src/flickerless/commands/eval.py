@@ -59,7 +59,7 @@ def cmd_eval(args) -> int:
     if args.quiet:
         from ..weights import quiet_model_loading
 
-        quiet_model_loading(diffusers=False)
+        quiet_model_loading(with_diffusers=False)
     video, _ = read(args.video, args.max_frames)
     source = read(args.source, args.max_frames)[0] if args.source else None
     res = evaluate(video, source, prompt=args.prompt, metrics=args.metrics, clip_model=args.clip_model,

@@ -53,7 +53,7 @@ def _run(args) -> int:
     if args.quiet:
         from ..weights import quiet_model_loading
 
-        quiet_model_loading(diffusers=False)
+        quiet_model_loading(with_diffusers=False)
     frames, _ = read(args.video, max_frames=args.frames)
     prompt = {}
     if args.point is not None:
