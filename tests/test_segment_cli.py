@@ -21,6 +21,7 @@ def _masks(folder):
     return np.stack([np.asarray(Image.open(f)) for f in files])
 
 
+@pytest.mark.mediapipe
 def test_segment_by_pose_then_train_with_the_masks(sam, tmp_path):
     clip = str(registry_clip("carphone_pristine.mp4"))
     masks = tmp_path / "masks"
