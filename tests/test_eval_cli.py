@@ -60,12 +60,8 @@ def test_eval_all_metrics_json_and_report(clips, capsys):
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
 
 
-def test_eval_quiet_prints_no_model_loading_bars(clips, capfd, monkeypatch):
+def test_eval_quiet_prints_no_model_loading_bars(clips, capfd, loading_bars_on):
     """-q: only the numbers; transformers' "Loading weights" bar of the CLIP model is not shown either."""
-    import transformers.utils.logging as tlog
-
-    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
-    tlog.enable_progress_bar()  # as in a fresh process (another test's quiet run may have switched it off)
     capfd.readouterr()
     assert main(["eval", "--video", str(clips / "out.mp4"), "--prompt", "a painting", "--metrics", "clip",
                  "--clip-model", str(clips / "clip"), "-q"]) == 0

@@ -237,14 +237,8 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(model_dir, frames, tmp
 
 # ---- command line ---------------------------------------------------------------------------
 
-def test_cli_trains_resumes_and_the_result_loads(model_dir, tmp_path, capfd, monkeypatch):
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
+def test_cli_trains_resumes_and_the_result_loads(model_dir, tmp_path, capfd, loading_bars_on):
     from PIL import Image
-
-    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
-    dlog.enable_progress_bar()  # as in a fresh process (another test's quiet run may have switched them off)
-    tlog.enable_progress_bar()
 
     masks = tmp_path / "masks"
     masks.mkdir()
