@@ -1338,6 +1338,8 @@ class VideoWriter(_Output):
         self.alpha = bool(alpha)
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         self._durations: dict[int, int] = {}  # pts -> duration (90 kHz ticks) of frames not yet muxed
+        self._frame_ticks = 1  # the longest frame's duration in the stream's time base (1 at a constant rate)
+        self._last_dts = None
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
         self.crf = crf
@@ -1379,6 +1381,8 @@ class VideoWriter(_Output):
         s = self._container.add_stream(encoder, rate=rate)
         if self.times is not None:  # each frame at its own time, in 90 kHz ticks (MPEG's clock)
             s.codec_context.time_base = s.time_base = _TIME_TICK
+        else:  # frame n at n / fps
+            s.codec_context.time_base = 1 / rate
         # chroma at half size needs even sizes (4:2:0 both, 4:2:2 the width); RGB none
         self._pad = {"yuv420p": (h % 2, w % 2), "yuv420p10le": (h % 2, w % 2), "yuva420p": (h % 2, w % 2),
                      "yuv422p10le": (0, w % 2)}.get(
@@ -1427,7 +1431,26 @@ class VideoWriter(_Output):
         for packet in packets:
             if packet.pts in self._durations:
                 packet.duration = self._durations.pop(packet.pts)
+            self._mend_dts(packet)
             self._container.mux(packet)
+
+    def _mend_dts(self, packet) -> None:
+        """FFmpeg's libx265 wrapper gives the packets of a clip of fewer than 3 frames a decoding time
+        from memory it never set (seen: 7.5e18, -4.6e18, -1.3e18 for one frame), which the mp4 muxer
+        refused now and then ("pts/dts pair unsupported", about 1 write in 300) and otherwise wrote.
+        A decoding time after its frame's time, further before it than any reordering reaches (16
+        frames), or not after the one before, is replaced by the earliest valid one."""
+        pts, dts = packet.pts, packet.dts
+        if pts is None:
+            return
+        if dts is None or dts > pts or dts < pts - 17 * self._frame_ticks or (
+                self._last_dts is not None and dts <= self._last_dts):
+            mended = pts if self._last_dts is None else min(pts, self._last_dts + 1)
+            if self._last_dts is not None and mended <= self._last_dts:
+                return  # nothing valid to give it: the muxer says what is wrong
+            log.debug("%s: packet at %s had decoding time %s, written as %s", self.path.name, pts, dts, mended)
+            packet.dts = dts = mended
+        self._last_dts = dts
 
     def write(self, frame: np.ndarray) -> None:
         frame = np.ascontiguousarray(frame, dtype=np.uint8)
@@ -1459,6 +1482,10 @@ class VideoWriter(_Output):
                     # each frame lasts until the next one's time: the container's last sample (a GIF's
                     # held last frame, say) takes its duration from its packet
                     self._durations[vf.pts] = round((self.times[self.count + 1] - self.times[0]) / _TIME_TICK) - vf.pts
+                    self._frame_ticks = max(self._frame_ticks, self._durations[vf.pts])
+                else:  # frame n at n / fps: a frame with no time reached x265 unset, and its packet's
+                    # made-up one broke the mp4 muxer now and then ("pts/dts pair unsupported")
+                    vf.pts, vf.time_base = self.count, self._stream.codec_context.time_base
                 self._mux(self._stream.encode(vf))
             else:
                 from PIL import Image
