@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -206,6 +208,36 @@ def test_bad_inputs(pair):
         deflicker(clip, flick, mode="fast")
     with pytest.raises(TypeError, match="valid"):
         deflicker(clip, flick, patch_size=3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch=0), "batch must be an integer >= 1, got 0"),  # 0 used to mean the default, -1 and 2.5 ran
+    (dict(batch=2.5), "batch must be an integer >= 1"),
+    (dict(window=2.5), "window must be an integer"),  # used to be floored to 2
+    (dict(window=True), "window must be an integer"),
+    (dict(first_frame=-1), "first_frame must be an integer >= 0"),  # a KeyError deep in the table
+    (dict(total_frames=3), r"total_frames \(3\) must be at least first_frame \+ the clip's frames \(0 \+ 10\)"),
+    (dict(device_budget=-1), "device_budget must be an integer >= 0"),
+    (dict(keyframes="frame 0"), "keyframes are used in keyframes mode only, not in mode 'table'"),
+    (dict(mode="keyframes", keyframes="frame 0"), "does not use a style video: pass style=None"),
+])
+def test_arguments_that_would_be_ignored_or_fail_deep_are_refused(pair, kwargs, message):
+    clip, _, flick = pair
+    if "keyframes" in kwargs:
+        kwargs = {**kwargs, "keyframes": {0: flick[0]}}
+    with pytest.raises(InputError, match=message):
+        deflicker(clip[:10], flick[:10], device="cpu", **kwargs)
+
+
+def test_frames_with_autograd_history_are_read_without_a_warning(pair):
+    clip, _, flick = pair
+    g = torch.from_numpy(clip[:3]).permute(0, 3, 1, 2).float().div(255).requires_grad_()
+    s = torch.from_numpy(flick[:3]).permute(0, 3, 1, 2).float().div(255).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Converting a tensor with requires_grad=True to a scalar" before
+        out = deflicker(g, s, window=1, device="cpu", cuts=False, **FAST)
+    assert not out.requires_grad and out.shape == s.shape
+    assert torch.equal(out, deflicker(g.detach(), s.detach(), window=1, device="cpu", cuts=False, **FAST))
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,8 @@ def normalize_window(window) -> int | None:
         return None
     try:
         w = int(window)
+        if isinstance(window, bool) or w != window and not isinstance(window, str):  # True, 2.5: not a count
+            raise ValueError
     except (TypeError, ValueError):
         raise InputError(f"window must be an integer >= 0 or 'inf', got {window!r}") from None
     if w < 0:
@@ -828,6 +830,30 @@ def count_remaps(mode: str, n: int, window: int | None, keyframes: Sequence[int]
     raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
+def _check_arguments(mode: str, style, batch, keyframes, device_budget, first_frame, total_frames, n: int) -> None:
+    """What would otherwise be ignored without a word (a style in keyframes mode, keyframes in another
+    mode, a batch of 0) or fail deep inside (a negative first frame) is refused up front, in one line."""
+    def count(name, value, least):
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise InputError(f"{name} must be an integer >= {least}, got {value!r}")
+
+    count("batch", batch, 1)
+    count("device_budget", device_budget, 0)
+    count("first_frame", first_frame, 0)
+    count("total_frames", total_frames, 0)
+    if total_frames is not None and total_frames < first_frame + n:
+        raise InputError(f"total_frames ({total_frames}) must be at least first_frame + the clip's frames "
+                         f"({first_frame} + {n}): it is the length of the video the clip was cut from")
+    if mode == "keyframes" and style is not None:
+        raise InputError("keyframes mode renders every frame from the keyframes and does not use a style video: "
+                         "pass style=None, or blend the style with mode='table' or 'window'")
+    if mode != "keyframes" and keyframes is not None:
+        raise InputError(f"keyframes are used in keyframes mode only, not in mode {mode!r}: pass mode='keyframes' "
+                         "(and no style video), or drop the keyframes")
+
+
 def run_deflicker(
     guide: FrameSource,
     style: FrameSource | None,
@@ -889,6 +915,7 @@ def run_deflicker(
     The frames are the same whatever the segments."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    _check_arguments(mode, style, batch, keyframes, device_budget, first_frame, total_frames, len(guide))
     error_sigma = resolve_error_sigma(error_sigma, mode)
     detail = resolve_detail(detail, mode)
     n = len(guide)
@@ -1092,6 +1119,8 @@ def deflicker(
         "balanced"|"full"`` (:data:`~flickerless.blend.patchmatch.QUALITY`; fields given as well win).
     """
     opts = PatchMatchOptions.from_kwargs(**patchmatch_options)
+    # frames that carry autograd history are read, not differentiated through
+    guide, style = (f.detach() if isinstance(f, torch.Tensor) else f for f in (guide, style))
     like = style if style is not None else guide
     as_tensor = isinstance(like, torch.Tensor)
     dev = resolve_device(device, like if as_tensor else None)
