@@ -317,3 +317,51 @@ def test_engine_deflicker_blends_with_the_plain_mean(small_clip):
     weighted = deflicker(g, s, mode="table", window=None, detail=False, **fast)
     restored = deflicker(g, s, mode="table", window=None, error_sigma=None, **fast)
     assert torch.equal(engine, plain) and not torch.equal(engine, weighted) and not torch.equal(engine, restored)
+
+
+class _SmallGpu(torch.nn.Module):
+    """A model that runs out of memory on batches of more than ``rows`` rows, as a big template batch
+    on a small GPU does."""
+
+    def __init__(self, model, rows: int):
+        super().__init__()
+        self.model, self.rows, self.sizes = model, rows, []
+
+    def forward(self, x, *args, **kwargs):
+        self.sizes.append(x.shape[0])
+        if x.shape[0] > self.rows:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.model(x, *args, **kwargs)
+
+
+def test_a_batch_that_does_not_fit_the_gpu_is_halved_until_it_does(caplog):
+    unet = tiny.unet()
+    sched = tiny.scheduler()
+    sched.set_timesteps(3)
+    x = torch.randn(T, 4, H, W, generator=torch.Generator().manual_seed(4))
+    t = sched.timesteps[0]
+    small = _SmallGpu(unet, rows=4)  # CFG doubles the rows: batches of 2 frames fit
+    den = _denoiser(small, batch=8)
+    with caplog.at_level("WARNING", logger="flickerless"):
+        got = den(x, t, sched, 0.0)
+    assert small.sizes[:3] == [10, 8, 4] and max(small.sizes[3:]) == 4  # 5 frames, then 4, then 2 at a time
+    assert den.batch_size == 2  # and so on for the steps after
+    assert "UNet batches of 8 frames: going on with 4" in caplog.text and "of 4 frames: going on with 2" in caplog.text
+    assert torch.equal(got, _denoiser(unet, batch=2)(x, t, sched, 0.0))  # the same predictions
+    with pytest.raises(torch.OutOfMemoryError):  # not even one frame fits: said by the caller (run_job)
+        _denoiser(_SmallGpu(unet, rows=1), batch=8)(x, t, sched, 0.0)
+
+    vae = tiny.vae()
+    frames = torch.rand(T, 3, 2 * H, 2 * W)
+    codec = VAECodec(vae, batch_size=4)
+    plain_encode, plain_decode = vae.encode, vae.decode
+    enc, dec = _SmallGpu(lambda v: plain_encode(v), 1), _SmallGpu(lambda v: plain_decode(v), 2)
+    vae.encode, vae.decode = enc.forward, dec.forward
+    z = codec.encode(frames)
+    assert enc.sizes[:3] == [4, 2, 1] and codec.batch_size == 1
+    codec.batch_size = 4
+    img = codec.decode(z)
+    assert dec.sizes[:2] == [4, 2] and codec.batch_size == 2
+    vae.encode, vae.decode = plain_encode, plain_decode
+    ref = VAECodec(vae, batch_size=1)
+    assert torch.equal(z, ref.encode(frames)) and torch.equal(img, VAECodec(vae, batch_size=2).decode(z))

@@ -216,6 +216,17 @@ def _embedded_once(model, groups: int):
         model.controlnet_cond_embedding._flickerless_times = 1
 
 
+def halve_batch(batch: int, device, what: str, setting: str) -> int:
+    """Out of GPU memory: the same frames again in batches half as large (slower, the same results),
+    said once per halving, so that a template's batch made for a large GPU runs on a smaller one
+    instead of failing. Returns the new batch size."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()  # what the failed batch held goes back to the GPU, not to the cache
+    log.warning("out of GPU memory with %s batches of %d frames: going on with %d (slower; --set %s=%d "
+                "starts there)", what, batch, batch // 2, setting, batch // 2)
+    return batch // 2
+
+
 def fixed_noise(num_frames: int, shape: Sequence[int], seed: int, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """The same Gaussian noise for every frame: ``(T, *shape)``, from a seeded CPU generator."""
     g = torch.Generator("cpu").manual_seed(int(seed))
@@ -307,6 +318,67 @@ class Denoiser:
             self._staged[id(unit)] = staged
         return consecutive_runs(staged[1], ids, self.device).to(self.dtype)
 
+    def _predict(self, latents, t, scheduler, fraction: float, clips: list[Clip], own: list, cfg: bool):
+        """The model's prediction for the batch positions ``own`` (and the frames they attend to):
+        ``(keys, pred)``, row r of ``pred`` being position ``keys[r]``."""
+        keys = own
+        if self.cross_frame is not None:
+            need = {(c, f) for c, k in own for f in pattern_frames(k, len(clips[c]), self.cross_frame.pattern)}
+            keys = sorted(need | set(own))
+        ids = [clips[c].start + k for c, k in keys]  # video frames of the batch positions
+        x = latents[ids].to(self.device, self.dtype)
+        x = scheduler.scale_model_input(x, t)
+        emb = self._batch_embeds(clips, keys, negative=False)
+        groups = 1
+        if cfg:
+            x = torch.cat([x, x])
+            emb = torch.cat([self._batch_embeds(clips, keys, negative=True), emb])
+            groups = 2
+        emb = emb.to(self.device, self.dtype)
+        if self.cross_frame is not None:
+            self.cross_frame.set_positions([(c, k, len(clips[c])) for c, k in keys], groups)
+        down, mid = None, None
+        for unit in self.controlnets:
+            if not unit.start <= fraction <= unit.end or unit.scale == 0:
+                continue
+            img = self._control_frames(unit, ids)
+            if groups == 2 and unit.cond_only:  # zero residuals on the unconditional half
+                half = len(ids)
+                d, m = unit.model(x[half:], t, encoder_hidden_states=emb[half:], controlnet_cond=img,
+                                  conditioning_scale=unit.scale, return_dict=False)
+                d = [torch.cat([torch.zeros_like(r), r]) for r in d]
+                m = torch.cat([torch.zeros_like(m), m])
+            else:
+                with _embedded_once(unit.model, groups) as shared:  # both CFG branches: one image
+                    if groups == 2 and not shared:
+                        img = torch.cat([img, img])
+                    d, m = unit.model(x, t, encoder_hidden_states=emb, controlnet_cond=img,
+                                      conditioning_scale=unit.scale, return_dict=False)
+            down = d if down is None else [p + q for p, q in zip(down, d)]
+            mid = m if mid is None else mid + m
+        intra = None  # T2I-Adapter features of the batch's frames, summed over adapters
+        for unit in self.adapters:
+            if not unit.start <= fraction <= unit.end or unit.scale == 0:
+                continue
+            feats = unit.features(ids, self.device, self.dtype)
+            if tuple(feats[0].shape[-2:]) != tuple(x.shape[-2:]):
+                raise InputError(
+                    f"T2I-Adapter features are {tuple(feats[0].shape[-2:])} for latents {tuple(x.shape[-2:])}: "
+                    "give control frames at the image size, and an adapter whose downscale_factor is the VAE's")
+            feats = [f * unit.scale for f in feats]
+            if groups == 2:  # both CFG branches, or zeros on the unconditional one
+                feats = [torch.cat([torch.zeros_like(f) if unit.cond_only else f, f]) for f in feats]
+            intra = feats if intra is None else [p + q for p, q in zip(intra, feats)]
+        pred = self.unet(x, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid,
+                         # the UNet pops from this list: a new list every call
+                         down_intrablock_additional_residuals=None if intra is None else list(intra),
+                         return_dict=False)[0].float()
+        if cfg:
+            un, co = pred.chunk(2)
+            pred = un + self.guidance_scale * (co - un)
+        return keys, pred
+
     @torch.no_grad()
     def __call__(self, latents: torch.Tensor, t, scheduler, fraction: float,
                  clips: Sequence[Clip] | None = None) -> torch.Tensor:
@@ -320,64 +392,18 @@ class Denoiser:
         out = torch.zeros_like(latents, dtype=torch.float32)
         cfg = self.negative_embeds is not None and self.guidance_scale != 1.0
         positions = [(c, k) for c, clip in enumerate(clips) for k in range(len(clip))]
-        for a in range(0, len(positions), self.batch_size):
+        a = 0
+        while a < len(positions):
             own = positions[a : a + self.batch_size]
-            keys = own
-            if self.cross_frame is not None:
-                need = {(c, f) for c, k in own for f in pattern_frames(k, len(clips[c]), self.cross_frame.pattern)}
-                keys = sorted(need | set(own))
-            ids = [clips[c].start + k for c, k in keys]  # video frames of the batch positions
-            x = latents[ids].to(self.device, self.dtype)
-            x = scheduler.scale_model_input(x, t)
-            emb = self._batch_embeds(clips, keys, negative=False)
-            groups = 1
-            if cfg:
-                x = torch.cat([x, x])
-                emb = torch.cat([self._batch_embeds(clips, keys, negative=True), emb])
-                groups = 2
-            emb = emb.to(self.device, self.dtype)
-            if self.cross_frame is not None:
-                self.cross_frame.set_positions([(c, k, len(clips[c])) for c, k in keys], groups)
-            down, mid = None, None
-            for unit in self.controlnets:
-                if not unit.start <= fraction <= unit.end or unit.scale == 0:
-                    continue
-                img = self._control_frames(unit, ids)
-                if groups == 2 and unit.cond_only:  # zero residuals on the unconditional half
-                    half = len(ids)
-                    d, m = unit.model(x[half:], t, encoder_hidden_states=emb[half:], controlnet_cond=img,
-                                      conditioning_scale=unit.scale, return_dict=False)
-                    d = [torch.cat([torch.zeros_like(r), r]) for r in d]
-                    m = torch.cat([torch.zeros_like(m), m])
-                else:
-                    with _embedded_once(unit.model, groups) as shared:  # both CFG branches: one image
-                        if groups == 2 and not shared:
-                            img = torch.cat([img, img])
-                        d, m = unit.model(x, t, encoder_hidden_states=emb, controlnet_cond=img,
-                                          conditioning_scale=unit.scale, return_dict=False)
-                down = d if down is None else [p + q for p, q in zip(down, d)]
-                mid = m if mid is None else mid + m
-            intra = None  # T2I-Adapter features of the batch's frames, summed over adapters
-            for unit in self.adapters:
-                if not unit.start <= fraction <= unit.end or unit.scale == 0:
-                    continue
-                feats = unit.features(ids, self.device, self.dtype)
-                if tuple(feats[0].shape[-2:]) != tuple(x.shape[-2:]):
-                    raise InputError(
-                        f"T2I-Adapter features are {tuple(feats[0].shape[-2:])} for latents {tuple(x.shape[-2:])}: "
-                        "give control frames at the image size, and an adapter whose downscale_factor is the VAE's")
-                feats = [f * unit.scale for f in feats]
-                if groups == 2:  # both CFG branches, or zeros on the unconditional one
-                    feats = [torch.cat([torch.zeros_like(f) if unit.cond_only else f, f]) for f in feats]
-                intra = feats if intra is None else [p + q for p, q in zip(intra, feats)]
-            pred = self.unet(x, t, encoder_hidden_states=emb, down_block_additional_residuals=down,
-                             mid_block_additional_residual=mid,
-                             # the UNet pops from this list: a new list every call
-                             down_intrablock_additional_residuals=None if intra is None else list(intra),
-                             return_dict=False)[0].float()
-            if cfg:
-                un, co = pred.chunk(2)
-                pred = un + self.guidance_scale * (co - un)
+            try:
+                keys, pred = self._predict(latents, t, scheduler, fraction, clips, own, cfg)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                keys = None  # handled below, once the failed batch's tensors are freed
+            if keys is None:
+                self.batch_size = halve_batch(self.batch_size, self.device, "UNet", "sampling.batch_size")
+                continue
             row = {key: r for r, key in enumerate(keys)}
             for c in sorted({c for c, _ in own}):  # own positions of a clip are consecutive frames
                 ks = [k for cc, k in own if cc == c]
@@ -388,6 +414,7 @@ class Denoiser:
                 else:
                     w = clip.weights[ks[0] : ks[-1] + 1].to(out.device, out.dtype)
                     out[f0:f1] += w.view(-1, *[1] * (p.ndim - 1)) * p
+            a += len(own)
         if self.cross_frame is not None:
             self.cross_frame.clear()
         return out

@@ -376,9 +376,10 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
             pipeline(clip, seed=seed, on_frame=on_frame, on_step=on_step, latents=latents, start_step=start, **kw)
         except torch.OutOfMemoryError:
             raise DeviceError(
-                f"out of GPU memory generating {T} frames at {W}x{H} (batch {samp['batch_size']}, VAE batch "
-                f"{samp['vae_batch_size']}): lower them with --set sampling.batch_size=N --set "
-                f"sampling.vae_batch_size=N, or the size; progress is kept in {job}: rerun with --resume") from None
+                f"out of GPU memory generating {T} frames at {W}x{H} (UNet and VAE batches, {samp['batch_size']} and "
+                f"{samp['vae_batch_size']} frames, are halved on their own where they do not fit, down to 1): lower "
+                f"the size (--set video.width=N --set video.height=N), or free the GPU of other work; progress is "
+                f"kept in {job}: rerun with --resume") from None
         log.info("generated %d frames in %.1f s (%.2f s/frame)", T, time.time() - t0, (time.time() - t0) / T)
         done = _load_pngs(frames_dir, T)
     _write_output(output, done, inputs.fps, video if inputs.sound_start is not None else None, inputs.sound_start or 0.0,
