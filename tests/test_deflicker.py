@@ -559,3 +559,67 @@ def test_no_gpu_is_said_once_however_often_the_device_is_resolved(monkeypatch, c
     with caplog.at_level(logging.INFO, logger="flickerless"):
         assert [d.resolve_device(None).type for _ in range(3)] == ["cpu"] * 3
     assert [r.getMessage() for r in caplog.records].count("no GPU found: running on the CPU") == 1
+
+
+def test_a_pair_that_does_not_fit_the_gpu_halves_the_batch_then_frees_the_gpu_step_by_step(pair, monkeypatch, caplog):
+    """A 4K pair on an 8 GiB card failed outright: the batch was 1 already and the GPU held the guide
+    caches and a quarter of its memory in table entries (BENCHMARKS.md, session 26). Now the batch is
+    halved, then the caches are dropped, then each relief step runs, before it gives up."""
+    from flickerless import DeviceError
+    from flickerless.blend.deflicker import Remapper
+    from flickerless.blend.frames import TensorFrames
+    from flickerless.blend.patchmatch import PatchMatchOptions
+
+    clip, _, flick = pair
+    guide = TensorFrames(torch.from_numpy(clip[:4]).permute(0, 3, 1, 2).float().div(255))
+    style = torch.from_numpy(flick[:4]).permute(0, 3, 1, 2).float().div(255)
+    jobs = [(0, 1), (1, 0), (2, 3), (3, 2)]
+
+    def remapped(batch, fail_single, relief=()):
+        r = Remapper(guide, PatchMatchOptions(**FAST), "cpu", batch)
+        r.relief = list(relief)
+        real, calls = r._run_batch, []
+
+        def run_batch(pairs, images):
+            calls.append(len(pairs))
+            r._guides([p for pr in pairs for p in pr])  # as the real work does first: the caches fill
+            if len(pairs) > 1 or len([c for c in calls if c == 1]) <= fail_single:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 222.00 MiB")
+            return real(pairs, images)
+
+        monkeypatch.setattr(r, "_run_batch", run_batch)
+        got = {}
+        r.run(jobs, lambda j: style[jobs[j][0]], lambda j, img: got.__setitem__(j, img))
+        return r, calls, got
+
+    plain = Remapper(guide, PatchMatchOptions(**FAST), "cpu", 1)
+    want = {}
+    plain.run(jobs, lambda j: style[jobs[j][0]], lambda j, img: want.__setitem__(j, img))
+
+    freed = []
+    with caplog.at_level("WARNING", logger="flickerless"):
+        r, calls, got = remapped(4, fail_single=2, relief=[lambda: freed.append("store") or 3 << 30])
+    assert calls[:4] == [4, 2, 1, 1] and r.batch == 1  # halved twice, then two pairs that did not fit
+    assert freed == ["store"] and r._cache_size == 4  # the caches first (smaller from then on), then the store
+    assert "batch lowered to 2 pairs" in caplog.text and "3.00 GiB the GPU held for later pairs freed" in caplog.text
+    assert caplog.text.count("held for later pairs freed") == 2  # the caches' bytes, then the store's
+    assert all(torch.equal(got[j], want[j]) for j in range(len(jobs)))  # the same remaps, all of them
+    with pytest.raises(DeviceError, match="remapping one 80x64 frame pair"):  # nothing left to free
+        remapped(1, fail_single=3, relief=[lambda: 0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_store_moves_its_gpu_entries_to_the_host_when_asked():
+    from flickerless.blend.frames import FrameStore
+
+    store = FrameStore("cuda", device_budget=1 << 20, host_budget=1 << 20)
+    a, b = torch.rand(3, 64, 64, device="cuda"), torch.rand(3, 64, 64, device="cuda")
+    store.put("a", a)
+    store.put("b", b)
+    assert store.device_bytes == 2 * a.numel() * 2
+    assert store.leave_device() == 2 * a.numel() * 2 and store.device_bytes == 0 and store.device_budget == 0
+    assert all(v.device.type == "cpu" for v in store._mem.values())
+    assert torch.equal(store.get("a"), a.half().float()) and store.get("b").device.type == "cuda"
+    store.put("c", a)
+    assert store._mem["c"].device.type == "cpu"  # and nothing goes there after
+    store.close()

@@ -220,7 +220,10 @@ class Remapper:
 
     ``fetch(j)`` gives job j's image (``(3, H, W)`` float on the device) when its batch is formed;
     ``consume(j, image)`` receives the remapped image. A CUDA out-of-memory error halves the batch
-    and retries; at batch 1 it becomes a :class:`DeviceError` that says what to change.
+    and retries; at batch 1 it frees what the GPU holds besides the pair, a step at a time (the
+    guide caches, then each of ``relief``: callables returning the bytes they freed, such as
+    :meth:`FrameStore.leave_device`), and retries; with nothing left to free it becomes a
+    :class:`DeviceError` that says what to change.
     """
 
     def __init__(self, guide: FrameSource, options: PatchMatchOptions, device, batch: int, progress=None,
@@ -245,6 +248,8 @@ class Remapper:
         self._pyramids: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
         self._cache_size = 4 * self.batch + 8
         self.runs = 0
+        self.relief: list[Callable[[], int]] = []
+        self._relieved = 0  # steps of _relieve taken
 
     def reset(self, guide: FrameSource, offset: int = 0) -> None:
         """Work on another guide (the next shot, starting at clip frame ``offset``): frame numbers
@@ -316,6 +321,8 @@ class Remapper:
             except torch.cuda.OutOfMemoryError as e:
                 torch.cuda.empty_cache()
                 if self.batch == 1:
+                    if self._relieve():
+                        continue
                     h, w = self.guide.size
                     raise DeviceError(
                         f"out of GPU memory on {self.device} remapping one {w}x{h} frame pair: "
@@ -329,6 +336,33 @@ class Remapper:
             if self.progress is not None:
                 self.progress.update(len(chunk))
             start += len(chunk)
+
+    def _relieve(self) -> bool:
+        """One pair does not fit the GPU: free the next thing it holds besides the pair (a 4K pair on
+        an 8 GiB card: the guide caches, about 1.5 GiB, then the table entries kept there, a quarter
+        of the memory that was free). False when nothing is left to free."""
+        steps = [self._drop_guide_caches, *self.relief]
+        while self._relieved < len(steps):
+            step = steps[self._relieved]
+            self._relieved += 1
+            freed = step()
+            if freed:
+                torch.cuda.empty_cache()
+                h, w = self.guide.size
+                log.warning("out of GPU memory at one %dx%d frame pair: %.2f GiB the GPU held for later pairs "
+                            "freed (slower from here)", w, h, freed / 2**30)
+                return True
+        return False
+
+    def _drop_guide_caches(self) -> int:
+        """Empty the guide frames and pyramids kept for the pairs to come, and keep no more than two
+        batches' worth from now on. Returns the bytes freed."""
+        freed = sum(t.numel() * t.element_size() for t in self._guide_cache.values())
+        freed += sum(t.numel() * t.element_size() for lv in self._pyramids.values() for t in lv)
+        self._guide_cache.clear()
+        self._pyramids.clear()
+        self._cache_size = 2 * self.batch + 2
+        return freed
 
     def _run_batch(self, pairs, images) -> torch.Tensor:
         src = [s for s, _ in pairs]
@@ -997,6 +1031,7 @@ def run_deflicker(
     remapper.first_frame = int(first_frame)
     remapper.channels = colour
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
+    remapper.relief.append(store.leave_device)
     try:
         with torch.inference_mode():
             # keyframes mode: one pass over the clip, each frame from the keyframes of its own shot

@@ -288,6 +288,14 @@ class FrameStore:
     def keys(self):
         return list(self._mem) + list(self._disk)
 
+    def leave_device(self) -> int:
+        """Move what is kept on the GPU to host RAM (then disk) and keep nothing there from now on,
+        for the work in progress when the GPU runs short. Returns the bytes freed on the GPU."""
+        freed, self.device_budget = self.device_bytes, 0
+        for key in [k for k, v in self._mem.items() if v.device.type != "cpu"]:
+            self.put(key, self._mem[key])
+        return freed
+
     def close(self) -> None:
         self._mem.clear()
         self._disk.clear()
