@@ -495,3 +495,42 @@ def test_pose_backend_openpose_through_controlnet_aux(tmp_path, carphone):
     out = annotate("pose", carphone[:2], backend="openpose", openpose_model=str(tmp_path), device="cpu",
                    smooth=False, cache=False, progress=False)
     assert out.shape == carphone[:2].shape
+
+
+def test_a_batch_of_frames_that_does_not_fit_the_gpu_is_halved(carphone, caplog):
+    """Every batched model of the tool goes through errors.in_batches: the annotators (HED, depth,
+    openpose), SAM, CLIP and Inception. An annotator whose batch runs out of GPU memory goes on
+    with half, for the chunks after too, and gives the same frames."""
+    from flickerless.errors import in_batches
+
+    calls = []
+
+    def step(a, b):
+        calls.append((a, b))
+        if b - a > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert in_batches(7, 8, step, "test", "some.batch_size") == 2
+    assert calls == [(0, 7), (0, 4), (0, 2), (2, 4), (4, 6), (6, 7)]  # the failed range again, then on
+    assert "test batches of 8: going on with 4 (slower; --set some.batch_size=4 starts there)" in caplog.text
+    with pytest.raises(torch.OutOfMemoryError):  # one item that does not fit: the caller says what to do
+        in_batches(3, 4, lambda a, b: step(0, 3), "test")
+
+    ann = get_annotator("canny")
+    ann.batch_size = 8
+    plain = ann.process
+    seen = []
+
+    def small_gpu(batch):
+        seen.append(len(batch))
+        if len(batch) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return plain(batch)
+
+    want = annotate("canny", carphone[:10], cache=False)
+    ann.process = small_gpu
+    got = np.concatenate(list(ann.run(carphone[:10], chunk=6)))
+    assert np.array_equal(got, want)
+    assert seen == [6, 4, 2, 2, 2, 2, 2]  # chunk 1: 6 frames, 4, then 2 at a time; chunk 2 starts at 2
+    assert "canny annotator batches of 4: going on with 2 (slower; --set annotators.canny.batch_size=2" in caplog.text

@@ -346,7 +346,7 @@ def test_a_batch_that_does_not_fit_the_gpu_is_halved_until_it_does(caplog):
         got = den(x, t, sched, 0.0)
     assert small.sizes[:3] == [10, 8, 4] and max(small.sizes[3:]) == 4  # 5 frames, then 4, then 2 at a time
     assert den.batch_size == 2  # and so on for the steps after
-    assert "UNet batches of 8 frames: going on with 4" in caplog.text and "of 4 frames: going on with 2" in caplog.text
+    assert "UNet batches of 8: going on with 4" in caplog.text and "sampling.batch_size=2 starts there" in caplog.text
     assert torch.equal(got, _denoiser(unet, batch=2)(x, t, sched, 0.0))  # the same predictions
     with pytest.raises(torch.OutOfMemoryError):  # not even one frame fits: said by the caller (run_job)
         _denoiser(_SmallGpu(unet, rows=1), batch=8)(x, t, sched, 0.0)

@@ -44,3 +44,40 @@ def interrupted(e: KeyboardInterrupt) -> tuple[str, int]:
     if isinstance(e, Stopped):
         return f"stopped by {e.name}", 128 + e.signum
     return "interrupted", 130
+
+
+def halve_batch(batch: int, what: str, setting: str | None = None) -> int:
+    """A batch of ``batch`` items ran out of GPU memory: the batch half as large, said once (with the
+    ``setting`` that starts there next time, if there is one)."""
+    import logging
+
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()  # what the failed batch held goes back to the GPU, not to the cache
+    hint = f"; --set {setting}={batch // 2} starts there" if setting else ""
+    logging.getLogger("flickerless").warning("out of GPU memory with %s batches of %d: going on with %d (slower%s)",
+                                             what, batch, batch // 2, hint)
+    return batch // 2
+
+
+def in_batches(n: int, batch: int, step, what: str, setting: str | None = None) -> int:
+    """Run ``step(a, b)`` over ``[0, n)`` in consecutive ranges of ``batch`` items. A GPU out-of-memory
+    error in a step halves the batch and runs the same range again, down to one item (then the error is
+    raised): a batch chosen for a large GPU still runs on a smaller one, slower, with the same results.
+    ``step`` must change nothing before it can fail (compute, then store). Returns the batch it ended
+    with, for the caller to start from next time."""
+    import torch
+
+    a = 0
+    while a < n:
+        b = min(n, a + batch)
+        try:
+            step(a, b)
+            a = b
+            continue
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+        batch = halve_batch(batch, what, setting)  # out of the handler: the failed step's tensors are gone
+    return batch

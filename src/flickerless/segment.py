@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, ModelNotFoundError
+from .errors import InputError, ModelNotFoundError, in_batches
 from .weights import local_only, not_found
 
 log = logging.getLogger("flickerless")
@@ -202,14 +202,15 @@ class Segmenter:
             log.info("SAM: %d of %d frames have no prompt (no visible keypoints); their masks are empty", t - len(todo), t)
         ip = self.processor.image_processor
         pad = (_size(ip.pad_size, "height"), _size(ip.pad_size, "width"))
-        batches = range(0, len(todo), self.batch_size)
+        bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc="segmenting", unit="batch", dynamic_ncols=True)
+            bar = tqdm(total=len(todo), desc="segmenting", unit="frame", dynamic_ncols=True)
         dt = next(self.sam.parameters()).dtype
-        for a in batches:
-            ids = todo[a : a + self.batch_size]
+
+        def step(a, b):
+            ids = todo[a:b]
             enc = self.processor(images=[images[i] for i in ids], return_tensors="pt")
             rh, rw = (int(v) for v in enc["reshaped_input_sizes"][0])  # all frames share one size
             scale = torch.tensor([rw, rh], dtype=torch.float32)
@@ -225,6 +226,14 @@ class Segmenter:
             up = F.interpolate(low[:, None], size=pad, mode="bilinear", align_corners=False)[..., :rh, :rw]
             full = F.interpolate(up, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
             masks[torch.from_numpy(ids)] = (full > 0).float().cpu()
+            if bar is not None:
+                bar.update(len(ids))
+
+        try:  # a batch that does not fit the GPU is halved, and stays so
+            self.batch_size = in_batches(len(todo), self.batch_size, step, "SAM")
+        finally:
+            if bar is not None:
+                bar.close()
         return masks
 
 

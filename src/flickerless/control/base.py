@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, in_batches
 
 log = logging.getLogger("flickerless")
 
@@ -165,7 +165,10 @@ class Annotator:
         self.prepare(src)
         bs = max(1, int(getattr(self, "batch_size", chunk) or chunk))
         for _, part in src.chunks(chunk):
-            outs = [self.process(part[i : i + bs]) for i in range(0, len(part), bs)]
+            outs = []
+            # a batch that does not fit the GPU is halved, for this chunk and the ones after
+            bs = in_batches(len(part), bs, lambda a, b: outs.append(self.process(part[a:b])), f"{self.name} annotator",
+                            f"annotators.{self.name}.batch_size" if hasattr(self, "batch_size") else None)
             yield np.concatenate(outs)
 
     def __call__(self, frames) -> np.ndarray:

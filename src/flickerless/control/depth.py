@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, in_batches
 from .base import Annotator, as_source, check, check_choice, default_device, gray3
 
 log = logging.getLogger("flickerless")
@@ -100,13 +100,17 @@ class DepthAnnotator(Annotator):
             store, lo, hi = None, np.inf, -np.inf
             bar = tqdm(total=len(src), desc="depth (pass 1 of 2)", unit="frame", disable=not self.progress, leave=False)
             for start, part in src.chunks(chunk):  # pass 1: raw depth to disk, global range
-                for i in range(0, len(part), bs):
-                    d = self.raw_depth(part[i : i + bs])
+
+                def step(a, b):
+                    nonlocal store, lo, hi
+                    d = self.raw_depth(part[a:b])
                     if store is None:
                         store = np.memmap(path, np.float32, "w+", shape=(len(src), *d.shape[1:]))
-                    store[start + i : start + i + len(d)] = d
+                    store[start + a : start + b] = d
                     for r in self._resized(d, (h, w)):  # the range of what will be shown
                         lo, hi = min(lo, float(r.min())), max(hi, float(r.max()))
+
+                bs = in_batches(len(part), bs, step, "depth annotator", "annotators.depth.batch_size")
                 bar.update(len(part))
             bar.close()
             store.flush()

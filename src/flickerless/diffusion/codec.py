@@ -20,6 +20,8 @@ import math
 
 import torch
 
+from ..errors import in_batches
+
 __all__ = ["VAECodec"]
 
 
@@ -73,26 +75,14 @@ class VAECodec:
         """Latents of ``frames`` from the mean of the posterior (no sampling noise)."""
         self._maybe_tile(*frames.shape[-2:])
         out = []
-        a = 0
-        while a < frames.shape[0]:
-            try:
-                x = frames[a : a + self.batch_size].to(self.device, self.dtype) * 2 - 1
-                mean = self.vae.encode(x).latent_dist.mean
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                mean = x = None  # halved below, once the failed batch's tensors are freed
-            if mean is None:
-                self._halve()
-                continue
+
+        def step(a, b):
+            x = frames[a:b].to(self.device, self.dtype) * 2 - 1
+            mean = self.vae.encode(x).latent_dist.mean
             out.append(((mean - self.shift) * self.scale).to(out_device or frames.device, torch.float32))
-            a += mean.shape[0]
+
+        self.batch_size = in_batches(frames.shape[0], self.batch_size, step, "VAE", "sampling.vae_batch_size")
         return torch.cat(out)
-
-    def _halve(self) -> None:
-        from .sampler import halve_batch
-
-        self.batch_size = halve_batch(self.batch_size, self.device, "VAE", "sampling.vae_batch_size")
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, out_device=None) -> torch.Tensor:
@@ -102,26 +92,20 @@ class VAECodec:
         dst_dev = torch.device(out_device) if out_device is not None else latents.device
         dst = None
         n = latents.shape[0]
-        a = 0
-        while a < n:
-            try:
-                z = latents[a : a + self.batch_size].to(self.device, self.dtype) / self.scale + self.shift
-                self._maybe_tile(z.shape[-2] * self.factor, z.shape[-1] * self.factor)
-                img = ((self.vae.decode(z).sample.float() + 1) / 2).clamp(0, 1)
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                img = z = None  # halved below, once the failed batch's tensors are freed
-            if img is None:
-                self._halve()
-                continue
+
+        def step(a, b):
+            nonlocal dst
+            z = latents[a:b].to(self.device, self.dtype) / self.scale + self.shift
+            self._maybe_tile(z.shape[-2] * self.factor, z.shape[-1] * self.factor)
+            img = ((self.vae.decode(z).sample.float() + 1) / 2).clamp(0, 1)
             if dst is None:
                 shape = (n, *img.shape[1:])
                 pin = (dst_dev.type == "cpu" and img.device.type == "cuda"
                        and math.prod(shape) * 4 <= self.pin_bytes)
                 dst = torch.empty(shape, dtype=torch.float32, device=dst_dev, pin_memory=pin)
-            dst[a : a + img.shape[0]].copy_(img, non_blocking=True)
-            a += img.shape[0]
+            dst[a:b].copy_(img, non_blocking=True)
+
+        self.batch_size = in_batches(n, self.batch_size, step, "VAE", "sampling.vae_batch_size")
         if dst is not None and dst.is_pinned():
             torch.cuda.current_stream(self.device).synchronize()  # the copies were asynchronous
         return dst

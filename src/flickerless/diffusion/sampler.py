@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..blend.frames import consecutive_runs
-from ..errors import InputError
+from ..errors import InputError, in_batches
 from .attention import CrossFrameAttention, pattern_frames
 
 log = logging.getLogger("flickerless")
@@ -216,17 +216,6 @@ def _embedded_once(model, groups: int):
         model.controlnet_cond_embedding._flickerless_times = 1
 
 
-def halve_batch(batch: int, device, what: str, setting: str) -> int:
-    """Out of GPU memory: the same frames again in batches half as large (slower, the same results),
-    said once per halving, so that a template's batch made for a large GPU runs on a smaller one
-    instead of failing. Returns the new batch size."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.empty_cache()  # what the failed batch held goes back to the GPU, not to the cache
-    log.warning("out of GPU memory with %s batches of %d frames: going on with %d (slower; --set %s=%d "
-                "starts there)", what, batch, batch // 2, setting, batch // 2)
-    return batch // 2
-
-
 def fixed_noise(num_frames: int, shape: Sequence[int], seed: int, device="cpu", dtype=torch.float32) -> torch.Tensor:
     """The same Gaussian noise for every frame: ``(T, *shape)``, from a seeded CPU generator."""
     g = torch.Generator("cpu").manual_seed(int(seed))
@@ -392,18 +381,10 @@ class Denoiser:
         out = torch.zeros_like(latents, dtype=torch.float32)
         cfg = self.negative_embeds is not None and self.guidance_scale != 1.0
         positions = [(c, k) for c, clip in enumerate(clips) for k in range(len(clip))]
-        a = 0
-        while a < len(positions):
-            own = positions[a : a + self.batch_size]
-            try:
-                keys, pred = self._predict(latents, t, scheduler, fraction, clips, own, cfg)
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                keys = None  # handled below, once the failed batch's tensors are freed
-            if keys is None:
-                self.batch_size = halve_batch(self.batch_size, self.device, "UNet", "sampling.batch_size")
-                continue
+
+        def step(a, b):
+            own = positions[a:b]
+            keys, pred = self._predict(latents, t, scheduler, fraction, clips, own, cfg)
             row = {key: r for r, key in enumerate(keys)}
             for c in sorted({c for c, _ in own}):  # own positions of a clip are consecutive frames
                 ks = [k for cc, k in own if cc == c]
@@ -414,7 +395,9 @@ class Denoiser:
                 else:
                     w = clip.weights[ks[0] : ks[-1] + 1].to(out.device, out.dtype)
                     out[f0:f1] += w.view(-1, *[1] * (p.ndim - 1)) * p
-            a += len(own)
+
+        # a batch that does not fit the GPU is halved (and stays so for the steps after)
+        self.batch_size = in_batches(len(positions), self.batch_size, step, "UNet", "sampling.batch_size")
         if self.cross_frame is not None:
             self.cross_frame.clear()
         return out

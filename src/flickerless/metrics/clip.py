@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, ModelNotFoundError
+from ..errors import InputError, ModelNotFoundError, in_batches
 from ..weights import DEFAULT_CLIP, dtype_kwarg, local_only, not_found, offline
 from .frames import as_uint8
 
@@ -105,11 +105,14 @@ def image_embeddings(clip: ClipModel, frames, batch: int = 16) -> torch.Tensor:
     frames = as_uint8(frames)
     out = []
     dtype = next(clip.model.parameters()).dtype
-    for i in range(0, len(frames), batch):
-        px = clip.processor(images=list(frames[i:i + batch]), return_tensors="pt")["pixel_values"]
+
+    def step(a, b):
+        px = clip.processor(images=list(frames[a:b]), return_tensors="pt")["pixel_values"]
         px = px.to(clip.device, dtype)
         pooled = clip.model.vision_model(pixel_values=px).pooler_output
         out.append(clip.model.visual_projection(pooled).float().cpu())
+
+    in_batches(len(frames), batch, step, "CLIP")
     emb = torch.cat(out)
     return emb / emb.norm(dim=-1, keepdim=True)
 

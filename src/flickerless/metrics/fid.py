@@ -25,7 +25,7 @@ import logging
 
 import numpy as np
 
-from ..errors import InputError, ModelNotFoundError
+from ..errors import InputError, ModelNotFoundError, in_batches
 from .frames import as_uint8
 
 __all__ = ["frechet_distance", "gaussian_stats", "fid", "inception_features"]
@@ -86,10 +86,13 @@ def inception_features(frames, device=None, batch: int = 32) -> np.ndarray:
             "there, or use --fid-features clip"
         ) from e
     out = []
+
+    def step(a, b):
+        x = torch.from_numpy(np.ascontiguousarray(frames[a:b])).permute(0, 3, 1, 2).float().div(255)
+        out.append(model(x.to(dev))[0].flatten(1).cpu().numpy())
+
     with torch.inference_mode():
-        for i in range(0, len(frames), batch):
-            x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch])).permute(0, 3, 1, 2).float().div(255)
-            out.append(model(x.to(dev))[0].flatten(1).cpu().numpy())
+        in_batches(len(frames), batch, step, "Inception")
     return np.concatenate(out)
 
 
