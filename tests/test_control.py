@@ -517,6 +517,14 @@ def test_a_batch_of_frames_that_does_not_fit_the_gpu_is_halved(carphone, caplog)
     with pytest.raises(torch.OutOfMemoryError):  # one item that does not fit: the caller says what to do
         in_batches(3, 4, lambda a, b: step(0, 3), "test")
 
+    def mps(a, b):  # Apple's MPS says it with a RuntimeError
+        if b - a > 1:
+            raise RuntimeError("MPS backend out of memory (MPS allocated: 5.56 GB, max allowed: 6.80 GB).")
+
+    assert in_batches(5, 4, mps, "test") == 1
+    with pytest.raises(RuntimeError, match="shape"):  # any other error is not retried
+        in_batches(5, 4, lambda a, b: (_ for _ in ()).throw(RuntimeError("shape mismatch")), "test")
+
     ann = get_annotator("canny")
     ann.batch_size = 8
     plain = ann.process

@@ -281,3 +281,23 @@ def test_cli_user_errors_are_one_line_exit_2(model_dir, tmp_path, capsys, extra,
     assert main(args + extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_out_of_memory_names_the_last_checkpoint_on_any_device(model_dir, frames, tmp_path, monkeypatch):
+    """Apple's MPS says out of memory with a plain RuntimeError; it used to end in a traceback."""
+    from flickerless.errors import DeviceError
+
+    tr = Trainer(_cfg(model_dir, tmp_path / "o", steps=6, checkpoint_every=2), frames)
+    real = tr.train_step
+
+    def step():
+        if tr.step == 3:
+            raise RuntimeError("MPS backend out of memory (MPS allocated: 5.56 GB, max allowed: 6.80 GB).")
+        return real()
+
+    monkeypatch.setattr(tr, "train_step", step)
+    with pytest.raises(DeviceError, match=r"out of memory during training \(step 4\); last checkpoint kept: .*step-0+2"):
+        tr.fit(progress=False)
+    monkeypatch.setattr(tr, "train_step", lambda: 1 / 0)  # anything else is not called a lack of memory
+    with pytest.raises(ZeroDivisionError):
+        tr.fit(progress=False)

@@ -2053,3 +2053,29 @@ def test_help_and_info_answer_without_importing_torch():
     assert r.returncode == 0, r.stderr
     codes, torch_imported = r.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     assert codes == str([0] * (len(commands) + 2)) and torch_imported == "False", r.stdout[-500:]
+
+
+@pytest.mark.parametrize("error, said", [
+    (lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+                                    "7.7 GiB"), "CUDA out of memory;"),
+    (lambda: RuntimeError("MPS backend out of memory (MPS allocated: 5.56 GB, other allocations: 1.10 GB, max allowed: "
+                          "6.80 GB). Tried to allocate 768.00 MB on private pool."), "MPS backend out of memory (MPS"),
+])
+def test_a_device_out_of_memory_where_no_step_said_more_is_one_line(monkeypatch, capsys, error, said):
+    """An out-of-memory error that no step turned into advice (Apple's MPS raises a plain RuntimeError)
+    ends in one line and exit code 2, not a traceback; any other error still shows its traceback."""
+    import flickerless.commands.info as info
+    from flickerless.errors import out_of_memory
+
+    def fails(args):
+        raise error()
+
+    monkeypatch.setattr(info, "cmd_info", fails)
+    assert main(["info", "x.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err and "--device cpu works with any memory" in err
+    assert out_of_memory(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 8 GiB"))
+    assert not out_of_memory(RuntimeError("shape mismatch")) and not out_of_memory(ValueError("out of memory"))
+    monkeypatch.setattr(info, "cmd_info", lambda args: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        main(["info", "x.mp4"])

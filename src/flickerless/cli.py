@@ -864,6 +864,15 @@ def main(argv=None) -> int:
             hint = "; free some space, or give a folder on another disk with --tmp DIR (deflicker)"
         print(f"flickerless: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}{hint}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a device out of memory where no step said more: one line
+        from .errors import out_of_memory
+
+        if not out_of_memory(e):
+            raise
+        first = str(e).split(". ")[0].split("\n")[0]
+        print(f"flickerless: error: {first}; free the device of other work, or use a smaller size or --batch "
+              "(--device cpu works with any memory, slower)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

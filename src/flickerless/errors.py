@@ -46,8 +46,19 @@ def interrupted(e: KeyboardInterrupt) -> tuple[str, int]:
     return "interrupted", 130
 
 
+def out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` says a device ran out of memory: CUDA's ``torch.OutOfMemoryError``, or the
+    ``RuntimeError`` that Apple's MPS ("MPS backend out of memory") and the CPU allocator ("not enough
+    memory") raise instead."""
+    import torch
+
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in ("out of memory", "not enough memory"))
+
+
 def halve_batch(batch: int, what: str, setting: str | None = None) -> int:
-    """A batch of ``batch`` items ran out of GPU memory: the batch half as large, said once (with the
+    """A batch of ``batch`` items ran out of memory: the batch half as large, said once (with the
     ``setting`` that starts there next time, if there is one)."""
     import logging
 
@@ -55,20 +66,21 @@ def halve_batch(batch: int, what: str, setting: str | None = None) -> int:
 
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()  # what the failed batch held goes back to the GPU, not to the cache
+    elif torch.backends.mps.is_available():
+        torch.mps.empty_cache()
     hint = f"; --set {setting}={batch // 2} starts there" if setting else ""
-    logging.getLogger("flickerless").warning("out of GPU memory with %s batches of %d: going on with %d (slower%s)",
+    logging.getLogger("flickerless").warning("out of memory with %s batches of %d: going on with %d (slower%s)",
                                              what, batch, batch // 2, hint)
     return batch // 2
 
 
 def in_batches(n: int, batch: int, step, what: str, setting: str | None = None) -> int:
-    """Run ``step(a, b)`` over ``[0, n)`` in consecutive ranges of ``batch`` items. A GPU out-of-memory
-    error in a step halves the batch and runs the same range again, down to one item (then the error is
-    raised): a batch chosen for a large GPU still runs on a smaller one, slower, with the same results.
-    ``step`` must change nothing before it can fail (compute, then store). Returns the batch it ended
-    with, for the caller to start from next time."""
-    import torch
-
+    """Run ``step(a, b)`` over ``[0, n)`` in consecutive ranges of ``batch`` items. An out-of-memory
+    error in a step (:func:`out_of_memory`: CUDA, MPS or the CPU) halves the batch and runs the same
+    range again, down to one item (then the error is raised): a batch chosen for a large GPU still
+    runs on a smaller one, slower, with the same results. ``step`` must change nothing before it can
+    fail (compute, then store). Returns the batch it ended with, for the caller to start from next
+    time."""
     a = 0
     while a < n:
         b = min(n, a + batch)
@@ -76,8 +88,8 @@ def in_batches(n: int, batch: int, step, what: str, setting: str | None = None) 
             step(a, b)
             a = b
             continue
-        except torch.OutOfMemoryError:
-            if batch == 1:
+        except Exception as e:  # noqa: BLE001 - only running out of memory is handled
+            if batch == 1 or not out_of_memory(e):
                 raise
         batch = halve_batch(batch, what, setting)  # out of the handler: the failed step's tensors are gone
     return batch

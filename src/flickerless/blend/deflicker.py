@@ -32,7 +32,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import DeviceError, InputError
+from ..errors import DeviceError, InputError, out_of_memory
 from .frames import (FrameSource, FrameStore, SubFrames, TensorFrames, _pixel_scale, as_source, check_finite,
                      index_tensor, to_hwc_uint8)
 from .detail import resolve_detail, restore_detail
@@ -318,8 +318,11 @@ class Remapper:
             chunk = list(range(start, min(len(jobs), start + self.batch)))
             try:
                 out = self._run_batch([jobs[j] for j in chunk], [fetch(j) for j in chunk])
-            except torch.cuda.OutOfMemoryError as e:
-                torch.cuda.empty_cache()
+            except Exception as e:  # noqa: BLE001 - only running out of memory is handled
+                if not out_of_memory(e):
+                    raise
+                if torch.cuda.is_initialized():
+                    torch.cuda.empty_cache()
                 if self.batch == 1:
                     if self._relieve():
                         continue
@@ -347,7 +350,8 @@ class Remapper:
             self._relieved += 1
             freed = step()
             if freed:
-                torch.cuda.empty_cache()
+                if torch.cuda.is_initialized():
+                    torch.cuda.empty_cache()
                 h, w = self.guide.size
                 log.warning("out of GPU memory at one %dx%d frame pair: %.2f GiB the GPU held for later pairs "
                             "freed (slower from here)", w, h, freed / 2**30)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..blend.frames import to_hwc_uint8
-from ..errors import DeviceError, InputError
+from ..errors import DeviceError, InputError, out_of_memory
 from ..weights import quiet_model_loading
 from .templates import TASKS, apply_overrides, dumps, load_template, window_value
 
@@ -374,7 +374,9 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
             if lv and lv["fusion_seeds"] and state is None:  # average fusion (eq 11) at step k, then on from there
                 seed, start, latents = _fuse(pipeline, clip, inputs, lv, kw, settings, cache_dir, device, progress)
             pipeline(clip, seed=seed, on_frame=on_frame, on_step=on_step, latents=latents, start_step=start, **kw)
-        except torch.OutOfMemoryError:
+        except Exception as e:  # noqa: BLE001 - only running out of memory is said here
+            if not out_of_memory(e):
+                raise
             raise DeviceError(
                 f"out of GPU memory generating {T} frames at {W}x{H} (UNet and VAE batches, {samp['batch_size']} and "
                 f"{samp['vae_batch_size']} frames, are halved on their own where they do not fit, down to 1): lower "

@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import DeviceError, InputError, OutputError
+from ..errors import DeviceError, InputError, OutputError, out_of_memory
 from ..video import usual_mode
 from ..weights import quiet_model_loading
 from .data import MaskSource, load_frames, load_masks, parse_resolution
@@ -156,7 +156,7 @@ def _oom(step: int, output: Path, when: str) -> DeviceError:
     last = latest_checkpoint(output)
     kept = f"last checkpoint kept: {last} (continue with --resume)" if last else "no checkpoint was saved yet"
     return DeviceError(
-        f"CUDA out of memory {when} (step {step}); {kept}. Try a smaller --batch or --resolution, "
+        f"out of memory {when} (step {step}); {kept}. Try a smaller --batch or --resolution, "
         "--gradient-checkpointing, --precision bf16/fp16, or --mode lora"
     )
 
@@ -191,7 +191,9 @@ class Trainer:
         self.num_frames = len(frames)
         try:
             self._setup_model(load_components, VAECodec, DDPMScheduler, frames, fg)
-        except torch.cuda.OutOfMemoryError as e:
+        except Exception as e:  # noqa: BLE001 - only running out of memory is said here
+            if not out_of_memory(e):
+                raise
             raise _oom(0, self.output, "while loading the model and encoding the frames") from e
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
@@ -318,7 +320,7 @@ class Trainer:
     def fit(self, progress: bool = True, on_step: Callable[[int, Losses], None] | None = None) -> list[float]:
         """Train up to ``config.steps``, saving checkpoints every ``checkpoint_every`` steps and at the
         end. ``on_step(step, losses)`` is called after each step. On Ctrl-C a checkpoint of the last
-        finished step is saved; on CUDA out-of-memory a :class:`DeviceError` names the last checkpoint."""
+        finished step is saved; out of memory (CUDA, MPS, CPU) a :class:`DeviceError` names the last checkpoint."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -340,7 +342,9 @@ class Trainer:
                     on_step(self.step, losses)
             if cfg.checkpoint_every and self.step != last_saved:
                 self.save_checkpoint()
-        except torch.cuda.OutOfMemoryError as e:
+        except Exception as e:  # noqa: BLE001 - only running out of memory is said here
+            if not out_of_memory(e):
+                raise
             raise _oom(self.step + 1, self.output, "during training") from e
         except KeyboardInterrupt:
             if cfg.checkpoint_every and not self._in_update and self.step != last_saved:
