@@ -2073,7 +2073,7 @@ def test_a_device_out_of_memory_where_no_step_said_more_is_one_line(monkeypatch,
     monkeypatch.setattr(info, "cmd_info", fails)
     assert main(["info", "x.mp4"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and said in err and "--device cpu works with any memory" in err
+    assert err.count("\n") == 1 and said in err and "--device cpu is not bound by GPU memory" in err
     assert out_of_memory(RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 8 GiB"))
     assert not out_of_memory(RuntimeError("shape mismatch")) and not out_of_memory(ValueError("out of memory"))
     monkeypatch.setattr(info, "cmd_info", lambda args: 1 / 0)

@@ -870,8 +870,10 @@ def main(argv=None) -> int:
         if not out_of_memory(e):
             raise
         first = str(e).split(". ")[0].split("\n")[0]
-        print(f"flickerless: error: {first}; free the device of other work, or use a smaller size or --batch "
-              "(--device cpu works with any memory, slower)", file=sys.stderr)
+        gpu = any(k in str(e) for k in ("CUDA", "MPS", "GPU"))
+        print(f"flickerless: error: {first}; free the {'GPU' if gpu else 'machine'} of other work, or use a smaller "
+              f"size or batch{' (--device cpu is not bound by GPU memory, only slower)' if gpu else ''}",
+              file=sys.stderr)
         return 2
 
 
