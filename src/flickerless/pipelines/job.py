@@ -378,7 +378,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
             if not out_of_memory(e):
                 raise
             raise DeviceError(
-                f"out of GPU memory generating {T} frames at {W}x{H} (UNet and VAE batches, {samp['batch_size']} and "
+                f"out of memory generating {T} frames at {W}x{H} (UNet and VAE batches, {samp['batch_size']} and "
                 f"{samp['vae_batch_size']} frames, are halved on their own where they do not fit, down to 1): lower "
                 f"the size (--set video.width=N --set video.height=N), or free the GPU of other work; progress is "
                 f"kept in {job}: rerun with --resume") from None
