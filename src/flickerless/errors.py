@@ -57,9 +57,10 @@ def out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and any(s in str(e) for s in ("out of memory", "not enough memory"))
 
 
-def halve_batch(batch: int, what: str, setting: str | None = None) -> int:
-    """A batch of ``batch`` items ran out of memory: the batch half as large, said once (with the
-    ``setting`` that starts there next time, if there is one)."""
+def halve_batch(batch: int, what: str, setting: str | None = None, flag: str | None = None) -> int:
+    """A batch of ``batch`` items ran out of memory: the batch half as large, said once, with what starts
+    there next time: the template ``setting`` (``--set setting=N``) or the command line's ``flag``
+    (``"--batch {}"``), if there is one."""
     import logging
 
     import torch
@@ -68,7 +69,8 @@ def halve_batch(batch: int, what: str, setting: str | None = None) -> int:
         torch.cuda.empty_cache()  # what the failed batch held goes back to the GPU, not to the cache
     elif torch.backends.mps.is_available():
         torch.mps.empty_cache()
-    hint = f"; --set {setting}={batch // 2} starts there" if setting else ""
+    start = flag.format(batch // 2) if flag else f"--set {setting}={batch // 2}" if setting else None
+    hint = f"; {start} starts there" if start else ""
     logging.getLogger("flickerless").warning("out of memory with %s batches of %d: going on with %d (slower%s)",
                                              what, batch, batch // 2, hint)
     return batch // 2

@@ -32,7 +32,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import DeviceError, InputError, out_of_memory
+from ..errors import DeviceError, InputError, halve_batch, out_of_memory
 from .frames import (FrameSource, FrameStore, SubFrames, TensorFrames, _pixel_scale, as_source, check_finite,
                      index_tensor, to_hwc_uint8)
 from .detail import resolve_detail, restore_detail
@@ -321,8 +321,6 @@ class Remapper:
             except Exception as e:  # noqa: BLE001 - only running out of memory is handled
                 if not out_of_memory(e):
                     raise
-                if torch.cuda.is_initialized():
-                    torch.cuda.empty_cache()
                 if self.batch == 1:
                     if self._relieve():
                         continue
@@ -331,8 +329,7 @@ class Remapper:
                         f"out of GPU memory on {self.device} remapping one {w}x{h} frame pair: "
                         "free GPU memory, use a smaller frame size, or --device cpu"
                     ) from e
-                self.batch = max(1, self.batch // 2)
-                log.warning("out of GPU memory: batch lowered to %d pairs", self.batch)
+                self.batch = halve_batch(self.batch, "frame pair", flag="--batch {}")
                 continue
             for j, img in zip(chunk, out):
                 consume(j, img)
