@@ -127,8 +127,8 @@ def evaluate(
     # temporal metrics: flows on the source (at the output's size), computed once
     temporal = [n for n in todo if n in ("pixel_mse", "warp_error")]
     if temporal:
-        from .flow import get_flow, pair_flows
-        from .temporal import pixel_mse, warp_error
+        from .flow import get_flow
+        from .temporal import temporal_scores
 
         try:
             fn = get_flow(flow, raft_weights, device)
@@ -140,15 +140,10 @@ def evaluate(
             res.info["flow_direction"] = "backward: flow(source[t+1], source[t]); output[t] sampled at p + flow[p]"
             s = match_size(src, out.shape[1:3])
             log.info("optical flow on the source (%s, %d pairs)", res.info["flow"], len(s) - 1)
-            bwd, fwd = pair_flows(s, fn, forward="warp_error" in temporal)
-            if "pixel_mse" in temporal:
-                r = pixel_mse(out, s, backward=bwd)
-                res.values["pixel_mse"], res.per_frame["pixel_mse"] = r.value, r.per_pair
-                res.info["pixel_mse_coverage"] = float(np.mean(r.coverage))
-            if "warp_error" in temporal:
-                r = warp_error(out, s, backward=bwd, forward=fwd)
-                res.values["warp_error"], res.per_frame["warp_error"] = r.value, r.per_pair
-                res.info["warp_error_coverage"] = float(np.mean(r.coverage))
+            # one pass, a pair's flows computed once for both metrics and dropped after it
+            for name, r in temporal_scores(out, s, fn, temporal).items():
+                res.values[name], res.per_frame[name] = r.value, r.per_pair
+                res.info[f"{name}_coverage"] = float(np.mean(r.coverage))
 
     predictor = None
     if "aesthetic" in todo:
