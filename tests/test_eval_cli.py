@@ -116,3 +116,28 @@ def test_eval_errors_are_one_line(clips, capsys, args, message):
     rc = main(["eval"] + [x for kv in base.items() for x in kv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_eval_maps_a_clip_over_the_memory_limit_instead_of_holding_it(clips, capsys, monkeypatch, tmp_path):
+    """Both videos used to be read whole into RAM (twice over at the peak, a list then a stacked array).
+    A clip over the in-memory limit is now read through a file and mapped: the same numbers, the same
+    report, and nothing left in the spill folder."""
+    import flickerless.video as video
+
+    d = clips
+    args = ["eval", "--video", str(d / "out.mp4"), "--source", str(d / "src.mp4"), "--metrics",
+            "pixel_mse,warp_error,clip_consistency", "--clip-model", str(d / "clip"), "-q"]
+    assert main(args + ["--json", str(tmp_path / "ram.json")]) == 0
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    monkeypatch.setenv("FLICKERLESS_TMPDIR", str(spill))
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 1000)  # every clip over it
+    mapped = []
+    real = video.DiskFrames.array
+    monkeypatch.setattr(video.DiskFrames, "array", lambda self: mapped.append(1) or real(self))
+    assert main(args + ["--json", str(tmp_path / "disk.json"), "--report", str(tmp_path / "r.html")]) == 0
+    assert len(mapped) == 2  # video and source
+    ram, disk = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("ram", "disk"))
+    assert disk["metrics"] == ram["metrics"] and disk["per_frame"] == ram["per_frame"]
+    assert (tmp_path / "r.html").stat().st_size > 1000
+    assert not [p for p in spill.rglob("*") if p.is_file()]  # the frame files are gone

@@ -753,6 +753,15 @@ class DiskFrames:
         self._fh.seek(i * self.frame_bytes)
         return np.frombuffer(self._fh.read(self.frame_bytes), dtype=np.uint8).reshape(self.shape)
 
+    def array(self) -> np.ndarray:
+        """All frames as one read-only ``(T, H, W, 3)`` array mapped from the file: what reads a whole
+        clip by slices (the metrics) takes it from here without holding it in RAM. Valid until
+        :meth:`close`."""
+        if not self.n:
+            raise InputError("no frames")
+        self._out.flush()
+        return np.memmap(self.path, dtype=np.uint8, mode="r", shape=(self.n, *self.shape))
+
     def close(self) -> None:
         for name in ("_out", "_fh"):
             fh = getattr(self, name, None)

@@ -41,12 +41,10 @@ def register(subparsers) -> None:
 
 
 def cmd_eval(args) -> int:
-    import json
     from pathlib import Path
 
     from ..errors import InputError, OutputError
-    from ..metrics import METRICS, evaluate, write_report
-    from ..video import read
+    from ..video import DiskFrames, open_frames
 
     for flag in ("json", "report"):
         v = getattr(args, flag)
@@ -60,8 +58,30 @@ def cmd_eval(args) -> int:
         from ..weights import quiet_model_loading
 
         quiet_model_loading(with_diffusers=False)
-    video, _ = read(args.video, args.max_frames)
-    source = read(args.source, args.max_frames)[0] if args.source else None
+    opened = []
+
+    def frames(path):
+        """A clip over the in-memory limit is read through a file and mapped, not held in RAM."""
+        f, _ = open_frames(path, stop=args.max_frames)
+        if isinstance(f, DiskFrames):
+            opened.append(f)
+            return f.array()
+        return f
+
+    try:
+        return _evaluate(args, frames(args.video), frames(args.source) if args.source else None)
+    finally:
+        for f in opened:
+            f.close()
+
+
+def _evaluate(args, video, source) -> int:
+    import json
+    from pathlib import Path
+
+    from ..errors import OutputError
+    from ..metrics import METRICS, evaluate, write_report
+
     res = evaluate(video, source, prompt=args.prompt, metrics=args.metrics, clip_model=args.clip_model,
                    aesthetic_weights=args.aesthetic_weights, flow=args.flow, raft_weights=args.raft_weights,
                    fid_features=args.fid_features, device=args.device, log_skips=False)
