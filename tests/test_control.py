@@ -511,7 +511,7 @@ def test_a_batch_of_frames_that_does_not_fit_the_gpu_is_halved(carphone, caplog)
             raise torch.OutOfMemoryError("CUDA out of memory")
 
     with caplog.at_level("WARNING", logger="flickerless"):
-        assert in_batches(7, 8, step, "test", "some.batch_size") == 2
+        assert in_batches(7, 8, step, "test", "--set some.batch_size={}") == 2
     assert calls == [(0, 7), (0, 4), (0, 2), (2, 4), (4, 6), (6, 7)]  # the failed range again, then on
     assert "test batches of 8: going on with 4 (slower; --set some.batch_size=4 starts there)" in caplog.text
     with pytest.raises(torch.OutOfMemoryError):  # one item that does not fit: the caller says what to do
@@ -522,8 +522,11 @@ def test_a_batch_of_frames_that_does_not_fit_the_gpu_is_halved(carphone, caplog)
             raise RuntimeError("MPS backend out of memory (MPS allocated: 5.56 GB, max allowed: 6.80 GB).")
 
     assert in_batches(5, 4, mps, "test") == 1
+    def wrong(a, b):
+        raise RuntimeError("shape mismatch")
+
     with pytest.raises(RuntimeError, match="shape"):  # any other error is not retried
-        in_batches(5, 4, lambda a, b: (_ for _ in ()).throw(RuntimeError("shape mismatch")), "test")
+        in_batches(5, 4, wrong, "test")
 
     ann = get_annotator("canny")
     ann.batch_size = 8

@@ -57,10 +57,10 @@ def out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and any(s in str(e) for s in ("out of memory", "not enough memory"))
 
 
-def halve_batch(batch: int, what: str, setting: str | None = None, flag: str | None = None) -> int:
-    """A batch of ``batch`` items ran out of memory: the batch half as large, said once, with what starts
-    there next time: the template ``setting`` (``--set setting=N``) or the command line's ``flag``
-    (``"--batch {}"``), if there is one."""
+def halve_batch(batch: int, what: str, start: str | None = None) -> int:
+    """A batch of ``batch`` items ran out of memory: the batch half as large, said once, with the option
+    that starts there next time, if there is one: ``start`` formatted with the new batch
+    (``"--set sampling.batch_size={}"``, ``"--batch {}"``)."""
     import logging
 
     import torch
@@ -69,20 +69,19 @@ def halve_batch(batch: int, what: str, setting: str | None = None, flag: str | N
         torch.cuda.empty_cache()  # what the failed batch held goes back to the GPU, not to the cache
     elif torch.backends.mps.is_available():
         torch.mps.empty_cache()
-    start = flag.format(batch // 2) if flag else f"--set {setting}={batch // 2}" if setting else None
-    hint = f"; {start} starts there" if start else ""
+    hint = f"; {start.format(batch // 2)} starts there" if start else ""
     logging.getLogger("flickerless").warning("out of memory with %s batches of %d: going on with %d (slower%s)",
                                              what, batch, batch // 2, hint)
     return batch // 2
 
 
-def in_batches(n: int, batch: int, step, what: str, setting: str | None = None) -> int:
+def in_batches(n: int, batch: int, step, what: str, start: str | None = None) -> int:
     """Run ``step(a, b)`` over ``[0, n)`` in consecutive ranges of ``batch`` items. An out-of-memory
     error in a step (:func:`out_of_memory`: CUDA, MPS or the CPU) halves the batch and runs the same
     range again, down to one item (then the error is raised): a batch chosen for a large GPU still
     runs on a smaller one, slower, with the same results. ``step`` must change nothing before it can
     fail (compute, then store). Returns the batch it ended with, for the caller to start from next
-    time."""
+    time. ``start``: see :func:`halve_batch`."""
     a = 0
     while a < n:
         b = min(n, a + batch)
@@ -93,5 +92,5 @@ def in_batches(n: int, batch: int, step, what: str, setting: str | None = None) 
         except Exception as e:  # noqa: BLE001 - only running out of memory is handled
             if batch == 1 or not out_of_memory(e):
                 raise
-        batch = halve_batch(batch, what, setting)  # out of the handler: the failed step's tensors are gone
+        batch = halve_batch(batch, what, start)  # out of the handler: the failed step's tensors are gone
     return batch

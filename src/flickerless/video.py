@@ -29,6 +29,7 @@ stretch of the clip on disk, not all of it). Such files go to :func:`spill_dir` 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -1346,8 +1347,10 @@ class VideoWriter(_Output):
         self.colour = colour
         self.alpha = bool(alpha)
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
+        # the longest frame in the stream's time base (1 at a constant rate): how far reordering reaches
+        self._frame_ticks = 1 if self.times is None or len(self.times) < 2 else \
+            max(1, math.ceil(float(np.diff(self.times).max()) / _TIME_TICK))
         self._durations: dict[int, int] = {}  # pts -> duration (90 kHz ticks) of frames not yet muxed
-        self._frame_ticks = 1  # the longest frame's duration in the stream's time base (1 at a constant rate)
         self._last_dts = None
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
@@ -1491,7 +1494,6 @@ class VideoWriter(_Output):
                     # each frame lasts until the next one's time: the container's last sample (a GIF's
                     # held last frame, say) takes its duration from its packet
                     self._durations[vf.pts] = round((self.times[self.count + 1] - self.times[0]) / _TIME_TICK) - vf.pts
-                    self._frame_ticks = max(self._frame_ticks, self._durations[vf.pts])
                 else:  # frame n at n / fps: a frame with no time reached x265 unset, and its packet's
                     # made-up one broke the mp4 muxer now and then ("pts/dts pair unsupported")
                     vf.pts, vf.time_base = self.count, self._stream.codec_context.time_base

@@ -329,7 +329,7 @@ class Remapper:
                         f"out of GPU memory on {self.device} remapping one {w}x{h} frame pair: "
                         "free GPU memory, use a smaller frame size, or --device cpu"
                     ) from e
-                self.batch = halve_batch(self.batch, "frame pair", flag="--batch {}")
+                self.batch = halve_batch(self.batch, "frame pair", "--batch {}")
                 continue
             for j, img in zip(chunk, out):
                 consume(j, img)

@@ -168,7 +168,7 @@ class Annotator:
             outs = []
             # a batch that does not fit the GPU is halved, for this chunk and the ones after
             bs = in_batches(len(part), bs, lambda a, b: outs.append(self.process(part[a:b])), f"{self.name} annotator",
-                            f"annotators.{self.name}.batch_size" if hasattr(self, "batch_size") else None)
+                            f"--set annotators.{self.name}.batch_size={{}}" if hasattr(self, "batch_size") else None)
             yield np.concatenate(outs)
 
     def __call__(self, frames) -> np.ndarray:

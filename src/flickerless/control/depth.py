@@ -110,7 +110,8 @@ class DepthAnnotator(Annotator):
                     for r in self._resized(d, (h, w)):  # the range of what will be shown
                         lo, hi = min(lo, float(r.min())), max(hi, float(r.max()))
 
-                bs = in_batches(len(part), bs, step, "depth annotator", "annotators.depth.batch_size")
+                bs = in_batches(len(part), bs, step, "depth annotator",
+                                "--set annotators.depth.batch_size={}")
                 bar.update(len(part))
             bar.close()
             store.flush()

@@ -22,6 +22,8 @@ import torch
 
 from ..errors import in_batches
 
+_VAE_BATCH = "--set sampling.vae_batch_size={}"  # the template setting that starts a run at a batch
+
 __all__ = ["VAECodec"]
 
 
@@ -81,7 +83,7 @@ class VAECodec:
             mean = self.vae.encode(x).latent_dist.mean
             out.append(((mean - self.shift) * self.scale).to(out_device or frames.device, torch.float32))
 
-        self.batch_size = in_batches(frames.shape[0], self.batch_size, step, "VAE", "sampling.vae_batch_size")
+        self.batch_size = in_batches(frames.shape[0], self.batch_size, step, "VAE", _VAE_BATCH)
         return torch.cat(out)
 
     @torch.no_grad()
@@ -105,7 +107,7 @@ class VAECodec:
                 dst = torch.empty(shape, dtype=torch.float32, device=dst_dev, pin_memory=pin)
             dst[a:b].copy_(img, non_blocking=True)
 
-        self.batch_size = in_batches(n, self.batch_size, step, "VAE", "sampling.vae_batch_size")
+        self.batch_size = in_batches(n, self.batch_size, step, "VAE", _VAE_BATCH)
         if dst is not None and dst.is_pinned():
             torch.cuda.current_stream(self.device).synchronize()  # the copies were asynchronous
         return dst

@@ -397,7 +397,8 @@ class Denoiser:
                     out[f0:f1] += w.view(-1, *[1] * (p.ndim - 1)) * p
 
         # a batch that does not fit the GPU is halved (and stays so for the steps after)
-        self.batch_size = in_batches(len(positions), self.batch_size, step, "UNet", "sampling.batch_size")
+        self.batch_size = in_batches(len(positions), self.batch_size, step, "UNet",
+                                     "--set sampling.batch_size={}")
         if self.cross_frame is not None:
             self.cross_frame.clear()
         return out
