@@ -3,6 +3,7 @@ import re
 import shutil
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,31 @@ def test_natural_sort_folder(tmp_path):
         Image.fromarray(np.full((6, 8, 3), i * 10, np.uint8)).save(tmp_path / f"{i}.png")
     frames, fps = video.read(tmp_path)
     assert [int(f[0, 0, 0]) for f in frames] == [10, 20, 100]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak from /proc (Linux)")
+def test_read_holds_the_clip_once():
+    """``video.read`` fills one array as it decodes: its peak RSS grows by the clip's size, not twice
+    that (a list of frames, then a stacked copy). Measured in a fresh process: PyAV's frame buffers are
+    not seen by tracemalloc, and the peak is read as VmHWM, which, unlike ru_maxrss, does not carry
+    this process's peak into the child."""
+    import subprocess
+
+    code = (
+        "def peak():\n"
+        "    s = open('/proc/self/status').read()\n"
+        "    return int(s.split('VmHWM:')[1].split()[0]) * 1024\n"
+        "from flickerless import video\n"
+        "from flickerless.demo import registry_clip\n"
+        "p = registry_clip('bikes.mp4')\n"
+        "video.probe(p); next(video.iter_frames(p))\n"
+        "base = peak()\n"
+        "f, fps = video.read(p, max_frames=120)\n"
+        "assert f.shape == (120, 272, 640, 3) and fps == video.probe(p).fps, (f.shape, fps)\n"
+        "print((peak() - base) / f.nbytes)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 1.4  # 2.0 when the frames were listed, then stacked
 
 
 def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone, caplog):

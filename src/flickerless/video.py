@@ -33,6 +33,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, replace
@@ -593,12 +594,8 @@ def say_colour(path, info: VideoInfo, kept: bool) -> None:
 
 def read(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """The whole clip in memory: ``(T, H, W, 3)`` uint8 and fps. For long clips use :func:`open_frames`."""
-    path = Path(path)
-    fps = probe(path).fps
-    frames = list(iter_frames(path, stop=max_frames))
-    if not frames:
-        raise InputError(f"{path}: has no frames")
-    return np.stack(frames), fps
+    frames, info = open_frames(path, memory_limit=sys.maxsize, stop=max_frames)  # one array, filled as decoded
+    return frames, info.fps
 
 
 # file systems held in RAM: frames spilled there to spare host memory would take it all the same
