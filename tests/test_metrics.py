@@ -83,6 +83,38 @@ def test_evaluate_computes_each_pair_s_flows_once_and_keeps_none(panning, monkey
     assert res.info["warp_error_coverage"] == float(np.mean(w.coverage))
 
 
+def test_a_source_of_another_size_is_resized_a_frame_at_a_time(panning, monkeypatch):
+    """A source larger than the output (a camera's original against a smaller stylisation) is resized
+    to the output's size as its frames are used, not as a whole resized copy of the clip (1000 frames
+    of 1080p: 6 GB), with the same values as the source resized up front."""
+    import importlib
+
+    import cv2
+
+    import flickerless.metrics.frames as frames_mod
+    import flickerless.metrics.temporal as temporal_mod
+    from flickerless.metrics.frames import match_size
+
+    flick = add_flicker(np.stack([stylize(f) for f in panning]), seed=1)
+    big = np.stack([cv2.resize(f, (256, 192), interpolation=cv2.INTER_CUBIC) for f in panning])
+    small = match_size(big, panning.shape[1:3])
+    want = evaluate(flick, small, metrics="pixel_mse,warp_error")
+    sizes = []
+
+    def dis(a, b):
+        sizes.append(a.shape[:2])
+        return get_flow("dis")(a, b)
+
+    def whole_copy(*a, **k):
+        raise AssertionError("the whole source is resized at once")
+
+    for mod in (frames_mod, temporal_mod, importlib.import_module("flickerless.metrics.evaluate")):
+        monkeypatch.setattr(mod, "match_size", whole_copy, raising=False)
+    got = evaluate(flick, big, metrics="pixel_mse,warp_error", flow=dis)
+    assert set(sizes) == {panning.shape[1:3]}
+    assert got.values == want.values and got.per_frame == want.per_frame
+
+
 def test_temporal_metrics_dis_near_zero_and_grow_with_flicker(panning):
     clean = np.stack([stylize(f) for f in panning])
     p0, w0 = pixel_mse(clean, panning).value, warp_error(clean, panning).value

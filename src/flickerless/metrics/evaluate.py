@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError, ModelNotFoundError
 from .clip import AESTHETIC_HELP, DEFAULT_CLIP
-from .frames import as_uint8, match_size
+from .frames import as_uint8
 
 __all__ = ["METRICS", "EvalResult", "evaluate", "parse_metrics"]
 
@@ -138,10 +138,10 @@ def evaluate(
         else:
             res.info["flow"] = flow if isinstance(flow, str) else getattr(flow, "__name__", "custom")
             res.info["flow_direction"] = "backward: flow(source[t+1], source[t]); output[t] sampled at p + flow[p]"
-            s = match_size(src, out.shape[1:3])
-            log.info("optical flow on the source (%s, %d pairs)", res.info["flow"], len(s) - 1)
-            # one pass, a pair's flows computed once for both metrics and dropped after it
-            for name, r in temporal_scores(out, s, fn, temporal).items():
+            log.info("optical flow on the source (%s, %d pairs)", res.info["flow"], len(src) - 1)
+            # one pass, a pair's flows computed once for both metrics and dropped after it (a source
+            # of another size resized a frame at a time)
+            for name, r in temporal_scores(out, src, fn, temporal).items():
                 res.values[name], res.per_frame[name] = r.value, r.per_pair
                 res.info[f"{name}_coverage"] = float(np.mean(r.coverage))
 

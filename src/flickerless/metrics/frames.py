@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["as_uint8", "match_size"]
+__all__ = ["as_uint8", "fit_frame", "match_size"]
 
 
 def as_uint8(frames, name: str = "frames") -> np.ndarray:
@@ -33,12 +33,22 @@ def as_uint8(frames, name: str = "frames") -> np.ndarray:
     return np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
 
 
-def match_size(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize every frame to ``size=(H, W)`` (area filter when shrinking, cubic when enlarging)."""
+def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One frame ``(H', W', 3)`` at ``size=(H, W)`` (area filter when shrinking, cubic when enlarging;
+    the frame itself when it has that size already)."""
     import cv2
 
     h, w = size
-    if frames.shape[1:3] == (h, w):
+    if frame.shape[:2] == (h, w):
+        return frame
+    interp = cv2.INTER_AREA if h * w < frame.shape[0] * frame.shape[1] else cv2.INTER_CUBIC
+    return cv2.resize(np.ascontiguousarray(frame), (w, h), interpolation=interp)
+
+
+def match_size(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Every frame resized to ``size=(H, W)`` (:func:`fit_frame`), as a new array. Where frames are
+    used one or two at a time, resize them as they are used instead: a long clip's resized copy can
+    be larger than RAM."""
+    if frames.shape[1:3] == tuple(size):
         return frames
-    interp = cv2.INTER_AREA if h * w < frames.shape[1] * frames.shape[2] else cv2.INTER_CUBIC
-    return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
+    return np.stack([fit_frame(f, size) for f in frames])

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from .flow import get_flow, occlusion_mask, pair_flows, warp
-from .frames import as_uint8, match_size
+from .frames import as_uint8, fit_frame, match_size
 
 __all__ = ["TemporalScore", "pixel_mse", "warp_error", "temporal_scores", "source_flows"]
 
@@ -31,13 +31,12 @@ class TemporalScore:
     coverage: list[float] = field(default_factory=list)
 
 
-def _check(output: np.ndarray, source: np.ndarray) -> np.ndarray:
+def _check(output: np.ndarray, source: np.ndarray) -> None:
     if len(output) != len(source):
         raise InputError(f"the output has {len(output)} frames but the source has {len(source)}: "
                          "they must match frame for frame")
     if len(output) < 2:
         raise InputError("temporal metrics need at least 2 frames")
-    return match_size(source, output.shape[1:3])
 
 
 def source_flows(source, size: tuple[int, int] | None = None, flow="dis", forward: bool = False,
@@ -77,16 +76,19 @@ def temporal_scores(output, source, flow_fn, names=("pixel_mse", "warp_error"), 
     grow with the clip (all flows of 1000 frames of 1080p, both ways, would take 33 GB). ``flow_fn``: a
     flow function (:func:`~flickerless.metrics.flow.get_flow`). Returns ``{name: TemporalScore}``."""
     out = as_uint8(output, "output")
-    src = _check(out, as_uint8(source, "source"))
+    src = as_uint8(source, "source")
+    _check(out, src)
     both = "warp_error" in names
     scores = {n: ([], []) for n in names}
+    s1 = fit_frame(src[0], out.shape[1:3])  # a source of another size is resized a frame at a time
     for t in range(len(out) - 1):
-        bwd = flow_fn(src[t + 1], src[t])
+        s0, s1 = s1, fit_frame(src[t + 1], out.shape[1:3])
+        bwd = flow_fn(s1, s0)
         if "pixel_mse" in names:
             for acc, v in zip(scores["pixel_mse"], _pair_pixel_mse(out[t], out[t + 1], bwd)):
                 acc.append(v)
         if both:
-            fwd = flow_fn(src[t], src[t + 1])
+            fwd = flow_fn(s0, s1)
             for acc, v in zip(scores["warp_error"], _pair_warp_error(out[t], out[t + 1], bwd, fwd)):
                 acc.append(v)
         if progress is not None:
