@@ -101,6 +101,20 @@ def test_options_validate():
         pm.PatchMatchOptions.from_kwargs(patch_size=5)
     with pytest.raises(ValueError, match="backend"):
         pm.PatchMatchOptions(backend="cupy")
+    # a patch larger than any frame voted for minutes (its area per pixel); a seed past int64 failed deep inside
+    with pytest.raises(ValueError, match="at most 63"):
+        pm.PatchMatchOptions(patch_sizes=(1001, 5))
+    with pytest.raises(ValueError, match="seed"):
+        pm.PatchMatchOptions(seed=2**64)
+    with pytest.raises(ValueError, match="seed"):
+        pm.PatchMatchOptions(seed=1.5)
+    assert pm.PatchMatchOptions(patch_sizes=(pm.MAX_PATCH_SIZE,), seed=-7).seed == -7
+
+
+def test_templates_check_patch_sizes_against_the_same_limit():
+    from flickerless.pipelines import templates
+
+    assert templates._MAX_PATCH == pm.MAX_PATCH_SIZE
 
 
 def test_quality_presets_set_the_search_effort_and_yield_to_explicit_options(carphone):

@@ -53,6 +53,7 @@ def test_overrides_parse_values_and_reach_nested_keys():
     ("controlnets.0.weight=1", "valid keys: controlnets.0.annotator"),
     ("deflicker.window=-3", "\"inf\""),
     ("deflicker.patch_sizes=[8, 5]", "odd patch sizes"),
+    ("deflicker.patch_sizes=[65, 5]", "odd patch sizes up to 63"),
     ("deflicker.iterations=0", "an integer >= 1"),
     ("nokey", "section.key=value"),
 ])

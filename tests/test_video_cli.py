@@ -830,6 +830,8 @@ def test_cli_resize_style_works_at_the_styles_size(clips, clips_truth, tmp_path)
         (["--guide", "{d}/guide.mp4", "--keyframes", "{d}/badkeys"], "frame number"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--device", "cuda:7"], "cuda"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "4"], "odd"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "1001"], "at most 63"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--seed", "99999999999999999999"], "-2**63 to 2**63 - 1"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--error-sigma", "-1"], "> 0"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--crf", "60"], "0-51"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--fps", "0"], "above 0"),

@@ -75,7 +75,7 @@ def _add_patchmatch_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quality", choices=("draft", "fast", "balanced", "full"),
                    help="search effort for speed (default full; balanced ~1.6x faster for ~0.1 dB, fast ~2.4x "
                         "for ~0.3 dB, draft ~4.5x for ~1 dB); --patch-sizes/--iterations given as well win")
-    g.add_argument("--patch-sizes", type=_int_list, help="odd patch sizes over each level's iterations (default 13,11,9,7,5)")
+    g.add_argument("--patch-sizes", type=_int_list, help="odd patch sizes (at most 63) over each level's iterations (default 13,11,9,7,5)")
     g.add_argument("--iterations", type=_positive, help="iterations per pyramid level (default 5)")
     g.add_argument("--guide-weight", type=float, help="weight of the guide video in matching (default 10)")
     g.add_argument("--seed", type=int, help="seed of PatchMatch's random search (default 0)")

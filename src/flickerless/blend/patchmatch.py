@@ -36,6 +36,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,6 +55,11 @@ __all__ = [
     "patchmatch",
     "remap",
 ]
+
+
+# the largest patch: the vote costs its area per pixel (1001 took minutes on 12 frames of 64x48). Kept
+# in step with the templates' check (pipelines/templates.py), which does not import torch.
+MAX_PATCH_SIZE = 63
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,12 @@ class PatchMatchOptions:
         object.__setattr__(self, "patch_sizes", ps)
         if not ps or any(p < 1 or p % 2 == 0 for p in ps):
             raise ValueError(f"patch_sizes must be odd positive integers, got {self.patch_sizes!r}")
+        if max(ps) > MAX_PATCH_SIZE:
+            raise ValueError(f"patch_sizes must be at most {MAX_PATCH_SIZE}, got {max(ps)}: the vote costs the "
+                             "patch's area per pixel (the paper uses 5 to 13)")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not (
+                -(2**63) <= self.seed < 2**63):
+            raise ValueError(f"seed must be an integer from -2**63 to 2**63 - 1, got {self.seed!r}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.refine_iterations < 1:

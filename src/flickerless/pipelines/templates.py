@@ -55,6 +55,7 @@ _int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
 _str = lambda v: isinstance(v, str)  # noqa: E731
 _strs = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
 _ints = lambda v: isinstance(v, list) and all(_int(x) and x >= 1 for x in v)  # noqa: E731
+_MAX_PATCH = 63  # blend.patchmatch.MAX_PATCH_SIZE, without importing torch to check a template
 
 # section -> key -> (check, what it must be)
 SCHEMA: dict[str, dict[str, tuple]] = {
@@ -87,8 +88,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "window": (_is_window, "an integer >= 0 or \"inf\""),
         "final_window": (_is_window, "an integer >= 0 (0: no final pass) or \"inf\""),
         "guide": (lambda v: v in ("input", "self"), "input or self"),
-        "patch_sizes": (lambda v: isinstance(v, list) and v and all(_int(x) and x >= 1 and x % 2 for x in v),
-                        "a list of odd patch sizes, e.g. [13, 11, 9, 7, 5]"),
+        "patch_sizes": (lambda v: isinstance(v, list) and v and all(_int(x) and 1 <= x <= _MAX_PATCH and x % 2 for x in v),
+                        f"a list of odd patch sizes up to {_MAX_PATCH}, e.g. [13, 11, 9, 7, 5]"),
         "iterations": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
     },
     "post": {
