@@ -58,6 +58,17 @@ def test_keyframes_reproduce_keyframe_at_its_index(pair):
     assert psnr(out[1:6], truth[1:6]) > 24
 
 
+def test_keyframes_of_a_frame_three_pixels_high(pair):
+    """An (H, W, 3) keyframe with H 3 was taken for (3, H, W) and refused as of another size; the
+    guide's size tells the two layouts apart."""
+    clip, truth, _ = pair
+    g, t = np.ascontiguousarray(clip[:4, :3]), np.ascontiguousarray(truth[:4, :3])
+    out = deflicker(g, mode="keyframes", keyframes={0: t[0]}, device="cpu", **FAST)
+    assert np.array_equal(out[0], t[0])
+    tensor = torch.from_numpy(t[0]).permute(2, 0, 1)  # the same keyframe channels first
+    assert np.array_equal(deflicker(g, mode="keyframes", keyframes={0: tensor}, device="cpu", **FAST)[0], t[0])
+
+
 def test_tensor_in_tensor_out(pair):
     clip, _, flick = pair
     g = torch.from_numpy(clip[:4]).permute(0, 3, 1, 2).float() / 255

@@ -1167,7 +1167,7 @@ def deflicker(
     s = as_source(style) if style is not None else None
     kf = None
     if keyframes is not None:
-        kf = {int(k): _to_chw(v) for k, v in keyframes.items()}
+        kf = {int(k): _to_chw(v, g.size) for k, v in keyframes.items()}
         for k, v in kf.items():
             check_finite(v[None], f"keyframe {k}", one=True)
     n = len(g)
@@ -1207,9 +1207,10 @@ def deflicker(
     return out
 
 
-def _to_chw(img) -> torch.Tensor:
+def _to_chw(img, size: tuple[int, int] | None = None) -> torch.Tensor:
     """A keyframe as ``(C, H, W)`` float32 in [0, 1] (C 3, or 4 with alpha): from a ``(C, H, W)`` tensor
-    or an ``(H, W, C)`` array or tensor, uint8 or float in [0, 1]."""
+    or an ``(H, W, C)`` array or tensor, uint8 or float in [0, 1]. ``size``: the guide's ``(H, W)``,
+    which tells the two apart where the shape alone cannot (a frame 3 pixels high)."""
     t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(img)))
     if t.ndim != 3 or not ({3, 4} & {t.shape[0], t.shape[2]}):
         raise InputError(f"a keyframe must be an (H, W, 3) or (3, H, W) image (4 channels with alpha), got shape "
@@ -1218,6 +1219,10 @@ def _to_chw(img) -> torch.Tensor:
         scale = _pixel_scale(t.dtype, "keyframes", t)
     except ValueError as e:
         raise InputError(str(e)) from None
-    channels_first = t.shape[0] == 3 or (t.shape[0] == 4 and t.shape[2] not in (3, 4))
+    chw, hwc = tuple(t.shape[1:]), tuple(t.shape[:2])
+    if size is not None and chw != hwc and tuple(size) in (chw, hwc):
+        channels_first = chw == tuple(size)
+    else:
+        channels_first = t.shape[0] == 3 or (t.shape[0] == 4 and t.shape[2] not in (3, 4))
     t = t if channels_first else t.permute(2, 0, 1)
     return t.to(torch.float32) / scale
