@@ -109,6 +109,9 @@ def test_options_validate():
     with pytest.raises(ValueError, match="seed"):
         pm.PatchMatchOptions(seed=1.5)
     assert pm.PatchMatchOptions(patch_sizes=(pm.MAX_PATCH_SIZE,), seed=-7).seed == -7
+    for bad in (float("nan"), float("inf"), -1.0):  # NaN and inf matched on the style alone, as 0 does
+        with pytest.raises(ValueError, match="guide_weight must be a finite number >= 0"):
+            pm.PatchMatchOptions(guide_weight=bad)
 
 
 def test_templates_check_patch_sizes_against_the_same_limit():

@@ -54,6 +54,10 @@ def test_overrides_parse_values_and_reach_nested_keys():
     ("deflicker.window=-3", "\"inf\""),
     ("deflicker.patch_sizes=[8, 5]", "odd patch sizes"),
     ("deflicker.patch_sizes=[65, 5]", "odd patch sizes up to 63"),
+    ("sampling.guidance_scale=nan", "a finite number"),  # TOML reads nan and inf: a black or NaN video
+    ("post.contrast=inf", "a number > 0"),
+    ("controlnets.0.scale=inf", "a finite number"),
+    ("sampling.seed=99999999999999999999999", "from -2**63 to 2**64 - 1"),  # torch's generator overflowed
     ("deflicker.iterations=0", "an integer >= 1"),
     ("nokey", "section.key=value"),
 ])

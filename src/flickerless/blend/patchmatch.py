@@ -115,8 +115,8 @@ class PatchMatchOptions:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if self.refine_iterations < 1:
             raise ValueError(f"refine_iterations must be >= 1, got {self.refine_iterations}")
-        if self.guide_weight < 0:
-            raise ValueError(f"guide_weight must be >= 0, got {self.guide_weight}")
+        if not (0 <= self.guide_weight < math.inf):  # NaN passed a "< 0" test and then matched on the style alone
+            raise ValueError(f"guide_weight must be a finite number >= 0, got {self.guide_weight}")
         if self.samples is not None and self.samples < 1:
             raise ValueError(f"samples must be >= 1 or None, got {self.samples}")
         if self.min_size < 1:

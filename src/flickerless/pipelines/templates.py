@@ -50,11 +50,12 @@ def window_value(v, check: bool = True):
     return False
 
 
-_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731 - TOML has nan, inf
 _int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
 _str = lambda v: isinstance(v, str)  # noqa: E731
 _strs = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
 _ints = lambda v: isinstance(v, list) and all(_int(x) and x >= 1 for x in v)  # noqa: E731
+_seed = lambda v: _int(v) and -(2**63) <= v < 2**64  # noqa: E731 - what torch.Generator.manual_seed takes
 _MAX_PATCH = 63  # blend.patchmatch.MAX_PATCH_SIZE, without importing torch to check a template
 
 # section -> key -> (check, what it must be)
@@ -73,10 +74,10 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     },
     "sampling": {
         "steps": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-        "guidance_scale": (_num, "a number"),
+        "guidance_scale": (_num, "a finite number"),
         "negative_prompt": (_str, "a string"),
         "strength": (lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
-        "seed": (_int, "an integer"),
+        "seed": (_seed, "an integer from -2**63 to 2**64 - 1"),
         "batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
         "vae_batch_size": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
         "cross_frame": (lambda v: _strs(v) and set(v) <= {"first", "prev", "self", "next"},
@@ -110,17 +111,18 @@ OPTIONAL: dict[str, dict[str, tuple]] = {
         "clip_stride": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0: clip_length // 2)"),
         "merge": (lambda v: v in ("pyramid", "flat"), "pyramid or flat"),
         "prompt_ranges": (_ranges, "a list of [start, end, \"prompt\"] (end -1: to the end)"),
-        "fusion_seeds": (lambda v: isinstance(v, list) and all(_int(x) for x in v), "a list of seeds ([]: no fusion)"),
+        "fusion_seeds": (lambda v: isinstance(v, list) and all(_seed(x) for x in v),
+                         "a list of seeds, integers from -2**63 to 2**64 - 1 ([]: no fusion)"),
         "fusion_step": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
-        "w1": (_num, "a number"),
-        "w2": (_num, "a number"),
+        "w1": (_num, "a finite number"),
+        "w2": (_num, "a finite number"),
         "sam_model": (_str, "a SAM repo id or folder"),
     },
 }
 CONTROLNET_KEYS: dict[str, tuple] = {
     "annotator": (_str, "an annotator name"),
     "model": (_str, "a ControlNet repo id, folder or file (a T2I-Adapter: repo id or folder)"),
-    "scale": (_num, "a number"),
+    "scale": (_num, "a finite number"),
     "start": (lambda v: _num(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
     "end": (lambda v: _num(v) and 0 <= v <= 1, "a fraction in [0, 1]"),
     "cond_only": (lambda v: isinstance(v, bool), "true or false"),
