@@ -54,6 +54,35 @@ def test_missing_model_offline_names_id_and_places(monkeypatch, tmp_path):
         load_components(str(tmp_path / "nowhere.safetensors"))
 
 
+def test_a_folder_of_the_wrong_kind_or_missing_a_part_is_named(model_dir, tmp_path, monkeypatch):
+    """A UNet's folder given as a ControlNet (or a ControlNet's as a T2I-Adapter) loaded its weights onto
+    nothing ("Cannot copy out of meta tensor"); a model folder without tokenizer/ loaded and failed at the
+    first prompt; a LoRA repo id with the hub unreachable asked it anyway (a connection error)."""
+    import shutil
+
+    import flickerless.weights as weights
+    from flickerless.diffusion.models import load_adapter, load_controlnet
+
+    with pytest.raises(InputError, match="holds a UNet .*not a ControlNet"):
+        load_controlnet(str(model_dir / "unet"))
+    cn = tmp_path / "cn"
+    tiny.controlnet().save_pretrained(cn)
+    with pytest.raises(InputError, match="holds a ControlNet .*not a T2I-Adapter"):
+        load_adapter(str(cn))
+    assert load_controlnet(str(cn)).config.cross_attention_dim == tiny.controlnet().config.cross_attention_dim
+    partial = tmp_path / "partial"
+    shutil.copytree(model_dir, partial)
+    shutil.rmtree(partial / "tokenizer")
+    shutil.rmtree(partial / "vae")
+    with pytest.raises(ModelNotFoundError, match="has no vae/, tokenizer/"):
+        load_components(str(partial))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(weights, "_hub_reachable", lambda: False)
+    for lora in ("someone/no-such-lora", "no-such-lora.safetensors"):
+        with pytest.raises(ModelNotFoundError, match="LoRA"):
+            load_components(str(model_dir), lora=[(lora, 1.0)])
+
+
 def test_lora_file_changes_the_output(model_dir, tmp_path):
     pytest.importorskip("peft")
     tiny.save_lora(model_dir, tmp_path / "style")

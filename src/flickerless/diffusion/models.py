@@ -46,8 +46,42 @@ def _not_found(what: str, model: str, err: Exception) -> ModelNotFoundError:
                      f"it once with `huggingface-cli download {model}`", err)
 
 
+# what the base model must have: a folder without one of these loaded, then failed deep inside (a missing
+# tokenizer/ gave a tokenizer without a vocabulary, which failed at the first prompt)
+_NEEDED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def _check_folder(cls, path: Path, what: str) -> None:
+    """A local diffusers folder is what ``cls`` loads: a pipeline's folder has the subfolders it needs
+    (named when missing), a model's config names ``cls`` (a UNet's folder given as a ControlNet loaded
+    its weights onto nothing: "Cannot copy out of meta tensor")."""
+    import json
+
+    if not path.is_dir():
+        return
+    index, config = path / "model_index.json", path / "config.json"
+    if index.is_file() and hasattr(cls, "components"):  # a pipeline
+        missing = [k for k in _NEEDED if not (path / k).is_dir()]
+        if missing:
+            raise ModelNotFoundError(
+                f"{what} {str(path)!r} has no {', '.join(m + '/' for m in missing)} (a diffusers folder of an SD 1.x "
+                f"model holds {', '.join(k + '/' for k in _NEEDED)} and model_index.json): copy the missing "
+                "folders from the model's repo or download it whole")
+        return
+    try:
+        found = json.loads(config.read_text(encoding="utf-8")).get("_class_name") if config.is_file() else None
+    except (OSError, ValueError):
+        return  # unreadable: diffusers says so
+    if found and found != cls.__name__:
+        kind = {"UNet2DConditionModel": "UNet", "AutoencoderKL": "VAE", "ControlNetModel": "ControlNet",
+                "T2IAdapter": "T2I-Adapter"}.get(found, found)
+        raise InputError(f"{what} {str(path)!r} holds a {kind} ({found} in its config.json), not a {what}: give "
+                         f"the folder of a {what}")
+
+
 def _load(cls, model: str, what: str, **kw):
     path = Path(model)
+    _check_folder(cls, path, what)
     try:
         if path.is_file() and path.suffix.lower() in SINGLE_FILE_EXTS:
             return cls.from_single_file(str(path), **kw)
@@ -177,8 +211,13 @@ def load_components(
         kw["config"] = config
     pipe = _load(StableDiffusionPipeline, model, "model", **kw)
     for path, scale in lora:
+        if Path(path).suffix.lower() in SINGLE_FILE_EXTS and not Path(path).exists():
+            # a file name is not a repo id: diffusers would ask the Hub for it (offline: a connection error)
+            raise not_found("LoRA", path, "Give the path of a LoRA .safetensors file, a folder holding one, or a "
+                            "Hugging Face repo id")
         try:
-            pipe.load_lora_weights(path, adapter_name=Path(path).stem.replace(".", "_"))
+            pipe.load_lora_weights(path, adapter_name=Path(path).stem.replace(".", "_"),
+                                   local_files_only=local_only() or Path(path).exists())
         except (OSError, ValueError) as e:
             raise _not_found("LoRA", path, e) from e
     if lora:
@@ -186,7 +225,8 @@ def load_components(
         pipe.fuse_lora()
     for path in textual_inversion:
         try:
-            pipe.load_textual_inversion(path, token=_embedding_token(path))
+            pipe.load_textual_inversion(path, token=_embedding_token(path),
+                                        local_files_only=local_only() or Path(path).exists())
         except (OSError, ValueError) as e:
             raise _not_found("textual-inversion embedding", path, e) from e
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=False)
