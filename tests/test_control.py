@@ -36,6 +36,17 @@ def test_registry_lists_all_and_rejects_unknown_names_and_settings():
         get_annotator("tile", sr="esrgan")
     with pytest.raises(InputError, match="'normalize'"):
         get_annotator("depth", normalize="percentile")
+    # a setting of the wrong type (--set annotators.canny.low=abc) was a TypeError inside the annotator
+    with pytest.raises(InputError, match="'low' must be an integer, got 'abc'"):
+        get_annotator("canny", low="abc")
+    with pytest.raises(InputError, match="'min_confidence' must be a finite number, got nan"):
+        get_annotator("pose", min_confidence=float("nan"))
+    with pytest.raises(InputError, match="'smooth' must be true or false"):
+        get_annotator("pose", smooth="yes")
+    with pytest.raises(InputError, match="'device' must be a string"):
+        get_annotator("canny", device=0)
+    assert get_annotator("canny", low=np.int64(50), device=None).low == 50  # numpy numbers and None where allowed
+    assert get_annotator("tile", size=[64, 32]).size == (64, 32)
 
 
 def test_inputs_arrays_lists_tensors_agree(carphone):

@@ -44,6 +44,16 @@ def test_bad_size_names_nearest_valid(model_dir):
         pipe(None, num_frames=2, height=23, width=41, steps=2)
 
 
+def test_steps_past_the_model_s_noise_levels_are_refused(model_dir):
+    """diffusers' own ValueError came after the annotation, as a traceback."""
+    pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
+    trained = pipe.c.scheduler.config.num_train_timesteps
+    with pytest.raises(InputError, match=f"steps must be 1 to {trained}"):
+        pipe(None, num_frames=1, height=16, width=16, steps=trained + 1)
+    with pytest.raises(InputError, match="deflicker steps 3 are past the 2 denoising steps"):
+        pipe(None, num_frames=1, height=16, width=16, steps=2, schedule=DeflickerSchedule(steps=[1, 3]))
+
+
 def test_missing_model_offline_names_id_and_places(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as e:

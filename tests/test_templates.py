@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -74,6 +75,26 @@ def test_resolve_settings_applies_cli_choices_then_set():
     assert [u["model"] for u in s["controlnets"] if u["annotator"] == "pose"] == ["local/openpose"]
     with pytest.raises(InputError, match="has no shuffle ControlNet"):
         resolve_settings("fashion", controlnets={"shuffle": "x"})
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["annotators.nope.x=1"], "unknown annotator 'nope'"),  # was ignored
+    (["annotators.canny.low=\"abc\""], "'low' must be an integer"),  # was a TypeError in the annotator
+    (["annotators.canny.lo=5"], "no setting 'lo'"),
+    (["controlnets.0.start=0.8", "controlnets.0.end=0.2"], "start 0.8 is after end 0.2"),  # never applied
+    (["sampling.steps=20", "sampling.strength=0.5", "deflicker.steps=[4, 11, 30]"],
+     "deflicker steps 11, 30 are past the 10 denoising steps this run takes (20 steps at strength 0.5)"),
+])
+def test_settings_that_would_fail_late_or_do_nothing_are_refused_up_front(overrides, says):
+    with pytest.raises(InputError, match=re.escape(says)):
+        resolve_settings("stylize", overrides=overrides)
+
+
+def test_denoising_steps_follow_the_strength():
+    from flickerless.diffusion.pipeline import denoising_steps
+
+    assert [denoising_steps(20, s) for s in (1.0, 0.75, 0.5, 0.01)] == [20, 15, 10, 1]
+    assert resolve_settings("stylize", overrides=["sampling.steps=20", "deflicker.steps=[15]"])
 
 
 def test_user_template_file(tmp_path):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import types
+import typing
 from typing import Iterator
 
 import numpy as np
@@ -64,7 +66,39 @@ def get_annotator(name: str, **settings) -> Annotator:
     bad = [k for k in settings if k not in valid]
     if bad:
         raise InputError(f"annotator {name!r} has no setting {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
+    hints = typing.get_type_hints(cls)
+    for k, v in settings.items():
+        what = _kind(hints.get(k), v)
+        if what is not None:  # a string where a number goes failed inside the annotator, as a TypeError
+            raise InputError(f"annotator {name!r}: setting {k!r} must be {what}, got {v!r}")
     return cls(**settings)
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _kind(hint, value) -> str | None:
+    """What ``value`` should be for the type ``hint`` of a setting (``int``, ``float | None``, ...), or
+    None when it fits (or the hint is one this does not check: sizes, sequences)."""
+    import math
+    import numbers
+
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None:
+        return None if type(None) in args else _KINDS.get(args[0], "a value")
+    simple = [a for a in args if a in _KINDS]
+    if len(simple) < len([a for a in args if a is not type(None)]):
+        return None
+    for a in simple:
+        if a is bool and isinstance(value, bool):
+            return None
+        if a is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return None
+        if a is float and isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+            return None
+        if a is str and isinstance(value, str):
+            return None
+    return " or ".join("a finite number" if a is float else _KINDS[a] for a in simple)
 
 
 def iter_annotate(name: str, frames, *, cache: bool = True, cache_dir=None, video_id: str | None = None,

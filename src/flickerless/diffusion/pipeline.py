@@ -54,6 +54,22 @@ def _contrast(frames: torch.Tensor, amount: float) -> torch.Tensor:
     return ((frames - mean) * amount + mean).clamp(0, 1)
 
 
+def denoising_steps(steps: int, strength: float = 1.0) -> int:
+    """How many of ``steps`` an img2img run at ``strength`` takes (all of them at strength 1)."""
+    return steps if strength >= 1.0 else steps - min(steps - 1, int(round(steps * (1 - strength))))
+
+
+def check_deflicker_steps(at, steps: int, strength: float = 1.0) -> None:
+    """Explicit deflicker steps ``at`` (1-based) past the steps a run takes would never run, without a
+    word: an :class:`InputError` that says how many it takes."""
+    total = denoising_steps(steps, strength)
+    past = sorted(k for k in (at or ()) if k > total)
+    if past:
+        raise InputError(f"deflicker steps {', '.join(map(str, past))} are past the {total} denoising steps this run "
+                         f"takes ({steps} steps" + (f" at strength {strength:g}" if total < steps else "")
+                         + f"): --set deflicker.steps=[...] with steps up to {total}")
+
+
 class VideoPipeline:
     def __init__(self, components: Components, device=None, cross_frame: Sequence[str] | None = PATTERN,
                  batch_size: int = 8, vae_batch_size: int = 4, channels_last: bool | None = None):
@@ -215,12 +231,16 @@ class VideoPipeline:
         if co:
             den = CoDenoiser(den, plan, merge, clip_embeds)
         sched = self.c.scheduler
+        trained = sched.config.num_train_timesteps
+        if not 1 <= steps <= trained:  # diffusers' ValueError came after the annotation
+            raise InputError(f"steps must be 1 to {trained} (the noise levels the model was trained on), got {steps}: "
+                             "--set sampling.steps=N")
         sched.set_timesteps(steps)
         timesteps = sched.timesteps
         f = self.size_multiple
-        if video is not None and strength < 1.0:
-            timesteps = timesteps[min(steps - 1, int(round(steps * (1 - strength)))):]
-        total = len(timesteps)
+        total = denoising_steps(steps, strength if video is not None else 1.0)
+        timesteps = timesteps[steps - total:]
+        check_deflicker_steps(schedule.steps if schedule is not None else None, steps, strength if video is not None else 1.0)
         end = total if end_step is None else end_step
         if not 0 <= start_step <= end <= total:
             raise InputError(f"need 0 <= start_step ({start_step}) <= end_step ({end_step}) <= {total} (the steps of this run)")

@@ -76,7 +76,26 @@ def resolve_settings(template: str, model: str | None = None, controlnets: dict[
         sets += [f"controlnets.{i}.model={json.dumps(cn)}" for i in idx]
     if lora:
         sets.append(f"model.lora={json.dumps(list(lora))}")
-    return apply_overrides(s, sets + list(overrides or []))
+    s = apply_overrides(s, sets + list(overrides or []))
+    _check_together(s)
+    return s
+
+
+def _check_together(s: dict) -> None:
+    """What each setting's own check cannot see, refused before any work: annotator settings (the
+    names and types the annotators take), ControlNet ranges that end before they start, and deflicker
+    steps past the run's steps (either of which would silently do nothing)."""
+    from ..control import get_annotator
+    from ..diffusion.pipeline import check_deflicker_steps
+
+    for name, kw in s.get("annotators", {}).items():
+        get_annotator(name, **kw)
+    for i, u in enumerate(s.get("controlnets", [])):
+        if u.get("start", 0.0) > u.get("end", 1.0):
+            raise InputError(f"controlnets.{i}: start {u['start']:g} is after end {u['end']:g} (fractions of the "
+                             "denoising run), so it would never apply")
+    samp = s["sampling"]
+    check_deflicker_steps(s["deflicker"]["steps"], samp["steps"], samp["strength"])
 
 
 def target_size(h: int, w: int, settings: dict, multiple: int = 8) -> tuple[int, int]:
