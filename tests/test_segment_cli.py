@@ -50,3 +50,24 @@ def test_segment_point_and_box_prompts_and_errors(sam, tmp_path, capsys):
     assert main(["segment", "-o", str(a), "--video", clip, "--model", str(tmp_path / "nosam"), "--point", "0.5,0.5",
                  "--frames", "1", "-q", "--cache-dir", str(tmp_path / "c2")]) == 2
     assert "SAM model" in capsys.readouterr().err
+
+
+def test_segment_replaces_its_earlier_masks_and_leaves_other_folders_alone(sam, tmp_path, capsys):
+    """A second run into the same folder left the first run's masks beside fewer new ones, and a clip's
+    frame folder took the masks beside its frames; the masks now replace an earlier output whole, and a
+    folder of frames not written by flickerless is refused."""
+    clip = str(registry_clip("carphone_pristine.mp4"))
+    common = ["--video", clip, "--model", str(sam), "--point", "0.5,0.4", "--cache-dir", str(tmp_path / "c"), "-q"]
+    out = tmp_path / "masks"
+    assert main(["segment", "-o", str(out), "--frames", "4"] + common) == 0
+    assert main(["segment", "-o", str(out), "--frames", "2"] + common) == 0
+    assert _masks(out).shape == (2, 144, 176)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(frames / f"{i:04d}.png")
+    capsys.readouterr()
+    assert main(["segment", "-o", str(frames), "--frames", "2"] + common) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert sorted(p.name for p in frames.iterdir()) == ["0000.png", "0001.png", "0002.png"]
+    assert main(["segment", "-o", str(tmp_path / "m.mp4"), "--frames", "2"] + common) == 2

@@ -685,7 +685,7 @@ def test_cli_keyframes_to_png_folder(clips, clips_truth, tmp_path):
     out = tmp_path / "frames"
     assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(clips / "keys"),
                  "-o", str(out), *FASTARGS]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(6)]
+    assert sorted(p.name for p in out.iterdir()) == [video.OUTPUT_MARK] + [f"{i:05d}.png" for i in range(6)]
     frames, _ = video.read(out)
     assert np.array_equal(frames[0], clips_truth[0]) and np.array_equal(frames[5], clips_truth[5])
 
@@ -1272,9 +1272,25 @@ def test_png_output_replaces_only_an_earlier_output(clips, tmp_path, capsys):
     assert (folder / "notes.txt").read_text() == "mine"
     out = tmp_path / "frames"
     out.mkdir()
-    (out / "00099.png").write_bytes(b"an earlier run")
+    (out / "00099.png").write_bytes(b"a clip's frame")  # numbered PNGs not written here: refused, kept
+    rc = main([*args, "-o", str(out)])
+    assert rc == 2 and "did not write" in capsys.readouterr().err and (out / "00099.png").exists()
+    video.mark_output(out)  # an earlier output of ours: replaced whole
     assert main([*args, "-o", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(6)]
+    assert sorted(p.name for p in out.iterdir()) == [video.OUTPUT_MARK] + [f"{i:05d}.png" for i in range(6)]
+    assert len(video.read(out)[0]) == 6  # the mark is not a frame
+    assert main([*args, "-o", str(out)]) == 0  # and the output it wrote is replaced the next time
+
+
+@pytest.mark.parametrize("name, ok", [("o.mp44", False), ("o.txt", False), ("o.v2/", True), ("take.2024", True)])
+def test_an_output_named_like_an_unknown_file_type_is_refused(clips, tmp_path, capsys, name, ok):
+    """"-o out.mp44" became a folder of PNGs without a word; a folder with a dot in its name ends in /."""
+    out = str(tmp_path / name.rstrip("/")) + ("/" if name.endswith("/") else "")
+    rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), *FASTARGS, "-o", out])
+    assert rc == (0 if ok else 2)
+    assert ok == (tmp_path / name.rstrip("/")).is_dir()
+    if not ok:
+        assert "is not an output this writes" in capsys.readouterr().err
 
 
 def _sound(path):

@@ -1097,6 +1097,14 @@ def keyframe_positions(numbers, guide, start: int | None = None) -> dict[int, in
 
 
 _OUTPUT_PNG = re.compile(r"\d+\.png")
+# left in a folder of PNG frames this wrote: only such a folder is replaced by a new output, never one of
+# numbered PNGs from elsewhere (a clip's extracted frames would have been deleted)
+OUTPUT_MARK = ".flickerless-output"
+
+
+def mark_output(folder) -> None:
+    """Say in ``folder`` that it is an output of ours, which a later output may replace whole."""
+    (Path(folder) / OUTPUT_MARK).write_text("frames written by flickerless; a new output to this folder replaces it\n")
 
 
 def partial_path(output) -> Path:
@@ -1139,13 +1147,14 @@ class _Output:
             self.abort()
 
 
-def check_output(path, codec: str | None = None) -> str | None:
+def check_output(path, codec: str | None = None, named: bool = True) -> str | None:
     """Whether ``path`` can take an output, before any work (an hour of generation must not end in
     "cannot write .avi"): a video whose container holds ``codec`` (its default when None), or a
     folder of PNGs, in a folder that exists and is writable, not replacing a folder of other files.
-    Returns the video codec (``"gif"`` for a GIF), None for a folder of PNGs; raises
-    :class:`OutputError` saying why not."""
-    path = Path(path)
+    ``named``: ``path`` is as the user typed it, and a new folder's name must not end in what looks
+    like a file type (``out.mp44``, ``out.txt``) unless it ends in ``/``. Returns the video codec
+    (``"gif"`` for a GIF), None for a folder of PNGs; raises :class:`OutputError` saying why not."""
+    raw, path = path, Path(path)
     ext = path.suffix.lower()
     if ext in VIDEO_EXTS and ext not in WRITE_VIDEO_EXTS and ext != ".gif":
         raise OutputError(
@@ -1157,6 +1166,11 @@ def check_output(path, codec: str | None = None) -> str | None:
             f"{path}: an output is a video (.mp4, .mov, .mkv, .webm, .gif) or a folder of PNG frames; for the "
             f"frames give a folder path without an extension, such as {path.with_suffix('')}"
         )
+    folder = str(raw).endswith(("/", os.sep)) or path.is_dir()
+    if named and ext and ext not in WRITE_VIDEO_EXTS and ext != ".gif" and not folder and re.fullmatch(r"\.[a-z][a-z0-9]{0,5}", ext):
+        # "out.mp44" or "out.txt" became a folder of PNGs without a word
+        raise OutputError(f"{path}: {ext} is not an output this writes: give .mp4, .mov, .mkv, .webm or .gif, or a folder "
+                          f"for PNG frames (a path without extension, or ending in / for a folder with a dot in its name)")
     if ext == ".gif" and codec is not None:
         raise OutputError(f"{path}: a GIF has no codec to choose ({codec}); write .mp4, .mov, .mkv or .webm for one")
     is_video, chosen = ext in WRITE_VIDEO_EXTS or ext == ".gif", "gif" if ext == ".gif" else None
@@ -1183,10 +1197,15 @@ def check_output(path, codec: str | None = None) -> str | None:
     if not is_video and path.is_dir():
         # the folder is replaced as a whole on close: only ever replace an earlier output (numbered
         # PNGs), never a folder that holds anything else (``-o .`` must not delete a project)
-        other = [e.name for e in path.iterdir() if not _OUTPUT_PNG.fullmatch(e.name)]
+        names = [e.name for e in path.iterdir()]
+        other = [n for n in names if not _OUTPUT_PNG.fullmatch(n) and n != OUTPUT_MARK]
         if other:
             raise OutputError(f"{path}: folder exists and holds other files ({', '.join(sorted(other)[:3])}"
                               f"{', ...' if len(other) > 3 else ''}); give a new or empty folder for the PNG frames")
+        if names and OUTPUT_MARK not in names:
+            raise OutputError(f"{path}: folder holds PNG frames that flickerless did not write (a clip's frames?), "
+                              "which the output would replace; give a new or empty folder (an output of "
+                              f"flickerless, marked by its {OUTPUT_MARK} file, is replaced)")
     return chosen
 
 
@@ -1356,7 +1375,7 @@ class VideoWriter(_Output):
         self.audio_start = float(audio_start)
         self.count = 0
         ext = self.path.suffix.lower()
-        self.codec = check_output(self.path, codec)
+        self.codec = check_output(self.path, codec, named=False)  # the command checked the name as typed
         if self.alpha and not keeps_alpha(self.codec):
             raise OutputError(f"{self.path}: cannot keep transparency; write a folder of PNGs, .webm, .mov or .mkv "
                               "with --codec prores (4444), or .mkv with --codec ffv1")
@@ -1536,6 +1555,7 @@ class VideoWriter(_Output):
                     Path(gif).unlink(missing_ok=True)
                 shutil.rmtree(self.tmp, ignore_errors=True)
             else:
+                mark_output(self.tmp)
                 usual_mode(self.tmp)
                 if self.path.exists():
                     old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old.", dir=self.path.parent))

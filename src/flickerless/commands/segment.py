@@ -40,16 +40,22 @@ def register(sub) -> None:
 
 def _run(args) -> int:
     import logging
+    import shutil
+    import tempfile
     from pathlib import Path
 
     import numpy as np
 
     from ..errors import OutputError
     from ..segment import DEFAULT_SAM, segment
-    from ..video import check_output_is_not_input, read
+    from ..video import check_output, check_output_is_not_input, mark_output, read
 
     log = logging.getLogger("flickerless")
     check_output_is_not_input(args.output, video=args.video)
+    # a new folder, or an earlier output of numbered PNGs (replaced whole): never a clip's frame folder, which
+    # took the masks beside its frames, nor earlier masks left beside fewer new ones
+    if check_output(args.output) is not None:
+        raise OutputError(f"{args.output}: segment writes a folder of PNG masks; give a folder path without extension")
     if args.quiet:
         from ..weights import quiet_model_loading
 
@@ -68,13 +74,22 @@ def _run(args) -> int:
                     cache_dir=args.cache_dir, **prompt)
     out = Path(args.output)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent if str(out.parent) else "."))
     except OSError as e:
         raise OutputError(f"{out}: cannot create the mask folder ({e})") from e
     from PIL import Image
 
-    for i, m in enumerate(masks.numpy()):
-        Image.fromarray((m > 0.5).astype(np.uint8) * 255).save(out / f"{i:05d}.png")
+    try:
+        for i, m in enumerate(masks.numpy()):
+            Image.fromarray((m > 0.5).astype(np.uint8) * 255).save(tmp / f"{i:05d}.png")
+        mark_output(tmp)
+        if out.exists():
+            shutil.rmtree(out)  # an earlier output of ours, or an empty folder (checked above)
+        tmp.rename(out)
+    except OSError as e:
+        raise OutputError(f"{out}: cannot write the masks ({e})") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %d masks to %s (mean foreground %.1f%%)", len(masks), out, 100 * float(masks.mean()))
     print(out)
     return 0

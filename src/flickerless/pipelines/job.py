@@ -278,10 +278,10 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         raise InputError("the image_guided task takes its style from an image: give --style-image PATH")
     if style_image is not None and not Path(style_image).is_file():
         raise InputError(f"{style_image}: style image not found")
-    output = Path(output)
     from ..video import check_output, check_output_is_not_input
 
     check_output(output, codec)  # before any work: a generation must not end in "cannot write .avi"
+    output = Path(output)
     check_output_is_not_input(output, video=video, style_image=style_image)
     job = job_folder(output)
     start_end = parse_frames(frames)
