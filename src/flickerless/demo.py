@@ -71,6 +71,8 @@ def run_demo(out="out", video=None, frames=32, width=320, mode="table", window=1
     out.mkdir(parents=True, exist_ok=True)
     path = Path(video) if video else registry_clip("bikes.mp4")
     clip, fps = load_clip(path, frames, width)
+    if len(clip) < 2:
+        raise InputError(f"{path}: has {len(clip)} frame; the demo compares frames over time and needs 2 or more")
     truth, flick = flickering_pair(clip, seed=0)
     t0 = time.perf_counter()
     result = deflicker(clip, flick, mode=mode, window=window, device=device, batch=batch, progress=progress)
@@ -106,6 +108,19 @@ def tiny_model_dir() -> Path | None:
     return d if (d / "model_index.json").exists() else None
 
 
+def _trained_styles(model: Path) -> list[str]:
+    """The style words a model folder's ``train_log.json`` says it was trained on (the tiny model's six),
+    or [] when it says none."""
+    import json
+
+    try:
+        log = json.loads((model / "train_log.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    found = [v.get("styles") for v in log.values() if isinstance(v, dict)] if isinstance(log, dict) else []
+    return next((list(s) for s in found if isinstance(s, list) and s), [])
+
+
 def run_engine_demo(out="out", video=None, frames=32, style="cartoon", model=None, device=None,
                     progress=True) -> dict:
     """The diffusion engine end to end on a real clip: the stylize task with the tiny model trained
@@ -123,9 +138,16 @@ def run_engine_demo(out="out", video=None, frames=32, style="cartoon", model=Non
     if not template.is_file():
         raise InputError(f"{model}: no stylize.toml there; the engine demo needs a model folder like "
                          "tests/fixtures/tiny_sd (a diffusers model, its controlnet/ and a stylize.toml template)")
+    styles = _trained_styles(model)
+    if styles and style not in styles:  # any other word is noise to a model that knows six
+        raise InputError(f"--style {style!r}: the model in {model} knows {', '.join(styles)}")
+    path = Path(video) if video else registry_clip("carphone_pristine.mp4")  # not seen in training
+    from .video import probe
+
+    if min(probe(path).frames, frames) < 2:
+        raise InputError(f"{path}: {probe(path).frames} frame; the demo compares frames over time and needs 2 or more")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = Path(video) if video else registry_clip("carphone_pristine.mp4")  # not seen in training
     rng = f"0:{frames}"
     common = dict(model=str(model), controlnets={"canny": str(model / "controlnet")}, frames=rng, device=device,
                   restart=True, progress=progress)
