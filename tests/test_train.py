@@ -235,6 +235,18 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(model_dir, frames, tmp
         Trainer(_cfg(model_dir, tmp_path / "b", lora_rank=2, **kw), frames).load_checkpoint(ckpts / "step-000005")
 
 
+def test_resume_on_another_clip_is_said(model_dir, frames, tmp_path, caplog):
+    """A resume on another --video went on without a word (a changed prompt was said)."""
+    kw = dict(steps=2, checkpoint_every=1)
+    train(_cfg(model_dir, tmp_path / "a", **kw), frames, progress=False)
+    ckpt = tmp_path / "a" / "checkpoints" / "step-000002"
+    with caplog.at_level("WARNING", logger="flickerless"):
+        Trainer(_cfg(model_dir, tmp_path / "a", **kw), frames).load_checkpoint(ckpt)
+        assert "training frames" not in caplog.text
+        Trainer(_cfg(model_dir, tmp_path / "a", **kw), frames[:, :, ::-1].copy()).load_checkpoint(ckpt)
+    assert "resuming with changed training frames (another video?)" in caplog.text
+
+
 # ---- command line ---------------------------------------------------------------------------
 
 def test_cli_trains_resumes_and_the_result_loads(model_dir, tmp_path, capfd, loading_bars_on):

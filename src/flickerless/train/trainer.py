@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -189,6 +190,8 @@ class Trainer:
             raise InputError("loss_weights: l2/l3 weight the foreground/background but no masks were given "
                              "(give --masks, or --loss-weights 1,0,0)")
         self.num_frames = len(frames)
+        # what the run trains on, kept in its checkpoints: a resume from another clip is said
+        self.data_hash = hashlib.sha1(frames.detach().cpu().numpy().tobytes()).hexdigest()[:16]
         try:
             self._setup_model(load_components, VAECodec, DDPMScheduler, frames, fg)
         except Exception as e:  # noqa: BLE001 - only running out of memory is said here
@@ -380,7 +383,8 @@ class Trainer:
                 "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
                 "ema": self._ema,
             }, tmp / "state.pt")
-            (tmp / "state.json").write_text(json.dumps({"step": self.step, "settings": self.cfg.to_json()}, indent=1))
+            (tmp / "state.json").write_text(json.dumps({"step": self.step, "settings": self.cfg.to_json(),
+                                                        "frames": self.data_hash}, indent=1))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -410,6 +414,8 @@ class Trainer:
                              f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}): resume with the same settings")
         other = [k for k in ("model", "prompt", "resolution", "batch", "lr", "loss_weights", "max_frames", "every", "seed")
                  if saved.get(k) != now.get(k)]
+        if meta.get("frames", self.data_hash) != self.data_hash:  # another --video (a run was resumed silently)
+            other.append("training frames (another video?)")
         if other:
             log.warning("resuming with changed %s: the run will differ from an uninterrupted one", ", ".join(other))
         weights = load_file(path / "weights.safetensors")
