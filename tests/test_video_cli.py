@@ -1975,6 +1975,29 @@ def test_info_says_what_is_read_from_each_clip(tmp_path, carphone, capsys):
     assert capsys.readouterr().err.strip().endswith("nope.mp4: no such file or folder")
 
 
+def test_info_says_what_a_run_would_stop_at_in_a_folder(tmp_path, carphone, capsys):
+    """A folder of images of two sizes, or with a truncated PNG, passed `info` and stopped every run."""
+    from PIL import Image
+
+    mixed, cut, fine = tmp_path / "mixed", tmp_path / "cut", tmp_path / "fine"
+    for d in (mixed, cut, fine):
+        d.mkdir()
+        for i in range(3):
+            Image.fromarray(carphone[i]).save(d / f"{i}.png")
+    Image.fromarray(carphone[3][:100]).save(mixed / "3.png")
+    data = (cut / "1.png").read_bytes()
+    (cut / "1.png").write_bytes(data[: len(data) // 2])
+    turned = Image.fromarray(carphone[3].transpose(1, 0, 2))  # stored 144x176, shown 176x144: one size
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned.save(fine / "3.jpg", exif=exif)
+    assert main(["info", str(mixed)]) == 2
+    assert "3.png: is 176x100 but 0.png is 176x144" in capsys.readouterr().err
+    assert main(["info", str(cut)]) == 2
+    assert "1.png: cannot read as an image" in capsys.readouterr().err
+    assert main(["info", str(fine)]) == 0 and len(video.read(fine)[0]) == 4
+
+
 def test_info_says_a_turned_and_anamorphic_clip_s_shape(tmp_path, carphone, sound_clip, capsys):
     import av
 

@@ -174,6 +174,29 @@ def load_image(path: Path, alpha: bool = False) -> np.ndarray:
         raise InputError(f"{path}: cannot read as an image ({e})") from e
 
 
+def check_images(folder) -> None:
+    """Every image of a folder clip opens and has the first one's size as shown (EXIF orientation
+    applied), without decoding the pixels: what a run would refuse at that frame, said up front
+    (``flickerless info``). Raises :class:`InputError` as :func:`iter_frames` would."""
+    from PIL import Image, UnidentifiedImageError
+
+    size = first = None
+    for f in _image_files(Path(folder)):
+        try:
+            with Image.open(f) as im:
+                im.verify()  # the file's structure and checksums: a truncated PNG fails here
+            with Image.open(f) as im:  # (verify leaves the image unusable)
+                w, h = im.size
+                if im.getexif().get(0x0112) in (5, 6, 7, 8):  # turned a quarter: shown the other way round
+                    w, h = h, w
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise InputError(f"{f}: cannot read as an image ({e})") from e
+        if size is None:
+            size, first = (h, w), f.name
+        elif (h, w) != size:
+            raise InputError(f"{f}: is {w}x{h} but {first} is {size[1]}x{size[0]}: all images of a clip must have one size")
+
+
 def _open_container(path: Path):
     import av
 

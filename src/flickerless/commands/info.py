@@ -41,6 +41,7 @@ def describe(path) -> dict:
            "bytes_uncompressed": size, "held_in_ram": size <= video.MEMORY_LIMIT}
     out.update(video.stream_facts(path))
     if out["kind"] == "images":
+        video.check_images(path)  # sizes and files a run would stop at, said before it
         return out
     times = video.frame_times(path, info.frames)
     if times is not None:
