@@ -108,6 +108,7 @@ def test_eval_skips_metrics_without_weights(clips, capsys, monkeypatch, tmp_path
     (["--metrics", "clip"], "metric clip needs a prompt"),
     (["--metrics", "pixel_mse,psnr"], "unknown metric(s) psnr"),
     (["--json", "/nonexistent-dir/r.json"], "--json /nonexistent-dir/r.json: folder"),
+    (["--metrics", "pixel_mse", "--device", "foo"], "unknown device 'foo'"),  # was ignored
 ])
 def test_eval_errors_are_one_line(clips, capsys, args, message):
     base = {"--video": str(clips / "out.mp4"), "--source": str(clips / "src.mp4")}

@@ -135,6 +135,10 @@ def test_cli_run_and_errors(models, clip, tmp_path, capsys):
     assert main(missing) == 2 and "not found; looked in" in capsys.readouterr().err
     assert main(["run", "image_guided", "--video", clip, "-o", str(tmp_path / "z.mp4")]) == 2
     assert "--style-image" in capsys.readouterr().err
+    style = tmp_path / "style.png"
+    Image.fromarray(read(clip, 1)[0][0]).save(style)  # a style image where no ControlNet takes it was ignored
+    assert main(["run", "stylize", "--video", clip, "-o", str(tmp_path / "s.mp4"), "--style-image", str(style)]) == 2
+    assert "has no shuffle ControlNet" in capsys.readouterr().err
     # an output it cannot write is said before any work, not after the generation
     assert main(["run", "stylize", "--video", clip, "-o", str(tmp_path / "w.avi")]) == 2
     assert "cannot write .avi files" in capsys.readouterr().err

@@ -50,6 +50,8 @@ def test_segment_point_and_box_prompts_and_errors(sam, tmp_path, capsys):
     assert main(["segment", "-o", str(a), "--video", clip, "--model", str(tmp_path / "nosam"), "--point", "0.5,0.5",
                  "--frames", "1", "-q", "--cache-dir", str(tmp_path / "c2")]) == 2
     assert "SAM model" in capsys.readouterr().err
+    assert main(["segment", "-o", str(a), "--video", clip, "--point", "0.5,0.5", "--frames", "-3"]) == 2
+    assert "expected a positive integer" in capsys.readouterr().err  # was "has no frames", of the clip
 
 
 def test_segment_replaces_its_earlier_masks_and_leaves_other_folders_alone(sam, tmp_path, capsys):

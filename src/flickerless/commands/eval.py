@@ -54,6 +54,10 @@ def cmd_eval(args) -> int:
         v = getattr(args, flag)
         if v and not Path(v).exists():
             raise InputError(f"--{flag} {v}: no such file or folder")
+    if args.device is not None:  # a wrong one was ignored where no metric needed a model
+        from ..blend.deflicker import resolve_device
+
+        resolve_device(args.device)
     if args.quiet:
         from ..weights import quiet_model_loading
 

@@ -20,6 +20,8 @@ def _floats(n: int):
 
 
 def register(sub) -> None:
+    from ..cli import _positive
+
     p = sub.add_parser("segment", help="foreground masks of a clip with SAM (prompted by the person's pose, a point "
                        "or a box), as PNGs for `flickerless train --masks`",
                        description="Segment the foreground of every frame with SAM (transformers SamModel). The "
@@ -31,7 +33,7 @@ def register(sub) -> None:
     g.add_argument("--point", type=_floats(2), metavar="X,Y", help="a foreground point, e.g. 0.5,0.4")
     g.add_argument("--box", type=_floats(4), metavar="X0,Y0,X1,Y1", help="a box around the foreground")
     p.add_argument("--model", default=None, help="SAM repo id or folder (default facebook/sam-vit-base)")
-    p.add_argument("--frames", type=int, help="only the first N frames")
+    p.add_argument("--frames", type=_positive, help="only the first N frames")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--cache-dir", help="mask cache (default: $FLICKERLESS_CACHE/masks or ~/.cache/flickerless/masks)")
     p.add_argument("-q", "--quiet", action="store_true")

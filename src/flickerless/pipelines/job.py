@@ -278,6 +278,10 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         raise InputError("the image_guided task takes its style from an image: give --style-image PATH")
     if style_image is not None and not Path(style_image).is_file():
         raise InputError(f"{style_image}: style image not found")
+    if style_image is not None and not any(u["annotator"] == "shuffle" for u in settings.get("controlnets", [])):
+        # it was ignored without a word
+        raise InputError(f"--style-image: the {task} template has no shuffle ControlNet to take it (the image_guided "
+                         "template has)")
     from ..video import check_output, check_output_is_not_input
 
     check_output(output, codec)  # before any work: a generation must not end in "cannot write .avi"
