@@ -199,6 +199,14 @@ def _command_modules():
             yield importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
+def _logs_above_bars():
+    """Messages printed above the progress bars, not into them (a writer thread's message landed in
+    the middle of a bar's line)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="flickerless: %(message)s", stream=sys.stderr)
 
@@ -851,7 +859,7 @@ def main(argv=None) -> int:
         return 2
     _setup_logging(getattr(args, "quiet", False))
     try:
-        with _stop_signals_as_interrupts():
+        with _stop_signals_as_interrupts(), _logs_above_bars():
             return args.func(args)
     except FlickerlessError as e:
         print(f"flickerless: error: {e}", file=sys.stderr)
