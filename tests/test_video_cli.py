@@ -1224,6 +1224,12 @@ def test_image_folders_exif_16_bit_and_mixed_sizes(tmp_path, carphone, capsys):
     Image.fromarray(frame[..., 1].astype(np.uint16) * 257).save(grey / "0.png")
     back, _ = video.read(grey)
     assert np.array_equal(back[0], np.repeat(frame[..., 1:2], 3, axis=2))
+    # 32-bit float grey TIFF in [0, 1] (compositing tools): scaled, not truncated to black
+    floats = tmp_path / "float"
+    floats.mkdir()
+    Image.fromarray(frame[..., 1].astype(np.float32) / 255, "F").save(floats / "0.tif")
+    back, _ = video.read(floats)
+    assert np.abs(back[0].astype(int) - np.repeat(frame[..., 1:2], 3, axis=2)).max() <= 1
     # a photo stored sideways with an EXIF orientation: read as shown
     photo = tmp_path / "photo"
     photo.mkdir()
@@ -2071,6 +2077,13 @@ def test_cli_keeps_a_style_s_transparency_where_the_output_can(cut_out, tmp_path
     assert "o.mp4 cannot keep the transparency of" in caplog.text and not video.probe(tmp_path / "o.mp4").alpha
     with pytest.raises(OutputError, match="cannot keep transparency"):
         video.VideoWriter(tmp_path / "x.mp4", alpha=True)
+    # the cut-out as its own guide: the guide's alpha is not used, and nothing says the output has none
+    caplog.clear()
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert main([*args[:1], "--guide", str(root / "cut"), *args[3:], "--style", str(root / "cut"),
+                     "-o", str(tmp_path / "both")]) == 0
+    assert "the guide's transparency is not used" in caplog.text and "output has none" not in caplog.text
+    assert video.probe(tmp_path / "both").alpha
 
 
 def test_cli_transparency_streamed_resumed_and_in_keyframes(cut_out, tmp_path, monkeypatch):

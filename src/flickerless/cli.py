@@ -615,7 +615,10 @@ def cmd_deflicker(args) -> int:
     n = ginfo.frames
     start, end = parse_frames(args.frames)
     sinfo = probe(args.style) if mode != "keyframes" else None
-    warn_about_input(args.guide, ginfo)
+    warn_about_input(args.guide, ginfo, say_alpha=False)  # "the output has none" was wrong where the style keeps one
+    if ginfo.alpha:
+        log.info("%s: the guide's transparency is not used (matching reads its colours); an output's comes from the "
+                 "%s", args.guide, "keyframes" if mode == "keyframes" else "style")
     numbered = keyframe_files(args.keyframes) if mode == "keyframes" else {}  # number -> file
     # a style (or keyframes) with transparency: its alpha rides with its colour where the output keeps it
     alpha = images_alpha(sorted(numbered.values())) if mode == "keyframes" else sinfo.alpha

@@ -163,9 +163,10 @@ def load_image(path: Path, alpha: bool = False) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I"):  # 16/32-bit grey (16-bit PNG, TIFF): convert("RGB") would clip at 255
-                a = np.asarray(im).astype(np.float64)
-                scale = 257.0 if a.max(initial=0) > 255 else 1.0
+            if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit or float grey (PNG, TIFF): convert("RGB")
+                a = np.asarray(im).astype(np.float64)  # clips at 255, and truncates floats in [0, 1] to black
+                top = a.max(initial=0)
+                scale = 257.0 if top > 255 else (1 / 255 if im.mode == "F" and top <= 1.0 else 1.0)
                 a = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
                 grey = np.repeat(a[..., None], 3, axis=2)
                 return np.dstack([grey, np.full(a.shape, 255, np.uint8)]) if alpha else grey
