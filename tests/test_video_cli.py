@@ -1981,6 +1981,52 @@ def test_info_says_what_is_read_from_each_clip(tmp_path, carphone, capsys):
     assert capsys.readouterr().err.strip().endswith("nope.mp4: no such file or folder")
 
 
+def _h264_from(path, frames, first_pts=0, empty=()):
+    """Frames as an H.264 (.mp4) or MPEG-4 (.avi) clip at 25 fps starting at ``first_pts`` (below 0:
+    the muxer hides those frames with an edit list, as a ``-c copy`` trim leaves), the frames numbered in
+    ``empty`` written as empty packets (a capture tool's dropped frames)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        avi = str(path).endswith(".avi")
+        s = c.add_stream("mpeg4" if avi else "libx264", rate=25, options={"bf": "0", **({"g": "1"} if avi else {})})
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.time_base = s.codec_context.time_base = Fraction(1, 25)
+        packets = []
+        for i, a in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(a, format="rgb24")
+            vf.pts, vf.time_base = first_pts + i, Fraction(1, 25)
+            packets += list(s.encode(vf))
+        for p in packets + list(s.encode()):
+            if p.pts is not None and p.pts - first_pts in empty:
+                e = av.Packet(b"")
+                e.pts, e.dts, e.stream, e.time_base = p.pts, p.dts, s, p.time_base
+                p = e
+            c.mux(p)
+
+
+def test_frames_never_shown_are_not_counted(tmp_path, carphone):
+    """The header's count took in frames an edit list hides (a trim), a capture's dropped (empty) frames
+    and the frames a cut-short file lacks: `info` said 8 frames where every read gives 6, a streamed run
+    refused the clip, and a dropped frame's gap was lost from the output's timing."""
+    clip = np.ascontiguousarray(carphone[:8, :64, :96])
+    _h264_from(tmp_path / "trim.mp4", clip, first_pts=-2)
+    _h264_from(tmp_path / "drop.avi", clip, empty=(3, 4))
+    for name in ("trim.mp4", "drop.avi"):
+        info = video.probe(tmp_path / name)
+        assert info.frames == 6 == len(list(video.iter_frames(tmp_path / name))), name
+    assert main(["deflicker", "--guide", str(tmp_path / "trim.mp4"), "--style", str(tmp_path / "trim.mp4"),
+                 "-o", str(tmp_path / "t.mp4"), "--stream", *FASTARGS]) == 0
+    assert video.probe(tmp_path / "t.mp4").frames == 6
+    times = video.frame_times(tmp_path / "drop.avi", 6)
+    assert times is not None and np.allclose(times[:6], [0, 0.04, 0.08, 0.2, 0.24, 0.28])  # the gap is kept
+    noise = np.random.default_rng(0).integers(0, 256, (8, 64, 96, 3), dtype=np.uint8)  # large frames: the header
+    _h264_from(tmp_path / "noise.avi", noise)  # stays whole in the first half
+    data = (tmp_path / "noise.avi").read_bytes()
+    (tmp_path / "half.avi").write_bytes(data[: len(data) // 2])
+    assert video.probe(tmp_path / "half.avi").frames == len(list(video.iter_frames(tmp_path / "half.avi")))
+
+
 def test_info_says_what_a_run_would_stop_at_in_a_folder(tmp_path, carphone, capsys):
     """A folder of images of two sizes, or with a truncated PNG, passed `info` and stopped every run."""
     from PIL import Image

@@ -28,6 +28,7 @@ stretch of the clip on disk, not all of it). Such files go to :func:`spill_dir` 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -441,6 +442,13 @@ def probe(path) -> VideoInfo:
             n = 0
     finally:
         container.close()
+    if n and h:
+        # the header's count includes frames that are never shown; a count only lowered here (a field-coded
+        # clip can store a frame's two fields as two packets)
+        try:
+            n = min(n, _shown_packets(path)) or n
+        except av.error.FFmpegError:  # type: ignore[attr-defined]
+            pass
     if not n or not h:
         n, first = 0, None
         for f in iter_frames(path):
@@ -503,6 +511,24 @@ def image_alpha(path) -> bool:
             return _has_alpha(im)
     except (OSError, ValueError):  # unreadable: said when its frames are read
         return False
+
+
+def _shown_packets(path) -> int:
+    """Packets of a clip's video that are shown (no decoding): not those an edit list discards (a trim
+    by ``ffmpeg -ss ... -c copy`` keeps the frames before its cut, to decode from), not the empty ones
+    an AVI has for dropped frames, none past where a cut-short file ends. A pass over the file, made
+    once for each version of it (a run probes a clip several times)."""
+    st = Path(path).stat()
+    return _count_shown(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _count_shown(path: str, size: int, mtime_ns: int) -> int:
+    container = _open_container(Path(path))
+    try:
+        return sum(1 for p in container.demux(container.streams.video[0]) if p.size and not getattr(p, "is_discard", False))
+    finally:
+        container.close()
 
 
 def _mean_packet_rate(path) -> float | None:
