@@ -150,7 +150,8 @@ def _entry(ann: Annotator, src: FrameSource, cache_dir, video_id):
 
 
 def keypoints(frames, *, cache: bool = True, cache_dir=None, video_id: str | None = None, **settings) -> np.ndarray:
-    """The pose annotator's keypoints ``(T, 18, 3)`` float32 (x, y in [0, 1], confidence; smoothed as
+    """The pose annotator's keypoints ``(T, 18, 3)`` float32 (x, y as fractions of the frame, off it for a landmark placed outside it;
+    confidence; smoothed as
     its settings say), cached together with its skeleton images: after ``annotate("pose", ...)`` with
     the same frames and settings this reads them back instead of running the pose model again."""
     ann = get_annotator("pose", **settings)

@@ -6,7 +6,8 @@ person. Its 33 landmarks are mapped to OpenPose's 18 body keypoints in COCO orde
 (:data:`OPENPOSE_KEYPOINTS`: nose, neck, right shoulder/elbow/wrist, left shoulder/elbow/wrist,
 right hip/knee/ankle, left hip/knee/ankle, right eye, left eye, right ear, left ear; "right" is the
 person's right). The neck, which mediapipe lacks, is the midpoint of the shoulders. Result:
-``(T, 18, 3)`` float32 of ``x, y`` normalised to [0, 1] by the frame's width and height and a
+``(T, 18, 3)`` float32 of ``x, y`` as fractions of the frame's width and height (a landmark the model
+places off the frame, a hand outside the picture, falls outside [0, 1], with a low confidence) and a
 confidence in [0, 1] (mediapipe's visibility; the neck takes the lower of the two shoulders). A frame
 with no detection has confidence 0 everywhere (and x = y = 0).
 
@@ -124,7 +125,8 @@ def _landmarks_to_openpose(lms) -> np.ndarray:
 
 def extract_keypoints(frames, model_complexity: int = 1, min_detection: float = 0.5, chunk: int = 32,
                       progress: bool = False) -> np.ndarray:
-    """OpenPose COCO-18 keypoints of one person per frame: ``(T, 18, 3)`` float32 (x, y in [0, 1], confidence).
+    """OpenPose COCO-18 keypoints of one person per frame: ``(T, 18, 3)`` float32 (x, y as fractions of the frame, outside [0, 1] for a landmark placed off it;
+    confidence).
 
     frames: anything :func:`flickerless.control.base.as_source` takes (``(T, H, W, 3)`` uint8, ...).
     Frames go through mediapipe in order (tracking mode), one chunk in memory at a time.
