@@ -144,8 +144,9 @@ def run_engine_demo(out="out", video=None, frames=32, style="cartoon", model=Non
     path = Path(video) if video else registry_clip("carphone_pristine.mp4")  # not seen in training
     from .video import probe
 
-    if min(probe(path).frames, frames) < 2:
-        raise InputError(f"{path}: {probe(path).frames} frame; the demo compares frames over time and needs 2 or more")
+    have = probe(path).frames
+    if min(have, frames) < 2:
+        raise InputError(f"{path}: {have} frame; the demo compares frames over time and needs 2 or more")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = f"0:{frames}"
