@@ -2018,8 +2018,11 @@ def test_frames_never_shown_are_not_counted(tmp_path, carphone):
     assert main(["deflicker", "--guide", str(tmp_path / "trim.mp4"), "--style", str(tmp_path / "trim.mp4"),
                  "-o", str(tmp_path / "t.mp4"), "--stream", *FASTARGS]) == 0
     assert video.probe(tmp_path / "t.mp4").frames == 6
+    misses = video._read_packets.cache_info().misses
+    video.probe(tmp_path / "drop.avi")
     times = video.frame_times(tmp_path / "drop.avi", 6)
     assert times is not None and np.allclose(times[:6], [0, 0.04, 0.08, 0.2, 0.24, 0.28])  # the gap is kept
+    assert video._read_packets.cache_info().misses == misses  # the count and the timing share one pass
     noise = np.random.default_rng(0).integers(0, 256, (8, 64, 96, 3), dtype=np.uint8)  # large frames: the header
     _h264_from(tmp_path / "noise.avi", noise)  # stays whole in the first half
     data = (tmp_path / "noise.avi").read_bytes()

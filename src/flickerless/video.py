@@ -446,7 +446,7 @@ def probe(path) -> VideoInfo:
         # the header's count includes frames that are never shown; a count only lowered here (a field-coded
         # clip can store a frame's two fields as two packets)
         try:
-            n = min(n, _shown_packets(path)) or n
+            n = min(n, len(_shown_packets(path).timing)) or n
         except av.error.FFmpegError:  # type: ignore[attr-defined]
             pass
     if not n or not h:
@@ -513,20 +513,32 @@ def image_alpha(path) -> bool:
         return False
 
 
-def _shown_packets(path) -> int:
-    """Packets of a clip's video that are shown (no decoding): not those an edit list discards (a trim
-    by ``ffmpeg -ss ... -c copy`` keeps the frames before its cut, to decode from), not the empty ones
-    an AVI has for dropped frames, none past where a cut-short file ends. A pass over the file, made
-    once for each version of it (a run probes a clip several times)."""
+@dataclass(frozen=True)
+class _Packets:
+    """A clip's video packets that are shown, read without decoding: not those an edit list discards
+    (a trim by ``ffmpeg -ss ... -c copy`` keeps the frames before its cut, to decode from), not the
+    empty ones an AVI has for dropped frames, none past where a cut-short file ends."""
+
+    time_base: Fraction | None
+    frames: int  # what the stream's header says
+    timing: tuple[tuple[int | None, int], ...]  # (pts, duration) of each, in decoding order
+
+
+def _shown_packets(path) -> _Packets:
+    """:class:`_Packets` of a clip: one pass over the file for each version of it, which the frame
+    count, the variable-rate timing and a GIF's rate all read (a run probes a clip several times)."""
     st = Path(path).stat()
-    return _count_shown(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    return _read_packets(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=64)
-def _count_shown(path: str, size: int, mtime_ns: int) -> int:
+def _read_packets(path: str, size: int, mtime_ns: int) -> _Packets:
     container = _open_container(Path(path))
     try:
-        return sum(1 for p in container.demux(container.streams.video[0]) if p.size and not getattr(p, "is_discard", False))
+        stream = container.streams.video[0]
+        timing = tuple((p.pts, p.duration or 0) for p in container.demux(stream)
+                       if p.size and not getattr(p, "is_discard", False))
+        return _Packets(stream.time_base, stream.frames, timing)
     finally:
         container.close()
 
@@ -534,18 +546,10 @@ def _count_shown(path: str, size: int, mtime_ns: int) -> int:
 def _mean_packet_rate(path) -> float | None:
     """Frames a second over a clip's whole length, from its packets' durations (no decoding): a GIF's
     30 fps is stored as delays of 3 and 4 hundredths of a second, and its first delay says 33.3."""
-    container = _open_container(path)
-    try:
-        stream = container.streams.video[0]
-        count, ticks = 0, 0
-        for p in container.demux(stream):
-            if p.size:
-                count += 1
-                ticks += p.duration or 0
-        seconds = float(ticks * stream.time_base) if ticks else 0.0
-        return count / seconds if count and seconds > 0 else None
-    finally:
-        container.close()
+    packets = _shown_packets(path)
+    ticks = sum(d for _, d in packets.timing)
+    seconds = float(ticks * packets.time_base) if ticks and packets.time_base else 0.0
+    return len(packets.timing) / seconds if packets.timing and seconds > 0 else None
 
 
 def _frame_bytes(path) -> int:
@@ -577,17 +581,13 @@ def frame_times(path, frames: int | None = None) -> np.ndarray | None:
     path = Path(path)
     if path.is_dir():
         return None
-    container = _open_container(path)
     try:
-        stream = container.streams.video[0]
-        tb = stream.time_base
-        packets = [(pkt.pts, pkt.duration or 0) for pkt in container.demux(stream)
-                   if pkt.size and pkt.pts is not None and not getattr(pkt, "is_discard", False)]
-        frames = frames or stream.frames
+        shown = _shown_packets(path)
     except av.error.FFmpegError:  # type: ignore[attr-defined]
         return None
-    finally:
-        container.close()
+    tb = shown.time_base
+    packets = [(p, d) for p, d in shown.timing if p is not None]
+    frames = frames or shown.frames
     pts = np.asarray([p for p, _ in packets], dtype=np.int64)
     if len(pts) < 3 or not tb or len(pts) != frames or len(set(pts.tolist())) != len(pts):
         return None
