@@ -1157,6 +1157,21 @@ def mark_output(folder) -> None:
     (Path(folder) / OUTPUT_MARK).write_text("frames written by flickerless; a new output to this folder replaces it\n")
 
 
+def publish_folder(tmp, path) -> None:
+    """A finished folder of PNGs ``tmp`` (beside ``path``) becomes the output ``path``: marked as ours, and
+    swapped in for an earlier output by renames, so that ``path`` is never missing or half written."""
+    tmp, path = Path(tmp), Path(path)
+    mark_output(tmp)
+    usual_mode(tmp)
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+        os.replace(path, old / "x")
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
 def partial_path(output) -> Path:
     """Where :meth:`VideoWriter.keep_partial` keeps the frames of an unfinished ``output``:
     ``NAME.partial.mp4`` beside ``NAME.mp4``, or a ``NAME.partial`` folder beside a PNG folder."""
@@ -1605,15 +1620,7 @@ class VideoWriter(_Output):
                     Path(gif).unlink(missing_ok=True)
                 shutil.rmtree(self.tmp, ignore_errors=True)
             else:
-                mark_output(self.tmp)
-                usual_mode(self.tmp)
-                if self.path.exists():
-                    old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old.", dir=self.path.parent))
-                    os.replace(self.path, old / "x")
-                    os.replace(self.tmp, self.path)
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    os.replace(self.tmp, self.path)
+                publish_folder(self.tmp, self.path)
         except OSError as e:
             self.abort()
             raise OutputError(f"{self.path}: finishing the output failed ({e})") from e

@@ -50,7 +50,7 @@ def _run(args) -> int:
 
     from ..errors import OutputError
     from ..segment import DEFAULT_SAM, segment
-    from ..video import check_output, check_output_is_not_input, mark_output, read
+    from ..video import check_output, check_output_is_not_input, publish_folder, read
 
     log = logging.getLogger("flickerless")
     check_output_is_not_input(args.output, video=args.video)
@@ -84,10 +84,7 @@ def _run(args) -> int:
     try:
         for i, m in enumerate(masks.numpy()):
             Image.fromarray((m > 0.5).astype(np.uint8) * 255).save(tmp / f"{i:05d}.png")
-        mark_output(tmp)
-        if out.exists():
-            shutil.rmtree(out)  # an earlier output of ours, or an empty folder (checked above)
-        tmp.rename(out)
+        publish_folder(tmp, out)  # replaces an earlier output of ours, or an empty folder (checked above)
     except OSError as e:
         raise OutputError(f"{out}: cannot write the masks ({e})") from e
     finally:
