@@ -8,7 +8,7 @@ from flickerless.cli import main
 from flickerless.errors import InputError
 from flickerless.pipelines import apply_overrides, list_templates, load_template, target_size
 from flickerless.pipelines.job import check_memory, job_folder, parse_frames, resolve_settings
-from flickerless.pipelines.templates import dumps, window_value
+from flickerless.pipelines.templates import dumps, split_lora, window_value
 
 import tomllib
 
@@ -108,6 +108,43 @@ def test_user_template_file(tmp_path):
         load_template(str(tmp_path / "missing.toml"))
     with pytest.raises(InputError, match="bundled templates: fashion"):
         load_template("nosuchtask")
+
+
+def test_a_template_files_relative_paths_are_found_beside_it(tmp_path, monkeypatch):
+    """A project keeps its template beside its models: relative paths that exist from the template's
+    folder become absolute (the run, and a --resume from elsewhere, find them); others stay as written
+    (a path from the working directory, or a repo id)."""
+    project = tmp_path / "project"
+    for d in ("models/sd", "cn/depth", "annot/dpt"):
+        (project / d).mkdir(parents=True)
+    (project / "loras").mkdir()
+    (project / "loras" / "style.safetensors").write_bytes(b"x")
+    s = apply_overrides(load_template("stylize"), [
+        'model.base="models/sd"', 'model.lora=["loras/style.safetensors:0.35", "loras/style.safetensors", "me/lora"]',
+        'controlnets.0.model="cn/depth"', 'annotators.depth.model="annot/dpt"'])
+    (project / "mine.toml").write_text(dumps(s))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    got = load_template(str(project / "mine.toml"))
+    root = project.resolve()
+    assert got["model"]["base"] == str(root / "models" / "sd")
+    assert got["model"]["lora"] == [f"{root / 'loras' / 'style.safetensors'}:0.35",
+                                    str(root / "loras" / "style.safetensors"), "me/lora"]
+    assert got["controlnets"][0]["model"] == str(root / "cn" / "depth")
+    assert got["controlnets"][1]["model"] == s["controlnets"][1]["model"]  # a repo id: as written
+    assert got["annotators"]["depth"]["model"] == str(root / "annot" / "dpt")
+    # the same relative path from the working directory, with nothing beside the template: as written
+    (elsewhere / "models" / "sd").mkdir(parents=True)
+    (tmp_path / "other.toml").write_text(dumps(s))
+    assert load_template(str(tmp_path / "other.toml"))["model"]["base"] == "models/sd"
+
+
+@pytest.mark.parametrize("text, want", [("a.safetensors:0.5", ("a.safetensors", 0.5)), ("a:-1", ("a", -1.0)),
+                                        ("a", ("a", 1.0)), ("C:\\loras\\a", ("C:\\loras\\a", 1.0)),
+                                        ("a:nan", ("a:nan", 1.0)), ("me/lora:2", ("me/lora", 2.0))])
+def test_split_lora(text, want):
+    assert split_lora(text) == want
 
 
 def test_sizes_frames_memory_and_job_folder():

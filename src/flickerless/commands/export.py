@@ -27,26 +27,19 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def _lora(text: str) -> tuple[str, float]:
-    path, _, scale = text.rpartition(":")
-    try:
-        return (path, float(scale)) if path else (text, 1.0)
-    except ValueError:
-        return text, 1.0
-
-
 def cmd_export(args) -> int:
     import logging
 
     from ..diffusion.export import save_single_file
     from ..errors import OutputError
+    from ..pipelines.templates import split_lora
 
     out = Path(args.output)
     if out.is_dir():
         raise OutputError(f"{out} is a folder: give a .safetensors file name")
     if out.exists() and not args.overwrite:
         raise OutputError(f"{out} already exists: add --overwrite to replace it, or choose another -o")
-    path = save_single_file(args.model, out, dtype=args.dtype, config=args.config, lora=[_lora(t) for t in args.lora])
+    path = save_single_file(args.model, out, dtype=args.dtype, config=args.config, lora=[split_lora(t) for t in args.lora])
     if not args.quiet:
         logging.getLogger("flickerless").info("wrote %s (%.0f MB): load it in A1111/ComfyUI, or here with --model %s",
                                               path, path.stat().st_size / 2**20, path)

@@ -33,7 +33,7 @@ import torch
 from ..blend.frames import to_hwc_uint8
 from ..errors import DeviceError, InputError, out_of_memory
 from ..weights import quiet_model_loading
-from .templates import TASKS, apply_overrides, dumps, load_template, window_value
+from .templates import TASKS, apply_overrides, dumps, load_template, split_lora, window_value
 
 log = logging.getLogger("flickerless")
 
@@ -337,7 +337,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
             pipeline = VideoPipeline.from_pretrained(
                 settings["model"]["base"], controlnets=[u["model"] for u in cn_units],
                 adapters=[u["model"] for u in ad_units], device=dev, dtype=dtype,
-                lora=[_lora(x) for x in settings["model"]["lora"]],
+                lora=[split_lora(x) for x in settings["model"]["lora"]],
                 textual_inversion=list(settings["model"]["textual_inversion"]),
                 cross_frame=tuple(samp["cross_frame"]) or None, batch_size=samp["batch_size"],
                 vae_batch_size=samp["vae_batch_size"])
@@ -441,13 +441,6 @@ def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, c
     log.info("average fusion: %d candidates to step %d, backgrounds averaged", len(seeds), k)
     cands = torch.stack([pipeline(clip, seed=s, end_step=k, output_type="latents", **kw) for s in seeds])
     return seeds[0], k, average_fusion(cands, masks, 0, lv["w1"], lv["w2"])
-
-
-def _lora(text: str) -> tuple[str, float]:
-    path, _, scale = text.rpartition(":")
-    if path and scale.replace(".", "", 1).isdigit():
-        return path, float(scale)
-    return text, 1.0
 
 
 def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, restart: bool) -> None:

@@ -30,7 +30,7 @@ TASKS = {
 }
 
 __all__ = ["SCHEMA", "OPTIONAL", "CONTROLNET_KEYS", "list_templates", "load_template", "apply_overrides", "validate", "dumps",
-           "window_value"]
+           "window_value", "split_lora"]
 
 
 def _is_window(v) -> bool:
@@ -165,7 +165,64 @@ def load_template(name_or_path: str) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{name_or_path}: not valid TOML ({e})") from None
     validate(data, where=str(name_or_path))
+    if path.is_file():
+        _paths_from(data, path.parent)
     return data
+
+
+def split_lora(text: str) -> tuple[str, float]:
+    """``"path[:scale]"`` -> (path, scale); the scale is 1 when the text does not end in ``:NUMBER``
+    (a Windows drive's colon, say)."""
+    path, _, scale = text.rpartition(":")
+    if path:
+        try:
+            value = float(scale)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return path, value
+    return text, 1.0
+
+
+# where a template names files or folders: (section, key); "controlnets" and "annotators" hold lists/tables
+_PATH_KEYS = (("model", "base"), ("model", "textual_inversion"), ("longvideo", "sam_model"))
+_ANNOTATOR_PATH_KEYS = ("model", "openpose_model")
+
+
+def _paths_from(data: dict, folder: Path) -> None:
+    """A template file's relative paths name files beside it, as a project's do: where a relative
+    model, LoRA, embedding, ControlNet, SAM or annotator path exists from the template's folder, it
+    becomes that absolute path (so the run and a later ``--resume`` find it from any directory). A path
+    that does not exist there is left as written: a path from the working directory, or a repo id."""
+    def here(value: str) -> str:
+        if not value or Path(value).is_absolute() or not (folder / value).exists():
+            return value
+        return str((folder / value).resolve())
+
+    def each(section: dict, key: str) -> None:
+        v = section.get(key)
+        if isinstance(v, str):
+            section[key] = here(v)
+        elif isinstance(v, list):
+            section[key] = [here(x) if isinstance(x, str) else x for x in v]
+
+    for sec, key in _PATH_KEYS:
+        if isinstance(data.get(sec), dict):
+            each(data[sec], key)
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("lora"), list):
+        out = []
+        for item in model["lora"]:
+            path, _ = split_lora(item)
+            out.append(here(path) + item[len(path):])  # the ":scale" as written
+        model["lora"] = out
+    for unit in data.get("controlnets", []) or []:
+        if isinstance(unit, dict):
+            each(unit, "model")
+    for settings in (data.get("annotators") or {}).values():
+        if isinstance(settings, dict):
+            for key in _ANNOTATOR_PATH_KEYS:
+                each(settings, key)
 
 
 def validate(data: dict, where: str = "template") -> None:
