@@ -1463,6 +1463,31 @@ def test_frame_times_of_constant_and_variable_rate_clips(tmp_path, carphone):
     assert video.frame_times(tmp_path, 16) is None  # a folder has no timing
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_a_variable_rate_outputs_last_frame_keeps_its_duration(tmp_path, carphone, ext):
+    """With frames reordered (H.264's B-frames), an MP4 stores no duration of the last frame shown: the
+    writer makes the track end where that frame ends, and frame_times reads it back (it used to read the
+    step before it, 0.2 s here, so each pass through the tool cut 0.3 s off the clip). Matroska keeps
+    each frame's own duration."""
+    import av
+
+    steps = np.random.default_rng(1).choice([0.033, 0.04, 0.1, 0.2], 24)
+    steps[-1] = 0.5
+    times = np.r_[0, np.cumsum(steps)]
+    frames = carphone[np.arange(24) % len(carphone)]
+    for k in range(2):  # written, read back, written again from what was read
+        path = tmp_path / f"vfr{k}{ext}"
+        with video.VideoWriter(path, 25, times=times) as w:
+            for f in frames:
+                w.write(f)
+        with av.open(str(path)) as c:
+            pts = [p.pts for p in c.demux(video=0) if p.pts is not None]
+        assert any(np.diff(pts) < 0)  # the case: frames stored out of the order they are shown
+        got = video.frame_times(path, 24)
+        assert got is not None and np.allclose(got, times, atol=2e-3), (got[-3:], times[-3:])
+        times = got
+
+
 def test_gif_output_has_one_palette_and_the_clips_timing(tmp_path, carphone):
     """A GIF output: one palette for every frame and no dithering, so what stands still keeps its
     colours from frame to frame (per-frame palettes would make it flicker); 30 fps as delays of 3 and

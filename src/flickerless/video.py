@@ -522,6 +522,8 @@ class _Packets:
     time_base: Fraction | None
     frames: int  # what the stream's header says
     timing: tuple[tuple[int | None, int], ...]  # (pts, duration) of each, in decoding order
+    end: int | None = None  # when the stream's last frame ends, as its header says (an MP4 track's edit)
+    own_durations: bool = False  # each packet's duration is its own frame's (Matroska), not a decoding step
 
 
 def _shown_packets(path) -> _Packets:
@@ -536,9 +538,10 @@ def _read_packets(path: str, size: int, mtime_ns: int) -> _Packets:
     container = _open_container(Path(path))
     try:
         stream = container.streams.video[0]
-        timing = tuple((p.pts, p.duration or 0) for p in container.demux(stream)
-                       if p.size and not getattr(p, "is_discard", False))
-        return _Packets(stream.time_base, stream.frames, timing)
+        shown = [p for p in container.demux(stream) if p.size and not getattr(p, "is_discard", False)]
+        timing = tuple((p.pts, p.duration or 0) for p in shown)
+        end = None if stream.duration is None else (stream.start_time or 0) + stream.duration
+        return _Packets(stream.time_base, stream.frames, timing, end, "matroska" in (container.format.name or ""))
     finally:
         container.close()
 
@@ -591,19 +594,35 @@ def frame_times(path, frames: int | None = None) -> np.ndarray | None:
     pts = np.asarray([p for p, _ in packets], dtype=np.int64)
     if len(pts) < 3 or not tb or len(pts) != frames or len(set(pts.tolist())) != len(pts):
         return None
-    # the last frame lasts its packet's duration where packets come in the order they are shown (a GIF
-    # holding its last frame, say); with frames reordered (B-frames) durations follow decoding order, so
-    # it lasts as long as the step before it
     in_order = bool(np.all(np.diff(pts) > 0))
     pts = np.sort(pts)
     steps = np.diff(pts)
-    last = int(packets[-1][1]) if in_order and packets[-1][1] > 0 else int(steps[-1])
+    last = _last_frame_ticks(packets, pts, in_order, shown)
     typical = float(np.median(steps))
     # a constant rate whose frame time is not a whole number of ticks steps by one tick either way
     # (29.97 fps in 1/1000 s: 33, 34, 33, ...): constant, as is anything within 1% of its median step
     if np.all(np.abs(np.append(steps, last) - typical) <= max(1.0, 0.01 * typical)):
         return None
     return (np.append(pts, pts[-1] + last) - pts[0]) * float(tb)
+
+
+def _last_frame_ticks(packets, pts: np.ndarray, in_order: bool, shown: _Packets) -> int:
+    """How long the last shown frame lasts, in time-base ticks, from ``packets`` (pts, duration) in
+    decoding order and their times ``pts`` sorted.
+
+    In the order they are shown (a GIF holding its last frame, say), the last packet's duration says
+    it, as the last shown packet's does in Matroska, whose blocks keep their own frame's duration.
+    With frames reordered (B-frames), an MP4's packet durations are the steps between decoding times,
+    and the last frame lasts until the stream's end as its header says it. A stream that ends before
+    its last frame is shown, or says no end, says nothing: the step before it."""
+    duration = packets[-1][1]
+    if shown.own_durations and not in_order:
+        duration = max(packets, key=lambda p: p[0])[1]
+    if in_order or shown.own_durations:
+        return int(duration) if duration > 0 else int(pts[-1] - pts[-2])
+    if shown.end is not None and shown.end > pts[-1]:
+        return int(shown.end - pts[-1])
+    return int(pts[-1] - pts[-2])
 
 
 def warn_about_input(path, info: VideoInfo, say_alpha: bool = True) -> None:
@@ -1433,6 +1452,8 @@ class VideoWriter(_Output):
             max(1, math.ceil(float(np.diff(self.times).max()) / _TIME_TICK))
         self._durations: dict[int, int] = {}  # pts -> duration (90 kHz ticks) of frames not yet muxed
         self._last_dts = None
+        self._first_dts = None
+        self._held = None  # the last packet encoded, muxed once the next comes (or at the end)
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
         self.crf = crf
@@ -1520,12 +1541,33 @@ class VideoWriter(_Output):
         cc.colorspace = matrix
         cc.color_range = 1  # limited ("tv") range, as yuv420p H.264 is played
 
-    def _mux(self, packets) -> None:
+    def _mux(self, packets, last: bool = False) -> None:
         for packet in packets:
             if packet.pts in self._durations:
                 packet.duration = self._durations.pop(packet.pts)
             self._mend_dts(packet)
-            self._container.mux(packet)
+            if self._first_dts is None:
+                self._first_dts = packet.dts
+            if self._held is not None:
+                self._container.mux(self._held)
+            self._held = packet
+        if last and self._held is not None:
+            self._end_track(self._held)
+            self._container.mux(self._held)
+            self._held = None
+
+    def _end_track(self, packet) -> None:
+        """At a variable rate, make the last packet in decoding order end the track where the last
+        frame ends. An MP4 keeps each sample's duration as the step to the next decoding time, so with
+        frames reordered (B-frames) the last shown frame's own duration is stored nowhere else; the
+        decoding times run behind the frames' times by as much as the first packet's did
+        (:func:`_last_frame_ticks` reads it back)."""
+        if self.times is None or packet.dts is None or self._first_dts is None:
+            return
+        end = round((self.times[self.count] - self.times[0]) / _TIME_TICK)
+        ticks = end - packet.dts + self._first_dts  # the first frame is shown at 0
+        if ticks > 0:
+            packet.duration = ticks
 
     def _mend_dts(self, packet) -> None:
         """FFmpeg's libx265 wrapper gives the packets of a clip of fewer than 3 frames a decoding time
@@ -1595,7 +1637,7 @@ class VideoWriter(_Output):
             if self.is_video:
                 if self._container is None:
                     raise OutputError(f"{self.path}: no frames were written")
-                self._mux(self._stream.encode())
+                self._mux(self._stream.encode(), last=True)
                 self._container.close()
                 self._container = None
                 final = self.tmp
