@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from flickerless import InputError, deflicker
+from flickerless import DeviceError, InputError, deflicker
 from flickerless.blend.deflicker import store_bytes
 from flickerless.synthetic import flickering_pair, psnr, temporal_error
 
@@ -104,7 +104,7 @@ def test_uint8_tensors_and_float_arrays_come_back_as_given(pair):
     # what to do, for the guide, the style (arrays or tensors) and keyframes; a slight overshoot is not
     for guide, style in [(g.astype(np.float32), s / 255.0), (g / 255.0, chw.float().permute(0, 2, 3, 1).numpy()),
                          (torch.from_numpy(g / 255.0).permute(0, 3, 1, 2), chw.float())]:
-        with pytest.raises(ValueError, match="read as \\[0, 1\\], but one ranges from [0-9]+ to [0-9]{3}: divide 0-255"):
+        with pytest.raises(ValueError, match="read as \\[0, 1\\], but they range from [0-9]+ to [0-9]{3}: divide 0-255"):
             deflicker(guide, style, **kw)
     with pytest.raises(InputError, match="divide 0-255 floats by 255"):
         deflicker(g, mode="keyframes", keyframes={0: s[0].astype(np.float32)})
@@ -635,3 +635,86 @@ def test_the_store_moves_its_gpu_entries_to_the_host_when_asked():
     store.put("c", a)
     assert store._mem["c"].device.type == "cpu"  # and nothing goes there after
     store.close()
+
+
+def test_what_a_notebook_passes_by_mistake_is_said_in_one_line(pair):
+    """Calls from Python that crashed deep inside, killed the interpreter, or ran on misread data: each
+    is now an InputError (a ValueError too) saying what to pass instead."""
+    import flickerless.blend as fb
+    from flickerless.blend.deflicker import run_deflicker
+
+    clip, _, flick = pair
+    g, s = clip[:4, :24, :32].copy(), flick[:4, :24, :32].copy()
+    kw = dict(device="cpu", **FAST)
+    # the fused CPU kernels were given batches that disagree: a heap corruption (the process died)
+    t = torch.from_numpy(g).permute(0, 3, 1, 2).float() / 255
+    for a, b, c in [(2, 3, 2), (2, 1, 2), (1, 2, 2)]:
+        with pytest.raises(InputError, match="one of each per pair"):
+            fb.remap(t[:a], t[:b], t[:c])
+    with pytest.raises(InputError, match="channel for channel"):
+        fb.remap(t[:2], t[:2, :1], t[:2])
+    with pytest.raises(InputError, match="same frame's"):
+        fb.remap(t[:2], t[:2], t[:2, :, :8])
+    # floats off the scale in any frame, not only the first: frame 2 in 0-255 came out white
+    off = (s / 255.0).astype(np.float32)
+    off[2] *= 255
+    with pytest.raises(InputError, match="divide 0-255 floats by 255"):
+        deflicker(g, off, **kw)
+    with pytest.raises(InputError, match="divide 0-255 floats by 255"):
+        deflicker(g, list(off), **kw)
+    # [-1, 1] (a VAE decode before (x + 1) / 2) was clamped: most of the output black
+    with pytest.raises(InputError, match=r"\(x \+ 1\) / 2"):
+        deflicker(g, (s / 127.5 - 1).astype(np.float32), **kw)
+    # a list mixing uint8 and float frames was read at the first frame's scale
+    with pytest.raises(InputError, match="frame 1 is float"):
+        deflicker(g, [s[0], *(s[1:] / 255.0)], **kw)
+    # a generator of frames is gathered
+    assert np.array_equal(deflicker(g, (f for f in s), **kw), deflicker(g, s, **kw))
+    # keyframes: a mapping of integer frame numbers to images
+    with pytest.raises(InputError, match="mapping"):
+        deflicker(g, mode="keyframes", keyframes=[s[0], s[3]], **kw)
+    for key in (3.7, True, "3"):
+        with pytest.raises(InputError, match="not a frame number"):
+            deflicker(g, mode="keyframes", keyframes={key: s[3]}, **kw)
+    with pytest.raises(InputError, match="read it first"):
+        deflicker(g, mode="keyframes", keyframes={0: "k.png"}, **kw)
+    assert deflicker(g, mode="keyframes", keyframes={np.int64(0): s[0]}, **kw).shape == s.shape
+    # cuts: a string was read a character at a time, frames outside the clip dropped without a word
+    for cuts, says in [("2", "list of frame numbers"), (2, "list of frame numbers"), ([0], "cannot start a shot"),
+                       ([9], "cannot start a shot"), ([1.5], "number of the frame")]:
+        with pytest.raises(InputError, match=says):
+            deflicker(g, s, cuts=cuts, **kw)
+    # PatchMatch options of the wrong type were truncated (5.9 -> 5) or failed deep inside
+    assert fb.PatchMatchOptions(patch_sizes=5).patch_sizes == (5,)
+    for opt in ({"patch_sizes": (5.9,)}, {"iterations": 1.5}, {"samples": "3"}, {"guide_weight": "10"}):
+        with pytest.raises(InputError):
+            deflicker(g, s, mode="window", window=1, device="cpu", **opt)
+    # windows: -inf was the whole video, numpy's inf overflowed
+    with pytest.raises(InputError, match=">= 0 or inf"):
+        deflicker(g, s, window=float("-inf"), **kw)
+    assert np.array_equal(deflicker(g, s, window=np.float32("inf"), **kw), deflicker(g, s, window=None, **kw))
+    # devices other than cpu/cuda/mps, and run_deflicker's own: torch's errors before
+    for dev in ("meta", "bogus"):
+        with pytest.raises(DeviceError):
+            deflicker(g, s, device=dev, **FAST)
+    got = {}
+    with pytest.raises(DeviceError):
+        run_deflicker(g, s, got.__setitem__, device="bogus")
+    with pytest.raises(InputError, match="takes \\(C, H, W\\) float tensors"):
+        run_deflicker(g, None, got.__setitem__, mode="keyframes", keyframes={0: s[0]}, device="cpu")
+    with pytest.raises(InputError, match="not a frame number"):
+        run_deflicker(g, None, got.__setitem__, mode="keyframes", keyframes={"0": t[0]}, device="cpu")
+    # run_deflicker takes plain arrays and a dict of options too
+    run_deflicker(g, s, got.__setitem__, device="cpu", options=dict(FAST))
+    assert sorted(got) == [0, 1, 2, 3]
+    # the low-level helpers: uint8 images were voted as garbage or wrapped around, sigma 0 gave NaN
+    nnf = torch.stack(torch.meshgrid(torch.arange(24), torch.arange(32), indexing="ij"))[None]
+    with pytest.raises(InputError, match="float"):
+        fb.vote(torch.from_numpy(g[:1]).permute(0, 3, 1, 2).contiguous(), nnf, [(0, 0)])
+    with pytest.raises(InputError, match="offset"):
+        fb.vote(t[:1], nnf, [])
+    with pytest.raises(InputError, match="sigma > 0"):
+        fb.restore_detail(t[0], t[0], t[0], t[0], sigma=0)
+    with pytest.raises(InputError, match="float"):
+        u = torch.from_numpy(g[0]).permute(2, 0, 1)
+        fb.restore_detail(u, u, u, u)

@@ -8,8 +8,9 @@ class FlickerlessError(Exception):
     """Base class: a problem the user can fix; ``str(err)`` tells them how."""
 
 
-class InputError(FlickerlessError):
-    """An input video, image folder or argument is missing, unreadable or inconsistent."""
+class InputError(FlickerlessError, ValueError):
+    """An input video, image folder or argument is missing, unreadable or inconsistent. Also a
+    :class:`ValueError`, which is what Python code calling the library catches for a bad argument."""
 
 
 class OutputError(FlickerlessError):

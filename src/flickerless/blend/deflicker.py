@@ -27,6 +27,7 @@ import logging
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -80,22 +81,27 @@ def resolve_device(device=None, like: torch.Tensor | None = None) -> torch.devic
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'mps' (a Mac's GPU)") from e
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device {device!r}: the deflicker runs on 'cpu', 'cuda', 'cuda:N' or 'mps' (a Mac's GPU)")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r} asked for, but no CUDA GPU is available here: use --device cpu")
+            raise DeviceError(f"device {device!r} asked for, but no CUDA GPU is available here: use device 'cpu' "
+                              "(--device cpu)")
         n = torch.cuda.device_count()
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         elif dev.index >= n:
             raise DeviceError(f"device {device!r} does not exist: this machine has GPUs cuda:0..cuda:{n - 1}")
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise DeviceError(f"device {device!r} asked for, but MPS is not available: use --device cpu")
+        raise DeviceError(f"device {device!r} asked for, but MPS is not available: use device 'cpu' (--device cpu)")
     return dev
 
 
 def normalize_window(window) -> int | None:
     """``None``, ``inf``, ``"inf"``/``"none"``/``"all"`` -> ``None`` (whole video); else an int >= 0."""
-    if window is None or (isinstance(window, float) and math.isinf(window)):
+    if isinstance(window, (float, np.floating)) and math.isinf(window) and window < 0:
+        raise InputError(f"window must be >= 0 or inf, got {window}")
+    if window is None or (isinstance(window, (float, np.floating)) and math.isinf(window)):
         return None
     if isinstance(window, str) and window.lower() in ("inf", "none", "all"):
         return None
@@ -889,6 +895,21 @@ def _check_arguments(mode: str, style, batch, keyframes, device_budget, first_fr
                          "(and no style video), or drop the keyframes")
 
 
+def _cut_list(cuts, n: int) -> list[int]:
+    """The frames that start shots, as given (``cuts``: a list of frame numbers 1..n-1), checked: a
+    string, a lone number, or a frame outside the clip was taken apart or dropped without a word."""
+    if isinstance(cuts, (str, bytes)) or not isinstance(cuts, Iterable):
+        raise InputError(f"cuts must be True (find them), False (one shot) or a list of frame numbers, got {cuts!r}")
+    out = []
+    for c in cuts:
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+            raise InputError(f"cuts: a cut is the number of the frame that starts a shot, got {c!r}")
+        if not 0 < c < n:
+            raise InputError(f"cuts: frame {int(c)} cannot start a shot of a clip of {n} frames (1..{n - 1})")
+        out.append(int(c))
+    return sorted(set(out))
+
+
 def run_deflicker(
     guide: FrameSource,
     style: FrameSource | None,
@@ -950,6 +971,12 @@ def run_deflicker(
     The frames are the same whatever the segments."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    guide = as_source(guide)
+    style = None if style is None else as_source(style)
+    if isinstance(options, Mapping):
+        options = PatchMatchOptions.from_kwargs(**options)
+    elif options is not None and not isinstance(options, PatchMatchOptions):
+        raise InputError(f"options must be a PatchMatchOptions or a dict of its fields, got {type(options).__name__}")
     _check_arguments(mode, style, batch, keyframes, device_budget, first_frame, total_frames, len(guide))
     error_sigma = resolve_error_sigma(error_sigma, mode)
     detail = resolve_detail(detail, mode)
@@ -959,11 +986,19 @@ def run_deflicker(
     if guide.channels != 3:
         raise InputError(f"the guide must be RGB (3 channels), got {guide.channels}: only the style may carry alpha")
     win = normalize_window(window)
-    dev = torch.device(device) if device is not None else resolve_device()
+    dev = resolve_device(device)
     opts = options or PatchMatchOptions()
     if mode == "keyframes":
         if not keyframes:
             raise InputError("keyframes mode needs at least one keyframe")
+        # a mapping that loads its keyframes when asked (the command line's) says their size; images given
+        # are (C, H, W) tensors under integer frame numbers
+        for key, img in _keyframe_items(keyframes) if not hasattr(keyframes, "size") else ():
+            _keyframe_index(key)
+            if not isinstance(img, torch.Tensor) or img.ndim != 3 or img.shape[0] not in (3, 4):
+                what = f"shape {tuple(img.shape)}" if hasattr(img, "shape") else type(img).__name__
+                raise InputError(f"keyframe {key}: run_deflicker takes (C, H, W) float tensors in [0, 1], got {what} "
+                                 "(flickerless.deflicker takes images as arrays too)")
         bad = [k for k in keyframes if not 0 <= k < n]
         if bad:
             raise InputError(f"keyframe indices {sorted(bad)} are outside the guide video's frames 0..{n - 1}")
@@ -999,7 +1034,7 @@ def run_deflicker(
         if starts:
             log.info("scene cuts at frames %s: each shot is deflickered on its own", starts)
     else:
-        starts = sorted(int(c) for c in cuts if 0 < int(c) < n)
+        starts = _cut_list(cuts, n)
     shots = list(zip([0] + starts, starts + [n]))
     chunk = max(4, bs)
     if device_budget is None:
@@ -1155,8 +1190,9 @@ def deflicker(
         "balanced"|"full"`` (:data:`~flickerless.blend.patchmatch.QUALITY`; fields given as well win).
     """
     opts = PatchMatchOptions.from_kwargs(**patchmatch_options)
-    # frames that carry autograd history are read, not differentiated through
-    guide, style = (f.detach() if isinstance(f, torch.Tensor) else f for f in (guide, style))
+    # frames that carry autograd history are read, not differentiated through; frames from a generator
+    # are gathered (they are in memory anyway, and every mode reads a frame more than once)
+    guide, style = (f.detach() if isinstance(f, torch.Tensor) else _indexable(f) for f in (guide, style))
     like = style if style is not None else guide
     as_tensor = isinstance(like, torch.Tensor)
     dev = resolve_device(device, like if as_tensor else None)
@@ -1167,7 +1203,7 @@ def deflicker(
     s = as_source(style) if style is not None else None
     kf = None
     if keyframes is not None:
-        kf = {int(k): _to_chw(v, g.size) for k, v in keyframes.items()}
+        kf = {_keyframe_index(k): _to_chw(v, g.size) for k, v in _keyframe_items(keyframes)}
         for k, v in kf.items():
             check_finite(v[None], f"keyframe {k}", one=True)
     n = len(g)
@@ -1207,11 +1243,42 @@ def deflicker(
     return out
 
 
+def _indexable(frames):
+    """Frames as given, or a generator's (or other one-pass iterable's) frames in a list."""
+    if frames is None or isinstance(frames, (np.ndarray, Sequence)) or hasattr(frames, "__getitem__"):
+        return frames
+    if isinstance(frames, Iterable):
+        return list(frames)
+    raise InputError(f"frames must be an array (T, H, W, 3), a tensor (T, 3, H, W) or a list of frames, got "
+                     f"{type(frames).__name__}")
+
+
+def _keyframe_items(keyframes):
+    if not isinstance(keyframes, Mapping):
+        raise InputError(f"keyframes must be a mapping {{frame index: image}}, got {type(keyframes).__name__}"
+                         + (": e.g. dict(zip(indices, images))" if isinstance(keyframes, (list, tuple)) else ""))
+    return keyframes.items()
+
+
+def _keyframe_index(k) -> int:
+    """A keyframe's frame number: an integer (numpy's too); 3.7, True or "3" would be read as another."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise InputError(f"keyframes: {k!r} is not a frame number (keys are integer frame indices)")
+    return int(k)
+
+
 def _to_chw(img, size: tuple[int, int] | None = None) -> torch.Tensor:
     """A keyframe as ``(C, H, W)`` float32 in [0, 1] (C 3, or 4 with alpha): from a ``(C, H, W)`` tensor
     or an ``(H, W, C)`` array or tensor, uint8 or float in [0, 1]. ``size``: the guide's ``(H, W)``,
     which tells the two apart where the shape alone cannot (a frame 3 pixels high)."""
-    t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(img)))
+    if not isinstance(img, (torch.Tensor, np.ndarray)):
+        if isinstance(img, (str, os.PathLike)):
+            raise InputError(f"a keyframe is an image array or tensor, got the path {str(img)!r}: read it first "
+                             "(e.g. np.asarray(PIL.Image.open(path).convert('RGB')))")
+        img = np.asarray(img)
+        if img.dtype == object:
+            raise InputError("a keyframe is an image array or tensor (H, W, 3)")
+    t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(img))
     if t.ndim != 3 or not ({3, 4} & {t.shape[0], t.shape[2]}):
         raise InputError(f"a keyframe must be an (H, W, 3) or (3, H, W) image (4 channels with alpha), got shape "
                          f"{tuple(t.shape)}")

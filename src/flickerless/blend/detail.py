@@ -80,6 +80,11 @@ def restore_detail(
     of ``blend``. A style with alpha (C 4): the gain is the colour's, and the alpha's detail comes back
     with it.
     """
+    if not sigma > 0 or isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
+        raise InputError(f"restore_detail needs sigma > 0 and an integer radius >= 0, got sigma {sigma!r}, "
+                         f"radius {radius!r}")
+    if not all(t.is_floating_point() for t in (blend, guide_blend, style, guide)):
+        raise InputError("restore_detail takes float images in [0, 1] (uint8 would wrap around): pass x.float() / 255")
     squeeze = blend.dim() == 3
     if squeeze:
         blend, guide_blend, style, guide = (t.unsqueeze(0) for t in (blend, guide_blend, style, guide))

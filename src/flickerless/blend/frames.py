@@ -18,6 +18,8 @@ from typing import Hashable, Sequence
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 __all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "SubFrames", "as_source", "FrameStore", "to_hwc_uint8",
            "index_tensor"]
 
@@ -51,17 +53,24 @@ def _pixel_scale(dtype, what: str, sample=None) -> float:
         if sample is not None:
             _check_unit_range(sample, what)
         return 1.0
-    raise ValueError(f"{what} must be uint8 (0-255) or floats in [0, 1], got {dtype}")
+    raise InputError(f"{what} must be uint8 (0-255) or floats in [0, 1], got {dtype}")
 
 
 def _check_unit_range(sample, what: str) -> None:
     """Float frames are read as [0, 1]. Frames of 0-255 as floats (``frames.astype(np.float32)``, a
-    common slip) would be blended as values up to 255 and come out as nonsense, silently: refused when
-    a frame lies clearly off the scale (a decoder's slight overshoot, -0.01 or 1.02, is not)."""
-    lo, hi = float(sample.min()), float(sample.max())
-    if hi > 2.0 or lo < -1.0:
-        raise ValueError(f"{what} are floats, which are read as [0, 1], but one ranges from {lo:.4g} to {hi:.4g}: "
+    common slip) would be blended as values up to 255, and [-1, 1] frames (a VAE decode before
+    ``(x + 1) / 2``) clamped at 0, each coming out as nonsense, silently: refused when the frames lie
+    clearly off the scale (a decoder's or a resampler's overshoot, -0.05 or 1.02, is not)."""
+    if isinstance(sample, torch.Tensor):
+        lo, hi = (float(v) for v in torch.aminmax(sample.detach()))  # one pass, no copy
+    else:
+        lo, hi = float(np.min(sample)), float(np.max(sample))
+    if hi > 2.0:
+        raise InputError(f"{what} are floats, which are read as [0, 1], but they range from {lo:.4g} to {hi:.4g}: "
                          "divide 0-255 floats by 255, or pass uint8")
+    if lo < -0.1:
+        raise InputError(f"{what} are floats, which are read as [0, 1], but they range from {lo:.4g} to {hi:.4g}: "
+                         "for [-1, 1] values (a VAE decode) pass (x + 1) / 2")
 
 
 def index_tensor(values: Sequence[int], device) -> torch.Tensor:
@@ -87,9 +96,9 @@ class TensorFrames(FrameSource):
 
     def __init__(self, frames: torch.Tensor):
         if frames.ndim != 4 or frames.shape[1] not in (3, 4):
-            raise ValueError(f"expected a (T, 3, H, W) tensor (or (T, 4, H, W) with alpha), got shape "
+            raise InputError(f"expected a (T, 3, H, W) tensor (or (T, 4, H, W) with alpha), got shape "
                              f"{tuple(frames.shape)}")
-        self.scale = _pixel_scale(frames.dtype, "frame tensors", frames[0] if len(frames) else None)
+        self.scale = _pixel_scale(frames.dtype, "frame tensors", frames if len(frames) else None)
         self.frames = frames
         self.size = (int(frames.shape[2]), int(frames.shape[3]))
         self.channels = int(frames.shape[1])
@@ -128,7 +137,7 @@ class ArrayFrames(FrameSource):
     def __init__(self, frames):
         self.frames = frames
         if not len(frames):
-            raise ValueError("no frames: expected (T, H, W, 3) frames (or (T, H, W, 4) with alpha), T >= 1")
+            raise InputError("no frames: expected (T, H, W, 3) frames (or (T, H, W, 4) with alpha), T >= 1")
         first = np.asarray(frames[0])
         if first.ndim != 3 or first.shape[2] not in (3, 4):
             whole = getattr(frames, "shape", None)
@@ -137,8 +146,21 @@ class ArrayFrames(FrameSource):
                 hint = f"; the array of shape {tuple(whole)} looks like one frame: pass frames[None]"
             elif first.ndim == 2:
                 hint = "; grey frames: give them 3 channels (np.repeat(frames[..., None], 3, -1))"
-            raise ValueError(f"expected frames of shape (H, W, 3) (or (H, W, 4) with alpha), got {first.shape}{hint}")
+            raise InputError(f"expected frames of shape (H, W, 3) (or (H, W, 4) with alpha), got {first.shape}{hint}")
+        if isinstance(frames, (list, tuple)):
+            for i, f in enumerate(frames[1:], 1):
+                f = np.asarray(f)
+                if f.shape != first.shape or f.dtype != first.dtype:
+                    raise InputError(f"frame {i} is {f.dtype} of shape {f.shape}, frame 0 {first.dtype} of shape "
+                                     f"{first.shape}: every frame must be alike")
+        # floats: the range of every frame in memory, not of the first alone (an off-scale frame 5 came out
+        # white); a reader's frames are uint8
         self.scale = _pixel_scale(first.dtype, "frames", first)
+        if self.scale == 1.0 and isinstance(frames, np.ndarray):
+            _check_unit_range(frames, "frames")
+        elif self.scale == 1.0 and isinstance(frames, (list, tuple)):
+            for f in frames[1:]:
+                _check_unit_range(np.asarray(f), "frames")
         self.size = (int(first.shape[0]), int(first.shape[1]))
         self.channels = int(first.shape[2])
 
@@ -204,7 +226,7 @@ def check_finite(frames, what: str, one: bool = False) -> None:
                 break
     if found is not None:
         which = what if one else f"{what} frame {found}"
-        raise ValueError(f"{which} holds NaN or infinite values (an fp16 VAE decode that overflowed gives them): "
+        raise InputError(f"{which} holds NaN or infinite values (an fp16 VAE decode that overflowed gives them): "
                          "replace or drop that frame")
 
 

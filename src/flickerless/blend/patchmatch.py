@@ -40,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 __all__ = [
     "PatchMatchOptions",
     "patch_offsets",
@@ -101,34 +103,45 @@ class PatchMatchOptions:
     refine_iterations: int = 1
 
     def __post_init__(self) -> None:
-        ps = tuple(int(p) for p in self.patch_sizes)
+        given = self.patch_sizes
+        given = (given,) if _is_int(given) else given
+        if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or not all(_is_int(p) for p in given):
+            raise InputError(f"patch_sizes must be odd integers, largest first, e.g. (13, 11, 9, 7, 5), got "
+                             f"{self.patch_sizes!r}")
+        ps = tuple(int(p) for p in given)
         object.__setattr__(self, "patch_sizes", ps)
+        for name in ("iterations", "refine_iterations", "min_size", "search_radius", "samples", "levels"):
+            v = getattr(self, name)
+            if not (_is_int(v) or (v is None and name in ("samples", "levels"))):
+                raise InputError(f"{name} must be an integer, got {v!r}")
+        if not isinstance(self.guide_weight, (int, float, np.integer, np.floating)) or isinstance(self.guide_weight, bool):
+            raise InputError(f"guide_weight must be a number, got {self.guide_weight!r}")
         if not ps or any(p < 1 or p % 2 == 0 for p in ps):
-            raise ValueError(f"patch_sizes must be odd positive integers, got {self.patch_sizes!r}")
+            raise InputError(f"patch_sizes must be odd positive integers, got {self.patch_sizes!r}")
         if max(ps) > MAX_PATCH_SIZE:
-            raise ValueError(f"patch_sizes must be at most {MAX_PATCH_SIZE}, got {max(ps)}: the vote costs the "
+            raise InputError(f"patch_sizes must be at most {MAX_PATCH_SIZE}, got {max(ps)}: the vote costs the "
                              "patch's area per pixel (the paper uses 5 to 13)")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not (
                 -(2**63) <= self.seed < 2**63):
-            raise ValueError(f"seed must be an integer from -2**63 to 2**63 - 1, got {self.seed!r}")
+            raise InputError(f"seed must be an integer from -2**63 to 2**63 - 1, got {self.seed!r}")
         if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+            raise InputError(f"iterations must be >= 1, got {self.iterations}")
         if self.refine_iterations < 1:
-            raise ValueError(f"refine_iterations must be >= 1, got {self.refine_iterations}")
+            raise InputError(f"refine_iterations must be >= 1, got {self.refine_iterations}")
         if not (0 <= self.guide_weight < math.inf):  # NaN passed a "< 0" test and then matched on the style alone
-            raise ValueError(f"guide_weight must be a finite number >= 0, got {self.guide_weight}")
+            raise InputError(f"guide_weight must be a finite number >= 0, got {self.guide_weight}")
         if self.samples is not None and self.samples < 1:
-            raise ValueError(f"samples must be >= 1 or None, got {self.samples}")
+            raise InputError(f"samples must be >= 1 or None, got {self.samples}")
         if self.min_size < 1:
-            raise ValueError(f"min_size must be >= 1, got {self.min_size}")
+            raise InputError(f"min_size must be >= 1, got {self.min_size}")
         if self.levels is not None and self.levels < 1:
-            raise ValueError(f"levels must be >= 1 or None, got {self.levels}")
+            raise InputError(f"levels must be >= 1 or None, got {self.levels}")
         if self.search_radius < 0:
-            raise ValueError(f"search_radius must be >= 0, got {self.search_radius}")
+            raise InputError(f"search_radius must be >= 0, got {self.search_radius}")
         if self.backend not in ("auto", "torch", "triton", "numba"):
-            raise ValueError(f"backend must be 'auto', 'torch', 'triton' or 'numba', got {self.backend!r}")
+            raise InputError(f"backend must be 'auto', 'torch', 'triton' or 'numba', got {self.backend!r}")
         if self.init not in ("identity", "random"):
-            raise ValueError(f"init must be 'identity' or 'random', got {self.init!r}")
+            raise InputError(f"init must be 'identity' or 'random', got {self.init!r}")
 
     @classmethod
     def from_kwargs(cls, quality: str | None = None, **kwargs) -> "PatchMatchOptions":
@@ -140,12 +153,16 @@ class PatchMatchOptions:
             raise TypeError(f"unknown PatchMatch option(s) {unknown}; valid: {sorted(valid | {'quality'})}")
         if quality is not None:
             if quality not in QUALITY:
-                raise ValueError(f"quality must be one of {', '.join(QUALITY)}, got {quality!r}")
+                raise InputError(f"quality must be one of {', '.join(QUALITY)}, got {quality!r}")
             kwargs = {**QUALITY[quality], **kwargs}
         return cls(**kwargs)
 
     def patch_size_at(self, iteration: int) -> int:
         return self.patch_sizes[iteration * len(self.patch_sizes) // self.iterations]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 # Search effort against speed, measured in the issue's benchmark (carphone and bikes at 320, 48 frames,
@@ -246,7 +263,7 @@ def initialize(
         keys = _default_keys(batch, device) if keys is None else keys
         r = _hash_ints(keys, 1, (2, h, w))
         return torch.stack((r[:, 0] % hs, r[:, 1] % ws), 1)
-    raise ValueError(f"init must be 'identity' or 'random', got {mode!r}")
+    raise InputError(f"init must be 'identity' or 'random', got {mode!r}")
 
 
 def _default_keys(batch: int, device) -> torch.Tensor:
@@ -351,6 +368,11 @@ def vote(source: torch.Tensor, nnf: torch.Tensor, offsets: Sequence[tuple[int, i
     target pixel ``p' + d``; each pixel is the mean of the votes of the patches that cover it
     (patches centred outside the image do not vote; source samples clamp at the border).
     """
+    if not source.is_floating_point():
+        raise InputError(f"vote takes float images (the mean of the votes), got {source.dtype}: "
+                         "pass source.float() / 255 for uint8")
+    if not len(offsets):
+        raise InputError("vote needs at least one patch offset (patch_offsets(patch_size))")
     b, c, hs, ws = source.shape
     _, _, h, w = nnf.shape
     dev = nnf.device
@@ -449,7 +471,7 @@ def _kernels(backend: str, device: torch.device):
         return None
     needs = {"triton": "cuda", "numba": "cpu"}[want]
     if device.type != needs:
-        raise ValueError(f"backend={want!r} runs on {needs} tensors, these are on {device}; use backend='auto'")
+        raise InputError(f"backend={want!r} runs on {needs} tensors, these are on {device}; use backend='auto'")
     try:
         if want == "triton":
             from . import kernels as mod
@@ -462,8 +484,30 @@ def _kernels(backend: str, device: torch.device):
     if mod.available():
         return mod
     if backend != "auto":
-        raise ValueError(f"backend={want!r} is not available here (is {want} installed?)")
+        raise InputError(f"backend={want!r} is not available here (is {want} installed?)")
     return None
+
+
+def _check_pairs(target_guide, source_guide, source_style) -> None:
+    """The shapes :func:`patchmatch` takes, refused in one line otherwise: the fused CPU kernels index
+    by them unchecked, and batches that disagree crashed the interpreter (a heap corruption)."""
+    named = (("target_guide", target_guide), ("source_guide", source_guide), ("source_style", source_style))
+    for name, t in named:
+        if not isinstance(t, torch.Tensor) or t.ndim != 4 or not t.is_floating_point():
+            what = f"{t.dtype} tensor of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+            raise InputError(f"{name} must be a (B, C, H, W) float tensor in [0, 1], got a {what}")
+    tg, sg, ss = target_guide, source_guide, source_style
+    if not tg.shape[0] == sg.shape[0] == ss.shape[0]:
+        raise InputError(f"target_guide, source_guide and source_style hold {tg.shape[0]}, {sg.shape[0]} and "
+                         f"{ss.shape[0]} images: one of each per pair")
+    if tg.shape[1] != sg.shape[1]:
+        raise InputError(f"target_guide has {tg.shape[1]} channels, source_guide {sg.shape[1]}: the guides are "
+                         "compared channel for channel")
+    if ss.shape[-2:] != sg.shape[-2:]:
+        raise InputError(f"source_style is {ss.shape[-1]}x{ss.shape[-2]}, source_guide {sg.shape[-1]}x{sg.shape[-2]}: "
+                         "a source's style and guide are the same frame's")
+    if len({tg.device, sg.device, ss.device}) > 1:
+        raise InputError(f"the images are on {tg.device}, {sg.device} and {ss.device}: put them on one device")
 
 
 def patchmatch(
@@ -492,6 +536,7 @@ def patchmatch(
     level but the finest; :func:`pyramid_sizes`): a guide frame met in many pairs is resized once, not
     once per pair (the resizing was 25-40% of the GPU time). The same values as resizing here.
     """
+    _check_pairs(target_guide, source_guide, source_style)
     opts = options or PatchMatchOptions()
     b = target_guide.shape[0]
     dev = target_guide.device
@@ -523,7 +568,7 @@ def patchmatch(
     cost = None
     if init_nnf is not None:
         if tuple(init_nnf.shape) != (b, 2, *tg0.shape[-2:]):
-            raise ValueError(f"init_nnf must be {(b, 2, *tg0.shape[-2:])}, got {tuple(init_nnf.shape)}")
+            raise InputError(f"init_nnf must be {(b, 2, *tg0.shape[-2:])}, got {tuple(init_nnf.shape)}")
         nnf = _clamp_nnf(init_nnf.to(dev, torch.int64), *sg0.shape[-2:])
         n = opts.refine_iterations
         sizes = opts.patch_sizes[-n:] if n <= len(opts.patch_sizes) else opts.patch_sizes
@@ -537,7 +582,7 @@ def patchmatch(
     prev_src = None
     levels = _level_sizes(tuple(tg0.shape[-2:]), tuple(sg0.shape[-2:]), opts)
     if guide_levels is not None and len(guide_levels) != len(levels) - 1:
-        raise ValueError(f"guide_levels: {len(levels) - 1} coarser levels expected, got {len(guide_levels)}")
+        raise InputError(f"guide_levels: {len(levels) - 1} coarser levels expected, got {len(guide_levels)}")
     for li, (size, src_size) in enumerate(levels):
         if guide_levels is not None and li < len(levels) - 1:
             ltg, lsg = (t.to(dtype) for t in guide_levels[li])
