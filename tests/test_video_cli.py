@@ -2233,3 +2233,31 @@ def test_a_device_out_of_memory_where_no_step_said_more_is_one_line(monkeypatch,
     monkeypatch.setattr(info, "cmd_info", lambda args: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main(["info", "x.mp4"])
+
+
+def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
+    """From Python: float frames in [0, 1] (what deflicker returns for float input) were cast to uint8,
+    black; 16-bit values wrapped around; a frame of another size became garbage; a negative fps became
+    30; an empty PNG output was written; negative frame numbers meant one thing in a folder of images
+    and another in a video."""
+    frames = np.ascontiguousarray(carphone[:3])
+    assert video.write(tmp_path / "f", frames / 255.0) == 3
+    assert np.abs(video.read(tmp_path / "f")[0].astype(int) - frames).max() <= 1
+    for bad, says in [(frames.astype(np.uint16) * 2, "uint16"), (frames.astype(np.float32), "floats from"),
+                      ([frames[0], frames[1, :64]], "frame 1 is"), ([frames[0], frames[1] * np.nan], "floats from")]:
+        with pytest.raises(InputError, match=says):
+            video.write(tmp_path / "bad.mp4", bad)
+        assert not (tmp_path / "bad.mp4").exists()
+    for fps in (-5, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="fps must be"):
+            video.write(tmp_path / "bad.mp4", frames, fps=fps)
+    with pytest.raises(OutputError, match="no frames"):
+        video.write(tmp_path / "empty", [])
+    assert not (tmp_path / "empty").exists()
+    video.write(tmp_path / "clip.mp4", frames)
+    for src in (tmp_path / "f", tmp_path / "clip.mp4"):
+        for start, stop in [(-2, None), (0, -1)]:
+            with pytest.raises(InputError, match="frame number >= 0"):
+                list(video.iter_frames(src, start, stop))
+        with pytest.raises(InputError, match="frame number >= 0"):
+            video.read(src, max_frames=-1)

@@ -308,6 +308,14 @@ def _frames(container, stream, threads: bool = False) -> Iterator:
         yield from ctx.decode(packet)  # the last, empty packet flushes the decoder
 
 
+def _check_span(start: int, stop: int | None) -> None:
+    """Frame numbers count from 0: a negative start or stop read from the end in a folder of images
+    (Python's slicing) and meant something else in a video, so neither takes them."""
+    for name, v in (("start", start), ("stop", stop)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
+            raise InputError(f"{name} must be a frame number >= 0, got {v!r}")
+
+
 def iter_frames(path, start: int = 0, stop: int | None = None, alpha: bool = False) -> Iterator[np.ndarray]:
     """Frames ``start:stop`` of a clip one at a time, ``(H, W, 3)`` uint8 (``alpha``: ``(H, W, 4)``
     RGBA), upright, without holding the clip in memory. Frames before ``start`` are not loaded
@@ -316,6 +324,7 @@ def iter_frames(path, start: int = 0, stop: int | None = None, alpha: bool = Fal
     import av
 
     path = Path(path)
+    _check_span(start, stop)
     _check_exists(path)
     size = None
     if path.is_dir():
@@ -1043,6 +1052,7 @@ def open_frames(path, memory_limit: int | None = None, tmpdir: str | None = None
     ``alpha``: frames ``(H, W, 4)``, RGBA. Returns (frames, info). ``memory_limit``: default
     :data:`MEMORY_LIMIT`."""
     memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
+    _check_span(start, stop)
     info = probe(path)
     if info.frames == 0:
         raise InputError(f"{path}: has no frames")
@@ -1454,7 +1464,10 @@ class VideoWriter(_Output):
         self._last_dts = None
         self._first_dts = None
         self._held = None  # the last packet encoded, muxed once the next comes (or at the end)
+        self._shape = None  # the first frame's, which every frame keeps
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
+        if fps is not None and not (isinstance(fps, (int, float, Fraction, np.number)) and 0 <= fps < math.inf):
+            raise InputError(f"fps must be a positive number (0 or None: {DEFAULT_FPS:g}), got {fps!r}")
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
         self.crf = crf
         self.audio = audio
@@ -1588,10 +1601,15 @@ class VideoWriter(_Output):
         self._last_dts = dts
 
     def write(self, frame: np.ndarray) -> None:
-        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        frame = _as_bytes(frame, self.count)
         channels = 4 if self.alpha else 3
         if frame.ndim != 3 or frame.shape[2] != channels:
-            raise ValueError(f"frames must be (H, W, {channels}) uint8, got {frame.shape}")
+            raise InputError(f"frames must be (H, W, {channels}) uint8, got {frame.shape}")
+        if self._shape is None:
+            self._shape = frame.shape
+        elif frame.shape != self._shape:
+            raise InputError(f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]}, the first was "
+                             f"{self._shape[1]}x{self._shape[0]}: every frame of an output is one size")
         if (self.is_video or self.is_gif) and self.times is not None and self.count >= len(self.times) - 1:
             raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
         try:
@@ -1662,6 +1680,8 @@ class VideoWriter(_Output):
                     Path(gif).unlink(missing_ok=True)
                 shutil.rmtree(self.tmp, ignore_errors=True)
             else:
+                if self.count == 0:
+                    raise OutputError(f"{self.path}: no frames were written")
                 publish_folder(self.tmp, self.path)
         except OSError as e:
             self.abort()
@@ -1923,8 +1943,25 @@ def has_audio(path) -> bool:
         return False
 
 
+def _as_bytes(frame, index: int) -> np.ndarray:
+    """A frame to write as contiguous uint8: floats are read as [0, 1] (what :func:`flickerless.deflicker`
+    returns for float input) and scaled; other types, and floats clearly off that scale, are refused
+    (a cast made [0, 1] floats black and wrapped 16-bit values around)."""
+    frame = np.asarray(frame)
+    if frame.dtype == np.uint8:
+        return np.ascontiguousarray(frame)
+    if np.issubdtype(frame.dtype, np.floating) and frame.size:
+        lo, hi = float(np.min(frame)), float(np.max(frame))
+        if not (-0.1 <= lo and hi <= 2.0):  # NaN fails too
+            raise InputError(f"frame {index} is floats from {lo:.4g} to {hi:.4g}; frames are uint8 (0-255) or floats "
+                             "in [0, 1]")
+        return np.round(np.clip(frame, 0, 1) * 255).astype(np.uint8)
+    raise InputError(f"frame {index} is {frame.dtype}: frames are uint8 (0-255) or floats in [0, 1]")
+
+
 def write(path, frames: Iterable[np.ndarray], fps: float = DEFAULT_FPS) -> int:
-    """Write all ``frames`` ((T, H, W, 3) uint8 or an iterable of (H, W, 3)); returns the count."""
+    """Write all ``frames`` ((T, H, W, 3) uint8 or an iterable of (H, W, 3); floats in [0, 1] are
+    scaled to 0-255); returns the count."""
     with VideoWriter(path, fps) as w:
         for f in frames:
             w.write(f)
