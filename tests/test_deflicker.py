@@ -69,6 +69,16 @@ def test_keyframes_of_a_frame_three_pixels_high(pair):
     assert np.array_equal(deflicker(g, mode="keyframes", keyframes={0: tensor}, device="cpu", **FAST)[0], t[0])
 
 
+def test_keyframes_of_a_frame_three_pixels_square():
+    """A 3x3 guide: an (H, W, C) keyframe fits both layouts; an array is taken as (H, W, C) like the
+    guide's frames (it was read channels first: transposed), a tensor as (C, H, W)."""
+    g = np.full((4, 3, 3, 3), 100, np.uint8)
+    key = (np.arange(27, dtype=np.uint8).reshape(3, 3, 3) * 9)
+    assert np.array_equal(deflicker(g, mode="keyframes", keyframes={0: key}, device="cpu", **FAST)[0], key)
+    chw = torch.from_numpy(key).permute(2, 0, 1).contiguous()
+    assert np.array_equal(deflicker(g, mode="keyframes", keyframes={0: chw}, device="cpu", **FAST)[0], key)
+
+
 def test_tensor_in_tensor_out(pair):
     clip, _, flick = pair
     g = torch.from_numpy(clip[:4]).permute(0, 3, 1, 2).float() / 255

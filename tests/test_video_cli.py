@@ -2261,3 +2261,38 @@ def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
                 list(video.iter_frames(src, start, stop))
         with pytest.raises(InputError, match="frame number >= 0"):
             video.read(src, max_frames=-1)
+
+
+def test_outputs_of_still_frames_tiny_widths_and_opaque_palettes(tmp_path, carphone):
+    """A GIF kept every frame equal to the one before only as a longer delay (PIL folds them), so a
+    still stretch came back with fewer frames than written and the clip could not guide its own
+    style; FFV1 refused frames 1 pixel wide with a traceback; a palette PNG saved from an opaque RGBA
+    image (a tRNS chunk of 255s) was read as transparent, with PIL's warning on every frame."""
+    import warnings
+
+    from PIL import Image
+
+    a, b = carphone[0][:40, :56], carphone[5][:40, :56]
+    frames = np.stack([a, a, a, b, b, a, a, b])
+    video.write(tmp_path / "still.gif", frames, fps=10)
+    got, _ = video.read(tmp_path / "still.gif")
+    assert len(got) == 8 and video.probe(tmp_path / "still.gif").alpha is False
+    assert np.array_equal(got[1], got[0]) and np.array_equal(got[2], got[0]) and np.array_equal(got[4], got[3])
+    assert np.abs(got.astype(int) - frames).mean() < 6  # one 255-colour palette for the clip
+    thin = np.ascontiguousarray(carphone[:3, :9, :1])
+    with video.VideoWriter(tmp_path / "thin.mkv", 25, codec="ffv1") as w:
+        for f in thin:
+            w.write(f)
+    assert np.array_equal(video.read(tmp_path / "thin.mkv")[0], thin)
+    (tmp_path / "pal").mkdir()
+    for i in range(2):
+        Image.fromarray(carphone[i][:40, :56]).convert("RGBA").convert("P", palette=Image.ADAPTIVE, colors=64).save(
+            tmp_path / "pal" / f"{i}.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert video.probe(tmp_path / "pal").alpha is False
+        assert video.read(tmp_path / "pal")[0].shape == (2, 40, 56, 3)
+    # a palette whose transparent entry a pixel takes: transparent
+    p = Image.fromarray(carphone[1][:40, :56]).convert("P", palette=Image.ADAPTIVE, colors=64)
+    p.save(tmp_path / "pal" / "1.png", transparency=p.getpixel((0, 0)))
+    assert video.image_alpha(tmp_path / "pal" / "1.png") is True

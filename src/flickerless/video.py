@@ -171,6 +171,8 @@ def load_image(path: Path, alpha: bool = False) -> np.ndarray:
                 a = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
                 grey = np.repeat(a[..., None], 3, axis=2)
                 return np.dstack([grey, np.full(a.shape, 255, np.uint8)]) if alpha else grey
+            if im.mode == "P" and "transparency" in im.info:
+                im = _with_alpha(im)
             return np.asarray(im.convert("RGBA" if alpha else "RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read as an image ({e})") from e
@@ -403,7 +405,17 @@ def _has_alpha(img) -> bool:
     """Whether a PIL image has transparency that is used (an RGBA PNG all opaque has none to lose)."""
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         return bool(np.asarray(img.getchannel("A")).min() < 255)
-    return "transparency" in img.info
+    if "transparency" not in img.info:
+        return False
+    # a palette or colour key: used only where a pixel takes it (an opaque RGBA image saved as a palette
+    # PNG carries a tRNS chunk of 255s)
+    return bool(np.asarray(_with_alpha(img).getchannel("A")).min() < 255)
+
+
+def _with_alpha(img):
+    """A PIL image as RGBA: a palette's transparency through RGBA, as PIL asks (going straight to RGB
+    warns "Palette images with Transparency expressed in bytes should be converted to RGBA")."""
+    return img.convert("RGBA")
 
 
 def _first_image(folder: Path, files: list[Path] | None = None) -> np.ndarray:
@@ -1321,16 +1333,26 @@ def _write_gif(frames: list[Path], out: Path, delays: list[int]) -> None:
             thumbs.append(np.asarray(im))
     width = max(t.shape[1] for t in thumbs)
     sheet = np.concatenate([np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), mode="edge") for t in thumbs])
-    palette = Image.fromarray(sheet).quantize(256, method=Image.Quantize.MEDIANCUT)
+    palette = Image.fromarray(sheet).quantize(255, method=Image.Quantize.MEDIANCUT)  # 255: the last index is kept
 
     def indexed():
+        before = None
         for f in frames:
             with Image.open(f) as im:
-                yield im.convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE)
+                q = im.convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE)
+            if before is not None and np.array_equal(np.asarray(q), before):
+                # PIL folds a frame equal to the one before into it (a still clip came back with fewer
+                # frames): one pixel at the transparent index shows the same pixel of the frame beneath
+                q.putpixel((0, 0), _GIF_SEE_THROUGH)
+            before = np.asarray(q)
+            yield q
 
     it = indexed()
     first = next(it)
-    first.save(out, save_all=True, append_images=it, duration=delays, loop=0, disposal=1)
+    first.save(out, save_all=True, append_images=it, duration=delays, loop=0, disposal=1, transparency=_GIF_SEE_THROUGH)
+
+
+_GIF_SEE_THROUGH = 255  # the GIF palette's transparent index: no colour of the frames takes it
 
 
 # the colour matrices a video output is converted through, by FFmpeg's number (AVColorSpace): the
@@ -1524,7 +1546,10 @@ class VideoWriter(_Output):
                      " and ".join(n if p == 1 else f"{p} {n}s" for n, p in zip(("row", "column"), self._pad) if p), why)
         s.width, s.height = w + self._pad[1], h + self._pad[0]
         s.pix_fmt = pix_fmt
-        s.options = _codec_options(self.codec, self.crf, self.alpha)
+        options = _codec_options(self.codec, self.crf, self.alpha)
+        if self.codec == "ffv1" and min(h, w) < 16:  # FFV1's automatic slices cannot split a frame 1 pixel wide
+            options = {**options, "slices": "1"}
+        s.options = options
         if self.codec == "h265" and self._container.format.name in ("mp4", "mov"):
             s.codec_context.codec_tag = "hvc1"  # what Apple's players ask of HEVC in mp4/mov
         self._pix_fmt = pix_fmt
@@ -1638,7 +1663,15 @@ class VideoWriter(_Output):
                 else:  # frame n at n / fps: a frame with no time reached x265 unset, and its packet's
                     # made-up one broke the mp4 muxer now and then ("pts/dts pair unsupported")
                     vf.pts, vf.time_base = self.count, self._stream.codec_context.time_base
-                self._mux(self._stream.encode(vf))
+                try:  # the encoder opens at its first frame, and says there what it cannot take
+                    packets = self._stream.encode(vf)
+                except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+                    if self.count or isinstance(e, OSError):
+                        raise
+                    self.abort()
+                    raise OutputError(f"{self.path}: the {self.codec} encoder cannot write {frame.shape[1]}x"
+                                      f"{frame.shape[0]} frames ({e}); write a folder of PNGs") from e
+                self._mux(packets)
             else:
                 from PIL import Image
 

@@ -1289,6 +1289,10 @@ def _to_chw(img, size: tuple[int, int] | None = None) -> torch.Tensor:
     chw, hwc = tuple(t.shape[1:]), tuple(t.shape[:2])
     if size is not None and chw != hwc and tuple(size) in (chw, hwc):
         channels_first = chw == tuple(size)
+    elif size is not None and chw == hwc == tuple(size) and t.shape[0] == t.shape[2]:
+        # a 3x3 frame: either layout fits, so each kind keeps its own (an array's frames are
+        # (H, W, C), a tensor's (C, H, W)); it was read channels first, transposed
+        channels_first = not isinstance(img, np.ndarray)
     else:
         channels_first = t.shape[0] == 3 or (t.shape[0] == 4 and t.shape[2] not in (3, 4))
     t = t if channels_first else t.permute(2, 0, 1)
