@@ -144,8 +144,10 @@ class ArrayFrames(FrameSource):
             hint = ""
             if whole is not None and len(whole) == 3 and whole[2] in (3, 4):
                 hint = f"; the array of shape {tuple(whole)} looks like one frame: pass frames[None]"
-            elif first.ndim == 2 or (first.ndim == 3 and first.shape[2] == 1):
-                hint = "; grey frames: give them 3 channels (np.repeat(frames[..., :1] if one channel is there, 3, -1))"
+            elif first.ndim == 2:
+                hint = "; grey frames: give them 3 channels (np.repeat(frames[..., None], 3, -1))"
+            elif first.shape[2] == 1:
+                hint = "; grey frames: give them 3 channels (np.repeat(frames, 3, -1))"
             raise InputError(f"expected frames of shape (H, W, 3) (or (H, W, 4) with alpha), got {first.shape}{hint}")
         if isinstance(frames, (list, tuple)):
             for i, f in enumerate(frames[1:], 1):
