@@ -97,6 +97,15 @@ def test_prompts_from_keypoints_points_and_boxes():
         SamPrompt.build(3, keypoints=kp)
     with pytest.raises(InputError, match="give SAM a prompt"):
         SamPrompt.build(3)
+    # a person cut off at the frame's edge: the pose annotator places the shoulders past it (y 1.2, seen
+    # with confidence 0.99). That frame was refused; those landmarks now shape the box only
+    cut = np.array([[[0.4, 0.5, 0.99], [0.6, 0.5, 0.99], [0.3, 1.2, 0.99], [0.7, 1.2, 0.99]]])
+    c = SamPrompt.build(1, keypoints=cut, pose_margin=0.0)
+    assert c.valid.tolist() == [True] and c.labels[0].tolist() == [1, 1]
+    np.testing.assert_allclose(c.points[0], [[0.4, 0.5], [0.6, 0.5]])
+    np.testing.assert_allclose(c.boxes[0], [0.3, 0.5, 0.7, 1.0])
+    with pytest.raises(InputError, match="normalised"):  # pixels, not fractions of the frame
+        SamPrompt.build(1, keypoints=cut * [[[100, 100, 1]]])
 
 
 def test_masks_follow_the_prompt(segmenter, frames):

@@ -83,19 +83,25 @@ class SamPrompt:
             kp = np.asarray(keypoints, dtype=np.float64)
             if kp.ndim != 3 or kp.shape[0] != t or kp.shape[2] != 3:
                 raise InputError(f"keypoints must be (T={t}, K, 3) with x, y normalised and a visibility, got {kp.shape}")
-            vis = kp[..., 2] > visibility
-            _check_unit("keypoints", np.where(vis[..., None], kp[..., :2], 0.5))
-            valid = vis.any(1)
-            n = max(1, int(vis.sum(1).max()))
+            vis = (kp[..., 2] > visibility) & np.isfinite(kp[..., :2]).all(-1)
+            # a pose annotator places landmarks it infers past the frame's edge (a person cut off at the
+            # shoulders) outside [0, 1]: they shape the box but are no points; far outside, the keypoints
+            # are in pixels, not fractions of the frame
+            _check_unit("keypoints", (np.where(vis[..., None], kp[..., :2], 0.5) + 1) / 3,
+                        shown=np.where(vis[..., None], kp[..., :2], 0.5), allowed="[-1, 2] (off the frame's edge)")
+            inside = vis & ((kp[..., :2] >= 0) & (kp[..., :2] <= 1)).all(-1)
+            valid = inside.any(1)
+            n = max(1, int(inside.sum(1).max()))
             points = np.zeros((t, n, 2))
             labels = np.full((t, n), PAD_LABEL, dtype=np.int64)
             boxes = np.zeros((t, 4)) if pose_box else None
             for i in range(t):
-                xy = kp[i, vis[i], :2]
+                xy = kp[i, inside[i], :2]
                 points[i, : len(xy)] = xy
                 labels[i, : len(xy)] = 1
                 if pose_box and len(xy):
-                    lo, hi = xy.min(0), xy.max(0)
+                    every = kp[i, vis[i], :2]
+                    lo, hi = every.min(0), every.max(0)
                     grow = pose_margin * (hi - lo).max()
                     boxes[i] = np.clip(np.concatenate([lo - grow, hi + grow]), 0, 1)
             return cls(points, labels, boxes, valid)
@@ -129,10 +135,12 @@ class SamPrompt:
         return h.digest()
 
 
-def _check_unit(name: str, a: np.ndarray) -> None:
+def _check_unit(name: str, a: np.ndarray, shown: np.ndarray | None = None, allowed: str = "[0, 1]") -> None:
+    """``a`` within [0, 1] (``shown``: the values to name, when ``a`` is them rescaled to ``allowed``)."""
     if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
-        raise InputError(f"{name} coordinates must be normalised to [0, 1] (x / width, y / height); got values in "
-                         f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]")
+        shown = a if shown is None else shown
+        raise InputError(f"{name} coordinates must be normalised (x / width, y / height) within {allowed}; got values "
+                         f"in [{np.nanmin(shown):.3g}, {np.nanmax(shown):.3g}]")
 
 
 # --- model ---------------------------------------------------------------------------------------
