@@ -331,6 +331,36 @@ def test_evaluate_skips_metrics_without_weights(panning, tmp_path, monkeypatch):
         evaluate(panning, panning, metrics="pixel_mse,psnr")
 
 
+def test_evaluate_edge_inputs_are_skipped_or_said_before_any_work(tiny_clip, panning, tmp_path):
+    """A 1-frame clip's default run stopped at FID (other metrics skip what needs 2 frames); a
+    predictor for another CLIP size was refused after the flows had run; and frames the metrics would
+    misread (a uint8 tensor as floats, 0-255 floats, NaN, uint16) were scored as saturated or as 0."""
+    folder, clip = tiny_clip
+    res = evaluate(panning[:1], panning[:1], clip_model=folder, pose_estimator=lambda f: np.zeros((len(f), 3, 3)))
+    assert "at least 2 frames" in res.skipped["fid"] and "fid" not in res.values
+    torch.save(AestheticPredictor(768).state_dict(), tmp_path / "l14.pth")
+    flows = []
+
+    def flow(a, b):
+        flows.append(1)
+        return np.zeros((*a.shape[:2], 2), np.float32)
+
+    with pytest.raises(InputError, match="768-d CLIP embeddings"):
+        evaluate(panning, panning, metrics="pixel_mse,aesthetic", clip_model=folder,
+                 aesthetic_weights=str(tmp_path / "l14.pth"), flow=flow)
+    assert not flows
+    with pytest.raises(ModelNotFoundError, match="no such file"):
+        load_aesthetic(str(tmp_path / "a" / "b" / "c.pth"))
+    from flickerless.metrics.frames import as_uint8
+
+    chw = torch.from_numpy(panning[:2]).permute(0, 3, 1, 2)
+    assert np.array_equal(as_uint8(chw), panning[:2])
+    for bad, says in [(panning[:2].astype(np.float32), "0-255"), (panning[:2] * np.float32(np.nan), "range"),
+                      (panning[:2].astype(np.uint16), "uint16")]:
+        with pytest.raises(InputError, match=says):
+            as_uint8(bad)
+
+
 # ---- Pose-MSE ----
 
 def test_pose_mse_by_hand():

@@ -107,7 +107,8 @@ def image_embeddings(clip: ClipModel, frames, batch: int = 16) -> torch.Tensor:
     dtype = next(clip.model.parameters()).dtype
 
     def step(a, b):
-        px = clip.processor(images=list(frames[a:b]), return_tensors="pt")["pixel_values"]
+        # channels last, said: a frame 1-4 pixels high was taken for channels first (a wrong embedding)
+        px = clip.processor(images=list(frames[a:b]), return_tensors="pt", input_data_format="channels_last")["pixel_values"]
         px = px.to(clip.device, dtype)
         pooled = clip.model.vision_model(pixel_values=px).pooler_output
         out.append(clip.model.visual_projection(pooled).float().cpu())
@@ -193,7 +194,8 @@ def load_aesthetic(weights: str, device=None) -> AestheticPredictor:
     path = Path(weights)
     if not path.is_file():
         parts = str(weights).split("/")
-        if len(parts) >= 3 and not path.exists():
+        local = path.is_absolute() or str(weights).startswith((".", "~")) or path.parent.is_dir()
+        if len(parts) >= 3 and not path.exists() and not local:
             try:
                 from huggingface_hub import hf_hub_download
 
@@ -219,16 +221,21 @@ def load_aesthetic(weights: str, device=None) -> AestheticPredictor:
     return AestheticPredictor.from_state_dict(sd).to(_default_device(device))
 
 
+def check_aesthetic_fits(predictor: AestheticPredictor, clip: ClipModel) -> None:
+    """An aesthetic predictor takes the embeddings of the CLIP it was trained on: refused otherwise."""
+    if clip.dim != predictor.input_size:
+        raise InputError(
+            f"the aesthetic predictor takes {predictor.input_size}-d CLIP embeddings but CLIP model {clip.name!r} "
+            f"gives {clip.dim}-d: use the CLIP it was trained on (ViT-L/14: --clip-model {DEFAULT_CLIP})"
+        )
+
+
 @torch.inference_mode()
 def aesthetic_score(frames, clip: ClipModel, predictor: AestheticPredictor, image_emb: torch.Tensor | None = None):
     """Mean LAION aesthetic score of the frames (1-10 for the real weights on CLIP ViT-L/14) and the
     per-frame list. The MLP sees each frame's L2-normalised CLIP image embedding, as in LAION's code."""
+    check_aesthetic_fits(predictor, clip)
     emb = image_embeddings(clip, frames) if image_emb is None else image_emb
-    if emb.shape[1] != predictor.input_size:
-        raise InputError(
-            f"the aesthetic predictor takes {predictor.input_size}-d CLIP embeddings but CLIP model {clip.name!r} "
-            f"gives {emb.shape[1]}-d: use the CLIP it was trained on (ViT-L/14: --clip-model {DEFAULT_CLIP})"
-        )
     dev = next(predictor.parameters()).device
     per = predictor(emb.to(dev)).squeeze(-1).float().cpu()
     return float(per.mean()), per.tolist()

@@ -71,6 +71,42 @@ class EvalResult:
         return clean({"metrics": self.values, "per_frame": self.per_frame, "skipped": self.skipped, "info": self.info})
 
 
+def _load_models(todo: list, skip, res: EvalResult, clip_model, aesthetic_weights, fid_features, device):
+    """The CLIP and aesthetic models the metrics in ``todo`` need, loaded before any metric is computed,
+    so that a predictor made for another CLIP is said before the flows rather than after them. Metrics
+    whose weights are missing are skipped (and taken out of ``todo``). Returns (clip, predictor)."""
+    predictor = None
+    if "aesthetic" in todo:
+        if aesthetic_weights is None:
+            skip("aesthetic", f"needs {AESTHETIC_HELP}")
+            todo.remove("aesthetic")
+        else:
+            from .clip import load_aesthetic
+
+            try:
+                predictor = load_aesthetic(aesthetic_weights, device)
+                res.info["aesthetic_weights"] = str(aesthetic_weights)
+            except ModelNotFoundError as e:
+                skip("aesthetic", str(e))
+                todo.remove("aesthetic")
+    needs_clip = [n for n in todo if n in ("clip", "clip_consistency", "aesthetic") or (n == "fid" and fid_features == "clip")]
+    if not needs_clip:
+        return None, predictor
+    from .clip import check_aesthetic_fits, load_clip
+
+    try:
+        clip = load_clip(clip_model, device)
+    except ModelNotFoundError as e:
+        for n in needs_clip:
+            skip(n, str(e))
+            todo.remove(n)
+        return None, predictor
+    res.info["clip_model"] = str(clip_model)
+    if predictor is not None:
+        check_aesthetic_fits(predictor, clip)
+    return clip, predictor
+
+
 def evaluate(
     video,
     source=None,
@@ -113,7 +149,7 @@ def evaluate(
     for n in names:
         need = METRICS[n][2]
         missing = (need == "source" and src is None) or (need == "prompt" and not prompt)
-        if n in ("pixel_mse", "warp_error", "clip_consistency") and len(out) < 2:
+        if n in ("pixel_mse", "warp_error", "clip_consistency", "fid") and len(out) < 2:
             missing = True
             need = "at least 2 frames"
         if missing:
@@ -124,6 +160,7 @@ def evaluate(
         else:
             todo.append(n)
 
+    clip, predictor = _load_models(todo, skip, res, clip_model, aesthetic_weights, fid_features, device)
     # temporal metrics: flows on the source (at the output's size), computed once
     temporal = [n for n in todo if n in ("pixel_mse", "warp_error")]
     if temporal:
@@ -145,36 +182,12 @@ def evaluate(
                 res.values[name], res.per_frame[name] = r.value, r.per_pair
                 res.info[f"{name}_coverage"] = float(np.mean(r.coverage))
 
-    predictor = None
-    if "aesthetic" in todo:
-        if aesthetic_weights is None:
-            skip("aesthetic", f"needs {AESTHETIC_HELP}")
-            todo.remove("aesthetic")
-        else:
-            from .clip import load_aesthetic
+    emb = None
+    if clip is not None:
+        from .clip import image_embeddings
 
-            try:
-                predictor = load_aesthetic(aesthetic_weights, device)
-                res.info["aesthetic_weights"] = str(aesthetic_weights)
-            except ModelNotFoundError as e:
-                skip("aesthetic", str(e))
-                todo.remove("aesthetic")
-
-    needs_clip = [n for n in todo if n in ("clip", "clip_consistency", "aesthetic") or (n == "fid" and fid_features == "clip")]
-    clip = emb = None
-    if needs_clip:
-        from .clip import image_embeddings, load_clip
-
-        try:
-            clip = load_clip(clip_model, device)
-        except ModelNotFoundError as e:
-            for n in needs_clip:
-                skip(n, str(e))
-            todo = [n for n in todo if n not in needs_clip]
-        else:
-            res.info["clip_model"] = str(clip_model)
-            log.info("CLIP image embeddings (%s, %d frames)", clip_model, len(out))
-            emb = image_embeddings(clip, out)
+        log.info("CLIP image embeddings (%s, %d frames)", clip_model, len(out))
+        emb = image_embeddings(clip, out)
 
     if "clip" in todo:
         from .clip import clip_score
@@ -197,7 +210,8 @@ def evaluate(
         except ModelNotFoundError as e:
             skip("fid", str(e))
         else:
-            res.values["fid"] = frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb))
+            # a set against itself is 0, not the -3e-15 that rounding leaves
+            res.values["fid"] = max(0.0, frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb)))
             res.info["fid_features"] = (fid_features if isinstance(fid_features, str) else "custom") + (
                 f" ({clip_model}, L2-normalised projected image embeddings: CLIP-FID)" if fid_features == "clip"
                 else " (pytorch-fid Inception-v3 pool3, 2048-d)" if fid_features == "inception" else "")

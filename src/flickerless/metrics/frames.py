@@ -11,21 +11,33 @@ __all__ = ["as_uint8", "fit_frame", "match_size"]
 
 def as_uint8(frames, name: str = "frames") -> np.ndarray:
     """``(T, H, W, 3)`` uint8 from a uint8 array of that shape, a float tensor/array ``(T, 3, H, W)`` in
-    [0, 1] (the library's layout), a sequence of ``(H, W, 3)`` uint8 frames, or a clip path."""
+    [0, 1] (the library's layout), a sequence of ``(H, W, 3)`` uint8 frames, or a clip path. A uint8
+    tensor or array may be either layout; other types, floats off [0, 1] (0-255 as floats) or not
+    finite are refused (they were saturated to white, or scored as 0)."""
     if isinstance(frames, (str, bytes)) or hasattr(frames, "__fspath__"):
         from ..video import read
 
         return read(frames)[0]
-    if hasattr(frames, "detach"):  # torch tensor
-        frames = frames.detach().float().cpu().numpy()
+    if hasattr(frames, "detach"):  # torch tensor: uint8 as it is, floats as float32
+        t = frames.detach().cpu()
+        frames = (t if str(t.dtype) == "torch.uint8" or not t.is_floating_point() else t.float()).numpy()
     if not isinstance(frames, np.ndarray):
         frames = np.stack([np.asarray(f) for f in frames]) if len(frames) else np.zeros((0,))
     if frames.ndim != 4 or len(frames) == 0:
         raise InputError(f"{name}: expected (T, H, W, 3) uint8 or (T, 3, H, W) float frames, got shape {frames.shape}")
+    channels_first = frames.shape[1] == 3 and frames.shape[-1] != 3
     if frames.dtype == np.uint8:
+        if channels_first:
+            frames = frames.transpose(0, 2, 3, 1)
         if frames.shape[-1] != 3:
             raise InputError(f"{name}: uint8 frames must be (T, H, W, 3), got {frames.shape}")
-        return frames
+        return np.ascontiguousarray(frames)
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise InputError(f"{name}: frames must be uint8 (0-255) or floats in [0, 1], got {frames.dtype}")
+    lo, hi = float(np.min(frames)), float(np.max(frames))
+    if not (-0.1 <= lo and hi <= 2.0):  # NaN fails too
+        raise InputError(f"{name}: float frames are read as [0, 1], but they range from {lo:.4g} to {hi:.4g}: "
+                         "divide 0-255 floats by 255, or pass uint8")
     if frames.shape[1] == 3:
         frames = frames.transpose(0, 2, 3, 1)
     elif frames.shape[-1] != 3:

@@ -73,13 +73,21 @@ def mediapipe_pose(frames, model_complexity: int = 1, min_confidence: float = 0.
             "`pip install --no-deps mediapipe==0.10.21` and `pip install flickerless[pose]` (its pose model ships "
             "in the wheel), or pass your own estimator"
         ) from e
+    import contextlib
+
+    from ..control.pose import _without_native_noise
+
     frames = as_uint8(frames)
     out = np.zeros((len(frames), 33, 3), np.float32)
+    seen = False
     with mp_pose.Pose(static_image_mode=False, model_complexity=model_complexity, smooth_landmarks=False,
                       min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence) as est:
         for t, f in enumerate(frames):
-            res = est.process(np.ascontiguousarray(f))
+            # its C++ side's lines on stderr as its models first run (as the pose annotator hides them)
+            with contextlib.nullcontext() if seen else _without_native_noise():
+                res = est.process(np.ascontiguousarray(f))
             if res.pose_landmarks is not None:
+                seen = True
                 out[t] = [(lm.x, lm.y, lm.visibility) for lm in res.pose_landmarks.landmark]
     return out
 
