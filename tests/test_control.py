@@ -556,3 +556,69 @@ def test_a_batch_of_frames_that_does_not_fit_the_gpu_is_halved(carphone, caplog)
     assert np.array_equal(got, want)
     assert seen == [6, 4, 2, 2, 2, 2, 2]  # chunk 1: 6 frames, 4, then 2 at a time; chunk 2 starts at 2
     assert "canny annotator batches of 4: going on with 2 (slower; --set annotators.canny.batch_size=2" in caplog.text
+
+
+# ---------------------------------------------------------------- what a caller passes by mistake
+
+
+def test_annotators_refuse_what_they_would_misread_and_run_on_tiny_frames(tmp_path, carphone):
+    """0-255 floats and uint16 were saturated to white (canny found 1% of the edges), a uint8 tensor
+    read as floats, an empty array failed in numpy, a device that is not there gave torch's error;
+    to_tensor divided [0, 1] floats by 255 again and permuted a tensor already in its form; HED's
+    poolings refused a side under 16 pixels; shuffle's seed -1 and size 5 failed inside numpy."""
+    from flickerless.control.edges import ControlNetHED
+    from flickerless.errors import DeviceError
+
+    clip = np.ascontiguousarray(carphone[:2, :32, :48])
+    ref = annotate("canny", clip, cache=False)
+    assert np.array_equal(annotate("canny", torch.from_numpy(clip).permute(0, 3, 1, 2), cache=False), ref)
+    for bad, says in [(clip.astype(np.float32), "0-255"), (clip.astype(np.uint16), "uint16"),
+                      (clip[:0], "no frames"), (clip * np.float32(np.nan), "floats")]:
+        with pytest.raises(InputError, match=says):
+            annotate("canny", bad, cache=False)
+    for dev in ("cuda:7", "bogus"):
+        with pytest.raises(DeviceError):
+            annotate("canny", clip, device=dev, cache=False)
+    t = to_tensor(clip)
+    assert torch.allclose(to_tensor(clip / 255.0), t, atol=1e-6) and torch.equal(to_tensor(t), t)
+    with pytest.raises(InputError, match="RGB"):
+        to_tensor(np.zeros((2, 8, 8, 4), np.uint8))
+    torch.manual_seed(0)
+    torch.save(ControlNetHED().state_dict(), tmp_path / "ControlNetHED.pth")
+    for h, w in [(1, 1), (7, 3), (15, 64)]:
+        tiny = np.ascontiguousarray(np.resize(clip[0], (1, h, w, 3)))
+        assert annotate("softedge", tiny, model=str(tmp_path / "ControlNetHED.pth"), device="cpu", cache=False).shape == tiny.shape
+    for settings, says in [({"seed": -1}, "seed"), ({"size": 5}, "size")]:
+        with pytest.raises(InputError, match=says):
+            get_annotator("shuffle", **settings)
+    for name in ("canny", "lineart"):
+        with pytest.raises(InputError, match="batch_size"):
+            get_annotator(name, batch_size=0)
+
+
+def test_the_cache_knows_weights_replaced_and_frames_rewritten_in_place(tmp_path, carphone):
+    """Weights replaced at the same path, or one image of a folder clip rewritten, used to be served
+    the annotations of the old ones."""
+    from PIL import Image
+
+    from flickerless.control import video_identity
+    from flickerless.control.edges import ControlNetHED
+
+    clip = np.ascontiguousarray(carphone[:2, :32, :48])
+    weights = tmp_path / "ControlNetHED.pth"
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        torch.save(ControlNetHED().state_dict(), weights)
+        os.utime(weights, ns=(10**18 + seed, 10**18 + seed))
+        got = annotate("softedge", clip, model=str(weights), device="cpu", video_id="clip")
+        fresh = annotate("softedge", clip, model=str(weights), device="cpu", cache=False)
+        assert np.array_equal(got, fresh)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(clip):
+        Image.fromarray(f).save(folder / f"{i}.png")
+    before = video_identity(folder)
+    stat = os.stat(folder)
+    Image.fromarray(255 - clip[1]).save(folder / "1.png")
+    os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the folder's own stat as it was
+    assert video_identity(folder) != before

@@ -162,23 +162,17 @@ def load_sam(model: str = DEFAULT_SAM, device=None, dtype=None):
         processor = SamProcessor.from_pretrained(src, local_files_only=local)
     except (OSError, ValueError) as e:
         raise _not_found(model, e) from e
-    dev = torch.device(device or "cpu")
+    from .blend.deflicker import resolve_device
+
+    dev = resolve_device(device) if device is not None else torch.device("cpu")
     return sam.to(dev, dtype or torch.float32).eval(), processor
 
 
 def _model_key(model: str) -> bytes:
     """What identifies the weights: a local folder's files (name, size, mtime), else the repo id."""
-    path = Path(model)
-    h = hashlib.sha256()
-    if path.is_dir():
-        h.update(str(path.resolve()).encode())
-        for f in sorted(path.rglob("*")):
-            if f.is_file():
-                st = f.stat()
-                h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    else:
-        h.update(model.encode())
-    return h.digest()
+    from .weights import weights_identity
+
+    return hashlib.sha256(weights_identity(model).encode()).digest()
 
 
 def _size(d, key: str) -> int:

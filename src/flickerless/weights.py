@@ -135,6 +135,23 @@ def load_transformers(loader, model: str, what: str, setting: str, **kw):
         raise not_found(what, model, remedy, e) from e
 
 
+def weights_identity(model) -> str:
+    """What identifies a model's weights for a cache key: a local file's or folder's files (path, size,
+    mtime), so weights replaced at the same path are not taken for the old ones; else the value as
+    given (a repo id)."""
+    import hashlib
+
+    path = Path(str(model))
+    if not path.exists():
+        return str(model)
+    h = hashlib.sha256(str(path.resolve()).encode())
+    for f in [path] if path.is_file() else sorted(path.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(path) if f != path else f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
 def looks_like_path(model: str) -> bool:
     """True for strings that can only be a local path (not a Hugging Face ``namespace/name`` id)."""
     m = str(model)

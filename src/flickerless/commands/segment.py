@@ -58,6 +58,10 @@ def _run(args) -> int:
     # took the masks beside its frames, nor earlier masks left beside fewer new ones
     if check_output(args.output) is not None:
         raise OutputError(f"{args.output}: segment writes a folder of PNG masks; give a folder path without extension")
+    if args.device is not None:  # said before the clip is read and the keypoints found
+        from ..blend.deflicker import resolve_device
+
+        resolve_device(args.device)
     if args.quiet:
         from ..weights import quiet_model_loading
 

@@ -17,6 +17,7 @@ import importlib
 import logging
 import types
 import typing
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -144,9 +145,19 @@ def iter_annotate(name: str, frames, *, cache: bool = True, cache_dir=None, vide
 
 
 def _entry(ann: Annotator, src: FrameSource, cache_dir, video_id):
+    from ..weights import weights_identity
+
     store = AnnotationCache(cache_dir)
     vid = video_id if video_id is not None else "sha:" + frames_hash(src)
-    return store, cache_key(ann.name, ann.version, ann.cache_settings(), vid, src.shape), vid
+    settings = ann.cache_settings()
+    # local weights enter as their files (size, mtime): replaced at the same path, they are new weights
+    weights = {k: weights_identity(v) for k, v in settings.items() if isinstance(v, str) and Path(v).exists()}
+    found = getattr(ann, "_path", None)  # a weights file found in the hub's cache (HED)
+    if found is not None:
+        weights["_path"] = weights_identity(found)
+    if weights:
+        settings = {**settings, "weights": weights}
+    return store, cache_key(ann.name, ann.version, settings, vid, src.shape), vid
 
 
 def keypoints(frames, *, cache: bool = True, cache_dir=None, video_id: str | None = None, **settings) -> np.ndarray:

@@ -36,8 +36,10 @@ class FrameSource:
         if hasattr(frames, "detach") and hasattr(frames, "permute"):  # torch tensor
             if frames.ndim == 3:
                 frames = frames.unsqueeze(0)
-            if frames.ndim != 4 or frames.shape[1] != 3:
+            if frames.ndim != 4 or frames.shape[1] != 3 or len(frames) == 0:
                 raise InputError(f"frames tensor must be (T, 3, H, W) float in [0, 1], got {tuple(frames.shape)}")
+            if not frames.is_floating_point() and str(frames.dtype) != "torch.uint8":
+                raise InputError(f"frames tensor must be float in [0, 1] or uint8, got {frames.dtype}")
             self._torch = True
             self._data = frames
             self.shape = (int(frames.shape[0]), int(frames.shape[2]), int(frames.shape[3]))
@@ -47,6 +49,8 @@ class FrameSource:
         if isinstance(frames, np.ndarray):
             if frames.ndim != 4 or frames.shape[-1] != 3:
                 raise InputError(f"frames must be (T, H, W, 3) uint8, got an array of shape {frames.shape}")
+            if len(frames) == 0:
+                raise InputError("no frames to annotate")
             self._data = frames
             self.shape = tuple(int(s) for s in frames.shape[:3])
             return
@@ -71,7 +75,10 @@ class FrameSource:
     def chunk(self, start: int, end: int) -> np.ndarray:
         """Frames ``start:end`` as a ``(n, H, W, 3)`` uint8 array."""
         if self._torch:
-            x = self._data[start:end].detach().float().clamp(0, 1).mul(255).round().byte()
+            x = self._data[start:end].detach()
+            if x.is_floating_point():
+                _check_unit_floats(x.float().cpu().numpy(), start)
+                x = x.float().clamp(0, 1).mul(255).round().byte()
             return x.permute(0, 2, 3, 1).cpu().numpy()
         if isinstance(self._data, np.ndarray):
             out = self._data[start:end]
@@ -82,9 +89,10 @@ class FrameSource:
                     raise InputError(f"frame {i} is {f.shape}, frame 0 is {(*self.size, 3)}: all frames must have one size")
             out = np.stack(out)
         if out.dtype != np.uint8:
-            if np.issubdtype(out.dtype, np.floating):
-                out = (np.clip(out, 0, 1) * 255).round()
-            out = np.clip(out, 0, 255).astype(np.uint8)
+            if not np.issubdtype(out.dtype, np.floating):  # uint16 was clipped at 255: nearly white
+                raise InputError(f"frames must be uint8 (0-255) or floats in [0, 1], got {out.dtype}")
+            _check_unit_floats(out, start)
+            out = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
         return np.ascontiguousarray(out)
 
     def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -92,18 +100,41 @@ class FrameSource:
             yield s, self.chunk(s, min(len(self), s + size))
 
 
+def _check_unit_floats(x: np.ndarray, start: int) -> None:
+    """Float frames are read as [0, 1]: 0-255 floats were saturated, NaN read as black; refused."""
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if not (-0.1 <= lo and hi <= 2.0):  # NaN fails too
+        raise InputError(f"frames from {start} are floats from {lo:.4g} to {hi:.4g}, read as [0, 1]: divide 0-255 "
+                         "floats by 255, or pass uint8")
+
+
 def as_source(frames) -> FrameSource:
     return frames if isinstance(frames, FrameSource) else FrameSource(frames)
 
 
 def to_tensor(controls, device=None, dtype=None):
-    """Control frames ``(T, H, W, 3)`` uint8 -> ``(T, 3, H, W)`` float tensor in [0, 1] (the sampler's form)."""
+    """Control frames ``(T, H, W, 3)`` uint8 -> ``(T, 3, H, W)`` float tensor in [0, 1] (the sampler's form).
+    Also takes one ``(H, W, 3)`` frame, floats in [0, 1] (not scaled again), and a tensor already in
+    the sampler's form (moved to ``device`` and ``dtype``)."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(controls))
-    if x.ndim == 3:
-        x = x[None]
-    x = x.permute(0, 3, 1, 2).to(device=device or "cpu", dtype=dtype or torch.float32) / 255.0
+    if isinstance(controls, torch.Tensor) and controls.ndim in (3, 4) and controls.shape[-3] == 3 \
+            and controls.shape[-1] != 3:  # (T, 3, H, W): the sampler's form already
+        x = controls.detach()[None] if controls.ndim == 3 else controls.detach()
+        x = x.to(device=device or x.device, dtype=dtype or torch.float32)
+        return (x / 255.0 if not controls.is_floating_point() else x).contiguous()
+    a = controls.detach().cpu().numpy() if isinstance(controls, torch.Tensor) else np.asarray(controls)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[-1] != 3:
+        raise InputError(f"control frames must be (T, H, W, 3) RGB (uint8), got shape {a.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(a))
+    scale = 255.0 if a.dtype == np.uint8 else 1.0
+    if scale == 1.0:
+        if not np.issubdtype(a.dtype, np.floating):
+            raise InputError(f"control frames must be uint8 (0-255) or floats in [0, 1], got {a.dtype}")
+        _check_unit_floats(a, 0)
+    x = x.permute(0, 3, 1, 2).to(device=device or "cpu", dtype=dtype or torch.float32) / scale
     return x.contiguous()
 
 
@@ -152,6 +183,13 @@ class Annotator:
         taken; cheap: it must not load a model. Called by :func:`flickerless.control.iter_annotate`
         and by :meth:`run`."""
 
+    def check_device(self) -> None:
+        """A ``device`` setting names a device this machine has (torch's own errors said less)."""
+        if getattr(self, "device", None) is not None:
+            from ..blend.deflicker import resolve_device
+
+            resolve_device(self.device)
+
     def extras(self) -> dict[str, np.ndarray]:
         """By-products of the last :meth:`run` worth caching beside the frames (pose keypoints)."""
         return {}
@@ -162,6 +200,7 @@ class Annotator:
     def run(self, frames, chunk: int = 32) -> Iterator[np.ndarray]:
         """Control frames for ``frames``, yielded in order as ``(n, H, W, 3)`` uint8 chunks."""
         src = as_source(frames)
+        self.check_device()
         self.prepare(src)
         bs = max(1, int(getattr(self, "batch_size", chunk) or chunk))
         for _, part in src.chunks(chunk):

@@ -30,7 +30,7 @@ from ..errors import OutputError
 from ..video import usual_mode
 from .base import FrameSource
 
-__all__ = ["default_cache_dir", "video_identity", "frames_hash", "cache_key", "AnnotationCache", "CHUNK"]
+__all__ = ["default_cache_dir", "video_identity", "folder_stamp", "frames_hash", "cache_key", "AnnotationCache", "CHUNK"]
 
 CHUNK = 32  # frames per stored chunk (and per annotator run step)
 
@@ -50,8 +50,19 @@ def video_identity(path, frames: tuple[int, int] | None = None, size: tuple[int,
 
     p = Path(path).resolve()
     st = p.stat()
-    return json.dumps([str(p), st.st_size, st.st_mtime_ns, list(frames) if frames else None, list(size) if size else None,
-                       READ_VERSION])
+    stamp: object = [st.st_size, st.st_mtime_ns] if not p.is_dir() else folder_stamp(p)
+    return json.dumps([str(p), stamp, list(frames) if frames else None, list(size) if size else None, READ_VERSION])
+
+
+def folder_stamp(folder) -> str:
+    """The files of a folder (name, size, mtime), hashed: a folder's own stat misses an image
+    rewritten in place, and a cache keyed on it served the old frame's annotations."""
+    h = hashlib.blake2b(digest_size=16)
+    for f in sorted(Path(folder).iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def frames_hash(src: FrameSource, chunk: int = CHUNK) -> str:

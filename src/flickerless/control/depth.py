@@ -76,7 +76,12 @@ class DepthAnnotator(Annotator):
 
         model, proc = self._load()
         p = next(model.parameters())
-        inputs = proc(images=list(batch), return_tensors="pt")
+        try:
+            inputs = proc(images=list(batch), return_tensors="pt", input_data_format="channels_last")
+        except ValueError as e:  # resized to the model's input, a thin strip has a side of 0 pixels
+            h, w = batch.shape[1:3]
+            raise InputError(f"depth: frames of {w}x{h} are too small or too thin for the depth model's input "
+                             f"({e}); resize the clip (--width/--height) or use another annotator") from None
         pix = inputs["pixel_values"].to(p.device, p.dtype)
         with torch.inference_mode():
             out = model(pixel_values=pix).predicted_depth

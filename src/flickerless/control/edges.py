@@ -128,11 +128,19 @@ def hed_edges(net, batch: np.ndarray) -> np.ndarray:
     p = next(net.parameters())
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(p.device).permute(0, 3, 1, 2).to(p.dtype)
     h, w = batch.shape[1:3]
+    # the network pools by 2 four times: a side under 16 pixels left nothing to pool ("Output size is too
+    # small"); such a frame is run with its edge pixels repeated out to 16, and the edges cropped back
+    ph, pw = max(0, _HED_MIN - h), max(0, _HED_MIN - w)
+    if ph or pw:
+        x = F.pad(x.float(), (0, pw, 0, ph), mode="replicate").to(p.dtype)
     with torch.inference_mode():
         sides = net(x)
-        up = [F.interpolate(s.float(), size=(h, w), mode="bilinear", align_corners=False) for s in sides]
-        edge = torch.sigmoid(torch.stack(up).mean(0))[:, 0]
+        up = [F.interpolate(s.float(), size=(h + ph, w + pw), mode="bilinear", align_corners=False) for s in sides]
+        edge = torch.sigmoid(torch.stack(up).mean(0))[:, 0, :h, :w]
     return edge.cpu().numpy()
+
+
+_HED_MIN = 16  # the smallest side HED's four poolings take
 
 
 def sobel_edges(batch: np.ndarray, scales=(1.0, 2.0, 4.0), k: float = 0.5) -> np.ndarray:
@@ -222,6 +230,7 @@ class CannyAnnotator(Annotator):
 
     def __post_init__(self):
         check(0 <= self.low <= self.high, "low", f"need 0 <= low <= high, got low={self.low}, high={self.high}")
+        check(self.batch_size >= 1, "batch_size", "must be at least 1")
 
     def process(self, batch):
         import cv2
@@ -247,6 +256,7 @@ class LineartAnnotator(Annotator):
     def __post_init__(self):
         check(self.sigma > 0, "sigma", "must be positive")
         check(self.contrast > 0, "contrast", "must be positive")
+        check(self.batch_size >= 1, "batch_size", "must be at least 1")
 
     def process(self, batch):
         import cv2

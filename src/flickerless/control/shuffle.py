@@ -65,8 +65,11 @@ class ShuffleAnnotator(Annotator):
 
     def __post_init__(self):
         check(self.cell is None or int(self.cell) >= 1, "cell", "must be a positive number of pixels")
+        check(self.seed >= 0, "seed", f"must be an integer >= 0 (a numpy seed), got {self.seed}")
+        check(self.batch_size >= 1, "batch_size", "must be at least 1")
         if self.size is not None:
-            check(len(self.size) == 2 and min(self.size) >= 1, "size", "must be (height, width)")
+            check(isinstance(self.size, (list, tuple)) and len(self.size) == 2 and min(self.size) >= 1, "size",
+                  f"must be (height, width), got {self.size!r}")
             self.size = (int(self.size[0]), int(self.size[1]))
         self._flow = None
 

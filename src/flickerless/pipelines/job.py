@@ -215,8 +215,12 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     if not out:
         raise InputError(f"{video}: no frames in the range {start}:{'' if end is None else end} "
                          f"(the clip has {info.frames or 'an unknown number of'} frames)")
+    from ..control.cache import folder_stamp
+
     st = Path(video).stat()
-    vid = _hash([str(Path(video).resolve()), st.st_size, st.st_mtime_ns, start, end, size, READ_VERSION])
+    # a folder's identity takes in its images' (one rewritten in place keeps the folder's own stat)
+    stamp = [folder_stamp(video)] if Path(video).is_dir() else []
+    vid = _hash([str(Path(video).resolve()), st.st_size, st.st_mtime_ns, start, end, size, READ_VERSION, *stamp])
     fps = settings["video"]["fps"] or info.fps
     # the clip's sound goes with its frames unless the frame rate is changed (it would drift)
     sound = start / info.fps if abs(fps - info.fps) < 1e-3 else None
