@@ -109,6 +109,7 @@ def test_eval_skips_metrics_without_weights(clips, capsys, monkeypatch, tmp_path
     (["--metrics", "pixel_mse,psnr"], "unknown metric(s) psnr"),
     (["--json", "/nonexistent-dir/r.json"], "--json /nonexistent-dir/r.json: folder"),
     (["--metrics", "pixel_mse", "--device", "foo"], "unknown device 'foo'"),  # was ignored
+    (["--metrics", "pixel_mse", "--json", "/tmp"], "--json /tmp is a folder"),  # said after the metrics ran
 ])
 def test_eval_errors_are_one_line(clips, capsys, args, message):
     base = {"--video": str(clips / "out.mp4"), "--source": str(clips / "src.mp4")}
@@ -142,3 +143,14 @@ def test_eval_maps_a_clip_over_the_memory_limit_instead_of_holding_it(clips, cap
     assert disk["metrics"] == ram["metrics"] and disk["per_frame"] == ram["per_frame"]
     assert (tmp_path / "r.html").stat().st_size > 1000
     assert not [p for p in spill.rglob("*") if p.is_file()]  # the frame files are gone
+
+
+def test_eval_says_when_the_clips_rates_differ(clips, tmp_path, caplog, carphone):
+    """Frames are compared one for one: a 30 fps output against a 15 fps source compares other moments."""
+    import logging
+
+    write(tmp_path / "fast.mp4", carphone[:8], 30)
+    with caplog.at_level(logging.WARNING, logger="flickerless"):
+        assert main(["eval", "--video", str(tmp_path / "fast.mp4"), "--source", str(clips / "src.mp4"),
+                     "--metrics", "pixel_mse", "-q"]) == 0
+    assert "30 fps and the source 15 fps" in caplog.text

@@ -355,6 +355,10 @@ def test_evaluate_edge_inputs_are_skipped_or_said_before_any_work(tiny_clip, pan
 
     chw = torch.from_numpy(panning[:2]).permute(0, 3, 1, 2)
     assert np.array_equal(as_uint8(chw), panning[:2])
+    from flickerless.metrics.pose import pose_error
+
+    with pytest.raises(InputError, match="one row per frame"):  # 1 row for 4 frames was compared silently
+        pose_error(panning[:4], panning[:4], estimator=lambda f: np.zeros((1, 3, 3)))
     for bad, says in [(panning[:2].astype(np.float32), "0-255"), (panning[:2] * np.float32(np.nan), "range"),
                       (panning[:2].astype(np.uint16), "uint16")]:
         with pytest.raises(InputError, match=says):

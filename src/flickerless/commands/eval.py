@@ -50,6 +50,8 @@ def cmd_eval(args) -> int:
         v = getattr(args, flag)
         if v and not Path(v).resolve().parent.is_dir():
             raise OutputError(f"--{flag} {v}: folder {Path(v).resolve().parent} does not exist")
+        if v and Path(v).is_dir():  # said before the metrics run, not after
+            raise OutputError(f"--{flag} {v} is a folder: give a file name")
     for flag in ("video", "source"):
         v = getattr(args, flag)
         if v and not Path(v).exists():
@@ -72,11 +74,24 @@ def cmd_eval(args) -> int:
             return f.array()
         return f
 
+    if args.source:
+        _say_rates(args.video, args.source)
     try:
         return _evaluate(args, frames(args.video), frames(args.source) if args.source else None)
     finally:
         for f in opened:
             f.close()
+
+
+def _say_rates(video, source) -> None:
+    """Frames are compared one for one; clips at other rates (a 30 fps output of a 15 fps source: frame
+    t against frame t, half a second apart by frame 15) are said, as the comparison is then of other times."""
+    from ..video import probe
+
+    a, b = probe(video).fps, probe(source).fps
+    if a and b and abs(a - b) > 0.01 * max(a, b):
+        log.warning("the video is %.4g fps and the source %.4g fps: frames are compared one for one, so frame t of "
+                    "each is a different moment", a, b)
 
 
 def _evaluate(args, video, source) -> int:

@@ -220,12 +220,14 @@ def evaluate(
 
         try:
             log.info("pose estimation on both videos")
-            score, _, _ = pose_error(out, src, estimator=pose_estimator)
+            score, ko, ks = pose_error(out, src, estimator=pose_estimator)
         except ModelNotFoundError as e:
             skip("pose_mse", str(e))
         else:
             if score.count == 0:
-                skip("pose_mse", "no keypoint was found visible in both videos (is there a person?)")
+                seen_src, seen_out = int((ks[..., 2] > 0.5).sum()), int((ko[..., 2] > 0.5).sum())
+                skip("pose_mse", f"no keypoint was found visible in both videos (the source shows {seen_src}, the "
+                                 f"output {seen_out}; is there a person in each?)")
             else:
                 res.values["pose_mse"], res.per_frame["pose_mse"] = score.value, score.per_frame
                 res.info["pose_keypoints_compared"] = score.count

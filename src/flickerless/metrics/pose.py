@@ -101,4 +101,8 @@ def pose_error(output, source, estimator=None, threshold: float = 0.5) -> tuple[
         raise InputError(f"the output has {len(out)} frames but the source has {len(src)}: Pose-MSE compares "
                          "them frame for frame")
     ko, ks = np.asarray(est(out)), np.asarray(est(src))
+    for name, kp in (("output", ko), ("source", ks)):
+        if kp.ndim != 3 or kp.shape[0] != len(out) or kp.shape[2] != 3:
+            raise InputError(f"the pose estimator gave {kp.shape} for the {name}'s {len(out)} frames: it must return "
+                             "(T, K, 3) keypoints, one row per frame")
     return pose_mse(ko, ks, threshold), ko, ks
