@@ -47,8 +47,10 @@ def default_cache_dir() -> Path:
 
 
 def _not_found(model: str, err: Exception) -> ModelNotFoundError:
+    from .weights import download_hint
+
     return not_found("SAM model", model, "Supply a local folder holding a SamModel and its SamProcessor "
-                     f"(save_pretrained), or download it once with `huggingface-cli download {model}`", err)
+                     f"(save_pretrained){download_hint(model)}", err)
 
 
 # --- prompts -------------------------------------------------------------------------------------

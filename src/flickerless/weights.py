@@ -131,7 +131,7 @@ def load_transformers(loader, model: str, what: str, setting: str, **kw):
         return loader(str(path) if path.exists() else model, local_files_only=path.exists() or local_only(), **kw)
     except (OSError, ValueError) as e:  # transformers/huggingface_hub raise these for missing repos and files
         remedy = f"Pass {setting}=<Hugging Face id, or local folder with config.json, the weights and preprocessor_config.json>"
-        remedy += "." if looks_like_path(model) else f", or download it once with `huggingface-cli download {model}`."
+        remedy += download_hint(model) + "."
         raise not_found(what, model, remedy, e) from e
 
 
@@ -150,6 +150,14 @@ def weights_identity(model) -> str:
             st = f.stat()
             h.update(f"{f.relative_to(path) if f != path else f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
+
+
+def download_hint(model: str, lead: str = ", or") -> str:
+    """``", or download it once with `huggingface-cli download ID`"`` for what may be a repo id; nothing
+    for a local path (a missing folder named as a download told the user to fetch ``/data/nosam``)."""
+    if looks_like_path(model) or Path(str(model)).expanduser().exists():
+        return ""
+    return f"{lead} download it once with `huggingface-cli download {model}`"
 
 
 def looks_like_path(model: str) -> bool:

@@ -42,8 +42,10 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def _not_found(what: str, model: str, err: Exception) -> ModelNotFoundError:
-    return not_found(what, model, "Supply a local diffusers folder, a single .safetensors/.ckpt file, or download "
-                     f"it once with `huggingface-cli download {model}`", err)
+    from ..weights import download_hint
+
+    return not_found(what, model, "Supply a local diffusers folder or a single .safetensors/.ckpt file"
+                     + download_hint(model), err)
 
 
 # what the base model must have: a folder without one of these loaded, then failed deep inside (a missing

@@ -88,8 +88,10 @@ def load_clip(model: str = DEFAULT_CLIP, device=None, dtype=None) -> ClipModel:
         m = CLIPModel.from_pretrained(src, local_files_only=local, **dtype_kwarg("transformers", dt))
         tok = AutoTokenizer.from_pretrained(src, local_files_only=local)
     except (OSError, ValueError) as e:
+        from ..weights import download_hint
+
         raise not_found("CLIP model", model, "Pass --clip-model PATH (a folder saved by transformers' save_pretrained, "
-                        f"with tokenizer) or download it once with `huggingface-cli download {model}`", e) from e
+                        f"with tokenizer){download_hint(model, ' or')}", e) from e
     try:
         proc = CLIPImageProcessor.from_pretrained(src, local_files_only=local)
     except (OSError, ValueError):
