@@ -622,3 +622,13 @@ def test_the_cache_knows_weights_replaced_and_frames_rewritten_in_place(tmp_path
     Image.fromarray(255 - clip[1]).save(folder / "1.png")
     os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the folder's own stat as it was
     assert video_identity(folder) != before
+    # what is put beside the images (a run's job folder for an output there, notes) is not the clip: a
+    # --resume was refused as "made with other video_id" once the job folder had changed the folder's stat
+    from flickerless.pipelines import load_template
+    from flickerless.pipelines.job import read_clip
+
+    settings = load_template("stylize")
+    now, vid = video_identity(folder), read_clip(folder, (0, None), settings).video_id
+    (folder / "out.job").mkdir()
+    (folder / "notes.txt").write_text("take 2")
+    assert video_identity(folder) == now and read_clip(folder, (0, None), settings).video_id == vid

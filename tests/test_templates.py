@@ -61,10 +61,15 @@ def test_overrides_parse_values_and_reach_nested_keys():
     ("sampling.seed=99999999999999999999999", "from -2**63 to 2**64 - 1"),  # torch's generator overflowed
     ("deflicker.iterations=0", "an integer >= 1"),
     ("nokey", "section.key=value"),
+    # a section replaced by a value, then a key set in it: tracebacks before
+    (["sampling=3", "sampling.steps=2"], "sampling is a section"),
+    (["annotators.depth=1", "annotators.depth.model=x"], "annotators.depth is a value"),
+    ("controlnets=[1]", "each ControlNet is a table"),
+    ("controlnets.0=foo", "e.g. controlnets.0.scale=0.5"),
 ])
 def test_bad_overrides_name_the_valid_keys(item, says):
     with pytest.raises(InputError, match=None) as e:
-        apply_overrides(load_template("stylize"), [item])
+        apply_overrides(load_template("stylize"), item if isinstance(item, list) else [item])
     assert says in str(e.value)
 
 

@@ -55,13 +55,15 @@ def video_identity(path, frames: tuple[int, int] | None = None, size: tuple[int,
 
 
 def folder_stamp(folder) -> str:
-    """The files of a folder (name, size, mtime), hashed: a folder's own stat misses an image
-    rewritten in place, and a cache keyed on it served the old frame's annotations."""
+    """The images of a folder clip (name, size, mtime), hashed: what its frames are. The folder's own
+    stat misses an image rewritten in place (a cache keyed on it served the old frame's annotations)
+    and changes with anything else put there (a job folder, notes), which refused a --resume."""
+    from ..video import _image_files
+
     h = hashlib.blake2b(digest_size=16)
-    for f in sorted(Path(folder).iterdir()):
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for f in _image_files(Path(folder)):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 

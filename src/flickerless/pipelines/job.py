@@ -217,10 +217,11 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
                          f"(the clip has {info.frames or 'an unknown number of'} frames)")
     from ..control.cache import folder_stamp
 
+    # a folder is its images (rewritten in place, one keeps the folder's own stat; and the folder's
+    # changes with a job folder or notes put beside them, which refused a --resume)
     st = Path(video).stat()
-    # a folder's identity takes in its images' (one rewritten in place keeps the folder's own stat)
-    stamp = [folder_stamp(video)] if Path(video).is_dir() else []
-    vid = _hash([str(Path(video).resolve()), st.st_size, st.st_mtime_ns, start, end, size, READ_VERSION, *stamp])
+    stamp = [folder_stamp(video)] if Path(video).is_dir() else [st.st_size, st.st_mtime_ns]
+    vid = _hash([str(Path(video).resolve()), *stamp, start, end, size, READ_VERSION])
     fps = settings["video"]["fps"] or info.fps
     # the clip's sound goes with its frames unless the frame rate is changed (it would drift)
     sound = start / info.fps if abs(fps - info.fps) < 1e-3 else None

@@ -244,6 +244,9 @@ def validate(data: dict, where: str = "template") -> None:
             if not isinstance(v, list):
                 raise InputError(f"{where}: controlnets must be an array of tables ([[controlnets]])")
             for i, unit in enumerate(v):
+                if not isinstance(unit, dict):
+                    raise InputError(f"{where}: controlnets.{i} = {unit!r}: each ControlNet is a table of "
+                                     f"{', '.join(CONTROLNET_KEYS)}")
                 for kk, vv in unit.items():
                     _check(CONTROLNET_KEYS, kk, vv, f"controlnets.{i}.", where)
                 for need in ("annotator", "model"):
@@ -286,7 +289,13 @@ def apply_overrides(data: dict, overrides) -> dict:
         parts = path.strip().split(".")
         value = _parse_value(text.strip())
         node = out
+        if len(parts) == 1 and isinstance(out.get(parts[0]), (dict, list)):  # a whole section replaced by a value
+            if type(value) is not type(out[parts[0]]):
+                raise InputError(f"--set {path}: {parts[0]} is a section; set a key in it, e.g. "
+                                 f"{'controlnets.0.scale=0.5' if parts[0] == 'controlnets' else parts[0] + '.KEY=VALUE'}")
         for i, p in enumerate(parts[:-1]):
+            if not isinstance(node, (dict, list)):
+                raise InputError(f"--set {path}: {'.'.join(parts[:i])} is a value, not a section")
             if isinstance(node, list):
                 if not p.isdigit() or int(p) >= len(node):
                     raise InputError(f"--set {path}: there are {len(node)} {parts[i - 1]} (index 0..{len(node) - 1})")
@@ -301,7 +310,10 @@ def apply_overrides(data: dict, overrides) -> dict:
                 node = node[p]
         last = parts[-1]
         if isinstance(node, list):
-            raise InputError(f"--set {path}: give a key inside the list item, e.g. {path}.0.scale=0.5")
+            example = f"{path}.scale=0.5" if last.isdigit() else f"{'.'.join(parts[:-1])}.0.scale=0.5"
+            raise InputError(f"--set {path}: give a key inside the list item, e.g. {example}")
+        if not isinstance(node, dict):
+            raise InputError(f"--set {path}: {'.'.join(parts[:-1])} is a value, not a section")
         node[last] = value
     validate(out, where="--set")
     return out
