@@ -103,3 +103,36 @@ def test_lora_file_changes_the_output(model_dir, tmp_path):
     assert (base(None, **kw) - styled(None, **kw)).abs().max() > 1e-3
     with pytest.raises(ModelNotFoundError, match="LoRA"):
         VideoPipeline.from_pretrained(str(model_dir), device="cpu", lora=[(str(tmp_path / "missing.safetensors"), 1.0)])
+
+
+def test_what_the_engine_would_misread_or_fail_on_deep_inside(model_dir, video):
+    """A numpy video, a uint8 tensor, 0-255 or [-1, 1] floats, a None prompt or seed, a float step
+    count, scales for the wrong number of ControlNets and a schedule that never runs: tracebacks or
+    silent misreadings before; and latents gone NaN (a guidance scale of 1e30) were written as black
+    frames with exit 0."""
+    import numpy as np
+
+    pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
+    kw = dict(prompt="a cat", steps=2, strength=0.5, schedule=DeflickerSchedule(frequency=None), seed=1)
+    ref = pipe(video, **kw)
+    as_bytes = (video * 255).round().to(torch.uint8)
+    assert torch.allclose(pipe(as_bytes, **kw), ref, atol=1e-5)
+    assert torch.allclose(pipe(as_bytes.permute(0, 2, 3, 1).numpy(), **kw), ref, atol=1e-5)
+    for bad, says in [(video * 255, "0-255"), (video * 2 - 1, "(x + 1) / 2"), (video[:, :1], "3 colour channels"),
+                      (video[0], "(T, 3, H, W)"), (video * float("nan"), "values from")]:
+        with pytest.raises(InputError, match=None) as e:
+            pipe(bad, **kw)
+        assert says in str(e.value)
+    for arg, says in [({"seed": None}, "seed"), ({"seed": 2**64}, "seed"), ({"steps": 2.0}, "steps"),
+                      ({"prompt": 3}, "prompt"), ({"guidance_scale": float("nan")}, "guidance_scale"),
+                      ({"contrast": 0}, "contrast"), ({"control_scales": [1.0]}, "1 given for 0")]:
+        with pytest.raises(InputError, match=says):
+            pipe(video, **{**kw, **arg})
+    assert torch.equal(pipe(video, **{**kw, "prompt": None}), pipe(video, **{**kw, "prompt": ""}))
+    for sched in ({"frequency": -1}, {"steps": [0]}):
+        with pytest.raises(InputError):
+            DeflickerSchedule(**sched)
+    with pytest.raises(InputError, match="went NaN or infinite"):
+        pipe(video, **{**kw, "guidance_scale": 1e30})
+    with pytest.raises(InputError, match="went NaN or infinite"):
+        pipe(video, **{**kw, "guidance_scale": 3e38})

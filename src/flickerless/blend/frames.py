@@ -228,8 +228,8 @@ def check_finite(frames, what: str, one: bool = False) -> None:
                 break
     if found is not None:
         which = what if one else f"{what} frame {found}"
-        raise InputError(f"{which} holds NaN or infinite values (an fp16 VAE decode that overflowed gives them): "
-                         "replace or drop that frame")
+        raise InputError(f"{which} holds NaN or infinite values (an fp16 overflow, in a VAE decode or a denoising "
+                         "run, gives them): replace or drop that frame")
 
 
 def as_source(frames) -> FrameSource:

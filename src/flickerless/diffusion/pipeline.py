@@ -182,6 +182,25 @@ class VideoPipeline:
         tensor in [0, 1] per adapter, ``adapter_scales``, ``adapter_ranges`` and ``adapter_cond_only`` as
         for ControlNets. Their features are computed once per frame and added inside the UNet's down
         blocks (:class:`.sampler.AdapterUnit`); several adapters sum, and they combine with ControlNets."""
+        video = _frames_in(video, "video")
+        controls = [_frames_in(c, f"control video {k}") for k, c in enumerate(controls)]
+        adapter_controls = [_frames_in(c, f"adapter control video {k}") for k, c in enumerate(adapter_controls)]
+        _check_call(num_frames=num_frames, height=height, width=width, steps=steps, seed=seed, prompt=prompt,
+                    guidance_scale=guidance_scale, contrast=contrast, sharpen=sharpen)
+        for name, given, n in (("control_scales", control_scales, len(controls)),
+                               ("control_ranges", control_ranges, len(controls)),
+                               ("control_cond_only", control_cond_only, len(controls)),
+                               ("adapter_scales", adapter_scales, len(adapter_controls)),
+                               ("adapter_ranges", adapter_ranges, len(adapter_controls)),
+                               ("adapter_cond_only", adapter_cond_only, len(adapter_controls))):
+            if given is not None and len(given) != n:  # zip dropped the extra, [] fell back to the defaults
+                raise InputError(f"{name}: {len(given)} given for {n} control videos: one each")
+        for name, ranges_ in (("control_ranges", control_ranges), ("adapter_ranges", adapter_ranges)):
+            for k, (a, b) in enumerate(ranges_ or ()):
+                if not 0 <= a <= b <= 1:
+                    raise InputError(f"{name}[{k}] = ({a}, {b}): a range is (start, end) fractions of the run, "
+                                     "0 <= start <= end <= 1 (else it never applies)")
+        prompt = "" if prompt is None else prompt
         if video is not None:
             num_frames, _, height, width = video.shape
         if not num_frames or not height or not width:
@@ -262,6 +281,7 @@ class VideoPipeline:
             deflicker = remembering_deflicker()
         latents = sample(den, sched, self.codec, latents, timesteps[start_step:end], schedule, deflicker, video,
                          progress, on_step=on_step, step_offset=start_step, total_steps=total)
+        _check_latents(latents, guidance_scale, self.dtype)
         if output_type == "latents":
             return latents.cpu()
         final_pass = final_window != 0 and deflicker is not None
@@ -269,6 +289,7 @@ class VideoPipeline:
         out = []
         for a in range(0, num_frames, self.codec.batch_size):
             part = self.codec.decode(latents[a : a + self.codec.batch_size], out_device="cpu")
+            _check_latents(part, guidance_scale, self.dtype, "decoding", first=a)  # finite but huge latents overflow here
             if not final_pass:
                 part = finish(part)
                 for k, fr in enumerate(part):
@@ -282,6 +303,10 @@ class VideoPipeline:
                 if on_frame is not None:
                     on_frame(i, fr)
         return frames
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.c.unet.parameters()).dtype
 
     @torch.no_grad()
     def average_fusion(self, masks: torch.Tensor, seeds: Sequence[int], fusion_step: int, chosen: int = 0,
@@ -301,3 +326,71 @@ class VideoPipeline:
         candidates = torch.stack([self(seed=s, end_step=fusion_step, output_type="latents", **kw) for s in seeds])
         fused = average_fusion(candidates, masks, chosen, w1, w2)
         return self(seed=seeds[chosen], latents=fused, start_step=fusion_step, **kw)
+
+
+def _frames_in(x, name: str):
+    """A video or control video as ``(T, 3, H, W)`` float in [0, 1]: a uint8 tensor or a ``(T, H, W, 3)``
+    uint8 (or [0, 1] float) array is converted; other layouts, types, values off [0, 1] (0-255 or [-1, 1]
+    floats) and NaN are refused (they ran, into NaN or washed-out frames, or failed deep inside)."""
+    import numpy as np
+
+    if x is None:
+        return None
+    if isinstance(x, np.ndarray):
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise InputError(f"{name}: a numpy video is (T, H, W, 3), got shape {x.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name}: expected a (T, 3, H, W) tensor in [0, 1], got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise InputError(f"{name}: expected (T, 3, H, W) with 3 colour channels, got shape {tuple(x.shape)}")
+    if x.dtype == torch.uint8:
+        return x.float() / 255
+    if not x.is_floating_point():
+        raise InputError(f"{name}: frames are floats in [0, 1] (or uint8), got {x.dtype}")
+    if x.numel():
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if not (-0.01 <= lo and hi <= 1.01):  # NaN fails too
+            raise InputError(f"{name}: values from {lo:.4g} to {hi:.4g}, expected [0, 1] (0-255 floats: divide by "
+                             "255; [-1, 1]: (x + 1) / 2)")
+    return x
+
+
+def _check_call(**kw) -> None:
+    """Arguments of :meth:`VideoPipeline.__call__` that failed deep inside (torch's TypeErrors, an
+    overflow) or silently ran with NaN: said in one line."""
+    import math
+    import numbers
+
+    def whole(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    for name in ("num_frames", "height", "width"):
+        v = kw[name]
+        if v is not None and not (whole(v) and v >= 1):
+            raise InputError(f"{name} must be an integer >= 1, got {v!r}")
+    if not (whole(kw["steps"]) and kw["steps"] >= 1):
+        raise InputError(f"steps must be an integer >= 1, got {kw['steps']!r}")
+    if not (whole(kw["seed"]) and -(2**63) <= kw["seed"] < 2**64):
+        raise InputError(f"seed must be an integer from -2**63 to 2**64 - 1, got {kw['seed']!r}")
+    p = kw["prompt"]
+    if p is not None and not isinstance(p, str) and not (isinstance(p, (list, tuple)) and all(isinstance(t, str) for t in p)):
+        raise InputError(f"prompt must be a string or a list of strings (one per frame), got {type(p).__name__}")
+    for name, least in (("guidance_scale", -math.inf), ("contrast", 0.0), ("sharpen", 0.0)):
+        v = kw[name]
+        if not (isinstance(v, numbers.Real) and math.isfinite(v) and (v > least if name == "contrast" else v >= least)):
+            raise InputError(f"{name} must be a finite number{' > 0' if name == 'contrast' else ' >= 0' if least == 0 else ''}, "
+                             f"got {v!r}")
+
+
+def _check_latents(latents: torch.Tensor, guidance_scale: float, dtype: torch.dtype, what: str = "denoising",
+                   first: int = 0) -> None:
+    """Latents that went NaN or infinite in the denoising (a guidance or ControlNet scale far too
+    large, an fp16 overflow) decode to black frames, which were written as the output: said instead."""
+    bad = ~torch.isfinite(latents.reshape(len(latents), -1).sum(1, dtype=torch.float32))
+    if bool(bad.any()):
+        frames = [first + i for i in bad.nonzero()[:, 0].tolist()]
+        which = f"frames {frames[0]}..{frames[-1]}" if len(frames) > 1 else f"frame {frames[0]}"
+        raise InputError(f"the {what} went NaN or infinite ({which}; guidance_scale "
+                         f"{guidance_scale:g}, {str(dtype).replace('torch.', '')}): lower the guidance or ControlNet "
+                         "scales, or run in float32 (--set 'model.dtype=\"float32\"')")

@@ -49,6 +49,15 @@ class DeflickerSchedule:
     steps: Sequence[int] | None = None
     window: int | None = None
 
+    def __post_init__(self):
+        # a negative frequency or a step 0 never deflickered, without a word
+        if self.frequency is not None and (isinstance(self.frequency, bool) or not isinstance(self.frequency, int)
+                                           or self.frequency < 0):
+            raise InputError(f"frequency must be an integer >= 0 (0 or None: never), got {self.frequency!r}")
+        if self.steps is not None and not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                                              for s in self.steps):
+            raise InputError(f"steps are 1-based step numbers, got {list(self.steps)!r}")
+
     def at(self, step: int) -> bool:
         """Whether 1-based ``step`` is a deflicker step."""
         if self.steps is not None:
