@@ -95,6 +95,25 @@ def test_settings_that_would_fail_late_or_do_nothing_are_refused_up_front(overri
         resolve_settings("stylize", overrides=overrides)
 
 
+@pytest.mark.parametrize("overrides, says", [
+    (["sampling.steps=8", "longvideo.fusion_step=8"], "fusion_step 8 must be below sampling.steps (8)"),
+    (["longvideo.clip_length=4", "longvideo.clip_stride=6"], "clip_stride 6 is larger than clip_length 4"),
+])
+def test_longvideo_settings_are_refused_before_the_pose_sam_and_models(overrides, says):
+    with pytest.raises(InputError, match=re.escape(says)):
+        resolve_settings("longvideo", overrides=overrides)
+
+
+def test_prompt_ranges_written_for_the_whole_clip_fit_a_shorter_run(caplog):
+    """The README's ranges [[0, 120, ...], [120, -1, ...]] failed on any --frames under 120."""
+    from flickerless.pipelines.job import _longvideo_kwargs
+
+    lv = {**load_template("longvideo")["longvideo"], "prompt_ranges": [[0, 120, "beach"], [120, -1, "city"]]}
+    assert _longvideo_kwargs(lv, 200)["prompt_ranges"] == [(0, 120, "beach"), (120, None, "city")]
+    assert _longvideo_kwargs(lv, 60)["prompt_ranges"] == [(0, None, "beach")]
+    assert "starts past this run's 60 frames" in caplog.text
+
+
 def test_denoising_steps_follow_the_strength():
     from flickerless.diffusion.pipeline import denoising_steps
 

@@ -96,6 +96,13 @@ def _check_together(s: dict) -> None:
                              "denoising run), so it would never apply")
     samp = s["sampling"]
     check_deflicker_steps(s["deflicker"]["steps"], samp["steps"], samp["strength"])
+    lv = s.get("longvideo")
+    if lv:  # said after the pose annotation, SAM and the model loading before, with a job folder left
+        if lv["fusion_seeds"] and lv["fusion_step"] >= samp["steps"]:
+            raise InputError(f"longvideo.fusion_step {lv['fusion_step']} must be below sampling.steps ({samp['steps']})")
+        if lv["clip_length"] and lv["clip_stride"] > lv["clip_length"]:
+            raise InputError(f"longvideo.clip_stride {lv['clip_stride']} is larger than clip_length {lv['clip_length']}: "
+                             "frames between clips would not be denoised")
 
 
 def target_size(h: int, w: int, settings: dict, multiple: int = 8) -> tuple[int, int]:
@@ -392,7 +399,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         seed, start, latents = samp["seed"], 0, None
         lv = settings.get("longvideo")
         if lv:
-            kw.update(_longvideo_kwargs(lv))
+            kw.update(_longvideo_kwargs(lv, T))
         if state is not None:
             start, latents = state["step"], state["latents"]
             if lv and lv["fusion_seeds"]:
@@ -417,9 +424,18 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     return output
 
 
-def _longvideo_kwargs(lv: dict) -> dict:
-    """The co-denoising arguments of VideoPipeline from a template's [longvideo] table."""
-    kw = {"prompt_ranges": [(a, None if b == -1 else b, text) for a, b, text in lv["prompt_ranges"]] or None}
+def _longvideo_kwargs(lv: dict, frames: int) -> dict:
+    """The co-denoising arguments of VideoPipeline from a template's [longvideo] table, for a run of
+    ``frames`` frames: prompt ranges are cut at its end, and one that starts past it is left out (said),
+    so that ranges written for the whole clip work on a shorter --frames."""
+    ranges = []
+    for a, b, text in lv["prompt_ranges"]:
+        if a >= frames:
+            log.warning("longvideo: the prompt range [%d, %d] %r starts past this run's %d frames: left out", a, b, text,
+                        frames)
+            continue
+        ranges.append((a, None if b == -1 or b >= frames else b, text))
+    kw = {"prompt_ranges": ranges or None}
     if lv["clip_length"]:
         kw.update(clip_length=lv["clip_length"], clip_stride=lv["clip_stride"] or None, merge=lv["merge"])
     return kw
