@@ -110,7 +110,6 @@ def test_what_the_engine_would_misread_or_fail_on_deep_inside(model_dir, video):
     count, scales for the wrong number of ControlNets and a schedule that never runs: tracebacks or
     silent misreadings before; and latents gone NaN (a guidance scale of 1e30) were written as black
     frames with exit 0."""
-    import numpy as np
 
     pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
     kw = dict(prompt="a cat", steps=2, strength=0.5, schedule=DeflickerSchedule(frequency=None), seed=1)
