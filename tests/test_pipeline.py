@@ -118,7 +118,7 @@ def test_what_the_engine_would_misread_or_fail_on_deep_inside(model_dir, video):
     assert torch.allclose(pipe(as_bytes, **kw), ref, atol=1e-5)
     assert torch.allclose(pipe(as_bytes.permute(0, 2, 3, 1).numpy(), **kw), ref, atol=1e-5)
     for bad, says in [(video * 255, "0-255"), (video * 2 - 1, "(x + 1) / 2"), (video[:, :1], "3 colour channels"),
-                      (video[0], "(T, 3, H, W)"), (video * float("nan"), "values from")]:
+                      (video[0], "(T, 3, H, W)"), (video * float("nan"), "holding NaN")]:
         with pytest.raises(InputError, match=None) as e:
             pipe(bad, **kw)
         assert says in str(e.value)

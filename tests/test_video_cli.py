@@ -2243,8 +2243,8 @@ def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
     frames = np.ascontiguousarray(carphone[:3])
     assert video.write(tmp_path / "f", frames / 255.0) == 3
     assert np.abs(video.read(tmp_path / "f")[0].astype(int) - frames).max() <= 1
-    for bad, says in [(frames.astype(np.uint16) * 2, "uint16"), (frames.astype(np.float32), "floats from"),
-                      ([frames[0], frames[1, :64]], "frame 1 is"), ([frames[0], frames[1] * np.nan], "floats from")]:
+    for bad, says in [(frames.astype(np.uint16) * 2, "uint16"), (frames.astype(np.float32), "range from"),
+                      ([frames[0], frames[1, :64]], "frame 1 is"), ([frames[0], frames[1] * np.nan], "holding NaN")]:
         with pytest.raises(InputError, match=says):
             video.write(tmp_path / "bad.mp4", bad)
         assert not (tmp_path / "bad.mp4").exists()

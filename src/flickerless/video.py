@@ -44,7 +44,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, check_unit_range
 
 log = logging.getLogger("flickerless")
 
@@ -1984,10 +1984,7 @@ def _as_bytes(frame, index: int) -> np.ndarray:
     if frame.dtype == np.uint8:
         return np.ascontiguousarray(frame)
     if np.issubdtype(frame.dtype, np.floating) and frame.size:
-        lo, hi = float(np.min(frame)), float(np.max(frame))
-        if not (-0.1 <= lo and hi <= 2.0):  # NaN fails too
-            raise InputError(f"frame {index} is floats from {lo:.4g} to {hi:.4g}; frames are uint8 (0-255) or floats "
-                             "in [0, 1]")
+        check_unit_range(float(np.min(frame)), float(np.max(frame)), f"frame {index}'s values")
         return np.round(np.clip(frame, 0, 1) * 255).astype(np.uint8)
     raise InputError(f"frame {index} is {frame.dtype}: frames are uint8 (0-255) or floats in [0, 1]")
 

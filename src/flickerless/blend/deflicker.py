@@ -1203,9 +1203,12 @@ def deflicker(
     s = as_source(style) if style is not None else None
     kf = None
     if keyframes is not None:
-        kf = {_keyframe_index(k): _to_chw(v, g.size) for k, v in _keyframe_items(keyframes)}
-        for k, v in kf.items():
-            check_finite(v[None], f"keyframe {k}", one=True)
+        kf = {}
+        for k, v in _keyframe_items(keyframes):
+            key = _keyframe_index(k)
+            if isinstance(v, (np.ndarray, torch.Tensor)):  # NaN named before the range check reads it
+                check_finite(v[None], f"keyframe {key}", one=True)
+            kf[key] = _to_chw(v, g.size)
     n = len(g)
     h, w = g.size
     c = s.channels if s is not None else (next(iter(kf.values())).shape[0] if kf else 3)  # 4: with alpha

@@ -18,7 +18,7 @@ from typing import Hashable, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, check_unit_range
 
 __all__ = ["FrameSource", "TensorFrames", "ArrayFrames", "SubFrames", "as_source", "FrameStore", "to_hwc_uint8",
            "index_tensor"]
@@ -65,12 +65,7 @@ def _check_unit_range(sample, what: str) -> None:
         lo, hi = (float(v) for v in torch.aminmax(sample.detach()))  # one pass, no copy
     else:
         lo, hi = float(np.min(sample)), float(np.max(sample))
-    if hi > 2.0:
-        raise InputError(f"{what} are floats, which are read as [0, 1], but they range from {lo:.4g} to {hi:.4g}: "
-                         "divide 0-255 floats by 255, or pass uint8")
-    if lo < -0.1:
-        raise InputError(f"{what} are floats, which are read as [0, 1], but they range from {lo:.4g} to {hi:.4g}: "
-                         "for [-1, 1] values (a VAE decode) pass (x + 1) / 2")
+    check_unit_range(lo, hi, what)
 
 
 def index_tensor(values: Sequence[int], device) -> torch.Tensor:

@@ -111,6 +111,7 @@ def iter_annotate(name: str, frames, *, cache: bool = True, cache_dir=None, vide
     if isinstance(name, Annotator) and settings:
         raise InputError(f"give settings to get_annotator, not with an annotator object ({', '.join(settings)})")
     ann = name if isinstance(name, Annotator) else get_annotator(name, **settings)
+    ann.check_device()  # annotators that run the clip themselves (depth, pose, tile) skip the base run's check
     src = as_source(frames)
     ann.prepare(src)
     progress = getattr(ann, "progress", True)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
-from ..errors import InputError, in_batches
+from ..errors import InputError, check_unit_range, in_batches
 
 log = logging.getLogger("flickerless")
 
@@ -102,10 +102,7 @@ class FrameSource:
 
 def _check_unit_floats(x: np.ndarray, start: int) -> None:
     """Float frames are read as [0, 1]: 0-255 floats were saturated, NaN read as black; refused."""
-    lo, hi = float(np.min(x)), float(np.max(x))
-    if not (-0.1 <= lo and hi <= 2.0):  # NaN fails too
-        raise InputError(f"frames from {start} are floats from {lo:.4g} to {hi:.4g}, read as [0, 1]: divide 0-255 "
-                         "floats by 255, or pass uint8")
+    check_unit_range(float(np.min(x)), float(np.max(x)), f"frames from {start}")
 
 
 def as_source(frames) -> FrameSource:

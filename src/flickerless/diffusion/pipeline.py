@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..errors import InputError, check_unit_range
 from . import layout
 from .attention import PATTERN, CrossFrameAttention, enable_cross_frame_attention
 from .codec import VAECodec
@@ -350,9 +350,9 @@ def _frames_in(x, name: str):
         raise InputError(f"{name}: frames are floats in [0, 1] (or uint8), got {x.dtype}")
     if x.numel():
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
-        if not (-0.01 <= lo and hi <= 1.01):  # NaN fails too
-            raise InputError(f"{name}: values from {lo:.4g} to {hi:.4g}, expected [0, 1] (0-255 floats: divide by "
-                             "255; [-1, 1]: (x + 1) / 2)")
+        check_unit_range(lo, hi, name)
+        if lo < 0 or hi > 1:  # a resampler's overshoot
+            x = x.clamp(0, 1)
     return x
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, check_unit_range
 
 __all__ = ["as_uint8", "fit_frame", "match_size"]
 
@@ -34,10 +34,7 @@ def as_uint8(frames, name: str = "frames") -> np.ndarray:
         return np.ascontiguousarray(frames)
     if not np.issubdtype(frames.dtype, np.floating):
         raise InputError(f"{name}: frames must be uint8 (0-255) or floats in [0, 1], got {frames.dtype}")
-    lo, hi = float(np.min(frames)), float(np.max(frames))
-    if not (-0.1 <= lo and hi <= 2.0):  # NaN fails too
-        raise InputError(f"{name}: float frames are read as [0, 1], but they range from {lo:.4g} to {hi:.4g}: "
-                         "divide 0-255 floats by 255, or pass uint8")
+    check_unit_range(float(np.min(frames)), float(np.max(frames)), f"{name}: the frames")
     if frames.shape[1] == 3:
         frames = frames.transpose(0, 2, 3, 1)
     elif frames.shape[-1] != 3:
