@@ -376,11 +376,14 @@ def _check_call(**kw) -> None:
     p = kw["prompt"]
     if p is not None and not isinstance(p, str) and not (isinstance(p, (list, tuple)) and all(isinstance(t, str) for t in p)):
         raise InputError(f"prompt must be a string or a list of strings (one per frame), got {type(p).__name__}")
-    for name, least in (("guidance_scale", -math.inf), ("contrast", 0.0), ("sharpen", 0.0)):
-        v = kw[name]
-        if not (isinstance(v, numbers.Real) and math.isfinite(v) and (v > least if name == "contrast" else v >= least)):
-            raise InputError(f"{name} must be a finite number{' > 0' if name == 'contrast' else ' >= 0' if least == 0 else ''}, "
-                             f"got {v!r}")
+    def number(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+    for name, ok, what in (("guidance_scale", number(kw["guidance_scale"]), "a finite number"),
+                           ("contrast", number(kw["contrast"]) and kw["contrast"] > 0, "a finite number > 0"),
+                           ("sharpen", number(kw["sharpen"]) and kw["sharpen"] >= 0, "a finite number >= 0")):
+        if not ok:
+            raise InputError(f"{name} must be {what}, got {kw[name]!r}")
 
 
 def _check_latents(latents: torch.Tensor, guidance_scale: float, dtype: torch.dtype, what: str = "denoising",

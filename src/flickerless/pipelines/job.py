@@ -226,8 +226,11 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
 
     # a folder is its images (rewritten in place, one keeps the folder's own stat; and the folder's
     # changes with a job folder or notes put beside them, which refused a --resume)
-    st = Path(video).stat()
-    stamp = [folder_stamp(video)] if Path(video).is_dir() else [st.st_size, st.st_mtime_ns]
+    if Path(video).is_dir():
+        stamp = [folder_stamp(video)]
+    else:
+        st = Path(video).stat()
+        stamp = [st.st_size, st.st_mtime_ns]
     vid = _hash([str(Path(video).resolve()), *stamp, start, end, size, READ_VERSION])
     fps = settings["video"]["fps"] or info.fps
     # the clip's sound goes with its frames unless the frame rate is changed (it would drift)
