@@ -281,6 +281,32 @@ def test_detects_the_cut_and_nothing_else(two_shots, carphone):
     assert detect_cuts(ArrayFrames(carphone)) == []
 
 
+def test_a_montage_that_cuts_every_frame_is_split_a_strobe_and_a_pan_are_not():
+    """Where every change is a cut, the median rule sees none (each change is its neighbours' size): the
+    thumbnails' structure tells unrelated shots from a change of gain (a strobe) or a shift (a pan)."""
+    from flickerless.blend.deflicker import detect_cuts
+    from flickerless.blend.frames import ArrayFrames
+    from flickerless.demo import load_clip, registry_clip
+    from flickerless.video import resize_frame
+
+    bikes, _ = load_clip(registry_clip("bikes.mp4"), 40)
+    bunny, _ = load_clip(registry_clip("bigbuckbunny.mp4"), 40)
+    phone, _ = load_clip(registry_clip("carphone_pristine.mp4"), 40)
+    shots = [phone, np.stack([resize_frame(f, (144, 176)) for f in bikes[:29]]),
+             np.stack([resize_frame(f, (144, 176)) for f in bunny])]
+    montage = np.stack([shots[i % 3][2 * i] for i in range(12)])
+    assert detect_cuts(ArrayFrames(montage)) == list(range(1, 12))
+    # three shots of one frame each
+    assert detect_cuts(ArrayFrames(np.stack([s[0] for s in shots]))) == [1, 2]
+
+    strobe = phone[:24].astype(np.float32)
+    strobe[1::2] *= 1.6
+    assert detect_cuts(ArrayFrames(np.clip(strobe, 0, 255).astype(np.uint8))) == []
+    wide = bikes[0]  # 640 wide: a pan of 24 pixels a frame over a 272 x 272 window
+    pan = np.stack([np.ascontiguousarray(wide[:, 24 * i : 24 * i + 272]) for i in range(15)])
+    assert detect_cuts(ArrayFrames(pan)) == []
+
+
 @pytest.mark.parametrize("size", [(64, 80), (97, 131), (144, 176), (1080, 1920)])
 def test_host_thumbnails_are_the_pooled_ones(carphone, size):
     """The streaming path's cut thumbnails (integer sums on the host) are those detect_cuts pools, for
