@@ -1299,6 +1299,19 @@ def test_an_output_named_like_an_unknown_file_type_is_refused(clips, tmp_path, c
         assert "is not an output this writes" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("name, ok", [("o.txt", False), ("o.v2/", True), ("frames", True)])
+def test_python_write_reads_the_output_name_as_the_commands_do(tmp_path, name, ok):
+    """``video.write("out.txt", frames)`` made a folder of PNGs named so, where ``-o out.txt`` is refused."""
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    out = str(tmp_path / name.rstrip("/")) + ("/" if name.endswith("/") else "")
+    if ok:
+        assert video.write(out, frames) == 2 and len(video.read(out)[0]) == 2
+    else:
+        with pytest.raises(video.OutputError, match="is not an output this writes"):
+            video.write(out, frames)
+        assert not (tmp_path / name).exists()
+
 def _sound(path):
     """(codec, seconds) of a clip's sound, or None."""
     import av

@@ -1991,7 +1991,9 @@ def _as_bytes(frame, index: int) -> np.ndarray:
 
 def write(path, frames: Iterable[np.ndarray], fps: float = DEFAULT_FPS) -> int:
     """Write all ``frames`` ((T, H, W, 3) uint8 or an iterable of (H, W, 3); floats in [0, 1] are
-    scaled to 0-255); returns the count."""
+    scaled to 0-255); returns the count. ``path`` is read as the commands read ``-o``: a name ending in a
+    file type this does not write (``out.txt``) is refused rather than made a folder of PNGs."""
+    check_output(path)
     with VideoWriter(path, fps) as w:
         for f in frames:
             w.write(f)
