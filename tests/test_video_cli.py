@@ -1518,6 +1518,17 @@ def test_gif_output_has_one_palette_and_the_clips_timing(tmp_path, carphone):
     assert sorted(os.listdir(tmp_path)) == ["o.gif"]  # the frames kept until close are gone
 
 
+@pytest.mark.parametrize("fps", [30, 25, 24, 15, 29.97, 100 / 3])
+@pytest.mark.parametrize("n", [5, 10, 31])
+def test_a_gif_reads_back_at_the_rate_it_was_written(tmp_path, fps, n):
+    """A GIF's frames start at whole hundredths: 10 frames at 30 fps last 0.33 s, which read as 30.3 fps.
+    A common rate that gives the length to within half a hundredth is taken (a whole number where 29.97
+    fits too); a GIF of 3-hundredth delays throughout is 33.3 fps."""
+    out = tmp_path / "o.gif"
+    video.write(out, np.random.default_rng(0).integers(0, 255, (n, 8, 8, 3), dtype=np.uint8), fps)
+    assert video.probe(out).fps == pytest.approx(30 if fps == 29.97 else fps)
+
+
 @pytest.mark.parametrize("name", ["t.mp4", "t.gif"])
 def test_more_frames_than_times_is_an_error(name, tmp_path, carphone):
     with pytest.raises(ValueError, match="frame 2 written, but times are given for 2"):

@@ -567,13 +567,27 @@ def _read_packets(path: str, size: int, mtime_ns: int) -> _Packets:
         container.close()
 
 
+# rates a clip is made at, which a GIF's whole hundredths can only approximate over its length
+COMMON_RATES = (8, 10, 12, 12.5, 15, 20, 24000 / 1001, 24, 25, 30000 / 1001, 30, 48, 50)
+
+
 def _mean_packet_rate(path) -> float | None:
     """Frames a second over a clip's whole length, from its packets' durations (no decoding): a GIF's
-    30 fps is stored as delays of 3 and 4 hundredths of a second, and its first delay says 33.3."""
+    30 fps is stored as delays of 3 and 4 hundredths of a second, and its first delay says 33.3. Where
+    a common rate (30, 25, 24, 23.976, ...) gives the length to within half a tick, as a GIF written at
+    that rate does (its frames start at whole hundredths, rounded), it is that rate (a whole number
+    first: a short clip cannot tell 24 from 23.976): 10 frames at 30 fps last 33 hundredths, which alone
+    would read as 30.3."""
     packets = _shown_packets(path)
     ticks = sum(d for _, d in packets.timing)
     seconds = float(ticks * packets.time_base) if ticks and packets.time_base else 0.0
-    return len(packets.timing) / seconds if packets.timing and seconds > 0 else None
+    if not packets.timing or seconds <= 0:
+        return None
+    n, half_tick = len(packets.timing), float(packets.time_base) / 2
+    fits = [r for r in COMMON_RATES if abs(n / r - seconds) <= half_tick + 1e-9]
+    # where 24 and 23.976 both fit (a short clip cannot tell them apart), the whole number
+    fits = [r for r in fits if float(r).is_integer()] or fits
+    return float(min(fits, key=lambda r: abs(n / r - seconds))) if fits else n / seconds
 
 
 def _frame_bytes(path) -> int:
