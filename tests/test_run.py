@@ -148,7 +148,7 @@ def test_cli_run_and_errors(models, clip, tmp_path, capsys):
 
 
 @pytest.mark.mediapipe
-def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_path):
+def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_path, monkeypatch):
     sam = tiny.save_sam(tmp_path / "sam")
     sets = ["video.width=32", "video.height=24", "sampling.steps=4", "sampling.guidance_scale=2.0",
             "sampling.batch_size=3", "deflicker.frequency=2", "deflicker.window=2", "deflicker.final_window=0",
@@ -166,6 +166,28 @@ def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_p
         run_job("longvideo", clip, part, "a person", stop_after_step=3, **kw)  # after fusion (step 1)
     run_job("longvideo", clip, part, "a person", resume=True, **kw)
     np.testing.assert_array_equal(read(whole)[0], read(part)[0])
+    # stopped while the second fusion candidate is made: the first is not made again, and the frames agree
+    from flickerless.diffusion import VideoPipeline
+
+    made, stop, call = [], [True], VideoPipeline.__call__
+
+    def candidates_counted(self, *a, **k):
+        if k.get("end_step") is not None:
+            made.append(k["seed"])
+            if len(made) == 2 and stop:
+                stop.clear()
+                raise KeyboardInterrupt("stopped in the second candidate")
+        return call(self, *a, **k)
+
+    monkeypatch.setattr(VideoPipeline, "__call__", candidates_counted)
+    mid = tmp_path / "mid.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run_job("longvideo", clip, mid, "a person", **kw)
+    made.clear()
+    run_job("longvideo", clip, mid, "a person", resume=True, **kw)
+    assert made == [1]
+    np.testing.assert_array_equal(read(whole)[0], read(mid)[0])
+    monkeypatch.undo()
     # without fusion and co-denoising the same job gives other frames: the modules act
     plain = tmp_path / "plain.mp4"
     run_job("longvideo", clip, plain, "a person", **{**kw, "overrides": sets + ["longvideo.fusion_seeds=[]",

@@ -369,19 +369,23 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         ckpt = job / "latents.pt"
         fields = job / "matches.pt"  # the deflicker's PatchMatch fields, so a resumed job continues exactly
         state = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
-        if state is not None and fields.exists():
+        if (state is not None or any(job.glob("fusion_*.pt"))) and fields.exists():
             remembering.matches.load_state_dict(torch.load(fields, weights_only=True))
         saved = [remembering.matches.version]
 
-        def on_step(step, latents):
-            if remembering.matches.version != saved[0]:  # before the latents: never latents without their fields
+        def keep(path: Path, obj) -> None:
+            """Save a checkpoint, the fields first if they changed: never latents without their fields."""
+            if remembering.matches.version != saved[0]:
                 tmp = fields.with_suffix(".tmp")
                 torch.save(remembering.matches.state_dict(), tmp)
                 os.replace(tmp, fields)
                 saved[0] = remembering.matches.version
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"step": step, "latents": latents.cpu()}, tmp)
-            os.replace(tmp, ckpt)
+            tmp = path.with_suffix(".tmp")
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+
+        def on_step(step, latents):
+            keep(ckpt, {"step": step, "latents": latents.cpu()})
             if stop_after_step is not None and step >= stop_after_step:
                 raise KeyboardInterrupt(f"stopped after step {step}")
 
@@ -410,7 +414,8 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         t0 = time.time()
         try:
             if lv and lv["fusion_seeds"] and state is None:  # average fusion (eq 11) at step k, then on from there
-                seed, start, latents = _fuse(pipeline, clip, inputs, lv, kw, settings, cache_dir, device, progress)
+                seed, start, latents = _fuse(pipeline, clip, inputs, lv, kw, settings, cache_dir, device, progress,
+                                             job, keep)
             pipeline(clip, seed=seed, on_frame=on_frame, on_step=on_step, latents=latents, start_step=start, **kw)
         except Exception as e:  # noqa: BLE001 - only running out of memory is said here
             if not out_of_memory(e):
@@ -444,10 +449,13 @@ def _longvideo_kwargs(lv: dict, frames: int) -> dict:
     return kw
 
 
-def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, cache_dir, device, progress):
+def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, cache_dir, device, progress,
+          job: Path, keep) -> tuple:
     """Average fusion: one candidate per seed denoised to step k, their backgrounds (SAM masks of
     the person, prompted by the pose keypoints of the driving video) averaged, the first seed's
-    foreground kept (eq 11). Returns (seed, k, fused latents) to continue from."""
+    foreground kept (eq 11). Returns (seed, k, fused latents) to continue from. Each candidate is kept
+    in the job folder as it is made (``keep(path, latents)``), so that an interrupted job resumes at the
+    next candidate, not at the first."""
     from .. import control
     from ..diffusion import average_fusion
     from ..segment import segment
@@ -463,8 +471,16 @@ def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, c
         raise InputError(f"longvideo.fusion_step {k} must be below sampling.steps ({settings['sampling']['steps']})")
     seeds = lv["fusion_seeds"]
     log.info("average fusion: %d candidates to step %d, backgrounds averaged", len(seeds), k)
-    cands = torch.stack([pipeline(clip, seed=s, end_step=k, output_type="latents", **kw) for s in seeds])
-    return seeds[0], k, average_fusion(cands, masks, 0, lv["w1"], lv["w2"])
+    cands = []
+    for i, s in enumerate(seeds):
+        path = job / f"fusion_{i}_seed{s}_step{k}.pt"
+        if path.exists():
+            log.info("average fusion: candidate %d (seed %d) from %s", i + 1, s, path)
+            cands.append(torch.load(path, weights_only=True))
+            continue
+        cands.append(pipeline(clip, seed=s, end_step=k, output_type="latents", **kw).cpu())
+        keep(path, cands[-1])
+    return seeds[0], k, average_fusion(torch.stack(cands), masks, 0, lv["w1"], lv["w2"])
 
 
 def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, restart: bool) -> None:
