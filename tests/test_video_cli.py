@@ -1806,6 +1806,42 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     assert not (tmp_path / "g.gif.partial").exists()
 
 
+def test_resume_refuses_inputs_changed_since_the_stop(clips, tmp_path, monkeypatch, capsys):
+    """The EbSynth loop: stop, fix a keyframe, run again with --resume. The kept frames were made from
+    the old keyframe, so the changed folder (or a style re-rendered at the same path) is refused."""
+    from PIL import Image
+
+    style = video.read(clips / "style.mp4")[0]
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    for i in (0, 5):
+        Image.fromarray(style[i]).save(keys / f"{i}.png")
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "--device", "cpu", *FASTARGS,
+            "-o", str(tmp_path / "o")]
+    monkeypatch.setattr(video, "host_frame", _stopping_at(4, video.host_frame))
+    assert main(args) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    Image.fromarray(255 - style[5]).save(keys / "5.png")  # the keyframe fixed
+    assert main([*args, "--resume"]) == 2
+    assert "other keyframe files (changed since the stop)" in capsys.readouterr().err
+    Image.fromarray(style[3]).save(keys / "3.png")  # or one added
+    assert main([*args, "--resume"]) == 2
+    (keys / "3.png").unlink()
+    # a style re-rendered at the same path
+    restyled = tmp_path / "style.mp4"
+    video.write(restyled, style)
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(restyled), "--device", "cpu", *FASTARGS,
+            "-o", str(tmp_path / "s")]
+    monkeypatch.setattr(video, "host_frame", _stopping_at(4, video.host_frame))
+    assert main(args) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    video.write(restyled, 255 - style)
+    assert main([*args, "--resume"]) == 2
+    assert "other style files (changed since the stop)" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX signals")
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
 def test_cli_stopped_by_a_signal_keeps_the_frames_done_and_resumes(clips, tmp_path, monkeypatch, capsys, name):

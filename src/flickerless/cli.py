@@ -697,6 +697,13 @@ def cmd_deflicker(args) -> int:
                 "window": args.window, "frames": [start, end], "patchmatch": _patchmatch_kwargs(args),
                 "error_sigma": args.error_sigma, "detail": not args.no_detail, "cuts": not args.no_cuts,
                 "resize": args.resize, "fps": args.fps}
+    from .control.cache import input_stamp
+
+    # and what the inputs are: a keyframe fixed or a style re-rendered at the same path since the stop
+    # would otherwise mix the kept frames, made from the old ones, with new ones
+    for name, said in (("guide", "guide files"), ("style", "style files"), ("keyframes", "keyframe files")):
+        if getattr(args, name):
+            settings[said] = input_stamp(getattr(args, name))
     settings = json.loads(json.dumps(settings))  # as it reads back from the record (tuples become lists)
     partial = partial_path(args.output)
     record = partial.with_name(partial.name + ".json")
@@ -781,6 +788,7 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
                          "run without --resume") from None
     diff = [k for k in settings if before.get(k) != settings[k]]
     if diff:
+        diff = [f"{k} (changed since the stop)" if k.endswith(" files") else k for k in diff]
         raise InputError(f"--resume: {partial} was made with other {', '.join(diff)}; give the same inputs "
                          "and settings, or run without --resume")
     done = probe(partial).frames

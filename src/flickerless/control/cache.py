@@ -67,6 +67,17 @@ def folder_stamp(folder) -> str:
     return h.hexdigest()
 
 
+def input_stamp(path) -> list:
+    """What a clip or image folder given as an input is, cheaply: a folder's :func:`folder_stamp`, a
+    file's size and modification time. A resumed run compares it, so that frames kept from inputs
+    changed since (a keyframe fixed, a style re-rendered at the same path) are not mixed with new ones."""
+    path = Path(path)
+    if path.is_dir():
+        return [folder_stamp(path)]
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def frames_hash(src: FrameSource, chunk: int = CHUNK) -> str:
     """Content hash of all frames (BLAKE2b-160 over shape and pixels)."""
     h = hashlib.blake2b(digest_size=20)

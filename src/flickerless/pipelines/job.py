@@ -222,16 +222,11 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     if not out:
         raise InputError(f"{video}: no frames in the range {start}:{'' if end is None else end} "
                          f"(the clip has {info.frames or 'an unknown number of'} frames)")
-    from ..control.cache import folder_stamp
+    from ..control.cache import input_stamp
 
     # a folder is its images (rewritten in place, one keeps the folder's own stat; and the folder's
     # changes with a job folder or notes put beside them, which refused a --resume)
-    if Path(video).is_dir():
-        stamp = [folder_stamp(video)]
-    else:
-        st = Path(video).stat()
-        stamp = [st.st_size, st.st_mtime_ns]
-    vid = _hash([str(Path(video).resolve()), *stamp, start, end, size, READ_VERSION])
+    vid = _hash([str(Path(video).resolve()), *input_stamp(video), start, end, size, READ_VERSION])
     fps = settings["video"]["fps"] or info.fps
     # the clip's sound goes with its frames unless the frame rate is changed (it would drift)
     sound = start / info.fps if abs(fps - info.fps) < 1e-3 else None
