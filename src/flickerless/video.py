@@ -1613,8 +1613,11 @@ class VideoWriter(_Output):
         frame ends. An MP4 keeps each sample's duration as the step to the next decoding time, so with
         frames reordered (B-frames) the last shown frame's own duration is stored nowhere else; the
         decoding times run behind the frames' times by as much as the first packet's did
-        (:func:`_last_frame_ticks` reads it back)."""
+        (:func:`_last_frame_ticks` reads it back). Matroska (and WebM) blocks keep their own frame's
+        duration, set already: the MP4 rule there lengthened a short last frame by the reordering delay."""
         if self.times is None or packet.dts is None or self._first_dts is None:
+            return
+        if {"matroska", "webm"} & set(self._container.format.name.split(",")):
             return
         end = round((self.times[self.count] - self.times[0]) / _TIME_TICK)
         ticks = end - packet.dts + self._first_dts  # the first frame is shown at 0
