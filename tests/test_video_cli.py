@@ -26,6 +26,37 @@ def test_natural_sort_folder(tmp_path):
     assert [int(f[0, 0, 0]) for f in frames] == [10, 20, 100]
 
 
+def test_hidden_files_are_not_frames_and_unread_image_types_are_said(tmp_path, clips, caplog):
+    """Frames copied from a Mac to a USB or network drive come with ``._0001.png`` beside each file (not
+    an image): they were taken as frames (and as a second keyframe 0). A TGA is read; a GIF or EXR among
+    the frames is said, not passed over in silence."""
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in (1, 2, 3):
+        Image.fromarray(np.full((6, 8, 3), i * 10, np.uint8)).save(frames / f"{i:04d}.{'tga' if i == 3 else 'png'}")
+        (frames / f"._{i:04d}.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (frames / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    got, _ = video.read(frames)
+    assert [int(f[0, 0, 0]) for f in got] == [10, 20, 30]
+    assert video.probe(frames).frames == 3
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    style = video.read(clips / "style.mp4")[0]
+    Image.fromarray(style[0]).save(keys / "0.png")
+    (keys / "._0.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    Image.fromarray(style[5]).save(keys / "3.gif")
+    assert sorted(video.keyframe_files(keys)) == [0]
+    assert "1 file not read as frames (3.gif)" in caplog.text
+    out = tmp_path / "o"
+    caplog.clear()
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "--device", "cpu",
+                     *FASTARGS, "-o", str(out)]) == 0
+    assert "keyframes mode (1 keyframe)" in caplog.text
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak from /proc (Linux)")
 def test_read_holds_the_clip_once():
     """``video.read`` fills one array as it decodes: its peak RSS grows by the clip's size, not twice

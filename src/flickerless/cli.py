@@ -769,8 +769,10 @@ def cmd_deflicker(args) -> int:
     writer.close()
     _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
     dt = time.perf_counter() - t0
-    log.info("wrote %s: %d frame%s %dx%d, %s mode, %.1f s (%.3f s/frame) on %s", args.output, writer.count,
-             "" if writer.count == 1 else "s", size[1], size[0], mode, dt, dt / max(1, writer.count), ", ".join(map(str, devices)))
+    used = f" ({len(raw)} keyframe{'' if len(raw) == 1 else 's'})" if mode == "keyframes" else ""
+    log.info("wrote %s: %d frame%s %dx%d, %s mode%s, %.1f s (%.3f s/frame) on %s", args.output, writer.count,
+             "" if writer.count == 1 else "s", size[1], size[0], mode, used, dt, dt / max(1, writer.count),
+             ", ".join(map(str, devices)))
     return 0
 
 

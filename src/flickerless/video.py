@@ -87,7 +87,7 @@ __all__ = [
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
               ".mts", ".m2ts", ".3gp", ".ogv", ".vob", ".mxf"}
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".tga"}
 WRITE_VIDEO_EXTS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".m4v": "mp4", ".webm": "webm"}
 # the codecs a video output can be written with: encoder, pixel format, what it is for
 VIDEO_CODECS = {
@@ -146,8 +146,29 @@ def natural_key(name: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
+# image types found in frame folders that are not read as frames (said once per folder, not ignored silently)
+UNREAD_IMAGE_EXTS = {".gif", ".exr", ".dpx", ".psd", ".heic", ".heif", ".avif", ".jp2", ".jxl", ".cin", ".svg"}
+_said_unread: set[str] = set()
+
+
 def _image_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    """The frames of a folder: its images by extension, in natural order. Hidden files are not frames
+    (macOS puts a ``._0001.png`` beside each file it copies to a USB or network drive); images of a type
+    not read as frames are said once."""
+    files, unread = [], []
+    for p in folder.iterdir():
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        ext = p.suffix.lower()
+        if ext in IMAGE_EXTS:
+            files.append(p)
+        elif ext in UNREAD_IMAGE_EXTS:
+            unread.append(p.name)
+    if unread and str(folder) not in _said_unread:
+        _said_unread.add(str(folder))
+        log.warning("%s: %d file%s not read as frames (%s%s): frames are %s; convert them (e.g. to PNG)", folder,
+                    len(unread), "" if len(unread) == 1 else "s", ", ".join(sorted(unread)[:3]),
+                    ", ..." if len(unread) > 3 else "", " ".join(sorted(IMAGE_EXTS)))
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
