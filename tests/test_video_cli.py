@@ -57,6 +57,41 @@ def test_hidden_files_are_not_frames_and_unread_image_types_are_said(tmp_path, c
     assert "keyframes mode (1 keyframe)" in caplog.text
 
 
+def test_a_clip_cut_short_says_which_frames_decode_and_those_can_be_used(tmp_path, capsys):
+    """A fast-start MP4 cut in half (a copy that stopped) failed to decode at its partial packet, and the
+    frame threads raised it before the frames ahead of it were given out: no frame at all, even with
+    --frames. Those frames are now decoded one by one and given out, and the error says how many."""
+    import re
+
+    import av
+
+    from flickerless.demo import load_clip, registry_clip
+
+    frames = [video.resize_frame(f, (136, 320)) for f in load_clip(registry_clip("bikes.mp4"), 40)[0]]
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as c:  # the index first: half still opens
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 320, 136, "yuv420p"
+        for f in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    half = tmp_path / "half.mp4"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InputError, match="cut short or damaged") as e:
+        video.read(half)
+    n = int(re.search(r"Frames 0-(\d+) decode", str(e.value)).group(1)) + 1
+    assert 5 < n < 40 and f"-frames:v {n} " in str(e.value)
+    got = list(video.iter_frames(half, 0, n))
+    assert len(got) == n and np.array_equal(got[3], next(video.iter_frames(whole, 3, 4)))
+    # a run on the frames that decode (and the window's frames after them)
+    out = tmp_path / "o.mp4"
+    assert main(["deflicker", "--guide", str(half), "--style", str(half), "--frames", f"0:{n - 2}", "--window", "2",
+                 *FASTARGS, "-o", str(out)]) == 0
+    assert video.probe(out).frames == n - 2
+    assert main(["deflicker", "--guide", str(half), "--style", str(half), *FASTARGS, "-o", str(out)]) == 2
+    assert "cut short" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak from /proc (Linux)")
 def test_read_holds_the_clip_once():
     """``video.read`` fills one array as it decodes: its peak RSS grows by the clip's size, not twice

@@ -343,9 +343,8 @@ def iter_frames(path, start: int = 0, stop: int | None = None, alpha: bool = Fal
     """Frames ``start:stop`` of a clip one at a time, ``(H, W, 3)`` uint8 (``alpha``: ``(H, W, 4)``
     RGBA), upright, without holding the clip in memory. Frames before ``start`` are not loaded
     (images) or not converted (video, whose frames are decoded in order anyway); reading ends at
-    ``stop``."""
-    import av
-
+    ``stop``. A file that fails to decode part way (cut short) gives the frames before the failure,
+    then an error saying how many there are."""
     path = Path(path)
     _check_span(start, stop)
     _check_exists(path)
@@ -360,25 +359,44 @@ def iter_frames(path, start: int = 0, stop: int | None = None, alpha: bool = Fal
                                  "all images of a clip must have one size")
             yield img
         return
-    container = _open_container(path)
-    stream = container.streams.video[0]
-    try:  # decoded with threads: the command line runs two decoders at once, two per device with several
-        for i, frame in enumerate(_frames(container, stream, threads=True)):
-            if stop is not None and i >= stop:
-                break
-            if i < start:
+    if stop is not None and stop <= start:
+        return
+    import av
+
+    decoded, threads = 0, True  # frames decoded so far (the file's first ones), and how
+    while True:
+        container = _open_container(path)
+        stream = container.streams.video[0]
+        try:  # decoded with threads: the command line runs two decoders at once, two per device with several
+            for i, frame in enumerate(_frames(container, stream, threads=threads)):
+                if i < decoded:  # decoded again without threads, after a failure: given out already
+                    continue
+                decoded = i + 1
+                if i < start:
+                    continue
+                img = _upright(frame, alpha)
+                if size is None:
+                    size = img.shape[:2]
+                elif img.shape[:2] != size:
+                    raise InputError(f"{path}: frame {i} is {img.shape[1]}x{img.shape[0]} but frame {start} is "
+                                     f"{size[1]}x{size[0]}: clips that change size are not supported")
+                yield img
+                if stop is not None and decoded >= stop:  # not a frame more (one cut short fails past its end)
+                    break
+            return
+        except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+            if threads:  # a frame thread fails ahead of the frames before it: decode those one by one
+                threads = False
                 continue
-            img = _upright(frame, alpha)
-            if size is None:
-                size = img.shape[:2]
-            elif img.shape[:2] != size:
-                raise InputError(f"{path}: frame {i} is {img.shape[1]}x{img.shape[0]} but frame {start} is "
-                                 f"{size[1]}x{size[0]}: clips that change size are not supported")
-            yield img
-    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-        raise InputError(f"{path}: decoding failed ({e})") from e
-    finally:
-        container.close()
+            # a file cut short (a copy or download that stopped) fails at its last, partial packet: say
+            # where, and that the frames before it can be used
+            hint = (f" after frame {decoded - 1} ({e}): the file may be cut short or damaged there. Frames 0-"
+                    f"{decoded - 1} decode: a run can use them with --frames (table and window modes also read "
+                    f"--window frames past the range), or save them as a clip of their own, e.g. ffmpeg -i "
+                    f"{path.name} -frames:v {decoded} {path.stem}_first{decoded}.mp4") if decoded else f" ({e})"
+            raise InputError(f"{path}: decoding failed{hint}") from e
+        finally:
+            container.close()
 
 
 def codec_help() -> str:
