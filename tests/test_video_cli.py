@@ -1201,6 +1201,73 @@ def test_cli_disk_full_mid_run_is_one_line(clips, tmp_path, monkeypatch, capsys,
     assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob("flickerless-frames-*"))
 
 
+def test_an_output_disk_that_fills_up_keeps_the_frames_done(clips, tmp_path, monkeypatch, capsys):
+    """The output's disk full at frame 5 of a PNG folder: the 4 frames done are kept (renames, which a full
+    disk does not stop) and say so; the frame cut off is not one of them. They were deleted before
+    keeping them was tried, and an earlier run's kept frames with them. A resumed run stopped while it
+    copies the earlier run's frames keeps those as they were (it kept the fewer it had copied)."""
+    import errno
+
+    from PIL import Image
+
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            "--mode", "window", "--window", "2", *FASTARGS, "-o", str(tmp_path / "o")]
+    assert main([*args[:-1], str(tmp_path / "whole")]) == 0
+    save, calls = Image.Image.save, [0]
+
+    def filling(self, fp, *a, **k):
+        calls[0] += 1
+        if calls[0] == 5 and str(fp).endswith(".png"):
+            Path(fp).write_bytes(b"\x89PNG half")  # what a full disk leaves of it
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *a, **k)
+
+    monkeypatch.setattr(Image.Image, "save", filling)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "frames 0-3 of" in err
+    kept = tmp_path / "o.partial"
+    assert len(video.read(kept)[0]) == 4
+    # resumed, and stopped while it copies the 4 kept frames: they stay, all 4
+    calls[0] = 0
+    monkeypatch.setattr(Image.Image, "save", save)
+    real = video.VideoWriter.write
+    copied = [0]
+
+    def stopping(self, frame):
+        copied[0] += 1
+        if copied[0] == 3:
+            raise KeyboardInterrupt
+        return real(self, frame)
+
+    monkeypatch.setattr(video.VideoWriter, "write", stopping)
+    assert main([*args, "--resume"]) == 130
+    assert "frames 0-3 of" in capsys.readouterr().err and len(video.read(kept)[0]) == 4
+    monkeypatch.setattr(video.VideoWriter, "write", real)
+    assert main([*args, "--resume"]) == 0
+    assert np.array_equal(video.read(tmp_path / "o")[0], video.read(tmp_path / "whole")[0])
+    assert not kept.exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "raise_signal"), reason="signals")
+def test_a_second_ctrl_c_does_not_interrupt_the_keeping_of_the_frames():
+    """Two Ctrl-C a moment apart: the second interrupted the keeping of the frames, which were lost."""
+    import signal
+
+    from flickerless.cli import _stop_signals_as_interrupts
+
+    before = signal.getsignal(signal.SIGINT)
+    with _stop_signals_as_interrupts():
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        try:
+            signal.raise_signal(signal.SIGINT)  # ignored while the frames are kept
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            pytest.fail("a second stop interrupted the keeping of the frames")
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_cli_unwritable_output(clips, tmp_path, capsys):
     rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
                "-o", str(tmp_path / "no" / "such" / "o.mp4"), "-q"])

@@ -759,8 +759,11 @@ def cmd_deflicker(args) -> int:
         else:
             _deflicker_parallel(args, job, devices, parts, writer, args.quiet)
     except BaseException:
-        kept = writer.keep_partial()  # nothing computed is lost: the frames handed on so far stay
-        done = writer.count
+        # nothing computed is lost: the frames handed on so far stay, or the earlier run's kept frames
+        # where this one stopped before it had more (while copying them)
+        kept, done = writer.keep_partial(more_than=done_before), writer.count
+        if kept is None and done_before:
+            kept, done = partial, done_before
         if kept is not None:
             record.write_text(json.dumps(settings, indent=1))
             print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "
@@ -835,8 +838,10 @@ def _stop_signals_as_interrupts():
     """SIGTERM and SIGHUP raise :class:`~flickerless.errors.Stopped` (a KeyboardInterrupt) in the main
     thread while a command runs, so that a run a scheduler or a closed terminal stops keeps its
     frames and says how to resume, as Ctrl-C does; by default either signal ends Python at once,
-    leaving its temporary files behind. A second one, while that is being done, is ignored (SIGKILL
-    still ends it). A handler someone else set (or SIGHUP ignored, under ``nohup``) is left alone."""
+    leaving its temporary files behind. A second one of any of these or Ctrl-C, while that is being
+    done, is ignored (SIGKILL still ends it): a second Ctrl-C a moment after the first interrupted the
+    keeping of the frames, which were lost. A handler someone else set (or SIGHUP ignored, under
+    ``nohup``) is left alone."""
     import signal
     import threading
 
@@ -848,11 +853,12 @@ def _stop_signals_as_interrupts():
     def stop(signum, frame):
         for sig in old:
             signal.signal(sig, signal.SIG_IGN)
-        raise Stopped(signum)
+        raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
 
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         sig = getattr(signal, name, None)  # Windows has no SIGHUP
-        if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+        default = signal.default_int_handler if name == "SIGINT" else signal.SIG_DFL
+        if sig is not None and signal.getsignal(sig) is default:
             old[sig] = signal.signal(sig, stop)
     try:
         yield

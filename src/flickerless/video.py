@@ -1732,9 +1732,15 @@ class VideoWriter(_Output):
                 from PIL import Image
 
                 # a GIF's frames wait here until close: fast to write, not small
-                Image.fromarray(frame).save(self.tmp / f"{self.count:05d}.png", compress_level=1 if self.is_gif else 6)
+                name = self.tmp / f"{self.count:05d}.png"
+                try:
+                    Image.fromarray(frame).save(name, compress_level=1 if self.is_gif else 6)
+                except OSError:  # a full disk: this frame is not one of those done, which stay for keep_partial
+                    name.unlink(missing_ok=True)
+                    raise
         except OSError as e:
-            self.abort()
+            if self.is_video:  # a video cut off mid-file cannot be finished: nothing of it can be kept
+                self.abort()
             raise OutputError(f"{self.path}: writing failed ({e})") from e
         self.count += 1
 
@@ -1798,22 +1804,28 @@ class VideoWriter(_Output):
             return float(self.times[self.count] - self.times[0]) if self.count else 0.0
         return self.count / self.fps
 
-    def keep_partial(self) -> Path | None:
+    def keep_partial(self, more_than: int = 0) -> Path | None:
         """After a failure: keep the frames written so far beside the output, as ``NAME.partial.mp4``
         (or a ``NAME.partial`` folder of PNGs), with their sound; any output at ``path`` stays as it
-        was. Returns where they are, or None when there were none (or keeping them failed)."""
-        if self.count == 0:
+        was. Returns where they are, or None when there were none (or keeping them failed). Unless there
+        are more than ``more_than`` frames (a resumed run stopped while it copied the frames an earlier
+        one kept): then these are dropped, and the earlier ones stay as they were. A folder of frames
+        (PNGs, and a GIF's frames) is kept by renames, which a full disk does not stop, and an earlier
+        partial is swapped out only once the new one is in place."""
+        if self.count <= more_than:
             self.abort()
             return None
         dest = partial_path(self.path)
+        if not self.is_video:  # the frames as they are (exact for --resume)
+            try:
+                publish_folder(self.tmp, dest)
+                return dest
+            except OSError as e:
+                log.warning("the %d frames done could not be moved to %s (%s); they are in %s", self.count, dest, e,
+                            self.tmp)
+                return None
         keep, self.path = self.path, dest
         try:
-            if not self.is_video and dest.is_dir():  # an earlier partial of the same output
-                shutil.rmtree(dest)
-            if self.is_gif:  # the frames as they are (exact for --resume), a folder of PNGs
-                usual_mode(self.tmp)
-                os.replace(self.tmp, dest)
-                return dest
             self.close()
             return dest
         except (OutputError, OSError) as e:
@@ -1893,9 +1905,9 @@ class BackgroundWriter(_Output):
             raise self._error
         self.writer.close()
 
-    def keep_partial(self) -> Path | None:
+    def keep_partial(self, more_than: int = 0) -> Path | None:
         self._finish()
-        return self.writer.keep_partial()
+        return self.writer.keep_partial(more_than)
 
     def abort(self) -> None:
         self._finish()
