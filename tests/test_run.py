@@ -113,6 +113,45 @@ def test_interrupted_job_resumes_to_the_same_frames(models, clip, tmp_path):
     assert not np.array_equal(pngs(whole), pngs(lost))
 
 
+def test_a_job_that_stopped_before_generating_does_not_block_the_corrected_command(models, clip, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """A run that stops at a missing model (or device) leaves a job folder with nothing generated in it:
+    the corrected command was refused (add --resume), and with --resume refused again (other settings).
+    Such a folder is taken over. A job.json cut short by a full disk is said in one line; a checkpoint
+    that a full disk stops is said in one line and leaves no half-written file."""
+    import torch
+
+    from flickerless.errors import FlickerlessError, OutputError
+
+    sets = QUICK + _cn(models, 2) + ['controlnets.0.annotator="canny"', 'controlnets.1.annotator="canny"']
+    out = tmp_path / "o.mp4"
+    args = ["run", "stylize", "--video", clip, "-o", str(out), "--frames", "0:3", "-q", "--cache-dir", str(tmp_path / "c"),
+            *sum((["--set", s] for s in sets), [])]
+    assert main([*args, "--model", str(tmp_path / "no-such-model")]) == 2
+    assert "no-such-model" in capsys.readouterr().err and (job_folder(out) / "job.json").exists()
+    assert main([*args, "--model", str(models / "tiny-sd")]) == 0
+    assert read(out)[0].shape[0] == 3
+    # job.json cut short, with frames done: one line, pointing at --restart
+    (job_folder(out) / "job.json").write_text('{"video": ')
+    assert main([*args, "--model", str(models / "tiny-sd"), "--resume"]) == 2
+    assert "job.json is unreadable" in capsys.readouterr().err
+    assert main([*args, "--model", str(models / "tiny-sd"), "--restart"]) == 0
+    # a full disk while a step's latents are saved
+    save, calls = torch.save, [0]
+
+    def filling(obj, f, *a, **k):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1664 vs 1616")
+        return save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", filling)
+    with pytest.raises(OutputError, match="is the disk full.*--resume") as e:
+        run_job("stylize", clip, tmp_path / "f.mp4", "", model=str(models / "tiny-sd"), overrides=sets, frames="0:3",
+                cache_dir=tmp_path / "c", progress=False)
+    assert isinstance(e.value, FlickerlessError) and not list(job_folder(tmp_path / "f.mp4").glob("*.tmp"))
+
+
 def test_cli_run_and_errors(models, clip, tmp_path, capsys):
     out = tmp_path / "cli.mp4"
     args = ["run", "restore", "--video", clip, "-o", str(out), "--prompt", "sharp photo", "--model",

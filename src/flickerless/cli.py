@@ -895,7 +895,10 @@ def main(argv=None) -> int:
 
         hint = ""
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            hint = "; free some space, or give a folder on another disk with --tmp DIR (deflicker)"
+            hint = {"deflicker": "; free some space, or give a folder on another disk with --tmp DIR",
+                    "run": "; free some space and rerun with --resume (the job folder keeps what was done)",
+                    "train": "; free some space and rerun with --resume (from the last checkpoint kept)"}.get(
+                args.command, "; free some space")
         print(f"flickerless: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}{hint}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - a device out of memory where no step said more: one line

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..blend.frames import to_hwc_uint8
-from ..errors import DeviceError, InputError, out_of_memory
+from ..errors import DeviceError, InputError, OutputError, out_of_memory
 from ..weights import quiet_model_loading
 from .templates import TASKS, apply_overrides, dumps, load_template, split_lora, window_value
 
@@ -368,16 +368,23 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
             remembering.matches.load_state_dict(torch.load(fields, weights_only=True))
         saved = [remembering.matches.version]
 
+        def save(path: Path, obj) -> None:
+            tmp = path.with_suffix(".tmp")
+            try:
+                torch.save(obj, tmp)
+                os.replace(tmp, path)
+            except (OSError, RuntimeError) as e:  # torch.save says a full disk as a RuntimeError
+                tmp.unlink(missing_ok=True)
+                raise OutputError(f"{path}: saving the progress failed ({str(e).splitlines()[0]}); is the disk "
+                                  f"full? what was done is kept in {job}: free some space and rerun with --resume"
+                                  ) from None
+
         def keep(path: Path, obj) -> None:
             """Save a checkpoint, the fields first if they changed: never latents without their fields."""
             if remembering.matches.version != saved[0]:
-                tmp = fields.with_suffix(".tmp")
-                torch.save(remembering.matches.state_dict(), tmp)
-                os.replace(tmp, fields)
+                save(fields, remembering.matches.state_dict())
                 saved[0] = remembering.matches.version
-            tmp = path.with_suffix(".tmp")
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
+            save(path, obj)
 
         def on_step(step, latents):
             keep(ckpt, {"step": step, "latents": latents.cpu()})
@@ -478,24 +485,57 @@ def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, c
     return seeds[0], k, average_fusion(torch.stack(cands), masks, 0, lv["w1"], lv["w2"])
 
 
+def _has_progress(job: Path) -> bool:
+    """Whether a job folder holds generation work: latents of a finished step, fusion candidates or
+    finished frames (control frames are also in the annotation cache, and cheap to make again)."""
+    return ((job / "latents.pt").exists() or any(job.glob("fusion_*.pt"))
+            or any((job / "frames").glob("*.png")))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole, or what it held before (a full disk cut job.json short, and every
+    later run of the output stopped at it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, restart: bool) -> None:
+    """The job folder of an output: made, resumed (``resume``, the same inputs and settings), or emptied
+    (``restart``). One that holds no generation work yet (a run that stopped at a missing model or
+    device, before its first step) is taken over by any run: it has nothing to protect, and refusing it
+    sent a corrected command to --resume, which then refused other settings."""
     meta_file = job / "job.json"
     if job.exists() and restart:
         shutil.rmtree(job)
     elif job.exists() and meta_file.exists():
-        old = json.loads(meta_file.read_text())
-        if not resume:
+        try:
+            old = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            old = None
+        if not _has_progress(job):
+            if old != meta:
+                log.info("%s: an earlier run stopped before generating anything: starting over", job)
+                shutil.rmtree(job)
+        elif old is None:
+            raise InputError(f"{meta_file} is unreadable (cut short by a full disk?): the job's inputs and settings "
+                             "cannot be checked; --restart starts over (its frames are deleted)")
+        elif not resume:
             raise InputError(f"{job} holds an earlier job for this output: add --resume to continue it, "
                              "or --restart to start over (its frames are deleted)")
-        diff = [k for k in meta if old.get(k) != meta[k]]
-        if diff:
-            raise InputError(f"--resume: {job} was made with other {', '.join(diff)}; run with the same "
-                             "inputs and settings (see its settings.toml and job.json), or --restart")
-        log.info("resuming the job in %s", job)
-        return
+        else:
+            diff = [k for k in meta if old.get(k) != meta[k]]
+            if diff:
+                raise InputError(f"--resume: {job} was made with other {', '.join(diff)}; run with the same "
+                                 "inputs and settings (see its settings.toml and job.json), or --restart")
+            log.info("resuming the job in %s", job)
+            return
     job.mkdir(parents=True, exist_ok=True)
-    (job / "settings.toml").write_text(dumps(settings))
-    meta_file.write_text(json.dumps(meta, indent=2))
+    _write_atomically(job / "settings.toml", dumps(settings))
+    _write_atomically(meta_file, json.dumps(meta, indent=2))
 
 
 def _write_output(output: Path, frames: list[np.ndarray], fps: float, audio=None, audio_start: float = 0.0,
