@@ -266,3 +266,23 @@ def test_warm_up_loads_every_kernel_variant_the_run_then_launches(warm):
         assert before > 0 and after == before
     else:
         assert before == 0 and after > 0
+
+
+@pytest.mark.skipif(not __import__("flickerless.blend.cpu_kernels", fromlist=["x"]).available()
+                    or (__import__("os").cpu_count() or 1) < 2, reason="numba's threads on a machine of 2+ CPUs")
+def test_the_cpu_kernels_keep_torch_s_thread_count():
+    """Numba's OpenMP layer set the process's OpenMP threads (torch's too) to every CPU at its first loop:
+    a run held to one thread (OMP_NUM_THREADS=1) did its later torch work on all of them, and a diffusion
+    job resumed in a new process decoded with other rounding than the uninterrupted one. In a fresh
+    process, as the thread count is set once there."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch\nfrom flickerless.blend.deflicker import deflicker\n"
+            "x = torch.rand(12, 3, 256, 320, generator=torch.Generator().manual_seed(0))\n"
+            "deflicker(x, x.clone(), window=2, patch_sizes=(5,), iterations=1, device='cpu')\n"
+            "print(torch.get_num_threads())\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == "1"

@@ -28,6 +28,25 @@ def available() -> bool:
     return nb is not None
 
 
+class _threads:
+    """Around a parallel loop: run it on as many threads as torch runs (``torch.set_num_threads``,
+    ``OMP_NUM_THREADS``), and leave torch's count as it was. Numba's OpenMP layer sets the thread count of
+    the process's OpenMP, which is torch's too, to every CPU when it starts: a run held to one thread ran
+    its later torch work (the engine's VAE) on all of them, and a job resumed in a new process, whose
+    first loop came at another step, decoded with other rounding (1 level in 47 values) than the
+    uninterrupted run."""
+
+    def __enter__(self):
+        self.torch = torch.get_num_threads()
+        n = max(1, min(self.torch, nb.config.NUMBA_NUM_THREADS))
+        if nb.get_num_threads() != n:
+            nb.set_num_threads(n)
+
+    def __exit__(self, *exc):
+        if torch.get_num_threads() != self.torch:
+            torch.set_num_threads(self.torch)
+
+
 if nb is not None:
 
     @nb.njit(cache=True, inline="always")
@@ -233,7 +252,8 @@ class Level:
     def iteration(self, nnf, keys, offsets, guide_weight: float, radius: int, salt: int):
         """As :func:`iteration` with this level's images; the estimate is voted from their style."""
         nnf_in = _np(nnf, torch.int64)
-        _vote_last(self.src, self.c, self.c2, nnf_in, self.tgt, self.c, _offsets(offsets))
+        with _threads():
+            _vote_last(self.src, self.c, self.c2, nnf_in, self.tgt, self.c, _offsets(offsets))
         return _iterate(self.tgt, self.src, self.c, self.c2, nnf_in, keys, offsets, guide_weight, radius, salt)
 
 
@@ -241,8 +261,9 @@ def _iterate(tgt, src, c, c2, nnf_in, keys, offsets, guide_weight, radius, salt)
     b, h, w = tgt.shape[:3]
     out = np.empty_like(nnf_in)
     cost = np.empty((b, h, w), dtype=np.float32)
-    _iteration(tgt, src, int(c), int(c2), nnf_in, out, cost, _np(keys, torch.int64), _offsets(offsets),
-               float(guide_weight), int(radius), int(salt))
+    with _threads():
+        _iteration(tgt, src, int(c), int(c2), nnf_in, out, cost, _np(keys, torch.int64), _offsets(offsets),
+                   float(guide_weight), int(radius), int(salt))
     return torch.from_numpy(out), torch.from_numpy(cost)
 
 
@@ -259,7 +280,8 @@ def _vote_np(src: np.ndarray, nnf: np.ndarray, offsets) -> np.ndarray:
     b, c = src.shape[0], src.shape[3]
     h, w = nnf.shape[-2:]
     out = np.empty((b, c, h, w), dtype=np.float32)
-    _vote(src, nnf, out, _offsets(offsets))
+    with _threads():
+        _vote(src, nnf, out, _offsets(offsets))
     return out
 
 
