@@ -334,3 +334,21 @@ def test_only_the_torchvision_advisory_of_transformers_is_dropped():
     assert not log.filter(record("`SiglipImageProcessor` requires torchvision (not installed); falling back to "
                                  "`SiglipImageProcessorPil` for backward compatibility."))
     assert log.filter(record("Some weights of CLIPModel were not initialized from the model checkpoint"))
+
+
+def test_run_takes_a_single_file_model_with_its_configs_offline(checkpoint, model_dir, tmp_path, monkeypatch, capsys):
+    """What `export` writes loads back in `run` offline with --model-config (the folder it came from); without
+    it, the error says what is missing (it said the file "holds no usable weights")."""
+    from flickerless.demo import registry_clip
+    from flickerless.video import read
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sets = ["video.width=32", "video.height=24", "sampling.steps=2", "deflicker.frequency=0", "deflicker.final_window=0",
+            "controlnets=[]"]
+    args = ["run", "stylize", "--video", str(registry_clip("carphone_pristine.mp4")), "--frames", "0:2", "-q",
+            "--model", str(checkpoint), "--cache-dir", str(tmp_path / "c"), *sum((["--set", s] for s in sets), [])]
+    assert main([*args, "-o", str(tmp_path / "a.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "--model-config" in err and "no usable weights" not in err
+    assert main([*args, "-o", str(tmp_path / "b.mp4"), "--model-config", str(model_dir)]) == 0
+    assert read(tmp_path / "b.mp4")[0].shape == (2, 24, 32, 3)

@@ -41,6 +41,8 @@ def cmd_export(args) -> int:
         raise OutputError(f"{out} already exists: add --overwrite to replace it, or choose another -o")
     path = save_single_file(args.model, out, dtype=args.dtype, config=args.config, lora=[split_lora(t) for t in args.lora])
     if not args.quiet:
-        logging.getLogger("flickerless").info("wrote %s (%.0f MB): load it in A1111/ComfyUI, or here with --model %s",
-                                              path, path.stat().st_size / 2**20, path)
+        # offline, its configs come from the model it was made from (or any of the same architecture)
+        logging.getLogger("flickerless").info(
+            "wrote %s (%.0f MB): load it in A1111/ComfyUI, or here with --model %s --model-config %s", path,
+            path.stat().st_size / 2**20, path, args.config or args.model)
     return 0

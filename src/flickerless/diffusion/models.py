@@ -86,7 +86,18 @@ def _load(cls, model: str, what: str, **kw):
     _check_folder(cls, path, what)
     try:
         if path.is_file() and path.suffix.lower() in SINGLE_FILE_EXTS:
-            return cls.from_single_file(str(path), **kw)
+            try:
+                return cls.from_single_file(str(path), **kw)
+            except (OSError, ValueError) as e:
+                if "config" in kw or not hasattr(cls, "components"):
+                    raise
+                # the weights are there; what is missing is its architecture's configs, which diffusers
+                # fetches from the Hub (offline: not found, said as "no usable weights")
+                raise ModelNotFoundError(
+                    f"{what} {str(path)!r}: a single-file checkpoint is loaded with the configs of its architecture, "
+                    f"which could not be had here ({str(e).splitlines()[0][:200]}): give a diffusers folder or repo id "
+                    "of the same architecture, e.g. an SD 1.5 folder (`flickerless run --model-config FOLDER`, "
+                    "`VideoPipeline.from_pretrained(..., config=FOLDER)`)") from e
         return cls.from_pretrained(str(path) if path.exists() else model, local_files_only=local_only() or path.exists(), **kw)
     except (OSError, ValueError) as e:  # diffusers raises these for missing files, repos and configs
         raise _not_found(what, model, e) from e

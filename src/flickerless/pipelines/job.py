@@ -269,13 +269,14 @@ def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_di
     return t
 
 
-def run_job(template: str, video, output, prompt: str = "", *, model: str | None = None,
+def run_job(template: str, video, output, prompt: str = "", *, model: str | None = None, model_config: str | None = None,
             controlnets: dict[str, str] | None = None, lora: list[str] | None = None,
             overrides: list[str] | None = None, frames: str | None = None, style_image=None,
             device=None, resume: bool = False, restart: bool = False, cache_dir=None,
             progress: bool = True, pipeline=None, stop_after_step: int | None = None, codec: str | None = None,
             crf: int = 17) -> Path:
-    """Run one task; returns the output path. ``codec``, ``crf``: a video output's (see
+    """Run one task; returns the output path. ``model_config``: for a single-file model, a diffusers folder
+    or repo id of its architecture (its configs). ``codec``, ``crf``: a video output's (see
     :class:`flickerless.video.VideoWriter`). ``pipeline`` reuses a loaded VideoPipeline (tests);
     ``stop_after_step`` interrupts the job after that denoising step, as a crash would (tests)."""
     from ..blend.deflicker import resolve_device
@@ -306,6 +307,8 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     meta = {"video": str(Path(video).resolve()), "video_id": inputs.video_id, "frames": list(start_end),
             "prompt": prompt, "style_image": str(style_image) if style_image else None,
             "settings": _hash(settings), "size": [H, W], "num_frames": T}
+    if model_config is not None:
+        meta["model_config"] = str(model_config)
     _prepare_job_folder(job, meta, settings, resume, restart)
 
     # control videos (kept in the job folder; the annotators also cache them across jobs)
@@ -350,7 +353,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                 lora=[split_lora(x) for x in settings["model"]["lora"]],
                 textual_inversion=list(settings["model"]["textual_inversion"]),
                 cross_frame=tuple(samp["cross_frame"]) or None, batch_size=samp["batch_size"],
-                vae_batch_size=samp["vae_batch_size"])
+                vae_batch_size=samp["vae_batch_size"], **({} if model_config is None else {"config": model_config}))
         self_guided = dfl["guide"] == "self"
 
         # F of eqs 2-7 and the final pass, with a progress bar; its passes share PatchMatch fields
