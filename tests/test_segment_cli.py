@@ -73,3 +73,23 @@ def test_segment_replaces_its_earlier_masks_and_leaves_other_folders_alone(sam, 
     assert "did not write" in capsys.readouterr().err
     assert sorted(p.name for p in frames.iterdir()) == ["0000.png", "0001.png", "0002.png"]
     assert main(["segment", "-o", str(tmp_path / "m.mp4"), "--frames", "2"] + common) == 2
+
+
+def test_masks_and_a_deflickered_clip_s_frames_do_not_replace_each_other(sam, tmp_path, capsys):
+    """Every output folder carried one mark, so `segment -o frames/` replaced a deflickered clip's frames with
+    masks (and back); the mark now says what the folder holds, and only the same kind is replaced."""
+    from flickerless import video
+
+    clip = str(registry_clip("carphone_pristine.mp4"))
+    frames = tmp_path / "deflickered"
+    video.write(frames, video.read(clip, 3)[0])  # a PNG-folder output of the frames' kind, as deflicker writes
+    common = ["--video", clip, "--model", str(sam), "--point", "0.5,0.4", "--cache-dir", str(tmp_path / "c"), "-q",
+              "--frames", "2"]
+    assert main(["segment", "-o", str(frames)] + common) == 2
+    assert "holds the frames of another flickerless output" in capsys.readouterr().err
+    assert video.read(frames)[0].shape == (3, 144, 176, 3)
+    masks = tmp_path / "masks"
+    assert main(["segment", "-o", str(masks)] + common) == 0
+    with pytest.raises(video.OutputError, match="holds the masks of another flickerless output"):
+        video.write(masks, video.read(clip, 2)[0])
+    assert main(["segment", "-o", str(masks)] + common) == 0  # its own earlier masks: replaced

@@ -1246,16 +1246,27 @@ _OUTPUT_PNG = re.compile(r"\d+\.png")
 OUTPUT_MARK = ".flickerless-output"
 
 
-def mark_output(folder) -> None:
-    """Say in ``folder`` that it is an output of ours, which a later output may replace whole."""
-    (Path(folder) / OUTPUT_MARK).write_text("frames written by flickerless; a new output to this folder replaces it\n")
+def mark_output(folder, kind: str = "frames") -> None:
+    """Say in ``folder`` that it is an output of ours, of ``kind`` (``frames``: a video's, by deflicker and
+    run; ``masks``: segment's), which a later output of that kind may replace whole."""
+    (Path(folder) / OUTPUT_MARK).write_text(f"{kind} written by flickerless; a new output to this folder replaces it\n")
 
 
-def publish_folder(tmp, path) -> None:
+def output_kind(folder) -> str | None:
+    """What a folder marked by :func:`mark_output` holds (``frames``, ``masks``), or None if unmarked.
+    A mark from before kinds were written is ``frames``."""
+    try:
+        words = (Path(folder) / OUTPUT_MARK).read_text().split()
+    except OSError:
+        return None
+    return words[0] if words and words[0] in ("frames", "masks") else "frames"
+
+
+def publish_folder(tmp, path, kind: str = "frames") -> None:
     """A finished folder of PNGs ``tmp`` (beside ``path``) becomes the output ``path``: marked as ours, and
     swapped in for an earlier output by renames, so that ``path`` is never missing or half written."""
     tmp, path = Path(tmp), Path(path)
-    mark_output(tmp)
+    mark_output(tmp, kind)
     usual_mode(tmp)
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
@@ -1306,7 +1317,7 @@ class _Output:
             self.abort()
 
 
-def check_output(path, codec: str | None = None, named: bool = True) -> str | None:
+def check_output(path, codec: str | None = None, named: bool = True, kind: str = "frames") -> str | None:
     """Whether ``path`` can take an output, before any work (an hour of generation must not end in
     "cannot write .avi"): a video whose container holds ``codec`` (its default when None), or a
     folder of PNGs, in a folder that exists and is writable, not replacing a folder of other files.
@@ -1365,6 +1376,10 @@ def check_output(path, codec: str | None = None, named: bool = True) -> str | No
             raise OutputError(f"{path}: folder holds PNG frames that flickerless did not write (a clip's frames?), "
                               "which the output would replace; give a new or empty folder (an output of "
                               f"flickerless, marked by its {OUTPUT_MARK} file, is replaced)")
+        held = output_kind(path) if names else None
+        if held is not None and held != kind:  # segment's masks over a deflickered clip's frames, or back
+            raise OutputError(f"{path}: folder holds the {held} of another flickerless output, which these {kind} "
+                              "would replace; give another folder")
     return chosen
 
 

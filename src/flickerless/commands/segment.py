@@ -56,7 +56,7 @@ def _run(args) -> int:
     check_output_is_not_input(args.output, video=args.video)
     # a new folder, or an earlier output of numbered PNGs (replaced whole): never a clip's frame folder, which
     # took the masks beside its frames, nor earlier masks left beside fewer new ones
-    if check_output(args.output) is not None:
+    if check_output(args.output, kind="masks") is not None:
         raise OutputError(f"{args.output}: segment writes a folder of PNG masks; give a folder path without extension")
     if args.device is not None:  # said before the clip is read and the keypoints found
         from ..blend.deflicker import resolve_device
@@ -88,7 +88,7 @@ def _run(args) -> int:
     try:
         for i, m in enumerate(masks.numpy()):
             Image.fromarray((m > 0.5).astype(np.uint8) * 255).save(tmp / f"{i:05d}.png")
-        publish_folder(tmp, out)  # replaces an earlier output of ours, or an empty folder (checked above)
+        publish_folder(tmp, out, kind="masks")  # replaces earlier masks, or an empty folder (checked above)
     except OSError as e:
         raise OutputError(f"{out}: cannot write the masks ({e})") from e
     finally:
