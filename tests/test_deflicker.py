@@ -134,6 +134,11 @@ def test_uint8_tensors_and_float_arrays_come_back_as_given(pair):
         deflicker(g, mode="keyframes", keyframes={0: s[0], 3: bad[2]})
     over = np.clip(s / 255.0 * 1.02 - 0.01, -0.01, 1.02)  # a decoder's overshoot
     assert np.abs(deflicker(g / 255.0, over, **kw) * 255 - ref).mean() < 3
+    # one frame brightened to 1.6 (it was clamped, washed out, without a word)
+    bright = s / 255.0
+    bright[1] = np.clip(bright[1] * 2, 0, 1.6)
+    with pytest.raises(ValueError, match="range from .* to 1.6: scale them into \\[0, 1\\]"):
+        deflicker(g / 255.0, bright, **kw)
 
 
 def test_frames_of_the_wrong_shape_are_said_with_what_to_do():

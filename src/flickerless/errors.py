@@ -17,11 +17,14 @@ def check_unit_range(lo: float, hi: float, what: str) -> None:
     """Float frames are read as [0, 1]: ones clearly off it (``lo``..``hi`` their range) are refused,
     saying what they look like: 0-255 floats (``frames.astype(np.float32)``) would be blended or scored
     as values up to 255 (saturated, white), [-1, 1] ones (a VAE decode before ``(x + 1) / 2``) clamped
-    at 0, NaN read as black. A decoder's or a resampler's overshoot (-0.05, 1.02) is not refused."""
-    if -0.1 <= lo and hi <= 2.0:  # NaN fails
+    at 0, NaN read as black. A decoder's or a resampler's overshoot (-0.05, 1.1) is not refused; frames
+    brightened past 1.25 are (they were clamped, washed out, without a word)."""
+    if -0.1 <= lo and hi <= 1.25:  # NaN fails
         return
-    hint = ("for [-1, 1] values (a VAE decode) pass (x + 1) / 2" if -1.5 <= lo < -0.1 and hi <= 2.0 else
-            "divide 0-255 floats by 255, or pass uint8" if hi > 2.0 else "replace the frames holding NaN")
+    hint = ("for [-1, 1] values (a VAE decode) pass (x + 1) / 2" if -1.5 <= lo < -0.1 and hi <= 1.25 else
+            "divide 0-255 floats by 255, or pass uint8" if hi > 20 else
+            "scale them into [0, 1] (values over 1 are clamped to white)" if hi > 1.25 else
+            "replace the frames holding NaN")
     raise InputError(f"{what} are floats, which are read as [0, 1], but they range from {lo:.4g} to {hi:.4g}: {hint}")
 
 
