@@ -337,7 +337,7 @@ def test_only_the_torchvision_advisory_of_transformers_is_dropped():
 
 
 def test_run_takes_a_single_file_model_with_its_configs_offline(checkpoint, model_dir, tmp_path, monkeypatch, capsys):
-    """What `export` writes loads back in `run` offline with --model-config (the folder it came from); without
+    """What `export` writes loads back in `run` offline with --config (the folder it came from); without
     it, the error says what is missing (it said the file "holds no usable weights")."""
     from flickerless.demo import registry_clip
     from flickerless.video import read
@@ -349,6 +349,6 @@ def test_run_takes_a_single_file_model_with_its_configs_offline(checkpoint, mode
             "--model", str(checkpoint), "--cache-dir", str(tmp_path / "c"), *sum((["--set", s] for s in sets), [])]
     assert main([*args, "-o", str(tmp_path / "a.mp4")]) == 2
     err = capsys.readouterr().err
-    assert "--model-config" in err and "no usable weights" not in err
-    assert main([*args, "-o", str(tmp_path / "b.mp4"), "--model-config", str(model_dir)]) == 0
+    assert "--config" in err and "no usable weights" not in err
+    assert main([*args, "-o", str(tmp_path / "b.mp4"), "--config", str(model_dir)]) == 0
     assert read(tmp_path / "b.mp4")[0].shape == (2, 24, 32, 3)

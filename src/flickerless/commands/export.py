@@ -39,10 +39,14 @@ def cmd_export(args) -> int:
         raise OutputError(f"{out} is a folder: give a .safetensors file name")
     if out.exists() and not args.overwrite:
         raise OutputError(f"{out} already exists: add --overwrite to replace it, or choose another -o")
+    if args.quiet:  # the libraries' loading bars too
+        from ..weights import quiet_model_loading
+
+        quiet_model_loading()
     path = save_single_file(args.model, out, dtype=args.dtype, config=args.config, lora=[split_lora(t) for t in args.lora])
     if not args.quiet:
         # offline, its configs come from the model it was made from (or any of the same architecture)
         logging.getLogger("flickerless").info(
-            "wrote %s (%.0f MB): load it in A1111/ComfyUI, or here with --model %s --model-config %s", path,
+            "wrote %s (%.0f MB): load it in A1111/ComfyUI, or here with --model %s --config %s", path,
             path.stat().st_size / 2**20, path, args.config or args.model)
     return 0

@@ -29,9 +29,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv/.webm/.gif, or a folder for PNG frames")
     p.add_argument("--prompt", default="", help="text prompt")
     p.add_argument("--model", help="base model: Hugging Face repo id, diffusers folder or .safetensors (template's otherwise)")
-    p.add_argument("--model-config", metavar="FOLDER|REPO",
-                   help="with a single-file --model (.safetensors/.ckpt): a diffusers folder or repo id of the same "
-                        "architecture, for its configs (needed offline; e.g. an SD 1.5 folder)")
+    p.add_argument("--config", dest="model_config", metavar="FOLDER|REPO",
+                   help="diffusers folder or repo id of the architecture, for a single-file --model offline (as in "
+                        "train and export)")
     p.add_argument("--controlnet", action="append", type=_controlnet, default=[], metavar="ANNOTATOR=MODEL",
                    help="ControlNet for one of the template's annotators (repeatable)")
     p.add_argument("--lora", action="append", default=None, metavar="PATH[:SCALE]", help="LoRA weights (repeatable)")

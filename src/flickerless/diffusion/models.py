@@ -96,7 +96,7 @@ def _load(cls, model: str, what: str, **kw):
                 raise ModelNotFoundError(
                     f"{what} {str(path)!r}: a single-file checkpoint is loaded with the configs of its architecture, "
                     f"which could not be had here ({str(e).splitlines()[0][:200]}): give a diffusers folder or repo id "
-                    "of the same architecture, e.g. an SD 1.5 folder (`flickerless run --model-config FOLDER`, "
+                    "of the same architecture, e.g. an SD 1.5 folder (`--config FOLDER` on the command line, "
                     "`VideoPipeline.from_pretrained(..., config=FOLDER)`)") from e
         return cls.from_pretrained(str(path) if path.exists() else model, local_files_only=local_only() or path.exists(), **kw)
     except (OSError, ValueError) as e:  # diffusers raises these for missing files, repos and configs
