@@ -82,6 +82,17 @@ def test_resolve_settings_applies_cli_choices_then_set():
         resolve_settings("fashion", controlnets={"shuffle": "x"})
 
 
+def test_settings_of_an_annotator_no_controlnet_uses_are_said(caplog):
+    """--set annotators.pose.window=9 on a template without pose was taken without a word."""
+    resolve_settings("stylize", overrides=["annotators.pose.window=9"])
+    assert "annotators.pose: no ControlNet of the stylize template uses the pose annotator" in caplog.text
+    assert "depth, softedge" in caplog.text
+    caplog.clear()
+    resolve_settings("stylize", overrides=["annotators.depth.batch_size=2"])
+    resolve_settings("longvideo", overrides=["annotators.pose.window=9"])  # also the fusion's masks' prompt
+    assert "annotators." not in caplog.text
+
+
 @pytest.mark.parametrize("overrides, says", [
     (["annotators.nope.x=1"], "unknown annotator 'nope'"),  # was ignored
     (["annotators.canny.low=\"abc\""], "'low' must be an integer"),  # was a TypeError in the annotator

@@ -88,8 +88,13 @@ def _check_together(s: dict) -> None:
     from ..control import get_annotator
     from ..diffusion.pipeline import check_deflicker_steps
 
+    used = {u["annotator"] for u in s.get("controlnets", [])} | ({"pose"} if s.get("longvideo") else set())
     for name, kw in s.get("annotators", {}).items():
         get_annotator(name, **kw)
+        if name not in used:  # --set annotators.pose.window=9 on a template without pose was taken silently
+            log.warning("annotators.%s: no ControlNet of the %s template uses the %s annotator, so its settings do "
+                        "nothing (its ControlNets: %s)", name, s["task"], name,
+                        ", ".join(sorted(u["annotator"] for u in s.get("controlnets", []))) or "none")
     for i, u in enumerate(s.get("controlnets", [])):
         if u.get("start", 0.0) > u.get("end", 1.0):
             raise InputError(f"controlnets.{i}: start {u['start']:g} is after end {u['end']:g} (fractions of the "
