@@ -127,8 +127,13 @@ def test_a_job_that_stopped_before_generating_does_not_block_the_corrected_comma
     out = tmp_path / "o.mp4"
     args = ["run", "stylize", "--video", clip, "-o", str(out), "--frames", "0:3", "-q", "--cache-dir", str(tmp_path / "c"),
             *sum((["--set", s] for s in sets), [])]
-    assert main([*args, "--model", str(tmp_path / "no-such-model")]) == 2
-    assert "no-such-model" in capsys.readouterr().err and (job_folder(out) / "job.json").exists()
+    assert main([*args, "--model", str(tmp_path / "no-such-model")]) == 2  # said before any work now
+    assert "no-such-model" in capsys.readouterr().err and not job_folder(out).exists()
+    broken = tmp_path / "broken"  # a model found only when it is loaded to be incomplete
+    broken.mkdir()
+    (broken / "model_index.json").write_text("{}")
+    assert main([*args, "--model", str(broken)]) == 2
+    assert "has no unet/" in capsys.readouterr().err and (job_folder(out) / "job.json").exists()
     assert main([*args, "--model", str(models / "tiny-sd")]) == 0
     assert read(out)[0].shape[0] == 3
     # job.json cut short, with frames done: one line, pointing at --restart
@@ -150,6 +155,30 @@ def test_a_job_that_stopped_before_generating_does_not_block_the_corrected_comma
         run_job("stylize", clip, tmp_path / "f.mp4", "", model=str(models / "tiny-sd"), overrides=sets, frames="0:3",
                 cache_dir=tmp_path / "c", progress=False)
     assert isinstance(e.value, FlickerlessError) and not list(job_folder(tmp_path / "f.mp4").glob("*.tmp"))
+
+
+def test_missing_models_and_devices_are_said_before_the_clip_is_read_and_annotated(models, clip, tmp_path,
+                                                                                   monkeypatch, capsys):
+    """A missing base model was found after the clip was read and every annotator had run (minutes on a long
+    clip), and after a missing annotator model; a missing device likewise. Offline, a repo id that is not in
+    the Hugging Face cache is missing."""
+    import flickerless.pipelines.job as job
+
+    def never(*a, **k):
+        raise AssertionError("the clip was read before the models were checked")
+
+    monkeypatch.setattr(job, "read_clip", never)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sets = QUICK + _cn(models, 2)  # the template's depth and softedge annotators have no weights here
+    args = ["run", "stylize", "--video", clip, "-o", str(tmp_path / "o.mp4"), "-q", *sum((["--set", s] for s in sets), [])]
+    assert main([*args, "--model", "nobody/no-such-sd"]) == 2
+    err = capsys.readouterr().err
+    assert "model 'nobody/no-such-sd' not found" in err and "HF_HUB_OFFLINE=1" in err
+    assert main([*args, "--model", str(models / "tiny-sd"), "--set", 'controlnets.1.model="nobody/no-edge-cn"']) == 2
+    assert "ControlNet (softedge) 'nobody/no-edge-cn' not found" in capsys.readouterr().err
+    assert main([*args, "--model", str(models / "tiny-sd"), "--device", "cuda:7"]) == 2
+    assert "cuda" in capsys.readouterr().err
+    assert not job.job_folder(tmp_path / "o.mp4").exists()
 
 
 def test_cli_run_and_errors(models, clip, tmp_path, capsys):

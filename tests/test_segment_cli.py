@@ -93,3 +93,18 @@ def test_masks_and_a_deflickered_clip_s_frames_do_not_replace_each_other(sam, tm
     with pytest.raises(video.OutputError, match="holds the masks of another flickerless output"):
         video.write(masks, video.read(clip, 2)[0])
     assert main(["segment", "-o", str(masks)] + common) == 0  # its own earlier masks: replaced
+
+
+def test_a_missing_sam_is_said_before_the_pose_of_every_frame(tmp_path, monkeypatch, capsys):
+    """segment found the SAM model missing only after the pose of every frame (minutes on a long clip)."""
+    import flickerless.control as control
+
+    def never(*a, **k):
+        raise AssertionError("the pose ran before the SAM model was checked")
+
+    monkeypatch.setattr(control, "keypoints", never)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    clip = str(registry_clip("carphone_pristine.mp4"))
+    assert main(["segment", "-o", str(tmp_path / "m"), "--video", clip, "--model", "nobody/no-sam", "--frames", "2",
+                 "-q"]) == 2
+    assert "SAM model 'nobody/no-sam' not found" in capsys.readouterr().err

@@ -123,6 +123,27 @@ def not_found(what: str, model: str, remedy: str, err: Exception | None = None, 
                               + (_first_line(err) if err is not None else ""))
 
 
+def check_available(model: str, what: str, remedy: str, index_file: str = "model_index.json") -> None:
+    """Before any work (reading the clip, annotating it): a model that loading would not find raises the
+    :class:`ModelNotFoundError` loading would. A local path that is missing; a repo id that is not in the
+    Hugging Face cache where only the cache is used (offline). Online, a repo id is left to the loading,
+    which may download it. Cheap: no weights are read."""
+    path = Path(model)
+    if path.exists():
+        return
+    if looks_like_path(model):
+        raise not_found(what, model, remedy)  # a path, not a repo id
+    if local_only():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, index_file)
+        except Exception:  # noqa: BLE001 - an odd id or hub version: the loading says what is wrong
+            return
+        if not isinstance(cached, str):
+            raise not_found(what, model, remedy + download_hint(model))
+
+
 def load_transformers(loader, model: str, what: str, setting: str, **kw):
     """``loader(model_or_path, local_files_only=..., **kw)`` with missing weights turned into a
     ModelNotFoundError; ``setting`` is the annotator setting that takes another model."""

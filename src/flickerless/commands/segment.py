@@ -62,6 +62,10 @@ def _run(args) -> int:
         from ..blend.deflicker import resolve_device
 
         resolve_device(args.device)
+    from ..weights import check_available  # as the model: found missing after the pose of every frame
+
+    check_available(args.model or DEFAULT_SAM, "SAM model", "Pass --model with a SAM repo id or a local folder "
+                    "(config.json, the weights, preprocessor_config.json)", index_file="config.json")
     if args.quiet:
         from ..weights import quiet_model_loading
 

@@ -301,6 +301,21 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     from ..video import check_output, check_output_is_not_input
 
     check_output(output, codec)  # before any work: a generation must not end in "cannot write .avi"
+    if pipeline is None:  # and the device and models, found missing after the clip was read and annotated
+        from ..weights import check_available
+
+        resolve_device(device)
+
+        check_available(settings["model"]["base"], "model", "Supply a local diffusers folder or a single "
+                        ".safetensors/.ckpt file")
+        for u in settings.get("controlnets", []):
+            what = "T2I-Adapter" if u.get("kind") == "t2i_adapter" else "ControlNet"
+            check_available(u["model"], f"{what} ({u['annotator']})", f"Give --controlnet {u['annotator']}=ID or a "
+                            "local folder", index_file="config.json")
+        lv = settings.get("longvideo")
+        if lv and lv["fusion_seeds"]:
+            check_available(lv["sam_model"], "SAM model", "Set longvideo.sam_model to a SAM repo id or a local folder",
+                            index_file="config.json")
     output = Path(output)
     check_output_is_not_input(output, video=video, style_image=style_image)
     job = job_folder(output)
