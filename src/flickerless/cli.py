@@ -758,6 +758,7 @@ def cmd_deflicker(args) -> int:
             _deflicker_part(args, job, devices[0], begin, end, writer.write, progress=not args.quiet)
         else:
             _deflicker_parallel(args, job, devices, parts, writer, args.quiet)
+        writer.finish()  # the writing thread's last frames: a failure there (a full disk) keeps those before it
     except BaseException:
         # nothing computed is lost: the frames handed on so far stay, or the earlier run's kept frames
         # where this one stopped before it had more (while copying them)

@@ -1913,6 +1913,13 @@ class BackgroundWriter(_Output):
             self._queue.put(None)
             self._thread.join()
 
+    def finish(self) -> None:
+        """Write every frame handed on; raise what the writing thread met (the writer is left as it is,
+        for :meth:`keep_partial`)."""
+        self._finish()
+        if self._error is not None:
+            raise self._error
+
     def close(self) -> None:
         self._finish()
         if self._error is not None:
