@@ -962,7 +962,8 @@ def test_cli_refuses_a_run_the_spill_disk_cannot_hold(clips, tmp_path, monkeypat
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=2 * 6 * frame - 1))
     assert main([*base, "-o", str(tmp_path / "a.mp4")]) == 2
     err = capsys.readouterr().err
-    assert "reading the guide and the style through disk needs about" in err and str(spill) in err
+    assert "reading the guide and the style through disk needs about 180 KiB" in err and str(spill) in err
+    assert "which has 180 KiB free" in err and "0.0 GiB" not in err  # a size said in a unit that shows it
     assert "--tmp DIR" in err and err.strip().count("\n") == 0 and not (tmp_path / "a.mp4").exists()
     # room for the clips but perhaps not for the table's entries (kept in RAM up to a budget): said, and
     # the run goes on, its entries spilled to the same folder

@@ -843,8 +843,16 @@ def check_free_space(folder, needed: int, what: str) -> None:
     except OSError:
         return
     if needed > free:
-        raise InputError(f"{what} needs about {needed / 2**30:.1f} GiB in {folder}, which has {free / 2**30:.1f} GiB "
-                         "free: pass --tmp DIR on a disk with room, or a shorter --frames range")
+        raise InputError(f"{what} needs about {_bytes_text(needed)} in {folder}, which has {_bytes_text(free)} free: "
+                         "pass --tmp DIR on a disk with room, or a shorter --frames range")
+
+
+def _bytes_text(n: int) -> str:
+    """``1.5 GiB``, ``12 MiB``, ``300 KiB``: a size said with a unit that shows it (0.0 GiB said nothing)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{max(1, round(n / 2**10))} KiB"
 
 
 class DiskFrames:
