@@ -2287,6 +2287,26 @@ def test_info_says_what_a_run_would_stop_at_in_a_folder(tmp_path, carphone, caps
     assert main(["info", str(fine)]) == 0 and len(video.read(fine)[0]) == 4
 
 
+def test_info_tells_keyframes_given_as_a_style_from_a_short_style(tmp_path, carphone, capsys):
+    """`info guide.mp4 keys/` read an EbSynth keyframe folder as a style and advised --frames 0:2."""
+    from PIL import Image
+
+    guide = tmp_path / "g.mp4"
+    video.write(guide, carphone[:12])
+    keys, short = tmp_path / "keys", tmp_path / "short"
+    keys.mkdir()
+    short.mkdir()
+    for i in (0, 8):
+        Image.fromarray(carphone[i]).save(keys / f"{i:04d}.png")
+    for i in range(3):
+        Image.fromarray(carphone[i]).save(short / f"{i:04d}.png")
+    assert main(["info", str(guide), str(keys)]) == 0
+    assert f"looks like keyframes named by frame number: give it as --keyframes {keys}" in capsys.readouterr().out
+    assert main(["info", str(guide), str(short)]) == 0
+    out = capsys.readouterr().out
+    assert "add --frames 0:3 to use the frames both have" in out and "keyframes" not in out
+
+
 def test_info_says_a_turned_and_anamorphic_clip_s_shape(tmp_path, carphone, sound_clip, capsys):
     import av
 

@@ -100,6 +100,10 @@ def pair_lines(guide: dict, style: dict) -> list[str]:
     g, s = guide["frames"], style["frames"]
     if g == s:
         rows.append(f"  frames      match ({g})")
+    elif s < g and _keyframes_of(style["path"], g):  # an EbSynth folder: a few frames, named by their numbers
+        rows.append(f"  frames      differ ({g} and {s}): {Path(style['path']).name} looks like keyframes named by "
+                    f"frame number: give it as --keyframes {style['path']} (or, if it is a style of its own, add "
+                    f"--frames 0:{s} to use the frames both have)")
     else:
         rows.append(f"  frames      differ ({g} and {s}): deflicker refuses them; add --frames 0:{min(g, s)} to use "
                     "the frames both have")
@@ -110,6 +114,21 @@ def pair_lines(guide: dict, style: dict) -> list[str]:
         rows.append(f"  size        differ ({gs[0]}x{gs[1]} and {ss[0]}x{ss[1]}): add --resize (the style to the "
                     "guide's size) or --resize style (work at the style's size)")
     return rows
+
+
+def _keyframes_of(path, frames: int) -> bool:
+    """Whether a folder's images are named by frame numbers that are not simply 0..n-1 and fall within a
+    clip of ``frames`` frames (as keyframes are)."""
+    from ..errors import FlickerlessError
+    from ..video import keyframe_files
+
+    if not Path(path).is_dir():
+        return False
+    try:
+        keys = sorted(keyframe_files(path))
+    except FlickerlessError:
+        return False
+    return keys != list(range(len(keys))) and keys != list(range(1, len(keys) + 1)) and keys[-1] <= frames
 
 
 def cmd_info(args) -> int:
