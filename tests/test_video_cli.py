@@ -2525,3 +2525,20 @@ def test_outputs_of_still_frames_tiny_widths_and_opaque_palettes(tmp_path, carph
     p = Image.fromarray(carphone[1][:40, :56]).convert("P", palette=Image.ADAPTIVE, colors=64)
     p.save(tmp_path / "pal" / "1.png", transparency=p.getpixel((0, 0)))
     assert video.image_alpha(tmp_path / "pal" / "1.png") is True
+
+
+def test_the_libraries_info_lines_are_not_said_as_ours():
+    """Every library's info lines came out prefixed "flickerless:" (torch's "FakeTensor cache stats" at
+    exit after an early Ctrl-C); ours and the libraries' warnings still do, and -q keeps ours to warnings."""
+    import subprocess
+
+    code = ("import logging, sys\nfrom flickerless.cli import _setup_logging\n_setup_logging(sys.argv[1] == 'q')\n"
+            "logging.getLogger('torch._subclasses.fake_tensor').info('FakeTensor cache stats:')\n"
+            "logging.getLogger('torch.x').warning('theirs, a warning')\n"
+            "logging.getLogger('flickerless.video').info('ours, info')\n"
+            "logging.getLogger('flickerless.cli').warning('ours, a warning')\n")
+    said = subprocess.run([sys.executable, "-c", code, "-"], capture_output=True, text=True, check=True).stderr
+    assert "FakeTensor" not in said and "flickerless: theirs, a warning" in said
+    assert "flickerless: ours, info" in said and "flickerless: ours, a warning" in said
+    quiet = subprocess.run([sys.executable, "-c", code, "q"], capture_output=True, text=True, check=True).stderr
+    assert "ours, info" not in quiet and "ours, a warning" in quiet

@@ -208,7 +208,10 @@ def _logs_above_bars():
 
 
 def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="flickerless: %(message)s", stream=sys.stderr)
+    """Our messages (``-q``: warnings only), and the libraries' warnings; not the libraries' info lines,
+    which came out as ours (torch's "FakeTensor cache stats" at exit after an early Ctrl-C)."""
+    logging.basicConfig(level=logging.WARNING, format="flickerless: %(message)s", stream=sys.stderr)
+    logging.getLogger("flickerless").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _devices(text):
