@@ -210,6 +210,8 @@ def _logs_above_bars():
 def _setup_logging(quiet: bool) -> None:
     """Our messages (``-q``: warnings only), and the libraries' warnings; not the libraries' info lines,
     which came out as ours (torch's "FakeTensor cache stats" at exit after an early Ctrl-C)."""
+    if logging.getLogger().handlers:  # logging set up already (an embedding program, a test run): theirs
+        return
     logging.basicConfig(level=logging.WARNING, format="flickerless: %(message)s", stream=sys.stderr)
     logging.getLogger("flickerless").setLevel(logging.WARNING if quiet else logging.INFO)
 
