@@ -1965,12 +1965,16 @@ def test_resume_refuses_inputs_changed_since_the_stop(clips, tmp_path, monkeypat
     keys.mkdir()
     for i in (0, 5):
         Image.fromarray(style[i]).save(keys / f"{i}.png")
+
+    def stopped_at_the_fourth_frame(args):
+        monkeypatch.setattr(video, "host_frame", _stopping_at(4, video.host_frame))
+        assert main(args) == 130
+        monkeypatch.undo()
+        capsys.readouterr()
+
     args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "--device", "cpu", *FASTARGS,
             "-o", str(tmp_path / "o")]
-    monkeypatch.setattr(video, "host_frame", _stopping_at(4, video.host_frame))
-    assert main(args) == 130
-    monkeypatch.undo()
-    capsys.readouterr()
+    stopped_at_the_fourth_frame(args)
     Image.fromarray(255 - style[5]).save(keys / "5.png")  # the keyframe fixed
     assert main([*args, "--resume"]) == 2
     assert "other keyframe files (changed since the stop)" in capsys.readouterr().err
@@ -1982,10 +1986,7 @@ def test_resume_refuses_inputs_changed_since_the_stop(clips, tmp_path, monkeypat
     video.write(restyled, style)
     args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(restyled), "--device", "cpu", *FASTARGS,
             "-o", str(tmp_path / "s")]
-    monkeypatch.setattr(video, "host_frame", _stopping_at(4, video.host_frame))
-    assert main(args) == 130
-    monkeypatch.undo()
-    capsys.readouterr()
+    stopped_at_the_fourth_frame(args)
     video.write(restyled, 255 - style)
     assert main([*args, "--resume"]) == 2
     assert "other style files (changed since the stop)" in capsys.readouterr().err
