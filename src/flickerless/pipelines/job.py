@@ -305,7 +305,6 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         from ..weights import check_available
 
         resolve_device(device)
-
         check_available(settings["model"]["base"], "model", "Supply a local diffusers folder or a single "
                         ".safetensors/.ckpt file")
         for u in settings.get("controlnets", []):
