@@ -334,6 +334,13 @@ def test_only_the_torchvision_advisory_of_transformers_is_dropped():
     assert not log.filter(record("`SiglipImageProcessor` requires torchvision (not installed); falling back to "
                                  "`SiglipImageProcessorPil` for backward compatibility."))
     assert log.filter(record("Some weights of CLIPModel were not initialized from the model checkpoint"))
+    # diffusers' note that a (UNet-only) LoRA has nothing for the text encoder; not the one for the UNet
+    lora = logging.getLogger("diffusers.loaders.lora_base")
+    note = lora.makeRecord(lora.name, logging.WARNING, __file__, 1, "No LoRA keys associated to CLIPTextModel found "
+                           "with the prefix='text_encoder'. This is safe to ignore", None, None)
+    assert not lora.filter(note)
+    assert lora.filter(lora.makeRecord(lora.name, logging.WARNING, __file__, 1, "No LoRA keys associated to "
+                                       "UNet2DConditionModel found", None, None))
 
 
 def test_run_takes_a_single_file_model_with_its_configs_offline(checkpoint, model_dir, tmp_path, monkeypatch, capsys):

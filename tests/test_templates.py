@@ -90,6 +90,7 @@ def test_settings_of_an_annotator_no_controlnet_uses_are_said(caplog):
     caplog.clear()
     resolve_settings("stylize", overrides=["annotators.depth.batch_size=2"])
     resolve_settings("longvideo", overrides=["annotators.pose.window=9"])  # also the fusion's masks' prompt
+    resolve_settings("stylize", overrides=["controlnets=[]"])  # the template's own tables, its ControlNets removed
     assert "annotators." not in caplog.text
 
 

@@ -25,19 +25,33 @@ __all__ = ["offline", "local_only", "hf_cache", "not_found", "load_transformers"
 _DTYPE_SINCE = {"diffusers": (0, 40), "transformers": (4, 56)}
 
 
-class _TorchvisionAdvisory(logging.Filter):
+class _Drop(logging.Filter):
+    """Drops the records of one logger whose message holds ``text``; its other records pass."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
     def filter(self, record) -> bool:
-        return "requires torchvision (not installed)" not in record.getMessage()
+        return self.text not in record.getMessage()
+
+
+def _drop(logger: str, text: str) -> None:
+    log = logging.getLogger(logger)
+    if not any(isinstance(f, _Drop) and f.text == text for f in log.filters):
+        log.addFilter(_Drop(text))
 
 
 def quiet_torchvision_advisory() -> None:
     """transformers 5 says, once per class, that an image processor "requires torchvision (not
     installed); falling back to ...Pil" when diffusers imports its IP-Adapter loader: two lines at every
     model load telling the user to install a package nothing here needs (the PIL processors do the same
-    work). That one message is dropped; transformers' other warnings (weights not loaded, ...) stay."""
-    log = logging.getLogger("transformers.utils.import_utils")
-    if not any(isinstance(f, _TorchvisionAdvisory) for f in log.filters):
-        log.addFilter(_TorchvisionAdvisory())
+    work). That one message is dropped; transformers' other warnings (weights not loaded, ...) stay.
+    So is diffusers' note, at each LoRA load, that a LoRA has no text-encoder part ("No LoRA keys
+    associated to CLIPTextModel ... safe to ignore"), which a UNet-only LoRA (as `flickerless train`
+    makes) always gave, even under -q; its note for a LoRA with nothing for the UNet stays."""
+    _drop("transformers.utils.import_utils", "requires torchvision (not installed)")
+    _drop("diffusers.loaders.lora_base", "No LoRA keys associated to CLIPTextModel")
 
 
 def quiet_model_loading(with_diffusers: bool = True) -> None:

@@ -76,12 +76,13 @@ def resolve_settings(template: str, model: str | None = None, controlnets: dict[
         sets += [f"controlnets.{i}.model={json.dumps(cn)}" for i in idx]
     if lora:
         sets.append(f"model.lora={json.dumps(list(lora))}")
+    given = s.get("annotators", {})
     s = apply_overrides(s, sets + list(overrides or []))
-    _check_together(s)
+    _check_together(s, given)
     return s
 
 
-def _check_together(s: dict) -> None:
+def _check_together(s: dict, given: dict | None = None) -> None:
     """What each setting's own check cannot see, refused before any work: annotator settings (the
     names and types the annotators take), ControlNet ranges that end before they start, and deflicker
     steps past the run's steps (either of which would silently do nothing)."""
@@ -91,7 +92,8 @@ def _check_together(s: dict) -> None:
     used = {u["annotator"] for u in s.get("controlnets", [])} | ({"pose"} if s.get("longvideo") else set())
     for name, kw in s.get("annotators", {}).items():
         get_annotator(name, **kw)
-        if name not in used:  # --set annotators.pose.window=9 on a template without pose was taken silently
+        if name not in used and (given or {}).get(name) != kw:  # --set annotators.pose.window=9 on a template
+            # without pose was taken silently (the template's own tables for ControlNets removed are not said)
             log.warning("annotators.%s: no ControlNet of the %s template uses the %s annotator, so its settings do "
                         "nothing (its ControlNets: %s)", name, s["task"], name,
                         ", ".join(sorted(u["annotator"] for u in s.get("controlnets", []))) or "none")
