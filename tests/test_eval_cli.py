@@ -14,7 +14,7 @@ import torch
 from flickerless.cli import main
 from flickerless.metrics import METRICS, AestheticPredictor
 from flickerless.synthetic import add_flicker, stylize
-from flickerless.video import write
+from flickerless.video import read, write
 from tests.tiny_clip import save_clip
 
 
@@ -154,3 +154,29 @@ def test_eval_says_when_the_clips_rates_differ(clips, tmp_path, caplog, carphone
         assert main(["eval", "--video", str(tmp_path / "fast.mp4"), "--source", str(clips / "src.mp4"),
                      "--metrics", "pixel_mse", "-q"]) == 0
     assert "30 fps and the source 15 fps" in caplog.text
+    caplog.clear()
+    write(tmp_path / "frames", carphone[:8])  # a folder of images has no rate of its own
+    with caplog.at_level(logging.WARNING, logger="flickerless"):
+        assert main(["eval", "--video", str(tmp_path / "frames"), "--source", str(clips / "src.mp4"),
+                     "--metrics", "pixel_mse", "-q"]) == 0
+    assert "fps" not in caplog.text
+
+
+def test_eval_does_not_write_its_scores_over_its_inputs(clips, tmp_path, capsys, carphone):
+    """--report v.mp4 replaced the video with the HTML report (exit 0); --json into an input folder's frame,
+    and --json and --report at one path, likewise. Each is refused before the metrics run."""
+    import shutil
+
+    video = tmp_path / "v.mp4"
+    shutil.copy(clips / "out.mp4", video)
+    write(tmp_path / "frames", carphone[:8])
+    before = video.read_bytes()
+    base = ["eval", "--video", str(video), "--source", str(clips / "src.mp4"), "--metrics", "pixel_mse", "-q"]
+    for extra, says in [(["--report", str(video)], "is the --video input"),
+                        (["--json", str(clips / "src.mp4")], "is the --source input"),
+                        (["--json", str(tmp_path / "s.out"), "--report", str(tmp_path / "s.out")], "both"),
+                        (["--video", str(tmp_path / "frames"), "--json", str(tmp_path / "frames" / "00000.png")],
+                         "is a frame of the --video folder")]:
+        assert main([*base, *extra]) == 2
+        assert says in capsys.readouterr().err
+    assert video.read_bytes() == before and len(read(tmp_path / "frames")[0]) == 8

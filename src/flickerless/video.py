@@ -1307,9 +1307,12 @@ def check_output_is_not_input(output, **inputs) -> None:
             same = out.exists() and src.exists() and os.path.samefile(out, src)
         except OSError:
             same = False
+        flag = name.replace("_", "-")
         if same or out.resolve() == src.resolve():
-            flag = name.replace("_", "-")
             raise OutputError(f"{output}: is the --{flag} input; writing there would replace it, choose another output path")
+        if src.is_dir() and out.resolve().parent == src.resolve() and out.suffix.lower() in IMAGE_EXTS:
+            raise OutputError(f"{output}: is a frame of the --{flag} folder; writing there would replace or add one, "
+                              "choose another output path")
 
 
 class _Output:

@@ -56,6 +56,14 @@ def cmd_eval(args) -> int:
         v = getattr(args, flag)
         if v and not Path(v).exists():
             raise InputError(f"--{flag} {v}: no such file or folder")
+    from ..video import check_output_is_not_input
+
+    for flag in ("json", "report"):  # an input written over with the scores (exit 0, no word)
+        if getattr(args, flag):
+            check_output_is_not_input(getattr(args, flag), video=args.video, source=args.source)
+    if args.json and args.report and Path(args.json).resolve() == Path(args.report).resolve():
+        raise OutputError(f"--json and --report are both {args.json}: the report would replace the scores; give two "
+                          "file names")
     if args.device is not None:  # a wrong one was ignored where no metric needed a model
         from ..blend.deflicker import resolve_device
 
@@ -86,8 +94,12 @@ def cmd_eval(args) -> int:
 def _say_rates(video, source) -> None:
     """Frames are compared one for one; clips at other rates (a 30 fps output of a 15 fps source: frame
     t against frame t, half a second apart by frame 15) are said, as the comparison is then of other times."""
+    from pathlib import Path
+
     from ..video import probe
 
+    if Path(video).is_dir() or Path(source).is_dir():  # a folder of images has no rate of its own
+        return
     a, b = probe(video).fps, probe(source).fps
     if a and b and abs(a - b) > 0.01 * max(a, b):
         log.warning("the video is %.4g fps and the source %.4g fps: frames are compared one for one, so frame t of "
