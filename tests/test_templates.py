@@ -183,6 +183,22 @@ def test_split_lora(text, want):
     assert split_lora(text) == want
 
 
+def test_a_lora_s_bad_scale_is_said_not_looked_for_as_a_file(tmp_path, monkeypatch, capsys):
+    """"style.safetensors:x" was looked for as a file of that name, after the whole model had loaded."""
+    from flickerless.cli import main
+
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"")
+    for scale in ("x", "nan", "inf", ""):
+        with pytest.raises(InputError, match=f"the scale after the last ':' \\('{scale}'\\) is not a finite number"):
+            split_lora(f"{lora}:{scale}")
+    with pytest.raises(InputError, match="is not a finite number"):
+        resolve_settings("stylize", lora=[f"{lora}:x"])
+    assert main(["export", str(tmp_path / "no-model"), "-o", str(tmp_path / "e.safetensors"), "--lora",
+                 f"{lora}:x"]) == 2
+    assert "is not a finite number" in capsys.readouterr().err
+
+
 def test_sizes_frames_memory_and_job_folder():
     s = load_template("stylize")  # 960x512, area mode keeps the clip's aspect
     h, w = target_size(144, 176, s)

@@ -235,6 +235,31 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(model_dir, frames, tmp
         Trainer(_cfg(model_dir, tmp_path / "b", lora_rank=2, **kw), frames).load_checkpoint(ckpts / "step-000005")
 
 
+def test_a_stop_keeps_a_checkpoint_also_without_periodic_ones(model_dir, frames, tmp_path):
+    """--checkpoint-every 0 and a SIGTERM after 600 steps: all of it was lost, and the message pointed at
+    checkpoints that did not exist. A stop now saves one whatever the periodic setting."""
+    def stop_at_3(step, losses):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(model_dir, tmp_path / "o", steps=5, checkpoint_every=0), frames, progress=False, on_step=stop_at_3)
+    assert [p.name for p in (tmp_path / "o" / "checkpoints").iterdir()] == ["step-000003"]
+
+
+def test_a_stop_before_any_checkpoint_does_not_point_at_one(model_dir, tmp_path, monkeypatch, capsys):
+    import flickerless.train as tr
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "train", stopped)
+    assert main(["train", "--model", str(model_dir), "--video", str(registry_clip("carphone_pristine.mp4")),
+                 "--prompt", "a man", "-o", str(tmp_path / "o"), "-q"]) == 130
+    err = capsys.readouterr().err
+    assert "before a checkpoint was saved; run the command again" in err and "--resume" not in err
+
+
 def test_resume_on_another_clip_is_said(model_dir, frames, tmp_path, caplog):
     """A resume on another --video went on without a word (a changed prompt was said)."""
     kw = dict(steps=2, checkpoint_every=1)

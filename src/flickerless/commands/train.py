@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     p.add_argument("--loss-weights", default="1,0,0", help="l1,l2,l3: weights of the plain, foreground and background "
                    "losses (default 1,0,0)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="save a resumable checkpoint every N steps "
-                   "(0: none; default 100)")
+                   "(0: none but on a stop; default 100)")
     p.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept (default 2, the newest)")
     p.add_argument("--resume", nargs="?", const="latest", help="continue from the newest checkpoint in --output "
                    "(or the checkpoint folder given)")
@@ -97,9 +97,14 @@ def cmd_train(args) -> int:
         result = train(cfg, args.video, masks=args.masks, resume=args.resume, overwrite=args.overwrite,
                        progress=not args.quiet)
     except KeyboardInterrupt as e:
+        from ..train import latest_checkpoint
+
         what, code = interrupted(e)
-        print(f"flickerless: {what}; resume with the same command and --resume (checkpoints in "
-              f"{Path(args.output) / 'checkpoints'})", file=sys.stderr)
+        if latest_checkpoint(Path(args.output)) is not None:
+            print(f"flickerless: {what}; resume with the same command and --resume (checkpoints in "
+                  f"{Path(args.output) / 'checkpoints'})", file=sys.stderr)
+        else:  # stopped before its first step, or within one
+            print(f"flickerless: {what} before a checkpoint was saved; run the command again", file=sys.stderr)
         return code
     use = f"--lora {result.weights}" if cfg.mode == "lora" else f"--model {result.weights}"
     log.info("trained %d steps, loss %.4f; wrote %s (use it with %s)", result.step, result.loss, result.weights, use)

@@ -79,6 +79,8 @@ def resolve_settings(template: str, model: str | None = None, controlnets: dict[
     given = s.get("annotators", {})
     s = apply_overrides(s, sets + list(overrides or []))
     _check_together(s, given)
+    for item in s["model"]["lora"]:  # a bad scale, said before the model loads
+        split_lora(item)
     return s
 
 

@@ -181,6 +181,10 @@ def split_lora(text: str) -> tuple[str, float]:
             value = math.nan
         if math.isfinite(value):
             return path, value
+        if Path(path).expanduser().exists() and not Path(text).expanduser().exists():
+            # "style.safetensors:x" was looked for as a file named so (after the model had loaded)
+            raise InputError(f"LoRA {text!r}: the scale after the last ':' ({scale!r}) is not a finite number; give "
+                             f"{path}:0.8, or {path} for a scale of 1")
     return text, 1.0
 
 

@@ -350,7 +350,8 @@ class Trainer:
                 raise
             raise _oom(self.step + 1, self.output, "during training") from e
         except KeyboardInterrupt:
-            if cfg.checkpoint_every and not self._in_update and self.step != last_saved:
+            # saved whatever --checkpoint-every says (0: no periodic ones): a stop is when one is needed
+            if not self._in_update and self.step != last_saved:
                 path = self.save_checkpoint()
                 log.warning("interrupted: checkpoint of step %d saved in %s (continue with --resume)", self.step, path)
             raise
