@@ -158,6 +158,11 @@ def test_cli_exports_a_full_fine_tune(model_dir, tmp_path, capsys):
     assert ".safetensors" in err and len(err.strip().splitlines()) == 1
     assert main(["export", str(tmp_path / "nowhere"), "-o", str(tmp_path / "y.safetensors"), "-q"]) == 2
     assert "not found" in capsys.readouterr().err
+    # --overwrite replaces an earlier export, not the LoRA it is made with
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"not replaced")
+    assert main(["export", str(tuned), "-o", str(lora), "--lora", f"{lora}:0.5", "--overwrite", "-q"]) == 2
+    assert "is the --lora input" in capsys.readouterr().err and lora.read_bytes() == b"not replaced"
 
 
 def test_export_bakes_a_fused_lora_in(model_dir, tmp_path):

@@ -37,13 +37,20 @@ def cmd_export(args) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise OutputError(f"{out} is a folder: give a .safetensors file name")
+    lora = [split_lora(t) for t in args.lora]  # a bad scale said before the model loads
+    from ..video import check_output_is_not_input
+
+    # --overwrite replaces an earlier export, not what this one is made from
+    check_output_is_not_input(out, model=args.model)
+    for path, _ in lora:
+        check_output_is_not_input(out, lora=path)
     if out.exists() and not args.overwrite:
         raise OutputError(f"{out} already exists: add --overwrite to replace it, or choose another -o")
     if args.quiet:  # the libraries' loading bars too
         from ..weights import quiet_model_loading
 
         quiet_model_loading()
-    path = save_single_file(args.model, out, dtype=args.dtype, config=args.config, lora=[split_lora(t) for t in args.lora])
+    path = save_single_file(args.model, out, dtype=args.dtype, config=args.config, lora=lora)
     if not args.quiet:
         # offline, its configs come from the model it was made from (or any of the same architecture)
         logging.getLogger("flickerless").info(
