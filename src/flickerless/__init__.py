@@ -8,9 +8,9 @@ ones import on first use, so ``import flickerless`` stays quick.
 """
 
 from .errors import DeviceError, FlickerlessError, InputError, ModelNotFoundError, OutputError
-from .weights import quiet_torchvision_advisory
+from .weights import quiet_library_notes
 
-quiet_torchvision_advisory()
+quiet_library_notes()
 
 # imported on first use: each brings torch (5 s on a GPU host), which `flickerless --help` and
 # `flickerless info` do without

@@ -18,7 +18,7 @@ from .errors import ModelNotFoundError
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
 __all__ = ["offline", "local_only", "hf_cache", "not_found", "load_transformers", "find_file", "dtype_kwarg",
-           "quiet_torchvision_advisory", "quiet_model_loading"]
+           "quiet_library_notes", "quiet_model_loading"]
 
 # the releases from which diffusers' and transformers' loaders take ``dtype=`` and warn at every
 # ``torch_dtype=`` (checked in their wheels: diffusers 0.39 lacks it, 0.40 has it; transformers 4.55 / 4.56)
@@ -42,9 +42,10 @@ def _drop(logger: str, text: str) -> None:
         log.addFilter(_Drop(text))
 
 
-def quiet_torchvision_advisory() -> None:
-    """transformers 5 says, once per class, that an image processor "requires torchvision (not
-    installed); falling back to ...Pil" when diffusers imports its IP-Adapter loader: two lines at every
+def quiet_library_notes() -> None:
+    """Two notes of the libraries that tell the user nothing to act on, dropped. transformers 5 says,
+    once per class, that an image processor "requires torchvision (not installed); falling back to
+    ...Pil" when diffusers imports its IP-Adapter loader: two lines at every
     model load telling the user to install a package nothing here needs (the PIL processors do the same
     work). That one message is dropped; transformers' other warnings (weights not loaded, ...) stay.
     So is diffusers' note, at each LoRA load, that a LoRA has no text-encoder part ("No LoRA keys
