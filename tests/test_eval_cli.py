@@ -3,9 +3,11 @@ rendered by headless Chromium."""
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,7 +164,7 @@ def test_eval_says_when_the_clips_rates_differ(clips, tmp_path, caplog, carphone
     assert "fps" not in caplog.text
 
 
-def test_eval_does_not_write_its_scores_over_its_inputs(clips, tmp_path, capsys, carphone):
+def test_eval_does_not_write_its_scores_over_its_inputs(clips, tmp_path, capsys, carphone, monkeypatch):
     """--report v.mp4 replaced the video with the HTML report (exit 0); --json into an input folder's frame,
     and --json and --report at one path, likewise. Each is refused before the metrics run."""
     import shutil
@@ -180,3 +182,10 @@ def test_eval_does_not_write_its_scores_over_its_inputs(clips, tmp_path, capsys,
         assert main([*base, *extra]) == 2
         assert says in capsys.readouterr().err
     assert video.read_bytes() == before and len(read(tmp_path / "frames")[0]) == 8
+    # a folder it cannot write to: said before the metrics run (it was said after them, the report lost)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and access(p, mode))  # root writes anywhere
+    assert main([*base, "--json", str(locked / "s.json")]) == 2
+    assert "is not writable" in capsys.readouterr().err

@@ -126,6 +126,11 @@ def test_masks_from_folder_and_callable(tmp_path, frames):
     assert torch.equal(got, (x.mean(1, keepdim=True) > 0.5).float())
     with pytest.raises(InputError, match="3 masks for 4 training frames"):
         load_masks(np.zeros((3, 144, 176), np.uint8), x, (144, 176))
+    # with every 3rd frame trained on, the count given is said (it said "1 masks for 3 training frames")
+    with pytest.raises(InputError, match="3 masks \\(1 taken, one in 3\\) for 4 training frames"):
+        load_masks(np.zeros((3, 144, 176), np.uint8), x, (144, 176), every=3)
+    with pytest.raises(InputError, match="5 masks \\(2 taken, one in 3\\) for 4 training frames"):
+        load_masks(tmp_path, x, (144, 176), every=3)
     with pytest.raises(InputError, match="must match frame for frame"):
         load_masks(np.zeros((4, 100, 100), np.uint8), x, (144, 176))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 log = logging.getLogger("flickerless")
 
@@ -52,6 +53,8 @@ def cmd_eval(args) -> int:
             raise OutputError(f"--{flag} {v}: folder {Path(v).resolve().parent} does not exist")
         if v and Path(v).is_dir():  # said before the metrics run, not after
             raise OutputError(f"--{flag} {v} is a folder: give a file name")
+        if v and not os.access(Path(v).resolve().parent, os.W_OK):
+            raise OutputError(f"--{flag} {v}: folder {Path(v).resolve().parent} is not writable")
     for flag in ("video", "source"):
         v = getattr(args, flag)
         if v and not Path(v).exists():

@@ -153,8 +153,9 @@ def load_masks(source: MaskSource, frames: torch.Tensor, source_size: tuple[int,
         from ..video import iter_frames
 
         what = str(source)
-        picked = []
+        picked, given = [], 0
         for i, m in enumerate(iter_frames(source)):
+            given = i + 1
             if i % every == 0:
                 picked.append(m)
                 if len(picked) >= n:
@@ -164,9 +165,12 @@ def load_masks(source: MaskSource, frames: torch.Tensor, source_size: tuple[int,
         masks = _mask_tensor(np.stack(picked), f"masks {what}")
     else:
         what = "masks"
-        masks = _mask_tensor(source, what)[::every][:n]
-    if masks.shape[0] < n:
-        raise InputError(f"{what}: {masks.shape[0]} masks for {n} training frames: give one mask per video frame")
+        masks = _mask_tensor(source, what)
+        given, masks = masks.shape[0], masks[::every][:n]
+    if masks.shape[0] < n:  # the count given, not the one left after taking every k-th ("1 masks" of 3)
+        taken = f" ({masks.shape[0]} taken, one in {every})" if every > 1 else ""
+        raise InputError(f"{what}: {given} mask{'' if given == 1 else 's'}{taken} for {n} training frames: give one "
+                         "mask per video frame")
     if tuple(masks.shape[-2:]) != tuple(source_size):
         raise InputError(f"{what}: masks are {masks.shape[-1]}x{masks.shape[-2]} but the video is "
                          f"{source_size[1]}x{source_size[0]}: they must match frame for frame")
