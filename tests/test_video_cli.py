@@ -1255,6 +1255,29 @@ def test_an_output_disk_that_fills_up_keeps_the_frames_done(clips, tmp_path, mon
     assert not kept.exists()
 
 
+def test_a_folder_swap_that_fails_puts_the_earlier_folder_back(tmp_path, monkeypatch):
+    """publish_folder moved the earlier output (a kept partial, say) aside, then lost it when moving the
+    new one in failed."""
+    import errno
+
+    old, new = tmp_path / "o", tmp_path / ".o-new"
+    video.write(old, np.zeros((2, 4, 4, 3), np.uint8))
+    new.mkdir()
+    replace, calls = os.replace, [0]
+
+    def failing_second(a, b):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise OSError(errno.EXDEV, "cross-device link")
+        return replace(a, b)
+
+    monkeypatch.setattr(os, "replace", failing_second)
+    with pytest.raises(OSError):
+        video.publish_folder(new, old)
+    monkeypatch.undo()
+    assert len(video.read(old)[0]) == 2 and not list(tmp_path.glob(".o.old.*"))
+
+
 @pytest.mark.skipif(not hasattr(__import__("signal"), "raise_signal"), reason="signals")
 def test_a_second_ctrl_c_does_not_interrupt_the_keeping_of_the_frames():
     """Two Ctrl-C a moment apart: the second interrupted the keeping of the frames, which were lost."""

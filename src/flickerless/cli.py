@@ -768,7 +768,7 @@ def cmd_deflicker(args) -> int:
         # nothing computed is lost: the frames handed on so far stay, or the earlier run's kept frames
         # where this one stopped before it had more (while copying them)
         kept, done = writer.keep_partial(more_than=done_before), writer.count
-        if kept is None and done_before:
+        if kept is None and done_before and partial.exists():
             kept, done = partial, done_before
         if kept is not None:
             record.write_text(json.dumps(settings, indent=1))

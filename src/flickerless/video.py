@@ -1279,7 +1279,12 @@ def publish_folder(tmp, path, kind: str = "frames") -> None:
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
         os.replace(path, old / "x")
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # the earlier output back in its place (a kept partial is not lost to a failed swap)
+            os.replace(old / "x", path)
+            shutil.rmtree(old, ignore_errors=True)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)

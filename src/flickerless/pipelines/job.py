@@ -395,12 +395,9 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         saved = [remembering.matches.version]
 
         def save(path: Path, obj) -> None:
-            tmp = path.with_suffix(".tmp")
             try:
-                torch.save(obj, tmp)
-                os.replace(tmp, path)
+                _write_whole(path, lambda tmp: torch.save(obj, tmp))
             except (OSError, RuntimeError) as e:  # torch.save says a full disk as a RuntimeError
-                tmp.unlink(missing_ok=True)
                 raise OutputError(f"{path}: saving the progress failed ({str(e).splitlines()[0]}); is the disk "
                                   f"full? what was done is kept in {job}: free some space and rerun with --resume"
                                   ) from None
@@ -518,12 +515,13 @@ def _has_progress(job: Path) -> bool:
             or any((job / "frames").glob("*.png")))
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """``path`` holds ``text`` whole, or what it held before (a full disk cut job.json short, and every
-    later run of the output stopped at it)."""
+def _write_whole(path: Path, write) -> None:
+    """``write(tmp)`` beside ``path``, then renamed onto it: ``path`` holds the whole new content or what
+    it held before (a full disk cut job.json short, and every later run of the output stopped at it),
+    and no temporary file is left behind when writing fails."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(text)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -560,8 +558,8 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
             log.info("resuming the job in %s", job)
             return
     job.mkdir(parents=True, exist_ok=True)
-    _write_atomically(job / "settings.toml", dumps(settings))
-    _write_atomically(meta_file, json.dumps(meta, indent=2))
+    _write_whole(job / "settings.toml", lambda tmp: tmp.write_text(dumps(settings)))
+    _write_whole(meta_file, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
 
 
 def _write_output(output: Path, frames: list[np.ndarray], fps: float, audio=None, audio_start: float = 0.0,
