@@ -325,6 +325,23 @@ def test_cli_user_errors_are_one_line_exit_2(model_dir, tmp_path, capsys, extra,
     assert len(err) == 1 and message in err[0], err
 
 
+def test_an_output_under_a_file_is_refused_before_the_model_loads(model_dir, tmp_path, capsys, monkeypatch):
+    """``-o notes.txt/lora`` failed only when the first checkpoint or the weights were written."""
+    import flickerless.diffusion.models as models
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model loaded before the output was checked")
+
+    monkeypatch.setattr(models, "load_components", no_loading)
+    (tmp_path / "notes.txt").write_text("x")
+    args = ["train", "--model", str(model_dir), "--video", str(registry_clip("carphone_pristine.mp4")),
+            "--prompt", "a man", "--output", str(tmp_path / "notes.txt" / "lora"), "--frames", "2",
+            "--resolution", "16", "--device", "cpu", "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.txt is a file, so the folder cannot be made there" in err[0], err
+
+
 def test_out_of_memory_names_the_last_checkpoint_on_any_device(model_dir, frames, tmp_path, monkeypatch):
     """Apple's MPS says out of memory with a plain RuntimeError; it used to end in a traceback."""
     from flickerless.errors import DeviceError

@@ -153,6 +153,21 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | No
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def _check_output_folder(output: Path) -> None:
+    """Refuse, before the model loads, an output folder that cannot be made or written: a file at its
+    path or at one of its parents (``-o notes.txt/lora``), or an unwritable folder it would be made in.
+    Found at the first checkpoint, such a path cost the steps trained before it."""
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"output {output} is a file: give a folder for the trained weights")
+    nearest = output
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise OutputError(f"output {output}: {nearest} is a file, so the folder cannot be made there; give another folder")
+    if not os.access(nearest, os.W_OK):
+        raise OutputError(f"output {output}: folder {nearest} is not writable")
+
+
 def _oom(step: int, output: Path, when: str) -> DeviceError:
     last = latest_checkpoint(output)
     kept = f"last checkpoint kept: {last} (continue with --resume)" if last else "no checkpoint was saved yet"
@@ -179,8 +194,7 @@ class Trainer:
 
         self.cfg = cfg = config.validate()
         self.output = Path(cfg.output)
-        if self.output.exists() and not self.output.is_dir():
-            raise OutputError(f"output {self.output} is a file: give a folder for the trained weights")
+        _check_output_folder(self.output)
         self.device = resolve_device(cfg.device)
         self.autocast_dtype = _resolve_precision(cfg.precision, self.device)
         size = parse_resolution(cfg.resolution)
