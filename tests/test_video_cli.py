@@ -250,6 +250,12 @@ def test_disk_frames_random_access(carphone, tmp_path):
     with pytest.raises(InputError, match="frame 2 is"):
         video.DiskFrames([carphone[0], carphone[1], carphone[2, :10]], tmpdir=str(tmp_path))
     assert not list(tmp_path.iterdir())
+    # floats in [0, 1] (what deflicker returns for float input) are scaled as write scales them; a cast
+    # made them black, and wrapped 16-bit values
+    with video.DiskFrames(carphone[:2] / 255.0) as d:
+        assert np.array_equal(d[1], carphone[1])
+    with pytest.raises(InputError, match="frame 0 is uint16"):
+        video.DiskFrames(carphone[:2].astype(np.uint16) * 4)
 
 
 def test_failed_write_leaves_existing_output(tmp_path):

@@ -877,8 +877,9 @@ class DiskFrames:
             raise
 
     def append(self, frame: np.ndarray) -> None:
-        """Add a frame at the end (a clip written as it is computed)."""
-        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        """Add a frame at the end (a clip written as it is computed): uint8, or floats in [0, 1] (scaled,
+        as :func:`write` does; a cast made them black)."""
+        frame = _as_bytes(frame, self.n)
         if self.shape is None:
             self.shape = frame.shape
         elif frame.shape != self.shape:
