@@ -387,6 +387,12 @@ def test_pose_mse_by_hand():
     moved[4, 3, 2] = 0.0
     r = pose_mse(moved, kp2)
     assert r.count == 4 and r.value == pytest.approx(0.0025) and np.isnan(r.per_frame[4])
+    # an estimator's NaN coordinates for a keypoint it did not see (NaN x 0 made the score NaN), or for
+    # one it marks visible, leave that keypoint out
+    moved[:, :3, :2] = np.nan  # not seen (visibility 0.1)
+    kp2[0, 3, :2] = np.nan  # "seen" without coordinates
+    r = pose_mse(moved, kp2)
+    assert r.count == 3 and r.value == pytest.approx(0.0025) and np.isnan(r.per_frame).tolist() == [True, False, False, False, True]
     with pytest.raises(InputError, match="both be"):
         pose_mse(kp[:, :5], kp)
 

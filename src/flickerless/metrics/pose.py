@@ -44,18 +44,21 @@ def normalize_keypoints(kp, size: tuple[int, int]) -> np.ndarray:
 def pose_mse(kp_output, kp_source, threshold: float = 0.5) -> PoseScore:
     """Pose-MSE of two tracks (T, K, 3) of normalised keypoints (x, y, visibility): the mean over every
     frame t and keypoint k visible in both (visibility > ``threshold``) of the squared Euclidean
-    distance ``(x_o - x_s)^2 + (y_o - y_s)^2``. Frames with no common keypoint count as NaN per frame
+    distance ``(x_o - x_s)^2 + (y_o - y_s)^2`` (a keypoint with NaN coordinates counts as not seen). Frames with no common keypoint count as NaN per frame
     and do not enter the mean."""
     a, b = np.asarray(kp_output, np.float64), np.asarray(kp_source, np.float64)
     if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 3:
         raise InputError(f"pose tracks must both be (T, K, 3) (x, y, visibility); got {a.shape} and {b.shape}")
-    both = (a[..., 2] > threshold) & (b[..., 2] > threshold)
-    d2 = ((a[..., :2] - b[..., :2]) ** 2).sum(-1)
+    # a keypoint not seen may have NaN coordinates (a common convention of estimators): it is left out,
+    # and also one marked visible without finite coordinates
+    seen = lambda k: (k[..., 2] > threshold) & np.isfinite(k[..., :2]).all(-1)  # noqa: E731
+    both = seen(a) & seen(b)
+    d2 = np.where(both, ((a[..., :2] - b[..., :2]) ** 2).sum(-1), 0.0)
     n = both.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per = np.where(n > 0, (d2 * both).sum(1) / np.maximum(n, 1), np.nan)
+        per = np.where(n > 0, d2.sum(1) / np.maximum(n, 1), np.nan)
     total = int(both.sum())
-    value = float((d2 * both).sum() / total) if total else float("nan")
+    value = float(d2.sum() / total) if total else float("nan")
     return PoseScore(value, per.tolist(), total)
 
 
