@@ -711,6 +711,12 @@ def test_what_a_notebook_passes_by_mistake_is_said_in_one_line(pair):
         deflicker(g, [s[0], *(s[1:] / 255.0)], **kw)
     # a generator of frames is gathered
     assert np.array_equal(deflicker(g, (f for f in s), **kw), deflicker(g, s, **kw))
+    # a list of float tensors is read as the list of their arrays, also when they carry autograd history or
+    # are bfloat16 (torch's errors stopped both)
+    floats = [torch.from_numpy(f / 255.0).float() for f in s]
+    want = deflicker(g, [f.numpy() for f in floats], **kw)
+    assert np.array_equal(deflicker(g, [f.clone().requires_grad_() for f in floats], **kw), want)
+    assert np.abs(deflicker(g, [f.bfloat16() for f in floats], **kw) - want).max() < 0.01
     # keyframes: a mapping of integer frame numbers to images
     with pytest.raises(InputError, match="mapping"):
         deflicker(g, mode="keyframes", keyframes=[s[0], s[3]], **kw)

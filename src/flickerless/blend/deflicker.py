@@ -1283,13 +1283,27 @@ def deflicker(
 
 
 def _indexable(frames):
-    """Frames as given, or a generator's (or other one-pass iterable's) frames in a list."""
-    if frames is None or isinstance(frames, (np.ndarray, Sequence)) or hasattr(frames, "__getitem__"):
-        return frames
-    if isinstance(frames, Iterable):
-        return list(frames)
-    raise InputError(f"frames must be an array (T, H, W, 3), a tensor (T, 3, H, W) or a list of frames, got "
-                     f"{type(frames).__name__}")
+    """Frames as given, or a generator's (or other one-pass iterable's) frames in a list. Tensors in a list
+    are read as arrays, as the list's other frames are (one carrying autograd history, or bfloat16, which
+    numpy has no type for, stopped the run with torch's error)."""
+    if frames is None:
+        return None
+    if not isinstance(frames, (np.ndarray, Sequence)) and not hasattr(frames, "__getitem__"):
+        if not isinstance(frames, Iterable):
+            raise InputError(f"frames must be an array (T, H, W, 3), a tensor (T, 3, H, W) or a list of frames, "
+                             f"got {type(frames).__name__}")
+        frames = list(frames)
+    if isinstance(frames, (list, tuple)) and any(isinstance(f, torch.Tensor) for f in frames):
+        frames = [_tensor_frame(f) if isinstance(f, torch.Tensor) else f for f in frames]
+    return frames
+
+
+def _tensor_frame(f: torch.Tensor) -> np.ndarray:
+    """One frame of a list, given as a tensor: an array of its values (bfloat16 and float16 as float32)."""
+    f = f.detach()
+    if f.is_floating_point() and f.dtype not in (torch.float32, torch.float64):
+        f = f.float()
+    return f.cpu().numpy()
 
 
 def _keyframe_items(keyframes):
