@@ -232,7 +232,12 @@ def test_bad_inputs(pair):
         deflicker(clip, flick[:, :32])
     with pytest.raises(InputError, match="mode"):
         deflicker(clip, flick, mode="fast")
-    with pytest.raises(TypeError, match="valid"):
+    # a misspelt keyword: an InputError (FlickerlessError catches it) and still a TypeError, naming the
+    # nearest of deflicker's own arguments too (it listed PatchMatch's options only)
+    with pytest.raises(InputError, match="'windw' \\(did you mean 'window'\\?\\)") as e:
+        deflicker(clip, flick, windw=3)
+    assert isinstance(e.value, TypeError)
+    with pytest.raises(TypeError, match="did you mean 'patch_sizes'"):
         deflicker(clip, flick, patch_size=3)
 
 

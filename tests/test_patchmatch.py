@@ -97,7 +97,7 @@ def test_seeded_deterministic_and_batch_independent(carphone, backend):
 def test_options_validate():
     with pytest.raises(ValueError, match="patch_sizes"):
         pm.PatchMatchOptions(patch_sizes=(4,))
-    with pytest.raises(TypeError, match="valid"):
+    with pytest.raises(TypeError, match="unknown PatchMatch option 'patch_size' .*valid: .*patch_sizes"):
         pm.PatchMatchOptions.from_kwargs(patch_size=5)
     with pytest.raises(ValueError, match="backend"):
         pm.PatchMatchOptions(backend="cupy")

@@ -13,6 +13,25 @@ class InputError(FlickerlessError, ValueError):
     :class:`ValueError`, which is what Python code calling the library catches for a bad argument."""
 
 
+class UnknownOptionError(InputError, TypeError):
+    """A keyword argument a function does not take (``deflicker(..., windw=3)``): an :class:`InputError`,
+    and the :class:`TypeError` Python raises for an unknown keyword. The message suggests the nearest
+    valid name."""
+
+
+def unknown_options(given, valid, what: str = "option") -> None:
+    """Raise :class:`UnknownOptionError` for the names in ``given`` not in ``valid``, suggesting for each
+    the closest valid one (``windw`` -> ``window``) and listing them all."""
+    import difflib
+
+    unknown = sorted(set(given) - set(valid))
+    if not unknown:
+        return
+    near = {k: difflib.get_close_matches(k, list(valid), n=1, cutoff=0.6) for k in unknown}
+    said = ", ".join(f"{k!r} (did you mean {near[k][0]!r}?)" if near[k] else repr(k) for k in unknown)
+    raise UnknownOptionError(f"unknown {what}{'s' if len(unknown) > 1 else ''} {said}; valid: {', '.join(sorted(valid))}")
+
+
 def check_unit_range(lo: float, hi: float, what: str) -> None:
     """Float frames are read as [0, 1]: ones clearly off it (``lo``..``hi`` their range) are refused,
     saying what they look like: 0-255 floats (``frames.astype(np.float32)``) would be blended or scored

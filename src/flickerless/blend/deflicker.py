@@ -23,6 +23,7 @@ needs bounded memory. Output frames are handed to a sink in order as soon as the
 from __future__ import annotations
 
 import bisect
+import inspect
 import logging
 import math
 import os
@@ -1225,7 +1226,7 @@ def deflicker(
         (patch_sizes, iterations, guide_weight, samples, seed, ...), or ``quality="draft"|"fast"|
         "balanced"|"full"`` (:data:`~flickerless.blend.patchmatch.QUALITY`; fields given as well win).
     """
-    opts = PatchMatchOptions.from_kwargs(**patchmatch_options)
+    opts = PatchMatchOptions.from_kwargs(_also=_DEFLICKER_ARGUMENTS, **patchmatch_options)
     # frames that carry autograd history are read, not differentiated through; frames from a generator
     # are gathered (they are in memory anyway, and every mode reads a frame more than once)
     guide, style = (f.detach() if isinstance(f, torch.Tensor) else _indexable(f) for f in (guide, style))
@@ -1280,6 +1281,10 @@ def deflicker(
     if as_tensor and out.is_pinned():
         torch.cuda.synchronize(dev)  # the copies into ``out`` were asynchronous
     return out
+
+
+# deflicker's own parameters, suggested beside PatchMatch's options for a misspelt keyword (windw -> window)
+_DEFLICKER_ARGUMENTS = tuple(p for p in inspect.signature(deflicker).parameters if p != "patchmatch_options")
 
 
 def _indexable(frames):

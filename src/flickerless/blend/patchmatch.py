@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..errors import InputError, unknown_options
 
 __all__ = [
     "PatchMatchOptions",
@@ -144,13 +144,13 @@ class PatchMatchOptions:
             raise InputError(f"init must be 'identity' or 'random', got {self.init!r}")
 
     @classmethod
-    def from_kwargs(cls, quality: str | None = None, **kwargs) -> "PatchMatchOptions":
-        """Build from keyword arguments, naming the valid keys when one is unknown. ``quality``: one
-        of :data:`QUALITY` (search effort for speed); options given beside it win."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise TypeError(f"unknown PatchMatch option(s) {unknown}; valid: {sorted(valid | {'quality'})}")
+    def from_kwargs(cls, quality: str | None = None, _also: Iterable[str] = (), **kwargs) -> "PatchMatchOptions":
+        """Build from keyword arguments, naming the valid keys when one is unknown
+        (:class:`~flickerless.errors.UnknownOptionError`, also a TypeError; ``_also``: the caller's own
+        parameters, listed with them). ``quality``: one of :data:`QUALITY` (search effort for speed);
+        options given beside it win."""
+        unknown_options(kwargs, {f.name for f in fields(cls)} | {"quality"} | set(_also),
+                        "argument" if _also else "PatchMatch option")
         if quality is not None:
             if quality not in QUALITY:
                 raise InputError(f"quality must be one of {', '.join(QUALITY)}, got {quality!r}")
