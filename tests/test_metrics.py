@@ -81,6 +81,13 @@ def test_evaluate_computes_each_pair_s_flows_once_and_keeps_none(panning, monkey
     assert res.values["pixel_mse"] == p.value and res.per_frame["pixel_mse"] == p.per_pair
     assert res.values["warp_error"] == w.value and res.per_frame["warp_error"] == w.per_pair
     assert res.info["warp_error_coverage"] == float(np.mean(w.coverage))
+    # flows of the wrong size or count are said (numpy's broadcasting error, an IndexError), and frames
+    # from a generator are read as the list of them (they failed on len())
+    with pytest.raises(InputError, match=r"backward flows: expected .*got \(\d+, 8, 8, 2\)"):
+        pixel_mse(flick, panning, backward=bwd[:, :8, :8])
+    with pytest.raises(InputError, match="forward flows"):
+        warp_error(flick, panning, backward=bwd, forward=fwd[:1])
+    assert pixel_mse((f for f in flick), panning, backward=bwd).value == p.value
 
 
 def test_a_source_of_another_size_is_resized_a_frame_at_a_time(panning, monkeypatch):

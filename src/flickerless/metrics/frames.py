@@ -18,11 +18,10 @@ def as_uint8(frames, name: str = "frames") -> np.ndarray:
         from ..video import read
 
         return read(frames)[0]
-    if hasattr(frames, "detach"):  # torch tensor: uint8 as it is, floats as float32
-        t = frames.detach().cpu()
-        frames = (t if str(t.dtype) == "torch.uint8" or not t.is_floating_point() else t.float()).numpy()
-    if not isinstance(frames, np.ndarray):
-        frames = np.stack([np.asarray(f) for f in frames]) if len(frames) else np.zeros((0,))
+    frames = _array(frames)
+    if not isinstance(frames, np.ndarray):  # a list, or a generator, of frames
+        frames = [_array(f) for f in frames]
+        frames = np.stack(frames) if frames else np.zeros((0,))
     if frames.ndim != 4 or len(frames) == 0:
         raise InputError(f"{name}: expected (T, H, W, 3) uint8 or (T, 3, H, W) float frames, got shape {frames.shape}")
     channels_first = frames.shape[1] == 3 and frames.shape[-1] != 3
@@ -40,6 +39,15 @@ def as_uint8(frames, name: str = "frames") -> np.ndarray:
     elif frames.shape[-1] != 3:
         raise InputError(f"{name}: float frames must be (T, 3, H, W) in [0, 1], got {frames.shape}")
     return np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
+
+
+def _array(x):
+    """A torch tensor as an array (uint8 as it is, floats as float32, autograd history dropped); anything
+    else as it is."""
+    if hasattr(x, "detach"):
+        t = x.detach().cpu()
+        return (t if str(t.dtype) == "torch.uint8" or not t.is_floating_point() else t.float()).numpy()
+    return x
 
 
 def fit_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -96,6 +96,20 @@ def temporal_scores(output, source, flow_fn, names=("pixel_mse", "warp_error"), 
     return {n: TemporalScore(_mean(per), per, cov) for n, (per, cov) in scores.items()}
 
 
+def _flows(flows, out: np.ndarray, which: str) -> np.ndarray:
+    """Precomputed ``which`` flows as a float32 array, checked against the output ``(T, H, W, 3)``: one
+    (H, W, 2) field per pair of frames (the wrong size failed in numpy's broadcasting, too few as an
+    IndexError)."""
+    t, h, w = out.shape[:3]
+    if hasattr(flows, "detach"):
+        flows = flows.detach().cpu().float().numpy()
+    flows = np.asarray(flows, np.float32)
+    if flows.shape != (t - 1, h, w, 2):
+        raise InputError(f"{which} flows: expected one (H, W, 2) field per pair of frames at the output's size, "
+                         f"({t - 1}, {h}, {w}, 2), got {flows.shape}")
+    return flows
+
+
 def pixel_mse(output, source, flow="dis", backward=None) -> TemporalScore:
     """Pixel-MSE (Pix2Video; DiffSynth Tables 3-4): mean over pairs (t, t+1) of
     ``mean_p (warp(output[t], F)[p] - output[t+1][p])^2`` on the 0-255 scale, averaged over the RGB
@@ -109,6 +123,7 @@ def pixel_mse(output, source, flow="dis", backward=None) -> TemporalScore:
         return temporal_scores(output, source, get_flow(flow), ("pixel_mse",))["pixel_mse"]
     out = as_uint8(output, "output")
     _check(out, as_uint8(source, "source"))
+    backward = _flows(backward, out, "backward")
     per, cov = zip(*(_pair_pixel_mse(out[t], out[t + 1], backward[t]) for t in range(len(out) - 1)))
     return TemporalScore(_mean(list(per)), list(per), list(cov))
 
@@ -126,5 +141,6 @@ def warp_error(output, source, flow="dis", backward=None, forward=None) -> Tempo
         return temporal_scores(output, source, get_flow(flow), ("warp_error",))["warp_error"]
     out = as_uint8(output, "output")
     _check(out, as_uint8(source, "source"))
+    backward, forward = _flows(backward, out, "backward"), _flows(forward, out, "forward")
     per, cov = zip(*(_pair_warp_error(out[t], out[t + 1], backward[t], forward[t]) for t in range(len(out) - 1)))
     return TemporalScore(_mean(list(per)), list(per), list(cov))
