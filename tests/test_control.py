@@ -67,6 +67,11 @@ def test_inputs_arrays_lists_tensors_agree(carphone):
     assert float(x.min()) >= 0 and float(x.max()) <= 1 and torch.equal(x[:, 0] * 255, torch.from_numpy(a[..., 0]).float())
     with pytest.raises(InputError, match=r"\(T, H, W, 3\)"):
         annotate("canny", np.zeros((2, 8, 8), np.uint8)[..., None], cache=False)
+    # a tensor on the meta device (no values) failed with torch's error; a grey frame's shape is said as given
+    with pytest.raises(InputError, match="meta device"):
+        annotate("canny", t.to("meta"), cache=False)
+    with pytest.raises(InputError, match=r"got \(4, 72, 88\)"):
+        annotate("canny", torch.zeros(4, 72, 88), cache=False)
 
 
 # ---------------------------------------------------------------- cache

@@ -32,6 +32,15 @@ def unknown_options(given, valid, what: str = "option") -> None:
     raise UnknownOptionError(f"unknown {what}{'s' if len(unknown) > 1 else ''} {said}; valid: {', '.join(sorted(valid))}")
 
 
+def check_has_values(frames, what: str) -> None:
+    """Refuse a tensor on torch's ``meta`` device (a shape without values, as a model built with
+    ``init_empty_weights`` has): it failed deep in the library with torch's error."""
+    device = getattr(frames, "device", None)
+    if getattr(device, "type", None) == "meta":
+        raise InputError(f"{what}: a tensor on the meta device has a shape but no values; pass the frames "
+                         "themselves (on the CPU or a GPU)")
+
+
 def check_unit_range(lo: float, hi: float, what: str) -> None:
     """Float frames are read as [0, 1]: ones clearly off it (``lo``..``hi`` their range) are refused,
     saying what they look like: 0-255 floats (``frames.astype(np.float32)``) would be blended or scored

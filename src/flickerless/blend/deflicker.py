@@ -34,7 +34,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..errors import DeviceError, InputError, halve_batch, out_of_memory
+from ..errors import DeviceError, InputError, check_has_values, halve_batch, out_of_memory
 from .frames import (FrameSource, FrameStore, SubFrames, TensorFrames, _pixel_scale, as_source, check_finite,
                      index_tensor, to_hwc_uint8)
 from .detail import resolve_detail, restore_detail
@@ -1230,6 +1230,8 @@ def deflicker(
     # frames that carry autograd history are read, not differentiated through; frames from a generator
     # are gathered (they are in memory anyway, and every mode reads a frame more than once)
     guide, style = (f.detach() if isinstance(f, torch.Tensor) else _indexable(f) for f in (guide, style))
+    check_has_values(guide, "guide")
+    check_has_values(style, "style")
     like = style if style is not None else guide
     as_tensor = isinstance(like, torch.Tensor)
     dev = resolve_device(device, like if as_tensor else None)

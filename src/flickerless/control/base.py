@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
-from ..errors import InputError, check_unit_range, in_batches
+from ..errors import InputError, check_has_values, check_unit_range, in_batches
 
 log = logging.getLogger("flickerless")
 
@@ -34,10 +34,12 @@ class FrameSource:
     def __init__(self, frames):
         self._torch = False
         if hasattr(frames, "detach") and hasattr(frames, "permute"):  # torch tensor
+            check_has_values(frames, "frames")
+            given = tuple(frames.shape)
             if frames.ndim == 3:
                 frames = frames.unsqueeze(0)
             if frames.ndim != 4 or frames.shape[1] != 3 or len(frames) == 0:
-                raise InputError(f"frames tensor must be (T, 3, H, W) float in [0, 1], got {tuple(frames.shape)}")
+                raise InputError(f"frames tensor must be (T, 3, H, W) float in [0, 1], got {given}")
             if not frames.is_floating_point() and str(frames.dtype) != "torch.uint8":
                 raise InputError(f"frames tensor must be float in [0, 1] or uint8, got {frames.dtype}")
             self._torch = True
