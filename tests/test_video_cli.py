@@ -2507,7 +2507,7 @@ def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
         with pytest.raises(InputError, match=says):
             video.write(tmp_path / "bad.mp4", bad)
         assert not (tmp_path / "bad.mp4").exists()
-    for fps in (-5, float("nan"), float("inf")):
+    for fps in (-5, float("nan"), float("inf"), True, 2**40):  # True was 1 fps, 2**40 an encoder's OverflowError
         with pytest.raises(InputError, match="fps must be"):
             video.write(tmp_path / "bad.mp4", frames, fps=fps)
     with pytest.raises(OutputError, match="no frames"):
@@ -2520,6 +2520,7 @@ def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
                 list(video.iter_frames(src, start, stop))
         with pytest.raises(InputError, match="frame number >= 0"):
             video.read(src, max_frames=-1)
+        assert len(list(video.iter_frames(src, None, 2))) == 2  # a start of None is 0, as in slicing
 
 
 def test_outputs_of_still_frames_tiny_widths_and_opaque_palettes(tmp_path, carphone):

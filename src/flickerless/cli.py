@@ -55,7 +55,7 @@ def _fps(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected frames per second, e.g. 24 or 29.97, got {text!r}") from None
-    if not 0 < v <= 1000:
+    if not 0 < v <= 1000:  # a rate for playback; a writer takes up to video.MAX_FPS
         raise argparse.ArgumentTypeError(f"expected frames per second above 0 (and at most 1000), got {text}")
     return v
 

@@ -108,6 +108,7 @@ COPY_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3"}
 # a WebM output takes these as they are; others are re-encoded as Opus
 WEBM_AUDIO_CODECS = {"opus", "vorbis"}
 DEFAULT_FPS = 30.0
+MAX_FPS = 10000  # the most a writer takes: 2**40 overflowed in the encoder, and such a rate is a mistake
 # what reading a clip gives, as a number: raised whenever decoding changes the frames that come out (2:
 # Y'CbCr rounded exactly, session 21), so that what is cached by a file's identity (annotations, a job's
 # frames) is not taken for frames read the new way
@@ -331,22 +332,24 @@ def _frames(container, stream, threads: bool = False) -> Iterator:
         yield from ctx.decode(packet)  # the last, empty packet flushes the decoder
 
 
-def _check_span(start: int, stop: int | None) -> None:
-    """Frame numbers count from 0: a negative start or stop read from the end in a folder of images
-    (Python's slicing) and meant something else in a video, so neither takes them."""
+def _span(start: int | None, stop: int | None) -> tuple[int, int | None]:
+    """``(start, stop)`` checked, a start of None read as 0 (as in slicing). Frame numbers count from 0: a
+    negative start or stop read from the end in a folder of images (Python's slicing) and meant
+    something else in a video, so neither takes them."""
     for name, v in (("start", start), ("stop", stop)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
             raise InputError(f"{name} must be a frame number >= 0, got {v!r}")
+    return (0 if start is None else int(start)), (None if stop is None else int(stop))
 
 
-def iter_frames(path, start: int = 0, stop: int | None = None, alpha: bool = False) -> Iterator[np.ndarray]:
+def iter_frames(path, start: int | None = 0, stop: int | None = None, alpha: bool = False) -> Iterator[np.ndarray]:
     """Frames ``start:stop`` of a clip one at a time, ``(H, W, 3)`` uint8 (``alpha``: ``(H, W, 4)``
     RGBA), upright, without holding the clip in memory. Frames before ``start`` are not loaded
     (images) or not converted (video, whose frames are decoded in order anyway); reading ends at
     ``stop``. A file that fails to decode part way (cut short) gives the frames before the failure,
     then an error saying how many there are."""
     path = Path(path)
-    _check_span(start, stop)
+    start, stop = _span(start, stop)
     _check_exists(path)
     size = None
     if path.is_dir():
@@ -1126,7 +1129,7 @@ def open_frames(path, memory_limit: int | None = None, tmpdir: str | None = None
     ``alpha``: frames ``(H, W, 4)``, RGBA. Returns (frames, info). ``memory_limit``: default
     :data:`MEMORY_LIMIT`."""
     memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
-    _check_span(start, stop)
+    start, stop = _span(start, stop)
     info = probe(path)
     if info.frames == 0:
         raise InputError(f"{path}: has no frames")
@@ -1573,8 +1576,11 @@ class VideoWriter(_Output):
         self._held = None  # the last packet encoded, muxed once the next comes (or at the end)
         self._shape = None  # the first frame's, which every frame keeps
         self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
-        if fps is not None and not (isinstance(fps, (int, float, Fraction, np.number)) and 0 <= fps < math.inf):
-            raise InputError(f"fps must be a positive number (0 or None: {DEFAULT_FPS:g}), got {fps!r}")
+        if fps is not None and (isinstance(fps, bool) or not (isinstance(fps, (int, float, Fraction, np.number))
+                                                               and 0 <= fps <= MAX_FPS)):
+            # True was written at 1 fps, 2**40 failed in the encoder
+            raise InputError(f"fps must be a number of frames per second up to {MAX_FPS} (0 or None: "
+                             f"{DEFAULT_FPS:g}), got {fps!r}")
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
         self.crf = crf
         self.audio = audio

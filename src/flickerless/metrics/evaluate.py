@@ -210,8 +210,7 @@ def evaluate(
         except ModelNotFoundError as e:
             skip("fid", str(e))
         else:
-            # a set against itself is 0, not the -3e-15 that rounding leaves
-            res.values["fid"] = max(0.0, frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb)))
+            res.values["fid"] = frechet_distance(*gaussian_stats(fa), *gaussian_stats(fb))
             res.info["fid_features"] = (fid_features if isinstance(fid_features, str) else "custom") + (
                 f" ({clip_model}, L2-normalised projected image embeddings: CLIP-FID)" if fid_features == "clip"
                 else " (pytorch-fid Inception-v3 pool3, 2048-d)" if fid_features == "inception" else "")

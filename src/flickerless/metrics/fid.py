@@ -61,7 +61,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         if imag > 1e-3 * max(1.0, np.max(np.abs(np.diagonal(covmean).real))):
             raise ArithmeticError(f"FID: matrix square root has a large imaginary part ({imag:g})")
         covmean = covmean.real
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    # a set against itself is 0, not the -1e-10 that rounding leaves
+    return max(0.0, float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean)))
 
 
 def inception_features(frames, device=None, batch: int = 32) -> np.ndarray:
