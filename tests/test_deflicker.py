@@ -722,6 +722,8 @@ def test_what_a_notebook_passes_by_mistake_is_said_in_one_line(pair):
     want = deflicker(g, [f.numpy() for f in floats], **kw)
     assert np.array_equal(deflicker(g, [f.clone().requires_grad_() for f in floats], **kw), want)
     assert np.abs(deflicker(g, [f.bfloat16() for f in floats], **kw) - want).max() < 0.01
+    with pytest.raises(InputError, match=r"permute\(0, 3, 1, 2\)"):  # a channels-last tensor: said how to pass it
+        deflicker(t.permute(0, 2, 3, 1), t.permute(0, 2, 3, 1), **kw)
     with pytest.raises(InputError, match="style: a tensor on the meta device"):  # was torch's error
         deflicker(t, t.to("meta"), **kw)
     # keyframes: a mapping of integer frame numbers to images

@@ -91,8 +91,10 @@ class TensorFrames(FrameSource):
 
     def __init__(self, frames: torch.Tensor):
         if frames.ndim != 4 or frames.shape[1] not in (3, 4):
+            hint = ("; a (T, H, W, 3) tensor: pass frames.permute(0, 3, 1, 2)"
+                    if frames.ndim == 4 and frames.shape[3] in (3, 4) else "")
             raise InputError(f"expected a (T, 3, H, W) tensor (or (T, 4, H, W) with alpha), got shape "
-                             f"{tuple(frames.shape)}")
+                             f"{tuple(frames.shape)}{hint}")
         self.scale = _pixel_scale(frames.dtype, "frame tensors", frames if len(frames) else None)
         self.frames = frames
         self.size = (int(frames.shape[2]), int(frames.shape[3]))
