@@ -124,7 +124,8 @@ def test_what_the_engine_would_misread_or_fail_on_deep_inside(model_dir, video):
         assert says in str(e.value)
     for arg, says in [({"seed": None}, "seed"), ({"seed": 2**64}, "seed"), ({"steps": 2.0}, "steps"),
                       ({"prompt": 3}, "prompt"), ({"guidance_scale": float("nan")}, "guidance_scale"),
-                      ({"contrast": 0}, "contrast"), ({"control_scales": [1.0]}, "1 given for 0")]:
+                      ({"contrast": 0}, "contrast"), ({"control_scales": [1.0]}, "1 given for 0"),
+                      ({"final_window": -1}, "final_window must be >= 0")]:  # was "window", after the sampling
         with pytest.raises(InputError, match=says):
             pipe(video, **{**kw, **arg})
     assert torch.equal(pipe(video, **{**kw, "prompt": None}), pipe(video, **{**kw, "prompt": ""}))

@@ -186,7 +186,7 @@ class VideoPipeline:
         controls = [_frames_in(c, f"control video {k}") for k, c in enumerate(controls)]
         adapter_controls = [_frames_in(c, f"adapter control video {k}") for k, c in enumerate(adapter_controls)]
         _check_call(num_frames=num_frames, height=height, width=width, steps=steps, seed=seed, prompt=prompt,
-                    guidance_scale=guidance_scale, contrast=contrast, sharpen=sharpen)
+                    guidance_scale=guidance_scale, contrast=contrast, sharpen=sharpen, final_window=final_window)
         for name, given, n in (("control_scales", control_scales, len(controls)),
                                ("control_ranges", control_ranges, len(controls)),
                                ("control_cond_only", control_cond_only, len(controls)),
@@ -384,6 +384,13 @@ def _check_call(**kw) -> None:
                            ("sharpen", number(kw["sharpen"]) and kw["sharpen"] >= 0, "a finite number >= 0")):
         if not ok:
             raise InputError(f"{name} must be {what}, got {kw[name]!r}")
+    if kw["final_window"] is not None:  # a bad one was found by the final pass, after all the sampling
+        from ..blend.deflicker import normalize_window
+
+        try:
+            normalize_window(kw["final_window"])
+        except InputError as e:
+            raise InputError(f"final_{e}") from None
 
 
 def _check_latents(latents: torch.Tensor, guidance_scale: float, dtype: torch.dtype, what: str = "denoising",
