@@ -1434,6 +1434,17 @@ def test_cli_refuses_to_write_over_its_input(clips, tmp_path, capsys):
     rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(clips / "keys"),
                "-o", str(clips / "keys") + "/.", *FASTARGS])
     assert rc == 2 and "--keyframes input" in capsys.readouterr().err
+    # an input named as the output's partial (shot.partial.mp4 for -o shot.mp4, shot.partial/ for -o shot)
+    # was deleted when the run finished, or replaced by the kept frames when it was stopped
+    partial = tmp_path / "shot.partial.mp4"
+    partial.write_bytes(before)
+    shots = tmp_path / "shot.partial"
+    shots.mkdir()
+    video.write(shots, video.read(guide)[0])
+    for given, out in ((partial, tmp_path / "shot.mp4"), (shots, tmp_path / "shot")):
+        rc = main(["deflicker", "--guide", str(given), "--style", str(clips / "style.mp4"), "-o", str(out), *FASTARGS])
+        assert rc == 2 and f"{given.name}, where a stopped run keeps its frames" in capsys.readouterr().err
+    assert partial.read_bytes() == before and len(video.read(shots)[0]) == len(video.read(guide)[0])
 
 
 def test_png_output_replaces_only_an_earlier_output(clips, tmp_path, capsys):

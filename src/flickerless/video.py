@@ -1308,20 +1308,30 @@ def check_output_is_not_input(output, **inputs) -> None:
     replaces what is at its path, and the footage being read would be lost. ``inputs`` maps each
     input's option name to its path (None is skipped)."""
     out = Path(output)
+    partial = partial_path(out)
     for name, given in inputs.items():
         if given is None:
             continue
         src = Path(given)
-        try:
-            same = out.exists() and src.exists() and os.path.samefile(out, src)
-        except OSError:
-            same = False
         flag = name.replace("_", "-")
-        if same or out.resolve() == src.resolve():
+        if _same_path(out, src):
             raise OutputError(f"{output}: is the --{flag} input; writing there would replace it, choose another output path")
+        if _same_path(partial, src):  # removed when a run ends, replaced when one is stopped: the input was lost
+            raise OutputError(f"{output}: {partial.name}, where a stopped run keeps its frames (removed once a run "
+                              f"finishes), is the --{flag} input; choose another output path, or rename the input")
         if src.is_dir() and out.resolve().parent == src.resolve() and out.suffix.lower() in IMAGE_EXTS:
             raise OutputError(f"{output}: is a frame of the --{flag} folder; writing there would replace or add one, "
                               "choose another output path")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file or folder (also through links), or one path not made yet."""
+    try:
+        if a.exists() and b.exists() and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
 
 
 class _Output:
