@@ -677,8 +677,11 @@ def frame_times(path, frames: int | None = None) -> np.ndarray | None:
     last = _last_frame_ticks(packets, pts, in_order, shown)
     typical = float(np.median(steps))
     # a constant rate whose frame time is not a whole number of ticks steps by one tick either way
-    # (29.97 fps in 1/1000 s: 33, 34, 33, ...): constant, as is anything within 1% of its median step
-    if np.all(np.abs(np.append(steps, last) - typical) <= max(1.0, 0.01 * typical)):
+    # (29.97 fps in 1/1000 s: 33, 34, 33, ...): constant, as is anything within 1% of its median step. The
+    # last frame's length comes from the stream's end, which an MP4 muxer rounds to its movie time scale
+    # (1/1000 s): within a millisecond more of the step, it is constant too (a 29.97 fps clip read as variable)
+    close = max(1.0, 0.01 * typical)
+    if np.all(np.abs(steps - typical) <= close) and abs(last - typical) <= max(close, 0.001 / float(tb)):
         return None
     return (np.append(pts, pts[-1] + last) - pts[0]) * float(tb)
 
