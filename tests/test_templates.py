@@ -223,6 +223,18 @@ def test_templates_command(capsys):
     assert main(["templates", "show", "nope"]) == 2
 
 
+def test_a_reader_that_stops_early_is_not_an_error():
+    """`flickerless templates show stylize | head -1` ended in "error: Broken pipe", exit 2."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "import sys; from flickerless.cli import main; sys.exit(main())",
+                          "templates", "show", "stylize"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before it writes
+    err = p.stderr.read()
+    assert p.wait() == 141 and err == b""
+
+
 def test_read_clip_keeps_where_the_frames_sound_starts(sound_clip):
     from flickerless.pipelines.job import read_clip
 

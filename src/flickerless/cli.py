@@ -896,6 +896,11 @@ def main(argv=None) -> int:
     except MemoryError:
         print("flickerless: error: out of host memory; try a smaller --batch or shorter clip", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `flickerless info ... | head -1`: the reader has all it wanted; no error to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit, when stdout is flushed
+        return 141  # 128 + SIGPIPE, as a shell tool ends
     except OSError as e:  # a disk that fills up, a folder that goes away: said in one line, not a traceback
         import errno
 
