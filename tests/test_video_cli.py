@@ -1857,6 +1857,35 @@ def test_cli_keeps_a_variable_rate_guides_timing_and_sound_in_step(tmp_path, car
     assert np.allclose(_frame_times(tmp_path / "even.mp4"), np.arange(30) / 20, atol=2e-3)
 
 
+def test_a_clip_cut_mid_gop_is_counted_as_it_decodes(tmp_path, carphone, capsys, caplog):
+    """A clip cut without re-encoding (a stream capture, a copy cut mid-GOP) starts with frames that refer to
+    a keyframe it lacks, which the decoder drops: its header's count (and `info`) said 10 frames where 7
+    decode, and a run wrote 7 without a word. A --frames range past the clip's end is said too."""
+    import av
+
+    whole = tmp_path / "gop.mkv"
+    write_h264(whole, np.ascontiguousarray(carphone[:12]), options={"g": "4", "bf": "0"})
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(whole)) as src, av.open(str(cut), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for p in [p for p in src.demux(video=0) if p.size][2:]:  # from the 3rd packet: a P-frame
+            p.stream = out
+            dst.mux(p)
+    info = video.probe(cut)
+    frames = video.read(cut)[0]
+    assert (info.frames, info.lost_at_start) == (len(frames), 2) == (8, 2)
+    assert np.array_equal(frames, video.read(whole)[0][4:])  # frame 0 is the first that decodes
+    assert main(["info", str(cut)]) == 0
+    assert "damaged     the first 2 frames cannot be decoded" in capsys.readouterr().out
+    assert video.probe(whole).lost_at_start == 0
+    caplog.clear()
+    assert main(["deflicker", "--guide", str(cut), "--style", str(cut), "-o", str(tmp_path / "o.mp4"),
+                 "--frames", "5:20", *FASTARGS]) == 0
+    said = caplog.text
+    assert "its first 2 frames cannot be decoded" in said and "--frames 5:20: the clip has 8 frames; frames 5-7" in said
+    assert video.probe(tmp_path / "o.mp4").frames == 3
+
+
 def test_cli_keeps_the_guides_sound(sound_clip, tmp_path, caplog):
     from flickerless.synthetic import flickering_pair
 

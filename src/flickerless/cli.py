@@ -650,9 +650,11 @@ def cmd_deflicker(args) -> int:
                 f"guide {args.guide} has {n} frames but style {args.style} has {sinfo.frames}: they must match "
                 f"frame for frame; to deflicker only the first {common}, add --frames 0:{common}")
         n = common
-    end = n if end is None else min(end, n)
     if n and start >= n:
         raise InputError(f"--frames {args.frames}: the guide {args.guide} has {n} frames (0..{n - 1})")
+    if end is not None and end > n:  # the range ends at the clip's end: said, not a shorter output without a word
+        log.warning("--frames %s: the clip has %d frames; frames %d-%d are done", args.frames, n, start, n - 1)
+    end = n if end is None else min(end, n)
     if sinfo is not None and (sinfo.height, sinfo.width) != (ginfo.height, ginfo.width) and not args.resize:
         raise InputError(
             f"guide {args.guide} is {ginfo.width}x{ginfo.height} but style {args.style} is "

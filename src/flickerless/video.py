@@ -140,6 +140,10 @@ class VideoInfo:
     # transparency (a PNG's alpha, a ProRes 4444 or FFV1 clip's alpha plane): frames are read as RGB
     # unless asked for RGBA (``iter_frames(alpha=True)``, what deflicker does where its output keeps it)
     alpha: bool = False
+    # frames before the first that decodes, left out (the count and the numbering start after them): a clip
+    # cut without re-encoding (a stream capture, a copy cut mid-GOP) begins with frames that refer to a
+    # keyframe it lacks, which the decoder drops
+    lost_at_start: int = 0
 
 
 def natural_key(name: str):
@@ -489,8 +493,10 @@ def probe(path) -> VideoInfo:
         colour = None
         n = stream.frames
         h = w = 0
+        first_pts = None
         try:  # the size as read: the first frame, upright (a rotated stream's coded size is turned)
             frame = next(_frames(container, stream))
+            first_pts = frame.pts
             h, w = _upright(frame).shape[:2]
             if _turns(frame) % 2:
                 aspect = 1 / aspect
@@ -505,13 +511,19 @@ def probe(path) -> VideoInfo:
             n = 0
     finally:
         container.close()
+    lost = 0
     if n and h:
         # the header's count includes frames that are never shown; a count only lowered here (a field-coded
         # clip can store a frame's two fields as two packets)
         try:
-            n = min(n, len(_shown_packets(path).timing)) or n
+            timing = _shown_packets(path).timing
         except av.error.FFmpegError:  # type: ignore[attr-defined]
-            pass
+            timing = ()
+        n = min(n, len(timing)) or n
+        if first_pts is not None:  # shown before the first frame that decodes: dropped by the decoder
+            lost = sum(1 for p, _ in timing if p is not None and p < first_pts)
+            lost = lost if lost < n else 0
+            n -= lost
     if not n or not h:
         n, first = 0, None
         for f in iter_frames(path):
@@ -519,7 +531,7 @@ def probe(path) -> VideoInfo:
             n += 1
         if first is not None:
             h, w = first.shape[:2]
-    return VideoInfo(int(n), int(h), int(w), fps, aspect, interlaced, colour, alpha)
+    return VideoInfo(int(n), int(h), int(w), fps, aspect, interlaced, colour, alpha, lost)
 
 
 def stream_facts(path) -> dict:
@@ -714,6 +726,10 @@ def warn_about_input(path, info: VideoInfo, say_alpha: bool = True) -> None:
         log.warning("%s is interlaced (two fields woven into each frame): moving edges show comb teeth that "
                     "matching and generation take for detail; deinterlace it first, e.g. ffmpeg -i %s -vf bwdif "
                     "-c:a copy progressive.mp4", path, Path(path).name)
+    if info.lost_at_start:
+        log.warning("%s: its first %d frames cannot be decoded (they refer to a keyframe the file lacks, as in a clip "
+                    "cut without re-encoding): they are left out, and frame 0 is the first that decodes", path,
+                    info.lost_at_start)
     if info.alpha and say_alpha:
         log.warning("%s has transparency (an alpha channel): its frames are read as RGB, without it, and the "
                     "output has none", path)

@@ -37,6 +37,7 @@ def describe(path) -> dict:
     out = {"path": str(path), "frames": info.frames, "width": info.width, "height": info.height,
            "fps": round(info.fps, 6), "duration_s": round(info.frames / info.fps, 3) if info.fps else None,
            "pixel_aspect": str(info.pixel_aspect), "interlaced": info.interlaced, "alpha": info.alpha,
+           "lost_at_start": info.lost_at_start,
            "colour": None if info.colour is None else video.colour_name(info.colour),
            "bytes_uncompressed": size, "held_in_ram": size <= video.MEMORY_LIMIT}
     out.update(video.stream_facts(path))
@@ -78,6 +79,9 @@ def _lines(d: dict) -> list[str]:
         hdr = "HDR" if any(k in d["colour"] for k in ("HLG", "PQ")) else "wide gamut"
         rows.append(f"  colour      {hdr}: {d['colour']} (worked on as its code values; deflicker's video output "
                     "says the same, run advises converting to SDR)")
+    if d.get("lost_at_start"):
+        rows.append(f"  damaged     the first {d['lost_at_start']} frames cannot be decoded (they refer to a keyframe "
+                    "the file lacks: a clip cut without re-encoding); frame 0 is the first that decodes")
     if d["interlaced"]:
         rows.append("  interlaced  yes: deinterlace it first, e.g. ffmpeg -i CLIP -vf bwdif progressive.mp4")
     if d["alpha"]:
