@@ -1398,6 +1398,19 @@ def test_image_folders_exif_16_bit_and_mixed_sizes(tmp_path, carphone, capsys):
     Image.fromarray(frame[..., 1].astype(np.float32) / 255, "F").save(floats / "0.tif")
     back, _ = video.read(floats)
     assert np.abs(back[0].astype(int) - np.repeat(frame[..., 1:2], 3, axis=2)).max() <= 1
+    # the scale is the type's, not each frame's: a 16-bit fade's dark frames (all values <= 255) were read
+    # as 8-bit values, as bright as the rest; a float frame with a highlight at 1.01 was read as 0-255, black
+    fade = tmp_path / "fade16"
+    fade.mkdir()
+    for i, level in enumerate((0.002, 0.5)):
+        Image.fromarray(np.rint(frame[..., 1] * 257.0 * level).astype(np.uint16)).save(fade / f"{i}.png")
+    back, _ = video.read(fade)
+    assert back[0].max() <= 1 and abs(back[1].mean() - frame[..., 1].mean() / 2) < 1
+    lit = frame[..., 1].astype(np.float32) / 255
+    lit[0, 0] = 1.01
+    Image.fromarray(lit, "F").save(floats / "1.tif")
+    back, _ = video.read(floats)
+    assert np.abs(back[1].astype(int) - back[0]).max() <= 255 - frame[0, 0, 1] + 1 and back[1][0, 0, 0] == 255
     # a photo stored sideways with an EXIF orientation: read as shown
     photo = tmp_path / "photo"
     photo.mkdir()

@@ -192,9 +192,7 @@ def load_image(path: Path, alpha: bool = False) -> np.ndarray:
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit or float grey (PNG, TIFF): convert("RGB")
                 a = np.asarray(im).astype(np.float64)  # clips at 255, and truncates floats in [0, 1] to black
-                top = a.max(initial=0)
-                scale = 257.0 if top > 255 else (1 / 255 if im.mode == "F" and top <= 1.0 else 1.0)
-                a = np.clip(np.rint(a / scale), 0, 255).astype(np.uint8)
+                a = np.clip(np.rint(a / _grey_scale(im.mode, a)), 0, 255).astype(np.uint8)
                 grey = np.repeat(a[..., None], 3, axis=2)
                 return np.dstack([grey, np.full(a.shape, 255, np.uint8)]) if alpha else grey
             if im.mode == "P" and "transparency" in im.info:
@@ -202,6 +200,20 @@ def load_image(path: Path, alpha: bool = False) -> np.ndarray:
             return np.asarray(im.convert("RGBA" if alpha else "RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read as an image ({e})") from e
+
+
+def _grey_scale(mode: str, a: np.ndarray) -> float:
+    """What a grey image's values are divided by to give 0-255, from its type, the same for every frame of a
+    clip: a scale taken from each frame's own maximum read the dark frames of a 16-bit fade as 8-bit
+    values (bright) and the rest as 16-bit, a flicker of its own. 16-bit: 257; PIL's 32-bit "I" (also
+    16-bit PNGs in older PIL): 257 up to 65535, else the 32-bit range; floats: [0, 1] (a highlight past 1
+    up to 1.25 clips) unless the frame holds values past that, which say 0-255."""
+    if mode.startswith("I;16"):
+        return 257.0
+    top = float(a.max(initial=0))
+    if mode == "F":
+        return 1 / 255 if top <= 1.25 else 1.0
+    return 257.0 if top <= 65535 else (2**32 - 1) / 255
 
 
 def check_images(folder) -> None:
