@@ -988,16 +988,23 @@ def test_cli_refuses_a_run_the_spill_disk_cannot_hold(clips, tmp_path, monkeypat
 
 def test_ranges_done_at_once_share_the_in_memory_limit(tmp_path):
     """Several devices: each range may hold its share of the 1 GiB in-memory limit, not all of it, so
-    eight GPUs on a long 1080p take do not read eight ranges of two clips whole (16 GB) but stream."""
+    eight GPUs on a long 1080p take do not read eight ranges of two clips whole (16 GB) but stream. The
+    guide and the style share it too: two clips just under the limit each were both held (3.07 GB peak
+    RSS, where 1.22 streamed)."""
     import flickerless.cli as cli
 
     args = cli.build_parser().parse_args(["deflicker", "--guide", "g.mp4", "--style", "s.mp4", "-o",
                                           str(tmp_path / "o.mp4")])
     job = {"mode": "table", "size": (1080, 1920), "keyframes": {}}
-    frames = 130  # 0.81 GB a clip: under the limit alone, over half of it
-    assert not cli._streams(args, job, 0, frames)
+    frame = 1080 * 1920 * 3
+    assert cli._memory_share(job) == video.MEMORY_LIMIT // 2  # the guide's and the style's halves
+    assert not cli._streams(args, job, 0, 80)  # 0.50 GB a clip: both fit the limit
+    assert cli._streams(args, job, 0, video.MEMORY_LIMIT // frame)  # each under the limit, both over it
+    assert cli._memory_share({**job, "mode": "keyframes"}) == video.MEMORY_LIMIT  # the guide alone
     job["parts"] = 2
-    assert cli._memory_share(job) == video.MEMORY_LIMIT // 2 and cli._streams(args, job, 0, frames)
+    frames = 65  # 0.40 GB a clip: two clips under the limit, two ranges of two over it
+    assert not cli._streams(args, {**job, "parts": 1}, 0, frames)
+    assert cli._memory_share(job) == video.MEMORY_LIMIT // 4 and cli._streams(args, job, 0, frames)
     # and a streamed range's segments are sized from its share
     assert cli._stream_plan(args, job, 0, 1000)[0] == cli._stream_plan(args, {**job, "parts": 1}, 0, 1000)[0] // 2
 
