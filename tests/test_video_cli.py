@@ -269,6 +269,30 @@ def test_failed_write_leaves_existing_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
 
 
+@pytest.mark.parametrize("name", ["o.mp4", "pngs", "o.gif"])
+def test_an_output_that_cannot_be_put_in_place_is_kept(tmp_path, carphone, monkeypatch, name):
+    """The output's folder made read-only (or the disk remounted) during a run: the final rename failed,
+    and the finished output was deleted (a folder of PNGs: every frame), or the clean-up's own error was
+    said in place of the failure. The finished output (a GIF's frames) is now kept and the error says where."""
+    real = os.replace
+    out = tmp_path / name
+
+    def refused(src, dst, *a, **k):
+        if Path(dst) == out:
+            raise PermissionError(1, "Operation not permitted", str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(video.os, "replace", refused)
+    w = video.VideoWriter(out, 10)
+    for f in carphone[:5]:
+        w.write(f)
+    with pytest.raises(OutputError, match="could not be put in place .*Operation not permitted.*kept in (.*): move") as e:
+        w.close()
+    kept = Path(re.search(r"kept in (.*): move", str(e.value)).group(1))
+    assert not out.exists() and kept.exists() and kept.parent == tmp_path
+    assert len(video.read(kept)[0]) == 5
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o027])
 def test_outputs_get_the_umask_s_permissions_not_the_temporary_name_s(tmp_path, sound_clip, mask):
     """Outputs are written under private temporary names (0600 files, 0700 folders) and renamed into

@@ -1824,7 +1824,10 @@ class VideoWriter(_Output):
         self.count += 1
 
     def close(self) -> None:
-        """Finish and move the result into place (replacing any previous output)."""
+        """Finish and move the result into place (replacing any previous output). Where the move fails
+        (the folder made read-only, or removed, during the run), the finished output is kept where it
+        was made and the error says where: nothing computed is deleted for want of a rename."""
+        done = None  # the finished output (or, for a GIF, its frames), once there is one
         try:
             if self.is_video:
                 if self._container is None:
@@ -1835,13 +1838,15 @@ class VideoWriter(_Output):
                 final = self.tmp
                 if self.audio is not None:
                     final = _with_audio(self.tmp, self.audio, self.audio_start, self.duration) or self.tmp
-                usual_mode(final)
-                os.replace(final, self.path)
+                done = final
                 if final != self.tmp:
                     self.tmp.unlink()
+                usual_mode(final)
+                os.replace(final, self.path)
             elif self.is_gif:
                 if self.count == 0:
                     raise OutputError(f"{self.path}: no frames were written")
+                done = self.tmp
                 if self.audio is not None and has_audio(self.audio):
                     log.info("%s: a GIF has no sound; the guide's is left out", self.path.name)
                 fd, gif = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".gif", dir=self.path.parent)
@@ -1856,8 +1861,14 @@ class VideoWriter(_Output):
             else:
                 if self.count == 0:
                     raise OutputError(f"{self.path}: no frames were written")
+                done = self.tmp
                 publish_folder(self.tmp, self.path)
         except OSError as e:
+            if done is not None and Path(done).exists():
+                self._container = None
+                what = "its frames are" if self.is_gif else "the finished output is"
+                raise OutputError(f"{self.path}: could not be put in place ({e}); {what} kept in {done}: move "
+                                  "it there yourself") from e
             self.abort()
             raise OutputError(f"{self.path}: finishing the output failed ({e})") from e
         except BaseException:
@@ -1924,7 +1935,10 @@ class VideoWriter(_Output):
         if self.tmp.is_dir():
             shutil.rmtree(self.tmp, ignore_errors=True)
         elif self.tmp.exists():
-            self.tmp.unlink()
+            try:
+                self.tmp.unlink()
+            except OSError as e:  # said, not raised in place of the error that led here
+                log.warning("could not remove the unfinished %s (%s)", self.tmp, e)
 
 
 class BackgroundWriter(_Output):
