@@ -1464,6 +1464,17 @@ def test_image_folders_exif_16_bit_and_mixed_sizes(tmp_path, carphone, capsys):
     assert rc == 2 and "2.png" in err and "Traceback" not in err
 
 
+def test_an_output_name_near_the_limit_is_written_and_the_run_succeeds(clips, tmp_path, caplog):
+    """A valid name of 244 bytes was written in full, then the run failed (exit 2) on the 13 bytes longer
+    name of the record a stopped run keeps: "File name too long: ...partial.mp4.json"."""
+    out = tmp_path / ("é" * 120 + ".mp4")
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), *FASTARGS]
+    assert main([*args, "-o", str(out)]) == 0
+    assert video.probe(out).frames == 6 and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    assert "the name is too long to keep the frames beside it" in caplog.text
+    assert main([*args, "-o", str(out), "--resume"]) == 2
+
+
 def test_cli_refuses_to_write_over_its_input(clips, tmp_path, capsys):
     guide = tmp_path / "guide.mp4"
     guide.write_bytes((clips / "guide.mp4").read_bytes())

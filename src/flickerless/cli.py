@@ -717,6 +717,12 @@ def cmd_deflicker(args) -> int:
     settings = json.loads(json.dumps(settings))  # as it reads back from the record (tuples become lists)
     partial = partial_path(args.output)
     record = partial.with_name(partial.name + ".json")
+    if not _name_fits(record):  # a name near the file system's limit: no partial can be kept beside it
+        if args.resume:
+            raise InputError(f"--resume: {args.output}'s name is too long for a stopped run's frames to have been kept "
+                             "beside it; run without --resume")
+        log.warning("%s: the name is too long to keep the frames beside it (as %s) if the run stops; a shorter "
+                    "name keeps them", args.output, partial.name)
     done_before = _resumable(partial, record, settings) if args.resume else 0
     begin = start + done_before  # the first frame computed in this run
     job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts, "alpha": keep_alpha,
@@ -772,7 +778,9 @@ def cmd_deflicker(args) -> int:
     except BaseException:
         # nothing computed is lost: the frames handed on so far stay, or the earlier run's kept frames
         # where this one stopped before it had more (while copying them)
-        kept, done = writer.keep_partial(more_than=done_before), writer.count
+        # (a name too long to keep them beside: said before the run, dropped)
+        kept = writer.keep_partial(more_than=done_before) if _name_fits(record) else writer.abort()
+        done = writer.count
         if kept is None and done_before and partial.exists():
             kept, done = partial, done_before
         if kept is not None:
@@ -814,9 +822,22 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
     return done
 
 
+def _name_fits(path: Path) -> bool:
+    """Whether ``path``'s name is within its file system's limit (255 bytes on most)."""
+    import os
+
+    try:
+        limit = os.pathconf(path.parent if str(path.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    return len(os.fsencode(path.name)) <= limit
+
+
 def _drop_partial(partial: Path, record: Path) -> None:
     import shutil
 
+    if not _name_fits(record):  # no partial can have been kept (asking would be an error of its own)
+        return
     if partial.is_dir():
         shutil.rmtree(partial, ignore_errors=True)
     elif partial.exists():
