@@ -1522,15 +1522,19 @@ def test_png_output_replaces_only_an_earlier_output(clips, tmp_path, capsys):
     assert main([*args, "-o", str(out)]) == 0  # and the output it wrote is replaced the next time
 
 
-@pytest.mark.parametrize("name, ok", [("o.mp44", False), ("o.txt", False), ("o.v2/", True), ("take.2024", True)])
-def test_an_output_named_like_an_unknown_file_type_is_refused(clips, tmp_path, capsys, name, ok):
-    """"-o out.mp44" became a folder of PNGs without a word; a folder with a dot in its name ends in /."""
+@pytest.mark.parametrize("name, says", [("o.mp44", "is not an output this writes"), ("o.txt", "is not an output this writes"),
+                                        ("o.v2/", None), ("take.2024", None),
+                                        (".mp4", "has no name before its extension"),
+                                        ("out.webm ", "the name ends in a space"), ("frames ", "the name ends in a space")])
+def test_an_output_named_like_an_unknown_file_type_is_refused(clips, tmp_path, capsys, name, says):
+    """"-o out.mp44" became a folder of PNGs without a word; a folder with a dot in its name ends in /.
+    So did "$NAME.mp4" with NAME empty (a hidden folder) and a name pasted with a space after it."""
     out = str(tmp_path / name.rstrip("/")) + ("/" if name.endswith("/") else "")
     rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), *FASTARGS, "-o", out])
-    assert rc == (0 if ok else 2)
-    assert ok == (tmp_path / name.rstrip("/")).is_dir()
-    if not ok:
-        assert "is not an output this writes" in capsys.readouterr().err
+    assert rc == (0 if says is None else 2)
+    assert (says is None) == (tmp_path / name.rstrip("/")).is_dir()
+    if says is not None:
+        assert says in capsys.readouterr().err and not (tmp_path / name).exists()
 
 
 

@@ -1398,6 +1398,12 @@ def check_output(path, codec: str | None = None, named: bool = True, kind: str =
             f"frames give a folder path without an extension, such as {path.with_suffix('')}"
         )
     folder = str(raw).endswith(("/", os.sep)) or path.is_dir()
+    if named and not folder and path.name != path.name.rstrip():  # pasted from a list or a spreadsheet
+        raise OutputError(f"{str(raw)!r}: the name ends in a space (pasted with the name?); give {path.name.rstrip()!r}")
+    if named and not folder and not ext and path.name.lower() in {*WRITE_VIDEO_EXTS, ".gif"}:
+        # "$NAME.mp4" with NAME empty: a file with no name but its type, which Python reads as a hidden folder
+        raise OutputError(f"{path}: has no name before its extension (an empty variable in \"$NAME{path.name}\"?); "
+                          f"give a name, such as out{path.name}")
     if named and ext and ext not in WRITE_VIDEO_EXTS and ext != ".gif" and not folder and re.fullmatch(r"\.[a-z][a-z0-9]{0,5}", ext):
         # "out.mp44" or "out.txt" became a folder of PNGs without a word
         raise OutputError(f"{path}: {ext} is not an output this writes: give .mp4, .mov, .mkv, .webm or .gif, or a folder "
