@@ -669,9 +669,10 @@ def keyframe_sources(i: int, keys: Sequence[int], shot: tuple[int, int] | None =
 
 
 def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], remapper, sink, chunk: int,
-                   shots: Sequence[tuple[int, int]] = ()):
+                   shots: Sequence[tuple[int, int]] = (), first_frame: int = 0):
     """Every frame that is not a keyframe from the keyframes around it, in its own shot: a frame whose
-    shot has no keyframe takes the nearest ones of the others (said once per such shot)."""
+    shot has no keyframe takes the nearest ones of the others (said once per such shot, numbered as in
+    the video the clip starts at ``first_frame`` of)."""
     n = len(guide)
     keys = sorted(keyframes)
     dev = remapper.device
@@ -679,7 +680,7 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
     for a, b in shots or [(0, n)]:
         if not any(a <= k < b for k in keys):
             log.warning("frames %d-%d (a shot of their own) hold no keyframe: rendered from keyframes of other "
-                        "shots; add a keyframe in that shot", a, b - 1)
+                        "shots; add a keyframe in that shot", first_frame + a, first_frame + b - 1)
         for i in range(a, b):
             shot_of[i] = (a, b)
     for a in range(0, n, chunk):
@@ -1069,7 +1070,8 @@ def run_deflicker(
     elif cuts is True:
         starts = detect_cuts(guide, dev)
         if starts:
-            log.info("scene cuts at frames %s: each shot is deflickered on its own", starts)
+            # numbered as in the whole video, where this is a range of it (the command line's --frames)
+            log.info("scene cuts at frames %s: each shot is deflickered on its own", [first_frame + c for c in starts])
     else:
         starts = _cut_list(cuts, n)
     shots = list(zip([0] + starts, starts + [n]))
@@ -1122,7 +1124,7 @@ def run_deflicker(
                 elif mode == "all_pairs":
                     _run_reference(s, remapper, out, win)
                 else:
-                    _run_keyframes(guide, keyframes, remapper, out, chunk, shots)
+                    _run_keyframes(guide, keyframes, remapper, out, chunk, shots, first_frame)
         stats = {
             "frames": n,
             "shots": len(shots),
