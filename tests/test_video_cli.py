@@ -1413,6 +1413,32 @@ def test_interlaced_guide_is_said_with_the_way_out(clips, tmp_path, caplog):
     assert len(said) == 1 and str(woven) in said[0] and "-vf bwdif" in said[0]
 
 
+def test_a_gap_in_a_numbered_frame_folder_is_said(tmp_path, caplog):
+    """A style folder 00000..00009.png with 00005.png gone was read as 9 frames, each after the gap paired
+    with the guide frame before its own; `deflicker --frames 0:9` (the hint for unequal counts) then ran
+    without a word. Two files with one number were read in the order the folder listed them."""
+    from PIL import Image
+
+    def folder(name, stems):
+        d = tmp_path / name
+        d.mkdir()
+        for i, stem in enumerate(stems):
+            Image.fromarray(np.full((4, 6, 3), i * 20, np.uint8)).save(d / f"{stem}.png")
+        return d
+
+    with caplog.at_level("WARNING", logger="flickerless"):
+        video.probe(folder("gap", [f"{i:05d}" for i in range(10) if i != 5]))
+        video.probe(folder("keys", ["0", "10", "20", "30"]))  # keyframes: numbered so on purpose
+        twice = folder("twice", ["frame_1", "frame_001", "frame_2", "frame_3"])
+        video.probe(twice)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert "gap: frame number 5 is missing: frames are read in order" in said[0]
+    assert "frame_001.png and frame_1.png carry one frame number" in said[1]
+    # read in the names' order, whatever order the folder lists them in
+    assert [p.name for p in video._image_files(twice)][:2] == ["frame_001.png", "frame_1.png"]
+
+
 def test_image_folders_exif_16_bit_and_mixed_sizes(tmp_path, carphone, capsys):
     from PIL import Image
 

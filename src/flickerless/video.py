@@ -174,7 +174,55 @@ def _image_files(folder: Path) -> list[Path]:
         log.warning("%s: %d file%s not read as frames (%s%s): frames are %s; convert them (e.g. to PNG)", folder,
                     len(unread), "" if len(unread) == 1 else "s", ", ".join(sorted(unread)[:3]),
                     ", ..." if len(unread) > 3 else "", " ".join(sorted(IMAGE_EXTS)))
-    return sorted(files, key=lambda p: natural_key(p.name))
+    # the name itself breaks a tie (frame_001.png and frame_1.png), not the order the folder lists them in
+    return sorted(files, key=lambda p: (natural_key(p.name), p.name))
+
+
+_said_numbering: set[str] = set()
+
+
+def numbering_problems(files: list[Path]) -> tuple[list[int], list[tuple[str, str]]]:
+    """Frame numbers missing from a numbered sequence of images (``00000.png`` ... with ``00200.png``
+    gone), and pairs of files that carry one number (``frame_001.png``, ``frame_1.png``). A folder's
+    frames are read in order, so after a missing one every frame is taken one place earlier: paired
+    with the wrong guide frame. Sparse numbers (keyframes, every tenth frame) are not a sequence with
+    holes and give nothing; nor do names without a number at their end."""
+    numbered = {}
+    doubled = []
+    for f in files:
+        m = re.search(r"(\d+)$", f.stem)
+        if m is None:
+            return [], []
+        k = int(m.group(1))
+        if k in numbered:
+            doubled.append((numbered[k].name, f.name))
+        else:
+            numbered[k] = f
+    if len(numbered) < 3:
+        return [], doubled
+    lo, hi = min(numbered), max(numbered)
+    missing = sorted(set(range(lo, hi + 1)) - set(numbered))
+    if len(missing) * 10 > hi - lo + 1:  # more than a tenth gone: numbered so on purpose (keyframes)
+        missing = []
+    return missing, doubled
+
+
+def warn_numbering(folder: Path, files: list[Path]) -> None:
+    """Say once per folder what :func:`numbering_problems` finds."""
+    if str(folder) in _said_numbering:
+        return
+    _said_numbering.add(str(folder))
+    missing, doubled = numbering_problems(files)
+    if missing:
+        log.warning("%s: frame number%s %s %s missing: frames are read in order, so each frame after a gap is taken "
+                    "one place earlier (paired with another guide frame); put the missing image%s back", folder,
+                    "" if len(missing) == 1 else "s", ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5
+                                                                                       else ""),
+                    "is" if len(missing) == 1 else "are", "" if len(missing) == 1 else "s")
+    if doubled:
+        a, b = doubled[0]
+        log.warning("%s: %s and %s carry one frame number%s: both are read as frames, one after the other; keep one",
+                    folder, a, b, f" ({len(doubled)} such pairs)" if len(doubled) > 1 else "")
 
 
 def _check_exists(path: Path) -> None:
@@ -491,6 +539,7 @@ def probe(path) -> VideoInfo:
     if path.is_dir():
         files = _image_files(path)
         h, w = _first_image(path, files).shape[:2]
+        warn_numbering(path, files)
         return VideoInfo(len(files), h, w, DEFAULT_FPS, alpha=images_alpha(files))
     import av
 
