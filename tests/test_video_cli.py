@@ -12,7 +12,7 @@ import torch
 from flickerless import video
 from flickerless.cli import main
 from flickerless.errors import InputError, OutputError
-from flickerless.synthetic import temporal_error
+from flickerless.synthetic import flickering_pair, temporal_error
 
 from .conftest import write_h264, write_hdr
 
@@ -2149,6 +2149,42 @@ def test_resume_refuses_inputs_changed_since_the_stop(clips, tmp_path, monkeypat
     video.write(restyled, 255 - style)
     assert main([*args, "--resume"]) == 2
     assert "other style files (changed since the stop)" in capsys.readouterr().err
+
+
+def test_resume_after_a_damaged_style_frame_is_fixed(carphone, tmp_path, monkeypatch, capsys):
+    """A style folder with a half-written frame stops a streamed run, which keeps the frames done and says
+    --resume does the rest; but fixing the frame (the only way on) made --resume refuse the changed
+    folder. A fix to a frame the kept ones never read is taken; a change to one they blend is not."""
+    from PIL import Image
+
+    clip = np.ascontiguousarray(carphone[:, 40:88, 48:112])
+    _, flick = flickering_pair(clip)
+    video.write(tmp_path / "g.mp4", clip, 25)
+    style = tmp_path / "style"
+    video.write(style, flick)
+    good = (style / "00009.png").read_bytes()
+    (style / "00009.png").write_bytes(good[: len(good) // 2])  # a render cut off
+    monkeypatch.setattr(video.StreamingFrames, "CHUNK", 2)
+    args = ["deflicker", "--guide", str(tmp_path / "g.mp4"), "--style", str(style), "--device", "cpu", "--stream",
+            "--mode", "window", "--window", "2", "--no-cuts", *FASTARGS, "-o", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "00009.png: cannot read as an image" in err and "--resume does the rest" in err
+    kept = len(video.read(tmp_path / "o.partial")[0])
+    assert 0 < kept <= 7  # frame 7 blends frame 9
+    (style / "00009.png").write_bytes(good)
+    assert main([*args, "--resume"]) == 0
+    assert main([*args[:-1], str(tmp_path / "whole")]) == 0
+    assert np.array_equal(video.read(tmp_path / "o")[0], video.read(tmp_path / "whole")[0])
+    # a change to a frame the kept ones blend is refused, named
+    (style / "00009.png").write_bytes(good[: len(good) // 2])
+    args[-1] = str(tmp_path / "p")
+    assert main(args) == 2
+    (style / "00009.png").write_bytes(good)
+    Image.fromarray(255 - flick[1]).save(style / "00001.png")
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    assert "--resume: style frame 1 changed since the stop, and the frames kept in" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX signals")

@@ -707,13 +707,15 @@ def cmd_deflicker(args) -> int:
                 "window": args.window, "frames": [start, end], "patchmatch": _patchmatch_kwargs(args),
                 "error_sigma": args.error_sigma, "detail": not args.no_detail, "cuts": not args.no_cuts,
                 "resize": args.resize, "fps": args.fps}
-    from .control.cache import input_stamp
+    from .control.cache import frame_stamps, input_stamp
 
     # and what the inputs are: a keyframe fixed or a style re-rendered at the same path since the stop
     # would otherwise mix the kept frames, made from the old ones, with new ones
     for name, said in (("guide", "guide files"), ("style", "style files"), ("keyframes", "keyframe files")):
         if getattr(args, name):
             settings[said] = input_stamp(getattr(args, name))
+    if mode != "keyframes" and Path(args.style).is_dir():  # which style frames change: see _resumable
+        settings["style frames"] = frame_stamps(args.style)
     settings = json.loads(json.dumps(settings))  # as it reads back from the record (tuples become lists)
     partial = partial_path(args.output)
     record = partial.with_name(partial.name + ".json")
@@ -775,7 +777,7 @@ def cmd_deflicker(args) -> int:
         else:
             _deflicker_parallel(args, job, devices, parts, writer, args.quiet)
         writer.finish()  # the writing thread's last frames: a failure there (a full disk) keeps those before it
-    except BaseException:
+    except BaseException as e:
         # nothing computed is lost: the frames handed on so far stay, or the earlier run's kept frames
         # where this one stopped before it had more (while copying them)
         # (a name too long to keep them beside: said before the run, dropped)
@@ -784,7 +786,11 @@ def cmd_deflicker(args) -> int:
         if kept is None and done_before and partial.exists():
             kept, done = partial, done_before
         if kept is not None:
-            record.write_text(json.dumps(settings, indent=1))
+            stop = dict(settings)
+            if args.style and getattr(e, "clip", None) == Path(args.style) and len(parts) == 1:
+                # a damaged style image stopped it: no kept frame read that one or any after it
+                stop["style read before"] = e.frame
+            record.write_text(json.dumps(stop, indent=1))
             print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "
                   f"the same command with --resume does the rest", file=sys.stderr)
         raise
@@ -811,15 +817,40 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
         raise InputError(f"--resume: {record} (the settings of the stopped run) is missing or unreadable; "
                          "run without --resume") from None
     diff = [k for k in settings if before.get(k) != settings[k]]
+    start, end = settings["frames"]
+    done = probe(partial).frames
+    if diff and set(diff) <= {"style files", "style frames"}:
+        if _style_fixed_past(before.get("style frames"), settings.get("style frames"), settings, start + done - 1,
+                             partial, before.get("style read before")):
+            diff = []
     if diff:
-        diff = [f"{k} (changed since the stop)" if k.endswith(" files") else k for k in diff]
+        diff = [f"{k} (changed since the stop)" if k.endswith(" files") else k for k in diff if k != "style frames"]
         raise InputError(f"--resume: {partial} was made with other {', '.join(diff)}; give the same inputs "
                          "and settings, or run without --resume")
-    done = probe(partial).frames
-    start, end = settings["frames"]
     if done >= end - start:
         raise InputError(f"--resume: {partial} already holds all {done} frames; rename it to the output")
     return done
+
+
+def _style_fixed_past(before, now, settings: dict, last: int, partial: Path, unread: int | None) -> bool:
+    """Whether the style frames changed since a stop are all past what the kept frames (up to ``last``)
+    used: a damaged frame that stopped a run (a half-written render) and was fixed. The kept frames read
+    none from the one that stopped the run (``unread``) on, and blend the style frames within --window
+    of them, so a change at frame i is past them when i >= unread or i - window > last; frames added or
+    removed renumber everything."""
+    if not before or not now or len(before) != len(now):
+        return False
+    changed = [i for i, (a, b) in enumerate(zip(before, now)) if a != b]
+    if not changed:
+        return False
+    window = settings["window"]
+    if not (unread is not None and changed[0] >= unread) and (window is None or changed[0] - window <= last):
+        raise InputError(f"--resume: style frame {changed[0]} changed since the stop, and the frames kept in {partial} "
+                         f"(up to {last}) blend it (within --window {window}); run without --resume")
+    log.info("style frame%s %s changed since the stop, past the frames kept (up to %d): resuming",
+             "" if len(changed) == 1 else "s", ", ".join(map(str, changed[:5])) + (", ..." if len(changed) > 5 else ""),
+             last)
+    return True
 
 
 def _name_fits(path: Path) -> bool:

@@ -417,8 +417,12 @@ def iter_frames(path, start: int | None = 0, stop: int | None = None, alpha: boo
     _check_exists(path)
     size = None
     if path.is_dir():
-        for f in _image_files(path)[start:stop]:
-            img = load_image(f, alpha)
+        for k, f in enumerate(_image_files(path)[start:stop], start):
+            try:
+                img = load_image(f, alpha)
+            except InputError as e:  # which frame of which clip: a run stopped by it can resume once it is fixed
+                e.clip, e.frame = path, k
+                raise
             if size is None:
                 size, first = img.shape[:2], f.name
             elif img.shape[:2] != size:

@@ -67,6 +67,19 @@ def folder_stamp(folder) -> str:
     return h.hexdigest()
 
 
+def frame_stamps(folder) -> list[str]:
+    """Each image of a folder clip's (name, size, mtime), hashed short, in frame order: which frames changed
+    between two runs (a damaged style frame fixed after a stop), where :func:`folder_stamp` says only
+    whether any did."""
+    from ..video import _image_files
+
+    out = []
+    for f in _image_files(Path(folder)):
+        st = f.stat()
+        out.append(hashlib.blake2b(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode(), digest_size=4).hexdigest())
+    return out
+
+
 def input_stamp(path) -> list:
     """What a clip or image folder given as an input is, cheaply: a folder's :func:`folder_stamp`, a
     file's size and modification time. A resumed run compares it, so that frames kept from inputs
