@@ -798,9 +798,10 @@ def cmd_deflicker(args) -> int:
     _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
     dt = time.perf_counter() - t0
     used = f" ({len(raw)} keyframe{'' if len(raw) == 1 else 's'})" if mode == "keyframes" else ""
-    log.info("wrote %s: %d frame%s %dx%d, %s mode%s, %.1f s (%.3f s/frame) on %s", args.output, writer.count,
-             "" if writer.count == 1 else "s", size[1], size[0], mode, used, dt, dt / max(1, writer.count),
-             ", ".join(map(str, devices)))
+    computed = writer.count - done_before  # a resumed run's time is for the frames it computed, not those it took
+    log.info("wrote %s: %d frame%s %dx%d, %s mode%s, %.1f s (%.3f s/frame%s) on %s", args.output, writer.count,
+             "" if writer.count == 1 else "s", size[1], size[0], mode, used, dt, dt / max(1, computed),
+             f", {computed} computed" if done_before else "", ", ".join(map(str, devices)))
     return 0
 
 
