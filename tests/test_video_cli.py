@@ -401,6 +401,8 @@ def test_read_errors(tmp_path):
         video.read(bad)
     with pytest.raises(OutputError, match="does not exist"):
         video.VideoWriter(tmp_path / "nope" / "o.mp4")
+    with pytest.raises(OutputError, match="bad.mp4 is a file, not a folder"):  # it said the file "does not exist"
+        video.VideoWriter(bad / "o.mp4")
 
 
 @pytest.fixture(scope="module")

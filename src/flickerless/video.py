@@ -1478,7 +1478,8 @@ def check_output(path, codec: str | None = None, named: bool = True, kind: str =
         raise OutputError(f"{path}: a codec ({codec}) is for a video output; a folder of PNGs has none")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise OutputError(f"{path}: folder {parent} does not exist")
+        raise OutputError(f"{path}: {parent} is a file, not a folder" if parent.exists() else
+                          f"{path}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{path}: folder {parent} is not writable")
     if path.exists() and path.is_dir() != (not is_video):
