@@ -48,6 +48,10 @@ def parse_frames(text: str | None) -> tuple[int, int | None]:
     """``"START:END"`` (either may be empty) -> (start, end or None)."""
     if not text:
         return 0, None
+    if ":" not in text and text.strip().isdigit():  # `train`/`segment --frames N` mean the first N: said, not guessed
+        n = int(text)
+        raise InputError(f"--frames {text}: give a range START:END, e.g. :{n} for the first {n} frames or {n}: for "
+                         f"frame {n} on")
     try:
         a, b = text.split(":") if ":" in text else (text, "")
         start = int(a) if a.strip() else 0
