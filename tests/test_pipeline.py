@@ -103,6 +103,20 @@ def test_lora_file_changes_the_output(model_dir, tmp_path):
     assert (base(None, **kw) - styled(None, **kw)).abs().max() > 1e-3
     with pytest.raises(ModelNotFoundError, match="LoRA"):
         VideoPipeline.from_pretrained(str(model_dir), device="cpu", lora=[(str(tmp_path / "missing.safetensors"), 1.0)])
+    # two LoRAs both named pytorch_lora_weights.safetensors (as `train` writes them): the second was "not found"
+    other = tiny.save_lora(model_dir, tmp_path / "other", seed=1)
+    both = VideoPipeline.from_pretrained(str(model_dir), device="cpu", lora=[(lora, 1.0), (other, 1.0)])
+    assert (both(None, **kw) - styled(None, **kw)).abs().max() > 1e-3
+    # a LoRA of another model's layer sizes: a torch traceback of every layer before
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(lora)
+    weights = {k: (v[:, : v.shape[1] // 2].contiguous() if "lora_A" in k or "lora.down" in k else v)
+               for k, v in weights.items()}
+    (tmp_path / "sdxl").mkdir()
+    save_file(weights, str(tmp_path / "sdxl" / "pytorch_lora_weights.safetensors"))
+    with pytest.raises(InputError, match=r"does not fit the base model .*\[4, \d+\] in the LoRA, \[4, \d+\] in the model"):
+        VideoPipeline.from_pretrained(str(model_dir), device="cpu", lora=[(str(tmp_path / "sdxl"), 1.0)])
 
 
 def test_what_the_engine_would_misread_or_fail_on_deep_inside(model_dir, video):

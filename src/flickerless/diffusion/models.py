@@ -10,6 +10,7 @@ supply it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,43 @@ def check_adapter_fits(unet, adapter, name: str = "T2I-Adapter", vae_factor: int
         )
 
 
+@contextlib.contextmanager
+def _quiet_failure():
+    """Hold the warnings and diffusers' log lines raised inside; yields a function that says them. Called
+    when the work succeeds; a failure drops them, since its own one-line error says what went wrong (a LoRA
+    of another model printed peft's warnings and diffusers' "Loading ... was unsuccessful" before it)."""
+    import logging
+    import warnings
+
+    held: list = []
+
+    class _Hold(logging.Handler):
+        def emit(self, record):
+            held.append(record)
+
+    lib = logging.getLogger("diffusers")
+    hold, propagate = _Hold(), lib.propagate
+    old_handlers = lib.handlers[:]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        lib.handlers, lib.propagate = [hold], False
+        try:
+            def say():
+                for w in caught:
+                    if "Already found a `peft_config`" in str(w.message):  # a second LoRA: several are the point
+                        continue
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                caught.clear()
+                for r in held:
+                    for h in old_handlers or logging.getLogger().handlers:
+                        if r.levelno >= h.level:
+                            h.handle(r)
+                held.clear()
+            yield say
+        finally:
+            lib.handlers, lib.propagate = old_handlers, propagate
+
+
 def load_components(
     model: str,
     controlnets: list[str] = (),
@@ -223,18 +261,31 @@ def load_components(
     if config is not None and Path(model).is_file():
         kw["config"] = config
     pipe = _load(StableDiffusionPipeline, model, "model", **kw)
-    for path, scale in lora:
+    # adapters named by their place, not their file: two LoRAs that `train` made are both
+    # pytorch_lora_weights.safetensors, and a name used twice was refused as "not found"
+    names = [f"lora_{i}" for i in range(len(lora))]
+    for (path, scale), name in zip(lora, names):
         if Path(path).suffix.lower() in SINGLE_FILE_EXTS and not Path(path).exists():
             # a file name is not a repo id: diffusers would ask the Hub for it (offline: a connection error)
             raise not_found("LoRA", path, "Give the path of a LoRA .safetensors file, a folder holding one, or a "
                             "Hugging Face repo id")
         try:
-            pipe.load_lora_weights(path, adapter_name=Path(path).stem.replace(".", "_"),
-                                   local_files_only=local_only() or Path(path).exists())
+            with _quiet_failure() as said:
+                pipe.load_lora_weights(path, adapter_name=name, local_files_only=local_only() or Path(path).exists())
+            said()  # loaded: the libraries' notes, as they were
         except (OSError, ValueError) as e:
             raise _not_found("LoRA", path, e) from e
+        except RuntimeError as e:  # its layers' shapes are another model's (an SDXL LoRA on SD 1.5): a traceback
+            if "size mismatch" not in str(e):
+                raise
+            m = re.search(r"size mismatch for ([\w.]+?)\.lora_\w\.\S*: copying a param with shape torch\.Size\((\[[^]]*\])\)"
+                          r".*?current model is torch\.Size\((\[[^]]*\])\)", str(e))
+            where = f" ({m.group(1)}: {m.group(2)} in the LoRA, {m.group(3)} in the model)" if m else ""
+            raise InputError(f"LoRA {path!r} does not fit the base model {model!r}: its layers are of other sizes"
+                             f"{where}; use a LoRA trained for this base model's family (an SD 1.x LoRA for an SD 1.x "
+                             "model)") from None
     if lora:
-        pipe.set_adapters([Path(p).stem.replace(".", "_") for p, _ in lora], [s for _, s in lora])
+        pipe.set_adapters(names, [s for _, s in lora])
         pipe.fuse_lora()
     for path in textual_inversion:
         try:
