@@ -216,6 +216,7 @@ class Trainer:
         self.step = 0
         self._ema: float | None = None
         self._in_update = False
+        self._step_start = None  # (generator, torch) random states as the step in progress began
 
     # ---- setup ------------------------------------------------------------------------------
     def _setup_model(self, load_components, VAECodec, DDPMScheduler, frames, fg):
@@ -315,6 +316,9 @@ class Trainer:
         """One optimizer step; returns the batch's losses (detached)."""
         cfg = self.cfg
         self.unet.train()
+        # the random state before this step's draws: a stop within the step saves it, so that the resumed
+        # run draws what the step would have (it saved the state after them: other noise, other weights)
+        self._step_start = (self.generator.get_state(), torch.get_rng_state())
         losses = self.loss(*self.draw(self.generator, cfg.batch))
         if not torch.isfinite(losses.total):
             raise InputError(f"the loss became {float(losses.total)} at step {self.step + 1}: lower --lr"
@@ -332,6 +336,7 @@ class Trainer:
         self.scaler.update()
         self.step += 1
         self._in_update = False
+        self._step_start = None
         return Losses(*(v.detach() for v in losses))
 
     def fit(self, progress: bool = True, on_step: Callable[[int, Losses], None] | None = None) -> list[float]:
@@ -366,6 +371,9 @@ class Trainer:
         except KeyboardInterrupt:
             # saved whatever --checkpoint-every says (0: no periodic ones): a stop is when one is needed
             if not self._in_update and self.step != last_saved:
+                if self._step_start is not None:  # stopped within a step: as it was before the step
+                    self.generator.set_state(self._step_start[0])
+                    torch.set_rng_state(self._step_start[1])
                 path = self.save_checkpoint()
                 log.warning("interrupted: checkpoint of step %d saved in %s (continue with --resume)", self.step, path)
             raise
