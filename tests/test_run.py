@@ -115,6 +115,55 @@ def test_interrupted_job_resumes_to_the_same_frames(models, clip, tmp_path):
     assert not np.array_equal(pngs(whole), pngs(lost))
 
 
+def test_what_a_resume_may_change_and_what_guards_the_job_folder(models, clip, tmp_path):
+    """From the helpers' use of `run`: a resume with a smaller batch (the out-of-memory advice) was refused;
+    one with other settings did not say which; a ControlNet (or LoRA) retrained at its path was taken, the
+    old latents finished with the new weights; a second run of the same output at once wiped the first's job
+    folder and took over its latents (both wrong, exit 0); --restart deleted a user's folder named like the
+    job folder; `-o take1.job/` failed at the end; `--set task=...` ran the template's task."""
+    import shutil
+
+    import flickerless.pipelines.job as job_mod
+    from flickerless.errors import OutputError
+
+    cn = tmp_path / "cn"
+    shutil.copytree(models / "cn0", cn)
+    sets = QUICK + [f'controlnets.0.model="{cn}"', 'controlnets.0.annotator="canny"',
+                    f'controlnets.1.model="{models / "cn1"}"', 'controlnets.1.annotator="canny"']
+    kw = dict(model=str(models / "tiny-sd"), frames="0:3", cache_dir=tmp_path / "c", progress=False)
+    whole, part = tmp_path / "whole.mp4", tmp_path / "part.mp4"
+    run_job("stylize", clip, whole, "a cat", overrides=sets, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, part, "a cat", overrides=sets, stop_after_step=2, **kw)
+    with pytest.raises(InputError, match=r"other settings: sampling.steps \(3 -> 4\)"):
+        run_job("stylize", clip, part, "a cat", overrides=sets + ["sampling.steps=4"], resume=True, **kw)
+    for f in cn.iterdir():  # retrained at its path
+        __import__("os").utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    with pytest.raises(InputError, match="other weights"):
+        run_job("stylize", clip, part, "a cat", overrides=sets, resume=True, **kw)
+    shutil.rmtree(cn)
+    shutil.copytree(models / "cn0", cn)  # as it was (copytree keeps the times)
+    with job_mod._job_lock(job_folder(part)):  # another run of this output, at work
+        with pytest.raises(OutputError, match="another run of this output is working in it"):
+            run_job("stylize", clip, part, "a cat", overrides=sets, resume=True, **kw)
+    run_job("stylize", clip, part, "a cat", overrides=sets + ["sampling.batch_size=1", "sampling.vae_batch_size=1"],
+            resume=True, **kw)  # a smaller batch: the same frames
+    assert np.array_equal(read(part)[0], read(whole)[0])
+    assert not (tmp_path / ".part.job.lock").exists()
+    # folders the job must not touch, and a task set as a setting
+    mine = tmp_path / "take.job"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    for out, extra in ((tmp_path / "take.mp4", {"restart": True}), (tmp_path / "take.mp4", {})):
+        with pytest.raises(OutputError, match="not a flickerless job folder"):
+            run_job("stylize", clip, out, "a cat", overrides=sets, **extra, **kw)
+    assert (mine / "notes.txt").read_text() == "mine"
+    with pytest.raises(OutputError, match="is the folder its job would be kept in"):
+        run_job("stylize", clip, str(tmp_path / "t1.job") + "/", "a cat", overrides=sets, **kw)
+    with pytest.raises(InputError, match="a template's task is not a setting"):
+        run_job("stylize", clip, tmp_path / "n.mp4", "a cat", overrides=sets + ['task="restore"'], **kw)
+
+
 def test_a_job_that_stopped_before_generating_does_not_block_the_corrected_command(models, clip, tmp_path,
                                                                                   monkeypatch, capsys):
     """A run that stops at a missing model (or device) leaves a job folder with nothing generated in it:
@@ -285,6 +334,11 @@ def test_out_of_memory_and_interrupt_keep_progress(models, clip, tmp_path, monke
         raise KeyboardInterrupt
 
     monkeypatch.setattr(job_mod, "run_job", interrupted)
+    # the job folder holds control frames, nothing generated: no --resume to point at (it claimed one)
+    assert main(["run", "stylize", "--video", clip, "-o", str(out), "-q"]) == 130
+    err = capsys.readouterr().err
+    assert "before any progress was kept; run the command again" in err and "--resume" not in err
+    (job_folder(out) / "latents.pt").write_bytes(b"a step's latents")
     assert main(["run", "stylize", "--video", clip, "-o", str(out), "-q"]) == 130
     assert "add --resume" in capsys.readouterr().err
 

@@ -144,6 +144,15 @@ def test_user_template_file(tmp_path):
         load_template(str(tmp_path / "missing.toml"))
     with pytest.raises(InputError, match="bundled templates: fashion"):
         load_template("nosuchtask")
+    # PowerShell's `templates show restore > mine.toml` writes UTF-16 (a UnicodeDecodeError traceback), an editor
+    # may add UTF-8's byte-order mark ("not valid TOML, line 1 column 1"), a Latin-1 comment is not UTF-8
+    text = dumps(apply_overrides(load_template("restore"), ["sampling.strength=0.3"]))
+    for raw in (text.encode("utf-16"), b"\xef\xbb\xbf" + text.encode()):
+        p.write_bytes(raw)
+        assert load_template(str(p))["sampling"]["strength"] == 0.3
+    p.write_bytes(("# caf\u00e9\n" + text).encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8 text .*save the template as UTF-8"):
+        load_template(str(p))
 
 
 def test_a_template_files_relative_paths_are_found_beside_it(tmp_path, monkeypatch):

@@ -66,10 +66,14 @@ def _run(args) -> int:
 
         from ..errors import interrupted
         from ..pipelines import job_folder
+        from ..pipelines.job import has_progress
 
         what, code = interrupted(e)
-        print(f"flickerless: {what}; progress is kept in {job_folder(args.output)}: add --resume to continue",
-              file=sys.stderr)
+        job = job_folder(args.output)
+        if job.is_dir() and has_progress(job):
+            print(f"flickerless: {what}; progress is kept in {job}: add --resume to continue", file=sys.stderr)
+        else:  # stopped before its first step was saved (or before the job folder was made)
+            print(f"flickerless: {what} before any progress was kept; run the command again", file=sys.stderr)
         return code
     print(out)
     return 0

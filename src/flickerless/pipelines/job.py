@@ -18,6 +18,8 @@ folder with progress in it is never overwritten without ``resume`` or ``restart`
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -81,7 +83,11 @@ def resolve_settings(template: str, model: str | None = None, controlnets: dict[
     if lora:
         sets.append(f"model.lora={json.dumps(list(lora))}")
     given = s.get("annotators", {})
+    task = s["task"]
     s = apply_overrides(s, sets + list(overrides or []))
+    if s["task"] != task:  # `--set task=...` ran the template's task and wrote the other into settings.toml
+        raise InputError(f"--set task={s['task']}: a template's task is not a setting; give that task's template "
+                         f"(flickerless run {s['task'] if s['task'] in TASKS else 'TASK'} ...)")
     _check_together(s, given)
     for item in s["model"]["lora"]:  # a bad scale, said before the model loads
         split_lora(item)
@@ -150,6 +156,46 @@ def job_folder(output) -> Path:
     return out.with_name((out.stem if out.suffix else out.name) + ".job")
 
 
+def _job_marked(job: Path) -> bool:
+    """Whether ``job`` is a job folder (it holds job.json) or empty: what a run may take over or delete.
+    Any other folder at that name (a user's ``take1.job`` of notes) is never written into or deleted."""
+    return not job.exists() or (job / "job.json").exists() or (job.is_dir() and not any(job.iterdir()))
+
+
+@contextlib.contextmanager
+def _job_lock(job: Path):
+    """Hold ``job``'s lock (a hidden file beside it, locked with flock) for a run's length: a second run of
+    the same output at once is refused. It deleted the first's job folder, which had no progress yet, then
+    finished the first's latents with its own prompt: both wrote wrong frames and exited 0. The lock goes
+    with the process, also when it is killed. (Where the system has no flock, runs are not locked.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = job.with_name(f".{job.name}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise OutputError(f"{job}: another run of this output is working in it; wait for it to end, or give "
+                              "another output") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:  # removed by the run that held it as it ended
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while held: a run waiting on the old file tries again
+        os.close(fd)
+
+
 def _available_memory() -> int:
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -174,6 +220,69 @@ def check_memory(num_frames: int, size: tuple[int, int], num_controls: int, avai
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# settings that do not change a frame, only how many are worked at once: a resume may change them (the
+# out-of-memory advice is to lower them and resume, which was then refused)
+_NOT_IN_FRAMES = (("sampling", "batch_size"), ("sampling", "vae_batch_size"))
+
+
+def _frame_settings(settings: dict) -> dict:
+    """``settings`` less those that do not change the frames (:data:`_NOT_IN_FRAMES`)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in settings.items()}
+    for section, key in _NOT_IN_FRAMES:
+        out.get(section, {}).pop(key, None)
+    return out
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _changed_settings(job: Path, settings: dict) -> str:
+    """The settings that differ from those the job folder was made with, as ``key (old -> new)``."""
+    import tomllib
+
+    try:
+        old = _flat(_frame_settings(tomllib.loads((job / "settings.toml").read_text())))
+    except (OSError, ValueError):
+        return ""
+    new = _flat(_frame_settings(json.loads(json.dumps(settings))))
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    said = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in keys[:4]]
+    return ", ".join(said) + (", ..." if len(keys) > 4 else "")
+
+
+def _local_stamps(settings: dict, model_config, style_image) -> dict:
+    """What the local weights and images a job reads are (size and time of each file), by path: a LoRA
+    retrained at the same path (``train --overwrite``) since a stop is refused on --resume, as a changed
+    clip is, rather than finishing the old latents with the new weights. Repo ids are left out."""
+    from .templates import split_lora
+
+    paths = [settings["model"]["base"], *(split_lora(t)[0] for t in settings["model"]["lora"]),
+             *settings["model"].get("textual_inversion", []), *(u["model"] for u in settings.get("controlnets", [])),
+             model_config, style_image]
+    lv = settings.get("longvideo")
+    if lv:
+        paths.append(lv.get("sam_model"))
+    out = {}
+    for p in paths:
+        if p is None or not Path(p).exists():
+            continue
+        p = Path(p)
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        h = hashlib.blake2b(digest_size=8)
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        out[str(p.resolve())] = h.hexdigest()
+    return out
 
 
 def _to_tensor(frames) -> torch.Tensor:
@@ -282,6 +391,25 @@ def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_di
     return t
 
 
+def _holding_the_job_lock(run):
+    """``run`` (:func:`run_job`) with its output's job folder locked for its length (:func:`_job_lock`),
+    after refusing an output that is its own job folder (``-o take1.job/``: found when the frames were
+    written, after the whole generation)."""
+    @functools.wraps(run)
+    def locked(template, video, output, *args, **kwargs):
+        out = Path(output)
+        job = job_folder(out)
+        if job.absolute() == out.absolute():
+            raise OutputError(f"{output}: is the folder its job would be kept in ({job.name}); name the output "
+                              "otherwise (e.g. without .job)")
+        if not job.parent.is_dir():  # said by the output's own check
+            return run(template, video, output, *args, **kwargs)
+        with _job_lock(job):
+            return run(template, video, output, *args, **kwargs)
+    return locked
+
+
+@_holding_the_job_lock
 def run_job(template: str, video, output, prompt: str = "", *, model: str | None = None, model_config: str | None = None,
             controlnets: dict[str, str] | None = None, lora: list[str] | None = None,
             overrides: list[str] | None = None, frames: str | None = None, style_image=None,
@@ -333,7 +461,8 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     check_memory(T, (H, W), len(units))
     meta = {"video": str(Path(video).resolve()), "video_id": inputs.video_id, "frames": list(start_end),
             "prompt": prompt, "style_image": str(style_image) if style_image else None,
-            "settings": _hash(settings), "size": [H, W], "num_frames": T}
+            "settings": _hash(_frame_settings(settings)), "size": [H, W], "num_frames": T,
+            "weights": _local_stamps(settings, model_config, style_image)}
     if model_config is not None:
         meta["model_config"] = str(model_config)
     _prepare_job_folder(job, meta, settings, resume, restart)
@@ -512,7 +641,7 @@ def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, c
     return seeds[0], k, average_fusion(torch.stack(cands), masks, 0, lv["w1"], lv["w2"])
 
 
-def _has_progress(job: Path) -> bool:
+def has_progress(job: Path) -> bool:
     """Whether a job folder holds generation work: latents of a finished step, fusion candidates or
     finished frames (control frames are also in the annotation cache, and cheap to make again)."""
     return ((job / "latents.pt").exists() or any(job.glob("fusion_*.pt"))
@@ -537,6 +666,9 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
     device, before its first step) is taken over by any run: it has nothing to protect, and refusing it
     sent a corrected command to --resume, which then refused other settings."""
     meta_file = job / "job.json"
+    if not _job_marked(job):  # a folder of the user's at that name: never written into, nor deleted by --restart
+        raise OutputError(f"{job}: exists and is not a flickerless job folder (no job.json), and the job of this output "
+                          "would be kept there; move it away, or give another output")
     if job.exists() and restart:
         shutil.rmtree(job)
     elif job.exists() and meta_file.exists():
@@ -544,7 +676,7 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
             old = json.loads(meta_file.read_text())
         except (OSError, ValueError):
             old = None
-        if not _has_progress(job):
+        if not has_progress(job):
             if old != meta:
                 log.info("%s: an earlier run stopped before generating anything: starting over", job)
                 shutil.rmtree(job)
@@ -555,9 +687,14 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
             raise InputError(f"{job} holds an earlier job for this output: add --resume to continue it, "
                              "or --restart to start over (its frames are deleted)")
         else:
-            diff = [k for k in meta if old.get(k) != meta[k]]
+            # a job folder of an earlier version: settings hashed whole, weights not recorded
+            same = {"settings": old.get("settings") == _hash(settings), "weights": "weights" not in old}
+            diff = [k for k in meta if old.get(k) != meta[k] and not same.get(k)]
             if diff:
-                raise InputError(f"--resume: {job} was made with other {', '.join(diff)}; run with the same "
+                named = _changed_settings(job, settings) if "settings" in diff else ""
+                diff = [f"settings: {named}" if k == "settings" and named else
+                        "weights (a model, LoRA or ControlNet changed at its path)" if k == "weights" else k for k in diff]
+                raise InputError(f"--resume: {job} was made with other {'; '.join(diff)}; run with the same "
                                  "inputs and settings (see its settings.toml and job.json), or --restart")
             log.info("resuming the job in %s", job)
             return

@@ -151,13 +151,30 @@ def template_text(name: str) -> str:
     return path.read_text()
 
 
+def _template_file_text(path: Path) -> str:
+    """A template file's text: UTF-8 (TOML's encoding), with or without a byte-order mark, or UTF-16 with one
+    (PowerShell's `templates show stylize > my.toml` writes that); anything else is said, not a traceback."""
+    import codecs
+
+    raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"  # the BOM a Windows editor may add was "not valid TOML (line 1, column 1)"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start} is {raw[e.start:e.start + 1]!r}); save the "
+                         "template as UTF-8") from None
+
+
 def load_template(name_or_path: str) -> dict:
     """A bundled template by task name (``stylize``) or a TOML file by path, validated."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise InputError(f"{path}: template file not found")
-        text = path.read_text()
+        text = _template_file_text(path)
     else:
         text = template_text(name_or_path)
     try:
