@@ -231,6 +231,12 @@ def test_missing_models_and_devices_are_said_before_the_clip_is_read_and_annotat
     assert main([*args, "--model", str(models / "tiny-sd"), "--device", "cuda:7"]) == 2
     assert "device 'cuda:7'" in capsys.readouterr().err  # no GPU here, or no 8th one
     assert not job.job_folder(tmp_path / "o.mp4").exists()
+    # a missing annotator model: its remedy is the setting, not the annotator's Python argument ("Pass model=")
+    monkeypatch.undo()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main([*args, "--model", str(models / "tiny-sd"), "--frames", "0:2"]) == 2
+    err = capsys.readouterr().err
+    assert "Set annotators.depth.model=<" in err and "Pass model=" not in err
 
 
 def test_cli_run_and_errors(models, clip, tmp_path, capsys):

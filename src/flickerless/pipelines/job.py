@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from ..blend.frames import to_hwc_uint8
-from ..errors import DeviceError, InputError, OutputError, out_of_memory
+from ..errors import DeviceError, InputError, ModelNotFoundError, OutputError, out_of_memory
 from ..weights import quiet_model_loading
 from .templates import TASKS, apply_overrides, dumps, load_template, split_lora, window_value
 
@@ -383,7 +384,12 @@ def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_di
         img = _fit(load_image(Path(style_image)), inputs.frames.shape[1:3], "crop")
         one = control.annotate(name, img[None], cache=False, **kw)
         return _to_tensor(one).expand(len(inputs.frames), -1, -1, -1).contiguous()
-    out = control.annotate(name, frames, cache=True, cache_dir=cache_dir, video_id=video_id, **kw)
+    try:
+        out = control.annotate(name, frames, cache=True, cache_dir=cache_dir, video_id=video_id, **kw)
+    except ModelNotFoundError as e:  # the annotator's remedy is its Python argument; here it is a setting
+        text = re.sub(r"\bPass (\w+ )?(model|method)=", f"Set annotators.{name}.\\2=", str(e))
+        text = text.replace("method='sobel'", f"annotators.{name}.method=\"sobel\"")
+        raise ModelNotFoundError(text + f" (on the command line: --set annotators.{name}.model=\"...\")") from e
     t = _to_tensor(out)
     size = tuple(inputs.frames.shape[1:3])
     if tuple(t.shape[2:]) != size:
@@ -710,4 +716,4 @@ def _write_output(output: Path, frames: list[np.ndarray], fps: float, audio=None
     with VideoWriter(output, fps=fps, audio=audio, audio_start=audio_start, times=times, codec=codec, crf=crf) as w:
         for f in frames:
             w.write(f)
-    log.info("wrote %s (%d frames, %.3g fps)", output, len(frames), fps)
+    log.info("wrote %s (%d frames, %.4g fps)", output, len(frames), fps)  # 29.97, not 30
