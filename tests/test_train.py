@@ -111,6 +111,27 @@ def test_resolution_and_center_crop():
     assert out.shape == (1, 3, 32, 32) and out.abs().max() < 1e-6
 
 
+def test_an_anamorphic_clip_is_trained_on_as_it_is_shown(tmp_path):
+    """DV/DVD footage stores 16:9 pictures in narrow pixels (64/45 as wide as high): a circle as shown reached
+    the model squeezed to half its width, where `run` generates the picture as shown."""
+    from fractions import Fraction
+
+    from flickerless.train import load_frames
+
+    from .conftest import write_h264
+
+    h, w, aspect = 144, 176, Fraction(16, 11)  # shown 256x144
+    yy, xx = np.mgrid[:h, :w]
+    disc = (((xx - w / 2) * float(aspect)) ** 2 + (yy - h / 2) ** 2 < 50**2)  # round as shown
+    clip = np.repeat((disc * 255).astype(np.uint8)[None, ..., None], 3, -1).repeat(2, 0)
+    write_h264(tmp_path / "dv.mp4", np.ascontiguousarray(clip), sample_aspect_ratio=aspect)
+    frames, _ = load_frames(str(tmp_path / "dv.mp4"), (64, 64))
+    m = frames[0, 0] > 0.5
+    rows, cols = m.any(1).nonzero(), m.any(0).nonzero()
+    tall, wide = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+    assert abs(tall - wide) <= 2, (tall, wide)  # round (it was 49 wide for 64 tall)
+
+
 def test_masks_from_folder_and_callable(tmp_path, frames):
     from PIL import Image
 

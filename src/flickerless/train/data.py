@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["parse_resolution", "crop_resize", "load_frames", "load_masks", "MaskSource"]
+__all__ = ["parse_resolution", "crop_resize", "load_frames", "load_masks", "clip_pixel_aspect", "MaskSource"]
 
 # a path (folder of images or a video), an array (T, H, W[, C]) at the video's size, or a callable
 # taking the training frames (T, 3, H, W) in [0, 1] and returning masks (T[, 1], H, W) in [0, 1]
@@ -46,23 +46,27 @@ def parse_resolution(value, multiple: int = 8) -> tuple[int, int]:
     return h, w
 
 
-def _crop_box(h: int, w: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The largest centered box of ``size``'s aspect ratio inside an ``h x w`` image: top, left, height, width."""
+def _crop_box(h: int, w: int, size: tuple[int, int], pixel_aspect: float = 1.0) -> tuple[int, int, int, int]:
+    """The largest centered box of ``size``'s aspect ratio inside an ``h x w`` image as it is shown (its
+    pixels ``pixel_aspect`` times as wide as high): top, left, height, width in its stored pixels."""
     th, tw = size
-    if h * tw > w * th:  # too tall
-        ch, cw = max(1, round(w * th / tw)), w
+    shown = w * pixel_aspect
+    if h * tw > shown * th:  # too tall
+        ch, cw = max(1, round(shown * th / tw)), w
     else:
-        ch, cw = h, max(1, round(h * tw / th))
+        ch, cw = h, max(1, min(w, round(h * tw / th / pixel_aspect)))
     return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def crop_resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
+def crop_resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bicubic",
+                pixel_aspect: float = 1.0) -> torch.Tensor:
     """Center-crop ``images (T, C, H, W)`` to the aspect ratio of ``size=(H', W')`` and resize to it
     (``mode``: ``bicubic`` with antialiasing for frames, ``area``/``bilinear`` for masks). Values are
-    clamped to [0, 1]."""
+    clamped to [0, 1]. ``pixel_aspect``: the width of a stored pixel as shown, over its height (anamorphic
+    DV/DVD video: 64/45), so that the model sees the picture as it is shown, as ``run`` generates it."""
     import torch.nn.functional as F
 
-    top, left, ch, cw = _crop_box(images.shape[-2], images.shape[-1], size)
+    top, left, ch, cw = _crop_box(images.shape[-2], images.shape[-1], size, float(pixel_aspect))
     x = images[..., top : top + ch, left : left + cw].float()
     if (ch, cw) != tuple(size):
         if mode == "area" and (ch < size[0] or cw < size[1]):
@@ -82,13 +86,17 @@ def _to_tensor_frames(frames) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255
 
 
-def load_frames(video, size: tuple[int, int], max_frames: int | None = None, every: int = 1) -> tuple[torch.Tensor, tuple[int, int]]:
+def load_frames(video, size: tuple[int, int], max_frames: int | None = None, every: int = 1,
+                pixel_aspect: float | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
     """Frames of ``video`` (a path read with :func:`flickerless.video.iter_frames`, or an array
     ``(T, H, W, 3)`` uint8 / tensor ``(T, 3, H, W)`` in [0, 1]), every ``every``-th one up to
-    ``max_frames``, center-cropped and resized to ``size=(H, W)``.
+    ``max_frames``, center-cropped and resized to ``size=(H, W)`` as they are shown (``pixel_aspect``:
+    see :func:`crop_resize`; None: a path's own, 1 for frames given).
 
     Returns ``(frames (T, 3, H, W) float in [0, 1], (height, width) of the source)``.
     """
+    if pixel_aspect is None:
+        pixel_aspect = clip_pixel_aspect(video)
     if every < 1:
         raise InputError(f"every must be >= 1, got {every}")
     if isinstance(video, (str, Path)):
@@ -109,8 +117,18 @@ def load_frames(video, size: tuple[int, int], max_frames: int | None = None, eve
             src = src[:max_frames]
         if len(src) == 0:
             raise InputError("the video has no frames")
-    out = torch.cat([crop_resize(src[a : a + 16], size) for a in range(0, len(src), 16)])
+    out = torch.cat([crop_resize(src[a : a + 16], size, pixel_aspect=pixel_aspect) for a in range(0, len(src), 16)])
     return out, (src.shape[-2], src.shape[-1])
+
+
+def clip_pixel_aspect(video) -> float:
+    """A clip path's pixel shape as shown (:attr:`flickerless.video.VideoInfo.pixel_aspect`); 1 for frames
+    given as arrays or tensors."""
+    if not isinstance(video, (str, Path)):
+        return 1.0
+    from ..video import probe
+
+    return float(probe(video).pixel_aspect)
 
 
 def _mask_tensor(arr, what: str) -> torch.Tensor:
@@ -135,13 +153,14 @@ def _mask_tensor(arr, what: str) -> torch.Tensor:
     return t[:, None]
 
 
-def load_masks(source: MaskSource, frames: torch.Tensor, source_size: tuple[int, int], every: int = 1) -> torch.Tensor:
+def load_masks(source: MaskSource, frames: torch.Tensor, source_size: tuple[int, int], every: int = 1,
+               pixel_aspect: float = 1.0) -> torch.Tensor:
     """Foreground masks for the training ``frames (T, 3, H, W)``: ``(T, 1, H, W)`` in [0, 1].
 
     ``source``: a folder of mask images or a mask video (frame for frame with the source video,
     ``source_size=(H, W)``, subsampled by ``every``), an array at the source size, or a callable
     given the training frames and returning masks at their size. Files and arrays get the same
-    center crop and resize as the frames.
+    center crop and resize as the frames (``pixel_aspect``: the video's, as :func:`load_frames` took it).
     """
     n, size = frames.shape[0], tuple(frames.shape[-2:])
     if callable(source) and not isinstance(source, (str, Path)):
@@ -174,4 +193,4 @@ def load_masks(source: MaskSource, frames: torch.Tensor, source_size: tuple[int,
     if tuple(masks.shape[-2:]) != tuple(source_size):
         raise InputError(f"{what}: masks are {masks.shape[-1]}x{masks.shape[-2]} but the video is "
                          f"{source_size[1]}x{source_size[0]}: they must match frame for frame")
-    return crop_resize(masks, size, mode="area")
+    return crop_resize(masks, size, mode="area", pixel_aspect=pixel_aspect)

@@ -35,7 +35,7 @@ import torch
 from ..errors import DeviceError, InputError, OutputError, out_of_memory
 from ..video import usual_mode
 from ..weights import quiet_model_loading
-from .data import MaskSource, load_frames, load_masks, parse_resolution
+from .data import MaskSource, clip_pixel_aspect, load_frames, load_masks, parse_resolution
 from .losses import Losses, combined_loss, diffusion_target, latent_masks
 
 log = logging.getLogger("flickerless")
@@ -198,8 +198,9 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.autocast_dtype = _resolve_precision(cfg.precision, self.device)
         size = parse_resolution(cfg.resolution)
-        frames, source_size = load_frames(video, size, cfg.max_frames, cfg.every)
-        fg = load_masks(masks, frames, source_size, cfg.every) if masks is not None else None
+        aspect = clip_pixel_aspect(video)  # an anamorphic clip is trained on as it is shown, as `run` generates it
+        frames, source_size = load_frames(video, size, cfg.max_frames, cfg.every, pixel_aspect=aspect)
+        fg = load_masks(masks, frames, source_size, cfg.every, pixel_aspect=aspect) if masks is not None else None
         if fg is None and any(cfg.loss_weights[1:]):
             raise InputError("loss_weights: l2/l3 weight the foreground/background but no masks were given "
                              "(give --masks, or --loss-weights 1,0,0)")
