@@ -122,6 +122,17 @@ def test_eval_errors_are_one_line(clips, capsys, args, message):
     assert rc == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_eval_of_clips_of_other_lengths_names_the_option(clips, capsys, tmp_path, carphone):
+    write(tmp_path / "short.mp4", carphone[:5], 15)
+    assert main(["eval", "--video", str(clips / "out.mp4"), "--source", str(tmp_path / "short.mp4"),
+                 "--metrics", "pixel_mse"]) == 2
+    assert "the video has 8 frames but the source has 5: they must match frame for frame; add --max-frames 5" in \
+        capsys.readouterr().err
+    assert main(["eval", "--video", str(clips / "out.mp4"), "--source", str(tmp_path / "short.mp4"),
+                 "--metrics", "pixel_mse", "--max-frames", "5"]) == 0
+    assert "pixel_mse" in capsys.readouterr().out
+
+
 def test_eval_maps_a_clip_over_the_memory_limit_instead_of_holding_it(clips, capsys, monkeypatch, tmp_path):
     """Both videos used to be read whole into RAM (twice over at the peak, a list then a stacked array).
     A clip over the in-memory limit is now read through a file and mapped: the same numbers, the same

@@ -116,6 +116,12 @@ def _evaluate(args, video, source) -> int:
     from ..errors import OutputError
     from ..metrics import METRICS, evaluate, write_report
 
+    from ..errors import InputError
+
+    if source is not None and len(video) != len(source):  # said with the option that compares what both have
+        raise InputError(f"the video has {len(video)} frames but the source has {len(source)}: they must match frame "
+                         f"for frame; add --max-frames {min(len(video), len(source))} to compare the first "
+                         f"{min(len(video), len(source))} of each")
     res = evaluate(video, source, prompt=args.prompt, metrics=args.metrics, clip_model=args.clip_model,
                    aesthetic_weights=args.aesthetic_weights, flow=args.flow, raft_weights=args.raft_weights,
                    fid_features=args.fid_features, device=args.device, log_skips=False)
