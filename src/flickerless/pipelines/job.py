@@ -223,19 +223,6 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# settings that do not change a frame, only how many are worked at once: a resume may change them (the
-# out-of-memory advice is to lower them and resume, which was then refused)
-_NOT_IN_FRAMES = (("sampling", "batch_size"), ("sampling", "vae_batch_size"))
-
-
-def _frame_settings(settings: dict) -> dict:
-    """``settings`` less those that do not change the frames (:data:`_NOT_IN_FRAMES`)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in settings.items()}
-    for section, key in _NOT_IN_FRAMES:
-        out.get(section, {}).pop(key, None)
-    return out
-
-
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -251,10 +238,10 @@ def _changed_settings(job: Path, settings: dict) -> str:
     import tomllib
 
     try:
-        old = _flat(_frame_settings(tomllib.loads((job / "settings.toml").read_text())))
+        old = _flat(tomllib.loads((job / "settings.toml").read_text()))
     except (OSError, ValueError):
         return ""
-    new = _flat(_frame_settings(json.loads(json.dumps(settings))))
+    new = _flat(json.loads(json.dumps(settings)))
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     said = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in keys[:4]]
     return ", ".join(said) + (", ..." if len(keys) > 4 else "")
@@ -467,7 +454,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     check_memory(T, (H, W), len(units))
     meta = {"video": str(Path(video).resolve()), "video_id": inputs.video_id, "frames": list(start_end),
             "prompt": prompt, "style_image": str(style_image) if style_image else None,
-            "settings": _hash(_frame_settings(settings)), "size": [H, W], "num_frames": T,
+            "settings": _hash(settings), "size": [H, W], "num_frames": T,
             "weights": _local_stamps(settings, model_config, style_image)}
     if model_config is not None:
         meta["model_config"] = str(model_config)
@@ -586,9 +573,9 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                 raise
             raise DeviceError(
                 f"out of memory generating {T} frames at {W}x{H} (UNet and VAE batches, {samp['batch_size']} and "
-                f"{samp['vae_batch_size']} frames, are halved on their own where they do not fit, down to 1): lower "
-                f"the size (--set video.width=N --set video.height=N), or free the GPU of other work; progress is "
-                f"kept in {job}: rerun with --resume") from None
+                f"{samp['vae_batch_size']} frames, are halved on their own where they do not fit, down to 1): free "
+                f"the GPU of other work and rerun with --resume (progress is kept in {job}), or generate smaller "
+                f"(--set video.width=N --set video.height=N) with --restart") from None
         log.info("generated %d frames in %.1f s (%.2f s/frame)", T, time.time() - t0, (time.time() - t0) / T)
         done = _load_pngs(frames_dir, T)
     _write_output(output, done, inputs.fps, video if inputs.sound_start is not None else None, inputs.sound_start or 0.0,
@@ -693,8 +680,8 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
             raise InputError(f"{job} holds an earlier job for this output: add --resume to continue it, "
                              "or --restart to start over (its frames are deleted)")
         else:
-            # a job folder of an earlier version: settings hashed whole, weights not recorded
-            same = {"settings": old.get("settings") == _hash(settings), "weights": "weights" not in old}
+            # a job folder of an earlier version: weights not recorded
+            same = {"weights": "weights" not in old}
             diff = [k for k in meta if old.get(k) != meta[k] and not same.get(k)]
             if diff:
                 named = _changed_settings(job, settings) if "settings" in diff else ""
