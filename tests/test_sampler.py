@@ -170,6 +170,23 @@ def test_vae_codec_is_deterministic_and_batched():
     assert img.shape == frames.shape and 0 <= img.min() and img.max() <= 1
 
 
+def test_vae_tiling_is_for_the_large_call_alone():
+    """One large frame turned the VAE's tiling on for good: later small calls came out tiled (other frames)."""
+    codec = VAECodec(tiny.vae(), tile_above=40 * 40)
+    small = torch.rand(2, 3, 16, 16)
+    want = codec.encode(small)
+    seen = []
+    real = codec.vae.encode
+    codec.vae.encode = lambda x: seen.append(codec.vae.use_tiling) or real(x)
+    codec.encode(torch.rand(1, 3, 48, 48))
+    codec.decode(torch.zeros(1, 4, 24, 24))
+    assert seen == [True] and not codec.vae.use_tiling
+    assert torch.equal(codec.encode(small), want)
+    codec.vae.enable_tiling()  # the user's own choice stays
+    codec.encode(torch.rand(1, 3, 48, 48))
+    assert codec.vae.use_tiling
+
+
 def test_vae_codec_keeps_the_decoder_contiguous():
     """diffusers' 4-D attention returns a channels-last view; the codec's VAE must not, or every
     later GroupNorm copies its input (a quarter of the decode time at 512x960 on an H100)."""

@@ -16,6 +16,7 @@ Two things keep the VAE fast on a GPU (measured in benchmarks/profile_engine.py,
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -68,14 +69,24 @@ class VAECodec:
     def dtype(self):
         return next(self.vae.parameters()).dtype
 
-    def _maybe_tile(self, h: int, w: int) -> None:
-        if self.tile_above is not None and h * w > self.tile_above and hasattr(self.vae, "enable_tiling"):
+    @contextlib.contextmanager
+    def _tiling(self, h: int, w: int):
+        """The VAE tiled for frames of ``h x w`` over ``tile_above`` pixels, for this call only: left on, a
+        1080p call made every later small one tiled (other frames). Tiling the user turned on stays on."""
+        was = getattr(self.vae, "use_tiling", False)
+        tile = (self.tile_above is not None and h * w > self.tile_above and not was
+                and hasattr(self.vae, "enable_tiling"))
+        if tile:
             self.vae.enable_tiling()
+        try:
+            yield
+        finally:
+            if tile:
+                self.vae.disable_tiling()
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor, out_device=None) -> torch.Tensor:
         """Latents of ``frames`` from the mean of the posterior (no sampling noise)."""
-        self._maybe_tile(*frames.shape[-2:])
         out = []
 
         def step(a, b):
@@ -83,7 +94,8 @@ class VAECodec:
             mean = self.vae.encode(x).latent_dist.mean
             out.append(((mean - self.shift) * self.scale).to(out_device or frames.device, torch.float32))
 
-        self.batch_size = in_batches(frames.shape[0], self.batch_size, step, "VAE", _VAE_BATCH)
+        with self._tiling(*frames.shape[-2:]):
+            self.batch_size = in_batches(frames.shape[0], self.batch_size, step, "VAE", _VAE_BATCH)
         return torch.cat(out)
 
     @torch.no_grad()
@@ -98,7 +110,6 @@ class VAECodec:
         def step(a, b):
             nonlocal dst
             z = latents[a:b].to(self.device, self.dtype) / self.scale + self.shift
-            self._maybe_tile(z.shape[-2] * self.factor, z.shape[-1] * self.factor)
             img = ((self.vae.decode(z).sample.float() + 1) / 2).clamp(0, 1)
             if dst is None:
                 shape = (n, *img.shape[1:])
@@ -107,7 +118,8 @@ class VAECodec:
                 dst = torch.empty(shape, dtype=torch.float32, device=dst_dev, pin_memory=pin)
             dst[a:b].copy_(img, non_blocking=True)
 
-        self.batch_size = in_batches(n, self.batch_size, step, "VAE", _VAE_BATCH)
+        with self._tiling(latents.shape[-2] * self.factor, latents.shape[-1] * self.factor):
+            self.batch_size = in_batches(n, self.batch_size, step, "VAE", _VAE_BATCH)
         if dst is not None and dst.is_pinned():
             torch.cuda.current_stream(self.device).synchronize()  # the copies were asynchronous
         return dst
