@@ -119,6 +119,26 @@ def test_lora_file_changes_the_output(model_dir, tmp_path):
         VideoPipeline.from_pretrained(str(model_dir), device="cpu", lora=[(str(tmp_path / "sdxl"), 1.0)])
 
 
+def test_pipelines_on_one_set_of_models_keep_their_own_attention(model_dir, video):
+    """Building a second pipeline on the same components (another cross-frame pattern, or the per-frame
+    ablation) took the UNet's attention layers: the first then ran without cross-frame attention."""
+    from flickerless.diffusion import load_components
+
+    comps = load_components(str(model_dir), device="cpu")
+    kw = dict(prompt="a cat", steps=2, strength=0.7, seed=0, schedule=DeflickerSchedule(frequency=None))
+    a = VideoPipeline(comps)
+    first = a(video, **kw)
+    b = VideoPipeline(comps, cross_frame=None)
+    per_frame = b(video, **kw)
+    c = VideoPipeline(comps, cross_frame=("first", "self"))
+    assert torch.equal(a(video, **kw), first)
+    assert (c(video, **kw) - first).abs().max() > 1e-4  # its own pattern
+    assert torch.equal(b(video, **kw), per_frame)  # and the per-frame one stays per frame
+    assert (first - per_frame).abs().max() > 1e-3
+    assert torch.equal(VideoPipeline(load_components(str(model_dir), device="cpu"), cross_frame=None)(video, **kw),
+                       per_frame)
+
+
 def test_what_the_engine_would_misread_or_fail_on_deep_inside(model_dir, video):
     """A numpy video, a uint8 tensor, 0-255 or [-1, 1] floats, a None prompt or seed, a float step
     count, scales for the wrong number of ControlNets and a schedule that never runs: tracebacks or

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError, check_unit_range
 from . import layout
-from .attention import PATTERN, CrossFrameAttention, enable_cross_frame_attention
+from .attention import PATTERN, CrossFrameAttention, bind_cross_frame_attention, enable_cross_frame_attention
 from .codec import VAECodec
 from .codenoise import CoDenoiser, Merge, PromptRanges, clip_prompts, frame_prompts, plan_clips
 from .fusion import average_fusion
@@ -246,6 +246,8 @@ class VideoPipeline:
         else:
             cond = self.encode_prompt(prompts, num_frames)
         uncond = self.encode_prompt(negative_prompt, num_frames) if guidance_scale != 1.0 else None
+        for m in [self.c.unet, *self.c.controlnets]:  # another pipeline on these models may have rebound them
+            bind_cross_frame_attention(m, self.cross_frame)
         den = Denoiser(self.c.unet, cond, uncond, guidance_scale, units, self.batch_size, self.cross_frame, adapters)
         if co:
             den = CoDenoiser(den, plan, merge, clip_embeds)

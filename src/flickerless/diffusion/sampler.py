@@ -406,10 +406,12 @@ class Denoiser:
                     out[f0:f1] += w.view(-1, *[1] * (p.ndim - 1)) * p
 
         # a batch that does not fit the GPU is halved (and stays so for the steps after)
-        self.batch_size = in_batches(len(positions), self.batch_size, step, "UNet",
-                                     "--set sampling.batch_size={}")
-        if self.cross_frame is not None:
-            self.cross_frame.clear()
+        try:
+            self.batch_size = in_batches(len(positions), self.batch_size, step, "UNet",
+                                         "--set sampling.batch_size={}")
+        finally:  # also after an error or a stop: no layout of this batch left for the models' next caller
+            if self.cross_frame is not None:
+                self.cross_frame.clear()
         return out
 
 
