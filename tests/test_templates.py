@@ -20,6 +20,9 @@ def test_every_task_has_a_valid_template_with_every_key():
         t = load_template(n)
         assert t["task"] == n and t["controlnets"]
         assert tomllib.loads(dumps(t)) == t  # what the job folder stores reads back the same
+    # also a prompt with an emoji (JSON's surrogate escapes are not TOML), a DEL, quotes and a tab
+    t["sampling"]["negative_prompt"] = 'no \U0001f600, caf\u00e9 \x7f "q" \\ \t'
+    assert tomllib.loads(dumps(t)) == t
 
 
 def test_paper_table2_values():

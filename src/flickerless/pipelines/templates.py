@@ -348,7 +348,9 @@ def _toml_value(v) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
+        # a JSON string is a TOML basic string, but for what JSON escapes as UTF-16 surrogate pairs (an emoji
+        # in a prompt made settings.toml unreadable) and the DEL character, which TOML wants escaped
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise InputError(f"cannot write {v!r} to TOML")
