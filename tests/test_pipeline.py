@@ -163,6 +163,17 @@ def test_what_the_engine_would_misread_or_fail_on_deep_inside(model_dir, video):
         with pytest.raises(InputError, match=says):
             pipe(video, **{**kw, **arg})
     assert torch.equal(pipe(video, **{**kw, "prompt": None}), pipe(video, **{**kw, "prompt": ""}))
+    assert torch.equal(pipe(video, **{**kw, "negative_prompt": None}), pipe(video, **{**kw, "negative_prompt": ""}))
+    # a device that is not there is said before anything loads (torch's AssertionError after), and a dtype
+    # given by name is used (it was ignored)
+    from flickerless.errors import DeviceError
+
+    for dev in ("cuda:7", "cuda0"):
+        with pytest.raises(DeviceError, match="device"):
+            VideoPipeline.from_pretrained(str(model_dir), device=dev)
+    assert VideoPipeline.from_pretrained(str(model_dir), device="cpu", dtype="bfloat16").c.unet.dtype == torch.bfloat16
+    with pytest.raises(InputError, match="dtype 'fp8'"):
+        VideoPipeline.from_pretrained(str(model_dir), device="cpu", dtype="fp8")
     for sched in ({"frequency": -1}, {"steps": [0]}):
         with pytest.raises(InputError):
             DeflickerSchedule(**sched)

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import InputError, OutputError
 from ..video import usual_mode
+from .models import DTYPES, as_dtype  # noqa: F401 - DTYPES: part of this module's names
 
 __all__ = ["save_single_file", "ldm_state_dict", "unet_to_ldm", "vae_to_ldm", "text_encoder_to_ldm", "DTYPES"]
 
@@ -30,8 +31,6 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
 
-DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
-          "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
 
 # Inside one resnet: diffusers name -> LDM name (first components of the key after the resnet's prefix).
 _UNET_RESNET = {"norm1.": "in_layers.0.", "conv1.": "in_layers.2.", "time_emb_proj.": "emb_layers.1.",
@@ -208,15 +207,6 @@ def ldm_state_dict(components, dtype: torch.dtype | None = None) -> dict[str, to
     return out
 
 
-def _dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise InputError(f"dtype {dtype!r}: expected one of fp16, bf16, fp32") from None
-
-
 def save_single_file(components_or_folder, path, dtype=None, *, config: str | None = None,
                      lora: list[tuple[str, float]] = ()) -> Path:
     """Write UNet, VAE and CLIP text encoder as ONE original-layout ``.safetensors`` checkpoint.
@@ -230,7 +220,7 @@ def save_single_file(components_or_folder, path, dtype=None, *, config: str | No
 
     Scheduler, tokenizer and VAE scaling factor are not part of the layout: loaders take them from
     the SD 1.x defaults or from ``config=``. Returns ``Path(path)``."""
-    dt = _dtype(dtype)
+    dt = as_dtype(dtype)
     out = Path(path)
     if out.suffix.lower() != ".safetensors":
         raise InputError(f"output {out}: give a .safetensors file name (pickled .ckpt files are not written)")

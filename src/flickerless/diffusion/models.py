@@ -20,7 +20,7 @@ import torch
 from ..errors import InputError, ModelNotFoundError
 from ..weights import dtype_kwarg, local_only, not_found
 
-__all__ = ["Components", "load_components", "load_controlnet", "check_controlnet_fits", "load_adapter",
+__all__ = ["Components", "load_components", "as_dtype", "DTYPES", "load_controlnet", "check_controlnet_fits", "load_adapter",
            "check_adapter_fits", "default_dtype", "expand_embedding_tokens"]
 
 SINGLE_FILE_EXTS = (".safetensors", ".ckpt", ".pt", ".bin")
@@ -241,6 +241,23 @@ def _quiet_failure():
             lib.handlers, lib.propagate = old_handlers, propagate
 
 
+DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
+          "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+
+
+def as_dtype(dtype) -> torch.dtype | None:
+    """A torch dtype from itself or its name (``"bfloat16"``, ``"fp16"``, as templates and ``export`` spell
+    them; a name was ignored, with only a note of diffusers'); None or ``"auto"``: None (the default)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype).lower() == "auto":
+        return None
+    try:
+        return DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise InputError(f"dtype {dtype!r}: expected one of fp16, bf16, fp32 (or float16, bfloat16, float32)") from None
+
+
 def load_components(
     model: str,
     controlnets: list[str] = (),
@@ -255,8 +272,11 @@ def load_components(
     LoRAs and textual-inversion embeddings) onto ``device`` in ``dtype`` (default fp16 on CUDA, fp32 on CPU)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    dev = torch.device(device or "cpu")
-    dt = dtype or default_dtype(dev)
+    from ..blend.deflicker import resolve_device
+
+    # a device that is not there is said before the model loads (it was torch's AssertionError after)
+    dev = resolve_device(device) if device is not None else torch.device("cpu")
+    dt = as_dtype(dtype) or default_dtype(dev)
     kw = dict(**dtype_kwarg("diffusers", dt), safety_checker=None, requires_safety_checker=False)
     if config is not None and Path(model).is_file():
         kw["config"] = config

@@ -77,7 +77,11 @@ class VideoPipeline:
         Triton GroupNorm of :mod:`.layout` (same values to fp16 rounding, faster on CUDA); ``None``:
         on CUDA when Triton is there."""
         self.c = components
-        self.device = torch.device(device) if device is not None else next(components.unet.parameters()).device
+        if device is not None:
+            from ..blend.deflicker import resolve_device
+
+            device = resolve_device(device)  # one that is not there: said here, not deep in the first call
+        self.device = device if device is not None else next(components.unet.parameters()).device
         self.batch_size = batch_size
         if channels_last is None:
             channels_last = self.device.type == "cuda" and layout.available()
@@ -201,6 +205,7 @@ class VideoPipeline:
                     raise InputError(f"{name}[{k}] = ({a}, {b}): a range is (start, end) fractions of the run, "
                                      "0 <= start <= end <= 1 (else it never applies)")
         prompt = "" if prompt is None else prompt
+        negative_prompt = "" if negative_prompt is None else negative_prompt  # as prompt: it was a TypeError
         if video is not None:
             num_frames, _, height, width = video.shape
         if not num_frames or not height or not width:
