@@ -111,6 +111,28 @@ def test_resolution_and_center_crop():
     assert out.shape == (1, 3, 32, 32) and out.abs().max() < 1e-6
 
 
+def test_frames_and_settings_from_python_are_read_as_elsewhere(model_dir, frames, tmp_path):
+    """Float frames (T, H, W, 3) in [0, 1] were divided by 255 again (trained on black), 0-255 floats
+    clamped white; 2.5 steps ran 3; a batch of 1.5 failed in torch; a string of LoRA targets was read a
+    letter at a time; and a run reseeded the caller's torch random state."""
+    from flickerless.train import load_frames
+
+    as_bytes, _ = load_frames(frames, (16, 16))
+    for same in (frames / 255.0, torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(),
+                 torch.from_numpy(frames / 255.0).permute(0, 3, 1, 2).float()):
+        assert (load_frames(same, (16, 16))[0] - as_bytes).abs().max() < 1e-5
+    with pytest.raises(InputError, match="divide 0-255 floats by 255"):
+        load_frames(frames.astype(np.float32), (16, 16))
+    for key, value in (("steps", 2.5), ("batch", 1.5), ("max_frames", 1.5), ("lora_targets", "to_q")):
+        with pytest.raises(InputError, match=key):
+            _cfg(model_dir, tmp_path / "o", **{key: value}).validate()
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    train(_cfg(model_dir, tmp_path / "o", steps=1), frames, progress=False)
+    assert torch.equal(torch.rand(3), want)
+
+
 def test_an_anamorphic_clip_is_trained_on_as_it_is_shown(tmp_path):
     """DV/DVD footage stores 16:9 pictures in narrow pixels (64/45 as wide as high): a circle as shown reached
     the model squeezed to half its width, where `run` generates the picture as shown."""

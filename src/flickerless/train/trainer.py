@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..errors import DeviceError, InputError, OutputError, out_of_memory
@@ -84,14 +85,19 @@ class TrainConfig:
 
         if self.mode not in ("lora", "full"):
             bad("mode", f"expected 'lora' or 'full', got {self.mode!r}")
+        def whole(v) -> bool:  # 2.5 steps ran 3, 1.5 frames a batch failed in torch
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
         for key in ("lora_rank", "steps", "batch", "every", "keep_checkpoints"):
-            if int(getattr(self, key)) < 1:
-                bad(key, f"must be a positive integer, got {getattr(self, key)}")
+            if not whole(getattr(self, key)) or getattr(self, key) < 1:
+                bad(key, f"must be a positive integer, got {getattr(self, key)!r}")
         for key in ("checkpoint_every", "warmup_steps"):
-            if int(getattr(self, key)) < 0:
-                bad(key, f"must be >= 0, got {getattr(self, key)}")
-        if self.max_frames is not None and self.max_frames < 1:
-            bad("max_frames", f"must be a positive integer, got {self.max_frames}")
+            if not whole(getattr(self, key)) or getattr(self, key) < 0:
+                bad(key, f"must be an integer >= 0, got {getattr(self, key)!r}")
+        if self.max_frames is not None and (not whole(self.max_frames) or self.max_frames < 1):
+            bad("max_frames", f"must be a positive integer, got {self.max_frames!r}")
+        if isinstance(self.lora_targets, str):  # read a letter at a time, failing inside peft
+            bad("lora_targets", f"must be a list of module names, e.g. [{self.lora_targets!r}], got a string")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             bad("lr", f"must be a positive number, got {self.lr}")
         if self.lora_alpha is not None and not self.lora_alpha > 0:
@@ -528,9 +534,12 @@ def train(config: TrainConfig, video, masks: MaskSource | None = None, resume=No
         shutil.rmtree(out / "checkpoints")
     if not progress:
         quiet_model_loading()
-    trainer = Trainer(config, video, masks)
-    if ckpt is not None:
-        trainer.load_checkpoint(ckpt)
-    history = trainer.fit(progress=progress, on_step=on_step)
-    weights = trainer.save()
+    # the run seeds (and a resume restores) torch's random state for itself: the caller's is as it was after
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=gpus):
+        trainer = Trainer(config, video, masks)
+        if ckpt is not None:
+            trainer.load_checkpoint(ckpt)
+        history = trainer.fit(progress=progress, on_step=on_step)
+        weights = trainer.save()
     return TrainResult(out, weights, trainer.step, trainer.running_loss, history)
