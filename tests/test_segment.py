@@ -69,6 +69,22 @@ def test_masks_are_cached_per_video_prompt_and_model(sam_dir, frames, tmp_path, 
         kw = dict(frames=frames, model=sam_dir, cache_dir=tmp_path) | other
         with pytest.raises(AssertionError, match="SAM was run"):
             segment(**kw)  # another prompt or another video: not from the cache
+    monkeypatch.undo()
+    half = Segmenter(sam_dir, dtype=torch.bfloat16)  # another precision: its own masks, not fp32's
+    monkeypatch.setattr(Segmenter, "__call__", no_model)
+    with pytest.raises(AssertionError, match="SAM was run"):
+        segment(frames, point=(0.5, 0.5), segmenter=half, cache_dir=tmp_path)
+
+
+def test_frames_in_either_layout_give_the_same_masks(segmenter, frames):
+    """A uint8 tensor in the library's (T, 3, H, W) layout was clamped to 0 or 255; 0-255 floats were
+    clamped without a word."""
+    as_bytes = (frames * 255).round().to(torch.uint8)
+    want = segment(frames, point=(0.5, 0.5), segmenter=segmenter, cache=False)
+    for same in (as_bytes, as_bytes.permute(0, 2, 3, 1).numpy()):
+        assert torch.equal(segment(same, point=(0.5, 0.5), segmenter=segmenter, cache=False), want)
+    with pytest.raises(InputError, match="divide 0-255 floats by 255"):
+        segment(frames * 255, point=(0.5, 0.5), segmenter=segmenter, cache=False)
 
 
 def test_missing_weights_name_the_id_and_the_remedy(monkeypatch, tmp_path, frames):

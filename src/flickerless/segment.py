@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError, ModelNotFoundError, in_batches
+from .metrics.frames import as_uint8
 from .weights import local_only, not_found
 
 log = logging.getLogger("flickerless")
@@ -197,7 +198,7 @@ class Segmenter:
     def __call__(self, frames, prompt: SamPrompt | None = None, progress: bool = False, **prompt_kw) -> torch.Tensor:
         """frames: ``(T, 3, H, W)`` float in [0, 1] (or uint8 ``(T, H, W, 3)``); the prompt as a
         :class:`SamPrompt` or its ``build`` arguments. Returns masks ``(T, H, W)`` float in {0, 1}."""
-        images = _as_uint8(frames)
+        images = as_uint8(frames, "frames")  # either layout of uint8, floats in [0, 1] checked
         t, h, w = images.shape[:3]
         prompt = prompt or SamPrompt.build(t, **prompt_kw)
         masks = torch.zeros(t, h, w)
@@ -241,20 +242,6 @@ class Segmenter:
         return masks
 
 
-def _as_uint8(frames) -> np.ndarray:
-    """``(T, H, W, 3)`` uint8 from ``(T, 3, H, W)`` float in [0, 1] or uint8 ``(T, H, W, 3)``."""
-    if isinstance(frames, torch.Tensor):
-        if frames.dtype == torch.uint8 and frames.ndim == 4 and frames.shape[-1] == 3:
-            return frames.cpu().numpy()
-        if frames.ndim != 4 or frames.shape[1] != 3:
-            raise InputError(f"frames must be (T, 3, H, W) float in [0, 1], got shape {tuple(frames.shape)}")
-        return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    a = np.asarray(frames)
-    if a.dtype != np.uint8 or a.ndim != 4 or a.shape[-1] != 3:
-        raise InputError(f"frames must be a (T, 3, H, W) float tensor in [0, 1] or uint8 (T, H, W, 3), got {a.dtype} {a.shape}")
-    return a
-
-
 def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_SAM, device=None,
             batch_size: int = 8, cache: bool = True, cache_dir: str | os.PathLike | None = None,
             segmenter: Segmenter | None = None, progress: bool = False, **prompt_kw) -> torch.Tensor:
@@ -263,7 +250,8 @@ def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_S
     :meth:`SamPrompt.build`). Cached in ``cache_dir`` (default :func:`default_cache_dir`) under a
     key of the video's pixels, the prompt, the model (id, or a local folder's files) and the
     settings; on a cache hit SAM is not loaded. ``segmenter``: an already loaded model to reuse."""
-    images = _as_uint8(frames)
+    # either layout of uint8, floats in [0, 1] checked: a (T, 3, H, W) uint8 tensor was clamped to 0 or 255
+    images = as_uint8(frames, "frames")
     prompt = SamPrompt.build(images.shape[0], point=point, box=box, keypoints=keypoints, **prompt_kw)
     model_id = segmenter.model_id if segmenter is not None else model
     path = None
@@ -273,6 +261,8 @@ def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_S
         h.update(images.tobytes())
         h.update(prompt.digest())
         h.update(_model_key(model_id))
+        # the model's precision: bf16 masks were served for an fp32 request
+        h.update(str(next(segmenter.sam.parameters()).dtype if segmenter is not None else torch.float32).encode())
         path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         path = path / f"{h.hexdigest()[:32]}.npz"
         if path.is_file():
