@@ -88,6 +88,8 @@ def test_evaluate_computes_each_pair_s_flows_once_and_keeps_none(panning, monkey
     with pytest.raises(InputError, match="forward flows"):
         warp_error(flick, panning, backward=bwd, forward=fwd[:1])
     assert pixel_mse((f for f in flick), panning, backward=bwd).value == p.value
+    with pytest.raises(InputError, match="the frames are of 2 shapes"):
+        pixel_mse([flick[0], flick[1][:8]], panning[:2])
 
 
 def test_a_source_of_another_size_is_resized_a_frame_at_a_time(panning, monkeypatch):

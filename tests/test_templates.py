@@ -217,6 +217,8 @@ def test_sizes_frames_memory_and_job_folder():
     assert h % 8 == 0 and w % 8 == 0 and abs(w / h - 176 / 144) < 0.05 and abs(h * w - 960 * 512) / (960 * 512) < 0.05
     assert target_size(1080, 1920, apply_overrides(s, ["video.resize=\"crop\""])) == (512, 960)
     assert parse_frames("10:20") == (10, 20) and parse_frames(":5") == (0, 5) and parse_frames(None) == (0, None)
+    with pytest.raises(InputError, match="not one string"):
+        apply_overrides(s, "sampling.steps=3")  # was read a character at a time
     with pytest.raises(InputError, match=":3 for the first 3 frames or 3: for frame 3 on"):
         parse_frames("3")  # read as 3: (train's --frames 3 is the first 3)
     for bad in ("5:2", "a:b", "-1:4"):

@@ -20,7 +20,11 @@ def as_uint8(frames, name: str = "frames") -> np.ndarray:
         return read(frames)[0]
     frames = _array(frames)
     if not isinstance(frames, np.ndarray):  # a list, or a generator, of frames
-        frames = [_array(f) for f in frames]
+        frames = [np.asarray(_array(f)) for f in frames]
+        shapes = sorted({f.shape for f in frames}, key=str)
+        if len(shapes) > 1:  # numpy's "all input arrays must have the same shape" before
+            raise InputError(f"{name}: the frames are of {len(shapes)} shapes ({', '.join(map(str, shapes[:3]))}): "
+                             "all frames of a clip must have one size")
         frames = np.stack(frames) if frames else np.zeros((0,))
     if frames.ndim != 4 or len(frames) == 0:
         raise InputError(f"{name}: expected (T, H, W, 3) uint8 or (T, 3, H, W) float frames, got shape {frames.shape}")

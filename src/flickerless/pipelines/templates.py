@@ -303,6 +303,8 @@ def _parse_value(text: str):
 def apply_overrides(data: dict, overrides) -> dict:
     """A copy of ``data`` with each ``"section.key=value"`` applied (values parsed as TOML, else strings)."""
     out = copy.deepcopy(data)
+    if isinstance(overrides, str):  # read a character at a time: "'a' expected section.key=value"
+        raise InputError(f"overrides: a list of section.key=value strings, e.g. [{overrides!r}], not one string")
     for item in overrides or ():
         if "=" not in item:
             raise InputError(f"--set {item!r}: expected section.key=value, e.g. sampling.steps=30")
