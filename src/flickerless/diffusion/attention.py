@@ -121,13 +121,16 @@ def bind_cross_frame_attention(model, state: CrossFrameAttention | None) -> None
     """Make ``model``'s self-attention layers read ``state`` (None: plain attention), changing only what
     differs. Pipelines built on one set of models each bind theirs before they run: the last one built had
     taken the layers, and an earlier one ran without cross-frame attention."""
-    attn1 = {n: p for n, p in model.attn_processors.items() if n.endswith("attn1.processor")}
+    procs = getattr(model, "attn_processors", None)
+    if procs is None:  # a model without diffusers' attention processors (a stand-in, a wrapper): as it is
+        return
+    attn1 = {n: p for n, p in procs.items() if n.endswith("attn1.processor")}
     if state is not None:
         if all(isinstance(p, CrossFrameAttnProcessor) and p.state is state for p in attn1.values()):
             return
         enable_cross_frame_attention(model, state)
     elif any(isinstance(p, CrossFrameAttnProcessor) for p in attn1.values()):
-        model.set_attn_processor({n: (AttnProcessor2_0() if n in attn1 else p) for n, p in model.attn_processors.items()})
+        model.set_attn_processor({n: (AttnProcessor2_0() if n in attn1 else p) for n, p in procs.items()})
 
 
 def enable_cross_frame_attention(model, state: CrossFrameAttention) -> int:
