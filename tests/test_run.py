@@ -230,6 +230,10 @@ def test_missing_models_and_devices_are_said_before_the_clip_is_read_and_annotat
     assert "ControlNet (softedge) 'nobody/no-edge-cn' not found" in capsys.readouterr().err
     assert main([*args, "--model", str(models / "tiny-sd"), "--device", "cuda:7"]) == 2
     assert "device 'cuda:7'" in capsys.readouterr().err  # no GPU here, or no 8th one
+    # a clip too long for the host memory at this size: from its header, not after reading it whole
+    assert main([*args, "--model", str(models / "tiny-sd"), "--set", "video.width=8192", "--set",
+                 "video.height=4096"]) == 2
+    assert "need about" in capsys.readouterr().err
     assert not job.job_folder(tmp_path / "o.mp4").exists()
     # a missing annotator model: its remedy is the setting, not the annotator's Python argument ("Pass model=")
     monkeypatch.undo()
@@ -319,6 +323,22 @@ def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_p
     run_job("longvideo", clip, plain, "a person", **{**kw, "overrides": sets + ["longvideo.fusion_seeds=[]",
                                                                                  "longvideo.clip_length=0"]})
     assert not np.array_equal(read(whole)[0], read(plain)[0])
+
+
+def test_prompt_ranges_that_cover_every_frame_say_the_prompt_is_unused(caplog):
+    """A range's text replaces --prompt: with ranges over the whole clip the prompt (a fine-tune's "sks man")
+    was dropped without a word."""
+    from flickerless.pipelines.job import _longvideo_kwargs
+
+    lv = {"prompt_ranges": [[0, 3, "on a beach"], [3, -1, "in a city"]], "clip_length": 0}
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert _longvideo_kwargs(lv, 7, "a photo of sks man")["prompt_ranges"] == [(0, 3, "on a beach"),
+                                                                                   (3, None, "in a city")]
+        _longvideo_kwargs({**lv, "prompt_ranges": [[0, 3, "on a beach"]]}, 7, "a photo of sks man")
+        _longvideo_kwargs(lv, 7, "")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "'a photo of sks man' is used for no frame" in said[0]
+    assert "'a photo of sks man on a beach'" in said[0]
 
 
 def test_out_of_memory_and_interrupt_keep_progress(models, clip, tmp_path, monkeypatch, capsys):

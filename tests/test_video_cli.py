@@ -2103,6 +2103,15 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     monkeypatch.setattr(video, "host_frame", real)
     assert main([*args, "-o", str(tmp_path / "v.mp4"), "--resume"]) == 0
     assert video.probe(tmp_path / "v.mp4").frames == 6 and not (tmp_path / "v.partial.mp4").exists()
+    # the same command without --resume starts over, and says that it replaces the kept frames
+    calls[0] = 0
+    monkeypatch.setattr(video, "host_frame", stop_at_the_fourth)
+    assert main([*args, "-o", str(tmp_path / "v.mp4")]) == 130
+    monkeypatch.setattr(video, "host_frame", real)
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "v.mp4")]) == 0
+    assert "v.partial.mp4 holds the frames of a stopped run; this run starts over" in capsys.readouterr().err
+    assert not (tmp_path / "v.partial.mp4").exists()
     # a GIF output keeps its frames as they are (PNGs in NAME.gif.partial/), and the resumed GIF is
     # the uninterrupted one
     calls[0] = 0

@@ -726,6 +726,9 @@ def cmd_deflicker(args) -> int:
         log.warning("%s: the name is too long to keep the frames beside it (as %s) if the run stops; a shorter "
                     "name keeps them", args.output, partial.name)
     done_before = _resumable(partial, record, settings) if args.resume else 0
+    if not args.resume and partial.exists() and record.exists():  # started over: said, as the kept frames go
+        log.warning("%s holds the frames of a stopped run; this run starts over and replaces them when it finishes "
+                    "(stop it and add --resume to use them)", partial)
     begin = start + done_before  # the first frame computed in this run
     job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts, "alpha": keep_alpha,
            "tmp": spill_dir(args.output, args.tmp)}

@@ -311,6 +311,12 @@ class _Inputs:
     times: np.ndarray | None = None  # a variable-rate clip's frame times (video.frame_times), from the first read
 
 
+def _generation_size(info, settings: dict, multiple: int = 8) -> tuple[int, int]:
+    """(H, W) a clip of :class:`~flickerless.video.VideoInfo` ``info`` is generated at: an anamorphic clip
+    with square pixels, at the shape it is shown."""
+    return target_size(info.height, max(1, round(info.width * float(info.pixel_aspect))), settings, multiple)
+
+
 def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int = 8,
               keep_native: bool = False) -> _Inputs:
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
@@ -321,9 +327,8 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     warn_about_input(video, info)
     say_colour(video, info, kept=False)
     start, end = frames
-    # an anamorphic clip is generated (and written) with square pixels, at the shape it is shown
     aspect = float(info.pixel_aspect)
-    size = target_size(info.height, max(1, round(info.width * aspect)), settings, multiple)
+    size = _generation_size(info, settings, multiple)
     out, native = [], []
     for f in iter_frames(video, start, end):
         out.append(_fit(f, size, settings["video"]["resize"], aspect))
@@ -448,9 +453,17 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     check_output_is_not_input(output, video=video, style_image=style_image)
     job = job_folder(output)
     start_end = parse_frames(frames)
+    units = settings.get("controlnets", [])
+    from ..video import probe
+
+    # from the clip's header, before it is read: a clip too long at this size was read whole first (3.4 GB
+    # and 23 s before the refusal; larger, the reading itself could run out of memory)
+    info = probe(video)
+    if info.frames:
+        first, last = start_end[0], min(info.frames, start_end[1] or info.frames)
+        check_memory(max(0, last - first), _generation_size(info, settings), len(units))
     inputs = read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore")
     T, H, W = inputs.frames.shape[:3]
-    units = settings.get("controlnets", [])
     check_memory(T, (H, W), len(units))
     meta = {"video": str(Path(video).resolve()), "video_id": inputs.video_id, "frames": list(start_end),
             "prompt": prompt, "style_image": str(style_image) if style_image else None,
@@ -557,7 +570,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         seed, start, latents = samp["seed"], 0, None
         lv = settings.get("longvideo")
         if lv:
-            kw.update(_longvideo_kwargs(lv, T))
+            kw.update(_longvideo_kwargs(lv, T, prompt))
         if state is not None:
             start, latents = state["step"], state["latents"]
             if lv and lv["fusion_seeds"]:
@@ -583,10 +596,11 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     return output
 
 
-def _longvideo_kwargs(lv: dict, frames: int) -> dict:
+def _longvideo_kwargs(lv: dict, frames: int, prompt: str = "") -> dict:
     """The co-denoising arguments of VideoPipeline from a template's [longvideo] table, for a run of
     ``frames`` frames: prompt ranges are cut at its end, and one that starts past it is left out (said),
-    so that ranges written for the whole clip work on a shorter --frames."""
+    so that ranges written for the whole clip work on a shorter --frames. A range's text replaces
+    ``prompt`` for its frames: where they cover every frame and a prompt was given, that is said."""
     ranges = []
     for a, b, text in lv["prompt_ranges"]:
         if a >= frames:
@@ -594,6 +608,13 @@ def _longvideo_kwargs(lv: dict, frames: int) -> dict:
                         frames)
             continue
         ranges.append((a, None if b == -1 or b >= frames else b, text))
+    covered = set()
+    for a, b, _ in ranges:
+        covered.update(range(a, frames if b is None else b))
+    if prompt and ranges and len(covered) >= frames:  # the instance token of a fine-tune ("sks man") was dropped
+        log.warning("longvideo: the prompt %r is used for no frame: prompt_ranges cover every frame, and a range's "
+                    "text replaces the prompt; write the whole prompt in each range (e.g. %r)", prompt,
+                    f"{prompt} {ranges[0][2]}")
     kw = {"prompt_ranges": ranges or None}
     if lv["clip_length"]:
         kw.update(clip_length=lv["clip_length"], clip_stride=lv["clip_stride"] or None, merge=lv["merge"])
