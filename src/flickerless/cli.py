@@ -719,7 +719,8 @@ def cmd_deflicker(args) -> int:
     settings = json.loads(json.dumps(settings))  # as it reads back from the record (tuples become lists)
     partial = partial_path(args.output)
     record = partial.with_name(partial.name + ".json")
-    if not _name_fits(record):  # a name near the file system's limit: no partial can be kept beside it
+    keepable = _name_fits(record)  # a name near the file system's limit: no partial can be kept beside it
+    if not keepable:
         if args.resume:
             raise InputError(f"--resume: {args.output}'s name is too long for a stopped run's frames to have been kept "
                              "beside it; run without --resume")
@@ -784,7 +785,7 @@ def cmd_deflicker(args) -> int:
         # nothing computed is lost: the frames handed on so far stay, or the earlier run's kept frames
         # where this one stopped before it had more (while copying them)
         # (a name too long to keep them beside: said before the run, dropped)
-        kept = writer.keep_partial(more_than=done_before) if _name_fits(record) else writer.abort()
+        kept = writer.keep_partial(more_than=done_before) if keepable else writer.abort()
         done = writer.count
         if kept is None and done_before and partial.exists():
             kept, done = partial, done_before
@@ -798,7 +799,8 @@ def cmd_deflicker(args) -> int:
                   f"the same command with --resume does the rest", file=sys.stderr)
         raise
     writer.close()
-    _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
+    if keepable:  # (else none can have been kept, and asking would be an error of its own)
+        _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
     dt = time.perf_counter() - t0
     used = f" ({len(raw)} keyframe{'' if len(raw) == 1 else 's'})" if mode == "keyframes" else ""
     computed = writer.count - done_before  # a resumed run's time is for the frames it computed, not those it took
@@ -871,8 +873,6 @@ def _name_fits(path: Path) -> bool:
 def _drop_partial(partial: Path, record: Path) -> None:
     import shutil
 
-    if not _name_fits(record):  # no partial can have been kept (asking would be an error of its own)
-        return
     if partial.is_dir():
         shutil.rmtree(partial, ignore_errors=True)
     elif partial.exists():

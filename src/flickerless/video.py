@@ -190,7 +190,7 @@ def numbering_problems(files: list[Path]) -> tuple[list[int], list[tuple[str, st
     numbered = {}
     doubled = []
     for f in files:
-        m = re.search(r"(\d+)$", f.stem)
+        m = _KEY_RE.search(f.stem)  # a number at the end of the name, as keyframes are numbered
         if m is None:
             return [], []
         k = int(m.group(1))
@@ -1925,7 +1925,6 @@ class VideoWriter(_Output):
                 publish_folder(self.tmp, self.path)
         except OSError as e:
             if done is not None and Path(done).exists():
-                self._container = None
                 what = "its frames are" if self.is_gif else "the finished output is"
                 raise OutputError(f"{self.path}: could not be put in place ({e}); {what} kept in {done}: move "
                                   "it there yourself") from e

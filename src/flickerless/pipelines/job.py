@@ -251,8 +251,6 @@ def _local_stamps(settings: dict, model_config, style_image) -> dict:
     """What the local weights and images a job reads are (size and time of each file), by path: a LoRA
     retrained at the same path (``train --overwrite``) since a stop is refused on --resume, as a changed
     clip is, rather than finishing the old latents with the new weights. Repo ids are left out."""
-    from .templates import split_lora
-
     paths = [settings["model"]["base"], *(split_lora(t)[0] for t in settings["model"]["lora"]),
              *settings["model"].get("textual_inversion", []), *(u["model"] for u in settings.get("controlnets", [])),
              model_config, style_image]
@@ -318,12 +316,13 @@ def _generation_size(info, settings: dict, multiple: int = 8) -> tuple[int, int]
 
 
 def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int = 8,
-              keep_native: bool = False) -> _Inputs:
+              keep_native: bool = False, info=None) -> _Inputs:
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
-    uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache."""
+    uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache. ``info``: the clip's
+    :func:`~flickerless.video.probe`, where the caller has it."""
     from ..video import READ_VERSION, frame_times, iter_frames, probe, say_colour, warn_about_input
 
-    info = probe(video)
+    info = probe(video) if info is None else info
     warn_about_input(video, info)
     say_colour(video, info, kept=False)
     start, end = frames
@@ -462,7 +461,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     if info.frames:
         first, last = start_end[0], min(info.frames, start_end[1] or info.frames)
         check_memory(max(0, last - first), _generation_size(info, settings), len(units))
-    inputs = read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore")
+    inputs = read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore", info=info)
     T, H, W = inputs.frames.shape[:3]
     check_memory(T, (H, W), len(units))
     meta = {"video": str(Path(video).resolve()), "video_id": inputs.video_id, "frames": list(start_end),
