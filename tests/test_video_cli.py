@@ -2196,6 +2196,16 @@ def test_resume_after_a_damaged_style_frame_is_fixed(carphone, tmp_path, monkeyp
     capsys.readouterr()
     assert main([*args, "--resume"]) == 2
     assert "--resume: style frame 1 changed since the stop, and the frames kept in" in capsys.readouterr().err
+    # another count of images than at the stop (frames renumbered) says the folder changed, as a whole
+    import json
+
+    record = tmp_path / "p.partial.json"
+    kept_settings = json.loads(record.read_text())
+    kept_settings["style frames"] = kept_settings["style frames"][:-1]
+    record.write_text(json.dumps(kept_settings))
+    Image.fromarray(flick[1]).save(style / "00001.png")
+    assert main([*args, "--resume"]) == 2
+    assert "made with other style files (changed since the stop)" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX signals")

@@ -712,10 +712,11 @@ def cmd_deflicker(args) -> int:
     # and what the inputs are: a keyframe fixed or a style re-rendered at the same path since the stop
     # would otherwise mix the kept frames, made from the old ones, with new ones
     for name, said in (("guide", "guide files"), ("style", "style files"), ("keyframes", "keyframe files")):
-        if getattr(args, name):
-            settings[said] = input_stamp(getattr(args, name))
-    if mode != "keyframes" and Path(args.style).is_dir():  # which style frames change: see _resumable
-        settings["style frames"] = frame_stamps(args.style)
+        path = getattr(args, name)
+        if name == "style" and path and Path(path).is_dir():  # each image's: which changed, see _resumable
+            settings["style frames"] = frame_stamps(path)
+        elif path:
+            settings[said] = input_stamp(path)
     settings = json.loads(json.dumps(settings))  # as it reads back from the record (tuples become lists)
     partial = partial_path(args.output)
     record = partial.with_name(partial.name + ".json")
@@ -825,12 +826,12 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
     diff = [k for k in settings if before.get(k) != settings[k]]
     start, end = settings["frames"]
     done = probe(partial).frames
-    if diff and set(diff) <= {"style files", "style frames"}:
-        if _style_fixed_past(before.get("style frames"), settings.get("style frames"), settings, start + done - 1,
-                             partial, before.get("style read before")):
-            diff = []
+    if diff == ["style frames"] and _style_fixed_past(before.get("style frames"), settings["style frames"], settings,
+                                                       start + done - 1, partial, before.get("style read before")):
+        diff = []
     if diff:
-        diff = [f"{k} (changed since the stop)" if k.endswith(" files") else k for k in diff if k != "style frames"]
+        diff = ["style files (changed since the stop)" if k == "style frames" else
+                f"{k} (changed since the stop)" if k.endswith(" files") else k for k in diff]
         raise InputError(f"--resume: {partial} was made with other {', '.join(diff)}; give the same inputs "
                          "and settings, or run without --resume")
     if done >= end - start:

@@ -77,30 +77,13 @@ def crop_resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bicubi
 
 
 def _to_tensor_frames(frames) -> torch.Tensor:
-    """``(T, H, W, 3)`` (uint8, or floats in [0, 1]) or a tensor ``(T, 3, H, W)`` (floats in [0, 1], or
-    uint8) -> ``(T, 3, H, W)`` float in [0, 1], read as the rest of the library reads frames: float arrays
-    were divided by 255 again (black), 0-255 floats clamped (white)."""
-    from ..errors import check_unit_range
+    """Frames given in memory -> ``(T, 3, H, W)`` float in [0, 1], read as the rest of the library reads
+    them (:func:`flickerless.metrics.frames.as_uint8`: either layout, floats in [0, 1] checked; float
+    arrays were divided by 255 again, black, and 0-255 floats clamped white). Training frames are 8-bit,
+    as a clip's are."""
+    from ..metrics.frames import as_uint8
 
-    if isinstance(frames, torch.Tensor):
-        t = frames.detach().cpu()
-        if t.dim() == 4 and t.shape[1] == 3 and (t.is_floating_point() or t.dtype == torch.uint8):
-            t = t.float() / 255 if t.dtype == torch.uint8 else t.float()
-            if t.numel():
-                check_unit_range(float(t.min()), float(t.max()), "the frames")
-            return t
-        frames = t.float().numpy() if t.is_floating_point() else t.numpy()
-    arr = np.asarray(frames)
-    if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise InputError(f"frames must be (T, H, W, 3) uint8 or (T, 3, H, W) float in [0, 1], got shape {arr.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
-    if arr.dtype == np.uint8:
-        return t.float() / 255
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise InputError(f"frames must be uint8 (0-255) or floats in [0, 1], got {arr.dtype}")
-    if arr.size:
-        check_unit_range(float(arr.min()), float(arr.max()), "the frames")
-    return t.float()
+    return torch.from_numpy(as_uint8(frames, "frames")).permute(0, 3, 1, 2).float() / 255
 
 
 def load_frames(video, size: tuple[int, int], max_frames: int | None = None, every: int = 1,
