@@ -235,12 +235,51 @@ def test_missing_models_and_devices_are_said_before_the_clip_is_read_and_annotat
                  "video.height=4096"]) == 2
     assert "need about" in capsys.readouterr().err
     assert not job.job_folder(tmp_path / "o.mp4").exists()
-    # a missing annotator model: its remedy is the setting, not the annotator's Python argument ("Pass model=")
-    monkeypatch.undo()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # a missing annotator model, also before the clip is read: its remedy is the setting, not the
+    # annotator's Python argument ("Pass model=")
     assert main([*args, "--model", str(models / "tiny-sd"), "--frames", "0:2"]) == 2
     err = capsys.readouterr().err
+    assert "depth model 'depth-anything/Depth-Anything-V2-Small-hf' not found" in err
     assert "Set annotators.depth.model=<" in err and "Pass model=" not in err
+    assert '--set annotators.depth.model="..."' in err
+    assert main([*args, "--model", str(models / "tiny-sd"), "--set", 'annotators.depth.model="/nowhere/dpt"']) == 2
+    assert "depth model '/nowhere/dpt' not found; looked in: local path /nowhere/dpt (missing)" in capsys.readouterr().err
+    there = tmp_path / "dpt"  # a folder: its loading says what it lacks
+    there.mkdir()
+    assert main([*args, "--model", str(models / "tiny-sd"), "--set", f'annotators.depth.model="{there}"']) == 2
+    err = capsys.readouterr().err  # the next annotator's: HED weights for softedge, with its own settings named
+    assert "depth model" not in err and "HED softedge weights" in err
+    assert 'Set annotators.softedge.model=<' in err and 'annotators.softedge.method="sobel"' in err
+    assert not job.job_folder(tmp_path / "o.mp4").exists()
+
+
+def test_annotator_checks_up_front(tmp_path, monkeypatch):
+    """Each annotator's check_weights says what its loading would, loading nothing: the pose
+    annotator's own setting (openpose_model) is named, tile's "auto" falls back quietly, and a missing
+    local depth folder is named as a path."""
+    from flickerless.control import get_annotator
+    from flickerless.errors import ModelNotFoundError
+    from flickerless.pipelines.job import _as_setting
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match=r"/nowhere/dpt.*missing"):
+        get_annotator("depth", model="/nowhere/dpt").check_weights((32, 48))
+    get_annotator("depth", model=str(tmp_path)).check_weights((32, 48))  # there: loading says what it lacks
+    get_annotator("tile", model="/nowhere/sr").check_weights((32, 48))  # auto: Lanczos without weights
+    with pytest.raises(ModelNotFoundError, match="Swin2SR"):
+        get_annotator("tile", model="/nowhere/sr", sr="swin2sr", size=(64, 96)).check_weights((32, 48))
+    get_annotator("softedge", model="/nowhere/hed.pth", fallback=True).check_weights((32, 48))
+    get_annotator("canny").check_weights((32, 48))
+    try:
+        get_annotator("pose", backend="openpose", openpose_model="/nowhere/op").check_weights((32, 48))
+    except InputError as e:  # no controlnet_aux here: said as such
+        assert "controlnet_aux" in str(e)
+    except ModelNotFoundError as e:
+        said = str(_as_setting(e, "pose"))
+        assert "Set annotators.pose.openpose_model=<" in said and '--set annotators.pose.openpose_model="..."' in said
+        assert "preprocessor_config" not in said
+    else:
+        raise AssertionError("a missing OpenPose folder was not said")
 
 
 def test_cli_run_and_errors(models, clip, tmp_path, capsys):
@@ -388,3 +427,25 @@ def test_deflicker_settings_reach_F(models, clip, tmp_path, monkeypatch):
     # steps 1 and 3 of 3 (frequency 2), then the final pass with window 2; self-guided; PatchMatch settings
     assert [w for w, _, _ in seen] == [3, 3, 2] and all(g for _, g, _ in seen)
     assert all(pm == {"patch_sizes": (7, 5), "iterations": 2} for _, _, pm in seen)
+
+
+def test_a_resumed_job_needs_no_weights_for_the_controls_it_holds(tmp_path, monkeypatch):
+    """The up-front annotator check passes a unit whose control frames the resumed job folder holds
+    (its weights may be gone from the Hugging Face cache since): they are read, not made again."""
+    from flickerless.errors import ModelNotFoundError
+    from flickerless.pipelines.job import _check_annotators, resolve_settings
+    from flickerless.video import VideoInfo
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    settings = resolve_settings("stylize", "m", [], None, ['annotators.softedge.method="sobel"'])
+    units = settings["controlnets"]
+    info = VideoInfo(frames=4, height=144, width=176, fps=25.0)
+    job = tmp_path / "o.job"
+    with pytest.raises(ModelNotFoundError, match="depth model"):
+        _check_annotators(units, settings, info, job, resume=True)
+    k = [u["annotator"] for u in units].index("depth")
+    (job / "controls" / f"{k}_depth").mkdir(parents=True)
+    Image.new("RGB", (176, 144)).save(job / "controls" / f"{k}_depth" / "00000.png")
+    _check_annotators(units, settings, info, job, resume=True)
+    with pytest.raises(ModelNotFoundError, match="depth model"):  # not resumed: they are made again
+        _check_annotators(units, settings, info, job, resume=False)

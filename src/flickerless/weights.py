@@ -159,16 +159,20 @@ def check_available(model: str, what: str, remedy: str, index_file: str = "model
             raise not_found(what, model, remedy + download_hint(model))
 
 
-def load_transformers(loader, model: str, what: str, setting: str, **kw):
+def load_transformers(loader, model: str, what: str, setting: str, remedy: str | None = None, **kw):
     """``loader(model_or_path, local_files_only=..., **kw)`` with missing weights turned into a
-    ModelNotFoundError; ``setting`` is the annotator setting that takes another model."""
+    ModelNotFoundError; ``setting`` is the annotator setting that takes another model (``remedy``: how
+    to supply it, where it is not a transformers folder)."""
     path = Path(model)
     try:
         return loader(str(path) if path.exists() else model, local_files_only=path.exists() or local_only(), **kw)
     except (OSError, ValueError) as e:  # transformers/huggingface_hub raise these for missing repos and files
-        remedy = f"Pass {setting}=<Hugging Face id, or local folder with config.json, the weights and preprocessor_config.json>"
-        remedy += download_hint(model) + "."
-        raise not_found(what, model, remedy, e) from e
+        raise not_found(what, model, (remedy or transformers_remedy(setting)) + download_hint(model) + ".", e) from e
+
+
+def transformers_remedy(setting: str) -> str:
+    """How to supply a transformers model that an annotator setting ``setting`` names."""
+    return f"Pass {setting}=<Hugging Face id, or local folder with config.json, the weights and preprocessor_config.json>"
 
 
 def weights_identity(model) -> str:

@@ -182,6 +182,13 @@ class Annotator:
         taken; cheap: it must not load a model. Called by :func:`flickerless.control.iter_annotate`
         and by :meth:`run`."""
 
+    def check_weights(self, size: tuple[int, int]) -> None:
+        """Before any work (a clip read, another annotator run): raise what loading this annotator's model
+        would, a :class:`~flickerless.errors.ModelNotFoundError` for missing weights or an
+        :class:`~flickerless.errors.InputError` for a missing package, without loading it. ``size``:
+        ``(H, W)`` of the frames it will be given. By default what :meth:`prepare` resolves."""
+        self.prepare(FrameSource(np.zeros((1, *size, 3), np.uint8)))
+
     def check_device(self) -> None:
         """A ``device`` setting names a device this machine has (torch's own errors said less)."""
         if getattr(self, "device", None) is not None:

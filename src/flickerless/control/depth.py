@@ -55,6 +55,11 @@ class DepthAnnotator(Annotator):
         self._model = None
         self._processor = None
 
+    def check_weights(self, size) -> None:
+        from ..weights import check_available, transformers_remedy
+
+        check_available(self.model, "depth model", transformers_remedy("model"), index_file="config.json")
+
     def _load(self):
         if self._model is None:
             import torch

@@ -61,13 +61,16 @@ COLORS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0)
           (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))
 
 
+_NO_MEDIAPIPE = ("the pose annotator needs mediapipe: `pip install --no-deps mediapipe==0.10.21` plus flickerless[pose] "
+                 "(see pyproject.toml; its wheels are for Python 3.9-3.12), or backend=\"openpose\" with controlnet_aux "
+                 "and its weights")
+
+
 def _mediapipe_pose(model_complexity: int, min_detection: float):
     try:
         import mediapipe as mp
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise InputError("the pose annotator needs mediapipe: `pip install --no-deps mediapipe==0.10.21` plus "
-                         "flickerless[pose] (see pyproject.toml; its wheels are for Python 3.9-3.12), or "
-                         "backend=\"openpose\" with controlnet_aux and its weights") from e
+        raise InputError(_NO_MEDIAPIPE) from e
     return mp.solutions.pose.Pose(static_image_mode=False, model_complexity=model_complexity,
                                   smooth_landmarks=True, enable_segmentation=False,
                                   min_detection_confidence=min_detection, min_tracking_confidence=0.5)
@@ -211,25 +214,34 @@ def smooth_keypoints(keypoints: np.ndarray, window: int = 7, order: int = 2, max
 OPENPOSE_REPO = "lllyasviel/Annotators"
 
 
-def load_openpose(model: str = OPENPOSE_REPO, device=None):
-    """controlnet_aux's OpenPose body estimator (``body_pose_model.pth``; controlnet_aux's loader also
-    wants ``hand_pose_model.pth`` and ``facenet.pth`` beside it) from a repo id (the local Hugging Face
-    cache when offline) or a folder. Raises InputError without controlnet_aux, ModelNotFoundError
-    without the weights."""
+_OPENPOSE_WEIGHTS = "OpenPose weights (body_pose_model.pth, hand_pose_model.pth, facenet.pth)"
+_OPENPOSE_REMEDY = "Pass openpose_model=<Hugging Face id, or a local folder holding those three files>"
+
+
+def _openpose_detector():
+    """controlnet_aux's OpenposeDetector class; InputError without controlnet_aux."""
     try:
         from controlnet_aux.open_pose import OpenposeDetector
     except Exception as e:  # noqa: BLE001 - ImportError, or a torchvision built for another torch
         raise InputError(f"the OpenPose pose backend needs controlnet_aux (and the torchvision made for your torch): "
                          f"`pip install controlnet_aux` ({type(e).__name__}: {e}); or use backend=\"mediapipe\"") from e
+    return OpenposeDetector
+
+
+def load_openpose(model: str = OPENPOSE_REPO, device=None):
+    """controlnet_aux's OpenPose body estimator (``body_pose_model.pth``; controlnet_aux's loader also
+    wants ``hand_pose_model.pth`` and ``facenet.pth`` beside it) from a repo id (the local Hugging Face
+    cache when offline) or a folder. Raises InputError without controlnet_aux, ModelNotFoundError
+    without the weights."""
+    detector = _openpose_detector()
     import torch
 
     from ..weights import load_transformers
 
     def loader(name, local_files_only=False):
-        return OpenposeDetector.from_pretrained(name, local_files_only=local_files_only)
+        return detector.from_pretrained(name, local_files_only=local_files_only)
 
-    det = load_transformers(loader, model, "OpenPose weights (body_pose_model.pth, hand_pose_model.pth, "
-                            "facenet.pth)", "openpose_model")
+    det = load_transformers(loader, model, _OPENPOSE_WEIGHTS, "openpose_model", _OPENPOSE_REMEDY)
     det.body_estimation.to(torch.device(device or default_device()))  # only the body model is used
     return det
 
@@ -360,6 +372,21 @@ class PoseAnnotator(Annotator):
             self._backend = "openpose" if openpose_available(self.openpose_model) else "mediapipe"
             if self._backend == "mediapipe":
                 log.info("pose: OpenPose (controlnet_aux + %s) not available here; using mediapipe", self.openpose_model)
+
+    def check_weights(self, size) -> None:
+        """The backend this annotator will run can: mediapipe installed, or controlnet_aux and the OpenPose
+        weights (a local folder, or a repo id in the Hugging Face cache when offline)."""
+        self.prepare()
+        if self._backend == "mediapipe":
+            import importlib.util
+
+            if importlib.util.find_spec("mediapipe") is None:
+                raise InputError(_NO_MEDIAPIPE)
+            return
+        from ..weights import check_available
+
+        _openpose_detector()
+        check_available(self.openpose_model, _OPENPOSE_WEIGHTS, _OPENPOSE_REMEDY, index_file="body_pose_model.pth")
 
     def cache_settings(self):
         self.prepare()

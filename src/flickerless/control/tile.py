@@ -116,6 +116,10 @@ class TileAnnotator(Annotator):
         src = as_source(frames)
         self._resolve(src.size, self.out_size(src.size))
 
+    def check_weights(self, size) -> None:
+        if self.sr == "swin2sr":  # "auto" falls back to Lanczos, said where it runs
+            super().check_weights(size)
+
     def _load(self):
         if self._model is None:
             import torch

@@ -352,21 +352,60 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     return _Inputs(np.stack(out), fps, vid, np.stack(native) if keep_native else None, sound, times)
 
 
+def _as_setting(e: ModelNotFoundError, name: str) -> ModelNotFoundError:
+    """An annotator's missing-weights error as ``run`` says it: its remedy is the annotator's Python
+    argument (``Pass model=...``); here it is a setting (``--set annotators.NAME.model=...``)."""
+    setting = re.search(r"\bPass (?:\w+ )?(\w*model)=", str(e))
+    text = re.sub(r"\bPass (\w+ )?(\w*model|method)=", f"Set annotators.{name}.\\2=", str(e))
+    text = text.replace("method='sobel'", f"annotators.{name}.method=\"sobel\"")
+    key = setting.group(1) if setting else "model"
+    return ModelNotFoundError(text + f" (on the command line: --set annotators.{name}.{key}=\"...\")")
+
+
+def _annotator_settings(name: str, settings: dict, size, native, progress=True, device=None) -> dict:
+    """The settings annotator ``name`` runs with on frames of generation size ``size`` (H, W); ``native``:
+    the clip's own size where it is kept (restore), which the tile annotator super-resolves from."""
+    kw = dict(settings.get("annotators", {}).get(name, {}))
+    kw.setdefault("progress", progress)
+    if device is not None:
+        kw.setdefault("device", str(device))
+    if name == "tile" and native is not None and "scale" not in kw:
+        kw.setdefault("size", tuple(size))
+    return kw
+
+
+def _check_annotators(units: list[dict], settings: dict, info, job: Path, resume: bool) -> None:
+    """Before the clip is read: an annotator whose weights (or package) are missing says so now, not
+    after the reading and the annotators before it. Skipped for a unit whose control frames a resumed
+    job already holds."""
+    from ..control import get_annotator
+
+    size = _generation_size(info, settings)
+    native = (info.height, info.width) if settings["task"] == "restore" else None
+    names = [(k, u["annotator"]) for k, u in enumerate(units)]
+    lv = settings.get("longvideo")
+    if lv and lv["fusion_seeds"]:
+        names.append((None, "pose"))  # the fusion's SAM prompts
+    for k, name in names:
+        if resume and k is not None and any((job / "controls" / f"{k}_{name}").glob("*.png")):
+            continue
+        kw = _annotator_settings(name, settings, size, native)
+        try:
+            get_annotator(name, **kw).check_weights(native if name == "tile" and native else size)
+        except ModelNotFoundError as e:
+            raise _as_setting(e, name) from e
+
+
 def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_dir, progress, device):
     """The control frames of one ControlNet unit, ``(T, 3, H, W)`` float16 at the generation size."""
     from .. import control
 
     name = unit["annotator"]
     frames, video_id = inputs.frames, inputs.video_id
-    kw = dict(settings.get("annotators", {}).get(name, {}))
-    kw.setdefault("progress", progress)
-    if device is not None:
-        kw.setdefault("device", str(device))
-    if name == "tile" and inputs.native is not None:
-        # restore: super-resolve the clip from its own pixels up to the generation size
-        frames = inputs.native
-        if "scale" not in kw:
-            kw.setdefault("size", tuple(inputs.frames.shape[1:3]))
+    native = inputs.native.shape[1:3] if inputs.native is not None else None
+    kw = _annotator_settings(name, settings, inputs.frames.shape[1:3], native, progress, device)
+    if name == "tile" and native is not None:
+        frames = inputs.native  # restore: super-resolve the clip from its own pixels up to the generation size
     if name == "shuffle":  # one style image, shuffled once, the same control for every frame
         if style_image is None:
             raise InputError("the shuffle ControlNet needs a style image: give --style-image PATH")
@@ -377,10 +416,8 @@ def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_di
         return _to_tensor(one).expand(len(inputs.frames), -1, -1, -1).contiguous()
     try:
         out = control.annotate(name, frames, cache=True, cache_dir=cache_dir, video_id=video_id, **kw)
-    except ModelNotFoundError as e:  # the annotator's remedy is its Python argument; here it is a setting
-        text = re.sub(r"\bPass (\w+ )?(model|method)=", f"Set annotators.{name}.\\2=", str(e))
-        text = text.replace("method='sobel'", f"annotators.{name}.method=\"sobel\"")
-        raise ModelNotFoundError(text + f" (on the command line: --set annotators.{name}.model=\"...\")") from e
+    except ModelNotFoundError as e:
+        raise _as_setting(e, name) from e
     t = _to_tensor(out)
     size = tuple(inputs.frames.shape[1:3])
     if tuple(t.shape[2:]) != size:
@@ -461,6 +498,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     if info.frames:
         first, last = start_end[0], min(info.frames, start_end[1] or info.frames)
         check_memory(max(0, last - first), _generation_size(info, settings), len(units))
+    _check_annotators(units, settings, info, job, resume)
     inputs = read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore", info=info)
     T, H, W = inputs.frames.shape[:3]
     check_memory(T, (H, W), len(units))
