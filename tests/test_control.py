@@ -265,7 +265,7 @@ def test_depth_with_tiny_depth_anything(tmp_path, carphone):
     assert out.min() == 0 and out.max() >= 254  # one range for the whole clip
     again = annotate("depth", clip, model=model, device="cpu", progress=False, cache=False)
     np.testing.assert_array_equal(out, again)
-    with pytest.raises(ModelNotFoundError, match="depth-anything/Depth-Anything-V2-Small-hf.*HF_HUB_OFFLINE.*huggingface-cli download"):
+    with pytest.raises(ModelNotFoundError, match="depth-anything/Depth-Anything-V2-Small-hf.*HF_HUB_OFFLINE.*hf download"):
         annotate("depth", clip, cache=False)
     with pytest.raises(ModelNotFoundError, match="missing"):
         annotate("depth", clip, model=str(tmp_path / "no-such-folder"), cache=False)

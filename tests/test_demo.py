@@ -1,5 +1,7 @@
 """`flickerless demo --engine`: the stylize task with the committed tiny model on a held-out real clip."""
 
+from pathlib import Path
+
 import pytest
 
 from flickerless.cli import main
@@ -19,9 +21,22 @@ def test_engine_demo_writes_both_runs_and_a_report(tmp_path, capsys):
     assert "lower)" in capsys.readouterr().out
 
 
-def test_engine_demo_without_the_model_says_what_to_do(tmp_path, capsys):
+def test_engine_demo_without_the_model_says_what_to_do(tmp_path, capsys, monkeypatch):
     assert main(["demo", "--engine", "--model", str(tmp_path / "none"), "--out", str(tmp_path), "-q"]) == 2
+    assert f"--model {tmp_path / 'none'}: no such folder" in capsys.readouterr().err
+    assert main(["demo", "--engine", "--model", str(tmp_path), "--out", str(tmp_path), "-q"]) == 2
     assert "no stylize.toml there" in capsys.readouterr().err
+    # installed from a wheel, the package is not in a checkout: the model is found in the working directory
+    import flickerless.demo as demo
+
+    monkeypatch.setattr(demo, "__file__", str(tmp_path / "site-packages" / "flickerless" / "demo.py"))
+    monkeypatch.chdir(tmp_path)
+    assert demo.tiny_model_dir() is None
+    assert main(["demo", "--engine", "--out", str(tmp_path / "o"), "-q"]) == 2
+    assert "a pip-installed wheel does not carry it" in capsys.readouterr().err
+    checkout = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(checkout)
+    assert demo.tiny_model_dir() == checkout / "tests" / "fixtures" / "tiny_sd"
 
 
 @pytest.mark.parametrize("args, says", [

@@ -96,13 +96,23 @@ def test_eval_skips_metrics_without_weights(clips, capsys, monkeypatch, tmp_path
     rc = main(["eval", "--video", str(clips / "out.mp4"), "--source", str(clips / "src.mp4"), "--prompt", "a cat",
                "--metrics", "pixel_mse,clip,aesthetic", "--clip-model", str(tmp_path / "nothing"),
                "--json", str(tmp_path / "r.json"), "-q"])
-    assert rc == 0
-    lines = capsys.readouterr().out.splitlines()
+    assert rc == 2  # metrics asked for by name were not measured: not a success to a script
+    out, err = capsys.readouterr()
+    assert "not measured: clip, aesthetic" in err
+    lines = out.splitlines()
     assert lines[0].startswith("pixel_mse ") and len(lines) == 3
     assert re.match(r"clip\s+skipped: CLIP model .*nothing.* not found.*--clip-model PATH", lines[1])
     assert re.match(r"aesthetic\s+skipped: .*sac\+logos\+ava1-l14-linearMSE.pth.*--aesthetic-weights PATH", lines[2])
-    data = json.loads((tmp_path / "r.json").read_text())
+    data = json.loads((tmp_path / "r.json").read_text())  # what was measured is written all the same
     assert list(data["metrics"]) == ["pixel_mse"] and set(data["skipped"]) == {"clip", "aesthetic"}
+    # every metric (none named): those that cannot run here are skipped, and the rest is a success
+    assert main(["eval", "--video", str(clips / "out.mp4"), "--source", str(clips / "src.mp4"), "-q"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    # but nothing measured at all is not
+    assert main(["eval", "--video", str(clips / "out.mp4"), "--flow", "raft", "--raft-weights",
+                 str(tmp_path / "no-raft.pth"), "--clip-model", str(tmp_path / "nothing"), "-q"]) == 2
+    out, err = capsys.readouterr()
+    assert "not measured:" in err and "skipped" in out
 
 
 @pytest.mark.parametrize("args, message", [

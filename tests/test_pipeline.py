@@ -59,7 +59,7 @@ def test_missing_model_offline_names_id_and_places(monkeypatch, tmp_path):
     with pytest.raises(ModelNotFoundError) as e:
         load_components("someone/no-such-model")
     msg = str(e.value)
-    assert "someone/no-such-model" in msg and "cache" in msg and "huggingface-cli download" in msg
+    assert "someone/no-such-model" in msg and "cache" in msg and "hf download" in msg
     with pytest.raises(ModelNotFoundError, match="missing"):
         load_components(str(tmp_path / "nowhere.safetensors"))
 
@@ -181,3 +181,30 @@ def test_what_the_engine_would_misread_or_fail_on_deep_inside(model_dir, video):
         pipe(video, **{**kw, "guidance_scale": 1e30})
     with pytest.raises(InputError, match="went NaN or infinite"):
         pipe(video, **{**kw, "guidance_scale": 3e38})
+
+
+def test_the_download_command_is_the_installed_hubs(monkeypatch):
+    """`hf download` from huggingface_hub 0.34 (1.0 dropped `huggingface-cli`), `huggingface-cli download` before."""
+    import importlib.metadata
+
+    from flickerless.weights import download_hint
+
+    real = importlib.metadata.version
+    for installed, said in (("0.33.4", "huggingface-cli download a/b"), ("0.34.0", "hf download a/b"),
+                            ("1.2.0", "hf download a/b")):
+        monkeypatch.setattr(importlib.metadata, "version", lambda n, v=installed: v if n == "huggingface_hub" else real(n))
+        assert download_hint("a/b").endswith(f"`{said}`")
+    assert download_hint("/local/folder") == ""
+
+
+def test_the_torchvision_to_install_is_the_one_made_for_this_torch(monkeypatch):
+    """A plain `pip install torchvision` replaces a CPU torch with the newest CUDA build: the line names
+    the release made for the torch installed (2.x -> 0.(x+15), the same patch)."""
+    import torch
+
+    from flickerless.weights import torchvision_install
+
+    for installed, pin in (("2.13.0", "torchvision==0.28.0"), ("2.14.1+cu130", "torchvision==0.29.1"),
+                           ("2.5.1+cpu", "torchvision==0.20.1")):
+        monkeypatch.setattr(torch, "__version__", installed)
+        assert torchvision_install("pytorch-fid").startswith(f"`pip install {pin} pytorch-fid`")

@@ -280,6 +280,15 @@ def test_annotator_checks_up_front(tmp_path, monkeypatch):
         assert "preprocessor_config" not in said
     else:
         raise AssertionError("a missing OpenPose folder was not said")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "mediapipe" else real(n, *a))
+    with pytest.raises(InputError) as e:
+        get_annotator("pose", backend="mediapipe").check_weights((32, 48))
+    said = str(_as_setting(e.value, "pose"))  # in run, the way out is a setting
+    assert "needs mediapipe" in said and '--set annotators.pose.backend="openpose"' in said
+    assert "on the command line" not in said
 
 
 def test_cli_run_and_errors(models, clip, tmp_path, capsys):

@@ -92,10 +92,10 @@ def test_missing_weights_name_the_id_and_the_remedy(monkeypatch, tmp_path, frame
     with pytest.raises(ModelNotFoundError) as e:
         segment(frames, point=(0.5, 0.5), model="someone/no-such-sam", cache=False)
     msg = str(e.value)
-    assert "someone/no-such-sam" in msg and "cache" in msg and "huggingface-cli download someone/no-such-sam" in msg
+    assert "someone/no-such-sam" in msg and "cache" in msg and "hf download someone/no-such-sam" in msg
     with pytest.raises(ModelNotFoundError, match="missing") as e:
         Segmenter(str(tmp_path / "no-folder"))
-    assert "huggingface-cli" not in str(e.value)  # a local path is not something to download
+    assert "hf download" not in str(e.value)  # a local path is not something to download
 
 
 def test_prompts_from_keypoints_points_and_boxes():

@@ -108,3 +108,20 @@ def test_a_missing_sam_is_said_before_the_pose_of_every_frame(tmp_path, monkeypa
     assert main(["segment", "-o", str(tmp_path / "m"), "--video", clip, "--model", "nobody/no-sam", "--frames", "2",
                  "-q"]) == 2
     assert "SAM model 'nobody/no-sam' not found" in capsys.readouterr().err
+
+
+def test_without_mediapipe_the_pose_prompt_says_the_other_prompts_first(sam, tmp_path, monkeypatch, capsys):
+    """Without mediapipe, segment said so only after reading the clip, with a way out it has no option
+    for (backend="openpose"); now before, naming its own --point and --box."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "mediapipe" else real(n, *a))
+    import flickerless.video as video
+
+    monkeypatch.setattr(video, "read", lambda *a, **k: (_ for _ in ()).throw(AssertionError("the clip was read")))
+    clip = str(registry_clip("carphone_pristine.mp4"))
+    assert main(["segment", "-o", str(tmp_path / "m"), "--video", clip, "--model", str(sam), "--frames", "2", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "needs mediapipe 0.10.21" in err and "--point X,Y or --box X0,Y0,X1,Y1" in err and "backend=" not in err
+    assert not (tmp_path / "m").exists()

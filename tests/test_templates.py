@@ -8,9 +8,8 @@ from flickerless.cli import main
 from flickerless.errors import InputError
 from flickerless.pipelines import apply_overrides, list_templates, load_template, target_size
 from flickerless.pipelines.job import check_memory, job_folder, parse_frames, resolve_settings
-from flickerless.pipelines.templates import dumps, split_lora, window_value
+from flickerless.pipelines.templates import dumps, split_lora, tomllib, window_value
 
-import tomllib
 
 
 def test_every_task_has_a_valid_template_with_every_key():
@@ -317,3 +316,17 @@ def test_read_clip_generates_anamorphic_video_with_square_pixels(carphone, tmp_p
     assert crop.shape == shown.shape == (2, 512, 960, 3) and psnr(crop, shown) > 30
     # cropped as stored (the pixel shape ignored) is another picture
     assert psnr(crop, np.stack([_fit(f, (512, 960), "crop") for f in stored])) < 25
+
+
+def test_python_dash_m_and_the_version(tmp_path):
+    """`python -m flickerless` runs the command line (there was no __main__), and the version it says is
+    the one the package's metadata carries (one place: flickerless.__version__)."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    import flickerless
+
+    r = subprocess.run([sys.executable, "-m", "flickerless", "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == f"flickerless {flickerless.__version__}"
+    assert version("flickerless") == flickerless.__version__

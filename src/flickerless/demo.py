@@ -103,9 +103,14 @@ def run_demo(out="out", video=None, frames=32, width=320, mode="table", window=1
 
 
 def tiny_model_dir() -> Path | None:
-    """The tiny model trained here (``tests/fixtures/tiny_sd`` of a source checkout), if present."""
-    d = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "tiny_sd"
-    return d if (d / "model_index.json").exists() else None
+    """The tiny model trained here (``tests/fixtures/tiny_sd`` of a source checkout), if present: beside
+    the package (an editable install), else in the working directory (a wheel installed, run from a
+    checkout)."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        d = root / "tests" / "fixtures" / "tiny_sd"
+        if (d / "model_index.json").exists():
+            return d
+    return None
 
 
 def _trained_styles(model: Path) -> list[str]:
@@ -132,8 +137,11 @@ def run_engine_demo(out="out", video=None, frames=32, style="cartoon", model=Non
 
     model = Path(model) if model else tiny_model_dir()
     if model is None:
-        raise InputError("the engine demo uses the tiny model in a source checkout (tests/fixtures/tiny_sd): "
-                         "run it from the repository, or give --model with a folder of the same kind")
+        raise InputError("the engine demo uses the tiny model of a source checkout (tests/fixtures/tiny_sd; a "
+                         "pip-installed wheel does not carry it): run it in the checkout's folder, or give --model "
+                         "CHECKOUT/tests/fixtures/tiny_sd")
+    if not model.is_dir():
+        raise InputError(f"--model {model}: no such folder")
     template = model / "stylize.toml"
     if not template.is_file():
         raise InputError(f"{model}: no stylize.toml there; the engine demo needs a model folder like "

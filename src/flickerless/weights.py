@@ -193,11 +193,37 @@ def weights_identity(model) -> str:
 
 
 def download_hint(model: str, lead: str = ", or") -> str:
-    """``", or download it once with `huggingface-cli download ID`"`` for what may be a repo id; nothing
-    for a local path (a missing folder named as a download told the user to fetch ``/data/nosam``)."""
+    """``", or download it once with `hf download ID`"`` for what may be a repo id; nothing for a
+    local path (a missing folder named as a download told the user to fetch ``/data/nosam``)."""
     if looks_like_path(model) or Path(str(model)).expanduser().exists():
         return ""
-    return f"{lead} download it once with `huggingface-cli download {model}`"
+    return f"{lead} download it once with `{hub_cli()} download {model}`"
+
+
+def torchvision_install(*also: str) -> str:
+    """The pip line for the torchvision made for the installed torch (torch 2.x pairs with torchvision
+    0.(x+15), the same patch: 2.13.0 with 0.28.0), and the packages ``also``: a plain `pip install
+    torchvision` replaces a CPU torch with the newest CUDA build (several GB)."""
+    import re
+
+    import torch
+
+    m = re.match(r"2\.(\d+)\.(\d+)", torch.__version__)
+    pin = f"torchvision==0.{int(m.group(1)) + 15}.{m.group(2)}" if m else "torchvision"
+    line = " ".join(("pip install", pin, *also))
+    return f"`{line}` (the torchvision of torch {torch.__version__.split('+')[0]}, from the index your torch came from)"
+
+
+def hub_cli() -> str:
+    """The download command of the huggingface_hub installed: ``hf`` from 0.34 (``huggingface-cli``,
+    which 1.0 dropped, before)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(p) for p in version("huggingface_hub").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return "hf"
+    return "hf" if (major, minor) >= (0, 34) else "huggingface-cli"
 
 
 def looks_like_path(model: str) -> bool:

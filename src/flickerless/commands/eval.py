@@ -142,4 +142,11 @@ def _evaluate(args, video, source) -> int:
         write_report(args.report, res, video, source, samples=args.samples,
                      names={"video": args.video, "source": args.source})
         log.info("wrote %s", args.report)
+    # a metric asked for by name, or every metric, not measured: a script must not take it for a score
+    missed = [n for n in res.skipped if args.metrics] or ([] if res.values else list(res.skipped))
+    if missed:
+        import sys
+
+        print(f"flickerless: error: not measured: {', '.join(missed)} (why: above)", file=sys.stderr)
+        return 2
     return 0

@@ -48,7 +48,7 @@ def _run(args) -> int:
 
     import numpy as np
 
-    from ..errors import OutputError
+    from ..errors import InputError, OutputError
     from ..segment import DEFAULT_SAM, segment
     from ..video import check_output, check_output_is_not_input, publish_folder, read
 
@@ -66,6 +66,15 @@ def _run(args) -> int:
 
     check_available(args.model or DEFAULT_SAM, "SAM model", "Pass --model with a SAM repo id or a local folder "
                     "(config.json, the weights, preprocessor_config.json)", index_file="config.json")
+    if args.point is None and args.box is None:  # the pose prompts: mediapipe, said before the clip is read
+        from ..control import get_annotator
+
+        try:
+            get_annotator("pose").check_weights((64, 64))
+        except InputError as e:  # its backend="openpose" is no option of this command
+            said = str(e).split("; or backend=")[0]
+            raise InputError(f"{said}; or prompt SAM without the pose: --point X,Y or --box X0,Y0,X1,Y1 (fractions "
+                             "of the frame)") from e
     if args.quiet:
         from ..weights import quiet_model_loading
 

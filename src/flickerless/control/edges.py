@@ -86,17 +86,20 @@ class ControlNetHED(nn.Module):
         return sides
 
 
-_HED_REMEDY = (f"Pass softedge model=<path to {HED_FILE}, or a folder holding it such as a clone of "
-               f"https://huggingface.co/{HED_REPO}>, or download it once with "
-               f"`huggingface-cli download {HED_REPO} {HED_FILE}`; or use the weight-free method='sobel' "
-               f"(or fallback=True to use it whenever the weights are missing).")
+def _hed_remedy() -> str:
+    from ..weights import hub_cli
+
+    return (f"Pass softedge model=<path to {HED_FILE}, or a folder holding it such as a clone of "
+            f"https://huggingface.co/{HED_REPO}>, or download it once with `{hub_cli()} download {HED_REPO} "
+            f"{HED_FILE}`; or use the weight-free method='sobel' (or fallback=True to use it whenever the weights "
+            "are missing).")
 
 
 def load_hed(model: str = HED_REPO, device="cpu"):
     """The HED network with weights from ``model`` (file, folder or repo id); raises ModelNotFoundError."""
     from ..weights import find_file
 
-    path = find_file(str(model), HED_FILE, "HED softedge weights", _HED_REMEDY)
+    path = find_file(str(model), HED_FILE, "HED softedge weights", _hed_remedy())
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -105,7 +108,7 @@ def load_hed(model: str = HED_REPO, device="cpu"):
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ModelNotFoundError(f"HED softedge weights {path}: cannot be read ({type(e).__name__}: {e}). {_HED_REMEDY}") from e
+        raise ModelNotFoundError(f"HED softedge weights {path}: cannot be read ({type(e).__name__}: {e}). {_hed_remedy()}") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
@@ -118,7 +121,7 @@ def load_hed(model: str = HED_REPO, device="cpu"):
     if missing or unexpected or wrong:
         raise ModelNotFoundError(
             f"{path} is not a ControlNetHED state dict (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-            f"wrong shape {wrong[:3]}). {_HED_REMEDY}")
+            f"wrong shape {wrong[:3]}). {_hed_remedy()}")
     net.load_state_dict(sd, strict=True)
     return net.to(device).eval()
 
@@ -196,7 +199,7 @@ class SoftEdgeAnnotator(Annotator):
             from ..weights import find_file
 
             try:
-                self._path = find_file(str(self.model), HED_FILE, "HED softedge weights", _HED_REMEDY)
+                self._path = find_file(str(self.model), HED_FILE, "HED softedge weights", _hed_remedy())
             except ModelNotFoundError as e:
                 if not self.fallback:
                     raise

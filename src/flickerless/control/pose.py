@@ -61,9 +61,9 @@ COLORS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0)
           (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))
 
 
-_NO_MEDIAPIPE = ("the pose annotator needs mediapipe: `pip install --no-deps mediapipe==0.10.21` plus flickerless[pose] "
-                 "(see pyproject.toml; its wheels are for Python 3.9-3.12), or backend=\"openpose\" with controlnet_aux "
-                 "and its weights")
+_NO_MEDIAPIPE = ("the pose annotator needs mediapipe 0.10.21 (wheels for Python 3.9-3.12): `pip install --no-deps "
+                 "mediapipe==0.10.21` then `pip install \"flickerless[pose]\"` (what it imports: its own requirements "
+                 "pin numpy<2); or backend=\"openpose\" with controlnet_aux and its weights")
 
 
 def _mediapipe_pose(model_complexity: int, min_detection: float):
@@ -223,8 +223,11 @@ def _openpose_detector():
     try:
         from controlnet_aux.open_pose import OpenposeDetector
     except Exception as e:  # noqa: BLE001 - ImportError, or a torchvision built for another torch
-        raise InputError(f"the OpenPose pose backend needs controlnet_aux (and the torchvision made for your torch): "
-                         f"`pip install controlnet_aux` ({type(e).__name__}: {e}); or use backend=\"mediapipe\"") from e
+        from ..weights import torchvision_install
+
+        raise InputError(f"the OpenPose pose backend needs controlnet_aux and the torchvision made for your torch "
+                         f"({type(e).__name__}: {e}): {torchvision_install('controlnet_aux')}; or use "
+                         "backend=\"mediapipe\"") from e
     return OpenposeDetector
 
 

@@ -72,10 +72,12 @@ def inception_features(frames, device=None, batch: int = 32) -> np.ndarray:
     try:
         from pytorch_fid.inception import InceptionV3
     except Exception as e:  # noqa: BLE001 - ImportError, or RuntimeError from a torchvision built for another torch
+        from ..weights import torchvision_install
+
         raise ModelNotFoundError(
             f"Inception FID needs the pytorch-fid package and a torchvision that loads with this torch "
-            f"({type(e).__name__}: {e}): `pip install pytorch-fid` (with the torchvision made for your torch) "
-            "and its weights pt_inception-2015-12-05-6726825d.pth in torch's hub cache; or use --fid-features clip"
+            f"({type(e).__name__}: {e}): {torchvision_install('pytorch-fid')} and its weights "
+            "pt_inception-2015-12-05-6726825d.pth in torch's hub cache; or use --fid-features clip"
         ) from e
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:

@@ -63,11 +63,12 @@ class RaftFlow:
             import torch
             from torchvision.models.optical_flow import Raft_Large_Weights, raft_large
         except Exception as e:  # noqa: BLE001 - ImportError, or RuntimeError from a torchvision built for another torch
+            from ..weights import torchvision_install
+
             what = "is not installed" if isinstance(e, ImportError) else "does not load with this torch"
             raise ModelNotFoundError(
-                f"the RAFT flow backend needs torchvision, which {what} ({type(e).__name__}: {e}); install the "
-                "torchvision release made for your torch (`pip install torchvision`, from the same index as torch) "
-                "or use the DIS backend (--flow dis, the default)"
+                f"the RAFT flow backend needs torchvision, which {what} ({type(e).__name__}: {e}): "
+                f"{torchvision_install()}; or use the DIS backend (--flow dis, the default)"
             ) from e
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

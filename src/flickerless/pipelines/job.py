@@ -235,7 +235,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _changed_settings(job: Path, settings: dict) -> str:
     """The settings that differ from those the job folder was made with, as ``key (old -> new)``."""
-    import tomllib
+    from .templates import tomllib
 
     try:
         old = _flat(tomllib.loads((job / "settings.toml").read_text()))
@@ -352,14 +352,17 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     return _Inputs(np.stack(out), fps, vid, np.stack(native) if keep_native else None, sound, times)
 
 
-def _as_setting(e: ModelNotFoundError, name: str) -> ModelNotFoundError:
-    """An annotator's missing-weights error as ``run`` says it: its remedy is the annotator's Python
-    argument (``Pass model=...``); here it is a setting (``--set annotators.NAME.model=...``)."""
+def _as_setting(e: InputError | ModelNotFoundError, name: str) -> InputError | ModelNotFoundError:
+    """An annotator's missing-weights (or package) error as ``run`` says it: its remedy is the
+    annotator's Python argument (``Pass model=...``, ``backend="openpose"``); here it is a setting
+    (``--set annotators.NAME.model=...``)."""
     setting = re.search(r"\bPass (?:\w+ )?(\w*model)=", str(e))
     text = re.sub(r"\bPass (\w+ )?(\w*model|method)=", f"Set annotators.{name}.\\2=", str(e))
     text = text.replace("method='sobel'", f"annotators.{name}.method=\"sobel\"")
-    key = setting.group(1) if setting else "model"
-    return ModelNotFoundError(text + f" (on the command line: --set annotators.{name}.{key}=\"...\")")
+    text = re.sub(r'\bbackend="(\w+)"', f'--set annotators.{name}.backend="\\1"', text)
+    if setting:
+        text += f" (on the command line: --set annotators.{name}.{setting.group(1)}=\"...\")"
+    return type(e)(text)
 
 
 def _annotator_settings(name: str, settings: dict, size, native, progress=True, device=None) -> dict:
@@ -390,9 +393,10 @@ def _check_annotators(units: list[dict], settings: dict, info, job: Path, resume
         if resume and k is not None and any((job / "controls" / f"{k}_{name}").glob("*.png")):
             continue
         kw = _annotator_settings(name, settings, size, native)
+        ann = get_annotator(name, **kw)  # its settings' own errors name them already
         try:
-            get_annotator(name, **kw).check_weights(native if name == "tile" and native else size)
-        except ModelNotFoundError as e:
+            ann.check_weights(native if name == "tile" and native else size)
+        except (ModelNotFoundError, InputError) as e:  # missing weights, or a missing package
             raise _as_setting(e, name) from e
 
 

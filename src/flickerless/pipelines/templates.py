@@ -12,11 +12,15 @@ from __future__ import annotations
 import copy
 import json
 import math
-import tomllib
 from importlib import resources
 from pathlib import Path
 
 from ..errors import InputError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package (a dependency there)
+    import tomli as tomllib
 
 # What each task does with its inputs; the templates hold the settings (the command line lists these
 # without importing the job module, and with it torch).
