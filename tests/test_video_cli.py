@@ -843,6 +843,22 @@ def test_keyframes_are_matched_to_the_frames_they_are_named_after(clips, clips_t
     assert main(["deflicker", "--guide", str(folder), "--style", str(folder), "--keyframe-start", "1",
                  "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "--keyframe-start numbers keyframes" in capsys.readouterr().err
+    # an image without a number in the guide folder (sorted last) moved every keyframe one frame late
+    # without a word: the numbered frames keep their numbers, and the stray image is said
+    (keys / "key_4.png").unlink()
+    Image.fromarray(frames[0]).save(folder / "poster.png")
+    video._said_numbering.clear()
+    assert video.keyframe_positions([1, 4], folder) == {1: 0, 4: 3}
+    out3 = tmp_path / "o3"
+    assert main(["deflicker", "--guide", str(folder), "--keyframes", str(keys), "-o", str(out3), *FASTARGS]) == 0
+    got3, _ = video.read(out3)
+    assert np.array_equal(got3[0], clips_truth[0]) and np.array_equal(got3[3], clips_truth[3])
+    assert "poster.png has no frame number among numbered frames" in capsys.readouterr().err
+    # two guide frames of one number: which one a keyframe names is not clear, and by position it is neither
+    (folder / "poster.png").unlink()
+    Image.fromarray(frames[1]).save(folder / "frame_2.png")
+    with pytest.raises(InputError, match=r"two frames numbered 2 \(0002.png, frame_2.png\).*--keyframe-start"):
+        video.keyframe_positions([1, 4], folder)
 
 
 def test_keyframes_are_loaded_when_needed_a_few_at_a_time(clips, clips_truth, tmp_path, monkeypatch):
@@ -2634,6 +2650,21 @@ def test_cli_transparency_streamed_resumed_and_in_keyframes(cut_out, tmp_path, m
     got = np.stack(list(video.iter_frames(tmp_path / "k", alpha=True)))
     assert np.array_equal(got[0], video.load_image(keys / "0.png", alpha=True))
     assert np.array_equal(got[11], video.load_image(keys / "11.png", alpha=True))
+    # transparency in one keyframe only, not the first, middle or last (which alone were looked at): its
+    # alpha was dropped without a word; every keyframe is looked at now
+    from PIL import Image
+
+    keys2 = tmp_path / "keys2"
+    keys2.mkdir()
+    for k in (0, 2, 4, 6, 8, 11):
+        img = video.load_image(root / "cut" / f"{k:05d}.png", alpha=True).copy()
+        img[..., 3] = 0 if k == 2 else 255
+        Image.fromarray(img).save(keys2 / f"{k}.png")
+    assert not video.image_alpha(keys2 / "0.png") and video.image_alpha(keys2 / "2.png")
+    assert main(["deflicker", "--guide", str(root / "guide"), "--keyframes", str(keys2), "-o", str(tmp_path / "k2"),
+                 "--device", "cpu", *FASTARGS]) == 0
+    got = np.stack(list(video.iter_frames(tmp_path / "k2", alpha=True)))
+    assert np.array_equal(got[2], video.load_image(keys2 / "2.png", alpha=True)) and got[2][..., 3].max() == 0
 
 
 def test_help_and_info_answer_without_importing_torch():

@@ -629,7 +629,7 @@ def cmd_deflicker(args) -> int:
                  "%s", args.guide, "keyframes" if mode == "keyframes" else "style")
     numbered = keyframe_files(args.keyframes) if mode == "keyframes" else {}  # number -> file
     # a style (or keyframes) with transparency: its alpha rides with its colour where the output keeps it
-    alpha = images_alpha(sorted(numbered.values())) if mode == "keyframes" else sinfo.alpha
+    alpha = images_alpha(sorted(numbered.values()), every=True) if mode == "keyframes" else sinfo.alpha
     keep_alpha = alpha and keeps_alpha(chosen)
     if sinfo is not None:
         warn_about_input(args.style, sinfo, say_alpha=False)  # said here, with what the output does with it

@@ -181,30 +181,35 @@ def _image_files(folder: Path) -> list[Path]:
 _said_numbering: set[str] = set()
 
 
-def numbering_problems(files: list[Path]) -> tuple[list[int], list[tuple[str, str]]]:
+def numbering_problems(files: list[Path]) -> tuple[list[int], list[tuple[str, str]], list[str]]:
     """Frame numbers missing from a numbered sequence of images (``00000.png`` ... with ``00200.png``
-    gone), and pairs of files that carry one number (``frame_001.png``, ``frame_1.png``). A folder's
-    frames are read in order, so after a missing one every frame is taken one place earlier: paired
-    with the wrong guide frame. Sparse numbers (keyframes, every tenth frame) are not a sequence with
-    holes and give nothing; nor do names without a number at their end."""
+    gone), pairs of files that carry one number (``frame_001.png``, ``frame_1.png``), and images without
+    a number among numbered ones (a ``poster.png`` left in a folder of frames). A folder's frames are
+    read in order, so after a missing one every frame is taken one place earlier: paired with the wrong
+    guide frame; a stray image is read as a frame at its sorted place. Sparse numbers (keyframes, every
+    tenth frame) are not a sequence with holes and give nothing; nor do names mostly without a number."""
     numbered = {}
     doubled = []
+    stray = []
     for f in files:
         m = _KEY_RE.search(f.stem)  # a number at the end of the name, as keyframes are numbered
         if m is None:
-            return [], []
+            stray.append(f.name)
+            continue
         k = int(m.group(1))
         if k in numbered:
             doubled.append((numbered[k].name, f.name))
         else:
             numbered[k] = f
+    if len(stray) * 2 >= len(files):  # names mostly without numbers: not a numbered sequence
+        return [], [], []
     if len(numbered) < 3:
-        return [], doubled
+        return [], doubled, stray
     lo, hi = min(numbered), max(numbered)
     missing = sorted(set(range(lo, hi + 1)) - set(numbered))
     if len(missing) * 10 > hi - lo + 1:  # more than a tenth gone: numbered so on purpose (keyframes)
         missing = []
-    return missing, doubled
+    return missing, doubled, stray
 
 
 def warn_numbering(folder: Path, files: list[Path]) -> None:
@@ -212,7 +217,12 @@ def warn_numbering(folder: Path, files: list[Path]) -> None:
     if str(folder) in _said_numbering:
         return
     _said_numbering.add(str(folder))
-    missing, doubled = numbering_problems(files)
+    missing, doubled, stray = numbering_problems(files)
+    if stray:
+        log.warning("%s: %s %s no frame number among numbered frames: read as a frame%s at %s sorted place; move %s "
+                    "out of the folder", folder, ", ".join(stray[:3]) + (", ..." if len(stray) > 3 else ""),
+                    "has" if len(stray) == 1 else "have", "" if len(stray) == 1 else "s",
+                    "its" if len(stray) == 1 else "their", "it" if len(stray) == 1 else "them")
     if missing:
         log.warning("%s: frame number%s %s %s missing: frames are read in order, so each frame after a gap is taken "
                     "one place earlier (paired with another guide frame); put the missing image%s back", folder,
@@ -635,11 +645,15 @@ def stream_facts(path) -> dict:
         container.close()
 
 
-def images_alpha(files) -> bool:
+def images_alpha(files, every: bool = False) -> bool:
     """Whether a clip's (or keyframes') image files have transparency that is used: images saved as RGBA
-    are often all opaque, so it is looked for in the first, middle and last."""
+    are often all opaque, and finding that out decodes an image, so a clip's is looked for in nine
+    images spread over it; ``every``: in each (keyframes, a few images, all read anyway: one of them
+    transparent lost its alpha without a word when only three were looked at)."""
     files = list(files)
-    return bool(files) and any(image_alpha(files[k]) for k in {0, len(files) // 2, len(files) - 1})
+    if every or len(files) <= 9:
+        return any(image_alpha(f) for f in files)
+    return any(image_alpha(files[round(k * (len(files) - 1) / 8)]) for k in range(9))
 
 
 def image_alpha(path) -> bool:
@@ -1319,13 +1333,18 @@ def keyframe_positions(numbers, guide, start: int | None = None) -> dict[int, in
         return {k: k for k in numbers}
     files = _image_files(guide)
     found = [_KEY_RE.search(f.stem) for f in files]
-    if not files or any(m is None for m in found):
-        return {k: k for k in numbers}  # frames not all numbered: by position
+    if not files or all(m is None for m in found):
+        return {k: k for k in numbers}  # frames not numbered: by position
     index: dict[int, int] = {}
-    for i, m in enumerate(found):
-        index.setdefault(int(m.group(1)), i)
-    if len(index) != len(files):  # two frames with one number: positions are the only clear reading
-        return {k: k for k in numbers}
+    for i, (f, m) in enumerate(zip(files, found)):
+        if m is None:  # a stray image (said when the folder is read) is a frame, but no number's
+            continue
+        n = int(m.group(1))
+        if n in index:  # counted by position, every keyframe would land where the numbers do not say
+            raise InputError(f"the guide folder {guide} has two frames numbered {n} ({files[index[n]].name}, {f.name}), "
+                             "and keyframes are matched to guide frames by number: keep one, or give --keyframe-start "
+                             "N to count the guide's frames by position from N")
+        index[n] = i
     missing = [k for k in numbers if k not in index]
     if missing:
         lo, hi = min(index), max(index)
