@@ -831,21 +831,44 @@ def test_keyframes_are_matched_to_the_frames_they_are_named_after(clips, clips_t
     assert "keyframe 0 is before the guide's first frame (numbered 1)" in capsys.readouterr().err
     # keyframes numbered from 1 against a video, the last one past its end: the way out is said
     (keys / "0000.png").unlink()
-    (keys / "0007.png").write_bytes((keys / "0001.png").read_bytes())
+    (keys / "0006.png").write_bytes((keys / "0001.png").read_bytes())
     assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys),
                  "-o", str(tmp_path / "x"), "-q"]) == 2
-    assert "keyframe 7 is past the guide's last frame (5); if the keyframes are numbered from 1 (as FFmpeg " \
+    assert "keyframe 6 is past the guide's last frame (5); if the keyframes are numbered from 1 (as FFmpeg " \
            "numbers frames), add --keyframe-start 1" in capsys.readouterr().err
-    (keys / "0007.png").unlink()
+    (keys / "0006.png").unlink()
     (keys / "key_4.png").write_bytes((keys / "0004.png").read_bytes())
     assert main(["deflicker", "--guide", str(folder), "--keyframes", str(keys), "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "0004.png and key_4.png are both keyframe 4" in capsys.readouterr().err
     assert main(["deflicker", "--guide", str(folder), "--style", str(folder), "--keyframe-start", "1",
                  "-o", str(tmp_path / "x"), "-q"]) == 2
     assert "--keyframe-start numbers keyframes" in capsys.readouterr().err
+    # --window has no part in keyframes mode (it was ignored), a negative first number, and the numbered-
+    # from-1 hint only where --keyframe-start 1 would place every keyframe
+    (keys / "key_4.png").unlink()
+    for extra, said in ((["--window", "3"], "--window: keyframes mode renders each frame from the keyframes"),
+                        (["--keyframe-start", "-3"], "--keyframe-start -3: the number of the guide's first frame")):
+        assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), *extra,
+                     "-o", str(tmp_path / "x"), "-q"]) == 2
+        assert said in capsys.readouterr().err
+    (keys / "0100.png").write_bytes((keys / "0001.png").read_bytes())
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "-o", str(tmp_path / "x"),
+                 "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "keyframe 100 is past the guide's last frame" in err and "--keyframe-start" not in err
+    (keys / "0100.png").unlink()
+    # a keyframe cut short (a JPEG's header is whole): said before any work, not when its turn came with
+    # frames kept that a --resume could not take once it was mended
+    Image.fromarray(clips_truth[5]).save(keys / "0006.jpg", quality=95)
+    data = (keys / "0006.jpg").read_bytes()
+    (keys / "0006.jpg").write_bytes(data[: len(data) // 2])
+    assert video.image_size(keys / "0006.jpg") == clips_truth[5].shape[:2]  # the header alone reads
+    assert main(["deflicker", "--guide", str(folder), "--keyframes", str(keys), "-o", str(tmp_path / "x"), "-q"]) == 2
+    assert "0006.jpg: cannot read as an image" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not video.partial_path(tmp_path / "x").exists()
+    (keys / "0006.jpg").unlink()
     # an image without a number in the guide folder (sorted last) moved every keyframe one frame late
     # without a word: the numbered frames keep their numbers, and the stray image is said
-    (keys / "key_4.png").unlink()
     Image.fromarray(frames[0]).save(folder / "poster.png")
     video._said_numbering.clear()
     assert video.keyframe_positions([1, 4], folder) == {1: 0, 4: 3}

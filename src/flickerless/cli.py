@@ -90,6 +90,14 @@ def _patchmatch_kwargs(args) -> dict:
     return out
 
 
+class _Given(argparse.Action):
+    """Store the value, and note that it was given (``window_given``): a default is not a choice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, as every other error of the command (subcommands' parsers are made
     of the same class)."""
@@ -115,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--style", help="stylised video, frame for frame with the guide (not needed with --keyframes)")
     d.add_argument("-o", "--output", required=True, help="output .mp4/.mov/.mkv/.webm/.gif, or a folder for PNG frames")
     d.add_argument("--mode", choices=("table", "window", "keyframes", "all_pairs"), help="default: table (keyframes if --keyframes)")
-    d.add_argument("--window", type=_window, default=15, help="frames blended on each side, or 'inf' for all (default 15)")
+    d.add_argument("--window", type=_window, default=15, action=_Given,
+                   help="frames blended on each side, or 'inf' for all (default 15)")
     d.add_argument("--keyframes", help="folder of stylised keyframes named by frame number: 0.png, 24.png, ... (0-based "
                    "for a video guide; for a folder of numbered frames, the number of the guide frame each stylises)")
     d.add_argument("--keyframe-start", type=int, metavar="N",
@@ -666,8 +675,15 @@ def cmd_deflicker(args) -> int:
         )
     if args.keyframe_start is not None and mode != "keyframes":
         raise InputError("--keyframe-start numbers keyframes: it needs --keyframes DIR")
+    if args.keyframe_start is not None and args.keyframe_start < 0:
+        raise InputError(f"--keyframe-start {args.keyframe_start}: the number of the guide's first frame is 0 or more")
+    if mode == "keyframes" and getattr(args, "window_given", False):  # it was ignored without a word
+        raise InputError("--window: keyframes mode renders each frame from the keyframes either side of it, with no "
+                         "window; leave --window out")
     raw = {}  # guide frame index -> keyframe file (loaded when needed: there may be hundreds)
-    shapes = {k: image_size(path) for k, path in numbered.items()}  # from the headers
+    # each decoded once now (they are few): a damaged one stopped the run at its turn, with frames kept
+    # that a --resume could not take once it was mended
+    shapes = {k: image_size(path, decode=True) for k, path in numbered.items()}
     where = keyframe_positions(numbered, args.guide, args.keyframe_start)
     # the size the work is done (and the output written) at
     size = (ginfo.height, ginfo.width)
@@ -692,7 +708,7 @@ def cmd_deflicker(args) -> int:
             raise InputError(f"keyframe {k} is before the guide's first frame (numbered {args.keyframe_start})")
         if i >= n:
             hint = ""
-            if args.keyframe_start is None and min(numbered) >= 1 and not Path(args.guide).is_dir():
+            if args.keyframe_start is None and min(numbered) >= 1 and max(numbered) <= n and not Path(args.guide).is_dir():
                 hint = "; if the keyframes are numbered from 1 (as FFmpeg numbers frames), add --keyframe-start 1"
             raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1 + k - i}){hint}")
         raw[i] = path

@@ -1305,15 +1305,18 @@ def keyframe_files(folder) -> dict[int, Path]:
     return out
 
 
-def image_size(path) -> tuple[int, int]:
-    """``(H, W)`` of an image as it is read (its EXIF orientation applied), from its header alone."""
+def image_size(path, decode: bool = False) -> tuple[int, int]:
+    """``(H, W)`` of an image as it is read (its EXIF orientation applied), from its header alone;
+    ``decode``: after decoding it whole, so that a file cut short (a JPEG's header is whole) is said now."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             w, h = im.size
             turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap width and height
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+            if decode:
+                im.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise InputError(f"{path}: cannot read as an image ({e})") from e
     return (w, h) if turned else (h, w)
 
