@@ -2149,7 +2149,7 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     monkeypatch.setattr(video, "host_frame", real)
     capsys.readouterr()
     assert main([*args, "-o", str(tmp_path / "v.mp4")]) == 0
-    assert "v.partial.mp4 holds the frames of a stopped run; this run starts over" in capsys.readouterr().err
+    assert "v.partial.mp4 holds the 3 frames of a stopped run; this run starts over" in capsys.readouterr().err
     assert not (tmp_path / "v.partial.mp4").exists()
     # a GIF output keeps its frames as they are (PNGs in NAME.gif.partial/), and the resumed GIF is
     # the uninterrupted one
@@ -2162,6 +2162,70 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     assert main([*args, "-o", str(tmp_path / "w.gif")]) == 0
     assert np.array_equal(video.read(tmp_path / "g.gif")[0], video.read(tmp_path / "w.gif")[0])
     assert not (tmp_path / "g.gif.partial").exists()
+
+
+def test_stops_while_finishing_and_starting_over_lose_nothing(clips, tmp_path, monkeypatch, capsys):
+    """A stop while the output was finished (a GIF's palette, the encoder's last frames, the move into
+    place) lost every frame: it now waits until the output is in place. A start-over stopped early
+    replaced an earlier run's longer kept frames; a kept folder missing a frame resumed shifted; an
+    option given at its default (--seed 0) was "other settings"; a partial holding every frame (a
+    finishing that failed: a full disk under a GIF) could not be resumed."""
+    import os
+    import signal
+
+    real = video.host_frame
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            "--mode", "window", "--window", "2", *FASTARGS]
+    assert main([*args, "-o", str(tmp_path / "whole")]) == 0
+    whole = video.read(tmp_path / "whole")[0]
+    close = video.VideoWriter.close
+
+    def signalled(self):  # Ctrl-C as the output is being finished
+        os.kill(os.getpid(), signal.SIGINT)
+        close(self)
+
+    monkeypatch.setattr(video.VideoWriter, "close", signalled)
+    for out in (tmp_path / "f", tmp_path / "f.gif"):
+        capsys.readouterr()
+        assert main([*args, "-o", str(out)]) == 130
+        err = capsys.readouterr().err
+        assert f"finishing {out} first" in err and f"interrupted; {out} was written first" in err
+        got = video.read(out)[0]
+        assert np.array_equal(got, whole) if out.suffix != ".gif" else len(got) == len(whole)  # (a palette's)
+        assert not video.partial_path(out).exists()
+    monkeypatch.setattr(video.VideoWriter, "close", close)
+    # a run stopped at frame 5 keeps 4; starting over and stopped at frame 2 keeps those 4, not its 1
+    out = tmp_path / "o"
+    monkeypatch.setattr(video, "host_frame", _stopping_at(5, real))
+    assert main([*args, "-o", str(out)]) == 130
+    monkeypatch.setattr(video, "host_frame", _stopping_at(2, real))
+    capsys.readouterr()
+    assert main([*args, "-o", str(out)]) == 130
+    assert "keeps the 4 frames of the earlier stopped run (this run, started over, had 1)" in capsys.readouterr().err
+    assert len(video.read(video.partial_path(out))[0]) == 4
+    monkeypatch.setattr(video, "host_frame", real)
+    # the defaults given as options are the same run; another seed is named with its values
+    assert main([*args, "-o", str(out), "--resume", "--seed", "3"]) == 2
+    assert "other patchmatch (seed 0 -> 3)" in capsys.readouterr().err
+    (video.partial_path(out) / "00002.png").rename(tmp_path / "aside.png")
+    assert main([*args, "-o", str(out), "--resume"]) == 2
+    assert "lacks 00002.png, and its frames are taken in order" in capsys.readouterr().err
+    (tmp_path / "aside.png").rename(video.partial_path(out) / "00002.png")
+    assert main([*args, "-o", str(out), "--resume", "--seed", "0", "--error-sigma", "0.05"]) == 0
+    assert np.array_equal(video.read(out)[0], whole)
+    # a GIF whose writing fails at the end (a full disk): its frames are kept, and --resume finishes it
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(video, "_write_gif", full)
+    gif = tmp_path / "g.gif"
+    assert main([*args, "-o", str(gif)]) == 2
+    assert "--resume does the rest" in capsys.readouterr().err
+    assert len(video.read(video.partial_path(gif))[0]) == len(whole)
+    monkeypatch.undo()
+    assert main([*args, "-o", str(gif), "--resume"]) == 0
+    assert np.array_equal(video.read(gif)[0], video.read(tmp_path / "f.gif")[0])
+    assert not video.partial_path(gif).exists()
 
 
 def test_resume_refuses_inputs_changed_since_the_stop(clips, tmp_path, monkeypatch, capsys):

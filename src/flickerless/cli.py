@@ -600,6 +600,9 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
 
 
 def cmd_deflicker(args) -> int:
+    import dataclasses
+
+    from .blend.deflicker import resolve_error_sigma
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
     from .video import (MEMORY_LIMIT, WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output,
@@ -720,8 +723,10 @@ def cmd_deflicker(args) -> int:
     settings = {"guide": str(Path(args.guide).resolve()), "style": args.style and str(Path(args.style).resolve()),
                 "keyframes": args.keyframes and str(Path(args.keyframes).resolve()),
                 "keyframe_start": args.keyframe_start, "mode": mode,
-                "window": args.window, "frames": [start, end], "patchmatch": _patchmatch_kwargs(args),
-                "error_sigma": args.error_sigma, "detail": not args.no_detail, "cuts": not args.no_cuts,
+                # as in effect, not as typed: an option given at its default (--seed 0) is the same run
+                "window": args.window, "frames": [start, end], "patchmatch": dataclasses.asdict(opts),
+                "error_sigma": resolve_error_sigma("auto" if args.error_sigma is None else args.error_sigma, mode),
+                "detail": not args.no_detail, "cuts": not args.no_cuts,
                 "resize": args.resize, "fps": args.fps}
     from .control.cache import frame_stamps, input_stamp
 
@@ -744,16 +749,19 @@ def cmd_deflicker(args) -> int:
         log.warning("%s: the name is too long to keep the frames beside it (as %s) if the run stops; a shorter "
                     "name keeps them", args.output, partial.name)
     done_before = _resumable(partial, record, settings) if args.resume else 0
-    if not args.resume and partial.exists() and record.exists():  # started over: said, as the kept frames go
-        log.warning("%s holds the frames of a stopped run; this run starts over and replaces them when it finishes "
-                    "(stop it and add --resume to use them)", partial)
+    earlier = 0  # frames an earlier stopped run kept, that a start-over keeps until it has more
+    if not args.resume and keepable and partial.exists() and record.exists():  # started over: said
+        earlier = probe(partial).frames
+        log.warning("%s holds the %d frames of a stopped run; this run starts over and replaces them when it finishes, "
+                    "or if it is stopped with more frames than they are (stop it and add --resume to use them)",
+                    partial, earlier)
     begin = start + done_before  # the first frame computed in this run
     job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts, "alpha": keep_alpha,
            "tmp": spill_dir(args.output, args.tmp)}
     # several devices: the frames still to do, in equal ranges, one per device
     k = max(1, min(len(devices), end - begin))
     cuts = [begin + (end - begin) * i // k for i in range(k + 1)]
-    parts = list(zip(cuts[:-1], cuts[1:]))
+    parts = list(zip(cuts[:-1], cuts[1:])) if begin < end else []  # none: every frame was kept
     job["parts"] = len(parts)  # ranges done at once share the in-memory limit
     job["streams"] = {(a, b): _streams(args, job, *_read_range(args, job, a, b)) for a, b in parts}
     _check_spill_space(args, job, devices, parts)
@@ -795,15 +803,25 @@ def cmd_deflicker(args) -> int:
                      end - 1)
         if len(parts) == 1:
             _deflicker_part(args, job, devices[0], begin, end, writer.write, progress=not args.quiet)
-        else:
+        elif parts:
             _deflicker_parallel(args, job, devices, parts, writer, args.quiet)
         writer.finish()  # the writing thread's last frames: a failure there (a full disk) keeps those before it
+        # a stop while the output is finished (a GIF's palette, the encoder's last frames, the move into place)
+        # lost every frame: it waits until the output is in place and the earlier run's frames are gone
+        with _signals_held(f"finishing {args.output}") as held:
+            writer.close()
+            if keepable:  # (else none can have been kept, and asking would be an error of its own)
+                _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
     except BaseException as e:
         # nothing computed is lost: the frames handed on so far stay, or the earlier run's kept frames
-        # where this one stopped before it had more (while copying them)
+        # where this one stopped before it had more (while copying them, or having started over)
         # (a name too long to keep them beside: said before the run, dropped)
-        kept = writer.keep_partial(more_than=done_before) if keepable else writer.abort()
+        kept = writer.keep_partial(more_than=done_before or earlier) if keepable else writer.abort()
         done = writer.count
+        if kept is None and earlier and partial.exists():  # they stay with their own record
+            print(f"flickerless: {partial} keeps the {earlier} frames of the earlier stopped run (this run, started "
+                  f"over, had {done}); --resume continues that run", file=sys.stderr)
+            raise
         if kept is None and done_before and partial.exists():
             kept, done = partial, done_before
         if kept is not None:
@@ -815,9 +833,7 @@ def cmd_deflicker(args) -> int:
             print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "
                   f"the same command with --resume does the rest", file=sys.stderr)
         raise
-    writer.close()
-    if keepable:  # (else none can have been kept, and asking would be an error of its own)
-        _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
+    held.raise_stop(f"{args.output} was written")
     dt = time.perf_counter() - t0
     used = f" ({len(raw)} keyframe{'' if len(raw) == 1 else 's'})" if mode == "keyframes" else ""
     computed = writer.count - done_before  # a resumed run's time is for the frames it computed, not those it took
@@ -842,17 +858,30 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
     diff = [k for k in settings if before.get(k) != settings[k]]
     start, end = settings["frames"]
     done = probe(partial).frames
+    if partial.is_dir():  # frames this wrote, 00000.png on: one gone would shift every later one
+        names = {p.name for p in partial.glob("*.png")}
+        gap = next((i for i in range(done) if f"{i:05d}.png" not in names), None)
+        if gap is not None:
+            raise InputError(f"--resume: {partial} lacks {gap:05d}.png, and its frames are taken in order (each after "
+                             "it would be a frame early); put it back, or run without --resume")
     if diff == ["style frames"] and _style_fixed_past(before.get("style frames"), settings["style frames"], settings,
                                                        start + done - 1, partial, before.get("style read before")):
         diff = []
     if diff:
         diff = ["style files (changed since the stop)" if k == "style frames" else
-                f"{k} (changed since the stop)" if k.endswith(" files") else k for k in diff]
+                f"{k} (changed since the stop)" if k.endswith(" files") else f"{k} ({_setting_change(k, before, settings)})"
+                for k in diff]
         raise InputError(f"--resume: {partial} was made with other {', '.join(diff)}; give the same inputs "
                          "and settings, or run without --resume")
-    if done >= end - start:
-        raise InputError(f"--resume: {partial} already holds all {done} frames; rename it to the output")
-    return done
+    return min(done, end - start)  # all of them (a stop while the output was finished): written out, none computed
+
+
+def _setting_change(key: str, before: dict, now: dict) -> str:
+    """``old -> new`` of a setting, or of the options within it that differ (``seed 0 -> 3``)."""
+    a, b = before.get(key), now[key]
+    if isinstance(a, dict) and isinstance(b, dict):
+        return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+    return f"{a} -> {b}"
 
 
 def _style_fixed_past(before, now, settings: dict, last: int, partial: Path, unread: int | None) -> bool:
@@ -951,6 +980,54 @@ def _stop_signals_as_interrupts():
             signal.signal(sig, handler)
 
 
+class _Held:
+    """What :func:`_signals_held` held back: a stop to raise once the work it guarded is done."""
+
+    def __init__(self):
+        self.signum = None
+
+    def raise_stop(self, done: str) -> None:
+        """Raise the stop held back, if any, carrying what was ``done`` before it took effect (said by
+        :func:`main` in place of "the output was not written")."""
+        import signal
+
+        if self.signum is not None:
+            stop = KeyboardInterrupt() if self.signum == signal.SIGINT else Stopped(self.signum)
+            stop.done = done
+            raise stop
+
+
+@contextlib.contextmanager
+def _signals_held(what: str):
+    """Ctrl-C, SIGTERM and SIGHUP wait while ``what`` is done (a step that a stop would leave half done,
+    with nothing to keep), said once; a second one stops it at once. Yields a :class:`_Held`, whose
+    ``raise_stop`` the caller calls once past whatever must not be stopped either."""
+    import signal
+    import threading
+
+    held = _Held()
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    old = {}
+
+    def hold(signum, frame):
+        if held.signum is not None:  # asked twice: stop now
+            raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
+        held.signum = signum
+        print(f"flickerless: {what} first (again to stop at once, losing it)", file=sys.stderr)
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+            old[sig] = signal.signal(sig, hold)
+    try:
+        yield held
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     try:
@@ -969,7 +1046,8 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt as e:
         what, code = interrupted(e)
-        print(f"flickerless: {what}; the output was not written", file=sys.stderr)
+        said = getattr(e, "done", None)
+        print(f"flickerless: {what}; {said + ' first' if said else 'the output was not written'}", file=sys.stderr)
         return code
     except MemoryError:
         print("flickerless: error: out of host memory; try a smaller --batch or shorter clip", file=sys.stderr)

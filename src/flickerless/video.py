@@ -1908,7 +1908,8 @@ class VideoWriter(_Output):
     def close(self) -> None:
         """Finish and move the result into place (replacing any previous output). Where the move fails
         (the folder made read-only, or removed, during the run), the finished output is kept where it
-        was made and the error says where: nothing computed is deleted for want of a rename."""
+        was made and the error says where: nothing computed is deleted for want of a rename. A GIF that
+        cannot be written (a full disk) keeps its frames for :meth:`keep_partial` (or :meth:`abort`)."""
         done = None  # the finished output (or, for a GIF, its frames), once there is one
         try:
             if self.is_video:
@@ -1934,7 +1935,10 @@ class VideoWriter(_Output):
                 fd, gif = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".gif", dir=self.path.parent)
                 os.close(fd)
                 try:
-                    _write_gif(sorted(self.tmp.glob("*.png")), Path(gif), self._gif_delays())
+                    try:
+                        _write_gif(sorted(self.tmp.glob("*.png")), Path(gif), self._gif_delays())
+                    except OSError as e:  # a full disk: its frames stay, for keep_partial
+                        raise OutputError(f"{self.path}: writing the GIF failed ({e})") from e
                     usual_mode(gif)
                     os.replace(gif, self.path)
                 finally:
@@ -1945,6 +1949,10 @@ class VideoWriter(_Output):
                     raise OutputError(f"{self.path}: no frames were written")
                 done = self.tmp
                 publish_folder(self.tmp, self.path)
+        except OutputError:
+            if not self.is_gif or self.count == 0:
+                self.abort()
+            raise  # (a GIF's frames stay: keep_partial keeps them, abort drops them)
         except OSError as e:
             if done is not None and Path(done).exists():
                 what = "its frames are" if self.is_gif else "the finished output is"
