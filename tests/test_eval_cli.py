@@ -210,3 +210,24 @@ def test_eval_does_not_write_its_scores_over_its_inputs(clips, tmp_path, capsys,
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and access(p, mode))  # root writes anywhere
     assert main([*base, "--json", str(locked / "s.json")]) == 2
     assert "is not writable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, limit", [("--json", 200), ("--report", 4096)])
+def test_a_failed_write_leaves_the_earlier_file(clips, tmp_path, flag, limit):
+    """--json and --report were written in place: a write cut short (a full disk, here a file size limit)
+    left a cut-off file where the earlier results had been. Now the earlier file is kept whole."""
+    import resource
+    import sys
+
+    target = tmp_path / "earlier.out"
+    target.write_text('{"old": "previous results"}\n')
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    r = subprocess.run([sys.executable, "-m", "flickerless", "eval", "-q", "--video", str(clips / "out.mp4"),
+                        "--source", str(clips / "src.mp4"), "--metrics", "pixel_mse,warp_error", flag, str(target)],
+                       capture_output=True, text=True, preexec_fn=small_files, timeout=120)
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+    assert target.read_text() == '{"old": "previous results"}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["earlier.out"]  # no temporary file left

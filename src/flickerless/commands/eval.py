@@ -111,10 +111,10 @@ def _say_rates(video, source) -> None:
 
 def _evaluate(args, video, source) -> int:
     import json
-    from pathlib import Path
 
     from ..errors import OutputError
     from ..metrics import METRICS, evaluate, write_report
+    from ..metrics.report import write_whole
 
     from ..errors import InputError
 
@@ -134,7 +134,7 @@ def _evaluate(args, video, source) -> int:
     data["info"].update(video=str(args.video), source=args.source, prompt=args.prompt)
     if args.json:
         try:
-            Path(args.json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            write_whole(args.json, json.dumps(data, indent=2) + "\n")
         except OSError as e:
             raise OutputError(f"--json {args.json}: cannot write ({e})") from e
         log.info("wrote %s", args.json)
