@@ -122,6 +122,8 @@ def test_eval_skips_metrics_without_weights(clips, capsys, monkeypatch, tmp_path
     (["--json", "/nonexistent-dir/r.json"], "--json /nonexistent-dir/r.json: folder"),
     (["--metrics", "pixel_mse", "--device", "foo"], "unknown device 'foo'"),  # was ignored
     (["--metrics", "pixel_mse", "--json", "/tmp"], "--json /tmp is a folder"),  # said after the metrics ran
+    (["--metrics", "pixel_mse", "--json", ""], "--json is empty: give a file name"),  # nothing written, exit 0
+    (["--metrics", "pixel_mse", "--report", " "], "--report is empty: give a file name"),
 ])
 def test_eval_errors_are_one_line(clips, capsys, args, message):
     base = {"--video": str(clips / "out.mp4"), "--source": str(clips / "src.mp4")}

@@ -49,6 +49,8 @@ def cmd_eval(args) -> int:
 
     for flag in ("json", "report"):
         v = getattr(args, flag)
+        if v is not None and not v.strip():  # `--json "$OUT"` with OUT unset: no file, and exit 0
+            raise OutputError(f"--{flag} is empty: give a file name (is the shell variable it came from set?)")
         if v and not Path(v).resolve().parent.is_dir():
             raise OutputError(f"--{flag} {v}: folder {Path(v).resolve().parent} does not exist")
         if v and Path(v).is_dir():  # said before the metrics run, not after
