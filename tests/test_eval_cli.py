@@ -134,15 +134,63 @@ def test_eval_errors_are_one_line(clips, capsys, args, message):
     assert rc == 2 and message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
-def test_eval_of_clips_of_other_lengths_names_the_option(clips, capsys, tmp_path, carphone):
-    write(tmp_path / "short.mp4", carphone[:5], 15)
-    assert main(["eval", "--video", str(clips / "out.mp4"), "--source", str(tmp_path / "short.mp4"),
-                 "--metrics", "pixel_mse"]) == 2
-    assert "the video has 8 frames but the source has 5: they must match frame for frame; add --max-frames 5" in \
-        capsys.readouterr().err
-    assert main(["eval", "--video", str(clips / "out.mp4"), "--source", str(tmp_path / "short.mp4"),
-                 "--metrics", "pixel_mse", "--max-frames", "5"]) == 0
-    assert "pixel_mse" in capsys.readouterr().out
+def test_eval_of_clips_of_other_lengths_names_the_options_that_line_them_up(clips, capsys, tmp_path):
+    """An output of `deflicker --frames 3:8` against its whole source: the message offered --max-frames 5,
+    which compared output frames 3-7 with source frames 0-4 (a score several times too high, exit 0).
+    It now names --frames / --source-frames, which pick the frames that correspond."""
+    write(tmp_path / "part", read(clips / "out.mp4")[0][3:8])
+    base = ["eval", "--video", str(tmp_path / "part"), "--source", str(clips / "src.mp4"), "--metrics", "pixel_mse",
+            "-q"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "the video has 5 frames but the source has 8: frame t of one is compared with frame t of the other" in err
+    assert "--source-frames START:END" in err and "--max-frames" not in err and len(err.splitlines()) == 1
+    assert main([*base, "--source-frames", "3:8", "--json", str(tmp_path / "part.json")]) == 0
+    # the same frames picked from the whole output (and an open end, and --max-frames within the ranges)
+    assert main(["eval", "--video", str(clips / "out.mp4"), "--frames", "3:", "--source", str(clips / "src.mp4"),
+                 "--source-frames", "3:", "--max-frames", "5", "--metrics", "pixel_mse", "-q", "--json",
+                 str(tmp_path / "whole.json")]) == 0
+    part, whole = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("part", "whole"))
+    assert part["metrics"] == whole["metrics"] and whole["info"]["frames"] == 5
+    capsys.readouterr()
+    for extra, says in [(["--source-frames", "3"], "--source-frames 3: give a range START:END"),
+                        (["--source-frames", "5:2"], "--source-frames '5:2': need 0 <= START < END")]:
+        assert main([*base, *extra]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["eval", "--video", str(tmp_path / "part"), "--source-frames", "3:8"]) == 2
+    assert "--source-frames picks frames of --source: give --source too" in capsys.readouterr().err
+
+
+def test_eval_says_what_reading_its_inputs_leaves_out(clips, tmp_path, carphone, caplog):
+    """Eval never said what the other commands say of a clip: frames lost at its start (a clip cut
+    without re-encoding, whose frame 0 is then a later moment) or transparency (scored as the colours
+    hidden under it). Both scored without a word."""
+    import av
+    from PIL import Image
+
+    from tests.conftest import write_h264
+
+    whole = tmp_path / "gop.mkv"
+    write_h264(whole, np.ascontiguousarray(carphone[:12]), options={"g": "4", "bf": "0"})
+    cut = tmp_path / "cut.mp4"
+    with av.open(str(whole)) as src, av.open(str(cut), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for p in [p for p in src.demux(video=0) if p.size][2:]:  # from the 3rd packet: a P-frame
+            p.stream = out
+            dst.mux(p)
+    clear = tmp_path / "clear"
+    clear.mkdir()
+    for i, f in enumerate(carphone[:8]):
+        Image.fromarray(np.dstack([f, np.zeros(f.shape[:2], np.uint8)])).save(clear / f"{i:04d}.png")
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert main(["eval", "--video", str(cut), "--metrics", "clip_consistency", "--clip-model",
+                     str(clips / "clip"), "-q"]) == 0
+        assert main(["eval", "--video", str(clear), "--source", str(clips / "src.mp4"), "--metrics", "pixel_mse",
+                     "-q"]) == 0
+    said = caplog.text
+    assert "cut.mp4: its first 2 frames cannot be decoded" in said
+    assert "clear has transparency" in said and "scored as their RGB colours" in said
+    assert "the output has none" not in said  # eval writes no video
 
 
 def test_eval_maps_a_clip_over_the_memory_limit_instead_of_holding_it(clips, capsys, monkeypatch, tmp_path):

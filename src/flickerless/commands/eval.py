@@ -34,7 +34,12 @@ def register(subparsers) -> None:
     p.add_argument("--raft-weights", help="raft_large state-dict file (default: torchvision's cached weights)")
     p.add_argument("--fid-features", choices=("clip", "inception"), default="clip",
                    help="FID features: clip (CLIP-FID with --clip-model, default) or inception (needs pytorch-fid)")
-    p.add_argument("--max-frames", type=_positive, help="use only the first N frames of each video")
+    p.add_argument("--frames", metavar="START:END",
+                   help="only frames START..END-1 of --video (0-based; either may be left out)")
+    p.add_argument("--source-frames", metavar="START:END",
+                   help="only frames START..END-1 of --source, the ones --video's frames were made from: an output "
+                        "of `deflicker --frames 12:24` compares with --source-frames 12:24")
+    p.add_argument("--max-frames", type=_positive, help="use only the first N frames of each video (of each range)")
     p.add_argument("--samples", type=_positive, default=4, help="sample frames shown in the report (default 4)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... for the CLIP/RAFT models (default: a GPU if present)")
     p.add_argument("-q", "--quiet", action="store_true", help="only the numbers")
@@ -69,6 +74,10 @@ def cmd_eval(args) -> int:
     if args.json and args.report and Path(args.json).resolve() == Path(args.report).resolve():
         raise OutputError(f"--json and --report are both {args.json}: the report would replace the scores; give two "
                           "file names")
+    if args.source_frames is not None and not args.source:
+        raise InputError("--source-frames picks frames of --source: give --source too")
+    spans = {"video": _range(args.frames, "--frames", args.max_frames),
+             "source": _range(args.source_frames, "--source-frames", args.max_frames)}
     if args.device is not None:  # a wrong one was ignored where no metric needed a model
         from ..blend.deflicker import resolve_device
 
@@ -79,33 +88,59 @@ def cmd_eval(args) -> int:
         quiet_model_loading(with_diffusers=False)
     opened = []
 
-    def frames(path):
+    def frames(flag):
         """A clip over the in-memory limit is read through a file and mapped, not held in RAM."""
-        f, _ = open_frames(path, stop=args.max_frames)
+        start, stop = spans[flag]
+        f, _ = open_frames(getattr(args, flag), start=start, stop=stop)
         if isinstance(f, DiskFrames):
             opened.append(f)
             return f.array()
         return f
 
-    if args.source:
-        _say_rates(args.video, args.source)
+    _say_inputs(args.video, args.source)
     try:
-        return _evaluate(args, frames(args.video), frames(args.source) if args.source else None)
+        return _evaluate(args, frames("video"), frames("source") if args.source else None)
     finally:
         for f in opened:
             f.close()
 
 
-def _say_rates(video, source) -> None:
-    """Frames are compared one for one; clips at other rates (a 30 fps output of a 15 fps source: frame
-    t against frame t, half a second apart by frame 15) are said, as the comparison is then of other times."""
+def _range(text, flag: str, max_frames) -> tuple[int, int | None]:
+    """``START:END`` of ``--frames``/``--source-frames`` as (start, stop), cut to ``max_frames`` frames."""
+    from ..errors import InputError
+    from ..pipelines.job import parse_frames
+
+    try:
+        start, stop = parse_frames(text)
+    except InputError as e:  # its messages name deflicker's --frames
+        raise InputError(str(e).replace("--frames", flag, 1)) from None
+    if max_frames:
+        stop = start + max_frames if stop is None else min(stop, start + max_frames)
+    return start, stop
+
+
+def _say_inputs(video, source) -> None:
+    """What reading a clip does not keep (frames that cannot be decoded at the start, interlacing), as the
+    other commands say it: scores of frames that are not the ones meant came without a word. Transparency
+    is said here: frames are scored as their RGB, hidden colours included. Frames are compared one for
+    one; clips at other rates (a 30 fps output of a 15 fps source: frame t against frame t, half a second
+    apart by frame 15) are said, as the comparison is then of other times."""
     from pathlib import Path
 
-    from ..video import probe
+    from ..video import probe, warn_about_input
 
-    if Path(video).is_dir() or Path(source).is_dir():  # a folder of images has no rate of its own
+    infos = {}
+    for path in (video, source):
+        if path is None:
+            continue
+        infos[path] = info = probe(path)
+        warn_about_input(path, info, say_alpha=False)  # its "the output has none" is of other commands
+        if info.alpha:
+            log.warning("%s has transparency (an alpha channel): its frames are scored as their RGB colours, the "
+                        "alpha left out (a fully transparent pixel counts with the colour it holds)", path)
+    if source is None or Path(video).is_dir() or Path(source).is_dir():  # a folder of images has no rate of its own
         return
-    a, b = probe(video).fps, probe(source).fps
+    a, b = infos[video].fps, infos[source].fps
     if a and b and abs(a - b) > 0.01 * max(a, b):
         log.warning("the video is %.4g fps and the source %.4g fps: frames are compared one for one, so frame t of "
                     "each is a different moment", a, b)
@@ -120,10 +155,13 @@ def _evaluate(args, video, source) -> int:
 
     from ..errors import InputError
 
-    if source is not None and len(video) != len(source):  # said with the option that compares what both have
-        raise InputError(f"the video has {len(video)} frames but the source has {len(source)}: they must match frame "
-                         f"for frame; add --max-frames {min(len(video), len(source))} to compare the first "
-                         f"{min(len(video), len(source))} of each")
+    # said with the options that line the frames up: --max-frames, offered before, kept the first frames of
+    # each, which for an output of a stretch of the source compared other frames (a score 7x too high)
+    if source is not None and len(video) != len(source):
+        raise InputError(f"the video has {len(video)} frames but the source has {len(source)}: frame t of one is "
+                         "compared with frame t of the other; pick the frames that correspond with --frames START:END "
+                         "(of the video) and --source-frames START:END (of the source), e.g. --source-frames 12:24 "
+                         "for an output of `deflicker --frames 12:24`")
     res = evaluate(video, source, prompt=args.prompt, metrics=args.metrics, clip_model=args.clip_model,
                    aesthetic_weights=args.aesthetic_weights, flow=args.flow, raft_weights=args.raft_weights,
                    fid_features=args.fid_features, device=args.device, log_skips=False)
