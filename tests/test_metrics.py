@@ -406,6 +406,18 @@ def test_pose_mse_by_hand():
         pose_mse(kp[:, :5], kp)
 
 
+def test_mediapipe_missing_says_an_install_that_works(carphone, monkeypatch):
+    """The remedy said `pip install flickerless[pose]` (flickerless is not on PyPI, and zsh takes an
+    unquoted [pose] as a pattern) and "pass your own estimator", which has no CLI flag."""
+    for name in [n for n in sys.modules if n.split(".")[0] == "mediapipe"] + ["mediapipe"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import mediapipe... raises ImportError
+    with pytest.raises(ModelNotFoundError) as e:
+        mediapipe_pose(carphone[:2])
+    says = str(e.value)
+    assert '`pip install --no-deps mediapipe==0.10.21` then `pip install ".[pose]"`' in says and "checkout" in says
+    assert "flickerless[pose]" not in says and "evaluate(pose_estimator=...)" in says and "\n" not in says
+
+
 @pytest.mark.mediapipe
 def test_mediapipe_pose_on_real_clip(carphone):
     carphone = carphone[:6]

@@ -71,10 +71,12 @@ def mediapipe_pose(frames, model_complexity: int = 1, min_confidence: float = 0.
     try:
         from mediapipe.python.solutions import pose as mp_pose
     except ImportError as e:
+        # flickerless is installed from its checkout (not on PyPI), and an unquoted [pose] fails in zsh; an
+        # estimator of one's own is an option of the Python API only, said as such
         raise ModelNotFoundError(
-            f"Pose-MSE's default estimator needs mediapipe ({e}); install it with "
-            "`pip install --no-deps mediapipe==0.10.21` and `pip install flickerless[pose]` (its pose model ships "
-            "in the wheel), or pass your own estimator"
+            f"Pose-MSE's default estimator needs mediapipe 0.10.21 ({e}; wheels for Python 3.9-3.12): in the "
+            "flickerless checkout, `pip install --no-deps mediapipe==0.10.21` then `pip install \".[pose]\"` (its "
+            "pose model ships in the wheel); from Python, evaluate(pose_estimator=...) takes another estimator"
         ) from e
     import contextlib
 
