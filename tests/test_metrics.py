@@ -310,6 +310,19 @@ def test_frechet_distance_closed_forms():
     assert frechet_distance(np.zeros(6), s1, np.zeros(6), s2) == pytest.approx(expect, rel=1e-8)
 
 
+def test_frechet_distance_of_singular_covariances_writes_no_warning():
+    """A still or black clip's covariances are singular: scipy's LinAlgWarning reached stderr (even with
+    -q) although the case is handled."""
+    import warnings
+
+    feats = np.zeros((6, 4))
+    feats[:, 0] = np.arange(6)  # rank 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert frechet_distance(*gaussian_stats(np.zeros((6, 4))), *gaussian_stats(np.zeros((6, 4)))) == 0.0
+        assert frechet_distance(*gaussian_stats(feats), *gaussian_stats(feats)) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_fid_of_a_set_against_itself_is_zero(tiny_clip, carphone):
     _, clip = tiny_clip
     frames = np.concatenate([carphone, carphone[:, :, ::-1]])  # 24 frames > 16 feature dims

@@ -44,18 +44,16 @@ def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
     ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 @ sigma2))``."""
-    from scipy import linalg
-
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise InputError(f"FID: feature sizes differ ({mu1.shape} vs {mu2.shape})")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(s1 @ s2)
+    covmean = _sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         off = np.eye(len(s1)) * eps
         log.info("FID: singular product of covariances; adding %g to their diagonals", eps)
-        covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
+        covmean = _sqrtm((s1 + off) @ (s2 + off))
     if np.iscomplexobj(covmean):
         imag = np.max(np.abs(np.diagonal(covmean).imag))
         if imag > 1e-3 * max(1.0, np.max(np.abs(np.diagonal(covmean).real))):
@@ -63,6 +61,26 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         covmean = covmean.real
     # a set against itself is 0, not the -1e-10 that rounding leaves
     return max(0.0, float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean)))
+
+
+def _sqrtm(m: np.ndarray) -> np.ndarray:
+    """``scipy.linalg.sqrtm`` without its LinAlgWarning on stderr (even with -q) for a singular matrix:
+    the covariances of a still or black clip, or of fewer frames than feature dimensions, are singular
+    by nature, and what comes of it (a non-finite root) is handled by the caller, as pytorch-fid does."""
+    import warnings
+
+    from scipy import linalg
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        root = linalg.sqrtm(m)
+    if any(issubclass(w.category, linalg.LinAlgWarning) for w in caught):
+        log.info("FID: the product of the covariances is singular (a still clip, or fewer frames than feature "
+                 "dimensions): compare FIDs over equal numbers of frames")
+    for w in caught:  # any other warning is not ours to hide
+        if not issubclass(w.category, linalg.LinAlgWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return root
 
 
 def inception_features(frames, device=None, batch: int = 32) -> np.ndarray:
