@@ -443,3 +443,44 @@ def test_mediapipe_pose_on_real_clip(carphone):
     shifted = np.concatenate([np.repeat(carphone[:, :, :1], 16, axis=2), carphone[:, :, :-16]], axis=2)
     r = pose_mse(mediapipe_pose(shifted), kp)
     assert r.value == pytest.approx((16 / 176) ** 2, rel=0.5)
+
+
+def test_api_inputs_are_said_not_raised_raw(tiny_clip, panning):
+    """Keypoints and features as bfloat16 or autograd tensors (frames take both) were torch's TypeError or
+    RuntimeError; ragged keypoints, NaN features, a mean not of its covariance's size (that gave 0.0), a
+    wrong device, clip_score without a prompt and arrays in EvalResult.to_dict() were raw errors or
+    silent. Each now works, or is an InputError / DeviceError of one line."""
+    import json
+
+    from flickerless.errors import DeviceError
+    from flickerless.metrics import EvalResult
+
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(0, 1, (4, 5, 2)), np.ones((4, 5, 1))], -1)
+    moved = kp + np.array([0.03, 0.0, 0.0])
+    expect = pose_mse(moved, kp).value
+    for convert in (lambda a: torch.tensor(a).bfloat16(), lambda a: torch.tensor(a).requires_grad_()):
+        assert pose_mse(convert(moved), convert(kp)).value == pytest.approx(expect, rel=0.05)
+    feats = rng.normal(size=(12, 3))
+    mu, s = gaussian_stats(feats)
+    for convert in (lambda a: torch.tensor(a).bfloat16(), lambda a: torch.tensor(a).requires_grad_()):
+        assert frechet_distance(convert(mu), convert(s), mu, s) == pytest.approx(0.0, abs=1e-3)
+        assert gaussian_stats(convert(feats))[0] == pytest.approx(mu, abs=1e-2)
+    nan = feats.copy()
+    nan[3, 1] = np.nan
+    _, clip = tiny_clip
+    frames = panning[:4]
+    for call, says in [(lambda: pose_mse([[[0, 0, 1]], [[0, 0]]], kp), "not an array of numbers"),
+                       (lambda: frechet_distance(np.zeros(4), np.eye(3), np.zeros(4), np.eye(3)), "same D"),
+                       (lambda: gaussian_stats(nan), "NaN or infinite values"),
+                       (lambda: fid(frames, frames, features=lambda f: np.full((len(f), 3), np.nan)), "NaN"),
+                       (lambda: fid(frames, frames, features=lambda f: np.ones(len(f))), r"must be \(N, D\)"),
+                       (lambda: clip_score(frames, None, clip), "clip_score needs a prompt")]:
+        with pytest.raises(InputError, match=says) as e:
+            call()
+        assert "\n" not in str(e.value)
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        evaluate(frames, frames, metrics="pixel_mse", device="tpu")
+    res = EvalResult(values={"pixel_mse": np.float32(1.5)},
+                     per_frame={"pixel_mse": np.array([1.0, np.nan]), "clip": torch.tensor([2.0, 3.0])})
+    assert json.loads(json.dumps(res.to_dict()))["per_frame"] == {"pixel_mse": [1.0, None], "clip": [2.0, 3.0]}

@@ -138,8 +138,13 @@ def clip_score(frames, prompt, clip: ClipModel, image_emb: torch.Tensor | None =
 
     Returns (mean, per-frame list), each in [0, 100]. ``image_emb``: precomputed :func:`image_embeddings`.
     """
+    try:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    except TypeError:  # None was list()'s TypeError
+        prompts = None
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise InputError(f"clip_score needs a prompt: a string, or a list of one per frame (got {type(prompt).__name__})")
     emb = image_embeddings(clip, frames) if image_emb is None else image_emb
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if len(prompts) not in (1, len(emb)):
         raise InputError(f"{len(prompts)} prompts for {len(emb)} frames: give one prompt, or one per frame")
     txt = text_embeddings(clip, prompts)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError, ModelNotFoundError
 from .clip import AESTHETIC_HELP, DEFAULT_CLIP
-from .frames import as_uint8
+from .frames import _array, as_uint8
 
 __all__ = ["METRICS", "EvalResult", "evaluate", "parse_metrics"]
 
@@ -66,6 +66,8 @@ class EvalResult:
                 return [clean(x) for x in v]
             if isinstance(v, np.generic):
                 return clean(v.item())
+            if isinstance(v, np.ndarray) or hasattr(v, "detach"):  # a per-frame series given as an array
+                return clean(np.asarray(_array(v)).tolist())
             return v
 
         return clean({"metrics": self.values, "per_frame": self.per_frame, "skipped": self.skipped, "info": self.info})
@@ -134,6 +136,10 @@ def evaluate(
     always in ``result.skipped``).
     """
     names, explicit = parse_metrics(metrics)
+    if device is not None:  # checked as the CLI's --device is: a wrong one was torch's raw RuntimeError
+        from ..blend.deflicker import resolve_device
+
+        resolve_device(device)
     out = as_uint8(video, "video")
     src = as_uint8(source, "source") if source is not None else None
     if src is not None and len(src) != len(out):

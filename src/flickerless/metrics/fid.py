@@ -26,7 +26,7 @@ import logging
 import numpy as np
 
 from ..errors import InputError, ModelNotFoundError, in_batches
-from .frames import as_uint8
+from .frames import _array, as_uint8
 
 __all__ = ["frechet_distance", "gaussian_stats", "fid", "inception_features"]
 
@@ -35,19 +35,36 @@ log = logging.getLogger("flickerless")
 
 def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
     """Mean (D,) and covariance (D, D) (unbiased, float64) of features (N, D), N >= 2."""
-    f = np.asarray(features, np.float64)
-    if f.ndim != 2 or len(f) < 2:
+    f = _numbers(features, "features")
+    if f.ndim != 2:  # "at least 2 frames" was said of 6 frames' features given flat
+        raise InputError(f"FID features must be (N, D), one row of D numbers per frame; got shape {f.shape}")
+    if len(f) < 2:
         raise InputError(f"FID needs at least 2 frames in each set (got features of shape {f.shape})")
     return f.mean(0), np.cov(f, rowvar=False)
+
+
+def _numbers(x, what: str) -> np.ndarray:
+    """float64 from an array or a torch tensor (bfloat16, with autograd history: as the frames are read);
+    NaN or infinite values are refused, as scipy's sqrtm fails on them with an internal error code."""
+    try:
+        a = np.asarray(_array(x), np.float64)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"FID: the {what} are not an array of numbers ({e})") from None
+    if not np.isfinite(a).all():
+        raise InputError(f"FID: the {what} hold NaN or infinite values (of {int((~np.isfinite(a)).sum())} of "
+                         f"{a.size} numbers); check the feature extractor")
+    return a
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
     ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 @ sigma2))``."""
-    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    mu1, mu2 = (np.atleast_1d(_numbers(m, "means")) for m in (mu1, mu2))
+    s1, s2 = (np.atleast_2d(_numbers(s, "covariances")) for s in (sigma1, sigma2))
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise InputError(f"FID: feature sizes differ ({mu1.shape} vs {mu2.shape})")
+    if mu1.ndim != 1 or s1.shape != (len(mu1), len(mu1)):  # a 4-d mean with 3x3 covariances gave 0.0
+        raise InputError(f"FID: means of shape {mu1.shape} need (D, D) covariances of the same D, got {s1.shape}")
     diff = mu1 - mu2
     covmean = _sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
@@ -119,7 +136,7 @@ def inception_features(frames, device=None, batch: int = 32) -> np.ndarray:
 
 def _features(frames: np.ndarray, features, clip=None, device=None) -> np.ndarray:
     if callable(features):
-        return np.asarray(features(frames))
+        return _array(features(frames))
     if features == "clip":
         if clip is None:
             raise InputError("CLIP-FID needs a loaded CLIP model (clip=load_clip(...))")

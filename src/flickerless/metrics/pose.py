@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, ModelNotFoundError
-from .frames import as_uint8
+from .frames import _array, as_uint8
 
 __all__ = ["PoseScore", "pose_mse", "mediapipe_pose", "pose_error", "normalize_keypoints"]
 
@@ -46,7 +46,7 @@ def pose_mse(kp_output, kp_source, threshold: float = 0.5) -> PoseScore:
     frame t and keypoint k visible in both (visibility > ``threshold``) of the squared Euclidean
     distance ``(x_o - x_s)^2 + (y_o - y_s)^2`` (a keypoint with NaN coordinates counts as not seen). Frames with no common keypoint count as NaN per frame
     and do not enter the mean."""
-    a, b = np.asarray(kp_output, np.float64), np.asarray(kp_source, np.float64)
+    a, b = _track(kp_output, "output"), _track(kp_source, "source")
     if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 3:
         raise InputError(f"pose tracks must both be (T, K, 3) (x, y, visibility); got {a.shape} and {b.shape}")
     # a keypoint not seen may have NaN coordinates (a common convention of estimators): it is left out,
@@ -60,6 +60,16 @@ def pose_mse(kp_output, kp_source, threshold: float = 0.5) -> PoseScore:
     total = int(both.sum())
     value = float(d2.sum() / total) if total else float("nan")
     return PoseScore(value, per.tolist(), total)
+
+
+def _track(kp, name: str) -> np.ndarray:
+    """Keypoints as float64: a torch tensor in any dtype (bfloat16, with autograd history) as the frames
+    are read; a ragged list or text is said, not numpy's ValueError."""
+    try:
+        return np.asarray(_array(kp), np.float64)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"the {name}'s pose track is not an array of numbers ({e}): give (T, K, 3) keypoints "
+                         "(x, y, visibility)") from None
 
 
 def mediapipe_pose(frames, model_complexity: int = 1, min_confidence: float = 0.5) -> np.ndarray:
