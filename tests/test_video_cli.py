@@ -2228,6 +2228,37 @@ def test_stops_while_finishing_and_starting_over_lose_nothing(clips, tmp_path, m
     assert not video.partial_path(gif).exists()
 
 
+def test_a_range_finds_the_cuts_the_whole_clip_has(tmp_path, capsys):
+    """Cuts were found on the frames a range reads alone: keyframes mode's stretch between two
+    keyframes (or a --frames range, a resumed run, one device's part) judged a change at its edge
+    without the changes past it, found a cut the whole clip does not have, and gave other frames."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    texture = rng.uniform(-0.15, 0.15, (9, 16, 3)).repeat(8, 0).repeat(8, 1)
+    # brightness stepping every frame, a smaller step either side of one large one (a flash, not a cut)
+    steps = [0.05] * 23
+    steps[10], steps[11], steps[12] = 0.01, 0.2, 0.01
+    level, sign = [0.3], 1
+    for k, step in enumerate(steps):
+        level.append(level[-1] + (step if k == 11 else sign * step))
+        sign = sign if k == 11 else -sign
+    guide, keys = tmp_path / "g", tmp_path / "k"
+    guide.mkdir()
+    keys.mkdir()
+    for t in range(24):
+        frame = np.clip(texture + level[t], 0, 1)
+        Image.fromarray((frame * 255).round().astype(np.uint8)).save(guide / f"{t:04d}.png")
+        if t in (0, 10, 13, 23):  # keyframes painted apart: 10 reddish, 13 bluish
+            tint = {10: (1, 0.4, 0.4), 13: (0.4, 0.4, 1)}.get(t, (1, 1, 1))
+            Image.fromarray(((1 - frame) * tint * 255).round().astype(np.uint8)).save(keys / f"{t:04d}.png")
+    args = ["deflicker", "--guide", str(guide), "--keyframes", str(keys), "--quality", "draft", "--error-sigma", "0",
+            "--device", "cpu", "-q"]
+    assert main([*args, "-o", str(tmp_path / "whole")]) == 0
+    assert main([*args, "-o", str(tmp_path / "part"), "--frames", "11:13"]) == 0
+    assert np.array_equal(video.read(tmp_path / "part")[0], video.read(tmp_path / "whole")[0][11:13])
+
+
 def test_resume_refuses_inputs_changed_since_the_stop(clips, tmp_path, monkeypatch, capsys):
     """The EbSynth loop: stop, fix a keyframe, run again with --resume. The kept frames were made from
     the old keyframe, so the changed folder (or a style re-rendered at the same path) is refused."""

@@ -460,7 +460,7 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
     (keyframes mode: the guide alone) are decoded as the work moves forward, each in a thread that
     stays ahead of it (:func:`_stream_plan`), holding a stretch of each clip in files, not all of it."""
     from . import video
-    from .blend.deflicker import cuts_from_thumbnails, run_deflicker, thumbnails_of
+    from .blend.deflicker import run_deflicker
     from .blend.frames import ArrayFrames
 
     h, w = job["size"]
@@ -483,18 +483,54 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
                                                               tmpdir=job["tmp"], ahead=ahead,
                                                               alpha=job["alpha"]))
             style.prefetch()
-        cuts = False
-        if not args.no_cuts:  # a pass over the guide alone (decoding only): shown, as it takes a while
-            frames = video.iter_frames(args.guide, lo, hi)
-            if progress:
-                from tqdm.auto import tqdm
-
-                frames = tqdm(frames, total=hi - lo, unit="frame", desc="finding cuts", dynamic_ncols=True, leave=False)
-            cuts = cuts_from_thumbnails(thumbnails_of(frames, (h, w)))
+        # a pass over the guide alone (decoding only): shown, as it takes a while
+        cuts = _range_cuts(args, job, None, lo, hi, progress)
         warmed()  # the GPU made ready meanwhile (_warming)
         return run_deflicker(ArrayFrames(guide), None if style is None else ArrayFrames(style),
                              _in_order(lo, a, b, emit), mode=job["mode"], device=device, keyframes=keyframes, progress=progress, cuts=cuts,
                              max_segment=segment, **_blend_options(args, job, lo))
+
+
+CUT_CONTEXT = 9  # a cut is decided from the 8 changes either side of it (cuts_from_thumbnails): 9 frames
+
+
+def _range_cuts(args, job: dict, guide, lo: int, hi: int, progress: bool):
+    """The hard cuts within frames ``lo..hi-1`` of the guide (numbered from ``lo``) as a whole-clip run
+    finds them, or False with --no-cuts. Each is decided from the changes around it, so the guide is
+    looked at up to :data:`CUT_CONTEXT` frames past both ends of the range: a range of the clip (a
+    --frames range, a resumed run, one device's part, keyframes mode's stretch between keyframes) found
+    other cuts at its ends than the whole clip has, and gave other frames. ``guide``: the range's frames
+    where they are read already (else decoded here)."""
+    from itertools import chain
+
+    from .blend.deflicker import cuts_from_thumbnails, thumbnails_of
+    from .video import iter_frames
+
+    if args.no_cuts:
+        return False
+    last = min(job["n"], hi + CUT_CONTEXT)
+
+    def margin(a, b):  # frames outside the range: as many as decode (a damaged tail: none past it)
+        if a < b:
+            try:
+                yield from iter_frames(args.guide, a, b)
+            except InputError:
+                return
+
+    before = list(margin(max(0, lo - CUT_CONTEXT), lo))  # (a few frames) all of them, or none
+    before = before if len(before) == min(lo, CUT_CONTEXT) else []
+    first = lo - len(before)
+    inside = iter_frames(args.guide, lo, hi) if guide is None else (guide[i] for i in range(hi - lo))
+    frames = chain(before, inside, margin(hi, last))
+    if progress:
+        from tqdm.auto import tqdm
+
+        frames = tqdm(frames, total=last - first, unit="frame", desc="finding cuts", dynamic_ncols=True, leave=False)
+    found = [first + c for c in cuts_from_thumbnails(thumbnails_of(frames, job["size"]))]
+    found = [c for c in found if lo < c < hi]
+    if found:
+        log.info("scene cuts at frames %s: each shot is deflickered on its own", found)
+    return [c - lo for c in found]
 
 
 def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: bool) -> dict:
@@ -529,10 +565,10 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
                 keyframes = _Keyframes.of_range(job, lo, hi)
             else:
                 style = ArrayFrames(sframes)
+            cuts = _range_cuts(args, job, guide, lo, hi, False)
             warmed()
             return run_deflicker(ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, device=device,
-                                 keyframes=keyframes, progress=progress, cuts=not args.no_cuts,
-                                 **_blend_options(args, job, lo))
+                                 keyframes=keyframes, progress=progress, cuts=cuts, **_blend_options(args, job, lo))
         finally:
             for c in closers:
                 if hasattr(c, "close"):
