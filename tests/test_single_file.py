@@ -163,6 +163,13 @@ def test_cli_exports_a_full_fine_tune(model_dir, tmp_path, capsys):
     lora.write_bytes(b"not replaced")
     assert main(["export", str(tuned), "-o", str(lora), "--lora", f"{lora}:0.5", "--overwrite", "-q"]) == 2
     assert "is the --lora input" in capsys.readouterr().err and lora.read_bytes() == b"not replaced"
+    # nor a file within the model (or a LoRA's, or --config's) folder: the model's own UNet was replaced
+    own = next((tuned / "unet").glob("*.safetensors"))
+    before = own.read_bytes()
+    assert main(["export", str(tuned), "-o", str(own), "--overwrite", "-q"]) == 2
+    assert "is a file of the --model folder" in capsys.readouterr().err and own.read_bytes() == before
+    assert main(["export", str(out), "--config", str(tuned), "-o", str(own), "--overwrite", "-q"]) == 2
+    assert "is a file of the --config folder" in capsys.readouterr().err and own.read_bytes() == before
 
 
 def test_export_bakes_a_fused_lora_in(model_dir, tmp_path):

@@ -41,9 +41,15 @@ def cmd_export(args) -> int:
     from ..video import check_output_is_not_input
 
     # --overwrite replaces an earlier export, not what this one is made from
-    check_output_is_not_input(out, model=args.model)
+    check_output_is_not_input(out, model=args.model, config=args.config)
     for path, _ in lora:
         check_output_is_not_input(out, lora=path)
+    # nor a file within them: `-o MODEL/unet/diffusion_pytorch_model.safetensors --overwrite` replaced the
+    # model's own UNet with the export (and the next load of the model failed)
+    for flag, given in [("model", args.model), ("config", args.config), *(("lora", p) for p, _ in lora)]:
+        if given and Path(given).is_dir() and out.exists() and out.resolve().is_relative_to(Path(given).resolve()):
+            raise OutputError(f"{out}: is a file of the --{flag} folder {given}, which the export is made from; "
+                              "choose an output outside it")
     if out.exists() and not args.overwrite:
         raise OutputError(f"{out} already exists: add --overwrite to replace it, or choose another -o")
     if args.quiet:  # the libraries' loading bars too
