@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 import re
 
 import numpy as np
@@ -155,6 +156,18 @@ def test_user_template_file(tmp_path):
     p.write_bytes(("# caf\u00e9\n" + text).encode("latin-1"))
     with pytest.raises(InputError, match="not UTF-8 text .*save the template as UTF-8"):
         load_template(str(p))
+
+
+def test_a_file_named_as_a_task_does_not_hide_its_template(tmp_path, monkeypatch):
+    """`run restore -o restore` (a PNG folder output) made every later `run restore` there "template file
+    not found", and notes in a file called `fashion` "not valid TOML"; ./NAME still reads such a file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "restore").mkdir()
+    (tmp_path / "fashion").write_text("my notes\n")
+    assert load_template("restore") == load_template(str(Path(__file__).parents[1] / "src/flickerless/templates/restore.toml"))
+    assert load_template("fashion")["task"] == "fashion"
+    (tmp_path / "stylize").write_text(dumps(apply_overrides(load_template("stylize"), ["sampling.steps=3"])))
+    assert load_template("./stylize")["sampling"]["steps"] == 3 and load_template("stylize")["sampling"]["steps"] != 3
 
 
 def test_a_template_files_relative_paths_are_found_beside_it(tmp_path, monkeypatch):

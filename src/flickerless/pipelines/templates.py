@@ -173,9 +173,13 @@ def _template_file_text(path: Path) -> str:
 
 
 def load_template(name_or_path: str) -> dict:
-    """A bundled template by task name (``stylize``) or a TOML file by path, validated."""
+    """A bundled template by task name (``stylize``) or a TOML file by path, validated. A task's name is
+    its bundled template even where a file or folder of that name is in the working directory (a
+    `run restore -o restore` output made every later `run restore` there "template file not found");
+    ``./restore`` reads such a file."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    from_file = str(name_or_path) not in TASKS and (path.suffix == ".toml" or path.exists())
+    if from_file:
         if not path.is_file():
             raise InputError(f"{path}: template file not found")
         text = _template_file_text(path)
@@ -186,7 +190,7 @@ def load_template(name_or_path: str) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{name_or_path}: not valid TOML ({e})") from None
     validate(data, where=str(name_or_path))
-    if path.is_file():
+    if from_file:
         _paths_from(data, path.parent)
     return data
 
