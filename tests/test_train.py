@@ -402,6 +402,36 @@ def test_an_output_under_a_file_is_refused_before_the_model_loads(model_dir, tmp
     assert len(err) == 1 and "notes.txt is a file, so the folder cannot be made there" in err[0], err
 
 
+def test_an_output_that_is_an_input_is_refused_before_any_work(model_dir, tmp_path, capsys, monkeypatch):
+    """``--mode full -o`` the base model's folder saved the fine-tuned UNet over the base model (and ``-o``
+    the video's frame folder wrote unet/, vae/, ... among the frames)."""
+    import flickerless.diffusion.models as models
+    from PIL import Image
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model loaded before the output was checked")
+
+    monkeypatch.setattr(models, "load_components", no_loading)
+    frames_dir, masks = tmp_path / "frames", tmp_path / "masks"
+    for d in (frames_dir, masks):
+        d.mkdir()
+        for i in range(2):
+            Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(d / f"{i}.png")
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    (model / "checkpoints" / "step-000001").mkdir(parents=True)  # an earlier such run's: kept by --overwrite
+    (model / "checkpoints" / "step-000001" / "state.json").write_text("{}")
+    before = {p: p.read_bytes() for p in model.rglob("*") if p.is_file()}
+    base = ["train", "--model", str(model), "--video", str(frames_dir), "--prompt", "a man", "--mode", "full",
+            "--resolution", "16", "--device", "cpu", "-q", "--masks", str(masks), "--loss-weights", "1,1,0"]
+    for out, flag in ((model, "--model"), (model / ".", "--model"), (frames_dir, "--video"), (masks, "--masks")):
+        assert main(base + ["-o", str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"is the {flag} input" in err[0], err
+    assert {p: p.read_bytes() for p in model.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in frames_dir.iterdir()) == ["0.png", "1.png"]
+
+
 def test_out_of_memory_names_the_last_checkpoint_on_any_device(model_dir, frames, tmp_path, monkeypatch):
     """Apple's MPS says out of memory with a plain RuntimeError; it used to end in a traceback."""
     from flickerless.errors import DeviceError

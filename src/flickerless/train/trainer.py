@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..errors import DeviceError, InputError, OutputError, out_of_memory
-from ..video import usual_mode
+from ..video import check_output_is_not_input, usual_mode
 from ..weights import quiet_model_loading
 from .data import MaskSource, clip_pixel_aspect, load_frames, load_masks, parse_resolution
 from .losses import Losses, combined_loss, diffusion_target, latent_masks
@@ -159,10 +159,14 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | No
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def _check_output_folder(output: Path) -> None:
-    """Refuse, before the model loads, an output folder that cannot be made or written: a file at its
+def _check_output_folder(output: Path, config: TrainConfig | None = None, video=None, masks=None) -> None:
+    """Refuse, before the model loads, an output folder that cannot be made or written: one of the
+    inputs (``-o`` the base model's folder: a full fine-tune was saved over the base model), a file at its
     path or at one of its parents (``-o notes.txt/lora``), or an unwritable folder it would be made in.
     Found at the first checkpoint, such a path cost the steps trained before it."""
+    if config is not None:
+        path = lambda v: v if isinstance(v, (str, Path)) else None  # noqa: E731 - arrays and callables are no paths
+        check_output_is_not_input(output, model=config.model, config=config.config, video=path(video), masks=path(masks))
     if output.exists() and not output.is_dir():
         raise OutputError(f"output {output} is a file: give a folder for the trained weights")
     nearest = output
@@ -200,7 +204,7 @@ class Trainer:
 
         self.cfg = cfg = config.validate()
         self.output = Path(cfg.output)
-        _check_output_folder(self.output)
+        _check_output_folder(self.output, cfg, video, masks)
         self.device = resolve_device(cfg.device)
         self.autocast_dtype = _resolve_precision(cfg.precision, self.device)
         size = parse_resolution(cfg.resolution)
@@ -519,6 +523,7 @@ def train(config: TrainConfig, video, masks: MaskSource | None = None, resume=No
     """
     config.validate()
     out = Path(config.output)
+    _check_output_folder(out, config, video, masks)  # before --overwrite removes anything there
     ckpt = None
     if resume in (True, "latest"):
         ckpt = latest_checkpoint(out)
