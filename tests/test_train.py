@@ -312,6 +312,36 @@ def test_a_stop_keeps_a_checkpoint_also_without_periodic_ones(model_dir, frames,
     assert [p.name for p in (tmp_path / "o" / "checkpoints").iterdir()] == ["step-000003"]
 
 
+@pytest.mark.parametrize("every", [0, 2])
+def test_a_stop_during_the_optimizer_update_is_saved_and_resumes_exactly(model_dir, frames, tmp_path, monkeypatch, every):
+    """A Ctrl-C landing in the optimizer update (a third of a full fine-tune's step) saved nothing: the
+    steps since the last checkpoint were lost, all of them with --checkpoint-every 0. The update is now
+    finished, then saved as a stop between steps is."""
+    import signal
+
+    from safetensors.torch import load_file
+
+    kw = dict(steps=5, checkpoint_every=every, keep_checkpoints=5)
+    whole = train(_cfg(model_dir, tmp_path / "a", **kw), frames, progress=False)
+    real, calls = torch.optim.AdamW.step, [0]
+
+    def step(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # handled in the middle of step 3's update
+        return real(self, *a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.optim.AdamW, "step", step)
+        with pytest.raises(KeyboardInterrupt):
+            train(_cfg(model_dir, tmp_path / "b", **kw), frames, progress=False)
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir())[-1] == "step-000003"
+    res = train(_cfg(model_dir, tmp_path / "b", **kw), frames, resume="latest", progress=False)
+    want, got = load_file(whole.weights), load_file(res.weights)
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert res.loss == whole.loss  # the running loss too
+
+
 def test_a_stop_before_any_checkpoint_does_not_point_at_one(model_dir, tmp_path, monkeypatch, capsys):
     import flickerless.train as tr
 

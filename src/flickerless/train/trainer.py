@@ -178,6 +178,31 @@ def _check_output_folder(output: Path, config: TrainConfig | None = None, video=
         raise OutputError(f"output {output}: folder {nearest} is not writable")
 
 
+@contextlib.contextmanager
+def _stops_held():
+    """Hold Ctrl-C, SIGTERM and SIGHUP while the block runs, then act on the first one as its handler
+    would have (raise the KeyboardInterrupt): for work that must be finished once begun. Signals are
+    only handled in the main thread; elsewhere (and for handlers not set from Python) nothing is held."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held, old = [], {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)  # Windows has no SIGHUP
+        if sig is not None and callable(signal.getsignal(sig)):
+            old[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if held:
+            old[held[0]](held[0], None)
+
+
 def _oom(step: int, output: Path, when: str) -> DeviceError:
     last = latest_checkpoint(output)
     kept = f"last checkpoint kept: {last} (continue with --resume)" if last else "no checkpoint was saved yet"
@@ -332,22 +357,27 @@ class Trainer:
         self._step_start = (self.generator.get_state(), torch.get_rng_state())
         losses = self.loss(*self.draw(self.generator, cfg.batch))
         if not torch.isfinite(losses.total):
-            raise InputError(f"the loss became {float(losses.total)} at step {self.step + 1}: lower --lr"
+            raise InputError(f"the loss became {float(losses.total.detach())} at step {self.step + 1}: lower --lr"
                              + (" or use --precision bf16/fp32" if self.autocast_dtype == torch.float16 else ""))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses.total).backward()
         lr = cfg.learning_rate * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.learning_rate
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self._in_update = True
-        if cfg.max_grad_norm is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_([p for _, p in self.params], cfg.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.step += 1
-        self._in_update = False
-        self._step_start = None
+        # a stop within the update (a third of a full fine-tune's step on the CPU) left some weights and
+        # moments updated and others not, and nothing could be saved: it is held until the step is whole
+        with _stops_held():
+            self._in_update = True
+            if cfg.max_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_([p for _, p in self.params], cfg.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            total = float(losses.total.detach())
+            self._ema = total if self._ema is None else 0.9 * self._ema + 0.1 * total
+            self._in_update = False
+            self._step_start = None
         return Losses(*(v.detach() for v in losses))
 
     def fit(self, progress: bool = True, on_step: Callable[[int, Losses], None] | None = None) -> list[float]:
@@ -363,9 +393,7 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 losses = self.train_step()
-                total = float(losses.total)
-                history.append(total)
-                self._ema = total if self._ema is None else 0.9 * self._ema + 0.1 * total
+                history.append(float(losses.total))
                 bar.update(1)
                 bar.set_postfix(loss=f"{self._ema:.4f}")
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
