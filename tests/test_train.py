@@ -4,6 +4,7 @@ engine, resume equals an uninterrupted run, the ``flickerless train`` command. T
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -340,6 +341,38 @@ def test_a_stop_during_the_optimizer_update_is_saved_and_resumes_exactly(model_d
     want, got = load_file(whole.weights), load_file(res.weights)
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
     assert res.loss == whole.loss  # the running loss too
+
+
+def test_a_stop_while_the_result_is_written_keeps_the_run_and_the_earlier_output(model_dir, frames, tmp_path, monkeypatch):
+    """A Ctrl-C while a full fine-tune was written (seconds for SD 1.5) left a half-written output folder,
+    or an earlier output's parts mixed with the new, and with --checkpoint-every 0 lost the run."""
+    from diffusers import StableDiffusionPipeline
+
+    kw = dict(mode="full", lr=1e-3, checkpoint_every=0)
+    whole = train(_cfg(model_dir, tmp_path / "a", steps=3, **kw), frames, progress=False)
+    out = tmp_path / "b"
+    train(_cfg(model_dir, out, steps=2, **kw), frames, progress=False)
+    earlier = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = StableDiffusionPipeline.save_pretrained
+
+    def stopped_midway(self, folder, *a, **k):
+        real(self, folder, *a, **k)
+        (Path(folder) / "model_index.json").write_text("{")  # half written
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(StableDiffusionPipeline, "save_pretrained", stopped_midway)
+        with pytest.raises(KeyboardInterrupt):
+            train(_cfg(model_dir, out, steps=3, **kw), frames, overwrite=True, progress=False)
+    # the earlier output is whole and untouched, and the 3 steps are kept as a checkpoint
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and "checkpoints" not in p.parts} == earlier
+    assert sorted(p.name for p in out.iterdir()) == sorted({"checkpoints", *(p.parts[0] for p in earlier)})
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000003"]
+    res = train(_cfg(model_dir, out, steps=3, **kw), frames, resume="latest", progress=False)
+    assert json.loads((out / "training.json").read_text())["step"] == 3
+    for name in ("unet/diffusion_pytorch_model.safetensors", "model_index.json"):
+        assert (res.weights / name).read_bytes() == (whole.weights / name).read_bytes()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
 def test_a_stop_before_any_checkpoint_does_not_point_at_one(model_dir, tmp_path, monkeypatch, capsys):

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -46,6 +47,10 @@ __all__ = ["TrainConfig", "Trainer", "TrainResult", "train", "latest_checkpoint"
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+# what a result is made of in the output folder (a LoRA's file, a diffusers folder's parts): replaced
+# whole by the next result; anything else there (checkpoints/) is kept
+RESULT_NAMES = frozenset({LORA_WEIGHTS, "training.json", "model_index.json", "unet", "vae", "text_encoder",
+                          "tokenizer", "scheduler", "safety_checker", "feature_extractor"})
 # settings a checkpoint cannot be resumed under if they changed (the trainable weights differ)
 _STRUCTURAL = ("mode", "lora_rank", "lora_alpha", "lora_targets")
 
@@ -504,12 +509,18 @@ class Trainer:
 
     # ---- result -----------------------------------------------------------------------------
     def save(self) -> Path:
-        """Save the result: the LoRA file, or a diffusers folder holding the fine-tuned UNet."""
+        """Save the result: the LoRA file, or a diffusers folder holding the fine-tuned UNet. It is written
+        in a temporary folder and moved into place once whole: a stop or a full disk while writing (seconds
+        for a full fine-tune) left a half-written output, or an earlier one's parts mixed with the new.
+        A stop saves a checkpoint of the trained steps if there is none, to be resumed."""
         from diffusers import StableDiffusionPipeline
 
-        self.output.mkdir(parents=True, exist_ok=True)
+        final = self.output.resolve()
         unet = self.unet
+        tmp = None
         try:
+            final.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".saving.", dir=final))
             if self.cfg.mode == "lora":
                 from diffusers.utils import convert_state_dict_to_diffusers
                 from peft.utils import get_peft_model_state_dict
@@ -517,7 +528,7 @@ class Trainer:
                 layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
                 meta = unet.peft_config["default"].to_dict()
                 meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
-                StableDiffusionPipeline.save_lora_weights(self.output, unet_lora_layers=layers,
+                StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers,
                                                           unet_lora_adapter_metadata=meta, weight_name=LORA_WEIGHTS)
                 out = self.output / LORA_WEIGHTS
             else:
@@ -527,18 +538,60 @@ class Trainer:
                 pipe = StableDiffusionPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=c.tokenizer, unet=unet,
                                                scheduler=c.scheduler, safety_checker=None, feature_extractor=None,
                                                requires_safety_checker=False)
-                pipe.save_pretrained(self.output)
-                if self.cfg.gradient_checkpointing:
-                    unet.enable_gradient_checkpointing()
+                try:
+                    pipe.save_pretrained(tmp)
+                finally:
+                    if self.cfg.gradient_checkpointing:
+                        unet.enable_gradient_checkpointing()
                 out = self.output
-            for f in self.output.rglob("*.safetensors"):  # safetensors writes 0600: a result is shared like any file
+            for f in tmp.rglob("*.safetensors"):  # safetensors writes 0600: a result is shared like any file
                 usual_mode(f)
-            (self.output / "training.json").write_text(json.dumps(
+            (tmp / "training.json").write_text(json.dumps(
                 {"step": self.step, "loss": self._ema, "frames": self.num_frames, "settings": self.cfg.to_json()}, indent=1))
+            with _stops_held():  # a few renames, never left half done
+                _swap_in(tmp, final)
+                tmp = None
         except OSError as e:
             raise OutputError(f"cannot write the trained weights to {self.output}: {e}") from e
+        except KeyboardInterrupt:
+            last = latest_checkpoint(self.output)
+            if last is None or int(last.name.split("-")[1]) != self.step:  # --checkpoint-every 0, or not at the end
+                path = self.save_checkpoint()
+                log.warning("interrupted while saving the result: checkpoint of step %d saved in %s (continue with "
+                            "--resume)", self.step, path)
+            raise
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
         log.info("saved %s after %d steps (loss %.4f)", out, self.step, self.running_loss)
         return out
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Move the finished result in ``tmp`` (a folder inside the output ``final``, so on its filesystem
+    also where ``final`` is a mount point) into ``final``, in place of an earlier result's parts, by
+    renames; what else the output holds (its checkpoints) stays where it is. A failed rename puts back
+    what was moved, so that the output holds one whole result or the earlier one."""
+    old = Path(tempfile.mkdtemp(prefix=".replaced.", dir=final))
+    moved_out, moved_in = [], []
+    try:
+        try:
+            for entry in final.iterdir():
+                if entry.name in RESULT_NAMES:
+                    os.replace(entry, old / entry.name)
+                    moved_out.append(entry.name)
+            for entry in tmp.iterdir():
+                os.replace(entry, final / entry.name)
+                moved_in.append(entry.name)
+        except BaseException:
+            for name in moved_in:
+                os.replace(final / name, tmp / name)
+            for name in moved_out:
+                os.replace(old / name, final / name)
+            raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+    tmp.rmdir()
 
 
 def train(config: TrainConfig, video, masks: MaskSource | None = None, resume=None, overwrite: bool = False,
