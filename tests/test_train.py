@@ -375,6 +375,36 @@ def test_a_stop_while_the_result_is_written_keeps_the_run_and_the_earlier_output
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_a_finished_output_or_a_folder_of_other_files_is_not_replaced(model_dir, frames, tmp_path, capsys):
+    """Without checkpoints (--checkpoint-every 0, or deleted) a second run replaced an earlier result
+    without a word, and a run wrote into any folder (-o a project's folder) beside its files."""
+    out = tmp_path / "o"
+    first = train(_cfg(model_dir, out, steps=1), frames, progress=False).weights.read_bytes()
+    for how in ({}, {"resume": "latest"}):
+        with pytest.raises(OutputError, match="holds the result of an earlier run"):
+            train(_cfg(model_dir, out, steps=1, seed=5), frames, progress=False, **how)
+    with pytest.raises(InputError, match="resume and overwrite"):  # the resume went on, --overwrite ignored
+        train(_cfg(model_dir, out, steps=1, seed=5), frames, progress=False, resume="latest", overwrite=True)
+    assert (out / "pytorch_lora_weights.safetensors").read_bytes() == first
+    train(_cfg(model_dir, out, steps=1, seed=5), frames, progress=False, overwrite=True)
+    assert (out / "pytorch_lora_weights.safetensors").read_bytes() != first
+    project, model = tmp_path / "project", tmp_path / "model"
+    project.mkdir()
+    (project / "notes.txt").write_text("x")
+    shutil.copytree(model_dir, model)
+    for folder, said in ((project, "holds other files \\(notes.txt\\)"), (model, "train did not write")):
+        with pytest.raises(OutputError, match=said):
+            Trainer(_cfg(model_dir, folder, steps=1), frames)
+        with pytest.raises(OutputError, match=said):
+            train(_cfg(model_dir, folder, steps=1), frames, progress=False, overwrite=True)
+    assert [p.name for p in project.iterdir()] == ["notes.txt"]
+    args = ["train", "--model", str(model_dir), "--video", str(registry_clip("carphone_pristine.mp4")), "--prompt",
+            "a man", "-o", str(out), "-q", "--resume", "--overwrite"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume and --overwrite: give one" in err[0], err
+
+
 def test_a_stop_before_any_checkpoint_does_not_point_at_one(model_dir, tmp_path, monkeypatch, capsys):
     import flickerless.train as tr
 

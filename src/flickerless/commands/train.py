@@ -45,7 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--keep-checkpoints", type=int, default=2, help="checkpoints kept (default 2, the newest)")
     p.add_argument("--resume", nargs="?", const="latest", help="continue from the newest checkpoint in --output "
                    "(or the checkpoint folder given)")
-    p.add_argument("--overwrite", action="store_true", help="start over even though --output holds checkpoints")
+    p.add_argument("--overwrite", action="store_true", help="start over even though --output holds checkpoints or "
+                   "the result of an earlier run")
     p.add_argument("--seed", type=int, default=0, help="seed of the frames, timesteps and noise drawn (default 0)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: a GPU if there is one)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
@@ -73,6 +74,9 @@ def cmd_train(args) -> int:
     from ..errors import InputError, interrupted
     from ..train import TrainConfig, train
 
+    if args.resume and args.overwrite:
+        raise InputError("--resume and --overwrite: give one (--resume continues the run in --output, --overwrite "
+                         "starts it over)")
     if not Path(args.video).exists():
         raise InputError(f"--video {args.video}: no such file or folder")
     if args.masks and not Path(args.masks).exists():

@@ -181,6 +181,17 @@ def _check_output_folder(output: Path, config: TrainConfig | None = None, video=
         raise OutputError(f"output {output}: {nearest} is a file, so the folder cannot be made there; give another folder")
     if not os.access(nearest, os.W_OK):
         raise OutputError(f"output {output}: folder {nearest} is not writable")
+    if output.is_dir():
+        # a result is saved into the folder and replaces an earlier one's files there: only ever into a
+        # folder train wrote (or an empty one), never among a project's files or another model's
+        names = {p.name for p in output.iterdir() if not p.name.startswith((".saving.", ".replaced."))}
+        other = sorted(names - RESULT_NAMES - {"checkpoints"})
+        if other:
+            raise OutputError(f"output {output}: folder holds other files ({', '.join(other[:3])}"
+                              f"{', ...' if len(other) > 3 else ''}); give a new or empty folder for the trained weights")
+        if names and not names & {"training.json", "checkpoints"}:
+            raise OutputError(f"output {output}: folder holds a model or LoRA that train did not write (no training.json), "
+                              "which the result would replace; give a new or empty folder")
 
 
 @contextlib.contextmanager
@@ -600,14 +611,21 @@ def train(config: TrainConfig, video, masks: MaskSource | None = None, resume=No
 
     resume: None (start fresh), ``"latest"``/True (the newest checkpoint under ``output/checkpoints``;
     starts fresh when there is none) or a checkpoint folder. A fresh start refuses an output that
-    already holds checkpoints unless ``overwrite``.
+    already holds checkpoints or a result unless ``overwrite`` (not given with ``resume``). A folder
+    holding anything else is refused.
     """
     config.validate()
+    if resume and overwrite:  # the resume went on, the overwrite ignored
+        raise InputError("resume and overwrite: give one (resume continues the run in the output, overwrite starts it over)")
     out = Path(config.output)
     _check_output_folder(out, config, video, masks)  # before --overwrite removes anything there
+    finished = (out / "training.json").is_file()
     ckpt = None
     if resume in (True, "latest"):
         ckpt = latest_checkpoint(out)
+        if ckpt is None and finished:  # a new run would replace the result
+            raise OutputError(f"{out} holds the result of an earlier run but no checkpoint to resume from: start over "
+                              "(--overwrite instead of --resume) or give another folder")
         if ckpt is None:
             log.info("no checkpoint in %s: starting a new run", out / "checkpoints")
     elif resume:
@@ -618,6 +636,8 @@ def train(config: TrainConfig, video, masks: MaskSource | None = None, resume=No
         if not overwrite:
             raise OutputError(f"{out} holds checkpoints of an earlier run: resume it (--resume) or start over (--overwrite)")
         shutil.rmtree(out / "checkpoints")
+    elif finished and not overwrite:  # its checkpoints gone (--checkpoint-every 0, or deleted): replaced without a word
+        raise OutputError(f"{out} holds the result of an earlier run: start over (--overwrite) or give another folder")
     if not progress:
         quiet_model_loading()
     # the run seeds (and a resume restores) torch's random state for itself: the caller's is as it was after
