@@ -203,6 +203,27 @@ def test_masked_weights_train_on_the_masked_error(model_dir, frames, tmp_path):
         Trainer(_cfg(model_dir, tmp_path / "o", loss_weights=(1, 0.5, 0)), frames)
 
 
+def test_masks_that_teach_nothing_are_refused_and_changed_masks_on_resume_said(model_dir, frames, tmp_path, caplog):
+    """All-black masks (segment's, where it found no one) with only the foreground weighted trained a
+    LoRA that did nothing, loss 0, without a word; a resume with other masks was not said."""
+    black, white = np.zeros((4, 144, 176), np.uint8), np.full((4, 144, 176), 255, np.uint8)
+    with pytest.raises(InputError, match="all black \\(no foreground\\) in all 4 training frames, so the foreground loss"):
+        Trainer(_cfg(model_dir, tmp_path / "o", loss_weights=(0, 1, 0)), frames, masks=black)
+    with pytest.raises(InputError, match="all white \\(no background\\) .* background loss l3"):
+        Trainer(_cfg(model_dir, tmp_path / "o", loss_weights=(0, 0, 1)), frames, masks=white)
+    half = black.copy()
+    half[..., 88:] = 255
+    kw = dict(steps=1, checkpoint_every=1, loss_weights=(1, 1, 0))
+    with caplog.at_level("WARNING", logger="flickerless"):
+        train(_cfg(model_dir, tmp_path / "a", **kw), frames, masks=black, progress=False)  # l1 still learns: said
+        assert "all black (no foreground) in all 4 training frames: the foreground loss l2 learns nothing" in caplog.text
+        ckpt = tmp_path / "a" / "checkpoints" / "step-000001"
+        Trainer(_cfg(model_dir, tmp_path / "a", **kw), frames, masks=black).load_checkpoint(ckpt)
+        assert "resuming" not in caplog.text
+        Trainer(_cfg(model_dir, tmp_path / "a", **kw), frames, masks=half).load_checkpoint(ckpt)
+    assert "resuming with changed masks" in caplog.text
+
+
 def test_lora_loads_in_the_engine_and_reproduces_the_trained_unet(model_dir, frames, tmp_path):
     res = train(_cfg(model_dir, tmp_path / "lora", steps=6, lr=5e-2, lora_rank=4, lora_alpha=8), frames,
                 progress=False)

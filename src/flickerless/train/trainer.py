@@ -219,6 +219,25 @@ def _stops_held():
             old[held[0]](held[0], None)
 
 
+def _check_masks_teach(fg: torch.Tensor, weights, source) -> None:
+    """Refuse masks that leave the weighted losses nothing to learn from (all black with only the
+    foreground weighted, all white with only the background), and warn where one weighted term has
+    nothing: the run ended with a loss of 0 and an unchanged model, without a word. ``segment`` writes
+    black masks where it found no one."""
+    l1, l2, l3 = weights
+    what = f"masks {source}" if isinstance(source, (str, Path)) else "masks"
+    empty = {"foreground loss l2": (l2, bool(fg.amax() <= 0), "all black (no foreground)"),
+             "background loss l3": (l3, bool(fg.amin() >= 1), "all white (no background)")}
+    idle = [(name, why) for name, (w, none, why) in empty.items() if w > 0 and none]
+    if not idle:
+        return
+    name, why = idle[0]
+    if not l1 and len(idle) == sum(w > 0 for w, _, _ in empty.values()):
+        raise InputError(f"{what}: {why} in all {len(fg)} training frames, so the {name}, the only one weighted, learns "
+                         "nothing; check the masks (segment writes black ones where it finds no one) or weight l1 too")
+    log.warning("%s: %s in all %d training frames: the %s learns nothing from them", what, why, len(fg), name)
+
+
 def _oom(step: int, output: Path, when: str) -> DeviceError:
     last = latest_checkpoint(output)
     kept = f"last checkpoint kept: {last} (continue with --resume)" if last else "no checkpoint was saved yet"
@@ -255,9 +274,12 @@ class Trainer:
         if fg is None and any(cfg.loss_weights[1:]):
             raise InputError("loss_weights: l2/l3 weight the foreground/background but no masks were given "
                              "(give --masks, or --loss-weights 1,0,0)")
+        if fg is not None:
+            _check_masks_teach(fg, cfg.loss_weights, masks)
         self.num_frames = len(frames)
-        # what the run trains on, kept in its checkpoints: a resume from another clip is said
+        # what the run trains on, kept in its checkpoints: a resume from another clip (or masks) is said
         self.data_hash = hashlib.sha1(frames.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+        self.mask_hash = hashlib.sha1(fg.numpy().tobytes()).hexdigest()[:16] if fg is not None else None
         try:
             self._setup_model(load_components, VAECodec, DDPMScheduler, frames, fg)
         except Exception as e:  # noqa: BLE001 - only running out of memory is said here
@@ -462,7 +484,7 @@ class Trainer:
                 "ema": self._ema,
             }, tmp / "state.pt")
             (tmp / "state.json").write_text(json.dumps({"step": self.step, "settings": self.cfg.to_json(),
-                                                        "frames": self.data_hash}, indent=1))
+                                                        "frames": self.data_hash, "masks": self.mask_hash}, indent=1))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -494,6 +516,8 @@ class Trainer:
                  if saved.get(k) != now.get(k)]
         if meta.get("frames", self.data_hash) != self.data_hash:  # another --video (a run was resumed silently)
             other.append("training frames (another video?)")
+        if meta.get("masks", self.mask_hash) != self.mask_hash:  # the masked losses learn from other pixels
+            other.append("masks")
         if other:
             log.warning("resuming with changed %s: the run will differ from an uninterrupted one", ", ".join(other))
         weights = load_file(path / "weights.safetensors")
