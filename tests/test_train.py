@@ -115,7 +115,8 @@ def test_resolution_and_center_crop():
 def test_frames_and_settings_from_python_are_read_as_elsewhere(model_dir, frames, tmp_path):
     """Float frames (T, H, W, 3) in [0, 1] were divided by 255 again (trained on black), 0-255 floats
     clamped white; 2.5 steps ran 3; a batch of 1.5 failed in torch; a string of LoRA targets was read a
-    letter at a time; and a run reseeded the caller's torch random state."""
+    letter at a time; a blank prompt trained the unconditional embedding; and a run reseeded the caller's
+    torch random state."""
     from flickerless.train import load_frames
 
     as_bytes, _ = load_frames(frames, (16, 16))
@@ -124,7 +125,7 @@ def test_frames_and_settings_from_python_are_read_as_elsewhere(model_dir, frames
         assert (load_frames(same, (16, 16))[0] - as_bytes).abs().max() < 1e-5
     with pytest.raises(InputError, match="divide 0-255 floats by 255"):
         load_frames(frames.astype(np.float32), (16, 16))
-    for key, value in (("steps", 2.5), ("batch", 1.5), ("max_frames", 1.5), ("lora_targets", "to_q")):
+    for key, value in (("steps", 2.5), ("batch", 1.5), ("max_frames", 1.5), ("lora_targets", "to_q"), ("prompt", "  ")):
         with pytest.raises(InputError, match=key):
             _cfg(model_dir, tmp_path / "o", **{key: value}).validate()
     torch.manual_seed(123)

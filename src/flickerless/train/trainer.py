@@ -115,7 +115,7 @@ class TrainConfig:
         self.loss_weights = w
         if self.precision not in PRECISIONS:
             bad("precision", f"expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not self.prompt:
+        if not str(self.prompt).strip():  # blank trained the unconditional embedding, the one CFG subtracts
             bad("prompt", "give the instance prompt the frames are trained on, e.g. 'a photo of sks person'")
         parse_resolution(self.resolution)
         self.lora_targets = tuple(self.lora_targets)
