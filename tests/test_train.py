@@ -450,6 +450,10 @@ def test_resume_on_another_clip_is_said(model_dir, frames, tmp_path, caplog):
         assert "training frames" not in caplog.text
         Trainer(_cfg(model_dir, tmp_path / "a", **kw), frames[:, :, ::-1].copy()).load_checkpoint(ckpt)
     assert "resuming with changed training frames (another video?)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):  # --steps below the checkpoint's: "trained 2 steps"
+        assert train(_cfg(model_dir, tmp_path / "a", **{**kw, "steps": 1}), frames, resume="latest", progress=False).step == 2
+    assert "is at step 2, past steps 1: nothing more is trained" in caplog.text
 
 
 # ---- command line ---------------------------------------------------------------------------

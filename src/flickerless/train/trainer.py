@@ -541,6 +541,9 @@ class Trainer:
         self._ema = state.get("ema")
         self.step = int(meta["step"])
         log.info("resumed from %s at step %d", path, self.step)
+        if self.step > self.cfg.steps:  # "trained 60 steps" of --steps 10, without a word
+            log.warning("checkpoint %s is at step %d, past steps %d: nothing more is trained, its weights are saved "
+                        "(steps counts the resumed ones: raise it to train longer)", path, self.step, self.cfg.steps)
 
     # ---- result -----------------------------------------------------------------------------
     def save(self) -> Path:
