@@ -156,6 +156,39 @@ def test_an_anamorphic_clip_is_trained_on_as_it_is_shown(tmp_path):
     assert abs(tall - wide) <= 2, (tall, wide)  # round (it was 49 wide for 64 tall)
 
 
+def test_a_clip_is_cropped_and_resized_as_it_is_read(tmp_path, monkeypatch):
+    """The whole clip (and its masks) was stacked at its size in float32 before it was resized: about 9x
+    its 8-bit size in memory, 48 GB for 30 s of 1080p. At most one chunk of 16 frames is now held."""
+    import flickerless.train.data as data
+    import flickerless.video as video
+    from flickerless.train import load_frames
+
+    clip = (np.arange(40 * 24 * 32 * 3) % 251).astype(np.uint8).reshape(40, 24, 32, 3)
+    read, resized = [0], [0]
+
+    def frames(path):
+        for f in (clip if "clip" in str(path) else clip[..., 0]):
+            assert (read[0] + 1) // 2 - resized[0] <= 16, "frames held unresized"  # one in 2 taken
+            read[0] += 1
+            yield f
+
+    def counted(images, *a, **k):
+        resized[0] += len(images)
+        return real(images, *a, **k)
+
+    real = data.crop_resize
+    monkeypatch.setattr(video, "iter_frames", frames)
+    monkeypatch.setattr(data, "crop_resize", counted)
+    monkeypatch.setattr(data, "clip_pixel_aspect", lambda v: 1.0)
+    got, size = load_frames(tmp_path / "clip", (16, 16), every=2)
+    assert size == (24, 32) and resized[0] == 20
+    want = real(torch.from_numpy(clip[::2]).permute(0, 3, 1, 2).float() / 255, (16, 16))
+    assert torch.equal(got, want)  # as the whole clip resized at once
+    read[0] = resized[0] = 0
+    masks = load_masks(tmp_path / "masks", got, size, every=2)
+    assert masks.shape == (20, 1, 16, 16) and resized[0] == 20
+
+
 def test_masks_from_folder_and_callable(tmp_path, frames):
     from PIL import Image
 

@@ -62,12 +62,13 @@ def crop_resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bicubi
                 pixel_aspect: float = 1.0) -> torch.Tensor:
     """Center-crop ``images (T, C, H, W)`` to the aspect ratio of ``size=(H', W')`` and resize to it
     (``mode``: ``bicubic`` with antialiasing for frames, ``area``/``bilinear`` for masks). Values are
-    clamped to [0, 1]. ``pixel_aspect``: the width of a stored pixel as shown, over its height (anamorphic
+    clamped to [0, 1]; uint8 images (0..255) are read as such, cropped before they are made floats. ``pixel_aspect``: the width of a stored pixel as shown, over its height (anamorphic
     DV/DVD video: 64/45), so that the model sees the picture as it is shown, as ``run`` generates it."""
     import torch.nn.functional as F
 
     top, left, ch, cw = _crop_box(images.shape[-2], images.shape[-1], size, float(pixel_aspect))
-    x = images[..., top : top + ch, left : left + cw].float()
+    x = images[..., top : top + ch, left : left + cw]
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
     if (ch, cw) != tuple(size):
         if mode == "area" and (ch < size[0] or cw < size[1]):
             mode = "bilinear"  # area only shrinks
@@ -102,21 +103,29 @@ def load_frames(video, size: tuple[int, int], max_frames: int | None = None, eve
     if isinstance(video, (str, Path)):
         from ..video import iter_frames
 
-        picked = []
+        # each chunk cropped and resized as it is read: the whole clip at its size in float32 (and copies
+        # of it) took about 9x its 8-bit size in memory, 48 GB for 30 s of 1080p, to end in a small tensor
+        out, chunk, taken, source_size = [], [], 0, None
         for i, f in enumerate(iter_frames(video)):
             if i % every == 0:
-                picked.append(torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1))
-                if max_frames is not None and len(picked) >= max_frames:
+                chunk.append(torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1))
+                source_size, taken = tuple(f.shape[:2]), taken + 1
+                done = max_frames is not None and taken >= max_frames
+                if len(chunk) == 16 or done:
+                    out.append(crop_resize(torch.stack(chunk), size, pixel_aspect=pixel_aspect))
+                    chunk.clear()
+                if done:
                     break
-        if not picked:
+        if chunk:
+            out.append(crop_resize(torch.stack(chunk), size, pixel_aspect=pixel_aspect))
+        if not out:
             raise InputError(f"{video}: has no frames")
-        src = torch.stack(picked).float() / 255
-    else:
-        src = _to_tensor_frames(video)[::every]
-        if max_frames is not None:
-            src = src[:max_frames]
-        if len(src) == 0:
-            raise InputError("the video has no frames")
+        return torch.cat(out), source_size
+    src = _to_tensor_frames(video)[::every]
+    if max_frames is not None:
+        src = src[:max_frames]
+    if len(src) == 0:
+        raise InputError("the video has no frames")
     out = torch.cat([crop_resize(src[a : a + 16], size, pixel_aspect=pixel_aspect) for a in range(0, len(src), 16)])
     return out, (src.shape[-2], src.shape[-1])
 
@@ -171,25 +180,38 @@ def load_masks(source: MaskSource, frames: torch.Tensor, source_size: tuple[int,
     if isinstance(source, (str, Path)):
         from ..video import iter_frames
 
-        what = str(source)
-        picked, given = [], 0
-        for i, m in enumerate(iter_frames(source)):
+        what = f"masks {source}"
+        out, chunk, given, taken = [], [], 0, 0
+        for i, m in enumerate(iter_frames(source)):  # a chunk at a time at the video's size, as load_frames
             given = i + 1
             if i % every == 0:
-                picked.append(m)
-                if len(picked) >= n:
+                chunk.append(m)
+                taken += 1
+                if len(chunk) == 16 or taken >= n:
+                    out.append(_fit_masks(_mask_tensor(np.stack(chunk), what), what, source_size, size, pixel_aspect))
+                    chunk.clear()
+                if taken >= n:
                     break
-        if not picked:
-            raise InputError(f"masks {what}: has no images")
-        masks = _mask_tensor(np.stack(picked), f"masks {what}")
+        if not taken:
+            raise InputError(f"{what}: has no images")
+        if chunk:
+            out.append(_fit_masks(_mask_tensor(np.stack(chunk), what), what, source_size, size, pixel_aspect))
+        masks = torch.cat(out)
     else:
         what = "masks"
         masks = _mask_tensor(source, what)
-        given, masks = masks.shape[0], masks[::every][:n]
-    if masks.shape[0] < n:  # the count given, not the one left after taking every k-th ("1 masks" of 3)
-        taken = f" ({masks.shape[0]} taken, one in {every})" if every > 1 else ""
-        raise InputError(f"{what}: {given} mask{'' if given == 1 else 's'}{taken} for {n} training frames: give one "
+        given, masks, taken = masks.shape[0], masks[::every][:n], len(masks[::every][:n])
+        if taken >= n:
+            masks = _fit_masks(masks, what, source_size, size, pixel_aspect)
+    if taken < n:  # the count given, not the one left after taking every k-th ("1 masks" of 3)
+        one_in = f" ({taken} taken, one in {every})" if every > 1 else ""
+        raise InputError(f"{what}: {given} mask{'' if given == 1 else 's'}{one_in} for {n} training frames: give one "
                          "mask per video frame")
+    return masks
+
+
+def _fit_masks(masks: torch.Tensor, what: str, source_size, size, pixel_aspect: float) -> torch.Tensor:
+    """Masks at the video's size, cropped and resized as its frames were."""
     if tuple(masks.shape[-2:]) != tuple(source_size):
         raise InputError(f"{what}: masks are {masks.shape[-1]}x{masks.shape[-2]} but the video is "
                          f"{source_size[1]}x{source_size[0]}: they must match frame for frame")
