@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import FlickerlessError, InputError, Stopped, interrupted
+from .errors import FlickerlessError, InputError, Stopped, interrupted, stops_held
 
 log = logging.getLogger("flickerless")
 
@@ -844,7 +844,7 @@ def cmd_deflicker(args) -> int:
         writer.finish()  # the writing thread's last frames: a failure there (a full disk) keeps those before it
         # a stop while the output is finished (a GIF's palette, the encoder's last frames, the move into place)
         # lost every frame: it waits until the output is in place and the earlier run's frames are gone
-        with _signals_held(f"finishing {args.output}") as held:
+        with stops_held(f"finishing {args.output}", raise_at_end=False) as held:
             writer.close()
             if keepable:  # (else none can have been kept, and asking would be an error of its own)
                 _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
@@ -1011,54 +1011,6 @@ def _stop_signals_as_interrupts():
             old[sig] = signal.signal(sig, stop)
     try:
         yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
-class _Held:
-    """What :func:`_signals_held` held back: a stop to raise once the work it guarded is done."""
-
-    def __init__(self):
-        self.signum = None
-
-    def raise_stop(self, done: str) -> None:
-        """Raise the stop held back, if any, carrying what was ``done`` before it took effect (said by
-        :func:`main` in place of "the output was not written")."""
-        import signal
-
-        if self.signum is not None:
-            stop = KeyboardInterrupt() if self.signum == signal.SIGINT else Stopped(self.signum)
-            stop.done = done
-            raise stop
-
-
-@contextlib.contextmanager
-def _signals_held(what: str):
-    """Ctrl-C, SIGTERM and SIGHUP wait while ``what`` is done (a step that a stop would leave half done,
-    with nothing to keep), said once; a second one stops it at once. Yields a :class:`_Held`, whose
-    ``raise_stop`` the caller calls once past whatever must not be stopped either."""
-    import signal
-    import threading
-
-    held = _Held()
-    if threading.current_thread() is not threading.main_thread():
-        yield held
-        return
-    old = {}
-
-    def hold(signum, frame):
-        if held.signum is not None:  # asked twice: stop now
-            raise KeyboardInterrupt if signum == signal.SIGINT else Stopped(signum)
-        held.signum = signum
-        print(f"flickerless: {what} first (again to stop at once, losing it)", file=sys.stderr)
-
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
-            old[sig] = signal.signal(sig, hold)
-    try:
-        yield held
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

@@ -3,6 +3,8 @@
 The command line turns any :class:`FlickerlessError` into a one-line message and exit code 2.
 """
 
+import contextlib
+
 
 class FlickerlessError(Exception):
     """Base class: a problem the user can fix; ``str(err)`` tells them how."""
@@ -80,6 +82,66 @@ class Stopped(KeyboardInterrupt):
         self.signum = int(signum)
         self.name = signal.Signals(signum).name
         super().__init__(f"stopped by {self.name}")
+
+
+class HeldStop:
+    """What :func:`stops_held` held back: the first Ctrl-C, SIGTERM or SIGHUP of the block, if any."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.handlers: dict = {}  # the handlers the block replaced, by signal
+
+    def raise_stop(self, done: str | None = None) -> None:
+        """Act on the stop held back, if any, as its own handler would have (a KeyboardInterrupt, or
+        :class:`Stopped`); ``done``: what was finished before it took effect, carried as ``.done`` (the
+        command line says it in place of "the output was not written")."""
+        if self.signum is None:
+            return
+        signum, self.signum = self.signum, None
+        try:
+            self.handlers[signum](signum, None)
+        except KeyboardInterrupt as e:
+            if done:
+                e.done = done
+            raise
+
+
+@contextlib.contextmanager
+def stops_held(what: str | None = None, raise_at_end: bool = True):
+    """Hold Ctrl-C, SIGTERM and SIGHUP while the block runs (work that, stopped half done, loses what it
+    was to keep: an optimiser's update, an output being finished or moved into place), then act on the
+    first one as its handler would have (raise it at the end of the block, or, ``raise_at_end=False``, where
+    the caller calls the yielded :class:`HeldStop`'s ``raise_stop``). ``what``: said when a stop is held,
+    with "again to stop at once"; a second one stops at once. Only the main thread gets signals, and only
+    handlers set from Python are replaced (an ignored or default one is left alone)."""
+    import signal
+    import sys
+    import threading
+
+    held = HeldStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+
+    def hold(signum, frame):
+        if held.signum is not None:  # asked twice: stop now
+            held.raise_stop()
+        held.signum = signum
+        if what:
+            print(f"flickerless: {what} first (again to stop at once, losing it)", file=sys.stderr)
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)  # Windows has no SIGHUP
+        if sig is not None and callable(signal.getsignal(sig)):
+            held.handlers[sig] = signal.signal(sig, hold)
+    try:
+        yield held
+    finally:
+        for sig, handler in held.handlers.items():
+            if signal.getsignal(sig) is hold:  # (a stop at once may have set its own: ignoring a third)
+                signal.signal(sig, handler)
+    if raise_at_end:
+        held.raise_stop()
 
 
 def interrupted(e: KeyboardInterrupt) -> tuple[str, int]:

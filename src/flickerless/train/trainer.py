@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import DeviceError, InputError, OutputError, out_of_memory
+from ..errors import DeviceError, InputError, OutputError, out_of_memory, stops_held
 from ..video import check_output_is_not_input, usual_mode
 from ..weights import quiet_model_loading
 from .data import MaskSource, clip_pixel_aspect, load_frames, load_masks, parse_resolution
@@ -192,31 +192,6 @@ def _check_output_folder(output: Path, config: TrainConfig | None = None, video=
         if names and not names & {"training.json", "checkpoints"}:
             raise OutputError(f"output {output}: folder holds a model or LoRA that train did not write (no training.json), "
                               "which the result would replace; give a new or empty folder")
-
-
-@contextlib.contextmanager
-def _stops_held():
-    """Hold Ctrl-C, SIGTERM and SIGHUP while the block runs, then act on the first one as its handler
-    would have (raise the KeyboardInterrupt): for work that must be finished once begun. Signals are
-    only handled in the main thread; elsewhere (and for handlers not set from Python) nothing is held."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held, old = [], {}
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)  # Windows has no SIGHUP
-        if sig is not None and callable(signal.getsignal(sig)):
-            old[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        if held:
-            old[held[0]](held[0], None)
 
 
 def _check_masks_teach(fg: torch.Tensor, weights, source) -> None:
@@ -404,7 +379,7 @@ class Trainer:
             group["lr"] = lr
         # a stop within the update (a third of a full fine-tune's step on the CPU) left some weights and
         # moments updated and others not, and nothing could be saved: it is held until the step is whole
-        with _stops_held():
+        with stops_held():
             self._in_update = True
             if cfg.max_grad_norm is not None:
                 self.scaler.unscale_(self.optimizer)
@@ -586,7 +561,7 @@ class Trainer:
                 usual_mode(f)
             (tmp / "training.json").write_text(json.dumps(
                 {"step": self.step, "loss": self._ema, "frames": self.num_frames, "settings": self.cfg.to_json()}, indent=1))
-            with _stops_held():  # a few renames, never left half done
+            with stops_held():  # a few renames, never left half done
                 _swap_in(tmp, final)
                 tmp = None
         except OSError as e:
