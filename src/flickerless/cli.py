@@ -565,7 +565,8 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
                 keyframes = _Keyframes.of_range(job, lo, hi)
             else:
                 style = ArrayFrames(sframes)
-            cuts = _range_cuts(args, job, guide, lo, hi, False)
+            # the whole clip's on the device, as it is read; a range's with the frames past its ends
+            cuts = not args.no_cuts if (lo, hi) == (0, job["n"]) else _range_cuts(args, job, guide, lo, hi, False)
             warmed()
             return run_deflicker(ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, device=device,
                                  keyframes=keyframes, progress=progress, cuts=cuts, **_blend_options(args, job, lo))
