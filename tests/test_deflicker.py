@@ -118,6 +118,16 @@ def test_uint8_tensors_and_float_arrays_come_back_as_given(pair):
             deflicker(guide, style, **kw)
     with pytest.raises(InputError, match="divide 0-255 floats by 255"):
         deflicker(g, mode="keyframes", keyframes={0: s[0].astype(np.float32)})
+    with pytest.raises(InputError, match="got uint16"):  # named as numpy's type, not torch.uint16
+        deflicker(g, mode="keyframes", keyframes={0: s[0].astype(np.uint16)})
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():  # a PIL image's read-only array: torch warned "not writable"
+        warnings.simplefilter("error")
+        keys = deflicker(g, mode="keyframes", keyframes={0: Image.fromarray(s[0])}, device="cpu", **FAST)
+    assert np.array_equal(keys[0], s[0])
     # NaN or inf in float frames (an fp16 VAE decode that overflowed) would spread into every blend they
     # enter: refused, naming the frame, for arrays, lists, tensors (any layout) and keyframes
     bad = s / 255.0

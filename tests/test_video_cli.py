@@ -2830,6 +2830,19 @@ def test_a_device_out_of_memory_where_no_step_said_more_is_one_line(monkeypatch,
         main(["info", "x.mp4"])
 
 
+def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first moment (the commands' modules loading as the parser is built) ended in a
+    KeyboardInterrupt traceback."""
+    import flickerless.cli as cli
+
+    def loading():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", loading)
+    assert main(["info", "x.mp4"]) == 130
+    assert capsys.readouterr().err == "flickerless: interrupted\n"
+
+
 def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
     """From Python: float frames in [0, 1] (what deflicker returns for float input) were cast to uint8,
     black; 16-bit values wrapped around; a frame of another size became garbage; a negative fps became

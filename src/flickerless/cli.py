@@ -1018,11 +1018,14 @@ def _stop_signals_as_interrupts():
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error already said in one line
         return e.code if isinstance(e.code, int) else 2
+    except KeyboardInterrupt:  # Ctrl-C in the first moment (the commands' modules loading): no traceback
+        print("flickerless: interrupted", file=sys.stderr)
+        return 130
     if args.command is None:
         parser.print_help()
         return 2

@@ -1337,9 +1337,11 @@ def _to_chw(img, size: tuple[int, int] | None = None) -> torch.Tensor:
         if isinstance(img, (str, os.PathLike)):
             raise InputError(f"a keyframe is an image array or tensor, got the path {str(img)!r}: read it first "
                              "(e.g. np.asarray(PIL.Image.open(path).convert('RGB')))")
-        img = np.asarray(img)
+        img = np.array(img)  # a copy: a PIL image's array is read-only, which torch warned about
         if img.dtype == object:
             raise InputError("a keyframe is an image array or tensor (H, W, 3)")
+    if isinstance(img, np.ndarray) and img.dtype not in (np.uint8, np.float16, np.float32, np.float64):
+        raise InputError(f"keyframes must be uint8 (0-255) or floats in [0, 1], got {img.dtype}")  # (named as numpy's)
     t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(img))
     if t.ndim != 3 or not ({3, 4} & {t.shape[0], t.shape[2]}):
         raise InputError(f"a keyframe must be an (H, W, 3) or (3, H, W) image (4 channels with alpha), got shape "
