@@ -83,6 +83,23 @@ def write_h264(path, frames, fps=25, sample_aspect_ratio=None, options=None, tim
             c.mux(packet)
 
 
+def write_cut_mid_gop(tmp_path, frames, name="cut.mp4"):
+    """A clip cut without re-encoding mid-GOP, as a stream capture or `ffmpeg -c copy` cut makes: the
+    frames (12 or so) as H.264 with a keyframe every 4, from its 3rd packet (a P-frame) on. The
+    decoder drops the 2 frames before its next keyframe."""
+    import av
+
+    whole = tmp_path / "gop.mkv"
+    write_h264(whole, np.ascontiguousarray(frames), options={"g": "4", "bf": "0"})
+    cut = tmp_path / name
+    with av.open(str(whole)) as src, av.open(str(cut), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for p in [p for p in src.demux(video=0) if p.size][2:]:  # from the 3rd packet: a P-frame
+            p.stream = out
+            dst.mux(p)
+    return cut
+
+
 def write_hdr(path, frames, fps=25, transfer=18):
     """Frames ``(T, H, W, 3)`` uint8 (taken as code values) as a 10-bit H.265 clip that says it is HDR:
     BT.2020 primaries and matrix, HLG (``transfer`` 18, as phones record) or PQ (16), converted to

@@ -165,19 +165,11 @@ def test_eval_says_what_reading_its_inputs_leaves_out(clips, tmp_path, carphone,
     """Eval never said what the other commands say of a clip: frames lost at its start (a clip cut
     without re-encoding, whose frame 0 is then a later moment) or transparency (scored as the colours
     hidden under it). Both scored without a word."""
-    import av
     from PIL import Image
 
-    from tests.conftest import write_h264
+    from tests.conftest import write_cut_mid_gop
 
-    whole = tmp_path / "gop.mkv"
-    write_h264(whole, np.ascontiguousarray(carphone[:12]), options={"g": "4", "bf": "0"})
-    cut = tmp_path / "cut.mp4"
-    with av.open(str(whole)) as src, av.open(str(cut), "w") as dst:
-        out = dst.add_stream_from_template(src.streams.video[0])
-        for p in [p for p in src.demux(video=0) if p.size][2:]:  # from the 3rd packet: a P-frame
-            p.stream = out
-            dst.mux(p)
+    cut = write_cut_mid_gop(tmp_path, carphone[:12])
     clear = tmp_path / "clear"
     clear.mkdir()
     for i, f in enumerate(carphone[:8]):

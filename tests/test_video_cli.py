@@ -1987,16 +1987,10 @@ def test_a_clip_cut_mid_gop_is_counted_as_it_decodes(tmp_path, carphone, capsys,
     """A clip cut without re-encoding (a stream capture, a copy cut mid-GOP) starts with frames that refer to
     a keyframe it lacks, which the decoder drops: its header's count (and `info`) said 10 frames where 7
     decode, and a run wrote 7 without a word. A --frames range past the clip's end is said too."""
-    import av
+    from tests.conftest import write_cut_mid_gop
 
-    whole = tmp_path / "gop.mkv"
-    write_h264(whole, np.ascontiguousarray(carphone[:12]), options={"g": "4", "bf": "0"})
-    cut = tmp_path / "cut.mp4"
-    with av.open(str(whole)) as src, av.open(str(cut), "w") as dst:
-        out = dst.add_stream_from_template(src.streams.video[0])
-        for p in [p for p in src.demux(video=0) if p.size][2:]:  # from the 3rd packet: a P-frame
-            p.stream = out
-            dst.mux(p)
+    cut = write_cut_mid_gop(tmp_path, carphone[:12])
+    whole = tmp_path / "gop.mkv"  # the clip it was cut from
     info = video.probe(cut)
     frames = video.read(cut)[0]
     assert (info.frames, info.lost_at_start) == (len(frames), 2) == (8, 2)
