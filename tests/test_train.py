@@ -258,6 +258,31 @@ def test_masks_that_teach_nothing_are_refused_and_changed_masks_on_resume_said(m
     assert "resuming with changed masks" in caplog.text
 
 
+def test_more_masks_than_the_video_has_frames_are_said(model_dir, frames, tmp_path, caplog):
+    """A masks folder of another clip of the same size (more masks than frames) was used without a word."""
+    from PIL import Image
+
+    clip, masks = tmp_path / "clip", tmp_path / "masks"
+    clip.mkdir()
+    masks.mkdir()
+    for i in range(6):
+        if i < 4:
+            Image.fromarray(frames[i]).save(clip / f"{i:04d}.png")
+        m = np.zeros(frames.shape[1:3], np.uint8)
+        m[:, : 40 + 10 * i] = 255
+        Image.fromarray(m).save(masks / f"{i:04d}.png")
+    kw = dict(loss_weights=(1, 1, 0))
+    with caplog.at_level("WARNING", logger="flickerless"):
+        Trainer(_cfg(model_dir, tmp_path / "a", **kw), str(clip), masks=str(masks))
+    assert "6 masks for the 4 frames of" in caplog.text and "the first 4 are used" in caplog.text
+    caplog.clear()
+    (masks / "0004.png").unlink()
+    (masks / "0005.png").unlink()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        Trainer(_cfg(model_dir, tmp_path / "b", **kw), str(clip), masks=str(masks))
+    assert "masks for the" not in caplog.text
+
+
 def test_lora_loads_in_the_engine_and_reproduces_the_trained_unet(model_dir, frames, tmp_path):
     res = train(_cfg(model_dir, tmp_path / "lora", steps=6, lr=5e-2, lora_rank=4, lora_alpha=8), frames,
                 progress=False)

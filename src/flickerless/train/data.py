@@ -106,18 +106,23 @@ def load_frames(video, size: tuple[int, int], max_frames: int | None = None, eve
         # each chunk cropped and resized as it is read: the whole clip at its size in float32 (and copies
         # of it) took about 9x its 8-bit size in memory, 48 GB for 30 s of 1080p, to end in a small tensor
         out, chunk, taken, source_size = [], [], 0, None
+
+        def fitted(chunk):  # (stacked by numpy: a frame read from a file may be read-only, which torch warns of)
+            return crop_resize(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).contiguous(), size,
+                               pixel_aspect=pixel_aspect)
+
         for i, f in enumerate(iter_frames(video)):
             if i % every == 0:
-                chunk.append(torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1))
+                chunk.append(f)
                 source_size, taken = tuple(f.shape[:2]), taken + 1
                 done = max_frames is not None and taken >= max_frames
                 if len(chunk) == 16 or done:
-                    out.append(crop_resize(torch.stack(chunk), size, pixel_aspect=pixel_aspect))
+                    out.append(fitted(chunk))
                     chunk.clear()
                 if done:
                     break
         if chunk:
-            out.append(crop_resize(torch.stack(chunk), size, pixel_aspect=pixel_aspect))
+            out.append(fitted(chunk))
         if not out:
             raise InputError(f"{video}: has no frames")
         return torch.cat(out), source_size
