@@ -2222,6 +2222,33 @@ def test_stops_while_finishing_and_starting_over_lose_nothing(clips, tmp_path, m
     assert not video.partial_path(gif).exists()
 
 
+def test_outputs_a_killed_run_left_are_said(clips, tmp_path, capsys):
+    """A run killed outright (SIGKILL, the out-of-memory killer) leaves its hidden unfinished output:
+    they piled up, a run at a time, without a word. One being written (recent) is another run's."""
+    import os
+    import time
+
+    old = time.time() - 3600
+    dead_mp4 = tmp_path / ".o.k3x_9a2b.mp4"
+    dead_mp4.write_bytes(b"")
+    frames = tmp_path / ".f.abcd1234"
+    frames.mkdir()
+    (frames / "00000.png").write_bytes(b"")
+    for p in (dead_mp4, frames, frames / "00000.png"):
+        os.utime(p, (old, old))
+    (tmp_path / ".o.live0000.mp4").write_bytes(b"")  # written to now
+    (tmp_path / ".other.abcd1234.mp4").write_bytes(b"")  # another output's
+    os.utime(tmp_path / ".other.abcd1234.mp4", (old, old))
+    assert video.stale_outputs(tmp_path / "o.mp4") == [dead_mp4]
+    assert video.stale_outputs(tmp_path / "f") == [frames]
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            *FASTARGS]
+    assert main([*args, "-o", str(tmp_path / "o.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert "1 unfinished output left by a run that was killed" in err and ".o.k3x_9a2b.mp4" in err
+    assert ".o.live0000.mp4" not in err and dead_mp4.exists()  # said, not deleted
+
+
 def test_a_range_finds_the_cuts_the_whole_clip_has(tmp_path, capsys):
     """Cuts were found on the frames a range reads alone: keyframes mode's stretch between two
     keyframes (or a --frames range, a resumed run, one device's part) judged a change at its edge

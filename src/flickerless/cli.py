@@ -645,7 +645,7 @@ def cmd_deflicker(args) -> int:
     from .video import (MEMORY_LIMIT, WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output,
                         check_output_is_not_input, frame_times, has_audio, image_size, images_alpha, keeps_alpha,
                         keyframe_files, keyframe_positions, partial_path, probe, say_colour, spill_dir,
-                        warn_about_input)
+                        stale_outputs, warn_about_input)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -663,6 +663,12 @@ def cmd_deflicker(args) -> int:
             raise InputError(f"--{name} {v}: no such file or folder")
     check_output_is_not_input(args.output, guide=args.guide, style=args.style, keyframes=args.keyframes)
     chosen = check_output(args.output, args.codec)  # a codec the container cannot hold is said before any work
+    stale = stale_outputs(args.output)
+    if stale:  # hidden, they piled up a run at a time without a word
+        log.warning("%s: %d unfinished output%s left by a run that was killed (SIGKILL, out of memory, a power cut): "
+                    "%s; nothing can resume from %s: delete %s", args.output, len(stale), "" if len(stale) == 1 else "s",
+                    ", ".join(p.name for p in stale[:3]) + (", ..." if len(stale) > 3 else ""),
+                    "it" if len(stale) == 1 else "them", "it" if len(stale) == 1 else "them")
     try:
         opts = PatchMatchOptions.from_kwargs(**_patchmatch_kwargs(args))
     except ValueError as e:

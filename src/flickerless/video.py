@@ -83,6 +83,7 @@ __all__ = [
     "VIDEO_CODECS",
     "has_audio",
     "partial_path",
+    "stale_outputs",
 ]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -1398,6 +1399,35 @@ def publish_folder(tmp, path, kind: str = "frames") -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
+
+
+def stale_outputs(output, older_than: float = 600.0) -> list[Path]:
+    """Unfinished outputs of ``output`` that a killed run left (SIGKILL, the kernel's out-of-memory
+    killer, a power cut: nothing ran to remove them): :class:`VideoWriter`'s hidden ``.NAME.XXXXXXXX.mp4``
+    files and ``.NAME.XXXXXXXX`` folders beside it, not written to for ``older_than`` seconds (a run of
+    the same output at work keeps writing to its own)."""
+    import re
+    import time
+
+    out = Path(output)
+    parent = out.parent if str(out.parent) else Path(".")
+    names = re.compile(rf"\.(?:{re.escape(out.stem)}\.[a-z0-9_]{{8}}{re.escape(out.suffix)}|{re.escape(out.name)}"
+                       rf"\.(?:old\.)?[a-z0-9_]{{8}})", re.IGNORECASE)
+    try:
+        found = [p for p in parent.iterdir() if names.fullmatch(p.name)]
+    except OSError:
+        return []
+    now = time.time()
+
+    def idle(p: Path) -> bool:
+        try:
+            newest = max([p.stat().st_mtime, *(f.stat().st_mtime for f in p.iterdir())] if p.is_dir() else
+                         [p.stat().st_mtime])
+        except OSError:  # gone meanwhile
+            return False
+        return now - newest > older_than
+
+    return sorted(p for p in found if idle(p))
 
 
 def partial_path(output) -> Path:
