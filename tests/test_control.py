@@ -34,6 +34,8 @@ def test_registry_lists_all_and_rejects_unknown_names_and_settings():
         get_annotator("softedge", method="pidinet")
     with pytest.raises(InputError, match="'sr'"):
         get_annotator("tile", sr="esrgan")
+    with pytest.raises(InputError, match="^annotator 'tile': setting 'scale': must be positive$"):  # whose, too
+        get_annotator("tile", scale=0)
     with pytest.raises(InputError, match="'normalize'"):
         get_annotator("depth", normalize="percentile")
     # a setting of the wrong type (--set annotators.canny.low=abc) was a TypeError inside the annotator

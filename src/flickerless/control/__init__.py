@@ -72,7 +72,10 @@ def get_annotator(name: str, **settings) -> Annotator:
         what = _kind(hints.get(k), v)
         if what is not None:  # a string where a number goes failed inside the annotator, as a TypeError
             raise InputError(f"annotator {name!r}: setting {k!r} must be {what}, got {v!r}")
-    return cls(**settings)
+    try:
+        return cls(**settings)
+    except InputError as e:  # a value's own check ("setting 'scale': must be positive") names it, not whose
+        raise InputError(f"annotator {name!r}: {e}") from e
 
 
 _KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
