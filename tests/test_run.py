@@ -307,6 +307,9 @@ def test_cli_run_and_errors(models, clip, tmp_path, capsys):
     np.testing.assert_array_equal(read(lossless)[0], kept)
     bad = ["run", "stylize", "--video", clip, "-o", str(tmp_path / "x.mp4"), "--set", "sampling.stepz=2"]
     assert main(bad) == 2 and "valid keys: sampling.steps" in capsys.readouterr().err
+    twice = ["run", "restore", "--video", clip, "-o", str(tmp_path / "t.mp4"), "--controlnet", "tile=a",
+             "--controlnet", "tile=b"]  # the last one was used without a word
+    assert main(twice) == 2 and "--controlnet tile=... is given more than once" in capsys.readouterr().err
     missing = ["run", "stylize", "--video", clip, "-o", str(tmp_path / "y.mp4"), "--model", str(tmp_path / "nomodel"),
                "--frames", "0:2", "--set", "video.width=32", "--set", "video.height=24",
                "--set", 'controlnets.0.annotator="canny"', "--set", 'controlnets.1.annotator="canny"', "-q"]

@@ -56,6 +56,9 @@ def _run(args) -> int:
 
     if args.resume and args.restart:
         raise InputError("give --resume or --restart, not both")
+    twice = sorted({a for a, _ in args.controlnet if [b for b, _ in args.controlnet].count(a) > 1})
+    if twice:  # the last one was used without a word
+        raise InputError(f"--controlnet {twice[0]}=... is given more than once; give one model for each annotator")
     try:
         out = run_job(args.task, args.video, args.output, args.prompt, model=args.model, model_config=args.model_config,
                       controlnets=dict(args.controlnet), lora=args.lora, overrides=args.overrides, frames=args.frames,
