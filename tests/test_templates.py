@@ -249,6 +249,9 @@ def test_templates_command(capsys):
     assert main(["templates", "show", "stylize"]) == 0
     assert 'task = "stylize"' in capsys.readouterr().out
     assert main(["templates", "show", "nope"]) == 2
+    capsys.readouterr()
+    assert main(["templates", "list", "stylize"]) == 2  # listed them all, the word ignored
+    assert "`templates show stylize` prints one" in capsys.readouterr().err
 
 
 def test_a_reader_that_stops_early_is_not_an_error():

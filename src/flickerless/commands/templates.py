@@ -21,6 +21,8 @@ def _run(args) -> int:
             raise InputError("templates show NAME: which template? " + ", ".join(n for n, _ in list_templates()))
         print(template_text(args.name), end="")
         return 0
+    if args.name:  # `templates list stylize` listed them all, the word ignored
+        raise InputError(f"templates list takes no name; `templates show {args.name}` prints one")
     rows = list_templates()
     width = max(len(n) for n, _ in rows)
     for name, desc in rows:
