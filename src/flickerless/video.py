@@ -84,6 +84,7 @@ __all__ = [
     "has_audio",
     "partial_path",
     "stale_outputs",
+    "write_whole",
 ]
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
@@ -922,6 +923,27 @@ def usual_mode(path) -> None:
         os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
     except OSError:
         pass
+
+
+def write_whole(path, content) -> None:
+    """``content`` (text, or a callable that writes the file it is given) written to a temporary file
+    beside ``path``, then renamed onto it: a write that fails (a full disk, a file size limit, a stop)
+    leaves what ``path`` held before, not a cut-off file in its place, and no temporary file behind. The
+    result has the permissions a plainly written file would."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    try:
+        if callable(content):
+            os.close(fd)
+            content(Path(tmp))
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(content)
+        usual_mode(tmp)  # mkstemp's 0600 would make it readable to nobody else
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _umask() -> int:

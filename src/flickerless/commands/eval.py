@@ -151,7 +151,7 @@ def _evaluate(args, video, source) -> int:
 
     from ..errors import OutputError
     from ..metrics import METRICS, evaluate, write_report
-    from ..metrics.report import write_whole
+    from ..video import write_whole
 
     from ..errors import InputError
 

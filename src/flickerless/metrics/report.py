@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -157,28 +156,10 @@ def write_report(path, result: EvalResult, video, source=None, samples: int = 4,
     if not path.parent.is_dir():
         raise OutputError(f"{path}: folder {path.parent} does not exist")
     text = render_report(result, video, source, samples=samples, title=title, names=names)
+    from ..video import write_whole
+
     try:
         write_whole(path, text)
     except OSError as e:
         raise OutputError(f"{path}: cannot write the report ({e})") from e
     return path
-
-
-def write_whole(path, text: str) -> None:
-    """``text`` written to a temporary file beside ``path``, then renamed onto it: a write that fails (a
-    full disk, a file size limit) leaves what ``path`` held before, not a cut-off file in its place, and
-    no temporary file behind."""
-    import tempfile
-
-    from ..video import usual_mode
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        usual_mode(tmp)  # mkstemp's 0600 would make the scores readable to nobody else
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -35,6 +35,7 @@ import torch
 
 from ..blend.frames import to_hwc_uint8
 from ..errors import DeviceError, InputError, ModelNotFoundError, OutputError, out_of_memory
+from ..video import write_whole
 from ..weights import quiet_model_loading
 from .templates import TASKS, apply_overrides, dumps, load_template, split_lora, window_value
 
@@ -238,7 +239,7 @@ def _changed_settings(job: Path, settings: dict) -> str:
     from .templates import tomllib
 
     try:
-        old = _flat(tomllib.loads((job / "settings.toml").read_text()))
+        old = _flat(tomllib.loads((job / "settings.toml").read_text(encoding="utf-8")))
     except (OSError, ValueError):
         return ""
     new = _flat(json.loads(json.dumps(settings)))
@@ -576,7 +577,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
 
         def save(path: Path, obj) -> None:
             try:
-                _write_whole(path, lambda tmp: torch.save(obj, tmp))
+                write_whole(path, lambda tmp: torch.save(obj, tmp))
             except (OSError, RuntimeError) as e:  # torch.save says a full disk as a RuntimeError
                 raise OutputError(f"{path}: saving the progress failed ({str(e).splitlines()[0]}); is the disk "
                                   f"full? what was done is kept in {job}: free some space and rerun with --resume"
@@ -703,18 +704,6 @@ def has_progress(job: Path) -> bool:
             or any((job / "frames").glob("*.png")))
 
 
-def _write_whole(path: Path, write) -> None:
-    """``write(tmp)`` beside ``path``, then renamed onto it: ``path`` holds the whole new content or what
-    it held before (a full disk cut job.json short, and every later run of the output stopped at it),
-    and no temporary file is left behind when writing fails."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, restart: bool) -> None:
     """The job folder of an output: made, resumed (``resume``, the same inputs and settings), or emptied
     (``restart``). One that holds no generation work yet (a run that stopped at a missing model or
@@ -728,7 +717,7 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
         shutil.rmtree(job)
     elif job.exists() and meta_file.exists():
         try:
-            old = json.loads(meta_file.read_text())
+            old = json.loads(meta_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             old = None
         if not has_progress(job):
@@ -754,8 +743,8 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
             log.info("resuming the job in %s", job)
             return
     job.mkdir(parents=True, exist_ok=True)
-    _write_whole(job / "settings.toml", lambda tmp: tmp.write_text(dumps(settings)))
-    _write_whole(meta_file, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+    write_whole(job / "settings.toml", dumps(settings))  # (as UTF-8, whatever the locale: a prompt's emoji)
+    write_whole(meta_file, json.dumps(meta, indent=2))
 
 
 def _write_output(output: Path, frames: list[np.ndarray], fps: float, audio=None, audio_start: float = 0.0,
