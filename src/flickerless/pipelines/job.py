@@ -142,14 +142,20 @@ def _fit(frame: np.ndarray, size: tuple[int, int], mode: str, pixel_aspect: floa
     ``pixel_aspect``: how much wider than high a stored pixel is shown (anamorphic video)."""
     from ..video import resize_frame
 
-    H, W = size
     if mode == "crop":
-        h, w = frame.shape[:2]
-        s = max(H / h, W / (w * pixel_aspect))  # output pixels per shown pixel
-        ch, cw = min(h, int(round(H / s))), min(w, int(round(W / s / pixel_aspect)))
-        y, x = (h - ch) // 2, (w - cw) // 2
-        frame = frame[y : y + ch, x : x + cw]
-    return resize_frame(frame, (H, W)) if frame.shape[:2] != (H, W) else frame
+        frame = _crop(frame, size, pixel_aspect)
+    return resize_frame(frame, tuple(size)) if frame.shape[:2] != tuple(size) else frame
+
+
+def _crop(frame: np.ndarray, size: tuple[int, int], pixel_aspect: float = 1.0) -> np.ndarray:
+    """The centre of ``frame`` with the shown aspect of ``size`` (H, W), at the frame's own pixels: what
+    ``_fit(..., "crop")`` resizes, and what restore super-resolves from (so both show the same part)."""
+    H, W = size
+    h, w = frame.shape[:2]
+    s = max(H / h, W / (w * pixel_aspect))  # output pixels per shown pixel
+    ch, cw = min(h, int(round(H / s))), min(w, int(round(W / s / pixel_aspect)))
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return frame[y : y + ch, x : x + cw]
 
 
 def job_folder(output) -> Path:
@@ -305,7 +311,7 @@ class _Inputs:
     frames: np.ndarray  # uint8 (T, H, W, 3) at the generation size
     fps: float
     video_id: str
-    native: np.ndarray | None = None  # the clip at its own size (restore: super-resolved from these)
+    native: np.ndarray | None = None  # the clip at its own size, cropped as the frames are (restore: super-resolved from these)
     sound_start: float | None = None  # seconds into the clip where the frames' sound starts; None: no sound kept
     times: np.ndarray | None = None  # a variable-rate clip's frame times (video.frame_times), from the first read
 
@@ -332,8 +338,8 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     out, native = [], []
     for f in iter_frames(video, start, end):
         out.append(_fit(f, size, settings["video"]["resize"], aspect))
-        if keep_native:
-            native.append(f)
+        if keep_native:  # restore super-resolves these: cropped as the frames are, else its output was stretched
+            native.append(_crop(f, size, aspect) if settings["video"]["resize"] == "crop" else f)
     if not out:
         raise InputError(f"{video}: no frames in the range {start}:{'' if end is None else end} "
                          f"(the clip has {info.frames or 'an unknown number of'} frames)")
@@ -385,7 +391,11 @@ def _check_annotators(units: list[dict], settings: dict, info, job: Path, resume
     from ..control import get_annotator
 
     size = _generation_size(info, settings)
-    native = (info.height, info.width) if settings["task"] == "restore" else None
+    native = None
+    if settings["task"] == "restore":  # the size read_clip keeps the clip at
+        native = (info.height, info.width)
+        if settings["video"]["resize"] == "crop":
+            native = _crop(np.empty((*native, 0), np.uint8), size, float(info.pixel_aspect)).shape[:2]
     names = [(k, u["annotator"]) for k, u in enumerate(units)]
     lv = settings.get("longvideo")
     if lv and lv["fusion_seeds"]:
