@@ -111,12 +111,27 @@ def test_settings_that_would_fail_late_or_do_nothing_are_refused_up_front(overri
 
 
 @pytest.mark.parametrize("overrides, says", [
-    (["sampling.steps=8", "longvideo.fusion_step=8"], "fusion_step 8 must be below sampling.steps (8)"),
+    (["sampling.steps=8", "longvideo.fusion_step=8"],
+     "fusion_step 8 is not below the 8 denoising steps this run takes (8 steps): --set longvideo.fusion_step=N with "
+     "1 <= N <= 7"),
+    # h5 #3: at strength < 1 it passed, then failed after the pose, SAM and model loading, without naming it
+    (["sampling.steps=4", "sampling.strength=0.5", "longvideo.fusion_step=3"],
+     "fusion_step 3 is not below the 2 denoising steps this run takes (4 steps at strength 0.5): "
+     "--set longvideo.fusion_step=N with 1 <= N <= 1"),
+    (["sampling.steps=8", "sampling.strength=0.01", "longvideo.fusion_step=1"],
+     "the 1 denoising steps this run takes (8 steps at strength 0.01): raise sampling.steps or sampling.strength"),
     (["longvideo.clip_length=4", "longvideo.clip_stride=6"], "clip_stride 6 is larger than clip_length 4"),
 ])
 def test_longvideo_settings_are_refused_before_the_pose_sam_and_models(overrides, says):
     with pytest.raises(InputError, match=re.escape(says)):
         resolve_settings("longvideo", overrides=overrides)
+
+
+def test_a_fusion_step_within_the_steps_taken_at_a_strength_is_taken():
+    s = resolve_settings("longvideo", overrides=["sampling.steps=4", "sampling.strength=0.5", "longvideo.fusion_step=1"])
+    assert s["longvideo"]["fusion_step"] == 1
+    # without fusion, the step is not used and not checked
+    resolve_settings("longvideo", overrides=["sampling.steps=4", "longvideo.fusion_step=9", "longvideo.fusion_seeds=[]"])
 
 
 def test_prompt_ranges_written_for_the_whole_clip_fit_a_shorter_run(caplog):

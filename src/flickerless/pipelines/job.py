@@ -101,7 +101,7 @@ def _check_together(s: dict, given: dict | None = None) -> None:
     names and types the annotators take), ControlNet ranges that end before they start, and deflicker
     steps past the run's steps (either of which would silently do nothing)."""
     from ..control import get_annotator
-    from ..diffusion.pipeline import check_deflicker_steps
+    from ..diffusion.pipeline import check_deflicker_steps, denoising_steps
 
     used = {u["annotator"] for u in s.get("controlnets", [])} | ({"pose"} if s.get("longvideo") else set())
     for name, kw in s.get("annotators", {}).items():
@@ -119,8 +119,15 @@ def _check_together(s: dict, given: dict | None = None) -> None:
     check_deflicker_steps(s["deflicker"]["steps"], samp["steps"], samp["strength"])
     lv = s.get("longvideo")
     if lv:  # said after the pose annotation, SAM and the model loading before, with a job folder left
-        if lv["fusion_seeds"] and lv["fusion_step"] >= samp["steps"]:
-            raise InputError(f"longvideo.fusion_step {lv['fusion_step']} must be below sampling.steps ({samp['steps']})")
+        # counted in the steps this strength takes, as the engine does (checked against sampling.steps, a
+        # fusion_step past them at strength < 1 failed after the pose, SAM and model loading, unnamed)
+        total = denoising_steps(samp["steps"], samp["strength"])
+        if lv["fusion_seeds"] and lv["fusion_step"] >= total:
+            taken = f"{samp['steps']} steps" + (f" at strength {samp['strength']:g}" if total < samp["steps"] else "")
+            fix = (f"--set longvideo.fusion_step=N with 1 <= N <= {total - 1}" if total > 1 else
+                   "raise sampling.steps or sampling.strength, or turn fusion off with longvideo.fusion_seeds=[]")
+            raise InputError(f"longvideo.fusion_step {lv['fusion_step']} is not below the {total} denoising steps this "
+                             f"run takes ({taken}): {fix}")
         if lv["clip_length"] and lv["clip_stride"] > lv["clip_length"]:
             raise InputError(f"longvideo.clip_stride {lv['clip_stride']} is larger than clip_length {lv['clip_length']}: "
                              "frames between clips would not be denoised")
@@ -690,9 +697,7 @@ def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, c
     masks = segment(_to_tensor(inputs.frames).float(), keypoints=kp, model=lv["sam_model"],
                     device=None if device is None else str(device), progress=progress,
                     cache_dir=None if cache_dir is None else Path(cache_dir) / "masks")
-    k = lv["fusion_step"]
-    if k >= settings["sampling"]["steps"]:
-        raise InputError(f"longvideo.fusion_step {k} must be below sampling.steps ({settings['sampling']['steps']})")
+    k = lv["fusion_step"]  # below the steps taken: checked with the settings (_check_together)
     seeds = lv["fusion_seeds"]
     log.info("average fusion: %d candidates to step %d, backgrounds averaged", len(seeds), k)
     cands = []
