@@ -497,3 +497,24 @@ def test_restore_crops_the_clip_it_super_resolves(clip, tmp_path, aspect):
     assert np.abs(tiles["crop"] - centre).mean() < 1  # up to float16 rounding
     assert np.abs(tiles["stretch"] - stretched).mean() < 1
     assert np.abs(tiles["crop"] - tiles["stretch"]).mean() > 10
+
+
+def test_prompt_ranges_with_frames_start_end_are_the_clips_frame_numbers(models, clip, tmp_path):
+    """h5 #6: with --frames 2:6, the range [4, -1] was left out ("starts past this run's 4 frames"), though
+    clip frames 4 and 5 are in the run: ranges counted from START, not in the clip's numbers as --frames."""
+    seen = {}
+
+    def engine(frames, *, on_frame, **kw):  # the pipeline's part: what it is asked, the frames passed through
+        seen.update(kw)
+        for i, f in enumerate(frames):
+            on_frame(i, f)
+
+    sets = QUICK + ['controlnets.0.kind="controlnet"', 'controlnets.0.annotator="canny"',
+                    f'controlnets.0.model="{models / "cn0"}"', "longvideo.fusion_seeds=[]",
+                    'longvideo.prompt_ranges=[[0, 3, "beach"], [4, -1, "neon"]]']
+    out = tmp_path / "o.mp4"
+    run_job("longvideo", clip, out, "", model=str(models / "tiny-sd"), overrides=sets, frames="2:6",
+            cache_dir=tmp_path / "c", progress=False, pipeline=engine)
+    # clip frame 2 is the run's frame 0: "beach" on clip frame 2, "neon" on clip frames 4 and 5
+    assert seen["prompt_ranges"] == [(0, 1, "beach"), (2, None, "neon")]
+    assert len(read(out)[0]) == 4

@@ -141,7 +141,20 @@ def test_prompt_ranges_written_for_the_whole_clip_fit_a_shorter_run(caplog):
     lv = {**load_template("longvideo")["longvideo"], "prompt_ranges": [[0, 120, "beach"], [120, -1, "city"]]}
     assert _longvideo_kwargs(lv, 200)["prompt_ranges"] == [(0, 120, "beach"), (120, None, "city")]
     assert _longvideo_kwargs(lv, 60)["prompt_ranges"] == [(0, None, "beach")]
-    assert "starts past this run's 60 frames" in caplog.text
+    assert "[120, -1] 'city' is outside this run's frames 0:60 of the clip" in caplog.text
+
+
+def test_prompt_ranges_count_in_the_clips_frame_numbers_as_frames_does(caplog):
+    """h5 #6: they counted from --frames START: with --frames 100:150 the README's "city" range [120, -1]
+    never applied, and [4, -1] with --frames 2:6 was left out though clip frames 4 and 5 ran."""
+    from flickerless.pipelines.job import _longvideo_kwargs
+
+    lv = {**load_template("longvideo")["longvideo"], "prompt_ranges": [[0, 120, "beach"], [120, -1, "city"]]}
+    assert _longvideo_kwargs(lv, 50, start=100)["prompt_ranges"] == [(0, 20, "beach"), (20, None, "city")]
+    assert _longvideo_kwargs(lv, 50, start=130)["prompt_ranges"] == [(0, None, "city")]
+    assert "[0, 120] 'beach' is outside this run's frames 130:180 of the clip" in caplog.text
+    lv["prompt_ranges"] = [[3, 5, "neon"]]
+    assert _longvideo_kwargs(lv, 4, start=2)["prompt_ranges"] == [(1, 3, "neon")]
 
 
 def test_denoising_steps_follow_the_strength():

@@ -629,7 +629,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         seed, start, latents = samp["seed"], 0, None
         lv = settings.get("longvideo")
         if lv:
-            kw.update(_longvideo_kwargs(lv, T, prompt))
+            kw.update(_longvideo_kwargs(lv, T, prompt, start=start_end[0]))
         if state is not None:
             start, latents = state["step"], state["latents"]
             if lv and lv["fusion_seeds"]:
@@ -655,18 +655,21 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     return output
 
 
-def _longvideo_kwargs(lv: dict, frames: int, prompt: str = "") -> dict:
+def _longvideo_kwargs(lv: dict, frames: int, prompt: str = "", start: int = 0) -> dict:
     """The co-denoising arguments of VideoPipeline from a template's [longvideo] table, for a run of
-    ``frames`` frames: prompt ranges are cut at its end, and one that starts past it is left out (said),
-    so that ranges written for the whole clip work on a shorter --frames. A range's text replaces
+    ``frames`` frames from the clip's frame ``start`` (``--frames START:END``). Prompt ranges count in
+    the clip's frame numbers, as --frames does (they counted from START: with --frames 100:150 a range
+    [120, -1] began at clip frame 220), so ranges written for the whole clip work on any part of it:
+    each is cut to the run's frames, and one outside them is left out (said). A range's text replaces
     ``prompt`` for its frames: where they cover every frame and a prompt was given, that is said."""
     ranges = []
     for a, b, text in lv["prompt_ranges"]:
-        if a >= frames:
-            log.warning("longvideo: the prompt range [%d, %d] %r starts past this run's %d frames: left out", a, b, text,
-                        frames)
+        if a >= start + frames or (b != -1 and b <= start):
+            log.warning("longvideo: the prompt range [%d, %d] %r is outside this run's frames %d:%d of the clip: "
+                        "left out", a, b, text, start, start + frames)
             continue
-        ranges.append((a, None if b == -1 or b >= frames else b, text))
+        a, b = max(0, a - start), None if b == -1 or b - start >= frames else b - start
+        ranges.append((a, b, text))
     covered = set()
     for a, b, _ in ranges:
         covered.update(range(a, frames if b is None else b))
