@@ -186,6 +186,22 @@ def test_user_template_file(tmp_path):
         load_template(str(p))
 
 
+def test_a_templates_longvideo_table_goes_with_its_task(tmp_path):
+    """h5 #9: task = "longvideo" without [longvideo] ran as plain generation (no fusion, no co-denoising)
+    without a word, and a [longvideo] table in a stylize template was used."""
+    p = tmp_path / "mine.toml"
+    stylize = load_template("stylize")
+    p.write_text(dumps({**stylize, "task": "longvideo"}))
+    with pytest.raises(InputError, match=re.escape("task = 'longvideo' lacks [longvideo] (a template holds every "
+                                                   "setting; copy it from `flickerless templates show longvideo`)")):
+        load_template(str(p))
+    p.write_text(dumps({**stylize, "longvideo": load_template("longvideo")["longvideo"]}))
+    with pytest.raises(InputError, match=re.escape("[longvideo] is for task = 'longvideo' templates, not 'stylize'")):
+        load_template(str(p))
+    p.write_text(dumps(load_template("longvideo")))
+    assert load_template(str(p))["longvideo"] == load_template("longvideo")["longvideo"]
+
+
 def test_a_file_named_as_a_task_does_not_hide_its_template(tmp_path, monkeypatch):
     """`run restore -o restore` (a PNG folder output) made every later `run restore` there "template file
     not found", and notes in a file called `fashion` "not valid TOML"; ./NAME still reads such a file."""

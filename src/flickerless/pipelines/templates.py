@@ -190,9 +190,30 @@ def load_template(name_or_path: str) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{name_or_path}: not valid TOML ({e})") from None
     validate(data, where=str(name_or_path))
+    _check_task_sections(data, str(name_or_path))
     if from_file:
         _paths_from(data, path.parent)
     return data
+
+
+# the task each optional section is for
+SECTION_TASK = {"longvideo": "longvideo"}
+
+
+def _check_task_sections(data: dict, where: str) -> None:
+    """A task's own section is there, and no other task's: a longvideo template without [longvideo] ran as
+    plain generation (no fusion, no co-denoising) without a word, and a [longvideo] table in a stylize
+    template was used. (An unknown task is said by the caller.)"""
+    task = data["task"]
+    if task not in TASKS:
+        return
+    for section, owner in SECTION_TASK.items():
+        if task == owner and section not in data:
+            raise InputError(f"{where}: task = {task!r} lacks [{section}] (a template holds every setting; "
+                             f"copy it from `flickerless templates show {owner}`)")
+        if task != owner and section in data:
+            raise InputError(f"{where}: [{section}] is for task = {owner!r} templates, not {task!r}: remove it, or "
+                             f"start from `flickerless templates show {owner}`")
 
 
 def split_lora(text: str) -> tuple[str, float]:
