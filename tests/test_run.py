@@ -465,20 +465,22 @@ def test_a_resumed_job_needs_no_weights_for_the_controls_it_holds(tmp_path, monk
 
 @pytest.mark.parametrize("aspect", [(24, 64), (64, 24)])
 def test_restore_crops_the_clip_it_super_resolves(clip, tmp_path, aspect):
-    """h5 #2: restore super-resolved the uncropped clip to the target size, so ``video.resize=crop`` gave
-    the stretched frames (byte-identical to ``stretch``) for its tile control and img2img input."""
-    from flickerless.pipelines.job import _annotate, read_clip, resolve_settings
+    """Restore super-resolved the uncropped clip to the target size, so ``video.resize=crop`` gave the
+    stretched frames (byte-identical to ``stretch``) for its tile control and img2img input. A crop and
+    a stretch to one size also shared their annotations in the cache (one video identity)."""
     import cv2
 
+    from flickerless.pipelines.job import _annotate, read_clip, resolve_settings
     from flickerless.video import probe
 
     H, W = aspect
-    tiles = {}
+    tiles, ids = {}, set()
     for mode in ("crop", "stretch"):
         s = resolve_settings("restore", overrides=[f"video.width={W}", f"video.height={H}", f'video.resize="{mode}"',
                                                    'annotators.tile.sr="lanczos"'])
         inputs = read_clip(clip, (0, 2), s, keep_native=True)
         assert inputs.frames.shape[1:3] == (H, W)
+        ids.add(inputs.video_id)
         t = _annotate(s["controlnets"][0], inputs, s, None, tmp_path / "cache", False, None)
         tiles[mode] = (t.float().numpy().transpose(0, 2, 3, 1) * 255)
     raw = read(clip, 2)[0]
@@ -489,18 +491,20 @@ def test_restore_crops_the_clip_it_super_resolves(clip, tmp_path, aspect):
     else:
         ch, cw = h, int(round(h * W / H / pa))
     y, x = (h - ch) // 2, (w - cw) // 2
+
     def down(f):  # as the tile annotator makes a smaller frame
         return cv2.resize(np.ascontiguousarray(f), (W, H), interpolation=cv2.INTER_AREA)
 
     centre = np.stack([down(f[y:y + ch, x:x + cw]) for f in raw]).astype(np.float32)
     stretched = np.stack([down(f) for f in raw]).astype(np.float32)
+    assert len(ids) == 2  # each fitting's annotations are its own
     assert np.abs(tiles["crop"] - centre).mean() < 1  # up to float16 rounding
     assert np.abs(tiles["stretch"] - stretched).mean() < 1
     assert np.abs(tiles["crop"] - tiles["stretch"]).mean() > 10
 
 
 def test_prompt_ranges_with_frames_start_end_are_the_clips_frame_numbers(models, clip, tmp_path):
-    """h5 #6: with --frames 2:6, the range [4, -1] was left out ("starts past this run's 4 frames"), though
+    """With --frames 2:6, the range [4, -1] was left out ("starts past this run's 4 frames"), though
     clip frames 4 and 5 are in the run: ranges counted from START, not in the clip's numbers as --frames."""
     seen = {}
 

@@ -114,7 +114,7 @@ def test_settings_that_would_fail_late_or_do_nothing_are_refused_up_front(overri
     (["sampling.steps=8", "longvideo.fusion_step=8"],
      "fusion_step 8 is not below the 8 denoising steps this run takes (8 steps): --set longvideo.fusion_step=N with "
      "1 <= N <= 7"),
-    # h5 #3: at strength < 1 it passed, then failed after the pose, SAM and model loading, without naming it
+    # at strength < 1 it passed, then failed after the pose, SAM and model loading, without naming it
     (["sampling.steps=4", "sampling.strength=0.5", "longvideo.fusion_step=3"],
      "fusion_step 3 is not below the 2 denoising steps this run takes (4 steps at strength 0.5): "
      "--set longvideo.fusion_step=N with 1 <= N <= 1"),
@@ -145,7 +145,7 @@ def test_prompt_ranges_written_for_the_whole_clip_fit_a_shorter_run(caplog):
 
 
 def test_prompt_ranges_count_in_the_clips_frame_numbers_as_frames_does(caplog):
-    """h5 #6: they counted from --frames START: with --frames 100:150 the README's "city" range [120, -1]
+    """They counted from --frames START: with --frames 100:150 the README's "city" range [120, -1]
     never applied, and [4, -1] with --frames 2:6 was left out though clip frames 4 and 5 ran."""
     from flickerless.pipelines.job import _longvideo_kwargs
 
@@ -187,7 +187,7 @@ def test_user_template_file(tmp_path):
 
 
 def test_a_templates_longvideo_table_goes_with_its_task(tmp_path):
-    """h5 #9: task = "longvideo" without [longvideo] ran as plain generation (no fusion, no co-denoising)
+    """task = "longvideo" without [longvideo] ran as plain generation (no fusion, no co-denoising)
     without a word, and a [longvideo] table in a stylize template was used."""
     p = tmp_path / "mine.toml"
     stylize = load_template("stylize")

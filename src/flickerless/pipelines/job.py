@@ -354,7 +354,10 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
 
     # a folder is its images (rewritten in place, one keeps the folder's own stat; and the folder's
     # changes with a job folder or notes put beside them, which refused a --resume)
-    vid = _hash([str(Path(video).resolve()), *input_stamp(video), start, end, size, READ_VERSION])
+    # and how it was fitted to the size: a crop and a stretch to one size shared their annotations (the
+    # default, area, is left out, so the annotations and jobs made before stay theirs)
+    fitted = [] if settings["video"]["resize"] == "area" else [settings["video"]["resize"]]
+    vid = _hash([str(Path(video).resolve()), *input_stamp(video), start, end, size, READ_VERSION, *fitted])
     fps = settings["video"]["fps"] or info.fps
     # the clip's sound goes with its frames unless the frame rate is changed (it would drift)
     sound = start / info.fps if abs(fps - info.fps) < 1e-3 else None
