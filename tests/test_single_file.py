@@ -329,6 +329,16 @@ def test_missing_embedding_names_it_and_where_it_was_looked_for(model_dir, tmp_p
         load_components(str(model_dir), textual_inversion=[missing])
     msg = str(e.value)
     assert "textual-inversion embedding" in msg and missing in msg and "missing" in msg
+    assert "Give a textual-inversion embedding" in msg and "diffusers folder" not in msg  # not the model's remedy
+    # a file that is there but is no LoRA (or embedding): not "not found", and the remedy is a LoRA's
+    junk = tmp_path / "notes.safetensors"
+    junk.write_bytes(b"not weights")
+    for kw, what in ((dict(lora=[(str(junk), 1.0)]), "LoRA"), (dict(textual_inversion=[str(junk)]), "textual-inversion")):
+        with pytest.raises(ModelNotFoundError) as e:
+            load_components(str(model_dir), **kw)
+        msg = str(e.value)
+        assert f"{what}" in msg and "could not be loaded as one" in msg and "not found" not in msg, msg
+        assert "diffusers folder" not in msg
 
 
 def test_only_the_torchvision_advisory_of_transformers_is_dropped():

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelNotFoundError
-from ..weights import dtype_kwarg, local_only, not_found
+from ..weights import _first_line, dtype_kwarg, local_only, not_found
 
 __all__ = ["Components", "load_components", "as_dtype", "DTYPES", "load_controlnet", "check_controlnet_fits", "load_adapter",
            "check_adapter_fits", "default_dtype", "expand_embedding_tokens"]
@@ -42,11 +42,20 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def _not_found(what: str, model: str, err: Exception) -> ModelNotFoundError:
+_LORA_REMEDY = "Give the path of a LoRA .safetensors file, a folder holding one, or a Hugging Face repo id"
+_EMBEDDING_REMEDY = ("Give a textual-inversion embedding: a .safetensors/.bin file, or a folder or Hugging Face repo "
+                     "id holding one")
+
+
+def _not_found(what: str, model: str, err: Exception,
+               remedy: str = "Supply a local diffusers folder or a single .safetensors/.ckpt file") -> ModelNotFoundError:
+    """Weights that did not load: where a file or folder is there, "could not be loaded as" it (not "not
+    found"), with the remedy for what it should be (a LoRA's is not the base model's)."""
     from ..weights import download_hint
 
-    return not_found(what, model, "Supply a local diffusers folder or a single .safetensors/.ckpt file"
-                     + download_hint(model), err)
+    if Path(model).exists():
+        return ModelNotFoundError(f"{what} {model!r} could not be loaded as one{_first_line(err)}. {remedy}")
+    return not_found(what, model, remedy + download_hint(model), err)
 
 
 # what the base model must have: a folder without one of these loaded, then failed deep inside (a missing
@@ -287,14 +296,13 @@ def load_components(
     for (path, scale), name in zip(lora, names):
         if Path(path).suffix.lower() in SINGLE_FILE_EXTS and not Path(path).exists():
             # a file name is not a repo id: diffusers would ask the Hub for it (offline: a connection error)
-            raise not_found("LoRA", path, "Give the path of a LoRA .safetensors file, a folder holding one, or a "
-                            "Hugging Face repo id")
+            raise not_found("LoRA", path, _LORA_REMEDY)
         try:
             with _quiet_failure() as said:
                 pipe.load_lora_weights(path, adapter_name=name, local_files_only=local_only() or Path(path).exists())
             said()  # loaded: the libraries' notes, as they were
         except (OSError, ValueError) as e:
-            raise _not_found("LoRA", path, e) from e
+            raise _not_found("LoRA", path, e, _LORA_REMEDY) from e
         except RuntimeError as e:  # its layers' shapes are another model's (an SDXL LoRA on SD 1.5): a traceback
             if "size mismatch" not in str(e):
                 raise
@@ -312,7 +320,7 @@ def load_components(
             pipe.load_textual_inversion(path, token=_embedding_token(path),
                                         local_files_only=local_only() or Path(path).exists())
         except (OSError, ValueError) as e:
-            raise _not_found("textual-inversion embedding", path, e) from e
+            raise _not_found("textual-inversion embedding", path, e, _EMBEDDING_REMEDY) from e
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=False)
     cns = [load_controlnet(c, dev, dt) for c in controlnets]
     for name, cn in zip(controlnets, cns):
