@@ -639,3 +639,17 @@ def test_the_cache_knows_weights_replaced_and_frames_rewritten_in_place(tmp_path
     (folder / "out.job").mkdir()
     (folder / "notes.txt").write_text("take 2")
     assert video_identity(folder) == now and read_clip(folder, (0, None), settings).video_id == vid
+
+
+def test_the_lanczos_fallback_says_the_setting_not_a_python_argument(caplog, monkeypatch):
+    """Without Swin2SR weights the tile annotator upscales with Lanczos, said with the whole missing-weights
+    error, whose remedy ("Pass model=") is a Python argument, wrong for `run`'s users."""
+    from flickerless.control import get_annotator
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ann = get_annotator("tile", model="/nowhere/sr", size=(32, 48))
+    with caplog.at_level("WARNING", logger="flickerless"):
+        ann.prepare(np.zeros((1, 16, 24, 3), np.uint8))
+    said = caplog.text
+    assert "upscaling with Lanczos instead" in said and "/nowhere/sr" in said and "Pass model=" not in said
+    assert ann.cache_settings()["sr"] == "lanczos"
