@@ -105,7 +105,7 @@ class TileAnnotator(Annotator):
                 raise
             # (the error's remedy is the Python argument's, "Pass model=": wrong in `run`, where it is a setting)
             log.warning("tile: no super-resolution weights (%s); upscaling with Lanczos instead (the tile annotator's "
-                        "model setting gives Swin2SR weights; sr=\"lanczos\" says Lanczos is meant)", str(e).split(";")[0])
+                        "model setting gives Swin2SR weights; sr=\"lanczos\" says this is meant)", str(e).split(";")[0])
             self._method = "lanczos"
 
     def out_size(self, in_size) -> tuple[int, int]:
