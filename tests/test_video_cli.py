@@ -1983,6 +1983,31 @@ def test_cli_keeps_a_variable_rate_guides_timing_and_sound_in_step(tmp_path, car
     assert np.allclose(_frame_times(tmp_path / "even.mp4"), np.arange(30) / 20, atol=2e-3)
 
 
+def test_a_matroska_clip_is_counted_from_its_packets(tmp_path, carphone, monkeypatch):
+    """Matroska (and WebM, MPEG-TS) headers hold no frame count: each probe decoded the whole clip to count
+    it (a run probes four times), where its packets say it; and a cut mid-GOP went unsaid there."""
+    import av
+
+    from tests.conftest import write_cut_mid_gop
+
+    mkv = tmp_path / "c.mkv"
+    from flickerless.demo import registry_clip
+
+    with av.open(str(registry_clip("carphone_pristine.mp4"))) as src, av.open(str(mkv), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for p in src.demux(video=0):
+            if p.size:
+                p.stream = out
+                dst.mux(p)
+    decoded = len(video.read(mkv)[0])
+    monkeypatch.setattr(video, "iter_frames", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    assert video.probe(mkv).frames == decoded == 120
+    monkeypatch.undo()
+    cut = write_cut_mid_gop(tmp_path, carphone[:12], name="cut.mkv")
+    info = video.probe(cut)
+    assert (info.frames, info.lost_at_start) == (len(video.read(cut)[0]), 2)
+
+
 def test_a_clip_cut_mid_gop_is_counted_as_it_decodes(tmp_path, carphone, capsys, caplog):
     """A clip cut without re-encoding (a stream capture, a copy cut mid-GOP) starts with frames that refer to
     a keyframe it lacks, which the decoder drops: its header's count (and `info`) said 10 frames where 7
@@ -2657,6 +2682,15 @@ def test_info_says_what_a_run_would_stop_at_in_a_folder(tmp_path, carphone, caps
     assert main(["info", str(cut)]) == 2
     assert "1.png: cannot read as an image" in capsys.readouterr().err
     assert main(["info", str(fine)]) == 0 and len(video.read(fine)[0]) == 4
+    # a JPEG cut short: PIL's verify reads no JPEG data, so it passed `info` and stopped the run
+    jpegs = tmp_path / "jpegs"
+    jpegs.mkdir()
+    for i in range(3):
+        Image.fromarray(carphone[i]).save(jpegs / f"{i}.jpg", quality=95)
+    data = (jpegs / "1.jpg").read_bytes()
+    (jpegs / "1.jpg").write_bytes(data[: len(data) // 2])
+    assert main(["info", str(jpegs)]) == 2
+    assert "1.jpg: cannot read as an image (cut short" in capsys.readouterr().err
 
 
 def test_info_tells_keyframes_given_as_a_style_from_a_short_style(tmp_path, carphone, capsys):

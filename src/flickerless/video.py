@@ -284,6 +284,8 @@ def check_images(folder) -> None:
 
     size = first = None
     for f in _image_files(Path(folder)):
+        if f.suffix.lower() in (".jpg", ".jpeg") and _jpeg_cut_short(f):  # verify() reads no JPEG data
+            raise InputError(f"{f}: cannot read as an image (cut short: no end-of-image marker)")
         try:
             with Image.open(f) as im:
                 im.verify()  # the file's structure and checksums: a truncated PNG fails here
@@ -297,6 +299,27 @@ def check_images(folder) -> None:
             size, first = (h, w), f.name
         elif (h, w) != size:
             raise InputError(f"{f}: is {w}x{h} but {first} is {size[1]}x{size[0]}: all images of a clip must have one size")
+
+
+def _jpeg_cut_short(path: Path) -> bool:
+    """Whether a JPEG file is cut short (a copy or render cut off; PIL refuses it only when it decodes the
+    pixels): its end-of-image marker is not in its last 64 KiB and it does not decode (a phone's motion
+    photo carries a video after the marker, and decodes)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 65536))
+            if b"\xff\xd9" in fh.read():
+                return False
+    except OSError:  # unreadable: said when it is opened
+        return False
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (OSError, ValueError, SyntaxError):  # PIL's "image file is truncated" is an OSError
+        return True
+    return False
 
 
 def _open_container(path: Path):
@@ -589,13 +612,20 @@ def probe(path) -> VideoInfo:
     finally:
         container.close()
     lost = 0
-    if n and h:
-        # the header's count includes frames that are never shown; a count only lowered here (a field-coded
-        # clip can store a frame's two fields as two packets)
+    timing = None
+    if h and (n or not interlaced):
         try:
             timing = _shown_packets(path).timing
         except av.error.FFmpegError:  # type: ignore[attr-defined]
             timing = ()
+    if h and not n and not interlaced:
+        # a container that does not say (Matroska, WebM, MPEG-TS, fragmented MP4): its shown packets do,
+        # without decoding the clip (which a run's several probes each did: 40 s a probe for a minute of
+        # 1080p); not where a frame's two fields may be two packets
+        n = len(timing)
+    if n and h:
+        # the header's count includes frames that are never shown; a count only lowered here (a field-coded
+        # clip can store a frame's two fields as two packets)
         n = min(n, len(timing)) or n
         if first_pts is not None:  # shown before the first frame that decodes: dropped by the decoder
             lost = sum(1 for p, _ in timing if p is not None and p < first_pts)
