@@ -2008,6 +2008,23 @@ def test_a_matroska_clip_is_counted_from_its_packets(tmp_path, carphone, monkeyp
     assert (info.frames, info.lost_at_start) == (len(video.read(cut)[0]), 2)
 
 
+def test_a_raw_dv_file_has_its_own_rate(tmp_path):
+    """FFmpeg 8's raw DV demuxer gives one frame a tick of its time base as the average rate: a .dv
+    capture read as 60000 fps, and deflicker refused it with an error about an --fps never given."""
+    import av
+
+    dv = tmp_path / "tape.dv"
+    with av.open(str(dv), "w") as c:
+        s = c.add_stream("dvvideo", rate=25)
+        s.width, s.height, s.pix_fmt = 720, 576, "yuv420p"
+        for i in range(3):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((576, 720, 3), 40 * i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    assert video.probe(dv).fps == 25
+
+
 def test_a_clip_cut_mid_gop_is_counted_as_it_decodes(tmp_path, carphone, capsys, caplog):
     """A clip cut without re-encoding (a stream capture, a copy cut mid-GOP) starts with frames that refer to
     a keyframe it lacks, which the decoder drops: its header's count (and `info`) said 10 frames where 7

@@ -336,7 +336,13 @@ def _open_container(path: Path):
 
 
 def _stream_fps(stream) -> float:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    """A stream's rate: its average, where that is a rate (FFmpeg 8's raw DV demuxer gives one over the
+    time base as the average, 60000 fps for 25), else what FFmpeg guesses from its timing."""
+    average, guessed = stream.average_rate, stream.guessed_rate
+    tick = stream.time_base
+    if average and guessed and tick and average == 1 / tick and guessed != average:
+        average = None  # one frame a tick: the time base, not the rate
+    rate = average or guessed or stream.base_rate
     return float(rate) if rate else DEFAULT_FPS
 
 
