@@ -2008,6 +2008,57 @@ def test_a_matroska_clip_is_counted_from_its_packets(tmp_path, carphone, monkeyp
     assert (info.frames, info.lost_at_start) == (len(video.read(cut)[0]), 2)
 
 
+def test_the_main_video_stream_is_read_and_cover_art_is_none(tmp_path, caplog):
+    """The first video stream was read whatever it was: a one-frame thumbnail track before the main video
+    (read in its place, without a word), an .mp3's cover art (a one-frame "video" at 90000 fps)."""
+    import io
+
+    import av
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 40, 3), (255, 255, 0), np.uint8)).save(buf, "JPEG")
+    two = tmp_path / "two.mkv"
+    with av.open(str(two), "w") as c:
+        thumb = c.add_stream("mjpeg")
+        thumb.width = thumb.height = 40
+        thumb.pix_fmt = "yuvj420p"
+        main_ = c.add_stream("libx264", rate=24)
+        main_.width, main_.height, main_.pix_fmt = 96, 64, "yuv420p"
+        pk = av.Packet(buf.getvalue())
+        pk.stream, pk.pts, pk.dts = thumb, 0, 0
+        c.mux(pk)
+        for i in range(12):
+            for p in main_.encode(av.VideoFrame.from_ndarray(np.full((64, 96, 3), 20 * i, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in main_.encode():
+            c.mux(p)
+    with caplog.at_level("WARNING", logger="flickerless"):
+        info = video.probe(two)
+        frames = video.read(two)[0]
+    assert (info.frames, info.height, info.width) == (12, 64, 96) == (len(frames), *frames.shape[1:3])
+    assert caplog.text.count("has 2 video streams: stream 1 (96x64) is read") == 1
+    song = tmp_path / "song.mp3"
+    with av.open(str(song), "w") as c:
+        audio = c.add_stream("libmp3lame", rate=44100)
+        art = c.add_stream("mjpeg")
+        art.width = art.height = 40
+        art.pix_fmt = "yuvj420p"
+        art.disposition = av.stream.Disposition.attached_pic
+        for k in range(10):
+            f = av.AudioFrame.from_ndarray(np.zeros((2, 1152), np.float32), format="fltp", layout="stereo")
+            f.sample_rate, f.pts = 44100, k * 1152
+            for p in audio.encode(f):
+                c.mux(p)
+        pk = av.Packet(buf.getvalue())
+        pk.stream, pk.pts, pk.dts = art, 0, 0
+        c.mux(pk)
+        for p in audio.encode():
+            c.mux(p)
+    with pytest.raises(InputError, match="song.mp3: has no video stream \\(only cover art\\)"):
+        video.probe(song)
+
+
 def test_a_raw_dv_file_has_its_own_rate(tmp_path):
     """FFmpeg 8's raw DV demuxer gives one frame a tick of its time base as the average rate: a .dv
     capture read as 60000 fps, and deflicker refused it with an error about an --fps never given."""

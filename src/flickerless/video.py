@@ -329,10 +329,43 @@ def _open_container(path: Path):
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as e:  # type: ignore[attr-defined]
         raise InputError(f"{path}: cannot read as a video ({e.__class__.__name__}: {e})") from e
-    if not container.streams.video:
+    try:
+        _video_stream(container, path)
+    except InputError:
         container.close()
-        raise InputError(f"{path}: has no video stream")
+        raise
     return container
+
+
+_ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC: an audio file's cover art, stored as a one-frame video stream
+_said_streams: set[str] = set()
+
+
+def _video_stream(container, path=None):
+    """The video stream of a clip that is read: not cover art (an .mp3's picture); of several, the one
+    with the most frames where the container says, else the first, said once (a thumbnail track before
+    the main video was read in its place without a word)."""
+    streams = [s for s in container.streams.video if not (int(s.disposition or 0) & _ATTACHED_PIC)]
+    if not streams:
+        raise InputError(f"{path or container.name}: has no video stream" +
+                         (" (only cover art)" if container.streams.video else ""))
+    best = streams[0]
+    if len(streams) > 1:
+        counts = {s.index: s.frames or 0 for s in streams}
+        if not any(counts.values()) and path is not None:  # (Matroska says none) counted from their packets
+            import av
+
+            with av.open(str(path)) as other:
+                for packet in other.demux(*(other.streams[s.index] for s in streams)):
+                    if packet.size:
+                        counts[packet.stream.index] += 1
+        best = max(streams, key=lambda s: counts[s.index])  # the first of the longest
+    key = str(Path(path).resolve()) if path is not None else container.name
+    if len(streams) > 1 and key not in _said_streams:
+        _said_streams.add(key)
+        log.warning("%s has %d video streams: stream %d (%dx%d) is read", path or container.name, len(streams),
+                    best.index, best.codec_context.width, best.codec_context.height)
+    return best
 
 
 def _stream_fps(stream) -> float:
@@ -478,7 +511,7 @@ def iter_frames(path, start: int | None = 0, stop: int | None = None, alpha: boo
     decoded, threads = 0, True  # frames decoded so far (the file's first ones), and how
     while True:
         container = _open_container(path)
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         try:  # decoded with threads: the command line runs two decoders at once, two per device with several
             for i, frame in enumerate(_frames(container, stream, threads=threads)):
                 if i < decoded:  # decoded again without threads, after a failure: given out already
@@ -590,7 +623,7 @@ def probe(path) -> VideoInfo:
 
     container = _open_container(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         fps = _stream_fps(stream)
         if container.format.name == "gif":  # FFmpeg guesses a GIF's rate from its first delay
             fps = _mean_packet_rate(path) or fps
@@ -663,7 +696,7 @@ def stream_facts(path) -> dict:
 
     container = _open_container(path)
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         cc = stream.codec_context
         facts = {"kind": "video", "container": container.format.name, "codec": cc.name,
                  "pix_fmt": cc.format.name if cc.format else None, "stored_width": cc.width,
@@ -729,7 +762,7 @@ def _shown_packets(path) -> _Packets:
 def _read_packets(path: str, size: int, mtime_ns: int) -> _Packets:
     container = _open_container(Path(path))
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, path)
         shown = [p for p in container.demux(stream) if p.size and not getattr(p, "is_discard", False)]
         timing = tuple((p.pts, p.duration or 0) for p in shown)
         end = None if stream.duration is None else (stream.start_time or 0) + stream.duration
@@ -770,7 +803,7 @@ def _frame_bytes(path) -> int:
         return _first_image(path).size
     container = _open_container(path)
     try:
-        cc = container.streams.video[0].codec_context
+        cc = _video_stream(container, path).codec_context
         return max(1, cc.width * cc.height * 3)  # turned upright, a rotated frame has as many bytes
     finally:
         container.close()
@@ -2222,8 +2255,8 @@ def _first_frame_time(path: Path) -> float:
         with av.open(str(path)) as c:
             if not c.streams.video:
                 return 0.0
-            return float(next(c.decode(video=0)).time or 0.0)
-    except (StopIteration, av.error.FFmpegError, OSError):  # type: ignore[attr-defined]
+            return float(next(c.decode(_video_stream(c, path))).time or 0.0)
+    except (StopIteration, av.error.FFmpegError, OSError, InputError):  # type: ignore[attr-defined]
         return 0.0
 
 
