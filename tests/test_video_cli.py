@@ -2315,6 +2315,37 @@ def test_stops_while_finishing_and_starting_over_lose_nothing(clips, tmp_path, m
     assert not video.partial_path(gif).exists()
 
 
+def test_a_stop_of_several_devices_keeps_the_first_ranges_frames_only(tmp_path, monkeypatch):
+    """Stopped while its ranges were at work, a run on two devices kept the second range's frames straight
+    after the first range's few (a signal landing in Thread.join marked the busy first range as ended):
+    a gap that --resume filled with the wrong frames, exit 0. Each range now says itself when it ends."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import flickerless.cli as cli
+
+    def part(args, job, device, a, b, emit, progress):
+        for i in range(a, b):
+            emit(np.full((4, 4, 3), i, np.uint8))
+            time.sleep(0.05 if a == 0 else 0)  # the first range is slow, the second done at once
+
+    monkeypatch.setattr(cli, "_deflicker_part", part)
+    written = []
+
+    class Writer:
+        def write(self, frame):
+            written.append(int(frame[0, 0, 0]))
+
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        cli._deflicker_parallel(None, {"tmp": str(tmp_path)}, ["cpu", "cpu"], [(0, 100), (100, 120)], Writer(), True)
+    timer.join()
+    assert written and written == list(range(len(written))) and len(written) < 100  # in order, none of the second's
+
+
 def test_outputs_a_killed_run_left_are_said(clips, tmp_path, capsys):
     """A run killed outright (SIGKILL, the out-of-memory killer) leaves its hidden unfinished output:
     they piled up, a run at a time, without a word. One being written (recent) is another run's."""

@@ -590,6 +590,10 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
     stop_after = [len(parts)]  # parts after this one stop (their frames could not be kept in order)
     spills = [None] + [DiskFrames(tmpdir=job["tmp"]) for _ in parts[1:]]
     errors: list[BaseException | None] = [None] * len(parts)
+    # set by each part as it ends: a signal landing in Thread.join marked a part that was still working as
+    # ended, and the next part's frames were kept straight after the first part's few (a gap, which
+    # --resume then filled with the wrong frames)
+    ended = [threading.Event() for _ in parts]
 
     def work(k):
         def emit(frame):
@@ -605,6 +609,8 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             errors[k] = e
             stop_after[0] = min(stop_after[0], k)  # the parts before this one go on: their frames count
+        finally:
+            ended[k].set()
 
     log.info("%d parts at once: %s", len(parts),
              ", ".join(f"frames {a}-{b - 1} on {d}" for (a, b), d in zip(parts, devices)))
@@ -612,13 +618,13 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
     for t in threads:
         t.start()
     try:
-        while any(t.is_alive() for t in threads):
-            for t in threads:
-                t.join(0.2)
+        while not all(e.is_set() for e in ended):
+            for e in ended:
+                e.wait(0.2)
     except KeyboardInterrupt:
         stop_after[0] = -1  # every part stops at its next frame
-        for t in threads:
-            t.join()
+        for e in ended:  # (a second signal is ignored meanwhile: _stop_signals_as_interrupts)
+            e.wait()
         raise
     finally:
         complete = errors[0] is None
