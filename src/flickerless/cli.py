@@ -242,6 +242,7 @@ def _open_both(first, second):
     import threading
 
     cancel = threading.Event()
+    ended = threading.Event()  # not Thread.join: a signal landing in it can mark a thread at work as ended
     box: dict = {}
 
     def run():
@@ -249,18 +250,20 @@ def _open_both(first, second):
             box["value"] = second(cancel)
         except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
             box["error"] = e
+        finally:
+            ended.set()
 
     thread = threading.Thread(target=run, name="flickerless-read", daemon=True)
     thread.start()
     a = None
     try:
         a = first()
-        thread.join()
+        ended.wait()
         if "error" in box:
             raise box["error"]
     except BaseException:
         cancel.set()
-        thread.join()
+        ended.wait()
         for opened in (a, box.get("value")):
             if hasattr(opened, "close"):
                 opened.close()
