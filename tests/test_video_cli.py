@@ -701,6 +701,37 @@ def test_a_codec_this_ffmpeg_lacks_is_said_in_one_line(tmp_path, monkeypatch):
         video.check_output(tmp_path / "x.mp4", "h265")
 
 
+def test_adding_the_sound_keeps_what_the_video_was_written_with(sound_clip, tmp_path):
+    """The sound is added by copying the written video once more, and that copy lost what the first
+    write had right: HEVC's hvc1 tag (Apple's players refuse hev1), ProRes 4444's tag (read as 422 HQ),
+    VP9's alpha flag (played opaque), the pixel shape of a ProRes .mov."""
+    import av
+    from fractions import Fraction
+
+    frames = video.read(sound_clip)[0][:6]
+    rgba = np.concatenate([frames, np.full((*frames.shape[:3], 1), 128, np.uint8)], axis=3)
+    cases = [("h.mp4", "h265", frames, {}), ("p.mov", "prores", rgba, {"alpha": True}),
+             ("v.webm", None, rgba, {"alpha": True}), ("s.mov", "prores", frames, {"pixel_aspect": Fraction(16, 11)})]
+    for name, codec, fs, kw in cases:
+        with video.VideoWriter(tmp_path / name, 25, audio=sound_clip, codec=codec, **kw) as wr:
+            for f in fs:
+                wr.write(f)
+        with av.open(str(tmp_path / name)) as c:
+            assert c.streams.audio, name
+            s = c.streams.video[0]
+            tag, mode, sar = s.codec_context.codec_tag, s.metadata.get("alpha_mode"), s.sample_aspect_ratio
+        assert {"h.mp4": tag == "hvc1", "p.mov": tag == "ap4h", "v.webm": mode == "1",
+                "s.mov": sar == Fraction(16, 11)}[name], (name, tag, mode, sar)
+    assert video.probe(tmp_path / "v.webm").alpha
+    # a long name (its hidden temporary fits): the sound's copy was named after that, overran the limit,
+    # and every frame was lost at the end
+    long = tmp_path / ("x" * 235 + ".mp4")
+    with video.VideoWriter(long, 25, audio=sound_clip) as wr:
+        for f in frames:
+            wr.write(f)
+    assert len(video.read(long)[0]) == len(frames) and video.has_audio(long)
+
+
 def test_webm_output_keeps_the_sound_as_opus(sound_clip, tmp_path):
     """WebM holds Opus or Vorbis: the clip's AAC sound is re-encoded as Opus, as long as the frames."""
     import av
@@ -2313,6 +2344,31 @@ def test_stops_while_finishing_and_starting_over_lose_nothing(clips, tmp_path, m
     assert main([*args, "-o", str(gif), "--resume"]) == 0
     assert np.array_equal(video.read(gif)[0], video.read(tmp_path / "f.gif")[0])
     assert not video.partial_path(gif).exists()
+
+
+def test_a_finished_output_that_cannot_be_moved_stays_where_it_is_said(tmp_path, carphone, monkeypatch):
+    """close said "the finished output is kept in .NAME.xxxx.mp4: move it there yourself", then the
+    command's keep_partial closed it again ("no frames were written") and its abort deleted that file."""
+    import os as _os
+
+    out = tmp_path / "a.mp4"
+    real = _os.replace
+
+    def refused(src, dst):
+        if Path(dst) == out:
+            raise PermissionError(13, "Permission denied", str(dst))
+        return real(src, dst)
+
+    w = video.VideoWriter(out, 25)
+    for f in carphone[:3]:
+        w.write(f)
+    monkeypatch.setattr(video.os, "replace", refused)
+    with pytest.raises(OutputError, match="the finished output is kept in") as e:
+        w.close()
+    kept = Path(re.search(r"kept in (\S+): move it", str(e.value)).group(1))
+    assert w.keep_partial() is None
+    w.abort()
+    assert kept.exists() and len(video.read(kept)[0]) == 3
 
 
 def test_a_stop_of_several_devices_keeps_the_first_ranges_frames_only(tmp_path, monkeypatch):

@@ -1850,6 +1850,7 @@ class VideoWriter(_Output):
             raise OutputError(f"{self.path}: cannot write there ({e})") from e
         self._container = None
         self._stream = None
+        self._kept_at: Path | None = None  # a finished output close could not move into place
         self._pad = (0, 0)
 
     def _open_video(self, h: int, w: int) -> None:
@@ -2076,6 +2077,7 @@ class VideoWriter(_Output):
             raise  # (a GIF's frames stay: keep_partial keeps them, abort drops them)
         except OSError as e:
             if done is not None and Path(done).exists():
+                self._kept_at = Path(done)  # neither keep_partial nor abort touches it now
                 what = "its frames are" if self.is_gif else "the finished output is"
                 raise OutputError(f"{self.path}: could not be put in place ({e}); {what} kept in {done}: move "
                                   "it there yourself") from e
@@ -2112,6 +2114,8 @@ class VideoWriter(_Output):
         one kept): then these are dropped, and the earlier ones stay as they were. A folder of frames
         (PNGs, and a GIF's frames) is kept by renames, which a full disk does not stop, and an earlier
         partial is swapped out only once the new one is in place."""
+        if self._kept_at is not None:  # finished, kept where it was made (said): closing again deleted it
+            return None
         if self.count <= more_than:
             self.abort()
             return None
@@ -2135,7 +2139,10 @@ class VideoWriter(_Output):
             self.path = keep
 
     def abort(self) -> None:
-        """Drop what was written; any earlier output at ``path`` stays as it was."""
+        """Drop what was written; any earlier output at ``path`` stays as it was (and a finished output
+        that could not be moved there stays where :meth:`close` said it is)."""
+        if self._kept_at is not None:
+            return
         if self._container is not None:
             try:
                 self._container.close()
@@ -2278,9 +2285,11 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
     # camcorder .MTS clips start at a second or more; a B-frame delay puts an mp4's first frame
     # later than its sound): the sound is cut and placed against that frame, as it plays in the source
     origin = start + _first_frame_time(source)
-    fd, tmp = tempfile.mkstemp(prefix=f".{video_file.stem}.a.", suffix=video_file.suffix, dir=video_file.parent)
-    os.close(fd)
+    tmp = os.devnull
     try:
+        # a short name: the video's own is hidden and random already (its stem again overran a long name's limit)
+        fd, tmp = tempfile.mkstemp(prefix=".a.", suffix=video_file.suffix, dir=video_file.parent)
+        os.close(fd)
         if not src.streams.audio:
             Path(tmp).unlink()
             return None
@@ -2292,6 +2301,15 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
         with av.open(str(video_file)) as vin, av.open(tmp, mode="w", format=fmt) as out:
             vstream = vin.streams.video[0]
             vout = out.add_stream_from_template(vstream)
+            # what the template leaves out, which the muxer would make up: the tag Apple's players ask of HEVC
+            # (hvc1, not hev1) and ProRes 4444's (ap4h, not 422's apch), VP9's alpha flag, the pixel shape
+            if fmt in ("mp4", "mov") and vstream.codec_context.codec_tag:
+                vout.codec_context.codec_tag = vstream.codec_context.codec_tag
+            if vstream.metadata.get("alpha_mode") == "1":  # Matroska's AlphaMode: written for a format with alpha
+                vout.codec_context.pix_fmt = "yuva420p"
+            sar = vstream.sample_aspect_ratio or vstream.codec_context.sample_aspect_ratio
+            if sar and sar != 1:
+                vout.codec_context.sample_aspect_ratio = sar
             if copy:
                 aout = out.add_stream_from_template(ain)
             else:
@@ -2334,7 +2352,8 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
         return Path(tmp)
     except Exception as e:  # sound is a courtesy: any failure keeps the frames, without it
         log.warning("%s: sound not carried over, the output has none (%s: %s)", source, e.__class__.__name__, e)
-        Path(tmp).unlink(missing_ok=True)
+        if tmp != os.devnull:
+            Path(tmp).unlink(missing_ok=True)
         return None
     finally:
         src.close()
