@@ -2402,6 +2402,16 @@ def test_a_stop_of_several_devices_keeps_the_first_ranges_frames_only(tmp_path, 
     assert written and written == list(range(len(written))) and len(written) < 100  # in order, none of the second's
 
 
+def test_a_crf_the_output_has_no_use_for_is_said(clips, tmp_path, capsys):
+    """--crf was ignored without a word for a GIF, ProRes, FFV1 or a folder of PNGs."""
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            *FASTARGS]
+    assert main([*args, "-o", str(tmp_path / "g.gif"), "--crf", "30"]) == 0
+    assert "--crf: gif output has no such quality setting" in capsys.readouterr().err
+    assert main([*args, "-o", str(tmp_path / "v.mp4"), "--crf", "30"]) == 0
+    assert "--crf" not in capsys.readouterr().err
+
+
 def test_outputs_a_killed_run_left_are_said(clips, tmp_path, capsys):
     """A run killed outright (SIGKILL, the out-of-memory killer) leaves its hidden unfinished output:
     they piled up, a run at a time, without a word. One being written (recent) is another run's."""

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead: the output is at the size it was generated at, and fewer pixels are faster")
     d.add_argument("--fps", type=_fps, help="output frame rate (default: the guide's; a variable-rate guide keeps "
                    "each frame's time)")
-    d.add_argument("--crf", type=_crf, default=17,
+    d.add_argument("--crf", type=_crf, default=17, action=_Given,
                    help="quality of a video output, on x264's scale: 0 (lossless) to 51 (default 17: visually "
                         "lossless; higher: smaller files)")
     d.add_argument("--codec", choices=tuple(VIDEO_CODECS),
@@ -672,6 +672,10 @@ def cmd_deflicker(args) -> int:
             raise InputError(f"--{name} {v}: no such file or folder")
     check_output_is_not_input(args.output, guide=args.guide, style=args.style, keyframes=args.keyframes)
     chosen = check_output(args.output, args.codec)  # a codec the container cannot hold is said before any work
+    if getattr(args, "crf_given", False) and chosen in (None, "gif", "prores", "ffv1"):  # ignored without a word
+        log.warning("--crf: %s has no such quality setting (%s); it is left out", "a folder of PNGs" if chosen is None
+                    else f"{chosen} output", {None: "lossless", "gif": "a palette of 256 colours", "ffv1": "lossless",
+                                              "prores": "ProRes 422 HQ, or 4444 with alpha"}[chosen])
     stale = stale_outputs(args.output)
     if stale:  # hidden, they piled up a run at a time without a word
         log.warning("%s: %d unfinished output%s left by a run that was killed (SIGKILL, out of memory, a power cut): "
