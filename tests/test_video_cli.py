@@ -2064,10 +2064,12 @@ def test_the_main_video_stream_is_read_and_cover_art_is_none(tmp_path, caplog):
                 c.mux(p)
         for p in main_.encode():
             c.mux(p)
+    video._packet_counts.cache_clear()
     with caplog.at_level("WARNING", logger="flickerless"):
         info = video.probe(two)
         frames = video.read(two)[0]
     assert (info.frames, info.height, info.width) == (12, 64, 96) == (len(frames), *frames.shape[1:3])
+    assert video._packet_counts.cache_info().misses == 1  # which stream is the clip: one pass over the file
     assert caplog.text.count("has 2 video streams: stream 1 (96x64) is read") == 1
     song = tmp_path / "song.mp3"
     with av.open(str(song), "w") as c:

@@ -353,12 +353,9 @@ def _video_stream(container, path=None):
     if len(streams) > 1:
         counts = {s.index: s.frames or 0 for s in streams}
         if not any(counts.values()) and path is not None:  # (Matroska says none) counted from their packets
-            import av
-
-            with av.open(str(path)) as other:
-                for packet in other.demux(*(other.streams[s.index] for s in streams)):
-                    if packet.size:
-                        counts[packet.stream.index] += 1
+            st = Path(path).stat()
+            counts = _packet_counts(str(Path(path).resolve()), st.st_size, st.st_mtime_ns,
+                                    tuple(s.index for s in streams))
         best = max(streams, key=lambda s: counts[s.index])  # the first of the longest
     key = str(Path(path).resolve()) if path is not None else container.name
     if len(streams) > 1 and key not in _said_streams:
@@ -366,6 +363,20 @@ def _video_stream(container, path=None):
         log.warning("%s has %d video streams: stream %d (%dx%d) is read", path or container.name, len(streams),
                     best.index, best.codec_context.width, best.codec_context.height)
     return best
+
+
+@functools.lru_cache(maxsize=16)
+def _packet_counts(path: str, size: int, mtime_ns: int, indices: tuple[int, ...]) -> dict[int, int]:
+    """Packets of each of a clip's video streams ``indices``: one pass over the file for each version of
+    it, however many times a run opens the clip (each probe and read asks which stream is the clip)."""
+    import av
+
+    counts = dict.fromkeys(indices, 0)
+    with av.open(path) as c:
+        for packet in c.demux(*(c.streams[i] for i in indices)):
+            if packet.size:
+                counts[packet.stream.index] += 1
+    return counts
 
 
 def _stream_fps(stream) -> float:
