@@ -154,13 +154,18 @@ def _fit(frame: np.ndarray, size: tuple[int, int], mode: str, pixel_aspect: floa
     return resize_frame(frame, tuple(size)) if frame.shape[:2] != tuple(size) else frame
 
 
+def _crop_size(h: int, w: int, size: tuple[int, int], pixel_aspect: float = 1.0) -> tuple[int, int]:
+    """(height, width) of the centre of an ``h`` x ``w`` frame that has the shown aspect of ``size`` (H, W)."""
+    H, W = size
+    s = max(H / h, W / (w * pixel_aspect))  # output pixels per shown pixel
+    return min(h, int(round(H / s))), min(w, int(round(W / s / pixel_aspect)))
+
+
 def _crop(frame: np.ndarray, size: tuple[int, int], pixel_aspect: float = 1.0) -> np.ndarray:
     """The centre of ``frame`` with the shown aspect of ``size`` (H, W), at the frame's own pixels: what
     ``_fit(..., "crop")`` resizes, and what restore super-resolves from (so both show the same part)."""
-    H, W = size
     h, w = frame.shape[:2]
-    s = max(H / h, W / (w * pixel_aspect))  # output pixels per shown pixel
-    ch, cw = min(h, int(round(H / s))), min(w, int(round(W / s / pixel_aspect)))
+    ch, cw = _crop_size(h, w, size, pixel_aspect)
     y, x = (h - ch) // 2, (w - cw) // 2
     return frame[y : y + ch, x : x + cw]
 
@@ -405,7 +410,7 @@ def _check_annotators(units: list[dict], settings: dict, info, job: Path, resume
     if settings["task"] == "restore":  # the size read_clip keeps the clip at
         native = (info.height, info.width)
         if settings["video"]["resize"] == "crop":
-            native = _crop(np.empty((*native, 0), np.uint8), size, float(info.pixel_aspect)).shape[:2]
+            native = _crop_size(*native, size, float(info.pixel_aspect))
     names = [(k, u["annotator"]) for k, u in enumerate(units)]
     lv = settings.get("longvideo")
     if lv and lv["fusion_seeds"]:
