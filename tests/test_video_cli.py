@@ -1412,29 +1412,42 @@ def test_cli_unwritable_output(clips, tmp_path, capsys):
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
-def _rotate_mp4(src, dst, rotation: int) -> None:
+_MATRICES = {-90: (0, 1, -1, 0), 90: (0, -1, 1, 0), 180: (-1, 0, 0, -1),  # a, b, c, d of the display matrix
+             "hflip": (-1, 0, 0, 1), "vflip": (1, 0, 0, -1), "transpose": (0, 1, 1, 0), "transverse": (0, -1, -1, 0)}
+
+
+def _rotate_mp4(src, dst, rotation) -> None:
     """Copy an mp4 with its track's display matrix set, as a phone writes portrait video (rotation as
-    FFmpeg reports it: -90 is how an upright phone's footage is stored)."""
+    FFmpeg reports it: -90 is how an upright phone's footage is stored), or a mirror (an editor's flip)."""
     import struct
 
     data = bytearray(src.read_bytes())
     at = data.find(b"tkhd")
     assert at > 0 and data[at + 4] == 0  # version 0 track header: the matrix is 40 bytes into its body
-    one = 1 << 16
-    a, b, c, d = {-90: (0, one, -one, 0), 90: (0, -one, one, 0), 180: (-one, 0, 0, -one)}[rotation]
+    a, b, c, d = (v << 16 for v in _MATRICES[rotation])
     data[at + 44 : at + 80] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30)
     dst.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("rotation, turns", [(-90, -1), (90, 1), (180, 2)])
-def test_rotated_video_is_read_upright(tmp_path, carphone, rotation, turns):
+@pytest.mark.parametrize("rotation, shown", [
+    (-90, lambda f: np.rot90(f, -1, axes=(1, 2))),  # a quarter turn clockwise
+    (90, lambda f: np.rot90(f, 1, axes=(1, 2))),
+    (180, lambda f: f[:, ::-1, ::-1]),
+    # mirrors, as FFmpeg's autorotation shows them: the rotation alone read a left-right mirror as half a turn
+    # and missed a top-bottom one
+    ("hflip", lambda f: f[:, :, ::-1]),
+    ("vflip", lambda f: f[:, ::-1]),
+    ("transpose", lambda f: f.transpose(0, 2, 1, 3)),
+    ("transverse", lambda f: f.transpose(0, 2, 1, 3)[:, ::-1, ::-1]),
+])
+def test_rotated_video_is_read_upright(tmp_path, carphone, rotation, shown):
     plain = tmp_path / "plain.mp4"
     video.write(plain, carphone[:3], 10)
     rotated = tmp_path / "rotated.mp4"
     _rotate_mp4(plain, rotated, rotation)
     stored, _ = video.read(plain)
     upright, _ = video.read(rotated)
-    assert np.array_equal(upright, np.rot90(stored, turns, axes=(1, 2)))  # -90: a quarter turn clockwise
+    assert np.array_equal(upright, shown(stored))
     info = video.probe(rotated)
     assert (info.frames, info.height, info.width) == (3, *upright.shape[1:3])
 
@@ -2892,6 +2905,10 @@ def test_info_says_a_turned_and_anamorphic_clip_s_shape(tmp_path, carphone, soun
     out = capsys.readouterr().out
     assert "pixels shown 16/11 as wide as high: 256x144 on screen" in out
     assert "size        144x176 upright (stored 176x144, a quarter turn clockwise on reading)" in out
+    mirrored = tmp_path / "mirrored.mp4"
+    _rotate_mp4(tmp_path / "plain.mp4", mirrored, "hflip")
+    assert main(["info", str(mirrored)]) == 0
+    assert "size        176x144 upright (stored 176x144, mirrored left to right on reading)" in capsys.readouterr().out
     phone = tmp_path / "phone.mp4"  # a variable frame rate: 10 fps, then 25
     write_h264(phone, carphone[:8], times=np.r_[np.arange(4) * 0.1, 0.4 + np.arange(4) * 0.04])
     assert main(["info", str(phone)]) == 0

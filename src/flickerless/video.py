@@ -4,9 +4,9 @@ Reading: mp4, avi, mov, mkv, webm, gif, m4v (anything FFmpeg decodes) and folder
 png/jpg/bmp/webp/tif images in natural order (``2.png`` before ``10.png``). The frame rate is kept,
 and so are a variable-rate clip's frame times (:func:`frame_times`: phone footage, screen recordings).
 Frames come out the way players show them: through the clip's colour matrix (BT.709 for an
-untagged HD clip, not FFmpeg's BT.601), rounded exactly, a video's rotation (the display matrix phones
-write for portrait footage) and a photo's EXIF orientation are applied; 16-bit grey images are scaled
-to 8 bits. HDR and wide-gamut clips are read as their code values (:attr:`VideoInfo.colour`, kept in a
+untagged HD clip, not FFmpeg's BT.601), rounded exactly; a video's rotation and mirroring (the
+display matrix phones write for portrait footage, and a front camera's or an editor's flip) and a
+photo's EXIF orientation are applied; 16-bit grey images are scaled to 8 bits. HDR and wide-gamut clips are read as their code values (:attr:`VideoInfo.colour`, kept in a
 video output by ``colour=``); transparency is read on request (``alpha=True``: RGBA frames) and kept
 in PNGs, ProRes 4444, FFV1 and VP9 (WebM's alpha, read back through libvpx).
 
@@ -401,12 +401,40 @@ def _is_hd(height: int, width: int) -> bool:
     return width >= 1280 or height > 576
 
 
-def _turns(frame) -> int:
-    """Quarter turns that make a decoded frame upright (its display matrix's rotation)."""
+def _orientation(frame) -> tuple[int, bool]:
+    """How a decoded frame is shown, from its display matrix: quarter turns anticlockwise (as ``np.rot90``
+    counts them) after a left-right mirror where ``mirrored``. Phones store portrait video landscape with a
+    rotation; a front camera's or an editor's flip is a mirror, which the matrix's rotation alone (all
+    PyAV's ``frame.rotation`` says) reads as half a turn. Read as FFmpeg's own autorotation reads it."""
     try:
-        return round((frame.rotation or 0) / 90) % 4
+        for sd in frame.side_data:
+            if getattr(sd.type, "name", "") == "DISPLAYMATRIX":
+                m = np.frombuffer(bytes(sd), dtype="=i4")
+                a, b, c, d = (int(v) for v in m[[0, 1, 3, 4]])
+                if abs(a) >= abs(b):  # x stays x: each axis mirrored or not
+                    swap, rows, cols = False, d < 0, a < 0
+                else:  # x and y trade places
+                    swap, rows, cols = True, b < 0, c < 0
+                return _ORIENTATIONS[swap, rows, cols]
     except (AttributeError, ValueError, TypeError):  # older PyAV, or a malformed matrix
-        return 0
+        pass
+    try:
+        return round((frame.rotation or 0) / 90) % 4, False
+    except (AttributeError, ValueError, TypeError):
+        return 0, False
+
+
+# (axes swapped, rows reversed, columns reversed) -> (turns, mirrored) of ``_orient``
+_ORIENTATIONS = {(False, False, False): (0, False), (True, True, False): (1, False), (False, True, True): (2, False),
+                 (True, False, True): (3, False), (False, False, True): (0, True), (True, False, False): (1, True),
+                 (False, True, False): (2, True), (True, True, True): (3, True)}
+
+
+def _orient(arr: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    """An ``(H, W, ...)`` array as :func:`_orientation` says it is shown."""
+    if not turns and not mirrored:
+        return arr
+    return np.ascontiguousarray(np.rot90(arr[:, ::-1] if mirrored else arr, turns))
 
 
 def _pixel_aspect(stream) -> Fraction:
@@ -439,7 +467,7 @@ _EXACT = _exact_conversion()
 
 def _upright(frame, alpha: bool = False) -> np.ndarray:
     """A decoded frame as players show it: in RGB through its colour matrix (BT.709 for untagged HD,
-    see ``_is_hd``), rounded exactly (``_exact_conversion``), turned by its display matrix's rotation
+    see ``_is_hd``), rounded exactly (``_exact_conversion``), turned and mirrored by its display matrix
     (phones store portrait video landscape with a rotation of -90 degrees; FFmpeg and OpenCV turn it on
     reading). ``alpha``: RGBA (opaque for a frame without an alpha plane)."""
     kwargs = {} if _EXACT is None else {"interpolation": _EXACT}
@@ -447,8 +475,7 @@ def _upright(frame, alpha: bool = False) -> np.ndarray:
             and _is_hd(frame.height, frame.width):
         kwargs["src_colorspace"] = "ITU709"
     arr = frame.to_ndarray(format="rgba" if alpha else "rgb24", **kwargs)
-    turns = _turns(frame)
-    return np.ascontiguousarray(np.rot90(arr, turns)) if turns else arr
+    return _orient(arr, *_orientation(frame))
 
 
 DECODE_THREADS = 8
@@ -648,7 +675,7 @@ def probe(path) -> VideoInfo:
             frame = next(_frames(container, stream))
             first_pts = frame.pts
             h, w = _upright(frame).shape[:2]
-            if _turns(frame) % 2:
+            if _orientation(frame)[0] % 2:
                 aspect = 1 / aspect
             interlaced = bool(getattr(frame, "interlaced_frame", False))
             colour = _colour(frame)
@@ -694,7 +721,7 @@ def probe(path) -> VideoInfo:
 def stream_facts(path) -> dict:
     """What :func:`probe` does not say of a clip, for ``flickerless info``: a folder's image formats and
     first and last names; a video's codec, pixel format and bit depth, its stored size and the quarter
-    turns that make it upright, and its sound (codec, rate, channels; None for none)."""
+    turns (after a mirror, where ``mirrored``) that make it upright, and its sound (codec, rate, channels; None for none)."""
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
@@ -711,10 +738,10 @@ def stream_facts(path) -> dict:
         cc = stream.codec_context
         facts = {"kind": "video", "container": container.format.name, "codec": cc.name,
                  "pix_fmt": cc.format.name if cc.format else None, "stored_width": cc.width,
-                 "stored_height": cc.height, "turns": 0, "bits": None, "sound": None}
+                 "stored_height": cc.height, "turns": 0, "mirrored": False, "bits": None, "sound": None}
         try:
             frame = next(_frames(container, stream))
-            facts["turns"] = _turns(frame)
+            facts["turns"], facts["mirrored"] = _orientation(frame)
             facts["pix_fmt"] = frame.format.name
             facts["bits"] = max(c.bits for c in frame.format.components)
         except (StopIteration, av.error.FFmpegError, AttributeError):  # type: ignore[attr-defined]

@@ -64,8 +64,10 @@ def _lines(d: dict) -> list[str]:
     dur = "" if d["duration_s"] is None else f"{d['duration_s']:.2f} s, "
     rows.append(f"  frames      {d['frames']} ({dur}{rate})")
     size = f"{d['width']}x{d['height']}"
-    if d.get("turns"):
-        turn = {1: "a quarter turn anticlockwise", 2: "half a turn", 3: "a quarter turn clockwise"}[d["turns"]]
+    if d.get("turns") or d.get("mirrored"):
+        turn = {0: "", 1: "a quarter turn anticlockwise", 2: "half a turn", 3: "a quarter turn clockwise"}[d["turns"]]
+        if d.get("mirrored"):
+            turn = "mirrored left to right" + (f", then {turn}" if turn else "")
         size += f" upright (stored {d['stored_width']}x{d['stored_height']}, {turn} on reading)"
     aspect = Fraction(d["pixel_aspect"])
     if aspect != 1:
