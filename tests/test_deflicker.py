@@ -261,6 +261,9 @@ def test_bad_inputs(pair):
     (dict(device_budget=-1), "device_budget must be an integer >= 0"),
     (dict(keyframes="frame 0"), "keyframes are used in keyframes mode only, not in mode 'table'"),
     (dict(mode="keyframes", keyframes="frame 0"), "does not use a style video: pass style=None"),
+    # keyframes mode has no window: one given was ignored without a word (the CLI refused --window already)
+    (dict(mode="keyframes", keyframes="frame 0", window=3), "keyframes mode .* with no window; leave window out"),
+    (dict(mode="keyframes", keyframes="frame 0", window=15), "with no window"),
 ])
 def test_arguments_that_would_be_ignored_or_fail_deep_are_refused(pair, kwargs, message):
     clip, _, flick = pair

@@ -1179,11 +1179,19 @@ def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, optio
     return time.perf_counter() - t0
 
 
+class _DefaultWindow(int):
+    """deflicker's default window, 15: an int, told apart from a window the caller gave (keyframes mode
+    has none, and one given there was ignored without a word)."""
+
+
+_DEFAULT_WINDOW = _DefaultWindow(15)
+
+
 def deflicker(
     guide,
     style=None,
     mode: str = "table",
-    window=15,
+    window=_DEFAULT_WINDOW,
     device=None,
     batch: int | None = None,
     keyframes: Mapping[int, object] | None = None,
@@ -1206,7 +1214,8 @@ def deflicker(
         keyframes) with alpha, ``(T, H, W, 4)`` or ``(T, 4, H, W)``: matched on its colour, the alpha
         blended alongside through the same fields and weights (the colour comes out as without it).
     mode: ``"table"`` (default, O(n log n)), ``"window"`` (O(n w)), ``"keyframes"`` or ``"all_pairs"``.
-    window: frames on each side blended into each frame; ``None`` or ``inf`` for the whole video.
+    window: frames on each side blended into each frame (default 15); ``None`` or ``inf`` for the whole
+        video. Keyframes mode takes none.
     keyframes: keyframes mode: ``{frame index: image}``, each image like one frame of ``guide``.
     device: ``"cuda:1"``, ``"cpu"``...; default the input tensor's GPU, else CUDA if any, else CPU.
     batch: frame pairs per PatchMatch batch (default from free GPU memory; 4 on CPU).
@@ -1229,6 +1238,9 @@ def deflicker(
         "balanced"|"full"`` (:data:`~flickerless.blend.patchmatch.QUALITY`; fields given as well win).
     """
     opts = PatchMatchOptions.from_kwargs(_also=_DEFLICKER_ARGUMENTS, **patchmatch_options)
+    if mode == "keyframes" and window is not _DEFAULT_WINDOW:
+        raise InputError("window: keyframes mode renders each frame from the keyframes either side of it, with no "
+                         "window; leave window out")
     # frames that carry autograd history are read, not differentiated through; frames from a generator
     # are gathered (they are in memory anyway, and every mode reads a frame more than once)
     guide, style = (f.detach() if isinstance(f, torch.Tensor) else _indexable(f) for f in (guide, style))
