@@ -1868,7 +1868,8 @@ def test_a_variable_rate_outputs_last_frame_keeps_its_duration(tmp_path, carphon
 def test_gif_output_has_one_palette_and_the_clips_timing(tmp_path, carphone):
     """A GIF output: one palette for every frame and no dithering, so what stands still keeps its
     colours from frame to frame (per-frame palettes would make it flicker); 30 fps as delays of 3 and
-    4 hundredths of a second, read back as 30 fps; a photo's colours within a few levels."""
+    4 hundredths of a second, read back as 30 fps; a photo's colours within a few levels, and neither
+    darker nor lighter (PIL's own palette lookup made them 1.4 levels darker)."""
     clip = np.ascontiguousarray(carphone[:12]).copy()
     clip[:, :, :60] = carphone[0, :, :60]  # the left part stands still
     out = tmp_path / "o.gif"
@@ -1878,7 +1879,9 @@ def test_gif_output_has_one_palette_and_the_clips_timing(tmp_path, carphone):
     back, fps = video.read(out)
     assert back.shape == clip.shape and abs(fps - 30) < 1e-6
     assert all(np.array_equal(back[0, :, :60], b[:, :60]) for b in back)
-    assert np.abs(back.astype(int) - clip).mean() < 4
+    error = back.astype(float) - clip
+    assert np.abs(error).mean() < 2.1  # 1.80; 2.42 with PIL's lookup and median cut's colours
+    assert np.all(np.abs(error.mean(axis=(0, 1, 2))) < 0.3)  # each channel: -1.40, -1.43, -1.37 before
     assert sorted(os.listdir(tmp_path)) == ["o.gif"]  # the frames kept until close are gone
 
 

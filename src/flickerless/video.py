@@ -1704,17 +1704,37 @@ def _write_gif(frames: list[Path], out: Path, delays: list[int]) -> None:
     width = max(t.shape[1] for t in thumbs)
     sheet = np.concatenate([np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), mode="edge") for t in thumbs])
     palette = Image.fromarray(sheet).quantize(255, method=Image.Quantize.MEDIANCUT)  # 255: the last index is kept
+    colours = np.asarray(palette.getpalette()[: 255 * 3], dtype=np.float64).reshape(255, 3)
+    # each colour moved to the mean of the sheet's pixels it stands for (median cut's are box averages):
+    # 20-45% less error on the bundled clips
+    from scipy.spatial import cKDTree
+
+    packed = (sheet[..., 0].astype(np.int32) << 16 | sheet[..., 1].astype(np.int32) << 8 | sheet[..., 2]).ravel()
+    distinct, back = np.unique(packed, return_inverse=True)
+    index = cKDTree(colours).query(np.stack([distinct >> 16, distinct >> 8 & 255, distinct & 255], 1))[1][back]
+    count = np.bincount(index, minlength=255)
+    sums = np.stack([np.bincount(index, sheet[..., c].ravel(), minlength=255) for c in range(3)], 1)
+    used = count > 0
+    colours[used] = np.round(sums[used] / count[used, None])
+    table = _nearest_colours(colours)
+    flat = np.clip(colours, 0, 255).astype(np.uint8).ravel().tolist() + [0, 0, 0]
 
     def indexed():
         before = None
         for f in frames:
             with Image.open(f) as im:
-                q = im.convert("RGB").quantize(palette=palette, dither=Image.Dither.NONE)
-            if before is not None and np.array_equal(np.asarray(q), before):
+                rgb = np.asarray(im.convert("RGB"))
+            # the nearest colour, looked up in our own table: PIL's lookup reads a pixel at 6 bits a channel,
+            # truncated, and so made every GIF about 1.4 levels darker
+            idx = table[rgb[..., 0] >> 1, rgb[..., 1] >> 1, rgb[..., 2] >> 1]
+            if before is not None and np.array_equal(idx, before):
                 # PIL folds a frame equal to the one before into it (a still clip came back with fewer
                 # frames): one pixel at the transparent index shows the same pixel of the frame beneath
-                q.putpixel((0, 0), _GIF_SEE_THROUGH)
-            before = np.asarray(q)
+                idx = idx.copy()
+                idx[0, 0] = _GIF_SEE_THROUGH
+            before = idx
+            q = Image.fromarray(idx)
+            q.putpalette(flat)  # an "L" image with a palette is a "P" one
             yield q
 
     it = indexed()
@@ -1723,6 +1743,16 @@ def _write_gif(frames: list[Path], out: Path, delays: list[int]) -> None:
 
 
 _GIF_SEE_THROUGH = 255  # the GIF palette's transparent index: no colour of the frames takes it
+
+
+def _nearest_colours(colours: np.ndarray) -> np.ndarray:
+    """A ``(128, 128, 128)`` uint8 table: for a colour at 7 bits a channel (``rgb >> 1``), the index of the
+    nearest of ``colours`` ``(K, 3)`` to the centre of its cell. About a second to build."""
+    from scipy.spatial import cKDTree
+
+    g = np.arange(128, dtype=np.float32) * 2 + 0.5
+    grid = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    return cKDTree(colours).query(grid, workers=-1)[1].astype(np.uint8).reshape(128, 128, 128)
 
 
 # the colour matrices a video output is converted through, by FFmpeg's number (AVColorSpace): the
