@@ -1885,6 +1885,32 @@ def test_gif_output_has_one_palette_and_the_clips_timing(tmp_path, carphone):
     assert sorted(os.listdir(tmp_path)) == ["o.gif"]  # the frames kept until close are gone
 
 
+def test_a_gif_of_few_colours_is_written_and_a_failed_gif_keeps_its_frames(tmp_path, carphone, monkeypatch):
+    """Grey footage and flat graphics have fewer than 255 colours: the palette came back shorter and the
+    GIF failed with a ValueError, which, not being an OSError, lost the frames too."""
+    grey = np.repeat(carphone[:4].mean(-1).astype(np.uint8)[..., None], 3, -1)
+    flat = np.zeros((3, 16, 24, 3), np.uint8)
+    flat[:, :, :12] = (200, 30, 30)
+    for i in range(3):
+        flat[i, 4:8, 4 * i : 4 * i + 6] = 255
+    for name, clip in (("grey.gif", grey), ("flat.gif", flat)):
+        video.write(tmp_path / name, clip, 10)
+        back, _ = video.read(tmp_path / name)
+        assert back.shape == clip.shape and np.abs(back.astype(int) - clip).max() <= (2 if name == "grey.gif" else 0)
+
+    def broken(*a, **k):
+        raise ValueError("a fault of the GIF writer's own")
+
+    monkeypatch.setattr(video, "_write_gif", broken)
+    w = video.VideoWriter(tmp_path / "o.gif", 10)
+    for f in grey:
+        w.write(f)
+    with pytest.raises(OutputError, match="writing the GIF failed \\(ValueError: a fault"):
+        w.close()
+    kept = w.keep_partial()
+    assert kept is not None and np.array_equal(video.read(kept)[0], grey)
+
+
 @pytest.mark.parametrize("fps", [30, 25, 24, 15, 29.97, 100 / 3])
 @pytest.mark.parametrize("n", [5, 10, 31])
 def test_a_gif_reads_back_at_the_rate_it_was_written(tmp_path, fps, n):

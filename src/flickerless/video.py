@@ -1704,7 +1704,9 @@ def _write_gif(frames: list[Path], out: Path, delays: list[int]) -> None:
     width = max(t.shape[1] for t in thumbs)
     sheet = np.concatenate([np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), mode="edge") for t in thumbs])
     palette = Image.fromarray(sheet).quantize(255, method=Image.Quantize.MEDIANCUT)  # 255: the last index is kept
-    colours = np.asarray(palette.getpalette()[: 255 * 3], dtype=np.float64).reshape(255, 3)
+    # fewer where the frames have fewer (flat graphics, grey footage)
+    colours = np.asarray(palette.getpalette()[: 255 * 3], dtype=np.float64).reshape(-1, 3)
+    k = len(colours)
     # each colour moved to the mean of the sheet's pixels it stands for (median cut's are box averages):
     # 20-45% less error on the bundled clips
     from scipy.spatial import cKDTree
@@ -1712,12 +1714,13 @@ def _write_gif(frames: list[Path], out: Path, delays: list[int]) -> None:
     packed = (sheet[..., 0].astype(np.int32) << 16 | sheet[..., 1].astype(np.int32) << 8 | sheet[..., 2]).ravel()
     distinct, back = np.unique(packed, return_inverse=True)
     index = cKDTree(colours).query(np.stack([distinct >> 16, distinct >> 8 & 255, distinct & 255], 1))[1][back]
-    count = np.bincount(index, minlength=255)
-    sums = np.stack([np.bincount(index, sheet[..., c].ravel(), minlength=255) for c in range(3)], 1)
+    count = np.bincount(index, minlength=k)
+    sums = np.stack([np.bincount(index, sheet[..., c].ravel(), minlength=k) for c in range(3)], 1)
     used = count > 0
     colours[used] = np.round(sums[used] / count[used, None])
     table = _nearest_colours(colours)
-    flat = np.clip(colours, 0, 255).astype(np.uint8).ravel().tolist() + [0, 0, 0]
+    # indices past the colours, up to the see-through one, are never used
+    flat = np.clip(colours, 0, 255).astype(np.uint8).ravel().tolist() + [0, 0, 0] * (256 - k)
 
     def indexed():
         before = None
@@ -2129,6 +2132,8 @@ class VideoWriter(_Output):
                         _write_gif(sorted(self.tmp.glob("*.png")), Path(gif), self._gif_delays())
                     except OSError as e:  # a full disk: its frames stay, for keep_partial
                         raise OutputError(f"{self.path}: writing the GIF failed ({e})") from e
+                    except Exception as e:  # a fault of ours too keeps the frames (keep_partial), said as it was
+                        raise OutputError(f"{self.path}: writing the GIF failed ({e.__class__.__name__}: {e})") from e
                     usual_mode(gif)
                     os.replace(gif, self.path)
                 finally:
