@@ -1764,6 +1764,30 @@ def test_sound_the_output_container_cannot_hold_is_reencoded(tmp_path):
     assert abs(spectrum.argmax() - 440) <= 1  # bins of 1 Hz over one second
 
 
+def test_mp3_sound_is_copied_into_mp4_and_mov(tmp_path, carphone):
+    """FFmpeg's MP3 decoder is named "mp3float", and that name was looked for among the codecs an mp4
+    takes as they are: MP3 was re-encoded as AAC, a second lossy generation. It is copied, and plays."""
+    import av
+
+    src = tmp_path / "song.mkv"
+    _clip_with_tone(src, "matroska", carphone[np.arange(25) % len(carphone), ::4, ::4], "libmp3lame", 1.0, silent=0.5,
+                    rate=44100)
+    frames, fps = video.read(src)
+    with av.open(str(src)) as c:
+        source = [bytes(p) for p in c.demux(audio=0) if p.size]
+    for ext in (".mp4", ".mov"):
+        out = tmp_path / f"o{ext}"
+        with video.VideoWriter(out, fps, audio=src) as w:
+            for f in frames:
+                w.write(f)
+        with av.open(str(out)) as c:
+            assert c.streams.audio[0].codec_context.codec.canonical_name == "mp3"
+            assert [bytes(p) for p in c.demux(audio=0) if p.size] == source
+        codec, seconds = _sound(out)  # decodes, as long as the frames (and the encoder's last 20 ms)
+        assert abs(seconds - 1.0) < 0.03
+        assert abs(_tone_after_first_frame(out) - 0.5) < 0.003
+
+
 def _tone_after_first_frame(path) -> float:
     """Seconds from a clip's first frame to where its sound rises above silence."""
     import av

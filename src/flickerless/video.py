@@ -2368,7 +2368,9 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
             return None
         ain = src.streams.audio[0]
         fmt = WRITE_VIDEO_EXTS[video_file.suffix.lower()]
-        name = ain.codec_context.name
+        # the format's name (a descriptor's), not the decoder's: FFmpeg decodes MP3 with "mp3float" and may
+        # pick "ac3_fixed" or "aac_fixed", and MP3 was re-encoded where it could be copied
+        name = ain.codec_context.codec.canonical_name
         copy = (name in WEBM_AUDIO_CODECS if fmt == "webm"
                 else fmt == "matroska" or name in COPY_AUDIO_CODECS)
         with av.open(str(video_file)) as vin, av.open(tmp, mode="w", format=fmt) as out:
