@@ -1764,6 +1764,24 @@ def test_sound_the_output_container_cannot_hold_is_reencoded(tmp_path):
     assert abs(spectrum.argmax() - 440) <= 1  # bins of 1 Hz over one second
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".webm"])
+def test_reencoded_sound_stays_where_it_was_against_the_frames(tmp_path, carphone, ext):
+    """An encoder starts its sound with priming samples (AAC's 1024, 21 ms at 48 kHz; Opus's 312), which
+    the muxer was not told of: PCM sound re-encoded for mp4 played 21 ms late, for WebM 7 ms. A cut is
+    placed at its time in the source, not at the first whole packet after it (16 ms late from frame 10)."""
+    src = tmp_path / "tone.mov"
+    frames = carphone[np.arange(25) % len(carphone), ::4, ::4]
+    _clip_with_tone(src, "mov", frames, "pcm_s16le", 1.0, silent=0.5)  # the tone from 0.5 s
+    frames, fps = video.read(src)
+    for k in (0, 10):  # frame 10 is at 0.4 s, within a packet of 1024 samples
+        out = tmp_path / f"from{k}{ext}"
+        with video.VideoWriter(out, fps, audio=src, audio_start=k / fps) as w:
+            for f in frames[k:]:
+                w.write(f)
+        assert _sound(out)[0] == ("aac" if ext == ".mp4" else "opus")
+        assert abs(_tone_after_first_frame(out) - (0.5 - k / fps)) < 0.003
+
+
 def test_mp3_sound_is_copied_into_mp4_and_mov(tmp_path, carphone):
     """FFmpeg's MP3 decoder is named "mp3float", and that name was looked for among the codecs an mp4
     takes as they are: MP3 was re-encoded as AAC, a second lossy generation. It is copied, and plays."""

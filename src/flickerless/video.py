@@ -2402,6 +2402,19 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
                     pkt.stream = vout
                     out.mux(pkt)
             end = origin + duration
+            # re-encoded sound is numbered in samples from where its first kept frame is heard against the
+            # output's first frame: the encoder then starts its packets before that by its priming samples
+            # (AAC's 1024, Opus's 312), which the muxer writes down (an mp4 edit list, Matroska's codec delay)
+            # and players skip. Left unnumbered, the muxer started the priming at 0: the sound 21 ms late
+            placed = None
+
+            def encode(frames):
+                nonlocal placed
+                for f in frames:
+                    f.pts, f.time_base = placed, Fraction(1, aout.codec_context.sample_rate)
+                    placed += f.samples
+                    out.mux(aout.encode(f))
+
             for pkt in src.demux(ain):
                 if not pkt.size or pkt.pts is None:
                     continue
@@ -2417,12 +2430,14 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
                     out.mux(pkt)
                 else:
                     for frame in pkt.decode():
+                        if placed is None:  # at its time in the source, as a copied packet is (not a packet late)
+                            placed = max(0, round(((frame.time if frame.time is not None else t) - max(origin, 0))
+                                                  * aout.codec_context.sample_rate))
                         frame.pts = None
-                        for f in resample.resample(frame):
-                            out.mux(aout.encode(f))
+                        encode(resample.resample(frame))
             if not copy:
-                for f in resample.resample(None):
-                    out.mux(aout.encode(f))
+                if placed is not None:
+                    encode(resample.resample(None))
                 out.mux(aout.encode(None))
         return Path(tmp)
     except Exception as e:  # sound is a courtesy: any failure keeps the frames, without it
