@@ -1907,6 +1907,34 @@ def test_a_variable_rate_outputs_last_frame_keeps_its_duration(tmp_path, carphon
         times = got
 
 
+@pytest.mark.parametrize("sound", [False, True])
+def test_a_variable_rate_mp4_ends_where_its_last_frame_does(tmp_path, carphone, sound):
+    """An MP4's track ends where the latest frame's time plus its packet's duration says: the last
+    packet given a duration by decoding times cut a last frame shown in order short by the encoder's
+    delay (0.5 s played as 0.44), and with sound the copy that adds it took each packet's duration
+    from the decoding times it read back (up to 0.3 s short or 0.45 s long)."""
+    import av
+
+    audio = None
+    if sound:
+        audio = tmp_path / "tone.mp4"
+        _clip_with_tone(audio, "mp4", carphone[np.arange(100) % len(carphone), ::4, ::4], "aac", 4.0)
+    rng = np.random.default_rng(3)
+    cases = [np.array([100, 40, 40, 40, 100, 40, 40, 100]) / 1000]
+    cases += [rng.choice([0.02, 0.033, 0.04, 0.05, 0.1, 0.2, 0.5], int(rng.integers(4, 16))) for _ in range(6)]
+    for steps in cases:
+        times = np.r_[0, np.cumsum(steps)]
+        path = tmp_path / "vfr.mp4"
+        with video.VideoWriter(path, 25, times=times, audio=audio) as w:
+            for f in carphone[np.arange(len(steps)) % len(carphone), ::4, ::4]:
+                w.write(f)
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            ends = [float(s.duration * s.time_base)] + ([] if sound else [c.duration / 1e6])
+        got = video.frame_times(path, len(steps))
+        assert np.allclose(ends, times[-1], atol=2e-3) and np.allclose(got, times, atol=2e-3), (steps, ends, got)
+
+
 def test_gif_output_has_one_palette_and_the_clips_timing(tmp_path, carphone):
     """A GIF output: one palette for every frame and no dithering, so what stands still keeps its
     colours from frame to frame (per-frame palettes would make it flicker); 30 fps as delays of 3 and

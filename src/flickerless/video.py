@@ -1986,6 +1986,8 @@ class VideoWriter(_Output):
         cc.colorspace = matrix
         cc.color_range = 1  # limited ("tv") range, as yuv420p H.264 is played
 
+    _muxed_dts = None  # the decoding time of the packet muxed last, which the held one must come after
+
     def _mux(self, packets, last: bool = False) -> None:
         for packet in packets:
             if packet.pts in self._durations:
@@ -1994,6 +1996,7 @@ class VideoWriter(_Output):
             if self._first_dts is None:
                 self._first_dts = packet.dts
             if self._held is not None:
+                self._muxed_dts = self._held.dts
                 self._container.mux(self._held)
             self._held = packet
         if last and self._held is not None:
@@ -2003,19 +2006,14 @@ class VideoWriter(_Output):
 
     def _end_track(self, packet) -> None:
         """At a variable rate, make the last packet in decoding order end the track where the last
-        frame ends. An MP4 keeps each sample's duration as the step to the next decoding time, so with
-        frames reordered (B-frames) the last shown frame's own duration is stored nowhere else; the
-        decoding times run behind the frames' times by as much as the first packet's did
-        (:func:`_last_frame_ticks` reads it back). Matroska (and WebM) blocks keep their own frame's
-        duration, set already: the MP4 rule there lengthened a short last frame by the reordering delay."""
-        if self.times is None or packet.dts is None or self._first_dts is None:
+        frame ends (:func:`_end_mp4_track`). Matroska (and WebM) blocks keep their own frame's duration,
+        set already: the MP4 rule there lengthened a short last frame by the reordering delay."""
+        if self.times is None or self._first_dts is None:
             return
         if {"matroska", "webm"} & set(self._container.format.name.split(",")):
             return
-        end = round((self.times[self.count] - self.times[0]) / _TIME_TICK)
-        ticks = end - packet.dts + self._first_dts  # the first frame is shown at 0
-        if ticks > 0:
-            packet.duration = ticks
+        end, last = (round((self.times[k] - self.times[0]) / _TIME_TICK) for k in (self.count, self.count - 1))
+        _end_mp4_track(packet, end, last, self._first_dts, self._muxed_dts)
 
     def _mend_dts(self, packet) -> None:
         """FFmpeg's libx265 wrapper gives the packets of a clip of fewer than 3 frames a decoding time
@@ -2113,7 +2111,8 @@ class VideoWriter(_Output):
                 self._container = None
                 final = self.tmp
                 if self.audio is not None:
-                    final = _with_audio(self.tmp, self.audio, self.audio_start, self.duration) or self.tmp
+                    final = _with_audio(self.tmp, self.audio, self.audio_start, self.duration,
+                                        None if self.times is None else self.times[:self.count + 1]) or self.tmp
                 done = final
                 if final != self.tmp:
                     self.tmp.unlink()
@@ -2340,10 +2339,33 @@ def _first_frame_time(path: Path) -> float:
         return 0.0
 
 
-def _with_audio(video_file: Path, source, start: float, duration: float) -> Path | None:
+def _end_mp4_track(packet, end: int, last: int, first_dts: int, after: int | None) -> None:
+    """Make ``packet``, the last in decoding order of a variable-rate MP4 track whose frames start at 0,
+    end the track at ``end``; ``last`` is the last frame's time, ``first_dts`` the first packet's
+    decoding time, ``after`` the one before it (None: none, or not known). All in the stream's ticks.
+
+    An MP4 keeps each sample's duration as the step to the next decoding time, so with frames
+    reordered (B-frames) the last shown frame's own duration is stored nowhere else, and the track ends
+    twice: its samples at the last decoding time plus that duration, what plays (its edit) at the
+    latest of each frame's time plus its duration. Both end at ``end`` only where the last packet's
+    decoding time runs behind its frame's time by as much as the first packet's did; at a variable
+    rate the encoder's delay varies, so the last one is moved to that, as far as the decoding order
+    allows. The last frame shown keeps its own duration: the decoding-time rule cut it short by the
+    whole delay where it comes last in decoding order too (0.5 s played as 0.44).
+    :func:`_last_frame_ticks` reads it back."""
+    if packet.dts is None or packet.pts is None:
+        return
+    packet.dts = max(packet.pts + first_dts, packet.dts if after is None else after + 1)
+    ticks = end - packet.pts if packet.pts >= last else end - packet.dts + first_dts
+    if ticks > 0:
+        packet.duration = ticks
+
+
+def _with_audio(video_file: Path, source, start: float, duration: float, times=None) -> Path | None:
     """A copy of ``video_file`` (frames only) with the first audio stream of ``source`` from ``start``
     seconds for ``duration`` seconds, in a temporary file beside it; None when ``source`` has no sound
-    or it cannot be carried over (said once)."""
+    or it cannot be carried over (said once). ``times``: the frames' times at a variable rate (as
+    :class:`VideoWriter` takes them), whose durations an MP4's copy would lose (:func:`_end_mp4_track`)."""
     import av
 
     source = Path(source)
@@ -2397,10 +2419,30 @@ def _with_audio(video_file: Path, source, start: float, duration: float) -> Path
                 aout.layout = ain.codec_context.layout
                 resample = av.AudioResampler(format=sample_fmt, layout=ain.codec_context.layout,
                                              rate=aout.codec_context.sample_rate, frame_size=frame_size)
+            # an MP4 read back gives each packet the step to the next decoding time as its duration, and
+            # its copy ended the frames where the muxer made of those: each frame gets its own again, and
+            # the last packet ends the track as the writer ended it (a variable rate's last frame up to
+            # half a second short or long)
+            own = held = first_dts = after = None
+            if times is not None and fmt in ("mp4", "mov") and vstream.time_base:
+                ticks = [round(t / vstream.time_base) for t in (np.asarray(times) - times[0]).tolist()]
+                own = dict(zip(ticks[:-1], np.diff(ticks).tolist()))
             for pkt in vin.demux(vstream):
-                if pkt.size:  # not the demuxer's empty flush packet (Matroska's first packets have no dts)
-                    pkt.stream = vout
+                if not pkt.size:  # the demuxer's empty flush packet (Matroska's first packets have no dts)
+                    continue
+                pkt.stream = vout
+                if own is None:
                     out.mux(pkt)
+                    continue
+                pkt.duration = own.get(pkt.pts, pkt.duration)
+                first_dts = pkt.dts if first_dts is None else first_dts
+                if held is not None:
+                    after = held.dts
+                    out.mux(held)
+                held = pkt
+            if held is not None:
+                _end_mp4_track(held, ticks[-1], ticks[-2], first_dts, after)
+                out.mux(held)
             end = origin + duration
             # re-encoded sound is numbered in samples from where its first kept frame is heard against the
             # output's first frame: the encoder then starts its packets before that by its priming samples
