@@ -1412,8 +1412,8 @@ def test_cli_unwritable_output(clips, tmp_path, capsys):
     assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
-_MATRICES = {-90: (0, 1, -1, 0), 90: (0, -1, 1, 0), 180: (-1, 0, 0, -1),  # a, b, c, d of the display matrix
-             "hflip": (-1, 0, 0, 1), "vflip": (1, 0, 0, -1), "transpose": (0, 1, 1, 0), "transverse": (0, -1, -1, 0)}
+_DISPLAY_MATRICES = {-90: (0, 1, -1, 0), 90: (0, -1, 1, 0), 180: (-1, 0, 0, -1),  # a, b, c, d of the display matrix
+                     "hflip": (-1, 0, 0, 1), "vflip": (1, 0, 0, -1), "transpose": (0, 1, 1, 0), "transverse": (0, -1, -1, 0)}
 
 
 def _rotate_mp4(src, dst, rotation) -> None:
@@ -1424,7 +1424,7 @@ def _rotate_mp4(src, dst, rotation) -> None:
     data = bytearray(src.read_bytes())
     at = data.find(b"tkhd")
     assert at > 0 and data[at + 4] == 0  # version 0 track header: the matrix is 40 bytes into its body
-    a, b, c, d = (v << 16 for v in _MATRICES[rotation])
+    a, b, c, d = (v << 16 for v in _DISPLAY_MATRICES[rotation])
     data[at + 44 : at + 80] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30)
     dst.write_bytes(bytes(data))
 
