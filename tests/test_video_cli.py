@@ -1870,6 +1870,10 @@ def test_frame_times_of_constant_and_variable_rate_clips(tmp_path, carphone):
     assert np.allclose(got[:16], times, atol=1e-3) and abs(got[16] - 1.12) < 1e-3  # the last lasts a step
     assert video.frame_times(tmp_path / "vfr.mp4", 15) is None  # timestamps that do not match the frames
     assert video.frame_times(tmp_path, 16) is None  # a folder has no timing
+    # a container that does not count its frames (an OBS screen recording's MKV), asked without a count as
+    # the commands ask: it was taken for a clip of 0 frames, so at a constant rate, and its times were lost
+    write_h264(tmp_path / "vfr.mkv", carphone[np.arange(16) % len(carphone)], times=times)
+    assert np.allclose(video.frame_times(tmp_path / "vfr.mkv")[:16], times, atol=1e-3)
 
 
 @pytest.mark.parametrize("steps", ["random", "short last"])

@@ -867,7 +867,8 @@ def frame_times(path, frames: int | None = None) -> np.ndarray | None:
         return None
     tb = shown.time_base
     packets = [(p, d) for p, d in shown.timing if p is not None]
-    frames = frames or shown.frames
+    # a container that does not count its frames (Matroska, WebM) is counted from its packets, as probe does
+    frames = frames or shown.frames or len(packets)
     pts = np.asarray([p for p, _ in packets], dtype=np.int64)
     if len(pts) < 3 or not tb or len(pts) != frames or len(set(pts.tolist())) != len(pts):
         return None
