@@ -465,17 +465,19 @@ def _exact_conversion():
 _EXACT = _exact_conversion()
 
 
-def _upright(frame, alpha: bool = False) -> np.ndarray:
+def _upright(frame, alpha: bool = False, orientation: tuple[int, bool] | None = None) -> np.ndarray:
     """A decoded frame as players show it: in RGB through its colour matrix (BT.709 for untagged HD,
     see ``_is_hd``), rounded exactly (``_exact_conversion``), turned and mirrored by its display matrix
     (phones store portrait video landscape with a rotation of -90 degrees; FFmpeg and OpenCV turn it on
-    reading). ``alpha``: RGBA (opaque for a frame without an alpha plane)."""
+    reading). ``alpha``: RGBA (opaque for a frame without an alpha plane). ``orientation``: the stream's, as
+    :func:`_orientation` read it from its first frame (reading each frame's side data kept every frame's
+    buffers until the garbage collector ran: 2.7 times a clip's size held while reading it)."""
     kwargs = {} if _EXACT is None else {"interpolation": _EXACT}
     if getattr(frame, "colorspace", None) == _UNSPECIFIED and frame.format.name.startswith(("yuv", "nv")) \
             and _is_hd(frame.height, frame.width):
         kwargs["src_colorspace"] = "ITU709"
     arr = frame.to_ndarray(format="rgba" if alpha else "rgb24", **kwargs)
-    return _orient(arr, *_orientation(frame))
+    return _orient(arr, *(orientation or _orientation(frame)))
 
 
 DECODE_THREADS = 8
@@ -547,6 +549,7 @@ def iter_frames(path, start: int | None = 0, stop: int | None = None, alpha: boo
     import av
 
     decoded, threads = 0, True  # frames decoded so far (the file's first ones), and how
+    orientation = None  # the stream's, from its first frame (as FFmpeg's autorotation takes it)
     while True:
         container = _open_container(path)
         stream = _video_stream(container, path)
@@ -557,7 +560,8 @@ def iter_frames(path, start: int | None = 0, stop: int | None = None, alpha: boo
                 decoded = i + 1
                 if i < start:
                     continue
-                img = _upright(frame, alpha)
+                orientation = orientation or _orientation(frame)
+                img = _upright(frame, alpha, orientation)
                 if size is None:
                     size = img.shape[:2]
                 elif img.shape[:2] != size:
