@@ -678,8 +678,9 @@ def probe(path) -> VideoInfo:
         try:  # the size as read: the first frame, upright (a rotated stream's coded size is turned)
             frame = next(_frames(container, stream))
             first_pts = frame.pts
-            h, w = _upright(frame).shape[:2]
-            if _orientation(frame)[0] % 2:
+            orientation = _orientation(frame)
+            h, w = _upright(frame, orientation=orientation).shape[:2]
+            if orientation[0] % 2:
                 aspect = 1 / aspect
             interlaced = bool(getattr(frame, "interlaced_frame", False))
             colour = _colour(frame)
