@@ -1406,6 +1406,19 @@ def test_a_second_ctrl_c_does_not_interrupt_the_keeping_of_the_frames():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_a_misspelt_option_is_said_by_its_command_with_the_nearest(capsys):
+    """argparse said leftover arguments as the top command's ("see flickerless --help", whose help lists
+    no subcommand's options); each is said by the command it was given to, with the nearest option."""
+    assert main(["deflicker", "--guide", "g.mp4", "--stlye", "s.mp4", "-o", "o.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flickerless deflicker: error: unrecognized arguments: --stlye s.mp4 (did you mean --style?)")
+    assert err.rstrip().endswith("(see flickerless deflicker --help)")
+    assert main(["info", "a.mp4", "--jsno"]) == 2
+    assert "flickerless info: error: unrecognized arguments: --jsno (did you mean --json?)" in capsys.readouterr().err
+    assert main(["--bogus"]) == 2
+    assert "flickerless: error: unrecognized arguments: --bogus (see flickerless --help)" in capsys.readouterr().err
+
+
 def test_cli_unwritable_output(clips, tmp_path, capsys):
     rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
                "-o", str(tmp_path / "no" / "such" / "o.mp4"), "-q"])

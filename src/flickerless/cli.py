@@ -106,6 +106,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _unrecognized(parser: argparse.ArgumentParser, args, extra: list[str]) -> None:
+    """Arguments no parser took, said by the (sub)command they were given to, with the nearest of its
+    options for a misspelt one (argparse said them as the top command's, whose help lists none of them)."""
+    import difflib
+
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name is None or name not in subs[0].choices:
+            break
+        parser = subs[0].choices[name]
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    near = [m for e in extra if e.startswith("--")
+            for m in difflib.get_close_matches(e.split("=")[0], options, n=1, cutoff=0.7)]
+    parser.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {', '.join(near)}?)" if near else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .video import VIDEO_CODECS, codec_help
 
@@ -1039,7 +1056,9 @@ def _stop_signals_as_interrupts():
 def main(argv=None) -> int:
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _unrecognized(parser, args, extra)
     except SystemExit as e:  # --help, --version, or a usage error already said in one line
         return e.code if isinstance(e.code, int) else 2
     except KeyboardInterrupt:  # Ctrl-C in the first moment (the commands' modules loading): no traceback
