@@ -49,3 +49,18 @@ def test_demo_refuses_what_it_cannot_show(tmp_path, capsys, args, says):
     assert main(["demo", *args, "--out", str(tmp_path), "-q"]) == 2
     assert says in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # before any work
+
+
+def test_demo_keeps_the_clips_shape_as_shown_and_makes_no_folder_for_a_missing_clip(tmp_path, capsys):
+    from flickerless import video
+    from flickerless.demo import registry_clip
+
+    # carphone's pixels are 128/117 as wide as high: shown 193x144, so 64 wide is 48 high (52 from its
+    # stored 176x144 looked 9% narrower than the original)
+    out = tmp_path / "o"
+    assert main(["demo", "--video", str(registry_clip("carphone_pristine.mp4")), "--frames", "3", "--width", "64",
+                 "--mode", "window", "--window", "1", "--device", "cpu", "--out", str(out), "-q"]) == 0
+    info = video.probe(out / "demo.mp4")
+    assert (info.height, info.width) == (48, 64)
+    assert main(["demo", "--video", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "p"), "-q"]) == 2
+    assert "nope.mp4" in capsys.readouterr().err and not (tmp_path / "p").exists()  # was left empty

@@ -32,15 +32,18 @@ def registry_clip(name: str = "bikes.mp4") -> Path:
     return path
 
 
-def load_clip(path, frames: int, width: int | None = None) -> tuple[np.ndarray, float]:
-    """First ``frames`` frames of a clip, resized to ``width`` (even height kept in proportion)."""
+def load_clip(path, frames: int, width: int | None = None, shown: bool = False) -> tuple[np.ndarray, float]:
+    """First ``frames`` frames of a clip, resized to ``width`` (even height kept in proportion; ``shown``:
+    to the clip's proportions as shown, its pixel shape counted, so that square-pixel output looks like
+    it: carphone's pixels are 128/117 as wide as high)."""
     from .video import iter_frames, probe, resize_frame
 
     info = probe(path)
+    aspect = float(info.pixel_aspect) if shown else 1.0
     out = []
     for f in iter_frames(path):
-        if width is not None and width != f.shape[1]:
-            h = max(2, int(round(f.shape[0] * width / f.shape[1] / 2)) * 2)
+        if width is not None and (width != f.shape[1] or aspect != 1):
+            h = max(2, int(round(f.shape[0] * width / (f.shape[1] * aspect) / 2)) * 2)
             f = resize_frame(f, (h, width))
         out.append(f)
         if len(out) >= frames:
@@ -68,11 +71,11 @@ def run_demo(out="out", video=None, frames=32, width=320, mode="table", window=1
     from .video import write
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     path = Path(video) if video else registry_clip("bikes.mp4")
-    clip, fps = load_clip(path, frames, width)
+    clip, fps = load_clip(path, frames, width, shown=True)
     if len(clip) < 2:
         raise InputError(f"{path}: has {len(clip)} frame; the demo compares frames over time and needs 2 or more")
+    out.mkdir(parents=True, exist_ok=True)  # once the clip is read: a missing one left an empty folder
     truth, flick = flickering_pair(clip, seed=0)
     t0 = time.perf_counter()
     result = deflicker(clip, flick, mode=mode, window=window, device=device, batch=batch, progress=progress)
