@@ -195,6 +195,8 @@ def test_the_download_command_is_the_installed_hubs(monkeypatch):
         monkeypatch.setattr(importlib.metadata, "version", lambda n, v=installed: v if n == "huggingface_hub" else real(n))
         assert download_hint("a/b").endswith(f"`{said}`")
     assert download_hint("/local/folder") == ""
+    # a bare name is a folder that is not there: the tool's models are owner/name, and `hf download sd15` fails
+    assert "hf download" not in download_hint("sd15") and "owner/name" in download_hint("sd15")
 
 
 def test_the_torchvision_to_install_is_the_one_made_for_this_torch(monkeypatch):

@@ -197,6 +197,8 @@ def download_hint(model: str, lead: str = ", or") -> str:
     local path (a missing folder named as a download told the user to fetch ``/data/nosam``)."""
     if looks_like_path(model) or Path(str(model)).expanduser().exists():
         return ""
+    if "/" not in str(model):  # the models this tool loads are all owner/name; "sd15" is a folder not there
+        return f"{lead} give a Hugging Face repo id as owner/name (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)"
     return f"{lead} download it once with `{hub_cli()} download {model}`"
 
 
