@@ -296,6 +296,10 @@ def test_templates_command(capsys):
     capsys.readouterr()
     assert main(["templates", "list", "stylize"]) == 2  # listed them all, the word ignored
     assert "`templates show stylize` prints one" in capsys.readouterr().err
+    assert main(["templates", "stylize"]) == 0  # a name alone shows it (it was "invalid choice")
+    assert 'task = "stylize"' in capsys.readouterr().out
+    assert main(["templates", "nope"]) == 2
+    assert "no template 'nope'; bundled templates: fashion" in capsys.readouterr().err
 
 
 def test_a_reader_that_stops_early_is_not_an_error():

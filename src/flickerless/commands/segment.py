@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--frames", type=_positive, help="only the first N frames")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--cache-dir", help="mask cache (default: $FLICKERLESS_CACHE/masks or ~/.cache/flickerless/masks)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
 

@@ -7,7 +7,8 @@ def register(sub) -> None:
     p = sub.add_parser("templates", help="list the task templates, or print one (templates show NAME)",
                        description="List the bundled task templates with one line each; `show NAME` prints one "
                        "(copy it, edit it, and pass the file to `flickerless run`).")
-    p.add_argument("action", nargs="?", choices=("list", "show"), default="list")
+    p.add_argument("action", nargs="?", default="list", metavar="list|show",
+                   help="list (default) or show NAME; a template's name alone shows it too")
     p.add_argument("name", nargs="?", help="template to show")
     p.set_defaults(func=_run)
 
@@ -16,6 +17,10 @@ def _run(args) -> int:
     from ..errors import InputError
     from ..pipelines.templates import list_templates, template_text
 
+    if args.action not in ("list", "show"):  # `templates stylize`: as `templates show stylize`
+        if args.name:
+            raise InputError(f"templates {args.action} {args.name}: say `templates list` or `templates show NAME`")
+        args.action, args.name = "show", args.action
     if args.action == "show":
         if not args.name:
             raise InputError("templates show NAME: which template? " + ", ".join(n for n, _ in list_templates()))
