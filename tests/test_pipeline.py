@@ -210,3 +210,19 @@ def test_the_torchvision_to_install_is_the_one_made_for_this_torch(monkeypatch):
                            ("2.5.1+cpu", "torchvision==0.20.1")):
         monkeypatch.setattr(torch, "__version__", installed)
         assert torchvision_install("pytorch-fid").startswith(f"`pip install {pin} pytorch-fid`")
+
+
+def test_a_scheduler_the_engine_does_not_know_is_refused_before_any_work(model_dir):
+    """PNDM ran the first `steps` of its longer list of timesteps: a video that was not finished."""
+    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+
+    pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
+    config = pipe.c.scheduler.config
+    pipe.c.scheduler = PNDMScheduler.from_config(config)
+    with pytest.raises(InputError, match="PNDMScheduler is not supported by the video engine: use one of DDIM"):
+        pipe(None, num_frames=2, height=16, width=16, steps=3)
+    pipe.c.scheduler = EulerDiscreteScheduler.from_config(config, use_karras_sigmas=True)
+    seen = []
+    out = pipe(None, num_frames=2, height=16, width=16, steps=3, schedule=DeflickerSchedule(frequency=1),
+               deflicker=lambda f, g, w: seen.append(f) or f, final_window=0)
+    assert out.shape == (2, 3, 16, 16) and len(seen) == 3

@@ -4,6 +4,7 @@ from diffusers.models.attention_processor import Attention
 
 from flickerless.diffusion.attention import CrossFrameAttention, CrossFrameAttnProcessor, enable_cross_frame_attention, pattern_frames
 from flickerless.diffusion.codec import VAECodec
+from flickerless.errors import InputError
 from flickerless.diffusion.sampler import (ControlNetUnit, DeflickerSchedule, Denoiser, fixed_noise, sample,
                                            split_prediction, join_prediction)
 
@@ -382,3 +383,70 @@ def test_a_batch_that_does_not_fit_the_gpu_is_halved_until_it_does(caplog):
     vae.encode, vae.decode = plain_encode, plain_decode
     ref = VAECodec(vae, batch_size=1)
     assert torch.equal(z, ref.encode(frames)) and torch.equal(img, VAECodec(vae, batch_size=2).decode(z))
+
+
+def _scheduler(name, **config):
+    import diffusers
+
+    return getattr(diffusers, name).from_config(tiny.scheduler().config, **config)
+
+
+@pytest.mark.parametrize("name, config", [("EulerDiscreteScheduler", {}), ("EulerAncestralDiscreteScheduler", {}),
+                                          ("LMSDiscreteScheduler", {}), ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),
+                                          ("DDPMScheduler", {}), ("EulerDiscreteScheduler", {"prediction_type": "v_prediction"})])
+def test_x0_hat_is_the_schedulers_own_at_every_step(name, config):
+    """Euler-type latents are x0 + sigma eps: taken as DDIM's, x0-hat was off by hundreds."""
+    import copy
+
+    sched = _scheduler(name, **config)
+    sched.set_timesteps(6)
+    gen = torch.Generator().manual_seed(0)
+    noise = {"generator": gen} if name != "LMSDiscreteScheduler" else {}
+    x = torch.randn(2, 4, 3, 3, generator=gen) * sched.init_noise_sigma
+    for t in sched.timesteps:
+        sched.scale_model_input(x, t)
+        pred, z = torch.randn(2, 4, 3, 3, generator=gen), torch.randn(2, 4, 3, 3, generator=gen)
+        x0, _ = split_prediction(pred, x, t, sched)
+        own = copy.deepcopy(sched).step(pred, t, x, **noise).pred_original_sample
+        torch.testing.assert_close(x0, own, atol=1e-4, rtol=1e-4)
+        rebuilt = copy.deepcopy(sched).step(join_prediction(z, x, t, sched), t, x, **noise).pred_original_sample
+        torch.testing.assert_close(rebuilt, z, atol=1e-4, rtol=1e-4)  # eq 6 gives the scheduler x0_bar back
+        x = sched.step(pred, t, x, **noise).prev_sample
+
+
+@pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
+def test_x0_hat_with_karras_sigmas_is_the_schedulers_own(name):
+    """Their timesteps are rounded from the Karras sigmas: alphas_cumprod[t] was off by 0.05-0.08."""
+    sched = _scheduler(name, use_karras_sigmas=True)
+    sched.set_timesteps(6)
+    gen = torch.Generator().manual_seed(1)
+    x, pred = torch.randn(2, 4, 3, 3, generator=gen), torch.randn(2, 4, 3, 3, generator=gen)
+    for i, t in enumerate(sched.timesteps):
+        sched._step_index = i
+        x0, _ = split_prediction(pred, x, t, sched)
+        torch.testing.assert_close(x0, sched.convert_model_output(pred, sample=x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["PNDMScheduler", "HeunDiscreteScheduler", "KDPM2DiscreteScheduler"])
+def test_schedulers_the_engine_does_not_know_are_refused(name):
+    sched = _scheduler(name)
+    sched.set_timesteps(4)
+    x = torch.randn(2, 4, 3, 3)
+    with pytest.raises(InputError, match="use one of DDIM, DDPM, .*EulerDiscrete"):
+        sample(lambda x, t, s, f: x, sched, ExactCodec(), x, sched.timesteps, None, None)
+
+
+@pytest.mark.parametrize("name", ["DDPMScheduler", "EulerAncestralDiscreteScheduler"])
+def test_noise_added_at_each_step_is_seeded_and_the_same_on_every_frame(name):
+    """DDPM and Euler-Ancestral drew fresh unseeded noise per frame every step: frames that start
+    alike came apart, and the same seed gave another video."""
+    def run(seed):
+        sched = _scheduler(name)
+        sched.set_timesteps(5)
+        x = fixed_noise(3, (4, 3, 3), 7) * sched.init_noise_sigma
+        return sample(lambda x, t, s, f: 0.3 * s.scale_model_input(x, t), sched, ExactCodec(), x, sched.timesteps,
+                      seed=seed)
+
+    a = run(0)
+    assert torch.equal(a, run(0)) and not torch.equal(a, run(1))
+    assert torch.equal(a[0], a[1]) and torch.equal(a[0], a[2])

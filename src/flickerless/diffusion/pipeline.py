@@ -20,8 +20,8 @@ from .codec import VAECodec
 from .codenoise import CoDenoiser, Merge, PromptRanges, clip_prompts, frame_prompts, plan_clips
 from .fusion import average_fusion
 from .models import Components, check_adapter_fits, expand_embedding_tokens, load_components
-from .sampler import (AdapterUnit, ControlNetUnit, DeflickerSchedule, Denoiser, default_deflicker, fixed_noise,
-                      remembering_deflicker, sample)
+from .sampler import (AdapterUnit, ControlNetUnit, DeflickerSchedule, Denoiser, check_scheduler, default_deflicker,
+                      fixed_noise, remembering_deflicker, sample)
 
 log = logging.getLogger("flickerless")
 
@@ -186,6 +186,7 @@ class VideoPipeline:
         tensor in [0, 1] per adapter, ``adapter_scales``, ``adapter_ranges`` and ``adapter_cond_only`` as
         for ControlNets. Their features are computed once per frame and added inside the UNet's down
         blocks (:class:`.sampler.AdapterUnit`); several adapters sum, and they combine with ControlNets."""
+        check_scheduler(self.c.scheduler)
         video = _frames_in(video, "video")
         controls = [_frames_in(c, f"control video {k}") for k, c in enumerate(controls)]
         adapter_controls = [_frames_in(c, f"adapter control video {k}") for k, c in enumerate(adapter_controls)]
@@ -263,6 +264,9 @@ class VideoPipeline:
                              "--set sampling.steps=N")
         sched.set_timesteps(steps)
         timesteps = sched.timesteps
+        if len(timesteps) != steps:  # the loop takes one model call per step
+            raise InputError(f"{type(sched).__name__} made {len(timesteps)} timesteps for {steps} steps: use a scheduler "
+                             "with one model call per step (DDIM, DPMSolverMultistep, ...)")
         f = self.size_multiple
         total = denoising_steps(steps, strength if video is not None else 1.0)
         timesteps = timesteps[steps - total:]
@@ -270,6 +274,8 @@ class VideoPipeline:
         end = total if end_step is None else end_step
         if not 0 <= start_step <= end <= total:
             raise InputError(f"need 0 <= start_step ({start_step}) <= end_step ({end_step}) <= {total} (the steps of this run)")
+        if hasattr(sched, "set_begin_index"):  # where sigma-based schedulers start (img2img, a continued run)
+            sched.set_begin_index(steps - total + start_step)
         shape = (num_frames, 4, height // f, width // f)
         if latents is not None:
             if tuple(latents.shape) != shape:
@@ -287,7 +293,7 @@ class VideoPipeline:
         if deflicker is default_deflicker:  # this call's passes share their PatchMatch fields
             deflicker = remembering_deflicker()
         latents = sample(den, sched, self.codec, latents, timesteps[start_step:end], schedule, deflicker, video,
-                         progress, on_step=on_step, step_offset=start_step, total_steps=total)
+                         progress, on_step=on_step, step_offset=start_step, total_steps=total, seed=seed)
         _check_latents(latents, guidance_scale, self.dtype)
         if output_type == "latents":
             return latents.cpu()

@@ -9,9 +9,13 @@ ControlNets, classifier-free guidance), and at deflicker steps
     x0_bar = E(X_bar)                                           (5)  VAE encode, posterior mean
     eps_bar = (x_t - sqrt(a_t) x0_bar) / sqrt(1 - a_t)          (6)
 
-then step the scheduler with the rebuilt prediction (eq 7 for DDIM). Works with any diffusers
-scheduler defined on ``alphas_cumprod`` (DDIM by default; DDPM, PNDM, DPM-Solver, UniPC...) and with
-epsilon, v-prediction and sample-prediction models.
+then step the scheduler with the rebuilt prediction (eq 7 for DDIM). a_t is the noise level the
+scheduler steps with: ``alphas_cumprod[t]`` for DDIM and DDPM, its ``sigmas`` (a_t = 1 / (1 + sigma^2))
+for DPM-Solver and UniPC (Karras sigmas included), and for Euler, Euler-Ancestral and LMS, whose
+latents are x0 + sigma eps, the same on x_t / sqrt(1 + sigma^2). Those are the schedulers supported
+(:data:`SCHEDULERS`); others are refused (PNDM and Heun take more model calls than steps). The noise
+that DDPM, Euler-Ancestral and SDE DPM-Solver add at each step is seeded, and the same for every frame.
+Epsilon, v-prediction and sample-prediction models.
 
 The deflicker schedule is data (:class:`DeflickerSchedule`); F is any callable
 ``F(frames (T, 3, H, W) in [0, 1], guide or None, window) -> frames``; by default
@@ -21,6 +25,7 @@ themselves when there is none (text-to-video).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +40,7 @@ from .attention import CrossFrameAttention, pattern_frames
 log = logging.getLogger("flickerless")
 
 __all__ = ["DeflickerSchedule", "ControlNetUnit", "AdapterUnit", "Clip", "Denoiser", "sample", "default_deflicker",
-           "remembering_deflicker", "fixed_noise"]
+           "remembering_deflicker", "fixed_noise", "check_scheduler", "SCHEDULERS"]
 
 DeflickerFn = Callable[[torch.Tensor, "torch.Tensor | None", "int | None"], torch.Tensor]
 
@@ -415,40 +420,87 @@ class Denoiser:
         return out
 
 
-def _alphas(scheduler, t, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    ac = getattr(scheduler, "alphas_cumprod", None)
-    if ac is None:
-        raise InputError(
-            f"{type(scheduler).__name__} is not defined on alphas_cumprod; in-iteration deflicker needs one that is "
-            "(DDIM, DDPM, PNDM, DPMSolverMultistep, UniPC, ...)"
-        )
-    a = ac[int(t)].to(like.device, torch.float64)
-    return a.sqrt().float(), (1 - a).sqrt().float()
+# x_t = sqrt(a) x0 + sqrt(1 - a) eps with a = alphas_cumprod[t]
+_BY_T = ("DDIMScheduler", "DDPMScheduler")
+# the same, but a from the scheduler's own sigmas (Karras sigmas are not alphas_cumprod at the rounded t)
+_BY_SIGMA = ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+# x_t = x0 + sigma eps: the model sees x_t / sqrt(1 + sigma^2), the latent of the two above
+_UNSCALED = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "LMSDiscreteScheduler")
+SCHEDULERS = _BY_T + _BY_SIGMA + _UNSCALED
+
+
+def _family(scheduler) -> str | None:
+    names = {c.__name__ for c in type(scheduler).__mro__}
+    for family in (_BY_T, _BY_SIGMA, _UNSCALED):
+        if names & set(family):
+            return family[0]
+    return None
+
+
+def check_scheduler(scheduler) -> None:
+    """Refuse a scheduler whose noise level the deflicker (eqs 2, 6) or the loop does not know: it ran,
+    into wrong x0-hat (Euler-type taken as DDIM) or the wrong number of steps (PNDM, Heun)."""
+    if _family(scheduler) is None:
+        names = ", ".join(n.replace("Scheduler", "") for n in SCHEDULERS)
+        raise InputError(f"{type(scheduler).__name__} is not supported by the video engine: use one of {names}")
+    kind = scheduler.config.prediction_type
+    if kind not in ("epsilon", "v_prediction", "sample"):
+        raise InputError(f"prediction_type {kind!r} is not supported (epsilon, v_prediction, sample)")
+
+
+def _step_index(scheduler, t) -> int:
+    """The index in ``scheduler.sigmas`` of the step at ``t``, as the scheduler's ``step`` will take it."""
+    if scheduler.step_index is not None:
+        return int(scheduler.step_index)
+    if scheduler.begin_index is not None:
+        return int(scheduler.begin_index)
+    return int(scheduler.index_for_timestep(t))
+
+
+def _alphas(scheduler, t, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
+    """(sqrt(a), sqrt(1 - a), c) of this step: c x_t = sqrt(a) x0 + sqrt(1 - a) eps."""
+    check_scheduler(scheduler)
+    family = _family(scheduler)
+    if family in _BY_T:
+        a = scheduler.alphas_cumprod[int(t)].to(like.device, torch.float64)
+        return a.sqrt().float(), (1 - a).sqrt().float(), 1.0
+    sigma = scheduler.sigmas[_step_index(scheduler, t)].to(like.device, torch.float64)
+    sa = (1 + sigma * sigma).rsqrt()
+    return sa.float(), (sigma * sa).float(), (sa.float() if family in _UNSCALED else 1.0)
 
 
 def split_prediction(pred: torch.Tensor, x_t: torch.Tensor, t, scheduler) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0_hat, eps) from a model prediction of the scheduler's ``prediction_type`` (eq 2)."""
-    sa, sb = _alphas(scheduler, t, x_t)
+    sa, sb, c = _alphas(scheduler, t, x_t)
+    z = x_t * c
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
-        return (x_t - sb * pred) / sa, pred
+        return (z - sb * pred) / sa, pred
     if kind == "v_prediction":
-        return sa * x_t - sb * pred, sa * pred + sb * x_t
-    if kind == "sample":
-        return pred, (x_t - sa * pred) / sb
-    raise InputError(f"prediction_type {kind!r} is not supported (epsilon, v_prediction, sample)")
+        return sa * z - sb * pred, sa * pred + sb * z
+    return pred, (z - sa * pred) / sb
 
 
 def join_prediction(x0: torch.Tensor, x_t: torch.Tensor, t, scheduler) -> torch.Tensor:
     """The model prediction that yields ``x0`` at ``x_t`` (eq 6, in the scheduler's parameterisation)."""
-    sa, sb = _alphas(scheduler, t, x_t)
-    eps = (x_t - sa * x0) / sb
+    sa, sb, c = _alphas(scheduler, t, x_t)
+    eps = (x_t * c - sa * x0) / sb
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return eps
     if kind == "v_prediction":
         return sa * eps - sb * x0
     return x0
+
+
+def _step_noise(scheduler, latents: torch.Tensor, seed: int, step: int) -> dict:
+    """``generator=`` for ``scheduler.step``: one generator per frame, all seeded alike from (seed, step),
+    so that the noise DDPM, Euler-Ancestral or an SDE solver adds is the same on every frame (as the
+    initial noise) and the same again when a run is continued from this step."""
+    if "generator" not in inspect.signature(scheduler.step).parameters:
+        return {}
+    s = (int(seed) * 6364136223846793005 + step + 1) % (1 << 64)
+    return {"generator": [torch.Generator("cpu").manual_seed(s) for _ in range(latents.shape[0])]}
 
 
 @torch.no_grad()
@@ -465,6 +517,7 @@ def sample(
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     step_offset: int = 0,
     total_steps: int | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
     """Denoise ``latents`` ``(T, 4, h, w)`` over ``timesteps``, deflickering at the scheduled steps.
 
@@ -476,8 +529,10 @@ def sample(
     To run a part of a longer schedule (stop at step k, or continue from a fused latent at step k),
     pass that part's ``timesteps`` with ``step_offset`` = the number of steps before it and
     ``total_steps`` = the whole schedule's length: deflicker steps, ControlNet ranges and
-    ``on_step`` numbers then count in the whole schedule.
+    ``on_step`` numbers then count in the whole schedule. ``seed``: of the noise that stochastic
+    schedulers add at each step.
     """
+    check_scheduler(scheduler)
     schedule = schedule or DeflickerSchedule(frequency=None)
     steps = list(timesteps)
     total = total_steps if total_steps is not None else step_offset + len(steps)
@@ -494,7 +549,7 @@ def sample(
             frames = deflicker(frames, guide, schedule.window)  # eq 4
             x0_bar = codec.encode(frames, out_device=latents.device)  # eq 5
             pred = join_prediction(x0_bar, latents, t, scheduler)  # eq 6
-        latents = scheduler.step(pred, t, latents, return_dict=False)[0]  # eq 7
+        latents = scheduler.step(pred, t, latents, return_dict=False, **_step_noise(scheduler, latents, seed, s))[0]  # eq 7
         if on_step is not None:
             on_step(s + 1, latents)
     return latents
