@@ -450,3 +450,46 @@ def test_noise_added_at_each_step_is_seeded_and_the_same_on_every_frame(name):
     a = run(0)
     assert torch.equal(a, run(0)) and not torch.equal(a, run(1))
     assert torch.equal(a[0], a[1]) and torch.equal(a[0], a[2])
+
+
+@pytest.mark.parametrize("cond_only", [False, True])
+def test_controlnet_self_attention_is_cross_frame_also_on_the_conditional_branch_alone(monkeypatch, cond_only):
+    """A cond-only ControlNet sees one CFG branch while the layout held two: its self-attention fell
+    back to plain attention without a word (the image_guided template's shuffle unit)."""
+    unet, cn = tiny.unet(), tiny.controlnet(1)
+    state = CrossFrameAttention()
+    for m in (unet, cn):
+        enable_cross_frame_attention(m, state)
+    mine = {id(p) for p in cn.attn_processors.values() if isinstance(p, CrossFrameAttnProcessor)}
+    calls = {"all": 0, "plain": 0}
+    real_call = CrossFrameAttnProcessor.__call__
+
+    def counting(self, attn, hidden_states, *a, **k):
+        if id(self) in mine and k.get("encoder_hidden_states", a[0] if a else None) is None:
+            calls["all"] += 1
+        return real_call(self, attn, hidden_states, *a, **k)
+
+    monkeypatch.setattr(CrossFrameAttnProcessor, "__call__", counting)
+    for p in cn.attn_processors.values():
+        if id(p) in mine:
+            plain = p.sdpa
+            p.sdpa = lambda *a, _plain=plain: calls.__setitem__("plain", calls["plain"] + 1) or _plain(*a)
+    imgs = torch.rand(T, 3, 2 * H, 2 * W)
+    sched = tiny.scheduler()
+    sched.set_timesteps(3)
+    x = torch.randn(T, 4, H, W, generator=torch.Generator().manual_seed(4))
+    den = _denoiser(unet, state, controlnets=[ControlNetUnit(cn, imgs, 1.0, cond_only=cond_only)])
+    den(x, sched.timesteps[0], sched, 0.0)
+    assert calls["all"] > 0 and calls["plain"] == 0
+
+
+def test_a_cross_frame_layout_that_does_not_fit_the_batch_is_an_error():
+    attn = Attention(query_dim=16, heads=2, dim_head=8).eval()
+    state = CrossFrameAttention()
+    state.set_frames([0, 1, 2], 3, groups=2)
+    attn.set_processor(CrossFrameAttnProcessor(state))
+    with pytest.raises(RuntimeError, match="layout of 6 batch positions for a batch of 3"):
+        attn(torch.randn(3, 5, 16))
+    with state.one_group():
+        assert attn(torch.randn(3, 5, 16)).shape == (3, 5, 16)
+    assert state.index.shape[0] == 6

@@ -19,6 +19,7 @@ shrink it, and ``batch_size >= T`` removes it.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -62,6 +63,19 @@ class CrossFrameAttention:
         m = len(positions)
         rows = [[g * m + p for p in row] for g in range(groups) for row in per_group]
         self.index = torch.tensor(rows, dtype=torch.int64)
+        self.group_size = m
+
+    @contextmanager
+    def one_group(self):
+        """While inside, the batch holds one group of the positions (a model called on the conditional
+        CFG branch alone: a cond-only ControlNet), not all of them."""
+        full = self.index
+        if full is not None:
+            self.index = full[: self.group_size]
+        try:
+            yield
+        finally:
+            self.index = full
 
     def clear(self) -> None:
         self.index = None
@@ -87,8 +101,11 @@ class CrossFrameAttnProcessor:
             or hidden_states.ndim != 3
             or attn.group_norm is not None
             or attn.spatial_norm is not None
-            or index.shape[0] != hidden_states.shape[0]
         )
+        if not plain and index.shape[0] != hidden_states.shape[0]:
+            # it fell back to plain attention without a word (a cond-only ControlNet ran so)
+            raise RuntimeError(f"cross-frame layout of {index.shape[0]} batch positions for a batch of "
+                               f"{hidden_states.shape[0]}: the caller set the wrong layout")
         if plain:
             return self.sdpa(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         b, n, _ = hidden_states.shape

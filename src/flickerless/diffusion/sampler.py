@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -347,8 +347,9 @@ class Denoiser:
             img = self._control_frames(unit, ids)
             if groups == 2 and unit.cond_only:  # zero residuals on the unconditional half
                 half = len(ids)
-                d, m = unit.model(x[half:], t, encoder_hidden_states=emb[half:], controlnet_cond=img,
-                                  conditioning_scale=unit.scale, return_dict=False)
+                with self.cross_frame.one_group() if self.cross_frame is not None else nullcontext():
+                    d, m = unit.model(x[half:], t, encoder_hidden_states=emb[half:], controlnet_cond=img,
+                                      conditioning_scale=unit.scale, return_dict=False)
                 d = [torch.cat([torch.zeros_like(r), r]) for r in d]
                 m = torch.cat([torch.zeros_like(m), m])
             else:
