@@ -226,3 +226,25 @@ def test_a_scheduler_the_engine_does_not_know_is_refused_before_any_work(model_d
     out = pipe(None, num_frames=2, height=16, width=16, steps=3, schedule=DeflickerSchedule(frequency=1),
                deflicker=lambda f, g, w: seen.append(f) or f, final_window=0)
     assert out.shape == (2, 3, 16, 16) and len(seen) == 3
+
+
+def test_a_run_continued_with_the_saved_patchmatch_fields_gives_the_uninterrupted_frames(model_dir, video):
+    """Each call started an empty MatchCache: a continued run searched from scratch where the
+    uninterrupted one refined its fields (up to 82 levels apart on carphone)."""
+    from flickerless.blend.deflicker import MatchCache
+    from flickerless.diffusion.sampler import remembering_deflicker
+
+    pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
+    kw = dict(prompt="a red cat", steps=4, schedule=DeflickerSchedule(frequency=2), final_window=0, seed=1)
+    pm = dict(patch_sizes=(5,), iterations=2)
+    full_f = remembering_deflicker(**pm)
+    saved = {}
+    full = pipe(video, deflicker=full_f, **kw,
+                on_step=lambda s, lat: saved.setdefault(s, (lat.clone(), full_f.matches.state_dict())))
+    latents, fields = saved[2]
+    cache = MatchCache()
+    cache.load_state_dict(fields)
+    cont = pipe(video, latents=latents, start_step=2, deflicker=remembering_deflicker(matches=cache, **pm), **kw)
+    assert len(cache) > 0 and torch.equal(cont, full)
+    fresh = pipe(video, latents=latents, start_step=2, deflicker=remembering_deflicker(**pm), **kw)
+    assert not torch.equal(fresh, full)  # the fields are what made the difference

@@ -180,7 +180,13 @@ class VideoPipeline:
         ``control_cond_only``: per ControlNet, whether its residuals reach the conditional branch of
         classifier-free guidance only (the shuffle ControlNet). ``on_step(step, latents)`` sees the
         latents after every step (numbered in the whole run), e.g. to save them: a run continued
-        with ``latents`` and ``start_step`` from there gives the same frames (DDIM).
+        with ``latents`` and ``start_step`` from there gives the same frames (DDIM), given the
+        deflicker's state at that step too. The default F refines the PatchMatch fields of its last
+        pass, kept in a :class:`~flickerless.blend.deflicker.MatchCache` that each call starts empty;
+        to continue exactly, run with ``deflicker=F = remembering_deflicker()``, save
+        ``F.matches.state_dict()`` with the latents, and continue with
+        ``deflicker=remembering_deflicker(matches=cache)``, ``cache`` a ``MatchCache`` loaded with
+        ``load_state_dict`` (what ``flickerless run --resume`` does with matches.pt).
 
         T2I-Adapters (``adapters=`` of :meth:`from_pretrained`): ``adapter_controls`` one ``(T, 3, H, W)``
         tensor in [0, 1] per adapter, ``adapter_scales``, ``adapter_ranges`` and ``adapter_cond_only`` as

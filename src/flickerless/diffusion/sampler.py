@@ -102,17 +102,19 @@ def default_deflicker(frames: torch.Tensor, guide: torch.Tensor | None, window: 
                      matches=matches, **patchmatch_options)
 
 
-def remembering_deflicker(**patchmatch_options) -> DeflickerFn:
+def remembering_deflicker(matches=None, **patchmatch_options) -> DeflickerFn:
     """:func:`default_deflicker` for one video job: its passes over the same guide share a
     :class:`~flickerless.blend.deflicker.MatchCache`, so every pass after the first refines the
     fields the last one found instead of searching from scratch (about 3x faster per pass, and
     slightly better: 0.2-0.3 dB on carphone and bikes, BENCHMARKS.md). Self-guided passes (no
     guide video: the frames guide themselves and change every pass) search from scratch. A guide
     in pageable host memory is staged once in pinned memory (up to ``STAGE_BYTES``) when CUDA is
-    there, since every pass sends it to the GPU again."""
+    there, since every pass sends it to the GPU again. ``matches``: the cache to start from (a run
+    continued from step k with the fields saved at step k, ``fn.matches.state_dict()``, gives the
+    uninterrupted run's frames); ``None``: an empty one. It is ``fn.matches`` of the returned F."""
     from ..blend.deflicker import MatchCache
 
-    matches = MatchCache()
+    matches = MatchCache() if matches is None else matches
     staged: list = [None, None]  # (the guide, its pinned copy)
 
     def deflicker_fn(frames, guide, window, **kwargs):
