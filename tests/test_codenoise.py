@@ -304,3 +304,15 @@ def test_controlnet_frames_follow_their_clip(unet_cf):
     torch.testing.assert_close(merged, want, atol=1e-5, rtol=1e-5)
     plain = Denoiser(unet, cond, neg, 3.0, [], 2, state)(x, ts, sched, 0.0)
     assert (plain - Denoiser(unet, cond, neg, 3.0, [ControlNetUnit(cn, imgs)], 2, state)(x, ts, sched, 0.0)).abs().max() > 1e-4
+
+
+def test_prompt_ranges_over_every_frame_say_the_prompt_is_unused_from_python(caplog):
+    """Only `flickerless run` said it; the README says it is said (a fine-tune's instance token dropped)."""
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert frame_prompts(5, "a photo of qqx man", [(0, 2, "cartoon"), (2, None, "sketch")])[0] == "cartoon"
+        frame_prompts(5, "a photo of qqx man", [(0, 2, "cartoon"), (2, None, "sketch")])  # said once
+        frame_prompts(5, "a photo of qqx man", [(0, 2, "cartoon")])  # frames 2-4 keep the prompt
+        frame_prompts(5, "", [(0, None, "cartoon")])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "'a photo of qqx man' is used for no frame" in said[0]
+    assert "'a photo of qqx man cartoon'" in said[0]

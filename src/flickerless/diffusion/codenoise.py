@@ -22,6 +22,7 @@ takes a :class:`~.sampler.Denoiser`.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence, Union
@@ -30,6 +31,8 @@ import torch
 
 from ..errors import InputError
 from .sampler import Clip, Denoiser
+
+log = logging.getLogger("flickerless")
 
 __all__ = ["ClipPlan", "plan_clips", "clip_weights", "merge_weights", "frame_prompts", "clip_prompts", "CoDenoiser"]
 
@@ -127,7 +130,28 @@ def frame_prompts(num_frames: int, prompt: str | Sequence[str] = "", prompt_rang
                 raise InputError(f"prompt ranges {prompt_ranges[owner[f]]!r} and {item!r} overlap at frame {f}")
             owner[f] = r
             base[f] = text
+    if isinstance(prompt, str):
+        say_unused_prompt(prompt, prompt_ranges, num_frames)
     return base
+
+
+_SAID: set = set()  # (prompt, ranges, frames) already said: the CLI says it before the pipeline, fusion calls it n times
+
+
+def say_unused_prompt(prompt: str, ranges, num_frames: int, where: str = "") -> None:
+    """A range's text replaces the prompt for its frames: ranges over every frame dropped a given
+    prompt (a fine-tune's instance token, "sks man") without a word. Said once for each prompt and
+    ranges ``[(start, end or None, text), ...]``; ``where``: a prefix naming the settings."""
+    ranges = [(a, num_frames if b is None else b, text) for a, b, text in ranges or ()]
+    covered = set()
+    for a, b, _ in ranges:
+        covered.update(range(a, b))
+    key = (prompt, tuple(ranges), num_frames)
+    if prompt and ranges and len(covered) >= num_frames and key not in _SAID:
+        _SAID.add(key)
+        log.warning("%sthe prompt %r is used for no frame: prompt_ranges cover every frame, and a range's text "
+                    "replaces the prompt; write the whole prompt in each range (e.g. %r)", where, prompt,
+                    f"{prompt} {ranges[0][2]}")
 
 
 def clip_prompts(prompts: Sequence[str], plan: ClipPlan) -> list[str]:

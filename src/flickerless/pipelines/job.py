@@ -678,13 +678,9 @@ def _longvideo_kwargs(lv: dict, frames: int, prompt: str = "", start: int = 0) -
             continue
         a, b = max(0, a - start), None if b == -1 or b - start >= frames else b - start
         ranges.append((a, b, text))
-    covered = set()
-    for a, b, _ in ranges:
-        covered.update(range(a, frames if b is None else b))
-    if prompt and ranges and len(covered) >= frames:  # the instance token of a fine-tune ("sks man") was dropped
-        log.warning("longvideo: the prompt %r is used for no frame: prompt_ranges cover every frame, and a range's "
-                    "text replaces the prompt; write the whole prompt in each range (e.g. %r)", prompt,
-                    f"{prompt} {ranges[0][2]}")
+    from ..diffusion.codenoise import say_unused_prompt
+
+    say_unused_prompt(prompt, ranges, frames, "longvideo: ")  # here, before the models load
     kw = {"prompt_ranges": ranges or None}
     if lv["clip_length"]:
         kw.update(clip_length=lv["clip_length"], clip_stride=lv["clip_stride"] or None, merge=lv["merge"])
