@@ -61,6 +61,14 @@ def test_stride_larger_than_clip_is_rejected(t, k, s):
         plan_clips(t, k, s)
 
 
+def test_k_merge_weights_are_taken_for_a_video_shorter_than_a_clip():
+    """The README's "K numbers": with T = 3 < K = 4, [1, 2, 2, 1] was refused as "must be 3 numbers"."""
+    plan = plan_clips(3, 4)
+    assert [w.tolist() for w in merge_weights(plan, [1, 2, 2, 1])] == [[1, 1, 1]]  # one clip: plain sampling
+    with pytest.raises(InputError, match="must be 4 positive numbers"):
+        merge_weights(plan, [1, 2, 1])
+
+
 @pytest.mark.parametrize("bad", [dict(length=0), dict(length=4, stride=0), dict(length=4, stride=-1), dict(length=2.5)])
 def test_bad_clip_arguments(bad):
     with pytest.raises(InputError):

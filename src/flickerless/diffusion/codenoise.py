@@ -43,12 +43,13 @@ PromptRanges = Sequence[tuple[int, "int | None", str]]
 @dataclass(frozen=True)
 class ClipPlan:
     """The clips of a video: ``starts[i]`` is clip i's first frame; every clip has ``length`` frames
-    (``min(K, T)``)."""
+    (``min(K, T)``); ``clip_length``: the K asked for (``None``: ``length``)."""
 
     num_frames: int
     length: int
     stride: int
     starts: tuple[int, ...]
+    clip_length: int | None = None
 
     @property
     def spans(self) -> list[tuple[int, int]]:
@@ -77,7 +78,7 @@ def plan_clips(num_frames: int, length: int, stride: int | None = None) -> ClipP
         )
     k = min(length, num_frames)
     starts = list(range(0, num_frames - k, stride)) + [num_frames - k]
-    return ClipPlan(num_frames, k, stride, tuple(starts))
+    return ClipPlan(num_frames, k, stride, tuple(starts), length)
 
 
 def clip_weights(length: int, merge: Merge = "pyramid") -> torch.Tensor:
@@ -100,7 +101,9 @@ def clip_weights(length: int, merge: Merge = "pyramid") -> torch.Tensor:
 def merge_weights(plan: ClipPlan, merge: Merge = "pyramid") -> list[torch.Tensor]:
     """Each clip's weights ``(K,)`` float32, normalised so that the weights of all clips holding a
     frame sum to one for that frame (eq 19's denominator)."""
-    w = clip_weights(plan.length, merge)
+    # K weights for the K asked for: a video shorter than a clip is one clip of its T frames, which
+    # takes the first T (any weights give one per frame there); they were refused as not T numbers
+    w = clip_weights(plan.clip_length or plan.length, merge)[: plan.length]
     total = torch.zeros(plan.num_frames, dtype=torch.float64)
     for s, e in plan.spans:
         total[s:e] += w
