@@ -407,7 +407,9 @@ def _orientation(frame) -> tuple[int, bool]:
     rotation; a front camera's or an editor's flip is a mirror, which the matrix's rotation alone (all
     PyAV's ``frame.rotation`` says) reads as half a turn. Read as FFmpeg's own autorotation reads it."""
     try:
-        for sd in frame.side_data:
+        data = frame.side_data
+        for item in data:  # the side data (PyAV 18), or their types, the container's keys (PyAV 19)
+            sd = item if hasattr(item, "type") else data[item]
             if getattr(sd.type, "name", "") == "DISPLAYMATRIX":
                 m = np.frombuffer(bytes(sd), dtype="=i4")
                 a, b, c, d = (int(v) for v in m[[0, 1, 3, 4]])
