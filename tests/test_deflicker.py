@@ -1,4 +1,5 @@
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,6 +161,14 @@ def test_frames_of_the_wrong_shape_are_said_with_what_to_do():
         deflicker(g[0], g[0], device="cpu")
     with pytest.raises(ValueError, match="got \\(12, 16\\); grey frames: give them 3 channels"):
         deflicker(g[..., 0], g[..., 0], device="cpu")
+    # a clip's path, a list of paths and frames of fewer than 2 dimensions: an IndexError from inside
+    for path in ("in.mp4", Path("in.mp4")):
+        with pytest.raises(InputError, match="got the path 'in.mp4' where frames were expected: read the clip"):
+            deflicker(path, g, device="cpu")
+    with pytest.raises(InputError, match="frame 0 is a str, not an image: read the frames first"):
+        deflicker(g, ["a.png"] * 4, device="cpu")
+    with pytest.raises(InputError, match=r"got \(5,\); the frames given are of shape \(4, 5\)"):
+        deflicker(np.zeros((4, 5)), g, device="cpu")
 
 
 def test_spills_to_disk_with_the_same_result(pair):

@@ -36,7 +36,7 @@ import torch
 
 from ..errors import DeviceError, InputError, check_has_values, halve_batch, out_of_memory
 from .frames import (FrameSource, FrameStore, SubFrames, TensorFrames, _pixel_scale, as_source, check_finite,
-                     index_tensor, to_hwc_uint8)
+                     index_tensor, refuse_path, to_hwc_uint8)
 from .detail import resolve_detail, restore_detail
 from .patchmatch import PatchMatchOptions, final_vote, patchmatch, pyramid_sizes, remap, resize_levels
 from .schedule import (count_table_remaps, table_levels, table_needed, table_query, table_segments, window_pairs,
@@ -1309,6 +1309,7 @@ def _indexable(frames):
     numpy has no type for, stopped the run with torch's error)."""
     if frames is None:
         return None
+    refuse_path(frames)  # a pathlib.Path was said to be of the wrong type, a str read as frames
     if not isinstance(frames, (np.ndarray, Sequence)) and not hasattr(frames, "__getitem__"):
         if not isinstance(frames, Iterable):
             raise InputError(f"frames must be an array (T, H, W, 3), a tensor (T, 3, H, W) or a list of frames, "

@@ -132,6 +132,7 @@ class ArrayFrames(FrameSource):
     or 4 with alpha): uint8, or floats in [0, 1]."""
 
     def __init__(self, frames):
+        refuse_path(frames)
         self.frames = frames
         if not len(frames):
             raise InputError("no frames: expected (T, H, W, 3) frames (or (T, H, W, 4) with alpha), T >= 1")
@@ -141,10 +142,15 @@ class ArrayFrames(FrameSource):
             hint = ""
             if whole is not None and len(whole) == 3 and whole[2] in (3, 4):
                 hint = f"; the array of shape {tuple(whole)} looks like one frame: pass frames[None]"
+            elif first.dtype.kind in "OSU":  # a list of paths, or of other things than images
+                hint = (f"; frame 0 is a {type(frames[0]).__name__}, not an image: read the frames first "
+                        "(flickerless.video.read reads a clip or a folder of images)")
             elif first.ndim == 2:
                 hint = "; grey frames: give them 3 channels (np.repeat(frames[..., None], 3, -1))"
-            elif first.shape[2] == 1:
+            elif first.ndim == 3 and first.shape[2] == 1:
                 hint = "; grey frames: give them 3 channels (np.repeat(frames, 3, -1))"
+            elif whole is not None:
+                hint = f"; the frames given are of shape {tuple(whole)}"
             raise InputError(f"expected frames of shape (H, W, 3) (or (H, W, 4) with alpha), got {first.shape}{hint}")
         if isinstance(frames, (list, tuple)):
             for i, f in enumerate(frames[1:], 1):
@@ -227,6 +233,14 @@ def check_finite(frames, what: str, one: bool = False) -> None:
         which = what if one else f"{what} frame {found}"
         raise InputError(f"{which} holds NaN or infinite values (an fp16 overflow, in a VAE decode or a denoising "
                          "run, gives them): replace or drop that frame")
+
+
+def refuse_path(frames) -> None:
+    """A clip's path where its frames were expected (a string is a sequence, of characters, and was read
+    as frames of no dimensions): refused, saying how to read it."""
+    if isinstance(frames, (str, bytes, os.PathLike)):
+        raise InputError(f"got the path {os.fsdecode(frames)!r} where frames were expected: read the clip first "
+                         "(frames, fps = flickerless.video.read(path))")
 
 
 def as_source(frames) -> FrameSource:
