@@ -171,6 +171,22 @@ def test_frames_of_the_wrong_shape_are_said_with_what_to_do():
         deflicker(np.zeros((4, 5)), g, device="cpu")
 
 
+def test_a_list_of_channels_first_tensor_frames_is_the_tensor_they_make_up(pair):
+    """``list(video)`` and the engine's ``on_frame`` frames, (3, H, W) tensors, were refused as not
+    (H, W, 3): read as the tensor they make up, coming back as one."""
+    clip, _, flick = pair
+    g, s = (torch.from_numpy(a[:4, :24, :32]).permute(0, 3, 1, 2).float() / 255 for a in (clip, flick))
+    kw = dict(device="cpu", window=2, **FAST)
+    want = deflicker(g, s, **kw)
+    got = deflicker(list(g), [f.clone().requires_grad_() for f in s], **kw)
+    assert isinstance(got, torch.Tensor) and not got.requires_grad and torch.equal(got, want)
+    assert deflicker(iter(g), list(s.bfloat16()), **kw).dtype == torch.bfloat16
+    with pytest.raises(InputError, match="frame 2 is torch.float32 of shape \\(3, 24, 31\\)"):
+        deflicker(g, [s[0], s[1], s[2, :, :, :31], s[3]], **kw)
+    with pytest.raises(InputError, match=r"channels-first frames: move the channels last \(np.moveaxis"):
+        deflicker(g.numpy(), s.numpy(), **kw)
+
+
 def test_spills_to_disk_with_the_same_result(pair):
     from flickerless.blend.deflicker import run_deflicker
     from flickerless.blend.frames import ArrayFrames

@@ -1212,7 +1212,9 @@ def deflicker(
         (as ``guide`` in keyframes mode); other integer types are refused, not misread, and so are floats
         clearly off [0, 1] (0-255 as floats: divide by 255), or holding NaN or infinite values. A style (or
         keyframes) with alpha, ``(T, H, W, 4)`` or ``(T, 4, H, W)``: matched on its colour, the alpha
-        blended alongside through the same fields and weights (the colour comes out as without it).
+        blended alongside through the same fields and weights (the colour comes out as without it). A list
+        (or a generator) of frames is read as the array, or with ``(C, H, W)`` tensor frames the tensor,
+        they make up.
     mode: ``"table"`` (default, O(n log n)), ``"window"`` (O(n w)), ``"keyframes"`` or ``"all_pairs"``.
     window: frames on each side blended into each frame (default 15); ``None`` or ``inf`` for the whole
         video. Keyframes mode takes none.
@@ -1306,7 +1308,8 @@ _DEFLICKER_ARGUMENTS = tuple(p for p in inspect.signature(deflicker).parameters 
 def _indexable(frames):
     """Frames as given, or a generator's (or other one-pass iterable's) frames in a list. Tensors in a list
     are read as arrays, as the list's other frames are (one carrying autograd history, or bfloat16, which
-    numpy has no type for, stopped the run with torch's error)."""
+    numpy has no type for, stopped the run with torch's error); a list of channels-first tensor frames
+    (``list(video)``, what the engine's ``on_frame`` hands out) is one tensor, as the whole clip's is."""
     if frames is None:
         return None
     refuse_path(frames)  # a pathlib.Path was said to be of the wrong type, a str read as frames
@@ -1315,9 +1318,28 @@ def _indexable(frames):
             raise InputError(f"frames must be an array (T, H, W, 3), a tensor (T, 3, H, W) or a list of frames, "
                              f"got {type(frames).__name__}")
         frames = list(frames)
+    if isinstance(frames, (list, tuple)) and frames and all(_channels_first(f) for f in frames):
+        return _stack_tensor_frames(frames)
     if isinstance(frames, (list, tuple)) and any(isinstance(f, torch.Tensor) for f in frames):
         frames = [_tensor_frame(f) if isinstance(f, torch.Tensor) else f for f in frames]
     return frames
+
+
+def _channels_first(f) -> bool:
+    """A ``(C, H, W)`` tensor frame. One that fits both layouts (3 or 4 pixels wide) is read as a list's
+    frames always were, channels last."""
+    return isinstance(f, torch.Tensor) and f.ndim == 3 and f.shape[0] in (3, 4) and f.shape[2] not in (3, 4)
+
+
+def _stack_tensor_frames(frames) -> torch.Tensor:
+    """``(C, H, W)`` tensor frames as one ``(T, C, H, W)`` tensor on their device, so they come back as
+    a tensor of their own layout (read as arrays, they were refused as not ``(H, W, 3)``)."""
+    first = frames[0]
+    for i, f in enumerate(frames[1:], 1):
+        if f.shape != first.shape or f.dtype != first.dtype or f.device != first.device:
+            raise InputError(f"frame {i} is {f.dtype} of shape {tuple(f.shape)} on {f.device}, frame 0 {first.dtype} "
+                             f"of shape {tuple(first.shape)} on {first.device}: every frame must be alike")
+    return torch.stack([f.detach() for f in frames])
 
 
 def _tensor_frame(f: torch.Tensor) -> np.ndarray:

@@ -147,6 +147,8 @@ class ArrayFrames(FrameSource):
                         "(flickerless.video.read reads a clip or a folder of images)")
             elif first.ndim == 2:
                 hint = "; grey frames: give them 3 channels (np.repeat(frames[..., None], 3, -1))"
+            elif first.ndim == 3 and first.shape[0] in (3, 4):
+                hint = "; channels-first frames: move the channels last (np.moveaxis(frames, -3, -1))"
             elif first.ndim == 3 and first.shape[2] == 1:
                 hint = "; grey frames: give them 3 channels (np.repeat(frames, 3, -1))"
             elif whole is not None:
