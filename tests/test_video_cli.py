@@ -3227,6 +3227,25 @@ def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
         assert len(list(video.iter_frames(src, None, 2))) == 2  # a start of None is 0, as in slicing
 
 
+def test_write_takes_what_deflicker_returns_for_tensors(tmp_path, carphone):
+    """deflicker's (T, 3, H, W) tensors were refused as not (H, W, 3) uint8, bfloat16 ones and ones with
+    autograd history failed in torch, and RGBA frames were refused without saying how to keep the alpha."""
+    import torch
+
+    frames = np.ascontiguousarray(carphone[:3, :32, :40])
+    t = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    for given in (t, t.bfloat16(), t.clone().requires_grad_(), list(t), (t * 255).round().to(torch.uint8)):
+        assert video.write(tmp_path / "t", given) == 3
+        assert np.abs(video.read(tmp_path / "t")[0].astype(int) - frames).max() <= 2  # bfloat16: 8 bits
+    rgba = torch.cat([t, torch.full_like(t[:, :1], 0.5)], 1)
+    with pytest.raises(InputError, match="have alpha .* cannot keep: write a folder of PNGs or .webm"):
+        video.write(tmp_path / "a.mp4", rgba)
+    assert not (tmp_path / "a.mp4").exists()
+    assert video.write(tmp_path / "a", rgba) == 3  # a folder of PNGs keeps it
+    got, _ = video.open_frames(tmp_path / "a", alpha=True)
+    assert got.shape == (3, 32, 40, 4) and (got[..., 3] == 128).all()
+
+
 def test_outputs_of_still_frames_tiny_widths_and_opaque_palettes(tmp_path, carphone):
     """A GIF kept every frame equal to the one before only as a longer delay (PIL folds them), so a
     still stretch came back with fewer frames than written and the clip could not guide its own

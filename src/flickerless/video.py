@@ -2516,7 +2516,15 @@ def has_audio(path) -> bool:
 def _as_bytes(frame, index: int) -> np.ndarray:
     """A frame to write as contiguous uint8: floats are read as [0, 1] (what :func:`flickerless.deflicker`
     returns for float input) and scaled; other types, and floats clearly off that scale, are refused
-    (a cast made [0, 1] floats black and wrapped 16-bit values around)."""
+    (a cast made [0, 1] floats black and wrapped 16-bit values around). A tensor frame is read as its
+    values, ``(C, H, W)`` as a tensor's frames are laid out (deflicker's tensors were refused as not
+    ``(H, W, 3)``, bfloat16 ones and ones with autograd history failed in torch)."""
+    torch = sys.modules.get("torch")  # a tensor implies torch was imported: not imported here for arrays
+    if torch is not None and isinstance(frame, torch.Tensor):
+        frame = frame.detach()
+        if frame.ndim == 3 and frame.shape[0] in (3, 4) and frame.shape[2] not in (3, 4):
+            frame = frame.permute(1, 2, 0)
+        frame = (frame.float() if frame.is_floating_point() else frame).cpu().numpy()
     frame = np.asarray(frame)
     if frame.dtype == np.uint8:
         return np.ascontiguousarray(frame)
@@ -2528,10 +2536,25 @@ def _as_bytes(frame, index: int) -> np.ndarray:
 
 def write(path, frames: Iterable[np.ndarray], fps: float = DEFAULT_FPS) -> int:
     """Write all ``frames`` ((T, H, W, 3) uint8 or an iterable of (H, W, 3); floats in [0, 1] are
-    scaled to 0-255); returns the count. ``path`` is read as the commands read ``-o``: a name ending in a
-    file type this does not write (``out.txt``) is refused rather than made a folder of PNGs."""
-    check_output(path)
-    with VideoWriter(path, fps) as w:
+    scaled to 0-255; a (T, 3, H, W) tensor or (3, H, W) tensor frames, as :func:`flickerless.deflicker`
+    returns them, too); returns the count. Frames with alpha (4 channels) keep it where ``path`` can (a
+    folder of PNGs, .webm) and are refused elsewhere. ``path`` is read as the commands read ``-o``: a
+    name ending in a file type this does not write (``out.txt``) is refused rather than made a folder of
+    PNGs."""
+    codec = check_output(path)
+    frames = iter(frames)
+    first = next(frames, None)
+    alpha = False
+    if first is not None:  # its channels say whether the writer is made for RGBA
+        first = _as_bytes(first, 0)
+        alpha = first.ndim == 3 and first.shape[2] == 4
+        if alpha and not keeps_alpha(codec):
+            raise InputError(f"{path}: the frames have alpha (4 channels), which this output cannot keep: write a "
+                             "folder of PNGs or .webm (.mov/.mkv: VideoWriter(path, fps, alpha=True, "
+                             "codec='prores')), or pass the colour channels alone")
+    with VideoWriter(path, fps, alpha=alpha) as w:
+        for f in ([] if first is None else [first]):
+            w.write(f)
         for f in frames:
             w.write(f)
         return w.count
