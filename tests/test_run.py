@@ -253,6 +253,39 @@ def test_missing_models_and_devices_are_said_before_the_clip_is_read_and_annotat
     assert not job.job_folder(tmp_path / "o.mp4").exists()
 
 
+def test_run_job_takes_python_s_own_types_or_says_which(clip, tmp_path, monkeypatch):
+    """From Python: frames=(0, 4) failed on .strip(), frames=4 on ``in``, controlnets=[path] on .items(),
+    overrides="a.b=1" was read a character at a time, a clip's frames failed in Path()."""
+    import flickerless.pipelines.job as job
+
+    class Read(Exception):
+        pass
+
+    seen = []
+
+    def read_clip(video, start_end, settings, **kw):
+        seen.append((start_end, settings["sampling"]["steps"]))
+        raise Read
+
+    monkeypatch.setattr(job, "read_clip", read_clip)
+    monkeypatch.setattr(job, "_check_annotators", lambda *a: None)
+    kw = dict(pipeline=object(), progress=False)  # no models to check: stopped where the clip is read
+    for frames, want in [((0, 4), (0, 4)), (slice(2, None), (2, None)), ([None, 3], (0, 3)), ("1:5", (1, 5))]:
+        with pytest.raises(Read):
+            run_job("stylize", clip, tmp_path / "o.mp4", "x", frames=frames, overrides="sampling.steps=2", **kw)
+        assert seen.pop() == (want, 2)
+    for bad, says in [(dict(frames=4), r'frames is a range, "START:END" or \(START, END\), e.g. \(0, 4\)'),
+                      (dict(frames=(0.5, 4)), "frames is a range"),
+                      (dict(controlnets=["cn"]), r"controlnets is a mapping \{annotator: model\}"),
+                      (dict(overrides=[1]), r"overrides is a list of strings, e.g. \['sampling.steps=20'\]"),
+                      (dict(video=np.zeros((4, 8, 8, 3), np.uint8)), "video is a clip's path .* got ndarray")]:
+        args = {"video": clip, **bad}
+        with pytest.raises(InputError, match=says):
+            run_job("stylize", args.pop("video"), tmp_path / "o.mp4", "x", **args, **kw)
+    assert not seen and not job_folder(tmp_path / "o.mp4").exists()
+    assert job.resolve_settings("stylize", lora="a.safetensors:0.5")["model"]["lora"] == ["a.safetensors:0.5"]
+
+
 def test_annotator_checks_up_front(tmp_path, monkeypatch):
     """Each annotator's check_weights says what its loading would, loading nothing: the pose
     annotator's own setting (openpose_model) is named, tile's "auto" falls back quietly, and a missing

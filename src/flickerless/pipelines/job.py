@@ -29,6 +29,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -69,7 +70,16 @@ def parse_frames(text: str | None) -> tuple[int, int | None]:
 
 def resolve_settings(template: str, model: str | None = None, controlnets: dict[str, str] | None = None,
                      lora: list[str] | None = None, overrides: list[str] | None = None) -> dict:
-    """Template, then the explicit choices, then ``--set`` overrides (which win), validated."""
+    """Template, then the explicit choices, then ``--set`` overrides (which win), validated. A single
+    LoRA or override may be given as a string."""
+    if controlnets is not None and not isinstance(controlnets, Mapping):  # a list failed on .items()
+        raise InputError(f"controlnets is a mapping {{annotator: model}}, e.g. {{'canny': path}}, got "
+                         f"{type(controlnets).__name__}")
+    # a string was read a character at a time ("--set 's': expected section.key=value")
+    lora, overrides = ([v] if isinstance(v, str) else v for v in (lora, overrides))
+    for what, v in (("lora", lora), ("overrides", overrides)):
+        if v is not None and not (isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)):
+            raise InputError(f"{what} is a list of strings, e.g. {_EXAMPLES[what]}, got {v!r}")
     s = load_template(template)
     if s["task"] not in TASKS:
         raise InputError(f"template task {s['task']!r} is not one of {', '.join(TASKS)}")
@@ -94,6 +104,26 @@ def resolve_settings(template: str, model: str | None = None, controlnets: dict[
     for item in s["model"]["lora"]:  # a bad scale, said before the model loads
         split_lora(item)
     return s
+
+
+_EXAMPLES = {"lora": "['style.safetensors:0.8']", "overrides": "['sampling.steps=20']"}
+
+
+def _frames_range(frames) -> str | None:
+    """run_job's ``frames`` as the command line's ``"START:END"``: given so, or as ``(START, END)`` or a
+    slice (either end None), as Python has it. A lone number is refused, as ``--frames N`` is: the
+    first N frames, or frame N on? (A tuple failed on .strip(), a number on ``in``.)"""
+    if frames is None or isinstance(frames, str):
+        return frames
+    if isinstance(frames, slice) and frames.step in (None, 1):
+        frames = (frames.start, frames.stop)
+    whole = (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool))
+    if isinstance(frames, (tuple, list)) and len(frames) == 2 and all(v is None or whole(v) for v in frames):
+        start, end = frames
+        return f"{0 if start is None else int(start)}:{'' if end is None else int(end)}"
+    n = int(frames) if whole(frames) else 120
+    raise InputError(f"frames is a range, \"START:END\" or (START, END), e.g. (0, {n}) or \":{n}\" for the first {n} "
+                     f"frames, got {frames!r}")
 
 
 def _check_together(s: dict, given: dict | None = None) -> None:
@@ -476,18 +506,24 @@ def _holding_the_job_lock(run):
 @_holding_the_job_lock
 def run_job(template: str, video, output, prompt: str = "", *, model: str | None = None, model_config: str | None = None,
             controlnets: dict[str, str] | None = None, lora: list[str] | None = None,
-            overrides: list[str] | None = None, frames: str | None = None, style_image=None,
+            overrides: list[str] | None = None, frames: str | tuple | None = None, style_image=None,
             device=None, resume: bool = False, restart: bool = False, cache_dir=None,
             progress: bool = True, pipeline=None, stop_after_step: int | None = None, codec: str | None = None,
             crf: int = 17) -> Path:
-    """Run one task; returns the output path. ``model_config``: for a single-file model, a diffusers folder
-    or repo id of its architecture (its configs). ``codec``, ``crf``: a video output's (see
-    :class:`flickerless.video.VideoWriter`). ``pipeline`` reuses a loaded VideoPipeline (tests);
-    ``stop_after_step`` interrupts the job after that denoising step, as a crash would (tests)."""
+    """Run one task; returns the output path. ``video``: a clip's path. ``frames``: ``"START:END"`` or
+    ``(START, END)``, either end None. ``controlnets``: ``{annotator: model}``. ``model_config``: for a
+    single-file model, a diffusers folder or repo id of its architecture (its configs). ``codec``, ``crf``:
+    a video output's (see :class:`flickerless.video.VideoWriter`). ``pipeline`` reuses a loaded
+    VideoPipeline (tests); ``stop_after_step`` interrupts the job after that denoising step, as a crash
+    would (tests)."""
     from ..blend.deflicker import resolve_device
     from ..diffusion import DeflickerSchedule, VideoPipeline
     from ..diffusion.sampler import remembering_deflicker
 
+    if not isinstance(video, (str, os.PathLike)):  # frames in memory failed in Path() with a TypeError
+        raise InputError(f"video is a clip's path (a video file or a folder of frames), got {type(video).__name__}: "
+                         "write frames first (flickerless.video.write(path, frames))")
+    frames = _frames_range(frames)
     settings = resolve_settings(template, model, controlnets, lora, overrides)
     task = settings["task"]
     if task == "image_guided" and style_image is None:
