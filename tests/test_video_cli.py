@@ -3227,6 +3227,20 @@ def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
         assert len(list(video.iter_frames(src, None, 2))) == 2  # a start of None is 0, as in slicing
 
 
+def test_open_frames_says_a_bad_size_or_spill_folder_before_reading(tmp_path, carphone):
+    """A size of 0, -5, 50 or 50.5 failed in PIL or numpy, a spill folder not there as a temporary
+    file's FileNotFoundError once the frames had been read up to the memory limit."""
+    video.write(tmp_path / "c.mp4", carphone[:2])
+    for resize in ((0, 60), (-5, 60), 50, (50.5, 60), (True, 60), (10, 20, 3)):
+        with pytest.raises(InputError, match=r"resize is \(height, width\), whole numbers of pixels >= 1"):
+            video.open_frames(tmp_path / "c.mp4", resize=resize)
+    with pytest.raises(InputError, match="tmpdir .*nowhere: is not a folder; give an existing folder"):
+        video.open_frames(tmp_path / "c.mp4", memory_limit=0, tmpdir=tmp_path / "nowhere")
+    frames, info = video.open_frames(tmp_path / "c.mp4", resize=(np.int64(24), 32), memory_limit=0, tmpdir=tmp_path)
+    assert (len(frames), info.height, info.width) == (2, 24, 32)
+    frames.close()
+
+
 def test_write_takes_what_deflicker_returns_for_tensors(tmp_path, carphone):
     """deflicker's (T, 3, H, W) tensors were refused as not (H, W, 3) uint8, bfloat16 ones and ones with
     autograd history failed in torch, and RGBA frames were refused without saying how to keep the alpha."""

@@ -1366,6 +1366,7 @@ def open_frames(path, memory_limit: int | None = None, tmpdir: str | None = None
     :data:`MEMORY_LIMIT`."""
     memory_limit = MEMORY_LIMIT if memory_limit is None else memory_limit
     start, stop = _span(start, stop)
+    _check_open_arguments(resize, tmpdir)
     info = probe(path)
     if info.frames == 0:
         raise InputError(f"{path}: has no frames")
@@ -1388,6 +1389,19 @@ def open_frames(path, memory_limit: int | None = None, tmpdir: str | None = None
         return arr, replace(info, frames=len(arr))
     disk = DiskFrames(frames, tmpdir=tmpdir)
     return disk, replace(info, frames=len(disk))
+
+
+def _check_open_arguments(resize, tmpdir) -> None:
+    """:func:`open_frames`'s size and spill folder, before the clip is read: a size of 0, -5, 50 or
+    50.5 failed in PIL or numpy, and a folder not there as a temporary file's FileNotFoundError once the
+    clip had been read to the memory limit."""
+    whole = (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1)
+    if resize is not None and not (isinstance(resize, (tuple, list)) and len(resize) == 2 and all(map(whole, resize))):
+        raise InputError(f"resize is (height, width), whole numbers of pixels >= 1, got {resize!r}")
+    if tmpdir is not None and not (os.path.isdir(tmpdir) and os.access(tmpdir, os.W_OK | os.X_OK)):
+        why = "is not a writable folder" if os.path.isdir(tmpdir) else "is not a folder"
+        raise InputError(f"tmpdir {os.fsdecode(tmpdir)}: {why}; give an existing folder for frames that do not fit in "
+                         "memory, or None for the system's temporary folder")
 
 
 def _fill(frames: Iterable[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
