@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import flickerless.blend.patchmatch as pm
+from flickerless.errors import InputError
 
 
 def _t(a):
@@ -112,6 +113,22 @@ def test_options_validate():
     for bad in (float("nan"), float("inf"), -1.0):  # NaN and inf matched on the style alone, as 0 does
         with pytest.raises(ValueError, match="guide_weight must be a finite number >= 0"):
             pm.PatchMatchOptions(guide_weight=bad)
+
+
+def test_remap_takes_options_and_keys_as_run_deflicker_does(carphone):
+    """options as a dict (run_deflicker takes one) failed on .seed, keys as a list on .to, and keys of
+    another count than the pairs were taken without a word."""
+    t = torch.from_numpy(carphone[:2, :32, :32]).permute(0, 3, 1, 2).float() / 255
+    a, b = t[:1], t[1:]
+    want = pm.remap(b, a, b, pm.PatchMatchOptions(iterations=2, seed=3), keys=torch.tensor([5]))
+    assert torch.equal(pm.remap(b, a, b, {"iterations": 2, "seed": 3}, keys=[5]), want)
+    for keys in (torch.tensor([1, 2, 3]), [1.5], [[5]]):
+        with pytest.raises(InputError, match=r"keys must be one integer per pair \(1\)"):
+            pm.remap(b, a, b, keys=keys)
+    with pytest.raises(InputError, match="options must be a PatchMatchOptions or a dict of its fields"):
+        pm.remap(b, a, b, options=[2])
+    with pytest.raises(TypeError, match="did you mean 'iterations'"):
+        pm.remap(b, a, b, options={"iteration": 2})
 
 
 def test_templates_check_patch_sizes_against_the_same_limit():

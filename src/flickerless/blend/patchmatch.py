@@ -270,6 +270,29 @@ def _default_keys(batch: int, device) -> torch.Tensor:
     return torch.arange(batch, device=device, dtype=torch.int64)
 
 
+def _as_options(options) -> "PatchMatchOptions":
+    """Options as :func:`run_deflicker` takes them: a :class:`PatchMatchOptions`, a dict of its fields or
+    None (a dict failed on ``.seed`` deep inside)."""
+    if options is None:
+        return PatchMatchOptions()
+    if isinstance(options, dict):
+        return PatchMatchOptions.from_kwargs(**options)
+    if not isinstance(options, PatchMatchOptions):
+        raise InputError(f"options must be a PatchMatchOptions or a dict of its fields, got {type(options).__name__}")
+    return options
+
+
+def _pair_keys(keys, batch: int, device) -> torch.Tensor:
+    """One integer key per pair, as a tensor or a list (a list failed on ``.to``; keys of another count
+    were taken, broadcast or not, without a word)."""
+    if keys is None:
+        return _default_keys(batch, device)
+    t = keys if isinstance(keys, torch.Tensor) else torch.as_tensor(np.asarray(keys))
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or tuple(t.shape) != (batch,):
+        raise InputError(f"keys must be one integer per pair ({batch}), got {t.dtype} of shape {tuple(t.shape)}")
+    return t.to(device, torch.int64)
+
+
 def describe(x: torch.Tensor, offsets: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Patch descriptors ``(B, H*W, S*C)``: ``x`` sampled at every offset around every pixel.
 
@@ -537,10 +560,10 @@ def patchmatch(
     once per pair (the resizing was 25-40% of the GPU time). The same values as resizing here.
     """
     _check_pairs(target_guide, source_guide, source_style)
-    opts = options or PatchMatchOptions()
+    opts = _as_options(options)
     b = target_guide.shape[0]
     dev = target_guide.device
-    keys = _default_keys(b, dev) if keys is None else keys.to(dev, torch.int64)
+    keys = _pair_keys(keys, b, dev)
     keys = keys * 1_000_003 + opts.seed
     sw = math.sqrt(opts.guide_weight)
     dtype = torch.float32
@@ -613,8 +636,9 @@ def remap(
     """Remap ``source_style`` onto the target frames: PatchMatch between the guides, then a vote
     by every pixel of the last patch size. Returns ``(B, C', H, W)`` in the dtype of ``source_style``
     (and the NNF if ``return_nnf``). ``init_nnf``: a warm start, ``guide_levels``: the guides' coarser
-    pyramid levels, made before; see :func:`patchmatch`."""
-    opts = options or PatchMatchOptions()
+    pyramid levels, made before; see :func:`patchmatch`. ``options``: a :class:`PatchMatchOptions` or a
+    dict of its fields."""
+    opts = _as_options(options)
     nnf = patchmatch(target_guide, source_guide, source_style, opts, keys, init_nnf=init_nnf,
                      guide_levels=guide_levels)
     out = final_vote(source_style, nnf, opts)
