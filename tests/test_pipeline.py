@@ -54,6 +54,27 @@ def test_steps_past_the_model_s_noise_levels_are_refused(model_dir):
         pipe(None, num_frames=1, height=16, width=16, steps=2, schedule=DeflickerSchedule(steps=[1, 3]))
 
 
+def test_from_pretrained_says_a_misspelt_argument_or_missing_controlnet_before_loading(model_dir, monkeypatch, tmp_path):
+    """controlnet=[...] (for controlnets) failed after the base model loaded, as __init__'s unexpected
+    keyword; a missing ControlNet folder was found after it too (tens of seconds on a real model)."""
+    import flickerless.diffusion.pipeline as pipeline
+
+    loaded = []
+    real = pipeline.load_components
+    monkeypatch.setattr(pipeline, "load_components", lambda *a, **k: loaded.append(a) or real(*a, **k))
+    with pytest.raises(TypeError, match="unknown argument 'controlnet' \\(did you mean 'controlnets'\\?\\)"):
+        VideoPipeline.from_pretrained(str(model_dir), controlnet=[str(tmp_path)])
+    for given in ([str(tmp_path / "no-cn")], str(tmp_path / "no-cn")):
+        with pytest.raises(ModelNotFoundError, match="ControlNet '.*no-cn' not found"):
+            VideoPipeline.from_pretrained(str(model_dir), controlnets=given)
+    with pytest.raises(ModelNotFoundError, match="T2I-Adapter '.*no-ad' not found"):
+        VideoPipeline.from_pretrained(str(model_dir), adapters=[tmp_path / "no-ad"])
+    assert not loaded
+    tiny.controlnet().save_pretrained(tmp_path / "cn")
+    pipe = VideoPipeline.from_pretrained(str(model_dir), controlnets=tmp_path / "cn", batch_size=3)  # one, alone
+    assert len(pipe.c.controlnets) == 1 and pipe.batch_size == 3 and loaded
+
+
 def test_missing_model_offline_names_id_and_places(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as e:

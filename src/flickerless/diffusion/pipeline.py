@@ -8,6 +8,7 @@ frames ``(T, 3, H, W)`` float in [0, 1] on the CPU.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Sequence
 
 import torch
@@ -100,9 +101,28 @@ class VideoPipeline:
     @classmethod
     def from_pretrained(cls, model: str, controlnets: Sequence[str] = (), device=None, dtype=None,
                         adapters: Sequence[str] = (), **kw):
-        """``controlnets`` / ``adapters``: ControlNet and T2I-Adapter repo ids or folders."""
-        load_kw = {k: kw.pop(k) for k in ("lora", "textual_inversion", "config") if k in kw}
-        return cls(load_components(model, list(controlnets), device=device, dtype=dtype, adapters=list(adapters),
+        """``controlnets`` / ``adapters``: ControlNet and T2I-Adapter repo ids or folders (one may be given
+        alone). A misspelt argument, or a ControlNet or T2I-Adapter that loading would not find, is said
+        before the base model loads (after it, tens of seconds on a real model; the keyword was said to
+        be ``__init__``'s)."""
+        import inspect
+
+        from ..errors import unknown_options
+        from ..weights import check_available
+
+        loading = ("lora", "textual_inversion", "config")
+        load_kw = {k: kw.pop(k) for k in loading if k in kw}
+        init = set(inspect.signature(cls.__init__).parameters) - {"self", "components"}
+        own = set(inspect.signature(cls.from_pretrained).parameters) - {"kw"}
+        unknown_options(kw, init | own | set(loading), "argument")
+        # one path was read a character at a time
+        controlnets, adapters = ([m] if isinstance(m, (str, os.PathLike)) else list(m) for m in (controlnets, adapters))
+        for what, names in (("ControlNet", controlnets), ("T2I-Adapter", adapters)):
+            for m in names:
+                check_available(str(m), what, f"Give a {what} repo id or a local diffusers folder (config.json and "
+                                "weights)", index_file="config.json")
+        return cls(load_components(model, [str(m) for m in controlnets], device=device, dtype=dtype,
+                                   adapters=[str(m) for m in adapters],
                                    **load_kw), device, **kw)
 
     @property
