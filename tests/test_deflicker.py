@@ -650,6 +650,17 @@ def test_alpha_in_tensors_and_keyframes(pair):
         deflicker(rgba, flick, device="cpu", **FAST)
 
 
+def test_a_gpu_past_the_machine_s_names_the_ones_there(monkeypatch):
+    """One GPU was said as "GPUs cuda:0..cuda:0"."""
+    from flickerless.blend.deflicker import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for n, says in [(1, "this machine has one GPU, cuda:0$"), (2, r"this machine has GPUs cuda:0\.\.cuda:1$")]:
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
+        with pytest.raises(DeviceError, match=says):
+            resolve_device("cuda:2")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="says where it runs only without a GPU")
 def test_no_gpu_is_said_once_however_often_the_device_is_resolved(monkeypatch, caplog):
     """A diffusion job resolves its device at every deflicker step: "no GPU found" is said once, not at

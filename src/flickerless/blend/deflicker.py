@@ -92,7 +92,8 @@ def resolve_device(device=None, like: torch.Tensor | None = None) -> torch.devic
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
         elif dev.index >= n:
-            raise DeviceError(f"device {device!r} does not exist: this machine has GPUs cuda:0..cuda:{n - 1}")
+            have = "one GPU, cuda:0" if n == 1 else f"GPUs cuda:0..cuda:{n - 1}"
+            raise DeviceError(f"device {device!r} does not exist: this machine has {have}")
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise DeviceError(f"device {device!r} asked for, but MPS is not available: use device 'cpu' (--device cpu)")
     return dev
