@@ -793,10 +793,13 @@ def test_what_a_notebook_passes_by_mistake_is_said_in_one_line(pair):
         deflicker(g, mode="keyframes", keyframes={0: "k.png"}, **kw)
     assert deflicker(g, mode="keyframes", keyframes={np.int64(0): s[0]}, **kw).shape == s.shape
     # cuts: a string was read a character at a time, frames outside the clip dropped without a word
-    for cuts, says in [("2", "list of frame numbers"), (2, "list of frame numbers"), ([0], "cannot start a shot"),
-                       ([9], "cannot start a shot"), ([1.5], "number of the frame")]:
+    for cuts, says in [("2", "list of frame numbers"), (2, "list of frame numbers"), ([-1], "cannot start a shot"),
+                       ([9], r"cannot start a shot of a clip of 4 frames \(0\.\.3\)"), ([1.5], "number of the frame")]:
         with pytest.raises(InputError, match=says):
             deflicker(g, s, cuts=cuts, **kw)
+    # frame 0 starts a shot anyway: it was refused
+    assert np.array_equal(deflicker(g, s, cuts=[0, 2], **kw), deflicker(g, s, cuts=[2], **kw))
+    assert np.array_equal(deflicker(g, s, cuts=[0], **kw), deflicker(g, s, cuts=False, **kw))
     # PatchMatch options of the wrong type were truncated (5.9 -> 5) or failed deep inside
     assert fb.PatchMatchOptions(patch_sizes=5).patch_sizes == (5,)
     for opt in ({"patch_sizes": (5.9,)}, {"iterations": 1.5}, {"samples": "3"}, {"guide_weight": "10"}):

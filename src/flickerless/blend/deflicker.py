@@ -935,18 +935,19 @@ def _check_arguments(mode: str, style, batch, keyframes, device_budget, first_fr
 
 
 def _cut_list(cuts, n: int) -> list[int]:
-    """The frames that start shots, as given (``cuts``: a list of frame numbers 1..n-1), checked: a
-    string, a lone number, or a frame outside the clip was taken apart or dropped without a word."""
+    """The frames that start shots, as given (``cuts``: a list of frame numbers 0..n-1; frame 0 starts
+    one anyway, and was refused), checked: a string, a lone number, or a frame outside the clip was taken
+    apart or dropped without a word."""
     if isinstance(cuts, (str, bytes)) or not isinstance(cuts, Iterable):
         raise InputError(f"cuts must be True (find them), False (one shot) or a list of frame numbers, got {cuts!r}")
     out = []
     for c in cuts:
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
             raise InputError(f"cuts: a cut is the number of the frame that starts a shot, got {c!r}")
-        if not 0 < c < n:
-            raise InputError(f"cuts: frame {int(c)} cannot start a shot of a clip of {n} frames (1..{n - 1})")
+        if not 0 <= c < n:
+            raise InputError(f"cuts: frame {int(c)} cannot start a shot of a clip of {n} frames (0..{n - 1})")
         out.append(int(c))
-    return sorted(set(out))
+    return sorted(set(out) - {0})
 
 
 def run_deflicker(
@@ -1231,7 +1232,7 @@ def deflicker(
         (default): 0.05 in window, table and keyframes modes, a plain mean in all_pairs; ``None`` or
         0: a plain mean (see :func:`run_deflicker`).
     detail: guided detail restoration, ``"auto"`` (default): on in window and table modes; ``False``
-        returns the blend as it is (see :mod:`flickerless.blend.detail`).
+        (or ``None``, as for ``error_sigma``) returns the blend as it is (see :mod:`flickerless.blend.detail`).
     first_frame, total_frames: the index of ``guide``'s frame 0 in a longer video it was cut from, and
         that video's length (default: ``first_frame`` plus the clip's): PatchMatch is seeded per pair of
         that video's frames and table mode's blocks are laid out from its ends, so the frames of a
