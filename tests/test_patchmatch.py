@@ -110,6 +110,10 @@ def test_options_validate():
     with pytest.raises(ValueError, match="seed"):
         pm.PatchMatchOptions(seed=1.5)
     assert pm.PatchMatchOptions(patch_sizes=(pm.MAX_PATCH_SIZE,), seed=-7).seed == -7
+    # numpy's integers were refused as not "odd integers"; sizes smallest first were taken, their largest voting
+    assert pm.PatchMatchOptions(patch_sizes=np.array([7, 5])).patch_sizes == (7, 5)
+    with pytest.raises(InputError, match=r"patch_sizes go largest first .*e.g. \(13, 5\), got \(5, 13\)"):
+        pm.PatchMatchOptions(patch_sizes=(5, 13))
     for bad in (float("nan"), float("inf"), -1.0):  # NaN and inf matched on the style alone, as 0 does
         with pytest.raises(ValueError, match="guide_weight must be a finite number >= 0"):
             pm.PatchMatchOptions(guide_weight=bad)

@@ -284,6 +284,9 @@ def test_run_job_takes_python_s_own_types_or_says_which(clip, tmp_path, monkeypa
             run_job("stylize", args.pop("video"), tmp_path / "o.mp4", "x", **args, **kw)
     assert not seen and not job_folder(tmp_path / "o.mp4").exists()
     assert job.resolve_settings("stylize", lora="a.safetensors:0.5")["model"]["lora"] == ["a.safetensors:0.5"]
+    # PatchMatch's own check, before any model loads
+    with pytest.raises(InputError, match="patch_sizes go largest first"):
+        job.resolve_settings("stylize", overrides="deflicker.patch_sizes=[5, 13]")
 
 
 def test_annotator_checks_up_front(tmp_path, monkeypatch):

@@ -104,7 +104,7 @@ class PatchMatchOptions:
 
     def __post_init__(self) -> None:
         given = self.patch_sizes
-        given = (given,) if _is_int(given) else given
+        given = (given,) if _is_int(given) else given.tolist() if isinstance(given, np.ndarray) else given
         if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or not all(_is_int(p) for p in given):
             raise InputError(f"patch_sizes must be odd integers, largest first, e.g. (13, 11, 9, 7, 5), got "
                              f"{self.patch_sizes!r}")
@@ -118,6 +118,9 @@ class PatchMatchOptions:
             raise InputError(f"guide_weight must be a number, got {self.guide_weight!r}")
         if not ps or any(p < 1 or p % 2 == 0 for p in ps):
             raise InputError(f"patch_sizes must be odd positive integers, got {self.patch_sizes!r}")
+        if list(ps) != sorted(ps, reverse=True):  # smallest first, the largest (blurriest) patch cast the final vote
+            raise InputError(f"patch_sizes go largest first (the last is the one that votes), e.g. "
+                             f"{tuple(sorted(ps, reverse=True))}, got {ps}")
         if max(ps) > MAX_PATCH_SIZE:
             raise InputError(f"patch_sizes must be at most {MAX_PATCH_SIZE}, got {max(ps)}: the vote costs the "
                              "patch's area per pixel (the paper uses 5 to 13)")

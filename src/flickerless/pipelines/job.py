@@ -130,6 +130,7 @@ def _check_together(s: dict, given: dict | None = None) -> None:
     """What each setting's own check cannot see, refused before any work: annotator settings (the
     names and types the annotators take), ControlNet ranges that end before they start, and deflicker
     steps past the run's steps (either of which would silently do nothing)."""
+    from ..blend.patchmatch import PatchMatchOptions
     from ..control import get_annotator
     from ..diffusion.pipeline import check_deflicker_steps, denoising_steps
 
@@ -147,6 +148,8 @@ def _check_together(s: dict, given: dict | None = None) -> None:
                              "denoising run), so it would never apply")
     samp = s["sampling"]
     check_deflicker_steps(s["deflicker"]["steps"], samp["steps"], samp["strength"])
+    # PatchMatch's own checks (sizes largest first), said before the model loads rather than at the first pass
+    PatchMatchOptions(patch_sizes=tuple(s["deflicker"]["patch_sizes"]), iterations=s["deflicker"]["iterations"])
     lv = s.get("longvideo")
     if lv:  # said after the pose annotation, SAM and the model loading before, with a job folder left
         # counted in the steps this strength takes, as the engine does (checked against sampling.steps, a
