@@ -50,7 +50,8 @@ def test_steps_past_the_model_s_noise_levels_are_refused(model_dir):
     trained = pipe.c.scheduler.config.num_train_timesteps
     with pytest.raises(InputError, match=f"steps must be 1 to {trained}"):
         pipe(None, num_frames=1, height=16, width=16, steps=trained + 1)
-    with pytest.raises(InputError, match="deflicker steps 3 are past the 2 denoising steps"):
+    with pytest.raises(InputError, match=r"deflicker steps 3 are past the 2 denoising steps .*: give deflicker steps "
+                                         r"up to 2 \(--set deflicker.steps=\[...\]\)"):
         pipe(None, num_frames=1, height=16, width=16, steps=2, schedule=DeflickerSchedule(steps=[1, 3]))
 
 

@@ -284,6 +284,16 @@ def test_run_job_takes_python_s_own_types_or_says_which(clip, tmp_path, monkeypa
             run_job("stylize", args.pop("video"), tmp_path / "o.mp4", "x", **args, **kw)
     assert not seen and not job_folder(tmp_path / "o.mp4").exists()
     assert job.resolve_settings("stylize", lora="a.safetensors:0.5")["model"]["lora"] == ["a.safetensors:0.5"]
+    # said for a caller from Python as well as from the command line (it named the flag alone)
+    with pytest.raises(InputError, match=r"give style_image \(--style-image PATH\)"):
+        run_job("image_guided", clip, tmp_path / "o.mp4", "x", **kw)
+    settings, folder = job.resolve_settings("stylize"), tmp_path / "p.job"
+    job._prepare_job_folder(folder, {"prompt": "x"}, settings, False, False)
+    (folder / "latents.pt").write_bytes(b"a step's latents")
+    with pytest.raises(InputError, match=r"continue it with resume \(--resume\), or start over with restart \(--restart"):
+        job._prepare_job_folder(folder, {"prompt": "x"}, settings, False, False)
+    with pytest.raises(InputError, match=r"^resume \(--resume\): .* other prompt; .* or restart \(--restart\)"):
+        job._prepare_job_folder(folder, {"prompt": "y"}, settings, True, False)
     # PatchMatch's own check, before any model loads
     with pytest.raises(InputError, match="patch_sizes go largest first"):
         job.resolve_settings("stylize", overrides="deflicker.patch_sizes=[5, 13]")

@@ -68,7 +68,7 @@ def check_deflicker_steps(at, steps: int, strength: float = 1.0) -> None:
     if past:
         raise InputError(f"deflicker steps {', '.join(map(str, past))} are past the {total} denoising steps this run "
                          f"takes ({steps} steps" + (f" at strength {strength:g}" if total < steps else "")
-                         + f"): --set deflicker.steps=[...] with steps up to {total}")
+                         + f"): give deflicker steps up to {total} (--set deflicker.steps=[...])")
 
 
 class VideoPipeline:

@@ -471,7 +471,7 @@ def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_di
         frames = inputs.native  # restore: super-resolve the clip from its own pixels up to the generation size
     if name == "shuffle":  # one style image, shuffled once, the same control for every frame
         if style_image is None:
-            raise InputError("the shuffle ControlNet needs a style image: give --style-image PATH")
+            raise InputError("the shuffle ControlNet needs a style image: give style_image (--style-image PATH)")
         from ..video import load_image
 
         img = _fit(load_image(Path(style_image)), inputs.frames.shape[1:3], "crop")
@@ -530,7 +530,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     settings = resolve_settings(template, model, controlnets, lora, overrides)
     task = settings["task"]
     if task == "image_guided" and style_image is None:
-        raise InputError("the image_guided task takes its style from an image: give --style-image PATH")
+        raise InputError("the image_guided task takes its style from an image: give style_image (--style-image PATH)")
     if style_image is not None and not Path(style_image).is_file():
         raise InputError(f"{style_image}: style image not found")
     if style_image is not None and not any(u["annotator"] == "shuffle" for u in settings.get("controlnets", [])):
@@ -787,10 +787,10 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
                 shutil.rmtree(job)
         elif old is None:
             raise InputError(f"{meta_file} is unreadable (cut short by a full disk?): the job's inputs and settings "
-                             "cannot be checked; --restart starts over (its frames are deleted)")
+                             "cannot be checked; restart (--restart) starts over (its frames are deleted)")
         elif not resume:
-            raise InputError(f"{job} holds an earlier job for this output: add --resume to continue it, "
-                             "or --restart to start over (its frames are deleted)")
+            raise InputError(f"{job} holds an earlier job for this output: continue it with resume (--resume), "
+                             "or start over with restart (--restart; its frames are deleted)")
         else:
             # a job folder of an earlier version: weights not recorded
             same = {"weights": "weights" not in old}
@@ -799,8 +799,8 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
                 named = _changed_settings(job, settings) if "settings" in diff else ""
                 diff = [f"settings: {named}" if k == "settings" and named else
                         "weights (a model, LoRA or ControlNet changed at its path)" if k == "weights" else k for k in diff]
-                raise InputError(f"--resume: {job} was made with other {'; '.join(diff)}; run with the same "
-                                 "inputs and settings (see its settings.toml and job.json), or --restart")
+                raise InputError(f"resume (--resume): {job} was made with other {'; '.join(diff)}; run with the same "
+                                 "inputs and settings (see its settings.toml and job.json), or restart (--restart)")
             log.info("resuming the job in %s", job)
             return
     job.mkdir(parents=True, exist_ok=True)
