@@ -2896,7 +2896,18 @@ def test_info_says_what_is_read_from_each_clip(tmp_path, carphone, capsys):
     write_h264(short, carphone[:5])
     assert main(["info", str(clip), str(short)]) == 0
     out = capsys.readouterr().out
-    assert "frames      differ (6 and 5): deflicker refuses them; add --frames 0:5" in out
+    assert "frames      differ (6 and 5): deflicker refuses them; if the style is the guide's first 5 frames, add " \
+        "--frames 0:5" in out and "their rates differ too (12.5 and 25 fps)" in out
+    # the same length at twice the rate: frame k of one is not frame k of the other, and --frames 0:6 paired
+    # them wrongly; the rates are said instead
+    double = tmp_path / "double.mp4"
+    write_h264(double, carphone[np.arange(12) % len(carphone)], fps=25)
+    assert main(["info", str(clip), str(double)]) == 0
+    out = capsys.readouterr().out
+    assert "differ (6 and 12): deflicker refuses them; they last as long at different rates (12.5 and 25 fps)" in out
+    assert "--frames" not in out
+    assert main(["deflicker", "--guide", str(clip), "--style", str(double), "-o", str(tmp_path / "o.mp4")]) == 2
+    assert "they last as long at different rates (12.5 and 25 fps), so frame k of one is not" in capsys.readouterr().err
     assert "size        match (176x144)" in out
     assert main(["info", str(clip), str(hdr)]) == 0
     assert "size        differ (176x144 and 96x64): add --resize" in capsys.readouterr().out
@@ -3006,7 +3017,7 @@ def test_info_tells_keyframes_given_as_a_style_from_a_short_style(tmp_path, carp
     assert f"looks like keyframes named by frame number: give it as --keyframes {keys}" in capsys.readouterr().out
     assert main(["info", str(guide), str(short)]) == 0
     out = capsys.readouterr().out
-    assert "add --frames 0:3 to use the frames both have" in out and "looks like keyframes" not in out
+    assert "add --frames 0:3 (style frame k is taken for guide frame k" in out and "looks like keyframes" not in out
 
 
 def test_info_says_a_turned_and_anamorphic_clip_s_shape(tmp_path, carphone, sound_clip, capsys):

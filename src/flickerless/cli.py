@@ -738,9 +738,11 @@ def cmd_deflicker(args) -> int:
         # when --frames says which
         common = min(n, sinfo.frames)
         if args.frames is None or (end or n) > common:
-            raise InputError(
-                f"guide {args.guide} has {n} frames but style {args.style} has {sinfo.frames}: they must match "
-                f"frame for frame; to deflicker only the first {common}, add --frames 0:{common}")
+            from .commands.info import count_advice
+
+            rates = [None if Path(c).is_dir() else i.fps for c, i in ((args.guide, ginfo), (args.style, sinfo))]
+            raise InputError(f"guide {args.guide} has {n} frames but style {args.style} has {sinfo.frames}: they must "
+                             f"match frame for frame; {count_advice(n, sinfo.frames, *rates)}")
         n = common
     if n and start >= n:
         raise InputError(f"--frames {args.frames}: the guide {args.guide} has {n} frames (0..{n - 1})")

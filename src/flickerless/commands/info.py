@@ -99,6 +99,25 @@ def _lines(d: dict) -> list[str]:
     return rows
 
 
+def count_advice(g: int, s: int, g_fps: float | None = None, s_fps: float | None = None) -> str:
+    """What to do about a guide of ``g`` frames and a style of ``s``: ``--frames 0:N`` takes style frame k
+    for guide frame k from 0, which is right only for a style that is the guide's first frames. Two videos
+    as long as each other at different rates (``g_fps``, ``s_fps``; None for a folder, whose rate says
+    nothing) are one resampled from the other, and do not pair frame for frame at all: that hint paired 35
+    of 40 frames wrongly."""
+    common = min(g, s)
+    note = ""
+    if g_fps and s_fps and abs(g_fps - s_fps) > 0.001 * max(g_fps, s_fps):
+        if abs(g / g_fps - s / s_fps) <= 1.5 / min(g_fps, s_fps):
+            return (f"they last as long at different rates ({g_fps:.4g} and {s_fps:.4g} fps), so frame k of one is not "
+                    f"frame k of the other: write the style at the guide's rate first (e.g. ffmpeg -i STYLE -r "
+                    f"{g_fps:.4g} OUT)")
+        note = (f"; their rates differ too ({g_fps:.4g} and {s_fps:.4g} fps): a style resampled from the guide pairs "
+                "with it only once written at the guide's rate")
+    return (f"if the style is the guide's first {common} frames, add --frames 0:{common} (style frame k is taken for "
+            f"guide frame k, from 0; a style of a later stretch needs the guide cut to that stretch){note}")
+
+
 def pair_lines(guide: dict, style: dict) -> list[str]:
     """What ``flickerless deflicker`` will make of two clips as guide and style: whether their frames and
     sizes agree, and if not, the option that makes them work."""
@@ -111,8 +130,8 @@ def pair_lines(guide: dict, style: dict) -> list[str]:
                     f"frame number: give it as --keyframes {style['path']} (or, if it is a style of its own, add "
                     f"--frames 0:{s} to use the frames both have)")
     else:
-        rows.append(f"  frames      differ ({g} and {s}): deflicker refuses them; add --frames 0:{min(g, s)} to use "
-                    "the frames both have")
+        rates = [None if d.get("kind") == "images" else d.get("fps") for d in (guide, style)]
+        rows.append(f"  frames      differ ({g} and {s}): deflicker refuses them; {count_advice(g, s, *rates)}")
     gs, ss = (guide["width"], guide["height"]), (style["width"], style["height"])
     if gs == ss:
         rows.append(f"  size        match ({gs[0]}x{gs[1]})")
