@@ -1406,6 +1406,20 @@ def test_a_second_ctrl_c_does_not_interrupt_the_keeping_of_the_frames():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.parametrize("given", ["29.97", "30000/1001"])
+def test_fps_takes_ntsc_rates_as_they_are_meant(clips, tmp_path, given):
+    """--fps 29.97 was written as 2997/100 (a frame's drift every 33 s against 30000/1001 footage), and
+    30000/1001 was refused."""
+    import av
+
+    out = tmp_path / "o.mp4"
+    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device",
+                 "cpu", "--mode", "window", "--window", "1", *FASTARGS, "--frames", "0:3", "--fps", given, "-o",
+                 str(out), "-q"]) == 0
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].average_rate == Fraction(30000, 1001)
+
+
 def test_a_misspelt_option_is_said_by_its_command_with_the_nearest(capsys):
     """argparse said leftover arguments as the top command's ("see flickerless --help", whose help lists
     no subcommand's options); each is said by the command it was given to, with the nearest option."""

@@ -51,10 +51,17 @@ def _positive(text: str) -> int:
 
 
 def _fps(text: str) -> float:
+    """A rate as a number or a fraction (30000/1001); 23.976, 29.97, 59.94 (as rounded, to 0.01) are the NTSC
+    rates they stand for, x 1000/1001, as cameras and editors mean them (29.97 was written as 2997/100)."""
+    from fractions import Fraction
+
     try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected frames per second, e.g. 24 or 29.97, got {text!r}") from None
+        v = float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected frames per second, e.g. 24, 29.97 or 30000/1001, got {text!r}") from None
+    ntsc = next((r * 1000 / 1001 for r in (24, 30, 48, 60, 120) if "/" not in text and abs(v - r * 1000 / 1001) < 0.006),
+                None)
+    v = ntsc or v
     if not 0 < v <= 1000:  # a rate for playback; a writer takes up to video.MAX_FPS
         raise argparse.ArgumentTypeError(f"expected frames per second above 0 (and at most 1000), got {text}")
     return v
@@ -154,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when sizes differ: --resize (or --resize guide) resizes the style (or keyframes) to the "
                         "guide's size; --resize style resizes the guide to the style's (or keyframes') size "
                         "instead: the output is at the size it was generated at, and fewer pixels are faster")
-    d.add_argument("--fps", type=_fps, help="output frame rate (default: the guide's; a variable-rate guide keeps "
-                   "each frame's time)")
+    d.add_argument("--fps", type=_fps, help="output frame rate, e.g. 24, 29.97 or 30000/1001 (29.97, 23.976 and "
+                   "59.94 are the NTSC rates, x 1000/1001; default: the guide's; a variable-rate guide keeps each "
+                   "frame's time)")
     d.add_argument("--crf", type=_crf, default=17, action=_Given,
                    help="quality of a video output, on x264's scale: 0 (lossless) to 51 (default 17: visually "
                         "lossless; higher: smaller files)")
