@@ -677,8 +677,8 @@ def test_transparency_is_detected_and_said(tmp_path, carphone, caplog):
     ("frames", "ffv1", "a codec (ffv1) is for a video output; a folder of PNGs has none"),
     ("x.gif", "h264", "a GIF has no codec to choose (h264)"),
     ("x.avi", None, "cannot write .avi files; write .mp4, .mov, .mkv, .webm, .gif or a folder of PNGs"),
-    ("x.png", None, "x.png: an output is a video (.mp4, .mov, .mkv, .webm, .gif) or a folder of PNG frames; for "
-     "the frames give a folder path without an extension, such as"),
+    ("x.png", None, "x.png: an output is a video (.mp4, .mov, .mkv, .webm, .gif) or a folder of PNG frames (named "
+     "00000.png on); for the frames give a folder path without an extension, such as"),
     ("x.JPG", None, "or a folder of PNG frames"),
 ])
 def test_a_codec_the_output_cannot_hold_is_refused(name, codec, message, tmp_path):
@@ -687,6 +687,14 @@ def test_a_codec_the_output_cannot_hold_is_refused(name, codec, message, tmp_pat
     with pytest.raises(OutputError, match=re.escape(message)):
         video.VideoWriter(tmp_path / name, codec=codec)
     assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+@pytest.mark.parametrize("name, folder", [("out_%05d.png", "out"), ("frame_####.png", "frame"), ("%05d.png", "frames")])
+def test_an_ffmpeg_style_frame_pattern_is_told_its_folder(tmp_path, name, folder):
+    """-o out_%05d.png was told "such as out_%05d", a folder named with the pattern."""
+    with pytest.raises(OutputError) as e:
+        video.check_output(tmp_path / name)
+    assert str(e.value).endswith(f"such as {tmp_path / folder}")
 
 
 def test_codec_help_names_each_codec_and_the_outputs_that_take_it():

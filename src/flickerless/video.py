@@ -1649,9 +1649,11 @@ def check_output(path, codec: str | None = None, named: bool = True, kind: str =
             "path without extension)"
         )
     if ext in IMAGE_EXTS:  # not made a folder named like an image (a typo for a video, or one frame wanted)
+        # an ffmpeg-style pattern (out_%05d.png, frame_####.png) named the frames: the folder is what is before it
+        stem = re.sub(r"[_\-. ]*(%0?\d*d|#+)$", "", path.stem) or "frames"
         raise OutputError(
-            f"{path}: an output is a video (.mp4, .mov, .mkv, .webm, .gif) or a folder of PNG frames; for the "
-            f"frames give a folder path without an extension, such as {path.with_suffix('')}"
+            f"{path}: an output is a video (.mp4, .mov, .mkv, .webm, .gif) or a folder of PNG frames (named "
+            f"00000.png on); for the frames give a folder path without an extension, such as {path.with_name(stem)}"
         )
     folder = str(raw).endswith(("/", os.sep)) or path.is_dir()
     if named and not folder and path.name != path.name.rstrip():  # pasted from a list or a spreadsheet
