@@ -23,7 +23,8 @@ def register(subparsers) -> None:
         "and the option that makes them work where they do not.",
     )
     p.add_argument("clips", nargs="+", metavar="CLIP", help="video file or folder of images")
-    p.add_argument("--json", action="store_true", help="one JSON object per clip, a line each")
+    p.add_argument("--json", action="store_true", help="one JSON object per clip, a line each; for two clips one more, "
+                   "kind \"pair\", saying whether they agree as a guide and its style")
     p.set_defaults(func=cmd_info)
 
 
@@ -162,6 +163,14 @@ def cmd_info(args) -> int:
         d = describe(clip)
         described.append(d)
         print(json.dumps(d) if args.json else "\n".join(_lines(d)), flush=True)
-    if len(described) == 2 and not args.json:  # two clips: most often a guide and its style
-        print("\n".join(pair_lines(*described)), flush=True)
+    if len(described) == 2:  # two clips: most often a guide and its style
+        rows = pair_lines(*described)
+        if args.json:  # the same as the lines say, for a script (it had no way to learn it)
+            g, s = described
+            print(json.dumps({"kind": "pair", "guide": g["path"], "style": s["path"],
+                              "frames_match": g["frames"] == s["frames"],
+                              "size_match": (g["width"], g["height"]) == (s["width"], s["height"]),
+                              "advice": [r.strip() for r in rows[1:]]}), flush=True)
+        else:
+            print("\n".join(rows), flush=True)
     return 0
