@@ -2938,7 +2938,7 @@ def test_info_says_what_is_read_from_each_clip(tmp_path, carphone, capsys):
     assert (got[0]["frames"], got[0]["fps"], got[0]["codec"], got[0]["alpha"]) == (6, 12.5, "h264", False)
     assert (got[1]["kind"], got[1]["frames"], got[1]["alpha"], got[1]["first"]) == ("images", 2, True, "2.png")
     # and the pair, as the lines say it (--json had left it out)
-    assert (got[2]["kind"], got[2]["frames_match"], got[2]["size_match"]) == ("pair", False, False)
+    assert (got[2]["kind"], got[2]["frames_match"], got[2]["size_match"]) == ("pair", False, True)
     assert got[2]["advice"][0].startswith("frames      differ (6 and 2)")
     assert main(["info", str(tmp_path / "nope.mp4")]) == 2
     assert capsys.readouterr().err.strip().endswith("nope.mp4: no such file or folder")
