@@ -923,6 +923,50 @@ def test_keyframes_are_matched_to_the_frames_they_are_named_after(clips, clips_t
         video.keyframe_positions([1, 4], folder)
 
 
+def test_keyframes_against_frames_named_with_a_suffix_after_their_number(clips, clips_truth, tmp_path, caplog):
+    """ComfyUI saves frames as ComfyUI_00001_.png, a fixed "_" after the number: keyframes named as the
+    frames they stylise were refused, and renamed 00005.png they landed a frame late without a word (the
+    guide's names were taken as unnumbered, so matched by position from 0). The frame counter is the digit
+    run that varies between names of one template, whatever text follows it, and the matching is said."""
+    from PIL import Image
+
+    frames, _ = video.read(clips / "guide.mp4")
+    folder = tmp_path / "guide"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(folder / f"ComfyUI_{i + 1:05d}_.png")
+    keys, renamed = tmp_path / "keys", tmp_path / "renamed"
+    keys.mkdir()
+    renamed.mkdir()
+    for i in (1, 4):
+        Image.fromarray(clips_truth[i]).save(keys / f"ComfyUI_{i + 1:05d}_.png")
+        Image.fromarray(clips_truth[i]).save(renamed / f"{i + 1:05d}.png")
+    for k in (keys, renamed):
+        with caplog.at_level("INFO", logger="flickerless"):
+            assert video.keyframe_positions(video.keyframe_files(k, folder), folder) == {2: 1, 5: 4}
+    assert "by the number in their names: 2 -> ComfyUI_00002_.png (index 1), 5 -> ComfyUI_00005_.png" in caplog.text
+    out = tmp_path / "o"
+    assert main(["deflicker", "--guide", str(folder), "--keyframes", str(renamed), "-o", str(out), *FASTARGS]) == 0
+    got, _ = video.read(out)
+    assert np.array_equal(got[1], clips_truth[1]) and np.array_equal(got[4], clips_truth[4])
+    # a fixed number in the template (shot2) is not the frame's: the run that varies is, for the guide's
+    # frames and for a keyframe named as they are
+    shot = tmp_path / "shot"
+    shot.mkdir()
+    for i in range(3):
+        Image.fromarray(frames[i]).save(shot / f"shot2_{i + 1:04d}.png")
+    (keys / "ComfyUI_00005_.png").unlink()
+    (keys / "ComfyUI_00002_.png").rename(keys / "shot2_0002.png")
+    assert video.keyframe_positions(video.keyframe_files(keys, shot), shot) == {2: 1}
+    # names without numbers: by position, said as a warning (it may be a frame off)
+    for i, p in enumerate(sorted(shot.iterdir())):
+        p.rename(shot / f"{'abc'[i]}.png")
+    caplog.clear()
+    assert video.keyframe_positions([2], shot) == {2: 2}
+    assert any(r.levelname == "WARNING" and "by position" in r.getMessage() and "2 -> c.png (index 2)"
+               in r.getMessage() for r in caplog.records)
+
+
 def test_keyframes_are_loaded_when_needed_a_few_at_a_time(clips, clips_truth, tmp_path, monkeypatch):
     """Hundreds of keyframes (every other frame of a long clip) must not all sit in memory: the command
     line checks them from their headers, and the run loads each when it is needed, keeping a few."""

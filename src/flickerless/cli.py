@@ -724,7 +724,7 @@ def cmd_deflicker(args) -> int:
     if ginfo.alpha:
         log.info("%s: the guide's transparency is not used (matching reads its colours); an output's comes from the "
                  "%s", args.guide, "keyframes" if mode == "keyframes" else "style")
-    numbered = keyframe_files(args.keyframes) if mode == "keyframes" else {}  # number -> file
+    numbered = keyframe_files(args.keyframes, args.guide) if mode == "keyframes" else {}  # number -> file
     # a style (or keyframes) with transparency: its alpha rides with its colour where the output keeps it
     alpha = images_alpha(sorted(numbered.values()), every=True) if mode == "keyframes" else sinfo.alpha
     keep_alpha = alpha and keeps_alpha(chosen)
@@ -802,10 +802,6 @@ def cmd_deflicker(args) -> int:
                 hint = "; if the keyframes are numbered from 1 (as FFmpeg numbers frames), add --keyframe-start 1"
             raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1 + k - i}){hint}")
         raw[i] = path
-    if any(i != k for k, i in where.items()):
-        shown = ", ".join(f"{k} -> {i}" for k, i in list(where.items())[:4])
-        log.info("keyframes named by guide frame number: %s%s (0-based frame index)", shown,
-                 ", ..." if len(where) > 4 else "")
     # what a stopped run is checked against when it is resumed
     settings = {"guide": str(Path(args.guide).resolve()), "style": args.style and str(Path(args.style).resolve()),
                 "keyframes": args.keyframes and str(Path(args.keyframes).resolve()),

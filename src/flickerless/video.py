@@ -1425,12 +1425,49 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.LANCZOS))
 
 
-_KEY_RE = re.compile(r"(\d+)$")
+_KEY_RE = re.compile(r"(\d+)$")  # a number ending the name: how numbering_problems reads a sequence
+_DIGITS = re.compile(r"\d+")
 
 
-def keyframe_files(folder) -> dict[int, Path]:
-    """The keyframe images of a folder by their number (``12.png``, ``frame_0012.jpg``), not loaded:
-    many keyframes of a long clip need not all be in memory at once (see :func:`load_image`)."""
+def _template(name) -> tuple[str, ...]:
+    """The text around a name's digit runs: its naming template (``ComfyUI_00005_`` -> ``("ComfyUI_", "_")``)."""
+    return tuple(_DIGITS.split(Path(name).stem))
+
+
+def _numbering(files, like: dict | None = None) -> tuple[list[int | None], dict]:
+    """Each file's frame number, read as tools name frames: the digit run that counts them, also where a
+    fixed text follows it (ComfyUI's ``ComfyUI_00005_.png``, ``frame_0012_final.png``, ``shot2.0012.png``).
+    Names of one template are read together: the run that varies between them counts frames, not a fixed
+    one (``shot2``); a name alone in its template with several runs takes the run of ``like`` (other
+    files' templates, ``{template: run}``), or its last. Also returns ``{template: run}`` and its files'
+    counts."""
+    runs = [_DIGITS.findall(Path(f).stem) for f in files]
+    groups: dict[tuple[str, ...], list[list[str]]] = {}
+    for f, r in zip(files, runs):
+        if r:
+            groups.setdefault(_template(f), []).append(r)
+    counter: dict[tuple[str, ...], int | None] = {}
+    for texts, members in groups.items():
+        values = [[int(r[j]) for r in members] for j in range(len(texts) - 1)]
+        varying = [j for j, v in enumerate(values) if len(set(v)) > 1]
+        unique = [j for j in varying if len(set(values[j])) == len(members)]  # a frame counter: one per file
+        pick = varying if len(varying) == 1 else unique
+        if like and like.get(texts) is not None:  # the guide's many frames say it more surely than a few keys
+            counter[texts] = like[texts]
+        elif len(values) == 1 or len(pick) == 1:
+            counter[texts] = 0 if len(values) == 1 else pick[0]
+        else:
+            counter[texts] = len(values) - 1
+    numbers = [None if not r or counter[_template(f)] is None else int(r[counter[_template(f)]])
+               for f, r in zip(files, runs)]
+    return numbers, {t: (j, len(groups[t])) for t, j in counter.items()}
+
+
+def keyframe_files(folder, guide=None) -> dict[int, Path]:
+    """The keyframe images of a folder by their number (``12.png``, ``frame_0012.jpg``,
+    ``ComfyUI_00012_.png``), not loaded: many keyframes of a long clip need not all be in memory at once
+    (see :func:`load_image`). ``guide`` (a folder of frames): a keyframe named as its frames are reads its
+    number where they do."""
     folder = Path(folder)
     _check_exists(folder)
     if not folder.is_dir():
@@ -1438,22 +1475,21 @@ def keyframe_files(folder) -> dict[int, Path]:
     files = _image_files(folder)
     if not files:
         raise InputError(f"{folder}: folder holds no images")
+    like = None
+    if guide is not None and Path(guide).is_dir():
+        like = {t: j for t, (j, _) in _numbering(_image_files(Path(guide)))[1].items()}
+    numbers = _numbering(files, like)[0]
+    bad = [f.name for f, k in zip(files, numbers) if k is None and not _DIGITS.search(f.stem)]
+    if bad:
+        raise InputError(
+            f"{folder}: keyframe names must hold their frame number, e.g. 12.png, frame_0012.png or "
+            f"ComfyUI_00012_.png; not: {', '.join(bad[:5])}"
+        )
     out: dict[int, Path] = {}
-    bad = []
-    for f in files:
-        m = _KEY_RE.search(f.stem)
-        if m is None:
-            bad.append(f.name)
-            continue
-        k = int(m.group(1))
+    for f, k in zip(files, numbers):
         if k in out:
             raise InputError(f"{folder}: {out[k].name} and {f.name} are both keyframe {k}; keep one")
         out[k] = f
-    if bad:
-        raise InputError(
-            f"{folder}: keyframe names must end in their frame number, e.g. 12.png or frame_0012.png; "
-            f"not: {', '.join(bad[:5])}"
-        )
     return out
 
 
@@ -1474,27 +1510,42 @@ def image_size(path, decode: bool = False) -> tuple[int, int]:
 
 
 def keyframe_positions(numbers, guide, start: int | None = None) -> dict[int, int]:
-    """Which frame of ``guide`` each keyframe number names: ``{number: index}``.
+    """Which frame of ``guide`` each keyframe number names: ``{number: index}``, said in the log.
 
     ``start`` given: the number of the guide's first frame (1 for frames numbered as FFmpeg writes
     them, ``%04d.png`` from 0001), so a number n is frame n - start. Otherwise, a guide that is a folder
     of numbered images is matched by file number, as EbSynth does (keyframe ``0025.png`` is the guide's
-    ``0025.png``, whatever its position), and a video's frames are numbered from 0."""
+    ``0025.png`` or ``ComfyUI_00025_.png``, whatever its position), and a video's frames are numbered
+    from 0; a folder whose names hold no numbers, by position from 0 (warned: it may be a frame off)."""
     numbers = sorted(numbers)
-    if start is not None:
-        return {k: k - start for k in numbers}
     guide = Path(guide)
+    files = _image_files(guide) if guide.is_dir() else []
+
+    def shown(where):  # "5 -> ComfyUI_00005_.png (index 4)": the files, where indices count from 0
+        said = [f"{k} -> {files[i].name} (index {i})" if 0 <= i < len(files) else f"{k} -> index {i}"
+                for k, i in list(where.items())[:4]]
+        return ", ".join(said) + (", ..." if len(where) > 4 else "")
+
+    if start is not None:
+        where = {k: k - start for k in numbers}
+        log.info("keyframes matched to the guide's frames by --keyframe-start %d: %s", start, shown(where))
+        return where
     if not guide.is_dir():
-        return {k: k for k in numbers}
-    files = _image_files(guide)
-    found = [_KEY_RE.search(f.stem) for f in files]
-    if not files or all(m is None for m in found):
-        return {k: k for k in numbers}  # frames not numbered: by position
+        where = {k: k for k in numbers}
+        log.info("keyframes matched to the video's frames by number, counting from 0 (--keyframe-start 1 if they "
+                 "count from 1): %s", shown(where))
+        return where
+    found = _numbering(files)[0]
+    if not files or all(n is None for n in found):
+        where = {k: k for k in numbers}
+        log.warning("the guide folder %s's names hold no frame numbers: keyframes are matched to its images by "
+                    "position in name order, counting from 0 (--keyframe-start 1 if they count from 1): %s", guide,
+                    shown(where))
+        return where
     index: dict[int, int] = {}
-    for i, (f, m) in enumerate(zip(files, found)):
-        if m is None:  # a stray image (said when the folder is read) is a frame, but no number's
+    for i, (f, n) in enumerate(zip(files, found)):
+        if n is None:  # a stray image (said when the folder is read) is a frame, but no number's
             continue
-        n = int(m.group(1))
         if n in index:  # counted by position, every keyframe would land where the numbers do not say
             raise InputError(f"the guide folder {guide} has two frames numbered {n} ({files[index[n]].name}, {f.name}), "
                              "and keyframes are matched to guide frames by number: keep one, or give --keyframe-start "
@@ -1507,7 +1558,9 @@ def keyframe_positions(numbers, guide, start: int | None = None) -> dict[int, in
             f"keyframe {', '.join(map(str, missing[:5]))}: the guide folder {guide} has no frame of that number "
             f"(its frames are numbered {lo} to {hi}); name each keyframe as the guide frame it stylises, or give "
             f"--keyframe-start N (the number of the guide's first frame)")
-    return {k: index[k] for k in numbers}
+    where = {k: index[k] for k in numbers}
+    log.info("keyframes matched to the guide's frames by the number in their names: %s", shown(where))
+    return where
 
 
 _OUTPUT_PNG = re.compile(r"\d+\.png")
