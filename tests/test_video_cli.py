@@ -967,6 +967,34 @@ def test_keyframes_against_frames_named_with_a_suffix_after_their_number(clips, 
                in r.getMessage() for r in caplog.records)
 
 
+def test_a_keyframe_saved_as_a_copy_or_a_version_is_not_read_as_that_number(clips, tmp_path, caplog):
+    """macOS Finder names a duplicate "0020 copy 2.png", and versions are saved as "5_v2.png": such a
+    keyframe was read as frame 2 and placed there, with an info line at most. A name of several numbers
+    that no other name of its template explains is refused, naming it; a name of another template than
+    the other keyframes' is warned about."""
+    from PIL import Image
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    img = Image.fromarray(np.zeros((6, 8, 3), np.uint8))
+    img.save(keys / "0002.png")
+    for name in ("0005 copy 2.png", "5_v2.png"):
+        img.save(keys / name)
+        with pytest.raises(InputError, match=f"keyframe {name} holds several numbers"):
+            video.keyframe_files(keys, clips / "guide.mp4")
+        (keys / name).unlink()
+    # a suffix all the keyframes share: the number that varies is the frame's, the fixed one is not
+    (keys / "0002.png").rename(keys / "0002_v2.png")
+    img.save(keys / "0005_v2.png")
+    assert sorted(video.keyframe_files(keys)) == [2, 5]
+    # one name unlike the others: read by its only number, said loudly
+    img.save(keys / "final_v4.png")
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert sorted(video.keyframe_files(keys)) == [2, 4, 5]
+    assert [r.levelname for r in caplog.records if "read by the number in the name: final_v4.png as keyframe 4" in r.getMessage()
+            ] == ["WARNING"]
+
+
 def test_keyframes_are_loaded_when_needed_a_few_at_a_time(clips, clips_truth, tmp_path, monkeypatch):
     """Hundreds of keyframes (every other frame of a long clip) must not all sit in memory: the command
     line checks them from their headers, and the run loads each when it is needed, keeping a few."""

@@ -1438,9 +1438,9 @@ def _numbering(files, like: dict | None = None) -> tuple[list[int | None], dict]
     """Each file's frame number, read as tools name frames: the digit run that counts them, also where a
     fixed text follows it (ComfyUI's ``ComfyUI_00005_.png``, ``frame_0012_final.png``, ``shot2.0012.png``).
     Names of one template are read together: the run that varies between them counts frames, not a fixed
-    one (``shot2``); a name alone in its template with several runs takes the run of ``like`` (other
-    files' templates, ``{template: run}``), or its last. Also returns ``{template: run}`` and its files'
-    counts."""
+    one (``shot2``); a name alone in its template with several runs (``0020 copy 2.png``, ``5_v2.png``)
+    takes the run of ``like`` (other files' templates, ``{template: run}``), or none (None: which of its
+    numbers is the frame's is not clear). Also returns ``{template: run}`` and its files' counts."""
     runs = [_DIGITS.findall(Path(f).stem) for f in files]
     groups: dict[tuple[str, ...], list[list[str]]] = {}
     for f, r in zip(files, runs):
@@ -1457,7 +1457,7 @@ def _numbering(files, like: dict | None = None) -> tuple[list[int | None], dict]
         elif len(values) == 1 or len(pick) == 1:
             counter[texts] = 0 if len(values) == 1 else pick[0]
         else:
-            counter[texts] = len(values) - 1
+            counter[texts] = None
     numbers = [None if not r or counter[_template(f)] is None else int(r[counter[_template(f)]])
                for f, r in zip(files, runs)]
     return numbers, {t: (j, len(groups[t])) for t, j in counter.items()}
@@ -1478,18 +1478,32 @@ def keyframe_files(folder, guide=None) -> dict[int, Path]:
     like = None
     if guide is not None and Path(guide).is_dir():
         like = {t: j for t, (j, _) in _numbering(_image_files(Path(guide)))[1].items()}
-    numbers = _numbering(files, like)[0]
+    numbers, templates = _numbering(files, like)
     bad = [f.name for f, k in zip(files, numbers) if k is None and not _DIGITS.search(f.stem)]
     if bad:
         raise InputError(
             f"{folder}: keyframe names must hold their frame number, e.g. 12.png, frame_0012.png or "
             f"ComfyUI_00012_.png; not: {', '.join(bad[:5])}"
         )
+    unclear = [f for f, k in zip(files, numbers) if k is None]
+    if unclear:  # a copy's or a version's number (Finder's "0020 copy 2.png") was taken for the frame's
+        f = unclear[0]
+        raise InputError(
+            f"{folder}: keyframe {f.name} holds several numbers ({', '.join(_DIGITS.findall(f.stem))}) and no other "
+            f"keyframe or guide frame is named like it to tell which is its frame number: name it by its frame "
+            f"number alone (e.g. {_DIGITS.findall(f.stem)[0]}{f.suffix}) or as the guide's frames are named")
     out: dict[int, Path] = {}
     for f, k in zip(files, numbers):
         if k in out:
             raise InputError(f"{folder}: {out[k].name} and {f.name} are both keyframe {k}; keep one")
         out[k] = f
+    if len(templates) > 1:  # "final_v2.png" among "0005.png"...: its number may not be its frame's
+        main = max(templates, key=lambda t: (like is not None and t in like, templates[t][1], -len(t)))
+        odd = [f"{f.name} as keyframe {k}" for f, k in zip(files, numbers) if _template(f) != main]
+        usual = next(f.name for f in files if _template(f) == main)
+        log.warning("%s: named unlike the other keyframes (such as %s), read by the number in the name: %s%s; rename "
+                    "any whose number is not the frame it stylises", folder, usual, ", ".join(odd[:5]),
+                    ", ..." if len(odd) > 5 else "")
     return out
 
 
