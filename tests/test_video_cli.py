@@ -995,6 +995,32 @@ def test_a_keyframe_saved_as_a_copy_or_a_version_is_not_read_as_that_number(clip
             ] == ["WARNING"]
 
 
+def test_messages_about_frames_name_a_folders_files(carphone, tmp_path, caplog):
+    """Frames were said by their index from 0 where the user's files count from 1: "frames 5-9 hold no
+    keyframe" sent a user to frame_00005.png, in the shot before, and the warning came back. Where the
+    clip is a folder of images, the files are named beside the index."""
+    from PIL import Image
+
+    clip = np.concatenate([carphone[:5, 40:104, 48:128], 255 - carphone[5:10, :64, 96:176]])  # a cut at 5
+    guide, keys = tmp_path / "guide", tmp_path / "keys"
+    guide.mkdir()
+    keys.mkdir()
+    for i, f in enumerate(clip):
+        Image.fromarray(f).save(guide / f"frame_{i + 1:05d}.png")
+    Image.fromarray(255 - clip[1]).save(keys / "frame_00002.png")
+    args = ["deflicker", "--guide", str(guide), "--keyframes", str(keys), "--device", "cpu", *FASTARGS]
+    for extra in ([], ["--frames", "2:10"]):  # the whole clip finds its cuts in run_deflicker, a range in the cli
+        caplog.clear()
+        with caplog.at_level("INFO", logger="flickerless"):
+            assert main([*args, *extra, "-o", str(tmp_path / f"o{len(extra)}")]) == 0
+        said = [r.getMessage() for r in caplog.records]
+        assert any(m.startswith("scene cuts at frames [5 (frame_00006.png)]") for m in said), said
+        assert any(m.startswith("frames 5-9 (frame_00006.png-frame_00010.png), a shot of their own, hold no keyframe")
+                   for m in said), said
+    assert video.frames_said(guide, 5, 9) == "5-9 (frame_00006.png-frame_00010.png)"
+    assert video.frames_said(guide, 5) == "5 (frame_00006.png)" and video.frames_said(None, 5, 9) == "5-9"
+
+
 def test_keyframes_are_loaded_when_needed_a_few_at_a_time(clips, clips_truth, tmp_path, monkeypatch):
     """Hundreds of keyframes (every other frame of a long clip) must not all sit in memory: the command
     line checks them from their headers, and the run loads each when it is needed, keeping a few."""
@@ -2765,7 +2791,7 @@ def test_resume_after_a_damaged_style_frame_is_fixed(carphone, tmp_path, monkeyp
     Image.fromarray(255 - flick[1]).save(style / "00001.png")
     capsys.readouterr()
     assert main([*args, "--resume"]) == 2
-    assert "--resume: style frame 1 changed since the stop, and the frames kept in" in capsys.readouterr().err
+    assert "--resume: style frame 1 (00001.png) changed since the stop, and the frames kept in" in capsys.readouterr().err
     # another count of images than at the stop (frames renumbered) says the folder changed, as a whole
     import json
 

@@ -442,6 +442,13 @@ def _stream_plan(args, job: dict, lo: int, hi: int) -> tuple[int, int, int]:
     return segment, ahead, held
 
 
+def _named(source, path):
+    """``source`` with the ``path`` its frames are read from: messages about its frames then name a folder's
+    files (frame 30 is frame_00031.png), see :func:`~flickerless.video.frames_said`."""
+    source.path = path
+    return source
+
+
 def _blend_options(args, job: dict, lo: int) -> dict:
     """run_deflicker's settings from the command line, for frames read from ``lo`` on."""
     return {"window": args.window, "batch": args.batch, "options": job["options"], "first_frame": lo,
@@ -518,7 +525,7 @@ def _deflicker_streaming(args, job: dict, device, a: int, b: int, lo: int, hi: i
         # a pass over the guide alone (decoding only): shown, as it takes a while
         cuts = _range_cuts(args, job, None, lo, hi, progress)
         warmed()  # the GPU made ready meanwhile (_warming)
-        return run_deflicker(ArrayFrames(guide), None if style is None else ArrayFrames(style),
+        return run_deflicker(_named(ArrayFrames(guide), args.guide), None if style is None else ArrayFrames(style),
                              _in_order(lo, a, b, emit), mode=job["mode"], device=device, keyframes=keyframes, progress=progress, cuts=cuts,
                              max_segment=segment, **_blend_options(args, job, lo))
 
@@ -536,7 +543,7 @@ def _range_cuts(args, job: dict, guide, lo: int, hi: int, progress: bool):
     from itertools import chain
 
     from .blend.deflicker import cuts_from_thumbnails, thumbnails_of
-    from .video import iter_frames
+    from .video import frames_said, iter_frames
 
     if args.no_cuts:
         return False
@@ -561,7 +568,8 @@ def _range_cuts(args, job: dict, guide, lo: int, hi: int, progress: bool):
     found = [first + c for c in cuts_from_thumbnails(thumbnails_of(frames, job["size"]))]
     found = [c for c in found if lo < c < hi]
     if found:
-        log.info("scene cuts at frames %s: each shot is deflickered on its own", found)
+        log.info("scene cuts at frames [%s]: each shot is deflickered on its own",
+                 ", ".join(frames_said(args.guide, c) for c in found))
     return [c - lo for c in found]
 
 
@@ -600,8 +608,9 @@ def _deflicker_part(args, job: dict, device, a: int, b: int, emit, progress: boo
             # the whole clip's on the device, as it is read; a range's with the frames past its ends
             cuts = not args.no_cuts if (lo, hi) == (0, job["n"]) else _range_cuts(args, job, guide, lo, hi, False)
             warmed()
-            return run_deflicker(ArrayFrames(guide), style, _in_order(lo, a, b, emit), mode=mode, device=device,
-                                 keyframes=keyframes, progress=progress, cuts=cuts, **_blend_options(args, job, lo))
+            return run_deflicker(_named(ArrayFrames(guide), args.guide), style, _in_order(lo, a, b, emit), mode=mode,
+                                 device=device, keyframes=keyframes, progress=progress, cuts=cuts,
+                                 **_blend_options(args, job, lo))
         finally:
             for c in closers:
                 if hasattr(c, "close"):
@@ -973,17 +982,21 @@ def _style_fixed_past(before, now, settings: dict, last: int, partial: Path, unr
     none from the one that stopped the run (``unread``) on, and blend the style frames within --window
     of them, so a change at frame i is past them when i >= unread or i - window > last; frames added or
     removed renumber everything."""
+    from .video import frames_said
+
     if not before or not now or len(before) != len(now):
         return False
     changed = [i for i, (a, b) in enumerate(zip(before, now)) if a != b]
     if not changed:
         return False
     window = settings["window"]
+    said = frames_said(settings["style"], changed[0])  # its file's name: indices count from 0, names from 1
     if not (unread is not None and changed[0] >= unread) and (window is None or changed[0] - window <= last):
-        raise InputError(f"--resume: style frame {changed[0]} changed since the stop, and the frames kept in {partial} "
+        raise InputError(f"--resume: style frame {said} changed since the stop, and the frames kept in {partial} "
                          f"(up to {last}) blend it (within --window {window}); run without --resume")
     log.info("style frame%s %s changed since the stop, past the frames kept (up to %d): resuming",
-             "" if len(changed) == 1 else "s", ", ".join(map(str, changed[:5])) + (", ..." if len(changed) > 5 else ""),
+             "" if len(changed) == 1 else "s",
+             ", ".join(frames_said(settings["style"], i) for i in changed[:5]) + (", ..." if len(changed) > 5 else ""),
              last)
     return True
 

@@ -1507,6 +1507,20 @@ def keyframe_files(folder, guide=None) -> dict[int, Path]:
     return out
 
 
+def frames_said(path, first: int, last: int | None = None) -> str:
+    """Frame index ``first`` (or frames ``first``-``last``) of the clip at ``path`` as a message says it:
+    for a folder of images with the files' names, as indices count from 0 where file names most often
+    count from 1 (frame 30 is ``frame_00031.png``), and a user acting on the index alone picked the wrong file."""
+    said = str(first) if last is None else f"{first}-{last}"
+    if path is None or not Path(path).is_dir():
+        return said
+    files = _image_files(Path(path))
+    end = first if last is None else last
+    if not 0 <= first <= end < len(files):
+        return said
+    return f"{said} ({files[first].name}{'' if last is None else '-' + files[end].name})"
+
+
 def image_size(path, decode: bool = False) -> tuple[int, int]:
     """``(H, W)`` of an image as it is read (its EXIF orientation applied), from its header alone;
     ``decode``: after decoding it whole, so that a file cut short (a JPEG's header is whole) is said now."""

@@ -673,15 +673,19 @@ def _run_keyframes(guide: FrameSource, keyframes: Mapping[int, torch.Tensor], re
                    shots: Sequence[tuple[int, int]] = (), first_frame: int = 0):
     """Every frame that is not a keyframe from the keyframes around it, in its own shot: a frame whose
     shot has no keyframe takes the nearest ones of the others (said once per such shot, numbered as in
-    the video the clip starts at ``first_frame`` of)."""
+    the video the clip starts at ``first_frame`` of, with the files' names where the guide has the
+    ``path`` of a folder of images, as the command line's has)."""
+    from ..video import frames_said
+
     n = len(guide)
     keys = sorted(keyframes)
     dev = remapper.device
     shot_of = {}
     for a, b in shots or [(0, n)]:
         if not any(a <= k < b for k in keys):
-            log.warning("frames %d-%d (a shot of their own) hold no keyframe: rendered from keyframes of other "
-                        "shots; add a keyframe in that shot", first_frame + a, first_frame + b - 1)
+            log.warning("frames %s, a shot of their own, hold no keyframe: rendered from keyframes of other "
+                        "shots; add a keyframe in that shot",
+                        frames_said(getattr(guide, "path", None), first_frame + a, first_frame + b - 1))
         for i in range(a, b):
             shot_of[i] = (a, b)
     for a in range(0, n, chunk):
@@ -1073,7 +1077,10 @@ def run_deflicker(
         starts = detect_cuts(guide, dev)
         if starts:
             # numbered as in the whole video, where this is a range of it (the command line's --frames)
-            log.info("scene cuts at frames %s: each shot is deflickered on its own", [first_frame + c for c in starts])
+            from ..video import frames_said
+
+            log.info("scene cuts at frames [%s]: each shot is deflickered on its own",
+                     ", ".join(frames_said(getattr(guide, "path", None), first_frame + c) for c in starts))
     else:
         starts = _cut_list(cuts, n)
     shots = list(zip([0] + starts, starts + [n]))
