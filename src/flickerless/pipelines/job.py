@@ -72,6 +72,8 @@ def resolve_settings(template: str, model: str | None = None, controlnets: dict[
                      lora: list[str] | None = None, overrides: list[str] | None = None) -> dict:
     """Template, then the explicit choices, then ``--set`` overrides (which win), validated. A single
     LoRA or override may be given as a string."""
+    if isinstance(controlnets, (list, tuple)) and not controlnets:  # none, said as an empty list
+        controlnets = {}
     if controlnets is not None and not isinstance(controlnets, Mapping):  # a list failed on .items()
         raise InputError(f"controlnets is a mapping {{annotator: model}}, e.g. {{'canny': path}}, got "
                          f"{type(controlnets).__name__}")
