@@ -143,7 +143,7 @@ def test_eval_of_clips_of_other_lengths_names_the_options_that_line_them_up(clip
             "-q"]
     assert main(base) == 2
     err = capsys.readouterr().err
-    assert "the video has 5 frames but the source has 8: frame t of one is compared with frame t of the other" in err
+    assert "the video has 5 frames but the source has 8: pixel_mse compares frame t of one with frame t" in err
     assert "--source-frames START:END" in err and "--max-frames" not in err and len(err.splitlines()) == 1
     assert main([*base, "--source-frames", "3:8", "--json", str(tmp_path / "part.json")]) == 0
     # the same frames picked from the whole output (and an open end, and --max-frames within the ranges)
@@ -159,6 +159,21 @@ def test_eval_of_clips_of_other_lengths_names_the_options_that_line_them_up(clip
         assert says in capsys.readouterr().err
     assert main(["eval", "--video", str(tmp_path / "part"), "--source-frames", "3:8"]) == 2
     assert "--source-frames picks frames of --source: give --source too" in capsys.readouterr().err
+
+
+def test_eval_measures_fid_against_a_source_of_another_length(clips, capsys, tmp_path):
+    """FID compares two sets of frames, and clip_consistency does not use the source, yet both were refused
+    for a source of another length, with a message that offered --source-frames (which changes FID's set)."""
+    write(tmp_path / "part", read(clips / "out.mp4")[0][3:8])
+    base = ["eval", "--video", str(tmp_path / "part"), "--source", str(clips / "src.mp4"), "--clip-model",
+            str(clips / "clip"), "-q"]
+    assert main([*base, "--metrics", "fid,clip_consistency"]) == 0
+    assert re.search(r"^fid\s+\d", capsys.readouterr().out, re.M)
+    assert main([*base, "--metrics", "fid,warp_error"]) == 2
+    err = capsys.readouterr().err
+    assert "warp_error compares frame t of one with frame t of the other" in err and "fid and the CLIP" in err
+    assert main(base) == 2  # by default every metric, the frame-paired ones too
+    assert "pixel_mse, warp_error, pose_mse compare" in capsys.readouterr().err
 
 
 def test_eval_says_what_reading_its_inputs_leaves_out(clips, tmp_path, carphone, caplog):

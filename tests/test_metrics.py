@@ -337,6 +337,18 @@ def test_fid_of_a_set_against_itself_is_zero(tiny_clip, carphone):
     assert 0 <= fid(frames, frames, features=feats) < 1e-6 * np.trace(s)
 
 
+def test_fid_and_clip_metrics_take_a_source_of_another_length(tiny_clip, carphone):
+    """FID is a distance between two sets of frames (the paper's source is the fine-tuning video), but
+    evaluate refused a source of another length for any metric, saying they must match frame for frame."""
+    folder, clip = tiny_clip
+    res = evaluate(carphone, carphone[:6], metrics="fid,clip_consistency", clip_model=folder)
+    assert res.values["fid"] == pytest.approx(fid(carphone, carphone[:6], clip=clip), rel=1e-6)
+    assert set(res.values) == {"fid", "clip_consistency"}
+    with pytest.raises(InputError, match=r"has 6: pixel_mse, pose_mse compare frame t of one with frame t") as e:
+        evaluate(carphone, carphone[:6], metrics="fid,pixel_mse,pose_mse", clip_model=folder)
+    assert "fid and the CLIP metrics take clips of any lengths" in str(e.value)
+
+
 def test_evaluate_skips_metrics_without_weights(panning, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     missing = str(tmp_path / "no-clip-here")

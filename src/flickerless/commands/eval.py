@@ -19,8 +19,8 @@ def register(subparsers) -> None:
         "Metrics whose weights are missing are skipped with one line saying how to supply them.",
     )
     p.add_argument("--video", required=True, help="the video to evaluate (file or folder of images)")
-    p.add_argument("--source", help="the source (input) video, frame for frame with --video: needed by "
-                   "pixel_mse, warp_error, fid, pose_mse")
+    p.add_argument("--source", help="the source (input) video: needed by pixel_mse, warp_error, pose_mse (frame "
+                   "for frame with --video) and fid (any number of frames)")
     p.add_argument("--prompt", help="the text prompt (needed by clip)")
     p.add_argument("--metrics", help="comma-separated subset of pixel_mse,warp_error,clip,clip_consistency,"
                    "aesthetic,fid,pose_mse (default: all that the inputs allow)")
@@ -151,17 +151,16 @@ def _evaluate(args, video, source) -> int:
 
     from ..errors import OutputError
     from ..metrics import METRICS, evaluate, write_report
+    from ..metrics.evaluate import check_frame_counts, parse_metrics
     from ..video import write_whole
-
-    from ..errors import InputError
 
     # said with the options that line the frames up: --max-frames, offered before, kept the first frames of
     # each, which for an output of a stretch of the source compared other frames (a score 7x too high)
-    if source is not None and len(video) != len(source):
-        raise InputError(f"the video has {len(video)} frames but the source has {len(source)}: frame t of one is "
-                         "compared with frame t of the other; pick the frames that correspond with --frames START:END "
-                         "(of the video) and --source-frames START:END (of the source), e.g. --source-frames 12:24 "
-                         "for an output of `deflicker --frames 12:24`")
+    if source is not None:
+        check_frame_counts(parse_metrics(args.metrics)[0], len(video), len(source),
+                           hint=": pick the frames that correspond with --frames START:END (of the video) and "
+                           "--source-frames START:END (of the source), e.g. --source-frames 12:24 for an output of "
+                           "`deflicker --frames 12:24`")
     res = evaluate(video, source, prompt=args.prompt, metrics=args.metrics, clip_model=args.clip_model,
                    aesthetic_weights=args.aesthetic_weights, flow=args.flow, raft_weights=args.raft_weights,
                    fid_features=args.fid_features, device=args.device, log_skips=False)

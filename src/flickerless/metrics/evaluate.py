@@ -16,7 +16,7 @@ from ..errors import InputError, ModelNotFoundError
 from .clip import AESTHETIC_HELP, DEFAULT_CLIP
 from .frames import _array, as_uint8
 
-__all__ = ["METRICS", "EvalResult", "evaluate", "parse_metrics"]
+__all__ = ["METRICS", "PAIRED", "EvalResult", "evaluate", "parse_metrics", "check_frame_counts"]
 
 log = logging.getLogger("flickerless")
 
@@ -30,6 +30,26 @@ METRICS = {
     "fid": ("FID-style distance between the output's and the source's frames", "lower", "source"),
     "pose_mse": ("Pose-MSE: squared keypoint distance in frame-size units, keypoints visible in both", "lower", "source"),
 }
+
+
+#: the metrics that compare output frame t with source frame t, so need as many frames in each; FID
+#: compares the two sets of frames (of any sizes) and the CLIP metrics do not use the source
+PAIRED = ("pixel_mse", "warp_error", "pose_mse")
+
+
+def check_frame_counts(names, n_video: int, n_source: int, hint: str = "") -> None:
+    """An InputError when the clips' frame counts differ and ``names`` holds a frame-paired metric
+    (:data:`PAIRED`), naming those metrics: FID of an output against a source of another length was
+    refused too, with a message that said FID paired its frames. ``hint``: what the caller offers to
+    line the frames up."""
+    paired = [n for n in names if n in PAIRED]
+    if n_video == n_source or not paired:
+        return
+    others = ",".join(n for n in METRICS if n not in PAIRED)
+    verb = ("compare", "need") if len(paired) > 1 else ("compares", "needs")
+    raise InputError(f"the video has {n_video} frames but the source has {n_source}: {', '.join(paired)} {verb[0]} "
+                     f"frame t of one with frame t of the other and {verb[1]} as many frames in each{hint}; fid and the "
+                     f"CLIP metrics take clips of any lengths ({others} alone)")
 
 
 def parse_metrics(metrics) -> tuple[list[str], bool]:
@@ -142,8 +162,8 @@ def evaluate(
         resolve_device(device)
     out = as_uint8(video, "video")
     src = as_uint8(source, "source") if source is not None else None
-    if src is not None and len(src) != len(out):
-        raise InputError(f"the video has {len(out)} frames but the source has {len(src)}: they must match frame for frame")
+    if src is not None:
+        check_frame_counts(names, len(out), len(src))
     res = EvalResult(info={"frames": int(len(out)), "height": int(out.shape[1]), "width": int(out.shape[2])})
 
     def skip(name, why):
