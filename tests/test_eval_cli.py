@@ -176,6 +176,22 @@ def test_eval_measures_fid_against_a_source_of_another_length(clips, capsys, tmp
     assert "pixel_mse, warp_error, pose_mse compare" in capsys.readouterr().err
 
 
+def test_eval_crops_a_source_of_another_aspect_ratio_and_says_so(clips, capsys, tmp_path, caplog):
+    """A centre-cropped output (run's video.resize = "crop") was scored against its source stretched to
+    its size, without a word. --fit picks crop (default, warned) or stretch."""
+    src = read(clips / "src.mp4")[0]
+    write(tmp_path / "crop", np.ascontiguousarray(src[:, :, 16:160]))
+    base = ["eval", "--video", str(tmp_path / "crop"), "--source", str(clips / "src.mp4"), "--metrics", "pixel_mse",
+            "-q", "--json"]
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert main([*base, str(tmp_path / "crop.json")]) == 0
+    assert "centre-cropped to the output's" in caplog.text and "--fit stretch" in caplog.text
+    assert main([*base, str(tmp_path / "stretch.json"), "--fit", "stretch"]) == 0
+    crop, stretch = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("crop", "stretch"))
+    assert crop["info"]["source_fit"] == "crop" and stretch["info"]["source_fit"] == "stretch"
+    assert stretch["metrics"]["pixel_mse"] > 1.3 * crop["metrics"]["pixel_mse"]
+
+
 def test_eval_says_what_reading_its_inputs_leaves_out(clips, tmp_path, carphone, caplog):
     """Eval never said what the other commands say of a clip: frames lost at its start (a clip cut
     without re-encoding, whose frame 0 is then a later moment) or transparency (scored as the colours

@@ -124,6 +124,35 @@ def test_a_source_of_another_size_is_resized_a_frame_at_a_time(panning, monkeypa
     assert got.values == want.values and got.per_frame == want.per_frame
 
 
+def test_a_source_of_another_aspect_ratio_is_cropped_as_run_crops(carphone, caplog):
+    """An output centre-cropped from its source (`run` with video.resize = "crop") was scored against the
+    source stretched to its size, without a word: Pixel-MSE about twice the right value. The source is now
+    centre-cropped to the output's aspect ratio, said in a warning; fit="stretch" keeps the stretch."""
+    crop = np.ascontiguousarray(carphone[:, :, 16:160])  # 144x144 of 176x144
+    right = pixel_mse(crop, crop).value
+    with caplog.at_level("WARNING", logger="flickerless"):
+        got = pixel_mse(crop, carphone)
+    assert got.value == pytest.approx(right, rel=1e-6)
+    assert "144x144 and the source 176x144" in caplog.text and "--fit stretch" in caplog.text
+    stretched = pixel_mse(crop, carphone, fit="stretch").value
+    assert stretched > 1.3 * right
+    res = evaluate(crop, carphone, metrics="pixel_mse,warp_error")
+    assert res.values["pixel_mse"] == got.value and res.info["source_fit"] == "crop"
+    assert evaluate(crop, carphone, metrics="pixel_mse", fit="stretch").values["pixel_mse"] == stretched
+    # an anamorphic source (stored 144x144, shown 176x144) against an output at its shown shape
+    import cv2
+
+    squeezed = np.stack([cv2.resize(f, (144, 144), interpolation=cv2.INTER_AREA) for f in carphone])
+    assert "source_fit" not in evaluate(carphone, squeezed, metrics="pixel_mse", source_pixel_aspect=176 / 144).info
+    assert evaluate(carphone, squeezed, metrics="pixel_mse").info["source_fit"] == "crop"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert "source_fit" not in evaluate(carphone, carphone, metrics="pixel_mse").info
+    assert not caplog.text
+    with pytest.raises(InputError, match="choose crop or stretch"):
+        evaluate(crop, carphone, metrics="pixel_mse", fit="pad")
+
+
 def test_temporal_metrics_dis_near_zero_and_grow_with_flicker(panning):
     clean = np.stack([stylize(f) for f in panning])
     p0, w0 = pixel_mse(clean, panning).value, warp_error(clean, panning).value

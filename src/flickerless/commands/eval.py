@@ -32,6 +32,10 @@ def register(subparsers) -> None:
     p.add_argument("--flow", choices=("dis", "raft"), default="dis",
                    help="optical flow on the source: dis (OpenCV, default) or raft (needs torchvision)")
     p.add_argument("--raft-weights", help="raft_large state-dict file (default: torchvision's cached weights)")
+    p.add_argument("--fit", choices=("crop", "stretch"),
+                   help="a source of another aspect ratio than --video, for pixel_mse, warp_error, pose_mse: crop "
+                        "(its centre, as `run` with video.resize = \"crop\"; the default, said in a warning) or "
+                        "stretch (video.resize = \"stretch\")")
     p.add_argument("--fid-features", choices=("clip", "inception"), default="clip",
                    help="FID features: clip (CLIP-FID with --clip-model, default) or inception (needs pytorch-fid)")
     p.add_argument("--frames", metavar="START:END",
@@ -97,9 +101,11 @@ def cmd_eval(args) -> int:
             return f.array()
         return f
 
-    _say_inputs(args.video, args.source)
+    infos = _say_inputs(args.video, args.source)
+    # an anamorphic source is shown wider than its pixels: run generates at that shape
+    aspect = float(infos[args.source].pixel_aspect) if args.source else 1.0
     try:
-        return _evaluate(args, frames("video"), frames("source") if args.source else None)
+        return _evaluate(args, frames("video"), frames("source") if args.source else None, aspect)
     finally:
         for f in opened:
             f.close()
@@ -119,12 +125,12 @@ def _range(text, flag: str, max_frames) -> tuple[int, int | None]:
     return start, stop
 
 
-def _say_inputs(video, source) -> None:
+def _say_inputs(video, source) -> dict:
     """What reading a clip does not keep (frames that cannot be decoded at the start, interlacing), as the
     other commands say it: scores of frames that are not the ones meant came without a word. Transparency
     is said here: frames are scored as their RGB, hidden colours included. Frames are compared one for
     one; clips at other rates (a 30 fps output of a 15 fps source: frame t against frame t, half a second
-    apart by frame 15) are said, as the comparison is then of other times."""
+    apart by frame 15) are said, as the comparison is then of other times. Returns {path: VideoInfo}."""
     from pathlib import Path
 
     from ..video import probe, warn_about_input
@@ -139,14 +145,15 @@ def _say_inputs(video, source) -> None:
             log.warning("%s has transparency (an alpha channel): its frames are scored as their RGB colours, the "
                         "alpha left out (a fully transparent pixel counts with the colour it holds)", path)
     if source is None or Path(video).is_dir() or Path(source).is_dir():  # a folder of images has no rate of its own
-        return
+        return infos
     a, b = infos[video].fps, infos[source].fps
     if a and b and abs(a - b) > 0.01 * max(a, b):
         log.warning("the video is %.4g fps and the source %.4g fps: frames are compared one for one, so frame t of "
                     "each is a different moment", a, b)
+    return infos
 
 
-def _evaluate(args, video, source) -> int:
+def _evaluate(args, video, source, source_pixel_aspect: float = 1.0) -> int:
     import json
 
     from ..errors import OutputError
@@ -163,7 +170,8 @@ def _evaluate(args, video, source) -> int:
                            "`deflicker --frames 12:24`")
     res = evaluate(video, source, prompt=args.prompt, metrics=args.metrics, clip_model=args.clip_model,
                    aesthetic_weights=args.aesthetic_weights, flow=args.flow, raft_weights=args.raft_weights,
-                   fid_features=args.fid_features, device=args.device, log_skips=False)
+                   fid_features=args.fid_features, device=args.device, log_skips=False, fit=args.fit,
+                   source_pixel_aspect=source_pixel_aspect)
     width = max(len(n) for n in METRICS)
     for n, v in res.values.items():
         print(f"{n:<{width}}  {v:.6g}  ({METRICS[n][1]} is better)")

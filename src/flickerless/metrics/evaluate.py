@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError, ModelNotFoundError
 from .clip import AESTHETIC_HELP, DEFAULT_CLIP
-from .frames import _array, as_uint8
+from .frames import FITS, _array, as_uint8
 
 __all__ = ["METRICS", "PAIRED", "EvalResult", "evaluate", "parse_metrics", "check_frame_counts"]
 
@@ -142,6 +142,8 @@ def evaluate(
     pose_estimator=None,
     device=None,
     log_skips: bool = True,
+    fit: str | None = None,
+    source_pixel_aspect: float = 1.0,
 ) -> EvalResult:
     """Compute ``metrics`` (default: all) of ``video`` against ``source`` and ``prompt``.
 
@@ -153,9 +155,14 @@ def evaluate(
     ``aesthetic_weights``: the LAION predictor file; ``flow``: ``"dis"``, ``"raft"`` or a callable;
     ``fid_features``: ``"clip"``, ``"inception"`` or a callable; ``pose_estimator``: a callable
     (default MediaPipe Pose). ``log_skips``: log a warning line for each skipped metric (they are
-    always in ``result.skipped``).
+    always in ``result.skipped``). ``fit``: ``"crop"`` or ``"stretch"``, how a source of another aspect
+    ratio is fitted to the video for the frame-paired metrics (default crop, said in a warning; see
+    :func:`~flickerless.metrics.frames.fit_source`); ``source_pixel_aspect``: the source's pixel shape
+    (anamorphic video), which the CLI reads from the clip.
     """
     names, explicit = parse_metrics(metrics)
+    if fit is not None and fit not in FITS:
+        raise InputError(f"fit {fit!r}: choose crop or stretch")
     if device is not None:  # checked as the CLI's --device is: a wrong one was torch's raw RuntimeError
         from ..blend.deflicker import resolve_device
 
@@ -187,11 +194,18 @@ def evaluate(
             todo.append(n)
 
     clip, predictor = _load_models(todo, skip, res, clip_model, aesthetic_weights, fid_features, device)
+    fitted = src
+    if src is not None and any(n in todo for n in PAIRED):  # FID takes the source's frames as they are
+        from .frames import fit_source
+
+        fitted, used = fit_source(src, out.shape[1:3], fit, source_pixel_aspect)
+        if used:
+            res.info["source_fit"] = used
     # temporal metrics: flows on the source (at the output's size), computed once
     temporal = [n for n in todo if n in ("pixel_mse", "warp_error")]
     if temporal:
         from .flow import get_flow
-        from .temporal import temporal_scores
+        from .temporal import _temporal_scores
 
         try:
             fn = get_flow(flow, raft_weights, device)
@@ -204,7 +218,7 @@ def evaluate(
             log.info("optical flow on the source (%s, %d pairs)", res.info["flow"], len(src) - 1)
             # one pass, a pair's flows computed once for both metrics and dropped after it (a source
             # of another size resized a frame at a time)
-            for name, r in temporal_scores(out, src, fn, temporal).items():
+            for name, r in _temporal_scores(out, fitted, fn, temporal).items():
                 res.values[name], res.per_frame[name] = r.value, r.per_pair
                 res.info[f"{name}_coverage"] = float(np.mean(r.coverage))
 
@@ -245,7 +259,7 @@ def evaluate(
 
         try:
             log.info("pose estimation on both videos")
-            score, ko, ks = pose_error(out, src, estimator=pose_estimator)
+            score, ko, ks = pose_error(out, fitted, estimator=pose_estimator)
         except ModelNotFoundError as e:
             skip("pose_mse", str(e))
         else:

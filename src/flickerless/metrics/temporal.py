@@ -5,7 +5,8 @@ cannot hide it by having flow that follows its own flicker. Flow direction and w
 :mod:`flickerless.metrics.flow`): for each pair (t, t+1), ``F = flow(source[t+1], source[t])`` is the
 backward flow on frame t+1's grid, and output frame t is sampled at ``p + F[p]`` (bilinear), giving
 output frame t seen from frame t+1. Pixels whose sample falls outside frame t are left out (no padding).
-If the output has another size than the source, the source is resized to the output's size first.
+If the output has another size than the source, the source is resized to the output's size first (and,
+where their aspect ratios differ, centre-cropped to the output's first or stretched: ``fit``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from .flow import get_flow, occlusion_mask, pair_flows, warp
-from .frames import as_uint8, fit_frame, match_size
+from .frames import as_uint8, fit_frame, fit_source, match_size
 
 __all__ = ["TemporalScore", "pixel_mse", "warp_error", "temporal_scores", "source_flows"]
 
@@ -70,13 +71,21 @@ def _pair_warp_error(o0: np.ndarray, o1: np.ndarray, backward: np.ndarray, forwa
     return (float(d.astype(np.float64).mean()) if d.size else float("nan")), float(mask.mean())
 
 
-def temporal_scores(output, source, flow_fn, names=("pixel_mse", "warp_error"), progress=None) -> dict:
+def temporal_scores(output, source, flow_fn, names=("pixel_mse", "warp_error"), progress=None, fit=None,
+                    pixel_aspect: float = 1.0) -> dict:
     """:func:`pixel_mse` and/or :func:`warp_error` (``names``) of ``output`` against ``source`` in one
     pass over the frame pairs, each pair's flows computed once and dropped after it: memory does not
     grow with the clip (all flows of 1000 frames of 1080p, both ways, would take 33 GB). ``flow_fn``: a
-    flow function (:func:`~flickerless.metrics.flow.get_flow`). Returns ``{name: TemporalScore}``."""
+    flow function (:func:`~flickerless.metrics.flow.get_flow`). ``fit``, ``pixel_aspect``: how a source
+    of another aspect ratio is fitted (:func:`~flickerless.metrics.frames.fit_source`). Returns
+    ``{name: TemporalScore}``."""
     out = as_uint8(output, "output")
     src = as_uint8(source, "source")
+    return _temporal_scores(out, fit_source(src, out.shape[1:3], fit, pixel_aspect)[0], flow_fn, names, progress)
+
+
+def _temporal_scores(out: np.ndarray, src: np.ndarray, flow_fn, names, progress=None) -> dict:
+    """:func:`temporal_scores` of a source fitted already (stretched to the output's size as it is)."""
     _check(out, src)
     both = "warp_error" in names
     scores = {n: ([], []) for n in names}
@@ -110,7 +119,7 @@ def _flows(flows, out: np.ndarray, which: str) -> np.ndarray:
     return flows
 
 
-def pixel_mse(output, source, flow="dis", backward=None) -> TemporalScore:
+def pixel_mse(output, source, flow="dis", backward=None, fit=None) -> TemporalScore:
     """Pixel-MSE (Pix2Video; DiffSynth Tables 3-4): mean over pairs (t, t+1) of
     ``mean_p (warp(output[t], F)[p] - output[t+1][p])^2`` on the 0-255 scale, averaged over the RGB
     channels and the pixels whose sample lies inside frame t, where ``F = flow(source[t+1], source[t])``.
@@ -118,9 +127,11 @@ def pixel_mse(output, source, flow="dis", backward=None) -> TemporalScore:
     output, source: (T, H, W, 3) uint8 or (T, 3, H, W) float in [0, 1] (or clip paths).
     flow: ``"dis"``, ``"raft"`` or a callable (see :mod:`~flickerless.metrics.flow`); ``backward``:
     precomputed backward flows (T-1, H, W, 2) at the output's size, which then replace ``flow``.
+    ``fit``: ``"crop"`` or ``"stretch"``, how a source of another aspect ratio is fitted to the output
+    (default crop, with a warning; :func:`~flickerless.metrics.frames.fit_source`).
     """
     if backward is None:
-        return temporal_scores(output, source, get_flow(flow), ("pixel_mse",))["pixel_mse"]
+        return temporal_scores(output, source, get_flow(flow), ("pixel_mse",), fit=fit)["pixel_mse"]
     out = as_uint8(output, "output")
     _check(out, as_uint8(source, "source"))
     backward = _flows(backward, out, "backward")
@@ -128,17 +139,18 @@ def pixel_mse(output, source, flow="dis", backward=None) -> TemporalScore:
     return TemporalScore(_mean(list(per)), list(per), list(cov))
 
 
-def warp_error(output, source, flow="dis", backward=None, forward=None) -> TemporalScore:
+def warp_error(output, source, flow="dis", backward=None, forward=None, fit=None) -> TemporalScore:
     """Warping error with occlusion mask (Lai et al. 2018, "Learning blind video temporal consistency"):
     mean over pairs of ``sum_p M[p] |warp(output[t], F)[p] - output[t+1][p]|^2 / sum_p M[p]``, frames in
     [0, 1], ``|.|^2`` the squared L2 norm over RGB, ``F = flow(source[t+1], source[t])`` as in
     :func:`pixel_mse`, and ``M`` the non-occluded pixels of frame t+1 by the forward-backward check
     (:func:`~flickerless.metrics.flow.occlusion_mask`) whose sample lies inside frame t.
 
-    ``backward``/``forward``: precomputed flows (T-1, H, W, 2) at the output's size.
+    ``backward``/``forward``: precomputed flows (T-1, H, W, 2) at the output's size; ``fit``: as
+    :func:`pixel_mse`.
     """
     if backward is None or forward is None:
-        return temporal_scores(output, source, get_flow(flow), ("warp_error",))["warp_error"]
+        return temporal_scores(output, source, get_flow(flow), ("warp_error",), fit=fit)["warp_error"]
     out = as_uint8(output, "output")
     _check(out, as_uint8(source, "source"))
     backward, forward = _flows(backward, out, "backward"), _flows(forward, out, "forward")
