@@ -52,7 +52,11 @@ def test_eval_all_metrics_json_and_report(clips, capsys):
     assert list(data["metrics"]) == list(METRICS) and not data["skipped"]
     for name, value in data["metrics"].items():
         assert math.isfinite(value), name
-        assert re.search(rf"^{name}\s+\S+\s+\((lower|higher) is better\)$", printed, re.M), name
+        assert re.search(rf"^{name}\s+\S+\s+\((lower|higher) is better(; [^)]*)?\)$", printed, re.M), name
+    # Pose-MSE's coverage beside it: an output that loses the person scores better
+    shown = data["info"]["pose_keypoints_source"]
+    assert 0 < data["info"]["pose_keypoints_compared"] <= shown
+    assert f"keypoints compared: {data['info']['pose_keypoints_compared']} of {shown} the source shows)" in printed
     m = data["metrics"]
     assert m["pixel_mse"] > 10 and 0 < m["warp_error"] < 1 and 0 <= m["clip"] <= 100
     assert -1 <= m["clip_consistency"] <= 1 and m["fid"] > 0 and 0 <= m["pose_mse"] < 0.05

@@ -460,6 +460,30 @@ def test_pose_mse_by_hand():
         pose_mse(kp[:, :5], kp)
 
 
+def test_pose_mse_says_how_many_of_the_source_s_keypoints_it_compared(panning, caplog):
+    """An output that loses the person in 2 of 3 frames scored 8x better than one keeping a worse pose
+    (only keypoints visible in both count), and only the compared count was in the JSON: the source's
+    count is now beside it, and a warning says when the output misses over a quarter of them."""
+    def estimator(frames):  # 4 keypoints at a frame's mean colour, unseen in a black frame
+        kp = np.zeros((len(frames), 4, 3))
+        kp[..., :2] = frames.reshape(len(frames), -1).mean(1)[:, None, None] / 255
+        kp[..., 2] = frames.reshape(len(frames), -1).max(1)[:, None] > 0
+        return kp
+
+    lost = panning.copy()
+    lost[:6] = 0
+    r = pose_mse(estimator(lost), estimator(panning))
+    assert (r.count, r.shown) == (8, 32)
+    with caplog.at_level("WARNING", logger="flickerless"):
+        res = evaluate(lost, panning, metrics="pose_mse", pose_estimator=estimator)
+    assert res.info["pose_keypoints_compared"] == 8 and res.info["pose_keypoints_source"] == 32
+    assert "the output shows 8 of the 32 keypoints the source shows" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        evaluate(panning, panning, metrics="pose_mse", pose_estimator=estimator)
+    assert not caplog.text
+
+
 def test_mediapipe_missing_says_an_install_that_works(carphone, monkeypatch):
     """The remedy said `pip install flickerless[pose]` (flickerless is not on PyPI, and zsh takes an
     unquoted [pose] as a pattern) and "pass your own estimator", which has no CLI flag."""

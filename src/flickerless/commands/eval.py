@@ -174,7 +174,10 @@ def _evaluate(args, video, source, source_pixel_aspect: float = 1.0) -> int:
                    source_pixel_aspect=source_pixel_aspect)
     width = max(len(n) for n in METRICS)
     for n, v in res.values.items():
-        print(f"{n:<{width}}  {v:.6g}  ({METRICS[n][1]} is better)")
+        # an output that loses the person scores better: the score without its coverage misleads
+        extra = (f"; keypoints compared: {res.info['pose_keypoints_compared']} of {res.info['pose_keypoints_source']}"
+                 " the source shows" if n == "pose_mse" else "")
+        print(f"{n:<{width}}  {v:.6g}  ({METRICS[n][1]} is better{extra})")
     for n, why in res.skipped.items():
         print(f"{n:<{width}}  skipped: {why}")
     data = res.to_dict()

@@ -37,6 +37,10 @@ METRICS = {
 PAIRED = ("pixel_mse", "warp_error", "pose_mse")
 
 
+#: the fraction of the source's keypoints an output may miss before Pose-MSE's warning
+POSE_MISSED = 0.25
+
+
 def check_frame_counts(names, n_video: int, n_source: int, hint: str = "") -> None:
     """An InputError when the clips' frame counts differ and ``names`` holds a frame-paired metric
     (:data:`PAIRED`), naming those metrics: FID of an output against a source of another length was
@@ -270,6 +274,11 @@ def evaluate(
             else:
                 res.values["pose_mse"], res.per_frame["pose_mse"] = score.value, score.per_frame
                 res.info["pose_keypoints_compared"] = score.count
+                res.info["pose_keypoints_source"] = score.shown
+                if score.count < (1 - POSE_MISSED) * score.shown:
+                    log.warning("pose_mse: the output shows %d of the %d keypoints the source shows (frames where "
+                                "it loses the person are not scored, and score better than a wrong pose): compare "
+                                "the outputs' keypoint counts too", score.count, score.shown)
                 res.info["pose_estimator"] = getattr(pose_estimator, "__name__", "custom") if pose_estimator else "mediapipe_pose"
     res.values = {n: res.values[n] for n in names if n in res.values}
     res.skipped = {n: res.skipped[n] for n in names if n in res.skipped}

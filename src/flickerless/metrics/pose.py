@@ -24,11 +24,14 @@ __all__ = ["PoseScore", "pose_mse", "mediapipe_pose", "pose_error", "normalize_k
 @dataclass
 class PoseScore:
     """``value``: mean squared keypoint distance over all (frame, keypoint) visible in both tracks
-    (NaN if there is none); ``per_frame[t]``: the same over frame t; ``count``: how many entered."""
+    (NaN if there is none); ``per_frame[t]``: the same over frame t; ``count``: how many entered;
+    ``shown``: how many the source shows. An output that loses the person scores only the keypoints it
+    keeps (better than one that keeps it in a worse pose), so ``count`` of ``shown`` belongs with it."""
 
     value: float
     per_frame: list[float] = field(default_factory=list)
     count: int = 0
+    shown: int = 0
 
 
 def normalize_keypoints(kp, size: tuple[int, int]) -> np.ndarray:
@@ -59,7 +62,7 @@ def pose_mse(kp_output, kp_source, threshold: float = 0.5) -> PoseScore:
         per = np.where(n > 0, d2.sum(1) / np.maximum(n, 1), np.nan)
     total = int(both.sum())
     value = float(d2.sum() / total) if total else float("nan")
-    return PoseScore(value, per.tolist(), total)
+    return PoseScore(value, per.tolist(), total, int(seen(b).sum()))
 
 
 def _track(kp, name: str) -> np.ndarray:
