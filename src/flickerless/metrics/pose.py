@@ -75,9 +75,11 @@ def _track(kp, name: str) -> np.ndarray:
                          "(x, y, visibility)") from None
 
 
-def mediapipe_pose(frames, model_complexity: int = 1, min_confidence: float = 0.5) -> np.ndarray:
+def mediapipe_pose(frames, model_complexity: int = 1, min_confidence: float = 0.5, tracking: bool = False) -> np.ndarray:
     """MediaPipe Pose on a video: (T, H, W, 3) uint8 -> (T, 33, 3) float (x/W, y/H, visibility); frames
-    where no person is found get visibility 0. Runs in tracking mode (one person, as a video)."""
+    where no person is found get visibility 0. Each frame is detected on its own, so Pose-MSE is a
+    function of each frame pair: in tracking mode (``tracking=True``) a frame's keypoints depend on the
+    frames before, and frames identical to the source scored above 0 after a few without the person."""
     import os
 
     os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ info/warning lines on stderr
@@ -98,7 +100,7 @@ def mediapipe_pose(frames, model_complexity: int = 1, min_confidence: float = 0.
     frames = as_uint8(frames)
     out = np.zeros((len(frames), 33, 3), np.float32)
     seen = False
-    with mp_pose.Pose(static_image_mode=False, model_complexity=model_complexity, smooth_landmarks=False,
+    with mp_pose.Pose(static_image_mode=not tracking, model_complexity=model_complexity, smooth_landmarks=False,
                       min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence) as est:
         for t, f in enumerate(frames):
             # its C++ side's lines on stderr as its models first run (as the pose annotator hides them)
