@@ -181,6 +181,21 @@ def test_dis_flow_takes_frames_smaller_than_opencv_s_minimum(carphone, h, w):
     assert pixel_mse(add_flicker(still, seed=0), still).value > 10
 
 
+def test_a_hard_cut_s_pair_is_named(carphone, caplog):
+    """At a hard cut one pair's Pixel-MSE is ~150x the others' and lifts the clip's mean ~8x: a warning
+    now names that pair and gives the mean without it."""
+    cut = np.concatenate([carphone[:6], carphone[6:, ::-1]])
+    with caplog.at_level("WARNING", logger="flickerless"):
+        res = evaluate(cut, cut, metrics="pixel_mse")
+    per = res.per_frame["pixel_mse"]
+    assert "pixel_mse: pair 5->6 scores" in caplog.text
+    assert f"and {np.mean(per[:5] + per[6:]):.4g} without" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        evaluate(carphone, add_flicker(carphone, seed=0, strength=1.0), metrics="pixel_mse,warp_error")
+    assert "median pair" not in caplog.text
+
+
 def test_occlusion_mask_excludes_disoccluded_pixels(carphone):
     """A square moving right by 4 px over a static textured background: the strip it uncovers in frame
     t+1 was not visible in frame t; the forward-backward check must flag exactly that strip."""

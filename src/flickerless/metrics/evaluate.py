@@ -133,6 +133,27 @@ def _load_models(todo: list, skip, res: EvalResult, clip_model, aesthetic_weight
     return clip, predictor
 
 
+#: a pair scoring this many times the median pair is said (a hard cut: the flow cannot follow it)
+OUTLIER = 10.0
+
+
+def _say_outlier(name: str, per_pair) -> None:
+    """A warning naming the pair that scores far above the others: at a hard cut in the source one pair's
+    Pixel-MSE is ~150x the rest and lifts the clip's mean ~8x, without a word before."""
+    v = np.asarray(per_pair, np.float64)
+    ok = np.isfinite(v)
+    if ok.sum() < 3:
+        return
+    med = float(np.median(v[ok]))
+    worst = int(np.nanargmax(v))
+    if med <= 0 or v[worst] < OUTLIER * med:
+        return
+    rest = float(np.mean(np.delete(v, worst)[np.delete(ok, worst)]))
+    log.warning("%s: pair %d->%d scores %.4g, %.0fx the median pair (%.4g): a cut in the source, or a flash in the "
+                "output? The mean is %.4g with it and %.4g without (per_frame in --json has every pair)", name, worst,
+                worst + 1, v[worst], v[worst] / med, med, float(np.mean(v[ok])), rest)
+
+
 def evaluate(
     video,
     source=None,
@@ -225,6 +246,7 @@ def evaluate(
             for name, r in _temporal_scores(out, fitted, fn, temporal).items():
                 res.values[name], res.per_frame[name] = r.value, r.per_pair
                 res.info[f"{name}_coverage"] = float(np.mean(r.coverage))
+                _say_outlier(name, r.per_pair)
 
     emb = None
     if clip is not None:
