@@ -133,8 +133,10 @@ def text_embeddings(clip: ClipModel, texts: list[str]) -> torch.Tensor:
 
 
 def clip_score(frames, prompt, clip: ClipModel, image_emb: torch.Tensor | None = None):
-    """CLIP score (Hessel et al. 2021 without the 2.5 weight, as torchmetrics): per frame
-    ``100 * max(cos(image, text), 0)``, averaged over frames. ``prompt``: one string, or one per frame.
+    """CLIP score (Hessel et al. 2021, scaled by 100 instead of their 2.5 as torchmetrics scales it): per
+    frame ``100 * max(cos(image, text), 0)``, averaged over frames. The clamp is per frame, as Hessel et
+    al.'s per-image score; torchmetrics clamps the mean, which differs where a frame's cosine is negative.
+    ``prompt``: one string, or one per frame.
 
     Returns (mean, per-frame list), each in [0, 100]. ``image_emb``: precomputed :func:`image_embeddings`.
     """
