@@ -1526,6 +1526,22 @@ def test_fps_takes_ntsc_rates_as_they_are_meant(clips, tmp_path, given):
         assert c.streams.video[0].average_rate == Fraction(30000, 1001)
 
 
+def test_keyframes_of_another_size_are_offered_only_what_works(clips, tmp_path, capsys):
+    """Keyframes of several sizes were offered --resize style, then refused for having several sizes."""
+    from PIL import Image
+
+    truth = np.load(clips / "truth.npy")
+    for sizes, offered in (([(40, 32)], True), ([(40, 32), (48, 36)], False)):
+        keys = tmp_path / f"keys{len(sizes)}"
+        keys.mkdir()
+        for k, size in zip((0, 5), sizes * 2):
+            Image.fromarray(truth[k]).resize(size).save(keys / f"{k}.png")
+        assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--keyframes", str(keys), "-o",
+                     str(tmp_path / "o.mp4"), "--device", "cpu", *FASTARGS]) == 2
+        err = capsys.readouterr().err
+        assert "pass --resize to resize keyframes to the guide" in err and ("--resize style" in err) == offered
+
+
 def test_a_misspelt_option_is_said_by_its_command_with_the_nearest(capsys):
     """argparse said leftover arguments as the top command's ("see flickerless --help", whose help lists
     no subcommand's options); each is said by the command it was given to, with the nearest option."""

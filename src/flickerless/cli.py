@@ -798,10 +798,11 @@ def cmd_deflicker(args) -> int:
     for k, path in sorted(numbered.items()):
         i, shape = where[k], shapes[k]
         if shape != size and not args.resize:
+            # --resize style works at the keyframes' one size: not offered where they have several (it was, then refused)
+            alt = ", or --resize style to work at the keyframes' size" if len(set(shapes.values())) == 1 else ""
             raise InputError(
                 f"keyframe {k} ({args.keyframes}) is {shape[1]}x{shape[0]} but the guide {args.guide} "
-                f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide, or --resize "
-                "style to work at the keyframes' size"
+                f"is {ginfo.width}x{ginfo.height}: pass --resize to resize keyframes to the guide{alt}"
             )
         if i < 0:
             raise InputError(f"keyframe {k} is before the guide's first frame (numbered {args.keyframe_start})")
