@@ -1108,7 +1108,7 @@ def test_cli_resize_style_works_at_the_styles_size(clips, clips_truth, tmp_path)
         (["--guide", "{d}/guide.mp4", "--style", "{d}/small.mp4"], "--resize"),
         (["--guide", "{d}/guide.mp4", "--keyframes", "{d}/badkeys"], "frame number"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--device", "cuda:7"], "cuda"),
-        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "4"], "odd"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "4"], "--patch-sizes must be odd"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--patch-sizes", "1001"], "at most 63"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--seed", "99999999999999999999"], "-2**63 to 2**63 - 1"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--error-sigma", "-1"], "> 0"),

@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import logging
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -722,8 +723,11 @@ def cmd_deflicker(args) -> int:
                     "it" if len(stale) == 1 else "them", "it" if len(stale) == 1 else "them")
     try:
         opts = PatchMatchOptions.from_kwargs(**_patchmatch_kwargs(args))
-    except ValueError as e:
-        raise InputError(str(e)) from e
+    except ValueError as e:  # said with the option given (it named the Python argument, patch_sizes)
+        said = str(e)
+        for name in _patchmatch_kwargs(args):
+            said = re.sub(rf"\b{name}\b", "--" + name.replace("_", "-"), said)
+        raise InputError(said) from e
     devices = _devices(args.device)
     ginfo = probe(args.guide)
     n = ginfo.frames
