@@ -3460,3 +3460,53 @@ def test_the_libraries_info_lines_are_not_said_as_ours():
     assert "flickerless: ours, info" in said and "flickerless: ours, a warning" in said
     quiet = subprocess.run([sys.executable, "-c", code, "q"], capture_output=True, text=True, check=True).stderr
     assert "ours, info" not in quiet and "ours, a warning" in quiet
+
+
+def test_a_full_disk_keeps_the_frames_resumable_and_says_where_it_filled(clips, tmp_path, monkeypatch, capsys):
+    """A disk that filled under a PNG-folder output stopped the run where the record of its settings could
+    not be written either: it was left empty, the frames kept could never be resumed, and the message
+    pointed at --tmp. The record written at the start takes its place; the hint says the output's disk."""
+    import errno
+    import json
+
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            "--mode", "window", "--window", "2", *FASTARGS]
+    assert main([*args, "-o", str(tmp_path / "whole")]) == 0
+    real_frame, real_whole, calls = video.host_frame, video.write_whole, [0]
+
+    def filling(img):
+        calls[0] += 1
+        if calls[0] == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_frame(img)
+
+    def whole(path, content):  # the stop's record no longer fits; what was written at the start did
+        if Path(path).name.endswith(".partial.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_whole(path, content)
+
+    monkeypatch.setattr(video, "host_frame", filling)
+    monkeypatch.setattr(video, "write_whole", whole)
+    out = tmp_path / "o"
+    assert main([*args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "are kept in" in err and "the same command with --resume does the rest" in err
+    assert "free some space (on the output's disk, or give the working files another disk" in err
+    record = video.partial_path(out).with_name(video.partial_path(out).name + ".json")
+    assert json.loads(record.read_text())["mode"] == "window"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".next")] == []  # the spare became the record
+    monkeypatch.undo()
+    assert main([*args, "-o", str(out), "--resume"]) == 0
+    assert np.array_equal(video.read(out)[0], video.read(tmp_path / "whole")[0])
+    assert not record.exists()
+
+
+def test_a_run_without_keyframes_says_nothing_of_them(clips, tmp_path, caplog):
+    """Every run said "keyframes matched to the video's frames by number" though it had none."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="flickerless"):
+        assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device",
+                     "cpu", "--mode", "window", "--window", "1", "--patch-sizes", "5", "--iterations", "1", "--frames",
+                     "0:2", "-o", str(tmp_path / "o")]) == 0
+    assert "wrote" in caplog.text and "keyframes matched" not in caplog.text

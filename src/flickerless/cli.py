@@ -693,7 +693,7 @@ def cmd_deflicker(args) -> int:
     from .video import (MEMORY_LIMIT, WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output,
                         check_output_is_not_input, frame_times, has_audio, image_size, images_alpha, keeps_alpha,
                         keyframe_files, keyframe_positions, partial_path, probe, say_colour, spill_dir,
-                        stale_outputs, warn_about_input)
+                        stale_outputs, warn_about_input, write_whole)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -787,7 +787,7 @@ def cmd_deflicker(args) -> int:
     # each decoded once now (they are few): a damaged one stopped the run at its turn, with frames kept
     # that a --resume could not take once it was mended
     shapes = {k: image_size(path, decode=True) for k, path in numbered.items()}
-    where = keyframe_positions(numbered, args.guide, args.keyframe_start)
+    where = keyframe_positions(numbered, args.guide, args.keyframe_start) if numbered else {}  # (said: not for none)
     # the size the work is done (and the output written) at
     size = (ginfo.height, ginfo.width)
     if args.resize == "style":
@@ -846,6 +846,14 @@ def cmd_deflicker(args) -> int:
         log.warning("%s: the name is too long to keep the frames beside it (as %s) if the run stops; a shorter "
                     "name keeps them", args.output, partial.name)
     done_before = _resumable(partial, record, settings) if args.resume else 0
+    # the stopped run's record, written now, while there is room: a disk that fills up stops a run where it
+    # can no longer write the record (it was left empty, and the frames kept could never be resumed)
+    spare = record.with_name(f".{record.name}.next")
+    if keepable:
+        try:
+            write_whole(spare, json.dumps(settings, indent=1))
+        except OSError:
+            spare = None
     earlier = 0  # frames an earlier stopped run kept, that a start-over keeps until it has more
     if not args.resume and keepable and partial.exists() and record.exists():  # started over: said
         earlier = probe(partial).frames
@@ -909,6 +917,8 @@ def cmd_deflicker(args) -> int:
             writer.close()
             if keepable:  # (else none can have been kept, and asking would be an error of its own)
                 _drop_partial(partial, record)  # a finished output makes an earlier stopped run's frames obsolete
+                if spare is not None:
+                    spare.unlink(missing_ok=True)
     except BaseException as e:
         # nothing computed is lost: the frames handed on so far stay, or the earlier run's kept frames
         # where this one stopped before it had more (while copying them, or having started over)
@@ -916,6 +926,8 @@ def cmd_deflicker(args) -> int:
         kept = writer.keep_partial(more_than=done_before or earlier) if keepable else writer.abort()
         done = writer.count
         if kept is None and earlier and partial.exists():  # they stay with their own record
+            if spare is not None:
+                spare.unlink(missing_ok=True)
             print(f"flickerless: {partial} keeps the {earlier} frames of the earlier stopped run (this run, started "
                   f"over, had {done}); --resume continues that run", file=sys.stderr)
             raise
@@ -926,9 +938,11 @@ def cmd_deflicker(args) -> int:
             if args.style and getattr(e, "clip", None) == Path(args.style) and len(parts) == 1:
                 # a damaged style image stopped it: no kept frame read that one or any after it
                 stop["style read before"] = e.frame
-            record.write_text(json.dumps(stop, indent=1))
+            _keep_record(record, stop, spare)
             print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "
                   f"the same command with --resume does the rest", file=sys.stderr)
+        elif spare is not None:
+            spare.unlink(missing_ok=True)
         raise
     held.raise_stop(f"{args.output} was written")
     dt = time.perf_counter() - t0
@@ -1018,6 +1032,25 @@ def _name_fits(path: Path) -> bool:
     except (OSError, ValueError):
         limit = 255
     return len(os.fsencode(path.name)) <= limit
+
+
+def _keep_record(record: Path, stop: dict, spare: Path | None) -> None:
+    """Write a stopped run's record (its settings, for --resume) whole; where that fails (the full disk
+    that stopped it), the one written when the run started takes its place: a rename needs no room. It
+    lacks only what the stop added (which damaged style frame stopped it), so a resume re-checks more."""
+    import os
+
+    from .video import write_whole
+
+    try:
+        write_whole(record, json.dumps(stop, indent=1))
+    except OSError:
+        if spare is None or not spare.exists():
+            raise
+        os.replace(spare, record)
+    finally:
+        if spare is not None:
+            spare.unlink(missing_ok=True)
 
 
 def _drop_partial(partial: Path, record: Path) -> None:
@@ -1123,7 +1156,8 @@ def main(argv=None) -> int:
 
         hint = ""
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            hint = {"deflicker": "; free some space, or give a folder on another disk with --tmp DIR",
+            hint = {"deflicker": "; free some space (on the output's disk, or give the working files another disk "
+                                 "with --tmp DIR) and rerun with --resume where frames were kept",
                     "run": "; free some space and rerun with --resume (the job folder keeps what was done)",
                     "train": "; free some space and rerun with --resume (from the last checkpoint kept)"}.get(
                 args.command, "; free some space")
