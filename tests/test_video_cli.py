@@ -258,6 +258,37 @@ def test_disk_frames_random_access(carphone, tmp_path):
         video.DiskFrames(carphone[:2].astype(np.uint16) * 4)
 
 
+def test_working_files_not_closed_or_left_by_a_killed_run_are_removed(carphone, tmp_path, caplog):
+    """An open_frames result dropped without close left a clip's size in the temporary folder, and a run
+    killed outright (SIGKILL, the out-of-memory killer) left its spill files and folders for good."""
+    import gc
+    import subprocess
+    import time
+
+    d = video.DiskFrames(iter(carphone[:3]), tmpdir=str(tmp_path))
+    f = video.SpillFolder(str(tmp_path))
+    Path(f.file("x")).write_bytes(b"x")
+    assert len(list(tmp_path.iterdir())) == 2
+    del d, f
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []
+    # a process that made its working files and was killed: they stay until a later run sees them
+    code = ("import os, signal, sys; from flickerless import video; d = video.DiskFrames(tmpdir=sys.argv[1]); "
+            "f = video.SpillFolder(sys.argv[1]); open(f.file('x'), 'w').write('x'); os.kill(os.getpid(), signal.SIGKILL)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)])
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and all(n.startswith("flickerless-") for n in left)
+    assert video.stale_spills(tmp_path) == []  # not idle long enough: it could be a run at work
+    for p in tmp_path.iterdir():
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    mine = video.DiskFrames(iter(carphone[:1]), tmpdir=str(tmp_path))  # this process's: never taken
+    os.utime(mine.path, (time.time() - 3600, time.time() - 3600))
+    video.remove_stale_spills(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [Path(mine.path).name]
+    assert "removed 2 working files of runs that were killed" in caplog.text
+    mine.close()
+
+
 def test_failed_write_leaves_existing_output(tmp_path):
     out = tmp_path / "o.mp4"
     out.write_bytes(b"previous result")

@@ -693,7 +693,7 @@ def cmd_deflicker(args) -> int:
     from .video import (MEMORY_LIMIT, WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output,
                         check_output_is_not_input, frame_times, has_audio, image_size, images_alpha, keeps_alpha,
                         keyframe_files, keyframe_positions, partial_path, probe, say_colour, spill_dir,
-                        stale_outputs, warn_about_input, write_whole)
+                        remove_stale_spills, stale_outputs, warn_about_input, write_whole)
 
     mode = args.mode or ("keyframes" if args.keyframes else "table")
     if mode == "keyframes" and not args.keyframes:
@@ -863,6 +863,7 @@ def cmd_deflicker(args) -> int:
     begin = start + done_before  # the first frame computed in this run
     job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts, "alpha": keep_alpha,
            "tmp": spill_dir(args.output, args.tmp)}
+    remove_stale_spills(job["tmp"])  # a killed run's working files: a clip's size each, left without a word
     # several devices: the frames still to do, in equal ranges, one per device
     k = max(1, min(len(devices), end - begin))
     cuts = [begin + (end - begin) * i // k for i in range(k + 1)]

@@ -37,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -1008,24 +1009,95 @@ def spill_parent(tmpdir=None) -> str | None:
     return tmpdir or os.environ.get("FLICKERLESS_TMPDIR") or None
 
 
+def _spill_prefix(prefix: str) -> str:
+    """A spill file's or folder's name prefix, with this process's id: one a killed run left is known
+    by its process being gone (:func:`stale_spills`)."""
+    return f"{prefix}{os.getpid()}-"
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+_SPILL_NAME = re.compile(r"flickerless-(?:[a-z]+-)?(\d+)-.+")
+
+
+def stale_spills(folder, older_than: float = 600.0) -> list[Path]:
+    """Spill files and folders in ``folder`` that a run killed outright left (SIGKILL, the out-of-memory
+    killer: nothing ran to remove them; a clip's size each): their process is gone, and they were not
+    written to for ``older_than`` seconds."""
+    import time
+
+    found = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        m = _SPILL_NAME.fullmatch(p.name)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # its run is alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, OSError):  # another user's live process, or nonsense
+            continue
+        try:
+            if time.time() - p.stat().st_mtime > older_than:
+                found.append(p)
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def remove_stale_spills(folder) -> None:
+    """Remove what :func:`stale_spills` finds, said with the room it gives back."""
+    stale = stale_spills(folder)
+    if not stale:
+        return
+    size = 0
+    for p in stale:
+        try:
+            size += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+        except OSError:
+            pass
+        _remove(str(p))
+    log.warning("%s: removed %d working file%s of runs that were killed (%s): %s freed", folder, len(stale),
+                "" if len(stale) == 1 else "s", ", ".join(p.name for p in stale[:3]) + (", ..." if len(stale) > 3 else ""),
+                _bytes_text(size))
+
+
 class SpillFolder:
     """A temporary folder for frames that do not fit in RAM: made on first use in
-    :func:`spill_parent`, removed with all it holds by :meth:`close`."""
+    :func:`spill_parent`, removed with all it holds by :meth:`close` (or when it is collected, or at
+    exit: a caller that forgot to close it left a clip's size behind)."""
 
     def __init__(self, tmpdir=None, prefix: str = "flickerless-"):
         self.parent, self.prefix = spill_parent(tmpdir), prefix
         self.path: str | None = None
+        self._gone = None
 
     def file(self, name: str) -> str:
         """A path for ``name`` in the folder (made now if it is not there yet)."""
         if self.path is None:
-            self.path = tempfile.mkdtemp(prefix=self.prefix, dir=self.parent)
+            self.path = tempfile.mkdtemp(prefix=_spill_prefix(self.prefix), dir=self.parent)
+            self._gone = weakref.finalize(self, _remove, self.path)
         return os.path.join(self.path, name)
 
     def close(self) -> None:
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
+        if self._gone is not None:
+            self._gone.detach()
 
 
 def usual_mode(path) -> None:
@@ -1103,7 +1175,10 @@ class DiskFrames:
     """
 
     def __init__(self, frames: Iterable[np.ndarray] = (), tmpdir: str | None = None):
-        fd, self.path = tempfile.mkstemp(prefix="flickerless-frames-", suffix=".u8", dir=spill_parent(tmpdir))
+        fd, self.path = tempfile.mkstemp(prefix=_spill_prefix("flickerless-frames-"), suffix=".u8",
+                                         dir=spill_parent(tmpdir))
+        # removed when collected or at exit too: an open_frames result not closed left a clip's size behind
+        self._gone = weakref.finalize(self, _remove, self.path)
         self.n = 0
         self.shape: tuple[int, int, int] | None = None
         self._out = os.fdopen(fd, "wb")  # appends go here; reads through their own handle
@@ -1159,6 +1234,7 @@ class DiskFrames:
                 setattr(self, name, None)
         if os.path.exists(self.path):
             os.unlink(self.path)
+        self._gone.detach()
 
     def __enter__(self):
         return self
