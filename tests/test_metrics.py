@@ -391,6 +391,9 @@ def test_fid_and_clip_metrics_take_a_source_of_another_length(tiny_clip, carphon
     with pytest.raises(InputError, match=r"has 6: pixel_mse, pose_mse compare frame t of one with frame t") as e:
         evaluate(carphone, carphone[:6], metrics="fid,pixel_mse,pose_mse", clip_model=folder)
     assert "fid and the CLIP metrics take clips of any lengths" in str(e.value)
+    # but a set of 2 or more (one frame has no spread): said as a one-frame output is
+    with pytest.raises(InputError, match="metric fid needs a source of at least 2 frames"):
+        evaluate(carphone, carphone[:1], metrics="fid", clip_model=folder)
 
 
 def test_evaluate_skips_metrics_without_weights(panning, tmp_path, monkeypatch):

@@ -210,6 +210,9 @@ def evaluate(
         if n in ("pixel_mse", "warp_error", "clip_consistency", "fid") and len(out) < 2:
             missing = True
             need = "at least 2 frames"
+        elif n == "fid" and src is not None and len(src) < 2:  # a source of any length now, but a set of 2 or more
+            missing = True
+            need = "a source of at least 2 frames"
         if missing:
             why = {"source": "needs the source video (--source)", "prompt": "needs a prompt (--prompt)"}.get(need, f"needs {need}")
             if explicit:
