@@ -1704,6 +1704,31 @@ def test_a_gap_in_a_numbered_frame_folder_is_said(tmp_path, caplog):
     assert [p.name for p in video._image_files(twice)][:2] == ["frame_001.png", "frame_1.png"]
 
 
+def test_a_gap_in_a_folder_numbered_with_text_after_the_number_is_said(tmp_path, caplog):
+    """ComfyUI saves ComfyUI_00001_.png: a number with text after it was taken for no number, so such a
+    folder with a frame gone, doubled or a stray image in it said nothing (and frame_0001_v2.png ... read
+    all as number 2, said to carry one number). The frame counter is read as keyframes' is."""
+    from PIL import Image
+
+    def folder(name, stems):
+        d = tmp_path / name
+        d.mkdir()
+        for i, stem in enumerate(stems):
+            Image.fromarray(np.full((4, 6, 3), i * 20, np.uint8)).save(d / f"{stem}.png")
+        return d
+
+    with caplog.at_level("WARNING", logger="flickerless"):
+        video.probe(folder("comfy", [f"ComfyUI_{i:05d}_" for i in range(1, 11) if i != 5]))
+        video.probe(folder("twice", [f"frame_{i}_final" for i in ("1", "001", "2", "3")]))
+        video.probe(folder("poster", [f"ComfyUI_{i:05d}_" for i in range(1, 6)] + ["poster"]))
+        video.probe(folder("versions", [f"frame_{i:04d}_v2" for i in range(1, 6)]))  # a fixed number: no gap
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 3, said
+    assert "comfy: frame number 5 is missing: frames are read in order" in said[0]
+    assert "frame_001_final.png and frame_1_final.png carry one frame number" in said[1]
+    assert "poster.png has no frame number among numbered frames" in said[2]
+
+
 def test_image_folders_exif_16_bit_and_mixed_sizes(tmp_path, carphone, capsys):
     from PIL import Image
 

@@ -194,12 +194,15 @@ def numbering_problems(files: list[Path]) -> tuple[list[int], list[tuple[str, st
     numbered = {}
     doubled = []
     stray = []
-    for f in files:
-        m = _KEY_RE.search(f.stem)  # a number at the end of the name, as keyframes are numbered
-        if m is None:
+    # read as keyframes are: the run that counts frames, also where text follows it (ComfyUI_00005_.png),
+    # so that such a folder's gaps are said too
+    for f, k in zip(files, _numbering(files)[0]):
+        if k is None:  # several numbers, none clearly the frame's ("0005 copy 2"): the one ending the name
+            m = _KEY_RE.search(f.stem)
+            k = None if m is None else int(m.group(1))
+        if k is None:
             stray.append(f.name)
             continue
-        k = int(m.group(1))
         if k in numbered:
             doubled.append((numbered[k].name, f.name))
         else:
@@ -1501,7 +1504,7 @@ def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.LANCZOS))
 
 
-_KEY_RE = re.compile(r"(\d+)$")  # a number ending the name: how numbering_problems reads a sequence
+_KEY_RE = re.compile(r"(\d+)$")  # a number ending the name: numbering_problems' reading where _numbering's is unclear
 _DIGITS = re.compile(r"\d+")
 
 
