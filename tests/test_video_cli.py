@@ -3213,6 +3213,11 @@ def test_info_tells_keyframes_given_as_a_style_from_a_short_style(tmp_path, carp
     assert main(["info", str(guide), str(short)]) == 0
     out = capsys.readouterr().out
     assert "add --frames 0:3 (style frame k is taken for guide frame k" in out and "looks like keyframes" not in out
+    # a folder of mixed names: info only guesses it is keyframes, and warned as a keyframes run would
+    Image.fromarray(carphone[4]).save(keys / "final_v2.png")
+    assert main(["info", str(guide), str(keys)]) == 0
+    said = capsys.readouterr()
+    assert "looks like keyframes" in said.out and "named unlike the other keyframes" not in said.err
 
 
 def test_info_says_a_turned_and_anamorphic_clip_s_shape(tmp_path, carphone, sound_clip, capsys):

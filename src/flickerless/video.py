@@ -1542,11 +1542,12 @@ def _numbering(files, like: dict | None = None) -> tuple[list[int | None], dict]
     return numbers, {t: (j, len(groups[t])) for t, j in counter.items()}
 
 
-def keyframe_files(folder, guide=None) -> dict[int, Path]:
+def keyframe_files(folder, guide=None, warn: bool = True) -> dict[int, Path]:
     """The keyframe images of a folder by their number (``12.png``, ``frame_0012.jpg``,
     ``ComfyUI_00012_.png``), not loaded: many keyframes of a long clip need not all be in memory at once
     (see :func:`load_image`). ``guide`` (a folder of frames): a keyframe named as its frames are reads its
-    number where they do."""
+    number where they do. ``warn=False``: names unlike the others are not said (``info`` only guessing
+    whether a folder is keyframes at all)."""
     folder = Path(folder)
     _check_exists(folder)
     if not folder.is_dir():
@@ -1576,7 +1577,7 @@ def keyframe_files(folder, guide=None) -> dict[int, Path]:
         if k in out:
             raise InputError(f"{folder}: {out[k].name} and {f.name} are both keyframe {k}; keep one")
         out[k] = f
-    if len(templates) > 1:  # "final_v2.png" among "0005.png"...: its number may not be its frame's
+    if warn and len(templates) > 1:  # "final_v2.png" among "0005.png"...: its number may not be its frame's
         main = max(templates, key=lambda t: (like is not None and t in like, templates[t][1], -len(t)))
         odd = [f"{f.name} as keyframe {k}" for f, k in zip(files, numbers) if _template(f) != main]
         usual = next(f.name for f in files if _template(f) == main)

@@ -151,7 +151,7 @@ def _keyframes_of(path, frames: int) -> bool:
     if not Path(path).is_dir():
         return False
     try:
-        keys = sorted(keyframe_files(path))
+        keys = sorted(keyframe_files(path, warn=False))  # a guess: a warning about keyframes is for a run
     except FlickerlessError:
         return False
     return keys != list(range(len(keys))) and keys != list(range(1, len(keys) + 1)) and keys[-1] <= frames
