@@ -2863,7 +2863,9 @@ def test_resume_after_a_damaged_style_frame_is_fixed(carphone, tmp_path, monkeyp
     Image.fromarray(255 - flick[1]).save(style / "00001.png")
     capsys.readouterr()
     assert main([*args, "--resume"]) == 2
-    assert "--resume: style frame 1 (00001.png) changed since the stop (its size or modification time: a copy put back counts too), and the frames kept in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--resume: style frame 1 (00001.png) changed since the stop (its size or modification time: a copy put back counts too), and the frames kept in" in err
+    assert re.search(r"\(up to (\d) \(0000\1\.png\)\) blend it", err), err  # the file, as frame 1 is said
     # another count of images than at the stop (frames renumbered) says the folder changed, as a whole
     import json
 

@@ -1011,16 +1011,17 @@ def _style_fixed_past(before, now, settings: dict, last: int, partial: Path, unr
         return False
     window = settings["window"]
     said = frames_said(settings["style"], changed[0])  # its file's name: indices count from 0, names from 1
+    kept = frames_said(settings["style"], last)
     if not (unread is not None and changed[0] >= unread) and (window is None or changed[0] - window <= last):
         # (a file's size and time are compared, not its bytes: reading every style frame at each start would
         # cost more than the check is worth, so a copy put back unchanged counts as changed; said)
         raise InputError(f"--resume: style frame {said} changed since the stop (its size or modification time: a copy "
-                         f"put back counts too), and the frames kept in {partial} (up to {last}) blend it (within "
+                         f"put back counts too), and the frames kept in {partial} (up to {kept}) blend it (within "
                          f"--window {window}); run without --resume")
-    log.info("style frame%s %s changed since the stop, past the frames kept (up to %d): resuming",
+    log.info("style frame%s %s changed since the stop, past the frames kept (up to %s): resuming",
              "" if len(changed) == 1 else "s",
              ", ".join(frames_said(settings["style"], i) for i in changed[:5]) + (", ..." if len(changed) > 5 else ""),
-             last)
+             kept)
     return True
 
 
