@@ -194,6 +194,22 @@ def test_eval_crops_a_source_of_another_aspect_ratio_and_says_so(clips, capsys, 
     crop, stretch = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("crop", "stretch"))
     assert crop["info"]["source_fit"] == "crop" and stretch["info"]["source_fit"] == "stretch"
     assert stretch["metrics"]["pixel_mse"] > 1.3 * crop["metrics"]["pixel_mse"]
+    # an anamorphic clip against its own kind (deflicker keeps the stored pixels and their shape): no fit at all;
+    # the source's pixel shape alone was compared with the output's stored one, and it was cropped (2x the score)
+    from fractions import Fraction
+
+    from flickerless.video import VideoWriter
+
+    caplog.clear()
+    for name in ("wide_a.mp4", "wide_b.mp4"):
+        with VideoWriter(tmp_path / name, 25, crf=0, pixel_aspect=Fraction(4, 3)) as w:
+            for f in src[:6, :, :132]:
+                w.write(np.ascontiguousarray(f))
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert main(["eval", "--video", str(tmp_path / "wide_a.mp4"), "--source", str(tmp_path / "wide_b.mp4"),
+                     "--metrics", "pixel_mse", "-q", "--json", str(tmp_path / "wide.json")]) == 0
+    assert "another aspect ratio" not in caplog.text
+    assert "source_fit" not in json.loads((tmp_path / "wide.json").read_text())["info"]
 
 
 def test_eval_says_what_reading_its_inputs_leaves_out(clips, tmp_path, carphone, caplog):

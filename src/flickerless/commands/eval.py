@@ -102,8 +102,10 @@ def cmd_eval(args) -> int:
         return f
 
     infos = _say_inputs(args.video, args.source)
-    # an anamorphic source is shown wider than its pixels: run generates at that shape
-    aspect = float(infos[args.source].pixel_aspect) if args.source else 1.0
+    # an anamorphic source is shown wider than its pixels: run generates at that shape, square-pixelled;
+    # deflicker keeps the stored pixels and says their shape (an output of its own shape needs no fit: it
+    # was cropped, and scored twice as high)
+    aspect = float(infos[args.source].pixel_aspect / infos[args.video].pixel_aspect) if args.source else 1.0
     try:
         return _evaluate(args, frames("video"), frames("source") if args.source else None, aspect)
     finally:
