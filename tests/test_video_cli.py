@@ -282,11 +282,32 @@ def test_working_files_not_closed_or_left_by_a_killed_run_are_removed(carphone, 
     for p in tmp_path.iterdir():
         os.utime(p, (time.time() - 3600, time.time() - 3600))
     mine = video.DiskFrames(iter(carphone[:1]), tmpdir=str(tmp_path))  # this process's: never taken
-    os.utime(mine.path, (time.time() - 3600, time.time() - 3600))
+    # the user's own, named alike: never taken (a date read as a process id had them removed)
+    (tmp_path / "flickerless-2024-results").mkdir()
+    (tmp_path / "flickerless-2024-results" / "a.txt").write_text("keep")
+    (tmp_path / "flickerless-20240501-notes.txt").write_text("keep")
+    (tmp_path / "flickerless-9999999-final.mp4").write_text("keep")
+    for p in [Path(mine.path), *tmp_path.glob("flickerless-2*"), *tmp_path.glob("flickerless-9*")]:
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    ours = set(left)
     video.remove_stale_spills(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == [Path(mine.path).name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [Path(mine.path).name, "flickerless-2024-results", "flickerless-20240501-notes.txt", "flickerless-9999999-final.mp4"])
+    assert not ours & {p.name for p in tmp_path.iterdir()}
     assert "removed 2 working files of runs that were killed" in caplog.text
     mine.close()
+    # a forked child's exit leaves its parent's files (the finalizer was copied into it, and removed them)
+    d = video.DiskFrames(iter(carphone[:1]), tmpdir=str(tmp_path))
+    pid = os.fork()
+    if pid == 0:  # the child drops its copy, as a worker process does when it ends
+        import gc as _gc
+
+        del d
+        _gc.collect()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.path.exists(d.path)
+    d.close()
 
 
 def test_failed_write_leaves_existing_output(tmp_path):

@@ -1018,7 +1018,11 @@ def _spill_prefix(prefix: str) -> str:
     return f"{prefix}{os.getpid()}-"
 
 
-def _remove(path: str) -> None:
+def _remove(path: str, owner: int | None = None) -> None:
+    """Remove a working file or folder; ``owner``: only in the process of that id (a finalizer is copied
+    into a forked child, whose exit removed the parent's files)."""
+    if owner is not None and os.getpid() != owner:
+        return
     if os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -1028,7 +1032,9 @@ def _remove(path: str) -> None:
             pass
 
 
-_SPILL_NAME = re.compile(r"flickerless-(?:[a-z]+-)?(\d+)-.+")
+# exactly the names _spill_prefix and tempfile make (mkstemp's and mkdtemp's 8 characters): a name of the
+# user's that merely starts alike (flickerless-2024-results/) is never taken for one
+_SPILL_NAME = re.compile(r"flickerless-(?:frames-)?(\d+)-[a-z0-9_]{8}(?:\.u8)?")
 
 
 def stale_spills(folder, older_than: float = 600.0) -> list[Path]:
@@ -1044,7 +1050,12 @@ def stale_spills(folder, older_than: float = 600.0) -> list[Path]:
         return []
     for p in entries:
         m = _SPILL_NAME.fullmatch(p.name)
-        if m is None or int(m.group(1)) == os.getpid():
+        if m is None or int(m.group(1)) == os.getpid() or (p.suffix == ".u8") == p.is_dir():
+            continue
+        try:
+            if p.is_symlink() or p.lstat().st_uid != os.getuid():  # ours only: a shared /tmp holds others'
+                continue
+        except (OSError, AttributeError):
             continue
         try:
             os.kill(int(m.group(1)), 0)
@@ -1066,16 +1077,20 @@ def remove_stale_spills(folder) -> None:
     stale = stale_spills(folder)
     if not stale:
         return
-    size = 0
+    size, gone = 0, []
     for p in stale:
         try:
-            size += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+            n = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
         except OSError:
-            pass
+            n = 0
         _remove(str(p))
-    log.warning("%s: removed %d working file%s of runs that were killed (%s): %s freed", folder, len(stale),
-                "" if len(stale) == 1 else "s", ", ".join(p.name for p in stale[:3]) + (", ..." if len(stale) > 3 else ""),
-                _bytes_text(size))
+        if not p.exists():  # said only when it is gone: one that could not be removed was said at every run
+            size += n
+            gone.append(p)
+    if gone:
+        log.warning("%s: removed %d working file%s of runs that were killed (%s): %s freed", folder, len(gone),
+                    "" if len(gone) == 1 else "s", ", ".join(p.name for p in gone[:3]) + (", ..." if len(gone) > 3 else ""),
+                    _bytes_text(size))
 
 
 class SpillFolder:
@@ -1092,7 +1107,7 @@ class SpillFolder:
         """A path for ``name`` in the folder (made now if it is not there yet)."""
         if self.path is None:
             self.path = tempfile.mkdtemp(prefix=_spill_prefix(self.prefix), dir=self.parent)
-            self._gone = weakref.finalize(self, _remove, self.path)
+            self._gone = weakref.finalize(self, _remove, self.path, os.getpid())
         return os.path.join(self.path, name)
 
     def close(self) -> None:
@@ -1181,7 +1196,7 @@ class DiskFrames:
         fd, self.path = tempfile.mkstemp(prefix=_spill_prefix("flickerless-frames-"), suffix=".u8",
                                          dir=spill_parent(tmpdir))
         # removed when collected or at exit too: an open_frames result not closed left a clip's size behind
-        self._gone = weakref.finalize(self, _remove, self.path)
+        self._gone = weakref.finalize(self, _remove, self.path, os.getpid())
         self.n = 0
         self.shape: tuple[int, int, int] | None = None
         self._out = os.fdopen(fd, "wb")  # appends go here; reads through their own handle
