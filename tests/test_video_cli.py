@@ -2198,6 +2198,14 @@ def test_a_gif_of_few_colours_is_written_and_a_failed_gif_keeps_its_frames(tmp_p
         back, _ = video.read(tmp_path / name)
         assert back.shape == clip.shape and np.abs(back.astype(int) - clip).max() <= (2 if name == "grey.gif" else 0)
 
+    # a pause in a flat animation on black: PIL took the second still frame for the first (the see-through
+    # index was black too) and folded it in; 6 frames came back as 4
+    pause = np.zeros((6, 32, 48, 3), np.uint8)
+    for i, x in enumerate([0, 4, 8, 8, 8, 12]):
+        pause[i, 10:20, 10 + x : 20 + x] = 255
+    video.write(tmp_path / "pause.gif", pause, 10)
+    assert np.array_equal(video.read(tmp_path / "pause.gif")[0], pause)
+
     def broken(*a, **k):
         raise ValueError("a fault of the GIF writer's own")
 

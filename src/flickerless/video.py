@@ -1919,8 +1919,12 @@ def _write_gif(frames: list[Path], out: Path, delays: list[int]) -> None:
     used = count > 0
     colours[used] = np.round(sums[used] / count[used, None])
     table = _nearest_colours(colours)
-    # indices past the colours, up to the see-through one, are never used
-    flat = np.clip(colours, 0, 255).astype(np.uint8).ravel().tolist() + [0, 0, 0] * (256 - k)
+    # indices past the colours, up to the see-through one, are never used; the see-through one gets a colour
+    # no frame has: black there made PIL take a black-cornered frame for the one before, and fold it in
+    rgb = np.clip(colours, 0, 255).astype(np.uint8)
+    have = {tuple(c) for c in rgb.tolist()}
+    see = next(c for c in [(255, 0, 255), *((i, 255 - i, i * 7 % 256) for i in range(256))] if c not in have)
+    flat = rgb.ravel().tolist() + rgb[0].tolist() * (255 - k) + list(see)
 
     def indexed():
         before = None
