@@ -1167,6 +1167,7 @@ def test_cli_resize_style_works_at_the_styles_size(clips, clips_truth, tmp_path)
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--crf", "60"], "0-51"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--fps", "0"], "above 0"),
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--fps", "x"], "frames per second"),
+        (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--fps", "1e400"], "frames per second"),  # a traceback
         (["--guide", "{d}/guide.mp4", "--style", "{d}/style.mp4", "--keyframes", "{d}/keys"], "not both"),
         (["--guide", "{d}/guide.mp4", "--keyframes", "{d}/keys", "--mode", "window"],
          "--mode window blends a --style video; --keyframes DIR goes with --mode keyframes"),
@@ -1605,6 +1606,10 @@ def test_a_misspelt_option_is_said_by_its_command_with_the_nearest(capsys):
     assert "flickerless info: error: unrecognized arguments: --jsno (did you mean --json?)" in capsys.readouterr().err
     assert main(["--bogus"]) == 2
     assert "flickerless: error: unrecognized arguments: --bogus (see flickerless --help)" in capsys.readouterr().err
+    # an option of the command given before it: put after it, not "did you mean --quiet?" of --quiet itself
+    assert main(["--quiet", "deflicker", "--guide", "g.mp4", "--style", "s.mp4", "-o", "o.mp4"]) == 2
+    assert "flickerless deflicker: error: --quiet goes after the command: flickerless deflicker --quiet ..." in \
+        capsys.readouterr().err
 
 
 def test_cli_unwritable_output(clips, tmp_path, capsys):
@@ -3130,7 +3135,9 @@ def test_info_says_what_is_read_from_each_clip(tmp_path, carphone, capsys):
     assert "differ (6 and 12): deflicker refuses them; they last as long at different rates (12.5 and 25 fps)" in out
     assert "--frames" not in out
     assert main(["deflicker", "--guide", str(clip), "--style", str(double), "-o", str(tmp_path / "o.mp4")]) == 2
-    assert "they last as long at different rates (12.5 and 25 fps), so frame k of one is not" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "they last as long at different rates (12.5 and 25 fps), so frame k of one is not" in err
+    assert "ffmpeg -i STYLE -r 25/2 OUT" in err  # exact: -r 29.97 would be 2997/100, not NTSC's 30000/1001
     assert "size        match (176x144)" in out
     assert main(["info", str(clip), str(hdr)]) == 0
     assert "size        differ (176x144 and 96x64): add --resize" in capsys.readouterr().out
@@ -3591,6 +3598,9 @@ def test_a_full_disk_keeps_the_frames_resumable_and_says_where_it_filled(clips, 
     assert main([*args, "-o", str(out), "--resume"]) == 0
     assert np.array_equal(video.read(out)[0], video.read(tmp_path / "whole")[0])
     assert not record.exists()
+    # a run refused before any work leaves no spare record behind (it was written before the checks)
+    assert main([*args, "-o", str(tmp_path / "p"), "--tmp", str(tmp_path / "nowhere")]) == 2
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".next")]
 
 
 def test_a_run_without_keyframes_says_nothing_of_them(clips, tmp_path, caplog):

@@ -58,7 +58,7 @@ def _fps(text: str) -> float:
 
     try:
         v = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
+    except (ValueError, ZeroDivisionError, OverflowError):
         raise argparse.ArgumentTypeError(f"expected frames per second, e.g. 24, 29.97 or 30000/1001, got {text!r}") from None
     ntsc = next((r * 1000 / 1001 for r in (24, 30, 48, 60, 120) if "/" not in text and abs(v - r * 1000 / 1001) < 0.006),
                 None)
@@ -125,9 +125,13 @@ def _unrecognized(parser: argparse.ArgumentParser, args, extra: list[str]) -> No
         if name is None or name not in subs[0].choices:
             break
         parser = subs[0].choices[name]
-    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    options = [o for a in parser._actions for o in a.option_strings]
+    before = [e for e in extra if e.split("=")[0] in options]  # given before the command: argparse left them
+    if before:
+        parser.error(f"{' '.join(before)} goes after the command: {parser.prog} {' '.join(before)} ...")
     near = [m for e in extra if e.startswith("--")
-            for m in difflib.get_close_matches(e.split("=")[0], options, n=1, cutoff=0.7)]
+            for m in difflib.get_close_matches(e.split("=")[0], [o for o in options if o.startswith("--")], n=1,
+                                               cutoff=0.7)]
     parser.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {', '.join(near)}?)" if near else ""))
 
 
@@ -846,14 +850,6 @@ def cmd_deflicker(args) -> int:
         log.warning("%s: the name is too long to keep the frames beside it (as %s) if the run stops; a shorter "
                     "name keeps them", args.output, partial.name)
     done_before = _resumable(partial, record, settings) if args.resume else 0
-    # the stopped run's record, written now, while there is room: a disk that fills up stops a run where it
-    # can no longer write the record (it was left empty, and the frames kept could never be resumed)
-    spare = record.with_name(f".{record.name}.next")
-    if keepable:
-        try:
-            write_whole(spare, json.dumps(settings, indent=1))
-        except OSError:
-            spare = None
     earlier = 0  # frames an earlier stopped run kept, that a start-over keeps until it has more
     if not args.resume and keepable and partial.exists() and record.exists():  # started over: said
         earlier = probe(partial).frames
@@ -898,6 +894,14 @@ def cmd_deflicker(args) -> int:
                                           audio_start=start / ginfo.fps if times is None else times[0],
                                           pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1, times=times,
                                           colour=colour_from[1].colour, alpha=keep_alpha))
+    # the stopped run's record, written now, while there is room: a disk that fills up stops a run where it
+    # can no longer write the record (it was left empty, and the frames kept could never be resumed)
+    spare = record.with_name(f".{record.name}.next")
+    if keepable:
+        try:
+            write_whole(spare, json.dumps(settings, indent=1))
+        except OSError:
+            spare = None
     t0 = time.perf_counter()
     try:
         if done_before:

@@ -110,10 +110,13 @@ def count_advice(g: int, s: int, g_fps: float | None = None, s_fps: float | None
     note = ""
     if g_fps and s_fps and abs(g_fps - s_fps) > 0.001 * max(g_fps, s_fps):
         if abs(g / g_fps - s / s_fps) <= 1.5 / min(g_fps, s_fps):
-            return (f"they last as long at different rates ({g_fps:.4g} and {s_fps:.4g} fps), so frame k of one is not "
+            from fractions import Fraction
+
+            rate = Fraction(g_fps).limit_denominator(1001)  # exact: -r 29.97 is 2997/100, a frame off every 33 s
+            return (f"they last as long at different rates ({g_fps:.5g} and {s_fps:.5g} fps), so frame k of one is not "
                     f"frame k of the other: write the style at the guide's rate first (e.g. ffmpeg -i STYLE -r "
-                    f"{g_fps:.4g} OUT)")
-        note = (f"; their rates differ too ({g_fps:.4g} and {s_fps:.4g} fps): a style resampled from the guide pairs "
+                    f"{rate} OUT)")
+        note = (f"; their rates differ too ({g_fps:.5g} and {s_fps:.5g} fps): a style resampled from the guide pairs "
                 "with it only once written at the guide's rate")
     return (f"if the style is the guide's first {common} frames, add --frames 0:{common} (style frame k is taken for "
             f"guide frame k, from 0; a style of a later stretch needs the guide cut to that stretch){note}")
