@@ -1045,6 +1045,13 @@ def test_a_keyframe_saved_as_a_copy_or_a_version_is_not_read_as_that_number(clip
         assert sorted(video.keyframe_files(keys)) == [2, 4, 5]
     assert [r.levelname for r in caplog.records if "read by the number in the name: final_v4.png as keyframe 4" in r.getMessage()
             ] == ["WARNING"]
+    # one name alone whose last number is zero-padded or the longest is read by it, as names ending in their
+    # number were before (shot2_0012.png was refused, and a dated name was told to call itself 2024.png)
+    for name, k in (("shot2_0012.png", 12), ("2024-05-01_0012.png", 12)):
+        alone = tmp_path / name.split(".")[0]
+        alone.mkdir()
+        img.save(alone / name)
+        assert list(video.keyframe_files(alone)) == [k]
 
 
 def test_messages_about_frames_name_a_folders_files(carphone, tmp_path, caplog):

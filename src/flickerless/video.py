@@ -1550,6 +1550,12 @@ def _numbering(files, like: dict | None = None) -> tuple[list[int | None], dict]
             counter[texts] = like[texts]
         elif len(values) == 1 or len(pick) == 1:
             counter[texts] = 0 if len(values) == 1 else pick[0]
+        elif len(members) == 1 and (len(members[0][-1]) > 1 and members[0][-1].startswith("0")
+                                    or all(len(members[0][-1]) > len(r) for r in members[0][:-1])):
+            # one name alone whose last number is a zero-padded or the longest run (shot2_0012, 2024-05-01_0012):
+            # a frame counter's shape, as names ending in their number were read before; a copy's or a
+            # version's short number (0020 copy 2, 5_v2) is not
+            counter[texts] = len(values) - 1
         else:
             counter[texts] = None
     numbers = [None if not r or counter[_template(f)] is None else int(r[counter[_template(f)]])
@@ -1584,9 +1590,9 @@ def keyframe_files(folder, guide=None, warn: bool = True) -> dict[int, Path]:
     if unclear:  # a copy's or a version's number (Finder's "0020 copy 2.png") was taken for the frame's
         f = unclear[0]
         raise InputError(
-            f"{folder}: keyframe {f.name} holds several numbers ({', '.join(_DIGITS.findall(f.stem))}) and no other "
-            f"keyframe or guide frame is named like it to tell which is its frame number: name it by its frame "
-            f"number alone (e.g. {_DIGITS.findall(f.stem)[0]}{f.suffix}) or as the guide's frames are named")
+            f"{folder}: keyframe {f.name} holds several numbers ({', '.join(_DIGITS.findall(f.stem))}), and which is "
+            f"its frame number is not clear from the other keyframes' or the guide frames' names: name it by its "
+            f"frame number alone (e.g. 12{f.suffix} for frame 12) or as the guide's frames are named")
     out: dict[int, Path] = {}
     for f, k in zip(files, numbers):
         if k in out:
