@@ -149,9 +149,10 @@ def _say_outlier(name: str, per_pair) -> None:
     if med <= 0 or v[worst] < OUTLIER * med:
         return
     rest = float(np.mean(np.delete(v, worst)[np.delete(ok, worst)]))
-    log.warning("%s: pair %d->%d scores %.4g, %.0fx the median pair (%.4g): a cut in the source, or a flash in the "
-                "output? The mean is %.4g with it and %.4g without (per_frame in --json has every pair)", name, worst,
-                worst + 1, v[worst], v[worst] / med, med, float(np.mean(v[ok])), rest)
+    log.warning("%s: pair %d->%d (counted from the first frame scored) scores %.4g, %.0fx the median pair (%.4g): a "
+                "cut in the source, or a flash in the output? The mean is %.4g with it and %.4g without (per_frame in "
+                "--json has every pair)", name, worst, worst + 1, v[worst], v[worst] / med, med, float(np.mean(v[ok])),
+                rest)
 
 
 def evaluate(
