@@ -236,7 +236,7 @@ def test_the_torchvision_to_install_is_the_one_made_for_this_torch(monkeypatch):
 
 def test_a_scheduler_the_engine_does_not_know_is_refused_before_any_work(model_dir):
     """PNDM ran the first `steps` of its longer list of timesteps: a video that was not finished."""
-    from diffusers import EulerDiscreteScheduler, PNDMScheduler
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
 
     pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
     config = pipe.c.scheduler.config
@@ -248,6 +248,12 @@ def test_a_scheduler_the_engine_does_not_know_is_refused_before_any_work(model_d
     out = pipe(None, num_frames=2, height=16, width=16, steps=3, schedule=DeflickerSchedule(frequency=1),
                deflicker=lambda f, g, w: seen.append(f) or f, final_window=0)
     assert out.shape == (2, 3, 16, 16) and len(seen) == 3
+    # DDIM's "trailing" spacing makes one timestep more at some counts: said as that, with a count that works
+    # (it advised a DDIM run to use DDIM)
+    pipe.c.scheduler = DDIMScheduler.from_config(config, timestep_spacing="trailing")
+    with pytest.raises(InputError, match="DDIMScheduler made 62 timesteps for 61 steps \\(its timestep spacing "
+                                         "'trailing' at this count\\): choose another number of steps"):
+        pipe(None, num_frames=1, height=16, width=16, steps=61)
 
 
 def test_a_run_continued_with_the_saved_patchmatch_fields_gives_the_uninterrupted_frames(model_dir, video):

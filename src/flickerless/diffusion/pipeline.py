@@ -291,8 +291,12 @@ class VideoPipeline:
         sched.set_timesteps(steps)
         timesteps = sched.timesteps
         if len(timesteps) != steps:  # the loop takes one model call per step
-            raise InputError(f"{type(sched).__name__} made {len(timesteps)} timesteps for {steps} steps: use a scheduler "
-                             "with one model call per step (DDIM, DPMSolverMultistep, ...)")
+            # (the supported schedulers take one model call a step: this is their spacing's rounding at this
+            # count, e.g. DDIM with timestep_spacing "trailing" at 61 steps; it advised DDIM to a DDIM run)
+            spacing = getattr(sched.config, "timestep_spacing", None)
+            raise InputError(f"{type(sched).__name__} made {len(timesteps)} timesteps for {steps} steps (its timestep "
+                             f"spacing {spacing!r} at this count): choose another number of steps, e.g. "
+                             f"--set sampling.steps={steps - 1}")
         f = self.size_multiple
         total = denoising_steps(steps, strength if video is not None else 1.0)
         timesteps = timesteps[steps - total:]
