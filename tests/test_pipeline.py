@@ -236,7 +236,7 @@ def test_the_torchvision_to_install_is_the_one_made_for_this_torch(monkeypatch):
 
 def test_a_scheduler_the_engine_does_not_know_is_refused_before_any_work(model_dir):
     """PNDM ran the first `steps` of its longer list of timesteps: a video that was not finished."""
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler
+    from diffusers import DDIMScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, PNDMScheduler
 
     pipe = VideoPipeline.from_pretrained(str(model_dir), device="cpu")
     config = pipe.c.scheduler.config
@@ -250,6 +250,10 @@ def test_a_scheduler_the_engine_does_not_know_is_refused_before_any_work(model_d
     assert out.shape == (2, 3, 16, 16) and len(seen) == 3
     # DDIM's "trailing" spacing makes one timestep more at some counts: said as that, with a count that works
     # (it advised a DDIM run to use DDIM)
+    # a scheduler lacking a prediction type (Euler-Ancestral's "sample"): one line, not diffusers' traceback
+    pipe.c.scheduler = EulerAncestralDiscreteScheduler.from_config(config, prediction_type="sample")
+    with pytest.raises(InputError, match="EulerAncestralDiscreteScheduler cannot step a model of prediction_type 'sample'"):
+        pipe(None, num_frames=1, height=16, width=16, steps=2)
     pipe.c.scheduler = DDIMScheduler.from_config(config, timestep_spacing="trailing")
     with pytest.raises(InputError, match="DDIMScheduler made 62 timesteps for 61 steps \\(its timestep spacing "
                                          "'trailing' at this count\\): choose another number of steps"):

@@ -552,7 +552,11 @@ def sample(
             frames = deflicker(frames, guide, schedule.window)  # eq 4
             x0_bar = codec.encode(frames, out_device=latents.device)  # eq 5
             pred = join_prediction(x0_bar, latents, t, scheduler)  # eq 6
-        latents = scheduler.step(pred, t, latents, return_dict=False, **_step_noise(scheduler, latents, seed, s))[0]  # eq 7
+        try:
+            latents = scheduler.step(pred, t, latents, return_dict=False, **_step_noise(scheduler, latents, seed, s))[0]  # eq 7
+        except NotImplementedError as e:  # a combination the scheduler lacks (Euler-Ancestral with "sample")
+            raise InputError(f"{type(scheduler).__name__} cannot step a model of prediction_type "
+                             f"{scheduler.config.prediction_type!r} ({e}): choose another scheduler") from e
         if on_step is not None:
             on_step(s + 1, latents)
     return latents
