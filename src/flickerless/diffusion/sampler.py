@@ -499,7 +499,9 @@ def join_prediction(x0: torch.Tensor, x_t: torch.Tensor, t, scheduler) -> torch.
 def _step_noise(scheduler, latents: torch.Tensor, seed: int, step: int) -> dict:
     """``generator=`` for ``scheduler.step``: one generator per frame, all seeded alike from (seed, step),
     so that the noise DDPM, Euler-Ancestral or an SDE solver adds is the same on every frame (as the
-    initial noise) and the same again when a run is continued from this step."""
+    initial noise) and the same again when a run is continued from this step (the multistep solvers'
+    history of earlier steps is not carried into a new call: a continued DPM-Solver, UniPC or LMS run
+    differs from the uninterrupted one)."""
     if "generator" not in inspect.signature(scheduler.step).parameters:
         return {}
     s = (int(seed) * 6364136223846793005 + step + 1) % (1 << 64)
