@@ -258,6 +258,11 @@ def test_run_job_takes_python_s_own_types_or_says_which(clip, tmp_path, monkeypa
     overrides="a.b=1" was read a character at a time, a clip's frames failed in Path()."""
     import flickerless.pipelines.job as job
 
+    # pathlib paths for the model, ControlNets and LoRAs, as video= takes one (json.dumps failed on them)
+    s = job.resolve_settings("stylize", tmp_path / "m", {"depth": tmp_path / "cn"}, [tmp_path / "l.safetensors"])
+    assert s["model"]["base"] == str(tmp_path / "m") and s["model"]["lora"] == [str(tmp_path / "l.safetensors")]
+    assert all(isinstance(u["model"], str) for u in s["controlnets"])
+
     class Read(Exception):
         pass
 

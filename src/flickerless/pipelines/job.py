@@ -77,6 +77,13 @@ def resolve_settings(template: str, model: str | None = None, controlnets: dict[
     if controlnets is not None and not isinstance(controlnets, Mapping):  # a list failed on .items()
         raise InputError(f"controlnets is a mapping {{annotator: model}}, e.g. {{'canny': path}}, got "
                          f"{type(controlnets).__name__}")
+    # paths as pathlib gives them (a Path failed in json.dumps, deep inside, or was refused as not a string)
+    model = os.fspath(model) if isinstance(model, os.PathLike) else model
+    if controlnets:
+        controlnets = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in controlnets.items()}
+    lora = os.fspath(lora) if isinstance(lora, os.PathLike) else lora
+    if isinstance(lora, (list, tuple)):
+        lora = [os.fspath(v) if isinstance(v, os.PathLike) else v for v in lora]
     # a string was read a character at a time ("--set 's': expected section.key=value")
     lora, overrides = ([v] if isinstance(v, str) else v for v in (lora, overrides))
     for what, v in (("lora", lora), ("overrides", overrides)):
