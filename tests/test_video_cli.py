@@ -2112,6 +2112,9 @@ def test_frame_times_of_constant_and_variable_rate_clips(tmp_path, carphone):
     # the commands ask: it was taken for a clip of 0 frames, so at a constant rate, and its times were lost
     write_h264(tmp_path / "vfr.mkv", carphone[np.arange(16) % len(carphone)], times=times)
     assert np.allclose(video.frame_times(tmp_path / "vfr.mkv")[:16], times, atol=1e-3)
+    # one that says a rate of thousands a second (a muxer's tick) is read at a rate of frames: info said 3e+04 fps
+    write_h264(tmp_path / "tick.mkv", carphone[np.arange(16) % len(carphone)], fps=30000, times=times)
+    assert video.probe(tmp_path / "tick.mkv").fps <= 100
 
 
 @pytest.mark.parametrize("steps", ["random", "short last"])

@@ -390,6 +390,8 @@ def _stream_fps(stream) -> float:
     tick = stream.time_base
     if average and guessed and tick and average == 1 / tick and guessed != average:
         average = None  # one frame a tick: the time base, not the rate
+    if average and guessed and average > 1000 >= guessed:  # thousands a second: a muxer's tick, not a rate
+        average = None
     rate = average or guessed or stream.base_rate
     return float(rate) if rate else DEFAULT_FPS
 
@@ -673,7 +675,9 @@ def probe(path) -> VideoInfo:
     try:
         stream = _video_stream(container, path)
         fps = _stream_fps(stream)
-        if container.format.name == "gif":  # FFmpeg guesses a GIF's rate from its first delay
+        # FFmpeg guesses a GIF's rate from its first delay; a variable-rate Matroska clip can say one of
+        # thousands of frames a second (its shortest step's, in its 1 ms ticks): both from their packets
+        if container.format.name == "gif" or (stream.average_rate or 0) > 1000:
             fps = _mean_packet_rate(path) or fps
         aspect = _pixel_aspect(stream)
         interlaced = alpha = False
