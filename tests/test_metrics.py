@@ -385,7 +385,8 @@ def test_fid_and_clip_metrics_take_a_source_of_another_length(tiny_clip, carphon
     """FID is a distance between two sets of frames (the paper's source is the fine-tuning video), but
     evaluate refused a source of another length for any metric, saying they must match frame for frame."""
     folder, clip = tiny_clip
-    res = evaluate(carphone, carphone[:6], metrics="fid,clip_consistency", clip_model=folder)
+    res = evaluate(carphone, carphone[:6], metrics="fid,clip_consistency", clip_model=folder, device="cpu")
+    # (on the CPU as the reference is: FID of near-alike sets is 1e-4, and a GPU's embeddings move it by 1%)
     assert res.values["fid"] == pytest.approx(fid(carphone, carphone[:6], clip=clip), rel=1e-6)
     assert set(res.values) == {"fid", "clip_consistency"}
     with pytest.raises(InputError, match=r"has 6: pixel_mse, pose_mse compare frame t of one with frame t") as e:
