@@ -1711,18 +1711,22 @@ def test_interlaced_guide_is_said_with_the_way_out(clips, tmp_path, caplog):
     assert len(said) == 1 and str(woven) in said[0] and "-vf bwdif" in said[0]
 
 
+def _frames_named(d: Path, stems) -> Path:
+    """A folder of tiny PNG frames named ``stems``, each a grey of its own."""
+    from PIL import Image
+
+    d.mkdir()
+    for i, stem in enumerate(stems):
+        Image.fromarray(np.full((4, 6, 3), i * 20, np.uint8)).save(d / f"{stem}.png")
+    return d
+
+
 def test_a_gap_in_a_numbered_frame_folder_is_said(tmp_path, caplog):
     """A style folder 00000..00009.png with 00005.png gone was read as 9 frames, each after the gap paired
     with the guide frame before its own; `deflicker --frames 0:9` (the hint for unequal counts) then ran
     without a word. Two files with one number were read in the order the folder listed them."""
-    from PIL import Image
-
     def folder(name, stems):
-        d = tmp_path / name
-        d.mkdir()
-        for i, stem in enumerate(stems):
-            Image.fromarray(np.full((4, 6, 3), i * 20, np.uint8)).save(d / f"{stem}.png")
-        return d
+        return _frames_named(tmp_path / name, stems)
 
     with caplog.at_level("WARNING", logger="flickerless"):
         video.probe(folder("gap", [f"{i:05d}" for i in range(10) if i != 5]))
@@ -1741,14 +1745,8 @@ def test_a_gap_in_a_folder_numbered_with_text_after_the_number_is_said(tmp_path,
     """ComfyUI saves ComfyUI_00001_.png: a number with text after it was taken for no number, so such a
     folder with a frame gone, doubled or a stray image in it said nothing (and frame_0001_v2.png ... read
     all as number 2, said to carry one number). The frame counter is read as keyframes' is."""
-    from PIL import Image
-
     def folder(name, stems):
-        d = tmp_path / name
-        d.mkdir()
-        for i, stem in enumerate(stems):
-            Image.fromarray(np.full((4, 6, 3), i * 20, np.uint8)).save(d / f"{stem}.png")
-        return d
+        return _frames_named(tmp_path / name, stems)
 
     with caplog.at_level("WARNING", logger="flickerless"):
         video.probe(folder("comfy", [f"ComfyUI_{i:05d}_" for i in range(1, 11) if i != 5]))
