@@ -3620,3 +3620,30 @@ def test_a_run_without_keyframes_says_nothing_of_them(clips, tmp_path, caplog):
                      "cpu", "--mode", "window", "--window", "1", "--patch-sizes", "5", "--iterations", "1", "--frames",
                      "0:2", "-o", str(tmp_path / "o")]) == 0
     assert "wrote" in caplog.text and "keyframes matched" not in caplog.text
+
+
+def test_a_video_whose_finishing_fails_says_why_its_frames_are_not_kept(carphone, tmp_path):
+    """A file size limit (or a full disk) met as the video was finished: the frames could not be kept,
+    said as "no frames were written" though all of them were."""
+    import subprocess
+
+    code = ("import resource, signal, sys\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "import numpy as np\n"
+            "from flickerless import video\n"
+            "frames = np.load(sys.argv[1])\n"
+            "w = video.VideoWriter(sys.argv[2], 25)\n"
+            "for f in frames:\n"
+            "    w.write(f)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n"
+            "try:\n"
+            "    w.close()\n"
+            "except Exception as e:\n"
+            "    print('close:', e)\n"
+            "print('kept:', w.keep_partial())\n")
+    np.save(tmp_path / "f.npy", carphone[:12])
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.npy"), str(tmp_path / "o.mp4")],
+                         capture_output=True, text=True, timeout=120)
+    assert "kept: None" in out.stdout, out.stdout + out.stderr
+    assert "writing the video failed as it was finished, and a video cut off cannot be finished" in out.stderr
+    assert "no frames were written" not in out.stderr

@@ -2414,6 +2414,11 @@ class VideoWriter(_Output):
                 log.warning("the %d frames done could not be moved to %s (%s); they are in %s", self.count, dest, e,
                             self.tmp)
                 return None
+        if self._container is None and not self.tmp.exists():  # dropped already: finishing it failed (a full disk)
+            log.warning("the %d frames done could not be kept: writing the video failed as it was finished, and a "
+                        "video cut off cannot be finished (a folder of PNGs, -o without an extension, keeps its "
+                        "frames through a full disk)", self.count)
+            return None
         keep, self.path = self.path, dest
         try:
             self.close()
