@@ -3647,3 +3647,13 @@ def test_a_video_whose_finishing_fails_says_why_its_frames_are_not_kept(carphone
     assert "kept: None" in out.stdout, out.stdout + out.stderr
     assert "writing the video failed as it was finished, and a video cut off cannot be finished" in out.stderr
     assert "no frames were written" not in out.stderr
+
+
+def test_info_says_two_clips_over_the_limit_they_share(clips, monkeypatch, capsys):
+    """Each of two clips under the in-memory limit was said "held in RAM", though deflicker shares the
+    limit between the guide and the style and reads them through files."""
+    one = video.probe(clips / "guide.mp4")
+    monkeypatch.setattr(video, "MEMORY_LIMIT", int(one.frames * one.height * one.width * 3 * 1.5))
+    assert main(["info", str(clips / "guide.mp4"), str(clips / "style.mp4")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": held in RAM") == 2 and "together, over the 1 GiB in-memory limit they share in deflicker" in out
