@@ -3651,9 +3651,12 @@ def test_a_video_whose_finishing_fails_says_why_its_frames_are_not_kept(carphone
 
 def test_info_says_two_clips_over_the_limit_they_share(clips, monkeypatch, capsys):
     """Each of two clips under the in-memory limit was said "held in RAM", though deflicker shares the
-    limit between the guide and the style and reads them through files."""
+    limit between the guide and the style and reads a clip over its half through a file."""
     one = video.probe(clips / "guide.mp4")
-    monkeypatch.setattr(video, "MEMORY_LIMIT", int(one.frames * one.height * one.width * 3 * 1.5))
-    assert main(["info", str(clips / "guide.mp4"), str(clips / "style.mp4")]) == 0
+    frame = one.height * one.width * 3
+    # 6 and 4 frames against a limit of 11: together under it, but the guide is over its half (5.5)
+    monkeypatch.setattr(video, "MEMORY_LIMIT", 11 * frame)
+    assert main(["info", str(clips / "guide.mp4"), str(clips / "short.mp4")]) == 0
     out = capsys.readouterr().out
-    assert out.count(": held in RAM") == 2 and "together, over the 1 GiB in-memory limit they share in deflicker" in out
+    assert out.count(": held in RAM") == 2 and "guide.mp4 over 82 KiB, the in-memory limit's share of each clip" in out
+    assert "short.mp4 over" not in out and "and short.mp4" not in out

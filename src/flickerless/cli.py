@@ -365,14 +365,11 @@ def _read_range(args, job: dict, a: int, b: int) -> tuple[int, int]:
 
 
 def _memory_share(job: dict) -> int:
-    """Bytes of uncompressed frames one clip's range may hold in RAM: the in-memory limit shared by the
-    clips read at once (the guide and the style) and the ranges done at once (several devices), so that
-    two clips just under the limit each (1.06 GB apiece: 3.07 GB peak RSS) or eight GPUs do not hold
-    several times the limit."""
-    from . import video
+    """Bytes of uncompressed frames one clip's range may hold in RAM (:func:`~flickerless.video.memory_share`:
+    the limit shared by the guide and the style, and by the ranges done at once)."""
+    from .video import memory_share
 
-    clips = 1 if job["mode"] == "keyframes" else 2
-    return video.MEMORY_LIMIT // (clips * max(1, job.get("parts", 1)))
+    return memory_share(1 if job["mode"] == "keyframes" else 2, job.get("parts", 1))
 
 
 def _check_spill_space(args, job: dict, devices, parts) -> None:

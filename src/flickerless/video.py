@@ -125,6 +125,14 @@ _X265_MIN = (16, 64)
 MEMORY_LIMIT = 1 << 30  # a clip larger than this, uncompressed, is read through a file (open_frames)
 
 
+def memory_share(clips: int = 1, parts: int = 1) -> int:
+    """Bytes of uncompressed frames one clip may hold in RAM when ``clips`` clips are read at once (a
+    guide and its style: 2) over ``parts`` ranges done at once (several devices): :data:`MEMORY_LIMIT`
+    shared, so that two clips just under the limit each (1.06 GB apiece: 3.07 GB peak RSS) or eight GPUs
+    do not hold several times the limit."""
+    return MEMORY_LIMIT // (max(1, clips) * max(1, parts))
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     frames: int

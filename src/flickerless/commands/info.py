@@ -142,13 +142,14 @@ def pair_lines(guide: dict, style: dict) -> list[str]:
     else:
         rows.append(f"  size        differ ({gs[0]}x{gs[1]} and {ss[0]}x{ss[1]}): add --resize (the style to the "
                     "guide's size) or --resize style (work at the style's size)")
-    from ..video import MEMORY_LIMIT
+    from ..video import _bytes_text, memory_share
 
-    both = guide["bytes_uncompressed"] + style["bytes_uncompressed"]
-    if both > MEMORY_LIMIT and guide["held_in_ram"] and style["held_in_ram"]:
-        # each fits the limit alone, as said above; deflicker shares it between the two it reads at once
-        rows.append(f"  working     {both / 1e9:.3g} GB together, over the 1 GiB in-memory limit they share in "
-                    "deflicker: decoded as the work goes, or through a file (--tmp), not held in RAM")
+    # each is said "held in RAM" against the whole limit above; deflicker shares it between the two it reads
+    share = memory_share(clips=2)
+    over = [Path(d["path"]).name for d in (guide, style) if d["held_in_ram"] and d["bytes_uncompressed"] > share]
+    if over:
+        rows.append(f"  working     {' and '.join(over)} over {_bytes_text(share)}, the in-memory limit's share of "
+                    "each clip in deflicker: decoded as the work goes, or through a file (--tmp), not held in RAM")
     return rows
 
 
