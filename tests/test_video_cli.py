@@ -3660,3 +3660,18 @@ def test_info_says_two_clips_over_the_limit_they_share(clips, monkeypatch, capsy
     out = capsys.readouterr().out
     assert out.count(": held in RAM") == 2 and "guide.mp4 over 82 KiB, the in-memory limit's share of each clip" in out
     assert "short.mp4 over" not in out and "and short.mp4" not in out
+
+
+def test_frames_said_lists_a_folder_once(tmp_path, monkeypatch):
+    """Each frame a message named listed and sorted the whole folder again (every cut of a long clip)."""
+    folder = _frames_named(tmp_path / "f", [f"frame_{i:05d}" for i in range(1, 7)])
+    calls, real = [0], video._image_files
+
+    def counted(f):
+        calls[0] += 1
+        return real(f)
+
+    monkeypatch.setattr(video, "_image_files", counted)
+    said = [video.frames_said(folder, i) for i in range(6)]
+    assert said[5] == "5 (frame_00006.png)" and video.frames_said(folder, 1, 3) == "1-3 (frame_00002.png-frame_00004.png)"
+    assert calls[0] == 1

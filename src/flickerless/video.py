@@ -1627,11 +1627,17 @@ def frames_said(path, first: int, last: int | None = None) -> str:
     said = str(first) if last is None else f"{first}-{last}"
     if path is None or not Path(path).is_dir():
         return said
-    files = _image_files(Path(path))
+    # one listing per folder version: a message names several frames (each cut, each changed file)
+    files = _folder_names(str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
     end = first if last is None else last
     if not 0 <= first <= end < len(files):
         return said
-    return f"{said} ({files[first].name}{'' if last is None else '-' + files[end].name})"
+    return f"{said} ({files[first]}{'' if last is None else '-' + files[end]})"
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_names(folder: str, mtime_ns: int) -> tuple[str, ...]:
+    return tuple(f.name for f in _image_files(Path(folder)))
 
 
 def image_size(path, decode: bool = False) -> tuple[int, int]:
