@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError, ModelNotFoundError
 from .clip import AESTHETIC_HELP, DEFAULT_CLIP
-from .frames import FITS, _array, as_uint8
+from .frames import _array, as_uint8, check_fit
 
 __all__ = ["METRICS", "PAIRED", "EvalResult", "evaluate", "parse_metrics", "check_frame_counts"]
 
@@ -187,8 +187,7 @@ def evaluate(
     (anamorphic video), which the CLI reads from the clip.
     """
     names, explicit = parse_metrics(metrics)
-    if fit is not None and fit not in FITS:
-        raise InputError(f"fit {fit!r}: choose crop or stretch")
+    check_fit(fit)
     if device is not None:  # checked as the CLI's --device is: a wrong one was torch's raw RuntimeError
         from ..blend.deflicker import resolve_device
 

@@ -83,6 +83,12 @@ def match_size(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([fit_frame(f, size) for f in frames])
 
 
+def check_fit(fit) -> None:
+    """``fit`` is one of :data:`FITS` or None (checked before any work is done, and where it is used)."""
+    if fit is not None and fit not in FITS:
+        raise InputError(f"fit {fit!r}: choose crop or stretch")
+
+
 def _aspects_differ(src_hw: tuple[int, int], out_hw: tuple[int, int], pixel_aspect: float = 1.0) -> bool:
     """Whether an output of ``out_hw`` (H, W) shows another shape than a source of ``src_hw`` whose pixels
     are shown ``pixel_aspect`` times as wide as high, by more than `run` rounding each side to a multiple
@@ -100,8 +106,7 @@ def fit_source(source: np.ndarray, size: tuple[int, int], fit: str | None = None
     source compared other pixels without a word (Pixel-MSE twice as high). ``pixel_aspect``: the source's
     (anamorphic video; :attr:`~flickerless.video.VideoInfo.pixel_aspect`). Returns (frames, fit used or
     None where the aspect ratios agree)."""
-    if fit is not None and fit not in FITS:
-        raise InputError(f"fit {fit!r}: choose crop or stretch")
+    check_fit(fit)
     h, w = source.shape[1:3]
     if not _aspects_differ((h, w), size, pixel_aspect):
         return source, None
