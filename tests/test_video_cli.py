@@ -2495,6 +2495,37 @@ def test_a_clip_cut_mid_gop_is_counted_as_it_decodes(tmp_path, carphone, capsys,
     assert video.probe(tmp_path / "o.mp4").frames == 3
 
 
+def test_a_guide_that_lost_its_first_frames_is_not_paired_from_zero(tmp_path, carphone, capsys):
+    """A guide cut mid-GOP lost its first frames; a style made of the whole stretch has them. The count
+    advice said to add --frames 0:N, which paired every frame that many off without a word: the lost
+    frames are the difference, and the advice now says which style frames to drop."""
+    from tests.conftest import write_cut_mid_gop
+
+    cut = write_cut_mid_gop(tmp_path, carphone[:12])  # 10 packets from frame 2 of the whole; 8 decode
+    whole = video.read(tmp_path / "gop.mkv")[0]
+    style = tmp_path / "style.mkv"
+    write_h264(style, whole[2:])  # the stretch the cut's packets stand for, all of it
+    g, st = video.read(cut)[0].astype(float), video.read(style)[0].astype(float)
+    off = [np.abs(g - st[k:k + len(g)]).mean() for k in (0, 2)]
+    assert off[1] < off[0] / 2, off  # guide frame k is style frame k+2 (re-encoded: a few levels apart; 8 at k = 0)
+    assert main(["info", str(cut), str(style)]) == 0
+    out = capsys.readouterr().out
+    assert "the guide starts 2 frames later than the style: its first 2 frames cannot be decoded" in out
+    assert "drop the style's first 2 frames first" in out and "--frames 0:" not in out
+    assert main(["deflicker", "--guide", str(cut), "--style", str(style), "-o", str(tmp_path / "o.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "frame k of the guide is frame k+2 of the style" in err and "--frames 0:" not in err
+    # the other way round: the style lost them
+    assert main(["info", str(style), str(cut)]) == 0
+    assert "the style starts 2 frames later than the guide" in capsys.readouterr().out
+    # a longer style that does not start where the guide's lost frames were: the general advice, with
+    # the lost frames named so that the user checks the start
+    assert main(["info", str(cut), str(tmp_path / "gop.mkv")]) == 0
+    out = capsys.readouterr().out
+    assert "if the two start at the same frame, add --frames 0:8" in out
+    assert "the guide's first 2 frames cannot be decoded, so check that the two start at the same frame" in out
+
+
 def test_cli_keeps_the_guides_sound(sound_clip, tmp_path, caplog):
     from flickerless.synthetic import flickering_pair
 
@@ -3132,7 +3163,7 @@ def test_info_says_what_is_read_from_each_clip(tmp_path, carphone, capsys):
     write_h264(short, carphone[:5])
     assert main(["info", str(clip), str(short)]) == 0
     out = capsys.readouterr().out
-    assert "frames      differ (6 and 5): deflicker refuses them; if the style is the guide's first 5 frames, add " \
+    assert "frames      differ (6 and 5): deflicker refuses them; if the two start at the same frame, add " \
         "--frames 0:5" in out and "their rates differ too (12.5 and 25 fps)" in out
     # the same length at twice the rate: frame k of one is not frame k of the other, and --frames 0:6 paired
     # them wrongly; the rates are said instead
@@ -3258,7 +3289,7 @@ def test_info_tells_keyframes_given_as_a_style_from_a_short_style(tmp_path, carp
     assert f"looks like keyframes named by frame number: give it as --keyframes {keys}" in capsys.readouterr().out
     assert main(["info", str(guide), str(short)]) == 0
     out = capsys.readouterr().out
-    assert "add --frames 0:3 (style frame k is taken for guide frame k" in out and "looks like keyframes" not in out
+    assert "add --frames 0:3 (the first 3 frames of each are paired, frame k with frame k" in out and "looks like keyframes" not in out
     # a folder of mixed names: info only guesses it is keyframes, and warned as a keyframes run would
     Image.fromarray(carphone[4]).save(keys / "final_v2.png")
     assert main(["info", str(guide), str(keys)]) == 0

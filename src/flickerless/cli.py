@@ -764,7 +764,8 @@ def cmd_deflicker(args) -> int:
 
             rates = [None if Path(c).is_dir() else i.fps for c, i in ((args.guide, ginfo), (args.style, sinfo))]
             raise InputError(f"guide {args.guide} has {n} frames but style {args.style} has {sinfo.frames}: they must "
-                             f"match frame for frame; {count_advice(n, sinfo.frames, *rates)}")
+                             f"match frame for frame; "
+                             f"{count_advice(n, sinfo.frames, *rates, ginfo.lost_at_start, sinfo.lost_at_start)}")
         n = common
     if n and start >= n:
         raise InputError(f"--frames {args.frames}: the guide {args.guide} has {n} frames (0..{n - 1})")

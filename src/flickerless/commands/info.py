@@ -100,13 +100,25 @@ def _lines(d: dict) -> list[str]:
     return rows
 
 
-def count_advice(g: int, s: int, g_fps: float | None = None, s_fps: float | None = None) -> str:
+def count_advice(g: int, s: int, g_fps: float | None = None, s_fps: float | None = None,
+                 g_lost: int = 0, s_lost: int = 0) -> str:
     """What to do about a guide of ``g`` frames and a style of ``s``: ``--frames 0:N`` takes style frame k
-    for guide frame k from 0, which is right only for a style that is the guide's first frames. Two videos
+    for guide frame k from 0, which is right only for two clips that start at the same frame. Two videos
     as long as each other at different rates (``g_fps``, ``s_fps``; None for a folder, whose rate says
     nothing) are one resampled from the other, and do not pair frame for frame at all: that hint paired 35
-    of 40 frames wrongly."""
+    of 40 frames wrongly. ``g_lost``, ``s_lost``: frames at the start that cannot be decoded (a clip cut
+    without re-encoding); where they make up the difference, the clips start apart and that hint paired
+    every frame that many off."""
     common = min(g, s)
+    shift = g_lost - s_lost
+    if shift and g + g_lost == s + s_lost:
+        lacks, has, role = ("guide", "style", "STYLE") if shift > 0 else ("style", "guide", "GUIDE")
+        k, lost, other = abs(shift), max(g_lost, s_lost), min(g_lost, s_lost)
+        also = f" and the {has}'s first {other}" if other else ""
+        return (f"the {lacks} starts {k} frames later than the {has}: its first {lost} frames cannot be decoded{also} "
+                f"(a clip cut without re-encoding), so frame k of the {lacks} is frame k+{k} of the {has}; drop the "
+                f"{has}'s first {k} frames first (e.g. ffmpeg -i {role} -vf \"select=gte(n\\,{k})\" -fps_mode "
+                f"passthrough OUT), or write the {lacks} again from a whole source")
     note = ""
     if g_fps and s_fps and abs(g_fps - s_fps) > 0.001 * max(g_fps, s_fps):
         if abs(g / g_fps - s / s_fps) <= 1.5 / min(g_fps, s_fps):
@@ -118,8 +130,12 @@ def count_advice(g: int, s: int, g_fps: float | None = None, s_fps: float | None
                     f"{rate} OUT)")
         note = (f"; their rates differ too ({g_fps:.5g} and {s_fps:.5g} fps): a style resampled from the guide pairs "
                 "with it only once written at the guide's rate")
-    return (f"if the style is the guide's first {common} frames, add --frames 0:{common} (style frame k is taken for "
-            f"guide frame k, from 0; a style of a later stretch needs the guide cut to that stretch){note}")
+    lost = ""
+    if g_lost or s_lost:  # one of them lost frames at its start that the other does not make up for
+        lost = (f"; the {'guide' if g_lost else 'style'}'s first {g_lost or s_lost} frames cannot be decoded, so check "
+                "that the two start at the same frame")
+    return (f"if the two start at the same frame, add --frames 0:{common} (the first {common} frames of each are "
+            f"paired, frame k with frame k; a style of a later stretch needs the guide cut to that stretch){note}{lost}")
 
 
 def pair_lines(guide: dict, style: dict) -> list[str]:
@@ -135,7 +151,8 @@ def pair_lines(guide: dict, style: dict) -> list[str]:
                     f"--frames 0:{s} to use the frames both have)")
     else:
         rates = [None if d.get("kind") == "images" else d.get("fps") for d in (guide, style)]
-        rows.append(f"  frames      differ ({g} and {s}): deflicker refuses them; {count_advice(g, s, *rates)}")
+        rows.append(f"  frames      differ ({g} and {s}): deflicker refuses them; "
+                    f"{count_advice(g, s, *rates, guide.get('lost_at_start', 0), style.get('lost_at_start', 0))}")
     gs, ss = (guide["width"], guide["height"]), (style["width"], style["height"])
     if gs == ss:
         rows.append(f"  size        match ({gs[0]}x{gs[1]})")
