@@ -2742,6 +2742,24 @@ def test_stops_while_finishing_and_starting_over_lose_nothing(clips, tmp_path, m
     assert not video.partial_path(gif).exists()
 
 
+def test_resume_refuses_another_crf_or_codec(clips, tmp_path, monkeypatch, capsys):
+    """The kept frames of a video are copied as they were encoded: a --resume with another --crf or
+    --codec (a stop at --crf 35 resumed as lossless ffv1) gave an output whose first frames were at the
+    old quality, exit 0. It is refused, naming what differs."""
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            *FASTARGS, "-o", str(tmp_path / "o.mkv")]
+    monkeypatch.setattr(video, "host_frame", _stopping_at(4, video.host_frame))
+    assert main([*args, "--crf", "35"]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([*args, "--resume", "--codec", "ffv1"]) == 2
+    assert "other codec (h264 -> ffv1), crf (35 -> None)" in capsys.readouterr().err
+    assert main([*args, "--resume", "--crf", "10"]) == 2
+    assert "other crf (35 -> 10)" in capsys.readouterr().err
+    assert main([*args, "--resume", "--crf", "35"]) == 0
+    assert video.probe(tmp_path / "o.mkv").frames == 6
+
+
 def test_a_finished_output_that_cannot_be_moved_stays_where_it_is_said(tmp_path, carphone, monkeypatch):
     """close said "the finished output is kept in .NAME.xxxx.mp4: move it there yourself", then the
     command's keep_partial closed it again ("no frames were written") and its abort deleted that file."""

@@ -826,7 +826,10 @@ def cmd_deflicker(args) -> int:
                 "window": args.window, "frames": [start, end], "patchmatch": dataclasses.asdict(opts),
                 "error_sigma": resolve_error_sigma("auto" if args.error_sigma is None else args.error_sigma, mode),
                 "detail": not args.no_detail, "cuts": not args.no_cuts,
-                "resize": args.resize, "fps": args.fps}
+                "resize": args.resize, "fps": args.fps,
+                # a resumed video copies the kept frames as they were encoded: at another quality (or into a
+                # lossless ffv1 output) they would differ from the rest without a word
+                "codec": chosen, "crf": None if chosen in (None, "gif", "prores", "ffv1") else args.crf}
     from .control.cache import frame_stamps, input_stamp
 
     # and what the inputs are: a keyframe fixed or a style re-rendered at the same path since the stop
