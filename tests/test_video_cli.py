@@ -2760,6 +2760,29 @@ def test_resume_refuses_another_crf_or_codec(clips, tmp_path, monkeypatch, capsy
     assert video.probe(tmp_path / "o.mkv").frames == 6
 
 
+def test_a_second_run_of_the_same_output_is_refused(clips, tmp_path, monkeypatch, capsys):
+    """Two runs of one output at once (a --resume and a start-over) mixed each other's frames into the
+    output, exit 0, and one deleted the frames the other had said it kept. The output is locked for a
+    run's length: a second run is refused at once, naming the first by its pid."""
+    import os
+
+    out = tmp_path / "o"
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            *FASTARGS, "-o", str(out)]
+    monkeypatch.setattr(video, "host_frame", _stopping_at(4, video.host_frame))
+    assert main(args) == 130
+    monkeypatch.undo()
+    with video.OutputLock(out):  # the first run, at work
+        capsys.readouterr()
+        assert main([*args, "--window", "2"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"another flickerless run (pid {os.getpid()}) is writing it" in err and len(err.splitlines()) == 1
+        assert len(video.read(video.partial_path(out))[0]) == 3  # its kept frames untouched
+        assert main([*args, "-o", str(tmp_path / "other")]) == 0  # another output is not held up
+    assert main([*args, "--resume"]) == 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")]
+
+
 def test_a_finished_output_that_cannot_be_moved_stays_where_it_is_said(tmp_path, carphone, monkeypatch):
     """close said "the finished output is kept in .NAME.xxxx.mp4: move it there yourself", then the
     command's keep_partial closed it again ("no frames were written") and its abort deleted that file."""

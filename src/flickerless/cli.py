@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -685,6 +686,20 @@ def _deflicker_parallel(args, job: dict, devices, parts, writer, quiet: bool) ->
         raise first
 
 
+def _holding_the_output_lock(cmd):
+    """``cmd`` with its output locked for its length (:class:`~flickerless.video.OutputLock`): its stopped
+    frames, their record and the output are this run's alone."""
+    @functools.wraps(cmd)
+    def locked(args):
+        from .video import OutputLock
+
+        with OutputLock(args.output):
+            return cmd(args)
+
+    return locked
+
+
+@_holding_the_output_lock
 def cmd_deflicker(args) -> int:
     import dataclasses
 

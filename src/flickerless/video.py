@@ -1790,6 +1790,65 @@ def partial_path(output) -> Path:
     return output.with_name(f"{output.name}.partial")
 
 
+class OutputLock:
+    """Held (``with``) for a run's length: a hidden ``.NAME.lock`` beside ``output``, locked with flock and
+    holding the run's pid. A second run of the same output is refused, naming the first: two deflicker
+    runs at once mixed each other's frames into their output (exit 0), and one deleted the frames the
+    other had said it kept for --resume. The lock goes with the process, also when it is killed. Where
+    the system has no flock, or the file cannot be made (no such folder: said by the output's checks),
+    runs are not locked."""
+
+    def __init__(self, output):
+        self.output = Path(output)
+        self.fd = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        if not self.output.name:
+            return self
+        path = self.output.with_name(f".{self.output.name}.lock")
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                return self
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    pid = os.read(fd, 32).decode(errors="replace").strip()
+                except OSError:
+                    pid = ""
+                os.close(fd)
+                raise OutputError(f"{self.output}: another flickerless run{f' (pid {pid})' if pid.isdigit() else ''} "
+                                  "is writing it (and the frames it keeps if stopped); wait for it to end, or give "
+                                  "another output") from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:  # removed by the run that held it as it ended: locked a file no one sees
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.fd, self.path = fd, path
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:  # (a full disk): locked all the same, only not named
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while held: a run waiting on the old file tries again
+            os.close(self.fd)
+            self.fd = None
+        return False
+
+
 def check_output_is_not_input(output, **inputs) -> None:
     """Refuse an output path that is one of the inputs (``--guide clip.mp4 -o clip.mp4``): the output
     replaces what is at its path, and the footage being read would be lost. ``inputs`` maps each
