@@ -2783,6 +2783,27 @@ def test_a_second_run_of_the_same_output_is_refused(clips, tmp_path, monkeypatch
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")]
 
 
+def test_a_start_over_says_which_settings_made_the_kept_frames(clips, tmp_path, monkeypatch, capsys):
+    """A start-over with another --window said "add --resume to use them" of the kept frames, and once
+    stopped "--resume continues that run": both were then refused ("made with other window"). It says
+    what made them instead."""
+    real = video.host_frame
+    out = tmp_path / "o"
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            "--mode", "window", *FASTARGS, "-o", str(out)]
+    monkeypatch.setattr(video, "host_frame", _stopping_at(5, real))
+    assert main([*args, "--window", "2"]) == 130
+    monkeypatch.setattr(video, "host_frame", _stopping_at(2, real))
+    capsys.readouterr()
+    assert main([*args, "--window", "3"]) == 130
+    err = capsys.readouterr().err
+    assert "add --resume" not in err and "had 1); --resume continues that run" not in err
+    assert err.count("they were made with other window (2 -> 3)") == 2
+    monkeypatch.setattr(video, "host_frame", real)
+    assert main([*args, "--window", "3", "--resume"]) == 2  # as said
+    assert main([*args, "--window", "2", "--resume"]) == 0
+
+
 def test_a_finished_output_that_cannot_be_moved_stays_where_it_is_said(tmp_path, carphone, monkeypatch):
     """close said "the finished output is kept in .NAME.xxxx.mp4: move it there yourself", then the
     command's keep_partial closed it again ("no frames were written") and its abort deleted that file."""

@@ -867,11 +867,14 @@ def cmd_deflicker(args) -> int:
                     "name keeps them", args.output, partial.name)
     done_before = _resumable(partial, record, settings) if args.resume else 0
     earlier = 0  # frames an earlier stopped run kept, that a start-over keeps until it has more
+    other = ""  # what they were made with other than this run (said: "add --resume" alone was refused)
     if not args.resume and keepable and partial.exists() and record.exists():  # started over: said
         earlier = probe(partial).frames
+        other = _made_with_other(record, settings)
         log.warning("%s holds the %d frames of a stopped run; this run starts over and replaces them when it finishes, "
-                    "or if it is stopped with more frames than they are (stop it and add --resume to use them)",
-                    partial, earlier)
+                    "or if it is stopped with more frames than they are (%s)", partial, earlier,
+                    f"they were made with other {other}: --resume takes them only with the inputs and settings they "
+                    "were made with" if other else "stop it and add --resume to use them")
     begin = start + done_before  # the first frame computed in this run
     job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts, "alpha": keep_alpha,
            "tmp": spill_dir(args.output, args.tmp)}
@@ -950,7 +953,10 @@ def cmd_deflicker(args) -> int:
             if spare is not None:
                 spare.unlink(missing_ok=True)
             print(f"flickerless: {partial} keeps the {earlier} frames of the earlier stopped run (this run, started "
-                  f"over, had {done}); --resume continues that run", file=sys.stderr)
+                  f"over, had {done}); " + (f"they were made with other {other}: the command with the inputs and "
+                                            "settings they were made with and --resume continues that run, or start "
+                                            "over without --resume" if other else "--resume continues that run"),
+                  file=sys.stderr)
             raise
         if kept is None and done_before and partial.exists():
             kept, done = partial, done_before
@@ -1000,12 +1006,26 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
                                                        start + done - 1, partial, before.get("style read before")):
         diff = []
     if diff:
-        diff = ["style files (changed since the stop)" if k == "style frames" else
-                f"{k} (changed since the stop)" if k.endswith(" files") else f"{k} ({_setting_change(k, before, settings)})"
-                for k in diff]
-        raise InputError(f"--resume: {partial} was made with other {', '.join(diff)}; give the same inputs "
-                         "and settings, or run without --resume")
+        raise InputError(f"--resume: {partial} was made with other {_said(diff, before, settings)}; give the same "
+                         "inputs and settings, or run without --resume")
     return min(done, end - start)  # all of them (a stop while the output was finished): written out, none computed
+
+
+def _said(diff: list, before: dict, settings: dict) -> str:
+    """The settings (keys) in ``diff`` as told: ``window (4 -> 3), style files (changed since the stop)``."""
+    return ", ".join("style files (changed since the stop)" if k == "style frames" else
+                     f"{k} (changed since the stop)" if k.endswith(" files") else
+                     f"{k} ({_setting_change(k, before, settings)})" for k in diff)
+
+
+def _made_with_other(record: Path, settings: dict) -> str:
+    """What a stopped run's kept frames were made with other than ``settings`` (its ``record`` says), as
+    told; "" where --resume can take them. (A style changed only past the kept frames is said as changed.)"""
+    try:
+        before = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return f"settings (their record {record} is unreadable)"
+    return _said([k for k in settings if before.get(k) != settings[k]], before, settings)
 
 
 def _setting_change(key: str, before: dict, now: dict) -> str:
