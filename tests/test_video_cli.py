@@ -2678,7 +2678,7 @@ def test_cli_interrupted_keeps_the_frames_done_and_resumes(clips, tmp_path, monk
     assert not (tmp_path / "g.gif.partial").exists()
 
 
-def test_stops_while_finishing_and_starting_over_lose_nothing(clips, tmp_path, monkeypatch, capsys):
+def test_stops_while_finishing_and_starting_over_lose_nothing(clips, tmp_path, monkeypatch, capsys, caplog):
     """A stop while the output was finished (a GIF's palette, the encoder's last frames, the move into
     place) lost every frame: it now waits until the output is in place. A start-over stopped early
     replaced an earlier run's longer kept frames; a kept folder missing a frame resumed shifted; an
@@ -2737,7 +2737,10 @@ def test_stops_while_finishing_and_starting_over_lose_nothing(clips, tmp_path, m
     assert "--resume does the rest" in capsys.readouterr().err
     assert len(video.read(video.partial_path(gif))[0]) == len(whole)
     monkeypatch.undo()
-    assert main([*args, "-o", str(gif), "--resume"]) == 0
+    with caplog.at_level("INFO", logger="flickerless"):  # every frame was kept: said so, not "frames 6-5"
+        assert main([*args, "-o", str(gif), "--resume"]) == 0
+    assert f"6 frames taken from {video.partial_path(gif)}, every frame (none to compute)" in caplog.text
+    assert "s/frame" not in caplog.text and f"(every frame taken from {video.partial_path(gif)})" in caplog.text
     assert np.array_equal(video.read(gif)[0], video.read(tmp_path / "f.gif")[0])
     assert not video.partial_path(gif).exists()
 
@@ -2895,6 +2898,11 @@ def test_outputs_a_killed_run_left_are_said(clips, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 unfinished output left by a run that was killed" in err and ".o.k3x_9a2b.mp4" in err
     assert ".o.live0000.mp4" not in err and dead_mp4.exists()  # said, not deleted
+    # the record a killed run wrote as it started (deflicker's, for a stop)
+    for out, spare in (("o.mp4", ".o.partial.mp4.json.next"), ("f", ".f.partial.json.next")):
+        (tmp_path / spare).write_text("{}")
+        os.utime(tmp_path / spare, (old, old))
+        assert tmp_path / spare in video.stale_outputs(tmp_path / out)
 
 
 def test_a_range_finds_the_cuts_the_whole_clip_has(tmp_path, capsys):

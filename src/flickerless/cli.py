@@ -928,8 +928,8 @@ def cmd_deflicker(args) -> int:
 
             for f in iter_frames(partial, stop=done_before, alpha=keep_alpha):
                 writer.write(f)
-            log.info("resuming: %d frames taken from %s, computing frames %d-%d", done_before, partial, begin,
-                     end - 1)
+            log.info("resuming: %d frame%s taken from %s, %s", done_before, "" if done_before == 1 else "s", partial,
+                     f"computing {_frames_said(begin, end - 1)}" if begin < end else "every frame (none to compute)")
         if len(parts) == 1:
             _deflicker_part(args, job, devices[0], begin, end, writer.write, progress=not args.quiet)
         elif parts:
@@ -966,7 +966,8 @@ def cmd_deflicker(args) -> int:
                 # a damaged style image stopped it: no kept frame read that one or any after it
                 stop["style read before"] = e.frame
             _keep_record(record, stop, spare)
-            print(f"flickerless: frames {start}-{start + done - 1} of {args.output} are kept in {kept}; "
+            print(f"flickerless: {_frames_said(start, start + done - 1)} of {args.output} "
+                  f"{'is' if done == 1 else 'are'} kept in {kept}; "
                   f"the same command with --resume does the rest", file=sys.stderr)
         elif spare is not None:
             spare.unlink(missing_ok=True)
@@ -975,9 +976,10 @@ def cmd_deflicker(args) -> int:
     dt = time.perf_counter() - t0
     used = f" ({len(raw)} keyframe{'' if len(raw) == 1 else 's'})" if mode == "keyframes" else ""
     computed = writer.count - done_before  # a resumed run's time is for the frames it computed, not those it took
-    log.info("wrote %s: %d frame%s %dx%d, %s mode%s, %.1f s (%.3f s/frame%s) on %s", args.output, writer.count,
-             "" if writer.count == 1 else "s", size[1], size[0], mode, used, dt, dt / max(1, computed),
-             f", {computed} computed" if done_before else "", ", ".join(map(str, devices)))
+    rate = (f"{dt / max(1, computed):.3f} s/frame" + (f", {computed} computed" if done_before else "")
+            if computed or not done_before else f"every frame taken from {partial}")
+    log.info("wrote %s: %d frame%s %dx%d, %s mode%s, %.1f s (%s) on %s", args.output, writer.count,
+             "" if writer.count == 1 else "s", size[1], size[0], mode, used, dt, rate, ", ".join(map(str, devices)))
     return 0
 
 
@@ -1009,6 +1011,11 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
         raise InputError(f"--resume: {partial} was made with other {_said(diff, before, settings)}; give the same "
                          "inputs and settings, or run without --resume")
     return min(done, end - start)  # all of them (a stop while the output was finished): written out, none computed
+
+
+def _frames_said(first: int, last: int) -> str:
+    """``frames 3-7``, or ``frame 3`` (it said ``frames 3-3``)."""
+    return f"frame {first}" if first == last else f"frames {first}-{last}"
 
 
 def _said(diff: list, before: dict, settings: dict) -> str:

@@ -1755,15 +1755,18 @@ def publish_folder(tmp, path, kind: str = "frames") -> None:
 def stale_outputs(output, older_than: float = 600.0) -> list[Path]:
     """Unfinished outputs of ``output`` that a killed run left (SIGKILL, the kernel's out-of-memory
     killer, a power cut: nothing ran to remove them): :class:`VideoWriter`'s hidden ``.NAME.XXXXXXXX.mp4``
-    files and ``.NAME.XXXXXXXX`` folders beside it, not written to for ``older_than`` seconds (a run of
-    the same output at work keeps writing to its own)."""
+    files and ``.NAME.XXXXXXXX`` folders beside it, and deflicker's ``.NAME.partial.mp4.json.next``, not
+    written to for ``older_than`` seconds (a run of the same output at work keeps writing to its own; one
+    of deflicker, which does not, is locked out)."""
     import re
     import time
 
     out = Path(output)
     parent = out.parent if str(out.parent) else Path(".")
+    # (the .next is the record a run writes as it starts, renamed into place if it is stopped, removed as
+    # it ends: a killed run's was never said)
     names = re.compile(rf"\.(?:{re.escape(out.stem)}\.[a-z0-9_]{{8}}{re.escape(out.suffix)}|{re.escape(out.name)}"
-                       rf"\.(?:old\.)?[a-z0-9_]{{8}})", re.IGNORECASE)
+                       rf"\.(?:old\.)?[a-z0-9_]{{8}}|{re.escape(partial_path(out).name)}\.json\.next)", re.IGNORECASE)
     try:
         found = [p for p in parent.iterdir() if names.fullmatch(p.name)]
     except OSError:
