@@ -2763,6 +2763,23 @@ def test_resume_refuses_another_crf_or_codec(clips, tmp_path, monkeypatch, capsy
     assert video.probe(tmp_path / "o.mkv").frames == 6
 
 
+def test_an_ffv1_output_resumes_exactly(clips, tmp_path, monkeypatch):
+    """A video's kept frames are decoded and encoded once more by each --resume (a generation of loss
+    for a lossy codec, said in the README); with --codec ffv1 (lossless) they come out as an
+    uninterrupted run's, as the README says, however many times it is stopped."""
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            *FASTARGS, "--codec", "ffv1"]
+    assert main([*args, "-o", str(tmp_path / "whole.mkv")]) == 0
+    real = video.host_frame
+    for k, resume in ((3, []), (3, ["--resume"])):  # stopped twice: 2 frames kept, then 4
+        monkeypatch.setattr(video, "host_frame", _stopping_at(k, real))
+        assert main([*args, "-o", str(tmp_path / "o.mkv"), *resume]) == 130
+    monkeypatch.setattr(video, "host_frame", real)
+    assert video.probe(tmp_path / "o.partial.mkv").frames == 4
+    assert main([*args, "-o", str(tmp_path / "o.mkv"), "--resume"]) == 0
+    assert np.array_equal(video.read(tmp_path / "o.mkv")[0], video.read(tmp_path / "whole.mkv")[0])
+
+
 def test_a_second_run_of_the_same_output_is_refused(clips, tmp_path, monkeypatch, capsys):
     """Two runs of one output at once (a --resume and a start-over) mixed each other's frames into the
     output, exit 0, and one deleted the frames the other had said it kept. The output is locked for a
