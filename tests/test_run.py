@@ -573,3 +573,18 @@ def test_prompt_ranges_with_frames_start_end_are_the_clips_frame_numbers(models,
     # clip frame 2 is the run's frame 0: "beach" on clip frame 2, "neon" on clip frames 4 and 5
     assert seen["prompt_ranges"] == [(0, 1, "beach"), (2, None, "neon")]
     assert len(read(out)[0]) == 4
+
+
+def test_a_changed_fps_says_the_sound_is_left_out(sound_clip, caplog):
+    """``video.fps`` writes the same frames at another rate (they last another time than their sound),
+    so the sound is left out: that was done without a word, and the output looked like it had lost it."""
+    from flickerless.pipelines.job import read_clip, resolve_settings
+
+    small = ["video.width=32", "video.height=24"]
+    with caplog.at_level("WARNING", logger="flickerless"):
+        kept = read_clip(sound_clip, (0, 2), resolve_settings("stylize", overrides=small))
+    assert kept.sound_start == 0 and "sound" not in caplog.text
+    with caplog.at_level("WARNING", logger="flickerless"):
+        left = read_clip(sound_clip, (0, 2), resolve_settings("stylize", overrides=[*small, "video.fps=12"]))
+    assert left.sound_start is None and left.fps == 12
+    assert "the clip's sound is left out: video.fps 12 changes the timing (the clip is 25 fps" in caplog.text

@@ -381,7 +381,7 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
     uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache. ``info``: the clip's
     :func:`~flickerless.video.probe`, where the caller has it."""
-    from ..video import READ_VERSION, frame_times, iter_frames, probe, say_colour, warn_about_input
+    from ..video import READ_VERSION, frame_times, has_audio, iter_frames, probe, say_colour, warn_about_input
 
     info = probe(video) if info is None else info
     warn_about_input(video, info)
@@ -406,8 +406,12 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     fitted = [] if settings["video"]["resize"] == "area" else [settings["video"]["resize"]]
     vid = _hash([str(Path(video).resolve()), *input_stamp(video), start, end, size, READ_VERSION, *fitted])
     fps = settings["video"]["fps"] or info.fps
-    # the clip's sound goes with its frames unless the frame rate is changed (it would drift)
+    # the clip's sound goes with its frames unless the frame rate is changed: the frames are written at the new
+    # rate, not resampled, so they last another time than their sound and would drift from it
     sound = start / info.fps if abs(fps - info.fps) < 1e-3 else None
+    if sound is None and has_audio(video):  # left out without a word, the output looked like it had lost it
+        log.warning("the clip's sound is left out: video.fps %g changes the timing (the clip is %g fps, and its "
+                    "frames are not resampled, so they would no longer line up with the sound)", fps, info.fps)
     # a variable-rate clip (phone footage): each frame is written at its own time, the sound in step
     times = frame_times(video, info.frames) if not settings["video"]["fps"] else None
     if times is not None:
