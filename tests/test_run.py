@@ -588,3 +588,22 @@ def test_a_changed_fps_says_the_sound_is_left_out(sound_clip, caplog):
         left = read_clip(sound_clip, (0, 2), resolve_settings("stylize", overrides=[*small, "video.fps=12"]))
     assert left.sound_start is None and left.fps == 12
     assert "the clip's sound is left out: video.fps 12 changes the timing (the clip is 25 fps" in caplog.text
+
+
+def test_frames_past_the_clips_end_are_said(clip, caplog):
+    """``--frames 10:20`` on a 12-frame clip wrote 2 frames without a word (deflicker says it); a range
+    that starts past the end is refused."""
+    from flickerless.pipelines.job import read_clip, resolve_settings
+    from flickerless.video import probe
+
+    n = probe(clip).frames
+    s = resolve_settings("stylize", overrides=["video.width=32", "video.height=24"])
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert len(read_clip(clip, (n - 2, n + 8), s).frames) == 2
+    assert f"--frames {n - 2}:{n + 8}: the clip has {n} frames; frames {n - 2}-{n - 1} are done" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        read_clip(clip, (n - 2, n), s)
+    assert "--frames" not in caplog.text
+    with pytest.raises(InputError, match=f"no frames in the range {n}:{n + 8} \\(the clip has {n} frames\\)"):
+        read_clip(clip, (n, n + 8), s)

@@ -397,6 +397,9 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     if not out:
         raise InputError(f"{video}: no frames in the range {start}:{'' if end is None else end} "
                          f"(the clip has {info.frames or 'an unknown number of'} frames)")
+    if end is not None and start + len(out) < end:  # said, as deflicker says it, not fewer frames without a word
+        log.warning("--frames %d:%d: the clip has %d frames; frames %d-%d are done", start, end, start + len(out),
+                    start, start + len(out) - 1)
     from ..control.cache import input_stamp
 
     # a folder is its images (rewritten in place, one keeps the folder's own stat; and the folder's
