@@ -607,3 +607,21 @@ def test_frames_past_the_clips_end_are_said(clip, caplog):
     assert "--frames" not in caplog.text
     with pytest.raises(InputError, match=f"no frames in the range {n}:{n + 8} \\(the clip has {n} frames\\)"):
         read_clip(clip, (n, n + 8), s)
+
+
+@pytest.mark.parametrize("mode", ["crop", "stretch"])
+def test_crop_and_stretch_say_the_size_is_rounded(clip, caplog, mode):
+    """``crop``/``stretch`` to 130x90 made 128x88 without a word (the model works in multiples of 8)."""
+    from flickerless.pipelines.job import read_clip, resolve_settings
+
+    def said(w, h):
+        caplog.clear()
+        s = resolve_settings("stylize", overrides=[f"video.width={w}", f"video.height={h}", f'video.resize="{mode}"'])
+        with caplog.at_level("INFO", logger="flickerless"):
+            frames = read_clip(clip, (0, 1), s).frames
+        return frames.shape[1:3], caplog.text
+
+    size, text = said(130, 90)
+    assert size == (88, 128) and f"video.resize={mode}: 130x90 is made 128x88 (the model works in multiples of 8" in text
+    size, text = said(128, 88)
+    assert size == (88, 128) and "is made" not in text

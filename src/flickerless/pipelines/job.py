@@ -186,6 +186,15 @@ def target_size(h: int, w: int, settings: dict, multiple: int = 8) -> tuple[int,
     return r(H), r(W)
 
 
+def _say_rounded(settings: dict, size: tuple[int, int], multiple: int = 8) -> None:
+    """Say where ``crop``/``stretch`` make another size than the template's width x height: 130x90 became
+    128x88 without a word (``area`` only keeps about its pixel count, as the README says)."""
+    W, H, mode = settings["video"]["width"], settings["video"]["height"], settings["video"]["resize"]
+    if mode != "area" and tuple(size) != (H, W):
+        log.info("video.resize=%s: %dx%d is made %dx%d (the model works in multiples of %d pixels)", mode, W, H,
+                 size[1], size[0], multiple)
+
+
 def _fit(frame: np.ndarray, size: tuple[int, int], mode: str, pixel_aspect: float = 1.0) -> np.ndarray:
     """A frame at ``size`` (``crop``: the centre of its shown shape; else stretched), in one resample;
     ``pixel_aspect``: how much wider than high a stored pixel is shown (anamorphic video)."""
@@ -389,6 +398,7 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     start, end = frames
     aspect = float(info.pixel_aspect)
     size = _generation_size(info, settings, multiple)
+    _say_rounded(settings, size, multiple)
     out, native = [], []
     for f in iter_frames(video, start, end):
         out.append(_fit(f, size, settings["video"]["resize"], aspect))
