@@ -215,6 +215,29 @@ def test_misfit_adapters_are_refused_with_a_clear_message(setup, tmp_path):
         VideoPipeline(comps, cross_frame=None)
 
 
+def test_an_adapter_whose_features_land_at_other_sizes_is_refused(setup):
+    """A UNet whose first down block is a plain DownBlock2D (the project's tiny_sd) halves the latents
+    before diffusers adds the first feature: an adapter of matching channels and downscale factor passed
+    the check, and sampling failed with torch's "The size of tensor a (4) must match ..." traceback."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, cross_attention_dim=16,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=8, **tiny.BLOCKS).eval()
+    ad = tiny_adapter()
+    with pytest.raises(InputError, match=r"'pose' does not fit the base model \(feature sizes, of the latents': the "
+                                         r"down blocks \(DownBlock2D, CrossAttnDownBlock2D\) take them at 1/2, 1/2, "
+                                         r"the adapter makes 1, 1/2\): no T2I-Adapter fits this UNet; condition "
+                                         r'through a ControlNet instead \(a unit of kind "controlnet"\)'):
+        check_adapter_fits(unet, ad, "pose", vae_factor=2)
+    x, emb = setup["x"][:1], setup["emb"]
+    with torch.no_grad(), pytest.raises(RuntimeError, match="must match the size"):  # what the check spares
+        unet(x, 10, emb, down_intrablock_additional_residuals=list(ad(setup["imgs"][:1])))
+    check_adapter_fits(setup["unet"], ad, "pose", vae_factor=2)  # CrossAttn first, as SD 1.x: it fits
+
+
 def test_load_adapter_from_a_folder_and_offline_errors(setup, tmp_path):
     ad = tiny_adapter()
     ad.save_pretrained(tmp_path / "adapter")

@@ -191,6 +191,21 @@ def _adapter_feature_channels(config) -> list[int] | None:
     return None  # full_adapter_xl: SDXL's layout
 
 
+def _unet_adapter_scales(unet) -> list[int] | None:
+    """How many times smaller than the latents the UNet's down blocks are where diffusers adds a T2I-Adapter's
+    features: a cross-attention block adds it before its downsampler, any other block after it (a UNet
+    whose first block is a plain ``DownBlock2D`` takes the first feature at half size). None: no down blocks."""
+    blocks = getattr(unet, "down_blocks", None)
+    if blocks is None:
+        return None
+    scales, f = [], 1
+    for b in blocks:
+        down = 2 if getattr(b, "downsamplers", None) is not None else 1
+        scales.append(f if getattr(b, "has_cross_attention", False) else f * down)
+        f *= down
+    return scales
+
+
 def check_adapter_fits(unet, adapter, name: str = "T2I-Adapter", vae_factor: int | None = None) -> None:
     """Raise :class:`InputError` when ``adapter`` was made for another base model (an SDXL adapter on an
     SD 1.x UNet, say): its features would not add onto the UNet's down blocks. ``vae_factor``: the
@@ -206,6 +221,18 @@ def check_adapter_fits(unet, adapter, name: str = "T2I-Adapter", vae_factor: int
         bad.append(f"feature channels: base model {tuple(blocks)} (block_out_channels), adapter {tuple(feats)}")
     if vae_factor is not None and c.downscale_factor != vae_factor:
         bad.append(f"downscale factor: base model's VAE {vae_factor}, adapter {c.downscale_factor}")
+    # the adapter halves its features' size from one to the next; where the UNet's blocks are at other sizes
+    # there, the check passed and sampling failed with torch's "The size of tensor a (20) must match ..."
+    unet_scales = _unet_adapter_scales(unet)
+    made = [2 ** i for i in range(len(unet_scales or ()))]  # 1, 1/2, 1/4, ... of the latents' size
+    if not bad and unet_scales is not None and unet_scales != made:
+        said = lambda v: ", ".join("1" if k == 1 else f"1/{k}" for k in v)  # noqa: E731
+        types = ", ".join(getattr(u, "down_block_types", ()))
+        raise InputError(
+            f"T2I-Adapter {name!r} does not fit the base model (feature sizes, of the latents': the down blocks "
+            f"({types}) take them at {said(unet_scales)}, the adapter makes {said(made)}): no T2I-Adapter fits this "
+            'UNet; condition through a ControlNet instead (a unit of kind "controlnet")'
+        )
     if bad:
         raise InputError(
             f"T2I-Adapter {name!r} does not fit the base model ({'; '.join(bad)}): use a T2I-Adapter trained for "
