@@ -653,3 +653,18 @@ def test_the_lanczos_fallback_says_the_setting_not_a_python_argument(caplog, mon
     said = caplog.text
     assert "upscaling with Lanczos instead" in said and "/nowhere/sr" in said and "Pass model=" not in said
     assert ann.cache_settings()["sr"] == "lanczos"
+
+
+def test_the_pose_fallback_to_mediapipe_is_said_once(tmp_path, caplog, monkeypatch):
+    """Each PoseAnnotator said "not available here; using mediapipe": 2-4 times a run (the weights
+    check, the annotation, the fusion's keypoints). Now once a process for each OpenPose model."""
+    from flickerless.control import pose
+
+    monkeypatch.setattr(pose, "openpose_available", lambda model: False)
+    monkeypatch.setattr(pose, "_SAID_MEDIAPIPE", set(), raising=False)
+    with caplog.at_level(logging.INFO, logger="flickerless"):
+        for _ in range(3):
+            get_annotator("pose", openpose_model=str(tmp_path / "a")).prepare()
+        get_annotator("pose", openpose_model=str(tmp_path / "b")).cache_settings()
+    assert caplog.text.count("using mediapipe") == 2
+    assert caplog.text.count(f"controlnet_aux + {tmp_path / 'a'}) not available here; using mediapipe") == 1

@@ -342,6 +342,9 @@ def draw_pose(keypoints: np.ndarray, size: tuple[int, int], min_confidence: floa
     return canvas
 
 
+_SAID_MEDIAPIPE: set[str] = set()  # the OpenPose models whose "using mediapipe" this process has said
+
+
 @dataclasses.dataclass
 class PoseAnnotator(Annotator):
     name: ClassVar[str] = "pose"
@@ -373,7 +376,10 @@ class PoseAnnotator(Annotator):
         locally, else mediapipe) before the cache key is taken; loads no model."""
         if self._backend is None:
             self._backend = "openpose" if openpose_available(self.openpose_model) else "mediapipe"
-            if self._backend == "mediapipe":
+            # once a process: each PoseAnnotator said it, 2-4 times a run (the weights check, the annotation,
+            # the fusion's keypoints)
+            if self._backend == "mediapipe" and self.openpose_model not in _SAID_MEDIAPIPE:
+                _SAID_MEDIAPIPE.add(self.openpose_model)
                 log.info("pose: OpenPose (controlnet_aux + %s) not available here; using mediapipe", self.openpose_model)
 
     def check_weights(self, size) -> None:
