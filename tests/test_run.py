@@ -87,6 +87,8 @@ def test_each_task_end_to_end_on_a_real_clip(task, models, annotator_models, cli
 
 
 def test_interrupted_job_resumes_to_the_same_frames(models, clip, tmp_path):
+    import torch
+
     sets = QUICK + _cn(models, 2) + ['controlnets.0.annotator="canny"', 'controlnets.1.annotator="canny"',
                                      "deflicker.final_window=0"]
     kw = dict(model=str(models / "tiny-sd"), overrides=sets, frames="2:6", cache_dir=tmp_path / "c", progress=False)
@@ -113,6 +115,16 @@ def test_interrupted_job_resumes_to_the_same_frames(models, clip, tmp_path):
     (job_folder(lost) / "matches.pt").unlink()
     run_job("stylize", clip, lost, "a cat", resume=True, **kw)
     assert not np.array_equal(pngs(whole), pngs(lost))
+    # a job folder of an earlier version (no tokens tie the fields to the latents) resumes as it did
+    old = tmp_path / "old.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, old, "a cat", stop_after_step=2, **kw)
+    for name, key in (("latents.pt", "fields"), ("matches.pt", "token")):
+        state = torch.load(job_folder(old) / name, weights_only=True)
+        del state[key]
+        torch.save(state, job_folder(old) / name)
+    run_job("stylize", clip, old, "a cat", resume=True, **kw)
+    assert np.array_equal(pngs(whole), pngs(old))
 
 
 def test_what_a_resume_may_change_and_what_guards_the_job_folder(models, clip, tmp_path):
@@ -625,3 +637,44 @@ def test_crop_and_stretch_say_the_size_is_rounded(clip, caplog, mode):
     assert size == (88, 128) and f"video.resize={mode}: 130x90 is made 128x88 (the model works in multiples of 8" in text
     size, text = said(128, 88)
     assert size == (88, 128) and "is made" not in text
+
+
+@pytest.mark.parametrize("at", ["after the fields", "after the latents"])
+def test_a_stop_between_saving_the_fields_and_the_latents_resumes_to_the_same_frames(models, clip, tmp_path,
+                                                                                   monkeypatch, at):
+    """From the helpers' use of `run`: a stop after a step's PatchMatch fields were saved but before its
+    latents were left the step's fields with the step before's latents; --resume redid the step from the
+    newer fields and gave other frames, exit 0. The two are kept as one: either stop resumes exactly."""
+    import os
+
+    import torch
+
+    sets = QUICK + _cn(models, 2) + ['controlnets.0.annotator="canny"', 'controlnets.1.annotator="canny"',
+                                     "deflicker.frequency=1", "deflicker.final_window=0",
+                                     "video.width=64", "video.height=48"]
+    kw = dict(model=str(models / "tiny-sd"), overrides=sets, frames="2:6", cache_dir=tmp_path / "c", progress=False)
+    whole, part = tmp_path / "whole.mp4", tmp_path / "part.mp4"
+    run_job("stylize", clip, whole, "a cat", **kw)
+    save, replace, fields = torch.save, os.replace, [0]
+
+    def saving(obj, f, *a, **k):
+        if isinstance(obj, dict) and "pairs" in obj:
+            fields[0] += 1
+        elif isinstance(obj, dict) and obj.get("step") == 2 and at == "after the fields":
+            raise KeyboardInterrupt  # step 2's fields are on disk, its latents not
+        return save(obj, f, *a, **k)
+
+    def replacing(src, dst, *a, **k):
+        if at == "after the latents" and fields[0] == 2 and Path(dst).name == "matches.pt":
+            raise KeyboardInterrupt  # step 2's latents are on disk, its fields not yet at their usual name
+        return replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(torch, "save", saving)
+    monkeypatch.setattr(os, "replace", replacing)
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, part, "a cat", **kw)
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(os, "replace", replace)
+    assert fields[0] == 2
+    run_job("stylize", clip, part, "a cat", resume=True, **kw)
+    assert np.array_equal(read(part)[0], read(whole)[0])

@@ -661,9 +661,14 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         ckpt = job / "latents.pt"
         fields = job / "matches.pt"  # the deflicker's PatchMatch fields, so a resumed job continues exactly
         state = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
-        if (state is not None or any(job.glob("fusion_*.pt"))) and fields.exists():
-            remembering.matches.load_state_dict(torch.load(fields, weights_only=True))
-        saved = [remembering.matches.version]
+        lv = settings.get("longvideo")
+        kept = _kept_fields(job, state if state is not None else _newest_candidate(job, lv))
+        if kept is not None:
+            remembering.matches.load_state_dict(kept)
+        # the version of the fields on disk and their token, which each checkpoint records (None: none yet;
+        # fields an earlier version kept have no token: they are saved again, with one, at the next step)
+        saved = [remembering.matches.version if kept is None or "token" in kept else None,
+                 None if kept is None else kept.get("token")]
 
         def save(path: Path, obj) -> None:
             try:
@@ -673,12 +678,18 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                                   f"full? what was done is kept in {job}: free some space and rerun with --resume"
                                   ) from None
 
-        def keep(path: Path, obj) -> None:
-            """Save a checkpoint, the fields first if they changed: never latents without their fields."""
+        def keep(path: Path, obj: dict) -> None:
+            """Save a checkpoint with the token of its fields, the fields first if they changed (under a
+            second name until the checkpoint is saved): a stop between the two saves left a step's fields
+            with the step before's latents, and --resume gave other frames than an uninterrupted run."""
             if remembering.matches.version != saved[0]:
-                save(fields, remembering.matches.state_dict())
-                saved[0] = remembering.matches.version
-            save(path, obj)
+                token = os.urandom(8).hex()
+                save(_next_fields(job), {**remembering.matches.state_dict(), "token": token})
+                save(path, {**obj, "fields": token})
+                os.replace(_next_fields(job), fields)
+                saved[:] = [remembering.matches.version, token]
+            else:
+                save(path, {**obj, "fields": saved[1]})
 
         def on_step(step, latents):
             keep(ckpt, {"step": step, "latents": latents.cpu()})
@@ -700,7 +711,6 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                   schedule=schedule, deflicker=deflicker_fn, final_window=0 if final == 0 else window_value(final),
                   contrast=post["contrast"], sharpen=post["sharpen"], progress=progress)
         seed, start, latents = samp["seed"], 0, None
-        lv = settings.get("longvideo")
         if lv:
             kw.update(_longvideo_kwargs(lv, T, prompt, start=start_end[0]))
         if state is not None:
@@ -774,14 +784,54 @@ def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, c
     log.info("average fusion: %d candidates to step %d, backgrounds averaged", len(seeds), k)
     cands = []
     for i, s in enumerate(seeds):
-        path = job / f"fusion_{i}_seed{s}_step{k}.pt"
+        path = _fusion_path(job, lv, i)
         if path.exists():
             log.info("average fusion: candidate %d (seed %d) from %s", i + 1, s, path)
-            cands.append(torch.load(path, weights_only=True))
+            c = torch.load(path, weights_only=True)
+            cands.append(c["latents"] if isinstance(c, dict) else c)  # (an earlier version kept the tensor alone)
             continue
         cands.append(pipeline(clip, seed=s, end_step=k, output_type="latents", **kw).cpu())
-        keep(path, cands[-1])
+        keep(path, {"latents": cands[-1]})
     return seeds[0], k, average_fusion(torch.stack(cands), masks, 0, lv["w1"], lv["w2"])
+
+
+def _fusion_path(job: Path, lv: dict, i: int) -> Path:
+    return job / f"fusion_{i}_seed{lv['fusion_seeds'][i]}_step{lv['fusion_step']}.pt"
+
+
+def _next_fields(job: Path) -> Path:
+    return job / "matches.next.pt"
+
+
+def _newest_candidate(job: Path, lv: dict | None):
+    """The last fusion candidate a stopped longvideo job kept (they are made in order), or None."""
+    if not lv or not lv["fusion_seeds"]:
+        return None
+    found = [p for p in (_fusion_path(job, lv, i) for i in range(len(lv["fusion_seeds"]))) if p.exists()]
+    return torch.load(found[-1], weights_only=True) if found else None
+
+
+def _kept_fields(job: Path, checkpoint) -> dict | None:
+    """The PatchMatch fields saved with ``checkpoint`` (the newest latents a stopped job kept): those whose
+    token it records, in ``matches.pt`` or, where the stop came before they were renamed there,
+    ``matches.next.pt``. A checkpoint of an earlier version (no token) takes ``matches.pt``. Fields of
+    another step are dropped, said, rather than continued from."""
+    if checkpoint is None:
+        return None
+    token = checkpoint.get("fields", False) if isinstance(checkpoint, dict) else False
+    if token is None:  # saved before the first deflicker pass
+        return None
+    for path in (job / "matches.pt", _next_fields(job)):
+        if path.exists():
+            kept = torch.load(path, weights_only=True)
+            if token is False or kept.get("token") == token:
+                if path != job / "matches.pt":
+                    os.replace(path, job / "matches.pt")  # their usual name, as the stop would have left them
+                return kept
+    if token is not False:
+        log.warning("%s: the PatchMatch fields kept are not those of the latents kept; the next deflicker pass "
+                    "searches afresh, so the frames may differ slightly from an uninterrupted run", job)
+    return None
 
 
 def has_progress(job: Path) -> bool:
