@@ -131,7 +131,7 @@ def test_what_a_resume_may_change_and_what_guards_the_job_folder(models, clip, t
     """From the helpers' use of `run`: a resume with other settings did not say which; a ControlNet (or LoRA) retrained at its path was taken, the
     old latents finished with the new weights; a second run of the same output at once wiped the first's job
     folder and took over its latents (both wrong, exit 0); --restart deleted a user's folder named like the
-    job folder; `-o take1.job/` failed at the end; `--set task=...` ran the template's task."""
+    job folder; `--set task=...` ran the template's task."""
     import shutil
 
     import flickerless.pipelines.job as job_mod
@@ -170,8 +170,6 @@ def test_what_a_resume_may_change_and_what_guards_the_job_folder(models, clip, t
         with pytest.raises(OutputError, match="not a flickerless job folder"):
             run_job("stylize", clip, out, "a cat", overrides=sets, **extra, **kw)
     assert (mine / "notes.txt").read_text() == "mine"
-    with pytest.raises(OutputError, match="is the folder its job would be kept in"):
-        run_job("stylize", clip, str(tmp_path / "t1.job") + "/", "a cat", overrides=sets, **kw)
     with pytest.raises(InputError, match="a template's task is not a setting"):
         run_job("stylize", clip, tmp_path / "n.mp4", "a cat", overrides=sets + ['task="restore"'], **kw)
 
@@ -678,3 +676,45 @@ def test_a_stop_between_saving_the_fields_and_the_latents_resumes_to_the_same_fr
     assert fields[0] == 2
     run_job("stylize", clip, part, "a cat", resume=True, **kw)
     assert np.array_equal(read(part)[0], read(whole)[0])
+
+
+def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(models, clip, tmp_path):
+    """From the helpers' use of `run`: out/r5.mp4, out/r5.gif and the folder out/r5 shared out/r5.job, so one
+    was refused while the other worked or had stopped, and the --restart it advised deleted the other's job.
+    Each has its own now; one that records another output is refused, never deleted; a job folder of an
+    earlier version (out.job for out.gif, recording no output) is still found by --resume."""
+    import json
+    import shutil
+
+    from flickerless.errors import OutputError
+
+    sets = QUICK + _cn(models, 2) + ['controlnets.0.annotator="canny"', 'controlnets.1.annotator="canny"']
+    kw = dict(model=str(models / "tiny-sd"), overrides=sets, frames="0:3", cache_dir=tmp_path / "c", progress=False)
+    mp4, gif, png = tmp_path / "r5.mp4", tmp_path / "r5.gif", tmp_path / "r5"
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, mp4, "a cat", stop_after_step=2, **kw)
+    run_job("stylize", clip, gif, "a sketch", **kw)  # was refused: r5.job holds an earlier job for this output
+    run_job("stylize", clip, png, "a sketch", restart=True, **kw)  # deleted r5.mp4's job
+    assert [job_folder(o).name for o in (mp4, gif, png)] == ["r5.job", "r5.gif.job", "r5.png.job"]
+    assert (job_folder(mp4) / "latents.pt").exists() and len(read(png)[0]) == 3
+    run_job("stylize", clip, mp4, "a cat", resume=True, **kw)
+    # a job folder recording another output at this one's name (shot.png.mp4's and the folder shot's)
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, tmp_path / "shot.png.mp4", "a cat", stop_after_step=2, **kw)
+    for extra in ({}, {"resume": True}, {"restart": True}):
+        with pytest.raises(OutputError, match="holds the job of shot.png.mp4, another output"):
+            run_job("stylize", clip, tmp_path / "shot", "a cat", **extra, **kw)
+    assert (tmp_path / "shot.png.job" / "latents.pt").exists()
+    # an earlier version's job folder for a gif: out.job, no output recorded
+    old = tmp_path / "old.gif"
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, old, "a sketch", stop_after_step=2, **kw)
+    shutil.move(job_folder(old), tmp_path / "old.job")
+    meta = json.loads((tmp_path / "old.job" / "job.json").read_text())
+    del meta["output"]
+    (tmp_path / "old.job" / "job.json").write_text(json.dumps(meta))
+    from flickerless.pipelines.job import job_of
+
+    assert job_of(old, resume=True) == tmp_path / "old.job" and job_of(old) == job_folder(old)
+    run_job("stylize", clip, old, "a sketch", resume=True, **kw)
+    assert np.array_equal(read(old)[0], read(gif)[0])

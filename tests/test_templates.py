@@ -283,7 +283,8 @@ def test_sizes_frames_memory_and_job_folder():
     check_memory(100, (512, 960), 2, available=64 << 30)
     with pytest.raises(InputError, match="--frames START:END"):
         check_memory(10000, (512, 960), 2, available=16 << 30)
-    assert job_folder("/a/out.mp4").name == "out.job" and job_folder("/a/frames").name == "frames.job"
+    assert job_folder("/a/out.mp4").name == "out.job" and job_folder("/a/frames").name == "frames.png.job"
+    assert job_folder("/a/out.gif").name == "out.gif.job" and job_folder("/a/out.mov").name == "out.mov.job"
 
 
 def test_templates_command(capsys):

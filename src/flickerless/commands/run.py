@@ -22,7 +22,8 @@ def register(sub) -> None:
         "run",
         help="run a task (stylize, fashion, image_guided, restore, render3d, longvideo) on a video",
         description=f"Run a DiffSynth task from its template. Tasks: {tasks}. Keeps a job folder next to "
-        "the output (OUTPUT.job/: settings, control frames, finished frames) so --resume can continue.",
+        "the output (out.mp4 -> out.job/, out.gif -> out.gif.job/, a PNG folder out -> out.png.job/: settings, "
+        "control frames, finished frames) so --resume can continue.",
     )
     p.add_argument("task", help="task name (see `flickerless templates`) or a template .toml file")
     p.add_argument("--video", required=True, help="input clip (file or folder of images)")
@@ -40,8 +41,8 @@ def register(sub) -> None:
                    help="override a template setting, e.g. sampling.steps=30 or controlnets.0.scale=0.5 (repeatable)")
     p.add_argument("--frames", help="frame range START:END of the input (end exclusive)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU, else the CPU)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted job in OUTPUT.job/")
-    p.add_argument("--restart", action="store_true", help="discard OUTPUT.job/ and start over")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted job in the output's job folder")
+    p.add_argument("--restart", action="store_true", help="discard the output's job folder and start over")
     p.add_argument("--cache-dir", help="annotator cache (default: $FLICKERLESS_CACHE or ~/.cache/flickerless)")
     p.add_argument("--codec", choices=tuple(VIDEO_CODECS),
                    help=f"video codec of the output (default h264; vp9 for .webm). {codec_help()}")
@@ -68,11 +69,10 @@ def _run(args) -> int:
         import sys
 
         from ..errors import interrupted
-        from ..pipelines import job_folder
-        from ..pipelines.job import has_progress
+        from ..pipelines.job import has_progress, job_of
 
         what, code = interrupted(e)
-        job = job_folder(args.output)
+        job = job_of(args.output, args.resume)
         if job.is_dir() and has_progress(job):
             print(f"flickerless: {what}; progress is kept in {job}: add --resume to continue", file=sys.stderr)
         else:  # stopped before its first step was saved (or before the job folder was made)

@@ -6,7 +6,7 @@
 output. Next to the output it keeps a job folder (``out.mp4`` -> ``out.job/``):
 
     settings.toml      the resolved settings (what ran, to rerun or share)
-    job.json           the inputs (clip, frames, prompt, style image) and the settings' hash
+    job.json           the inputs (clip, frames, prompt, style image), the settings' hash and the output
     controls/K_NAME/   the control frames of ControlNet K, as PNGs
     latents.pt         the latents after the last finished denoising step
     frames/NNNNN.png   each finished frame, written as soon as it is final
@@ -42,7 +42,8 @@ from .templates import TASKS, apply_overrides, dumps, load_template, split_lora,
 
 log = logging.getLogger("flickerless")
 
-__all__ = ["PER_FRAME", "run_job", "resolve_settings", "read_clip", "job_folder", "target_size", "parse_frames", "TASKS"]
+__all__ = ["PER_FRAME", "run_job", "resolve_settings", "read_clip", "job_folder", "job_of", "target_size", "parse_frames",
+           "TASKS"]
 
 # The per-frame ablation of DiffSynth's Table 3 and Figure 3: the same job with every frame generated on
 # its own (no cross-frame attention, no in-iteration deflicker, no final pass).
@@ -222,9 +223,39 @@ def _crop(frame: np.ndarray, size: tuple[int, int], pixel_aspect: float = 1.0) -
 
 
 def job_folder(output) -> Path:
-    """``out.mp4`` -> ``out.job``; ``frames_dir`` -> ``frames_dir.job``."""
+    """``out.mp4`` -> ``out.job``; another video keeps its type, ``out.gif`` -> ``out.gif.job``; a folder of
+    PNGs ``frames`` -> ``frames.png.job``. (Outputs that differed only in their type, out.mp4, out.gif and
+    the folder out, shared out.job: one refused the other, and the --restart it advised deleted the
+    other's job.)"""
+    from ..video import WRITE_VIDEO_EXTS
+
     out = Path(output)
-    return out.with_name((out.stem if out.suffix else out.name) + ".job")
+    ext = out.suffix.lower()
+    if ext == ".mp4":
+        return out.with_name(out.stem + ".job")
+    return out.with_name(out.name + (".job" if ext in WRITE_VIDEO_EXTS or ext == ".gif" else ".png.job"))
+
+
+def _recorded_output(job: Path) -> str | None:
+    """The output a job folder records it belongs to (its name); None where it records none (made by an
+    earlier version) or cannot be read."""
+    try:
+        return json.loads((job / "job.json").read_text(encoding="utf-8")).get("output")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def job_of(output, resume: bool = False) -> Path:
+    """The job folder a run of ``output`` works in: :func:`job_folder`'s, or, to resume, one an earlier
+    version kept for it where that is not there (``out.job`` for any ``out.*`` or folder ``out``; it
+    records no output, and --resume checks its inputs and settings as any job's)."""
+    job = Path(job_folder(output))
+    out = Path(output)
+    earlier = out.with_name((out.stem if out.suffix else out.name) + ".job")
+    if (resume and earlier != job and not job.exists() and (earlier / "job.json").is_file()
+            and _recorded_output(earlier) is None):
+        return earlier
+    return job
 
 
 def _job_marked(job: Path) -> bool:
@@ -515,16 +546,10 @@ def _annotate(unit: dict, inputs: _Inputs, settings: dict, style_image, cache_di
 
 
 def _holding_the_job_lock(run):
-    """``run`` (:func:`run_job`) with its output's job folder locked for its length (:func:`_job_lock`),
-    after refusing an output that is its own job folder (``-o take1.job/``: found when the frames were
-    written, after the whole generation)."""
+    """``run`` (:func:`run_job`) with its output's job folder locked for its length (:func:`_job_lock`)."""
     @functools.wraps(run)
     def locked(template, video, output, *args, **kwargs):
-        out = Path(output)
-        job = job_folder(out)
-        if job.absolute() == out.absolute():
-            raise OutputError(f"{output}: is the folder its job would be kept in ({job.name}); name the output "
-                              "otherwise (e.g. without .job)")
+        job = job_of(output, kwargs.get("resume", False))
         if not job.parent.is_dir():  # said by the output's own check
             return run(template, video, output, *args, **kwargs)
         with _job_lock(job):
@@ -582,7 +607,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
                             index_file="config.json")
     output = Path(output)
     check_output_is_not_input(output, video=video, style_image=style_image)
-    job = job_folder(output)
+    job = job_of(output, resume)
     start_end = parse_frames(frames)
     units = settings.get("controlnets", [])
     from ..video import probe
@@ -600,7 +625,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     meta = {"video": str(Path(video).resolve()), "video_id": inputs.video_id, "frames": list(start_end),
             "prompt": prompt, "style_image": str(style_image) if style_image else None,
             "settings": _hash(settings), "size": [H, W], "num_frames": T,
-            "weights": _local_stamps(settings, model_config, style_image)}
+            "weights": _local_stamps(settings, model_config, style_image), "output": output.name}
     if model_config is not None:
         meta["model_config"] = str(model_config)
     _prepare_job_folder(job, meta, settings, resume, restart)
@@ -850,6 +875,10 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
     if not _job_marked(job):  # a folder of the user's at that name: never written into, nor deleted by --restart
         raise OutputError(f"{job}: exists and is not a flickerless job folder (no job.json), and the job of this output "
                           "would be kept there; move it away, or give another output")
+    owner = _recorded_output(job) if job.exists() else None
+    if owner is not None and owner != meta["output"]:  # never resumed, taken over or deleted for another output
+        raise OutputError(f"{job}: holds the job of {owner}, another output, and the job of {meta['output']} would be "
+                          "kept there; give another output name (or move that job folder away)")
     if job.exists() and restart:
         shutil.rmtree(job)
     elif job.exists() and meta_file.exists():
@@ -869,7 +898,7 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
                              "or start over with restart (--restart; its frames are deleted)")
         else:
             # a job folder of an earlier version: weights not recorded
-            same = {"weights": "weights" not in old}
+            same = {"weights": "weights" not in old, "output": True}  # (the output: checked above)
             diff = [k for k in meta if old.get(k) != meta[k] and not same.get(k)]
             if diff:
                 named = _changed_settings(job, settings) if "settings" in diff else ""
