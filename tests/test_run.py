@@ -718,3 +718,34 @@ def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(model
     assert job_of(old, resume=True) == tmp_path / "old.job" and job_of(old) == job_folder(old)
     run_job("stylize", clip, old, "a sketch", resume=True, **kw)
     assert np.array_equal(read(old)[0], read(gif)[0])
+
+
+def test_a_resume_takes_the_same_local_weights_spelled_otherwise(models, clip, tmp_path, monkeypatch):
+    """From the helpers' use of `run`: --resume refused its own job when the model or a ControlNet was
+    spelled otherwise (a trailing '/', as tab completion adds; a relative path from another directory; a
+    symlink), and the only way out it gave, --restart, deleted the frames. The same folder is the same."""
+    import os
+
+    link = tmp_path / "cn-link"
+    link.symlink_to(models / "cn1")
+    sets = QUICK + ['controlnets.0.annotator="canny"', 'controlnets.1.annotator="canny"']
+    kw = dict(frames="0:3", cache_dir=tmp_path / "c", progress=False)
+    out = tmp_path / "o.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, out, "a cat", model=str(models / "tiny-sd"), stop_after_step=2,
+                controlnets={"depth": str(models / "cn0"), "softedge": str(models / "cn1")}, overrides=sets, **kw)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    other = dict(model=os.path.relpath(models / "tiny-sd") + "/", controlnets={"depth": str(models / "cn0") + "/", "softedge": str(link)}, **kw)
+    with pytest.raises(InputError, match=r"other settings: sampling.steps \(3 -> 4\); run"):  # named alone
+        run_job("stylize", clip, out, "a cat", overrides=sets + ["sampling.steps=4"], resume=True, **other)
+    # a job of an earlier version, which hashed the settings as written: resumed with that spelling
+    import json
+
+    from flickerless.pipelines.job import _hash, resolve_settings
+
+    meta = json.loads((job_folder(out) / "job.json").read_text())
+    meta["settings"] = _hash(resolve_settings("stylize", other["model"], other["controlnets"], None, sets))
+    (job_folder(out) / "job.json").write_text(json.dumps(meta))
+    run_job("stylize", clip, out, "a cat", overrides=sets, resume=True, **other)
+    assert len(read(out)[0]) == 3

@@ -324,6 +324,39 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _comparable(settings: dict) -> dict:
+    """``settings`` with each local path (model, LoRA, embedding, ControlNet, SAM, annotator weights) as the
+    path it resolves to, what a resumed job compares: ``m/`` (as tab completion gives it), ``../x/m`` from
+    another directory and a symlink to ``m`` are the same weights, and were refused as other settings. Repo
+    ids are left as written; the files themselves are compared by job.json's "weights"."""
+    from .templates import _ANNOTATOR_PATH_KEYS, _PATH_KEYS
+
+    def local(v):
+        if not isinstance(v, str) or not v:
+            return v
+        p = Path(v).expanduser()
+        return str(p.resolve()) if p.exists() else v
+
+    def each(section, key):
+        if isinstance(section, dict) and key in section:
+            v = section[key]
+            section[key] = [local(x) for x in v] if isinstance(v, list) else local(v)
+
+    s = json.loads(json.dumps(settings, default=str))
+    for sec, key in _PATH_KEYS:
+        each(s.get(sec), key)
+    model = s.get("model")
+    if isinstance(model, dict) and isinstance(model.get("lora"), list):
+        model["lora"] = [local(split_lora(t)[0]) + t[len(split_lora(t)[0]):] if isinstance(t, str) else t
+                         for t in model["lora"]]
+    for unit in s.get("controlnets", []) or []:
+        each(unit, "model")
+    for kw in (s.get("annotators") or {}).values():
+        for key in _ANNOTATOR_PATH_KEYS:
+            each(kw, key)
+    return s
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -339,10 +372,10 @@ def _changed_settings(job: Path, settings: dict) -> str:
     from .templates import tomllib
 
     try:
-        old = _flat(tomllib.loads((job / "settings.toml").read_text(encoding="utf-8")))
+        old = _flat(_comparable(tomllib.loads((job / "settings.toml").read_text(encoding="utf-8"))))
     except (OSError, ValueError):
         return ""
-    new = _flat(json.loads(json.dumps(settings)))
+    new = _flat(_comparable(settings))
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     said = [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in keys[:4]]
     return ", ".join(said) + (", ..." if len(keys) > 4 else "")
@@ -624,7 +657,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     check_memory(T, (H, W), len(units))
     meta = {"video": str(Path(video).resolve()), "video_id": inputs.video_id, "frames": list(start_end),
             "prompt": prompt, "style_image": str(style_image) if style_image else None,
-            "settings": _hash(settings), "size": [H, W], "num_frames": T,
+            "settings": _hash(_comparable(settings)), "size": [H, W], "num_frames": T,
             "weights": _local_stamps(settings, model_config, style_image), "output": output.name}
     if model_config is not None:
         meta["model_config"] = str(model_config)
@@ -898,7 +931,9 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
                              "or start over with restart (--restart; its frames are deleted)")
         else:
             # a job folder of an earlier version: weights not recorded
-            same = {"weights": "weights" not in old, "output": True}  # (the output: checked above)
+            same = {"weights": "weights" not in old, "output": True,  # (the output: checked above)
+                    # an earlier version hashed the settings as written, local paths not resolved
+                    "settings": old.get("settings") == _hash(settings)}
             diff = [k for k in meta if old.get(k) != meta[k] and not same.get(k)]
             if diff:
                 named = _changed_settings(job, settings) if "settings" in diff else ""
