@@ -125,3 +125,17 @@ def test_without_mediapipe_the_pose_prompt_says_the_other_prompts_first(sam, tmp
     err = capsys.readouterr().err
     assert "needs mediapipe 0.10.21" in err and "--point X,Y or --box X0,Y0,X1,Y1" in err and "backend=" not in err
     assert not (tmp_path / "m").exists()
+
+
+def test_masks_are_written_when_their_cache_cannot_be(sam, tmp_path, capsys):
+    """From the helpers' use of `segment`: with a cache folder it cannot write (a read-only HOME, a full
+    disk) SAM ran over every frame, then the command ended in "Permission denied: ~/.cache" with no masks
+    and no word of the cache or how to move it. The masks are written; the cache is said, with the remedy."""
+    clip = str(registry_clip("carphone_pristine.mp4"))
+    (tmp_path / "file").write_text("not a folder")
+    cache = tmp_path / "file" / "c"
+    assert main(["segment", "--video", clip, "-o", str(tmp_path / "m"), "--model", str(sam), "--point", "0.5,0.4",
+                 "--frames", "2", "--cache-dir", str(cache), "-q"]) == 0
+    assert _masks(tmp_path / "m").shape == (2, 144, 176)
+    err = capsys.readouterr().err
+    assert f"mask cache {cache}: cannot write there" in err and "--cache-dir" in err and "FLICKERLESS_CACHE" in err

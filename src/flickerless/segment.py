@@ -18,6 +18,7 @@ supply it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -276,8 +277,15 @@ def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_S
     seg = segmenter or Segmenter(model, device, batch_size=batch_size)
     masks = seg(images, prompt, progress=progress)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, bits=np.packbits(masks.numpy().astype(bool)), shape=np.array(masks.shape))
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(tmp, bits=np.packbits(masks.numpy().astype(bool)), shape=np.array(masks.shape))
+            os.replace(tmp, path)
+        except OSError as e:  # a read-only HOME or a full disk lost every mask SAM had just computed
+            with contextlib.suppress(OSError):  # (no folder to hold it, where that was what failed)
+                tmp.unlink(missing_ok=True)
+            log.warning("mask cache %s: cannot write there (%s); the masks are not cached for a next run: set "
+                        "FLICKERLESS_CACHE or give --cache-dir (cache_dir= in Python) a writable folder",
+                        path.parent, e)
     return masks
