@@ -134,6 +134,34 @@ def test_interrupted_annotation_leaves_no_entry(monkeypatch, carphone, tmp_path)
     assert len(out) == len(clip) and sum(calls) == 32 + len(clip)
 
 
+def test_a_cache_that_cannot_be_written_is_said_once_and_the_frames_are_still_given(monkeypatch, carphone,
+                                                                                    tmp_path, caplog):
+    """From the helpers' use of `run`: with a read-only HOME, `run` and `demo --engine` stopped at the
+    annotation cache, and the way out it gave named Python arguments (cache_dir=, cache=False). The
+    frames are computed and given uncached, with one warning naming the CLI's remedies; a disk that fills
+    while an entry is written is the same, and leaves no half entry."""
+    clip = carphone[:4]
+    want = annotate("canny", clip, cache=False)
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("FLICKERLESS_CACHE", str(tmp_path / "file" / "home"))
+    with caplog.at_level(logging.WARNING, logger="flickerless"):
+        np.testing.assert_array_equal(annotate("canny", clip), want)
+        np.testing.assert_array_equal(annotate("canny", clip, low=50).shape, want.shape)
+    said = [r.getMessage() for r in caplog.records if "annotation cache" in r.getMessage()]
+    assert len(said) == 1 and "cannot write there" in said[0] and str(tmp_path / "file" / "home") in said[0]
+    assert "FLICKERLESS_CACHE" in said[0] and "--cache-dir" in said[0] and "cache=False" not in said[0]
+    caplog.clear()
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full)
+    with caplog.at_level(logging.WARNING, logger="flickerless"):
+        np.testing.assert_array_equal(annotate("canny", clip, cache_dir=tmp_path / "c"), want)
+    assert any("No space left" in r.getMessage() for r in caplog.records)
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file()]
+
+
 def test_video_identity_changes_with_the_file(tmp_path):
     import os
 

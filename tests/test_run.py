@@ -749,3 +749,13 @@ def test_a_resume_takes_the_same_local_weights_spelled_otherwise(models, clip, t
     (job_folder(out) / "job.json").write_text(json.dumps(meta))
     run_job("stylize", clip, out, "a cat", overrides=sets, resume=True, **other)
     assert len(read(out)[0]) == 3
+
+
+def test_run_help_says_the_cache_folder_it_uses(capsys):
+    """`run --help` gave the default annotator cache as ~/.cache/flickerless; it is annotations/ in it."""
+    from flickerless.control.cache import default_cache_dir
+
+    assert main(["run", "--help"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "$FLICKERLESS_CACHE/annotations" in said and "~/.cache/flickerless/annotations" in said
+    assert default_cache_dir().name == "annotations"

@@ -43,7 +43,8 @@ def register(sub) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the first GPU, else the CPU)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted job in the output's job folder")
     p.add_argument("--restart", action="store_true", help="discard the output's job folder and start over")
-    p.add_argument("--cache-dir", help="annotator cache (default: $FLICKERLESS_CACHE or ~/.cache/flickerless)")
+    p.add_argument("--cache-dir", help="annotator cache folder (default: $FLICKERLESS_CACHE/annotations or "
+                   "~/.cache/flickerless/annotations); one it cannot write is said, and the run goes on uncached")
     p.add_argument("--codec", choices=tuple(VIDEO_CODECS),
                    help=f"video codec of the output (default h264; vp9 for .webm). {codec_help()}")
     p.add_argument("--crf", type=_crf, default=17, help="quality of a video output, 0 (lossless) to 51 (default 17)")

@@ -11,13 +11,15 @@ chunks of at most ``CHUNK`` frames) and ``meta.json``, written last (plus ``extr
 is incomplete (an interrupted run) and is recomputed. Reading streams one chunk at a time.
 
 Where: the ``cache_dir`` argument; else ``$FLICKERLESS_CACHE/annotations``; else
-``~/.cache/flickerless/annotations``.
+``~/.cache/flickerless/annotations``. A cache that cannot be written there (a read-only HOME, a full
+disk) is said once, and the frames are given uncached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,13 +28,13 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import OutputError
 from ..video import usual_mode
 from .base import FrameSource
 
 __all__ = ["default_cache_dir", "video_identity", "folder_stamp", "frames_hash", "cache_key", "AnnotationCache", "CHUNK"]
 
 CHUNK = 32  # frames per stored chunk (and per annotator run step)
+log = logging.getLogger("flickerless")
 
 
 def default_cache_dir() -> Path:
@@ -135,31 +137,63 @@ class AnnotationCache:
         return _Writer(self.entry(name, key), meta)
 
 
+_SAID: set[str] = set()  # the cache folders already said to be unwritable, said once a process
+
+
+def _cannot_cache(root: Path, e: OSError) -> None:
+    """Say, once for ``root``, that the cache cannot be written there: a read-only HOME or a full disk
+    stopped `run` and `demo --engine`, with a remedy that named Python arguments. The frames are given
+    uncached."""
+    if str(root) in _SAID:
+        return
+    _SAID.add(str(root))
+    log.warning("annotation cache %s: cannot write there (%s); control frames are not cached, so a next run "
+                "computes them again: set FLICKERLESS_CACHE or give --cache-dir (cache_dir= in Python) a writable "
+                "folder", root, e)
+
+
 class _Writer:
-    """Writes chunks into a temporary folder beside the entry, renamed into place on :meth:`close`."""
+    """Writes chunks into a temporary folder beside the entry, renamed into place on :meth:`close`. Where
+    that cannot be written, it is said (:func:`_cannot_cache`) and nothing is kept."""
 
     def __init__(self, final: Path, meta: dict):
         self.final = final
         self.meta = dict(meta)
+        self.n = 0
+        self.frames = 0
+        self.tmp: Path | None = None
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         except OSError as e:
-            raise OutputError(f"annotation cache {final.parent}: cannot write there ({e}); set FLICKERLESS_CACHE "
-                              f"or pass cache_dir= to a writable folder, or cache=False") from e
-        self.n = 0
-        self.frames = 0
+            _cannot_cache(final.parent.parent, e)
 
     def write(self, chunk: np.ndarray) -> None:
-        np.savez_compressed(self.tmp / f"{self.n:05d}.npz", frames=np.ascontiguousarray(chunk, dtype=np.uint8))
+        if self.tmp is None:
+            return
+        try:
+            np.savez_compressed(self.tmp / f"{self.n:05d}.npz", frames=np.ascontiguousarray(chunk, dtype=np.uint8))
+        except OSError as e:  # a disk that filled: the frames go on, uncached
+            self._give_up(e)
+            return
         self.n += 1
         self.frames += len(chunk)
 
+    def _give_up(self, e: OSError) -> None:
+        _cannot_cache(self.final.parent.parent, e)
+        self.abort()
+
     def close(self, extras: dict | None = None) -> None:
-        if extras:
-            np.savez_compressed(self.tmp / "extras.npz", **extras)
-        self.meta.update(chunks=self.n, frames=self.frames)
-        (self.tmp / "meta.json").write_text(json.dumps(self.meta, indent=1, default=str))
+        if self.tmp is None:
+            return
+        try:
+            if extras:
+                np.savez_compressed(self.tmp / "extras.npz", **extras)
+            self.meta.update(chunks=self.n, frames=self.frames)
+            (self.tmp / "meta.json").write_text(json.dumps(self.meta, indent=1, default=str))
+        except OSError as e:
+            self._give_up(e)
+            return
         if self.final.exists():
             shutil.rmtree(self.final, ignore_errors=True)
         usual_mode(self.tmp)
@@ -169,4 +203,6 @@ class _Writer:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = None
