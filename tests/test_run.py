@@ -307,8 +307,22 @@ def test_run_job_takes_python_s_own_types_or_says_which(clip, tmp_path, monkeypa
     (folder / "latents.pt").write_bytes(b"a step's latents")
     with pytest.raises(InputError, match=r"continue it with resume \(--resume\), or start over with restart \(--restart"):
         job._prepare_job_folder(folder, {"prompt": "x"}, settings, False, False)
-    with pytest.raises(InputError, match=r"^resume \(--resume\): .* other prompt; .* or restart \(--restart\)"):
+    with pytest.raises(InputError, match=r"^resume \(--resume\): .* other prompt \('x' -> 'y'\); .* or restart \(--restart\)"):
         job._prepare_job_folder(folder, {"prompt": "y"}, settings, True, False)
+    # another range is said with its values, and what follows from it (the frames' digest, their count)
+    # is not: it said "other video_id; frames; num_frames", an internal key and no value
+    ranged = tmp_path / "r.job"
+    job._prepare_job_folder(ranged, {"video_id": "a", "frames": [0, 4], "num_frames": 4, "size": [48, 64]}, settings,
+                            False, False)
+    (ranged / "latents.pt").write_bytes(b"a step's latents")
+    with pytest.raises(InputError) as e:
+        job._prepare_job_folder(ranged, {"video_id": "b", "frames": [2, None], "num_frames": 10, "size": [48, 64]},
+                                settings, True, False)
+    assert "made with other --frames (0:4 -> 2:); run" in str(e.value) and "video_id" not in str(e.value)
+    with pytest.raises(InputError) as e:  # the same range of a clip that changed since the stop
+        job._prepare_job_folder(ranged, {"video_id": "b", "frames": [0, 4], "num_frames": 4, "size": [48, 64]},
+                                settings, True, False)
+    assert "made with other video frames (the clip changed since the stop); run" in str(e.value)
     # PatchMatch's own check, before any model loads
     with pytest.raises(InputError, match="patch_sizes go largest first"):
         job.resolve_settings("stylize", overrides="deflicker.patch_sizes=[5, 13]")

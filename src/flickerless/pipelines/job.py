@@ -935,10 +935,12 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
                     # an earlier version hashed the settings as written, local paths not resolved
                     "settings": old.get("settings") == _hash(settings)}
             diff = [k for k in meta if old.get(k) != meta[k] and not same.get(k)]
+            if "frames" in diff or "video" in diff:  # what follows from another range or clip is not said again
+                diff = [k for k in diff if k not in ("video_id", "num_frames", "size")]
             if diff:
                 named = _changed_settings(job, settings) if "settings" in diff else ""
-                diff = [f"settings: {named}" if k == "settings" and named else
-                        "weights (a model, LoRA or ControlNet changed at its path)" if k == "weights" else k for k in diff]
+                diff = [f"settings: {named}" if k == "settings" and named else _meta_change(k, old, meta)
+                        for k in diff]
                 raise InputError(f"resume (--resume): {job} was made with other {'; '.join(diff)}; run with the same "
                                  "inputs and settings (see its settings.toml and job.json), or restart (--restart)")
             log.info("resuming the job in %s", job)
@@ -946,6 +948,26 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
     job.mkdir(parents=True, exist_ok=True)
     write_whole(job / "settings.toml", dumps(settings))  # (as UTF-8, whatever the locale: a prompt's emoji)
     write_whole(meta_file, json.dumps(meta, indent=2))
+
+
+def _meta_change(key: str, old: dict, new: dict) -> str:
+    """A job's input that differs from the stopped job's, as told with both values (it named the key
+    alone, an internal one at that: "other video_id; frames; num_frames")."""
+    def frames(v):
+        return "all" if not v else f"{v[0]}:{'' if v[1] is None else v[1]}"
+
+    a, b = old.get(key), new.get(key)
+    if key == "weights":
+        return "weights (a model, LoRA or ControlNet changed at its path)"
+    if key == "video_id":
+        return "video frames (the clip changed since the stop)"
+    if key == "frames":
+        return f"--frames ({frames(a)} -> {frames(b)})"
+    if key == "size":
+        return "size ({} -> {})".format(*("x".join(map(str, v[::-1])) if v else v for v in (a, b)))
+    if key == "num_frames":
+        return f"frame count ({a} -> {b})"
+    return f"{key.replace('_', ' ')} ({a!r} -> {b!r})"
 
 
 def _write_output(output: Path, frames: list[np.ndarray], fps: float, audio=None, audio_start: float = 0.0,
