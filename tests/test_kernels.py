@@ -286,3 +286,29 @@ def test_the_cpu_kernels_keep_torch_s_thread_count():
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split()[-1] == "1"
+
+
+@pytest.mark.skipif(not __import__("flickerless.blend.cpu_kernels", fromlist=["x"]).available(), reason="needs numba")
+def test_the_cpu_kernels_compile_where_numba_has_nowhere_to_cache_them():
+    """An install read-only to its user with a HOME they cannot write (a Docker image run as another
+    user) leaves numba no folder for its cache: ``cache=True`` raised at import, and every CPU deflicker
+    ended in that traceback. The kernels are compiled uncached then, said once. In a fresh process, with
+    numba's cache folders taken away."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import logging\nimport numba.core.caching as c\n"
+            "c.CacheImpl._locator_classes = []  # no folder numba can write\n"
+            "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+            "import torch\nimport flickerless.blend.patchmatch as pm\n"
+            "mod = pm._kernels('auto', torch.device('cpu'))\n"
+            "assert mod is not None and mod.__name__.endswith('cpu_kernels'), mod\n"
+            "sty = torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(0))\n"
+            "nnf = pm.initialize(2, (24, 32), (24, 32), 'random', torch.tensor([3, 10]), torch.device('cpu'))\n"
+            "offs = pm.patch_offsets(5, None)\n"
+            "torch.testing.assert_close(mod.vote(sty, nnf, offs), pm.vote(sty, nnf, offs), atol=1e-5, rtol=0)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CACHE")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.count("NUMBA_CACHE_DIR") == 1, r.stderr

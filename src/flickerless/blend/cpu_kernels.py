@@ -11,6 +11,8 @@ parallel over rows of all pairs. Results match the torch path (``tests/test_kern
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -47,20 +49,47 @@ class _threads:
             torch.set_num_threads(self.torch)
 
 
+def _njit(**options):
+    """``nb.njit`` keeping the compiled kernels on disk (``cache=True``: compiling them all takes seconds),
+    or compiling them in each process where numba finds nowhere to keep them: an install this user cannot
+    write with a HOME it cannot write either (a Docker image run as another user) made numba raise at
+    import, which ended every CPU deflicker. The kernels run as fast either way; said once."""
+
+    def wrap(f):
+        try:
+            return nb.njit(cache=True, **options)(f)
+        except RuntimeError as e:  # "cannot cache function ...: no locator available"
+            if "cannot cache" not in str(e):
+                raise
+            global _uncached
+            if not _uncached:
+                _uncached = True
+                logging.getLogger("flickerless").info(
+                    "numba has no writable folder to keep its compiled CPU kernels in (beside %s, or under HOME): "
+                    "they are compiled again in every run (10 s or more); set NUMBA_CACHE_DIR to a writable "
+                    "folder to keep them", Path(__file__).parent)
+            return nb.njit(**options)(f)
+
+    return wrap
+
+
+_uncached = False  # whether a kernel was compiled without numba's cache (said once)
+
+
 if nb is not None:
 
-    @nb.njit(cache=True, inline="always")
+    @_njit(inline="always")
     def _mix(z):
         z = z & _MASK
         z = ((z ^ (z >> 16)) * _MUL) & _MASK
         z = ((z ^ (z >> 16)) * _MUL) & _MASK
         return z ^ (z >> 16)
 
-    @nb.njit(cache=True, inline="always")
+    @_njit(inline="always")
     def _clamp(v, hi):
         return 0 if v < 0 else (hi - 1 if v >= hi else v)
 
-    @nb.njit(cache=True, inline="always")
+    @_njit(inline="always")
     def _target_patch(tgt, b, y, x, offs, tp):
         """The target's packed guide and estimate (:func:`_pack`) at the patch's sampled offsets around
         (y, x), clamped, into ``tp`` (S, K): read once per pixel for all of its candidates, not once
@@ -71,7 +100,7 @@ if nb is not None:
             for c in range(tp.shape[1]):
                 tp[s, c] = tgt[b, ty, tx, c]
 
-    @nb.njit(cache=True)
+    @_njit()
     def _cost(tp, src, C, C2, b, qy, qx, offs, gw, bound):
         """Mean patch cost of source match (qy, qx) against the target patch ``tp``
         (:func:`_target_patch`): guide_weight x the guide's SSD (channels ``0..C``) plus the style's
@@ -118,7 +147,7 @@ if nb is not None:
                 return acc / n
         return acc / n
 
-    @nb.njit(cache=True, parallel=True)
+    @_njit(parallel=True)
     def _iteration(tgt, src, C, C2, nnf_in, nnf_out, cost_out, keys, offs, gw, radius, salt):
         B, H, W = tgt.shape[0], tgt.shape[1], tgt.shape[2]
         Hs, Ws = src.shape[1], src.shape[2]
@@ -162,7 +191,7 @@ if nb is not None:
                 nnf_out[b, 1, y, x] = qx
                 cost_out[b, y, x] = best
 
-    @nb.njit(cache=True, inline="always")
+    @_njit(inline="always")
     def _vote_pixel(src, c0, acc, nnf, b, y, x, offs):
         """The sums of pixel (y, x)'s votes from channels ``c0..`` of a channel-last ``src`` (B, Hs, Ws,
         K) into ``acc`` (its length: the channels voted), and their count."""
@@ -183,7 +212,7 @@ if nb is not None:
             cnt += 1
         return cnt
 
-    @nb.njit(cache=True, parallel=True)
+    @_njit(parallel=True)
     def _vote(src, nnf, out, offs):
         """Patch voting from a channel-last ``src`` (B, Hs, Ws, C), so a vote's channels are read from
         one cache line, into a channel-first ``out`` (B, C, H, W) (a remap's result, for torch)."""
@@ -197,7 +226,7 @@ if nb is not None:
                 for c in range(acc.shape[0]):
                     out[b, c, y, x] = acc[c] / cnt
 
-    @nb.njit(cache=True, parallel=True)
+    @_njit(parallel=True)
     def _vote_last(src, c0, C, nnf, out, o0, offs):
         """As :func:`_vote`, from channels ``c0..c0+C`` of ``src`` into channels ``o0..o0+C`` of a
         channel-last ``out`` (B, H, W, K): the estimate, written straight into a packed target
