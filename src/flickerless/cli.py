@@ -1192,8 +1192,10 @@ def main(argv=None) -> int:
         said = getattr(e, "done", None)
         print(f"flickerless: {what}; {said + ' first' if said else 'the output was not written'}", file=sys.stderr)
         return code
-    except MemoryError:
-        print("flickerless: error: out of host memory; try a smaller --batch or shorter clip", file=sys.stderr)
+    except MemoryError as e:  # numpy's "Unable to allocate ...", or numba's library that could not be mapped
+        said = str(e)
+        said = said if "memory" in said else f"out of memory{f' ({said})' if said else ''}"
+        print(f"flickerless: error: {said}; {_less_memory(args.command)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `flickerless info ... | head -1`: the reader has all it wanted; no error to say
         import os
@@ -1213,16 +1215,35 @@ def main(argv=None) -> int:
         print(f"flickerless: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}{hint}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - a device out of memory where no step said more: one line
-        from .errors import out_of_memory
+        from .errors import out_of_memory, perhaps_out_of_memory
 
-        if not out_of_memory(e):
+        if not out_of_memory(e) and not perhaps_out_of_memory(e):
             raise
-        first = str(e).split(". ")[0].split("\n")[0]
-        gpu = any(k in str(e) for k in ("CUDA", "MPS", "GPU"))
-        print(f"flickerless: error: {first}; free the {'GPU' if gpu else 'machine'} of other work, or use a smaller "
-              f"size or batch{' (--device cpu is not bound by GPU memory, only slower)' if gpu else ''}",
-              file=sys.stderr)
+        if any(k in str(e) for k in ("CUDA", "MPS", "GPU")):
+            first = str(e).split(". ")[0].split("\n")[0]
+            print(f"flickerless: error: {first}; free the GPU of other work, or use a smaller size or batch (--device "
+                  "cpu is not bound by GPU memory, only slower)", file=sys.stderr)
+            return 2
+        # torch's CPU allocator says "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't
+        # allocate memory: you tried to allocate N bytes. Error code 12 ...": the middle is what it means
+        said = re.search(r"(can't allocate|not enough) memory[^.\n]*", str(e))
+        said = (f"out of memory ({said.group(0)})" if said else
+                "possibly out of memory (oneDNN: could not create a primitive)" if perhaps_out_of_memory(e) else
+                str(e).split(". ")[0].split("\n")[0])
+        print(f"flickerless: error: {said}; {_less_memory(args.command)}", file=sys.stderr)
         return 2
+
+
+def _less_memory(command: str | None) -> str:
+    """What to do about running out of host memory, for ``command``: a memory limit (``ulimit -v``, a
+    container's or a job's) is the usual cause on a machine with RAM to spare."""
+    how = {"deflicker": "; a smaller --batch (4 frame pairs on the CPU by default) or --stream (the clips decoded as "
+                        "the work goes, not held in RAM) needs less",
+           "run": "; smaller batches need less (--set sampling.batch_size=N --set sampling.vae_batch_size=N), and "
+                  "--resume continues from what the job folder kept",
+           "train": "; a smaller --batch or --resolution needs less, and --resume continues from the last "
+                    "checkpoint"}.get(command, "; fewer frames or a smaller size need less")
+    return f"free memory of other work or raise this process's memory limit (ulimit -v, a container's or job's){how}"
 
 
 if __name__ == "__main__":  # pragma: no cover

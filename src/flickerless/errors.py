@@ -154,13 +154,23 @@ def interrupted(e: KeyboardInterrupt) -> tuple[str, int]:
 
 def out_of_memory(e: BaseException) -> bool:
     """Whether ``e`` says a device ran out of memory: CUDA's ``torch.OutOfMemoryError``, or the
-    ``RuntimeError`` that Apple's MPS ("MPS backend out of memory") and the CPU allocator ("not enough
-    memory") raise instead."""
+    ``RuntimeError`` that Apple's MPS ("MPS backend out of memory") and torch's CPU allocator raise
+    instead ("not enough memory" on Windows; "DefaultCPUAllocator: can't allocate memory" on Linux and
+    macOS, under a memory limit such as ``ulimit -v``, which ended in a traceback)."""
     import torch
 
     if isinstance(e, torch.OutOfMemoryError):
         return True
-    return isinstance(e, RuntimeError) and any(s in str(e) for s in ("out of memory", "not enough memory"))
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in ("out of memory", "not enough memory",
+                                                                     "can't allocate memory"))
+
+
+def perhaps_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is oneDNN's "could not create a primitive" (torch's CPU convolutions): it does not
+    say why, and under a memory limit it is what a failed allocation (of the primitive's compiled code or
+    its scratch space) ends in, though a primitive oneDNN does not implement ends in it too. Said as
+    possibly out of memory, never taken for it (:func:`in_batches` does not halve on it)."""
+    return isinstance(e, RuntimeError) and "could not create a primitive" in str(e)
 
 
 def halve_batch(batch: int, what: str, start: str | None = None) -> int:

@@ -22,6 +22,14 @@ try:
     import numba as nb
 except ImportError:  # pragma: no cover - depends on the install
     nb = None
+except OSError as e:
+    # llvmlite says "Could not find/load shared object file 'libllvmlite.so' ... the permissions are incorrect"
+    # for any failure; the loader's own reason, "failed to map segment from shared object", is what a memory
+    # limit (ulimit -v, as login nodes set) gives: said as that
+    if "failed to map segment" not in str(e.__context__):
+        raise
+    raise MemoryError("numba could not map its LLVM library (libllvmlite.so: failed to map segment from shared "
+                      "object): possibly out of memory") from e
 
 from .patchmatch import _GOLD, _MASK, _MUL  # the hash must match the torch path
 

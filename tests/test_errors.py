@@ -1,0 +1,76 @@
+"""The command line's last line of defence (``cli.main``): what ends a command the user can act on is
+said in one line with what to do, never as a traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from flickerless import cli, errors
+from flickerless.cli import main
+
+DEFLICKER = ["deflicker", "--guide", "g.mp4", "--style", "s.mp4", "-o", "o.mp4"]
+
+
+def _fails_with(monkeypatch, error):
+    """deflicker, whatever its arguments, ending in ``error``."""
+    def cmd(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_deflicker", cmd)
+
+
+# torch's CPU allocator on Linux under a memory limit (ulimit -v 1100000), and oneDNN's convolution there
+CPU_ALLOC = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+             "allocate 1622016 bytes. Error code 12 (Cannot allocate memory)")
+
+
+@pytest.mark.parametrize("error, says", [
+    (RuntimeError(CPU_ALLOC), "error: out of memory (can't allocate memory: you tried to allocate 1622016 bytes); "),
+    (RuntimeError("could not create a primitive"), "error: possibly out of memory (oneDNN: could not create a primitive)"),
+    (MemoryError("Unable to allocate 1.55 MiB for an array with shape (2, 144, 176, 8) and data type float32"),
+     "error: out of memory (Unable to allocate 1.55 MiB"),
+])
+def test_running_out_of_host_memory_is_one_line_saying_what_needs_less(monkeypatch, capsys, error, says):
+    """torch's CPU allocator on Linux says "can't allocate memory", which was not taken for running out of
+    memory: a traceback (exit 1), as was oneDNN's "could not create a primitive" that the same limit gave."""
+    _fails_with(monkeypatch, error)
+    assert main(DEFLICKER) == 2
+    err = capsys.readouterr().err
+    assert says in err and "memory limit (ulimit -v" in err and "a smaller --batch" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_cpu_allocation_failures_halve_batches_and_a_primitive_that_fails_is_only_perhaps_one():
+    """in_batches halves a batch the CPU could not allocate, as it does one the GPU could not; oneDNN's
+    failure says no reason, so it is not retried smaller (which would hide any other cause)."""
+    assert errors.out_of_memory(RuntimeError(CPU_ALLOC))
+    assert not errors.out_of_memory(RuntimeError("could not create a primitive"))
+    assert errors.perhaps_out_of_memory(RuntimeError("could not create a primitive"))
+
+
+def test_numba_s_library_unmapped_for_want_of_memory_is_said_as_memory(tmp_path):
+    """Under a memory limit the loader cannot map libllvmlite.so, and llvmlite says that "the permissions
+    are incorrect" (and the command line said that). A numba that fails to import as it did then, in a
+    fresh process."""
+    fake = tmp_path / "numba"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "try:\n    raise OSError('/x/libllvmlite.so: failed to map segment from shared object')\n"
+        "except OSError:\n    raise OSError(\"Could not find/load shared object file 'libllvmlite.so' from resource "
+        "location: 'llvmlite.binding'. This could mean ... that the permissions are incorrect\")\n")
+    code = ("import sys\nfrom flickerless.cli import main\n"
+            "sys.exit(main(['deflicker', '--guide', sys.argv[1], '--style', sys.argv[1], '-o', sys.argv[2], '-q', "
+            "'--device', 'cpu', '--no-cuts']))\n")
+    from flickerless import video
+
+    clip = tmp_path / "c.mp4"
+    rng = __import__("numpy").random.default_rng(0)
+    video.write(clip, (rng.random((3, 32, 48, 3)) * 40 + 100).astype("uint8"), fps=10)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    r = subprocess.run([sys.executable, "-c", code, str(clip), str(tmp_path / "o.mp4")], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "libllvmlite.so: failed to map segment" in r.stderr and "possibly out of memory" in r.stderr
+    assert "permissions" not in r.stderr and "Traceback" not in r.stderr
