@@ -74,3 +74,58 @@ def test_numba_s_library_unmapped_for_want_of_memory_is_said_as_memory(tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "libllvmlite.so: failed to map segment" in r.stderr and "possibly out of memory" in r.stderr
     assert "permissions" not in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("module, says", [
+    ("cv2", 'opencv-python-headless, which flickerless needs, is not installed (No module named \'cv2\'): pip install '
+            '"opencv-python-headless'),
+    ("scipy", 'scipy, which flickerless needs, is not installed (No module named \'scipy\'): pip install "scipy'),
+    ("peft.tuners", "peft, which flickerless needs, is incomplete (No module named 'peft.tuners'): pip install "
+                    '--force-reinstall --no-deps "peft'),
+    ("torch", "install it as pytorch.org says"),
+])
+def test_a_missing_requirement_is_one_line_naming_the_pip_command(monkeypatch, capsys, module, says):
+    """After `pip install --no-deps` (or an environment broken since), eval, run, train and the engine demo
+    met the missing module where they first imported it: a traceback. Said in one line, exit 2."""
+    _fails_with(monkeypatch, ModuleNotFoundError(f"No module named {module!r}", name=module))
+    assert main(DEFLICKER) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_missing_module_not_a_requirement_is_not_said_as_one(monkeypatch):
+    _fails_with(monkeypatch, ModuleNotFoundError("No module named 'flickerless.nothing'", name="flickerless.nothing"))
+    with pytest.raises(ModuleNotFoundError):
+        main(DEFLICKER)
+
+
+def test_the_requirements_said_are_pyproject_s():
+    """The import names the command line knows (to say a missing one) are those of every dependency."""
+    import re
+    from pathlib import Path
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(cli._REQUIREMENTS.values()) == sorted(re.split(r"[<>=!~;\s\[]", d)[0].lower() for d in deps)
+
+
+def test_deflicker_without_numba_says_once_that_it_runs_slower(monkeypatch, caplog):
+    """numba missing (an install made with --no-deps) ran the CPU 2.5-3x slower without a word."""
+    import logging
+
+    import torch
+
+    import flickerless.blend.cpu_kernels as cpu_kernels
+    import flickerless.blend.patchmatch as pm
+
+    monkeypatch.setattr(cpu_kernels, "nb", None)
+    pm._say_without_numba.cache_clear()
+    with caplog.at_level(logging.INFO, logger="flickerless"):
+        assert pm._kernels("auto", torch.device("cpu")) is None
+        assert pm._kernels("auto", torch.device("cpu")) is None
+    said = [r.getMessage() for r in caplog.records if "numba" in r.getMessage()]
+    assert len(said) == 1 and 'pip install "numba>=0.59"' in said[0]

@@ -1214,6 +1214,12 @@ def main(argv=None) -> int:
                 args.command, "; free some space")
         print(f"flickerless: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}{hint}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        said = _missing_requirement(e)
+        if said is None:
+            raise
+        print(f"flickerless: error: {said}", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - a device out of memory where no step said more: one line
         from .errors import out_of_memory, perhaps_out_of_memory
 
@@ -1232,6 +1238,37 @@ def main(argv=None) -> int:
                 str(e).split(". ")[0].split("\n")[0])
         print(f"flickerless: error: {said}; {_less_memory(args.command)}", file=sys.stderr)
         return 2
+
+
+# what each of pyproject's dependencies is imported as (tests/test_errors.py checks the list is pyproject's)
+_REQUIREMENTS = {"torch": "torch", "numpy": "numpy", "av": "av", "PIL": "pillow", "tqdm": "tqdm", "numba": "numba",
+                 "diffusers": "diffusers", "transformers": "transformers", "safetensors": "safetensors",
+                 "peft": "peft", "cv2": "opencv-python-headless", "scipy": "scipy", "tomli": "tomli"}
+
+
+def _missing_requirement(e: ModuleNotFoundError) -> str | None:
+    """The line for a required dependency that cannot be imported (an install made with ``--no-deps``, or
+    an environment broken since), with the pip command that brings it back; None for any other module.
+    Each command imports what it needs as it starts, so this is met in the middle of a command, and was a
+    traceback."""
+    top = (e.name or "").split(".")[0]
+    package = _REQUIREMENTS.get(top)
+    if package is None:
+        return None
+    spec = package
+    try:
+        from importlib.metadata import requires
+
+        spec = next((r.split(";")[0] for r in requires("flickerless") or ()
+                     if re.split(r"[<>=!~;\s\[]", r)[0].lower() == package), package)
+    except Exception:  # noqa: BLE001 - run from a checkout without its metadata: the bare name
+        pass
+    if top == "torch":  # the build for the machine's GPU (or none), which pip's default may not be
+        return f"torch, which flickerless needs, cannot be imported ({e}): install it as pytorch.org says for this machine"
+    if top == e.name:
+        return f"{package}, which flickerless needs, is not installed ({e}): pip install \"{spec}\""
+    return (f"{package}, which flickerless needs, is incomplete ({e}): pip install --force-reinstall --no-deps "
+            f"\"{spec}\"")
 
 
 def _less_memory(command: str | None) -> str:

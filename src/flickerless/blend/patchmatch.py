@@ -32,6 +32,8 @@ so a pair's result does not depend on which other pairs share its batch, nor on 
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass, fields
 from typing import Iterable, Sequence
@@ -511,7 +513,17 @@ def _kernels(backend: str, device: torch.device):
         return mod
     if backend != "auto":
         raise InputError(f"backend={want!r} is not available here (is {want} installed?)")
+    if want == "numba":
+        _say_without_numba()
     return None
+
+
+@functools.cache
+def _say_without_numba() -> None:
+    """numba is a requirement, so its absence is an install made without it (``--no-deps``): the CPU runs
+    the torch passes, 2.5-3x slower, which nothing said. Once a process."""
+    logging.getLogger("flickerless").info('numba is not installed: PatchMatch runs on the CPU 2.5-3x slower '
+                                          'without its kernels; pip install "numba>=0.59" brings them')
 
 
 def _check_pairs(target_guide, source_guide, source_style) -> None:
