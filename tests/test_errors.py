@@ -129,3 +129,12 @@ def test_deflicker_without_numba_says_once_that_it_runs_slower(monkeypatch, capl
         assert pm._kernels("auto", torch.device("cpu")) is None
     said = [r.getMessage() for r in caplog.records if "numba" in r.getMessage()]
     assert len(said) == 1 and 'pip install "numba>=0.59"' in said[0]
+
+
+def test_the_command_line_loads_before_numpy_so_an_early_ctrl_c_is_said_in_one_line():
+    """A Ctrl-C while the `flickerless` script imports cli (before main() can catch it) printed a Python
+    traceback; numpy was most of that time (0.1-0.2 s). main() catches one while the commands load, so
+    cli itself imports none of them. In a fresh process."""
+    code = "import sys\nimport flickerless.cli\nprint(sorted({'numpy', 'torch'} & set(sys.modules)))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

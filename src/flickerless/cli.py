@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from .errors import FlickerlessError, InputError, Stopped, interrupted, stops_held
 
@@ -324,6 +322,7 @@ class _Keyframes(Mapping):
         if k in self._cache:
             self._cache.move_to_end(k)
             return self._cache[k]
+        import numpy as np
         import torch
 
         from .video import load_image, resize_frame
