@@ -86,12 +86,14 @@ def mediapipe_pose(frames, model_complexity: int = 1, min_confidence: float = 0.
     try:
         from mediapipe.python.solutions import pose as mp_pose
     except ImportError as e:
-        # flickerless is installed from its checkout (not on PyPI), and an unquoted [pose] fails in zsh; an
+        # "flickerless[pose]" with flickerless installed takes the extra's requirements from the installed
+        # metadata, so it works for a checkout's install and a wheel's alike (".[pose]" only in the checkout),
+        # though flickerless is not on PyPI; quoted, as zsh takes an unquoted [pose] as a pattern. An
         # estimator of one's own is an option of the Python API only, said as such
         raise ModelNotFoundError(
-            f"Pose-MSE's default estimator needs mediapipe 0.10.21 ({e}; wheels for Python 3.9-3.12): in the "
-            "flickerless checkout, `pip install --no-deps mediapipe==0.10.21` then `pip install \".[pose]\"` (its "
-            "pose model ships in the wheel); from Python, evaluate(pose_estimator=...) takes another estimator"
+            f"Pose-MSE's default estimator needs mediapipe 0.10.21 ({e}; wheels for Python 3.9-3.12): "
+            "`pip install --no-deps mediapipe==0.10.21` then `pip install \"flickerless[pose]\"` (its pose model "
+            "ships in the wheel); from Python, evaluate(pose_estimator=...) takes another estimator"
         ) from e
     import contextlib
 
