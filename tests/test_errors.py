@@ -138,3 +138,25 @@ def test_the_command_line_loads_before_numpy_so_an_early_ctrl_c_is_said_in_one_l
     code = "import sys\nimport flickerless.cli\nprint(sorted({'numpy', 'torch'} & set(sys.modules)))\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _tiny_clip(path):
+    import numpy as np
+
+    from flickerless import video
+
+    rng = np.random.default_rng(0)
+    video.write(path, (rng.random((3, 32, 48, 3)) * 40 + 100).astype(np.uint8), fps=10)
+    return path
+
+
+def test_a_name_the_output_s_encoding_cannot_hold_is_printed_escaped(tmp_path):
+    """With PYTHONIOENCODING=ascii, `info` on a non-ASCII name ended in a UnicodeEncodeError traceback. In a
+    fresh process, whose streams Python set up so."""
+    clip = _tiny_clip(tmp_path / "日本.mp4")
+    code = "import sys\nfrom flickerless.cli import main\nsys.exit(main(['info', sys.argv[1]]))\n"
+    r = subprocess.run([sys.executable, "-c", code, str(clip)], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONIOENCODING="ascii"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "\\u65e5\\u672c.mp4" in r.stdout and "Traceback" not in r.stderr
+

@@ -1165,7 +1165,16 @@ def _stop_signals_as_interrupts():
             signal.signal(sig, handler)
 
 
+def _printable_anything() -> None:
+    """Characters the terminal's encoding lacks (a non-ASCII file name under ``PYTHONIOENCODING=ascii`` or
+    a C locale of old) written as ``\\u65e5``, not a UnicodeEncodeError traceback after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None) -> int:
+    _printable_anything()
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
