@@ -160,3 +160,22 @@ def test_a_name_the_output_s_encoding_cannot_hold_is_printed_escaped(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "\\u65e5\\u672c.mp4" in r.stdout and "Traceback" not in r.stderr
 
+
+def test_a_tilde_is_expanded_in_every_path_but_not_in_a_prompt(tmp_path, monkeypatch, capsys):
+    """The shell expands ~ only at a word's start: `--guide=~/clip.mp4` reached the command as it was and
+    was not found, while `--model=~/m` worked (expanded where the model is found)."""
+    import flickerless.commands.eval as eval_cmd
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _tiny_clip(tmp_path / "c.mp4")
+    assert main(["info", "~/c.mp4"]) == 0
+    assert "c.mp4" in capsys.readouterr().out
+    given = []
+    monkeypatch.setattr(cli, "cmd_deflicker", given.append)
+    main(["deflicker", "--guide=~/g.mp4", "--style", "~/s.mp4", "-o", "~/o", "--keyframes=~/k", "--tmp=~/t"])
+    monkeypatch.setattr(eval_cmd, "cmd_eval", given.append)
+    main(["eval", "--video=~/v.mp4", "--prompt", "~/not a path", "--json=~/e.json"])
+    d, e = given
+    assert (d.guide, d.style, d.output, d.keyframes, d.tmp) == tuple(str(tmp_path / n) for n in ("g.mp4", "s.mp4", "o",
+                                                                                                  "k", "t"))
+    assert (e.video, e.json, e.prompt) == (str(tmp_path / "v.mp4"), str(tmp_path / "e.json"), "~/not a path")

@@ -1173,6 +1173,22 @@ def _printable_anything() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+_TEXT = {"prompt"}  # options of free text, where a ~ is the user's text; every other value is a path or a word
+
+
+def _expand_home(args) -> None:
+    """``~`` expanded in every path given, as the shell does only at a word's start (``--guide=~/clip.mp4``
+    kept it, and failed: --model and --cache-dir expanded it themselves, the clips and outputs did not)."""
+    import os
+
+    def home(v):
+        return os.path.expanduser(v) if isinstance(v, str) and v.startswith("~") else v
+
+    for name, value in vars(args).items():
+        if name not in _TEXT:
+            setattr(args, name, [home(v) for v in value] if isinstance(value, list) else home(value))
+
+
 def main(argv=None) -> int:
     _printable_anything()
     try:
@@ -1180,6 +1196,7 @@ def main(argv=None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:
             _unrecognized(parser, args, extra)
+        _expand_home(args)
     except SystemExit as e:  # --help, --version, or a usage error already said in one line
         return e.code if isinstance(e.code, int) else 2
     except KeyboardInterrupt:  # Ctrl-C in the first moment (the commands' modules loading): no traceback
