@@ -716,10 +716,11 @@ def test_a_pair_that_does_not_fit_the_gpu_halves_the_batch_then_frees_the_gpu_st
         r, calls, got = remapped(4, fail_single=2, relief=[lambda: freed.append("store") or 3 << 30])
     assert calls[:4] == [4, 2, 1, 1] and r.batch == 1  # halved twice, then two pairs that did not fit
     assert freed == ["store"] and r._cache_size == 4  # the caches first (smaller from then on), then the store
-    assert "frame pair batches of 4: going on with 2 (slower; --batch 2 starts there)" in caplog.text and "3.00 GiB the GPU held for later pairs freed" in caplog.text
+    assert "frame pair batches of 4: going on with 2 (slower; --batch 2 starts there)" in caplog.text and "3.00 GiB the process held for later pairs freed" in caplog.text
+    assert "out of host memory at one 80x64 frame pair" in caplog.text  # on the CPU: it said "GPU" there
     assert caplog.text.count("held for later pairs freed") == 2  # the caches' bytes, then the store's
     assert all(torch.equal(got[j], want[j]) for j in range(len(jobs)))  # the same remaps, all of them
-    with pytest.raises(DeviceError, match="remapping one 80x64 frame pair"):  # nothing left to free
+    with pytest.raises(DeviceError, match="out of host memory remapping one 80x64 frame pair"):  # nothing left to free
         remapped(1, fail_single=3, relief=[lambda: 0])
 
 

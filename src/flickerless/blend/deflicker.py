@@ -333,9 +333,11 @@ class Remapper:
                     if self._relieve():
                         continue
                     h, w = self.guide.size
-                    raise DeviceError(
+                    raise DeviceError(  # (a CPU's allocator fails as well: told as host memory there)
                         f"out of GPU memory on {self.device} remapping one {w}x{h} frame pair: "
-                        "free GPU memory, use a smaller frame size, or --device cpu"
+                        "free GPU memory, use a smaller frame size, or --device cpu" if self._memory() == "GPU" else
+                        f"out of host memory remapping one {w}x{h} frame pair: free memory (or raise this "
+                        "process's limit, ulimit -v), or use a smaller frame size"
                     ) from e
                 self.batch = halve_batch(self.batch, "frame pair", "--batch {}")
                 continue
@@ -344,6 +346,10 @@ class Remapper:
             if self.progress is not None:
                 self.progress.update(len(chunk))
             start += len(chunk)
+
+    def _memory(self) -> str:
+        """Whose memory ran out: "GPU", or "host" on the CPU."""
+        return "host" if torch.device(self.device).type == "cpu" else "GPU"
 
     def _relieve(self) -> bool:
         """One pair does not fit the GPU: free the next thing it holds besides the pair (a 4K pair on
@@ -358,8 +364,10 @@ class Remapper:
                 if torch.cuda.is_initialized():
                     torch.cuda.empty_cache()
                 h, w = self.guide.size
-                log.warning("out of GPU memory at one %dx%d frame pair: %.2f GiB the GPU held for later pairs "
-                            "freed (slower from here)", w, h, freed / 2**30)
+                where = self._memory()
+                log.warning("out of %s memory at one %dx%d frame pair: %.2f GiB the %s held for later pairs "
+                            "freed (slower from here)", where, w, h, freed / 2**30,
+                            "GPU" if where == "GPU" else "process")
                 return True
         return False
 
