@@ -457,6 +457,21 @@ def test_read_errors(tmp_path):
         video.VideoWriter(bad / "o.mp4")
 
 
+def test_a_relative_name_with_a_colon_is_read_and_written_as_a_file(tmp_path, sound_clip, monkeypatch, capsys):
+    """FFmpeg took what is before a ':' for a protocol: take:1.mp4 (and ./take:1.mp4, which Path makes
+    take:1.mp4 again) was "Protocol not found", pipe:0 read stdin."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("take:1.mp4", "12:30.mp4", "pipe:0"):
+        shutil.copy(sound_clip, name)
+        assert video.probe(name).frames == 30 and video.has_audio(name)
+    assert len(video.read("./take:1.mp4")[0]) == 30
+    assert main(["deflicker", "--guide", "take:1.mp4", "--style", "./12:30.mp4", "--frames", "0:3", "-o", "out:1.mp4",
+                 *FASTARGS]) == 0
+    assert video.probe("out:1.mp4").frames == 3 and video.has_audio("out:1.mp4")
+    capsys.readouterr()
+    assert main(["info", "pipe:0"]) == 0 and re.search(r"frames +30 ", capsys.readouterr().out)
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory, carphone):
     from flickerless.synthetic import flickering_pair

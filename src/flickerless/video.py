@@ -334,11 +334,18 @@ def _jpeg_cut_short(path: Path) -> bool:
     return False
 
 
+def _ffmpeg_path(path) -> str:
+    """A local file's path as FFmpeg is to open it: absolute, so that FFmpeg never reads a protocol from
+    it (``take:1.mp4`` and ``12:30.mp4`` were "Protocol not found", ``pipe:0`` read stdin; a leading
+    ``/`` is no protocol's)."""
+    return os.path.abspath(os.fspath(path))
+
+
 def _open_container(path: Path):
     import av
 
     try:
-        container = av.open(str(path))
+        container = av.open(_ffmpeg_path(path))
     except (av.error.FFmpegError, OSError) as e:  # type: ignore[attr-defined]
         raise InputError(f"{path}: cannot read as a video ({e.__class__.__name__}: {e})") from e
     try:
@@ -384,7 +391,7 @@ def _packet_counts(path: str, size: int, mtime_ns: int, indices: tuple[int, ...]
     import av
 
     counts = dict.fromkeys(indices, 0)
-    with av.open(path) as c:
+    with av.open(_ffmpeg_path(path)) as c:
         for packet in c.demux(*(c.streams[i] for i in indices)):
             if packet.size:
                 counts[packet.stream.index] += 1
@@ -2217,7 +2224,7 @@ class VideoWriter(_Output):
     def _open_video(self, h: int, w: int) -> None:
         import av
 
-        self._container = av.open(str(self.tmp), mode="w", format=WRITE_VIDEO_EXTS[self.path.suffix.lower()])
+        self._container = av.open(_ffmpeg_path(self.tmp), mode="w", format=WRITE_VIDEO_EXTS[self.path.suffix.lower()])
         rate = Fraction(self.fps).limit_denominator(1001000)
         encoder, pix_fmt, _ = VIDEO_CODECS[self.codec]
         if self.codec == "h265" and self.colour is not None and self.colour[1] in _HDR_TRANSFERS:
@@ -2626,7 +2633,7 @@ def _first_frame_time(path: Path) -> float:
     import av
 
     try:
-        with av.open(str(path)) as c:
+        with av.open(_ffmpeg_path(path)) as c:
             if not c.streams.video:
                 return 0.0
             return float(next(c.decode(_video_stream(c, path))).time or 0.0)
@@ -2667,7 +2674,7 @@ def _with_audio(video_file: Path, source, start: float, duration: float, times=N
     if source.is_dir():
         return None
     try:
-        src = av.open(str(source))
+        src = av.open(_ffmpeg_path(source))
     except (av.error.FFmpegError, OSError) as e:  # type: ignore[attr-defined]
         log.warning("%s: sound not read, the output has none (%s)", source, e)
         return None
@@ -2690,7 +2697,7 @@ def _with_audio(video_file: Path, source, start: float, duration: float, times=N
         name = ain.codec_context.codec.canonical_name
         copy = (name in WEBM_AUDIO_CODECS if fmt == "webm"
                 else fmt == "matroska" or name in COPY_AUDIO_CODECS)
-        with av.open(str(video_file)) as vin, av.open(tmp, mode="w", format=fmt) as out:
+        with av.open(_ffmpeg_path(video_file)) as vin, av.open(_ffmpeg_path(tmp), mode="w", format=fmt) as out:
             vstream = vin.streams.video[0]
             vout = out.add_stream_from_template(vstream)
             # what the template leaves out, which the muxer would make up: the tag Apple's players ask of HEVC
@@ -2794,7 +2801,7 @@ def has_audio(path) -> bool:
     if path.is_dir() or not path.exists():
         return False
     try:
-        with av.open(str(path)) as c:
+        with av.open(_ffmpeg_path(path)) as c:
             return bool(c.streams.audio)
     except (av.error.FFmpegError, OSError):  # type: ignore[attr-defined]
         return False
