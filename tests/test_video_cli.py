@@ -457,6 +457,25 @@ def test_read_errors(tmp_path):
         video.VideoWriter(bad / "o.mp4")
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="pipes named through /proc (Linux)")
+def test_a_pipe_or_a_device_is_refused_at_once_as_not_a_file(tmp_path, capsys):
+    """A clip is opened more than once (probed, then read): a FIFO's second opening waited for a writer
+    forever, and `cat clip | flickerless info /dev/stdin` named a /proc/N/fd/pipe:[...] path."""
+    r, w = os.pipe()
+    os.close(w)
+    try:
+        assert main(["info", f"/proc/self/fd/{r}"]) == 2
+        assert capsys.readouterr().err.strip() == (f"flickerless: error: /proc/self/fd/{r}: is a pipe, not a file; a "
+                                                   "clip is read more than once: save it to a file first")
+    finally:
+        os.close(r)
+    with pytest.raises(InputError, match="/dev/null: is a device, not a file"):
+        video.probe("/dev/null")
+    os.mkfifo(tmp_path / "fifo.mp4")  # (checked last: without the check, this waits for a writer)
+    with pytest.raises(InputError, match="fifo.mp4: is a pipe, not a file"):
+        video.read(tmp_path / "fifo.mp4")
+
+
 def test_a_relative_name_with_a_colon_is_read_and_written_as_a_file(tmp_path, sound_clip, monkeypatch, capsys):
     """FFmpeg took what is before a ':' for a protocol: take:1.mp4 (and ./take:1.mp4, which Path makes
     take:1.mp4 again) was "Protocol not found", pipe:0 read stdin."""

@@ -34,6 +34,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -250,8 +251,16 @@ def warn_numbering(folder: Path, files: list[Path]) -> None:
 
 
 def _check_exists(path: Path) -> None:
+    """A clip is a file or a folder that exists. Not a pipe or a device: a clip is opened more than once
+    (probed, then read), and a FIFO's second opening waited for a writer forever, while ``/dev/stdin``
+    from a pipe was said as a /proc path the user never gave."""
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
+    mode = path.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
+            "a special file"
+        raise InputError(f"{path}: is {kind}, not a file; a clip is read more than once: save it to a file first")
 
 
 def load_image(path: Path, alpha: bool = False) -> np.ndarray:
