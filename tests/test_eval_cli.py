@@ -305,6 +305,20 @@ def test_eval_does_not_write_its_scores_over_its_inputs(clips, tmp_path, capsys,
     assert "is not writable" in capsys.readouterr().err
 
 
+def test_eval_writes_a_long_valid_name_and_says_one_too_long_before_the_metrics(clips, tmp_path, capsys):
+    """A --json name of 250 bytes (valid) failed on its temporary name's 14 bytes more, after every metric
+    ran: the scores were lost. One past the file system's limit is said in words before the metrics."""
+    base = ["eval", "--video", str(clips / "out.mp4"), "--source", str(clips / "src.mp4"), "--metrics", "pixel_mse", "-q"]
+    out = tmp_path / ("s" * 245 + ".json")
+    assert main([*base, "--json", str(out)]) == 0
+    assert "pixel_mse" in json.loads(out.read_text())["metrics"] and [p.name for p in tmp_path.iterdir()] == [out.name]
+    capsys.readouterr()
+    assert main([*base, "--json", str(tmp_path / ("s" * 255 + ".json"))]) == 2
+    err = capsys.readouterr()
+    assert "the name is 260 bytes, 5 more than its file system takes (255); give a shorter name" in err.err
+    assert "pixel_mse" not in err.out
+
+
 @pytest.mark.parametrize("flag, limit", [("--json", 200), ("--report", 4096)])
 def test_a_failed_write_leaves_the_earlier_file(clips, tmp_path, flag, limit):
     """--json and --report were written in place: a write cut short (a full disk, here a file size limit)

@@ -1856,6 +1856,34 @@ def test_an_output_name_near_the_limit_is_written_and_the_run_succeeds(clips, tm
     assert main([*args, "-o", str(out), "--resume"]) == 2
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".gif", ""])
+def test_a_valid_long_output_name_fits_its_temporary_names(clips, tmp_path, capsys, ext):
+    """A valid name of 246-255 bytes was refused ("cannot write there (File name too long)") for its hidden
+    temporary name ``.NAME.XXXXXXXX.mp4``: that name is cut to fit, and still found when a killed run left
+    it. One past the limit is said in words before any work."""
+    import time
+
+    out = tmp_path / ("b" * (250 - len(ext)) + ext)
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), *FASTARGS]
+    assert main([*args, "-o", str(out)]) == 0
+    assert video.probe(out).frames == 6 and [p.name for p in tmp_path.iterdir()] == [out.name]
+    assert main([*args, "-o", str(out)]) == 0  # an earlier output replaced (a folder: swapped through .NAME.old.*)
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+    w = video.VideoWriter(out)
+    w.write(video.read(clips / "guide.mp4")[0][0])
+    assert len(os.fsencode(w.tmp.name)) <= 255 and w.tmp.name.startswith(".bbb")
+    old = time.time() - 3600
+    for p in [w.tmp, *(w.tmp.iterdir() if w.tmp.is_dir() else ())]:
+        os.utime(p, (old, old))
+    assert video.stale_outputs(out) == [w.tmp]
+    w.abort()
+    video.write_whole(tmp_path / ("j" * 250), "{}")
+    assert (tmp_path / ("j" * 250)).read_text() == "{}"
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / ("b" * 256 + ext))]) == 2
+    assert "more than its file system takes (255); give a shorter name" in capsys.readouterr().err
+
+
 def test_cli_refuses_to_write_over_its_input(clips, tmp_path, capsys):
     guide = tmp_path / "guide.mp4"
     guide.write_bytes((clips / "guide.mp4").read_bytes())

@@ -79,6 +79,7 @@ __all__ = [
     "resize_frame",
     "check_output_is_not_input",
     "check_output",
+    "check_name_fits",
     "keeps_alpha",
     "READ_VERSION",
     "ALPHA_CODECS",
@@ -1158,13 +1159,44 @@ def usual_mode(path) -> None:
         pass
 
 
+def _name_max(folder) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system takes (255 on most)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def check_name_fits(path, said=None) -> None:
+    """Refuse an output whose name is longer than its file system takes, before any work (``said``: how
+    the message names it, such as ``--json NAME``): it failed only when written, after the work."""
+    path = Path(path)
+    n, limit = len(os.fsencode(path.name)), _name_max(path.parent if str(path.parent) else ".")
+    if n > limit:
+        raise OutputError(f"{said or path}: the name is {n} bytes, {n - limit} more than its file system takes "
+                          f"({limit}); give a shorter name")
+
+
+def _hidden_stem(name: str, folder, room: int) -> str:
+    """``name`` as it starts a hidden temporary name beside it, ``.NAME`` then ``room`` bytes (a dot, the
+    random part, a suffix): cut short where the whole would pass the file system's limit, as a valid
+    name of 246-255 bytes did ("File name too long" after the work: eval lost its scores). The random
+    part keeps it unique; the same cut (:func:`stale_outputs`) keeps it recognised."""
+    limit = _name_max(folder)
+    while name and len(os.fsencode("." + name)) + room > limit:
+        name = name[:-1]
+    return name
+
+
 def write_whole(path, content) -> None:
     """``content`` (text, or a callable that writes the file it is given) written to a temporary file
     beside ``path``, then renamed onto it: a write that fails (a full disk, a file size limit, a stop)
     leaves what ``path`` held before, not a cut-off file in its place, and no temporary file behind. The
     result has the permissions a plainly written file would."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    parent = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{_hidden_stem(path.name, parent, len('.XXXXXXXX.tmp'))}.", suffix=".tmp",
+                               dir=parent)
     try:
         if callable(content):
             os.close(fd)
@@ -1755,7 +1787,8 @@ def publish_folder(tmp, path, kind: str = "frames") -> None:
     mark_output(tmp, kind)
     usual_mode(tmp)
     if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+        parent = path.parent if str(path.parent) else Path(".")
+        old = Path(tempfile.mkdtemp(prefix=f".{_folder_stem(path)}.old.", dir=parent))
         os.replace(path, old / "x")
         try:
             os.replace(tmp, path)
@@ -1781,8 +1814,9 @@ def stale_outputs(output, older_than: float = 600.0) -> list[Path]:
     parent = out.parent if str(out.parent) else Path(".")
     # (the .next is the record a run writes as it starts, renamed into place if it is stopped, removed as
     # it ends: a killed run's was never said)
-    names = re.compile(rf"\.(?:{re.escape(out.stem)}\.[a-z0-9_]{{8}}{re.escape(out.suffix)}|{re.escape(out.name)}"
-                       rf"\.(?:old\.)?[a-z0-9_]{{8}}|{re.escape(partial_path(out).name)}\.json\.next)", re.IGNORECASE)
+    names = re.compile(rf"\.(?:{re.escape(_file_stem(out))}\.[a-z0-9_]{{8}}{re.escape(out.suffix)}|"
+                       rf"{re.escape(_folder_stem(out))}\.(?:old\.)?[a-z0-9_]{{8}}|"
+                       rf"{re.escape(partial_path(out).name)}\.json\.next)", re.IGNORECASE)
     try:
         found = [p for p in parent.iterdir() if names.fullmatch(p.name)]
     except OSError:
@@ -1798,6 +1832,18 @@ def stale_outputs(output, older_than: float = 600.0) -> list[Path]:
         return now - newest > older_than
 
     return sorted(p for p in found if idle(p))
+
+
+def _file_stem(output: Path) -> str:
+    """The start of a video's (or a GIF's) hidden temporary file ``.STEM.XXXXXXXX.mp4`` (cut to fit)."""
+    return _hidden_stem(output.stem, output.parent if str(output.parent) else ".",
+                        len(".XXXXXXXX") + len(os.fsencode(output.suffix)))
+
+
+def _folder_stem(output: Path) -> str:
+    """The start of a hidden temporary folder ``.NAME.XXXXXXXX`` beside a PNG-folder or GIF output, and of
+    the ``.NAME.old.XXXXXXXX`` an earlier output is swapped through (one cut, to fit the longer)."""
+    return _hidden_stem(output.name, output.parent if str(output.parent) else ".", len(".old.XXXXXXXX"))
 
 
 def partial_path(output) -> Path:
@@ -1920,6 +1966,7 @@ def check_output(path, codec: str | None = None, named: bool = True, kind: str =
     like a file type (``out.mp44``, ``out.txt``) unless it ends in ``/``. Returns the video codec
     (``"gif"`` for a GIF), None for a folder of PNGs; raises :class:`OutputError` saying why not."""
     raw, path = path, Path(path)
+    check_name_fits(path)  # (before looking at it: a name too long is an OSError there)
     ext = path.suffix.lower()
     if ext in VIDEO_EXTS and ext not in WRITE_VIDEO_EXTS and ext != ".gif":
         raise OutputError(
@@ -2218,11 +2265,11 @@ class VideoWriter(_Output):
         parent = self.path.parent if str(self.path.parent) else Path(".")
         try:
             if self.is_video:
-                fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=ext, dir=parent)
+                fd, tmp = tempfile.mkstemp(prefix=f".{_file_stem(self.path)}.", suffix=ext, dir=parent)
                 os.close(fd)
                 self.tmp = Path(tmp)
             else:
-                self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=parent))
+                self.tmp = Path(tempfile.mkdtemp(prefix=f".{_folder_stem(self.path)}.", dir=parent))
         except OSError as e:
             raise OutputError(f"{self.path}: cannot write there ({e})") from e
         self._container = None
@@ -2430,7 +2477,7 @@ class VideoWriter(_Output):
                 done = self.tmp
                 if self.audio is not None and has_audio(self.audio):
                     log.info("%s: a GIF has no sound; the guide's is left out", self.path.name)
-                fd, gif = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".gif", dir=self.path.parent)
+                fd, gif = tempfile.mkstemp(prefix=f".{_file_stem(self.path)}.", suffix=".gif", dir=self.path.parent)
                 os.close(fd)
                 try:
                     try:
