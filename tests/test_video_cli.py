@@ -1911,6 +1911,34 @@ def test_cli_refuses_to_write_over_its_input(clips, tmp_path, capsys):
     assert partial.read_bytes() == before and len(video.read(shots)[0]) == len(video.read(guide)[0])
 
 
+def test_an_output_that_is_a_link_is_written_where_it_points(clips, tmp_path, capsys, caplog):
+    """-o link.mp4 replaced the link with a regular file without a word (a link to /dev/null too, which
+    root's writable /dev let eval's --json replace)."""
+    (tmp_path / "store").mkdir()
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), *FASTARGS]
+    for name in ("v.mp4", "v.gif", "frames"):
+        link = tmp_path / f"link-{name}"
+        link.symlink_to(tmp_path / "store" / name)  # dangling until written
+        with caplog.at_level("INFO", logger="flickerless"):
+            assert main([*args, "-o", str(link)]) == 0
+            assert main([*args, "-o", str(link)]) == 0  # and again, over the earlier output
+        assert link.is_symlink() and video.probe(tmp_path / "store" / name).frames == 6
+        assert f"{link} is a link: the output is written to {tmp_path / 'store' / name}" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["frames", "v.gif", "v.mp4"]  # none left
+    (tmp_path / "link-j").symlink_to(tmp_path / "store" / "j")
+    video.write_whole(tmp_path / "link-j", "{}")
+    assert (tmp_path / "link-j").is_symlink() and (tmp_path / "store" / "j").read_text() == "{}"
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link-fifo.mp4").symlink_to(tmp_path / "fifo")
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "link-fifo.mp4")]) == 2
+    assert f"is not a file or a folder (through the link, {tmp_path / 'fifo'})" in capsys.readouterr().err
+    assert main(["eval", "--video", str(clips / "style.mp4"), "--source", str(clips / "guide.mp4"), "--metrics",
+                 "pixel_mse", "-q", "--json", str(tmp_path / "fifo")]) == 2
+    out, err = capsys.readouterr()
+    assert "fifo: is not a file or a folder; an output would replace it" in err and "pixel_mse" not in out
+
+
 def test_png_output_replaces_only_an_earlier_output(clips, tmp_path, capsys):
     folder = tmp_path / "project"
     folder.mkdir()

@@ -80,6 +80,7 @@ __all__ = [
     "check_output_is_not_input",
     "check_output",
     "check_name_fits",
+    "check_not_special",
     "keeps_alpha",
     "READ_VERSION",
     "ALPHA_CODECS",
@@ -1188,12 +1189,34 @@ def _hidden_stem(name: str, folder, room: int) -> str:
     return name
 
 
+def _through_link(path: Path) -> Path:
+    """Where an output at ``path`` goes: a link's target. Written under a temporary name and renamed onto
+    the link, the output replaced the link itself without a word."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def check_not_special(path: Path, said=None) -> None:
+    """Refuse an output that is (or links to) a device or a pipe: the renamed result would replace it
+    (``/dev/null`` made a regular file, where the folder is writable, as root's ``/dev`` is)."""
+    target = _through_link(path)
+    try:
+        mode = target.stat().st_mode
+    except OSError:  # not there yet
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        where = "" if target == path else f" (through the link, {target})"
+        raise OutputError(f"{said or path}: is not a file or a folder{where}; an output would replace it, give a file "
+                          "path")
+
+
 def write_whole(path, content) -> None:
     """``content`` (text, or a callable that writes the file it is given) written to a temporary file
     beside ``path``, then renamed onto it: a write that fails (a full disk, a file size limit, a stop)
     leaves what ``path`` held before, not a cut-off file in its place, and no temporary file behind. The
-    result has the permissions a plainly written file would."""
+    result has the permissions a plainly written file would. A link is written through, to its target."""
     path = Path(path)
+    check_not_special(path)
+    path = _through_link(path)
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{_hidden_stem(path.name, parent, len('.XXXXXXXX.tmp'))}.", suffix=".tmp",
                                dir=parent)
@@ -1782,8 +1805,9 @@ def output_kind(folder) -> str | None:
 
 def publish_folder(tmp, path, kind: str = "frames") -> None:
     """A finished folder of PNGs ``tmp`` (beside ``path``) becomes the output ``path``: marked as ours, and
-    swapped in for an earlier output by renames, so that ``path`` is never missing or half written."""
-    tmp, path = Path(tmp), Path(path)
+    swapped in for an earlier output by renames, so that ``path`` is never missing or half written (a
+    link: its target, the link kept)."""
+    tmp, path = Path(tmp), _through_link(Path(path))
     mark_output(tmp, kind)
     usual_mode(tmp)
     if path.exists():
@@ -1810,7 +1834,7 @@ def stale_outputs(output, older_than: float = 600.0) -> list[Path]:
     import re
     import time
 
-    out = Path(output)
+    out = _through_link(Path(output))  # (where VideoWriter writes)
     parent = out.parent if str(out.parent) else Path(".")
     # (the .next is the record a run writes as it starts, renamed into place if it is stopped, removed as
     # it ends: a killed run's was never said)
@@ -2006,7 +2030,8 @@ def check_output(path, codec: str | None = None, named: bool = True, kind: str =
         _check_encoder(path, chosen)
     elif codec is not None:
         raise OutputError(f"{path}: a codec ({codec}) is for a video output; a folder of PNGs has none")
-    parent = path.parent if str(path.parent) else Path(".")
+    check_not_special(path)
+    parent = _through_link(path).parent if str(path.parent) else Path(".")  # a link's target's, written there
     if not parent.is_dir():
         raise OutputError(f"{path}: {parent} is a file, not a folder" if parent.exists() else
                           f"{path}: folder {parent} does not exist")
@@ -2262,14 +2287,17 @@ class VideoWriter(_Output):
         # a GIF's frames are kept as PNGs until close, which makes one palette for all of them
         self.is_gif = self.codec == "gif"
         self.is_video = self.codec is not None and not self.is_gif
-        parent = self.path.parent if str(self.path.parent) else Path(".")
+        target = _through_link(self.path)  # made beside where it goes: renamed onto it, not onto the link
+        if target != self.path:
+            log.info("%s is a link: the output is written to %s, where it points", self.path, target)
+        parent = target.parent if str(target.parent) else Path(".")
         try:
             if self.is_video:
-                fd, tmp = tempfile.mkstemp(prefix=f".{_file_stem(self.path)}.", suffix=ext, dir=parent)
+                fd, tmp = tempfile.mkstemp(prefix=f".{_file_stem(target)}.", suffix=ext, dir=parent)
                 os.close(fd)
                 self.tmp = Path(tmp)
             else:
-                self.tmp = Path(tempfile.mkdtemp(prefix=f".{_folder_stem(self.path)}.", dir=parent))
+                self.tmp = Path(tempfile.mkdtemp(prefix=f".{_folder_stem(target)}.", dir=parent))
         except OSError as e:
             raise OutputError(f"{self.path}: cannot write there ({e})") from e
         self._container = None
@@ -2470,14 +2498,15 @@ class VideoWriter(_Output):
                 if final != self.tmp:
                     self.tmp.unlink()
                 usual_mode(final)
-                os.replace(final, self.path)
+                os.replace(final, _through_link(self.path))
             elif self.is_gif:
                 if self.count == 0:
                     raise OutputError(f"{self.path}: no frames were written")
                 done = self.tmp
                 if self.audio is not None and has_audio(self.audio):
                     log.info("%s: a GIF has no sound; the guide's is left out", self.path.name)
-                fd, gif = tempfile.mkstemp(prefix=f".{_file_stem(self.path)}.", suffix=".gif", dir=self.path.parent)
+                target = _through_link(self.path)
+                fd, gif = tempfile.mkstemp(prefix=f".{_file_stem(target)}.", suffix=".gif", dir=target.parent)
                 os.close(fd)
                 try:
                     try:
@@ -2487,7 +2516,7 @@ class VideoWriter(_Output):
                     except Exception as e:  # a fault of ours too keeps the frames (keep_partial), said as it was
                         raise OutputError(f"{self.path}: writing the GIF failed ({e.__class__.__name__}: {e})") from e
                     usual_mode(gif)
-                    os.replace(gif, self.path)
+                    os.replace(gif, target)
                 finally:
                     Path(gif).unlink(missing_ok=True)
                 shutil.rmtree(self.tmp, ignore_errors=True)

@@ -54,7 +54,7 @@ def cmd_eval(args) -> int:
     from pathlib import Path
 
     from ..errors import InputError, OutputError
-    from ..video import DiskFrames, check_name_fits, open_frames
+    from ..video import DiskFrames, check_name_fits, check_not_special, open_frames
 
     for flag in ("json", "report"):
         v = getattr(args, flag)
@@ -64,6 +64,7 @@ def cmd_eval(args) -> int:
             raise OutputError(f"--{flag} {v}: folder {Path(v).resolve().parent} does not exist")
         if v:  # said in words (it was an OSError, "File name too long") before the metrics run
             check_name_fits(v, f"--{flag} {v}")
+            check_not_special(Path(v), f"--{flag} {v}")  # (/dev/null: root's writable /dev let it be replaced)
         if v and Path(v).is_dir():  # said before the metrics run, not after
             raise OutputError(f"--{flag} {v} is a folder: give a file name")
         if v and not os.access(Path(v).resolve().parent, os.W_OK):
