@@ -2401,6 +2401,24 @@ def test_a_gif_faster_than_50_fps_is_warned_about(tmp_path, carphone, caplog):
     assert len(video.read(tmp_path / "fast.gif")[0]) == 4
 
 
+def test_a_gif_above_100_fps_says_how_long_it_plays_and_a_burst_does_not_drift(tmp_path, carphone, caplog):
+    """A GIF's frame lasts 1/100 s at least: 24 frames at 1000 fps played 10x as long with only "many viewers
+    slow them" said, and each frame shorter than that pushed every later one back (a variable-rate
+    burst of 4 frames in 3 ms made the rest 30 ms late). Every frame is kept; the time is said, and the
+    frames after a burst catch up."""
+    with caplog.at_level("WARNING", logger="flickerless"), video.VideoWriter(tmp_path / "fast.gif", 1000) as w:
+        for f in carphone[:12]:
+            w.write(f)
+    assert "100 fps at most): with every frame kept, its 12 frames last 0.12 s instead of 0.012 s (10.0x as long)" \
+        in caplog.text and len(video.read(tmp_path / "fast.gif")[0]) == 12
+    times = [0, 0.001, 0.002, 0.003, 0.1, 0.2, 0.3]
+    with video.VideoWriter(tmp_path / "burst.gif", 10, times=times) as w:
+        for f in carphone[:6]:
+            w.write(f)
+    got = video.frame_times(tmp_path / "burst.gif", 6)
+    assert got is not None and np.allclose(got, [0, 0.01, 0.02, 0.03, 0.1, 0.2, 0.3], atol=1e-3)
+
+
 def test_cli_gif_output_keeps_a_held_last_frame(tmp_path, carphone, caplog, monkeypatch):
     from PIL import Image
 

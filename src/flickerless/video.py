@@ -2543,15 +2543,28 @@ class VideoWriter(_Output):
 
     def _gif_delays(self) -> list[int]:
         """Each frame's delay in milliseconds, whole hundredths of a second (a GIF's unit), rounded
-        where the frames start so that the timing does not drift: 30 fps is 30, 40, 30, ... ms."""
+        where the frames start so that the timing does not drift: 30 fps is 30, 40, 30, ... ms. A
+        frame is shown 1/100 s at least (0 is read as 1/10 s): every frame is kept, a frame shorter
+        than that starts a hundredth after the one before, and the frames after it catch up where they
+        are long enough (a burst in a variable-rate clip); above 100 fps the GIF plays slower, said
+        with how long it lasts (each 0 had been made 10 ms, and the lag added up without a word)."""
         n = self.count
         t = (self.times[: n + 1] - self.times[0]) if self.times is not None else np.arange(n + 1) / self.fps
         cs = np.round(np.asarray(t, dtype=np.float64) * 100).astype(np.int64)
-        delays = np.diff(cs) * 10
-        if (delays < 20).any():
+        # each start the later of its own and a hundredth after the one before: i + max_(j<=i) (cs[j] - j)
+        k = np.arange(n + 1)
+        starts = np.maximum.accumulate(cs - k) + k
+        delays = np.diff(starts) * 10
+        if starts[-1] > cs[-1]:
+            wanted, got = float(t[-1]), starts[-1] / 100
+            log.warning("%s: a GIF shows a frame for 1/100 s at least (100 fps at most): with every frame kept, its %d "
+                        "frames last %.2f s instead of %.3g s (%.1fx as long), and many viewers slow 1/100 s frames to "
+                        "1/10 s; write .mp4/.webm to keep the timing", self.path.name, n, got, wanted,
+                        got / wanted if wanted > 0 else float("inf"))
+        elif (delays < 20).any():
             log.warning("%s: frames shorter than 2/100 s (50 fps and up): many viewers slow them to 1/10 s; "
                         "give --fps 25 or less, or write .mp4/.webm", self.path.name)
-        return [int(d) for d in np.maximum(delays, 10)]
+        return [int(d) for d in delays]
 
     @property
     def duration(self) -> float:
