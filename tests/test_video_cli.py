@@ -1620,6 +1620,24 @@ def test_fps_takes_ntsc_rates_as_they_are_meant(clips, tmp_path, given):
         assert c.streams.video[0].average_rate == Fraction(30000, 1001)
 
 
+def test_the_rate_of_a_guide_of_images_is_said(clips, tmp_path, caplog):
+    """A folder guide has no rate: a video output was written at 30 fps without a word, a video style's
+    own 24 fps passed over."""
+    video.write(tmp_path / "g", video.read(clips / "guide.mp4")[0])
+    video.write(tmp_path / "s24.mp4", video.read(clips / "style.mp4")[0], 24)
+    args = ["deflicker", "--guide", str(tmp_path / "g"), "--style", str(tmp_path / "s24.mp4"), *FASTARGS]
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert main([*args, "-o", str(tmp_path / "o.mp4")]) == 0
+    assert (f"the guide is a folder of images, which has no frame rate: {tmp_path / 'o.mp4'} is written at 30 fps "
+            "(the style's 24 fps is not used); --fps sets it") in caplog.text
+    assert video.probe(tmp_path / "o.mp4").fps == 30
+    caplog.clear()
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert main([*args, "-o", str(tmp_path / "o24.mp4"), "--fps", "24"]) == 0
+        assert main([*args, "-o", str(tmp_path / "frames")]) == 0  # a PNG folder has no rate
+    assert "which has no frame rate" not in caplog.text
+
+
 def test_keyframes_of_another_size_are_offered_only_what_works(clips, tmp_path, capsys):
     """Keyframes of several sizes were offered --resize style, then refused for having several sizes."""
     from PIL import Image

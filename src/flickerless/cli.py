@@ -893,6 +893,11 @@ def cmd_deflicker(args) -> int:
     fps = args.fps or ginfo.fps
     # a variable-rate guide (phone, screen recording): each frame keeps its time, and the sound stays in step
     video_out = Path(args.output).suffix.lower() in {*WRITE_VIDEO_EXTS, ".gif"}  # a PNG folder has no timing
+    if args.fps is None and video_out and Path(args.guide).is_dir():  # a rate from neither input: said
+        own = sinfo is not None and not Path(args.style).is_dir()
+        style_rate = f" (the style's {sinfo.fps:g} fps is not used)" if own else ""
+        log.info("the guide is a folder of images, which has no frame rate: %s is written at %g fps%s; --fps sets it",
+                 args.output, fps, style_rate)
     times = frame_times(args.guide, ginfo.frames) if args.fps is None and video_out else None
     if times is not None:
         times = times[start:end + 1]
