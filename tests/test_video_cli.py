@@ -135,6 +135,20 @@ def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone, caplog):
     assert np.abs(back[:, :71, :95].astype(int) - clip.astype(int)).mean() < 4
 
 
+@pytest.mark.parametrize("name", ["two.mp4", "two.webm"])
+def test_a_frame_two_rows_tall_keeps_its_colour(tmp_path, name):
+    """swscale gives a 2-row frame the bottom row's chroma: a red row over a grey one came back grey
+    (from 4 rows on it averages them). Their one chroma row is now the two rows' own, as 4:2:0 keeps it."""
+    frame = np.empty((2, 64, 3), np.uint8)
+    frame[0], frame[1] = (200, 40, 40), (120, 120, 120)
+    with video.VideoWriter(tmp_path / name, 25, crf=0) as w:
+        w.write(frame)
+    back = video.read(tmp_path / name)[0][0].astype(float)
+    assert back.shape == (2, 64, 3)
+    assert np.abs(back.mean(axis=(0, 1)) - frame.mean(axis=(0, 1))).max() < 2  # red was (87, 87, 87)
+    assert back[0, :, 0].mean() - back[0, :, 1].mean() > 60  # the red row is red
+
+
 @pytest.mark.parametrize("h, w", [(11, 13), (8, 40), (40, 40), (30, 48)])
 def test_h265_takes_frames_smaller_than_x265_s_minimum(tmp_path, carphone, caplog, h, w):
     """x265 refuses frames under 16 pixels a side (an FFmpeg traceback from `--codec h265` on a

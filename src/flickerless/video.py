@@ -2185,6 +2185,20 @@ def _yuv10(rgb: np.ndarray, matrix: int, pix_fmt: str = "yuv422p10le", primaries
     return frame
 
 
+def _two_rows_420(frame: np.ndarray, to: dict):
+    """A frame 2 rows tall as yuv420p, its one chroma row the two rows' own: swscale gives such a frame the
+    bottom row's chroma (a red top row over grey came back grey; from 4 rows on it averages). Converted
+    as the frame twice over, whose first chroma row is these two rows', and cut back to 2 rows."""
+    import av
+
+    tall = av.VideoFrame.from_ndarray(np.concatenate([frame, frame]), format="rgb24").reformat(format="yuv420p", **to)
+    planes, half = tall.to_ndarray(), frame.shape[1] // 2  # Y's 4 rows, then U's and V's 2 rows each flattened
+    chroma = np.concatenate([planes[4, :half], planes[5, :half]])  # the first row of each: the two rows'
+    vf = av.VideoFrame.from_ndarray(np.concatenate([planes[:2], chroma[None]]), format="yuv420p")
+    vf.colorspace, vf.color_range = tall.colorspace, tall.color_range
+    return vf
+
+
 def _check_encoder(path, codec: str) -> None:
     """PyAV built against an FFmpeg without this codec's encoder (a system FFmpeg without x265, say)."""
     import av
@@ -2437,12 +2451,13 @@ class VideoWriter(_Output):
                 if self._pix_fmt in ("yuv422p10le", "yuv420p10le", "yuva444p10le"):  # converted here: see _yuv10
                     vf = _yuv10(frame, self._matrix, self._pix_fmt, *self._tags)
                 else:
-                    vf = av.VideoFrame.from_ndarray(frame, format="rgba" if self.alpha else "rgb24")
-                    if self._matrix is None:
-                        vf = vf.reformat(format=self._pix_fmt)
+                    to = {} if self._matrix is None else {"dst_colorspace": _MATRICES[self._matrix][0],
+                                                           "dst_color_range": "MPEG"}
+                    if self._pix_fmt == "yuv420p" and frame.shape[0] == 2:
+                        vf = _two_rows_420(frame, to)
                     else:
-                        vf = vf.reformat(format=self._pix_fmt, dst_colorspace=_MATRICES[self._matrix][0],
-                                         dst_color_range="MPEG")
+                        vf = av.VideoFrame.from_ndarray(frame, format="rgba" if self.alpha else "rgb24")
+                        vf = vf.reformat(format=self._pix_fmt, **to)
                 if self.times is not None:
                     vf.pts = round((self.times[self.count] - self.times[0]) / _TIME_TICK)
                     vf.time_base = _TIME_TICK
