@@ -155,7 +155,7 @@ def test_what_a_resume_may_change_and_what_guards_the_job_folder(models, clip, t
     shutil.rmtree(cn)
     shutil.copytree(models / "cn0", cn)  # as it was (copytree keeps the times)
     with job_mod._job_lock(job_folder(part)):  # another run of this output, at work
-        with pytest.raises(OutputError, match="another run of this output is working in it"):
+        with pytest.raises(OutputError, match=r"another run of this output \(pid \d+\) is working in it"):
             run_job("stylize", clip, part, "a cat", overrides=sets, resume=True, **kw)
     with pytest.raises(InputError, match=r"sampling.batch_size \(2 -> 1\)"):  # another batch: other frames
         run_job("stylize", clip, part, "a cat", overrides=sets + ["sampling.batch_size=1"], resume=True, **kw)

@@ -2943,6 +2943,22 @@ def test_a_second_run_of_the_same_output_is_refused(clips, tmp_path, monkeypatch
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")]
 
 
+def test_an_output_whose_name_leaves_no_room_for_its_lock_is_still_locked(tmp_path):
+    """A valid name of 250 bytes has no room for ``.NAME.lock`` (256): the lock file could not be made, a
+    deflicker ran unlocked and ``run`` stopped with "File name too long: .NAME.job.lock". The lock's name
+    is cut as temporary names are, the same for every run of the output."""
+    from flickerless.pipelines.job import _job_lock
+
+    for out in (tmp_path / ("n" * 246 + ".mp4"), tmp_path / ("j" * 246 + ".job")):
+        lock = _job_lock(out) if out.suffix == ".job" else video.OutputLock(out)
+        with lock:
+            assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".lock")] == [lock.path.name]
+            again = _job_lock(out) if out.suffix == ".job" else video.OutputLock(out)
+            with pytest.raises(OutputError, match=r"another (flickerless run|run of this output) \(pid \d+\)"):
+                again.__enter__()
+        assert not list(tmp_path.iterdir())  # removed as the run ends
+
+
 def test_a_start_over_says_which_settings_made_the_kept_frames(clips, tmp_path, monkeypatch, capsys):
     """A start-over with another --window said "add --resume to use them" of the kept frames, and once
     stopped "--resume continues that run": both were then refused ("made with other window"). It says

@@ -1883,12 +1883,17 @@ class OutputLock:
     """Held (``with``) for a run's length: a hidden ``.NAME.lock`` beside ``output``, locked with flock and
     holding the run's pid. A second run of the same output is refused, naming the first: two deflicker
     runs at once mixed each other's frames into their output (exit 0), and one deleted the frames the
-    other had said it kept for --resume. The lock goes with the process, also when it is killed. Where
-    the system has no flock, or the file cannot be made (no such folder: said by the output's checks),
-    runs are not locked."""
+    other had said it kept for --resume; two ``run`` jobs of one output finished each other's latents.
+    ``busy``: the refusal, before " (pid N)" is said after ``another``; by default deflicker's. The lock
+    goes with the process, also when it is killed. A name too long for ``.NAME.lock`` is cut as temporary
+    names are (the same cut for every run). Where the system has no flock, or the file cannot be made
+    (no such folder: said by the output's checks), runs are not locked."""
 
-    def __init__(self, output):
+    def __init__(self, output, busy: tuple[str, str] | None = None):
         self.output = Path(output)
+        self.busy = busy or (f"{self.output}: another flickerless run",
+                             " is writing it (and the frames it keeps if stopped); wait for it to end, or give "
+                             "another output")
         self.fd = None
 
     def __enter__(self):
@@ -1898,7 +1903,8 @@ class OutputLock:
             return self
         if not self.output.name:
             return self
-        path = self.output.with_name(f".{self.output.name}.lock")
+        folder = self.output.parent if str(self.output.parent) else Path(".")
+        path = folder / f".{_hidden_stem(self.output.name, folder, len('.lock'))}.lock"
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -1912,9 +1918,7 @@ class OutputLock:
                 except OSError:
                     pid = ""
                 os.close(fd)
-                raise OutputError(f"{self.output}: another flickerless run{f' (pid {pid})' if pid.isdigit() else ''} "
-                                  "is writing it (and the frames it keeps if stopped); wait for it to end, or give "
-                                  "another output") from None
+                raise OutputError(f"{self.busy[0]}{f' (pid {pid})' if pid.isdigit() else ''}{self.busy[1]}") from None
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:  # removed by the run that held it as it ended: locked a file no one sees

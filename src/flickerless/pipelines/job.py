@@ -18,7 +18,6 @@ folder with progress in it is never overwritten without ``resume`` or ``restart`
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -264,38 +263,14 @@ def _job_marked(job: Path) -> bool:
     return not job.exists() or (job / "job.json").exists() or (job.is_dir() and not any(job.iterdir()))
 
 
-@contextlib.contextmanager
 def _job_lock(job: Path):
-    """Hold ``job``'s lock (a hidden file beside it, locked with flock) for a run's length: a second run of
-    the same output at once is refused. It deleted the first's job folder, which had no progress yet, then
-    finished the first's latents with its own prompt: both wrote wrong frames and exited 0. The lock goes
-    with the process, also when it is killed. (Where the system has no flock, runs are not locked.)"""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path = job.with_name(f".{job.name}.lock")
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise OutputError(f"{job}: another run of this output is working in it; wait for it to end, or give "
-                              "another output") from None
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:  # removed by the run that held it as it ended
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # while held: a run waiting on the old file tries again
-        os.close(fd)
+    """``job``'s lock (:class:`~flickerless.video.OutputLock` on the folder) for a run's length: a second run
+    of the same output at once is refused. It deleted the first's job folder, which had no progress yet,
+    then finished the first's latents with its own prompt: both wrote wrong frames and exited 0."""
+    from ..video import OutputLock
+
+    return OutputLock(job, (f"{job}: another run of this output", " is working in it; wait for it to end, or give "
+                                                                   "another output"))
 
 
 def _available_memory() -> int:
