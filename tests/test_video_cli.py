@@ -2959,6 +2959,53 @@ def test_an_output_whose_name_leaves_no_room_for_its_lock_is_still_locked(tmp_pa
         assert not list(tmp_path.iterdir())  # removed as the run ends
 
 
+def test_output_locks_and_paths_that_a_review_broke(tmp_path, carphone, monkeypatch):
+    """From the review of the output lock and of absolute paths for FFmpeg: a link planted at the lock's
+    name had its target overwritten with the pid; two long names alike at their start shared a lock (one
+    run refused for the other's); an output given through a link was not locked against a run on its
+    target; ``link/../clip.mp4`` read the clip beside the link, not beside its target (the path was
+    normalised by spelling); and ``--json /dev/stdout`` into a pipe was taken for a file not there yet."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / ".o.mp4.lock").symlink_to(victim)
+    with video.OutputLock(tmp_path / "o.mp4"):
+        pass
+    assert victim.read_text() == "precious"
+    a, b = tmp_path / ("A" * 246 + ".mp4"), tmp_path / ("A" * 246 + ".mkv")
+    with video.OutputLock(a), video.OutputLock(b):  # two outputs: both run
+        pass
+    target, link = tmp_path / "t.mp4", tmp_path / "l.mp4"
+    link.symlink_to(target)
+    with video.OutputLock(target), pytest.raises(OutputError, match="another flickerless run"):
+        video.OutputLock(link).__enter__()
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    write_h264(tmp_path / "real" / "clip.mp4", carphone[:3])
+    write_h264(tmp_path / "clip.mp4", carphone[:5, :64, :64])
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    monkeypatch.chdir(tmp_path)
+    assert video.probe("link/../clip.mp4").frames == 3  # as the OS reads it: real/clip.mp4
+    (tmp_path / "out.json").symlink_to("pipe:[4026]")  # /dev/stdout into a pipe, as /proc shows it
+    with pytest.raises(OutputError, match="is a pipe, not a file"):
+        video.check_not_special(tmp_path / "out.json")
+
+
+def test_a_record_kept_before_codec_and_crf_were_recorded_resumes(tmp_path):
+    """A stop kept by the version before codec and crf were recorded was refused after the update
+    ("other codec (None -> h264)") for the same command; an unreadable record makes a start-over say that
+    --resume cannot take the frames (it said "--resume continues that run")."""
+    from flickerless.cli import _differing, _made_with_other
+
+    now = {"mode": "table", "codec": "h264", "crf": 17}
+    assert _differing({"mode": "table"}, now) == []
+    assert _differing({"mode": "table", "codec": "ffv1", "crf": None}, now) == ["codec", "crf"]
+    assert _differing({"mode": "window"}, now) == ["mode"]
+    record = tmp_path / "r.json"
+    record.write_text("{cut sho")
+    assert _made_with_other(record, now) is None
+    record.write_text('{"mode": "table"}')
+    assert _made_with_other(record, now) == ""
+
+
 def test_a_start_over_says_which_settings_made_the_kept_frames(clips, tmp_path, monkeypatch, capsys):
     """A start-over with another --window said "add --resume to use them" of the kept frames, and once
     stopped "--resume continues that run": both were then refused ("made with other window"). It says

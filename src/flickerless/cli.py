@@ -868,12 +868,16 @@ def cmd_deflicker(args) -> int:
     earlier = 0  # frames an earlier stopped run kept, that a start-over keeps until it has more
     other = ""  # what they were made with other than this run (said: "add --resume" alone was refused)
     if not args.resume and keepable and partial.exists() and record.exists():  # started over: said
-        earlier = probe(partial).frames
         other = _made_with_other(record, settings)
-        log.warning("%s holds the %d frames of a stopped run; this run starts over and replaces them when it finishes, "
-                    "or if it is stopped with more frames than they are (%s)", partial, earlier,
-                    f"they were made with other {other}: --resume takes them only with the inputs and settings they "
-                    "were made with" if other else "stop it and add --resume to use them")
+        if other is None:  # no --resume can take them: any frames this run keeps replace them
+            log.warning("%s holds the frames of a stopped run whose record %s is unreadable, so --resume cannot take "
+                        "them; this run starts over and replaces them", partial, record)
+        else:
+            earlier = probe(partial).frames
+            log.warning("%s holds the %d frames of a stopped run; this run starts over and replaces them when it "
+                        "finishes, or if it is stopped with more frames than they are (%s)", partial, earlier,
+                        f"they were made with other {other}: --resume takes them only with the inputs and settings "
+                        "they were made with" if other else "stop it and add --resume to use them")
     begin = start + done_before  # the first frame computed in this run
     job = {"mode": mode, "n": n, "keyframes": raw, "size": size, "options": opts, "alpha": keep_alpha,
            "tmp": spill_dir(args.output, args.tmp)}
@@ -999,7 +1003,7 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
     except (OSError, ValueError):
         raise InputError(f"--resume: {record} (the settings of the stopped run) is missing or unreadable; "
                          "run without --resume") from None
-    diff = [k for k in settings if before.get(k) != settings[k]]
+    diff = _differing(before, settings)
     start, end = settings["frames"]
     done = probe(partial).frames
     if partial.is_dir():  # frames this wrote, 00000.png on: one gone would shift every later one
@@ -1029,14 +1033,25 @@ def _said(diff: list, before: dict, settings: dict) -> str:
                      f"{k} ({_setting_change(k, before, settings)})" for k in diff)
 
 
-def _made_with_other(record: Path, settings: dict) -> str:
+# settings a stopped run's record holds only since they were recorded: one kept by an earlier version lacks
+# them, and counts as made with this run's (it was refused: "other codec (None -> h264)", the same command)
+_RECORDED_LATER = ("codec", "crf")
+
+
+def _differing(before: dict, settings: dict) -> list:
+    """The keys of ``settings`` a stopped run's record ``before`` holds otherwise."""
+    return [k for k in settings if before.get(k, settings[k] if k in _RECORDED_LATER else None) != settings[k]]
+
+
+def _made_with_other(record: Path, settings: dict) -> str | None:
     """What a stopped run's kept frames were made with other than ``settings`` (its ``record`` says), as
-    told; "" where --resume can take them. (A style changed only past the kept frames is said as changed.)"""
+    told; "" where --resume can take them; None where the record is unreadable (--resume cannot take
+    them at all). (A style changed only past the kept frames is said as changed.)"""
     try:
         before = json.loads(record.read_text())
     except (OSError, ValueError):
-        return f"settings (their record {record} is unreadable)"
-    return _said([k for k in settings if before.get(k) != settings[k]], before, settings)
+        return None
+    return _said(_differing(before, settings), before, settings)
 
 
 def _setting_change(key: str, before: dict, now: dict) -> str:

@@ -349,7 +349,8 @@ def _ffmpeg_path(path) -> str:
     """A local file's path as FFmpeg is to open it: absolute, so that FFmpeg never reads a protocol from
     it (``take:1.mp4`` and ``12:30.mp4`` were "Protocol not found", ``pipe:0`` read stdin; a leading
     ``/`` is no protocol's)."""
-    return os.path.abspath(os.fspath(path))
+    p = os.fspath(path)  # joined, not normalised: "link/../clip.mp4" is the clip beside the link's target
+    return p if os.path.isabs(p) else os.path.join(os.getcwd(), p)
 
 
 def _open_container(path: Path):
@@ -1181,12 +1182,20 @@ def check_name_fits(path, said=None) -> None:
 def _hidden_stem(name: str, folder, room: int) -> str:
     """``name`` as it starts a hidden temporary name beside it, ``.NAME`` then ``room`` bytes (a dot, the
     random part, a suffix): cut short where the whole would pass the file system's limit, as a valid
-    name of 246-255 bytes did ("File name too long" after the work: eval lost its scores). The random
-    part keeps it unique; the same cut (:func:`stale_outputs`) keeps it recognised."""
+    name of 246-255 bytes did ("File name too long" after the work: eval lost its scores). A cut name
+    ends in 8 characters of the whole name's hash, so that two long names alike at their start (``A...A.mp4``,
+    ``A...A.mkv``) do not share a lock or each other's leftovers. The same cut (:func:`stale_outputs`)
+    keeps it recognised."""
     limit = _name_max(folder)
-    while name and len(os.fsencode("." + name)) + room > limit:
-        name = name[:-1]
-    return name
+    if len(os.fsencode("." + name)) + room <= limit:
+        return name
+    import hashlib
+
+    tag = "~" + hashlib.sha1(os.fsencode(name)).hexdigest()[:8]
+    cut = name
+    while cut and len(os.fsencode("." + cut + tag)) + room > limit:
+        cut = cut[:-1]
+    return cut + tag
 
 
 def _through_link(path: Path) -> Path:
@@ -1202,6 +1211,9 @@ def check_not_special(path: Path, said=None) -> None:
     try:
         mode = target.stat().st_mode
     except OSError:  # not there yet
+        if target != path and re.fullmatch(r"(pipe|socket|anon_inode):\[?.*", target.name):
+            # /dev/stdout into a pipe: a link to /proc/PID/fd/1, itself to "pipe:[N]", no file of that name
+            raise OutputError(f"{said or path}: is a pipe, not a file; give a file path") from None
         return
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         where = "" if target == path else f" (through the link, {target})"
@@ -1890,7 +1902,8 @@ class OutputLock:
     (no such folder: said by the output's checks), runs are not locked."""
 
     def __init__(self, output, busy: tuple[str, str] | None = None):
-        self.output = Path(output)
+        # a link's target is what is written: a run given the link and one given the target are one output
+        self.output = _through_link(Path(output))
         self.busy = busy or (f"{self.output}: another flickerless run",
                              " is writing it (and the frames it keeps if stopped); wait for it to end, or give "
                              "another output")
@@ -1906,9 +1919,12 @@ class OutputLock:
         folder = self.output.parent if str(self.output.parent) else Path(".")
         path = folder / f".{_hidden_stem(self.output.name, folder, len('.lock'))}.lock"
         while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a link planted at that name (its target would be overwritten with the pid)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             except OSError:
+                return self
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
                 return self
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
