@@ -1201,7 +1201,11 @@ def _hidden_stem(name: str, folder, room: int) -> str:
 def _through_link(path: Path) -> Path:
     """Where an output at ``path`` goes: a link's target. Written under a temporary name and renamed onto
     the link, the output replaced the link itself without a word."""
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        link = path.is_symlink()
+    except OSError:  # a name too long to look up: said by the output's own checks
+        return path
+    return Path(os.path.realpath(path)) if link else path
 
 
 def check_not_special(path: Path, said=None) -> None:
