@@ -274,6 +274,8 @@ def test_average_fusion_by_hand():
     assert got[0, 0, 1, 1].item() == pytest.approx(3)
     per_cand = torch.stack([ones, zeros, zeros])  # candidate 0 all person: its background is empty
     torch.testing.assert_close(average_fusion(cands, per_cand, chosen=1), torch.full((2, 4, 2, 2), (2 + 6) / 3))
+    # a list, as n pipeline calls give (it failed on the list's .ndim)
+    torch.testing.assert_close(average_fusion(list(cands), per_cand, chosen=1), torch.full((2, 4, 2, 2), (2 + 6) / 3))
     with pytest.raises(InputError, match=r"\[0, 1\]"):
         latent_masks(ones * 2, (2, 2))
     with pytest.raises(InputError, match="chosen"):

@@ -354,7 +354,10 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(model_dir, frames, tmp
     res = train(_cfg(model_dir, tmp_path / "b", **kw), frames, resume="latest", progress=False,
                 on_step=lambda s, _: seen.append(s))
     assert seen == [4, 5] and res.step == 5
-    res2 = train(_cfg(model_dir, tmp_path / "c", **kw), frames, resume=tmp_path / "c" / "checkpoints" / "step-000002",
+    with pytest.raises(InputError, match=r"step-9 is not a checkpoint folder \(expected OUTPUT/checkpoints/step-000100"):
+        train(_cfg(model_dir, tmp_path / "c", **kw), frames, resume=tmp_path / "c" / "checkpoints" / "step-9")
+    # named as the README had it, step-N, for the step-000002 the run writes: it was "not a checkpoint folder"
+    res2 = train(_cfg(model_dir, tmp_path / "c", **kw), frames, resume=tmp_path / "c" / "checkpoints" / "step-2",
                  progress=False, on_step=lambda s, _: seen.append(s))
     assert seen == [4, 5, 3, 4, 5] and res2.step == 5
     want = load_file(whole.weights)

@@ -2989,6 +2989,19 @@ def test_output_locks_and_paths_that_a_review_broke(tmp_path, carphone, monkeypa
         video.check_not_special(tmp_path / "out.json")
 
 
+def test_a_style_for_a_later_stretch_is_told_to_cut_the_guide(tmp_path, carphone, capsys):
+    """A 4-frame style made for guide frames 3-6, given with --frames 3:7: refused with the advice to add
+    --frames 0:4, which pairs the wrong frames; it is told the style is read by the guide's numbers."""
+    guide, style = tmp_path / "g.mp4", tmp_path / "s.mp4"
+    write_h264(guide, carphone[:8])
+    write_h264(style, carphone[3:7])
+    assert main(["deflicker", "--guide", str(guide), "--style", str(style), "-o", str(tmp_path / "o.mp4"),
+                 "--frames", "3:7"]) == 2
+    err = capsys.readouterr().err
+    assert "is read by the guide's frame numbers, from 0, and has 4 frames; a style made for frames 3-6 alone needs " \
+        "the guide cut to them first" in err and "--frames 0:" not in err
+
+
 def test_a_record_kept_before_codec_and_crf_were_recorded_resumes(tmp_path):
     """A stop kept by the version before codec and crf were recorded was refused after the update
     ("other codec (None -> h264)") for the same command; an unreadable record makes a start-over say that

@@ -777,6 +777,12 @@ def cmd_deflicker(args) -> int:
             from .commands.info import count_advice
 
             rates = [None if Path(c).is_dir() else i.fps for c, i in ((args.guide, ginfo), (args.style, sinfo))]
+            if start:  # a style made for that stretch alone: the advice (--frames 0:N) paired the wrong frames
+                last = (end or n) - 1
+                raise InputError(f"--frames {args.frames}: the style {args.style} is read by the guide's frame numbers, "
+                                 f"from 0, and has {sinfo.frames} frames; a style made for frames {start}-{last} alone "
+                                 f"needs the guide cut to them first (e.g. ffmpeg -i GUIDE -vf \"select=between(n\\,"
+                                 f"{start}\\,{last})\" -fps_mode passthrough OUT)")
             raise InputError(f"guide {args.guide} has {n} frames but style {args.style} has {sinfo.frames}: they must "
                              f"match frame for frame; "
                              f"{count_advice(n, sinfo.frames, *rates, ginfo.lost_at_start, sinfo.lost_at_start)}")

@@ -37,7 +37,7 @@ def latent_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.reshape(*lead, *size)
 
 
-def average_fusion(candidates: torch.Tensor, masks: torch.Tensor, chosen: int = 0,
+def average_fusion(candidates: torch.Tensor | list[torch.Tensor], masks: torch.Tensor, chosen: int = 0,
                    w1: float = 1.0, w2: float = 1.0) -> torch.Tensor:
     """Eq 11. candidates: ``(n, T, C, h, w)`` latents at step k; masks: foreground ``(T, H, W)`` in
     [0, 1] (the chosen candidate's person, shared by all candidates), or ``(n, T, H, W)`` one per
@@ -46,6 +46,8 @@ def average_fusion(candidates: torch.Tensor, masks: torch.Tensor, chosen: int = 
 
     All-foreground masks return ``w2 * candidates[chosen]``; all-background masks return
     ``w1 * candidates.mean(0)``."""
+    if isinstance(candidates, (list, tuple)):  # n calls of a pipeline: stacked (it failed on the list's .ndim)
+        candidates = torch.stack(list(candidates))
     if candidates.ndim != 5:
         raise InputError(f"candidates must be (n, T, C, h, w), got shape {tuple(candidates.shape)}")
     n, t = candidates.shape[:2]

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -646,8 +647,12 @@ def train(config: TrainConfig, video, masks: MaskSource | None = None, resume=No
             log.info("no checkpoint in %s: starting a new run", out / "checkpoints")
     elif resume:
         ckpt = Path(resume)
+        m = re.fullmatch(r"step-(\d+)", ckpt.name)
+        if not ckpt.is_dir() and m:  # step-3 for the step-000003 the run writes
+            ckpt = ckpt.with_name(f"step-{int(m.group(1)):06d}")
         if not ckpt.is_dir():
-            raise InputError(f"resume: {ckpt} is not a checkpoint folder (expected OUTPUT/checkpoints/step-N, or 'latest')")
+            raise InputError(f"resume: {resume} is not a checkpoint folder (expected OUTPUT/checkpoints/step-000100, "
+                             "as the run writes them, or 'latest')")
     elif latest_checkpoint(out) is not None:
         if not overwrite:
             raise OutputError(f"{out} holds checkpoints of an earlier run: resume it (--resume) or start over (--overwrite)")
