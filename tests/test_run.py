@@ -692,7 +692,7 @@ def test_a_stop_between_saving_the_fields_and_the_latents_resumes_to_the_same_fr
     assert np.array_equal(read(part)[0], read(whole)[0])
 
 
-def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(models, clip, tmp_path):
+def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(models, clip, tmp_path, caplog):
     """From the helpers' use of `run`: out/r5.mp4, out/r5.gif and the folder out/r5 shared out/r5.job, so one
     was refused while the other worked or had stopped, and the --restart it advised deleted the other's job.
     Each has its own now; one that records another output is refused, never deleted; a job folder of an
@@ -732,6 +732,39 @@ def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(model
     assert job_of(old, resume=True) == tmp_path / "old.job" and job_of(old) == job_folder(old)
     run_job("stylize", clip, old, "a sketch", resume=True, **kw)
     assert np.array_equal(read(old)[0], read(gif)[0])
+    # without --resume a new job starts in old.gif.job: said, where it recomputed beside it without a word
+    # (the earlier version refused, advising --resume)
+    caplog.clear()
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, old, "a sketch", stop_after_step=1, **kw)
+    assert f"{tmp_path / 'old.job'} holds a job an earlier version kept for old.gif or another output" in caplog.text
+
+
+def test_an_earlier_versions_job_and_a_changed_size_are_said_as_they_are(tmp_path):
+    """From the review of the resolved paths: a job hashed by the version before, resumed with its model
+    spelled otherwise (``m/``), was refused with two hashes; a changed size was said as "the clip changed
+    since the stop" (the frames' digest is of their size too)."""
+    import json
+
+    import flickerless.pipelines.job as job
+
+    settings = job.resolve_settings("stylize")
+    (tmp_path / "m").mkdir()
+    settings["model"]["base"] = str(tmp_path / "m")
+    folder = tmp_path / "o.job"
+    meta = {"video_id": "a", "size": [48, 64], "settings": "raw-hash-of-the-version-before"}
+    job._prepare_job_folder(folder, meta, settings, False, False)
+    (folder / "latents.pt").write_bytes(b"a step's latents")
+    respelled = json.loads(json.dumps(settings))
+    respelled["model"]["base"] = str(tmp_path / "m") + "/"
+    job._prepare_job_folder(folder, dict(meta, settings=job._hash(job._comparable(respelled))), respelled, True, False)
+    other = json.loads(json.dumps(settings))
+    other["model"]["base"] = str(tmp_path)  # another folder: still refused, named
+    with pytest.raises(InputError, match=r"settings: model.base"):
+        job._prepare_job_folder(folder, dict(meta, settings=job._hash(job._comparable(other))), other, True, False)
+    with pytest.raises(InputError) as e:
+        job._prepare_job_folder(folder, dict(meta, video_id="b", size=[48, 72]), settings, True, False)
+    assert "size (64x48 -> 72x48)" in str(e.value) and "clip changed" not in str(e.value)
 
 
 def test_a_resume_takes_the_same_local_weights_spelled_otherwise(models, clip, tmp_path, monkeypatch):

@@ -342,6 +342,19 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _same_settings(job: Path, settings: dict) -> bool:
+    """Whether the job folder's settings.toml, its local paths resolved, is ``settings``: a job of the
+    version before paths were resolved was hashed as written, and one resumed with ``m/`` for ``m`` was
+    refused with two hashes."""
+    from .templates import tomllib
+
+    try:
+        old = tomllib.loads((job / "settings.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return _flat(_comparable(old)) == _flat(_comparable(settings))
+
+
 def _changed_settings(job: Path, settings: dict) -> str:
     """The settings that differ from those the job folder was made with, as ``key (old -> new)``."""
     from .templates import tomllib
@@ -557,6 +570,8 @@ def _holding_the_job_lock(run):
     """``run`` (:func:`run_job`) with its output's job folder locked for its length (:func:`_job_lock`)."""
     @functools.wraps(run)
     def locked(template, video, output, *args, **kwargs):
+        if not Path(output).name:  # "-o ." or "/": said by the output's own check (job_folder has no name to use)
+            return run(template, video, output, *args, **kwargs)
         job = job_of(output, kwargs.get("resume", False))
         if not job.parent.is_dir():  # said by the output's own check
             return run(template, video, output, *args, **kwargs)
@@ -616,6 +631,11 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     output = Path(output)
     check_output_is_not_input(output, video=video, style_image=style_image)
     job = job_of(output, resume)
+    legacy = job_of(output, True)
+    if legacy != job and has_progress(legacy):  # it was refused (use --resume); then recomputed without a word
+        log.warning("%s holds a job an earlier version kept for %s or another output of that name: this run "
+                    "starts its own in %s; --resume continues that one if it is this output's", legacy, output.name,
+                    job)
     start_end = parse_frames(frames)
     units = settings.get("controlnets", [])
     from ..video import probe
@@ -909,9 +929,13 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
             same = {"weights": "weights" not in old, "output": True,  # (the output: checked above)
                     # an earlier version hashed the settings as written, local paths not resolved
                     "settings": old.get("settings") == _hash(settings)}
+            if not same["settings"] and _same_settings(job, settings):
+                same["settings"] = True  # an earlier version's hash, of its paths as written: the same resolved
             diff = [k for k in meta if old.get(k) != meta[k] and not same.get(k)]
             if "frames" in diff or "video" in diff:  # what follows from another range or clip is not said again
                 diff = [k for k in diff if k not in ("video_id", "num_frames", "size")]
+            if "size" in diff or "settings" in diff:  # the frames' digest is of their size and resizing too
+                diff = [k for k in diff if k != "video_id"] or diff
             if diff:
                 named = _changed_settings(job, settings) if "settings" in diff else ""
                 diff = [f"settings: {named}" if k == "settings" and named else _meta_change(k, old, meta)
