@@ -4009,3 +4009,13 @@ def test_frames_said_lists_a_folder_once(tmp_path, monkeypatch):
     said = [video.frames_said(folder, i) for i in range(6)]
     assert said[5] == "5 (frame_00006.png)" and video.frames_said(folder, 1, 3) == "1-3 (frame_00002.png-frame_00004.png)"
     assert calls[0] == 1
+
+
+def test_a_pyav_without_stream_dispositions_reads_the_video_stream():
+    """PyAV 12, which pyproject allows (av>=12), has no ``Stream.disposition``: every read stopped with an
+    AttributeError traceback. A stream without one is taken as no cover art."""
+    from types import SimpleNamespace
+
+    stream = SimpleNamespace(index=0, frames=3)
+    container = SimpleNamespace(streams=SimpleNamespace(video=[stream]), name="clip.mp4")
+    assert video._video_stream(container) is stream

@@ -376,7 +376,7 @@ def _video_stream(container, path=None):
     """The video stream of a clip that is read: not cover art (an .mp3's picture); of several, the one
     with the most frames where the container says, else the first, said once (a thumbnail track before
     the main video was read in its place without a word)."""
-    streams = [s for s in container.streams.video if not (int(s.disposition or 0) & _ATTACHED_PIC)]
+    streams = [s for s in container.streams.video if not (int(getattr(s, "disposition", 0) or 0) & _ATTACHED_PIC)]
     if not streams:
         raise InputError(f"{path or container.name}: has no video stream" +
                          (" (only cover art)" if container.streams.video else ""))
