@@ -285,7 +285,7 @@ def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_S
         except OSError as e:  # a read-only HOME or a full disk lost every mask SAM had just computed
             with contextlib.suppress(OSError):  # (no folder to hold it, where that was what failed)
                 tmp.unlink(missing_ok=True)
-            log.warning("mask cache %s: cannot write there (%s); the masks are not cached for a next run: set "
-                        "FLICKERLESS_CACHE or give --cache-dir (cache_dir= in Python) a writable folder",
-                        path.parent, e)
+            from .control.cache import say_unwritable
+
+            say_unwritable(path.parent, e, "mask cache", "the masks")
     return masks

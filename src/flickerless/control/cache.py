@@ -140,21 +140,22 @@ class AnnotationCache:
 _SAID: set[str] = set()  # the cache folders already said to be unwritable, said once a process
 
 
-def _cannot_cache(root: Path, e: OSError) -> None:
-    """Say, once for ``root``, that the cache cannot be written there: a read-only HOME or a full disk
-    stopped `run` and `demo --engine`, with a remedy that named Python arguments. The frames are given
-    uncached."""
+def say_unwritable(root: Path, e: OSError, what: str = "annotation cache", kept: str = "control frames") -> None:
+    """Say, once for ``root``, that a cache (``what``: the annotation cache, SAM's mask cache) cannot be
+    written there: a read-only HOME or a full disk stopped `run` and `demo --engine` with a remedy that
+    named Python arguments, and `segment` lost every mask it had computed. What it holds (``kept``) is
+    given uncached."""
     if str(root) in _SAID:
         return
     _SAID.add(str(root))
-    log.warning("annotation cache %s: cannot write there (%s); control frames are not cached, so a next run "
-                "computes them again: set FLICKERLESS_CACHE or give --cache-dir (cache_dir= in Python) a writable "
-                "folder", root, e)
+    log.warning("%s %s: cannot write there (%s); %s are not cached, so a next run computes them again: set "
+                "FLICKERLESS_CACHE, or give --cache-dir (run, segment; cache_dir= in Python), a writable folder",
+                what, root, e, kept)
 
 
 class _Writer:
     """Writes chunks into a temporary folder beside the entry, renamed into place on :meth:`close`. Where
-    that cannot be written, it is said (:func:`_cannot_cache`) and nothing is kept."""
+    that cannot be written, it is said (:func:`say_unwritable`) and nothing is kept."""
 
     def __init__(self, final: Path, meta: dict):
         self.final = final
@@ -166,7 +167,7 @@ class _Writer:
             final.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         except OSError as e:
-            _cannot_cache(final.parent.parent, e)
+            say_unwritable(final.parent.parent, e)
 
     def write(self, chunk: np.ndarray) -> None:
         if self.tmp is None:
@@ -180,7 +181,7 @@ class _Writer:
         self.frames += len(chunk)
 
     def _give_up(self, e: OSError) -> None:
-        _cannot_cache(self.final.parent.parent, e)
+        say_unwritable(self.final.parent.parent, e)
         self.abort()
 
     def close(self, extras: dict | None = None) -> None:
