@@ -274,8 +274,19 @@ def test_more_masks_than_the_video_has_frames_are_said(model_dir, frames, tmp_pa
     kw = dict(loss_weights=(1, 1, 0))
     with caplog.at_level("WARNING", logger="flickerless"):
         Trainer(_cfg(model_dir, tmp_path / "a", **kw), str(clip), masks=str(masks))
-    assert "6 masks for the 4 frames of" in caplog.text and "the first 4 are used" in caplog.text
+    assert "6 masks for the 4 frames of" in caplog.text and "the last 2 have no frame" in caplog.text
     caplog.clear()
+    # counted against the video's frames, not the ones trained on: with max_frames (--frames) it was not said
+    with caplog.at_level("WARNING", logger="flickerless"):
+        Trainer(_cfg(model_dir, tmp_path / "a", max_frames=2, **kw), str(clip), masks=str(masks))
+    assert "6 masks for the 4 frames of" in caplog.text
+    caplog.clear()
+    for i in range(1, 6):  # fewer masks than the frames trained on are still refused
+        (masks / f"{i:04d}.png").rename(tmp_path / f"m{i}.png")
+    with pytest.raises(InputError, match="1 mask for 2 training frames"):
+        Trainer(_cfg(model_dir, tmp_path / "a", max_frames=2, **kw), str(clip), masks=str(masks))
+    for i in range(1, 6):
+        (tmp_path / f"m{i}.png").rename(masks / f"{i:04d}.png")
     (masks / "0004.png").unlink()
     (masks / "0005.png").unlink()
     with caplog.at_level("WARNING", logger="flickerless"):

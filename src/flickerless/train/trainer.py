@@ -195,17 +195,18 @@ def _check_output_folder(output: Path, config: TrainConfig | None = None, video=
                               "which the result would replace; give a new or empty folder")
 
 
-def _check_masks_count(masks, video, max_frames) -> None:
-    """Masks go frame for frame with the video: where the whole video is trained on, more masks than it
-    has frames are most likely another clip's (of the same size), used without a word; said."""
-    if max_frames is not None or not all(isinstance(p, (str, Path)) for p in (masks, video)):
+def _check_masks_count(masks, video) -> None:
+    """Masks go frame for frame with the video: more masks than it has frames are most likely another
+    clip's (of the same size), used without a word; said. Counted against the video's frames, not the
+    ones trained on: ``--frames``/``--every`` take fewer frames, never fewer masks per frame."""
+    if not all(isinstance(p, (str, Path)) for p in (masks, video)):
         return
     from ..video import probe
 
     have, need = probe(masks).frames, probe(video).frames
     if have and need and have > need:
-        log.warning("masks %s: %d masks for the %d frames of %s, which go frame for frame: the first %d are used; "
-                    "are they another clip's?", masks, have, need, video, need)
+        log.warning("masks %s: %d masks for the %d frames of %s, which go frame for frame: the last %d have no "
+                    "frame; are they another clip's?", masks, have, need, video, have - need)
 
 
 def _check_masks_teach(fg: torch.Tensor, weights, source) -> None:
@@ -265,7 +266,7 @@ class Trainer:
                              "(give --masks, or --loss-weights 1,0,0)")
         if fg is not None:
             _check_masks_teach(fg, cfg.loss_weights, masks)
-            _check_masks_count(masks, video, cfg.max_frames)
+            _check_masks_count(masks, video)
         self.num_frames = len(frames)
         # what the run trains on, kept in its checkpoints: a resume from another clip (or masks) is said
         self.data_hash = hashlib.sha1(frames.detach().cpu().numpy().tobytes()).hexdigest()[:16]
