@@ -44,6 +44,8 @@ def test_engine_demo_without_the_model_says_what_to_do(tmp_path, capsys, monkeyp
     (["--engine", "--frames", "1"], "give 2 or more"),  # was refused only after generating
     (["--engine", "--width", "64", "--window", "3"], "--width, --window: for the deflicker demo"),  # were ignored
     (["--engine", "--style", "foo"], "knows photo, sketch, sepia, invert, cartoon, neon"),  # was accepted
+    (["--style", "neon"], "--style: for the engine demo; add --engine"),  # the deflicker demo ran, rc 0
+    (["--model", "m", "--style", "neon"], "--style, --model: for the engine demo"),
 ])
 def test_demo_refuses_what_it_cannot_show(tmp_path, capsys, args, says):
     assert main(["demo", *args, "--out", str(tmp_path), "-q"]) == 2

