@@ -596,6 +596,19 @@ def test_a_batch_of_frames_that_does_not_fit_the_gpu_is_halved(carphone, caplog)
 # ---------------------------------------------------------------- what a caller passes by mistake
 
 
+def test_float_frames_off_the_unit_range_are_named_as_the_frames_to_annotate():
+    """0-255 floats were refused as "frames from 0 are floats ...", read as frames made from 0."""
+    clip = np.zeros((40, 8, 8, 3), np.float32)
+    with pytest.raises(InputError, match=r"^the frames to annotate are floats, which are read as \[0, 1\], but they "
+                       r"range from 200 to 200: divide 0-255 floats by 255, or pass uint8$"):
+        annotate("canny", clip + 200, cache=False, progress=False)
+    clip[32:] = 3  # read a chunk of 32 at a time: the first off the range is said
+    with pytest.raises(InputError, match="^the frames to annotate from frame 32 on are floats"):
+        annotate("canny", clip, cache=False, progress=False)
+    with pytest.raises(InputError, match="^the control frames are floats"):
+        to_tensor(clip[:2] + 200)
+
+
 def test_annotators_refuse_what_they_would_misread_and_run_on_tiny_frames(tmp_path, carphone):
     """0-255 floats and uint16 were saturated to white (canny found 1% of the edges), a uint8 tensor
     read as floats, an empty array failed in numpy, a device that is not there gave torch's error;

@@ -102,9 +102,13 @@ class FrameSource:
             yield s, self.chunk(s, min(len(self), s + size))
 
 
-def _check_unit_floats(x: np.ndarray, start: int) -> None:
-    """Float frames are read as [0, 1]: 0-255 floats were saturated, NaN read as black; refused."""
-    check_unit_range(float(np.min(x)), float(np.max(x)), f"frames from {start}")
+def _check_unit_floats(x: np.ndarray, start: int | None = 0) -> None:
+    """Float frames are read as [0, 1]: 0-255 floats were saturated, NaN read as black; refused. ``x``:
+    the frames to annotate from ``start`` on (a clip is read a chunk at a time; "frames from 0 are
+    floats" read as frames made from 0), or (None) control frames."""
+    what = ("the control frames" if start is None else "the frames to annotate" if start == 0 else
+            f"the frames to annotate from frame {start} on")
+    check_unit_range(float(np.min(x)), float(np.max(x)), what)
 
 
 def as_source(frames) -> FrameSource:
@@ -132,7 +136,7 @@ def to_tensor(controls, device=None, dtype=None):
     if scale == 1.0:
         if not np.issubdtype(a.dtype, np.floating):
             raise InputError(f"control frames must be uint8 (0-255) or floats in [0, 1], got {a.dtype}")
-        _check_unit_floats(a, 0)
+        _check_unit_floats(a, None)
     x = x.permute(0, 3, 1, 2).to(device=device or "cpu", dtype=dtype or torch.float32) / scale
     return x.contiguous()
 
