@@ -269,6 +269,25 @@ def test_hed_net_matches_public_layout_and_loads_from_file_or_folder(tmp_path, c
     np.testing.assert_array_equal(fb, annotate("softedge", clip, method="sobel", cache=False))
 
 
+def test_a_missing_local_folder_is_said_as_one_naming_what_it_should_hold(tmp_path, monkeypatch):
+    """``model="Annotators/"`` (no such folder) was said as "ControlNetHED.pth of the Hugging Face repo
+    'Annotators/'", depth's as "download it once with `hf download Annotators/`"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    clip = np.zeros((2, 32, 32, 3), np.uint8)
+    for name, model, says in [
+        ("softedge", "Annotators/", "local folder .*Annotators \\(missing; it should hold ControlNetHED.pth\\)"),
+        ("softedge", "models/hed", "local folder .*models/hed \\(missing; it should hold ControlNetHED.pth\\)"),
+        ("softedge", "models/hed.pth", "local file .*models/hed.pth \\(missing\\)"),
+        ("depth", "Annotators/", "local folder .*Annotators \\(missing; it should hold config.json"),
+    ]:
+        with pytest.raises(ModelNotFoundError, match=says) as e:
+            annotate(name, clip, model=model, cache=False, progress=False)
+        assert "Hugging Face repo" not in str(e.value) and f"download {model}" not in str(e.value)
+    with pytest.raises(ModelNotFoundError, match="local folder .*Annotators \\(missing; it should hold config.json"):
+        annotate("tile", clip, sr="swin2sr", model="Annotators/", scale=2, cache=False, progress=False)
+
+
 # ---------------------------------------------------------------- depth
 
 

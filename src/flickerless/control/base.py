@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import numpy as np
@@ -19,7 +20,9 @@ from ..errors import InputError, check_has_values, check_unit_range, in_batches
 
 log = logging.getLogger("flickerless")
 
-__all__ = ["Annotator", "FrameSource", "as_source", "to_tensor", "default_device", "gray3"]
+__all__ = ["Annotator", "FrameSource", "as_source", "to_tensor", "default_device", "gray3", "check_local_model"]
+
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
 
 class FrameSource:
@@ -109,6 +112,27 @@ def _check_unit_floats(x: np.ndarray, start: int | None = 0) -> None:
     what = ("the control frames" if start is None else "the frames to annotate" if start == 0 else
             f"the frames to annotate from frame {start} on")
     check_unit_range(float(np.min(x)), float(np.max(x)), what)
+
+
+def check_local_model(model, what: str, holds: str, remedy: str) -> None:
+    """A model setting that can only be a local path (ending in '/', starting with '.', '/' or '~', a weights
+    file's name, or in a folder that exists) and is not there: the ModelNotFoundError naming the missing
+    folder and the file(s) it should hold, or the missing file. ``Annotators/`` was said as missing from
+    "the Hugging Face repo 'Annotators/'" (depth: "download it once with `hf download Annotators/`")."""
+    from ..weights import looks_like_path, not_found
+
+    m = str(model)
+    path = Path(m).expanduser()
+    if path.exists():
+        return
+    in_folder = "/" in m.rstrip("/") and path.parent.is_dir()  # "models/hed" beside an existing models/
+    if not (looks_like_path(m) or m.endswith("/") or in_folder):
+        return  # a repo id: the loading looks in the Hugging Face cache (and the hub)
+    if path.suffix in _WEIGHT_SUFFIXES:
+        place = f"local file {path.resolve()} (missing)"
+    else:
+        place = f"local folder {path.resolve()} (missing; it should hold {holds})"
+    raise not_found(what, m, remedy, places=[place])
 
 
 def as_source(frames) -> FrameSource:

@@ -27,7 +27,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import InputError, in_batches
-from .base import Annotator, as_source, check, check_choice, default_device, gray3
+from ..weights import transformers_remedy
+from .base import Annotator, as_source, check, check_choice, check_local_model, default_device, gray3
 
 log = logging.getLogger("flickerless")
 
@@ -56,9 +57,14 @@ class DepthAnnotator(Annotator):
         self._processor = None
 
     def check_weights(self, size) -> None:
-        from ..weights import check_available, transformers_remedy
+        from ..weights import check_available
 
+        self._check_local()
         check_available(self.model, "depth model", transformers_remedy("model"), index_file="config.json")
+
+    def _check_local(self) -> None:
+        check_local_model(self.model, "depth model", "config.json, the weights and preprocessor_config.json",
+                          transformers_remedy("model") + ".")
 
     def _load(self):
         if self._model is None:
@@ -67,6 +73,7 @@ class DepthAnnotator(Annotator):
 
             from ..weights import load_transformers
 
+            self._check_local()
             dev = torch.device(self.device or default_device())
             dtype = getattr(torch, self.dtype) if dev.type == "cuda" else torch.float32
             self._processor = load_transformers(AutoImageProcessor.from_pretrained, self.model,

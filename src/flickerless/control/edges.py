@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelNotFoundError
-from .base import Annotator, check, check_choice, default_device, gray3
+from .base import Annotator, check, check_choice, check_local_model, default_device, gray3
 
 log = logging.getLogger("flickerless")
 
@@ -95,11 +96,17 @@ def _hed_remedy() -> str:
             "are missing).")
 
 
-def load_hed(model: str = HED_REPO, device="cpu"):
-    """The HED network with weights from ``model`` (file, folder or repo id); raises ModelNotFoundError."""
+def _find_hed(model: str = HED_REPO) -> Path:
+    """The HED weights file of ``model`` (file, folder or repo id); raises ModelNotFoundError."""
     from ..weights import find_file
 
-    path = find_file(str(model), HED_FILE, "HED softedge weights", _hed_remedy())
+    check_local_model(model, "HED softedge weights", HED_FILE, _hed_remedy())
+    return find_file(str(model), HED_FILE, "HED softedge weights", _hed_remedy())
+
+
+def load_hed(model: str = HED_REPO, device="cpu"):
+    """The HED network with weights from ``model`` (file, folder or repo id); raises ModelNotFoundError."""
+    path = _find_hed(model)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -196,10 +203,8 @@ class SoftEdgeAnnotator(Annotator):
     def prepare(self, frames=None):
         """Find the HED weights file (or fall back to Sobel, logged) without loading the network."""
         if self.method == "hed" and self._path is None:
-            from ..weights import find_file
-
             try:
-                self._path = find_file(str(self.model), HED_FILE, "HED softedge weights", _hed_remedy())
+                self._path = _find_hed(self.model)
             except ModelNotFoundError as e:
                 if not self.fallback:
                     raise

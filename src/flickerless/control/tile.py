@@ -21,7 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ModelNotFoundError
-from .base import Annotator, as_source, check, check_choice, default_device
+from .base import Annotator, as_source, check, check_choice, check_local_model, default_device
 
 log = logging.getLogger("flickerless")
 
@@ -98,6 +98,7 @@ class TileAnnotator(Annotator):
 
             from transformers import AutoConfig
 
+            self._check_local()
             load_transformers(AutoConfig.from_pretrained, self.model, "Swin2SR super-resolution model", "model")
             self._method = "swin2sr"
         except ModelNotFoundError as e:
@@ -107,6 +108,10 @@ class TileAnnotator(Annotator):
             log.warning("tile: no super-resolution weights (%s); upscaling with Lanczos instead (the tile annotator's "
                         "model setting gives Swin2SR weights; sr=\"lanczos\" says this is meant)", str(e).split(";")[0])
             self._method = "lanczos"
+
+    def _check_local(self) -> None:
+        check_local_model(self.model, "Swin2SR super-resolution model", "config.json and the weights",
+                          "Pass model=<Hugging Face id, or local folder with config.json and the weights>.")
 
     def out_size(self, in_size) -> tuple[int, int]:
         if self.size is not None:
@@ -129,6 +134,7 @@ class TileAnnotator(Annotator):
 
             from ..weights import load_transformers
 
+            self._check_local()
             dev = torch.device(self.device or default_device())
             self._model = load_transformers(Swin2SRForImageSuperResolution.from_pretrained, self.model,
                                             "Swin2SR super-resolution model", "model").to(dev).eval()
