@@ -277,7 +277,7 @@ def test_a_missing_local_folder_is_said_as_one_naming_what_it_should_hold(tmp_pa
     clip = np.zeros((2, 32, 32, 3), np.uint8)
     for name, model, says in [
         ("softedge", "Annotators/", "local folder .*Annotators \\(missing; it should hold ControlNetHED.pth\\)"),
-        ("softedge", "models/hed", "local folder .*models/hed \\(missing; it should hold ControlNetHED.pth\\)"),
+        ("softedge", "./models/hed", "local folder .*models/hed \\(missing; it should hold ControlNetHED.pth\\)"),
         ("softedge", "models/hed.pth", "local file .*models/hed.pth \\(missing\\)"),
         ("depth", "Annotators/", "local folder .*Annotators \\(missing; it should hold config.json"),
     ]:
@@ -286,6 +286,11 @@ def test_a_missing_local_folder_is_said_as_one_naming_what_it_should_hold(tmp_pa
         assert "Hugging Face repo" not in str(e.value) and f"download {model}" not in str(e.value)
     with pytest.raises(ModelNotFoundError, match="local folder .*Annotators \\(missing; it should hold config.json"):
         annotate("tile", clip, sr="swin2sr", model="Annotators/", scale=2, cache=False, progress=False)
+    # an "owner/name" beside a folder "owner/" is still a repo id (looked for in the Hugging Face cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as e:
+        annotate("softedge", clip, model="models/hed", cache=False, progress=False)
+    assert "local folder" not in str(e.value) and "models/hed" in str(e.value)
 
 
 # ---------------------------------------------------------------- depth

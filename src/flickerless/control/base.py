@@ -116,7 +116,7 @@ def _check_unit_floats(x: np.ndarray, start: int | None = 0) -> None:
 
 def check_local_model(model, what: str, holds: str, remedy: str) -> None:
     """A model setting that can only be a local path (ending in '/', starting with '.', '/' or '~', a weights
-    file's name, or in a folder that exists) and is not there: the ModelNotFoundError naming the missing
+    file's name, or of three or more parts) and is not there: the ModelNotFoundError naming the missing
     folder and the file(s) it should hold, or the missing file. ``Annotators/`` was said as missing from
     "the Hugging Face repo 'Annotators/'" (depth: "download it once with `hf download Annotators/`")."""
     from ..weights import looks_like_path, not_found
@@ -125,8 +125,9 @@ def check_local_model(model, what: str, holds: str, remedy: str) -> None:
     path = Path(m).expanduser()
     if path.exists():
         return
-    in_folder = "/" in m.rstrip("/") and path.parent.is_dir()  # "models/hed" beside an existing models/
-    if not (looks_like_path(m) or m.endswith("/") or in_folder):
+    # "owner/name" is a repo id even beside a folder "owner/" (hf download --local-dir lllyasviel/ControlNet
+    # makes one, and lllyasviel/Annotators must still come from the Hugging Face cache)
+    if not (looks_like_path(m) or m.endswith("/")):
         return  # a repo id: the loading looks in the Hugging Face cache (and the hub)
     if path.suffix in _WEIGHT_SUFFIXES:
         place = f"local file {path.resolve()} (missing)"
