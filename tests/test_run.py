@@ -712,13 +712,33 @@ def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(model
     assert [job_folder(o).name for o in (mp4, gif, png)] == ["r5.job", "r5.gif.job", "r5.png.job"]
     assert (job_folder(mp4) / "latents.pt").exists() and len(read(png)[0]) == 3
     run_job("stylize", clip, mp4, "a cat", resume=True, **kw)
-    # a job folder recording another output at this one's name (shot.png.mp4's and the folder shot's)
+    # shot.png.mp4 and the PNG folder shot shared shot.png.job: the folder was refused ("holds the job of
+    # shot.png.mp4, another output"); each has its own now
     with pytest.raises(KeyboardInterrupt):
         run_job("stylize", clip, tmp_path / "shot.png.mp4", "a cat", stop_after_step=2, **kw)
+    run_job("stylize", clip, tmp_path / "shot", "a cat", **kw)
+    assert (job_folder(tmp_path / "shot.png.mp4") / "latents.pt").exists() and len(read(tmp_path / "shot")[0]) == 3
+    # a job folder recording another output at this one's name (moved there)
+    meta = json.loads((job_folder(mp4) / "job.json").read_text())
+    shutil.copytree(job_folder(mp4), tmp_path / "moved.job")
     for extra in ({}, {"resume": True}, {"restart": True}):
-        with pytest.raises(OutputError, match="holds the job of shot.png.mp4, another output"):
-            run_job("stylize", clip, tmp_path / "shot", "a cat", **extra, **kw)
-    assert (tmp_path / "shot.png.job" / "latents.pt").exists()
+        with pytest.raises(OutputError, match="holds the job of r5.mp4, another output"):
+            run_job("stylize", clip, tmp_path / "moved.mp4", "a cat", **extra, **kw)
+    assert (tmp_path / "moved.job" / "latents.pt").exists()
+    # names that differ in case only are distinct here; where the file system makes them one (macOS, Windows),
+    # the job folder of one is the other's, and that is said as it is (not "another output")
+    shutil.copytree(job_folder(mp4), tmp_path / "r5.mov.job")
+    (tmp_path / "r5.mov.job" / "job.json").write_text(json.dumps(dict(meta, output="R5.MOV")))
+    with pytest.raises(OutputError, match="does not tell R5.MOV from r5.mov .letter case.* give it as R5.MOV"):
+        run_job("stylize", clip, tmp_path / "r5.mov", "a cat", resume=True, **kw)
+    # K.MP4's job folder was K.job (K.mp4's): --resume still finds one kept there for it, not one for K.mp4
+    from flickerless.pipelines.job import job_of
+
+    shutil.copytree(job_folder(mp4), tmp_path / "K.job")
+    (tmp_path / "K.job" / "job.json").write_text(json.dumps(dict(meta, output="K.MP4")))
+    assert job_folder(tmp_path / "K.MP4").name == "K.MP4.job" and job_of(tmp_path / "K.MP4", resume=True).name == "K.job"
+    (tmp_path / "K.job" / "job.json").write_text(json.dumps(dict(meta, output="K.mp4")))
+    assert job_of(tmp_path / "K.MP4", resume=True).name == "K.MP4.job"
     # an earlier version's job folder for a gif: out.job, no output recorded
     old = tmp_path / "old.gif"
     with pytest.raises(KeyboardInterrupt):
@@ -727,11 +747,20 @@ def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(model
     meta = json.loads((tmp_path / "old.job" / "job.json").read_text())
     del meta["output"]
     (tmp_path / "old.job" / "job.json").write_text(json.dumps(meta))
-    from flickerless.pipelines.job import job_of
-
     assert job_of(old, resume=True) == tmp_path / "old.job" and job_of(old) == job_folder(old)
+    caplog.clear()
     run_job("stylize", clip, old, "a sketch", resume=True, **kw)
     assert np.array_equal(read(old)[0], read(gif)[0])
+    # it records no output, so any output named old.* (or the folder old) took it on --resume: the first to
+    # resume it is said, and it is that output's from then on
+    assert "records not which output it was for" in caplog.text and "resumed as old.gif's" in caplog.text
+    assert json.loads((tmp_path / "old.job" / "job.json").read_text())["output"] == "old.gif"
+    assert job_of(old, resume=True) == tmp_path / "old.job"
+    assert job_of(tmp_path / "old", resume=True) == job_folder(tmp_path / "old")
+    # one with no work in it is not resumed: it was taken by any old.* and started over there, claimed
+    (tmp_path / "empty.job").mkdir()
+    (tmp_path / "empty.job" / "job.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "output"}))
+    assert job_of(tmp_path / "empty.gif", resume=True) == job_folder(tmp_path / "empty.gif")
     # without --resume a new job starts in old.gif.job: said, where it recomputed beside it without a word
     # (the earlier version refused, advising --resume)
     caplog.clear()

@@ -285,6 +285,12 @@ def test_sizes_frames_memory_and_job_folder():
         check_memory(10000, (512, 960), 2, available=16 << 30)
     assert job_folder("/a/out.mp4").name == "out.job" and job_folder("/a/frames").name == "frames.png.job"
     assert job_folder("/a/out.gif").name == "out.gif.job" and job_folder("/a/out.mov").name == "out.mov.job"
+    # each output its own job folder: these pairs shared one (xx.png.mp4 and the PNG folder xx, a.gif.mp4 and
+    # a.gif, K.MP4 and K.mp4), and the second was refused ("holds the job of ..., another output")
+    outputs = ["xx.png.mp4", "xx", "a.gif.mp4", "a.gif", "K.MP4", "K.mp4", "v.mov.mp4", "v.mov", "t.PNG.mp4", "t",
+               "o.mp4", "o.gif", "o.mov", "o", "o.v2.mp4", "o.v2"]
+    assert len({job_folder(f"/a/{o}") for o in outputs}) == len(outputs)
+    assert job_folder("/a/a.gif.mp4").name == "a.gif.mp4.job" and job_folder("/a/o.v2.mp4").name == "o.v2.job"
 
 
 def test_templates_command(capsys):

@@ -225,12 +225,13 @@ def job_folder(output) -> Path:
     """``out.mp4`` -> ``out.job``; another video keeps its type, ``out.gif`` -> ``out.gif.job``; a folder of
     PNGs ``frames`` -> ``frames.png.job``. (Outputs that differed only in their type, out.mp4, out.gif and
     the folder out, shared out.job: one refused the other, and the --restart it advised deleted the
-    other's job.)"""
+    other's job.) An .mp4 keeps its whole name where dropping ``.mp4`` would give another output's folder:
+    ``a.gif.mp4`` (``a.gif``'s), ``xx.png.mp4`` (the PNG folder ``xx``'s) or ``K.MP4`` (``K.mp4``'s)."""
     from ..video import WRITE_VIDEO_EXTS
 
     out = Path(output)
     ext = out.suffix.lower()
-    if ext == ".mp4":
+    if out.suffix == ".mp4" and Path(out.stem).suffix.lower() not in {*WRITE_VIDEO_EXTS, ".gif", ".png"}:
         return out.with_name(out.stem + ".job")
     return out.with_name(out.name + (".job" if ext in WRITE_VIDEO_EXTS or ext == ".gif" else ".png.job"))
 
@@ -246,13 +247,16 @@ def _recorded_output(job: Path) -> str | None:
 
 def job_of(output, resume: bool = False) -> Path:
     """The job folder a run of ``output`` works in: :func:`job_folder`'s, or, to resume, one an earlier
-    version kept for it where that is not there (``out.job`` for any ``out.*`` or folder ``out``; it
-    records no output, and --resume checks its inputs and settings as any job's)."""
+    version kept for it where that is not there: ``out.job`` for any ``out.*`` or folder ``out`` (it records
+    no output, and --resume checks its inputs and settings as any job's), or the one this output had before
+    :func:`job_folder` gave it its own (``a.gif.mp4``'s ``a.gif.job``, recording it). Only one with work in it
+    is taken: an empty one was taken by --resume of any output of that name, which then started over there
+    and claimed it (recording that output), out of its own job folder."""
     job = Path(job_folder(output))
     out = Path(output)
     earlier = out.with_name((out.stem if out.suffix else out.name) + ".job")
     if (resume and earlier != job and not job.exists() and (earlier / "job.json").is_file()
-            and _recorded_output(earlier) is None):
+            and has_progress(earlier) and _recorded_output(earlier) in (None, out.name)):
         return earlier
     return job
 
@@ -904,6 +908,11 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
         raise OutputError(f"{job}: exists and is not a flickerless job folder (no job.json), and the job of this output "
                           "would be kept there; move it away, or give another output")
     owner = _recorded_output(job) if job.exists() else None
+    if owner is not None and owner != meta["output"] and owner.casefold() == meta["output"].casefold():
+        # only where names that differ in case are one file (macOS, Windows): on Linux each has its own folder
+        raise OutputError(f"{job}: holds the job of {owner}, and this file system does not tell {owner} from "
+                          f"{meta['output']} (letter case), so they are one output; give it as {owner} to continue "
+                          "that job, or give another output name")
     if owner is not None and owner != meta["output"]:  # never resumed, taken over or deleted for another output
         raise OutputError(f"{job}: holds the job of {owner}, another output, and the job of {meta['output']} would be "
                           "kept there; give another output name (or move that job folder away)")
@@ -942,6 +951,11 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
                         for k in diff]
                 raise InputError(f"resume (--resume): {job} was made with other {'; '.join(diff)}; run with the same "
                                  "inputs and settings (see its settings.toml and job.json), or restart (--restart)")
+            if owner is None and meta.get("output"):  # an earlier version's: out.mp4, out.gif and the PNG folder out all kept theirs there
+                log.warning("%s: a job an earlier version kept, which records not which output it was for; its "
+                            "inputs and settings are this run's, so it is resumed as %s's (only that output's from "
+                            "now on)", job, meta["output"])
+                write_whole(meta_file, json.dumps({**old, "output": meta["output"]}, indent=2))
             log.info("resuming the job in %s", job)
             return
     job.mkdir(parents=True, exist_ok=True)
