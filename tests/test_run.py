@@ -150,7 +150,7 @@ def test_what_a_resume_may_change_and_what_guards_the_job_folder(models, clip, t
         run_job("stylize", clip, part, "a cat", overrides=sets + ["sampling.steps=4"], resume=True, **kw)
     for f in cn.iterdir():  # retrained at its path
         __import__("os").utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
-    with pytest.raises(InputError, match="other weights"):
+    with pytest.raises(InputError, match=rf"other weights: controlnets.0.model \({cn}\) changed at its path since"):
         run_job("stylize", clip, part, "a cat", overrides=sets, resume=True, **kw)
     shutil.rmtree(cn)
     shutil.copytree(models / "cn0", cn)  # as it was (copytree keeps the times)
@@ -794,6 +794,42 @@ def test_an_earlier_versions_job_and_a_changed_size_are_said_as_they_are(tmp_pat
     with pytest.raises(InputError) as e:
         job._prepare_job_folder(folder, dict(meta, video_id="b", size=[48, 72]), settings, True, False)
     assert "size (64x48 -> 72x48)" in str(e.value) and "clip changed" not in str(e.value)
+
+
+def test_a_resume_names_the_weights_that_changed_at_their_path(tmp_path):
+    """From the helpers' use of `run`: a LoRA retrained at its path (train --overwrite) was refused on --resume
+    as "other weights (a model, LoRA or ControlNet changed at its path)", leaving which to guess."""
+    import json
+    import os
+
+    import flickerless.pipelines.job as job
+
+    for name in ("m", "cn"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "w.bin").write_bytes(b"w")
+    lora, ti = tmp_path / "style.safetensors", tmp_path / "ti.bin"
+    for f in (lora, ti):
+        f.write_bytes(b"w")
+    settings = job.resolve_settings("stylize", model=str(tmp_path / "m"), lora=[f"{lora}:0.8"],
+                                    controlnets={"depth": str(tmp_path / "cn")})
+    settings["model"]["textual_inversion"] = [str(ti)]
+
+    def meta():
+        return {"prompt": "a cat", "settings": job._hash(job._comparable(settings)),
+                "weights": job._local_stamps(settings, None, None)}
+
+    folder = tmp_path / "o.job"
+    job._prepare_job_folder(folder, meta(), settings, False, False)
+    (folder / "latents.pt").write_bytes(b"a step's latents")
+    later = lambda f: os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))  # noqa: E731
+    later(lora)  # retrained at its path
+    with pytest.raises(InputError, match=rf"other weights: model.lora \({lora}\) changed at its path since the stop; "):
+        job._prepare_job_folder(folder, meta(), settings, True, False)
+    later(tmp_path / "cn" / "w.bin")
+    with pytest.raises(InputError) as e:
+        job._prepare_job_folder(folder, meta(), settings, True, False)
+    assert f"controlnets.0.model ({tmp_path / 'cn'}), model.lora ({lora}) changed at their paths" in str(e.value)
+    assert json.loads((folder / "job.json").read_text())["prompt"] == "a cat"  # refused: nothing rewritten
 
 
 def test_a_resume_takes_the_same_local_weights_spelled_otherwise(models, clip, tmp_path, monkeypatch):

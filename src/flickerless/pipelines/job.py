@@ -373,18 +373,26 @@ def _changed_settings(job: Path, settings: dict) -> str:
     return ", ".join(said) + (", ..." if len(keys) > 4 else "")
 
 
+def _local_weights(settings: dict, model_config, style_image) -> list[tuple[str, object]]:
+    """(the setting or option that names it, path) of each file or folder of weights (and the style image)
+    a job reads; repo ids and None among them."""
+    m = settings["model"]
+    named = [("model.base", m["base"]), *(("model.lora", split_lora(t)[0]) for t in m["lora"]),
+             *(("model.textual_inversion", t) for t in m.get("textual_inversion", [])),
+             *((f"controlnets.{i}.model", u["model"]) for i, u in enumerate(settings.get("controlnets", []))),
+             ("--config", model_config), ("--style-image", style_image)]
+    lv = settings.get("longvideo")
+    if lv:
+        named.append(("longvideo.sam_model", lv.get("sam_model")))
+    return named
+
+
 def _local_stamps(settings: dict, model_config, style_image) -> dict:
     """What the local weights and images a job reads are (size and time of each file), by path: a LoRA
     retrained at the same path (``train --overwrite``) since a stop is refused on --resume, as a changed
     clip is, rather than finishing the old latents with the new weights. Repo ids are left out."""
-    paths = [settings["model"]["base"], *(split_lora(t)[0] for t in settings["model"]["lora"]),
-             *settings["model"].get("textual_inversion", []), *(u["model"] for u in settings.get("controlnets", [])),
-             model_config, style_image]
-    lv = settings.get("longvideo")
-    if lv:
-        paths.append(lv.get("sam_model"))
     out = {}
-    for p in paths:
+    for _, p in _local_weights(settings, model_config, style_image):
         if p is None or not Path(p).exists():
             continue
         p = Path(p)
@@ -395,6 +403,19 @@ def _local_stamps(settings: dict, model_config, style_image) -> dict:
             h.update(f"{f.relative_to(p) if p.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
         out[str(p.resolve())] = h.hexdigest()
     return out
+
+
+def _changed_weights(old: dict, meta: dict, settings: dict) -> str:
+    """The weights whose files changed at their path since the stop, as the setting that names each and its
+    path (``model.lora (/w/style.safetensors) changed at its path``): "a model, LoRA or ControlNet changed"
+    left the user to guess which; "" where none is found."""
+    a, b = old.get("weights") or {}, meta.get("weights") or {}
+    names = {}
+    for what, p in _local_weights(settings, meta.get("model_config"), meta.get("style_image")):
+        if p is not None and Path(p).exists():
+            names.setdefault(str(Path(p).resolve()), f"{what} ({p})")
+    changed = [names.get(p, p) for p in sorted(set(a) | set(b)) if a.get(p) != b.get(p)]
+    return f"{', '.join(changed)} changed at {'its path' if len(changed) == 1 else 'their paths'}" if changed else ""
 
 
 def _to_tensor(frames) -> torch.Tensor:
@@ -947,8 +968,9 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
                 diff = [k for k in diff if k != "video_id"] or diff
             if diff:
                 named = _changed_settings(job, settings) if "settings" in diff else ""
-                diff = [f"settings: {named}" if k == "settings" and named else _meta_change(k, old, meta)
-                        for k in diff]
+                weights = _changed_weights(old, meta, settings) if "weights" in diff else ""
+                diff = [f"settings: {named}" if k == "settings" and named else f"weights: {weights} since the stop"
+                        if k == "weights" and weights else _meta_change(k, old, meta) for k in diff]
                 raise InputError(f"resume (--resume): {job} was made with other {'; '.join(diff)}; run with the same "
                                  "inputs and settings (see its settings.toml and job.json), or restart (--restart)")
             if owner is None and meta.get("output"):  # an earlier version's: out.mp4, out.gif and the PNG folder out all kept theirs there
