@@ -53,7 +53,8 @@ def test_overrides_parse_values_and_reach_nested_keys():
     ("samplin.steps=3", "unknown section"),
     ("sampling.steps=0", "an integer >= 1"),
     ("sampling.strength=1.5", "(0, 1]"),
-    ("controlnets.5.scale=1", "index 0..1"),
+    ("controlnets.5.scale=1", "the template has 2 ControlNets (index 0 or 1)"),
+    ("controlnets.depth.scale=1", "the template has 2 ControlNets (index 0 or 1)"),
     ("controlnets.0.weight=1", "valid keys: controlnets.0.annotator"),
     ("deflicker.window=-3", "\"inf\""),
     ("deflicker.patch_sizes=[8, 5]", "odd patch sizes"),
@@ -74,6 +75,18 @@ def test_bad_overrides_name_the_valid_keys(item, says):
     with pytest.raises(InputError, match=None) as e:
         apply_overrides(load_template("stylize"), item if isinstance(item, list) else [item])
     assert says in str(e.value)
+
+
+def test_an_index_past_the_template_s_controlnets_is_said_in_words():
+    """From the helpers' use of `run`: controlnets.1 on a template with one ControlNet said "there are 1
+    controlnets (index 0..0)"."""
+    with pytest.raises(InputError) as e:
+        apply_overrides(load_template("restore"), ["controlnets.1.scale=0.5"])
+    assert str(e.value) == "--set controlnets.1.scale: the template has one ControlNet (index 0): give controlnets.0.scale"
+    with pytest.raises(InputError, match="the template has 3 ControlNets .index 0 to 2.$"):
+        apply_overrides(load_template("image_guided"), ["controlnets.3.scale=0.5"])
+    with pytest.raises(InputError, match="the template has no ControlNets$"):
+        apply_overrides(load_template("restore"), ["controlnets=[]", "controlnets.0.scale=0.5"])
 
 
 def test_resolve_settings_applies_cli_choices_then_set():

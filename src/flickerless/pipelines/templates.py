@@ -329,6 +329,19 @@ def _parse_value(text: str):
         return text  # a bare string: --set model.base=some/repo
 
 
+def _list_has(name: str, n: int, before: list[str], after: list[str]) -> str:
+    """What a list setting holds, for an index past its end, with the index to give: "there are 1
+    controlnets (index 0..0)" was said for controlnets.1 on a template with one ControlNet."""
+    one, many = ("ControlNet", "ControlNets") if name == "controlnets" else ("item", "items")
+    whose = "the template has" if name == "controlnets" else f"{'.'.join(before)} has"
+    if n == 0:
+        return f"{whose} no {many}"
+    if n == 1:
+        return f"{whose} one {one} (index 0)" + (f": give {'.'.join([*before, '0', *after])}" if after else "")
+    last = f"{n - 1}" if n > 2 else "1"
+    return f"{whose} {n} {many} (index 0 {'or' if n == 2 else 'to'} {last})"
+
+
 def apply_overrides(data: dict, overrides) -> dict:
     """A copy of ``data`` with each ``"section.key=value"`` applied (values parsed as TOML, else strings)."""
     out = copy.deepcopy(data)
@@ -350,7 +363,7 @@ def apply_overrides(data: dict, overrides) -> dict:
                 raise InputError(f"--set {path}: {'.'.join(parts[:i])} is a value, not a section")
             if isinstance(node, list):
                 if not p.isdigit() or int(p) >= len(node):
-                    raise InputError(f"--set {path}: there are {len(node)} {parts[i - 1]} (index 0..{len(node) - 1})")
+                    raise InputError(f"--set {path}: {_list_has(parts[i - 1], len(node), parts[:i], parts[i + 1:])}")
                 node = node[int(p)]
             else:
                 if p not in node:
