@@ -451,6 +451,29 @@ def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_p
     assert not np.array_equal(read(whole)[0], read(plain)[0])
 
 
+def test_longvideo_with_an_unwritable_cache_finds_the_pose_once(models, clip, tmp_path, monkeypatch):
+    """From the helpers' use of `run`: with an annotation cache it cannot write, longvideo ran the pose model
+    twice over the same frames (for its pose ControlNet's skeletons, then for the fusion's SAM prompts)."""
+    from flickerless.control.pose import PoseAnnotator
+
+    sam = tiny.save_sam(tmp_path / "sam")
+    sets = QUICK + ["sampling.steps=2", "deflicker.final_window=0", "longvideo.clip_length=0",
+                    "longvideo.fusion_seeds=[0, 1]", "longvideo.fusion_step=1", f'longvideo.sam_model="{sam}"',
+                    f'controlnets.0.model="{models / "cn0"}"', 'controlnets.0.kind="controlnet"']
+    (tmp_path / "file").write_text("not a folder")
+    runs, compute = [], PoseAnnotator.compute_keypoints
+
+    def counted(self, frames):
+        runs.append(len(frames))
+        return compute(self, frames)
+
+    monkeypatch.setattr(PoseAnnotator, "compute_keypoints", counted)
+    out = tmp_path / "out.mp4"
+    run_job("longvideo", clip, out, "a person", model=str(models / "tiny-sd"), overrides=sets, frames="0:4",
+            cache_dir=tmp_path / "file" / "c", progress=False)
+    assert runs == [4] and read(out)[0].shape[0] == 4
+
+
 def test_prompt_ranges_that_cover_every_frame_say_the_prompt_is_unused(caplog):
     """A range's text replaces --prompt: with ranges over the whole clip the prompt (a fine-tune's "sks man")
     was dropped without a word."""

@@ -12,7 +12,8 @@ is incomplete (an interrupted run) and is recomputed. Reading streams one chunk 
 
 Where: the ``cache_dir`` argument; else ``$FLICKERLESS_CACHE/annotations``; else
 ``~/.cache/flickerless/annotations``. A cache that cannot be written there (a read-only HOME, a full
-disk) is said once, and the frames are given uncached.
+disk) is said once, and the frames are given uncached (their by-products, pose keypoints, are kept in
+memory for the process: longvideo's fusion reads them after its pose ControlNet's frames).
 """
 
 from __future__ import annotations
@@ -126,10 +127,11 @@ class AnnotationCache:
                 yield z["frames"]
 
     def read_extra(self, name: str, key: str, what: str):
-        """An array stored beside the frames (``extras.npz``, e.g. pose keypoints), or None."""
+        """An array stored beside the frames (``extras.npz``, e.g. pose keypoints), or kept in memory where
+        the entry could not be written (:data:`_UNWRITTEN`); else None."""
         f = self.entry(name, key) / "extras.npz"
         if not self.has(name, key) or not f.is_file():
-            return None
+            return _UNWRITTEN.get(str(self.entry(name, key)), {}).get(what)
         with np.load(f) as z:
             return z[what] if what in z.files else None
 
@@ -138,6 +140,20 @@ class AnnotationCache:
 
 
 _SAID: set[str] = set()  # the cache folders already said to be unwritable, said once a process
+# the by-products (pose keypoints, T x 18 x 3: small) of the newest entries that could not be written, by
+# entry: longvideo's fusion asks for the keypoints right after its pose ControlNet's frames were made, and
+# with the cache unwritable the pose model ran a second time over the same frames
+_UNWRITTEN: dict[str, dict] = {}
+_UNWRITTEN_KEPT = 8
+
+
+def _keep_unwritten(entry: Path, extras: dict | None) -> None:
+    if not extras:
+        return
+    _UNWRITTEN.pop(str(entry), None)
+    _UNWRITTEN[str(entry)] = dict(extras)
+    while len(_UNWRITTEN) > _UNWRITTEN_KEPT:
+        del _UNWRITTEN[next(iter(_UNWRITTEN))]
 
 
 def say_unwritable(root: Path, e: OSError, what: str = "annotation cache", kept: str = "control frames") -> None:
@@ -185,7 +201,8 @@ class _Writer:
         self.abort()
 
     def close(self, extras: dict | None = None) -> None:
-        if self.tmp is None:
+        if self.tmp is None:  # could not be written: the by-products are kept in memory for this process
+            _keep_unwritten(self.final, extras)
             return
         try:
             if extras:
@@ -194,6 +211,7 @@ class _Writer:
             (self.tmp / "meta.json").write_text(json.dumps(self.meta, indent=1, default=str))
         except OSError as e:
             self._give_up(e)
+            _keep_unwritten(self.final, extras)
             return
         if self.final.exists():
             shutil.rmtree(self.final, ignore_errors=True)
