@@ -474,6 +474,44 @@ def test_longvideo_with_an_unwritable_cache_finds_the_pose_once(models, clip, tm
     assert runs == [4] and read(out)[0].shape[0] == 4
 
 
+def test_a_longvideo_resume_reads_each_fusion_candidate_once(models, clip, tmp_path, monkeypatch):
+    """From the review of the fusion's resume: the newest candidate a stopped job kept (latents of the whole
+    clip) was read twice, once for its fields token and again to fuse."""
+    import torch
+
+    from flickerless.diffusion import VideoPipeline
+
+    sam = tiny.save_sam(tmp_path / "sam")
+    sets = QUICK + ["sampling.steps=2", "deflicker.final_window=0", "longvideo.clip_length=0",
+                    "longvideo.fusion_seeds=[0, 1, 2]", "longvideo.fusion_step=1", f'longvideo.sam_model="{sam}"',
+                    f'controlnets.0.model="{models / "cn0"}"', 'controlnets.0.kind="controlnet"']
+    kw = dict(model=str(models / "tiny-sd"), overrides=sets, frames="0:4", cache_dir=tmp_path / "c", progress=False)
+    made, call = [], VideoPipeline.__call__
+
+    def stopped_in_the_third_candidate(self, *a, **k):
+        if k.get("end_step") is not None:
+            made.append(k["seed"])
+            if len(made) == 3:
+                raise KeyboardInterrupt("stopped in the third candidate")
+        return call(self, *a, **k)
+
+    monkeypatch.setattr(VideoPipeline, "__call__", stopped_in_the_third_candidate)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        run_job("longvideo", clip, out, "a person", **kw)
+    monkeypatch.undo()
+    read_files, load = [], torch.load
+
+    def counted(f, *a, **k):
+        read_files.append(Path(f).name)
+        return load(f, *a, **k)
+
+    monkeypatch.setattr(torch, "load", counted)
+    run_job("longvideo", clip, out, "a person", resume=True, **kw)
+    fusion = sorted(f for f in read_files if f.startswith("fusion_"))
+    assert fusion == ["fusion_0_seed0_step1.pt", "fusion_1_seed1_step1.pt"]
+
+
 def test_prompt_ranges_that_cover_every_frame_say_the_prompt_is_unused(caplog):
     """A range's text replaces --prompt: with ranges over the whole clip the prompt (a fine-tune's "sks man")
     was dropped without a word."""

@@ -740,7 +740,8 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         fields = job / "matches.pt"  # the deflicker's PatchMatch fields, so a resumed job continues exactly
         state = torch.load(ckpt, weights_only=True) if ckpt.exists() else None
         lv = settings.get("longvideo")
-        kept = _kept_fields(job, state if state is not None else _newest_candidate(job, lv))
+        newest = _newest_candidate(job, lv) if state is None else None  # (path, what it holds), read once here
+        kept = _kept_fields(job, state if state is not None else newest[1] if newest else None)
         if kept is not None:
             remembering.matches.load_state_dict(kept)
         # the version of the fields on disk and their token, which each checkpoint records (None: none yet;
@@ -799,7 +800,7 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
         try:
             if lv and lv["fusion_seeds"] and state is None:  # average fusion (eq 11) at step k, then on from there
                 seed, start, latents = _fuse(pipeline, clip, inputs, lv, kw, settings, cache_dir, device, progress,
-                                             job, keep)
+                                             job, keep, dict([newest]) if newest else {})
             pipeline(clip, seed=seed, on_frame=on_frame, on_step=on_step, latents=latents, start_step=start, **kw)
         except Exception as e:  # noqa: BLE001 - only running out of memory is said here
             if not out_of_memory(e):
@@ -841,12 +842,13 @@ def _longvideo_kwargs(lv: dict, frames: int, prompt: str = "", start: int = 0) -
 
 
 def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, cache_dir, device, progress,
-          job: Path, keep) -> tuple:
+          job: Path, keep, loaded: dict | None = None) -> tuple:
     """Average fusion: one candidate per seed denoised to step k, their backgrounds (SAM masks of
     the person, prompted by the pose keypoints of the driving video) averaged, the first seed's
     foreground kept (eq 11). Returns (seed, k, fused latents) to continue from. Each candidate is kept
     in the job folder as it is made (``keep(path, latents)``), so that an interrupted job resumes at the
-    next candidate, not at the first."""
+    next candidate, not at the first. ``loaded``: candidates already read, by path (the newest, whose
+    fields token the resumed job took), not read again."""
     from .. import control
     from ..diffusion import average_fusion
     from ..segment import segment
@@ -865,7 +867,8 @@ def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, c
         path = _fusion_path(job, lv, i)
         if path.exists():
             log.info("average fusion: candidate %d (seed %d) from %s", i + 1, s, path)
-            c = torch.load(path, weights_only=True)
+            c = (loaded or {}).get(path)
+            c = torch.load(path, weights_only=True) if c is None else c
             cands.append(c["latents"] if isinstance(c, dict) else c)  # (an earlier version kept the tensor alone)
             continue
         cands.append(pipeline(clip, seed=s, end_step=k, output_type="latents", **kw).cpu())
@@ -881,12 +884,14 @@ def _next_fields(job: Path) -> Path:
     return job / "matches.next.pt"
 
 
-def _newest_candidate(job: Path, lv: dict | None):
-    """The last fusion candidate a stopped longvideo job kept (they are made in order), or None."""
+def _newest_candidate(job: Path, lv: dict | None) -> tuple[Path, object] | None:
+    """The last fusion candidate a stopped longvideo job kept (they are made in order), as (path, what it
+    holds), or None. (What it holds goes on to the fusion: it read the file again, latents of the whole
+    clip.)"""
     if not lv or not lv["fusion_seeds"]:
         return None
     found = [p for p in (_fusion_path(job, lv, i) for i in range(len(lv["fusion_seeds"]))) if p.exists()]
-    return torch.load(found[-1], weights_only=True) if found else None
+    return (found[-1], torch.load(found[-1], weights_only=True)) if found else None
 
 
 def _kept_fields(job: Path, checkpoint) -> dict | None:
