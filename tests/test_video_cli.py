@@ -1971,6 +1971,25 @@ def test_an_output_that_is_a_link_is_written_where_it_points(clips, tmp_path, ca
     assert "fifo: is not a file or a folder; an output would replace it" in err and "pixel_mse" not in out
 
 
+def test_an_output_or_input_that_is_a_link_loop_is_said_in_one_line(clips, tmp_path, capsys):
+    """``ln -s loop.mp4 loop.mp4`` given as -o ended in pathlib's "Symlink loop" RuntimeError traceback; as
+    an input it was said not to exist."""
+    (tmp_path / "loop.mp4").symlink_to("loop.mp4")
+    (tmp_path / "a.mp4").symlink_to("b.mp4")
+    (tmp_path / "b.mp4").symlink_to("a.mp4")
+    (tmp_path / "d").symlink_to("d")
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), *FASTARGS]
+    for out, said in (("loop.mp4", "loop.mp4: is"), ("a.mp4", "a.mp4: is"), ("d/o.mp4", f"o.mp4: its folder {tmp_path / 'd'} is")):
+        capsys.readouterr()
+        assert main([*args, "-o", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{said} a link that points to itself" in err
+    with pytest.raises(OutputError, match="loop.mp4: is a link that points to itself"):
+        video.check_output_is_not_input(tmp_path / "loop.mp4", guide=clips / "guide.mp4")
+    assert main(["info", str(tmp_path / "loop.mp4")]) == 2
+    assert "loop.mp4: is a link that points to itself" in capsys.readouterr().err
+
+
 def test_png_output_replaces_only_an_earlier_output(clips, tmp_path, capsys):
     folder = tmp_path / "project"
     folder.mkdir()

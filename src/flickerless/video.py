@@ -28,6 +28,7 @@ stretch of the clip on disk, not all of it). Such files go to :func:`spill_dir` 
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import math
@@ -257,6 +258,9 @@ def _check_exists(path: Path) -> None:
     (probed, then read), and a FIFO's second opening waited for a writer forever, while ``/dev/stdin``
     from a pipe was said as a /proc path the user never gave."""
     if not path.exists():
+        if _loops(path):
+            raise InputError(f"{path}: is a link that points to itself (or round a loop of links); give the clip's "
+                             "own path")
         raise InputError(f"{path}: no such file or folder")
     mode = path.stat().st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
@@ -1198,9 +1202,31 @@ def _hidden_stem(name: str, folder, room: int) -> str:
     return cut + tag
 
 
+def _link_loop(path: Path) -> Path | None:
+    """The link at or above ``path`` that never reaches a file (``ln -s loop.mp4 loop.mp4``, or a ring of
+    links), if any: the one nearest the root, where the loop is."""
+    if not _loops(path):
+        return None
+    return next((p for p in (*reversed(path.parents), path) if os.path.islink(p) and _loops(p)), path)
+
+
+def _loops(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
+
+
 def _through_link(path: Path) -> Path:
     """Where an output at ``path`` goes: a link's target. Written under a temporary name and renamed onto
-    the link, the output replaced the link itself without a word."""
+    the link, the output replaced the link itself without a word. A link that loops is refused: its
+    target cannot be found (it ended in pathlib's RuntimeError traceback)."""
+    loop = _link_loop(path)
+    if loop is not None:
+        raise OutputError(f"{path}: {'is' if loop == path else f'its folder {loop} is'} a link that points to itself "
+                          f"(or round a loop of links), so nothing can be written through it; remove the link or give "
+                          "another output path")
     try:
         link = path.is_symlink()
     except OSError:  # a name too long to look up: said by the output's own checks
@@ -1967,6 +1993,7 @@ def check_output_is_not_input(output, **inputs) -> None:
     replaces what is at its path, and the footage being read would be lost. ``inputs`` maps each
     input's option name to its path (None is skipped)."""
     out = Path(output)
+    _through_link(out)  # a link that loops is refused before resolve() meets it
     partial = partial_path(out)
     for name, given in inputs.items():
         if given is None:
