@@ -97,6 +97,46 @@ def test_a_clip_cut_short_says_which_frames_decode_and_those_can_be_used(tmp_pat
         assert "cut short" in capsys.readouterr().err
 
 
+def test_a_decoder_short_of_memory_is_not_said_as_a_damaged_file(clips, tmp_path, monkeypatch, capsys):
+    """Under ``ulimit -v`` FFmpeg's decoder (and its scaler) could not start its threads (EAGAIN) or
+    allocate (ENOMEM) part way through a clip: said as "the file may be cut short or damaged there", sending
+    the user to cut a sound clip short. It is said as running out of memory, with what to do; a decoder's
+    "invalid data" is still said as damage."""
+    import errno
+
+    import av
+
+    real = video._frames
+
+    def failing(error):
+        def frames(container, stream, threads=False):
+            for i, f in enumerate(real(container, stream, threads)):
+                if i == 3:
+                    raise error
+                yield f
+        return frames
+
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), *FASTARGS, "-o",
+            str(tmp_path / "o.mp4")]
+    for error in (av.error.BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable"),
+                  av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")):
+        monkeypatch.setattr(video, "_frames", failing(error))
+        with pytest.raises(MemoryError, match="guide.mp4: out of memory while decoding it"):
+            list(video.iter_frames(clips / "guide.mp4"))
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "out of memory while decoding" in err and "raise this process's memory limit" in err
+        assert "damaged" not in err and "Traceback" not in err
+    monkeypatch.setattr(video, "_frames", failing(av.error.InvalidDataError(-1094995529, "Invalid data found")))
+    with pytest.raises(InputError, match="after frame 2 .*cut short or damaged there"):
+        list(video.iter_frames(clips / "guide.mp4"))
+    enomem = av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")
+    monkeypatch.setattr(av, "open", lambda *a, **k: (_ for _ in ()).throw(enomem))
+    with pytest.raises(MemoryError, match="out of memory while decoding it .FFmpeg could not allocate memory"):
+        video.probe(clips / "guide.mp4")
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak from /proc (Linux)")
 def test_read_holds_the_clip_once():
     """``video.read`` fills one array as it decodes: its peak RSS grows by the clip's size, not twice

@@ -357,12 +357,30 @@ def _ffmpeg_path(path) -> str:
     return p if os.path.isabs(p) else os.path.join(os.getcwd(), p)
 
 
+def _short_of_memory(e: BaseException) -> str | None:
+    """What FFmpeg's error ``e`` means where it is a lack of memory, not a problem of the file: ENOMEM (an
+    allocation failed), or EAGAIN, which pthread_create gives under an address-space limit (``ulimit -v``:
+    each decoding or scaling thread reserves its stack), and a local file's decoder never gives otherwise.
+    Both were said as a damaged file."""
+    return {errno.ENOMEM: "FFmpeg could not allocate memory",
+            errno.EAGAIN: "FFmpeg could not start a thread"}.get(getattr(e, "errno", None))
+
+
+def _memory_error(path: Path, e: BaseException) -> MemoryError:
+    """A decoder short of memory (:func:`_short_of_memory`), as the MemoryError it is: the command line says
+    it with what to do (free memory, raise the limit)."""
+    return MemoryError(f"{path}: out of memory while decoding it ({_short_of_memory(e)}: {e.strerror}); the file "
+                       "is not at fault")
+
+
 def _open_container(path: Path):
     import av
 
     try:
         container = av.open(_ffmpeg_path(path))
     except (av.error.FFmpegError, OSError) as e:  # type: ignore[attr-defined]
+        if isinstance(e, av.error.FFmpegError) and _short_of_memory(e):  # type: ignore[attr-defined]
+            raise _memory_error(path, e) from e
         raise InputError(f"{path}: cannot read as a video ({e.__class__.__name__}: {e})") from e
     try:
         _video_stream(container, path)
@@ -611,9 +629,11 @@ def iter_frames(path, start: int | None = 0, stop: int | None = None, alpha: boo
                     break
             return
         except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-            if threads:  # a frame thread fails ahead of the frames before it: decode those one by one
-                threads = False
+            if threads:  # a frame thread fails ahead of the frames before it: decode those one by one (also
+                threads = False  # where threads could not be had for memory: one needs less)
                 continue
+            if _short_of_memory(e):  # not the file's fault: its frames past here decode where there is memory
+                raise _memory_error(path, e) from e
             # a file cut short (a copy or download that stopped) fails at its last, partial packet: say
             # where, and that the frames before it can be used
             hint = (f" after frame {decoded - 1} ({e}): the file may be cut short or damaged there. Frames 0-"
