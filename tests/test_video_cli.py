@@ -2237,6 +2237,42 @@ def _tone_after_first_frame(path) -> float:
     raise AssertionError("no sound")
 
 
+def _ends(path) -> tuple[float, float, float]:
+    """(the last frame's end, the decoded sound's end, the file's duration) of a clip at a constant rate."""
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames_end = max(float(f.time) for f in c.decode(v)) + 1 / float(v.average_rate)
+    with av.open(str(path)) as c:
+        sound_end = max(float(f.time) + f.samples / f.sample_rate for f in c.decode(audio=0))
+        return frames_end, sound_end, c.duration / 1e6
+
+
+def test_the_sound_ends_with_the_last_frame(tmp_path, carphone):
+    """Sound is cut by whole packets: the last one kept ran past the last frame by up to a packet (AAC's
+    1024 samples, 21 ms at 48 kHz; 10 ms here), so the output was longer than its frames and drifted when
+    outputs were joined. A copied packet now ends at the last frame (Matroska drops the rest as it decodes;
+    an mp4's track and duration end there, though FFmpeg decodes that packet whole), and re-encoded sound
+    is cut to the sample (in an mp4, its last AAC packet is as short, by its duration)."""
+    frames = carphone[np.arange(25) % len(carphone), ::4, ::4]
+    for fmt, codec in (("mp4", "aac"), ("mov", "pcm_s16le")):  # copied where it can be, else re-encoded
+        src = tmp_path / f"tone.{fmt}"
+        _clip_with_tone(src, fmt, frames, codec, 2.0)
+        got, fps = video.read(src)
+        for ext in (".mkv", ".webm", ".mp4"):
+            out = tmp_path / f"{fmt}{ext}"
+            with video.VideoWriter(out, fps, audio=src, audio_start=5 / fps) as w:
+                for f in got[5:12]:  # 0.28 s, within a packet
+                    w.write(f)
+            frames_end, sound_end, duration = _ends(out)
+            assert abs(frames_end - 0.28) < 1e-3
+            if ext == ".mp4":  # (FFmpeg decodes the last AAC packet whole: 10 ms past, as before)
+                assert abs(duration - frames_end) < 1e-3
+            else:
+                assert abs(sound_end - frames_end) < 1e-3, (fmt, ext, sound_end)
+
+
 @pytest.mark.parametrize("ext", [".mp4", ".mkv"])
 def test_sound_stays_in_step_with_a_clip_that_starts_late(tmp_path, carphone, ext):
     """MPEG-TS (and camcorder .MTS) clips start their timeline at a second or more: the sound is placed

@@ -2935,11 +2935,21 @@ def _with_audio(video_file: Path, source, start: float, duration: float, times=N
             # (AAC's 1024, Opus's 312), which the muxer writes down (an mp4 edit list, Matroska's codec delay)
             # and players skip. Left unnumbered, the muxer started the priming at 0: the sound 21 ms late
             placed = None
+            # the sound ends where the last frame does, also within a packet: the source's last one kept ran
+            # up to a packet (21 ms of AAC) past it, and an output that ends later than its frames drifts
+            # when outputs are joined one after another
+            stop = end - max(origin, 0)  # in the output's time
 
             def encode(frames):
                 nonlocal placed
+                rate = aout.codec_context.sample_rate
                 for f in frames:
-                    f.pts, f.time_base = placed, Fraction(1, aout.codec_context.sample_rate)
+                    keep = round(stop * rate) - placed
+                    if keep <= 0:
+                        return
+                    if f.samples > keep:
+                        f = _first_samples(f, keep)  # the encoder's last frame: its packet is as short
+                    f.pts, f.time_base = placed, Fraction(1, rate)
                     placed += f.samples
                     out.mux(aout.encode(f))
 
@@ -2954,6 +2964,7 @@ def _with_audio(video_file: Path, source, start: float, duration: float, times=N
                     pkt.pts -= shift
                     if pkt.dts is not None:
                         pkt.dts -= shift
+                    _end_sound_at(pkt, stop, ain)
                     pkt.stream = aout
                     out.mux(pkt)
                 else:
@@ -2975,6 +2986,42 @@ def _with_audio(video_file: Path, source, start: float, duration: float, times=N
         return None
     finally:
         src.close()
+
+
+def _first_samples(frame, n: int):
+    """The first ``n`` samples of an audio frame."""
+    import av
+
+    a = frame.to_ndarray()
+    a = a[:, :n] if frame.format.is_planar else a[:, :n * len(frame.layout.channels)]
+    cut = av.AudioFrame.from_ndarray(np.ascontiguousarray(a), format=frame.format.name, layout=frame.layout.name)
+    cut.sample_rate = frame.sample_rate
+    return cut
+
+
+def _end_sound_at(pkt, stop: float, stream) -> None:
+    """A copied sound packet that runs past ``stop`` seconds ends there: its duration shortened (the track,
+    and an mp4's edit, end there) and the samples past it marked to be dropped (FFmpeg's skip_samples side
+    data, which Matroska and WebM keep as DiscardPadding and decoders apply; an mp4 has no place for it, so
+    FFmpeg still decodes that packet whole). Left as it is where its duration is not known, or PyAV is too
+    old to set side data."""
+    rate = stream.codec_context.sample_rate
+    ticks = pkt.duration or (round(stream.codec_context.frame_size / rate / pkt.time_base)
+                             if stream.codec_context.frame_size and rate else 0)
+    over = float((pkt.pts + ticks) * pkt.time_base) - stop
+    if not ticks or over <= 0 or pkt.pts * pkt.time_base >= stop:
+        return
+    pkt.duration = ticks - round(over / pkt.time_base)
+    try:
+        from av.packet import PacketSideData, packet_sidedata_type_from_literal
+    except ImportError:  # PyAV before 14
+        return
+    import struct
+
+    held = bytes(pkt.get_sidedata("skip_samples"))  # the start's skip, where the packet is the first too
+    side = PacketSideData(packet_sidedata_type_from_literal("skip_samples"), 10)
+    side.update(struct.pack("<IIBB", struct.unpack_from("<I", held)[0] if len(held) >= 4 else 0, round(over * rate), 0, 0))
+    pkt.set_sidedata(side)
 
 
 def has_audio(path) -> bool:
