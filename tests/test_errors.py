@@ -179,3 +179,33 @@ def test_a_tilde_is_expanded_in_every_path_but_not_in_a_prompt(tmp_path, monkeyp
     assert (d.guide, d.style, d.output, d.keyframes, d.tmp) == tuple(str(tmp_path / n) for n in ("g.mp4", "s.mp4", "o",
                                                                                                   "k", "t"))
     assert (e.video, e.json, e.prompt) == (str(tmp_path / "v.mp4"), str(tmp_path / "e.json"), "~/not a path")
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="a SIGINT sent to a process")
+@pytest.mark.parametrize("at", ["flickerless.weights", "logging", "flickerless.cli", "argparse"])
+@pytest.mark.parametrize("run", ["script", "module"])
+def test_a_ctrl_c_while_the_command_imports_is_one_line(tmp_path, at, run):
+    """A Ctrl-C in the command's first ~0.05 s, while the package and cli import (before main() can catch
+    it), printed a KeyboardInterrupt traceback through the import machinery. Sent here as the module
+    ``at`` is imported, by a finder that sitecustomize puts first, into the `flickerless` script (as pip
+    writes it) and ``python -m flickerless``. A program that imports the library keeps Python's ways."""
+    import signal
+
+    (tmp_path / "sitecustomize.py").write_text(
+        "import signal, sys\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {at!r} and 'flickerless' in sys.modules:\n"
+        "            sys.meta_path.remove(self)\n"
+        "            signal.raise_signal(signal.SIGINT)\n"
+        "sys.meta_path.insert(0, Stop())\n")
+    script = tmp_path / "flickerless"
+    script.write_text("import sys\nfrom flickerless.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    cmd = [str(script)] if run == "script" else ["-m", "flickerless"]
+    r = subprocess.run([sys.executable, *cmd, "--version"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode in (130, -signal.SIGINT), r.stderr[-2000:]  # (killed by SIGINT: 130 to a shell)
+    assert r.stderr == "flickerless: interrupted\n"
+    code = "import sys\nimport flickerless\nprint(sys.excepthook is sys.__excepthook__)\n"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout == "True\n"

@@ -3,7 +3,41 @@
 The command line turns any :class:`FlickerlessError` into a one-line message and exit code 2.
 """
 
-import contextlib
+import sys  # (first: the `flickerless` command's first moment is this module's, see below)
+
+
+def _is_the_command() -> bool:
+    """Whether this process is the ``flickerless`` command: its script (``flickerless``; on Windows
+    ``flickerless.exe`` or ``flickerless-script.py``), or ``python -m flickerless`` (argv[0] is ``-m``
+    while the package imports), not a program that imports the library."""
+    if not sys.argv:
+        return False
+    if sys.argv[0] == "-m":
+        args = getattr(sys, "orig_argv", [])
+        at = next((i for i, a in enumerate(args[1:], 1) if a.startswith("-m")), None)
+        module = "" if at is None else args[at][2:] or (args[at + 1] if at + 1 < len(args) else "")
+        return module.split(".")[0] == "flickerless"
+    return sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1].split(".")[0].removesuffix("-script") == "flickerless"
+
+
+def _interrupted_in_one_line(kind, value, tb, _before=sys.excepthook):
+    """The command's hook for an exception nothing caught: a Ctrl-C, said in one line as ``cli.main`` says
+    one. Python then ends the process by SIGINT, as for any Ctrl-C it did not catch (exit status 130)."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("flickerless: interrupted", file=sys.stderr)
+    else:
+        _before(kind, value, tb)
+
+
+# A Ctrl-C in the command's first moment (~0.05 s of imports, this package's and cli's, before main() can
+# catch one) printed a KeyboardInterrupt traceback through the import machinery. This module is the first
+# of the package to run, so the hook is set here; only for the command, since a program importing the
+# library keeps Python's ways. (Before this line is Python's own start, out of reach: a Ctrl-C in its first
+# ms ends it silently, in its site import with Python's "Fatal Python error" traceback.)
+if sys.excepthook is sys.__excepthook__ and _is_the_command():
+    sys.excepthook = _interrupted_in_one_line
+
+import contextlib  # noqa: E402
 
 
 class FlickerlessError(Exception):
