@@ -137,6 +137,53 @@ def test_a_decoder_short_of_memory_is_not_said_as_a_damaged_file(clips, tmp_path
         video.probe(clips / "guide.mp4")
 
 
+def test_an_encoder_short_of_memory_is_said_so_and_keeps_the_frames_before(clips, tmp_path, monkeypatch, capsys):
+    """An encoder that could not allocate or start a thread (ENOMEM, or EAGAIN under ``ulimit -v``) part way
+    was said as "writing failed ([Errno 11] ...)", and the frames already encoded were dropped with the
+    video. It is said as running out of memory, with what to do, and the frames before are kept for --resume."""
+    import errno
+
+    import av
+
+    real_open = video.VideoWriter._open_video
+
+    class Failing:  # the stream, whose encoder fails at its 4th frame
+        def __init__(self, stream, error):
+            self._s, self._error, self._n = stream, error, 0
+
+        def encode(self, frame=None):
+            if frame is not None:
+                self._n += 1
+                if self._n == 4:
+                    raise self._error
+            return self._s.encode(frame)
+
+        def __getattr__(self, name):
+            return getattr(self._s, name)
+
+    out = tmp_path / "o.mp4"
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), *FASTARGS,
+            "-o", str(out)]
+    for error in (av.error.BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable"),
+                  av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory")):
+        def open_failing(self, *a, error=error):
+            real_open(self, *a)
+            self._stream = Failing(self._stream, error)
+
+        monkeypatch.setattr(video.VideoWriter, "_open_video", open_failing)
+        capsys.readouterr()
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "out of memory while encoding frame 3" in err and "writing failed" not in err, err
+        assert "Traceback" not in err and "kept in" in err, err
+        partial = video.partial_path(out)
+        assert len(video.read(partial)[0]) == 3
+        monkeypatch.undo()
+        assert main([*args, "--resume"]) == 0  # the rest, from the frames kept
+        assert len(video.read(out)[0]) == len(video.read(clips / "guide.mp4")[0]) and not partial.exists()
+        out.unlink()
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak from /proc (Linux)")
 def test_read_holds_the_clip_once():
     """``video.read`` fills one array as it decodes: its peak RSS grows by the clip's size, not twice

@@ -2557,7 +2557,14 @@ class VideoWriter(_Output):
                 except OSError:  # a full disk: this frame is not one of those done, which stay for keep_partial
                     name.unlink(missing_ok=True)
                     raise
-        except OSError as e:
+        except (OSError, MemoryError) as e:  # (PyAV's ENOMEM is a MemoryError, not an OSError)
+            short = _short_of_memory(e) if self.is_video else None
+            if short:  # the encoder (or its threads) short of memory: the file is whole up to the frames before,
+                # and closing it (keep_partial) keeps them; it was said as "writing failed ([Errno 11] ...)"
+                raise MemoryError(f"{self.path}: out of memory while encoding frame {self.count} ({short}: "
+                                  f"{getattr(e, 'strerror', None) or e})") from e
+            if isinstance(e, MemoryError):  # numpy's, say: said as it is
+                raise
             if self.is_video:  # a video cut off mid-file cannot be finished: nothing of it can be kept
                 self.abort()
             raise OutputError(f"{self.path}: writing failed ({e})") from e
