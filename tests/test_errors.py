@@ -99,6 +99,28 @@ def test_a_missing_module_not_a_requirement_is_not_said_as_one(monkeypatch):
         main(DEFLICKER)
 
 
+def test_a_ctrl_c_inside_a_c_extension_s_import_is_an_interruption(monkeypatch, capsys):
+    """A Ctrl-C while numpy's C extensions import comes out as their ImportError ("PyCapsule_Import could not
+    import module 'datetime'"), raised while handling the KeyboardInterrupt: a traceback and exit status 1.
+    It is an interruption (130); an ImportError of its own is still raised as it is."""
+    def cut():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError('PyCapsule_Import could not import module "datetime"') from None
+
+    try:
+        cut()
+    except ImportError as e:
+        _fails_with(monkeypatch, e)
+    assert main(DEFLICKER) == 130
+    err = capsys.readouterr().err
+    assert err == "flickerless: interrupted; the output was not written\n"
+    _fails_with(monkeypatch, ImportError("cannot import name 'x' from 'y'"))
+    with pytest.raises(ImportError, match="cannot import name"):
+        main(DEFLICKER)
+
+
 def test_the_requirements_said_are_pyproject_s():
     """The import names the command line knows (to say a missing one) are those of every dependency."""
     import re

@@ -1221,6 +1221,19 @@ def _expand_home(args) -> None:
             setattr(args, name, [home(v) for v in value] if isinstance(value, list) else home(value))
 
 
+def _stop_inside(e: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or stop signal) that ``e`` was raised while handling, if any: one that lands while numpy's
+    C extensions import is turned into "ImportError: PyCapsule_Import could not import module 'datetime'",
+    which ended in a traceback and exit status 1."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def main(argv=None) -> int:
     _printable_anything()
     try:
@@ -1271,8 +1284,12 @@ def main(argv=None) -> int:
                 args.command, "; free some space")
         print(f"flickerless: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}{hint}", file=sys.stderr)
         return 2
-    except ModuleNotFoundError as e:
-        said = _missing_requirement(e)
+    except ImportError as e:
+        stop = _stop_inside(e)
+        if stop is not None:  # a Ctrl-C inside a C extension's import (numpy's) comes out as its ImportError
+            print(f"flickerless: {interrupted(stop)[0]}; the output was not written", file=sys.stderr)
+            return interrupted(stop)[1]
+        said = _missing_requirement(e) if isinstance(e, ModuleNotFoundError) else None
         if said is None:
             raise
         print(f"flickerless: error: {said}", file=sys.stderr)
