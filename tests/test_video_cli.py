@@ -1521,6 +1521,16 @@ def test_cli_stream_needs_a_finite_window(clips, tmp_path, capsys):
         assert "Traceback" not in err and not (tmp_path / "o.mp4").exists()
 
 
+def test_cli_window_0_is_refused(clips, tmp_path, capsys):
+    """``--window 0`` wrote the style as it was, exit 0, said as "table mode" as if it had blended."""
+    for cmd in (["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "-o",
+                 str(tmp_path / "o.mp4")], ["demo", "--out", str(tmp_path / "demo")]):
+        assert main([*cmd, "--window", "0", "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "--window: 0 blends each frame with no other" in err and err.count("\n") <= 2, err
+        assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "demo").exists()
+
+
 def test_streaming_frames_reads_in_order_and_again_after_release(tmp_path, carphone):
     video.write(tmp_path / "c.mp4", carphone, 25)
     ref, _ = video.read(tmp_path / "c.mp4")

@@ -28,9 +28,13 @@ def _window(text: str):
     from .blend.deflicker import normalize_window
 
     try:
-        return normalize_window(text)
+        w = normalize_window(text)
     except InputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if w == 0:  # wrote the style as it was, exit 0, with "table mode" said as if it had blended
+        raise argparse.ArgumentTypeError("0 blends each frame with no other, so the style would come out as it is: "
+                                         "give 1 or more, or inf")
+    return w
 
 
 def _int_list(text: str) -> tuple[int, ...]:
