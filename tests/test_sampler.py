@@ -2,7 +2,8 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention
 
-from flickerless.diffusion.attention import CrossFrameAttention, CrossFrameAttnProcessor, enable_cross_frame_attention, pattern_frames
+from flickerless.diffusion.attention import (PATTERN, CrossFrameAttention, CrossFrameAttnProcessor, enable_cross_frame_attention,
+                                             pattern_frames)
 from flickerless.diffusion.codec import VAECodec
 from flickerless.errors import InputError
 from flickerless.diffusion.sampler import (ControlNetUnit, DeflickerSchedule, Denoiser, fixed_noise, sample,
@@ -82,6 +83,22 @@ def test_seeded_and_fixed_noise():
     assert torch.equal(r1, r2)
 
 
+def test_cross_frame_pattern_is_first_prev_self_next_clamped_to_the_clip():
+    """The README's [first, i-1, i, i+1], written out: neighbours past either end fall back to the
+    edge frame, and clips of one or two frames still give four entries."""
+    assert PATTERN == ("first", "prev", "self", "next")
+    assert pattern_frames(2, 5) == [0, 1, 2, 3]
+    assert pattern_frames(0, 5) == [0, 0, 0, 1]  # no i-1 before the first frame
+    assert pattern_frames(1, 5) == [0, 0, 1, 2]
+    assert pattern_frames(4, 5) == [0, 3, 4, 4]  # no i+1 after the last frame
+    assert pattern_frames(0, 1) == [0, 0, 0, 0]
+    assert pattern_frames(0, 2) == [0, 0, 0, 1]
+    assert pattern_frames(1, 2) == [0, 0, 1, 1]
+    assert pattern_frames(3, 5, ("last", "next", "prev")) == [4, 4, 2]
+    with pytest.raises(ValueError, match="unknown cross-frame pattern"):
+        pattern_frames(0, 3, ("prev", "middle"))
+
+
 def test_cross_frame_attention_matches_naive_reference():
     torch.manual_seed(0)
     attn = Attention(query_dim=16, heads=2, dim_head=8).eval()
@@ -92,9 +109,12 @@ def test_cross_frame_attention_matches_naive_reference():
     attn.set_processor(CrossFrameAttnProcessor(state))
     got = attn(h)
     want = torch.empty_like(got)
+    # [first, i-1, i, i+1] clamped to the 4 frames, by hand: not from pattern_frames, which the
+    # processor itself uses
+    reads = {0: [0, 0, 0, 1], 1: [0, 0, 1, 2], 2: [0, 1, 2, 3], 3: [0, 2, 3, 3]}
     for g in range(2):
         for i in range(frames):
-            ctx = torch.cat([h[g * frames + j] for j in pattern_frames(i, frames)])  # (4 * tokens, C)
+            ctx = torch.cat([h[g * frames + j] for j in reads[i]])  # (4 * tokens, C)
             q = attn.to_q(h[g * frames + i]).view(tokens, 2, 8).transpose(0, 1)
             k = attn.to_k(ctx).view(-1, 2, 8).transpose(0, 1)
             v = attn.to_v(ctx).view(-1, 2, 8).transpose(0, 1)
