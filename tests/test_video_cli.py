@@ -624,22 +624,29 @@ def clips_truth(clips):
 FASTARGS = ["--patch-sizes", "7,5", "--iterations", "2", "-q"]
 
 
-def test_cli_end_to_end(clips, clips_truth, tmp_path, capsys):
+def test_cli_end_to_end(carphone, tmp_path, capsys):
+    """The `clips` crop barely moves, so a plain temporal mean (no motion compensation) clears a low
+    bar: this crop pans 4 px a frame, so only frames aligned before blending get near the truth."""
+    from flickerless.synthetic import flickering_pair, psnr
+
+    clip = np.ascontiguousarray(np.stack([carphone[t, 32:96, 40 + 4 * t:120 + 4 * t] for t in range(6)]))
+    truth, flick = flickering_pair(clip)
+    video.write(tmp_path / "guide.mp4", clip, 25)
+    video.write(tmp_path / "style.mp4", flick, 25)
     out = tmp_path / "out.mp4"
-    rc = main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
+    rc = main(["deflicker", "--guide", str(tmp_path / "guide.mp4"), "--style", str(tmp_path / "style.mp4"),
                "-o", str(out), "--device", "cpu", *FASTARGS])
     assert rc == 0
     info = video.probe(out)
     assert (info.frames, info.width, info.height, info.fps) == (6, 80, 64, 25.0)
-    # the output is deflickered, not the style passed through: closer to the consistent truth
-    from flickerless.synthetic import psnr
-
+    # the output is deflickered, not the style passed through: closer to the consistent truth. Measured
+    # gain: +4.1 dB; blending without PatchMatch's alignment (an identity field) gets +1.2
     result, _ = video.read(out)
-    style, _ = video.read(clips / "style.mp4")
-    assert psnr(result, clips_truth) > psnr(style, clips_truth) + 2
+    style, _ = video.read(tmp_path / "style.mp4")
+    assert psnr(result, truth) > psnr(style, truth) + 3
     # window mode with error-weighted blending reaches the library's option
     out2 = tmp_path / "weighted.mp4"
-    assert main(["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"),
+    assert main(["deflicker", "--guide", str(tmp_path / "guide.mp4"), "--style", str(tmp_path / "style.mp4"),
                  "-o", str(out2), "--device", "cpu", "--mode", "window", "--window", "2", "--error-sigma", "1e-4",
                  *FASTARGS]) == 0
     assert psnr(video.read(out2)[0], style) > psnr(result, style) + 5  # tiny sigma: each frame nearly alone
