@@ -55,8 +55,10 @@ def test_keyframes_reproduce_keyframe_at_its_index(pair):
     out = deflicker(clip, mode="keyframes", keyframes=keys, device="cpu", **FAST)
     assert out.shape == clip.shape
     assert np.array_equal(out[0], truth[0]) and np.array_equal(out[6], truth[6])
-    # frames between keyframes come from them: close to the consistent truth
-    assert psnr(out[1:6], truth[1:6]) > 24
+    # frames between keyframes come from them, remapped along the guide's motion: close to the
+    # consistent truth. Measured 32.9 dB; blending the keyframes unaligned (identity field) gives 28.5,
+    # copying the nearest keyframe 25.4
+    assert psnr(out[1:6], truth[1:6]) > 30
 
 
 def test_keyframes_of_a_frame_three_pixels_high(pair):
