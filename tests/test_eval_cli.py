@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from flickerless.cli import main
-from flickerless.metrics import METRICS, AestheticPredictor
+from flickerless.metrics import METRICS, AestheticPredictor, evaluate
 from flickerless.synthetic import add_flicker, stylize
 from flickerless.video import read, write
 from tests.tiny_clip import save_clip
@@ -50,6 +50,14 @@ def test_eval_all_metrics_json_and_report(clips, capsys):
     printed = capsys.readouterr().out
     data = json.loads((d / "r.json").read_text())
     assert list(data["metrics"]) == list(METRICS) and not data["skipped"]
+    # the numbers are the library's on the same frames: the range checks below also held with the CLI handing
+    # evaluate() the wrong frames (the video as its own source, or the source reversed)
+    lib = evaluate(read(d / "out.mp4")[0], read(d / "src.mp4")[0], prompt="a painting", clip_model=str(d / "clip"),
+                   aesthetic_weights=str(d / "aesthetic.pth"), log_skips=False).to_dict()
+    assert data["metrics"] == pytest.approx(lib["metrics"], rel=1e-6, abs=1e-9)
+    assert data["per_frame"].keys() == lib["per_frame"].keys()
+    for name, values in lib["per_frame"].items():
+        assert data["per_frame"][name] == pytest.approx(values, rel=1e-6, abs=1e-9), name
     for name, value in data["metrics"].items():
         assert math.isfinite(value), name
         assert re.search(rf"^{name}\s+\S+\s+\((lower|higher) is better(; [^)]*)?\)$", printed, re.M), name
