@@ -80,6 +80,19 @@ def test_each_task_end_to_end_on_a_real_clip(task, models, annotator_models, cli
         imgs = sorted((job / "controls" / c).glob("*.png"))
         assert len(imgs) == 4 and np.asarray(Image.open(imgs[0])).std() > 0
     assert len(list((job / "frames").glob("*.png"))) == 4 and (job / "latents.pt").exists()
+    # the frames were generated: not the input passed through (measured ~10 dB from it), not a flat
+    # image (std ~35-39), and the video holds the job's generated frames. (Across tasks the tiny models
+    # need not differ: stylize and render3d differ only where the 12-character tokenizer and the
+    # zero-initialised ControlNets cannot tell them apart.)
+    from flickerless.pipelines.job import read_clip, resolve_settings
+    from flickerless.synthetic import psnr
+
+    given = read_clip(clip, (0, 4), resolve_settings(task, model=str(models / "tiny-sd"), overrides=sets)).frames
+    assert given.shape == frames.shape and psnr(frames, given) < 15
+    assert frames.std() > 10
+    made = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((job / "frames").glob("*.png"))])
+    luma = lambda a: (a.astype(np.float64) @ [0.299, 0.587, 0.114]).round().astype(np.uint8)  # noqa: E731
+    assert psnr(luma(frames), luma(made)) > 32  # luma: 4:2:0 halves the noisy tiny-model colours (RGB ~19 dB)
     # a second run of the same output refuses to overwrite the job without --resume/--restart
     with pytest.raises(InputError, match="--resume"):
         run_job(task, clip, out, "a watercolor painting", model=str(models / "tiny-sd"), overrides=sets,
