@@ -4,7 +4,13 @@ Ground truth: a consistent stylisation of a real clip (flickerless.synthetic.sty
 same with per-frame flicker (colour jumps + blotches, new every frame). Reports, per clip and mode:
 PSNR against the ground truth (in -> out), temporal error (in -> out, 0-255 scale), s/frame of the
 deflicker call alone (file I/O and decoding excluded; frames already on the device), peak GPU
-memory and peak host RSS.
+memory and peak host RSS of the case.
+
+Peak RSS is the case's own: the highest resident memory of the process while that case ran (Linux:
+the high-water mark is reset before each case through /proc/self/clear_refs and read from VmHWM). It
+includes what the process already held (Python, torch, the loaded clips), so compare rows with each
+other, not with zero. Elsewhere it is left out (None): getrusage's peak is the whole run's, so every
+row after the first would carry the earlier cases' peaks.
 
     python benchmarks/deflicker.py                          # CPU, short clips
     python benchmarks/deflicker.py --device cuda --frames 120 --width 640
@@ -19,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 
@@ -36,9 +41,33 @@ def _sync(dev):
         torch.cuda.synchronize(dev)
 
 
+def reset_peak_rss() -> bool:
+    """Start the process's resident-memory high-water mark (VmHWM) again from its current size. False
+    where that cannot be done (not Linux, or /proc not writable)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_GiB() -> float | None:
+    """VmHWM, the highest resident memory since the last :func:`reset_peak_rss`, in GiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return None
+
+
 def run_case(clip, truth, flick, mode, window, dev, batch, opts, keyframe_every=10):
     """keyframes mode: the flickering style's frames 0, K, 2K, ... are the keyframes (a user picking
     some stylised frames); every other frame is rendered from them."""
+    own_peak = reset_peak_rss()  # this case's peak, not an earlier (larger) case's
     g = torch.from_numpy(clip).permute(0, 3, 1, 2).to(dev).float().div_(255)
     s = torch.from_numpy(flick).permute(0, 3, 1, 2).to(dev).float().div_(255)
     if mode == "keyframes":
@@ -54,6 +83,7 @@ def run_case(clip, truth, flick, mode, window, dev, batch, opts, keyframe_every=
     _sync(dev)
     dt = time.perf_counter() - t0
     res = out.permute(0, 2, 3, 1).mul(255).round().clamp(0, 255).byte().cpu().numpy()
+    rss = peak_rss_GiB() if own_peak else None
     return res, {
         "mode": mode,
         "window": "inf" if window is None else window,
@@ -63,7 +93,7 @@ def run_case(clip, truth, flick, mode, window, dev, batch, opts, keyframe_every=
         "temporal_out": round(temporal_error(res, truth), 2),
         "s_per_frame": round(dt / len(clip), 4),
         "peak_gpu_GiB": round(torch.cuda.max_memory_allocated(dev) / 2**30, 2) if dev.type == "cuda" else None,
-        "peak_rss_GiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_GiB": None if rss is None else round(rss, 2),
     }
 
 
@@ -71,14 +101,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--clips", default="bikes.mp4,carphone_pristine.mp4")
-    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--frames", type=int, default=None, help="frames of each clip (default 48; 64 with --speed)")
     p.add_argument("--width", type=int, default=None, help="resize clips to this width (default: native)")
     p.add_argument("--height", type=int, default=None, help="with --width: exact size (else keep aspect)")
     p.add_argument("--modes", default="table,window")
     p.add_argument("--window", default="15")
     p.add_argument("--keyframe-every", type=int, default=10, help="keyframes mode: every K-th flickering frame is a keyframe")
     p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--speed", action="store_true", help="the GPU speed case: bikes at 640x480, table, window 15, 64 frames")
+    p.add_argument("--speed", action="store_true",
+                   help="the GPU speed case: bikes at 640x480, table, window 15, 64 frames (or --frames)")
     p.add_argument("--warmup", action="store_true", help="run each case once before timing (GPU kernels, caches)")
     p.add_argument("--opts", default="{}", help="PatchMatch options as JSON, e.g. '{\"samples\": 5}'")
     p.add_argument("--strength", type=float, default=1.0, help="flicker strength (1: the reference case)")
@@ -98,7 +129,9 @@ def main(argv=None):
     modes = a.modes.split(",")
     if a.speed:
         clips, modes, window = ["bikes.mp4"], ["table"], 15
-        a.width, a.height, a.frames = 640, 480, a.frames if a.frames != 48 else 64
+        a.width, a.height = 640, 480
+    if a.frames is None:  # an explicit --frames 48 with --speed was taken for the default and made 64
+        a.frames = 64 if a.speed else 48
     for name in clips:
         clip, _ = load_clip(registry_clip(name), a.frames, a.width)
         if a.height:
@@ -119,7 +152,7 @@ def main(argv=None):
             results.append(r)
             print(json.dumps(r), flush=True)
     print()
-    print("| clip | size | frames | mode | window | flicker | options | PSNR in -> out (gain) | temporal err in -> out (x lower) | s/frame | peak GPU GiB | peak RSS GiB |")
+    print("| clip | size | frames | mode | window | flicker | options | PSNR in -> out (gain) | temporal err in -> out (x lower) | s/frame | peak GPU GiB | case's peak RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['clip']} | {r['size']} | {r['frames']} | {r['mode']} | {r['window']} | {r['strength']} | {json.dumps(r['opts'])} | "

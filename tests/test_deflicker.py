@@ -837,3 +837,46 @@ def test_what_a_notebook_passes_by_mistake_is_said_in_one_line(pair):
     with pytest.raises(InputError, match="float"):
         u = torch.from_numpy(g[0]).permute(2, 0, 1)
         fb.restore_detail(u, u, u, u)
+
+
+def _deflicker_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "deflicker.py"
+    spec = importlib.util.spec_from_file_location("deflicker_benchmark", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="resets the peak RSS through /proc (Linux)")
+def test_benchmark_peak_rss_is_each_case_s_own(pair):
+    """The benchmark's peak RSS was getrusage's whole-run maximum: a small case after a large one
+    carried the large one's peak."""
+    import resource
+
+    bench = _deflicker_benchmark()
+    big = np.ones(512 * 2**20, np.uint8)  # 0.5 GiB touched, then given back: an earlier, larger case
+    del big
+    now = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:")) / 2**20
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 > now + 0.45  # the run's peak: above
+    clip, truth, flick = (np.ascontiguousarray(a[:3, :24, :32]) for a in pair)
+    _, r = bench.run_case(clip, truth, flick, "window", None, torch.device("cpu"), None, dict(FAST))
+    # the small case's peak: what was held plus its own (~0.1 GiB with its first kernel compile)
+    assert now <= r["peak_rss_GiB"] + 0.01 and r["peak_rss_GiB"] < now + 0.35
+
+
+def test_benchmark_speed_keeps_an_explicit_frames(monkeypatch):
+    """--speed made an explicit --frames 48 into 64 (48 was taken for the default)."""
+    bench = _deflicker_benchmark()
+    asked = []
+
+    def load_clip(path, frames, width=None):
+        asked.append(frames)
+        raise KeyboardInterrupt  # stop before the (640x480) work: only the frame count is checked
+
+    monkeypatch.setattr(bench, "load_clip", load_clip)
+    for argv in (["--speed", "--frames", "48"], ["--speed"], [], ["--frames", "5"]):
+        with pytest.raises(KeyboardInterrupt):
+            bench.main(["--device", "cpu", *argv])
+    assert asked == [48, 64, 48, 5]
