@@ -266,7 +266,7 @@ def test_missing_models_and_devices_are_said_before_the_clip_is_read_and_annotat
     assert "Set annotators.depth.model=<" in err and "Pass model=" not in err
     assert '--set annotators.depth.model="..."' in err
     assert main([*args, "--model", str(models / "tiny-sd"), "--set", 'annotators.depth.model="/nowhere/dpt"']) == 2
-    assert "depth model '/nowhere/dpt' not found; looked in: local path /nowhere/dpt (missing)" in capsys.readouterr().err
+    assert "depth model '/nowhere/dpt' not found; looked in: local folder /nowhere/dpt (missing; it should hold config.json" in capsys.readouterr().err
     there = tmp_path / "dpt"  # a folder: its loading says what it lacks
     there.mkdir()
     assert main([*args, "--model", str(models / "tiny-sd"), "--set", f'annotators.depth.model="{there}"']) == 2
