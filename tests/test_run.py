@@ -464,6 +464,7 @@ def test_longvideo_fusion_codenoise_prompt_ranges_and_resume(models, clip, tmp_p
     assert not np.array_equal(read(whole)[0], read(plain)[0])
 
 
+@pytest.mark.mediapipe
 def test_longvideo_with_an_unwritable_cache_finds_the_pose_once(models, clip, tmp_path, monkeypatch):
     """From the helpers' use of `run`: with an annotation cache it cannot write, longvideo ran the pose model
     twice over the same frames (for its pose ControlNet's skeletons, then for the fusion's SAM prompts)."""
@@ -487,6 +488,7 @@ def test_longvideo_with_an_unwritable_cache_finds_the_pose_once(models, clip, tm
     assert runs == [4] and read(out)[0].shape[0] == 4
 
 
+@pytest.mark.mediapipe
 def test_a_longvideo_resume_reads_each_fusion_candidate_once(models, clip, tmp_path, monkeypatch):
     """From the review of the fusion's resume: the newest candidate a stopped job kept (latents of the whole
     clip) was read twice, once for its fields token and again to fuse."""
