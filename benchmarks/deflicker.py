@@ -100,16 +100,17 @@ def run_case(clip, truth, flick, mode, window, dev, batch, opts, keyframe_every=
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--clips", default="bikes.mp4,carphone_pristine.mp4")
+    p.add_argument("--clips", default=None, help="default bikes.mp4,carphone_pristine.mp4")
     p.add_argument("--frames", type=int, default=None, help="frames of each clip (default 48; 64 with --speed)")
     p.add_argument("--width", type=int, default=None, help="resize clips to this width (default: native)")
     p.add_argument("--height", type=int, default=None, help="with --width: exact size (else keep aspect)")
-    p.add_argument("--modes", default="table,window")
-    p.add_argument("--window", default="15")
+    p.add_argument("--modes", default=None, help="default table,window")
+    p.add_argument("--window", default=None, help="default 15")
     p.add_argument("--keyframe-every", type=int, default=10, help="keyframes mode: every K-th flickering frame is a keyframe")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--speed", action="store_true",
-                   help="the GPU speed case: bikes at 640x480, table, window 15, 64 frames (or --frames)")
+                   help="the GPU speed case: bikes at 640x480, table, window 15, 64 frames (or --frames); "
+                        "--clips, --modes, --window, --width and --height are refused with it")
     p.add_argument("--warmup", action="store_true", help="run each case once before timing (GPU kernels, caches)")
     p.add_argument("--opts", default="{}", help="PatchMatch options as JSON, e.g. '{\"samples\": 5}'")
     p.add_argument("--strength", type=float, default=1.0, help="flicker strength (1: the reference case)")
@@ -123,13 +124,16 @@ def main(argv=None):
     a = p.parse_args(argv)
     dev = torch.device(a.device)
     opts = json.loads(a.opts)
+    if a.speed:  # its settings are the case's; a --width given with it was replaced without a word
+        given = [n for n in ("clips", "modes", "window", "width", "height") if getattr(a, n) is not None]
+        if given:
+            p.error(f"--speed is the fixed case (bikes.mp4 at 640x480, table, window 15): drop --{given[0]}")
+        a.clips, a.modes, a.window, a.width, a.height = "bikes.mp4", "table", "15", 640, 480
+    a.window = "15" if a.window is None else a.window
     window = None if a.window in ("inf", "none") else int(a.window)
     results, saved = [], {}
-    clips = a.clips.split(",")
-    modes = a.modes.split(",")
-    if a.speed:
-        clips, modes, window = ["bikes.mp4"], ["table"], 15
-        a.width, a.height = 640, 480
+    clips = (a.clips or "bikes.mp4,carphone_pristine.mp4").split(",")
+    modes = (a.modes or "table,window").split(",")
     if a.frames is None:  # an explicit --frames 48 with --speed was taken for the default and made 64
         a.frames = 64 if a.speed else 48
     for name in clips:

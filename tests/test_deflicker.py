@@ -880,3 +880,7 @@ def test_benchmark_speed_keeps_an_explicit_frames(monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             bench.main(["--device", "cpu", *argv])
     assert asked == [48, 64, 48, 5]
+    for extra in (["--width", "320"], ["--clips", "carphone_pristine.mp4"], ["--window", "inf"]):  # were replaced
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cpu", "--speed", *extra])
+    assert asked == [48, 64, 48, 5]
