@@ -423,6 +423,36 @@ def test_failed_write_leaves_existing_output(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["o.mp4", "pngs", "o.gif"])
+def test_a_closed_or_aborted_writer_takes_no_more_frames(tmp_path, name):
+    """A write after close reopened a video at the temporary name, and the next close replaced the finished
+    output with the later frames; after abort the output appeared all the same; a folder's or a GIF's
+    write failed naming the hidden temporary folder. Both now say the writer is done, and the output stays."""
+    frames = np.stack([np.full((8, 8, 3), 40 * i, np.uint8) for i in range(3)])
+    out = tmp_path / name
+    w = video.VideoWriter(out, 10)
+    w.write(frames[0])
+    w.close()
+    for again in (lambda: w.write(frames[1]), w.close):
+        with pytest.raises(OutputError, match=f"^the writer of {re.escape(str(out))} was closed; open a new VideoWriter$"):
+            again()
+    w.abort()  # nothing to drop: the output stays
+    assert w.keep_partial() is None
+    got = video.read(out)[0]
+    assert len(got) == 1 and abs(int(got[0].mean())) <= 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+    a = tmp_path / f"a{name}"
+    w = video.VideoWriter(a, 10)
+    w.write(frames[0])
+    w.abort()
+    with pytest.raises(OutputError, match="was aborted; open a new VideoWriter$"):
+        w.write(frames[1])
+    with pytest.raises(OutputError, match="was aborted"):
+        w.close()
+    assert not a.exists() and sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize("name", ["o.mp4", "pngs", "o.gif"])
 def test_an_output_that_cannot_be_put_in_place_is_kept(tmp_path, carphone, monkeypatch, name):
     """The output's folder made read-only (or the disk remounted) during a run: the final rename failed,
     and the finished output was deleted (a folder of PNGs: every frame), or the clean-up's own error was

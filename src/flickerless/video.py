@@ -2389,6 +2389,9 @@ class VideoWriter(_Output):
         self._stream = None
         self._kept_at: Path | None = None  # a finished output close could not move into place
         self._pad = (0, 0)
+        # "closed" or "aborted" once it is: a write after either reopened a video at the temporary name, which
+        # the next close moved over the finished output (a folder's failed on the hidden folder's name)
+        self._ended: str | None = None
 
     def _open_video(self, h: int, w: int) -> None:
         import av
@@ -2499,7 +2502,12 @@ class VideoWriter(_Output):
             packet.dts = dts = mended
         self._last_dts = dts
 
+    def _check_open(self) -> None:
+        if self._ended is not None:
+            raise OutputError(f"the writer of {self.path} was {self._ended}; open a new VideoWriter")
+
     def write(self, frame: np.ndarray) -> None:
+        self._check_open()
         frame = _as_bytes(frame, self.count)
         channels = 4 if self.alpha else 3
         if frame.ndim != 3 or frame.shape[2] != channels:
@@ -2574,7 +2582,9 @@ class VideoWriter(_Output):
         """Finish and move the result into place (replacing any previous output). Where the move fails
         (the folder made read-only, or removed, during the run), the finished output is kept where it
         was made and the error says where: nothing computed is deleted for want of a rename. A GIF that
-        cannot be written (a full disk) keeps its frames for :meth:`keep_partial` (or :meth:`abort`)."""
+        cannot be written (a full disk) keeps its frames for :meth:`keep_partial` (or :meth:`abort`). Once
+        closed (or aborted), the writer takes no more frames."""
+        self._check_open()
         done = None  # the finished output (or, for a GIF, its frames), once there is one
         try:
             if self.is_video:
@@ -2618,6 +2628,7 @@ class VideoWriter(_Output):
                     raise OutputError(f"{self.path}: no frames were written")
                 done = self.tmp
                 publish_folder(self.tmp, self.path)
+            self._ended = "closed"
         except OutputError:
             if not self.is_gif or self.count == 0:
                 self.abort()
@@ -2625,6 +2636,7 @@ class VideoWriter(_Output):
         except OSError as e:
             if done is not None and Path(done).exists():
                 self._kept_at = Path(done)  # neither keep_partial nor abort touches it now
+                self._ended = "closed"
                 what = "its frames are" if self.is_gif else "the finished output is"
                 raise OutputError(f"{self.path}: could not be put in place ({e}); {what} kept in {done}: move "
                                   "it there yourself") from e
@@ -2674,8 +2686,8 @@ class VideoWriter(_Output):
         one kept): then these are dropped, and the earlier ones stay as they were. A folder of frames
         (PNGs, and a GIF's frames) is kept by renames, which a full disk does not stop, and an earlier
         partial is swapped out only once the new one is in place."""
-        if self._kept_at is not None:  # finished, kept where it was made (said): closing again deleted it
-            return None
+        if self._kept_at is not None or self._ended == "closed":
+            return None  # finished, in place or kept where it was made (said): closing again deleted it
         if self.count <= more_than:
             self.abort()
             return None
@@ -2683,6 +2695,7 @@ class VideoWriter(_Output):
         if not self.is_video:  # the frames as they are (exact for --resume)
             try:
                 publish_folder(self.tmp, dest)
+                self._ended = "closed"
                 return dest
             except OSError as e:
                 log.warning("the %d frames done could not be moved to %s (%s); they are in %s", self.count, dest, e,
@@ -2705,9 +2718,10 @@ class VideoWriter(_Output):
 
     def abort(self) -> None:
         """Drop what was written; any earlier output at ``path`` stays as it was (and a finished output
-        that could not be moved there stays where :meth:`close` said it is)."""
-        if self._kept_at is not None:
+        that could not be moved there stays where :meth:`close` said it is). Nothing once closed."""
+        if self._kept_at is not None or self._ended == "closed":
             return
+        self._ended = "aborted"
         if self._container is not None:
             try:
                 self._container.close()
