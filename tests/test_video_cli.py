@@ -4040,6 +4040,26 @@ def test_write_takes_what_deflicker_returns_for_tensors(tmp_path, carphone):
     assert got.shape == (3, 32, 40, 4) and (got[..., 3] == 128).all()
 
 
+def test_write_lays_out_a_tensor_clip_as_a_whole_not_frame_by_frame(tmp_path):
+    """A (T, 3, H, W) tensor of frames 3 or 4 pixels wide (deflicker's output for such frames) was laid out
+    frame by frame, where a (3, H, 4) frame reads as (H, W, 4): a PNG folder got 3 frames of (3, H, 3)
+    without a word, .mp4 refused them as having alpha, and 3x3 frames came back scrambled. A 4-D tensor is
+    (T, C, H, W) as a whole; a (T, H, W, C) array stays as it is."""
+    import torch
+
+    g = np.random.default_rng(0).integers(0, 256, (3, 8, 4, 4), dtype=np.uint8)
+    for frames in (g[..., :3], g[:, :3, :3, :3], g):  # 8x4, 3x3, and 8x4 RGBA
+        t = torch.from_numpy(frames).permute(0, 3, 1, 2)
+        for given in (t, t.float() / 255):
+            assert video.write(tmp_path / "p", given) == 3
+            got, _ = video.open_frames(tmp_path / "p", alpha=frames.shape[3] == 4)
+            assert np.array_equal(got, frames)
+        assert video.write(tmp_path / "n", frames) == 3  # numpy: (T, H, W, C)
+        assert np.array_equal(video.open_frames(tmp_path / "n", alpha=frames.shape[3] == 4)[0], frames)
+    assert video.write(tmp_path / "o.mp4", torch.from_numpy(g[..., :3]).permute(0, 3, 1, 2)) == 3
+    assert video.read(tmp_path / "o.mp4")[0].shape == (3, 8, 4, 3)
+
+
 def test_outputs_of_still_frames_tiny_widths_and_opaque_palettes(tmp_path, carphone):
     """A GIF kept every frame equal to the one before only as a longer delay (PIL folds them), so a
     still stretch came back with fewer frames than written and the clip could not guide its own

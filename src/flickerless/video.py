@@ -3082,12 +3082,17 @@ def _as_bytes(frame, index: int) -> np.ndarray:
 
 def write(path, frames: Iterable[np.ndarray], fps: float = DEFAULT_FPS) -> int:
     """Write all ``frames`` ((T, H, W, 3) uint8 or an iterable of (H, W, 3); floats in [0, 1] are
-    scaled to 0-255; a (T, 3, H, W) tensor or (3, H, W) tensor frames, as :func:`flickerless.deflicker`
-    returns them, too); returns the count. Frames with alpha (4 channels) keep it where ``path`` can (a
+    scaled to 0-255; a (T, 3, H, W) tensor, as :func:`flickerless.deflicker` returns it, or (3, H, W)
+    tensor frames, too: a 4-D tensor is read as (T, C, H, W), an array as (T, H, W, C), whatever the
+    width); returns the count. Frames with alpha (4 channels) keep it where ``path`` can (a
     folder of PNGs, .webm) and are refused elsewhere. ``path`` is read as the commands read ``-o``: a
     name ending in a file type this does not write (``out.txt``) is refused rather than made a folder of
     PNGs."""
     codec = check_output(path)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(frames, torch.Tensor) and frames.ndim == 4 and frames.shape[1] in (3, 4):
+        # (T, C, H, W), laid out here for the whole clip: a frame 3 or 4 pixels wide reads either way alone
+        frames = frames.detach().permute(0, 2, 3, 1)
     frames = iter(frames)
     first = next(frames, None)
     alpha = False
