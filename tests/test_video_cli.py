@@ -422,6 +422,36 @@ def test_failed_write_leaves_existing_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
 
 
+def test_writer_arguments_are_checked_up_front(tmp_path):
+    """times going back or holding NaN failed in PyAV or in a cast, too few ended in a plain ValueError,
+    pixel_aspect NaN or text failed in fractions (0 and -1 were taken as 1:1), and crf -5 or 'x' was
+    blamed on the frame size (99 accepted): each is now an InputError naming the argument."""
+    frame = np.zeros((16, 24, 3), np.uint8)
+    for kw, said in [({"times": [0, 0.2, 0.1, 0.3]}, "times must increase .*entry 2 is 0.1 s after 0.2 s"),
+                     ({"times": [0, 0.1, 0.1, 0.3]}, "times must increase"),
+                     ({"times": [0, float("nan"), 0.2]}, "times must be finite seconds"),
+                     ({"times": [0]}, "times must be finite seconds, one for each frame and one more"),
+                     ({"times": "x"}, "times must be"),
+                     ({"pixel_aspect": float("nan")}, "pixel_aspect must be a positive number"),
+                     ({"pixel_aspect": "x"}, "pixel_aspect must be"), ({"pixel_aspect": 0}, "pixel_aspect must be"),
+                     ({"pixel_aspect": -1}, "pixel_aspect must be"),
+                     ({"crf": -5}, "^crf: expected an integer 0-51 .*got -5$"), ({"crf": 99}, "crf: expected an integer 0-51"),
+                     ({"crf": "x"}, "crf: expected an integer 0-51, got 'x'"),
+                     ({"crf": 17.5}, "crf: expected an integer")]:
+        with pytest.raises(InputError, match=said):
+            video.VideoWriter(tmp_path / "o.mp4", 10, **kw)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(InputError, match="frame 2 written, but times are given for 2 frames: pass one time for each"):
+        with video.VideoWriter(tmp_path / "o.mp4", 10, times=[0, 0.1, 0.25]) as w:
+            for _ in range(3):
+                w.write(frame)
+    assert os.listdir(tmp_path) == []
+    with video.VideoWriter(tmp_path / "o.mp4", 10, crf=np.int64(0), pixel_aspect=Fraction(4, 3),
+                           times=np.array([0, 0.1, 0.25])) as w:
+        w.write(frame)
+    assert video.probe(tmp_path / "o.mp4").frames == 1
+
+
 @pytest.mark.parametrize("name", ["o.mp4", "pngs", "o.gif"])
 def test_a_closed_or_aborted_writer_takes_no_more_frames(tmp_path, name):
     """A write after close reopened a video at the temporary name, and the next close replaced the finished

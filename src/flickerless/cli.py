@@ -72,13 +72,12 @@ def _fps(text: str) -> float:
 
 
 def _crf(text: str) -> int:
+    from .video import check_crf
+
     try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-51, got {text!r}") from None
-    if not 0 <= v <= 51:
-        raise argparse.ArgumentTypeError(f"expected an integer 0-51 (0 lossless, 17 the default, 23 x264's), got {v}")
-    return v
+        return check_crf(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_patchmatch_args(p: argparse.ArgumentParser) -> None:

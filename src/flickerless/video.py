@@ -2308,13 +2308,65 @@ def _codec_options(codec: str, crf: int, alpha: bool = False) -> dict[str, str]:
     return {"level": "3", "slicecrc": "1"}  # ffv1: lossless whatever the crf
 
 
+CRF_MAX = 51  # x264's scale, which every codec's quality is given on (VP9's is stretched onto it)
+
+
+def check_crf(value) -> int:
+    """``value`` as a crf, an integer 0-51 on x264's scale (a string of digits as typed on the command
+    line, too): out of range, the encoder failed at the first frame, said as the frame size's fault."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise InputError(f"expected an integer 0-{CRF_MAX}, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"expected an integer 0-{CRF_MAX}, got {value!r}")
+    if not 0 <= value <= CRF_MAX:
+        raise InputError(f"expected an integer 0-{CRF_MAX} (0 lossless, 17 the default, 23 x264's), got {value}")
+    return int(value)
+
+
+def _check_times(times) -> np.ndarray:
+    """A writer's ``times`` as float64 seconds, refused unless finite and increasing by a tick of the
+    90 kHz clock at least: PyAV failed at the mux on ones that went back (or on equal ones), and NaN
+    failed in a cast."""
+    try:
+        t = np.asarray(times, dtype=np.float64)
+    except (TypeError, ValueError):
+        t = None
+    if t is None or t.ndim != 1 or len(t) < 2 or not np.isfinite(t).all():
+        raise InputError("times must be finite seconds, one for each frame and one more for when the last ends "
+                         f"(frame_times gives them), got {times!r}"[:300])
+    ticks = np.round((t - t[0]) / float(_TIME_TICK))
+    if (np.diff(ticks) <= 0).any():
+        i = int(np.argmax(np.diff(ticks) <= 0))
+        raise InputError(f"times must increase (by 1/90000 s at least): entry {i + 1} is {t[i + 1]:.6g} s after "
+                         f"{t[i]:.6g} s")
+    return t
+
+
+def _check_pixel_aspect(value) -> Fraction:
+    """``pixel_aspect`` as a Fraction (to 1/1000): NaN and text failed in :mod:`fractions`, 0 and negative
+    ones were written as 1:1 without a word."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, Fraction, np.number)):
+            raise TypeError
+        f = Fraction(value).limit_denominator(1000)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        f = None
+    if f is None or f <= 0:
+        raise InputError(f"pixel_aspect must be a positive number, a pixel's width over its height as shown "
+                         f"(VideoInfo.pixel_aspect; 1 for square pixels), got {value!r}")
+    return f
+
+
 class VideoWriter(_Output):
     """Write frames one at a time; the output appears at ``path`` only on a successful :meth:`close`.
 
-    ``path`` ending in .mp4/.mov/.mkv/.m4v/.webm: a video, by default H.264 (libx264, yuv420p, ``crf``;
-    .webm: VP9); ``codec`` one of :data:`VIDEO_CODECS` its container takes (:data:`CONTAINER_CODECS`):
-    ``"h265"``, ``"prores"`` (422 HQ, 10-bit; ``crf`` unused), ``"ffv1"`` (lossless RGB: the frames
-    exactly). ``.gif``: a looping GIF with one palette for all its frames (kept as PNGs until
+    ``path`` ending in .mp4/.mov/.mkv/.m4v/.webm: a video, by default H.264 (libx264, yuv420p, ``crf``
+    0 lossless to 51 smallest; .webm: VP9); ``codec`` one of :data:`VIDEO_CODECS` its container takes
+    (:data:`CONTAINER_CODECS`): ``"h265"``, ``"prores"`` (422 HQ, 10-bit; ``crf`` unused), ``"ffv1"``
+    (lossless RGB: the frames exactly). ``.gif``: a looping GIF with one palette for all its frames (kept as PNGs until
     :meth:`close`; a stopped one keeps them in ``NAME.gif.partial/``). Otherwise a folder of PNG files
     ``00000.png, 00001.png, ...``.
 
@@ -2329,7 +2381,8 @@ class VideoWriter(_Output):
     so that it plays as that clip does. Without it, SDR: BT.709 for HD, BT.601 below.
 
     ``times``: for a variable frame rate, when each frame is shown, in seconds from the first, and one
-    entry more, when the last ends (:func:`frame_times`); frame ``i`` written is shown at ``times[i]``.
+    entry more, when the last ends (:func:`frame_times`), increasing; frame ``i`` written is shown at
+    ``times[i]``.
     Without it frames are ``1 / fps`` apart. A folder of PNGs has no timing.
 
     ``audio``: a clip whose first audio stream goes into a video output, from ``audio_start`` seconds
@@ -2344,7 +2397,7 @@ class VideoWriter(_Output):
         self.path = Path(path)
         self.colour = colour
         self.alpha = bool(alpha)
-        self.times = None if times is None else np.asarray(times, dtype=np.float64)
+        self.times = None if times is None else _check_times(times)
         # the longest frame in the stream's time base (1 at a constant rate): how far reordering reaches
         self._frame_ticks = 1 if self.times is None or len(self.times) < 2 else \
             max(1, math.ceil(float(np.diff(self.times).max()) / _TIME_TICK))
@@ -2353,14 +2406,17 @@ class VideoWriter(_Output):
         self._first_dts = None
         self._held = None  # the last packet encoded, muxed once the next comes (or at the end)
         self._shape = None  # the first frame's, which every frame keeps
-        self.pixel_aspect = Fraction(pixel_aspect).limit_denominator(1000)
+        self.pixel_aspect = _check_pixel_aspect(pixel_aspect)
         if fps is not None and (isinstance(fps, bool) or not (isinstance(fps, (int, float, Fraction, np.number))
                                                                and 0 <= fps <= MAX_FPS)):
             # True was written at 1 fps, 2**40 failed in the encoder
             raise InputError(f"fps must be a number of frames per second up to {MAX_FPS} (0 or None: "
                              f"{DEFAULT_FPS:g}), got {fps!r}")
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
-        self.crf = crf
+        try:
+            self.crf = check_crf(crf)
+        except InputError as e:
+            raise InputError(f"crf: {e}") from None
         self.audio = audio
         self.audio_start = float(audio_start)
         self.count = 0
@@ -2518,7 +2574,8 @@ class VideoWriter(_Output):
             raise InputError(f"frame {self.count} is {frame.shape[1]}x{frame.shape[0]}, the first was "
                              f"{self._shape[1]}x{self._shape[0]}: every frame of an output is one size")
         if (self.is_video or self.is_gif) and self.times is not None and self.count >= len(self.times) - 1:
-            raise ValueError(f"frame {self.count} written, but times are given for {len(self.times) - 1}")
+            raise InputError(f"{self.path}: frame {self.count} written, but times are given for {len(self.times) - 1} "
+                             "frames: pass one time for each frame and one more, for when the last ends")
         try:
             if self.is_video:
                 import av
