@@ -823,6 +823,14 @@ def test_what_a_notebook_passes_by_mistake_is_said_in_one_line(pair):
         run_deflicker(g, None, got.__setitem__, mode="keyframes", keyframes={0: s[0]}, device="cpu")
     with pytest.raises(InputError, match="not a frame number"):
         run_deflicker(g, None, got.__setitem__, mode="keyframes", keyframes={"0": t[0]}, device="cpu")
+    # no guide, and matches that are not a MatchCache: Python's errors from deep inside (a TypeError from the
+    # NaN check, an AttributeError from the run)
+    for call in (lambda g, s, **k: deflicker(g, s, **kw, **k), lambda g, s, **k: run_deflicker(g, s, got.__setitem__, **k)):
+        with pytest.raises(InputError, match="^guide is None: the original video is needed"):
+            call(None, s)
+        for wrong in ({}, "cache", 3):
+            with pytest.raises(InputError, match=f"^matches must be a MatchCache .*got {type(wrong).__name__}$"):
+                call(g, s, matches=wrong)
     # run_deflicker takes plain arrays and a dict of options too
     run_deflicker(g, s, got.__setitem__, device="cpu", options=dict(FAST))
     assert sorted(got) == [0, 1, 2, 3]

@@ -946,6 +946,17 @@ def _check_arguments(mode: str, style, batch, keyframes, device_budget, first_fr
                          "(and no style video), or drop the keyframes")
 
 
+def _check_guide_and_matches(guide, matches) -> None:
+    """A guide of None failed in the NaN check ("'NoneType' object is not iterable"), and ``matches`` other
+    than a :class:`MatchCache` (a dict) in the run, with Python's errors."""
+    if guide is None:
+        raise InputError("guide is None: the original video is needed, the matches are found on it "
+                         "(deflicker(guide, style), or deflicker(guide, mode='keyframes', keyframes={...}))")
+    if matches is not None and not isinstance(matches, MatchCache):
+        raise InputError(f"matches must be a MatchCache (flickerless.blend.deflicker.MatchCache()) kept across calls "
+                         f"over the same guide, or None, got {type(matches).__name__}")
+
+
 def _cut_list(cuts, n: int) -> list[int]:
     """The frames that start shots, as given (``cuts``: a list of frame numbers 0..n-1; frame 0 starts
     one anyway, and was refused), checked: a string, a lone number, or a frame outside the clip was taken
@@ -1023,6 +1034,7 @@ def run_deflicker(
     The frames are the same whatever the segments."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    _check_guide_and_matches(guide, matches)
     guide = as_source(guide)
     style = None if style is None else as_source(style)
     if isinstance(options, Mapping):
@@ -1257,6 +1269,7 @@ def deflicker(
         "balanced"|"full"`` (:data:`~flickerless.blend.patchmatch.QUALITY`; fields given as well win).
     """
     opts = PatchMatchOptions.from_kwargs(_also=_DEFLICKER_ARGUMENTS, **patchmatch_options)
+    _check_guide_and_matches(guide, matches)
     if mode == "keyframes" and window is not _DEFAULT_WINDOW:
         raise InputError("window: keyframes mode renders each frame from the keyframes either side of it, with no "
                          "window; leave window out")
