@@ -278,6 +278,34 @@ def test_bad_inputs(pair):
         deflicker(clip, flick, patch_size=3)
 
 
+def test_a_wrong_type_range_or_shape_names_the_input_it_is_in(pair):
+    """Type, range and shape errors said "frames" or "frame tensors" alone (the NaN check named them): the
+    caller could not tell whether the guide, the style or which keyframe was wrong."""
+    clip, _, flick = pair
+    g, s = clip[:3, :16, :16].copy(), flick[:3, :16, :16].copy()
+    t = torch.from_numpy(g).permute(0, 3, 1, 2).float() / 255
+    kw = dict(device="cpu", **FAST)
+    for guide, style, said in [
+            (g * 1.0, s, "^guide frames are floats, which are read as \\[0, 1\\]"),
+            (g, s * 1.0, "^style frames are floats"),
+            (g, s.astype(np.uint16), "^style frames must be uint8 \\(0-255\\) or floats in \\[0, 1\\], got uint16"),
+            (t * 255, t, "^guide frames are floats"),
+            (t, (t * 255).to(torch.int16), "^style frames must be uint8 .* got torch.int16"),
+            (g, s[..., :2], "^style: expected frames of shape \\(H, W, 3\\)"),
+            (g[..., 0], s, "^guide: expected frames of shape .*grey frames"),
+            (t, t[:, :2], "^style: expected a \\(T, 3, H, W\\) tensor"),
+            (g, [s[0], s[1] * 1.0, s[2]], "^style frame 1 is float64"),
+            (g[:0], s[:0], "^guide: no frames")]:
+        with pytest.raises(InputError, match=said):
+            deflicker(guide, style, **kw)
+    for key, said in [(s[1].astype(np.int16), "^keyframe 1 must be uint8 \\(0-255\\) or floats in \\[0, 1\\], got int16"),
+                      (s[1] * 1.0, "^keyframe 1's values are floats, which are read as \\[0, 1\\]"),
+                      (s[1, :, :, :2], "^keyframe 1 must be an \\(H, W, 3\\) or \\(3, H, W\\) image"),
+                      ("k.png", "^keyframe 1 is an image array or tensor, got the path 'k.png'")]:
+        with pytest.raises(InputError, match=said):
+            deflicker(g, mode="keyframes", keyframes={0: s[0], 1: key}, **kw)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(batch=0), "batch must be an integer >= 1, got 0"),  # 0 used to mean the default, -1 and 2.5 ran
     (dict(batch=2.5), "batch must be an integer >= 1"),

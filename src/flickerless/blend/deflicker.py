@@ -1035,8 +1035,8 @@ def run_deflicker(
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     _check_guide_and_matches(guide, matches)
-    guide = as_source(guide)
-    style = None if style is None else as_source(style)
+    guide = as_source(guide, "guide")
+    style = None if style is None else as_source(style, "style")
     if isinstance(options, Mapping):
         options = PatchMatchOptions.from_kwargs(**options)
     elif options is not None and not isinstance(options, PatchMatchOptions):
@@ -1284,8 +1284,8 @@ def deflicker(
     check_finite(guide, "guide")
     if style is not None:
         check_finite(style, "style")
-    g = as_source(guide)
-    s = as_source(style) if style is not None else None
+    g = as_source(guide, "guide")
+    s = as_source(style, "style") if style is not None else None
     kf = None
     if keyframes is not None:
         kf = {}
@@ -1293,7 +1293,7 @@ def deflicker(
             key = _keyframe_index(k)
             if isinstance(v, (np.ndarray, torch.Tensor)):  # NaN named before the range check reads it
                 check_finite(v[None], f"keyframe {key}", one=True)
-            kf[key] = _to_chw(v, g.size)
+            kf[key] = _to_chw(v, g.size, f"keyframe {key}")
     n = len(g)
     h, w = g.size
     c = s.channels if s is not None else (next(iter(kf.values())).shape[0] if kf else 3)  # 4: with alpha
@@ -1394,25 +1394,26 @@ def _keyframe_index(k) -> int:
     return int(k)
 
 
-def _to_chw(img, size: tuple[int, int] | None = None) -> torch.Tensor:
+def _to_chw(img, size: tuple[int, int] | None = None, name: str = "a keyframe") -> torch.Tensor:
     """A keyframe as ``(C, H, W)`` float32 in [0, 1] (C 3, or 4 with alpha): from a ``(C, H, W)`` tensor
     or an ``(H, W, C)`` array or tensor, uint8 or float in [0, 1]. ``size``: the guide's ``(H, W)``,
-    which tells the two apart where the shape alone cannot (a frame 3 pixels high)."""
+    which tells the two apart where the shape alone cannot (a frame 3 pixels high). ``name``: what the
+    errors call it (``"keyframe 24"``)."""
     if not isinstance(img, (torch.Tensor, np.ndarray)):
         if isinstance(img, (str, os.PathLike)):
-            raise InputError(f"a keyframe is an image array or tensor, got the path {str(img)!r}: read it first "
+            raise InputError(f"{name} is an image array or tensor, got the path {str(img)!r}: read it first "
                              "(e.g. np.asarray(PIL.Image.open(path).convert('RGB')))")
         img = np.array(img)  # a copy: a PIL image's array is read-only, which torch warned about
         if img.dtype == object:
-            raise InputError("a keyframe is an image array or tensor (H, W, 3)")
+            raise InputError(f"{name} is an image array or tensor (H, W, 3)")
     if isinstance(img, np.ndarray) and img.dtype not in (np.uint8, np.float16, np.float32, np.float64):
-        raise InputError(f"keyframes must be uint8 (0-255) or floats in [0, 1], got {img.dtype}")  # (named as numpy's)
+        raise InputError(f"{name} must be uint8 (0-255) or floats in [0, 1], got {img.dtype}")  # (named as numpy's)
     t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(img))
     if t.ndim != 3 or not ({3, 4} & {t.shape[0], t.shape[2]}):
-        raise InputError(f"a keyframe must be an (H, W, 3) or (3, H, W) image (4 channels with alpha), got shape "
+        raise InputError(f"{name} must be an (H, W, 3) or (3, H, W) image (4 channels with alpha), got shape "
                          f"{tuple(t.shape)}")
     try:
-        scale = _pixel_scale(t.dtype, "keyframes", t)
+        scale = _pixel_scale(t.dtype, f"{name}'s values", t)
     except ValueError as e:
         raise InputError(str(e)) from None
     chw, hwc = tuple(t.shape[1:]), tuple(t.shape[:2])

@@ -86,16 +86,24 @@ def to_hwc_uint8(img: torch.Tensor) -> torch.Tensor:
     return img.float().clamp(0, 1).mul(255).round_().to(torch.uint8).permute(1, 2, 0).contiguous()
 
 
-class TensorFrames(FrameSource):
-    """A ``(T, C, H, W)`` tensor (C 3, or 4 with alpha), float in [0, 1] or uint8, on any device."""
+def _said(name: str | None, what: str) -> str:
+    """``what`` of the input called ``name`` (``"style frames"``): a wrong type or range said of plain
+    "frames" left the caller to guess whether the guide or the style was wrong."""
+    return f"{name} {what}" if name else what
 
-    def __init__(self, frames: torch.Tensor):
+
+class TensorFrames(FrameSource):
+    """A ``(T, C, H, W)`` tensor (C 3, or 4 with alpha), float in [0, 1] or uint8, on any device.
+    ``name`` (``"guide"``, ``"style"``): what the errors call it."""
+
+    def __init__(self, frames: torch.Tensor, name: str | None = None):
         if frames.ndim != 4 or frames.shape[1] not in (3, 4):
             hint = ("; a (T, H, W, 3) tensor: pass frames.permute(0, 3, 1, 2)"
                     if frames.ndim == 4 and frames.shape[3] in (3, 4) else "")
-            raise InputError(f"expected a (T, 3, H, W) tensor (or (T, 4, H, W) with alpha), got shape "
-                             f"{tuple(frames.shape)}{hint}")
-        self.scale = _pixel_scale(frames.dtype, "frame tensors", frames if len(frames) else None)
+            raise InputError(f"{name + ': ' if name else ''}expected a (T, 3, H, W) tensor (or (T, 4, H, W) with "
+                             f"alpha), got shape {tuple(frames.shape)}{hint}")
+        self.scale = _pixel_scale(frames.dtype, f"{name} frames" if name else "frame tensors",
+                                  frames if len(frames) else None)
         self.frames = frames
         self.size = (int(frames.shape[2]), int(frames.shape[3]))
         self.channels = int(frames.shape[1])
@@ -129,13 +137,14 @@ def consecutive_runs(src: torch.Tensor, ids: Sequence[int], device) -> torch.Ten
 
 class ArrayFrames(FrameSource):
     """Anything indexable by frame number returning ``(H, W, C)`` frames (a numpy array, a reader; C 3,
-    or 4 with alpha): uint8, or floats in [0, 1]."""
+    or 4 with alpha): uint8, or floats in [0, 1]. ``name`` (``"guide"``, ``"style"``): what the errors call it."""
 
-    def __init__(self, frames):
+    def __init__(self, frames, name: str | None = None):
         refuse_path(frames)
         self.frames = frames
         if not len(frames):
-            raise InputError("no frames: expected (T, H, W, 3) frames (or (T, H, W, 4) with alpha), T >= 1")
+            raise InputError(f"{name + ': ' if name else ''}no frames: expected (T, H, W, 3) frames (or (T, H, W, 4) "
+                             "with alpha), T >= 1")
         first = np.asarray(frames[0])
         if first.ndim != 3 or first.shape[2] not in (3, 4):
             whole = getattr(frames, "shape", None)
@@ -153,21 +162,23 @@ class ArrayFrames(FrameSource):
                 hint = "; grey frames: give them 3 channels (np.repeat(frames, 3, -1))"
             elif whole is not None:
                 hint = f"; the frames given are of shape {tuple(whole)}"
-            raise InputError(f"expected frames of shape (H, W, 3) (or (H, W, 4) with alpha), got {first.shape}{hint}")
+            raise InputError(f"{name + ': ' if name else ''}expected frames of shape (H, W, 3) (or (H, W, 4) with "
+                             f"alpha), got {first.shape}{hint}")
         if isinstance(frames, (list, tuple)):
             for i, f in enumerate(frames[1:], 1):
                 f = np.asarray(f)
                 if f.shape != first.shape or f.dtype != first.dtype:
-                    raise InputError(f"frame {i} is {f.dtype} of shape {f.shape}, frame 0 {first.dtype} of shape "
-                                     f"{first.shape}: every frame must be alike")
+                    raise InputError(f"{_said(name, 'frame')} {i} is {f.dtype} of shape {f.shape}, frame 0 "
+                                     f"{first.dtype} of shape {first.shape}: every frame must be alike")
         # floats: the range of every frame in memory, not of the first alone (an off-scale frame 5 came out
         # white); a reader's frames are uint8
-        self.scale = _pixel_scale(first.dtype, "frames", first)
+        what = _said(name, "frames")
+        self.scale = _pixel_scale(first.dtype, what, first)
         if self.scale == 1.0 and isinstance(frames, np.ndarray):
-            _check_unit_range(frames, "frames")
+            _check_unit_range(frames, what)
         elif self.scale == 1.0 and isinstance(frames, (list, tuple)):
             for f in frames[1:]:
-                _check_unit_range(np.asarray(f), "frames")
+                _check_unit_range(np.asarray(f), what)
         self.size = (int(first.shape[0]), int(first.shape[1]))
         self.channels = int(first.shape[2])
 
@@ -245,12 +256,13 @@ def refuse_path(frames) -> None:
                          "(frames, fps = flickerless.video.read(path))")
 
 
-def as_source(frames) -> FrameSource:
+def as_source(frames, name: str | None = None) -> FrameSource:
+    """``frames`` as a :class:`FrameSource`; ``name`` (``"guide"``, ``"style"``): what its errors call it."""
     if isinstance(frames, FrameSource):
         return frames
     if isinstance(frames, torch.Tensor):
-        return TensorFrames(frames)
-    return ArrayFrames(frames)
+        return TensorFrames(frames, name)
+    return ArrayFrames(frames, name)
 
 
 class FrameStore:
