@@ -648,6 +648,16 @@ def test_annotators_refuse_what_they_would_misread_and_run_on_tiny_frames(tmp_pa
                       (clip[:0], "no frames"), (clip * np.float32(np.nan), "floats")]:
         with pytest.raises(InputError, match=says):
             annotate("canny", bad, cache=False)
+    # grey frames: a (T, H, W) array was taken as one frame and said as the (1, T, H, W) never passed
+    grey = clip[..., 0]
+    for bad, says in [(grey, r"got an array of shape \(2, 32, 48\); grey frames: give them 3 channels "
+                             r"\(np.repeat\(frames\[\.\.\., None\], 3, -1\)\)"),
+                      (grey[..., None], r"shape \(2, 32, 48, 1\); grey frames: .*np.repeat\(frames, 3, -1\)"),
+                      (list(grey), r"each frame must be \(H, W, 3\) uint8, got \(32, 48\); grey frames")]:
+        with pytest.raises(InputError, match=says):
+            annotate("canny", bad, cache=False)
+    assert np.array_equal(annotate("canny", np.repeat(grey[..., None], 3, -1), cache=False),
+                          annotate("canny", list(np.repeat(grey[..., None], 3, -1)), cache=False))
     for dev in ("cuda:7", "bogus"):
         with pytest.raises(DeviceError):
             annotate("canny", clip, device=dev, cache=False)

@@ -4032,8 +4032,10 @@ def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
         for start, stop in [(-2, None), (0, -1)]:
             with pytest.raises(InputError, match="frame number >= 0"):
                 list(video.iter_frames(src, start, stop))
-        with pytest.raises(InputError, match="frame number >= 0"):
-            video.read(src, max_frames=-1)
+        for bad in (-1, 2.5, True):  # was said of "stop", which read has not
+            with pytest.raises(InputError, match=f"^max_frames must be a number of frames >= 0 .*got {bad!r}$"):
+                video.read(src, max_frames=bad)
+        assert len(video.read(src, max_frames=2)[0]) == 2
         assert len(list(video.iter_frames(src, None, 2))) == 2  # a start of None is 0, as in slicing
 
 

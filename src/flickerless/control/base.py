@@ -49,11 +49,13 @@ class FrameSource:
             self._data = frames
             self.shape = (int(frames.shape[0]), int(frames.shape[2]), int(frames.shape[3]))
             return
-        if isinstance(frames, np.ndarray) and frames.ndim == 3:
+        given = getattr(frames, "shape", None)
+        if isinstance(frames, np.ndarray) and frames.ndim == 3 and frames.shape[-1] == 3:
             frames = frames[None]
         if isinstance(frames, np.ndarray):
             if frames.ndim != 4 or frames.shape[-1] != 3:
-                raise InputError(f"frames must be (T, H, W, 3) uint8, got an array of shape {frames.shape}")
+                raise InputError(f"frames must be (T, H, W, 3) uint8 (or one (H, W, 3) frame), got an array of shape "
+                                 f"{given}{_grey_hint(given)}")
             if len(frames) == 0:
                 raise InputError("no frames to annotate")
             self._data = frames
@@ -65,7 +67,10 @@ class FrameSource:
             raise InputError("no frames to annotate")
         first = np.asarray(frames[0])
         if first.ndim != 3 or first.shape[-1] != 3:
-            raise InputError(f"each frame must be (H, W, 3) uint8, got {first.shape}")
+            grey = first.ndim == 2 or (first.ndim == 3 and first.shape[-1] == 1)
+            raise InputError(f"each frame must be (H, W, 3) uint8, got {first.shape}"
+                             + ("; grey frames: give each 3 channels (np.repeat(f.reshape(*f.shape[:2], 1), 3, -1))"
+                                if grey else ""))
         self._data = frames
         self.shape = (len(frames), int(first.shape[0]), int(first.shape[1]))
 
@@ -103,6 +108,18 @@ class FrameSource:
     def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
         for s in range(0, len(self), size):
             yield s, self.chunk(s, min(len(self), s + size))
+
+
+def _grey_hint(shape) -> str:
+    """What to do with grey frames, ``(T, H, W)`` or ``(T, H, W, 1)``: a 3-D array was taken as one frame
+    and said as the ``(1, T, H, W)`` the caller never passed, with no word of grey."""
+    if len(shape) == 3 and shape[-1] not in (3, 4):
+        return "; grey frames: give them 3 channels (np.repeat(frames[..., None], 3, -1))"
+    if len(shape) == 4 and shape[-1] == 1:
+        return "; grey frames: give them 3 channels (np.repeat(frames, 3, -1))"
+    if len(shape) == 2:
+        return "; a grey frame: give it 3 channels (np.repeat(frame[..., None], 3, -1))"
+    return ""
 
 
 def _check_unit_floats(x: np.ndarray, start: int | None = 0) -> None:
