@@ -409,6 +409,18 @@ def test_evaluate_skips_metrics_without_weights(panning, tmp_path, monkeypatch):
     assert "no keypoint" in res.skipped["pose_mse"]
     with pytest.raises(InputError, match="needs a prompt"):
         evaluate(panning, panning, metrics="clip", clip_model=missing)
+    # called from Python, the reasons named the command's flags alone (--source, --prompt, ...): each now
+    # names evaluate's keyword beside the flag, which `flickerless eval` still shows
+    for m in ("clip", "clip_consistency", "fid"):
+        assert "Pass --clip-model PATH / clip_model=PATH (a folder" in res.skipped[m]
+    assert "pass --aesthetic-weights PATH / aesthetic_weights=PATH (a .pth" in res.skipped["aesthetic"]
+    res = evaluate(panning, metrics=None, clip_model=missing, log_skips=False)
+    assert res.skipped["pixel_mse"] == "needs the source video (--source / source=)"
+    assert res.skipped["clip"] == "needs a prompt (--prompt / prompt=)"
+    for m, says in [("pixel_mse", "^metric pixel_mse needs the source video \\(--source / source=\\)$"),
+                    ("clip", "^metric clip needs a prompt \\(--prompt / prompt=\\)$")]:
+        with pytest.raises(InputError, match=says):
+            evaluate(panning, metrics=m, clip_model=missing)
     with pytest.raises(InputError, match="unknown metric"):
         evaluate(panning, panning, metrics="pixel_mse,psnr")
 
