@@ -335,8 +335,12 @@ def test_frames_with_autograd_history_are_read_without_a_warning(pair):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "Converting a tensor with requires_grad=True to a scalar" before
         out = deflicker(g, s, window=1, device="cpu", cuts=False, **FAST)
-    assert not out.requires_grad and out.shape == s.shape
+    assert not out.requires_grad and out.grad_fn is None and out.shape == s.shape
     assert torch.equal(out, deflicker(g.detach(), s.detach(), window=1, device="cpu", cuts=False, **FAST))
+    # as the docstring says: channels_last input comes back a contiguous (T, C, H, W) tensor, the same frames
+    cl = [x.detach().contiguous(memory_format=torch.channels_last) for x in (g, s)]
+    got = deflicker(*cl, window=1, device="cpu", cuts=False, **FAST)
+    assert got.is_contiguous() and torch.equal(got, out)
 
 
 @pytest.fixture(scope="module")

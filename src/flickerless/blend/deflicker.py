@@ -1243,7 +1243,9 @@ def deflicker(
         keyframes) with alpha, ``(T, H, W, 4)`` or ``(T, 4, H, W)``: matched on its colour, the alpha
         blended alongside through the same fields and weights (the colour comes out as without it). A list
         (or a generator) of frames is read as the array, or with ``(C, H, W)`` tensor frames the tensor,
-        they make up.
+        they make up. Tensors are read, not differentiated through: ones that require grad are detached,
+        and the result has no autograd history (``loss.backward()`` on it fails), whatever the inputs; a
+        tensor result is a new contiguous ``(T, C, H, W)`` one (a channels_last input's too).
     mode: ``"table"`` (default, O(n log n)), ``"window"`` (O(n w)), ``"keyframes"`` or ``"all_pairs"``.
     window: frames on each side blended into each frame (default 15); ``None`` or ``inf`` for the whole
         video. Keyframes mode takes none.
