@@ -47,8 +47,9 @@ DeflickerFn = Callable[[torch.Tensor, "torch.Tensor | None", "int | None"], torc
 
 @dataclass
 class DeflickerSchedule:
-    """When to deflicker: every ``frequency`` steps starting at step 1 (5 of 20 -> 1, 6, 11, 16), or
-    at the explicit 1-based ``steps``; ``window`` is handed to F (``None``: the whole video)."""
+    """When to deflicker: every ``frequency`` steps starting at step 1 (5 of 20 -> 1, 6, 11, 16; 0 or
+    None: never), or at the explicit 1-based ``steps``; ``window`` is handed to F (``None``: the whole
+    video)."""
 
     frequency: int | None = 5
     steps: Sequence[int] | None = None
