@@ -220,6 +220,31 @@ def test_eval_crops_a_source_of_another_aspect_ratio_and_says_so(clips, capsys, 
     assert "source_fit" not in json.loads((tmp_path / "wide.json").read_text())["info"]
 
 
+def test_eval_takes_frames_of_an_anamorphic_sources_size_as_its_pixels(clips, tmp_path, caplog):
+    """A folder of PNGs has no pixel shape: one of an anamorphic source's stored size (`deflicker -o folder/`,
+    a per-frame tool) was taken as square pixels shown narrower, and the source centre-cropped (Pixel-MSE
+    1.5x that of the same frames as an mp4, Pose-MSE of identical frames above 0)."""
+    from fractions import Fraction
+
+    from flickerless.video import VideoWriter
+
+    src = read(clips / "src.mp4")[0][:6]
+    with VideoWriter(tmp_path / "wide.mp4", 25, crf=0, pixel_aspect=Fraction(4, 3)) as w:
+        for f in src:
+            w.write(f)
+    write(tmp_path / "frames", read(tmp_path / "wide.mp4")[0])  # the very frames eval decodes
+    scores = {}
+    for name in ("wide.mp4", "frames"):
+        with caplog.at_level("INFO", logger="flickerless"):
+            assert main(["eval", "--video", str(tmp_path / name), "--source", str(tmp_path / "wide.mp4"),
+                         "--metrics", "pixel_mse", "--json", str(tmp_path / "s.json")]) == 0
+        scores[name] = json.loads((tmp_path / "s.json").read_text())
+    assert "another aspect ratio" not in caplog.text
+    assert "frames is 176x144, the source's stored size, and says no pixel shape" in caplog.text
+    assert "source_fit" not in scores["frames"]["info"]
+    assert scores["frames"]["metrics"] == scores["wide.mp4"]["metrics"]
+
+
 def test_eval_says_what_reading_its_inputs_leaves_out(clips, tmp_path, carphone, caplog):
     """Eval never said what the other commands say of a clip: frames lost at its start (a clip cut
     without re-encoding, whose frame 0 is then a later moment) or transparency (scored as the colours

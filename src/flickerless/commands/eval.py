@@ -105,15 +105,29 @@ def cmd_eval(args) -> int:
         return f
 
     infos = _say_inputs(args.video, args.source)
-    # an anamorphic source is shown wider than its pixels: run generates at that shape, square-pixelled;
-    # deflicker keeps the stored pixels and says their shape (an output of its own shape needs no fit: it
-    # was cropped, and scored twice as high)
-    aspect = float(infos[args.source].pixel_aspect / infos[args.video].pixel_aspect) if args.source else 1.0
+    aspect = _pixel_aspect(infos, args.video, args.source)
     try:
         return _evaluate(args, frames("video"), frames("source") if args.source else None, aspect)
     finally:
         for f in opened:
             f.close()
+
+
+def _pixel_aspect(infos: dict, video, source) -> float:
+    """The source's pixel shape over the output's, for fitting one to the other. An anamorphic source is
+    shown wider than its pixels: run generates at that shape, square-pixelled; deflicker keeps the stored
+    pixels and says their shape (an output of its own shape needs no fit: it was cropped, and scored twice
+    as high). An output of the source's very size with square pixels is its pixel grid too (a folder of
+    images has no pixel shape to keep: `deflicker -o folder/`, a per-frame tool's PNGs): it was taken as
+    shown narrower and the source centre-cropped, 1.5x the Pixel-MSE of the same frames as an mp4."""
+    if source is None:
+        return 1.0
+    v, s = infos[video], infos[source]
+    if v.pixel_aspect == 1 != s.pixel_aspect and (v.height, v.width) == (s.height, s.width):
+        log.info("%s is %dx%d, the source's stored size, and says no pixel shape: taken as the source's own pixels "
+                 "(shown %.3g as wide as high), not fitted", video, v.width, v.height, float(s.pixel_aspect))
+        return 1.0
+    return float(s.pixel_aspect / v.pixel_aspect)
 
 
 def _range(text, flag: str, max_frames) -> tuple[int, int | None]:

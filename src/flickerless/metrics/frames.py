@@ -111,8 +111,10 @@ def fit_source(source: np.ndarray, size: tuple[int, int], fit: str | None = None
     if not _aspects_differ((h, w), size, pixel_aspect):
         return source, None
     H, W = size
-    shape = f"the output is {W}x{H} and the source {w}x{h}" + (f" (pixels {float(pixel_aspect):.3g} as wide as high)"
-                                                             if pixel_aspect != 1 else "")
+    # an anamorphic source's shown size: "176x144 and the source 176x144, another aspect ratio" said nothing
+    shape = f"the output is {W}x{H} and the source {w}x{h}" + (
+        f" shown {round(w * float(pixel_aspect))}x{h} (pixels {float(pixel_aspect):.3g} as wide as high)"
+        if pixel_aspect != 1 else "")
     if fit is None:
         fit = "crop"
         log.warning("%s, another aspect ratio: the source is centre-cropped to the output's, as `flickerless run` "
