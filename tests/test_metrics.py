@@ -338,6 +338,27 @@ def test_aesthetic_score_on_tiny_clip(tiny_clip, carphone, tmp_path):
         load_aesthetic(str(tmp_path / "missing.pth"))
 
 
+def test_aesthetic_weights_on_the_hub_are_not_asked_for_where_it_cannot_be_reached(monkeypatch):
+    """OWNER/REPO/FILE asked the hub on a machine without network unless HF_HUB_OFFLINE was set: 25 s
+    of retries and doubled noise lines before the skip. Now the cache alone, as the CLIP model."""
+    import huggingface_hub
+
+    from flickerless import weights
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(weights, "_hub_reachable", lambda: False)
+    asked = []
+
+    def download(repo, name, local_files_only=False, **kw):
+        asked.append(local_files_only)
+        raise huggingface_hub.utils.LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(ModelNotFoundError, match=r"foo/bar/baz.pth.*hub unreachable: not asked.*--aesthetic-weights"):
+        load_aesthetic("foo/bar/baz.pth")
+    assert asked == [True]
+
+
 def test_frechet_distance_closed_forms():
     rng = np.random.default_rng(0)
     a, b = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5)

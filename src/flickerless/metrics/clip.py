@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelNotFoundError, in_batches
-from ..weights import DEFAULT_CLIP, dtype_kwarg, local_only, not_found, offline
+from ..weights import DEFAULT_CLIP, dtype_kwarg, local_only, not_found
 from .frames import as_uint8
 
 __all__ = [
@@ -208,11 +208,13 @@ def load_aesthetic(weights: str, device=None) -> AestheticPredictor:
             try:
                 from huggingface_hub import hf_hub_download
 
-                path = Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=offline()))
+                # the cache alone where the hub cannot be reached, as load_clip: HF_HUB_OFFLINE alone let an
+                # offline machine sit through huggingface_hub's retries (25 s, each line said twice)
+                path = Path(hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), local_files_only=local_only()))
             except Exception as e:  # noqa: BLE001 - any hub failure means: not available
-                raise ModelNotFoundError(f"aesthetic predictor weights {weights!r}: not a local file and not "
-                                         f"found on the Hugging Face hub/cache ({type(e).__name__}); needs "
-                                         f"{AESTHETIC_HELP}") from e
+                # the cache's miss says "set local_files_only to False", which is not the user's to do
+                raise not_found("aesthetic predictor weights", weights, f"Needs {AESTHETIC_HELP}",
+                                None if local_only() else e) from e
         else:
             raise ModelNotFoundError(f"aesthetic predictor weights {weights!r}: no such file; needs {AESTHETIC_HELP}")
     try:
