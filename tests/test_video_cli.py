@@ -97,6 +97,52 @@ def test_a_clip_cut_short_says_which_frames_decode_and_those_can_be_used(tmp_pat
         assert "cut short" in capsys.readouterr().err
 
 
+def test_info_says_a_clip_without_frames_or_cut_short(tmp_path, carphone, capsys):
+    """info said a video stream of no frames as "frames 0, size 0x0" (exit 0, and --frames 0:0 for a pair,
+    which is refused), and a file cut short as a good clip of the frames it holds, which eval then failed
+    on; eval's hint for it gave deflicker's way out (table and window modes)."""
+    import json
+
+    import av
+
+    zero = tmp_path / "zero.mkv"
+    with av.open(str(zero), "w") as c:  # a video stream, no frame in it; sound
+        v = c.add_stream("libx264", rate=30)
+        v.width, v.height, v.pix_fmt = 64, 64, "yuv420p"
+        a = c.add_stream("aac", rate=44100)
+        a.layout = "mono"
+        for i in range(4):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 44100, i * 1024
+            c.mux(a.encode(f))
+        c.mux(a.encode())
+    assert main(["info", str(zero), str(zero)]) == 2
+    err = capsys.readouterr().err
+    assert "zero.mkv: has no frames (its h264 video stream" in err and "0:0" not in err
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as c:  # the index first: a part still opens
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt, s.options = 176, 144, "yuv420p", {"crf": "0", "g": "4"}
+        for f in carphone:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    assert main(["info", str(whole), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["cut_short"] is None
+    assert main(["info", str(cut), "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)["cut_short"]
+    assert said["header_frames"] == 12 and said["decode"] < said["in_file"] < 12
+    n = said["decode"]
+    assert main(["info", str(cut)]) == 0
+    assert f"damaged     cut short: the header says 12 frames and the file holds {said['in_file']}; frames 0-{n - 1} " \
+        f"decode, and eval, deflicker and run stop at frame {n}: take those with --frames 0:{n}" in capsys.readouterr().out
+    assert main(["eval", "--video", str(whole), "--source", str(cut), "--metrics", "pixel_mse", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"Frames 0-{n - 1} decode: eval scores them with --source-frames 0:{n}, or save them" in err
+    assert "window" not in err
+
+
 def test_a_decoder_short_of_memory_is_not_said_as_a_damaged_file(clips, tmp_path, monkeypatch, capsys):
     """Under ``ulimit -v`` FFmpeg's decoder (and its scaler) could not start its threads (EAGAIN) or
     allocate (ENOMEM) part way through a clip: said as "the file may be cut short or damaged there", sending

@@ -98,7 +98,10 @@ def cmd_eval(args) -> int:
     def frames(flag):
         """A clip over the in-memory limit is read through a file and mapped, not held in RAM."""
         start, stop = spans[flag]
-        f, _ = open_frames(getattr(args, flag), start=start, stop=stop)
+        try:
+            f, _ = open_frames(getattr(args, flag), start=start, stop=stop)
+        except InputError as e:
+            raise InputError(_in_evals_words(str(e), flag)) from e
         if isinstance(f, DiskFrames):
             opened.append(f)
             return f.array()
@@ -128,6 +131,16 @@ def _pixel_aspect(infos: dict, video, source) -> float:
                  "(shown %.3g as wide as high), not fitted", video, v.width, v.height, float(s.pixel_aspect))
         return 1.0
     return float(s.pixel_aspect / v.pixel_aspect)
+
+
+def _in_evals_words(message: str, flag: str) -> str:
+    """A file cut short is said with deflicker's way out ("a run can use them with --frames (table and
+    window modes also read --window frames past the range)"): eval's is --frames or --source-frames."""
+    import re
+
+    option = "--frames" if flag == "video" else "--source-frames"
+    return re.sub(r"(Frames 0-(\d+) decode: ).*?(, or save them)",
+                  lambda m: f"{m[1]}eval scores them with {option} 0:{int(m[2]) + 1}{m[3]}", message, count=1)
 
 
 def _range(text, flag: str, max_frames) -> tuple[int, int | None]:

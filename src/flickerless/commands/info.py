@@ -45,6 +45,12 @@ def describe(path) -> dict:
     if out["kind"] == "images":
         video.check_images(path)  # sizes and files a run would stop at, said before it
         return out
+    if not info.frames:  # "frames 0, size 0x0", exit 0, and a pair's advice of --frames 0:0, which is refused
+        from ..errors import InputError
+
+        raise InputError(f"{path}: has no frames (its {out['codec']} video stream holds none that decode): eval, "
+                         "deflicker and run refuse it; write it again from its source")
+    out["cut_short"] = _cut_short(path)
     times = video.frame_times(path, info.frames)
     if times is not None:
         steps = times[1:] - times[:-1]
@@ -53,6 +59,37 @@ def describe(path) -> dict:
     else:
         out["variable_rate"] = False
     return out
+
+
+def _cut_short(path) -> dict | None:
+    """Whether a video file ends before its last frame (a copy or download that stopped): a packet cut off
+    at the file's end, or fewer packets than its header counts. It was said as a good clip of the frames
+    it holds, and eval then failed at the first that does not decode. Only then is it decoded (without
+    threads, as the commands read a damaged file), to count the frames that do. Returns None for a whole
+    file, else {"header_frames": count or None where the header has none, "in_file", "decode"}."""
+    import av
+
+    from .. import video
+
+    container = video._open_container(Path(path))
+    try:
+        stream = video._video_stream(container, path)
+        header = int(stream.frames or 0)
+        packets = [p for p in container.demux(stream) if p.size]
+    finally:
+        container.close()
+    if not any(getattr(p, "is_corrupt", False) for p in packets) and header <= len(packets):
+        return None
+    decoded = 0
+    container = video._open_container(Path(path))
+    try:
+        for _ in video._frames(container, video._video_stream(container, path)):
+            decoded += 1
+    except av.error.FFmpegError:  # type: ignore[attr-defined]
+        pass
+    finally:
+        container.close()
+    return {"header_frames": header or None, "in_file": len(packets), "decode": decoded}
 
 
 def _lines(d: dict) -> list[str]:
@@ -85,6 +122,18 @@ def _lines(d: dict) -> list[str]:
     if d.get("lost_at_start"):
         rows.append(f"  damaged     the first {d['lost_at_start']} frames cannot be decoded (they refer to a keyframe "
                     "the file lacks: a clip cut without re-encoding); frame 0 is the first that decodes")
+    cut = d.get("cut_short")
+    if cut:
+        held = (f"the header says {cut['header_frames']} frames and the file holds {cut['in_file']}"
+                if cut["header_frames"] else f"the file holds {cut['in_file']} frames, the last cut off")
+        n, name = cut["decode"], Path(d["path"])
+        if n < d["frames"]:
+            rows.append(f"  damaged     cut short: {held}; frames 0-{n - 1} decode, and eval, deflicker and run stop "
+                        f"at frame {n}: take those with --frames 0:{n}, or save them as a clip of their own (ffmpeg "
+                        f"-i {name.name} -frames:v {n} {name.stem}_first{n}.mp4)" if n else
+                        f"  damaged     cut short: {held}; none of them decode: write it again from its source")
+        else:
+            rows.append(f"  damaged     cut short: {held}; all {n} decode")
     if d["interlaced"]:
         rows.append("  interlaced  yes: deinterlace it first, e.g. ffmpeg -i CLIP -vf bwdif progressive.mp4")
     if d["alpha"]:
