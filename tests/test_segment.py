@@ -37,6 +37,25 @@ def test_masks_have_frame_size_for_every_prompt(segmenter, frames, tmp_path):
     assert m[1].sum() == 0
 
 
+def test_frames_without_a_person_are_warned_of_cache_hits_too(segmenter, frames, tmp_path, caplog):
+    """A pose prompt of a clip without a person gave every mask empty with an info line alone (nothing
+    under -q), and nothing at all when the masks came from the cache."""
+    t = len(frames)
+    kp = np.zeros((t, 5, 3))
+    kp[:, :, :2] = 0.5
+    for _ in range(2):  # computed, then from the cache
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="flickerless"):
+            assert segment(frames, keypoints=kp, segmenter=segmenter, cache_dir=tmp_path).sum() == 0
+        assert caplog.text.count(f"no person was found in {t} of {t} frames") == 1
+        assert "every mask is empty" in caplog.text and "--point X,Y" in caplog.text
+    kp[0, :, 2] = 1
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        segment(frames, keypoints=kp, segmenter=segmenter, cache_dir=tmp_path)
+    assert f"no person was found in {t - 1} of {t} frames" in caplog.text and "their masks are empty" in caplog.text
+
+
 def test_matches_the_transformers_reference_path(segmenter, frames):
     """The same masks as SamProcessor with pixel coordinates + its post_process_masks."""
     t, _, h, w = frames.shape

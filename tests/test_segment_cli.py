@@ -37,6 +37,20 @@ def test_segment_by_pose_then_train_with_the_masks(sam, tmp_path):
     assert (out / "pytorch_lora_weights.safetensors").exists()
 
 
+@pytest.mark.mediapipe
+def test_segment_by_pose_of_a_clip_without_a_person_warns_under_quiet(sam, tmp_path, capsys):
+    """Every mask empty, exit 0, and under -q (warnings stay) not a word."""
+    from flickerless.video import write
+
+    frames = np.zeros((3, 64, 96, 3), np.uint8)
+    frames[:, :, :, 2] = np.linspace(0, 255, 96, dtype=np.uint8)  # a gradient, nobody in it
+    write(tmp_path / "empty", frames)
+    assert main(["segment", "--video", str(tmp_path / "empty"), "-o", str(tmp_path / "m"), "--model", str(sam),
+                 "--cache-dir", str(tmp_path / "c"), "--device", "cpu", "-q"]) == 0
+    assert "no person was found in 3 of 3 frames" in capsys.readouterr().err
+    assert _masks(tmp_path / "m").max() == 0
+
+
 def test_segment_point_and_box_prompts_and_errors(sam, tmp_path, capsys):
     clip = str(registry_clip("carphone_pristine.mp4"))
     a, b = tmp_path / "a", tmp_path / "b"

@@ -196,16 +196,18 @@ class Segmenter:
         return next(self.sam.parameters()).device
 
     @torch.no_grad()
-    def __call__(self, frames, prompt: SamPrompt | None = None, progress: bool = False, **prompt_kw) -> torch.Tensor:
+    def __call__(self, frames, prompt: SamPrompt | None = None, progress: bool = False, say_empty: bool = True,
+                 **prompt_kw) -> torch.Tensor:
         """frames: ``(T, 3, H, W)`` float in [0, 1] (or uint8 ``(T, H, W, 3)``); the prompt as a
-        :class:`SamPrompt` or its ``build`` arguments. Returns masks ``(T, H, W)`` float in {0, 1}."""
+        :class:`SamPrompt` or its ``build`` arguments. Returns masks ``(T, H, W)`` float in {0, 1}.
+        ``say_empty``: warn of frames without a prompt (:func:`segment` says it itself, cache hits too)."""
         images = as_uint8(frames, "frames")  # either layout of uint8, floats in [0, 1] checked
         t, h, w = images.shape[:3]
         prompt = prompt or SamPrompt.build(t, **prompt_kw)
         masks = torch.zeros(t, h, w)
         todo = np.flatnonzero(prompt.valid)
-        if len(todo) < t:
-            log.info("SAM: %d of %d frames have no prompt (no visible keypoints); their masks are empty", t - len(todo), t)
+        if say_empty:
+            _say_empty(prompt)
         ip = self.processor.image_processor
         pad = (_size(ip.pad_size, "height"), _size(ip.pad_size, "width"))
         bar = None
@@ -243,6 +245,16 @@ class Segmenter:
         return masks
 
 
+def _say_empty(prompt: SamPrompt) -> None:
+    """A warning for frames whose pose showed no person: their masks are empty. It was an info line, so
+    a clip without a person gave all-black masks, exit 0, and under -q not a word."""
+    t, empty = len(prompt.valid), int((~prompt.valid).sum())
+    if empty:
+        log.warning("SAM: no person was found in %d of %d frames (no visible pose keypoints): %s empty%s", empty, t,
+                    "every mask is" if empty == t else "their masks are",
+                    "; prompt SAM with a point or a box (--point X,Y or --box X0,Y0,X1,Y1) instead" if empty == t else "")
+
+
 def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_SAM, device=None,
             batch_size: int = 8, cache: bool = True, cache_dir: str | os.PathLike | None = None,
             segmenter: Segmenter | None = None, progress: bool = False, **prompt_kw) -> torch.Tensor:
@@ -254,6 +266,7 @@ def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_S
     # either layout of uint8, floats in [0, 1] checked: a (T, 3, H, W) uint8 tensor was clamped to 0 or 255
     images = as_uint8(frames, "frames")
     prompt = SamPrompt.build(images.shape[0], point=point, box=box, keypoints=keypoints, **prompt_kw)
+    _say_empty(prompt)  # before the cache: its masks are as empty
     model_id = segmenter.model_id if segmenter is not None else model
     path = None
     if cache:
@@ -275,7 +288,7 @@ def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_S
             except (OSError, KeyError, ValueError) as e:
                 log.warning("unreadable mask cache %s (%s); recomputing", path, e)
     seg = segmenter or Segmenter(model, device, batch_size=batch_size)
-    masks = seg(images, prompt, progress=progress)
+    masks = seg(images, prompt, progress=progress, say_empty=False)
     if path is not None:
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
         try:
