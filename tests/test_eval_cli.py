@@ -304,6 +304,15 @@ def test_eval_says_when_the_clips_rates_differ(clips, tmp_path, caplog, carphone
                      "--metrics", "pixel_mse", "-q"]) == 0
     assert "30 fps and the source 15 fps" in caplog.text
     caplog.clear()
+    # FID compares sets of frames, not frame t with frame t: no word of the rates; the JSON says which frames
+    # of each were scored and the source's count (FIDs compare over equal counts)
+    with caplog.at_level(logging.WARNING, logger="flickerless"):
+        assert main(["eval", "--video", str(tmp_path / "fast.mp4"), "--frames", "2:", "--source", str(clips / "src.mp4"),
+                     "--source-frames", "1:7", "--metrics", "fid", "--clip-model", str(clips / "clip"), "-q", "--json",
+                     str(tmp_path / "fid.json")]) == 0
+    assert "fps" not in caplog.text
+    info = json.loads((tmp_path / "fid.json").read_text())["info"]
+    assert (info["frames"], info["video_range"], info["source_frame_count"], info["source_range"]) == (6, [2, 8], 6, [1, 7])
     write(tmp_path / "frames", carphone[:8])  # a folder of images has no rate of its own
     with caplog.at_level(logging.WARNING, logger="flickerless"):
         assert main(["eval", "--video", str(tmp_path / "frames"), "--source", str(clips / "src.mp4"),

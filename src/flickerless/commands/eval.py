@@ -107,10 +107,13 @@ def cmd_eval(args) -> int:
             return f.array()
         return f
 
-    infos = _say_inputs(args.video, args.source)
+    from ..metrics.evaluate import PAIRED, parse_metrics
+
+    paired = any(n in PAIRED for n in parse_metrics(args.metrics)[0])
+    infos = _say_inputs(args.video, args.source, paired)
     aspect = _pixel_aspect(infos, args.video, args.source)
     try:
-        return _evaluate(args, frames("video"), frames("source") if args.source else None, aspect)
+        return _evaluate(args, frames("video"), frames("source") if args.source else None, aspect, spans)
     finally:
         for f in opened:
             f.close()
@@ -157,12 +160,14 @@ def _range(text, flag: str, max_frames) -> tuple[int, int | None]:
     return start, stop
 
 
-def _say_inputs(video, source) -> dict:
+def _say_inputs(video, source, paired: bool = True) -> dict:
     """What reading a clip does not keep (frames that cannot be decoded at the start, interlacing), as the
     other commands say it: scores of frames that are not the ones meant came without a word. Transparency
     is said here: frames are scored as their RGB, hidden colours included. Frames are compared one for
     one; clips at other rates (a 30 fps output of a 15 fps source: frame t against frame t, half a second
-    apart by frame 15) are said, as the comparison is then of other times. Returns {path: VideoInfo}."""
+    apart by frame 15) are said, as the comparison is then of other times; ``paired``: whether a metric
+    compares frame t with frame t (FID compares sets of frames, and was warned of too). Returns
+    {path: VideoInfo}."""
     from pathlib import Path
 
     from ..video import probe, warn_about_input
@@ -176,7 +181,7 @@ def _say_inputs(video, source) -> dict:
         if info.alpha:
             log.warning("%s has transparency (an alpha channel): its frames are scored as their RGB colours, the "
                         "alpha left out (a fully transparent pixel counts with the colour it holds)", path)
-    if source is None or Path(video).is_dir() or Path(source).is_dir():  # a folder of images has no rate of its own
+    if source is None or not paired or Path(video).is_dir() or Path(source).is_dir():  # a folder has no rate of its own
         return infos
     a, b = infos[video].fps, infos[source].fps
     if a and b and abs(a - b) > 0.01 * max(a, b):
@@ -185,7 +190,7 @@ def _say_inputs(video, source) -> dict:
     return infos
 
 
-def _evaluate(args, video, source, source_pixel_aspect: float = 1.0) -> int:
+def _evaluate(args, video, source, source_pixel_aspect: float = 1.0, spans: dict | None = None) -> int:
     import json
 
     from ..errors import OutputError
@@ -214,6 +219,14 @@ def _evaluate(args, video, source, source_pixel_aspect: float = 1.0) -> int:
         print(f"{n:<{width}}  skipped: {why}")
     data = res.to_dict()
     data["info"].update(video=str(args.video), source=args.source, prompt=args.prompt)
+    # which frames of each file were scored (per-pair indices count from the first of them), and the source's
+    # count: FIDs are comparable over equal counts, which the JSON could not show
+    spans = spans or {}
+    start = spans.get("video", (0,))[0]
+    data["info"]["video_range"] = [start, start + len(video)]
+    if source is not None:
+        start = spans.get("source", (0,))[0]
+        data["info"].update(source_frame_count=int(len(source)), source_range=[start, start + len(source)])
     if args.json:
         try:
             write_whole(args.json, json.dumps(data, indent=2) + "\n")
