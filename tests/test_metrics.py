@@ -359,6 +359,16 @@ def test_aesthetic_weights_on_the_hub_are_not_asked_for_where_it_cannot_be_reach
     assert asked == [True]
 
 
+def test_aesthetic_weights_that_are_no_tensors_are_said_in_one_line(tmp_path):
+    """A JSON file given as the weights printed torch's whole weights_only page, which advises loading it
+    with weights_only=False (running whatever code the file holds)."""
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    with pytest.raises(ModelNotFoundError) as e:
+        load_aesthetic(str(tmp_path / "config.json"))
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
+    assert "config.json: cannot be read (not a file of tensors" in str(e.value)
+
+
 def test_frechet_distance_closed_forms():
     rng = np.random.default_rng(0)
     a, b = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5)

@@ -227,7 +227,14 @@ def load_aesthetic(weights: str, device=None) -> AestheticPredictor:
             if isinstance(sd, dict) and "state_dict" in sd:
                 sd = sd["state_dict"]
     except Exception as e:  # noqa: BLE001 - unreadable or not a tensor file
-        raise ModelNotFoundError(f"aesthetic predictor weights {path}: cannot be read ({type(e).__name__}: {e}); "
+        import pickle
+
+        # torch's refusal is a page that advises weights_only=False (running the file's code): not ours to say
+        text = str(e).strip()
+        why = f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError):
+            why = "not a file of tensors (a .pth is read as tensors alone, never as code)"
+        raise ModelNotFoundError(f"aesthetic predictor weights {path}: cannot be read ({why}); "
                                  f"needs {AESTHETIC_HELP}") from e
     return AestheticPredictor.from_state_dict(sd).to(_default_device(device))
 
