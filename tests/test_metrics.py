@@ -190,6 +190,20 @@ def test_a_hard_cut_s_pair_is_named(carphone, caplog):
     per = res.per_frame["pixel_mse"]
     assert "pixel_mse: pair 5->6 (counted from the first frame scored) scores" in caplog.text
     assert f"and {np.mean(per[:5] + per[6:]):.4g} without" in caplog.text
+    # two cuts: both named, the mean without either (one was left in it); a still clip (median pair 0):
+    # its cut was not said at all
+    two = np.concatenate([carphone[:4], carphone[4:8, ::-1], carphone[8:12, :, ::-1]])
+    still = np.concatenate([np.repeat(carphone[:1], 6, 0), np.repeat(carphone[6:7, ::-1], 6, 0)])
+    for clip, pairs, rest in [(two, ("3->4 (", "7->8 ("), [0, 1, 2, 4, 5, 6, 8, 9, 10]), (still, ("5->6",), None)]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="flickerless"):
+            per = evaluate(clip, clip, metrics="pixel_mse").per_frame["pixel_mse"]
+        assert all(p in caplog.text for p in pairs), caplog.text
+        if rest is not None:
+            assert "pixel_mse: pairs 3->4" in caplog.text
+            assert f"and {np.mean([per[i] for i in rest]):.4g} without" in caplog.text
+        else:
+            assert "while the median pair scores 0" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="flickerless"):
         evaluate(carphone, add_flicker(carphone, seed=0, strength=1.0), metrics="pixel_mse,warp_error")

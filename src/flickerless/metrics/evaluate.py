@@ -153,22 +153,38 @@ def _load_models(todo: list, skip, res: EvalResult, clip_model, aesthetic_weight
 OUTLIER = 10.0
 
 
+#: the least a pair must score to be said where the median pair scores 0 (still shots): Pixel-MSE's
+#: 1 on the 0-255 scale, and warp_error's like of it (3 channels, [0, 1])
+OUTLIER_FLOOR = {"pixel_mse": 1.0, "warp_error": 3 / 255**2}
+
+
 def _say_outlier(name: str, per_pair) -> None:
-    """A warning naming the pair that scores far above the others: at a hard cut in the source one pair's
-    Pixel-MSE is ~150x the rest and lifts the clip's mean ~8x, without a word before."""
+    """A warning naming the pairs that score far above the others: at a hard cut in the source one pair's
+    Pixel-MSE is ~150x the rest and lifts the clip's mean ~8x, without a word before. Every such pair is
+    named and left out of the mean without them (with two cuts, one was left in); a still output's median
+    pair scores 0, and its cut was not said at all."""
     v = np.asarray(per_pair, np.float64)
     ok = np.isfinite(v)
     if ok.sum() < 3:
         return
     med = float(np.median(v[ok]))
-    worst = int(np.nanargmax(v))
-    if med <= 0 or v[worst] < OUTLIER * med:
+    limit = OUTLIER * (med if med > 0 else OUTLIER_FLOOR.get(name, 0.0))
+    if limit <= 0:
         return
-    rest = float(np.mean(np.delete(v, worst)[np.delete(ok, worst)]))
-    log.warning("%s: pair %d->%d (counted from the first frame scored) scores %.4g, %.0fx the median pair (%.4g): a "
-                "cut in the source, or a flash in the output? The mean is %.4g with it and %.4g without (per_frame in "
-                "--json has every pair)", name, worst, worst + 1, v[worst], v[worst] / med, med, float(np.mean(v[ok])),
-                rest)
+    worst = np.flatnonzero(ok & (v >= limit))
+    if not len(worst):
+        return
+    rest = v[ok & (v < limit)]
+    without = float(np.mean(rest)) if len(rest) else math.nan
+    vs = f"{v[worst].min() / med:.0f}x the median pair ({med:.4g})" if med > 0 else "while the median pair scores 0"
+    if len(worst) == 1:
+        said = f"pair {worst[0]}->{worst[0] + 1} (counted from the first frame scored) scores {v[worst[0]]:.4g}, {vs}"
+    else:
+        pairs = ", ".join(f"{i}->{i + 1} ({v[i]:.4g})" for i in worst[:5]) + (", ..." if len(worst) > 5 else "")
+        said = f"pairs {pairs} (counted from the first frame scored) score {vs}{' or more' if med > 0 else ''}"
+    log.warning("%s: %s: a cut in the source, or a flash in the output? The mean is %.4g with %s and %.4g without "
+                "(per_frame in --json has every pair)", name, said, float(np.mean(v[ok])),
+                "it" if len(worst) == 1 else "them", without)
 
 
 def evaluate(
