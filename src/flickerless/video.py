@@ -636,13 +636,21 @@ def iter_frames(path, start: int | None = 0, stop: int | None = None, alpha: boo
                 raise _memory_error(path, e) from e
             # a file cut short (a copy or download that stopped) fails at its last, partial packet: say
             # where, and that the frames before it can be used
-            hint = (f" after frame {decoded - 1} ({e}): the file may be cut short or damaged there. Frames 0-"
-                    f"{decoded - 1} decode: a run can use them with --frames (table and window modes also read "
-                    f"--window frames past the range), or save them as a clip of their own, e.g. ffmpeg -i "
-                    f"{path.name} -frames:v {decoded} {path.stem}_first{decoded}.mp4") if decoded else f" ({e})"
-            raise InputError(f"{path}: decoding failed{hint}") from e
+            err = InputError(cut_short(path, decoded, e) if decoded else f"{path}: decoding failed ({e})")
+            err.decodable, err.cause = decoded, e  # (eval says its own way to use them: cut_short's `use`)
+            raise err from e
         finally:
             container.close()
+
+
+def cut_short(path: Path, decoded: int, e: BaseException,
+              use: str = "a run can use them with --frames (table and window modes also read --window frames past "
+                         "the range)") -> str:
+    """What a clip whose frames past ``decoded`` do not decode is told: where it failed, and ``use``, how the
+    command that read it can take the frames before."""
+    return (f"{path}: decoding failed after frame {decoded - 1} ({e}): the file may be cut short or damaged there. "
+            f"Frames 0-{decoded - 1} decode: {use}, or save them as a clip of their own, e.g. ffmpeg -i {path.name} "
+            f"-frames:v {decoded} {path.stem}_first{decoded}.mp4")
 
 
 def codec_help() -> str:

@@ -54,7 +54,7 @@ def cmd_eval(args) -> int:
     from pathlib import Path
 
     from ..errors import InputError, OutputError
-    from ..video import DiskFrames, check_name_fits, check_not_special, open_frames
+    from ..video import DiskFrames, check_name_fits, check_not_special, cut_short, open_frames
 
     for flag in ("json", "report"):
         v = getattr(args, flag)
@@ -101,7 +101,11 @@ def cmd_eval(args) -> int:
         try:
             f, _ = open_frames(getattr(args, flag), start=start, stop=stop)
         except InputError as e:
-            raise InputError(_in_evals_words(str(e), flag)) from e
+            if not getattr(e, "decodable", 0):
+                raise
+            option = "--frames" if flag == "video" else "--source-frames"  # deflicker's way out is not eval's
+            raise InputError(cut_short(Path(getattr(args, flag)), e.decodable, e.cause,
+                                       f"eval scores them with {option} 0:{e.decodable}")) from e.cause
         if isinstance(f, DiskFrames):
             opened.append(f)
             return f.array()
@@ -134,16 +138,6 @@ def _pixel_aspect(infos: dict, video, source) -> float:
                  "(shown %.3g as wide as high), not fitted", video, v.width, v.height, float(s.pixel_aspect))
         return 1.0
     return float(s.pixel_aspect / v.pixel_aspect)
-
-
-def _in_evals_words(message: str, flag: str) -> str:
-    """A file cut short is said with deflicker's way out ("a run can use them with --frames (table and
-    window modes also read --window frames past the range)"): eval's is --frames or --source-frames."""
-    import re
-
-    option = "--frames" if flag == "video" else "--source-frames"
-    return re.sub(r"(Frames 0-(\d+) decode: ).*?(, or save them)",
-                  lambda m: f"{m[1]}eval scores them with {option} 0:{int(m[2]) + 1}{m[3]}", message, count=1)
 
 
 def _range(text, flag: str, max_frames) -> tuple[int, int | None]:
