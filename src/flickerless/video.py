@@ -2617,7 +2617,7 @@ class VideoWriter(_Output):
                 try:  # the encoder opens at its first frame, and says there what it cannot take
                     packets = self._stream.encode(vf)
                 except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-                    if self.count or isinstance(e, OSError):
+                    if self.count or isinstance(e, OSError) or _short_of_memory(e):  # (PyAV's ENOMEM is no OSError)
                         raise
                     self.abort()
                     raise OutputError(f"{self.path}: the {self.codec} encoder cannot write {frame.shape[1]}x"
