@@ -2444,6 +2444,18 @@ def test_the_sound_ends_with_the_last_frame(tmp_path, carphone):
                 assert abs(duration - frames_end) < 1e-3
             else:
                 assert abs(sound_end - frames_end) < 1e-3, (fmt, ext, sound_end)
+    # an Opus track as long as the frames, copied to its end: its last packet's own end padding (which the
+    # demuxer leaves out of its duration) was replaced by the few samples past the end, 12.5 ms too long
+    src = tmp_path / "opus.mka.mkv"
+    _clip_with_tone(src, "matroska", frames[:24], "libopus", 0.96)
+    got, fps = video.read(src)
+    for ext in (".webm", ".mkv"):
+        out = tmp_path / f"opus{ext}"
+        with video.VideoWriter(out, fps, audio=src) as w:
+            for f in got:
+                w.write(f)
+        frames_end, sound_end, _ = _ends(out)
+        assert abs(frames_end - 0.96) < 1e-3 and abs(sound_end - frames_end) < 2e-3, (ext, sound_end)
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".mkv"])

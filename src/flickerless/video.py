@@ -3107,9 +3107,13 @@ def _end_sound_at(pkt, stop: float, stream) -> None:
         return
     import struct
 
-    held = bytes(pkt.get_sidedata("skip_samples"))  # the start's skip, where the packet is the first too
+    # the start's skip, where the packet is the first too, and its own end padding (an Opus stream's last
+    # packet, whose duration the demuxer already gives without it: it is dropped as well as what runs past)
+    held = bytes(pkt.get_sidedata("skip_samples"))
+    start, end = (struct.unpack_from("<I", held, 0)[0] if len(held) >= 4 else 0,
+                  struct.unpack_from("<I", held, 4)[0] if len(held) >= 8 else 0)
     side = PacketSideData(packet_sidedata_type_from_literal("skip_samples"), 10)
-    side.update(struct.pack("<IIBB", struct.unpack_from("<I", held)[0] if len(held) >= 4 else 0, round(over * rate), 0, 0))
+    side.update(struct.pack("<IIBB", start, end + round(over * rate), 0, 0))
     pkt.set_sidedata(side)
 
 
