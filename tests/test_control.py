@@ -743,3 +743,21 @@ def test_the_pose_fallback_to_mediapipe_is_said_once(tmp_path, caplog, monkeypat
         get_annotator("pose", openpose_model=str(tmp_path / "b")).cache_settings()
     assert caplog.text.count("using mediapipe") == 2
     assert caplog.text.count(f"controlnet_aux + {tmp_path / 'a'}) not available here; using mediapipe") == 1
+
+
+def test_by_products_kept_in_memory_are_copies(tmp_path):
+    """Where the cache cannot be written, an entry's by-products (pose keypoints) are kept in memory for the
+    process: they were handed out as the one array kept, so a caller that edited its keypoints in place
+    changed every later call's."""
+    from flickerless.control.cache import AnnotationCache, _Writer
+
+    (tmp_path / "file").write_text("x")
+    cache = AnnotationCache(tmp_path / "file" / "cache")  # under a regular file: cannot be written
+    kp = np.arange(2 * 18 * 3, dtype=np.float32).reshape(2, 18, 3)
+    w = _Writer(cache.entry("pose", "k1"), {})
+    w.close({"keypoints": kp})
+    kp[...] = -1  # the caller's own array, changed after it was kept
+    first = cache.read_extra("pose", "k1", "keypoints")
+    first[...] = 0  # a caller editing what it was given
+    again = cache.read_extra("pose", "k1", "keypoints")
+    assert again is not first and again.min() == 0 and again.max() == 2 * 18 * 3 - 1

@@ -131,7 +131,8 @@ class AnnotationCache:
         the entry could not be written (:data:`_UNWRITTEN`); else None."""
         f = self.entry(name, key) / "extras.npz"
         if not self.has(name, key) or not f.is_file():
-            return _UNWRITTEN.get(str(self.entry(name, key)), {}).get(what)
+            kept = _UNWRITTEN.get(str(self.entry(name, key)), {}).get(what)
+            return None if kept is None else np.array(kept)  # a copy, as a file gives: edited, it was everyone's
         with np.load(f) as z:
             return z[what] if what in z.files else None
 
@@ -151,7 +152,7 @@ def _keep_unwritten(entry: Path, extras: dict | None) -> None:
     if not extras:
         return
     _UNWRITTEN.pop(str(entry), None)
-    _UNWRITTEN[str(entry)] = dict(extras)
+    _UNWRITTEN[str(entry)] = {k: np.array(v) for k, v in extras.items()}  # the caller's arrays may change
     while len(_UNWRITTEN) > _UNWRITTEN_KEPT:
         del _UNWRITTEN[next(iter(_UNWRITTEN))]
 
