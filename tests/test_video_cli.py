@@ -2201,6 +2201,18 @@ def test_an_output_or_input_that_is_a_link_loop_is_said_in_one_line(clips, tmp_p
         video.check_output_is_not_input(tmp_path / "loop.mp4", guide=clips / "guide.mp4")
     assert main(["info", str(tmp_path / "loop.mp4")]) == 2
     assert "loop.mp4: is a link that points to itself" in capsys.readouterr().err
+    loop = str(tmp_path / "loop.mp4")  # as an input of each command (it was "no such file or folder")
+    for cmd in (["deflicker", "--guide", loop, "--style", str(clips / "style.mp4"), "-o", str(tmp_path / "x.mp4")],
+                ["eval", "--video", loop], ["train", "--model", "m", "--video", loop, "--prompt", "p", "-o",
+                                            str(tmp_path / "lora")]):
+        assert main(cmd) == 2
+        assert f"--{cmd[cmd.index(loop) - 1][2:]} {loop}: is a link that points to itself" in capsys.readouterr().err
+    # a chain of 45 links that ends in a file is no loop (the kernel gives up after 40): written through
+    (tmp_path / "c0.mp4").write_bytes(b"")
+    for i in range(1, 46):
+        (tmp_path / f"c{i}.mp4").symlink_to(f"c{i - 1}.mp4")
+    assert main([*args, "-o", str(tmp_path / "c45.mp4")]) == 0
+    assert (tmp_path / "c45.mp4").is_symlink() and len(video.read(tmp_path / "c0.mp4")[0]) == 6
 
 
 def test_png_output_replaces_only_an_earlier_output(clips, tmp_path, capsys):

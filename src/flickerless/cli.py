@@ -727,7 +727,9 @@ def cmd_deflicker(args) -> int:
     for name in ("guide", "style", "keyframes"):
         v = getattr(args, name)
         if v and not Path(v).exists():
-            raise InputError(f"--{name} {v}: no such file or folder")
+            from .video import not_there
+
+            raise not_there(v, f"--{name} {v}")
     check_output_is_not_input(args.output, guide=args.guide, style=args.style, keyframes=args.keyframes)
     chosen = check_output(args.output, args.codec)  # a codec the container cannot hold is said before any work
     if getattr(args, "crf_given", False) and chosen in (None, "gif", "prores", "ffv1"):  # ignored without a word

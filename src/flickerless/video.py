@@ -253,15 +253,22 @@ def warn_numbering(folder: Path, files: list[Path]) -> None:
                     folder, a, b, f" ({len(doubled)} such pairs)" if len(doubled) > 1 else "")
 
 
+def not_there(path, said=None) -> InputError:
+    """The error for an input ``path`` that does not exist, ``said`` as given (``--guide x``): a link going
+    round a loop is said so (it was "no such file or folder", beside a link the user can see)."""
+    said = said or str(path)
+    if _loops(Path(path)):
+        return InputError(f"{said}: is a link that points to itself (or round a loop of links); give the clip's own "
+                          "path")
+    return InputError(f"{said}: no such file or folder")
+
+
 def _check_exists(path: Path) -> None:
     """A clip is a file or a folder that exists. Not a pipe or a device: a clip is opened more than once
     (probed, then read), and a FIFO's second opening waited for a writer forever, while ``/dev/stdin``
     from a pipe was said as a /proc path the user never gave."""
     if not path.exists():
-        if _loops(path):
-            raise InputError(f"{path}: is a link that points to itself (or round a loop of links); give the clip's "
-                             "own path")
-        raise InputError(f"{path}: no such file or folder")
+        raise not_there(path)
     mode = path.stat().st_mode
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         kind = "a pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else \
@@ -1242,10 +1249,15 @@ def _link_loop(path: Path) -> Path | None:
 
 
 def _loops(path: Path) -> bool:
+    """Whether ``path`` goes round a loop of links. Python's realpath follows links one by one and knows a
+    loop by a link seen twice; the kernel's ELOOP (os.stat) comes after 40 links, so a chain of 45 that
+    ends in a file was refused as a loop."""
     try:
-        os.stat(path)
+        os.path.realpath(path, strict=True)
     except OSError as e:
         return e.errno == errno.ELOOP
+    except RuntimeError:  # (older Pythons said a loop so)
+        return True
     return False
 
 

@@ -54,7 +54,7 @@ def cmd_eval(args) -> int:
     from pathlib import Path
 
     from ..errors import InputError, OutputError
-    from ..video import DiskFrames, check_name_fits, check_not_special, cut_short, open_frames
+    from ..video import DiskFrames, check_name_fits, check_not_special, cut_short, not_there, open_frames
 
     for flag in ("json", "report"):
         v = getattr(args, flag)
@@ -72,7 +72,7 @@ def cmd_eval(args) -> int:
     for flag in ("video", "source"):
         v = getattr(args, flag)
         if v and not Path(v).exists():
-            raise InputError(f"--{flag} {v}: no such file or folder")
+            raise not_there(v, f"--{flag} {v}")
     from ..video import check_output_is_not_input
 
     for flag in ("json", "report"):  # an input written over with the scores (exit 0, no word)

@@ -77,10 +77,12 @@ def cmd_train(args) -> int:
     if args.resume and args.overwrite:
         raise InputError("--resume and --overwrite: give one (--resume continues the run in --output, --overwrite "
                          "starts it over)")
+    from ..video import not_there
+
     if not Path(args.video).exists():
-        raise InputError(f"--video {args.video}: no such file or folder")
+        raise not_there(args.video, f"--video {args.video}")
     if args.masks and not Path(args.masks).exists():
-        raise InputError(f"--masks {args.masks}: no such file or folder")
+        raise not_there(args.masks, f"--masks {args.masks}")
     cfg = TrainConfig(
         model=args.model, prompt=args.prompt, output=args.output, mode=args.mode, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, steps=args.steps, lr=args.lr, warmup_steps=args.warmup_steps, batch=args.batch,
