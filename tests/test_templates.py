@@ -89,6 +89,22 @@ def test_an_index_past_the_template_s_controlnets_is_said_in_words():
         apply_overrides(load_template("restore"), ["controlnets=[]", "controlnets.0.scale=0.5"])
 
 
+@pytest.mark.parametrize("item, says", [
+    ("deflicker.patch_sizes.0=3", "e.g. --set deflicker.patch_sizes=[3,11,9,7,5]"),
+    ("deflicker.patch_sizes.x=3", "e.g. --set deflicker.patch_sizes=[13,11,9,7,5]"),
+    ("model.lora.0=x", "e.g. --set 'model.lora=[\"x\"]'"),
+    ("sampling.cross_frame.1=self", "e.g. --set 'sampling.cross_frame=[\"first\",\"self\",\"self\",\"next\"]'"),
+])
+def test_an_item_of_a_list_of_values_is_set_by_giving_the_whole_list(item, says):
+    """From the review of session 34: deflicker.patch_sizes.0=3 was told "give a key inside the list item, e.g.
+    deflicker.patch_sizes.0.scale=0.5", a key that does not exist: such a list is given whole."""
+    with pytest.raises(InputError) as e:
+        apply_overrides(load_template("stylize"), [item])
+    assert says in str(e.value) and ".scale=" not in str(e.value)
+    suggested = str(e.value).split("e.g. --set ")[1].strip("'")
+    apply_overrides(load_template("stylize"), [suggested])  # what it suggests is taken
+
+
 def test_resolve_settings_applies_cli_choices_then_set():
     s = resolve_settings("fashion", model="my/person", controlnets={"pose": "local/openpose"},
                          lora=["a.safetensors:0.7"], overrides=["model.base=wins"])

@@ -342,6 +342,20 @@ def _list_has(name: str, n: int, before: list[str], after: list[str]) -> str:
     return f"{whose} {n} {many} (index 0 {'or' if n == 2 else 'to'} {last})"
 
 
+def _whole_list(name: str, items: list, index: str, value) -> str:
+    """``--set name=[...]``, the list with item ``index`` made ``value`` (as an index of a list of values
+    was meant), quoted for the shell where it holds strings: ``name.0.scale=0.5`` was suggested for
+    deflicker.patch_sizes.0=3, a key that does not exist."""
+    changed = list(items)
+    if index.isdigit():
+        changed[int(index):int(index) + 1] = [value]  # past the end: added
+    try:
+        text = f"{name}=[{','.join(_toml_value(x) for x in changed)}]"
+    except InputError:  # a value TOML cannot write back (a date): the list as it is
+        text = f"{name}=[{','.join(_toml_value(x) for x in items)}]"
+    return f"--set '{text}'" if '"' in text else f"--set {text}"
+
+
 def apply_overrides(data: dict, overrides) -> dict:
     """A copy of ``data`` with each ``"section.key=value"`` applied (values parsed as TOML, else strings)."""
     out = copy.deepcopy(data)
@@ -374,9 +388,12 @@ def apply_overrides(data: dict, overrides) -> dict:
                         raise InputError(f"--set {path}: unknown section {p!r}; valid: {valid}")
                 node = node[p]
         last = parts[-1]
-        if isinstance(node, list):
+        if isinstance(node, list) and (parts[0] == "controlnets" or any(isinstance(x, dict) for x in node)):
             example = f"{path}.scale=0.5" if last.isdigit() else f"{'.'.join(parts[:-1])}.0.scale=0.5"
             raise InputError(f"--set {path}: give a key inside the list item, e.g. {example}")
+        if isinstance(node, list):
+            raise InputError(f"--set {path}: {'.'.join(parts[:-1])} is a list of values, given whole, e.g. "
+                             f"{_whole_list('.'.join(parts[:-1]), node, last, value)}")
         if not isinstance(node, dict):
             raise InputError(f"--set {path}: {'.'.join(parts[:-1])} is a value, not a section")
         node[last] = value
