@@ -313,6 +313,12 @@ def test_sizes_frames_memory_and_job_folder():
         for h, w in [(1080, 1920), (1920, 1080), (480, 640), (144, 176), (272, 640), (1, 1)]:
             th, tw = target_size(h, w, tpl)
             assert abs(tw / th / (w / h) - 1) < 0.005 and abs(th * tw / (tpl["video"]["width"] * tpl["video"]["height"]) - 1) < 0.05
+    # the narrow side is the one stepped, and h x w is w x h turned: a 3x4000 strip was made 16x23808 (10% too
+    # narrow; 4000x3 was exact), 1x64 on the tiny template 16x1064 (64x1 was exact)
+    for tpl in (small, s, load_template("fashion")):
+        for h, w in [(4000, 3), (64, 1), (1350, 1080), (1140, 1000), (144, 176), (1000, 2600), (7, 100000)]:
+            assert target_size(h, w, tpl) == target_size(w, h, tpl)[::-1], (h, w, tpl["video"])
+    assert target_size(4000, 3, s) == (21336, 16) and target_size(64, 1, small) == (1024, 16)
     assert parse_frames("10:20") == (10, 20) and parse_frames(":5") == (0, 5) and parse_frames(None) == (0, None)
     with pytest.raises(InputError, match="not one string"):
         apply_overrides(s, "sampling.steps=3")  # was read a character at a time

@@ -189,12 +189,17 @@ def target_size(h: int, w: int, settings: dict, multiple: int = 8) -> tuple[int,
 def _area_size(h: int, w: int, area: float, multiple: int = 8) -> tuple[int, int]:
     """(height, width) in multiples of ``multiple`` with the aspect of ``h`` x ``w``, at about ``area`` pixels.
     Each side rounded on its own bent the aspect by up to 12% on a small template (16:9 at 160x128 made
-    192x104, 3.8% too wide, and the output plays stretched by that): the sizes within ~15% of the pixel count
-    are tried, and the one nearest in aspect taken, where it costs little in pixel count (1% of aspect weighs
-    as 4% of pixels)."""
+    192x104, 3.8% too wide, and the output plays stretched by that): the narrow side's multiples within 7% of
+    its length at ``area`` are tried, each with the wide side nearest in aspect, and the one nearest in aspect
+    taken where it costs little in pixel count (1% of aspect weighs as 4% of pixels). The narrow side is the
+    one stepped: stepping the height of a portrait strip (3x4000) rounded its width to 16 and bent it 10%, and
+    h x w is w x h turned. Where the narrow side is a few multiples the pixel count moves more (a 16x16
+    template makes 640x272 40x16, 2.5x its pixels); a strip whose narrow side is under ``multiple`` keeps it."""
+    if h > w:  # portrait: the landscape size turned, so that each is the other's transpose
+        return _area_size(w, h, area, multiple)[::-1]
     aspect = w / h
-    ideal = (area / aspect) ** 0.5  # the height at exactly the area
-    if min(ideal, area / ideal) < multiple:  # a strip whose narrow side is held at `multiple`: no aspect to keep
+    ideal = (area / aspect) ** 0.5  # the height (the narrow side) at exactly the area
+    if ideal < multiple:  # a strip whose narrow side is held at `multiple`: no aspect to keep
         r = lambda v: max(multiple, int(round(v / multiple)) * multiple)  # noqa: E731
         return r(ideal), r(area / ideal)
     best = None
