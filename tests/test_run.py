@@ -890,9 +890,8 @@ def test_a_resume_names_the_weights_that_changed_at_their_path(tmp_path):
                                     controlnets={"depth": str(tmp_path / "cn")})
     settings["model"]["textual_inversion"] = [str(ti)]
 
-    def meta():
-        return {"prompt": "a cat", "settings": job._hash(job._comparable(settings)),
-                "weights": job._local_stamps(settings, None, None)}
+    def meta(s=settings):
+        return {"prompt": "a cat", "settings": job._hash(job._comparable(s)), "weights": job._local_stamps(s, None, None)}
 
     folder = tmp_path / "o.job"
     job._prepare_job_folder(folder, meta(), settings, False, False)
@@ -906,6 +905,20 @@ def test_a_resume_names_the_weights_that_changed_at_their_path(tmp_path):
         job._prepare_job_folder(folder, meta(), settings, True, False)
     assert f"controlnets.0.model ({tmp_path / 'cn'}), model.lora ({lora}) changed at their paths" in str(e.value)
     assert json.loads((folder / "job.json").read_text())["prompt"] == "a cat"  # refused: nothing rewritten
+    # a ControlNet given at another path, nothing changed at either: the settings name the switch, and no
+    # weights were said "changed at their paths" (the old path's and the new's stamps differ only in their keys)
+    import shutil
+
+    shutil.copytree(tmp_path / "cn", tmp_path / "cn2")
+    moved = json.loads(json.dumps(settings))
+    moved["controlnets"][0]["model"] = str(tmp_path / "cn2")
+    folder = tmp_path / "p.job"
+    job._prepare_job_folder(folder, meta(), settings, False, False)
+    (folder / "latents.pt").write_bytes(b"a step's latents")
+    with pytest.raises(InputError) as e:
+        job._prepare_job_folder(folder, meta(moved), moved, True, False)
+    assert "other settings: controlnets" in str(e.value) and "cn2" in str(e.value)
+    assert "changed at" not in str(e.value) and "weights" not in str(e.value)
 
 
 def test_a_resume_takes_the_same_local_weights_spelled_otherwise(models, clip, tmp_path, monkeypatch):

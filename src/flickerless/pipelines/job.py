@@ -435,13 +435,14 @@ def _local_stamps(settings: dict, model_config, style_image) -> dict:
 def _changed_weights(old: dict, meta: dict, settings: dict) -> str:
     """The weights whose files changed at their path since the stop, as the setting that names each and its
     path (``model.lora (/w/style.safetensors) changed at its path``): "a model, LoRA or ControlNet changed"
-    left the user to guess which; "" where none is found."""
+    left the user to guess which; "" where none is found. A path in only one of the two (a ControlNet given at
+    another path) is no change at a path: the settings' own difference names that switch."""
     a, b = old.get("weights") or {}, meta.get("weights") or {}
     names = {}
     for what, p in _local_weights(settings, meta.get("model_config"), meta.get("style_image")):
         if p is not None and Path(p).exists():
             names.setdefault(str(Path(p).resolve()), f"{what} ({p})")
-    changed = [names.get(p, p) for p in sorted(set(a) | set(b)) if a.get(p) != b.get(p)]
+    changed = [names.get(p, p) for p in sorted(set(a) & set(b)) if a[p] != b[p]]
     return f"{', '.join(changed)} changed at {'its path' if len(changed) == 1 else 'their paths'}" if changed else ""
 
 
@@ -1001,6 +1002,8 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
             if diff:
                 named = _changed_settings(job, settings) if "settings" in diff else ""
                 weights = _changed_weights(old, meta, settings) if "weights" in diff else ""
+                if "weights" in diff and not weights and len(diff) > 1:  # weights at other paths: said by the rest
+                    diff.remove("weights")
                 diff = [f"settings: {named}" if k == "settings" and named else f"weights: {weights} since the stop"
                         if k == "weights" and weights else _meta_change(k, old, meta) for k in diff]
                 raise InputError(f"resume (--resume): {job} was made with other {'; '.join(diff)}; run with the same "
