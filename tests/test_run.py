@@ -768,7 +768,8 @@ def test_a_stop_between_saving_the_fields_and_the_latents_resumes_to_the_same_fr
     assert np.array_equal(read(part)[0], read(whole)[0])
 
 
-def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(models, clip, tmp_path, caplog):
+def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(models, clip, tmp_path, caplog,
+                                                                          monkeypatch):
     """From the helpers' use of `run`: out/r5.mp4, out/r5.gif and the folder out/r5 shared out/r5.job, so one
     was refused while the other worked or had stopped, and the --restart it advised deleted the other's job.
     Each has its own now; one that records another output is refused, never deleted; a job folder of an
@@ -805,8 +806,15 @@ def test_outputs_that_differ_only_in_their_type_have_their_own_job_folders(model
     # the job folder of one is the other's, and that is said as it is (not "another output")
     shutil.copytree(job_folder(mp4), tmp_path / "r5.mov.job")
     (tmp_path / "r5.mov.job" / "job.json").write_text(json.dumps(dict(meta, output="R5.MOV")))
+    import flickerless.pipelines.job as job_mod
+
+    if not job_mod._case_blind(tmp_path / "r5.mov.job"):  # here R5.MOV is another file: it was said to be one
+        with pytest.raises(OutputError, match="holds the job of R5.MOV, another output"):
+            run_job("stylize", clip, tmp_path / "r5.mov", "a cat", resume=True, **kw)
+    monkeypatch.setattr(job_mod, "_case_blind", lambda path: True)
     with pytest.raises(OutputError, match="does not tell R5.MOV from r5.mov .letter case.* give it as R5.MOV"):
         run_job("stylize", clip, tmp_path / "r5.mov", "a cat", resume=True, **kw)
+    monkeypatch.undo()
     # K.MP4's job folder was K.job (K.mp4's): --resume still finds one kept there for it, not one for K.mp4
     from flickerless.pipelines.job import job_of
 
@@ -870,6 +878,35 @@ def test_an_earlier_versions_job_and_a_changed_size_are_said_as_they_are(tmp_pat
     with pytest.raises(InputError) as e:
         job._prepare_job_folder(folder, dict(meta, video_id="b", size=[48, 72]), settings, True, False)
     assert "size (64x48 -> 72x48)" in str(e.value) and "clip changed" not in str(e.value)
+
+
+def test_a_job_kept_for_a_name_in_other_letter_case_is_said_as_the_file_system_has_it(tmp_path, monkeypatch):
+    """From the review of session 34: on Linux, ``run -o K.mp4`` beside an earlier version's ``K.MP4`` job (in
+    K.job, K.mp4's folder now) said "this file system does not tell K.MP4 from K.mp4 (letter case)", and to
+    write K.MP4: they are two files there. The letter case is said only where the file system makes them one."""
+    import json
+
+    import flickerless.pipelines.job as job
+    from flickerless.errors import OutputError
+
+    settings = job.resolve_settings("stylize")
+    folder = tmp_path / "K.job"
+    meta = {"video_id": "a", "size": [48, 64], "settings": job._hash(job._comparable(settings)), "output": "K.MP4"}
+    job._prepare_job_folder(folder, meta, settings, False, False)  # K.MP4's, as the earlier version kept it
+    (folder / "latents.pt").write_bytes(b"a step's latents")
+    if job._case_blind(folder):
+        pytest.skip("this file system does not tell K.job from k.JOB")
+    for resume, restart in ((False, False), (True, False), (False, True)):
+        with pytest.raises(OutputError) as e:
+            job._prepare_job_folder(folder, dict(meta, output="K.mp4"), settings, resume, restart)
+        said = str(e.value)
+        assert "letter case" not in said and "an earlier version kept there for K.MP4" in said, said
+        assert "--resume" in said and "K.mp4" in said
+    assert (folder / "latents.pt").exists() and json.loads((folder / "job.json").read_text())["output"] == "K.MP4"
+    assert job.job_of(tmp_path / "K.MP4", resume=True) == folder  # where --resume of K.MP4 continues it
+    monkeypatch.setattr(job, "_case_blind", lambda path: True)  # macOS, Windows: K.mp4 is K.MP4
+    with pytest.raises(OutputError, match=r"does not tell K.MP4 from K.mp4 \(letter case\)"):
+        job._prepare_job_folder(folder, dict(meta, output="K.mp4"), settings, True, False)
 
 
 def test_a_resume_names_the_weights_that_changed_at_their_path(tmp_path):

@@ -288,6 +288,16 @@ def job_of(output, resume: bool = False) -> Path:
     return job
 
 
+def _case_blind(path: Path) -> bool:
+    """Whether the file system holding ``path`` (which exists) takes its name in other letter case for the same
+    file (macOS, Windows): there K.mp4 and K.MP4 are one output; on Linux they are two, and were said to be one."""
+    other = path.with_name(path.name.swapcase())
+    try:
+        return other != path and os.path.samefile(path, other)
+    except OSError:  # no such file: the cases are told apart
+        return False
+
+
 def _job_marked(job: Path) -> bool:
     """Whether ``job`` is a job folder (it holds job.json) or empty: what a run may take over or delete.
     Any other folder at that name (a user's ``take1.job`` of notes) is never written into or deleted."""
@@ -962,11 +972,16 @@ def _prepare_job_folder(job: Path, meta: dict, settings: dict, resume: bool, res
         raise OutputError(f"{job}: exists and is not a flickerless job folder (no job.json), and the job of this output "
                           "would be kept there; move it away, or give another output")
     owner = _recorded_output(job) if job.exists() else None
-    if owner is not None and owner != meta["output"] and owner.casefold() == meta["output"].casefold():
-        # only where names that differ in case are one file (macOS, Windows): on Linux each has its own folder
+    if (owner is not None and owner != meta["output"] and owner.casefold() == meta["output"].casefold()
+            and _case_blind(job)):  # names that differ in case are one file here (macOS, Windows)
         raise OutputError(f"{job}: holds the job of {owner}, and this file system does not tell {owner} from "
                           f"{meta['output']} (letter case), so they are one output; give it as {owner} to continue "
                           "that job, or give another output name")
+    if owner is not None and owner != meta["output"] and job_of(job.parent / owner, True) == job != job_folder(
+            job.parent / owner):  # K.MP4's job, kept by an earlier version in K.job, K.mp4's folder now
+        raise OutputError(f"{job}: holds the job an earlier version kept there for {owner}, another output, and the "
+                          f"job of {meta['output']} would be kept there; continue that job with --resume for "
+                          f"{owner}, or move that job folder away (or give another output name)")
     if owner is not None and owner != meta["output"]:  # never resumed, taken over or deleted for another output
         raise OutputError(f"{job}: holds the job of {owner}, another output, and the job of {meta['output']} would be "
                           "kept there; give another output name (or move that job folder away)")
