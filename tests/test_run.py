@@ -880,6 +880,56 @@ def test_an_earlier_versions_job_and_a_changed_size_are_said_as_they_are(tmp_pat
     assert "size (64x48 -> 72x48)" in str(e.value) and "clip changed" not in str(e.value)
 
 
+def test_a_job_an_earlier_version_sized_otherwise_resumes_at_its_own_size(models, clip, tmp_path, monkeypatch,
+                                                                          caplog):
+    """From the review of session 34: area mode's sizes changed (the sides chosen together, not each rounded on its
+    own), and --resume of a job the earlier version made was refused for "other size (168x120 -> 160x120)" with
+    the same inputs and settings; its work could only be deleted (--restart). It resumes at the size it was made
+    at, said, without redoing its steps or controls; a new run takes the new size."""
+    import flickerless.pipelines.job as job_mod
+    from flickerless.diffusion import VideoPipeline
+
+    def rounded_apart(h, w, area, multiple=8):  # area mode before: each side rounded on its own
+        r = lambda v: max(multiple, int(round(v / multiple)) * multiple)  # noqa: E731
+        scale = (area / (w * h)) ** 0.5
+        return r(h * scale), r(w * scale)
+
+    # carphone (176x144, shown 193x144) at 48x32's pixels: 48x32 rounded apart, 40x32 now
+    sets = QUICK + ["video.width=48", "video.height=32"] + _cn(models, 2) + [
+        'controlnets.0.annotator="canny"', 'controlnets.1.annotator="canny"', "deflicker.final_window=0"]
+    kw = dict(model=str(models / "tiny-sd"), overrides=sets, frames="0:3", cache_dir=tmp_path / "c", progress=False)
+    from flickerless.video import probe
+
+    assert job_mod._generation_size(probe(clip), job_mod.resolve_settings("stylize", overrides=sets)) == (32, 40)
+    monkeypatch.setattr(job_mod, "_area_size", rounded_apart)  # the earlier version
+    whole, part = tmp_path / "whole.mp4", tmp_path / "part.mp4"
+    run_job("stylize", clip, whole, "a cat", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run_job("stylize", clip, part, "a cat", stop_after_step=2, **kw)
+    monkeypatch.undo()
+    controls = sorted((job_folder(part) / "controls").rglob("*.png"))
+    stamps = [f.stat().st_mtime_ns for f in controls]
+    starts = []
+    call = VideoPipeline.__call__
+
+    def spy(self, *a, **k):
+        starts.append(k.get("start_step"))
+        return call(self, *a, **k)
+
+    monkeypatch.setattr(VideoPipeline, "__call__", spy)
+    monkeypatch.setattr(job_mod, "_annotate", lambda *a, **k: pytest.fail("the controls were made again"))
+    caplog.set_level("INFO", logger="flickerless")
+    run_job("stylize", clip, part, "a cat", resume=True, **kw)
+    assert starts == [2] and [f.stat().st_mtime_ns for f in controls] == stamps
+    assert read(part)[0].shape[1:3] == (32, 48) and np.array_equal(read(part)[0], read(whole)[0])
+    assert "made at 48x32" in caplog.text and "40x32" in caplog.text
+    monkeypatch.undo()
+    new = tmp_path / "new.mp4"  # a new run (or --restart) sizes as this version does
+    run_job("stylize", clip, part, "a cat", restart=True, **kw)
+    run_job("stylize", clip, new, "a cat", **kw)
+    assert read(part)[0].shape[1:3] == read(new)[0].shape[1:3] == (32, 40)
+
+
 def test_a_job_kept_for_a_name_in_other_letter_case_is_said_as_the_file_system_has_it(tmp_path, monkeypatch):
     """From the review of session 34: on Linux, ``run -o K.mp4`` beside an earlier version's ``K.MP4`` job (in
     K.job, K.mp4's folder now) said "this file system does not tell K.MP4 from K.mp4 (letter case)", and to

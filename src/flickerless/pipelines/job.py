@@ -500,11 +500,38 @@ def _generation_size(info, settings: dict, multiple: int = 8) -> tuple[int, int]
     return target_size(info.height, max(1, round(info.width * float(info.pixel_aspect))), settings, multiple)
 
 
+def _resumed_size(job: Path, info, settings: dict, resume: bool, restart: bool,
+                  multiple: int = 8) -> tuple[int, int] | None:
+    """The size a job to resume was made at, where an earlier version's area mode gave it, each side rounded on
+    its own (before the sides were chosen together): its --resume, the same inputs and settings, was refused
+    for "other size (168x120 -> 160x120)", and its work could only be deleted. None for any other job."""
+    if not resume or restart or settings["video"]["resize"] != "area" or not has_progress(job):
+        return None
+    try:
+        old = json.loads((job / "job.json").read_text(encoding="utf-8"))
+        size = tuple(old["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    h, w = info.height, max(1, round(info.width * float(info.pixel_aspect)))
+    W, H = settings["video"]["width"], settings["video"]["height"]
+    scale = (W * H / (w * h)) ** 0.5
+    r = lambda v: max(multiple, int(round(v / multiple)) * multiple)  # noqa: E731
+    now = target_size(h, w, settings, multiple)
+    if size == now or size != (r(h * scale), r(w * scale)):
+        return None
+    if old.get("settings") not in (_hash(_comparable(settings)), _hash(settings)) and not _same_settings(job, settings):
+        return None  # other settings: refused as such, at the size this version gives
+    log.info("%s was made at %dx%d by an earlier version's area sizing (this one makes %dx%d): resumed at %dx%d",
+             job, size[1], size[0], now[1], now[0], size[1], size[0])
+    return size
+
+
 def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: int = 8,
-              keep_native: bool = False, info=None) -> _Inputs:
+              keep_native: bool = False, info=None, size: tuple[int, int] | None = None) -> _Inputs:
     """The frames ``start:end`` of a clip at the generation size of ``settings`` (``.frames``,
     uint8 ``(T, H, W, 3)``), its fps and an identity for the annotator cache. ``info``: the clip's
-    :func:`~flickerless.video.probe`, where the caller has it."""
+    :func:`~flickerless.video.probe`, where the caller has it; ``size``: (H, W) to read it at instead
+    (a resumed job's own)."""
     from ..video import READ_VERSION, frame_times, has_audio, iter_frames, probe, say_colour, warn_about_input
 
     info = probe(video) if info is None else info
@@ -512,7 +539,7 @@ def read_clip(video, frames: tuple[int, int | None], settings: dict, multiple: i
     say_colour(video, info, kept=False)
     start, end = frames
     aspect = float(info.pixel_aspect)
-    size = _generation_size(info, settings, multiple)
+    size = _generation_size(info, settings, multiple) if size is None else tuple(size)
     _say_rounded(settings, size, multiple)
     out, native = [], []
     for f in iter_frames(video, start, end):
@@ -573,13 +600,13 @@ def _annotator_settings(name: str, settings: dict, size, native, progress=True, 
     return kw
 
 
-def _check_annotators(units: list[dict], settings: dict, info, job: Path, resume: bool) -> None:
+def _check_annotators(units: list[dict], settings: dict, info, job: Path, resume: bool, size=None) -> None:
     """Before the clip is read: an annotator whose weights (or package) are missing says so now, not
     after the reading and the annotators before it. Skipped for a unit whose control frames a resumed
     job already holds."""
     from ..control import get_annotator
 
-    size = _generation_size(info, settings)
+    size = _generation_size(info, settings) if size is None else size
     native = None
     if settings["task"] == "restore":  # the size read_clip keeps the clip at
         native = (info.height, info.width)
@@ -706,11 +733,12 @@ def run_job(template: str, video, output, prompt: str = "", *, model: str | None
     # from the clip's header, before it is read: a clip too long at this size was read whole first (3.4 GB
     # and 23 s before the refusal; larger, the reading itself could run out of memory)
     info = probe(video)
+    size = _resumed_size(job, info, settings, resume, restart) or _generation_size(info, settings)
     if info.frames:
         first, last = start_end[0], min(info.frames, start_end[1] or info.frames)
-        check_memory(max(0, last - first), _generation_size(info, settings), len(units))
-    _check_annotators(units, settings, info, job, resume)
-    inputs = read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore", info=info)
+        check_memory(max(0, last - first), size, len(units))
+    _check_annotators(units, settings, info, job, resume, size)
+    inputs = read_clip(video, start_end, settings, multiple=8, keep_native=task == "restore", info=info, size=size)
     T, H, W = inputs.frames.shape[:3]
     check_memory(T, (H, W), len(units))
     meta = {"video": str(Path(video).resolve()), "video_id": inputs.video_id, "frames": list(start_end),
