@@ -54,6 +54,12 @@ def test_frames_without_a_person_are_warned_of_cache_hits_too(segmenter, frames,
     with caplog.at_level("WARNING", logger="flickerless"):
         segment(frames, keypoints=kp, segmenter=segmenter, cache_dir=tmp_path)
     assert f"no person was found in {t - 1} of {t} frames" in caplog.text and "their masks are empty" in caplog.text
+    # what to do is the caller's: a run's longvideo fusion has no --point (it was told to give one)
+    kp[0, :, 2] = 0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        segment(frames, keypoints=kp, segmenter=segmenter, cache_dir=tmp_path, if_empty="turn the fusion off")
+    assert "every mask is empty; turn the fusion off" in caplog.text and "--point" not in caplog.text
 
 
 def test_matches_the_transformers_reference_path(segmenter, frames):

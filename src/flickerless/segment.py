@@ -245,28 +245,35 @@ class Segmenter:
         return masks
 
 
-def _say_empty(prompt: SamPrompt) -> None:
+#: what a clip without any person is told to do, by default (``segment``'s ``if_empty`` says it for its caller)
+PROMPT_INSTEAD = ("prompt SAM with a point or a box instead (flickerless segment --point X,Y or --box X0,Y0,X1,Y1; "
+                  "segment(frames, point=..., box=...) in Python)")
+
+
+def _say_empty(prompt: SamPrompt, if_empty: str = PROMPT_INSTEAD) -> None:
     """A warning for frames whose pose showed no person: their masks are empty. It was an info line, so
-    a clip without a person gave all-black masks, exit 0, and under -q not a word."""
+    a clip without a person gave all-black masks, exit 0, and under -q not a word. ``if_empty``: what to do
+    where no frame has one (a run's longvideo fusion has no --point to give)."""
     t, empty = len(prompt.valid), int((~prompt.valid).sum())
     if empty:
         log.warning("SAM: no person was found in %d of %d frames (no visible pose keypoints): %s empty%s", empty, t,
-                    "every mask is" if empty == t else "their masks are",
-                    "; prompt SAM with a point or a box (--point X,Y or --box X0,Y0,X1,Y1) instead" if empty == t else "")
+                    "every mask is" if empty == t else "their masks are", f"; {if_empty}" if empty == t else "")
 
 
 def segment(frames, point=None, box=None, keypoints=None, model: str = DEFAULT_SAM, device=None,
             batch_size: int = 8, cache: bool = True, cache_dir: str | os.PathLike | None = None,
-            segmenter: Segmenter | None = None, progress: bool = False, **prompt_kw) -> torch.Tensor:
+            segmenter: Segmenter | None = None, progress: bool = False, if_empty: str = PROMPT_INSTEAD,
+            **prompt_kw) -> torch.Tensor:
     """Foreground masks ``(T, H, W)`` float in {0, 1} of ``frames`` ``(T, 3, H, W)`` in [0, 1],
     SAM prompted by ``point``, ``box`` or pose ``keypoints`` ``(T, K, 3)`` (normalised; see
     :meth:`SamPrompt.build`). Cached in ``cache_dir`` (default :func:`default_cache_dir`) under a
     key of the video's pixels, the prompt, the model (id, or a local folder's files) and the
-    settings; on a cache hit SAM is not loaded. ``segmenter``: an already loaded model to reuse."""
+    settings; on a cache hit SAM is not loaded. ``segmenter``: an already loaded model to reuse. ``if_empty``:
+    what the warning for a clip where pose found no person tells its caller to do."""
     # either layout of uint8, floats in [0, 1] checked: a (T, 3, H, W) uint8 tensor was clamped to 0 or 255
     images = as_uint8(frames, "frames")
     prompt = SamPrompt.build(images.shape[0], point=point, box=box, keypoints=keypoints, **prompt_kw)
-    _say_empty(prompt)  # before the cache: its masks are as empty
+    _say_empty(prompt, if_empty)  # before the cache: its masks are as empty
     model_id = segmenter.model_id if segmenter is not None else model
     path = None
     if cache:

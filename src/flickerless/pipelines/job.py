@@ -924,7 +924,9 @@ def _fuse(pipeline, clip, inputs: _Inputs, lv: dict, kw: dict, settings: dict, c
     kp = control.keypoints(inputs.frames, cache_dir=cache_dir, video_id=inputs.video_id, **pose)
     masks = segment(_to_tensor(inputs.frames).float(), keypoints=kp, model=lv["sam_model"],
                     device=None if device is None else str(device), progress=progress,
-                    cache_dir=None if cache_dir is None else Path(cache_dir) / "masks")
+                    cache_dir=None if cache_dir is None else Path(cache_dir) / "masks",
+                    if_empty="the fusion then averages the whole frame as background (the longvideo template is "
+                             "for clips of a person; --set longvideo.fusion_seeds=[] turns the fusion off)")
     k = lv["fusion_step"]  # below the steps taken: checked with the settings (_check_together)
     seeds = lv["fusion_seeds"]
     log.info("average fusion: %d candidates to step %d, backgrounds averaged", len(seeds), k)
