@@ -204,6 +204,14 @@ def test_a_hard_cut_s_pair_is_named(carphone, caplog):
             assert f"and {np.mean([per[i] for i in rest]):.4g} without" in caplog.text
         else:
             assert "while the median pair scores 0" in caplog.text
+    # frames held on threes (animation): the pairs between held frames score 0, the motion pairs 20-60, which
+    # were each said as a cut; a cut among them still is
+    held = np.repeat(carphone[:8], 3, axis=0)
+    for clip, said in ((held, False), (np.concatenate([held[:12], held[12:, ::-1]]), True)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="flickerless"):
+            evaluate(clip, clip, metrics="pixel_mse,warp_error")
+        assert ("a cut in the source" in caplog.text) == said, caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="flickerless"):
         evaluate(carphone, add_flicker(carphone, seed=0, strength=1.0), metrics="pixel_mse,warp_error")

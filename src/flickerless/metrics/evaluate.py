@@ -153,9 +153,11 @@ def _load_models(todo: list, skip, res: EvalResult, clip_model, aesthetic_weight
 OUTLIER = 10.0
 
 
-#: the least a pair must score to be said where the median pair scores 0 (still shots): Pixel-MSE's
-#: 1 on the 0-255 scale, and warp_error's like of it (3 channels, [0, 1])
-OUTLIER_FLOOR = {"pixel_mse": 1.0, "warp_error": 3 / 255**2}
+#: the least median a pair is measured against: a still clip's median pair scores 0, and frames held on
+#: twos or threes (animation) score 0 between held frames (a few through an encoder), so that any motion pair
+#: was said as a cut (10x of 1). Held motion scores 20-60 on the 0-255 scale and a cut thousands: the limit is
+#: 10x of at least 30 (warp_error's like of it: 3 channels, [0, 1])
+OUTLIER_FLOOR = {"pixel_mse": 30.0, "warp_error": 30 * 3 / 255**2}
 
 
 def _say_outlier(name: str, per_pair) -> None:
@@ -168,7 +170,7 @@ def _say_outlier(name: str, per_pair) -> None:
     if ok.sum() < 3:
         return
     med = float(np.median(v[ok]))
-    limit = OUTLIER * (med if med > 0 else OUTLIER_FLOOR.get(name, 0.0))
+    limit = OUTLIER * max(med, OUTLIER_FLOOR.get(name, 0.0))
     if limit <= 0:
         return
     worst = np.flatnonzero(ok & (v >= limit))
