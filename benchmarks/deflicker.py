@@ -134,6 +134,8 @@ def main(argv=None):
     results, saved = [], {}
     clips = (a.clips or "bikes.mp4,carphone_pristine.mp4").split(",")
     modes = (a.modes or "table,window").split(",")
+    if a.height and not a.width:  # (a TypeError traceback in the resize)
+        p.error("--height goes with --width (an exact size); --width alone keeps the aspect")
     if a.frames is None:  # an explicit --frames 48 with --speed was taken for the default and made 64
         a.frames = 64 if a.speed else 48
     for name in clips:

@@ -923,4 +923,6 @@ def test_benchmark_speed_keeps_an_explicit_frames(monkeypatch):
     for extra in (["--width", "320"], ["--clips", "carphone_pristine.mp4"], ["--window", "inf"]):  # were replaced
         with pytest.raises(SystemExit):
             bench.main(["--device", "cpu", "--speed", *extra])
+    with pytest.raises(SystemExit):  # a TypeError in the resize
+        bench.main(["--device", "cpu", "--height", "64"])
     assert asked == [48, 64, 48, 5]
