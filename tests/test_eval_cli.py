@@ -240,9 +240,44 @@ def test_eval_takes_frames_of_an_anamorphic_sources_size_as_its_pixels(clips, tm
                          "--metrics", "pixel_mse", "--json", str(tmp_path / "s.json")]) == 0
         scores[name] = json.loads((tmp_path / "s.json").read_text())
     assert "another aspect ratio" not in caplog.text
-    assert "frames is 176x144, the source's stored size, and says no pixel shape" in caplog.text
+    assert "frames is 176x144, the source's stored size, and images say no pixel shape" in caplog.text
+    assert "--fit crop" in caplog.text
     assert "source_fit" not in scores["frames"]["info"]
     assert scores["frames"]["metrics"] == scores["wide.mp4"]["metrics"]
+
+
+def test_eval_fits_a_square_pixel_video_of_an_anamorphic_sources_size(clips, tmp_path, caplog):
+    """`run` generates at an anamorphic source's shown shape with square pixels, which can be its stored
+    size (176x144 of a 16:11 source): such an mp4 was taken as the source's own pixels, scored uncropped
+    (9x the Pixel-MSE), and an explicit --fit crop was dropped without a word. A video file says its pixel
+    shape and is fitted (crop by default, said); images take --fit over the same-grid guess."""
+    from fractions import Fraction
+
+    from PIL import Image
+
+    from flickerless.video import VideoWriter
+
+    src = read(clips / "src.mp4")[0][:6]
+    with VideoWriter(tmp_path / "ana.mp4", 15, crf=0, pixel_aspect=Fraction(16, 11)) as w:
+        for f in src:
+            w.write(f)
+    dec = read(tmp_path / "ana.mp4")[0]
+    shown = np.stack([np.asarray(Image.fromarray(f).resize((256, 144), Image.BICUBIC)) for f in dec])
+    made = np.ascontiguousarray(shown[:, :, 40:216])  # what run makes with video.resize = "crop"
+    write(tmp_path / "run.mp4", made, 15)
+    write(tmp_path / "frames", made)
+    scores = {}
+    for name, fit in (("run.mp4", []), ("frames", ["--fit", "crop"])):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="flickerless"):
+            assert main(["eval", "--video", str(tmp_path / name), "--source", str(tmp_path / "ana.mp4"),
+                         "--metrics", "pixel_mse", "--json", str(tmp_path / "s.json"), "-q", *fit]) == 0
+        scores[name] = json.loads((tmp_path / "s.json").read_text())
+        assert scores[name]["info"]["source_fit"] == "crop"
+        assert "stored size" not in caplog.text
+        assert ("another aspect ratio" in caplog.text) == (not fit)  # the default crop is said, under -q too
+    assert scores["run.mp4"]["metrics"]["pixel_mse"] < 60
+    assert scores["frames"]["metrics"]["pixel_mse"] < 60
 
 
 def test_eval_says_what_reading_its_inputs_leaves_out(clips, tmp_path, carphone, caplog):

@@ -115,7 +115,7 @@ def cmd_eval(args) -> int:
 
     paired = any(n in PAIRED for n in parse_metrics(args.metrics)[0])
     infos = _say_inputs(args.video, args.source, paired)
-    aspect = _pixel_aspect(infos, args.video, args.source)
+    aspect = _pixel_aspect(infos, args.video, args.source, args.fit)
     try:
         return _evaluate(args, frames("video"), frames("source") if args.source else None, aspect, spans)
     finally:
@@ -123,19 +123,28 @@ def cmd_eval(args) -> int:
             f.close()
 
 
-def _pixel_aspect(infos: dict, video, source) -> float:
+def _pixel_aspect(infos: dict, video, source, fit: str | None = None) -> float:
     """The source's pixel shape over the output's, for fitting one to the other. An anamorphic source is
     shown wider than its pixels: run generates at that shape, square-pixelled; deflicker keeps the stored
     pixels and says their shape (an output of its own shape needs no fit: it was cropped, and scored twice
-    as high). An output of the source's very size with square pixels is its pixel grid too (a folder of
-    images has no pixel shape to keep: `deflicker -o folder/`, a per-frame tool's PNGs): it was taken as
-    shown narrower and the source centre-cropped, 1.5x the Pixel-MSE of the same frames as an mp4."""
+    as high). Images (a folder, `deflicker -o folder/`, a per-frame tool's PNGs) cannot say a pixel shape:
+    ones of the source's very size are taken as its pixel grid, said in a warning (taken as shown narrower,
+    the source was centre-cropped: 1.5x the Pixel-MSE of the same frames as an mp4). A video file says its
+    shape, and is taken at its word: run's square-pixel output can have the stored size too (it was scored
+    uncropped, 9x too high). An explicit ``fit`` says how the output was made, and wins over the guess."""
+    from pathlib import Path
+
+    from ..video import IMAGE_EXTS
+
     if source is None:
         return 1.0
     v, s = infos[video], infos[source]
-    if v.pixel_aspect == 1 != s.pixel_aspect and (v.height, v.width) == (s.height, s.width):
-        log.info("%s is %dx%d, the source's stored size, and says no pixel shape: taken as the source's own pixels "
-                 "(shown %.3g as wide as high), not fitted", video, v.width, v.height, float(s.pixel_aspect))
+    images = Path(video).is_dir() or Path(video).suffix.lower() in IMAGE_EXTS
+    same_grid = v.pixel_aspect == 1 != s.pixel_aspect and (v.height, v.width) == (s.height, s.width)
+    if images and fit is None and same_grid:
+        log.warning("%s is %dx%d, the source's stored size, and images say no pixel shape: taken as the source's "
+                    "own pixels (shown %.3g as wide as high), not fitted; give --fit crop (or --fit stretch) for "
+                    "square-pixel frames made at its shown shape", video, v.width, v.height, float(s.pixel_aspect))
         return 1.0
     return float(s.pixel_aspect / v.pixel_aspect)
 
