@@ -471,6 +471,25 @@ def test_failed_write_leaves_existing_output(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["o.mp4"]
 
 
+def test_writer_takes_every_legitimate_crf_and_pixel_aspect(tmp_path):
+    """The checks refused what wrote well before: a fractional crf (x264 takes 17.5), crf=None where the
+    output has no crf (PNGs, GIF, ffv1), pixel_aspect as text or a Decimal ("10/11"); a numpy float was
+    refused in both, said as not a positive number."""
+    from decimal import Decimal
+
+    frame = np.zeros((16, 24, 3), np.uint8)
+    for name, kw in [("a.mp4", {"crf": 17.5}), ("b.mp4", {"crf": 17.0}), ("c.mp4", {"crf": np.float64(20)}),
+                     ("pngs", {"crf": None}), ("d.gif", {"crf": None}), ("e.mkv", {"crf": None, "codec": "ffv1"}),
+                     ("f.mp4", {"pixel_aspect": "10/11"}), ("g.mp4", {"pixel_aspect": Decimal("1.5")}),
+                     ("h.mp4", {"pixel_aspect": np.float32(1.333)})]:
+        with video.VideoWriter(tmp_path / name, 10, **kw) as w:
+            w.write(frame)
+        assert (tmp_path / name).exists()
+    assert video.probe(tmp_path / "f.mp4").pixel_aspect == Fraction(10, 11)
+    assert video.probe(tmp_path / "g.mp4").pixel_aspect == Fraction(3, 2)
+    assert video.probe(tmp_path / "h.mp4").pixel_aspect == Fraction(1333, 1000)
+
+
 def test_writer_arguments_are_checked_up_front(tmp_path):
     """times going back or holding NaN failed in PyAV or in a cast, too few ended in a plain ValueError,
     pixel_aspect NaN or text failed in fractions (0 and -1 were taken as 1:1), and crf -5 or 'x' was
@@ -484,9 +503,10 @@ def test_writer_arguments_are_checked_up_front(tmp_path):
                      ({"pixel_aspect": float("nan")}, "pixel_aspect must be a positive number"),
                      ({"pixel_aspect": "x"}, "pixel_aspect must be"), ({"pixel_aspect": 0}, "pixel_aspect must be"),
                      ({"pixel_aspect": -1}, "pixel_aspect must be"),
-                     ({"crf": -5}, "^crf: expected an integer 0-51 .*got -5$"), ({"crf": 99}, "crf: expected an integer 0-51"),
-                     ({"crf": "x"}, "crf: expected an integer 0-51, got 'x'"),
-                     ({"crf": 17.5}, "crf: expected an integer")]:
+                     ({"pixel_aspect": np.float32("nan")}, r"pixel_aspect must be a positive number .*got nan$"),
+                     ({"crf": -5}, "^crf: expected a number 0-51 .*got -5$"), ({"crf": 99}, "crf: expected a number 0-51"),
+                     ({"crf": "x"}, "crf: expected an integer 0-51, got 'x'"), ({"crf": 51.5}, "crf: expected a num"),
+                     ({"crf": None}, r"crf: o.mp4 \(h264\) is encoded at a crf: give one 0-51")]:
         with pytest.raises(InputError, match=said):
             video.VideoWriter(tmp_path / "o.mp4", 10, **kw)
     assert os.listdir(tmp_path) == []

@@ -2331,22 +2331,24 @@ def _codec_options(codec: str, crf: int, alpha: bool = False) -> dict[str, str]:
     return {"level": "3", "slicecrc": "1"}  # ffv1: lossless whatever the crf
 
 
+CRF_CODECS = ("h264", "h265", "vp9")  # the others (prores, ffv1, gif, PNGs) take no crf
 CRF_MAX = 51  # x264's scale, which every codec's quality is given on (VP9's is stretched onto it)
 
 
-def check_crf(value) -> int:
-    """``value`` as a crf, an integer 0-51 on x264's scale (a string of digits as typed on the command
-    line, too): out of range, the encoder failed at the first frame, said as the frame size's fault."""
+def check_crf(value) -> int | float:
+    """``value`` as a crf, 0-51 on x264's scale: an integer, a string of digits as typed on the command
+    line, or a float (x264 and x265 take fractional ones, 17.5). Out of range, the encoder failed at the
+    first frame, said as the frame size's fault."""
     if isinstance(value, str):
         try:
             value = int(value)
         except ValueError:
             raise InputError(f"expected an integer 0-{CRF_MAX}, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"expected an integer 0-{CRF_MAX}, got {value!r}")
-    if not 0 <= value <= CRF_MAX:
-        raise InputError(f"expected an integer 0-{CRF_MAX} (0 lossless, 17 the default, 23 x264's), got {value}")
-    return int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InputError(f"expected a number 0-{CRF_MAX}, got {value!r}")
+    if not 0 <= value <= CRF_MAX:  # NaN too
+        raise InputError(f"expected a number 0-{CRF_MAX} (0 lossless, 17 the default, 23 x264's), got {value}")
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _check_times(times) -> np.ndarray:
@@ -2369,17 +2371,20 @@ def _check_times(times) -> np.ndarray:
 
 
 def _check_pixel_aspect(value) -> Fraction:
-    """``pixel_aspect`` as a Fraction (to 1/1000): NaN and text failed in :mod:`fractions`, 0 and negative
-    ones were written as 1:1 without a word."""
+    """``pixel_aspect`` as a Fraction (to 1/1000), from anything :class:`~fractions.Fraction` takes ("10/11",
+    a Decimal) and numpy numbers (which it does not): NaN and text failed in :mod:`fractions`, 0 and
+    negative ones were written as 1:1 without a word."""
     try:
-        if isinstance(value, bool) or not isinstance(value, (int, float, Fraction, np.number)):
+        if isinstance(value, (bool, np.bool_)):
             raise TypeError
+        if isinstance(value, np.number):
+            value = value.item()  # a Python int or float, which Fraction takes
         f = Fraction(value).limit_denominator(1000)
     except (TypeError, ValueError, OverflowError, ZeroDivisionError):
         f = None
     if f is None or f <= 0:
-        raise InputError(f"pixel_aspect must be a positive number, a pixel's width over its height as shown "
-                         f"(VideoInfo.pixel_aspect; 1 for square pixels), got {value!r}")
+        raise InputError(f"pixel_aspect must be a positive number or fraction (\"10/11\"), a pixel's width over its "
+                         f"height as shown (VideoInfo.pixel_aspect; 1 for square pixels), got {value!r}")
     return f
 
 
@@ -2393,8 +2398,10 @@ class VideoWriter(_Output):
     :meth:`close`; a stopped one keeps them in ``NAME.gif.partial/``). Otherwise a folder of PNG files
     ``00000.png, 00001.png, ...``.
 
-    ``pixel_aspect``: the shape of a pixel as shown (:attr:`VideoInfo.pixel_aspect`), said in a video
-    output so that anamorphic frames play as wide as their source.
+    ``crf``: an integer or float; None only for an output that takes none (PNGs, GIF, ProRes, FFV1).
+
+    ``pixel_aspect``: the shape of a pixel as shown (:attr:`VideoInfo.pixel_aspect`; a number, a Fraction,
+    or text as "10/11"), said in a video output so that anamorphic frames play as wide as their source.
 
     ``alpha``: frames are ``(H, W, 4)`` RGBA, kept in RGBA PNGs, ProRes 4444, FFV1 RGBA or VP9 with
     alpha (:func:`keeps_alpha`; another output is refused).
@@ -2414,7 +2421,7 @@ class VideoWriter(_Output):
     with a warning, never at the cost of the frames.
     """
 
-    def __init__(self, path, fps: float = DEFAULT_FPS, crf: int = 17, audio=None, audio_start: float = 0.0,
+    def __init__(self, path, fps: float = DEFAULT_FPS, crf: float | None = 17, audio=None, audio_start: float = 0.0,
                  pixel_aspect=1, times=None, codec: str | None = None, colour: tuple[int, int, int] | None = None,
                  alpha: bool = False):
         self.path = Path(path)
@@ -2436,8 +2443,8 @@ class VideoWriter(_Output):
             raise InputError(f"fps must be a number of frames per second up to {MAX_FPS} (0 or None: "
                              f"{DEFAULT_FPS:g}), got {fps!r}")
         self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
-        try:
-            self.crf = check_crf(crf)
+        try:  # None: for an output without a crf, checked once the codec is known
+            self.crf = None if crf is None else check_crf(crf)
         except InputError as e:
             raise InputError(f"crf: {e}") from None
         self.audio = audio
@@ -2451,6 +2458,9 @@ class VideoWriter(_Output):
         # a GIF's frames are kept as PNGs until close, which makes one palette for all of them
         self.is_gif = self.codec == "gif"
         self.is_video = self.codec is not None and not self.is_gif
+        if self.crf is None and self.codec in CRF_CODECS:
+            raise InputError(f"crf: {self.path.name} ({self.codec}) is encoded at a crf: give one 0-{CRF_MAX} (17 the "
+                             "default), or leave it out")
         target = _through_link(self.path)  # made beside where it goes: renamed onto it, not onto the link
         if target != self.path:
             log.info("%s is a link: the output is written to %s, where it points", self.path, target)
