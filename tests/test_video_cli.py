@@ -522,18 +522,20 @@ def test_writer_arguments_are_checked_up_front(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["o.mp4", "pngs", "o.gif"])
-def test_a_closed_or_aborted_writer_takes_no_more_frames(tmp_path, name):
+def test_a_closed_or_aborted_writer_takes_no_more_frames(tmp_path, name, caplog):
     """A write after close reopened a video at the temporary name, and the next close replaced the finished
     output with the later frames; after abort the output appeared all the same; a folder's or a GIF's
-    write failed naming the hidden temporary folder. Both now say the writer is done, and the output stays."""
+    write failed naming the hidden temporary folder. Both now say the writer is done, and the output stays.
+    A second close does nothing, as a file's (``close()`` inside ``with`` was an error after a good output);
+    keep_partial after abort keeps nothing, without saying a write failed."""
     frames = np.stack([np.full((8, 8, 3), 40 * i, np.uint8) for i in range(3)])
     out = tmp_path / name
-    w = video.VideoWriter(out, 10)
-    w.write(frames[0])
+    with video.VideoWriter(out, 10) as w:
+        w.write(frames[0])
+        w.close()
     w.close()
-    for again in (lambda: w.write(frames[1]), w.close):
-        with pytest.raises(OutputError, match=f"^the writer of {re.escape(str(out))} was closed; open a new VideoWriter$"):
-            again()
+    with pytest.raises(OutputError, match=f"^the writer of {re.escape(str(out))} was closed; open a new VideoWriter$"):
+        w.write(frames[1])
     w.abort()  # nothing to drop: the output stays
     assert w.keep_partial() is None
     got = video.read(out)[0]
@@ -548,6 +550,9 @@ def test_a_closed_or_aborted_writer_takes_no_more_frames(tmp_path, name):
         w.write(frames[1])
     with pytest.raises(OutputError, match="was aborted"):
         w.close()
+    with caplog.at_level("WARNING", logger="flickerless"):
+        assert w.keep_partial() is None
+    assert caplog.text == ""
     assert not a.exists() and sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 

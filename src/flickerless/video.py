@@ -2481,6 +2481,7 @@ class VideoWriter(_Output):
         # "closed" or "aborted" once it is: a write after either reopened a video at the temporary name, which
         # the next close moved over the finished output (a folder's failed on the hidden folder's name)
         self._ended: str | None = None
+        self._failed = False  # dropped by a failure (not by abort()): keep_partial says why nothing is kept
 
     def _open_video(self, h: int, w: int) -> None:
         import av
@@ -2641,7 +2642,7 @@ class VideoWriter(_Output):
                 except av.error.FFmpegError as e:  # type: ignore[attr-defined]
                     if self.count or isinstance(e, OSError) or _short_of_memory(e):  # (PyAV's ENOMEM is no OSError)
                         raise
-                    self.abort()
+                    self._drop()
                     raise OutputError(f"{self.path}: the {self.codec} encoder cannot write {frame.shape[1]}x"
                                       f"{frame.shape[0]} frames ({e}); write a folder of PNGs") from e
                 self._mux(packets)
@@ -2664,7 +2665,7 @@ class VideoWriter(_Output):
             if isinstance(e, MemoryError):  # numpy's, say: said as it is
                 raise
             if self.is_video:  # a video cut off mid-file cannot be finished: nothing of it can be kept
-                self.abort()
+                self._drop()
             raise OutputError(f"{self.path}: writing failed ({e})") from e
         self.count += 1
 
@@ -2673,7 +2674,10 @@ class VideoWriter(_Output):
         (the folder made read-only, or removed, during the run), the finished output is kept where it
         was made and the error says where: nothing computed is deleted for want of a rename. A GIF that
         cannot be written (a full disk) keeps its frames for :meth:`keep_partial` (or :meth:`abort`). Once
-        closed (or aborted), the writer takes no more frames."""
+        closed (or aborted), the writer takes no more frames; closing again does nothing, as a file's close
+        (``close()`` inside ``with`` was an error after a good output)."""
+        if self._ended == "closed":
+            return
         self._check_open()
         done = None  # the finished output (or, for a GIF, its frames), once there is one
         try:
@@ -2721,7 +2725,7 @@ class VideoWriter(_Output):
             self._ended = "closed"
         except OutputError:
             if not self.is_gif or self.count == 0:
-                self.abort()
+                self._drop()
             raise  # (a GIF's frames stay: keep_partial keeps them, abort drops them)
         except OSError as e:
             if done is not None and Path(done).exists():
@@ -2730,10 +2734,10 @@ class VideoWriter(_Output):
                 what = "its frames are" if self.is_gif else "the finished output is"
                 raise OutputError(f"{self.path}: could not be put in place ({e}); {what} kept in {done}: move "
                                   "it there yourself") from e
-            self.abort()
+            self._drop()
             raise OutputError(f"{self.path}: finishing the output failed ({e})") from e
         except BaseException:
-            self.abort()
+            self._drop()
             raise
 
     def _gif_delays(self) -> list[int]:
@@ -2778,6 +2782,8 @@ class VideoWriter(_Output):
         partial is swapped out only once the new one is in place."""
         if self._kept_at is not None or self._ended == "closed":
             return None  # finished, in place or kept where it was made (said): closing again deleted it
+        if self._ended == "aborted" and not self._failed:
+            return None  # dropped by abort(): nothing failed (it was said "failed as it was finished")
         if self.count <= more_than:
             self.abort()
             return None
@@ -2805,6 +2811,11 @@ class VideoWriter(_Output):
             return None
         finally:
             self.path = keep
+
+    def _drop(self) -> None:
+        """:meth:`abort`, for a failure of writing: :meth:`keep_partial` then says the frames were lost."""
+        self._failed = True
+        self.abort()
 
     def abort(self) -> None:
         """Drop what was written; any earlier output at ``path`` stays as it was (and a finished output
