@@ -4174,13 +4174,14 @@ def test_write_lays_out_a_tensor_clip_as_a_whole_not_frame_by_frame(tmp_path):
     """A (T, 3, H, W) tensor of frames 3 or 4 pixels wide (deflicker's output for such frames) was laid out
     frame by frame, where a (3, H, 4) frame reads as (H, W, 4): a PNG folder got 3 frames of (3, H, 3)
     without a word, .mp4 refused them as having alpha, and 3x3 frames came back scrambled. A 4-D tensor is
-    (T, C, H, W) as a whole; a (T, H, W, C) array stays as it is."""
+    (T, C, H, W) as a whole; a (T, H, W, C) array stays as it is. A list of (3, H, 3) tensor frames was
+    still read channels-last, and written scrambled: a tensor frame is channels-first where ambiguous."""
     import torch
 
     g = np.random.default_rng(0).integers(0, 256, (3, 8, 4, 4), dtype=np.uint8)
-    for frames in (g[..., :3], g[:, :3, :3, :3], g):  # 8x4, 3x3, and 8x4 RGBA
+    for frames in (g[..., :3], g[:, :3, :3, :3], g, g[:, :, :3, :3]):  # 8x4, 3x3, 8x4 RGBA, 8x3
         t = torch.from_numpy(frames).permute(0, 3, 1, 2)
-        for given in (t, t.float() / 255):
+        for given in (t, t.float() / 255, list(t)):
             assert video.write(tmp_path / "p", given) == 3
             got, _ = video.open_frames(tmp_path / "p", alpha=frames.shape[3] == 4)
             assert np.array_equal(got, frames)

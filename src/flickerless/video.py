@@ -3169,11 +3169,13 @@ def _as_bytes(frame, index: int) -> np.ndarray:
     returns for float input) and scaled; other types, and floats clearly off that scale, are refused
     (a cast made [0, 1] floats black and wrapped 16-bit values around). A tensor frame is read as its
     values, ``(C, H, W)`` as a tensor's frames are laid out (deflicker's tensors were refused as not
-    ``(H, W, 3)``, bfloat16 ones and ones with autograd history failed in torch)."""
+    ``(H, W, 3)``, bfloat16 ones and ones with autograd history failed in torch); channels-first where
+    that is ambiguous (a first dimension of 3 or 4), channels-last only where it cannot be."""
     torch = sys.modules.get("torch")  # a tensor implies torch was imported: not imported here for arrays
     if torch is not None and isinstance(frame, torch.Tensor):
         frame = frame.detach()
-        if frame.ndim == 3 and frame.shape[0] in (3, 4) and frame.shape[2] not in (3, 4):
+        # a (3, H, 3) frame, 3 pixels wide, was taken as channels-last and written scrambled
+        if frame.ndim == 3 and frame.shape[0] in (3, 4):
             frame = frame.permute(1, 2, 0)
         frame = (frame.float() if frame.is_floating_point() else frame).cpu().numpy()
     frame = np.asarray(frame)
@@ -3188,17 +3190,14 @@ def _as_bytes(frame, index: int) -> np.ndarray:
 def write(path, frames: Iterable[np.ndarray], fps: float = DEFAULT_FPS) -> int:
     """Write all ``frames`` ((T, H, W, 3) uint8 or an iterable of (H, W, 3); floats in [0, 1] are
     scaled to 0-255; a (T, 3, H, W) tensor, as :func:`flickerless.deflicker` returns it, or (3, H, W)
-    tensor frames, too: a 4-D tensor is read as (T, C, H, W), an array as (T, H, W, C), whatever the
-    width); returns the count. Frames with alpha (4 channels) keep it where ``path`` can (a
+    tensor frames, too: a tensor is read channels-first where that is ambiguous (a 4-D one as
+    (T, C, H, W), a frame whose first dimension is 3 or 4 as (C, H, W)), an array as (T, H, W, C),
+    whatever the width); returns the count. Frames with alpha (4 channels) keep it where ``path`` can (a
     folder of PNGs, .webm) and are refused elsewhere. ``path`` is read as the commands read ``-o``: a
     name ending in a file type this does not write (``out.txt``) is refused rather than made a folder of
     PNGs."""
     codec = check_output(path)
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(frames, torch.Tensor) and frames.ndim == 4 and frames.shape[1] in (3, 4):
-        # (T, C, H, W), laid out here for the whole clip: a frame 3 or 4 pixels wide reads either way alone
-        frames = frames.detach().permute(0, 2, 3, 1)
-    frames = iter(frames)
+    frames = iter(frames)  # a (T, C, H, W) tensor's (C, H, W) frames are laid out by _as_bytes
     first = next(frames, None)
     alpha = False
     if first is not None:  # its channels say whether the writer is made for RGBA
