@@ -131,12 +131,20 @@ def test_info_says_a_clip_without_frames_or_cut_short(tmp_path, carphone, capsys
     assert main(["info", str(whole), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cut_short"] is None
     assert main(["info", str(cut), "--json"]) == 0
-    said = json.loads(capsys.readouterr().out)["cut_short"]
+    d = json.loads(capsys.readouterr().out)
+    said = d["cut_short"]
     assert said["header_frames"] == 12 and said["decode"] < said["in_file"] < 12
     n = said["decode"]
+    # the count a command gets: the pair's advice gave the count held, and deflicker with it stopped at frame n
+    assert d["frames"] == n and d["duration_s"] == round(n / 30, 3)
     assert main(["info", str(cut)]) == 0
+    out = capsys.readouterr().out
     assert f"damaged     cut short: the header says 12 frames and the file holds {said['in_file']}; frames 0-{n - 1} " \
-        f"decode, and eval, deflicker and run stop at frame {n}: take those with --frames 0:{n}" in capsys.readouterr().out
+        f"decode, and eval, deflicker and run stop at frame {n}: take those with --frames 0:{n}" in out
+    assert main(["info", str(whole), str(cut)]) == 0
+    out = capsys.readouterr().out
+    assert f"frames      differ (12 and {n})" in out and f"--frames 0:{n} " in out
+    assert f"--frames 0:{said['in_file']}" not in out
     assert main(["eval", "--video", str(whole), "--source", str(cut), "--metrics", "pixel_mse", "-q"]) == 2
     err = capsys.readouterr().err
     assert f"Frames 0-{n - 1} decode: eval scores them with --source-frames 0:{n}, or save them" in err

@@ -58,6 +58,15 @@ def describe(path) -> dict:
                    duration_s=round(float(times[-1] - times[0]), 3))
     else:
         out["variable_rate"] = False
+    cut = out["cut_short"]
+    if cut and cut["decode"] < info.frames:  # eval, deflicker and run stop at the first that does not decode
+        cut["stops"] = True  # (the pair's advice gave the count held, and following it stopped there)
+        if cut["decode"]:
+            n = out["frames"] = cut["decode"]
+            if times is not None and len(times) > n:
+                out["duration_s"] = round(float(times[n] - times[0]), 3)
+            elif info.fps:
+                out["duration_s"] = round(n / info.fps, 3)
     return out
 
 
@@ -66,7 +75,8 @@ def _cut_short(path) -> dict | None:
     at the file's end, or fewer packets than its header counts. It was said as a good clip of the frames
     it holds, and eval then failed at the first that does not decode. Only then is it decoded (without
     threads, as the commands read a damaged file), to count the frames that do. Returns None for a whole
-    file, else {"header_frames": count or None where the header has none, "in_file", "decode"}."""
+    file, else {"header_frames": count or None where the header has none, "in_file", "decode"} (and
+    ``"stops": True``, from :func:`describe`, where the commands stop before the frames the clip says)."""
     import av
 
     from .. import video
@@ -127,7 +137,7 @@ def _lines(d: dict) -> list[str]:
         held = (f"the header says {cut['header_frames']} frames and the file holds {cut['in_file']}"
                 if cut["header_frames"] else f"the file holds {cut['in_file']} frames, the last cut off")
         n, name = cut["decode"], Path(d["path"])
-        if n < d["frames"]:
+        if cut.get("stops"):
             rows.append(f"  damaged     cut short: {held}; frames 0-{n - 1} decode, and eval, deflicker and run stop "
                         f"at frame {n}: take those with --frames 0:{n}, or save them as a clip of their own (ffmpeg "
                         f"-i {name.name} -frames:v {n} {name.stem}_first{n}.mp4)" if n else
