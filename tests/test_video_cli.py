@@ -147,8 +147,18 @@ def test_info_says_a_clip_without_frames_or_cut_short(tmp_path, carphone, capsys
     assert f"--frames 0:{said['in_file']}" not in out
     assert main(["eval", "--video", str(whole), "--source", str(cut), "--metrics", "pixel_mse", "-q"]) == 2
     err = capsys.readouterr().err
-    assert f"Frames 0-{n - 1} decode: eval scores them with --source-frames 0:{n}, or save them" in err
+    assert f"Frames 0-{n - 1} decode: eval scores them with --max-frames {n}, or save them" in err
     assert "window" not in err
+    # the advice works in one step (--source-frames 0:N stopped again at the video's other count)
+    assert main(["eval", "--video", str(whole), "--source", str(cut), "--metrics", "pixel_mse", "-q",
+                 "--max-frames", str(n)]) == 0
+    capsys.readouterr()
+    # a start given is kept
+    assert main(["eval", "--video", str(whole), "--source", str(cut), "--metrics", "pixel_mse", "-q",
+                 "--frames", "1:", "--source-frames", "1:"]) == 2
+    assert f"eval scores those from frame 1 with --max-frames {n - 1}, or save" in capsys.readouterr().err
+    assert main(["eval", "--video", str(whole), "--source", str(cut), "--metrics", "pixel_mse", "-q",
+                 "--frames", "1:", "--source-frames", "1:", "--max-frames", str(n - 1)]) == 0
 
 
 def test_a_decoder_short_of_memory_is_not_said_as_a_damaged_file(clips, tmp_path, monkeypatch, capsys):
@@ -4138,8 +4148,8 @@ def test_video_helpers_refuse_what_they_would_misread(tmp_path, carphone):
         for start, stop in [(-2, None), (0, -1)]:
             with pytest.raises(InputError, match="frame number >= 0"):
                 list(video.iter_frames(src, start, stop))
-        for bad in (-1, 2.5, True):  # was said of "stop", which read has not
-            with pytest.raises(InputError, match=f"^max_frames must be a number of frames >= 0 .*got {bad!r}$"):
+        for bad in (-1, 0, 2.5, True):  # was said of "stop", which read has not (0: "no frames in 0:0")
+            with pytest.raises(InputError, match=f"^max_frames must be a number of frames, at least 1 .*got {bad!r}$"):
                 video.read(src, max_frames=bad)
         assert len(video.read(src, max_frames=2)[0]) == 2
         assert len(list(video.iter_frames(src, None, 2))) == 2  # a start of None is 0, as in slicing

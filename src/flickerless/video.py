@@ -1030,8 +1030,8 @@ def say_colour(path, info: VideoInfo, kept: bool) -> None:
 def read(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """The whole clip in memory: ``(T, H, W, 3)`` uint8 and fps. For long clips use :func:`open_frames`."""
     if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer))
-                                   or max_frames < 0):  # was said of "stop", which read has not
-        raise InputError(f"max_frames must be a number of frames >= 0 (None: all of them), got {max_frames!r}")
+                                   or max_frames < 1):  # was said of "stop", which read has not; 0 of "0:0"
+        raise InputError(f"max_frames must be a number of frames, at least 1 (None: all of them), got {max_frames!r}")
     frames, info = open_frames(path, memory_limit=sys.maxsize, stop=max_frames)  # one array, filled as decoded
     return frames, info.fps
 

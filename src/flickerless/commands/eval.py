@@ -103,9 +103,13 @@ def cmd_eval(args) -> int:
         except InputError as e:
             if not getattr(e, "decodable", 0):
                 raise
-            option = "--frames" if flag == "video" else "--source-frames"  # deflicker's way out is not eval's
-            raise InputError(cut_short(Path(getattr(args, flag)), e.decodable, e.cause,
-                                       f"eval scores them with {option} 0:{e.decodable}")) from e.cause
+            # deflicker's way out is not eval's; --max-frames cuts both ranges, from the starts given: one step
+            # (--frames 0:N left the other clip longer, and a start given was dropped)
+            n = e.decodable - start
+            option = "--frames" if flag == "video" else "--source-frames"
+            use = (f"eval scores {'them' if not start else f'those from frame {start}'} with --max-frames {n}"
+                   if n > 0 else f"none from frame {start} on; eval scores them with {option} 0:{e.decodable}")
+            raise InputError(cut_short(Path(getattr(args, flag)), e.decodable, e.cause, use)) from e.cause
         if isinstance(f, DiskFrames):
             opened.append(f)
             return f.array()
