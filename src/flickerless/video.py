@@ -3086,7 +3086,7 @@ def _with_audio(video_file: Path, source, start: float, duration: float, times=N
                     pkt.pts -= shift
                     if pkt.dts is not None:
                         pkt.dts -= shift
-                    _end_sound_at(pkt, stop, ain)
+                    _end_sound_at(pkt, stop, ain, side_data=bool({"matroska", "webm"} & set(out.format.name.split(","))))
                     pkt.stream = aout
                     out.mux(pkt)
                 else:
@@ -3121,12 +3121,13 @@ def _first_samples(frame, n: int):
     return cut
 
 
-def _end_sound_at(pkt, stop: float, stream) -> None:
+def _end_sound_at(pkt, stop: float, stream, side_data: bool = True) -> None:
     """A copied sound packet that runs past ``stop`` seconds ends there: its duration shortened (the track,
     and an mp4's edit, end there) and the samples past it marked to be dropped (FFmpeg's skip_samples side
     data, which Matroska and WebM keep as DiscardPadding and decoders apply; an mp4 has no place for it, so
     FFmpeg still decodes that packet whole). Left as it is where its duration is not known, or PyAV is too
-    old to set side data."""
+    old to set side data. ``side_data``: only where the output keeps it (Matroska, WebM): FFmpeg 7's mp4 muxer
+    refused an MP3 packet that carried it ("Invalid data found"), and the sound was dropped."""
     rate = stream.codec_context.sample_rate
     ticks = pkt.duration or (round(stream.codec_context.frame_size / rate / pkt.time_base)
                              if stream.codec_context.frame_size and rate else 0)
@@ -3134,6 +3135,8 @@ def _end_sound_at(pkt, stop: float, stream) -> None:
     if not ticks or over <= 0 or pkt.pts * pkt.time_base >= stop:
         return
     pkt.duration = ticks - round(over / pkt.time_base)
+    if not side_data:
+        return
     try:
         from av.packet import PacketSideData, packet_sidedata_type_from_literal
     except ImportError:  # PyAV before 14
