@@ -286,6 +286,36 @@ def test_read_holds_the_clip_once():
     assert float(out.stdout) < 1.4  # 2.0 when the frames were listed, then stacked
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the peak from /proc (Linux)")
+def test_probe_and_info_do_not_hold_the_file(tmp_path):
+    """Probing a clip (its frame count and timing, at every command's start) listed its packets, holding
+    the whole file in RAM for a moment: a 2 GB ProRes clip took 2 GB more before a frame was decoded.
+    ``info``'s check for a file cut short did the same."""
+    import subprocess
+
+    clip = tmp_path / "noise.mkv"  # ~50 MB of packets that do not compress (FFV1 of noise)
+    rng = np.random.default_rng(0)
+    with video.VideoWriter(clip, 25, codec="ffv1") as w:
+        for _ in range(60):
+            w.write(rng.integers(0, 256, (360, 480, 3), dtype=np.uint8))
+    size = clip.stat().st_size
+    assert size > 25e6
+    code = (
+        "import sys\n"
+        "def peak():\n"
+        "    s = open('/proc/self/status').read()\n"
+        "    return int(s.split('VmHWM:')[1].split()[0]) * 1024\n"
+        "from flickerless import video\n"
+        "from flickerless.commands.info import _cut_short\n"
+        "import av; av.open(sys.argv[1]).close()\n"
+        "base = peak()\n"
+        "assert video.probe(sys.argv[1]).frames == 60 and _cut_short(sys.argv[1]) is None\n"
+        "print(peak() - base)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(clip)], capture_output=True, text=True, check=True)
+    assert int(out.stdout) < 0.25 * size, (int(out.stdout), size)
+
+
 def test_mp4_round_trip_keeps_fps_and_odd_size(tmp_path, carphone, caplog):
     clip = np.ascontiguousarray(carphone[:5, :71, :95])  # odd height and width
     out = tmp_path / "x.mp4"

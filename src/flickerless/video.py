@@ -882,8 +882,10 @@ def _read_packets(path: str, size: int, mtime_ns: int) -> _Packets:
     container = _open_container(Path(path))
     try:
         stream = _video_stream(container, path)
-        shown = [p for p in container.demux(stream) if p.size and not getattr(p, "is_discard", False)]
-        timing = tuple((p.pts, p.duration or 0) for p in shown)
+        # each packet's time taken as it passes, not the packets kept: a list of them held the whole file in
+        # RAM at every probe (a 2 GB ProRes clip, 2 GB more, before a frame was decoded)
+        timing = tuple((p.pts, p.duration or 0) for p in container.demux(stream)
+                       if p.size and not getattr(p, "is_discard", False))
         end = None if stream.duration is None else (stream.start_time or 0) + stream.duration
         return _Packets(stream.time_base, stream.frames, timing, end, "matroska" in (container.format.name or ""))
     finally:

@@ -85,10 +85,14 @@ def _cut_short(path) -> dict | None:
     try:
         stream = video._video_stream(container, path)
         header = int(stream.frames or 0)
-        packets = [p for p in container.demux(stream) if p.size]
+        in_file, corrupt = 0, False  # counted as they pass: a list of the packets held the whole file in RAM
+        for p in container.demux(stream):
+            if p.size:
+                in_file += 1
+                corrupt = corrupt or bool(getattr(p, "is_corrupt", False))
     finally:
         container.close()
-    if not any(getattr(p, "is_corrupt", False) for p in packets) and header <= len(packets):
+    if not corrupt and header <= in_file:
         return None
     decoded = 0
     container = video._open_container(Path(path))
@@ -99,7 +103,7 @@ def _cut_short(path) -> dict | None:
         pass
     finally:
         container.close()
-    return {"header_frames": header or None, "in_file": len(packets), "decode": decoded}
+    return {"header_frames": header or None, "in_file": in_file, "decode": decoded}
 
 
 def _lines(d: dict) -> list[str]:
