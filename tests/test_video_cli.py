@@ -4249,6 +4249,20 @@ def test_write_lays_out_a_tensor_clip_as_a_whole_not_frame_by_frame(tmp_path):
     assert video.read(tmp_path / "o.mp4")[0].shape == (3, 8, 4, 3)
 
 
+def test_a_tensor_frame_that_fits_either_layout_is_said(tmp_path, caplog):
+    """A (3, 4, 3) tensor frame is (C, H, W) or (H, W, C): read as the first, a tensor's layout, and said once
+    (a channels-last one came out 3 pixels wide and RGBA without a word)."""
+    import torch
+
+    video._said_streams.discard("tensor layout")
+    frames = torch.zeros(2, 3, 4, 3, dtype=torch.uint8)
+    with caplog.at_level("WARNING", logger="flickerless"):
+        video.write(tmp_path / "a", frames)
+        video.write(tmp_path / "b", frames)
+        video.write(tmp_path / "c", torch.zeros(2, 3, 8, 16, dtype=torch.uint8))  # no doubt: not said
+    assert caplog.text.count("are read as (C, H, W), a tensor's layout, though (H, W, C) fits too") == 1
+
+
 def test_outputs_of_still_frames_tiny_widths_and_opaque_palettes(tmp_path, carphone):
     """A GIF kept every frame equal to the one before only as a longer delay (PIL folds them), so a
     still stretch came back with fewer frames than written and the clip could not guide its own

@@ -3181,6 +3181,10 @@ def _as_bytes(frame, index: int) -> np.ndarray:
         frame = frame.detach()
         # a (3, H, 3) frame, 3 pixels wide, was taken as channels-last and written scrambled
         if frame.ndim == 3 and frame.shape[0] in (3, 4):
+            if frame.shape[2] in (3, 4) and "tensor layout" not in _said_streams:  # (3, 4, 3): either way
+                _said_streams.add("tensor layout")
+                log.warning("tensor frames of shape %s are read as (C, H, W), a tensor's layout, though (H, W, C) "
+                            "fits too: permute channels-last frames to (C, H, W) first", tuple(frame.shape))
             frame = frame.permute(1, 2, 0)
         frame = (frame.float() if frame.is_floating_point() else frame).cpu().numpy()
     frame = np.asarray(frame)
