@@ -2,6 +2,9 @@
 - ``bias K``: a remap counts less by exp(-b^2 / (K sigma)^2), b the 9x9 mean of the signed guide error;
 - ``shift M``: each remap's style moved by M x the per-channel mean of the signed guide error, weighted by
   the error weight (WEIGHTED=0: a plain mean).
+- ``gain M`` (session 34): as ``shift``, times a gain fitted per remap and channel, the slope of the remapped
+  style on the remapped guide over the frame (weighted least squares, clamped to [-2, 2]): a style whose levels
+  follow the guide's moves with it, an inverted one against it, a fixed palette not at all.
 A value of 0 is the tool as it is.
 
     PYTHONPATH=src python benchmarks/explore/fade_fixes.py bias|shift V[,V2] CASES
@@ -32,7 +35,7 @@ orig_w, orig_b = D.Remapper._weight, D.Remapper._run_batch
 
 def _weight(self, source_guide, target_guide, nnf, carried, raw):
     out = orig_w(self, source_guide, target_guide, nnf, carried, raw)
-    self._offset = None
+    self._offset = self._fit = None
     if VALUE:
         r = target_guide - final_vote(source_guide, nnf, self.options)
         if KIND == "bias":
@@ -42,14 +45,26 @@ def _weight(self, source_guide, target_guide, nnf, carried, raw):
             w = (torch.exp(-r.square().mean(1, keepdim=True) / self.error_sigma**2) if WEIGHTED
                  else torch.ones_like(r[:, :1]))
             self._offset = VALUE * (r * w).sum((2, 3), keepdim=True) / w.sum((2, 3), keepdim=True).clamp_min(1e-6)
+            if KIND == "gain":
+                self._fit = (final_vote(source_guide, nnf, self.options), w)
     return out
 
 
 def _run_batch(self, pairs, images):
     self._offset = None
+    self._fit = None
     out = orig_b(self, pairs, images)
     if self._offset is not None:
-        out[:, :3] = (out[:, :3] + self._offset).clamp(0, 1)
+        offset = self._offset
+        if self._fit is not None:  # the style's slope on the guide, over the remapped frame
+            g, w = self._fit
+            st = out[:, :3]
+            ws = w.sum((2, 3), keepdim=True).clamp_min(1e-6)
+            gm, sm = (g * w).sum((2, 3), keepdim=True) / ws, (st * w).sum((2, 3), keepdim=True) / ws
+            cov = ((g - gm) * (st - sm) * w).sum((2, 3), keepdim=True)
+            var = ((g - gm).square() * w).sum((2, 3), keepdim=True).clamp_min(1e-6)
+            offset = offset * (cov / var).clamp(-2, 2)
+        out[:, :3] = (out[:, :3] + offset).clamp(0, 1)
     return out
 
 
