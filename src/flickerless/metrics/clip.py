@@ -38,7 +38,7 @@ __all__ = [
 AESTHETIC_HELP = (
     "the LAION improved aesthetic predictor weights sac+logos+ava1-l14-linearMSE.pth "
     "(github.com/christophschuhmann/improved-aesthetic-predictor; an MLP on CLIP ViT-L/14 embeddings): "
-    "pass --aesthetic-weights PATH (a .pth or .safetensors file, or OWNER/REPO/FILE on the Hugging Face hub)"
+    "pass --aesthetic-weights PATH / aesthetic_weights=PATH (a .pth or .safetensors file, or OWNER/REPO/FILE on the Hugging Face hub)"
 )
 
 
@@ -90,7 +90,7 @@ def load_clip(model: str = DEFAULT_CLIP, device=None, dtype=None) -> ClipModel:
     except (OSError, ValueError) as e:
         from ..weights import download_hint
 
-        raise not_found("CLIP model", model, "Pass --clip-model PATH (a folder saved by transformers' save_pretrained, "
+        raise not_found("CLIP model", model, "Pass --clip-model PATH / clip_model=PATH (a folder saved by transformers' save_pretrained, "
                         f"with tokenizer){download_hint(model, ' or')}", e) from e
     try:
         proc = CLIPImageProcessor.from_pretrained(src, local_files_only=local)

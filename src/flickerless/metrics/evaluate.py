@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,21 +95,6 @@ class EvalResult:
             return v
 
         return clean({"metrics": self.values, "per_frame": self.per_frame, "skipped": self.skipped, "info": self.info})
-
-
-# the command's flags that the reasons for a skip name (some from the model loaders), each with the keyword
-# of evaluate that does the same: evaluate serves `flickerless eval` and Python callers alike, and a caller
-# from Python was told to pass --source; both are said ("--source / source="), as fit's are
-_KEYWORDS = {"--source": "source=", "--prompt": "prompt=", "--clip-model PATH": "clip_model=PATH",
-             "--aesthetic-weights PATH": "aesthetic_weights=PATH", "--raft-weights PATH": "raft_weights=PATH",
-             "--fid-features clip": 'fid_features="clip"', "--flow dis": 'flow="dis"'}
-
-
-def _with_keywords(why: str) -> str:
-    """``why`` with each flag of :data:`_KEYWORDS` it names followed by evaluate's keyword for it."""
-    for flag, keyword in _KEYWORDS.items():
-        why = re.sub(re.escape(flag) + r"(?![\w-])", lambda m, k=keyword: f"{m.group(0)} / {k}", why)
-    return why
 
 
 def _load_models(todo: list, skip, res: EvalResult, clip_model, aesthetic_weights, fid_features, device):
@@ -233,7 +217,6 @@ def evaluate(
     res = EvalResult(info={"frames": int(len(out)), "height": int(out.shape[1]), "width": int(out.shape[2])})
 
     def skip(name, why):
-        why = _with_keywords(why)
         res.skipped[name] = why
         if log_skips:
             log.warning("%s: skipped: %s", name, why)
@@ -249,9 +232,9 @@ def evaluate(
             missing = True
             need = "a source of at least 2 frames"
         if missing:
-            why = {"source": "needs the source video (--source)", "prompt": "needs a prompt (--prompt)"}.get(need, f"needs {need}")
+            why = {"source": "needs the source video (--source / source=)", "prompt": "needs a prompt (--prompt / prompt=)"}.get(need, f"needs {need}")
             if explicit:
-                raise InputError(_with_keywords(f"metric {n} {why}"))
+                raise InputError(f"metric {n} {why}")
             skip(n, why)
         else:
             todo.append(n)

@@ -112,7 +112,7 @@ def inception_features(frames, device=None, batch: int = 32) -> np.ndarray:
         raise ModelNotFoundError(
             f"Inception FID needs the pytorch-fid package and a torchvision that loads with this torch "
             f"({type(e).__name__}: {e}): {torchvision_install('pytorch-fid')} and its weights "
-            "pt_inception-2015-12-05-6726825d.pth in torch's hub cache; or use --fid-features clip"
+            "pt_inception-2015-12-05-6726825d.pth in torch's hub cache; or use --fid-features clip / fid_features=\"clip\""
         ) from e
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
@@ -121,7 +121,7 @@ def inception_features(frames, device=None, batch: int = 32) -> np.ndarray:
         raise ModelNotFoundError(
             "Inception FID weights pt_inception-2015-12-05-6726825d.pth are not in torch's hub cache "
             f"({torch.hub.get_dir()}/checkpoints) and could not be downloaded ({type(e).__name__}); put the file "
-            "there, or use --fid-features clip"
+            "there, or use --fid-features clip / fid_features=\"clip\""
         ) from e
     out = []
 

@@ -68,7 +68,7 @@ class RaftFlow:
             what = "is not installed" if isinstance(e, ImportError) else "does not load with this torch"
             raise ModelNotFoundError(
                 f"the RAFT flow backend needs torchvision, which {what} ({type(e).__name__}: {e}): "
-                f"{torchvision_install()}; or use the DIS backend (--flow dis, the default)"
+                f"{torchvision_install()}; or use the DIS backend (--flow dis / flow=\"dis\", the default)"
             ) from e
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -76,7 +76,7 @@ class RaftFlow:
         if weights is not None:
             if not Path(weights).is_file():
                 raise ModelNotFoundError(f"RAFT weights {weights}: no such file; pass a raft_large state-dict file "
-                                         "(--raft-weights PATH) or leave it out to use torchvision's cached weights")
+                                         "(--raft-weights PATH / raft_weights=PATH) or leave it out to use torchvision's cached weights")
             model = raft_large(weights=None)
             try:
                 model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -89,7 +89,7 @@ class RaftFlow:
                 raise ModelNotFoundError(
                     "RAFT weights Raft_Large_Weights.DEFAULT are not in torch's hub cache "
                     f"({torch.hub.get_dir()}/checkpoints) and could not be downloaded ({type(e).__name__}: {e}); "
-                    "pass a raft_large state-dict file with --raft-weights PATH, or use --flow dis"
+                    "pass a raft_large state-dict file with --raft-weights PATH / raft_weights=PATH, or use --flow dis / flow=\"dis\""
                 ) from e
         self.model = model.to(self.device).eval()
 
