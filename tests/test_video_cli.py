@@ -4254,7 +4254,7 @@ def test_a_tensor_frame_that_fits_either_layout_is_said(tmp_path, caplog):
     (a channels-last one came out 3 pixels wide and RGBA without a word)."""
     import torch
 
-    video._said_streams.discard("tensor layout")
+    video._said_layout.clear()
     frames = torch.zeros(2, 3, 4, 3, dtype=torch.uint8)
     with caplog.at_level("WARNING", logger="flickerless"):
         video.write(tmp_path / "a", frames)

@@ -3169,6 +3169,9 @@ def has_audio(path) -> bool:
         return False
 
 
+_said_layout: list = []  # a tensor frame that fits either layout, said once a process
+
+
 def _as_bytes(frame, index: int) -> np.ndarray:
     """A frame to write as contiguous uint8: floats are read as [0, 1] (what :func:`flickerless.deflicker`
     returns for float input) and scaled; other types, and floats clearly off that scale, are refused
@@ -3181,8 +3184,8 @@ def _as_bytes(frame, index: int) -> np.ndarray:
         frame = frame.detach()
         # a (3, H, 3) frame, 3 pixels wide, was taken as channels-last and written scrambled
         if frame.ndim == 3 and frame.shape[0] in (3, 4):
-            if frame.shape[2] in (3, 4) and "tensor layout" not in _said_streams:  # (3, 4, 3): either way
-                _said_streams.add("tensor layout")
+            if frame.shape[2] in (3, 4) and not _said_layout:  # (3, 4, 3): either way
+                _said_layout.append(True)
                 log.warning("tensor frames of shape %s are read as (C, H, W), a tensor's layout, though (H, W, C) "
                             "fits too: permute channels-last frames to (C, H, W) first", tuple(frame.shape))
             frame = frame.permute(1, 2, 0)
