@@ -180,10 +180,21 @@ def target_size(h: int, w: int, settings: dict, multiple: int = 8) -> tuple[int,
     """The size frames are generated at: the template's width x height (``stretch``/``crop``), or
     the clip's aspect ratio at about as many pixels (``area``), in multiples of ``multiple``."""
     W, H, mode = settings["video"]["width"], settings["video"]["height"], settings["video"]["resize"]
-    r = lambda v: max(multiple, int(round(v / multiple)) * multiple)  # noqa: E731
     if mode != "area":
-        return r(H), r(W)
+        return _rounded(H, multiple), _rounded(W, multiple)
     return _area_size(h, w, W * H, multiple)
+
+
+def _rounded(v: float, multiple: int) -> int:
+    """``v`` to the nearest multiple of ``multiple``, at least one."""
+    return max(multiple, int(round(v / multiple)) * multiple)
+
+
+def _sides_rounded_apart(h: int, w: int, area: float, multiple: int = 8) -> tuple[int, int]:
+    """The aspect of ``h`` x ``w`` at ``area`` pixels, each side rounded on its own: the rule before
+    :func:`_area_size` (a job it made resumes at its size), and a strip's whose narrow side is held."""
+    scale = (area / (w * h)) ** 0.5
+    return _rounded(h * scale, multiple), _rounded(w * scale, multiple)
 
 
 def _area_size(h: int, w: int, area: float, multiple: int = 8) -> tuple[int, int]:
@@ -200,8 +211,7 @@ def _area_size(h: int, w: int, area: float, multiple: int = 8) -> tuple[int, int
     aspect = w / h
     ideal = (area / aspect) ** 0.5  # the height (the narrow side) at exactly the area
     if ideal < multiple:  # a strip whose narrow side is held at `multiple`: no aspect to keep
-        r = lambda v: max(multiple, int(round(v / multiple)) * multiple)  # noqa: E731
-        return r(ideal), r(area / ideal)
+        return _sides_rounded_apart(h, w, area, multiple)
     best = None
     lo, hi = max(1, math.floor(ideal * 0.93 / multiple)), max(1, math.ceil(ideal * 1.07 / multiple))
     for k in range(lo, hi + 1):
@@ -497,7 +507,12 @@ class _Inputs:
 def _generation_size(info, settings: dict, multiple: int = 8) -> tuple[int, int]:
     """(H, W) a clip of :class:`~flickerless.video.VideoInfo` ``info`` is generated at: an anamorphic clip
     with square pixels, at the shape it is shown."""
-    return target_size(info.height, max(1, round(info.width * float(info.pixel_aspect))), settings, multiple)
+    return target_size(*_shown_size(info), settings, multiple)
+
+
+def _shown_size(info) -> tuple[int, int]:
+    """(H, W) of a clip as it is shown: an anamorphic clip's width at its pixels' shape."""
+    return info.height, max(1, round(info.width * float(info.pixel_aspect)))
 
 
 def _resumed_size(job: Path, info, settings: dict, resume: bool, restart: bool,
@@ -512,12 +527,10 @@ def _resumed_size(job: Path, info, settings: dict, resume: bool, restart: bool,
         size = tuple(old["size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    h, w = info.height, max(1, round(info.width * float(info.pixel_aspect)))
-    W, H = settings["video"]["width"], settings["video"]["height"]
-    scale = (W * H / (w * h)) ** 0.5
-    r = lambda v: max(multiple, int(round(v / multiple)) * multiple)  # noqa: E731
+    h, w = _shown_size(info)
     now = target_size(h, w, settings, multiple)
-    if size == now or size != (r(h * scale), r(w * scale)):
+    if size == now or size != _sides_rounded_apart(h, w, settings["video"]["width"] * settings["video"]["height"],
+                                                   multiple):
         return None
     if old.get("settings") not in (_hash(_comparable(settings)), _hash(settings)) and not _same_settings(job, settings):
         return None  # other settings: refused as such, at the size this version gives
