@@ -868,6 +868,8 @@ class _Packets:
     timing: tuple[tuple[int | None, int], ...]  # (pts, duration) of each, in decoding order
     end: int | None = None  # when the stream's last frame ends, as its header says (an MP4 track's edit)
     own_durations: bool = False  # each packet's duration is its own frame's (Matroska), not a decoding step
+    stored: int = 0  # packets with data, shown or not: fewer than the header counts in a file cut short
+    corrupt: bool = False  # a packet the demuxer flags as cut off (a file that stops inside its last one)
 
 
 def _shown_packets(path) -> _Packets:
@@ -884,10 +886,17 @@ def _read_packets(path: str, size: int, mtime_ns: int) -> _Packets:
         stream = _video_stream(container, path)
         # each packet's time taken as it passes, not the packets kept: a list of them held the whole file in
         # RAM at every probe (a 2 GB ProRes clip, 2 GB more, before a frame was decoded)
-        timing = tuple((p.pts, p.duration or 0) for p in container.demux(stream)
-                       if p.size and not getattr(p, "is_discard", False))
+        timing, stored, corrupt = [], 0, False
+        for p in container.demux(stream):
+            if not p.size:
+                continue
+            stored += 1
+            corrupt = corrupt or bool(getattr(p, "is_corrupt", False))
+            if not getattr(p, "is_discard", False):
+                timing.append((p.pts, p.duration or 0))
         end = None if stream.duration is None else (stream.start_time or 0) + stream.duration
-        return _Packets(stream.time_base, stream.frames, timing, end, "matroska" in (container.format.name or ""))
+        return _Packets(stream.time_base, stream.frames, tuple(timing), end,
+                        "matroska" in (container.format.name or ""), stored, corrupt)
     finally:
         container.close()
 

@@ -81,18 +81,9 @@ def _cut_short(path) -> dict | None:
 
     from .. import video
 
-    container = video._open_container(Path(path))
-    try:
-        stream = video._video_stream(container, path)
-        header = int(stream.frames or 0)
-        in_file, corrupt = 0, False  # counted as they pass: a list of the packets held the whole file in RAM
-        for p in container.demux(stream):
-            if p.size:
-                in_file += 1
-                corrupt = corrupt or bool(getattr(p, "is_corrupt", False))
-    finally:
-        container.close()
-    if not corrupt and header <= in_file:
+    packets = video._shown_packets(path)  # the pass probe made already (cached): the file is not read again
+    header, in_file = int(packets.frames or 0), packets.stored
+    if not packets.corrupt and header <= in_file:
         return None
     decoded = 0
     container = video._open_container(Path(path))
