@@ -4431,3 +4431,35 @@ def test_a_pyav_without_stream_dispositions_reads_the_video_stream():
     stream = SimpleNamespace(index=0, frames=3)
     container = SimpleNamespace(streams=SimpleNamespace(video=[stream]), name="clip.mp4")
     assert video._video_stream(container) is stream
+
+
+def test_no_exposure_and_a_record_kept_before_exposure_was_an_option(tmp_path):
+    """``--no-exposure`` reaches the blend: on a fade with an inverted style the default follows the
+    guide's levels, and --no-exposure gives the blend of session 34. A stop kept by a version before
+    exposure following made its frames without it: resumed with the default it is refused, saying how
+    to resume it; with --no-exposure it is taken."""
+    from flickerless.cli import _differing, _made_with_other
+
+    from .test_deflicker import _fading
+
+    guide = _fading()
+    style = 255 - guide
+    video.write(tmp_path / "g", guide, 25)
+    video.write(tmp_path / "s", style, 25)
+    outs = {}
+    for name, extra in (("on", []), ("off", ["--no-exposure"])):
+        assert main(["deflicker", "--guide", str(tmp_path / "g"), "--style", str(tmp_path / "s"), "--device", "cpu",
+                     "--window", "5", "-q", "-o", str(tmp_path / name), *extra]) == 0
+        outs[name] = video.read(tmp_path / name)[0]
+    bias = {k: [float(v[i].mean()) - float(style[i].mean()) for i in (6, 8, 11, 13)] for k, v in outs.items()}
+    assert min(bias["off"]) < -1.0 and max(abs(b) for b in bias["on"]) < 0.5, bias
+
+    old = {"mode": "table"}  # an earlier version's record: no "exposure"
+    assert _differing(old, {"mode": "table", "exposure": True}) == ["exposure"]
+    assert _differing(old, {"mode": "table", "exposure": False}) == []
+    record = tmp_path / "r.json"
+    record.write_text('{"mode": "table"}')
+    assert _made_with_other(record, {"mode": "table", "exposure": True}) == \
+        "exposure (off -> on; --no-exposure turns it off)"
+    record.write_text('{"mode": "table", "exposure": true}')
+    assert _made_with_other(record, {"mode": "table", "exposure": True}) == ""

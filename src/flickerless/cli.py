@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-detail", action="store_true",
                    help="window and table modes: return the blend as it is, without adding back each frame's fine "
                         "detail where the guide shows the blend lost it")
+    d.add_argument("--no-exposure", action="store_true",
+                   help="blend remapped frames at their own levels: by default each follows the guide's change of "
+                        "level between its frame and the one it is blended into (fades, lights, a camera's gain), "
+                        "as far as the style's levels follow the guide's (no effect with --error-sigma 0)")
     d.add_argument("--tmp", metavar="DIR",
                    help="folder for frames that do not fit in RAM (long or large clips: uncompressed, several GB; "
                         "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "
@@ -460,7 +464,8 @@ def _blend_options(args, job: dict, lo: int) -> dict:
     return {"window": args.window, "batch": args.batch, "options": job["options"], "first_frame": lo,
             "total_frames": job["n"],
             "error_sigma": "auto" if args.error_sigma is None else args.error_sigma,
-            "detail": False if args.no_detail else "auto", "tmpdir": job["tmp"]}
+            "detail": False if args.no_detail else "auto", "exposure": False if args.no_exposure else "auto",
+            "tmpdir": job["tmp"]}
 
 
 def _warming(args, job: dict, device):
@@ -476,7 +481,8 @@ def _warming(args, job: dict, device):
     opts = _blend_options(args, job, 0)
     thread = threading.Thread(target=warm_up, name="flickerless-warm-up", daemon=True, kwargs=dict(
         device=device, size=job["size"], mode=job["mode"], window=opts["window"], options=opts["options"],
-        channels=4 if job["alpha"] else 3, error_sigma=opts["error_sigma"], detail=opts["detail"]))
+        channels=4 if job["alpha"] else 3, error_sigma=opts["error_sigma"], detail=opts["detail"],
+        exposure=opts["exposure"]))
     thread.start()
     return thread.join
 
@@ -706,7 +712,7 @@ def _holding_the_output_lock(cmd):
 def cmd_deflicker(args) -> int:
     import dataclasses
 
-    from .blend.deflicker import resolve_error_sigma
+    from .blend.deflicker import resolve_error_sigma, resolve_exposure
     from .blend.patchmatch import PatchMatchOptions
     from .pipelines.job import parse_frames
     from .video import (MEMORY_LIMIT, WRITE_VIDEO_EXTS, BackgroundWriter, VideoWriter, check_output,
@@ -845,13 +851,15 @@ def cmd_deflicker(args) -> int:
             raise InputError(f"keyframe {k} is past the guide's last frame ({n - 1 + k - i}){hint}")
         raw[i] = path
     # what a stopped run is checked against when it is resumed
+    sigma = resolve_error_sigma("auto" if args.error_sigma is None else args.error_sigma, mode)
     settings = {"guide": str(Path(args.guide).resolve()), "style": args.style and str(Path(args.style).resolve()),
                 "keyframes": args.keyframes and str(Path(args.keyframes).resolve()),
                 "keyframe_start": args.keyframe_start, "mode": mode,
                 # as in effect, not as typed: an option given at its default (--seed 0) is the same run
                 "window": args.window, "frames": [start, end], "patchmatch": dataclasses.asdict(opts),
-                "error_sigma": resolve_error_sigma("auto" if args.error_sigma is None else args.error_sigma, mode),
-                "detail": not args.no_detail, "cuts": not args.no_cuts,
+                "error_sigma": sigma,
+                "detail": not args.no_detail, "exposure": resolve_exposure(not args.no_exposure and "auto", mode, sigma),
+                "cuts": not args.no_cuts,
                 "resize": args.resize, "fps": args.fps,
                 # a resumed video copies the kept frames as they were encoded: at another quality (or into a
                 # lossless ffv1 output) they would differ from the rest without a word
@@ -1048,11 +1056,20 @@ def _said(diff: list, before: dict, settings: dict) -> str:
 # settings a stopped run's record holds only since they were recorded: one kept by an earlier version lacks
 # them, and counts as made with this run's (it was refused: "other codec (None -> h264)", the same command)
 _RECORDED_LATER = ("codec", "crf")
+# settings added later with what an earlier version did: its kept frames were made without exposure following
+_RECORDED_LATER_AS = {"exposure": False}
+
+
+def _recorded(before: dict, key: str, settings: dict):
+    """A stopped run's setting ``key`` as its record ``before`` holds it (see _RECORDED_LATER)."""
+    if key in before:
+        return before[key]
+    return settings[key] if key in _RECORDED_LATER else _RECORDED_LATER_AS.get(key)
 
 
 def _differing(before: dict, settings: dict) -> list:
     """The keys of ``settings`` a stopped run's record ``before`` holds otherwise."""
-    return [k for k in settings if before.get(k, settings[k] if k in _RECORDED_LATER else None) != settings[k]]
+    return [k for k in settings if _recorded(before, k, settings) != settings[k]]
 
 
 def _made_with_other(record: Path, settings: dict) -> str | None:
@@ -1068,7 +1085,9 @@ def _made_with_other(record: Path, settings: dict) -> str | None:
 
 def _setting_change(key: str, before: dict, now: dict) -> str:
     """``old -> new`` of a setting, or of the options within it that differ (``seed 0 -> 3``)."""
-    a, b = before.get(key), now[key]
+    a, b = _recorded(before, key, now), now[key]
+    if key == "exposure":  # (runs before it was an option were made without: resumed with --no-exposure)
+        return f"{'on' if a else 'off'} -> {'on' if b else 'off'}; --no-exposure turns it off"
     if isinstance(a, dict) and isinstance(b, dict):
         return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
     return f"{a} -> {b}"

@@ -13,7 +13,8 @@ command. Modes (all produce one frame per input frame, same kind as the input):
 In window, table and keyframes modes each remapped frame is weighted per pixel by how well the guide
 survives the same remap (``error_sigma``). In window and table modes the guide is also blended
 alongside the style so that the fine detail blending lost can be given back from each frame's own
-style image (``detail``, :mod:`flickerless.blend.detail`).
+style image (``detail``, :mod:`flickerless.blend.detail`). Where remaps are weighted, each remapped frame
+also follows the guide's change of level between its two frames (``exposure``: fades, lights).
 
 Frames flow through the GPU in batches of pairs; intermediate images live in a
 :class:`~flickerless.blend.frames.FrameStore` (device, then host RAM, then disk), so a long clip
@@ -212,6 +213,59 @@ def resolve_error_sigma(error_sigma, mode: str) -> float | None:
     return float(error_sigma)
 
 
+def resolve_exposure(exposure, mode: str, error_sigma: float | None) -> bool:
+    """Whether remapped frames follow the guide's changes of level (:func:`follow_exposure`): ``"auto"``
+    is on where the remaps are weighted (``error_sigma``, resolved), off for a plain mean (the reference
+    all_pairs, and the engine's in-loop passes); ``True``/``False`` as given (not in all_pairs)."""
+    if isinstance(exposure, str):
+        if exposure != "auto":
+            raise InputError(f"exposure must be True, False or 'auto', got {exposure!r}")
+        return error_sigma is not None
+    if exposure and mode == "all_pairs":
+        raise InputError("exposure following works in window, table and keyframes modes, not 'all_pairs' (the "
+                         "reference blends the remaps as they are)")
+    return bool(exposure)
+
+
+# the gain of follow_exposure is kept within these bounds (a style whose levels run against the guide's at
+# twice its contrast, or with it), and a guide flatter than this variance (a standard deviation of 1/40 of a
+# level on 0-255: a flat frame) gives none
+EXPOSURE_GAIN = 2.0
+EXPOSURE_FLAT = 1e-8
+
+
+def follow_exposure(style: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
+                    error_sigma: float | None) -> torch.Tensor:
+    """Remapped ``style`` (``(B, C, H, W)``, colour first) moved by the change of level between the
+    remap's two guide frames, so that a remapped frame does not carry its own frame's exposure into a
+    fade, a light going on or a camera's gain change.
+
+    Per pair and colour channel: the change is the mean of ``target_guide - voted_guide`` (the target's
+    guide less the source's guide remapped through the same field), weighted per pixel by
+    exp(-e / sigma^2), e the squared guide error there (content the remap found; 1 without
+    ``error_sigma``); it is multiplied by the gain of the style on the guide (the weighted least-squares
+    slope of the remapped style on the remapped guide over the frame, within +-:data:`EXPOSURE_GAIN`).
+    A style whose levels follow the guide's moves with it, an inverted one against it, and a posterised
+    or flat palette hardly at all. Returns a new tensor; the colour is kept in [0, 1] and any channels
+    past 3 (alpha) are as given. Measured in BENCHMARKS.md ("exposure")."""
+    r = target_guide - voted_guide
+    w = (torch.exp(-r.square().mean(1, keepdim=True) / error_sigma**2) if error_sigma
+         else torch.ones_like(r[:, :1]))
+    total = w.sum((2, 3), keepdim=True).clamp_min(1e-12)
+
+    def mean(x):
+        return (x * w).sum((2, 3), keepdim=True) / total
+
+    colour = style[:, :3]
+    g = voted_guide - mean(voted_guide)
+    var = mean(g.square())
+    gain = torch.where(var > EXPOSURE_FLAT, mean(g * (colour - mean(colour))) / var.clamp_min(EXPOSURE_FLAT),
+                       torch.zeros_like(var)).clamp(-EXPOSURE_GAIN, EXPOSURE_GAIN)
+    out = style.clone()
+    out[:, :3] = (colour + gain * mean(r)).clamp_(0, 1)
+    return out
+
+
 def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
     if device.type != "cuda":
         return 4
@@ -235,7 +289,8 @@ class Remapper:
     """
 
     def __init__(self, guide: FrameSource, options: PatchMatchOptions, device, batch: int, progress=None,
-                 matches: MatchCache | None = None, error_sigma: float | None = None, carry_guide: bool = False):
+                 matches: MatchCache | None = None, error_sigma: float | None = None, carry_guide: bool = False,
+                 exposure: bool = False):
         self.guide = guide
         self.matches = matches
         # an image in flight ("entry") is its colour (3 channels) and alpha (1, a style with transparency:
@@ -244,6 +299,7 @@ class Remapper:
         self.channels = 3
         self.error_sigma = error_sigma
         self.carry_guide = carry_guide
+        self.exposure = exposure  # remapped colour follows the guide's change of level (follow_exposure)
         self.offset = 0  # clip index of the guide's frame 0 (shots), the frame numbers of ``matches``
         self.first_frame = 0  # index of the clip's frame 0 in a longer video (a range of it): seeds
         self.options = options
@@ -417,25 +473,31 @@ class Remapper:
                                            return_nnf=True, guide_levels=cold)
                 self.matches.put([ids[k] for k in rows], nnf[sel])
         if self.weighted:
-            return torch.cat([out, self._weight(sg, tg, nnf, carried, raw)], 1)
+            extra, voted_guide = self._weight(sg, tg, nnf, carried, raw)
+            if self.exposure:
+                out = follow_exposure(out, voted_guide, tg, self.error_sigma)
+            return torch.cat([out, extra], 1)
+        if self.exposure:  # (unweighted: the source's guide voted for this alone)
+            out = follow_exposure(out, final_vote(sg, nnf, self.options), tg, None)
         if raw:  # the alpha, then the source's guide remapped: the guide blend of a raw frame
             return torch.cat([out, final_vote(sg if carried is None else torch.cat([carried, sg], 1), nnf,
                                               self.options)], 1)
         return out if carried is None else torch.cat([out, final_vote(carried, nnf, self.options)], 1)
 
-    def _weight(self, source_guide, target_guide, nnf, carried, raw: bool) -> torch.Tensor:
+    def _weight(self, source_guide, target_guide, nnf, carried, raw: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The carried channels remapped (a raw frame's guide blend: its remapped guide), the last
         one (the weight map) multiplied by this remap's per-pixel weight exp(-e / sigma^2), e the 5x5
         mean of the squared error between the target guide and the source guide remapped through
         the same field. Where the remap could not find the content (occlusion, content that left
         the frame, a fast pan), the remapped image counts less; a table entry's weight is the
-        product over the remaps that brought it."""
+        product over the remaps that brought it. Also returns the remapped source guide."""
         voted = final_vote(torch.cat([source_guide, carried], 1), nnf, self.options)
         err = (voted[:, :3] - target_guide).square().mean(1, keepdim=True)
         err = torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
         weight = torch.exp(-err / self.error_sigma**2)
         a = self.channels  # after the source guide (3): the alpha, if any, ends here
-        return torch.cat([voted[:, 3:a], voted[:, :3] if raw else voted[:, a:-1], weight * voted[:, -1:]], 1)
+        return (torch.cat([voted[:, 3:a], voted[:, :3] if raw else voted[:, a:-1], weight * voted[:, -1:]], 1),
+                voted[:, :3])
 
 
 # --------------------------------------------------------------------------------------------
@@ -991,6 +1053,7 @@ def run_deflicker(
     matches: MatchCache | None = None,
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
+    exposure: bool | str = "auto",
     first_frame: int = 0,
     max_segment: int | None = None,
     total_frames: int | None = None,
@@ -1021,6 +1084,11 @@ def run_deflicker(
     blend lost it. ``"auto"`` (default): on in window and table modes; entries then carry 3 more
     channels (7 in all with the weighting, against 3 for a plain blend).
 
+    exposure: each remapped frame's colour follows the guide's change of level between its two frames,
+    scaled by how the style's levels follow the guide's (:func:`follow_exposure`), so that a fade or a
+    light going on is not blended with the frames before it. ``"auto"`` (default): on where the remaps
+    are weighted (``error_sigma``), off for a plain mean (see :func:`resolve_exposure`).
+
     first_frame: where the clip starts in a longer video, when it is a range of one read with its
     neighbours (the command line's ``--frames``, ``--resume`` and several devices): PatchMatch is
     seeded per pair of video frames, and table mode lays its blocks out from the video's first frame
@@ -1044,6 +1112,7 @@ def run_deflicker(
     _check_arguments(mode, style, batch, keyframes, device_budget, first_frame, total_frames, len(guide))
     error_sigma = resolve_error_sigma(error_sigma, mode)
     detail = resolve_detail(detail, mode)
+    exposure = resolve_exposure(exposure, mode, error_sigma)
     n = len(guide)
     if n == 0:
         raise InputError("the guide video has no frames")
@@ -1131,7 +1200,7 @@ def run_deflicker(
         bar = tqdm(total=total, unit="pair", desc=f"deflicker ({mode})", dynamic_ncols=True)
     if matches is not None:
         matches.bind(n, guide.size)
-    remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma, carry_guide=detail)
+    remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma, carry_guide=detail, exposure=exposure)
     remapper.first_frame = int(first_frame)
     remapper.channels = colour
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
@@ -1170,7 +1239,8 @@ def run_deflicker(
 
 
 def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, options: PatchMatchOptions | None = None,
-            channels: int = 3, error_sigma: float | str | None = "auto", detail: bool | str = "auto") -> float:
+            channels: int = 3, error_sigma: float | str | None = "auto", detail: bool | str = "auto",
+            exposure: bool | str = "auto") -> float:
     """Make a GPU ready for a run with these settings, by running it on four frames of noise of the same
     ``size`` (enough for table mode to remap a stored block as well as a frame, and for keyframes mode
     to render a frame from two keyframes): the CUDA context is made, and every kernel variant the run
@@ -1194,7 +1264,7 @@ def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, optio
             keyframes = {0: style[0], 3: style[3]} if mode == "keyframes" else None
             run_deflicker(TensorFrames(guide), None if keyframes else TensorFrames(style), lambda i, img: None,
                           mode=mode, window=window, device=dev, batch=1, keyframes=keyframes, options=options,
-                          cuts=False, error_sigma=error_sigma, detail=detail)
+                          cuts=False, error_sigma=error_sigma, detail=detail, exposure=exposure)
             del guide, style, keyframes
             torch.cuda.synchronize(dev)
     except Exception as e:  # noqa: BLE001 - the run that follows meets the same problem and says it
@@ -1230,6 +1300,7 @@ def deflicker(
     matches: MatchCache | None = None,
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
+    exposure: bool | str = "auto",
     first_frame: int = 0,
     total_frames: int | None = None,
     **patchmatch_options,
@@ -1262,6 +1333,9 @@ def deflicker(
         0: a plain mean (see :func:`run_deflicker`).
     detail: guided detail restoration, ``"auto"`` (default): on in window and table modes; ``False``
         (or ``None``, as for ``error_sigma``) returns the blend as it is (see :mod:`flickerless.blend.detail`).
+    exposure: remapped frames follow the guide's changes of level (fades, lights, a camera's gain), scaled
+        by how the style's levels follow the guide's; ``"auto"`` (default): on where the remaps are
+        weighted (``error_sigma``), ``False``: off (see :func:`follow_exposure`).
     first_frame, total_frames: the index of ``guide``'s frame 0 in a longer video it was cut from, and
         that video's length (default: ``first_frame`` plus the clip's): PatchMatch is seeded per pair of
         that video's frames and table mode's blocks are laid out from its ends, so the frames of a
@@ -1327,7 +1401,8 @@ def deflicker(
 
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
                   progress=progress, device_budget=device_budget, cuts=cuts, matches=matches,
-                  error_sigma=error_sigma, detail=detail, first_frame=first_frame, total_frames=total_frames)
+                  error_sigma=error_sigma, detail=detail, exposure=exposure, first_frame=first_frame,
+                  total_frames=total_frames)
     if as_tensor and out.is_pinned():
         torch.cuda.synchronize(dev)  # the copies into ``out`` were asynchronous
     return out
