@@ -2,7 +2,7 @@
 ``flickerless.blend.deflicker.follow_exposure``) off and on, on CPU, table mode window 15 unless the case says.
 Session 34's ``fade_fixes.py gain`` was the same idea as a patch over the Remapper; this measures the tool.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/explore/exposure.py CASES
+    PYTHONPATH=src .venv/bin/python benchmarks/explore/exposure.py CASES     (DEVICE=cuda: on the GPU)
 
 CASES (comma-separated):
 - ``clip:flicker`` from /tmp/flicker_kinds/clips (made by flicker_kinds/makeclips.py), e.g. fade:none, fade:hsg;
@@ -14,6 +14,7 @@ CASES (comma-separated):
 - ``keys:clip:flicker``: keyframes mode with every 8th frame of the flickering style as keyframes.
 Prints one JSON row per case: PSNR and temporal error against the truth, and seconds, for off and on."""
 import json
+import os
 import sys
 import time
 
@@ -63,7 +64,7 @@ for name in sys.argv[1].split(","):
         row["in"] = (round(psnr(s, gt), 2), round(temporal_error(s, gt), 1))
     for on in (False, True):
         t = time.time()
-        out = flickerless.deflicker(g, s, device="cpu", exposure=on, **kw)
+        out = flickerless.deflicker(g, s, device=os.environ.get("DEVICE", "cpu"), exposure=on, **kw)
         key = "on" if on else "off"
         row[key] = (round(psnr(out, gt), 2), round(temporal_error(out, gt), 1), round(time.time() - t, 1))
         if shown:
