@@ -503,8 +503,8 @@ def test_error_weighted_table_blend(pair):
     for window in (3, None):
         kw = dict(mode="table", window=window, device="cpu", cuts=False)
         plain = deflicker(clip, flick, error_sigma=None, **kw)
-        np.testing.assert_allclose(deflicker(clip, flick, error_sigma=1e6, **kw).astype(int), plain.astype(int),
-                                   atol=1)
+        np.testing.assert_allclose(deflicker(clip, flick, error_sigma=1e6, exposure=False, **kw).astype(int),
+                                   plain.astype(int), atol=1)
         alone = deflicker(clip, flick, error_sigma=1e-4, **kw)
         assert psnr(alone, flick) > 45 and psnr(plain, flick) < 35
     kw = dict(mode="table", window=3, device="cpu", cuts=False)
@@ -569,8 +569,8 @@ def test_error_weighted_keyframes(pair):
     kw = dict(mode="keyframes", device="cpu", cuts=False, **FAST)  # frame 6 turned below would be a cut
     keys = {0: truth[0], 6: truth[6]}
     plain = deflicker(clip, keyframes=keys, error_sigma=None, **kw)
-    # weights of 1 everywhere (huge sigma): the distance-weighted blend
-    np.testing.assert_allclose(deflicker(clip, keyframes=keys, error_sigma=1e6, **kw).astype(int),
+    # weights of 1 everywhere (huge sigma): the distance-weighted blend (exposure following is its own option)
+    np.testing.assert_allclose(deflicker(clip, keyframes=keys, error_sigma=1e6, exposure=False, **kw).astype(int),
                                plain.astype(int), atol=1)
     # keyframe 6 shows other content (its guide and its style turned upside down): its remaps onto
     # frames 1-5 fit badly, and weighted they count less there
@@ -955,7 +955,8 @@ def test_follow_exposure_moves_a_style_with_the_guide_by_its_own_slope(slope, of
 
 def test_follow_exposure_leaves_what_does_not_follow_the_guide():
     """A flat palette (a style unrelated to the guide's levels), a flat guide and a guide that did not
-    change are left as they are; an alpha channel is never moved; the input is not changed in place."""
+    change are left as they are; a guide blend carried beside the colour (channels 3-5) follows the
+    guide's change itself, whatever the colour does; the input is not changed in place."""
     from flickerless.blend.deflicker import follow_exposure
 
     voted = _exposure_pair()
@@ -965,11 +966,27 @@ def test_follow_exposure_leaves_what_does_not_follow_the_guide():
     assert torch.equal(follow_exposure(style, voted, voted, 0.05), style)  # no change of level
     black = torch.zeros_like(voted)  # a frame faded to black: no slope to fit
     assert torch.equal(follow_exposure(style, black, black + 0.05, 0.05), style)
-    rgba = torch.cat([style, torch.full_like(voted[:, :1], 0.3)], 1)
-    kept = rgba.clone()
-    out = follow_exposure(rgba, voted, voted + 0.05, 0.05)
-    assert torch.equal(rgba, kept) and torch.equal(out[:, 3], kept[:, 3])
-    assert torch.allclose(out[:, :3], 0.1 + 0.8 * (voted + 0.05), atol=1e-5)
+    both = torch.cat([flat, voted], 1)  # a flat style, and the guide blend of a raw frame: its remapped guide
+    kept = both.clone()
+    out = follow_exposure(both, voted, voted + 0.05, 0.05)
+    assert torch.equal(both, kept)
+    assert torch.allclose(out[:, :3], flat) and torch.allclose(out[:, 3:], voted + 0.05, atol=1e-5)
+
+
+def test_deflicker_moves_no_alpha_with_the_colour():
+    """A fading clip with an RGBA style: the alpha is blended as without exposure following (it is not
+    a colour), and the colour follows the fade as without the alpha. (The guide blend carried for
+    detail restoration moves with the colour: test_detail's test_guide_blend_travels_with_the_colour.)"""
+    guide = _fading(8, 1, 6)
+    rgba = np.concatenate([255 - guide, guide[..., 1:2]], -1)  # an alpha that fades with the guide
+    # (window mode: in table mode an entry's colour, moved, also steers the search of its next remap;
+    # no restoration: it takes its gain from the colour)
+    kw = dict(device="cpu", window=3, mode="window", **FAST)
+    out = deflicker(guide, rgba, detail=False, **kw)
+    off = deflicker(guide, rgba, detail=False, exposure=False, **kw)
+    assert np.array_equal(out[..., 3], off[..., 3])
+    assert np.abs(out[..., :3].astype(int) - off[..., :3]).max() > 2  # (the colour did move)
+    assert np.abs(out[..., :3].astype(int) - deflicker(guide, 255 - guide, detail=False, **kw)).max() <= 1
 
 
 def test_follow_exposure_takes_the_change_where_the_remap_found_the_content():

@@ -234,36 +234,52 @@ EXPOSURE_GAIN = 2.0
 EXPOSURE_FLAT = 1e-8
 
 
-def follow_exposure(style: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
+def follow_exposure(images: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
                     error_sigma: float | None) -> torch.Tensor:
-    """Remapped ``style`` (``(B, C, H, W)``, colour first) moved by the change of level between the
-    remap's two guide frames, so that a remapped frame does not carry its own frame's exposure into a
-    fade, a light going on or a camera's gain change.
+    """Remapped ``images`` (``(B, 3m, H, W)``: the style's colour, and the guide blend carried with it,
+    each against the guide's 3 channels) moved by the change of level between the remap's two guide
+    frames, so that a remapped frame does not carry its own frame's exposure into a fade, a light going
+    on or a camera's gain change. Returns a new tensor in [0, 1]; see :func:`exposure_shift`."""
+    return (images + exposure_shift(images, voted_guide, target_guide, error_sigma)).clamp_(0, 1)
 
-    Per pair and colour channel: the change is the mean of ``target_guide - voted_guide`` (the target's
-    guide less the source's guide remapped through the same field), weighted per pixel by
-    exp(-e / sigma^2), e the squared guide error there (content the remap found; 1 without
-    ``error_sigma``); it is multiplied by the gain of the style on the guide (the weighted least-squares
-    slope of the remapped style on the remapped guide over the frame, within +-:data:`EXPOSURE_GAIN`).
+
+# the frame statistics of exposure_shift are taken on a grid of at least this many pixels (every k-th pixel
+# of every k-th row): a global mean and slope need no more, and the work is once per remap
+EXPOSURE_SAMPLES = 4096
+
+
+def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
+                   error_sigma: float | None, channels: Sequence[int] | None = None) -> torch.Tensor:
+    """What :func:`follow_exposure` adds to ``images[:, channels]`` (default all of them, in blocks of 3
+    against the guide's 3 channels): ``(B, len(channels), 1, 1)``.
+
+    Per pair and channel: the change is the mean of ``target_guide - voted_guide`` (the target's guide
+    less the source's guide remapped through the same field), weighted per pixel by exp(-e / sigma^2),
+    e the squared guide error there (content the remap found; 1 without ``error_sigma``); it is
+    multiplied by the gain of the image on the guide (the weighted least-squares slope of the remapped
+    image on the remapped guide over the frame, within +-:data:`EXPOSURE_GAIN`; none on a flat guide).
     A style whose levels follow the guide's moves with it, an inverted one against it, and a posterised
-    or flat palette hardly at all. Returns a new tensor; the colour is kept in [0, 1] and any channels
-    past 3 (alpha) are as given. Measured in BENCHMARKS.md ("exposure")."""
-    r = target_guide - voted_guide
-    w = (torch.exp(-r.square().mean(1, keepdim=True) / error_sigma**2) if error_sigma
-         else torch.ones_like(r[:, :1]))
-    total = w.sum((2, 3), keepdim=True).clamp_min(1e-12)
+    or flat palette hardly at all; the guide blend, a blend of the guide itself, by the guide's change
+    (its slope is about 1). Measured in BENCHMARKS.md, "Session 35"."""
+    b, c, h, wd = images.shape
+    channels = list(range(c)) if channels is None else list(channels)
+    k = max(1, math.isqrt(h * wd // EXPOSURE_SAMPLES))
+    # each block of 3 channels against the guide's 3, on the grid
+    x = images[:, channels, ::k, ::k].reshape(b, len(channels) // 3, 3, *images[0, 0, ::k, ::k].shape)
+    guide = voted_guide[:, None, :, ::k, ::k]
+    r = target_guide[:, None, :, ::k, ::k] - guide
+    w = (torch.exp(-r.square().mean(2, keepdim=True) / error_sigma**2) if error_sigma
+         else torch.ones_like(r[:, :, :1]))
+    total = w.sum((-2, -1), keepdim=True).clamp_min(1e-12)
 
-    def mean(x):
-        return (x * w).sum((2, 3), keepdim=True) / total
+    def mean(v):  # over the frame, weighted
+        return (v * w).sum((-2, -1), keepdim=True) / total
 
-    colour = style[:, :3]
-    g = voted_guide - mean(voted_guide)
+    g = guide - mean(guide)
     var = mean(g.square())
-    gain = torch.where(var > EXPOSURE_FLAT, mean(g * (colour - mean(colour))) / var.clamp_min(EXPOSURE_FLAT),
+    gain = torch.where(var > EXPOSURE_FLAT, mean(g * x) / var.clamp_min(EXPOSURE_FLAT),  # (g's mean is 0)
                        torch.zeros_like(var)).clamp(-EXPOSURE_GAIN, EXPOSURE_GAIN)
-    out = style.clone()
-    out[:, :3] = (colour + gain * mean(r)).clamp_(0, 1)
-    return out
+    return (gain * mean(r)).reshape(b, len(channels), 1, 1)
 
 
 def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
@@ -472,17 +488,24 @@ class Remapper:
                 out[sel], nnf[sel] = remap(style[sel], tg[sel], sg[sel], self.options, keys[sel], init_nnf=init,
                                            return_nnf=True, guide_levels=cold)
                 self.matches.put([ids[k] for k in rows], nnf[sel])
+        voted = None  # the source's guide remapped
         if self.weighted:
-            extra, voted_guide = self._weight(sg, tg, nnf, carried, raw)
-            if self.exposure:
-                out = follow_exposure(out, voted_guide, tg, self.error_sigma)
-            return torch.cat([out, extra], 1)
-        if self.exposure:  # (unweighted: the source's guide voted for this alone)
-            out = follow_exposure(out, final_vote(sg, nnf, self.options), tg, None)
-        if raw:  # the alpha, then the source's guide remapped: the guide blend of a raw frame
-            return torch.cat([out, final_vote(sg if carried is None else torch.cat([carried, sg], 1), nnf,
-                                              self.options)], 1)
-        return out if carried is None else torch.cat([out, final_vote(carried, nnf, self.options)], 1)
+            extra, voted = self._weight(sg, tg, nnf, carried, raw)
+            out = torch.cat([out, extra], 1)
+        elif raw:  # the alpha, then the source's guide remapped: the guide blend of a raw frame
+            out = torch.cat([out, final_vote(sg if carried is None else torch.cat([carried, sg], 1), nnf,
+                                             self.options)], 1)
+            voted = out[:, -3:]
+        elif carried is not None:
+            out = torch.cat([out, final_vote(carried, nnf, self.options)], 1)
+        if self.exposure:  # the colour, and the guide blend after the alpha (if any) with it
+            blocks = [0, self.channels][:1 + self.carry_guide]
+            if voted is None:
+                voted = final_vote(sg, nnf, self.options)
+            shift = exposure_shift(out, voted, tg, self.error_sigma, [c + i for c in blocks for i in range(3)])
+            for k, c in enumerate(blocks):
+                out[:, c:c + 3].add_(shift[:, 3 * k:3 * k + 3]).clamp_(0, 1)
+        return out
 
     def _weight(self, source_guide, target_guide, nnf, carried, raw: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The carried channels remapped (a raw frame's guide blend: its remapped guide), the last
