@@ -759,6 +759,36 @@ def test_a_pair_that_does_not_fit_the_gpu_halves_the_batch_then_frees_the_gpu_st
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["table", "window", "keyframes"])
+def test_remapping_never_waits_for_the_gpu(mode):
+    """Batches of pairs are queued without the host waiting for the GPU between them: exposure
+    following indexed its channels with a Python list, a copy to the device per remap that the host
+    waited for (+50% s/frame at 640x480 on an H100, BENCHMARKS.md session 35)."""
+    from flickerless.blend.deflicker import run_deflicker
+    from flickerless.blend.frames import TensorFrames
+
+    gen = torch.Generator("cuda").manual_seed(0)
+    g = torch.rand(6, 3, 48, 64, device="cuda", generator=gen)
+    s = torch.cat([(g * 0.8 + 0.1), torch.rand(6, 1, 48, 64, device="cuda", generator=gen)], 1)  # with alpha
+    kw = dict(mode=mode, device="cuda", batch=2, cuts=False, device_budget=1 << 26, options=FAST)
+    if mode == "keyframes":
+        kw["keyframes"] = {0: s[0], 5: s[5]}
+    else:
+        kw["window"] = 3
+    got = []
+    for run in range(2):  # the first loads the kernels
+        # (the sources check their values' range once, when made: a wait, before the run)
+        sources = TensorFrames(g), None if mode == "keyframes" else TensorFrames(s)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error" if run else 0)
+        try:
+            run_deflicker(*sources, lambda i, img: got.append(i), **kw)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert got == list(range(6)) * 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_the_store_moves_its_gpu_entries_to_the_host_when_asked():
     from flickerless.blend.frames import FrameStore
 

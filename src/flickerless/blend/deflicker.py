@@ -249,9 +249,9 @@ EXPOSURE_SAMPLES = 4096
 
 
 def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
-                   error_sigma: float | None, channels: Sequence[int] | None = None) -> torch.Tensor:
-    """What :func:`follow_exposure` adds to ``images[:, channels]`` (default all of them, in blocks of 3
-    against the guide's 3 channels): ``(B, len(channels), 1, 1)``.
+                   error_sigma: float | None, blocks: Sequence[int] | None = None) -> torch.Tensor:
+    """What :func:`follow_exposure` adds to the blocks of 3 channels of ``images`` that start at
+    ``blocks`` (default all of them), each against the guide's 3 channels: ``(B, 3 len(blocks), 1, 1)``.
 
     Per pair and channel: the change is the mean of ``target_guide - voted_guide`` (the target's guide
     less the source's guide remapped through the same field), weighted per pixel by exp(-e / sigma^2),
@@ -262,10 +262,11 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     or flat palette hardly at all; the guide blend, a blend of the guide itself, by the guide's change
     (its slope is about 1). Measured in BENCHMARKS.md, "Session 35"."""
     b, c, h, wd = images.shape
-    channels = list(range(c)) if channels is None else list(channels)
+    blocks = range(0, c, 3) if blocks is None else blocks
     k = max(1, math.isqrt(h * wd // EXPOSURE_SAMPLES))
-    # each block of 3 channels against the guide's 3, on the grid
-    x = images[:, channels, ::k, ::k].reshape(b, len(channels) // 3, 3, *images[0, 0, ::k, ::k].shape)
+    # each block against the guide, on the grid (slices: an index list would be a copy to the device, and
+    # a wait for it, per remap)
+    x = torch.stack([images[:, a:a + 3, ::k, ::k] for a in blocks], 1)
     guide = voted_guide[:, None, :, ::k, ::k]
     r = target_guide[:, None, :, ::k, ::k] - guide
     w = (torch.exp(-r.square().mean(2, keepdim=True) / error_sigma**2) if error_sigma
@@ -279,7 +280,7 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     var = mean(g.square())
     gain = torch.where(var > EXPOSURE_FLAT, mean(g * x) / var.clamp_min(EXPOSURE_FLAT),  # (g's mean is 0)
                        torch.zeros_like(var)).clamp(-EXPOSURE_GAIN, EXPOSURE_GAIN)
-    return (gain * mean(r)).reshape(b, len(channels), 1, 1)
+    return (gain * mean(r)).reshape(b, -1, 1, 1)
 
 
 def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
@@ -502,7 +503,7 @@ class Remapper:
             blocks = [0, self.channels][:1 + self.carry_guide]
             if voted is None:
                 voted = final_vote(sg, nnf, self.options)
-            shift = exposure_shift(out, voted, tg, self.error_sigma, [c + i for c in blocks for i in range(3)])
+            shift = exposure_shift(out, voted, tg, self.error_sigma, blocks)
             for k, c in enumerate(blocks):
                 out[:, c:c + 3].add_(shift[:, 3 * k:3 * k + 3]).clamp_(0, 1)
         return out
