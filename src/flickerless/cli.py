@@ -459,12 +459,17 @@ def _named(source, path):
     return source
 
 
+def _exposure_arg(args):
+    """run_deflicker's ``exposure`` from the command line: ``"auto"`` (on with the error weighting), or off."""
+    return False if args.no_exposure else "auto"
+
+
 def _blend_options(args, job: dict, lo: int) -> dict:
     """run_deflicker's settings from the command line, for frames read from ``lo`` on."""
     return {"window": args.window, "batch": args.batch, "options": job["options"], "first_frame": lo,
             "total_frames": job["n"],
             "error_sigma": "auto" if args.error_sigma is None else args.error_sigma,
-            "detail": False if args.no_detail else "auto", "exposure": False if args.no_exposure else "auto",
+            "detail": False if args.no_detail else "auto", "exposure": _exposure_arg(args),
             "tmpdir": job["tmp"]}
 
 
@@ -858,7 +863,7 @@ def cmd_deflicker(args) -> int:
                 # as in effect, not as typed: an option given at its default (--seed 0) is the same run
                 "window": args.window, "frames": [start, end], "patchmatch": dataclasses.asdict(opts),
                 "error_sigma": sigma,
-                "detail": not args.no_detail, "exposure": resolve_exposure(not args.no_exposure and "auto", mode, sigma),
+                "detail": not args.no_detail, "exposure": resolve_exposure(_exposure_arg(args), mode, sigma),
                 "cuts": not args.no_cuts,
                 "resize": args.resize, "fps": args.fps,
                 # a resumed video copies the kept frames as they were encoded: at another quality (or into a
@@ -1086,8 +1091,11 @@ def _made_with_other(record: Path, settings: dict) -> str | None:
 def _setting_change(key: str, before: dict, now: dict) -> str:
     """``old -> new`` of a setting, or of the options within it that differ (``seed 0 -> 3``)."""
     a, b = _recorded(before, key, now), now[key]
-    if key == "exposure":  # (runs before it was an option were made without: resumed with --no-exposure)
-        return f"{'on' if a else 'off'} -> {'on' if b else 'off'}; --no-exposure turns it off"
+    if key == "exposure":  # what to give (a run before it was an option was made without: --no-exposure)
+        said = f"{'on' if a else 'off'} -> {'on' if b else 'off'}"
+        if _recorded(before, "error_sigma", now) != now.get("error_sigma"):
+            return said  # (it follows the error weighting, named beside it)
+        return f"{said}; {'drop --no-exposure' if a else 'add --no-exposure'} to resume"
     if isinstance(a, dict) and isinstance(b, dict):
         return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
     return f"{a} -> {b}"

@@ -227,25 +227,51 @@ def resolve_exposure(exposure, mode: str, error_sigma: float | None) -> bool:
     return bool(exposure)
 
 
-# the gain of follow_exposure is kept within these bounds (a style whose levels run against the guide's at
-# twice its contrast, or with it), and a guide flatter than this variance (a standard deviation of 1/40 of a
-# level on 0-255: a flat frame) gives none
+# exposure_shift's fit: each gain within +-EXPOSURE_GAIN (a style whose levels run against the guide's at
+# twice its contrast, or with it); a ridge regression, EXPOSURE_RIDGE of the guide's mean variance added to each
+# channel's (the guide's channels move together in most footage: along the directions where they rarely differ,
+# colour against brightness, the fit would take noise for gain), and EXPOSURE_QUANT, (2 levels of 0-255)^2, so
+# that a frame whose levels vary by less than that (black with a little noise) gives no fit at all
 EXPOSURE_GAIN = 2.0
-EXPOSURE_FLAT = 1e-8
+EXPOSURE_RIDGE = 0.01
+EXPOSURE_QUANT = (2 / 255) ** 2
+# the frame statistics of exposure_shift are taken on about this many pixels: one at random in each k x k cell
+# of the frame (a grid's regular step would alias with a pattern at that step), the same ones for every pair
+EXPOSURE_SAMPLES = 16384
+_exposure_samples_cache: dict = {}
 
 
 def follow_exposure(images: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
-                    error_sigma: float | None) -> torch.Tensor:
-    """Remapped ``images`` (``(B, 3m, H, W)``: the style's colour, and the guide blend carried with it,
-    each against the guide's 3 channels) moved by the change of level between the remap's two guide
-    frames, so that a remapped frame does not carry its own frame's exposure into a fade, a light going
-    on or a camera's gain change. Returns a new tensor in [0, 1]; see :func:`exposure_shift`."""
-    return (images + exposure_shift(images, voted_guide, target_guide, error_sigma)).clamp_(0, 1)
+                    error_sigma: float | None, blocks: Sequence[int] | None = None) -> torch.Tensor:
+    """Remapped ``images`` (``(B, C, H, W)``) moved, in place, by the change of level between the remap's
+    two guide frames (:func:`exposure_shift`), so that a remapped frame does not carry its own frame's
+    exposure into a fade, a light going on or a camera's gain change: the blocks of 3 channels that start
+    at ``blocks`` (default all of them; the style's colour, and the guide blend carried with it), kept in
+    [0, 1]. Returns ``images``."""
+    blocks = range(0, images.shape[1], 3) if blocks is None else blocks
+    shift = exposure_shift(images, voted_guide, target_guide, error_sigma, blocks)
+    for k, a in enumerate(blocks):
+        images[:, a:a + 3].add_(shift[:, 3 * k:3 * k + 3]).clamp_(0, 1)
+    return images
 
 
-# the frame statistics of exposure_shift are taken on a grid of at least this many pixels (every k-th pixel
-# of every k-th row): a global mean and slope need no more, and the work is once per remap
-EXPOSURE_SAMPLES = 4096
+def _exposure_samples(h: int, w: int, device) -> torch.Tensor:
+    """Flat indices of the pixels exposure_shift reads in an ``h`` x ``w`` frame: every pixel of a small
+    frame, else one in each k x k cell at a place drawn once per size (seeded by it), made on ``device``
+    once (a copy to the GPU per remap would be a wait for it)."""
+    key = (h, w, str(device))
+    idx = _exposure_samples_cache.get(key)
+    if idx is None:
+        k = max(1, math.isqrt(h * w // EXPOSURE_SAMPLES))
+        gen = torch.Generator().manual_seed(h * 100_003 + w)
+        rows, cols = torch.arange(0, h, k), torch.arange(0, w, k)
+        y = (rows[:, None] + torch.randint(0, k, (len(rows), len(cols)), generator=gen)).clamp_(max=h - 1)
+        x = (cols[None, :] + torch.randint(0, k, (len(rows), len(cols)), generator=gen)).clamp_(max=w - 1)
+        idx = (y * w + x).flatten().to(device)
+        if len(_exposure_samples_cache) > 64:
+            _exposure_samples_cache.clear()
+        _exposure_samples_cache[key] = idx
+    return idx
 
 
 def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
@@ -253,34 +279,40 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     """What :func:`follow_exposure` adds to the blocks of 3 channels of ``images`` that start at
     ``blocks`` (default all of them), each against the guide's 3 channels: ``(B, 3 len(blocks), 1, 1)``.
 
-    Per pair and channel: the change is the mean of ``target_guide - voted_guide`` (the target's guide
-    less the source's guide remapped through the same field), weighted per pixel by exp(-e / sigma^2),
-    e the squared guide error there (content the remap found; 1 without ``error_sigma``); it is
-    multiplied by the gain of the image on the guide (the weighted least-squares slope of the remapped
-    image on the remapped guide over the frame, within +-:data:`EXPOSURE_GAIN`; none on a flat guide).
-    A style whose levels follow the guide's moves with it, an inverted one against it, and a posterised
-    or flat palette hardly at all; the guide blend, a blend of the guide itself, by the guide's change
-    (its slope is about 1). Measured in BENCHMARKS.md, "Session 35"."""
+    Per pair: the guide's change is the mean of ``target_guide - voted_guide`` (the target's guide less
+    the source's guide remapped through the same field) per channel, weighted per pixel by exp(-e /
+    sigma^2), e the squared guide error there less the least of it (the content the remap found best; 1
+    without ``error_sigma``). How each of the image's channels follows the guide's is fitted over the
+    frame, every pixel alike (the remapped image and the remapped guide come from the same frame through
+    the same field, wherever the remap went): a 3x3 matrix of gains, the least-squares regression of the
+    image's channels on the guide's (ridge: :data:`EXPOSURE_RIDGE`, :data:`EXPOSURE_QUANT`), each within
+    +-:data:`EXPOSURE_GAIN`. The shift is that matrix times the change. A style whose levels follow the
+    guide's moves with it, an inverted one against it, a greyscale one by the change of the guide's
+    brightness alone (a change of colour temperature does not tint it), a channel-swapped one by the
+    swapped channel's change, and a posterised or flat palette hardly at all; the guide blend, a blend of
+    the guide itself, by the guide's change. Measured in BENCHMARKS.md, "Session 35"."""
     b, c, h, wd = images.shape
     blocks = range(0, c, 3) if blocks is None else blocks
-    k = max(1, math.isqrt(h * wd // EXPOSURE_SAMPLES))
-    # each block against the guide, on the grid (slices: an index list would be a copy to the device, and
-    # a wait for it, per remap)
-    x = torch.stack([images[:, a:a + 3, ::k, ::k] for a in blocks], 1)
-    guide = voted_guide[:, None, :, ::k, ::k]
-    r = target_guide[:, None, :, ::k, ::k] - guide
-    w = (torch.exp(-r.square().mean(2, keepdim=True) / error_sigma**2) if error_sigma
-         else torch.ones_like(r[:, :, :1]))
-    total = w.sum((-2, -1), keepdim=True).clamp_min(1e-12)
-
-    def mean(v):  # over the frame, weighted
-        return (v * w).sum((-2, -1), keepdim=True) / total
-
-    g = guide - mean(guide)
-    var = mean(g.square())
-    gain = torch.where(var > EXPOSURE_FLAT, mean(g * x) / var.clamp_min(EXPOSURE_FLAT),  # (g's mean is 0)
-                       torch.zeros_like(var)).clamp(-EXPOSURE_GAIN, EXPOSURE_GAIN)
-    return (gain * mean(r)).reshape(b, -1, 1, 1)
+    idx = _exposure_samples(h, wd, images.device)
+    pick = lambda t: t.flatten(-2).index_select(-1, idx)  # noqa: E731  (channel slices: no copy to the device)
+    x = torch.stack([pick(images[:, a:a + 3]) for a in blocks], 1)  # (B, blocks, 3, N)
+    guide = pick(voted_guide)  # (B, 3, N)
+    r = pick(target_guide) - guide
+    if error_sigma:
+        e = r.square().mean(1, keepdim=True)
+        w = torch.exp(-(e - e.amin(-1, keepdim=True)) / error_sigma**2)  # (relative: no underflow at a big jump)
+    else:
+        w = torch.ones_like(r[:, :1])
+    change = (r * w).sum(-1) / w.sum(-1)  # (B, 3)
+    n = guide.shape[-1]
+    g = guide - guide.mean(-1, keepdim=True)
+    cov = g @ g.transpose(1, 2) / n  # (B, 3, 3): the guide's channels against each other
+    cross = x @ g.unsqueeze(1).transpose(2, 3) / n  # (B, blocks, 3, 3): each image channel against the guide's
+    spread = cov.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
+    eye = torch.eye(3, device=cov.device, dtype=cov.dtype)
+    inverse = torch.linalg.inv_ex(cov + eye * (EXPOSURE_RIDGE * spread + EXPOSURE_QUANT))[0]  # (no wait on a GPU)
+    gains = (cross @ inverse.unsqueeze(1)).clamp(-EXPOSURE_GAIN, EXPOSURE_GAIN)
+    return (gains @ change[:, None, :, None]).reshape(b, -1, 1, 1)
 
 
 def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
@@ -500,12 +532,8 @@ class Remapper:
         elif carried is not None:
             out = torch.cat([out, final_vote(carried, nnf, self.options)], 1)
         if self.exposure:  # the colour, and the guide blend after the alpha (if any) with it
-            blocks = [0, self.channels][:1 + self.carry_guide]
-            if voted is None:
-                voted = final_vote(sg, nnf, self.options)
-            shift = exposure_shift(out, voted, tg, self.error_sigma, blocks)
-            for k, c in enumerate(blocks):
-                out[:, c:c + 3].add_(shift[:, 3 * k:3 * k + 3]).clamp_(0, 1)
+            follow_exposure(out, final_vote(sg, nnf, self.options) if voted is None else voted, tg, self.error_sigma,
+                            [0, self.channels][:1 + self.carry_guide])
         return out
 
     def _weight(self, source_guide, target_guide, nnf, carried, raw: bool) -> tuple[torch.Tensor, torch.Tensor]:
