@@ -227,13 +227,14 @@ def resolve_exposure(exposure, mode: str, error_sigma: float | None) -> bool:
     return bool(exposure)
 
 
-# exposure_shift's fit: each gain within +-EXPOSURE_GAIN (a style whose levels run against the guide's at
-# twice its contrast, or with it); a ridge regression, EXPOSURE_RIDGE of the guide's mean variance added to each
-# channel's (the guide's channels move together in most footage: along the directions where they rarely differ,
-# colour against brightness, the fit would take noise for gain), and EXPOSURE_QUANT, (2 levels of 0-255)^2, so
-# that a frame whose levels vary by less than that (black with a little noise) gives no fit at all
+# exposure_shift's fit: each shift within +-EXPOSURE_GAIN times the guide's largest change (a style whose
+# levels run against the guide's at twice its contrast, or with it); a ridge regression, EXPOSURE_RIDGE of the
+# guide's mean variance added to each channel's (the guide's channels move together in most footage: along the
+# directions where they rarely differ, colour against brightness, the fit would take noise for gain; measured
+# against 0.01 and 0.1 in BENCHMARKS.md), and EXPOSURE_QUANT, (2 levels of 0-255)^2, so that a frame whose
+# levels vary by less than that (black with a little noise) gives no fit at all
 EXPOSURE_GAIN = 2.0
-EXPOSURE_RIDGE = 0.01
+EXPOSURE_RIDGE = 0.3
 EXPOSURE_QUANT = (2 / 255) ** 2
 # the frame statistics of exposure_shift are taken on about this many pixels: one at random in each k x k cell
 # of the frame (a grid's regular step would alias with a pattern at that step), the same ones for every pair
@@ -285,8 +286,8 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     without ``error_sigma``). How each of the image's channels follows the guide's is fitted over the
     frame, every pixel alike (the remapped image and the remapped guide come from the same frame through
     the same field, wherever the remap went): a 3x3 matrix of gains, the least-squares regression of the
-    image's channels on the guide's (ridge: :data:`EXPOSURE_RIDGE`, :data:`EXPOSURE_QUANT`), each within
-    +-:data:`EXPOSURE_GAIN`. The shift is that matrix times the change. A style whose levels follow the
+    image's channels on the guide's (ridge: :data:`EXPOSURE_RIDGE`, :data:`EXPOSURE_QUANT`). The shift is
+    that matrix times the change, within +-:data:`EXPOSURE_GAIN` times the change's largest channel. A style whose levels follow the
     guide's moves with it, an inverted one against it, a greyscale one by the change of the guide's
     brightness alone (a change of colour temperature does not tint it), a channel-swapped one by the
     swapped channel's change, and a posterised or flat palette hardly at all; the guide blend, a blend of
@@ -311,8 +312,9 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     spread = cov.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
     eye = torch.eye(3, device=cov.device, dtype=cov.dtype)
     inverse = torch.linalg.inv_ex(cov + eye * (EXPOSURE_RIDGE * spread + EXPOSURE_QUANT))[0]  # (no wait on a GPU)
-    gains = (cross @ inverse.unsqueeze(1)).clamp(-EXPOSURE_GAIN, EXPOSURE_GAIN)
-    return (gains @ change[:, None, :, None]).reshape(b, -1, 1, 1)
+    shift = cross @ inverse.unsqueeze(1) @ change[:, None, :, None]  # (B, blocks, 3, 1)
+    most = EXPOSURE_GAIN * change.abs().amax(-1)[:, None, None, None]
+    return torch.minimum(torch.maximum(shift, -most), most).reshape(b, -1, 1, 1)
 
 
 def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
