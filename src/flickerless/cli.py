@@ -195,8 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "detail where the guide shows the blend lost it")
     d.add_argument("--no-exposure", action="store_true",
                    help="blend remapped frames at their own levels: by default each follows the guide's change of "
-                        "level between its frame and the one it is blended into (fades, lights, a camera's gain), "
-                        "as far as the style's levels follow the guide's (no effect with --error-sigma 0)")
+                        "level between its frame and the one it is blended into (fades, lights, a camera's gain or "
+                        "white balance), as far as the style's colours follow the guide's in the frame; for a style "
+                        "that ignores the lighting (a painted keyframe held still), give this (no effect with "
+                        "--error-sigma 0)")
     d.add_argument("--tmp", metavar="DIR",
                    help="folder for frames that do not fit in RAM (long or large clips: uncompressed, several GB; "
                         "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "
