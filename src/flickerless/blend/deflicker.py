@@ -287,11 +287,13 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     frame, every pixel alike (the remapped image and the remapped guide come from the same frame through
     the same field, wherever the remap went): a 3x3 matrix of gains, the least-squares regression of the
     image's channels on the guide's (ridge: :data:`EXPOSURE_RIDGE`, :data:`EXPOSURE_QUANT`). The shift is
-    that matrix times the change, within +-:data:`EXPOSURE_GAIN` times the change's largest channel. A style whose levels follow the
-    guide's moves with it, an inverted one against it, a greyscale one by the change of the guide's
-    brightness alone (a change of colour temperature does not tint it), a channel-swapped one by the
-    swapped channel's change, and a posterised or flat palette hardly at all; the guide blend, a blend of
-    the guide itself, by the guide's change. Measured in BENCHMARKS.md, "Session 35"."""
+    that matrix times the change, within +-:data:`EXPOSURE_GAIN` times the change's largest channel. A
+    style whose levels follow the guide's moves with it, an inverted one against it, a greyscale one by
+    the change of the guide's brightness alone (a change of colour temperature does not tint it), a
+    channel-swapped one by the swapped channel's change, and a posterised or flat palette hardly at all;
+    the guide blend, a blend of the guide itself, by the guide's change. The fit is over the frame, not
+    over time: a style that ignores the lighting but resembles the guide is moved too (``exposure=False``
+    for it). Measured in BENCHMARKS.md, "Session 35"."""
     b, c, h, wd = images.shape
     blocks = range(0, c, 3) if blocks is None else blocks
     idx = _exposure_samples(h, wd, images.device)
