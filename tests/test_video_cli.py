@@ -4471,6 +4471,39 @@ def test_no_exposure_and_a_record_kept_before_exposure_was_an_option(tmp_path):
         "exposure (on -> off), error_sigma (0.05 -> None)"
 
 
+def test_no_exposure_match_and_a_record_kept_before_it(tmp_path):
+    """``--no-exposure-match`` reaches the blend: on a painting held over a fade to black the default
+    matches across the fade and keeps the painting, --no-exposure-match gives the output of the API with
+    ``exposure_match=False``. A stop kept by a version before exposure matching made its frames without
+    it: resumed with the default it is refused, saying how to resume it."""
+    from flickerless import deflicker
+    from flickerless.cli import _made_with_other
+    from flickerless.synthetic import psnr
+
+    from .test_deflicker import _painting_over_a_fade
+
+    guide, style = _painting_over_a_fade(10)
+    video.write(tmp_path / "g", guide, 25)
+    video.write(tmp_path / "s", style, 25)
+    outs = {}
+    for name, extra in (("on", []), ("off", ["--no-exposure-match"])):
+        assert main(["deflicker", "--guide", str(tmp_path / "g"), "--style", str(tmp_path / "s"), "--device", "cpu",
+                     "--window", "5", "--no-exposure", "-q", "-o", str(tmp_path / name), *extra]) == 0
+        outs[name] = video.read(tmp_path / name)[0]
+    assert np.array_equal(outs["off"], deflicker(guide, style, device="cpu", window=5, exposure=False,
+                                                 exposure_match=False))
+    assert psnr(outs["on"], style) > psnr(outs["off"], style) + 5
+
+    record = tmp_path / "r.json"
+    record.write_text('{"mode": "table", "exposure": true}')  # session 35's record: no "exposure match"
+    assert _made_with_other(record, {"mode": "table", "exposure": True, "exposure match": True}) == \
+        "exposure match (off -> on; add --no-exposure-match to resume)"
+    assert _made_with_other(record, {"mode": "table", "exposure": True, "exposure match": False}) == ""
+    record.write_text('{"mode": "table", "exposure": true, "exposure match": true}')
+    assert _made_with_other(record, {"mode": "table", "exposure": True, "exposure match": False}) == \
+        "exposure match (on -> off; drop --no-exposure-match to resume)"
+
+
 def test_resume_across_no_exposure_where_the_weighting_is_off(clips, tmp_path, monkeypatch):
     """With --error-sigma 0 exposure following is off whether --no-exposure is given or not: a run
     stopped with one resumes with the other (the record holds it as in effect)."""

@@ -199,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "white balance), as far as the style's colours follow the guide's in the frame; for a style "
                         "that ignores the lighting (a painted keyframe held still), give this (no effect with "
                         "--error-sigma 0)")
+    d.add_argument("--no-exposure-match", action="store_true",
+                   help="match each pair of frames on the guides as they are: by default PatchMatch compares them "
+                        "brought to the level their content agrees on, so that in a fade or a light change a frame "
+                        "is matched to the same content in a brighter or darker frame, not to whatever there has its "
+                        "brightness (changes of a few percent are left as they are; no effect with --error-sigma 0)")
     d.add_argument("--tmp", metavar="DIR",
                    help="folder for frames that do not fit in RAM (long or large clips: uncompressed, several GB; "
                         "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "
@@ -461,9 +466,10 @@ def _named(source, path):
     return source
 
 
-def _exposure_arg(args):
-    """run_deflicker's ``exposure`` from the command line: ``"auto"`` (on with the error weighting), or off."""
-    return False if args.no_exposure else "auto"
+def _exposure_arg(args, match: bool = False):
+    """run_deflicker's ``exposure`` (``exposure_match`` with ``match``) from the command line: ``"auto"`` (on
+    with the error weighting), or off."""
+    return False if (args.no_exposure_match if match else args.no_exposure) else "auto"
 
 
 def _blend_options(args, job: dict, lo: int) -> dict:
@@ -472,7 +478,7 @@ def _blend_options(args, job: dict, lo: int) -> dict:
             "total_frames": job["n"],
             "error_sigma": "auto" if args.error_sigma is None else args.error_sigma,
             "detail": False if args.no_detail else "auto", "exposure": _exposure_arg(args),
-            "tmpdir": job["tmp"]}
+            "exposure_match": _exposure_arg(args, match=True), "tmpdir": job["tmp"]}
 
 
 def _warming(args, job: dict, device):
@@ -489,7 +495,7 @@ def _warming(args, job: dict, device):
     thread = threading.Thread(target=warm_up, name="flickerless-warm-up", daemon=True, kwargs=dict(
         device=device, size=job["size"], mode=job["mode"], window=opts["window"], options=opts["options"],
         channels=4 if job["alpha"] else 3, error_sigma=opts["error_sigma"], detail=opts["detail"],
-        exposure=opts["exposure"]))
+        exposure=opts["exposure"], exposure_match=opts["exposure_match"]))
     thread.start()
     return thread.join
 
@@ -866,6 +872,7 @@ def cmd_deflicker(args) -> int:
                 "window": args.window, "frames": [start, end], "patchmatch": dataclasses.asdict(opts),
                 "error_sigma": sigma,
                 "detail": not args.no_detail, "exposure": resolve_exposure(_exposure_arg(args), mode, sigma),
+                "exposure match": resolve_exposure(_exposure_arg(args, match=True), mode, sigma, "exposure_match"),
                 "cuts": not args.no_cuts,
                 "resize": args.resize, "fps": args.fps,
                 # a resumed video copies the kept frames as they were encoded: at another quality (or into a
@@ -1064,7 +1071,7 @@ def _said(diff: list, before: dict, settings: dict) -> str:
 # them, and counts as made with this run's (it was refused: "other codec (None -> h264)", the same command)
 _RECORDED_LATER = ("codec", "crf")
 # settings added later with what an earlier version did: its kept frames were made without exposure following
-_RECORDED_LATER_AS = {"exposure": False}
+_RECORDED_LATER_AS = {"exposure": False, "exposure match": False}
 
 
 def _recorded(before: dict, key: str, settings: dict):
@@ -1093,11 +1100,12 @@ def _made_with_other(record: Path, settings: dict) -> str | None:
 def _setting_change(key: str, before: dict, now: dict) -> str:
     """``old -> new`` of a setting, or of the options within it that differ (``seed 0 -> 3``)."""
     a, b = _recorded(before, key, now), now[key]
-    if key == "exposure":  # what to give (a run before it was an option was made without: --no-exposure)
+    if key in ("exposure", "exposure match"):  # what to give (a run before it was an option was made without)
         said = f"{'on' if a else 'off'} -> {'on' if b else 'off'}"
         if _recorded(before, "error_sigma", now) != now.get("error_sigma"):
             return said  # (it follows the error weighting, named beside it)
-        return f"{said}; {'drop --no-exposure' if a else 'add --no-exposure'} to resume"
+        flag = "--no-" + key.replace(" ", "-")
+        return f"{said}; {'drop ' + flag if a else 'add ' + flag} to resume"
     if isinstance(a, dict) and isinstance(b, dict):
         return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
     return f"{a} -> {b}"

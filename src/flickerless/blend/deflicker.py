@@ -213,16 +213,18 @@ def resolve_error_sigma(error_sigma, mode: str) -> float | None:
     return float(error_sigma)
 
 
-def resolve_exposure(exposure, mode: str, error_sigma: float | None) -> bool:
-    """Whether remapped frames follow the guide's changes of level (:func:`follow_exposure`): ``"auto"``
+def resolve_exposure(exposure, mode: str, error_sigma: float | None, name: str = "exposure") -> bool:
+    """Whether remapped frames follow the guide's changes of level (:func:`follow_exposure`), or, with
+    ``name="exposure_match"``, whether PatchMatch matches across them (:func:`level_gains`): ``"auto"``
     is on where the remaps are weighted (``error_sigma``, resolved), off for a plain mean (the reference
     all_pairs, and the engine's in-loop passes); ``True``/``False`` as given (not in all_pairs)."""
     if isinstance(exposure, str):
         if exposure != "auto":
-            raise InputError(f"exposure must be True, False or 'auto', got {exposure!r}")
+            raise InputError(f"{name} must be True, False or 'auto', got {exposure!r}")
         return error_sigma is not None
     if exposure and mode == "all_pairs":
-        raise InputError("exposure following works in window, table and keyframes modes, not 'all_pairs' (the "
+        what = "exposure following" if name == "exposure" else "exposure matching"
+        raise InputError(f"{what} works in window, table and keyframes modes, not 'all_pairs' (the "
                          "reference blends the remaps as they are)")
     return bool(exposure)
 
@@ -319,6 +321,73 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     return torch.minimum(torch.maximum(shift, -most), most).reshape(b, -1, 1, 1)
 
 
+# exposure matching (level_gains): thumbnails about MATCH_SIDE px on their longer side, compared in patches
+# of MATCH_PATCH^2 by normalised correlation (blind to a gain); a match counts where the correlation is above
+# MATCH_CORR and both patches vary by more than MATCH_FLAT (2 levels of 0-255); with matches for fewer than
+# MATCH_FEW of the target's patches, the frames' mean levels are compared instead where one of the frames has
+# next to no texture (fewer than MATCH_FEW of its patches: black, or flat), and the gain is 1 elsewhere.
+# The gain is used in full where |log gain| >= MATCH_SIZE[1] and the matches' spread (median absolute
+# deviation of their log ratios) <= MATCH_SPREAD[0], not at all where |log gain| <= MATCH_SIZE[0] or the spread
+# >= MATCH_SPREAD[1] (frames with no content in common: a pan past its width), linearly between; within
+# 1/MATCH_MOST..MATCH_MOST. Up to 10% (a camera's exposure drifting, content moving in steady light: a few
+# percent) PatchMatch on the guides as they are finds the content, and its pull towards pixels of the target's
+# brightness suits styles whose colours depend on the level; past 30% it falls to the wrong content (measured
+# in BENCHMARKS.md, "Session 36").
+MATCH_SIDE = 40
+MATCH_PATCH = 5
+MATCH_CORR = 0.8
+MATCH_FLAT = 2 / 255
+MATCH_FEW = 0.05
+MATCH_SIZE = (0.1, 0.3)
+MATCH_SPREAD = (0.05, 0.1)
+MATCH_MOST = 16.0
+
+
+def level_features(frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What :func:`level_gains` compares of guide frames ``(B, 3, H, W)`` in [0, 1]: their thumbnails'
+    patches normalised to zero mean and unit variance ``(B, P, MATCH_PATCH^2)``, the patches' means and
+    standard deviations ``(B, P)``, and each frame's mean level ``(B,)``."""
+    y = frames.mean(1, keepdim=True)
+    h, w = y.shape[-2:]
+    k = max(1, round(max(h, w) / MATCH_SIDE))
+    if k > 1:
+        y = torch.nn.functional.avg_pool2d(y, k, k, ceil_mode=True)
+    p = min(MATCH_PATCH, *y.shape[-2:])
+    u = torch.nn.functional.unfold(y, p).transpose(1, 2)  # (B, P, p*p)
+    mean = u.mean(-1, keepdim=True)
+    z = u - mean
+    sd = z.square().mean(-1, keepdim=True).sqrt()
+    return z / sd.clamp_min(1e-6), mean[..., 0], sd[..., 0], frames.mean((1, 2, 3))
+
+
+def level_gains(target: tuple[torch.Tensor, ...], source: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The gain ``(B,)`` that brings each source guide frame to its target's level, as far as the two
+    frames agree on one (:func:`level_features` of each; the pairs side by side): each target patch of
+    the thumbnails is matched to the source patch it correlates with best, and the gain is the median
+    ratio of the matched patches' means, so content that moved keeps its own level and content that
+    came or went is outvoted. 1 where the change is within what steady light gives or the matches
+    disagree (see :data:`MATCH_SIZE`, :data:`MATCH_SPREAD`). No value is read back to the host."""
+    dt, mt, st, ft = target
+    ds, ms, ss, fs = source
+    sim = dt @ ds.transpose(1, 2)  # (B, P, P): correlation times the patch's size
+    best, j = sim.max(-1)
+    ok = (best > MATCH_CORR * dt.shape[-1]) & (st > MATCH_FLAT) & (ss.gather(1, j) > MATCH_FLAT)
+    ratio = torch.log((mt + 1e-3) / (ms.gather(1, j) + 1e-3)).masked_fill(~ok, float("nan"))
+    med = ratio.nanmedian(-1).values
+    spread = (ratio - med[:, None]).abs().nanmedian(-1).values
+    agreed = ok.float().mean(-1) > MATCH_FEW
+    # a frame with next to no texture (black, or flat): the frames' mean levels; two frames with texture but
+    # no content in common: nothing
+    flat = torch.minimum((st > MATCH_FLAT).float().mean(-1), (ss > MATCH_FLAT).float().mean(-1)) <= MATCH_FEW
+    means = torch.log((ft + 1e-4) / (fs + 1e-4))
+    lg = torch.where(agreed, med, torch.where(flat, means, torch.zeros_like(means))).nan_to_num(0.0)
+    size = ((lg.abs() - MATCH_SIZE[0]) / (MATCH_SIZE[1] - MATCH_SIZE[0])).clamp(0, 1)
+    trust = ((MATCH_SPREAD[1] - spread) / (MATCH_SPREAD[1] - MATCH_SPREAD[0])).clamp(0, 1).nan_to_num(0.0)
+    trust = torch.where(agreed, trust, torch.ones_like(trust))
+    most = math.log(MATCH_MOST)
+    return (lg * size * trust).clamp(-most, most).exp()
+
+
 def _default_batch(device: torch.device, size: tuple[int, int]) -> int:
     if device.type != "cuda":
         return 4
@@ -343,7 +412,7 @@ class Remapper:
 
     def __init__(self, guide: FrameSource, options: PatchMatchOptions, device, batch: int, progress=None,
                  matches: MatchCache | None = None, error_sigma: float | None = None, carry_guide: bool = False,
-                 exposure: bool = False):
+                 exposure: bool = False, exposure_match: bool = False):
         self.guide = guide
         self.matches = matches
         # an image in flight ("entry") is its colour (3 channels) and alpha (1, a style with transparency:
@@ -353,6 +422,7 @@ class Remapper:
         self.error_sigma = error_sigma
         self.carry_guide = carry_guide
         self.exposure = exposure  # remapped colour follows the guide's change of level (follow_exposure)
+        self.exposure_match = exposure_match  # PatchMatch sees the guides brought to one level (level_gains)
         self.offset = 0  # clip index of the guide's frame 0 (shots), the frame numbers of ``matches``
         self.first_frame = 0  # index of the clip's frame 0 in a longer video (a range of it): seeds
         self.options = options
@@ -363,6 +433,7 @@ class Remapper:
         self._guide_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         # each cached guide's coarser PatchMatch levels, made once for all the pairs it is met in
         self._pyramids: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
+        self._levels: OrderedDict[int, tuple[torch.Tensor, ...]] = OrderedDict()  # level_features per frame
         self._cache_size = 4 * self.batch + 8
         self.runs = 0
         self.relief: list[Callable[[], int]] = []
@@ -376,6 +447,7 @@ class Remapper:
         self.n = len(guide)
         self._guide_cache.clear()
         self._pyramids.clear()
+        self._levels.clear()
 
     @property
     def weighted(self) -> bool:
@@ -428,6 +500,30 @@ class Remapper:
         while len(self._pyramids) > self._cache_size:
             self._pyramids.popitem(last=False)
         return out
+
+    def _level_features(self, idx: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """:func:`level_features` of guide frames ``idx``, stacked: each frame's made once, when first met."""
+        missing = [i for i in dict.fromkeys(idx) if i not in self._levels]
+        if missing:
+            made = level_features(self._guides(missing))
+            for k, i in enumerate(missing):
+                self._levels[i] = tuple(f[k].clone() for f in made)
+        for i in idx:
+            self._levels.move_to_end(i)
+        out = tuple(torch.stack([self._levels[i][f] for i in idx]) for f in range(4))
+        while len(self._levels) > self._cache_size:
+            self._levels.popitem(last=False)
+        return out
+
+    def level_gains(self, pairs) -> torch.Tensor:
+        """Each pair's ``(src, tgt)`` :func:`level_gains` ``(B,)``, a few pairs at a time (each compares
+        every patch of one thumbnail with every patch of the other)."""
+        out = []
+        for a in range(0, len(pairs), 16):
+            part = pairs[a:a + 16]
+            out.append(level_gains(self._level_features([t for _, t in part]),
+                                   self._level_features([s for s, _ in part])))
+        return torch.cat(out)
 
     def run(self, jobs: Sequence[tuple[int, int]], fetch: Callable[[int], torch.Tensor], consume) -> None:
         start = 0
@@ -485,8 +581,10 @@ class Remapper:
         batches' worth from now on. Returns the bytes freed."""
         freed = sum(t.numel() * t.element_size() for t in self._guide_cache.values())
         freed += sum(t.numel() * t.element_size() for lv in self._pyramids.values() for t in lv)
+        freed += sum(t.numel() * t.element_size() for lv in self._levels.values() for t in lv)
         self._guide_cache.clear()
         self._pyramids.clear()
+        self._levels.clear()
         self._cache_size = 2 * self.batch + 2
         return freed
 
@@ -503,13 +601,25 @@ class Remapper:
         self.runs += len(pairs)
         tg, sg = self._guides(tgt), self._guides(src)
         sizes = pyramid_sizes(tuple(tg.shape[-2:]), self.options)
+        # what PatchMatch sees: with exposure matching, the brighter guide of each pair scaled down to the
+        # other's level (down, so that no highlight clips); everything else uses the guides as they are
+        mt, ms = tg, sg
+        if self.exposure_match:
+            gain = self.level_gains(pairs)[:, None, None, None]
+            at_t, at_s = (1 / gain).clamp(max=1), gain.clamp(max=1)
+            mt, ms = tg * at_t, sg * at_s
 
         def levels(rows=None):  # the guides' coarser levels (a warm start needs none)
             t, s = (tgt, src) if rows is None else ([tgt[k] for k in rows], [src[k] for k in rows])
-            return list(zip(self._guide_levels(t, sizes), self._guide_levels(s, sizes)))
+            out = list(zip(self._guide_levels(t, sizes), self._guide_levels(s, sizes)))
+            if self.exposure_match:
+                a, b = (at_t, at_s) if rows is None else (at_t[index_tensor(rows, self.device)],
+                                                          at_s[index_tensor(rows, self.device)])
+                out = [(lt * a, ls * b) for lt, ls in out]
+            return out
 
         if self.matches is None:
-            out, nnf = remap(style, tg, sg, self.options, keys, return_nnf=True, guide_levels=levels())
+            out, nnf = remap(style, mt, ms, self.options, keys, return_nnf=True, guide_levels=levels())
         else:
             ids = [(self.offset + s, self.offset + t) for s, t in pairs]
             found = self.matches.get(ids)
@@ -522,7 +632,7 @@ class Remapper:
                 sel = index_tensor(rows, self.device)
                 init = torch.stack([found[k] for k in rows]).to(self.device) if warm else None
                 cold = None if warm else levels(rows)
-                out[sel], nnf[sel] = remap(style[sel], tg[sel], sg[sel], self.options, keys[sel], init_nnf=init,
+                out[sel], nnf[sel] = remap(style[sel], mt[sel], ms[sel], self.options, keys[sel], init_nnf=init,
                                            return_nnf=True, guide_levels=cold)
                 self.matches.put([ids[k] for k in rows], nnf[sel])
         voted = None  # the source's guide remapped
@@ -1110,6 +1220,7 @@ def run_deflicker(
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
     exposure: bool | str = "auto",
+    exposure_match: bool | str = "auto",
     first_frame: int = 0,
     max_segment: int | None = None,
     total_frames: int | None = None,
@@ -1145,6 +1256,11 @@ def run_deflicker(
     light going on is not blended with the frames before it. ``"auto"`` (default): on where the remaps
     are weighted (``error_sigma``), off for a plain mean (see :func:`resolve_exposure`).
 
+    exposure_match: PatchMatch compares each pair's guides brought to one level (the gain the frames'
+    content agrees on, :func:`level_gains`), so that in a fade or a light change a frame is matched to
+    the same content in the other frame, not to whatever there has the same brightness; the weights
+    and everything else use the guides as they are. ``"auto"`` (default): as ``exposure``.
+
     first_frame: where the clip starts in a longer video, when it is a range of one read with its
     neighbours (the command line's ``--frames``, ``--resume`` and several devices): PatchMatch is
     seeded per pair of video frames, and table mode lays its blocks out from the video's first frame
@@ -1169,6 +1285,7 @@ def run_deflicker(
     error_sigma = resolve_error_sigma(error_sigma, mode)
     detail = resolve_detail(detail, mode)
     exposure = resolve_exposure(exposure, mode, error_sigma)
+    exposure_match = resolve_exposure(exposure_match, mode, error_sigma, "exposure_match")
     n = len(guide)
     if n == 0:
         raise InputError("the guide video has no frames")
@@ -1256,7 +1373,8 @@ def run_deflicker(
         bar = tqdm(total=total, unit="pair", desc=f"deflicker ({mode})", dynamic_ncols=True)
     if matches is not None:
         matches.bind(n, guide.size)
-    remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma, carry_guide=detail, exposure=exposure)
+    remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma, carry_guide=detail, exposure=exposure,
+                        exposure_match=exposure_match)
     remapper.first_frame = int(first_frame)
     remapper.channels = colour
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
@@ -1296,7 +1414,7 @@ def run_deflicker(
 
 def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, options: PatchMatchOptions | None = None,
             channels: int = 3, error_sigma: float | str | None = "auto", detail: bool | str = "auto",
-            exposure: bool | str = "auto") -> float:
+            exposure: bool | str = "auto", exposure_match: bool | str = "auto") -> float:
     """Make a GPU ready for a run with these settings, by running it on four frames of noise of the same
     ``size`` (enough for table mode to remap a stored block as well as a frame, and for keyframes mode
     to render a frame from two keyframes): the CUDA context is made, and every kernel variant the run
@@ -1320,7 +1438,8 @@ def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, optio
             keyframes = {0: style[0], 3: style[3]} if mode == "keyframes" else None
             run_deflicker(TensorFrames(guide), None if keyframes else TensorFrames(style), lambda i, img: None,
                           mode=mode, window=window, device=dev, batch=1, keyframes=keyframes, options=options,
-                          cuts=False, error_sigma=error_sigma, detail=detail, exposure=exposure)
+                          cuts=False, error_sigma=error_sigma, detail=detail, exposure=exposure,
+                          exposure_match=exposure_match)
             del guide, style, keyframes
             torch.cuda.synchronize(dev)
     except Exception as e:  # noqa: BLE001 - the run that follows meets the same problem and says it
@@ -1357,6 +1476,7 @@ def deflicker(
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
     exposure: bool | str = "auto",
+    exposure_match: bool | str = "auto",
     first_frame: int = 0,
     total_frames: int | None = None,
     **patchmatch_options,
@@ -1392,6 +1512,9 @@ def deflicker(
     exposure: remapped frames follow the guide's changes of level (fades, lights, a camera's gain), scaled
         by how the style's levels follow the guide's; ``"auto"`` (default): on where the remaps are
         weighted (``error_sigma``), ``False``: off (see :func:`follow_exposure`).
+    exposure_match: PatchMatch compares each pair's guides brought to the level their content agrees on, so a
+        fade's frames are matched to the same content in brighter or darker frames; ``"auto"`` (default): as
+        ``exposure``, ``False``: off (see :func:`level_gains`).
     first_frame, total_frames: the index of ``guide``'s frame 0 in a longer video it was cut from, and
         that video's length (default: ``first_frame`` plus the clip's): PatchMatch is seeded per pair of
         that video's frames and table mode's blocks are laid out from its ends, so the frames of a
@@ -1457,7 +1580,8 @@ def deflicker(
 
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
                   progress=progress, device_budget=device_budget, cuts=cuts, matches=matches,
-                  error_sigma=error_sigma, detail=detail, exposure=exposure, first_frame=first_frame,
+                  error_sigma=error_sigma, detail=detail, exposure=exposure, exposure_match=exposure_match,
+                  first_frame=first_frame,
                   total_frames=total_frames)
     if as_tensor and out.is_pinned():
         torch.cuda.synchronize(dev)  # the copies into ``out`` were asynchronous
