@@ -1,9 +1,11 @@
 """Session 35: what exposure following costs, on and off alternately in one process (so that a machine's
 drift between processes does not read as cost): the benchmark's speed case (bikes at 640x480, 64 frames,
 table, window 15, frames on the device) and carphone (176x144, 120 frames), median seconds per frame of
-REPS runs each after a warm-up; then the time inside exposure_shift from the profiler.
+REPS runs each after a warm-up; then the time inside exposure_shift from the profiler. Session 36: KEY
+``exposure_match`` times exposure matching instead (the other on, as by default), and the time inside
+``Remapper.level_gains``.
 
-    PYTHONPATH=src python benchmarks/explore/exposure_cost.py [DEVICE] [REPS]"""
+    PYTHONPATH=src python benchmarks/explore/exposure_cost.py [DEVICE] [REPS] [KEY] [MATCH_BYTES]"""
 import importlib
 import statistics
 import sys
@@ -19,6 +21,10 @@ from flickerless.video import resize_frame
 D = importlib.import_module("flickerless.blend.deflicker")
 dev = torch.device(sys.argv[1] if len(sys.argv) > 1 else ("cuda" if torch.cuda.is_available() else "cpu"))
 reps = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+key = sys.argv[3] if len(sys.argv) > 3 else "exposure"
+owner, fname = (D.Remapper, "level_gains") if key == "exposure_match" else (D, "exposure_shift")
+if len(sys.argv) > 4:  # MATCH_BYTES (session 36: 16 pairs at a time at 640x480 against all of a batch)
+    D.MATCH_BYTES = int(sys.argv[4])
 
 
 def sync():
@@ -44,12 +50,12 @@ for name, n, size in (("bikes.mp4", 64, (480, 640)), ("carphone_pristine.mp4", 1
         for on in (True, False):
             sync()
             t = time.perf_counter()
-            deflicker(g, s, device=dev, exposure=on)
+            deflicker(g, s, device=dev, **{key: on})
             sync()
             times[on].append((time.perf_counter() - t) / n)
     med = {k: statistics.median(v) for k, v in times.items()}
     inside = [0.0, 0]
-    real = D.exposure_shift
+    real = getattr(owner, fname)
 
     def timed(*a, **k):
         sync()
@@ -60,10 +66,10 @@ for name, n, size in (("bikes.mp4", 64, (480, 640)), ("carphone_pristine.mp4", 1
         inside[1] += 1
         return out
 
-    D.exposure_shift = timed
-    deflicker(g, s, device=dev, exposure=True)
-    D.exposure_shift = real
-    print(f"{name} {tuple(g.shape)} on {dev}: s/frame on {med[True]:.4f} off {med[False]:.4f} "
+    setattr(owner, fname, timed)
+    deflicker(g, s, device=dev, **{key: True})
+    setattr(owner, fname, real)
+    print(f"{key}: {name} {tuple(g.shape)} on {dev}: s/frame on {med[True]:.4f} off {med[False]:.4f} "
           f"(+{100 * (med[True] / med[False] - 1):.1f}%; runs on {[round(x, 4) for x in times[True]]}, "
-          f"off {[round(x, 4) for x in times[False]]}); exposure_shift {inside[0] / n:.5f} s/frame synchronised, "
+          f"off {[round(x, 4) for x in times[False]]}); {fname} {inside[0] / n:.5f} s/frame synchronised, "
           f"{inside[1]} calls", flush=True)

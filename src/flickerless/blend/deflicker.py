@@ -341,6 +341,7 @@ MATCH_FEW = 0.05
 MATCH_SIZE = (0.1, 0.3)
 MATCH_SPREAD = (0.05, 0.1)
 MATCH_MOST = 16.0
+MATCH_BYTES = 1 << 28  # the most the pairs' (P, P) patch similarities take at once (Remapper.level_gains)
 
 
 def level_features(frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -516,11 +517,14 @@ class Remapper:
         return out
 
     def level_gains(self, pairs) -> torch.Tensor:
-        """Each pair's ``(src, tgt)`` :func:`level_gains` ``(B,)``, a few pairs at a time (each compares
-        every patch of one thumbnail with every patch of the other)."""
+        """Each pair's ``(src, tgt)`` :func:`level_gains` ``(B,)``, as many pairs at a time as keep the
+        comparison of every patch of one thumbnail with every patch of the other within :data:`MATCH_BYTES`
+        (all of a batch at 640x480: few kernel launches)."""
+        patches = self._level_features([pairs[0][1]])[0].shape[1]
+        step = max(1, MATCH_BYTES // (4 * patches**2))
         out = []
-        for a in range(0, len(pairs), 16):
-            part = pairs[a:a + 16]
+        for a in range(0, len(pairs), step):
+            part = pairs[a:a + step]
             out.append(level_gains(self._level_features([t for _, t in part]),
                                    self._level_features([s for s, _ in part])))
         return torch.cat(out)
