@@ -14,7 +14,9 @@ In window, table and keyframes modes each remapped frame is weighted per pixel b
 survives the same remap (``error_sigma``). In window and table modes the guide is also blended
 alongside the style so that the fine detail blending lost can be given back from each frame's own
 style image (``detail``, :mod:`flickerless.blend.detail`). Where remaps are weighted, each remapped frame
-also follows the guide's change of level between its two frames (``exposure``: fades, lights).
+also follows the guide's change of level between its two frames (``exposure``: fades, lights), and
+PatchMatch compares the two guides brought to the level their content agrees on (``exposure_match``), so
+that a fading frame is matched to the same content, not to pixels of its brightness.
 
 Frames flow through the GPU in batches of pairs; intermediate images live in a
 :class:`~flickerless.blend.frames.FrameStore` (device, then host RAM, then disk), so a long clip
