@@ -769,8 +769,11 @@ def test_remapping_never_waits_for_the_gpu(mode):
     from flickerless.blend.frames import TensorFrames
 
     gen = torch.Generator("cuda").manual_seed(0)
-    # (fading: exposure matching finds gains other than 1)
-    g = torch.rand(6, 3, 48, 64, device="cuda", generator=gen) * torch.linspace(1, 0.3, 6, device="cuda")[:, None, None, None]
+    # a smooth texture panning and fading (exposure matching finds gains other than 1 between its frames)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 14, 24, device="cuda", generator=gen), size=(56, 96),
+                                           mode="bilinear")
+    fade = torch.linspace(1, 0.3, 6, device="cuda")[:, None, None, None]
+    g = torch.cat([base[..., 4:52, 4 * i:4 * i + 64] for i in range(6)]) * fade
     s = torch.cat([(g * 0.8 + 0.1), torch.rand(6, 1, 48, 64, device="cuda", generator=gen)], 1)  # with alpha
     kw = dict(mode=mode, device="cuda", batch=2, cuts=False, device_budget=1 << 26, options=FAST)
     if mode == "keyframes":
@@ -1220,12 +1223,12 @@ def test_exposure_match_keeps_a_painting_held_over_a_fade():
     """A painting held over a fade to black: PatchMatch on the guides as they are matches each darkening
     frame to the darkest pixels of the brighter ones, and the painting's dark regions are blended into
     the black frames (16.8 dB at 176x144 in BENCHMARKS.md, session 35); matched on guides brought to one
-    level it comes out close to itself (32.2 dB there). Here, exposure following off (the style ignores
-    the lighting): the match alone gains more than 8 dB."""
+    level it comes out close to itself (31.5 dB there, session 36). Here, exposure following off (the
+    style ignores the lighting): 17 dB off, 42 dB on (measured; 30 with half the gain used)."""
     guide, style = _painting_over_a_fade()
     off = deflicker(guide, style, device="cpu", exposure=False, exposure_match=False)
     on = deflicker(guide, style, device="cpu", exposure=False)
-    assert psnr(on, style) > psnr(off, style) + 8, (psnr(on, style), psnr(off, style))
+    assert psnr(off, style) < 20 and psnr(on, style) > 36, (psnr(on, style), psnr(off, style))
 
 
 def test_exposure_match_changes_nothing_in_steady_light():
@@ -1257,10 +1260,52 @@ def test_exposure_match_with_a_match_cache_and_settings():
                       matches=cache, **kw)
         outs.append((torch.stack([got[i] for i in range(8)]), cache))
     assert torch.equal(outs[0][0], outs[1][0])
-    assert len(outs[1][1]) > 0 and (outs[2][0] - outs[1][0]).abs().mean() < 0.02
+    # the warm pass refines the fields on the guides brought to one level too (1.4 dB below the first pass;
+    # on the guides as they are, 4.8 dB below, measured)
+    first, again = (psnr(to_hwc(o[0]), style) for o in outs[1:])
+    assert len(outs[1][1]) > 0 and again > first - 2.5, (first, again)
     assert resolve_exposure("auto", "table", 0.05, "exposure_match") is True
     assert resolve_exposure("auto", "window", None, "exposure_match") is False
     with pytest.raises(InputError, match="exposure_match must be True, False or 'auto', got 'yes'"):
         deflicker(guide[:2], style[:2], exposure_match="yes")
     with pytest.raises(InputError, match="exposure matching works in window, table and keyframes modes"):
         deflicker(guide[:2], style[:2], mode="all_pairs", exposure_match=True)
+
+
+def to_hwc(t):
+    """(T, 3, H, W) float in [0, 1] -> (T, H, W, 3) uint8."""
+    return (t.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def test_exposure_match_in_a_batch_of_warm_and_cold_pairs_and_after_a_reset():
+    """A batch whose pairs the MatchCache holds for some (warm) and not others (cold): each cold pair is
+    matched, its pyramid scaled by its own gain, exactly as in a batch of cold pairs alone. After
+    ``reset`` to another guide (the next shot) the gains are that guide's, not the frames kept from the
+    last."""
+    from flickerless.blend.deflicker import MatchCache, Remapper
+    from flickerless.blend.frames import TensorFrames
+    from flickerless.blend.patchmatch import PatchMatchOptions
+
+    guide, style = _painting_over_a_fade(10)
+    g = torch.from_numpy(guide).permute(0, 3, 1, 2).float() / 255
+    s = torch.from_numpy(style).permute(0, 3, 1, 2).float() / 255
+    opts = PatchMatchOptions.from_kwargs(**FAST)
+    pairs = [(0, 5), (1, 7), (2, 8), (9, 3)]
+
+    def remapper(matches=None):
+        return Remapper(TensorFrames(g), opts, "cpu", 4, matches=matches, error_sigma=0.05, exposure_match=True)
+
+    images = list(remapper().entries(TensorFrames(s), [a for a, _ in pairs]))  # (colour and weight)
+    cold = remapper()._run_batch(pairs[2:], images[2:])
+    cache = MatchCache()
+    rm = remapper(cache)
+    rm._run_batch(pairs[:2], images[:2])  # (fields for the first two pairs)
+    mixed = rm._run_batch(pairs, images)
+    assert torch.equal(mixed[2:], cold)
+    gains = rm.level_gains(pairs)
+    assert (gains < 0.9).all() or (gains > 1.1).any()  # (pairs across the fade: gains other than 1)
+    other = torch.flip(g, [0]).contiguous()  # the fade the other way
+    rm.reset(TensorFrames(other))
+    assert torch.equal(rm.level_gains(pairs), remapper().__class__(TensorFrames(other), opts, "cpu", 4,
+                                                                   exposure_match=True).level_gains(pairs))
+    assert not torch.allclose(rm.level_gains(pairs), gains)

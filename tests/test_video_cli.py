@@ -4504,6 +4504,27 @@ def test_no_exposure_match_and_a_record_kept_before_it(tmp_path):
         "exposure match (on -> off; drop --no-exposure-match to resume)"
 
 
+def test_a_run_records_exposure_match_and_its_resume_checks_it(clips, tmp_path, monkeypatch, capsys):
+    """The record of a stopped run holds exposure matching as in effect: resumed with --no-exposure-match
+    it is refused (its kept frames were matched otherwise), saying what to drop; with --error-sigma 0 (off
+    either way) the one resumes with the other."""
+    real = video.host_frame
+    out = tmp_path / "o"
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            "--window", "2", *FASTARGS, "-o", str(out)]
+    monkeypatch.setattr(video, "host_frame", _stopping_at(3, real))
+    assert main(args) == 130
+    monkeypatch.setattr(video, "host_frame", real)
+    capsys.readouterr()
+    assert main([*args, "--no-exposure-match", "--resume"]) == 2
+    assert "exposure match (on -> off; drop --no-exposure-match to resume)" in capsys.readouterr().err
+    args[-1] = str(tmp_path / "plain")
+    monkeypatch.setattr(video, "host_frame", _stopping_at(3, real))
+    assert main([*args, "--error-sigma", "0"]) == 130
+    monkeypatch.setattr(video, "host_frame", real)
+    assert main([*args, "--error-sigma", "0", "--no-exposure-match", "--resume"]) == 0, capsys.readouterr().err
+
+
 def test_resume_across_no_exposure_where_the_weighting_is_off(clips, tmp_path, monkeypatch):
     """With --error-sigma 0 exposure following is off whether --no-exposure is given or not: a run
     stopped with one resumes with the other (the record holds it as in effect)."""

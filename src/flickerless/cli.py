@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="match each pair of frames on the guides as they are: by default PatchMatch compares them "
                         "brought to the level their content agrees on, so that in a fade or a light change a frame "
                         "is matched to the same content in a brighter or darker frame, not to whatever there has its "
-                        "brightness (changes of a few percent are left as they are; no effect with --error-sigma 0)")
+                        "brightness (changes under 10%% are left as they are, and up to 30%% matched in part; no "
+                        "effect with --error-sigma 0)")
     d.add_argument("--tmp", metavar="DIR",
                    help="folder for frames that do not fit in RAM (long or large clips: uncompressed, several GB; "
                         "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "
@@ -1071,6 +1072,7 @@ def _said(diff: list, before: dict, settings: dict) -> str:
 # them, and counts as made with this run's (it was refused: "other codec (None -> h264)", the same command)
 _RECORDED_LATER = ("codec", "crf")
 # settings added later with what an earlier version did: its kept frames were made without exposure following
+# (session 35) or exposure matching (session 36)
 _RECORDED_LATER_AS = {"exposure": False, "exposure match": False}
 
 

@@ -347,12 +347,14 @@ MATCH_BYTES = 1 << 28  # the most the pairs' (P, P) patch similarities take at o
 
 
 def level_features(frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """What :func:`level_gains` compares of guide frames ``(B, 3, H, W)`` in [0, 1]: their thumbnails'
-    patches normalised to zero mean and unit variance ``(B, P, MATCH_PATCH^2)``, the patches' means and
+    """What :func:`level_gains` compares of guide frames ``(B, 3, H, W)`` in [0, 1]: their thumbnails (about
+    MATCH_SIDE px on the longer side, at most 1.2 times it, and at least MATCH_PATCH on the shorter where the
+    frame has them)' patches normalised to zero mean and unit variance ``(B, P, MATCH_PATCH^2)``, the patches' means and
     standard deviations ``(B, P)``, and each frame's mean level ``(B,)``."""
     y = frames.mean(1, keepdim=True)
     h, w = y.shape[-2:]
-    k = max(1, round(max(h, w) / MATCH_SIDE))
+    # (about MATCH_SIDE px, at most 1.2 times it; a thin frame keeps MATCH_PATCH rows)
+    k = max(1, min(max(round(max(h, w) / MATCH_SIDE), -(-max(h, w) * 5 // (6 * MATCH_SIDE))), min(h, w) // MATCH_PATCH))
     if k > 1:
         y = torch.nn.functional.avg_pool2d(y, k, k, ceil_mode=True)
     p = min(MATCH_PATCH, *y.shape[-2:])
@@ -436,7 +438,7 @@ class Remapper:
         self._guide_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         # each cached guide's coarser PatchMatch levels, made once for all the pairs it is met in
         self._pyramids: OrderedDict[int, list[torch.Tensor]] = OrderedDict()
-        self._levels: OrderedDict[int, tuple[torch.Tensor, ...]] = OrderedDict()  # level_features per frame
+        self._levels: OrderedDict[int, list[torch.Tensor]] = OrderedDict()  # level_features per frame
         self._cache_size = 4 * self.batch + 8
         self.runs = 0
         self.relief: list[Callable[[], int]] = []
@@ -489,34 +491,30 @@ class Remapper:
             self._guide_cache.popitem(last=False)
         return torch.stack([self._guide_cache[i] for i in idx])
 
+    def _per_frame(self, cache: OrderedDict, idx: Sequence[int], make: Callable) -> list[torch.Tensor]:
+        """Tensors made from guide frames ``idx`` (``make(frames)``: a sequence of stacked tensors), each
+        frame's made once, when first met, and kept in ``cache`` while it holds the last ``_cache_size``
+        frames met; stacked over ``idx``, one per tensor of ``make``."""
+        missing = [i for i in dict.fromkeys(idx) if i not in cache]
+        if missing:
+            made = make(self._guides(missing))
+            for k, i in enumerate(missing):
+                cache[i] = [t[k].clone() for t in made]
+        for i in idx:
+            cache.move_to_end(i)
+        out = [torch.stack([cache[i][f] for i in idx]) for f in range(len(cache[idx[0]]))]
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
+        return out
+
     def _guide_levels(self, idx: Sequence[int], sizes) -> list[torch.Tensor]:
         """Frames ``idx`` of the guide at each of PatchMatch's coarser level ``sizes``, stacked per level:
         each frame is resized once, when first met, not once for every pair it is in."""
-        missing = [i for i in dict.fromkeys(idx) if i not in self._pyramids]
-        if missing:
-            levels = resize_levels(self._guides(missing), sizes)
-            for k, i in enumerate(missing):
-                self._pyramids[i] = [lv[k].clone() for lv in levels]
-        for i in idx:
-            self._pyramids.move_to_end(i)
-        out = [torch.stack([self._pyramids[i][li] for i in idx]) for li in range(len(sizes))]
-        while len(self._pyramids) > self._cache_size:
-            self._pyramids.popitem(last=False)
-        return out
+        return self._per_frame(self._pyramids, idx, lambda frames: resize_levels(frames, sizes))
 
     def _level_features(self, idx: Sequence[int]) -> tuple[torch.Tensor, ...]:
         """:func:`level_features` of guide frames ``idx``, stacked: each frame's made once, when first met."""
-        missing = [i for i in dict.fromkeys(idx) if i not in self._levels]
-        if missing:
-            made = level_features(self._guides(missing))
-            for k, i in enumerate(missing):
-                self._levels[i] = tuple(f[k].clone() for f in made)
-        for i in idx:
-            self._levels.move_to_end(i)
-        out = tuple(torch.stack([self._levels[i][f] for i in idx]) for f in range(4))
-        while len(self._levels) > self._cache_size:
-            self._levels.popitem(last=False)
-        return out
+        return tuple(self._per_frame(self._levels, idx, level_features))
 
     def level_gains(self, pairs) -> torch.Tensor:
         """Each pair's ``(src, tgt)`` :func:`level_gains` ``(B,)``, as many pairs at a time as keep the
@@ -619,8 +617,8 @@ class Remapper:
             t, s = (tgt, src) if rows is None else ([tgt[k] for k in rows], [src[k] for k in rows])
             out = list(zip(self._guide_levels(t, sizes), self._guide_levels(s, sizes)))
             if self.exposure_match:
-                a, b = (at_t, at_s) if rows is None else (at_t[index_tensor(rows, self.device)],
-                                                          at_s[index_tensor(rows, self.device)])
+                sel = None if rows is None else index_tensor(rows, self.device)
+                a, b = (at_t, at_s) if sel is None else (at_t[sel], at_s[sel])
                 out = [(lt * a, ls * b) for lt, ls in out]
             return out
 
@@ -1265,7 +1263,8 @@ def run_deflicker(
     exposure_match: PatchMatch compares each pair's guides brought to one level (the gain the frames'
     content agrees on, :func:`level_gains`), so that in a fade or a light change a frame is matched to
     the same content in the other frame, not to whatever there has the same brightness; the weights
-    and everything else use the guides as they are. ``"auto"`` (default): as ``exposure``.
+    and everything else use the guides as they are. ``"auto"`` (default): on where the remaps are weighted
+    (``error_sigma``), as for ``exposure`` (each is on or off on its own).
 
     first_frame: where the clip starts in a longer video, when it is a range of one read with its
     neighbours (the command line's ``--frames``, ``--resume`` and several devices): PatchMatch is
@@ -1519,8 +1518,8 @@ def deflicker(
         by how the style's levels follow the guide's; ``"auto"`` (default): on where the remaps are
         weighted (``error_sigma``), ``False``: off (see :func:`follow_exposure`).
     exposure_match: PatchMatch compares each pair's guides brought to the level their content agrees on, so a
-        fade's frames are matched to the same content in brighter or darker frames; ``"auto"`` (default): as
-        ``exposure``, ``False``: off (see :func:`level_gains`).
+        fade's frames are matched to the same content in brighter or darker frames; ``"auto"`` (default): on
+        where the remaps are weighted (``error_sigma``), ``False``: off (see :func:`level_gains`).
     first_frame, total_frames: the index of ``guide``'s frame 0 in a longer video it was cut from, and
         that video's length (default: ``first_frame`` plus the clip's): PatchMatch is seeded per pair of
         that video's frames and table mode's blocks are laid out from its ends, so the frames of a
