@@ -1227,7 +1227,8 @@ def test_exposure_match_keeps_a_painting_held_over_a_fade():
     style ignores the lighting): 17 dB off, 42 dB on (measured; 30 with half the gain used)."""
     guide, style = _painting_over_a_fade()
     off = deflicker(guide, style, device="cpu", exposure=False, exposure_match=False)
-    on = deflicker(guide, style, device="cpu", exposure=False)
+    on = deflicker(guide, style, device="cpu", exposure=False, exposure_match=True)
+    assert np.array_equal(off, deflicker(guide, style, device="cpu", exposure=False))  # (off by default)
     assert psnr(off, style) < 20 and psnr(on, style) > 36, (psnr(on, style), psnr(off, style))
 
 
@@ -1238,7 +1239,7 @@ def test_exposure_match_changes_nothing_in_steady_light():
 
     fr = load_clip(registry_clip("carphone_pristine.mp4"), 8)[0]
     _, style = flickering_pair(fr)
-    on = deflicker(fr, style, device="cpu", window=3, **FAST)
+    on = deflicker(fr, style, device="cpu", window=3, exposure_match=True, **FAST)
     assert np.array_equal(on, deflicker(fr, style, device="cpu", window=3, exposure_match=False, **FAST))
 
 

@@ -4471,11 +4471,11 @@ def test_no_exposure_and_a_record_kept_before_exposure_was_an_option(tmp_path):
         "exposure (on -> off), error_sigma (0.05 -> None)"
 
 
-def test_no_exposure_match_and_a_record_kept_before_it(tmp_path):
-    """``--no-exposure-match`` reaches the blend: on a painting held over a fade to black the default
-    matches across the fade and keeps the painting, --no-exposure-match gives the output of the API with
-    ``exposure_match=False``. A stop kept by a version before exposure matching made its frames without
-    it: resumed with the default it is refused, saying how to resume it."""
+def test_exposure_match_and_a_record_kept_before_it(tmp_path):
+    """``--exposure-match`` reaches the blend: on a painting held over a fade to black it matches across
+    the fade and keeps the painting; without it the output is the API's default (``exposure_match=False``).
+    A stop kept by a version before exposure matching was made without it, as is the default: it resumes;
+    with --exposure-match it is refused, saying how to resume it."""
     from flickerless import deflicker
     from flickerless.cli import _made_with_other
     from flickerless.synthetic import psnr
@@ -4486,43 +4486,42 @@ def test_no_exposure_match_and_a_record_kept_before_it(tmp_path):
     video.write(tmp_path / "g", guide, 25)
     video.write(tmp_path / "s", style, 25)
     outs = {}
-    for name, extra in (("on", []), ("off", ["--no-exposure-match"])):
+    for name, extra in (("on", ["--exposure-match"]), ("off", [])):
         assert main(["deflicker", "--guide", str(tmp_path / "g"), "--style", str(tmp_path / "s"), "--device", "cpu",
                      "--window", "5", "--no-exposure", "-q", "-o", str(tmp_path / name), *extra]) == 0
         outs[name] = video.read(tmp_path / name)[0]
-    assert np.array_equal(outs["off"], deflicker(guide, style, device="cpu", window=5, exposure=False,
-                                                 exposure_match=False))
+    assert np.array_equal(outs["off"], deflicker(guide, style, device="cpu", window=5, exposure=False))
     assert psnr(outs["on"], style) > psnr(outs["off"], style) + 5
 
     record = tmp_path / "r.json"
     record.write_text('{"mode": "table", "exposure": true}')  # session 35's record: no "exposure match"
-    assert _made_with_other(record, {"mode": "table", "exposure": True, "exposure match": True}) == \
-        "exposure match (off -> on; add --no-exposure-match to resume)"
     assert _made_with_other(record, {"mode": "table", "exposure": True, "exposure match": False}) == ""
+    assert _made_with_other(record, {"mode": "table", "exposure": True, "exposure match": True}) == \
+        "exposure match (off -> on; drop --exposure-match to resume)"
     record.write_text('{"mode": "table", "exposure": true, "exposure match": true}')
     assert _made_with_other(record, {"mode": "table", "exposure": True, "exposure match": False}) == \
-        "exposure match (on -> off; drop --no-exposure-match to resume)"
+        "exposure match (on -> off; add --exposure-match to resume)"
 
 
 def test_a_run_records_exposure_match_and_its_resume_checks_it(clips, tmp_path, monkeypatch, capsys):
-    """The record of a stopped run holds exposure matching as in effect: resumed with --no-exposure-match
-    it is refused (its kept frames were matched otherwise), saying what to drop; with --error-sigma 0 (off
-    either way) the one resumes with the other."""
+    """The record of a stopped run holds exposure matching as in effect: one stopped with --exposure-match
+    and resumed without it is refused (its kept frames were matched otherwise), saying what to add; with
+    --error-sigma 0 (off either way) the one resumes with the other."""
     real = video.host_frame
     out = tmp_path / "o"
     args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
             "--window", "2", *FASTARGS, "-o", str(out)]
     monkeypatch.setattr(video, "host_frame", _stopping_at(3, real))
-    assert main(args) == 130
+    assert main([*args, "--exposure-match"]) == 130
     monkeypatch.setattr(video, "host_frame", real)
     capsys.readouterr()
-    assert main([*args, "--no-exposure-match", "--resume"]) == 2
-    assert "exposure match (on -> off; drop --no-exposure-match to resume)" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 2
+    assert "exposure match (on -> off; add --exposure-match to resume)" in capsys.readouterr().err
     args[-1] = str(tmp_path / "plain")
     monkeypatch.setattr(video, "host_frame", _stopping_at(3, real))
-    assert main([*args, "--error-sigma", "0"]) == 130
+    assert main([*args, "--error-sigma", "0", "--exposure-match"]) == 130
     monkeypatch.setattr(video, "host_frame", real)
-    assert main([*args, "--error-sigma", "0", "--no-exposure-match", "--resume"]) == 0, capsys.readouterr().err
+    assert main([*args, "--error-sigma", "0", "--resume"]) == 0, capsys.readouterr().err
 
 
 def test_resume_across_no_exposure_where_the_weighting_is_off(clips, tmp_path, monkeypatch):

@@ -199,12 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "white balance), as far as the style's colours follow the guide's in the frame; for a style "
                         "that ignores the lighting (a painted keyframe held still), give this (no effect with "
                         "--error-sigma 0)")
-    d.add_argument("--no-exposure-match", action="store_true",
-                   help="match each pair of frames on the guides as they are: by default PatchMatch compares them "
-                        "brought to the level their content agrees on, so that in a fade or a light change a frame "
-                        "is matched to the same content in a brighter or darker frame, not to whatever there has its "
-                        "brightness (changes under 10%% are left as they are, and up to 30%% matched in part; no "
-                        "effect with --error-sigma 0)")
+    d.add_argument("--exposure-match", action="store_true",
+                   help="match each pair of frames on the guides brought to the level their content agrees on, so "
+                        "that in a fade or a light change a frame is matched to the same content in a brighter or "
+                        "darker frame, not to whatever there has its brightness (changes under 10%% are left as they "
+                        "are): for a style that ignores the lighting (a painting held over a fade; with "
+                        "--no-exposure); it costs with a flat-palette style that flickers and follows the lighting, "
+                        "and with one keyframe carried into a fade (no effect with --error-sigma 0)")
     d.add_argument("--tmp", metavar="DIR",
                    help="folder for frames that do not fit in RAM (long or large clips: uncompressed, several GB; "
                         "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "
@@ -469,8 +470,11 @@ def _named(source, path):
 
 def _exposure_arg(args, match: bool = False):
     """run_deflicker's ``exposure`` (``exposure_match`` with ``match``) from the command line: ``"auto"`` (on
-    with the error weighting), or off."""
-    return False if (args.no_exposure_match if match else args.no_exposure) else "auto"
+    with the error weighting; exposure following unless --no-exposure, exposure matching if --exposure-match),
+    or off."""
+    if match:
+        return "auto" if args.exposure_match else False
+    return False if args.no_exposure else "auto"
 
 
 def _blend_options(args, job: dict, lo: int) -> dict:
@@ -1106,8 +1110,9 @@ def _setting_change(key: str, before: dict, now: dict) -> str:
         said = f"{'on' if a else 'off'} -> {'on' if b else 'off'}"
         if _recorded(before, "error_sigma", now) != now.get("error_sigma"):
             return said  # (it follows the error weighting, named beside it)
-        flag = "--no-" + key.replace(" ", "-")
-        return f"{said}; {'drop ' + flag if a else 'add ' + flag} to resume"
+        if key == "exposure":
+            return f"{said}; {'drop' if a else 'add'} --no-exposure to resume"
+        return f"{said}; {'add' if a else 'drop'} --exposure-match to resume"
     if isinstance(a, dict) and isinstance(b, dict):
         return ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
     return f"{a} -> {b}"

@@ -15,8 +15,8 @@ survives the same remap (``error_sigma``). In window and table modes the guide i
 alongside the style so that the fine detail blending lost can be given back from each frame's own
 style image (``detail``, :mod:`flickerless.blend.detail`). Where remaps are weighted, each remapped frame
 also follows the guide's change of level between its two frames (``exposure``: fades, lights), and
-PatchMatch compares the two guides brought to the level their content agrees on (``exposure_match``), so
-that a fading frame is matched to the same content, not to pixels of its brightness.
+on request (``exposure_match``) PatchMatch compares the two guides brought to the level their content
+agrees on, so that a fading frame is matched to the same content, not to pixels of its brightness.
 
 Frames flow through the GPU in batches of pairs; intermediate images live in a
 :class:`~flickerless.blend.frames.FrameStore` (device, then host RAM, then disk), so a long clip
@@ -1224,7 +1224,7 @@ def run_deflicker(
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
     exposure: bool | str = "auto",
-    exposure_match: bool | str = "auto",
+    exposure_match: bool | str = False,
     first_frame: int = 0,
     max_segment: int | None = None,
     total_frames: int | None = None,
@@ -1263,8 +1263,12 @@ def run_deflicker(
     exposure_match: PatchMatch compares each pair's guides brought to one level (the gain the frames'
     content agrees on, :func:`level_gains`), so that in a fade or a light change a frame is matched to
     the same content in the other frame, not to whatever there has the same brightness; the weights
-    and everything else use the guides as they are. ``"auto"`` (default): on where the remaps are weighted
-    (``error_sigma``), as for ``exposure`` (each is on or off on its own).
+    and everything else use the guides as they are. Off by default: it suits a style that ignores the
+    lighting (a painting held over a fade, with ``exposure=False``: 16.8 -> 33.5 dB) and fast fades with smooth styles (+2.8 to
+    +4.8 dB), and costs where a style follows the lighting with a flat palette and flickers, or is carried
+    by one keyframe into a fade (up to -11.5 dB: the remapped keyframe keeps its own level, which exposure
+    following moves by a few levels only; BENCHMARKS.md, "Session 36"). ``True``, or ``"auto"``: on where
+    the remaps are weighted (``error_sigma``).
 
     first_frame: where the clip starts in a longer video, when it is a range of one read with its
     neighbours (the command line's ``--frames``, ``--resume`` and several devices): PatchMatch is
@@ -1419,7 +1423,7 @@ def run_deflicker(
 
 def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, options: PatchMatchOptions | None = None,
             channels: int = 3, error_sigma: float | str | None = "auto", detail: bool | str = "auto",
-            exposure: bool | str = "auto", exposure_match: bool | str = "auto") -> float:
+            exposure: bool | str = "auto", exposure_match: bool | str = False) -> float:
     """Make a GPU ready for a run with these settings, by running it on four frames of noise of the same
     ``size`` (enough for table mode to remap a stored block as well as a frame, and for keyframes mode
     to render a frame from two keyframes): the CUDA context is made, and every kernel variant the run
@@ -1481,7 +1485,7 @@ def deflicker(
     error_sigma: float | str | None = "auto",
     detail: bool | str = "auto",
     exposure: bool | str = "auto",
-    exposure_match: bool | str = "auto",
+    exposure_match: bool | str = False,
     first_frame: int = 0,
     total_frames: int | None = None,
     **patchmatch_options,
@@ -1518,8 +1522,9 @@ def deflicker(
         by how the style's levels follow the guide's; ``"auto"`` (default): on where the remaps are
         weighted (``error_sigma``), ``False``: off (see :func:`follow_exposure`).
     exposure_match: PatchMatch compares each pair's guides brought to the level their content agrees on, so a
-        fade's frames are matched to the same content in brighter or darker frames; ``"auto"`` (default): on
-        where the remaps are weighted (``error_sigma``), ``False``: off (see :func:`level_gains`).
+        fade's frames are matched to the same content in brighter or darker frames; off by default (for a
+        style that ignores the lighting; see :func:`run_deflicker` for where it costs), ``"auto"``: on where
+        the remaps are weighted (see :func:`level_gains`).
     first_frame, total_frames: the index of ``guide``'s frame 0 in a longer video it was cut from, and
         that video's length (default: ``first_frame`` plus the clip's): PatchMatch is seeded per pair of
         that video's frames and table mode's blocks are laid out from its ends, so the frames of a
