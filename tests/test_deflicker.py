@@ -775,7 +775,7 @@ def test_remapping_never_waits_for_the_gpu(mode):
     fade = torch.linspace(1, 0.3, 6, device="cuda")[:, None, None, None]
     g = torch.cat([base[..., 4:52, 4 * i:4 * i + 64] for i in range(6)]) * fade
     s = torch.cat([(g * 0.8 + 0.1), torch.rand(6, 1, 48, 64, device="cuda", generator=gen)], 1)  # with alpha
-    kw = dict(mode=mode, device="cuda", batch=2, cuts=False, device_budget=1 << 26, options=FAST)
+    kw = dict(mode=mode, device="cuda", batch=2, cuts=False, device_budget=1 << 26, options=FAST, exposure_match=True)
     if mode == "keyframes":
         kw["keyframes"] = {0: s[0], 5: s[5]}
     else:
