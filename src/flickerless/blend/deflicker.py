@@ -331,10 +331,10 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
 # The gain is used in full where |log gain| >= MATCH_SIZE[1] and the matches' spread (median absolute
 # deviation of their log ratios) <= MATCH_SPREAD[0], not at all where |log gain| <= MATCH_SIZE[0] or the spread
 # >= MATCH_SPREAD[1] (frames with no content in common: a pan past its width), linearly between; within
-# 1/MATCH_MOST..MATCH_MOST. Up to 10% (a camera's exposure drifting, content moving in steady light: a few
+# 1/MATCH_MOST..MATCH_MOST. Up to 10% (a camera's exposure drifting; content moving in steady light gives a few
 # percent) PatchMatch on the guides as they are finds the content, and its pull towards pixels of the target's
-# brightness suits styles whose colours depend on the level; past 30% it falls to the wrong content (measured
-# in BENCHMARKS.md, "Session 36").
+# brightness suits styles whose colours depend on the level; a fast fade's larger changes are where it matched
+# the wrong content (measured in BENCHMARKS.md, "Session 36").
 MATCH_SIDE = 40
 MATCH_PATCH = 5
 MATCH_CORR = 0.8
@@ -347,14 +347,15 @@ MATCH_BYTES = 1 << 28  # the most the pairs' (P, P) patch similarities take at o
 
 
 def level_features(frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """What :func:`level_gains` compares of guide frames ``(B, 3, H, W)`` in [0, 1]: their thumbnails (about
-    MATCH_SIDE px on the longer side, at most 1.2 times it, and at least MATCH_PATCH on the shorter where the
-    frame has them)' patches normalised to zero mean and unit variance ``(B, P, MATCH_PATCH^2)``, the patches' means and
-    standard deviations ``(B, P)``, and each frame's mean level ``(B,)``."""
+    """What :func:`level_gains` compares of guide frames ``(B, 3, H, W)`` in [0, 1]: the patches of their
+    thumbnails (about MATCH_SIDE px on the longer side, at most 1.2 times it, and at least MATCH_PATCH on the
+    shorter where the frame has them) normalised to zero mean and unit variance ``(B, P, MATCH_PATCH^2)``, the
+    patches' means and standard deviations ``(B, P)``, and each frame's mean level ``(B,)``."""
     y = frames.mean(1, keepdim=True)
     h, w = y.shape[-2:]
-    # (about MATCH_SIDE px, at most 1.2 times it; a thin frame keeps MATCH_PATCH rows)
-    k = max(1, min(max(round(max(h, w) / MATCH_SIDE), -(-max(h, w) * 5 // (6 * MATCH_SIDE))), min(h, w) // MATCH_PATCH))
+    longer = max(h, w)
+    k = max(round(longer / MATCH_SIDE), -(-longer * 5 // (6 * MATCH_SIDE)))  # (about MATCH_SIDE, at most 1.2x)
+    k = max(1, min(k, min(h, w) // MATCH_PATCH))  # (a thin frame keeps MATCH_PATCH rows)
     if k > 1:
         y = torch.nn.functional.avg_pool2d(y, k, k, ceil_mode=True)
     p = min(MATCH_PATCH, *y.shape[-2:])
@@ -1264,11 +1265,11 @@ def run_deflicker(
     content agrees on, :func:`level_gains`), so that in a fade or a light change a frame is matched to
     the same content in the other frame, not to whatever there has the same brightness; the weights
     and everything else use the guides as they are. Off by default: it suits a style that ignores the
-    lighting (a painting held over a fade, with ``exposure=False``: 16.8 -> 33.5 dB) and fast fades with smooth styles (+2.8 to
-    +4.8 dB), and costs where a style follows the lighting with a flat palette and flickers, or is carried
-    by one keyframe into a fade (up to -11.5 dB: the remapped keyframe keeps its own level, which exposure
-    following moves by a few levels only; BENCHMARKS.md, "Session 36"). ``True``, or ``"auto"``: on where
-    the remaps are weighted (``error_sigma``).
+    lighting (a painting held over a fade, with ``exposure=False``: 16.8 -> 33.5 dB) and fast fades with
+    smooth styles (+2.8 to +4.8 dB), and costs where a style follows the lighting with a flat palette and
+    flickers, or is carried by one keyframe into a fade (up to -11.5 dB: the remapped keyframe keeps its
+    own level, which exposure following moves by a few levels only; BENCHMARKS.md, "Session 36").
+    ``True``, or ``"auto"``: on where the remaps are weighted (``error_sigma``).
 
     first_frame: where the clip starts in a longer video, when it is a range of one read with its
     neighbours (the command line's ``--frames``, ``--resume`` and several devices): PatchMatch is
@@ -1591,8 +1592,7 @@ def deflicker(
     run_deflicker(g, s, sink, mode=mode, window=window, device=dev, batch=batch, keyframes=kf, options=opts,
                   progress=progress, device_budget=device_budget, cuts=cuts, matches=matches,
                   error_sigma=error_sigma, detail=detail, exposure=exposure, exposure_match=exposure_match,
-                  first_frame=first_frame,
-                  total_frames=total_frames)
+                  first_frame=first_frame, total_frames=total_frames)
     if as_tensor and out.is_pinned():
         torch.cuda.synchronize(dev)  # the copies into ``out`` were asynchronous
     return out
