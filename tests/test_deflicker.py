@@ -1304,7 +1304,8 @@ def test_exposure_match_in_a_batch_of_warm_and_cold_pairs_and_after_a_reset():
     mixed = rm._run_batch(pairs, images)
     assert torch.equal(mixed[2:], cold)
     gains = rm.level_gains(pairs)
-    assert (gains < 0.9).all() or (gains > 1.1).any()  # (pairs across the fade: gains other than 1)
+    # (pairs across the fade: the darker frames' guides brought up or down, 0.74, 0.44, 0.29, 6.7 measured)
+    assert (gains[:3] < 0.8).all() and gains[3] > 4
     other = torch.flip(g, [0]).contiguous()  # the fade the other way
     rm.reset(TensorFrames(other))
     assert torch.equal(rm.level_gains(pairs), remapper().__class__(TensorFrames(other), opts, "cpu", 4,

@@ -5,18 +5,15 @@ what does it cost elsewhere? A patch over ``flickerless.blend.deflicker.remap``,
 guide scaled to the target's mean (a steady clip's pairs are left almost as they are).
 
     PYTHONPATH=src .venv/bin/python benchmarks/explore/normalised_match.py KIND CASES
-CASES as in exposure.py, plus ``paintfade``: 20 carphone frames fading out from frame 6 (black from 16), the
-style one stylised frame held still (it ignores the fade)."""
+CASES as in exposure_cases.py (``paintfade``: 20 carphone frames fading out from frame 6, black from 16, the
+style one stylised frame held still: it ignores the fade)."""
 import importlib
 import json
 import os
 import sys
 
-import numpy as np
-
 import flickerless
-from flickerless.demo import load_clip, registry_clip
-from flickerless.synthetic import psnr, stylize, temporal_error
+from flickerless.synthetic import psnr, temporal_error
 
 D = importlib.import_module("flickerless.blend.deflicker")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -54,16 +51,8 @@ def remap(style, tg, sg, opts, keys, guide_levels=None, **kw):
 D.remap = remap
 
 
-def paintfade():
-    fr = load_clip(registry_clip("carphone_pristine.mp4"), 20)[0]
-    a = np.clip(1 - (np.arange(20) - 6) / 10.0, 0, 1)
-    g = np.clip(np.round(fr * a[:, None, None, None]), 0, 255).astype(np.uint8)
-    s = np.repeat(stylize(fr[0])[None], 20, 0)
-    return g, s, s, {}
-
-
 for name in sys.argv[2].split(","):
-    g, s, gt, kw = paintfade() if name == "paintfade" else exposure.case(name)[:4]
+    g, s, gt, kw = exposure.case(name)[:4]
     row = {"case": name}
     for on in (False, True):
         ON[0] = on
