@@ -33,14 +33,14 @@ WEIGHTED = os.environ.get("WEIGHTED", "1") == "1"
 orig_w, orig_b = D.Remapper._weight, D.Remapper._run_batch
 
 
-def _weight(self, source_guide, target_guide, nnf, carried, raw):
-    out = orig_w(self, source_guide, target_guide, nnf, carried, raw)
+def _weight(self, source_guide, target_guide, nnf, carried, raw, *rest):
+    out = orig_w(self, source_guide, target_guide, nnf, carried, raw, *rest)  # (weighted channels, ...)
     self._offset = self._fit = None
     if VALUE:
         r = target_guide - final_vote(source_guide, nnf, self.options)
         if KIND == "bias":
             b = torch.nn.functional.avg_pool2d(r.mean(1, keepdim=True), 9, 1, 4, count_include_pad=False)
-            out[:, -1:] *= torch.exp(-b.square() / (VALUE * self.error_sigma) ** 2)
+            out[0][:, -1:] *= torch.exp(-b.square() / (VALUE * self.error_sigma) ** 2)
         else:
             w = (torch.exp(-r.square().mean(1, keepdim=True) / self.error_sigma**2) if WEIGHTED
                  else torch.ones_like(r[:, :1]))

@@ -247,14 +247,15 @@ _exposure_samples_cache: dict = {}
 
 
 def follow_exposure(images: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
-                    error_sigma: float | None, blocks: Sequence[int] | None = None) -> torch.Tensor:
+                    error_sigma: float | None, blocks: Sequence[int] | None = None,
+                    level: torch.Tensor | None = None) -> torch.Tensor:
     """Remapped ``images`` (``(B, C, H, W)``) moved, in place, by the change of level between the remap's
-    two guide frames (:func:`exposure_shift`), so that a remapped frame does not carry its own frame's
-    exposure into a fade, a light going on or a camera's gain change: the blocks of 3 channels that start
-    at ``blocks`` (default all of them; the style's colour, and the guide blend carried with it), kept in
-    [0, 1]. Returns ``images``."""
+    two guide frames (:func:`exposure_shift`; ``level``: the part of it a gain explains, from
+    :func:`level_change`), so that a remapped frame does not carry its own frame's exposure into a fade, a
+    light going on or a camera's gain change: the blocks of 3 channels that start at ``blocks`` (default all
+    of them; the style's colour, and the guide blend carried with it), kept in [0, 1]. Returns ``images``."""
     blocks = range(0, images.shape[1], 3) if blocks is None else blocks
-    shift = exposure_shift(images, voted_guide, target_guide, error_sigma, blocks)
+    shift = exposure_shift(images, voted_guide, target_guide, error_sigma, blocks, level)
     for k, a in enumerate(blocks):
         images[:, a:a + 3].add_(shift[:, 3 * k:3 * k + 3]).clamp_(0, 1)
     return images
@@ -279,10 +280,29 @@ def _exposure_samples(h: int, w: int, device) -> torch.Tensor:
     return idx
 
 
+def level_change(voted_guide: torch.Tensor, target_guide: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """The part of the guide's change between a remap's two frames that the pair's gain (``(B,)``, from
+    :func:`level_gains`: the target's level over the source's) explains, per pixel ``(B, 3, H, W)``: the
+    source's guide remapped (``voted_guide``) times (gain - 1), where the target's guide is nearer that than
+    the remapped guide as it is (over 5x5 pixels, softly: the share r1 / (r1 + rg) of the two squared errors),
+    so that light that changed in part of the frame only (a lamp, a shadow) moves that part only. 0 with a
+    gain of 1."""
+    move = (gain[:, None, None, None] - 1) * voted_guide
+
+    def err(d):
+        return torch.nn.functional.avg_pool2d(d.square().mean(1, keepdim=True), 5, 1, 2, count_include_pad=False)
+
+    r1 = err(target_guide - voted_guide)
+    rg = err(target_guide - voted_guide - move)
+    return move * (r1 / (r1 + rg).clamp_min(1e-12))
+
+
 def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
-                   error_sigma: float | None, blocks: Sequence[int] | None = None) -> torch.Tensor:
+                   error_sigma: float | None, blocks: Sequence[int] | None = None,
+                   level: torch.Tensor | None = None) -> torch.Tensor:
     """What :func:`follow_exposure` adds to the blocks of 3 channels of ``images`` that start at
-    ``blocks`` (default all of them), each against the guide's 3 channels: ``(B, 3 len(blocks), 1, 1)``.
+    ``blocks`` (default all of them), each against the guide's 3 channels: ``(B, 3 len(blocks), 1, 1)``, or
+    ``(B, 3 len(blocks), H, W)`` with ``level``.
 
     Per pair: the guide's change is the mean of ``target_guide - voted_guide`` (the target's guide less
     the source's guide remapped through the same field) per channel, weighted per pixel by exp(-e /
@@ -297,14 +317,22 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     channel-swapped one by the swapped channel's change, and a posterised or flat palette hardly at all;
     the guide blend, a blend of the guide itself, by the guide's change. The fit is over the frame, not
     over time: a style that ignores the lighting but resembles the guide is moved too (``exposure=False``
-    for it). Measured in BENCHMARKS.md, "Session 35"."""
+    for it). Measured in BENCHMARKS.md, "Session 35".
+
+    With ``level`` (exposure matching: the part of the change a gain explains, per pixel, from
+    :func:`level_change`), the change is that plus the weighted mean of what is left (the weights taken on
+    what is left), and the shift follows it pixel by pixel: a gain moves bright pixels more than dark ones,
+    as far as a fade goes. The gain's part takes the fit without the ridge (EXPOSURE_QUANT only): the ridge
+    shrinks the gains by 10-25%, and a fade to half or less then ends that share of the style's level
+    away (an inverted style remapped into a fade: 27.6 -> 33.3 dB without it; BENCHMARKS.md, "Session
+    37")."""
     b, c, h, wd = images.shape
     blocks = range(0, c, 3) if blocks is None else blocks
     idx = _exposure_samples(h, wd, images.device)
     pick = lambda t: t.flatten(-2).index_select(-1, idx)  # noqa: E731  (channel slices: no copy to the device)
     x = torch.stack([pick(images[:, a:a + 3]) for a in blocks], 1)  # (B, blocks, 3, N)
     guide = pick(voted_guide)  # (B, 3, N)
-    r = pick(target_guide) - guide
+    r = pick(target_guide) - guide - (0 if level is None else pick(level))
     if error_sigma:
         e = r.square().mean(1, keepdim=True)
         w = torch.exp(-(e - e.amin(-1, keepdim=True)) / error_sigma**2)  # (relative: no underflow at a big jump)
@@ -319,8 +347,13 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     eye = torch.eye(3, device=cov.device, dtype=cov.dtype)
     inverse = torch.linalg.inv_ex(cov + eye * (EXPOSURE_RIDGE * spread + EXPOSURE_QUANT))[0]  # (no wait on a GPU)
     shift = cross @ inverse.unsqueeze(1) @ change[:, None, :, None]  # (B, blocks, 3, 1)
-    most = EXPOSURE_GAIN * change.abs().amax(-1)[:, None, None, None]
-    return torch.minimum(torch.maximum(shift, -most), most).reshape(b, -1, 1, 1)
+    if level is None:
+        most = EXPOSURE_GAIN * change.abs().amax(-1)[:, None, None, None]
+        return torch.minimum(torch.maximum(shift, -most), most).reshape(b, -1, 1, 1)
+    bare = cross @ torch.linalg.inv_ex(cov + eye * EXPOSURE_QUANT)[0].unsqueeze(1)  # (B, blocks, 3, 3)
+    shift = torch.einsum("bkij,bjhw->bkihw", bare, level) + shift[..., None]  # (B, blocks, 3, H, W)
+    most = EXPOSURE_GAIN * (level + change[:, :, None, None]).abs().amax(1)[:, None, None]
+    return torch.minimum(torch.maximum(shift, -most), most).reshape(b, -1, h, wd)
 
 
 # exposure matching (level_gains): thumbnails about MATCH_SIDE px on their longer side, compared in patches
@@ -418,7 +451,7 @@ class Remapper:
 
     def __init__(self, guide: FrameSource, options: PatchMatchOptions, device, batch: int, progress=None,
                  matches: MatchCache | None = None, error_sigma: float | None = None, carry_guide: bool = False,
-                 exposure: bool = False, exposure_match: bool = False):
+                 exposure: bool = False, exposure_match: bool = False, level_weights: bool = False):
         self.guide = guide
         self.matches = matches
         # an image in flight ("entry") is its colour (3 channels) and alpha (1, a style with transparency:
@@ -429,6 +462,8 @@ class Remapper:
         self.carry_guide = carry_guide
         self.exposure = exposure  # remapped colour follows the guide's change of level (follow_exposure)
         self.exposure_match = exposure_match  # PatchMatch sees the guides brought to one level (level_gains)
+        # with exposure_match: the weights are taken on the guide error left after the gain (_weight)
+        self.level_weights = level_weights and exposure_match
         self.offset = 0  # clip index of the guide's frame 0 (shots), the frame numbers of ``matches``
         self.first_frame = 0  # index of the clip's frame 0 in a longer video (a range of it): seeds
         self.options = options
@@ -640,9 +675,10 @@ class Remapper:
                 out[sel], nnf[sel] = remap(style[sel], mt[sel], ms[sel], self.options, keys[sel], init_nnf=init,
                                            return_nnf=True, guide_levels=cold)
                 self.matches.put([ids[k] for k in rows], nnf[sel])
-        voted = None  # the source's guide remapped
+        voted = level = None  # the source's guide remapped; the part of the guide's change the gain explains
         if self.weighted:
-            extra, voted = self._weight(sg, tg, nnf, carried, raw)
+            extra, voted, level = self._weight(sg, tg, nnf, carried, raw, gain[:, 0, 0, 0] if self.exposure_match
+                                               and (self.exposure or self.level_weights) else None)
             out = torch.cat([out, extra], 1)
         elif raw:  # the alpha, then the source's guide remapped: the guide blend of a raw frame
             out = torch.cat([out, final_vote(sg if carried is None else torch.cat([carried, sg], 1), nnf,
@@ -651,24 +687,36 @@ class Remapper:
         elif carried is not None:
             out = torch.cat([out, final_vote(carried, nnf, self.options)], 1)
         if self.exposure:  # the colour, and the guide blend after the alpha (if any) with it
-            follow_exposure(out, final_vote(sg, nnf, self.options) if voted is None else voted, tg, self.error_sigma,
-                            [0, self.channels][:1 + self.carry_guide])
+            if voted is None:
+                voted = final_vote(sg, nnf, self.options)
+            if level is None and self.exposure_match:
+                level = level_change(voted, tg, gain[:, 0, 0, 0])
+            follow_exposure(out, voted, tg, self.error_sigma, [0, self.channels][:1 + self.carry_guide], level)
         return out
 
-    def _weight(self, source_guide, target_guide, nnf, carried, raw: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _weight(self, source_guide, target_guide, nnf, carried, raw: bool,
+                gain: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The carried channels remapped (a raw frame's guide blend: its remapped guide), the last
         one (the weight map) multiplied by this remap's per-pixel weight exp(-e / sigma^2), e the 5x5
         mean of the squared error between the target guide and the source guide remapped through
         the same field. Where the remap could not find the content (occlusion, content that left
         the frame, a fast pan), the remapped image counts less; a table entry's weight is the
-        product over the remaps that brought it. Also returns the remapped source guide."""
+        product over the remaps that brought it. Also returns the remapped source guide and, with the
+        pair's ``gain``, the part of the guide's change it explains (:func:`level_change`); with
+        ``level_weights``, e is taken on the error left after that part (keyframes mode: a keyframe
+        matched at another level counts as much as one at the same level, and a black one, which
+        cannot be brought to the target's level, little)."""
         voted = final_vote(torch.cat([source_guide, carried], 1), nnf, self.options)
-        err = (voted[:, :3] - target_guide).square().mean(1, keepdim=True)
+        level = None if gain is None else level_change(voted[:, :3], target_guide, gain)
+        left = voted[:, :3] - target_guide
+        if self.level_weights:
+            left = left + level
+        err = left.square().mean(1, keepdim=True)
         err = torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
         weight = torch.exp(-err / self.error_sigma**2)
         a = self.channels  # after the source guide (3): the alpha, if any, ends here
         return (torch.cat([voted[:, 3:a], voted[:, :3] if raw else voted[:, a:-1], weight * voted[:, -1:]], 1),
-                voted[:, :3])
+                voted[:, :3], level)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1384,7 +1432,7 @@ def run_deflicker(
     if matches is not None:
         matches.bind(n, guide.size)
     remapper = Remapper(guide, opts, dev, bs, bar, matches, error_sigma, carry_guide=detail, exposure=exposure,
-                        exposure_match=exposure_match)
+                        exposure_match=exposure_match, level_weights=mode == "keyframes")
     remapper.first_frame = int(first_frame)
     remapper.channels = colour
     store = FrameStore(dev, device_budget=device_budget, host_budget=host_budget, tmpdir=tmpdir)
