@@ -6,7 +6,18 @@ exposure.py's docstring. Session 36 adds, for exposure_match.py:
   cut): the guide dimming steadily to half its level / a camera's gain drifting (a smooth random walk within
   +-15%), the truth the benchmark's stylisation of the lit guide, the benchmark's flicker on it;
   ``slowfadesmooth:CLIP`` / ``autoexpsmooth:CLIP``: the same with the stylisation not posterised (whose colours
-  follow the level smoothly, as most do)."""
+  follow the level smoothly, as most do).
+
+Session 37 adds a tester's lighting cases (session 36), all on carphone at 88x72, 20 frames, the fade from
+frame 4 to black at 16 unless said:
+- ``keysfade:STYLE:KEYS``: keyframes mode, STYLE ``stylize`` or ``inverted`` (255 - the guide), KEYS ``0`` (the
+  first frame only) or ``8`` (every 8th and the last); ``keysdim:KEYS``: the same, the light dimming to half from
+  frame 4 to 12, stylised; ``keyspaint``: one painting (frame 0 stylised) held, keyframe 0 only;
+- table mode, the benchmark's flicker on the stylised truth: ``localdark`` (the left 60% of the frame dims to
+  0.35 from frame 4 to 14, the rest steady), ``panfade`` (bikes at 72 px panning 10 px a frame while it fades
+  to 5%), ``noisyfade`` (at 0.4 of its level with grain of 6 levels, fading), ``lutfade`` (a false-colour
+  style: hue by level), ``invfade`` (255 - stylised), ``whitefade`` (a fade to white from frame 6, white from
+  16)."""
 
 import numpy as np
 
@@ -43,8 +54,65 @@ def lit(kind, clip):
     return g, add_flicker(gt), gt, {}, ()
 
 
+def _small(clip="carphone", n=20, size=(72, 88)):
+    fr = load_clip(registry_clip({"carphone": "carphone_pristine.mp4", "bikes": "bikes.mp4"}[clip]), n)[0]
+    return np.stack([resize_frame(f, size) for f in fr]).astype(np.float64)
+
+
+def _u8(x):
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def lighting(name):
+    """the session 37 cases (see the module's docstring)"""
+    r = np.arange(20)
+    fade = np.clip(1 - (r - 4) / 12.0, 0, 1)[:, None, None, None]
+    kind, *rest = name.split(":")
+    if kind.startswith("keys"):
+        if kind == "keysfade":
+            g = _u8(_small() * fade)
+            gt = np.stack([stylize(f) for f in g]) if rest[0] == "stylize" else 255 - g
+            every = rest[1] == "8"
+        elif kind == "keysdim":
+            g = _u8(_small() * np.clip(1 - 0.5 * (r - 4) / 8.0, 0.5, 1)[:, None, None, None])
+            gt = np.stack([stylize(f) for f in g])
+            every = rest[0] == "8"
+        else:  # keyspaint
+            g = _u8(_small() * fade)
+            gt = np.repeat(stylize(_u8(_small()[0]))[None], 20, 0)
+            every = False
+        keys = {i: gt[i] for i in range(0, 20, 8)} | {19: gt[19]} if every else {0: gt[0]}
+        return g, None, gt, {"mode": "keyframes", "keyframes": keys}, (4, 8, 12, 15)
+    if kind == "localdark":
+        m = np.ones((20, 72, 88, 1))
+        m[:, :, :int(88 * 0.6), 0] = np.clip(1 - 0.65 * (r - 4) / 10.0, 0.35, 1)[:, None, None]
+        g = _u8(_small() * m)
+    elif kind == "panfade":
+        b = _small("bikes", 20, (72, 380))
+        g = _u8(np.stack([b[i, :, 10 * i:10 * i + 88] for i in range(20)]) * np.maximum(fade, 0.05))
+    elif kind == "noisyfade":
+        g = _u8(_small() * 0.4 * fade + np.random.default_rng(5).normal(0, 6, (20, 72, 88, 3)))
+    elif kind == "whitefade":
+        a = np.clip((r - 6) / 10.0, 0, 1)[:, None, None, None]
+        g = _u8(_small() + (255 - _small()) * a)
+    else:  # lutfade, invfade
+        g = _u8(_small() * fade)
+    if kind == "lutfade":
+        y = g.astype(np.float64).mean(-1) / 255
+        gt = _u8(np.stack([np.clip(3 * y - 1, 0, 1), np.clip(np.sin(np.pi * y) * 1.2, 0, 1),
+                           np.clip(1 - 3 * y, 0, 1)], -1) * 255)
+    else:
+        gt = np.stack([stylize(f) for f in g])
+        if kind == "invfade":
+            gt = 255 - gt
+    return g, add_flicker(gt), gt, {}, (8, 12, 16)
+
+
 def case(name):
     """guide, style, truth, deflicker's keyword arguments, frames whose mean offsets are printed"""
+    if name.split(":")[0] in ("keysfade", "keysdim", "keyspaint", "localdark", "panfade", "noisyfade", "lutfade",
+                              "invfade", "whitefade"):
+        return lighting(name)
     if name == "paintfade":
         return paintfade()
     if name.split(":")[0] in ("slowfade", "autoexp", "slowfadesmooth", "autoexpsmooth"):
