@@ -1311,12 +1311,16 @@ def run_deflicker(
 
     exposure_match: PatchMatch compares each pair's guides brought to one level (the gain the frames'
     content agrees on, :func:`level_gains`), so that in a fade or a light change a frame is matched to
-    the same content in the other frame, not to whatever there has the same brightness; the weights
-    and everything else use the guides as they are. Off by default: it suits a style that ignores the
-    lighting (a painting held over a fade, with ``exposure=False``: 16.8 -> 33.5 dB) and fast fades with
-    smooth styles (+2.8 to +4.8 dB), and costs where a style follows the lighting with a flat palette and
-    flickers, or is carried by one keyframe into a fade (up to -11.5 dB: the remapped keyframe keeps its
-    own level, which exposure following moves by a few levels only; BENCHMARKS.md, "Session 36").
+    the same content in the other frame, not to whatever there has the same brightness. Exposure
+    following then moves each remap by that gain pixel by pixel, where the light changed
+    (:func:`level_change`), and in keyframes mode the weights are taken on the guide error left after
+    the gain (a keyframe at another level counts; a black one, which no gain brings to the target, does
+    not); elsewhere the weights use the guides as they are. Off by default: it suits a style that
+    ignores the lighting (a painting held over a fade, with ``exposure=False``: 16.8 -> 33.5 dB), fast
+    fades with smooth styles (+2.7 to +4.4 dB) and keyframes of a style that follows the light linearly
+    (an inverted one into a fade: +4.3 to +4.6 dB), and costs where a style is nonlinear in the level:
+    a posterised keyframe carried into a fade to black (-4.2 dB), a flat palette or grain that flickers
+    over a fade (-0.5 dB, up to 1.2x the temporal error; BENCHMARKS.md, "Session 36" and "Session 37").
     ``True``, or ``"auto"``: on where the remaps are weighted (``error_sigma``).
 
     first_frame: where the clip starts in a longer video, when it is a range of one read with its
