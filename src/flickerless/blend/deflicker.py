@@ -243,6 +243,8 @@ EXPOSURE_QUANT = (2 / 255) ** 2
 # the frame statistics of exposure_shift are taken on about this many pixels: one at random in each k x k cell
 # of the frame (a grid's regular step would alias with a pattern at that step), the same ones for every pair
 EXPOSURE_SAMPLES = 16384
+# with exposure matching, an image's black is taken over this share of the sampled pixels, the guide's darkest
+EXPOSURE_DARK = 0.05
 _exposure_samples_cache: dict = {}
 
 
@@ -250,8 +252,8 @@ def follow_exposure(images: torch.Tensor, voted_guide: torch.Tensor, target_guid
                     error_sigma: float | None, blocks: Sequence[int] | None = None,
                     level: torch.Tensor | None = None) -> torch.Tensor:
     """Remapped ``images`` (``(B, C, H, W)``) moved, in place, by the change of level between the remap's
-    two guide frames (:func:`exposure_shift`; ``level``: the part of it a gain explains, from
-    :func:`level_change`), so that a remapped frame does not carry its own frame's exposure into a fade, a
+    two guide frames (:func:`exposure_shift`; ``level``: the pair's gain less 1 per pixel, where it holds,
+    from :func:`level_change`), so that a remapped frame does not carry its own frame's exposure into a fade, a
     light going on or a camera's gain change: the blocks of 3 channels that start at ``blocks`` (default all
     of them; the style's colour, and the guide blend carried with it), kept in [0, 1]. Returns ``images``."""
     blocks = range(0, images.shape[1], 3) if blocks is None else blocks
@@ -281,20 +283,20 @@ def _exposure_samples(h: int, w: int, device) -> torch.Tensor:
 
 
 def level_change(voted_guide: torch.Tensor, target_guide: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """The part of the guide's change between a remap's two frames that the pair's gain (``(B,)``, from
-    :func:`level_gains`: the target's level over the source's) explains, per pixel ``(B, 3, H, W)``: the
-    source's guide remapped (``voted_guide``) times (gain - 1), where the target's guide is nearer that than
-    the remapped guide as it is (over 5x5 pixels, softly: the share r1 / (r1 + rg) of the two squared errors),
-    so that light that changed in part of the frame only (a lamp, a shadow) moves that part only. 0 with a
-    gain of 1."""
-    move = (gain[:, None, None, None] - 1) * voted_guide
+    """How far the pair's gain (``(B,)``, from :func:`level_gains`: the target's level over the source's)
+    explains the guide's change between a remap's two frames, per pixel ``(B, 1, H, W)``: gain - 1 where the
+    target's guide is nearer the source's remapped guide (``voted_guide``) times the gain than the remapped
+    guide as it is, 0 where it is nearer that (over 5x5 pixels, softly: the share r1 / (r1 + rg) of the two
+    squared errors), so that light that changed in part of the frame only (a lamp, a shadow) moves that part
+    only. The guide's change it explains is this times ``voted_guide``. 0 with a gain of 1."""
+    g = gain[:, None, None, None] - 1
 
     def err(d):
         return torch.nn.functional.avg_pool2d(d.square().mean(1, keepdim=True), 5, 1, 2, count_include_pad=False)
 
     r1 = err(target_guide - voted_guide)
-    rg = err(target_guide - voted_guide - move)
-    return move * (r1 / (r1 + rg).clamp_min(1e-12))
+    rg = err(target_guide - voted_guide * (1 + g))
+    return g * (r1 / (r1 + rg).clamp_min(1e-12))
 
 
 def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
@@ -319,20 +321,23 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
     over time: a style that ignores the lighting but resembles the guide is moved too (``exposure=False``
     for it). Measured in BENCHMARKS.md, "Session 35".
 
-    With ``level`` (exposure matching: the part of the change a gain explains, per pixel, from
-    :func:`level_change`), the change is that plus the weighted mean of what is left (the weights taken on
-    what is left), and the shift follows it pixel by pixel: a gain moves bright pixels more than dark ones,
-    as far as a fade goes. The gain's part takes the fit without the ridge (EXPOSURE_QUANT only): the ridge
-    shrinks the gains by 10-25%, and a fade to half or less then ends that share of the style's level
-    away (an inverted style remapped into a fade: 27.6 -> 33.3 dB without it; BENCHMARKS.md, "Session
-    37")."""
+    With ``level`` (exposure matching: the pair's gain less 1 per pixel, where it explains the guide's
+    change, from :func:`level_change`), each pixel of the image moves towards the image's black (its
+    value where the guide is black) by that factor, ``level`` x (image - black), a fade darkening the
+    remapped image as it darkens the guide, bright pixels more than dark ones; what the gain leaves of the
+    guide's change is followed as above (its weighted mean, the weights taken on it). The image's black is
+    its mean over the darkest 5% of the sampled pixels of the guide (:data:`EXPOSURE_DARK`), less the fit
+    (without the ridge) times the guide's level there: the value of a style linear in the guide at the
+    guide's black, or a posterised style's own black where it has one (a fit's intercept is not: a
+    stylised frame fitted linearly has intercepts up to 0.09 where the style itself goes to 0). Measured in
+    BENCHMARKS.md, "Session 37"."""
     b, c, h, wd = images.shape
     blocks = range(0, c, 3) if blocks is None else blocks
     idx = _exposure_samples(h, wd, images.device)
     pick = lambda t: t.flatten(-2).index_select(-1, idx)  # noqa: E731  (channel slices: no copy to the device)
     x = torch.stack([pick(images[:, a:a + 3]) for a in blocks], 1)  # (B, blocks, 3, N)
     guide = pick(voted_guide)  # (B, 3, N)
-    r = pick(target_guide) - guide - (0 if level is None else pick(level))
+    r = pick(target_guide) - guide * (1 if level is None else 1 + pick(level))
     if error_sigma:
         e = r.square().mean(1, keepdim=True)
         w = torch.exp(-(e - e.amin(-1, keepdim=True)) / error_sigma**2)  # (relative: no underflow at a big jump)
@@ -351,8 +356,13 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
         most = EXPOSURE_GAIN * change.abs().amax(-1)[:, None, None, None]
         return torch.minimum(torch.maximum(shift, -most), most).reshape(b, -1, 1, 1)
     bare = cross @ torch.linalg.inv_ex(cov + eye * EXPOSURE_QUANT)[0].unsqueeze(1)  # (B, blocks, 3, 3)
-    shift = torch.einsum("bkij,bjhw->bkihw", bare, level) + shift[..., None]  # (B, blocks, 3, H, W)
-    most = EXPOSURE_GAIN * (level + change[:, :, None, None]).abs().amax(1)[:, None, None]
+    lum = guide.mean(1)  # (B, N)
+    dark = (lum <= lum.kthvalue(max(1, int(EXPOSURE_DARK * n)), -1, keepdim=True).values).to(lum.dtype)
+    dark = dark / dark.sum(-1, keepdim=True)  # (B, N): the mean over the darkest pixels (ties included)
+    black = (x @ dark[:, None, :, None]) - bare @ (guide @ dark[..., None])[:, None]  # (B, blocks, 3, 1)
+    full = torch.stack([images[:, a:a + 3] for a in blocks], 1)  # (B, blocks, 3, H, W)
+    shift = level[:, None] * (full - black[..., None]) + shift[..., None]
+    most = EXPOSURE_GAIN * (level * voted_guide + change[:, :, None, None]).abs().amax(1)[:, None, None]
     return torch.minimum(torch.maximum(shift, -most), most).reshape(b, -1, h, wd)
 
 
@@ -675,7 +685,7 @@ class Remapper:
                 out[sel], nnf[sel] = remap(style[sel], mt[sel], ms[sel], self.options, keys[sel], init_nnf=init,
                                            return_nnf=True, guide_levels=cold)
                 self.matches.put([ids[k] for k in rows], nnf[sel])
-        voted = level = None  # the source's guide remapped; the part of the guide's change the gain explains
+        voted = level = None  # the source's guide remapped; the pair's gain less 1 where it holds (level_change)
         if self.weighted:
             extra, voted, level = self._weight(sg, tg, nnf, carried, raw, gain[:, 0, 0, 0] if self.exposure_match
                                                and (self.exposure or self.level_weights) else None)
@@ -710,7 +720,7 @@ class Remapper:
         level = None if gain is None else level_change(voted[:, :3], target_guide, gain)
         left = voted[:, :3] - target_guide
         if self.level_weights:
-            left = left + level
+            left = left + level * voted[:, :3]
         err = left.square().mean(1, keepdim=True)
         err = torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
         weight = torch.exp(-err / self.error_sigma**2)
