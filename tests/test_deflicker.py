@@ -1194,7 +1194,8 @@ def test_level_gains_finds_the_gain_of_a_fade_through_moving_content():
 def test_level_gains_leaves_steady_light_and_unrelated_frames_alone():
     """Exactly 1 (PatchMatch then sees the guides as they are): a change of 5% (within MATCH_SIZE[0]),
     the same frame, carphone against a bikes frame of another level (texture, no content in common), and
-    frames without texture at the same level; a black frame is brought to by the frames' means."""
+    frames without texture at the same level, a white frame; a black frame is brought to by the frames'
+    means."""
     from flickerless.demo import load_clip, registry_clip
     from flickerless.video import resize_frame
 
@@ -1207,7 +1208,12 @@ def test_level_gains_leaves_steady_light_and_unrelated_frames_alone():
     assert _gain(grey, grey) == 1.0
     black = np.zeros_like(car[0])
     assert _gain(black, car[0]) == pytest.approx(1 / 16)  # (as far as MATCH_MOST)
+    assert _gain(car[0], black) == pytest.approx(16)
     assert _gain(_scaled(car[0], 0.1), car[0]) == pytest.approx(0.1, rel=0.1)  # (next to black)
+    # a white frame is not a gain of a textured one, either way (a fade to white: the frames' means gave
+    # 2.6, and a keyframe carried into the white frames came out 126 levels dark)
+    white = np.full_like(car[0], 255)
+    assert _gain(white, car[0]) == 1.0 and _gain(car[0], white) == 1.0
 
 
 def _painting_over_a_fade(n=14):

@@ -17,7 +17,10 @@ frame 4 to black at 16 unless said:
   0.35 from frame 4 to 14, the rest steady), ``panfade`` (bikes at 72 px panning 10 px a frame while it fades
   to 5%), ``noisyfade`` (at 0.4 of its level with grain of 6 levels, fading), ``lutfade`` (a false-colour
   style: hue by level), ``invfade`` (255 - stylised), ``whitefade`` (a fade to white from frame 6, white from
-  16)."""
+  16), ``flash`` (frames 9 and 10 at 2.5x and 2x, clipped), ``wbdrift`` (red up 35%, blue down 50% over
+  frames 4-16);
+- ``keys:CASE`` (every 8th frame of CASE's style and its last as keyframes) and ``key0:CASE`` (its first
+  only), CASE any of the above."""
 
 import numpy as np
 
@@ -92,6 +95,14 @@ def lighting(name):
         g = _u8(np.stack([b[i, :, 10 * i:10 * i + 88] for i in range(20)]) * np.maximum(fade, 0.05))
     elif kind == "noisyfade":
         g = _u8(_small() * 0.4 * fade + np.random.default_rng(5).normal(0, 6, (20, 72, 88, 3)))
+    elif kind in ("flash", "wbdrift"):
+        a = np.ones((20, 1, 1, 3))
+        if kind == "flash":
+            a[9], a[10] = 2.5, 2.0
+        else:
+            k = np.clip((r - 4) / 12.0, 0, 1)
+            a[:, 0, 0, 0], a[:, 0, 0, 2] = 1 + 0.35 * k, 1 - 0.5 * k
+        g = _u8(_small() * a)
     elif kind == "whitefade":
         a = np.clip((r - 6) / 10.0, 0, 1)[:, None, None, None]
         g = _u8(_small() + (255 - _small()) * a)
@@ -111,7 +122,7 @@ def lighting(name):
 def case(name):
     """guide, style, truth, deflicker's keyword arguments, frames whose mean offsets are printed"""
     if name.split(":")[0] in ("keysfade", "keysdim", "keyspaint", "localdark", "panfade", "noisyfade", "lutfade",
-                              "invfade", "whitefade"):
+                              "invfade", "whitefade", "flash", "wbdrift"):
         return lighting(name)
     if name == "paintfade":
         return paintfade()
@@ -121,9 +132,9 @@ def case(name):
         g = small_fade()
         s = np.stack([stylize(f) for f in g]) if name == "posterised" else 255 - g
         return g, s, s, {"window": 5}, (9, 10, 11) if name == "posterised" else (6, 8, 11, 13)
-    if name.startswith("keys:"):
+    if name.startswith(("keys:", "key0:")):
         g, s, gt, _, _ = case(name[5:])
-        keys = {i: s[i] for i in range(0, len(g), 8)} | {len(g) - 1: s[-1]}
+        keys = {i: s[i] for i in range(0, len(g), 8)} | {len(g) - 1: s[-1]} if name[3] == "s" else {0: s[0]}
         return g, None, gt, {"mode": "keyframes", "keyframes": keys}, ()
     c, f = name.split(":")
     if c == "bench":

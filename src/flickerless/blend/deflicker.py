@@ -369,8 +369,8 @@ def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide
 # exposure matching (level_gains): thumbnails about MATCH_SIDE px on their longer side, compared in patches
 # of MATCH_PATCH^2 by normalised correlation (blind to a gain); a match counts where the correlation is above
 # MATCH_CORR and both patches vary by more than MATCH_FLAT (2 levels of 0-255); with matches for fewer than
-# MATCH_FEW of the target's patches, the frames' mean levels are compared instead where one of the frames has
-# next to no texture (fewer than MATCH_FEW of its patches: black, or flat), and the gain is 1 elsewhere.
+# MATCH_FEW of the target's patches, the frames' mean levels are compared instead where the darker of the two
+# has next to no texture (fewer than MATCH_FEW of its patches: black), and the gain is 1 elsewhere.
 # The gain is used in full where |log gain| >= MATCH_SIZE[1] and the matches' spread (median absolute
 # deviation of their log ratios) <= MATCH_SPREAD[0], not at all where |log gain| <= MATCH_SIZE[0] or the spread
 # >= MATCH_SPREAD[1] (frames with no content in common: a pan past its width), linearly between; within
@@ -425,9 +425,12 @@ def level_gains(target: tuple[torch.Tensor, ...], source: tuple[torch.Tensor, ..
     med = ratio.nanmedian(-1).values
     spread = (ratio - med[:, None]).abs().nanmedian(-1).values
     agreed = ok.float().mean(-1) > MATCH_FEW
-    # a frame with next to no texture (black, or flat): the frames' mean levels; two frames with texture but
-    # no content in common: nothing
-    flat = torch.minimum((st > MATCH_FLAT).float().mean(-1), (ss > MATCH_FLAT).float().mean(-1)) <= MATCH_FEW
+    # the darker frame of the two with next to no texture (black): the frames' mean levels; a flat frame that
+    # is the brighter (white: a fade to white is no gain, and a gain up from a textured frame to a clipped white
+    # one darkened the remap's darker half, the image's black being taken on a flat guide), or two frames with
+    # texture but no content in common: nothing
+    flat_t, flat_s = ((x > MATCH_FLAT).float().mean(-1) <= MATCH_FEW for x in (st, ss))
+    flat = (flat_t & (ft < fs)) | (flat_s & (fs < ft))
     means = torch.log((ft + 1e-4) / (fs + 1e-4))
     lg = torch.where(agreed, med, torch.where(flat, means, torch.zeros_like(means))).nan_to_num(0.0)
     size = ((lg.abs() - MATCH_SIZE[0]) / (MATCH_SIZE[1] - MATCH_SIZE[0])).clamp(0, 1)
