@@ -1329,11 +1329,11 @@ def run_deflicker(
     (:func:`level_change`), and in keyframes mode the weights are taken on the guide error left after
     the gain (a keyframe at another level counts; a black one, which no gain brings to the target, does
     not); elsewhere the weights use the guides as they are. Off by default: it suits a style that
-    ignores the lighting (a painting held over a fade, with ``exposure=False``: 16.8 -> 33.5 dB), fast
-    fades with smooth styles (+2.7 to +4.4 dB) and keyframes of a style that follows the light linearly
-    (an inverted one into a fade: +4.3 to +4.6 dB), and costs where a style is nonlinear in the level:
-    a posterised keyframe carried into a fade to black (-4.2 dB), a flat palette or grain that flickers
-    over a fade (-0.5 dB, up to 1.2x the temporal error; BENCHMARKS.md, "Session 36" and "Session 37").
+    ignores the lighting (a painting held over a fade, with ``exposure=False``: 16.8 -> 33.5 dB) and
+    fades with styles that follow the light (+2.8 to +4.8 dB in table mode, +0.4 to +5.9 with keyframes),
+    and costs where a style is not linear in the level (a false-colour or posterised look carried by
+    keyframes into a fade: -0.2 to -2.3 dB) or flickers over a fade (-0.6 dB, up to 1.3x the temporal
+    error; BENCHMARKS.md, "Session 36" and "Session 37").
     ``True``, or ``"auto"``: on where the remaps are weighted (``error_sigma``).
 
     first_frame: where the clip starts in a longer video, when it is a range of one read with its
