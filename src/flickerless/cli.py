@@ -203,9 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="match each pair of frames on the guides brought to the level their content agrees on, so "
                         "that in a fade or a light change a frame is matched to the same content in a brighter or "
                         "darker frame, not to whatever there has its brightness (changes under 10%% are left as they "
-                        "are): for a style that ignores the lighting (a painting held over a fade; with "
-                        "--no-exposure); it costs with a flat-palette style that flickers and follows the lighting, "
-                        "and with one keyframe carried into a fade (no effect with --error-sigma 0)")
+                        "are), and each remap follows that gain: for a style that ignores the lighting (a painting "
+                        "held over a fade; with --no-exposure), and for fades with styles that follow the light; it "
+                        "costs with styles not linear in the level (posterised, false colour) and with styles that "
+                        "flicker over a fade (no effect with --error-sigma 0)")
     d.add_argument("--tmp", metavar="DIR",
                    help="folder for frames that do not fit in RAM (long or large clips: uncompressed, several GB; "
                         "default $FLICKERLESS_TMPDIR, else the system's temporary folder, else the output's folder "

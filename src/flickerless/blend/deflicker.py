@@ -717,8 +717,10 @@ class Remapper:
         product over the remaps that brought it. Also returns the remapped source guide and, with the
         pair's ``gain``, the part of the guide's change it explains (:func:`level_change`); with
         ``level_weights``, e is taken on the error left after that part (keyframes mode: a keyframe
-        matched at another level counts as much as one at the same level, and a black one, which
-        cannot be brought to the target's level, little)."""
+        matched at another level counts as much as one at the same level where the gain explains the
+        change, and a black one, which cannot be brought to the target's level, little; with exposure
+        following off as well, the style is taken to ignore the lighting, and such a keyframe counts
+        as it is)."""
         voted = final_vote(torch.cat([source_guide, carried], 1), nnf, self.options)
         level = None if gain is None else level_change(voted[:, :3], target_guide, gain)
         left = voted[:, :3] - target_guide
