@@ -1306,6 +1306,21 @@ def test_follow_exposure_takes_a_posterised_style_to_its_own_black():
         assert err.mean().abs() < mean and err.abs().mean() < most, (gain, float(err.mean()), float(err.abs().mean()))
 
 
+def _level_weights(monkeypatch, on: bool):
+    """Every Remapper made from now on (in this test) takes its weights after the gain (with exposure
+    matching) where ``on``, on the raw guides where not, whatever the mode."""
+    import importlib
+
+    d = importlib.import_module("flickerless.blend.deflicker")  # (the package's deflicker is the function)
+    init = d.Remapper.__init__
+
+    def forced(self, *a, **k):
+        init(self, *a, **k)
+        self.level_weights = on and self.exposure_match
+
+    monkeypatch.setattr(d.Remapper, "__init__", forced)
+
+
 def test_keyframes_matched_across_a_fade_take_the_keyframe_that_can_be_brought_to_its_level(monkeypatch):
     """An inverted style of a clip fading to black, keyframes its first frame and its last (black, so the
     style is white): with exposure matching each frame between is matched to the first keyframe's content
@@ -1313,9 +1328,6 @@ def test_keyframes_matched_across_a_fade_take_the_keyframe_that_can_be_brought_t
     keyframe's remaps out where it has nothing to match (measured: 32.7 dB, off 27.3; matching with the
     weights on the raw guides, as in the other modes, 21.4: a remap from the first keyframe then counts as
     little as one from the black)."""
-    import importlib
-
-    d = importlib.import_module("flickerless.blend.deflicker")  # (the package's deflicker is the function)
     guide = _fading(12, 2, 9)
     truth = 255 - guide
     keys = {0: truth[0], 11: truth[-1]}
@@ -1323,13 +1335,7 @@ def test_keyframes_matched_across_a_fade_take_the_keyframe_that_can_be_brought_t
     on = deflicker(guide, None, exposure_match=True, **kw)
     off = deflicker(guide, None, **kw)
     assert psnr(on, truth) > 31.5 and psnr(off, truth) < 28.5, (psnr(on, truth), psnr(off, truth))
-    init = d.Remapper.__init__
-
-    def raw_weights(self, *a, **k):
-        init(self, *a, **k)
-        self.level_weights = False
-
-    monkeypatch.setattr(d.Remapper, "__init__", raw_weights)
+    _level_weights(monkeypatch, False)
     assert psnr(deflicker(guide, None, exposure_match=True, **kw), truth) < 23
 
 
@@ -1350,21 +1356,12 @@ def test_table_mode_weighs_matched_remaps_on_the_raw_guides(monkeypatch):
     predictors of a style not linear in the level, and the raw guide error prefers them. A posterised style
     over a fade to black, 88x72, no flicker: 34.3 dB (off 32.9); with the weights taken after the gain,
     25.6 (measured)."""
-    import importlib
-
     from flickerless.synthetic import stylize
 
-    d = importlib.import_module("flickerless.blend.deflicker")
     guide = _fading(16, 4, 7)
     style = np.stack([stylize(f) for f in guide])
     assert psnr(deflicker(guide, style, device="cpu", exposure_match=True), style) > 33.5
-    init = d.Remapper.__init__
-
-    def level_weights(self, *a, **k):
-        init(self, *a, **k)
-        self.level_weights = self.exposure_match
-
-    monkeypatch.setattr(d.Remapper, "__init__", level_weights)
+    _level_weights(monkeypatch, True)
     assert psnr(deflicker(guide, style, device="cpu", exposure_match=True), style) < 28
 
 

@@ -658,8 +658,8 @@ class Remapper:
         # other's level (down, so that no highlight clips); everything else uses the guides as they are
         mt, ms = tg, sg
         if self.exposure_match:
-            gain = self.level_gains(pairs)[:, None, None, None]
-            at_t, at_s = (1 / gain).clamp(max=1), gain.clamp(max=1)
+            gain = self.level_gains(pairs)  # (B,)
+            at_t, at_s = ((1 / gain).clamp(max=1)[:, None, None, None], gain.clamp(max=1)[:, None, None, None])
             mt, ms = tg * at_t, sg * at_s
 
         def levels(rows=None):  # the guides' coarser levels (a warm start needs none)
@@ -690,7 +690,7 @@ class Remapper:
                 self.matches.put([ids[k] for k in rows], nnf[sel])
         voted = level = None  # the source's guide remapped; the pair's gain less 1 where it holds (level_change)
         if self.weighted:
-            extra, voted, level = self._weight(sg, tg, nnf, carried, raw, gain[:, 0, 0, 0] if self.exposure_match
+            extra, voted, level = self._weight(sg, tg, nnf, carried, raw, gain if self.exposure_match
                                                and (self.exposure or self.level_weights) else None)
             out = torch.cat([out, extra], 1)
         elif raw:  # the alpha, then the source's guide remapped: the guide blend of a raw frame
@@ -703,7 +703,7 @@ class Remapper:
             if voted is None:
                 voted = final_vote(sg, nnf, self.options)
             if level is None and self.exposure_match:
-                level = level_change(voted, tg, gain[:, 0, 0, 0])
+                level = level_change(voted, tg, gain)
             follow_exposure(out, voted, tg, self.error_sigma, [0, self.channels][:1 + self.carry_guide], level)
         return out
 
