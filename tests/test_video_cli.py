@@ -3278,10 +3278,119 @@ def test_resume_refuses_another_crf_or_codec(clips, tmp_path, monkeypatch, capsy
     assert video.probe(tmp_path / "o.mkv").frames == 6
 
 
+def test_a_lossy_video_resumes_with_its_kept_frames_as_they_were_encoded(clips, tmp_path, monkeypatch, caplog):
+    """Each --resume decoded a lossy video's kept frames and encoded them again: a generation of loss
+    for every stop (about 0.8 dB each at --crf 17; four stops cost the first frames 3 dB). Their packets
+    are now copied: stopped twice, the first frames come out as the first stop kept them, bit for bit."""
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            *FASTARGS, "--crf", "30"]
+    real = video.host_frame
+    kept = []
+    for k, resume in ((3, []), (3, ["--resume"])):  # stopped twice: 2 frames kept, then 4
+        monkeypatch.setattr(video, "host_frame", _stopping_at(k, real))
+        assert main([*args, "-o", str(tmp_path / "o.mp4"), *resume]) == 130
+        kept.append(video.read(tmp_path / "o.partial.mp4")[0])
+    monkeypatch.setattr(video, "host_frame", real)
+    assert [len(f) for f in kept] == [2, 4]
+    with caplog.at_level("INFO", logger="flickerless"):
+        assert main([*args, "-o", str(tmp_path / "o.mp4"), "--resume"]) == 0
+    assert "4 frames taken from" in caplog.text and "as they were encoded" in caplog.text
+    out = video.read(tmp_path / "o.mp4")[0]
+    assert len(out) == 6 and np.array_equal(out[:2], kept[0][:2]) and np.array_equal(out[:4], kept[1])
+
+
+@pytest.mark.parametrize("name, codec, kind", [("a.mp4", None, "vfr"), ("a.mkv", "h265", ""), ("a.webm", None, "alpha"),
+                                               ("a.mov", "prores", "alpha"), ("a.mkv", "ffv1", "")])
+def test_a_writer_continues_a_kept_videos_packets(tmp_path, name, codec, kind):
+    """VideoWriter.copy_from takes a video an earlier writer of the same settings wrote as it was
+    encoded: its frames decode exactly as they did, at their times (a variable rate's too: Matroska's
+    milliseconds round back to them), with their alpha, and the frames written after it follow."""
+    rng = np.random.default_rng(0)
+    coarse = (rng.random((4, 8, 4 if kind == "alpha" else 3)) * 255).astype(np.uint8)
+    base = video.resize_frame(coarse, (33, 66))  # smooth: what 4:2:0 keeps, so the frames after can be checked
+    frames = [np.roll(base, 2 * i, axis=1) for i in range(9)]
+    times = np.cumsum(np.r_[0, rng.random(9) * 0.06 + 0.01]) if kind == "vfr" else None
+    opts = dict(fps=30, codec=codec, crf=None if codec in ("prores", "ffv1") else 20, times=times, alpha=kind == "alpha")
+    w = video.VideoWriter(tmp_path / f"kept.{name}", **opts)
+    for f in frames[:5]:
+        w.write(f)
+    w.close()
+    w = video.VideoWriter(tmp_path / name, **opts)
+    assert w.copy_from(tmp_path / f"kept.{name}", 5, frames[0].shape) and w.count == 5
+    for f in frames[5:]:
+        w.write(f)
+    w.close()
+    got = np.stack(list(video.iter_frames(tmp_path / name, alpha=kind == "alpha")))
+    before = np.stack(list(video.iter_frames(tmp_path / f"kept.{name}", alpha=kind == "alpha")))
+    assert len(got) == 9 and np.array_equal(got[:5], before)
+    # the frames after it, encoded (at an odd height: the last row repeated, as the writer says)
+    assert np.abs(got[5:, :33].astype(int) - np.stack(frames[5:])).mean() < 12
+    if kind == "vfr":
+        assert np.allclose(video.frame_times(tmp_path / name), times - times[0], atol=1e-4)
+
+
+def test_a_writer_continues_a_kept_video_shorter_than_its_reordering(tmp_path):
+    """x264 stores a video of one or two frames without its B-frames' decoding delay, which the new
+    packets come with: copied as stored, the first new packet decoded before the last kept one, and the
+    muxer refused the output as it was finished."""
+    rng = np.random.default_rng(2)
+    frames = [video.resize_frame((rng.random((4, 8, 3)) * 255).astype(np.uint8), (32, 64)) for _ in range(6)]
+    for cut in (1, 2):
+        w = video.VideoWriter(tmp_path / "kept.mp4", fps=30, crf=20)
+        for f in frames[:cut]:
+            w.write(f)
+        w.close()
+        w = video.VideoWriter(tmp_path / "o.mp4", fps=30, crf=20)
+        assert w.copy_from(tmp_path / "kept.mp4", cut, frames[0].shape)
+        for f in frames[cut:]:
+            w.write(f)
+        w.close()
+        got = video.read(tmp_path / "o.mp4")[0]
+        assert len(got) == 6 and np.array_equal(got[:cut], video.read(tmp_path / "kept.mp4")[0])
+
+
+def test_a_writer_decodes_what_it_cannot_continue(tmp_path):
+    """copy_from writes nothing where the kept packets cannot continue the stream: another codec,
+    another size, more frames than asked for, or frames at other times. The caller's frames then go
+    in as written, and the output is whole."""
+    rng = np.random.default_rng(1)
+    frames = [(rng.random((32, 48, 3)) * 255).astype(np.uint8) for _ in range(4)]
+    for n, (codec, size) in enumerate(((None, (32, 48)), ("h265", (32, 48)), (None, (16, 48)))):
+        w = video.VideoWriter(tmp_path / f"kept{n}.mkv", fps=25, codec=codec, crf=20)
+        for f in frames[:3]:
+            w.write(np.ascontiguousarray(f[:size[0], :size[1]]))
+        w.close()
+    cases = [("kept1.mkv", 3, 25), ("kept2.mkv", 3, 25), ("kept0.mkv", 2, 25), ("kept0.mkv", 3, 24)]
+    for kept, count, fps in cases:
+        w = video.VideoWriter(tmp_path / "o.mkv", fps=fps, crf=20)
+        assert not w.copy_from(tmp_path / kept, count, frames[0].shape) and w.count == 0
+        for f in frames:
+            w.write(f)
+        w.close()
+        assert video.probe(tmp_path / "o.mkv").frames == 4, kept
+    gif = video.VideoWriter(tmp_path / "o.gif", fps=25)  # a folder of frames is copied as frames
+    assert not gif.copy_from(tmp_path / "kept0.mkv", 3, frames[0].shape)
+    gif.abort()
+
+
+def test_stream_headers_compare_by_their_units():
+    """An encoder gives H.264's parameter sets with start codes, an MP4 file stores them as an avcC
+    record: the same header either way, whatever SEI the encoder adds (x265's names the machine's CPU),
+    and another parameter set is another header."""
+    from flickerless.video import _header_units
+
+    sps, pps, sei = b"\x67\x64\x00\x0a\xac\xd9", b"\x68\xeb\xe0", b"\x06\x05\x10cpuid=1"
+    annex_b = b"\0\0\0\1" + sps + b"\0\0\1" + pps + b"\0\0\0\1" + sei
+    avcc = bytes([1, 0x64, 0, 0x0A, 0xFF, 0xE1, 0, len(sps)]) + sps + bytes([1, 0, len(pps)]) + pps
+    assert _header_units(annex_b, "h264") == _header_units(avcc, "h264") == tuple(sorted((sps, pps)))
+    other = avcc.replace(sps, sps[:-1] + b"\xda")
+    assert _header_units(other, "h264") != _header_units(annex_b, "h264")
+    assert _header_units(b"abc", "ffv1") == b"abc" and _header_units(None, "vp9") == b""
+
+
 def test_an_ffv1_output_resumes_exactly(clips, tmp_path, monkeypatch):
-    """A video's kept frames are decoded and encoded once more by each --resume (a generation of loss
-    for a lossy codec, said in the README); with --codec ffv1 (lossless) they come out as an
-    uninterrupted run's, as the README says, however many times it is stopped."""
+    """With --codec ffv1 (lossless) a resumed run's frames come out as an uninterrupted run's, as the
+    README says, however many times it is stopped."""
     args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
             *FASTARGS, "--codec", "ffv1"]
     assert main([*args, "-o", str(tmp_path / "whole.mkv")]) == 0

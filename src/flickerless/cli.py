@@ -974,10 +974,14 @@ def cmd_deflicker(args) -> int:
         if done_before:
             from .video import iter_frames
 
-            for f in iter_frames(partial, stop=done_before, alpha=keep_alpha):
-                writer.write(f)
-            log.info("resuming: %d frame%s taken from %s, %s", done_before, "" if done_before == 1 else "s", partial,
-                     f"computing {_frames_said(begin, end - 1)}" if begin < end else "every frame (none to compute)")
+            # a video's as they were encoded (no second generation of loss), else decoded and written again
+            copied = writer.copy_from(partial, done_before, (*size, 4 if keep_alpha else 3))
+            if not copied:
+                for f in iter_frames(partial, stop=done_before, alpha=keep_alpha):
+                    writer.write(f[:size[0], :size[1]])  # (an odd size was written with its last row repeated)
+            how = " as they were encoded" if copied else ""
+            log.info("resuming: %d frame%s taken from %s%s, %s", done_before, "" if done_before == 1 else "s", partial,
+                     how, f"computing {_frames_said(begin, end - 1)}" if begin < end else "every frame (none to compute)")
         if len(parts) == 1:
             _deflicker_part(args, job, devices[0], begin, end, writer.write, progress=not args.quiet)
         elif parts:

@@ -126,6 +126,8 @@ _TIME_TICK = Fraction(1, 90000)  # the time unit of a variable-rate output
 # encoder closes: "corrupted size vs. prev_size"; 3 frames, even widths 16-140 tried at heights 16 and 64:
 # PyAV 18.1 at 34-48, PyAV 19.0.2 at 46 and 48); fine from 50 to 140 wide, and at 64 wide for heights 16-70
 _X265_MIN = (16, 64)
+# how many frames before its time a frame of x264 or x265 at these settings is decoded (B-frames in a pyramid)
+_REORDER = 2
 MEMORY_LIMIT = 1 << 30  # a clip larger than this, uncompressed, is read through a file (open_frames)
 
 
@@ -2603,6 +2605,97 @@ class VideoWriter(_Output):
             packet.dts = dts = mended
         self._last_dts = dts
 
+    def copy_from(self, path, frames: int, shape: tuple[int, ...]) -> bool:
+        """Take the ``frames`` frames of ``path``, a video an earlier writer of these settings wrote (a
+        stopped run's kept frames), as they were encoded: their packets are copied, not decoded and encoded
+        again, so a lossy video loses nothing more however many times its run is stopped and resumed.
+        ``shape``: the frames' own ``(H, W, C)``, as :meth:`write` would be given them. Only before the first
+        frame is written. False, with nothing written, where the packets cannot continue this encoder's
+        stream (another codec, size or stream header, other frame times, more or fewer frames than
+        ``frames``): the caller then writes the frames decoded."""
+        import av
+
+        self._check_open()
+        if not self.is_video or self.count or self._container is not None or frames <= 0:
+            return False
+        if self.times is not None and len(self.times) <= frames:
+            return False
+        shown = _shown_packets(path)
+        if len(shown.timing) != frames or shown.stored != frames or shown.corrupt or shown.time_base is None \
+                or any(pts is None for pts, _ in shown.timing):
+            return False
+        self._open_video(*shape[:2])
+        try:
+            self._container.start_encoding()  # opens the encoder: its header is what the kept packets need
+        except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+            self._drop()
+            raise OutputError(f"{self.path}: the {self.codec} encoder cannot write {shape[1]}x{shape[0]} frames "
+                              f"({e}); write a folder of PNGs") from e
+        ours = self._stream.codec_context
+        # each kept frame's time in this encoder's unit, where it would have been written, in decoding order:
+        # the nearest frame's, within half the file's unit (Matroska keeps milliseconds)
+        scale = shown.time_base / ours.time_base
+        wanted = [round((self.times[k] - self.times[0]) / _TIME_TICK) for k in range(frames + 1)] \
+            if self.times is not None else list(range(frames + 1))
+        grid = np.asarray(wanted[:frames], dtype=np.float64)
+        exact = np.array([float(pts * scale) for pts, _ in shown.timing])
+        at = np.clip(np.searchsorted(grid, exact), 1, max(1, frames - 1))
+        nearest = np.where(np.abs(grid[at - 1] - exact) <= np.abs(grid[np.minimum(at, frames - 1)] - exact),
+                           at - 1, np.minimum(at, frames - 1))
+        stamps = [wanted[i] for i in nearest]
+        if sorted(stamps) != wanted[:frames] or np.abs(grid[nearest] - exact).max() > max(float(scale), 1) / 2:
+            return False
+        container = _open_container(Path(path))
+        try:
+            theirs = _video_stream(container, path)
+            cc = theirs.codec_context
+            name = ours.codec.canonical_name  # "h264" for libx264, as its decoder is named
+            if (cc.codec.canonical_name != name or (cc.width, cc.height) != (ours.width, ours.height)
+                    or cc.format is None or _layout(theirs) != _layout(self._stream, self._pix_fmt)
+                    or _header_units(cc.extradata, name) != _header_units(ours.extradata, name)):
+                return False
+            # decoding times, which Matroska does not store and a short MP4 stores without the reordering delay
+            # that the encoder's new packets come with: each kept packet decodes _REORDER frames before its place
+            # in time order (x264's and x265's delay at these settings), or as many as its reordering needs, so
+            # that the first new packet decodes after the last kept one
+            order, delay = sorted(stamps), _REORDER if cc.has_b_frames else 0
+            while any(order[k - delay] > stamps[k] for k in range(delay, frames)):
+                delay += 1
+            dts = [order[0] - (delay - k) if k < delay else order[k - delay] for k in range(frames)]
+            for k in range(frames):
+                self._durations[wanted[k]] = wanted[k + 1] - wanted[k]
+            # H.264 and H.265 are stored with lengths before their units (as the kept file holds them); this
+            # encoder's units come with start codes, which the muxer turns into lengths: the kept ones are
+            # given start codes too (copied as they were, a player read their lengths as data)
+            annex_b = None
+            if name in ("h264", "hevc") and bytes(cc.extradata or b"")[:1] == b"\1":
+                try:
+                    from av.bitstream import BitStreamFilterContext
+                except ImportError:  # a PyAV without bitstream filters: the frames are decoded and written again
+                    return False
+                annex_b = BitStreamFilterContext(f"{name}_mp4toannexb", theirs)
+            for k, packet in enumerate(self._kept_packets(container.demux(theirs), annex_b)):
+                if k >= frames:
+                    break
+                packet.pts = stamps[k]
+                packet.dts = dts[k]
+                packet.time_base = ours.time_base
+                packet.stream = self._stream
+                self._mux([packet])
+        finally:
+            container.close()
+        self._shape = tuple(shape)
+        self.count = frames
+        return True
+
+    @staticmethod
+    def _kept_packets(packets, annex_b):
+        for packet in packets:
+            if packet.size:
+                yield from (annex_b.filter(packet) if annex_b is not None else (packet,))
+        if annex_b is not None:
+            yield from annex_b.filter(None)
+
     def _check_open(self) -> None:
         if self._ended is not None:
             raise OutputError(f"the writer of {self.path} was {self._ended}; open a new VideoWriter")
@@ -2913,6 +3006,13 @@ class BackgroundWriter(_Output):
             raise self._error
         self.writer.close()
 
+    def copy_from(self, path, frames: int, shape: tuple[int, ...]) -> bool:
+        """:meth:`VideoWriter.copy_from`, before any frame is handed on (in the caller's thread: the writing
+        thread has nothing to do until then)."""
+        if self._error is not None or self.writer.count or not self._queue.empty():
+            return False
+        return self.writer.copy_from(path, frames, shape)
+
     def keep_partial(self, more_than: int = 0) -> Path | None:
         self._finish()
         return self.writer.keep_partial(more_than)
@@ -2956,6 +3056,59 @@ def _first_frame_time(path: Path) -> float:
             return float(next(c.decode(_video_stream(c, path))).time or 0.0)
     except (StopIteration, av.error.FFmpegError, OSError, InputError):  # type: ignore[attr-defined]
         return 0.0
+
+
+def _header_units(extradata: bytes | None, codec: str) -> tuple[bytes, ...] | bytes:
+    """A stream header as what it says, whichever way it is stored: H.264's and H.265's parameter sets
+    are stored by the encoder with start codes (Annex B) and by an MP4 or Matroska file as an ``avcC`` /
+    ``hvcC`` record, which hold the same units (their SEI left out: :func:`_is_sei`). Any other codec's
+    header as its bytes (none: b"")."""
+    data = bytes(extradata or b"")
+    if codec not in ("h264", "hevc") or not data:
+        return data
+    if data[:3] == b"\0\0\1" or data[:4] == b"\0\0\0\1":  # Annex B: units between start codes
+        units = [u.rstrip(b"\0") for u in re.split(b"\0\0\1", data) if u.strip(b"\0")]
+        return tuple(sorted(u for u in units if not _is_sei(u, codec)))
+    units, at = [], 0
+    try:
+        if codec == "h264":  # avcC: 5 bytes, then the SPSs, then the PPSs, each a count and units of 2-byte length
+            at = 5
+            for mask in (0x1F, 0xFF):
+                count, at = data[at] & mask, at + 1
+                for _ in range(count):
+                    n = int.from_bytes(data[at:at + 2], "big")
+                    units.append(data[at + 2:at + 2 + n])
+                    at += 2 + n
+        else:  # hvcC: 22 bytes, then arrays of a type byte, a count and units of 2-byte length
+            arrays, at = data[22], 23
+            for _ in range(arrays):
+                count = int.from_bytes(data[at + 1:at + 3], "big")
+                at += 3
+                for _ in range(count):
+                    n = int.from_bytes(data[at:at + 2], "big")
+                    units.append(data[at + 2:at + 2 + n])
+                    at += 2 + n
+    except IndexError:
+        return data
+    return tuple(sorted(u for u in units if u and not _is_sei(u, codec)))
+
+
+def _layout(stream, pix_fmt: str | None = None) -> tuple[bool, tuple[tuple[int, int], ...]]:
+    """Whether a video stream's frames have alpha, and its planes' sizes: what a stream's pixel format
+    says, whatever depth its decoder gives them at (ProRes 4444 written at 10 bits is read at 12). VP9's
+    alpha is side data, which its stream says (Matroska's AlphaMode)."""
+    import av
+
+    cc = stream.codec_context
+    fmt = av.VideoFormat(pix_fmt, cc.width, cc.height) if pix_fmt else cc.format
+    alpha = any(c.is_alpha for c in fmt.components) or stream.metadata.get("alpha_mode") == "1"
+    return alpha, tuple((c.width, c.height) for c in fmt.components if not c.is_alpha)
+
+
+def _is_sei(unit: bytes, codec: str) -> bool:
+    """A supplemental information unit, which decoding does not need: x265's names the machine's CPU and
+    threads, so a stopped run resumed on another machine would not match its own stream's header."""
+    return (unit[0] & 0x1F) == 6 if codec == "h264" else ((unit[0] >> 1) & 0x3F) in (39, 40)
 
 
 def _end_mp4_track(packet, end: int, last: int, first_dts: int, after: int | None) -> None:
