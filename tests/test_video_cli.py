@@ -3299,6 +3299,27 @@ def test_a_lossy_video_resumes_with_its_kept_frames_as_they_were_encoded(clips, 
     assert len(out) == 6 and np.array_equal(out[:2], kept[0][:2]) and np.array_equal(out[:4], kept[1])
 
 
+def test_an_odd_sized_video_output_resumes(clips, tmp_path, monkeypatch, capsys):
+    """A PNG folder 81x65 written as mp4: 4:2:0 repeats its last row and column, and the kept frames were
+    read back 82x66, so --resume failed at the first computed frame ("frame 3 is 81x65, the first was
+    82x66"). Copied as encoded, or (where they cannot be) decoded and cropped, they now resume."""
+    frames = video.read(clips / "guide.mp4")[0][:, :65, :79]
+    flick = video.read(clips / "style.mp4")[0][:, :65, :79]
+    video.write(tmp_path / "g", frames)
+    video.write(tmp_path / "s", flick)
+    args = ["deflicker", "--guide", str(tmp_path / "g"), "--style", str(tmp_path / "s"), "--device", "cpu",
+            *FASTARGS, "-o", str(tmp_path / "o.mp4")]
+    real = video.host_frame
+    for copies in (True, False):
+        monkeypatch.setattr(video, "host_frame", _stopping_at(4, real))
+        assert main(args) == 130
+        monkeypatch.setattr(video, "host_frame", real)
+        if not copies:
+            monkeypatch.setattr(video.VideoWriter, "copy_from", lambda *a: False)
+        assert main([*args, "--resume"]) == 0, capsys.readouterr().err
+        assert video.probe(tmp_path / "o.mp4").frames == 6
+
+
 @pytest.mark.parametrize("name, codec, kind", [("a.mp4", None, "vfr"), ("a.mkv", "h265", ""), ("a.webm", None, "alpha"),
                                                ("a.mov", "prores", "alpha"), ("a.mkv", "ffv1", "")])
 def test_a_writer_continues_a_kept_videos_packets(tmp_path, name, codec, kind):
