@@ -282,21 +282,27 @@ def _exposure_samples(h: int, w: int, device) -> torch.Tensor:
     return idx
 
 
-def level_change(voted_guide: torch.Tensor, target_guide: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+def level_change(voted_guide: torch.Tensor, target_guide: torch.Tensor, gain: torch.Tensor,
+                 unchanged: torch.Tensor | None = None) -> torch.Tensor:
     """How far the pair's gain (``(B,)``, from :func:`level_gains`: the target's level over the source's)
     explains the guide's change between a remap's two frames, per pixel ``(B, 1, H, W)``: gain - 1 where the
     target's guide is nearer the source's remapped guide (``voted_guide``) times the gain than the remapped
     guide as it is, 0 where it is nearer that (over 5x5 pixels, softly: the share r1 / (r1 + rg) of the two
     squared errors), so that light that changed in part of the frame only (a lamp, a shadow) moves that part
-    only. The guide's change it explains is this times ``voted_guide``. 0 with a gain of 1."""
+    only. The guide's change it explains is this times ``voted_guide``. 0 with a gain of 1. ``unchanged``:
+    the 5x5 squared error with no change (:func:`guide_error`), where the caller has it already."""
     g = gain[:, None, None, None] - 1
-
-    def err(d):
-        return torch.nn.functional.avg_pool2d(d.square().mean(1, keepdim=True), 5, 1, 2, count_include_pad=False)
-
-    r1 = err(target_guide - voted_guide)
-    rg = err(target_guide - voted_guide * (1 + g))
+    r1 = guide_error(voted_guide - target_guide) if unchanged is None else unchanged
+    rg = guide_error(voted_guide * (1 + g) - target_guide)
     return g * (r1 / (r1 + rg).clamp_min(1e-12))
+
+
+def guide_error(difference: torch.Tensor) -> torch.Tensor:
+    """The squared ``difference`` of two guide frames ``(B, 3, H, W)``, the mean of the channels', averaged
+    over 5x5 pixels (fewer at the edges): ``(B, 1, H, W)``, what a remap's weight and :func:`level_change`
+    read."""
+    err = difference.square().mean(1, keepdim=True)
+    return torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
 
 
 def exposure_shift(images: torch.Tensor, voted_guide: torch.Tensor, target_guide: torch.Tensor,
@@ -722,12 +728,11 @@ class Remapper:
         following off as well, the style is taken to ignore the lighting, and such a keyframe counts
         as it is)."""
         voted = final_vote(torch.cat([source_guide, carried], 1), nnf, self.options)
-        level = None if gain is None else level_change(voted[:, :3], target_guide, gain)
         left = voted[:, :3] - target_guide
-        if self.level_weights:
-            left = left + level * voted[:, :3]
-        err = left.square().mean(1, keepdim=True)
-        err = torch.nn.functional.avg_pool2d(err, 5, 1, 2, count_include_pad=False)
+        err = guide_error(left)
+        level = None if gain is None else level_change(voted[:, :3], target_guide, gain, err)
+        if self.level_weights:  # (it is taken after the gain: the weights, not the share, which compares both)
+            err = guide_error(left + level * voted[:, :3])
         weight = torch.exp(-err / self.error_sigma**2)
         a = self.channels  # after the source guide (3): the alpha, if any, ends here
         return (torch.cat([voted[:, 3:a], voted[:, :3] if raw else voted[:, a:-1], weight * voted[:, -1:]], 1),
