@@ -3320,6 +3320,64 @@ def test_an_odd_sized_video_output_resumes(clips, tmp_path, monkeypatch, capsys)
         assert video.probe(tmp_path / "o.mp4").frames == 6
 
 
+def test_a_matroska_output_with_sound_resumes_as_encoded(clips, tmp_path, monkeypatch, caplog):
+    """A helper's finding: with the guide's AAC sound, Matroska starts the video after the sound's priming
+    (21 ms), and the kept frames' times, compared from 0, never fitted the grid: H.264, H.265, VP9,
+    ProRes and FFV1 in .mkv were all decoded and encoded again at each --resume. So was ProRes in .mkv
+    without sound: Matroska keeps its fourcc as the stream's header, which the encoder has not."""
+    frames = video.read(clips / "guide.mp4")[0]
+    _clip_with_tone(tmp_path / "g.mp4", "mp4", frames, "aac", len(frames) / 25)
+    real = video.host_frame
+    for codec in ("h264", "prores"):
+        out = tmp_path / f"o_{codec}.mkv"
+        args = ["deflicker", "--guide", str(tmp_path / "g.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+                "--codec", codec, *FASTARGS, "-o", str(out)]
+        monkeypatch.setattr(video, "host_frame", _stopping_at(4, real))
+        assert main(args) == 130
+        kept = video.read(video.partial_path(out))[0]
+        monkeypatch.setattr(video, "host_frame", real)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="flickerless"):
+            assert main([*args, "--resume"]) == 0
+        assert "3 frames taken from" in caplog.text and "as they were encoded" in caplog.text, codec
+        got = video.read(out)[0]
+        assert len(got) == 6 and np.array_equal(got[:3], kept) and _sound(out)[0] == "aac"
+
+
+def test_kept_frames_damaged_or_of_another_size_are_refused(clips, tmp_path, monkeypatch, capsys):
+    """A helper's findings: a kept .mkv cut short lost a B-frame in its middle, and the frames after it
+    were taken one place early (exit 0, frame 1 at 21 dB); a kept file of another size was cropped to this
+    run's (the other picture's corner, exit 0); a kept .mp4 cut short said only "cannot read as a video".
+    Each is now refused, saying what to do."""
+    args = ["deflicker", "--guide", str(clips / "guide.mp4"), "--style", str(clips / "style.mp4"), "--device", "cpu",
+            *FASTARGS]
+    real = video.host_frame
+    for name in ("o.mkv", "o.mp4"):
+        out = tmp_path / name
+        monkeypatch.setattr(video, "host_frame", _stopping_at(6, real))
+        assert main([*args, "-o", str(out)]) == 130
+        monkeypatch.setattr(video, "host_frame", real)
+        partial = video.partial_path(out)
+        whole = partial.read_bytes()
+        partial.write_bytes(whole[:int(len(whole) * 0.85)])
+        capsys.readouterr()
+        assert main([*args, "-o", str(out), "--resume"]) == 2
+        err = capsys.readouterr().err
+        said = "readable frame" if name == "o.mkv" else "kept frames cannot be read"
+        assert said in err and "run without --resume" in err, err
+        assert not out.exists()
+    rng = np.random.default_rng(0)
+    video.write(video.partial_path(tmp_path / "o.mkv"), (rng.random((5, 96, 120, 3)) * 255).astype(np.uint8))
+    record = video.partial_path(tmp_path / "o.mkv").with_name("o.partial.mkv.json")
+    import json
+
+    kept = json.loads(record.read_text())
+    kept.pop("kept frames")  # (as a record from before it was kept)
+    record.write_text(json.dumps(kept))
+    assert main([*args, "-o", str(tmp_path / "o.mkv"), "--resume"]) == 2
+    assert "holds 120x96 frames, this run writes 80x64" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name, codec, kind", [("a.mp4", None, "vfr"), ("a.mkv", "h265", ""), ("a.webm", None, "alpha"),
                                                ("a.mov", "prores", "alpha"), ("a.mkv", "ffv1", "")])
 def test_a_writer_continues_a_kept_videos_packets(tmp_path, name, codec, kind):

@@ -961,6 +961,12 @@ def cmd_deflicker(args) -> int:
                                           audio_start=start / ginfo.fps if times is None else times[0],
                                           pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1, times=times,
                                           colour=colour_from[1].colour, alpha=keep_alpha))
+    if done_before:  # kept frames of another size (another run's file put there): refused, not cropped
+        got, want = probe(partial), writer.stored_size(*size)
+        if (got.height, got.width) != want:
+            writer.abort()
+            raise InputError(f"--resume: {partial} holds {got.width}x{got.height} frames, this run writes "
+                             f"{want[1]}x{want[0]}: they are not this run's; run without --resume")
     # the stopped run's record, written now, while there is room: a disk that fills up stops a run where it
     # can no longer write the record (it was left empty, and the frames kept could never be resumed)
     spare = record.with_name(f".{record.name}.next")
@@ -1014,6 +1020,7 @@ def cmd_deflicker(args) -> int:
             kept, done = partial, done_before
         if kept is not None:
             stop = dict(settings)
+            stop["kept frames"] = done  # a resume checks them all there (a file cut short since loses some)
             if args.style and getattr(e, "clip", None) == Path(args.style) and len(parts) == 1:
                 # a damaged style image stopped it: no kept frame read that one or any after it
                 stop["style read before"] = e.frame
@@ -1049,7 +1056,16 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
                          "run without --resume") from None
     diff = _differing(before, settings)
     start, end = settings["frames"]
-    done = probe(partial).frames
+    try:
+        done = probe(partial).frames
+    except InputError as e:  # a kept video cut short (a copy that stopped, a full disk since): said as such
+        raise InputError(f"--resume: the kept frames cannot be read ({e}); run without --resume to compute "
+                         "them again") from None
+    kept = before.get("kept frames")  # (a record from before session 38 does not say)
+    if kept is not None and done != kept:  # frames lost from it: those after a lost one would be shifted
+        raise InputError(f"--resume: {partial} holds {done} readable frame{'' if done == 1 else 's'} of the {kept} "
+                         "the stopped run kept in it (cut short or damaged since); run without --resume to compute "
+                         "them again")
     if partial.is_dir():  # frames this wrote, 00000.png on: one gone would shift every later one
         names = {p.name for p in partial.glob("*.png")}
         gap = next((i for i in range(done) if f"{i:05d}.png" not in names), None)

@@ -411,6 +411,10 @@ def _video_stream(container, path=None):
     if not streams:
         raise InputError(f"{path or container.name}: has no video stream" +
                          (" (only cover art)" if container.streams.video else ""))
+    if all(s.codec_context is None for s in streams):  # (an MP4 cut short before its index says what it holds)
+        raise InputError(f"{path or container.name}: cannot read as a video (its video stream says no codec: "
+                         "a file cut short?)")
+    streams = [s for s in streams if s.codec_context is not None]
     best = streams[0]
     if len(streams) > 1:
         counts = {s.index: s.frames or 0 for s in streams}
@@ -2501,23 +2505,16 @@ class VideoWriter(_Output):
 
         self._container = av.open(_ffmpeg_path(self.tmp), mode="w", format=WRITE_VIDEO_EXTS[self.path.suffix.lower()])
         rate = Fraction(self.fps).limit_denominator(1001000)
-        encoder, pix_fmt, _ = VIDEO_CODECS[self.codec]
-        if self.codec == "h265" and self.colour is not None and self.colour[1] in _HDR_TRANSFERS:
-            pix_fmt = "yuv420p10le"  # HDR's H.265 is Main 10, what HDR players and sites look for
-        if self.alpha:
-            pix_fmt = ALPHA_CODECS[self.codec]
+        encoder = VIDEO_CODECS[self.codec][0]
+        pix_fmt = self._pixel_format()
         s = self._container.add_stream(encoder, rate=rate)
         if self.times is not None:  # each frame at its own time, in 90 kHz ticks (MPEG's clock)
             s.codec_context.time_base = s.time_base = _TIME_TICK
         else:  # frame n at n / fps
             s.codec_context.time_base = 1 / rate
-        # chroma at half size needs even sizes (4:2:0 both, 4:2:2 the width); RGB none
-        self._pad = {"yuv420p": (h % 2, w % 2), "yuv420p10le": (h % 2, w % 2), "yuva420p": (h % 2, w % 2),
-                     "yuv422p10le": (0, w % 2)}.get(
-            pix_fmt, (0, 0))
+        self._pad = self._padding(h, w)
         why = f"{pix_fmt} video needs even sizes"
         if self.codec == "h265" and (h < _X265_MIN[0] or w < _X265_MIN[1]):
-            self._pad = (max(self._pad[0], _X265_MIN[0] - h), max(self._pad[1], _X265_MIN[1] - w))
             why = f"H.265 is written at least {_X265_MIN[1]}x{_X265_MIN[0]}"
         if any(self._pad):
             log.info("%s: %dx%d is written as %dx%d, the last %s repeated (%s); "
@@ -2557,6 +2554,32 @@ class VideoWriter(_Output):
         self._tags = prim, trc
         cc.colorspace = matrix
         cc.color_range = 1  # limited ("tv") range, as yuv420p H.264 is played
+
+    def _pixel_format(self) -> str:
+        pix_fmt = VIDEO_CODECS[self.codec][1]
+        if self.codec == "h265" and self.colour is not None and self.colour[1] in _HDR_TRANSFERS:
+            pix_fmt = "yuv420p10le"  # HDR's H.265 is Main 10, what HDR players and sites look for
+        if self.alpha:
+            pix_fmt = ALPHA_CODECS[self.codec]
+        return pix_fmt
+
+    def _padding(self, h: int, w: int) -> tuple[int, int]:
+        """Rows and columns a video adds to ``h`` x ``w`` frames (the last repeated): chroma at half size needs
+        even sizes (4:2:0 both, 4:2:2 the width; RGB none), and H.265 is written at least :data:`_X265_MIN`."""
+        if not self.is_video:
+            return 0, 0
+        pix_fmt = self._pixel_format()
+        pad = {"yuv420p": (h % 2, w % 2), "yuv420p10le": (h % 2, w % 2), "yuva420p": (h % 2, w % 2),
+               "yuv422p10le": (0, w % 2)}.get(pix_fmt, (0, 0))
+        if self.codec == "h265" and (h < _X265_MIN[0] or w < _X265_MIN[1]):
+            pad = (max(pad[0], _X265_MIN[0] - h), max(pad[1], _X265_MIN[1] - w))
+        return pad
+
+    def stored_size(self, h: int, w: int) -> tuple[int, int]:
+        """The ``(H, W)`` that ``h`` x ``w`` frames are stored at (a video's padding: :meth:`_padding`), which
+        its frames read back at."""
+        pad = self._padding(h, w)
+        return h + pad[0], w + pad[1]
 
     _muxed_dts = None  # the decoding time of the packet muxed last, which the held one must come after
 
@@ -2638,7 +2661,8 @@ class VideoWriter(_Output):
         wanted = [round((self.times[k] - self.times[0]) / _TIME_TICK) for k in range(frames + 1)] \
             if self.times is not None else list(range(frames + 1))
         grid = np.asarray(wanted[:frames], dtype=np.float64)
-        exact = np.array([float(pts * scale) for pts, _ in shown.timing])
+        first = min(pts for pts, _ in shown.timing)  # (Matroska starts a video after sound's priming: 21 ms)
+        exact = np.array([float((pts - first) * scale) for pts, _ in shown.timing])
         at = np.clip(np.searchsorted(grid, exact), 1, max(1, frames - 1))
         nearest = np.where(np.abs(grid[at - 1] - exact) <= np.abs(grid[np.minimum(at, frames - 1)] - exact),
                            at - 1, np.minimum(at, frames - 1))
@@ -2661,7 +2685,8 @@ class VideoWriter(_Output):
             order, delay = sorted(stamps), _REORDER if cc.has_b_frames else 0
             while any(order[k - delay] > stamps[k] for k in range(delay, frames)):
                 delay += 1
-            dts = [order[0] - (delay - k) if k < delay else order[k - delay] for k in range(frames)]
+            step = wanted[1] - wanted[0]  # (a frame apart before the first, as after it: a rate read off them)
+            dts = [order[0] - (delay - k) * step if k < delay else order[k - delay] for k in range(frames)]
             for k in range(frames):
                 self._durations[wanted[k]] = wanted[k + 1] - wanted[k]
             # H.264 and H.265 are stored with lengths before their units (as the kept file holds them); this
@@ -3013,6 +3038,9 @@ class BackgroundWriter(_Output):
             return False
         return self.writer.copy_from(path, frames, shape)
 
+    def stored_size(self, h: int, w: int) -> tuple[int, int]:
+        return self.writer.stored_size(h, w)
+
     def keep_partial(self, more_than: int = 0) -> Path | None:
         self._finish()
         return self.writer.keep_partial(more_than)
@@ -3061,9 +3089,11 @@ def _first_frame_time(path: Path) -> float:
 def _header_units(extradata: bytes | None, codec: str) -> tuple[bytes, ...] | bytes:
     """A stream header as what it says, whichever way it is stored: H.264's and H.265's parameter sets
     are stored by the encoder with start codes (Annex B) and by an MP4 or Matroska file as an ``avcC`` /
-    ``hvcC`` record, which hold the same units (their SEI left out: :func:`_is_sei`). Any other codec's
-    header as its bytes (none: b"")."""
+    ``hvcC`` record, which hold the same units (their SEI left out: :func:`_is_sei`). ProRes has none
+    (b""). Any other codec's header as its bytes (none: b"")."""
     data = bytes(extradata or b"")
+    if codec == "prores":  # each frame says what it is; Matroska keeps its fourcc (b"apch") as a header
+        return b""
     if codec not in ("h264", "hevc") or not data:
         return data
     if data[:3] == b"\0\0\1" or data[:4] == b"\0\0\0\1":  # Annex B: units between start codes
