@@ -2427,6 +2427,20 @@ def _clip_with_tone(path, fmt, frames, audio_codec, seconds, silent=0.0, delay=0
                 c.mux(p)
 
 
+def test_a_variable_rate_webm_with_sound_says_its_rate(tmp_path, carphone):
+    """A helper's finding: a variable-rate WebM with Opus sound has no average rate and its blocks no
+    durations; FFmpeg guesses its 1 ms tick, and it was probed as 1000 fps. Its rate is now taken over
+    its frames' span."""
+    frames = np.ascontiguousarray(carphone[:10, :64, :80])
+    _clip_with_tone(tmp_path / "tone.mp4", "mp4", frames, "aac", 0.5)
+    times = np.cumsum(np.r_[0, np.random.default_rng(5).random(10) * 0.06 + 0.015])
+    with video.VideoWriter(tmp_path / "v.webm", times=times, audio=tmp_path / "tone.mp4") as w:
+        for f in frames:
+            w.write(f)
+    span = (times[9] - times[0]) / 9
+    assert abs(video.probe(tmp_path / "v.webm").fps - 1 / span) < 1, video.probe(tmp_path / "v.webm").fps
+
+
 def test_sound_the_output_container_cannot_hold_is_reencoded(tmp_path):
     """PCM sound (a .mov from a camera or editor) cannot go into mp4 as it is: it is re-encoded as AAC,
     and is still the same sound (a 440 Hz tone stays at 440 Hz)."""

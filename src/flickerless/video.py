@@ -748,8 +748,9 @@ def probe(path) -> VideoInfo:
         stream = _video_stream(container, path)
         fps = _stream_fps(stream)
         # FFmpeg guesses a GIF's rate from its first delay; a variable-rate Matroska clip can say one of
-        # thousands of frames a second (its shortest step's, in its 1 ms ticks): both from their packets
-        if container.format.name == "gif" or (stream.average_rate or 0) > 1000:
+        # thousands of frames a second (its shortest step's, in its 1 ms ticks), or none, where the guess is
+        # its tick (a variable-rate WebM with sound: 1000 fps): all from their packets
+        if container.format.name == "gif" or (stream.average_rate or 0) > 1000 or fps >= 1000:
             fps = _mean_packet_rate(path) or fps
         aspect = _pixel_aspect(stream)
         interlaced = alpha = False
@@ -920,6 +921,9 @@ def _mean_packet_rate(path) -> float | None:
     would read as 30.3."""
     packets = _shown_packets(path)
     ticks = sum(d for _, d in packets.timing)
+    stamps = sorted(p for p, _ in packets.timing if p is not None)
+    if not ticks and len(stamps) > 1:  # blocks without durations (a WebM's with sound): the frames' span,
+        ticks = (stamps[-1] - stamps[0]) * len(stamps) / (len(stamps) - 1)  # the last as long as the mean
     seconds = float(ticks * packets.time_base) if ticks and packets.time_base else 0.0
     if not packets.timing or seconds <= 0:
         return None
