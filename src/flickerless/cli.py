@@ -1061,17 +1061,19 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
     except InputError as e:  # a kept video cut short (a copy that stopped, a full disk since): said as such
         raise InputError(f"--resume: the kept frames cannot be read ({e}); run without --resume to compute "
                          "them again") from None
-    kept = before.get("kept frames")  # (a record from before session 38 does not say)
-    if kept is not None and done != kept:  # frames lost from it: those after a lost one would be shifted
-        raise InputError(f"--resume: {partial} holds {done} readable frame{'' if done == 1 else 's'} of the {kept} "
-                         "the stopped run kept in it (cut short or damaged since); run without --resume to compute "
-                         "them again")
     if partial.is_dir():  # frames this wrote, 00000.png on: one gone would shift every later one
         names = {p.name for p in partial.glob("*.png")}
         gap = next((i for i in range(done) if f"{i:05d}.png" not in names), None)
         if gap is not None:
             raise InputError(f"--resume: {partial} lacks {gap:05d}.png, and its frames are taken in order (each after "
                              "it would be a frame early); put it back, or run without --resume")
+    kept = before.get("kept frames")  # (a record from before session 38 does not say)
+    # a video with frames lost from it: which is not known (a B-frame's in the middle, and those after it would
+    # be taken one place early); a folder's were checked above, and one missing at the end is computed again
+    if kept is not None and done != kept and not partial.is_dir():
+        raise InputError(f"--resume: {partial} holds {done} readable frame{'' if done == 1 else 's'} of the {kept} "
+                         "the stopped run kept in it (cut short or damaged since); run without --resume to compute "
+                         "them again")
     if diff == ["style frames"] and _style_fixed_past(before.get("style frames"), settings["style frames"], settings,
                                                        start + done - 1, partial, before.get("style read before")):
         diff = []

@@ -411,10 +411,12 @@ def _video_stream(container, path=None):
     if not streams:
         raise InputError(f"{path or container.name}: has no video stream" +
                          (" (only cover art)" if container.streams.video else ""))
-    if all(s.codec_context is None for s in streams):  # (an MP4 cut short before its index says what it holds)
+    # (an MP4 cut short before its index says what it holds has a stream with no codec)
+    with_codec = [s for s in streams if getattr(s, "codec_context", s) is not None]
+    if not with_codec:
         raise InputError(f"{path or container.name}: cannot read as a video (its video stream says no codec: "
                          "a file cut short?)")
-    streams = [s for s in streams if s.codec_context is not None]
+    streams = with_codec
     best = streams[0]
     if len(streams) > 1:
         counts = {s.index: s.frames or 0 for s in streams}
