@@ -126,8 +126,6 @@ _TIME_TICK = Fraction(1, 90000)  # the time unit of a variable-rate output
 # encoder closes: "corrupted size vs. prev_size"; 3 frames, even widths 16-140 tried at heights 16 and 64:
 # PyAV 18.1 at 34-48, PyAV 19.0.2 at 46 and 48); fine from 50 to 140 wide, and at 64 wide for heights 16-70
 _X265_MIN = (16, 64)
-# how many frames before its time a frame of x264 or x265 at these settings is decoded (B-frames in a pyramid)
-_REORDER = 2
 MEMORY_LIMIT = 1 << 30  # a clip larger than this, uncompressed, is read through a file (open_frames)
 
 
@@ -2685,10 +2683,10 @@ class VideoWriter(_Output):
                     or _header_units(cc.extradata, name) != _header_units(ours.extradata, name)):
                 return False
             # decoding times, which Matroska does not store and a short MP4 stores without the reordering delay
-            # that the encoder's new packets come with: each kept packet decodes _REORDER frames before its place
-            # in time order (x264's and x265's delay at these settings), or as many as its reordering needs, so
-            # that the first new packet decodes after the last kept one
-            order, delay = sorted(stamps), _REORDER if cc.has_b_frames else 0
+            # that the encoder's new packets come with: each kept packet decodes as many frames before its place
+            # in time order as this encoder's do (or as its reordering needs), so that the first new packet
+            # decodes after the last kept one (one before it: the muxer refused the output as it was finished)
+            order, delay = sorted(stamps), self._reorder_delay()
             while any(order[k - delay] > stamps[k] for k in range(delay, frames)):
                 delay += 1
             step = wanted[1] - wanted[0]  # (a frame apart before the first, as after it: a rate read off them)
@@ -2718,6 +2716,13 @@ class VideoWriter(_Output):
         self._shape = tuple(shape)
         self.count = frames
         return True
+
+    def _reorder_delay(self) -> int:
+        """How many frames before its time this writer's encoder has a frame decoded (its B-frames'
+        reordering): measured once per codec, options and pixel format on a small encoder of the same
+        settings, from its first packet (x264 and x265 at these settings: 2)."""
+        return _reorder_delay(VIDEO_CODECS[self.codec][0], self._pixel_format(),
+                              tuple(sorted(_codec_options(self.codec, self.crf, self.alpha).items())))
 
     @staticmethod
     def _kept_packets(packets, annex_b):
@@ -3090,6 +3095,26 @@ def _first_frame_time(path: Path) -> float:
             return float(next(c.decode(_video_stream(c, path))).time or 0.0)
     except (StopIteration, av.error.FFmpegError, OSError, InputError):  # type: ignore[attr-defined]
         return 0.0
+
+
+@functools.lru_cache(maxsize=16)
+def _reorder_delay(encoder: str, pix_fmt: str, options: tuple[tuple[str, str], ...]) -> int:
+    """:meth:`VideoWriter._reorder_delay`: 16 grey frames of 64x64 at 25 fps through ``encoder``."""
+    import av
+
+    ctx = av.CodecContext.create(encoder, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = _X265_MIN[1], _X265_MIN[1], pix_fmt
+    ctx.time_base = Fraction(1, 25)
+    ctx.options = dict(options)
+    grey = av.VideoFrame.from_ndarray(np.full((_X265_MIN[1], _X265_MIN[1], 3), 128, np.uint8), format="rgb24")
+    packets = []
+    for i in range(16):
+        f = grey.reformat(format=pix_fmt)
+        f.pts, f.time_base = i, ctx.time_base
+        packets += ctx.encode(f)
+    packets += ctx.encode(None)
+    first = min((p for p in packets if p.dts is not None), key=lambda p: p.dts, default=None)
+    return max(0, int(first.pts - first.dts)) if first is not None and first.pts is not None else 0
 
 
 def _header_units(extradata: bytes | None, codec: str) -> tuple[bytes, ...] | bytes:
