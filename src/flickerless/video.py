@@ -2720,9 +2720,14 @@ class VideoWriter(_Output):
     def _reorder_delay(self) -> int:
         """How many frames before its time this writer's encoder has a frame decoded (its B-frames'
         reordering): measured once per codec, options and pixel format on a small encoder of the same
-        settings, from its first packet (x264 and x265 at these settings: 2)."""
-        return _reorder_delay(VIDEO_CODECS[self.codec][0], self._pixel_format(),
-                              tuple(sorted(_codec_options(self.codec, self.crf, self.alpha).items())))
+        settings, from its first packet (x264 and x265 at these settings: 2; taken as 2 where it cannot be
+        measured: a larger delay than the encoder's is safe, a smaller one is not)."""
+        try:
+            return _reorder_delay(VIDEO_CODECS[self.codec][0], self._pixel_format(),
+                                  tuple(sorted(_codec_options(self.codec, self.crf, self.alpha).items())))
+        except Exception as e:  # noqa: BLE001 - a PyAV that measures otherwise: x264's and x265's, more than enough
+            log.debug("the encoder's reordering delay could not be measured (%s): 2 frames taken", e)
+            return 2
 
     @staticmethod
     def _kept_packets(packets, annex_b):
