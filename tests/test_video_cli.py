@@ -3464,6 +3464,15 @@ def test_a_writer_decodes_what_it_cannot_continue(tmp_path):
     gif = video.VideoWriter(tmp_path / "o.gif", fps=25)  # a folder of frames is copied as frames
     assert not gif.copy_from(tmp_path / "kept0.mkv", 3, frames[0].shape)
     gif.abort()
+    # the same settings and stream header (a variable rate's 90 kHz clock), the frames at other times
+    times = np.array([0, 0.04, 0.08, 0.12, 0.16])
+    w = video.VideoWriter(tmp_path / "kept_vfr.mp4", crf=20, times=times)
+    for f in frames[:3]:
+        w.write(f)
+    w.close()
+    w = video.VideoWriter(tmp_path / "o.mp4", crf=20, times=np.array([0, 0.04, 0.1, 0.12, 0.16]))
+    assert not w.copy_from(tmp_path / "kept_vfr.mp4", 3, frames[0].shape) and w.count == 0
+    w.abort()
 
 
 def test_stream_headers_compare_by_their_units():
@@ -4630,7 +4639,7 @@ def test_a_pyav_without_stream_dispositions_reads_the_video_stream():
     AttributeError traceback. A stream without one is taken as no cover art."""
     from types import SimpleNamespace
 
-    stream = SimpleNamespace(index=0, frames=3)
+    stream = SimpleNamespace(index=0, frames=3, codec_context=SimpleNamespace(width=8, height=8))
     container = SimpleNamespace(streams=SimpleNamespace(video=[stream]), name="clip.mp4")
     assert video._video_stream(container) is stream
 

@@ -904,7 +904,7 @@ def cmd_deflicker(args) -> int:
                              "beside it; run without --resume")
         log.warning("%s: the name is too long to keep the frames beside it (as %s) if the run stops; a shorter "
                     "name keeps them", args.output, partial.name)
-    done_before = _resumable(partial, record, settings) if args.resume else 0
+    done_before, kept_size = _resumable(partial, record, settings) if args.resume else (0, None)
     earlier = 0  # frames an earlier stopped run kept, that a start-over keeps until it has more
     other = ""  # what they were made with other than this run (said: "add --resume" alone was refused)
     if not args.resume and keepable and partial.exists() and record.exists():  # started over: said
@@ -961,12 +961,11 @@ def cmd_deflicker(args) -> int:
                                           audio_start=start / ginfo.fps if times is None else times[0],
                                           pixel_aspect=aspect if abs(aspect - 1) > 0.02 else 1, times=times,
                                           colour=colour_from[1].colour, alpha=keep_alpha))
-    if done_before:  # kept frames of another size (another run's file put there): refused, not cropped
-        got, want = probe(partial), writer.stored_size(*size)
-        if (got.height, got.width) != want:
-            writer.abort()
-            raise InputError(f"--resume: {partial} holds {got.width}x{got.height} frames, this run writes "
-                             f"{want[1]}x{want[0]}: they are not this run's; run without --resume")
+    if done_before and kept_size != writer.stored_size(*size):  # another run's file put there: refused, not cropped
+        want = writer.stored_size(*size)
+        writer.abort()
+        raise InputError(f"--resume: {partial} holds {kept_size[1]}x{kept_size[0]} frames, this run writes "
+                         f"{want[1]}x{want[0]}: they are not this run's; run without --resume")
     # the stopped run's record, written now, while there is room: a disk that fills up stops a run where it
     # can no longer write the record (it was left empty, and the frames kept could never be resumed)
     spare = record.with_name(f".{record.name}.next")
@@ -1042,8 +1041,9 @@ def cmd_deflicker(args) -> int:
     return 0
 
 
-def _resumable(partial: Path, record: Path, settings: dict) -> int:
-    """Frames a stopped run kept in ``partial`` that this run can take as they are (``--resume``)."""
+def _resumable(partial: Path, record: Path, settings: dict) -> tuple[int, tuple[int, int]]:
+    """Frames a stopped run kept in ``partial`` that this run can take as they are (``--resume``), and the
+    ``(H, W)`` they are stored at."""
     from .video import probe
 
     if not partial.exists():
@@ -1057,10 +1057,11 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
     diff = _differing(before, settings)
     start, end = settings["frames"]
     try:
-        done = probe(partial).frames
+        info = probe(partial)
     except InputError as e:  # a kept video cut short (a copy that stopped, a full disk since): said as such
         raise InputError(f"--resume: the kept frames cannot be read ({e}); run without --resume to compute "
                          "them again") from None
+    done = info.frames
     if partial.is_dir():  # frames this wrote, 00000.png on: one gone would shift every later one
         names = {p.name for p in partial.glob("*.png")}
         gap = next((i for i in range(done) if f"{i:05d}.png" not in names), None)
@@ -1080,7 +1081,8 @@ def _resumable(partial: Path, record: Path, settings: dict) -> int:
     if diff:
         raise InputError(f"--resume: {partial} was made with other {_said(diff, before, settings)}; give the same "
                          "inputs and settings, or run without --resume")
-    return min(done, end - start)  # all of them (a stop while the output was finished): written out, none computed
+    # all of them (a stop while the output was finished): written out, none computed
+    return min(done, end - start), (info.height, info.width)
 
 
 def _frames_said(first: int, last: int) -> str:

@@ -410,7 +410,7 @@ def _video_stream(container, path=None):
         raise InputError(f"{path or container.name}: has no video stream" +
                          (" (only cover art)" if container.streams.video else ""))
     # (an MP4 cut short before its index says what it holds has a stream with no codec)
-    with_codec = [s for s in streams if getattr(s, "codec_context", s) is not None]
+    with_codec = [s for s in streams if s.codec_context is not None]
     if not with_codec:
         raise InputError(f"{path or container.name}: cannot read as a video (its video stream says no codec: "
                          "a file cut short?)")
@@ -2637,7 +2637,7 @@ class VideoWriter(_Output):
         stopped run's kept frames), as they were encoded: their packets are copied, not decoded and encoded
         again, so a lossy video loses nothing more however many times its run is stopped and resumed.
         ``shape``: the frames' own ``(H, W, C)``, as :meth:`write` would be given them. Only before the first
-        frame is written. False, with nothing written, where the packets cannot continue this encoder's
+        frame is written. False, with no frame written, where the packets cannot continue this encoder's
         stream (another codec, size or stream header, other frame times, more or fewer frames than
         ``frames``): the caller then writes the frames decoded."""
         import av
@@ -2664,15 +2664,12 @@ class VideoWriter(_Output):
         scale = shown.time_base / ours.time_base
         wanted = [round((self.times[k] - self.times[0]) / _TIME_TICK) for k in range(frames + 1)] \
             if self.times is not None else list(range(frames + 1))
-        grid = np.asarray(wanted[:frames], dtype=np.float64)
         first = min(pts for pts, _ in shown.timing)  # (Matroska starts a video after sound's priming: 21 ms)
         exact = np.array([float((pts - first) * scale) for pts, _ in shown.timing])
-        at = np.clip(np.searchsorted(grid, exact), 1, max(1, frames - 1))
-        nearest = np.where(np.abs(grid[at - 1] - exact) <= np.abs(grid[np.minimum(at, frames - 1)] - exact),
-                           at - 1, np.minimum(at, frames - 1))
-        stamps = [wanted[i] for i in nearest]
-        if sorted(stamps) != wanted[:frames] or np.abs(grid[nearest] - exact).max() > max(float(scale), 1) / 2:
+        rank = np.argsort(np.argsort(exact, kind="stable"), kind="stable")  # each packet's place in time order
+        if np.abs(exact - np.asarray(wanted, dtype=np.float64)[rank]).max() > max(float(scale), 1) / 2:
             return False
+        stamps = [wanted[i] for i in rank]
         container = _open_container(Path(path))
         try:
             theirs = _video_stream(container, path)
