@@ -1284,7 +1284,7 @@ def run_deflicker(
     batch: int | None = None,
     keyframes: Mapping[int, torch.Tensor] | None = None,
     options: PatchMatchOptions | None = None,
-    progress: bool = False,
+    progress=False,
     host_budget: int | None = None,
     device_budget: int | None = None,
     tmpdir: str | None = None,
@@ -1309,6 +1309,11 @@ def run_deflicker(
 
     matches: a :class:`MatchCache` kept across calls over the same guide: pairs met before start
     from their last field (faster; the engine's in-loop passes).
+
+    progress: ``True`` shows a tqdm bar of the frame pairs remapped; a callable is called as
+    ``progress(done, total)`` (pairs) once before the first pair and after each batch, in the calling
+    thread: a GUI's bar, and a way to stop the run (an exception it raises ends the run and comes out
+    of this call; the sink has been given the frames finished before it).
 
     error_sigma: weight each remapped frame per pixel by exp(-e / sigma^2), e the local squared
     error of the guide remapped the same way, so content the remap could not find (occlusions, fast
@@ -1449,7 +1454,9 @@ def run_deflicker(
         total = sum(count_remaps(mode, b - a, win, segment=segments.get((a, b)), bases=bases[(a, b)])
                     for a, b in shots)
     bar = None
-    if progress and total:  # nothing to remap (one frame, window 0): no bar that stays at 0
+    if callable(progress):
+        bar = _Reporting(progress, total)
+    elif progress and total:  # nothing to remap (one frame, window 0): no bar that stays at 0
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, unit="pair", desc=f"deflicker ({mode})", dynamic_ncols=True)
@@ -1492,6 +1499,21 @@ def run_deflicker(
         if bar is not None:
             bar.close()
     return stats
+
+
+class _Reporting:
+    """A ``progress(done, total)`` callable behind the bar interface the remapper updates."""
+
+    def __init__(self, report, total: int):
+        self.report, self.total, self.done = report, int(total), 0
+        report(0, self.total)
+
+    def update(self, n: int) -> None:
+        self.done += int(n)
+        self.report(self.done, self.total)
+
+    def close(self) -> None:
+        pass
 
 
 def warm_up(device, size: tuple[int, int], mode: str = "table", window=15, options: PatchMatchOptions | None = None,
@@ -1551,7 +1573,7 @@ def deflicker(
     device=None,
     batch: int | None = None,
     keyframes: Mapping[int, object] | None = None,
-    progress: bool = False,
+    progress=False,
     device_budget: int | None = None,
     cuts=True,
     matches: MatchCache | None = None,
@@ -1581,6 +1603,9 @@ def deflicker(
     keyframes: keyframes mode: ``{frame index: image}``, each image like one frame of ``guide``.
     device: ``"cuda:1"``, ``"cpu"``...; default the input tensor's GPU, else CUDA if any, else CPU.
     batch: frame pairs per PatchMatch batch (default from free GPU memory; 4 on CPU).
+    progress: ``True``: a progress bar (tqdm) of the frame pairs remapped; a callable: called as
+        ``progress(done, total)`` before the first pair and after each batch of pairs, in the calling
+        thread, for a GUI's own bar; an exception it raises stops the run and comes out of this call.
     cuts: detect hard cuts in the guide and deflicker each shot on its own (default); ``False``: one
         shot; or the list of frames that start shots.
     device_budget: bytes of intermediate images kept on the GPU (default a quarter of free memory;

@@ -1,0 +1,256 @@
+"""ComfyUI nodes: the deflicker tool inside a ComfyUI graph (the ui layer: thin, no logic of its own).
+
+Two nodes, under the ``flickerless`` category:
+
+- **Deflicker (flickerless)**: ``guide`` (the original frames) and ``style`` (the same frames stylised one
+  by one, e.g. by a KSampler over a batch) -> the style without its flicker: :func:`flickerless.deflicker`
+  in table or window mode.
+- **Keyframes (flickerless)**: ``guide`` and a few stylised ``keyframes`` with their frame ``indices`` ->
+  every frame rendered from its bracketing keyframes (EbSynth's way).
+
+ComfyUI's ``IMAGE`` is a float tensor ``(B, H, W, C)`` in [0, 1]; the nodes hand it to :func:`deflicker`
+as ``(T, C, H, W)`` and give back the same layout, on the input's device. They run on ComfyUI's own
+device (``auto``, what ``--cpu`` or ``--cuda-device`` chose) or the one picked, show progress in
+ComfyUI's bar and stop at its Cancel button.
+
+Installing, into the Python that runs ComfyUI: ``pip install flickerless`` (a checkout: ``pip install
+.``), then ``flickerless comfyui ComfyUI/`` writes ``custom_nodes/flickerless_nodes.py``, one import
+of this module (:func:`install`); restart ComfyUI.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from .errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "flickerless"
+QUALITIES = ("full", "balanced", "fast", "draft")
+SHIM_NAME = "flickerless_nodes.py"
+SHIM = (
+    '"""flickerless\'s ComfyUI nodes (Deflicker, Keyframes); written by `flickerless comfyui`."""\n'
+    "from flickerless.comfyui import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: F401\n"
+)
+
+
+def _comfy(name: str):
+    """ComfyUI's module ``comfy.<name>``, or None outside ComfyUI."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"comfy.{name}")
+    except ImportError:
+        return None
+
+
+def _devices() -> list[str]:
+    import torch
+
+    names = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def _device(choice: str):
+    """``auto``: the device ComfyUI runs its models on, where flickerless can run on it (else the CPU,
+    said); outside ComfyUI, :func:`flickerless.deflicker`'s own choice."""
+    if choice != "auto":
+        return choice
+    mm = _comfy("model_management")
+    if mm is None:
+        return None
+    import torch
+
+    dev = torch.device(mm.get_torch_device())
+    if dev.type not in ("cpu", "cuda", "mps"):
+        log.warning("ComfyUI runs on %s, which flickerless does not: deflickering on the CPU", dev)
+        return "cpu"
+    return dev
+
+
+def _progress():
+    """``progress(done, total)`` for :func:`deflicker`: ComfyUI's bar, and its Cancel, between batches."""
+    utils, mm = _comfy("utils"), _comfy("model_management")
+    if utils is None and mm is None:
+        return False
+    bar = None
+
+    def report(done: int, total: int) -> None:
+        nonlocal bar
+        if mm is not None:
+            mm.throw_exception_if_processing_interrupted()
+        if utils is not None and total:
+            if bar is None:
+                bar = utils.ProgressBar(total)
+            bar.update_absolute(done, total)
+
+    return report
+
+
+def _frames(images, name: str):
+    """A ComfyUI ``IMAGE`` ``(B, H, W, C)`` as ``(B, C, H, W)``, with what is wrong said in its terms."""
+    import torch
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise InputError(f"{name}: expected an IMAGE batch (B, H, W, 3), got {shape}")
+    return images.permute(0, 3, 1, 2)
+
+
+def _same_size(a, b, names: tuple[str, str]) -> None:
+    if tuple(a.shape[1:3]) != tuple(b.shape[1:3]):
+        (ha, wa), (hb, wb) = a.shape[1:3], b.shape[1:3]
+        raise InputError(f"{names[0]} is {wa}x{ha} but {names[1]} is {wb}x{hb}: bring them to one size "
+                         f"(an Upscale Image node on the {names[1]}, to {wa}x{ha})")
+
+
+def _images(frames):
+    """:func:`deflicker`'s ``(T, C, H, W)`` result as an ``IMAGE``."""
+    return (frames.permute(0, 2, 3, 1).contiguous(),)
+
+
+def _release() -> None:
+    mm = _comfy("model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
+
+
+def parse_indices(text: str, frames: int, keyframes: int) -> list[int]:
+    """Keyframe indices as a user types them: ``"0, 12, 24"`` (0-based frames of the guide batch, any
+    separators), one per keyframe image, in the keyframes' order."""
+    tokens = [t for t in re.split(r"[\s,;]+", str(text).strip()) if t]
+    bad = [t for t in tokens if not re.fullmatch(r"\d+", t)]
+    if bad:
+        raise InputError(f"indices: {bad[0]!r} is not a frame number; give the keyframes' 0-based frame numbers in "
+                         f"the guide batch, one per keyframe image, e.g. \"0, 12, 24\"")
+    idx = [int(t) for t in tokens]
+    if len(idx) != keyframes:
+        raise InputError(f"indices: {len(idx)} frame numbers for {keyframes} keyframe image"
+                         f"{'s' if keyframes != 1 else ''}: give one per keyframe, in the batch's order")
+    past = [i for i in idx if i >= frames]
+    if past:
+        raise InputError(f"indices: frame {past[0]} is past the guide's last frame, {frames - 1} (numbers start at 0)")
+    twice = sorted({i for i in idx if idx.count(i) > 1})
+    if twice:
+        raise InputError(f"indices: frame {twice[0]} is given twice; each keyframe needs its own frame")
+    return idx
+
+
+class Deflicker:
+    """Deflicker a stylised batch against its original frames (DiffSynth's patch blending)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "guide": ("IMAGE", {"tooltip": "the original frames, the batch the style was made from"}),
+                "style": ("IMAGE", {"tooltip": "the same frames stylised one by one (as many, the same size)"}),
+                "mode": (["table", "window"], {"default": "table", "tooltip":
+                         "table: O(n log n), the default; window: each frame blended with its neighbours directly"}),
+                "window": ("INT", {"default": 15, "min": 0, "max": 100000, "tooltip":
+                           "frames on each side blended into each frame"}),
+                "whole_video": ("BOOLEAN", {"default": False, "tooltip":
+                                "blend each frame with every frame of its shot (window ignored)"}),
+                "quality": (list(QUALITIES), {"default": "full", "tooltip":
+                            "PatchMatch effort: draft is about 4.5x faster than full, about 1 dB less"}),
+            },
+            "optional": {
+                "device": (_devices(), {"default": "auto", "tooltip": "auto: the device ComfyUI runs on"}),
+                "split_at_cuts": ("BOOLEAN", {"default": True, "tooltip":
+                                  "deflicker each shot on its own, so nothing is blended across a hard cut"}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    DESCRIPTION = __doc__
+
+    def run(self, guide, style, mode="table", window=15, whole_video=False, quality="full", device="auto",
+            split_at_cuts=True):
+        from .blend.deflicker import deflicker
+
+        g, s = _frames(guide, "guide"), _frames(style, "style")
+        if g.shape[0] != s.shape[0]:
+            raise InputError(f"guide has {g.shape[0]} frames but style has {s.shape[0]}: they must match frame for "
+                             "frame (the style made from this guide batch)")
+        _same_size(guide, style, ("guide", "style"))
+        try:
+            out = deflicker(g, s, mode=mode, window=None if whole_video else window, device=_device(device),
+                            cuts=bool(split_at_cuts), progress=_progress(), quality=quality)
+        finally:
+            _release()
+        return _images(out)
+
+
+class Keyframes:
+    """Render every frame from a few stylised keyframes and the original frames (EbSynth's way)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "guide": ("IMAGE", {"tooltip": "the original frames, all of them"}),
+                "keyframes": ("IMAGE", {"tooltip": "the stylised keyframes, in the order of their indices"}),
+                "indices": ("STRING", {"default": "0", "tooltip":
+                            "each keyframe's frame in the guide batch, 0-based, e.g. \"0, 12, 24\""}),
+                "quality": (list(QUALITIES), {"default": "full"}),
+            },
+            "optional": {
+                "device": (_devices(), {"default": "auto", "tooltip": "auto: the device ComfyUI runs on"}),
+                "split_at_cuts": ("BOOLEAN", {"default": True, "tooltip":
+                                  "render each shot from its own keyframes"}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+    DESCRIPTION = __doc__
+
+    def run(self, guide, keyframes, indices="0", quality="full", device="auto", split_at_cuts=True):
+        from .blend.deflicker import deflicker
+
+        g, k = _frames(guide, "guide"), _frames(keyframes, "keyframes")
+        idx = parse_indices(indices, g.shape[0], k.shape[0])
+        _same_size(guide, keyframes, ("guide", "keyframes"))
+        k = k.to(dtype=g.dtype)
+        try:
+            out = deflicker(g, None, mode="keyframes", keyframes=dict(zip(idx, k)), device=_device(device),
+                            cuts=bool(split_at_cuts), progress=_progress(), quality=quality)
+        finally:
+            _release()
+        return _images(out)
+
+
+NODE_CLASS_MAPPINGS = {"FlickerlessDeflicker": Deflicker, "FlickerlessKeyframes": Keyframes}
+NODE_DISPLAY_NAME_MAPPINGS = {"FlickerlessDeflicker": "Deflicker (flickerless)",
+                              "FlickerlessKeyframes": "Keyframes (flickerless)"}
+
+
+def install(comfyui: str | Path) -> Path:
+    """Write the one-line custom node that loads these nodes into ComfyUI: ``comfyui`` is ComfyUI's folder
+    (or its ``custom_nodes``). Returns the file written; one already there is replaced."""
+    root = Path(comfyui).expanduser()
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder; give ComfyUI's folder (the one with main.py and custom_nodes/)")
+    nodes = root if root.name == "custom_nodes" else root / "custom_nodes"
+    if not nodes.is_dir():
+        raise InputError(f"{root}: not a ComfyUI folder (it has no custom_nodes/); give the folder with main.py "
+                         "and custom_nodes/, or custom_nodes/ itself")
+    path = nodes / SHIM_NAME
+    tmp = path.with_name(f".{SHIM_NAME}.tmp")
+    try:
+        tmp.write_text(SHIM)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    return path

@@ -1,0 +1,265 @@
+"""The ComfyUI nodes (flickerless.comfyui), loaded and run the way ComfyUI loads and runs custom nodes, with
+ComfyUI's own modules (comfy.utils, comfy.model_management) stood in for where a test needs them."""
+
+import importlib.util
+import logging
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from flickerless import comfyui, deflicker
+from flickerless.cli import main
+from flickerless.errors import InputError
+from flickerless.synthetic import flickering_pair, psnr, temporal_error
+
+FAST = {"quality": "draft"}
+
+
+@pytest.fixture(scope="module")
+def images(small_clip):
+    """guide, truth and flickering style as ComfyUI IMAGE batches: (B, H, W, 3) float32 in [0, 1]."""
+    truth, flick = flickering_pair(small_clip)
+    return tuple(torch.from_numpy(a).float() / 255 for a in (small_clip, truth, flick))
+
+
+def _uint8(img: torch.Tensor) -> np.ndarray:
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def _run(cls, **given):
+    """What ComfyUI does with a node of the graph: every widget it is not given set to its default (each
+    checked as ComfyUI's validation checks it), the node made and its FUNCTION called."""
+    spec = cls.INPUT_TYPES()
+    kwargs = {}
+    for section in ("required", "optional"):
+        for name, (kind, *rest) in spec.get(section, {}).items():
+            opts = rest[0] if rest else {}
+            if name in given:
+                value = given[name]
+            elif kind in ("IMAGE", "MASK"):
+                assert section == "optional", f"{name} is a required link"
+                continue
+            else:
+                value = opts["default"]
+            if isinstance(kind, list):
+                assert value in kind, (name, value, kind)
+            elif kind == "INT":
+                assert opts.get("min", -np.inf) <= value <= opts.get("max", np.inf), (name, value)
+            kwargs[name] = value
+    out = getattr(cls(), cls.FUNCTION)(**kwargs)
+    assert isinstance(out, tuple) and len(out) == len(cls.RETURN_TYPES)
+    return out
+
+
+class Interrupted(Exception):
+    """Stands for comfy.model_management.InterruptProcessingException."""
+
+
+@pytest.fixture
+def comfy(monkeypatch):
+    """ComfyUI's modules as the nodes use them: a progress bar that records, a device, a Cancel that can be
+    pressed after a number of progress reports, and the cache release."""
+    state = types.SimpleNamespace(bars=[], device=torch.device("cpu"), cancel_after=None, reports=0, released=0,
+                                  asked_device=0)
+
+    class ProgressBar:
+        def __init__(self, total):
+            self.total, self.values = total, []
+            state.bars.append(self)
+
+        def update_absolute(self, value, total=None, preview=None):
+            self.values.append((value, total))
+
+    def get_torch_device():
+        state.asked_device += 1
+        return state.device
+
+    def throw_exception_if_processing_interrupted():
+        state.reports += 1
+        if state.cancel_after is not None and state.reports > state.cancel_after:
+            raise Interrupted()
+
+    def soft_empty_cache(force=False):
+        state.released += 1
+
+    pkg = types.ModuleType("comfy")
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar
+    mm = types.ModuleType("comfy.model_management")
+    mm.get_torch_device = get_torch_device
+    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+    mm.soft_empty_cache = soft_empty_cache
+    mm.InterruptProcessingException = Interrupted
+    pkg.utils, pkg.model_management = utils, mm
+    for name, mod in (("comfy", pkg), ("comfy.utils", utils), ("comfy.model_management", mm)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    return state
+
+
+def test_command_writes_a_custom_node_that_comfyui_loads(tmp_path, capsys):
+    root = tmp_path / "ComfyUI"
+    (root / "custom_nodes").mkdir(parents=True)
+    assert main(["comfyui", str(root)]) == 0
+    path = root / "custom_nodes" / "flickerless_nodes.py"
+    # as ComfyUI's load_custom_node loads a single-file node: from its path, by spec
+    spec = importlib.util.spec_from_file_location("flickerless_nodes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(module.NODE_CLASS_MAPPINGS) == {"FlickerlessDeflicker", "FlickerlessKeyframes"}
+    assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(module.NODE_CLASS_MAPPINGS)
+    for cls in module.NODE_CLASS_MAPPINGS.values():
+        spec = cls.INPUT_TYPES()
+        assert "required" in spec and cls.RETURN_TYPES == ("IMAGE",) and callable(getattr(cls, cls.FUNCTION))
+        for section in spec.values():
+            for name, (kind, *rest) in section.items():
+                if isinstance(kind, list):  # a combo's default must be one of its values, or ComfyUI refuses it
+                    assert rest[0]["default"] in kind, name
+    # given custom_nodes itself, and again: the file is replaced, nothing else is left beside it
+    assert main(["comfyui", str(root / "custom_nodes")]) == 0
+    assert sorted(p.name for p in (root / "custom_nodes").iterdir()) == ["flickerless_nodes.py"]
+
+
+@pytest.mark.parametrize("folder, said", [("missing", "no such folder"), ("plain", "not a ComfyUI folder")])
+def test_command_refuses_a_folder_that_is_not_comfyui(tmp_path, capsys, folder, said):
+    (tmp_path / "plain").mkdir()
+    assert main(["comfyui", str(tmp_path / folder)]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "custom_nodes" in err and "Traceback" not in err
+
+
+def test_command_says_when_the_node_cannot_be_written(tmp_path, capsys, monkeypatch):
+    (tmp_path / "custom_nodes").mkdir()
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(comfyui.Path, "write_text", refuse)
+    assert main(["comfyui", str(tmp_path)]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert list((tmp_path / "custom_nodes").iterdir()) == []
+
+
+def test_deflicker_node_is_the_api_on_comfyui_images(images):
+    guide, truth, flick = images
+    (out,) = _run(comfyui.Deflicker, guide=guide, style=flick, quality="draft", device="cpu")
+    assert out.shape == flick.shape and out.dtype == torch.float32 and out.is_contiguous()
+    ref = deflicker(guide.permute(0, 3, 1, 2), flick.permute(0, 3, 1, 2), device="cpu", **FAST)
+    assert torch.equal(out, ref.permute(0, 2, 3, 1))
+    t, f, o = _uint8(truth), _uint8(flick), _uint8(out)
+    assert temporal_error(o, t) < temporal_error(f, t) / 4 and psnr(o, t) > psnr(f, t) + 3
+    # window mode and the whole shot are the same API calls
+    (win,) = _run(comfyui.Deflicker, guide=guide, style=flick, mode="window", window=2, quality="draft", device="cpu")
+    ref = deflicker(guide.permute(0, 3, 1, 2), flick.permute(0, 3, 1, 2), mode="window", window=2, device="cpu",
+                    **FAST)
+    assert torch.equal(win, ref.permute(0, 2, 3, 1))
+    (whole,) = _run(comfyui.Deflicker, guide=guide, style=flick, window=2, whole_video=True, quality="draft",
+                    device="cpu")
+    ref = deflicker(guide.permute(0, 3, 1, 2), flick.permute(0, 3, 1, 2), window=None, device="cpu", **FAST)
+    assert torch.equal(whole, ref.permute(0, 2, 3, 1))
+    (two,) = _run(comfyui.Deflicker, guide=guide, style=flick, window=2, quality="draft", device="cpu")
+    assert not torch.equal(whole, two)  # the window is what whole_video replaces
+
+
+def test_keyframes_node_keeps_its_keyframes_and_renders_between(images):
+    guide, truth, _ = images
+    keys = truth[[0, 6]]
+    (out,) = _run(comfyui.Keyframes, guide=guide, keyframes=keys, indices="0, 6", quality="draft", device="cpu")
+    assert out.shape == guide.shape
+    assert torch.allclose(out[0], keys[0], atol=1e-6) and torch.allclose(out[6], keys[1], atol=1e-6)
+    assert psnr(_uint8(out[1:6]), _uint8(truth[1:6])) > 28
+    # the indices given in another order than the images are the other keyframes
+    (swapped,) = _run(comfyui.Keyframes, guide=guide, keyframes=keys[[1, 0]], indices="6 0", quality="draft",
+                      device="cpu")
+    assert torch.equal(swapped, out)
+
+
+@pytest.mark.parametrize("indices, said", [
+    ("0, six", "'six' is not a frame number"),
+    ("0", "1 frame numbers for 2 keyframe images"),
+    ("0, 4, 8", "3 frame numbers for 2"),
+    ("0, 10", "frame 10 is past the guide's last frame, 9"),
+    ("3, 3", "frame 3 is given twice"),
+    ("-1, 4", "'-1' is not a frame number"),
+])
+def test_keyframes_node_says_what_is_wrong_with_the_indices(images, indices, said):
+    guide, truth, _ = images
+    with pytest.raises(InputError, match=said):
+        _run(comfyui.Keyframes, guide=guide, keyframes=truth[[0, 6]], indices=indices, device="cpu")
+
+
+def test_nodes_say_what_is_wrong_with_the_images(images):
+    guide, truth, flick = images
+    with pytest.raises(InputError, match="guide has 10 frames but style has 9"):
+        _run(comfyui.Deflicker, guide=guide, style=flick[:9], device="cpu")
+    small = flick[:, :32, :40]
+    with pytest.raises(InputError, match=r"guide is 80x64 but style is 40x32: .*Upscale Image node on the style, "
+                                         r"to 80x64"):
+        _run(comfyui.Deflicker, guide=guide, style=small, device="cpu")
+    with pytest.raises(InputError, match=r"guide is 80x64 but keyframes is 40x32"):
+        _run(comfyui.Keyframes, guide=guide, keyframes=small[:1], indices="0", device="cpu")
+    with pytest.raises(InputError, match=r"style: expected an IMAGE batch \(B, H, W, 3\), got \(10, 3, 64, 80\)"):
+        _run(comfyui.Deflicker, guide=guide, style=flick.permute(0, 3, 1, 2), device="cpu")
+
+
+def test_in_comfyui_the_run_shows_progress_on_its_device_and_frees_its_cache(images, comfy):
+    guide, _, flick = images
+    (out,) = _run(comfyui.Deflicker, guide=guide, style=flick, quality="draft")  # device "auto"
+    assert comfy.asked_device == 1 and comfy.released == 1
+    (bar,) = comfy.bars
+    done = [v for v, _ in bar.values]
+    assert done[0] == 0 and done[-1] == bar.total > 0 and done == sorted(done)
+    assert comfy.reports == len(bar.values)  # Cancel looked at with every report
+    ref = deflicker(guide.permute(0, 3, 1, 2), flick.permute(0, 3, 1, 2), device="cpu", **FAST)
+    assert torch.equal(out, ref.permute(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("node", ["deflicker", "keyframes"])
+def test_comfyuis_cancel_stops_the_run(images, comfy, node):
+    guide, truth, flick = images
+    comfy.cancel_after = 2
+    with pytest.raises(Interrupted):
+        if node == "deflicker":
+            _run(comfyui.Deflicker, guide=guide, style=flick, quality="draft")
+        else:
+            _run(comfyui.Keyframes, guide=guide, keyframes=truth[[0, 9]], indices="0 9", quality="draft")
+    assert comfy.reports == 3  # stopped at the report after the second: no more pairs were remapped
+    assert comfy.released == 1  # the GPU cache is given back on the way out too
+
+
+def test_auto_device_a_comfyui_device_flickerless_cannot_use_runs_on_the_cpu(images, comfy, caplog):
+    guide, _, flick = images
+    comfy.device = torch.device("xpu")
+    with caplog.at_level(logging.WARNING, logger="flickerless"):
+        (out,) = _run(comfyui.Deflicker, guide=guide[:3], style=flick[:3], quality="draft")
+    assert "ComfyUI runs on xpu, which flickerless does not: deflickering on the CPU" in caplog.text
+    assert out.device.type == "cpu" and out.shape == flick[:3].shape
+
+
+def test_progress_callable_reports_each_batch_and_can_stop_the_run(images):
+    guide, _, flick = images
+    g, s = guide.permute(0, 3, 1, 2), flick.permute(0, 3, 1, 2)
+    for mode, window in (("table", 15), ("window", 3), ("all_pairs", None)):
+        calls = []
+        out = deflicker(g, s, mode=mode, window=window, device="cpu", batch=2,
+                        progress=lambda done, total: calls.append((done, total)), **FAST)
+        total = calls[0][1]
+        assert calls[0] == (0, total) and calls[-1] == (total, total) and total > 0, mode
+        assert all(a[0] < b[0] and b[1] == total for a, b in zip(calls, calls[1:])), mode
+        assert torch.equal(out, deflicker(g, s, mode=mode, window=window, device="cpu", batch=2, **FAST))
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop_at_third(done, total):
+        seen.append(done)
+        if len(seen) == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        deflicker(g, s, device="cpu", batch=2, progress=stop_at_third, **FAST)
+    assert len(seen) == 3
