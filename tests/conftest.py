@@ -141,3 +141,15 @@ def sound_clip(tmp_path_factory):
                 break
             w.write(resize_frame(f, (48, 80)))
     return out
+
+
+def shaken_matte(clip, seed=0):
+    """A soft matte of a clip's dark regions, and the same matte as a per-frame segmentation draws it:
+    eroded or dilated by 1-3 px at random each frame (benchmarks/explore/matte.py)."""
+    import cv2
+
+    truth = np.stack([cv2.GaussianBlur(((f.mean(-1) < 90) * 255).astype(np.uint8), (5, 5), 2) for f in clip])
+    rng = np.random.default_rng(seed)
+    shaken = np.stack([(cv2.erode if rng.random() < 0.5 else cv2.dilate)(t, np.ones((k, k), np.uint8))
+                       for t, k in zip(truth, rng.integers(2, 4, len(truth)))])
+    return truth, shaken

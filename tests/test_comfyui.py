@@ -15,6 +15,8 @@ from flickerless.cli import main
 from flickerless.errors import InputError
 from flickerless.synthetic import flickering_pair, psnr, temporal_error
 
+from .conftest import shaken_matte
+
 FAST = {"quality": "draft"}
 
 
@@ -112,7 +114,7 @@ def test_command_writes_a_custom_node_that_comfyui_loads(tmp_path, capsys):
     assert set(module.NODE_DISPLAY_NAME_MAPPINGS) == set(module.NODE_CLASS_MAPPINGS)
     for cls in module.NODE_CLASS_MAPPINGS.values():
         spec = cls.INPUT_TYPES()
-        assert "required" in spec and cls.RETURN_TYPES == ("IMAGE",) and callable(getattr(cls, cls.FUNCTION))
+        assert "required" in spec and cls.RETURN_TYPES == ("IMAGE", "MASK") and callable(getattr(cls, cls.FUNCTION))
         for section in spec.values():
             for name, (kind, *rest) in section.items():
                 if isinstance(kind, list):  # a combo's default must be one of its values, or ComfyUI refuses it
@@ -144,34 +146,34 @@ def test_command_says_when_the_node_cannot_be_written(tmp_path, capsys, monkeypa
 
 def test_deflicker_node_is_the_api_on_comfyui_images(images):
     guide, truth, flick = images
-    (out,) = _run(comfyui.Deflicker, guide=guide, style=flick, quality="draft", device="cpu")
+    out, _ = _run(comfyui.Deflicker, guide=guide, style=flick, quality="draft", device="cpu")
     assert out.shape == flick.shape and out.dtype == torch.float32 and out.is_contiguous()
     ref = deflicker(guide.permute(0, 3, 1, 2), flick.permute(0, 3, 1, 2), device="cpu", **FAST)
     assert torch.equal(out, ref.permute(0, 2, 3, 1))
     t, f, o = _uint8(truth), _uint8(flick), _uint8(out)
     assert temporal_error(o, t) < temporal_error(f, t) / 4 and psnr(o, t) > psnr(f, t) + 3
     # window mode and the whole shot are the same API calls
-    (win,) = _run(comfyui.Deflicker, guide=guide, style=flick, mode="window", window=2, quality="draft", device="cpu")
+    win, _ = _run(comfyui.Deflicker, guide=guide, style=flick, mode="window", window=2, quality="draft", device="cpu")
     ref = deflicker(guide.permute(0, 3, 1, 2), flick.permute(0, 3, 1, 2), mode="window", window=2, device="cpu",
                     **FAST)
     assert torch.equal(win, ref.permute(0, 2, 3, 1))
-    (whole,) = _run(comfyui.Deflicker, guide=guide, style=flick, window=2, whole_video=True, quality="draft",
+    whole, _ = _run(comfyui.Deflicker, guide=guide, style=flick, window=2, whole_video=True, quality="draft",
                     device="cpu")
     ref = deflicker(guide.permute(0, 3, 1, 2), flick.permute(0, 3, 1, 2), window=None, device="cpu", **FAST)
     assert torch.equal(whole, ref.permute(0, 2, 3, 1))
-    (two,) = _run(comfyui.Deflicker, guide=guide, style=flick, window=2, quality="draft", device="cpu")
+    two, _ = _run(comfyui.Deflicker, guide=guide, style=flick, window=2, quality="draft", device="cpu")
     assert not torch.equal(whole, two)  # the window is what whole_video replaces
 
 
 def test_keyframes_node_keeps_its_keyframes_and_renders_between(images):
     guide, truth, _ = images
     keys = truth[[0, 6]]
-    (out,) = _run(comfyui.Keyframes, guide=guide, keyframes=keys, indices="0, 6", quality="draft", device="cpu")
+    out, _ = _run(comfyui.Keyframes, guide=guide, keyframes=keys, indices="0, 6", quality="draft", device="cpu")
     assert out.shape == guide.shape
     assert torch.allclose(out[0], keys[0], atol=1e-6) and torch.allclose(out[6], keys[1], atol=1e-6)
     assert psnr(_uint8(out[1:6]), _uint8(truth[1:6])) > 28
     # the indices given in another order than the images are the other keyframes
-    (swapped,) = _run(comfyui.Keyframes, guide=guide, keyframes=keys[[1, 0]], indices="6 0", quality="draft",
+    swapped, _ = _run(comfyui.Keyframes, guide=guide, keyframes=keys[[1, 0]], indices="6 0", quality="draft",
                       device="cpu")
     assert torch.equal(swapped, out)
 
@@ -206,7 +208,7 @@ def test_nodes_say_what_is_wrong_with_the_images(images):
 
 def test_in_comfyui_the_run_shows_progress_on_its_device_and_frees_its_cache(images, comfy):
     guide, _, flick = images
-    (out,) = _run(comfyui.Deflicker, guide=guide, style=flick, quality="draft")  # device "auto"
+    out, _ = _run(comfyui.Deflicker, guide=guide, style=flick, quality="draft")  # device "auto"
     assert comfy.asked_device == 1 and comfy.released == 1
     (bar,) = comfy.bars
     done = [v for v, _ in bar.values]
@@ -233,7 +235,7 @@ def test_auto_device_a_comfyui_device_flickerless_cannot_use_runs_on_the_cpu(ima
     guide, _, flick = images
     comfy.device = torch.device("xpu")
     with caplog.at_level(logging.WARNING, logger="flickerless"):
-        (out,) = _run(comfyui.Deflicker, guide=guide[:3], style=flick[:3], quality="draft")
+        out, _ = _run(comfyui.Deflicker, guide=guide[:3], style=flick[:3], quality="draft")
     assert "ComfyUI runs on xpu, which flickerless does not: deflickering on the CPU" in caplog.text
     assert out.device.type == "cpu" and out.shape == flick[:3].shape
 
@@ -263,3 +265,58 @@ def test_progress_callable_reports_each_batch_and_can_stop_the_run(images):
     with pytest.raises(Stop):
         deflicker(g, s, device="cpu", batch=2, progress=stop_at_third, **FAST)
     assert len(seen) == 3
+
+
+@pytest.fixture(scope="module")
+def mattes(small_clip):
+    """A soft matte of the clip as ComfyUI MASKs (B, H, W): as it should be, and as a background remover
+    run frame by frame draws it (its edge moved 1-3 px in or out, anew each frame)."""
+    truth, shaken = shaken_matte(small_clip)
+    return tuple(torch.from_numpy(m).float() / 255 for m in (truth, shaken))
+
+
+def test_deflicker_node_blends_a_mask_with_the_style(images, mattes):
+    guide, truth, flick = images
+    matte, shaken = mattes
+    plain, empty = _run(comfyui.Deflicker, guide=guide, style=flick, quality="draft", device="cpu")
+    out, mask = _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=shaken, quality="draft", device="cpu")
+    assert torch.equal(out, plain)  # the colour exactly as without a mask
+    assert mask.shape == matte.shape and mask.dtype == torch.float32 and not torch.equal(mask, shaken)
+    assert torch.equal(empty, torch.zeros_like(matte))  # no mask given: Load Image's "no alpha"
+    t, s, m = (_uint8(x[..., None].expand(-1, -1, -1, 3)) for x in (matte, shaken, mask))
+    assert temporal_error(m, t) < temporal_error(s, t) / 3, (temporal_error(m, t), temporal_error(s, t))
+    # blended linearly: a mask of the other sense (Load Image's, 1 where transparent) comes out in that sense
+    _, inverse = _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=1 - shaken, quality="draft",
+                      device="cpu")
+    # (to half a uint8 step: what is kept between passes is float16, finer near 0 than near 1)
+    assert (inverse - (1 - mask)).abs().max() < 0.5 / 255
+    # one mask for every frame
+    _, one = _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=matte[0], quality="draft", device="cpu")
+    assert one.shape == matte.shape
+
+
+def test_keyframes_node_carries_keyframe_masks(images, mattes):
+    guide, truth, _ = images
+    matte, _ = mattes
+    out, mask = _run(comfyui.Keyframes, guide=guide, keyframes=truth[[0, 6]], keyframe_masks=matte[[0, 6]],
+                     indices="0, 6", quality="draft", device="cpu")
+    assert torch.allclose(mask[0], matte[0], atol=1e-6) and torch.allclose(mask[6], matte[6], atol=1e-6)
+    assert ((mask[1:6] > 0.5) == (matte[1:6] > 0.5)).float().mean() > 0.9
+    plain, _ = _run(comfyui.Keyframes, guide=guide, keyframes=truth[[0, 6]], indices="0, 6", quality="draft",
+                    device="cpu")
+    assert torch.equal(out, plain)
+
+
+def test_nodes_say_what_is_wrong_with_a_mask(images, mattes):
+    guide, truth, flick = images
+    matte, _ = mattes
+    with pytest.raises(InputError, match="style_mask is 40x32 but its images are 80x64"):
+        _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=matte[:, :32, :40], device="cpu")
+    with pytest.raises(InputError, match="style_mask has 3 masks for 10 images"):
+        _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=matte[:3], device="cpu")
+    with pytest.raises(InputError, match=r"keyframe_masks: expected a MASK \(B, H, W\), got \(2, 64, 80, 3\)"):
+        _run(comfyui.Keyframes, guide=guide, keyframes=truth[[0, 6]], keyframe_masks=truth[[0, 6]], indices="0 6",
+             device="cpu")
+    rgba = torch.cat([flick, matte[..., None]], -1)
+    with pytest.raises(InputError, match="carry alpha already"):
+        _run(comfyui.Deflicker, guide=guide, style=rgba, style_mask=matte, device="cpu")

@@ -10,7 +10,7 @@ from flickerless import DeviceError, InputError, deflicker
 from flickerless.blend.deflicker import store_bytes
 from flickerless.synthetic import flickering_pair, psnr, temporal_error
 
-from .conftest import FAST
+from .conftest import FAST, shaken_matte
 
 
 @pytest.fixture(scope="module")
@@ -635,18 +635,6 @@ def test_keyframes_come_from_their_own_shot(two_shots, caplog):
     assert any(m.startswith("frames 105-109, a shot of their own, hold no keyframe") for m in said), said
 
 
-def _matte(clip, seed=0):
-    """A soft matte of a clip's dark regions, and the same matte as a per-frame segmentation draws it:
-    eroded or dilated by 1-3 px at random each frame (benchmarks/explore/matte.py)."""
-    import cv2
-
-    truth = np.stack([cv2.GaussianBlur(((f.mean(-1) < 90) * 255).astype(np.uint8), (5, 5), 2) for f in clip])
-    rng = np.random.default_rng(seed)
-    shaken = np.stack([(cv2.erode if rng.random() < 0.5 else cv2.dilate)(t, np.ones((k, k), np.uint8))
-                       for t, k in zip(truth, rng.integers(2, 4, len(truth)))])
-    return truth, shaken
-
-
 @pytest.mark.parametrize("mode, kw", [("table", {}), ("window", {"window": 3}), ("table", {"detail": False}),
                                       ("window", {"error_sigma": None}), ("all_pairs", {"window": 2})])
 def test_a_style_with_alpha_blends_it_through_the_same_matches(pair, mode, kw):
@@ -654,7 +642,7 @@ def test_a_style_with_alpha_blends_it_through_the_same_matches(pair, mode, kw):
     matched on its colour alone, so its RGB comes out exactly as the RGB style's does, and the alpha is
     blended through the same fields and weights."""
     clip, _, flick = pair
-    truth, shaken = _matte(clip)
+    truth, shaken = shaken_matte(clip)
     rgba = np.concatenate([flick, shaken[..., None]], -1)
     rgb_out = deflicker(clip, flick, mode=mode, device="cpu", **kw, **FAST)
     out = deflicker(clip, rgba, mode=mode, device="cpu", **kw, **FAST)
@@ -665,7 +653,7 @@ def test_a_style_with_alpha_blends_it_through_the_same_matches(pair, mode, kw):
 
 def test_alpha_in_tensors_and_keyframes(pair):
     clip, _, flick = pair
-    _, shaken = _matte(clip)
+    _, shaken = shaken_matte(clip)
     rgba = np.concatenate([flick, shaken[..., None]], -1)
     t = torch.from_numpy(rgba).permute(0, 3, 1, 2).float() / 255
     g = torch.from_numpy(clip).permute(0, 3, 1, 2).float() / 255

@@ -8,6 +8,10 @@ Two nodes, under the ``flickerless`` category:
 - **Keyframes (flickerless)**: ``guide`` and a few stylised ``keyframes`` with their frame ``indices`` ->
   every frame rendered from its bracketing keyframes (EbSynth's way).
 
+Each takes an optional ``MASK`` beside its stylised images (a background remover's matte per frame, which
+flickers as the colour does) and gives back a ``MASK`` blended through the same matches: Deflicker's
+``style_mask``, Keyframes' ``keyframe_masks``.
+
 ComfyUI's ``IMAGE`` is a float tensor ``(B, H, W, C)`` in [0, 1]; the nodes hand it to :func:`deflicker`
 as ``(T, C, H, W)`` and give back the same layout, on the input's device. They run on ComfyUI's own
 device (``auto``, what ``--cpu`` or ``--cuda-device`` chose) or the one picked, show progress in
@@ -109,9 +113,42 @@ def _same_size(a, b, names: tuple[str, str]) -> None:
                          f"(an Upscale Image node on the {names[1]}, to {wa}x{ha})")
 
 
-def _images(frames):
-    """:func:`deflicker`'s ``(T, C, H, W)`` result as an ``IMAGE``."""
-    return (frames.permute(0, 2, 3, 1).contiguous(),)
+def _with_mask(frames, mask, name: str):
+    """``(B, C, H, W)`` frames with a ComfyUI ``MASK`` (``(B, H, W)``, or one ``(H, W)`` / ``(1, H, W)`` for
+    every frame) as one more channel, which :func:`deflicker` blends as it blends an alpha: through the same
+    matches and weights, linearly, so a mask of either sense (Load Image's is 1 where the image is transparent)
+    comes out in that sense. ``mask`` None: the frames as they are."""
+    import torch
+
+    if mask is None:
+        return frames
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise InputError(f"{name}: expected a MASK (B, H, W), got {shape}")
+    if mask.ndim == 2:
+        mask = mask[None]
+    b, _, h, w = frames.shape
+    if tuple(mask.shape[1:]) != (h, w):
+        raise InputError(f"{name} is {mask.shape[2]}x{mask.shape[1]} but its images are {w}x{h}: give a mask of their "
+                         "size")
+    if mask.shape[0] not in (1, b):
+        raise InputError(f"{name} has {mask.shape[0]} masks for {b} images: give one per image, or one for all")
+    if frames.shape[1] == 4:
+        raise InputError(f"{name}: its images carry alpha already (4 channels); give the mask or the alpha, not both")
+    mask = mask.to(device=frames.device, dtype=frames.dtype).expand(b, h, w)
+    return torch.cat([frames, mask[:, None]], 1)
+
+
+def _outputs(frames, masked: bool):
+    """:func:`deflicker`'s ``(T, C, H, W)`` result as an ``IMAGE`` and a ``MASK``: the blended mask where one
+    was given (the 4th channel), else zeros, as Load Image gives for an image without alpha."""
+    import torch
+
+    if masked:
+        return frames[:, :3].permute(0, 2, 3, 1).contiguous(), frames[:, 3].contiguous()
+    t, _, h, w = frames.shape
+    mask = torch.zeros(t, h, w, dtype=frames.dtype, device=frames.device)
+    return frames.permute(0, 2, 3, 1).contiguous(), mask
 
 
 def _release() -> None:
@@ -160,20 +197,22 @@ class Deflicker:
                             "PatchMatch effort: draft is about 4.5x faster than full, about 1 dB less"}),
             },
             "optional": {
+                "style_mask": ("MASK", {"tooltip": "a matte per style frame (a background remover's, which "
+                               "flickers too): blended through the same matches, given back as mask"}),
                 "device": (_devices(), {"default": "auto", "tooltip": "auto: the device ComfyUI runs on"}),
                 "split_at_cuts": ("BOOLEAN", {"default": True, "tooltip":
                                   "deflicker each shot on its own, so nothing is blended across a hard cut"}),
             },
         }
 
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("images", "mask")
     FUNCTION = "run"
     CATEGORY = CATEGORY
     DESCRIPTION = __doc__
 
-    def run(self, guide, style, mode="table", window=15, whole_video=False, quality="full", device="auto",
-            split_at_cuts=True):
+    def run(self, guide, style, mode="table", window=15, whole_video=False, quality="full", style_mask=None,
+            device="auto", split_at_cuts=True):
         from .blend.deflicker import deflicker
 
         g, s = _frames(guide, "guide"), _frames(style, "style")
@@ -181,12 +220,13 @@ class Deflicker:
             raise InputError(f"guide has {g.shape[0]} frames but style has {s.shape[0]}: they must match frame for "
                              "frame (the style made from this guide batch)")
         _same_size(guide, style, ("guide", "style"))
+        s = _with_mask(s, style_mask, "style_mask")
         try:
             out = deflicker(g, s, mode=mode, window=None if whole_video else window, device=_device(device),
                             cuts=bool(split_at_cuts), progress=_progress(), quality=quality)
         finally:
             _release()
-        return _images(out)
+        return _outputs(out, style_mask is not None)
 
 
 class Keyframes:
@@ -203,31 +243,33 @@ class Keyframes:
                 "quality": (list(QUALITIES), {"default": "full"}),
             },
             "optional": {
+                "keyframe_masks": ("MASK", {"tooltip": "a matte per keyframe: carried to every frame as mask"}),
                 "device": (_devices(), {"default": "auto", "tooltip": "auto: the device ComfyUI runs on"}),
                 "split_at_cuts": ("BOOLEAN", {"default": True, "tooltip":
                                   "render each shot from its own keyframes"}),
             },
         }
 
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("images", "mask")
     FUNCTION = "run"
     CATEGORY = CATEGORY
     DESCRIPTION = __doc__
 
-    def run(self, guide, keyframes, indices="0", quality="full", device="auto", split_at_cuts=True):
+    def run(self, guide, keyframes, indices="0", quality="full", keyframe_masks=None, device="auto",
+            split_at_cuts=True):
         from .blend.deflicker import deflicker
 
         g, k = _frames(guide, "guide"), _frames(keyframes, "keyframes")
         idx = parse_indices(indices, g.shape[0], k.shape[0])
         _same_size(guide, keyframes, ("guide", "keyframes"))
-        k = k.to(dtype=g.dtype)
+        k = _with_mask(k.to(dtype=g.dtype), keyframe_masks, "keyframe_masks")
         try:
             out = deflicker(g, None, mode="keyframes", keyframes=dict(zip(idx, k)), device=_device(device),
                             cuts=bool(split_at_cuts), progress=_progress(), quality=quality)
         finally:
             _release()
-        return _images(out)
+        return _outputs(out, keyframe_masks is not None)
 
 
 NODE_CLASS_MAPPINGS = {"FlickerlessDeflicker": Deflicker, "FlickerlessKeyframes": Keyframes}
