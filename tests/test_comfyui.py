@@ -320,3 +320,47 @@ def test_nodes_say_what_is_wrong_with_a_mask(images, mattes):
     rgba = torch.cat([flick, matte[..., None]], -1)
     with pytest.raises(InputError, match="carry alpha already"):
         _run(comfyui.Deflicker, guide=guide, style=rgba, style_mask=matte, device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="ComfyUI's device is a GPU only where there is one")
+def test_in_comfyui_on_a_gpu_the_images_come_back_to_the_host(images, comfy, monkeypatch):
+    guide, truth, flick = images
+    comfy.device = torch.device("cuda", torch.cuda.device_count() - 1)
+    import flickerless.blend.deflicker as core
+
+    ran_on = []
+    real = core.run_deflicker
+    monkeypatch.setattr(core, "run_deflicker", lambda *a, **k: ran_on.append(k["device"]) or real(*a, **k))
+    out, mask = _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=flick[..., 0], quality="draft")
+    assert ran_on == [comfy.device] and out.device.type == "cpu" and mask.device.type == "cpu"
+    cpu, _ = _run(comfyui.Deflicker, guide=guide, style=flick, quality="draft", device="cpu")
+    assert psnr(_uint8(out), _uint8(cpu)) > 40  # the Triton and numba kernels run the same passes
+    assert comfy.bars[0].values[-1][0] == comfy.bars[0].total
+
+
+def test_nodes_run_in_a_worker_thread_as_comfyui_runs_them(images, mattes):
+    """ComfyUI executes a graph in a thread of its own, under torch.inference_mode."""
+    import threading
+
+    guide, truth, flick = images
+    got = {}
+
+    def work():
+        try:
+            with torch.inference_mode():
+                got["deflicker"] = _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=mattes[1],
+                                        quality="draft", device="cpu")
+                got["keyframes"] = _run(comfyui.Keyframes, guide=guide, keyframes=truth[[0, 9]], indices="0 9",
+                                        quality="draft", device="cpu")
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+            got["error"] = e
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert "error" not in got, got.get("error")
+    out, mask = got["deflicker"]
+    ref, ref_mask = _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=mattes[1], quality="draft",
+                         device="cpu")
+    assert torch.equal(out, ref) and torch.equal(mask, ref_mask)
+    assert got["keyframes"][0].shape == guide.shape
