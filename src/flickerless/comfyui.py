@@ -178,7 +178,40 @@ def parse_indices(text: str, frames: int, keyframes: int) -> list[int]:
     return idx
 
 
-class Deflicker:
+class _Node:
+    """What the two nodes share: their outputs, and a run of :func:`deflicker` on ComfyUI's device, with its
+    progress bar and Cancel, the GPU cache given back after."""
+
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("images", "mask")
+    FUNCTION = "run"
+    CATEGORY = CATEGORY
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.DESCRIPTION = cls.__doc__  # ComfyUI's node info
+
+    @staticmethod
+    def _optional(mask: str, mask_tip: str, cuts_tip: str) -> dict:
+        return {
+            mask: ("MASK", {"tooltip": mask_tip}),
+            "device": (_devices(), {"default": "auto", "tooltip": "auto: the device ComfyUI runs on"}),
+            "split_at_cuts": ("BOOLEAN", {"default": True, "tooltip": cuts_tip}),
+        }
+
+    @staticmethod
+    def _deflicker(guide, style, masked: bool, device: str, split_at_cuts: bool, **kwargs):
+        from .blend.deflicker import deflicker
+
+        try:
+            out = deflicker(guide, style, device=_device(device), cuts=bool(split_at_cuts), progress=_progress(),
+                            **kwargs)
+        finally:
+            _release()
+        return _outputs(out, masked)
+
+
+class Deflicker(_Node):
     """Deflicker a stylised batch against its original frames (DiffSynth's patch blending)."""
 
     @classmethod
@@ -196,40 +229,24 @@ class Deflicker:
                 "quality": (list(QUALITIES), {"default": "full", "tooltip":
                             "PatchMatch effort: draft is about 4.5x faster than full, about 1 dB less"}),
             },
-            "optional": {
-                "style_mask": ("MASK", {"tooltip": "a matte per style frame (a background remover's, which "
-                               "flickers too): blended through the same matches, given back as mask"}),
-                "device": (_devices(), {"default": "auto", "tooltip": "auto: the device ComfyUI runs on"}),
-                "split_at_cuts": ("BOOLEAN", {"default": True, "tooltip":
-                                  "deflicker each shot on its own, so nothing is blended across a hard cut"}),
-            },
+            "optional": cls._optional("style_mask", "a matte per style frame (a background remover's, which "
+                                      "flickers too): blended through the same matches, given back as mask",
+                                      "deflicker each shot on its own, so nothing is blended across a hard cut"),
         }
-
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("images", "mask")
-    FUNCTION = "run"
-    CATEGORY = CATEGORY
-    DESCRIPTION = __doc__
 
     def run(self, guide, style, mode="table", window=15, whole_video=False, quality="full", style_mask=None,
             device="auto", split_at_cuts=True):
-        from .blend.deflicker import deflicker
-
         g, s = _frames(guide, "guide"), _frames(style, "style")
         if g.shape[0] != s.shape[0]:
             raise InputError(f"guide has {g.shape[0]} frames but style has {s.shape[0]}: they must match frame for "
                              "frame (the style made from this guide batch)")
         _same_size(guide, style, ("guide", "style"))
         s = _with_mask(s, style_mask, "style_mask")
-        try:
-            out = deflicker(g, s, mode=mode, window=None if whole_video else window, device=_device(device),
-                            cuts=bool(split_at_cuts), progress=_progress(), quality=quality)
-        finally:
-            _release()
-        return _outputs(out, style_mask is not None)
+        return self._deflicker(g, s, style_mask is not None, device, split_at_cuts, mode=mode,
+                               window=None if whole_video else window, quality=quality)
 
 
-class Keyframes:
+class Keyframes(_Node):
     """Render every frame from a few stylised keyframes and the original frames (EbSynth's way)."""
 
     @classmethod
@@ -242,34 +259,18 @@ class Keyframes:
                             "each keyframe's frame in the guide batch, 0-based, e.g. \"0, 12, 24\""}),
                 "quality": (list(QUALITIES), {"default": "full"}),
             },
-            "optional": {
-                "keyframe_masks": ("MASK", {"tooltip": "a matte per keyframe: carried to every frame as mask"}),
-                "device": (_devices(), {"default": "auto", "tooltip": "auto: the device ComfyUI runs on"}),
-                "split_at_cuts": ("BOOLEAN", {"default": True, "tooltip":
-                                  "render each shot from its own keyframes"}),
-            },
+            "optional": cls._optional("keyframe_masks", "a matte per keyframe: carried to every frame as mask",
+                                      "render each shot from its own keyframes"),
         }
-
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("images", "mask")
-    FUNCTION = "run"
-    CATEGORY = CATEGORY
-    DESCRIPTION = __doc__
 
     def run(self, guide, keyframes, indices="0", quality="full", keyframe_masks=None, device="auto",
             split_at_cuts=True):
-        from .blend.deflicker import deflicker
-
         g, k = _frames(guide, "guide"), _frames(keyframes, "keyframes")
         idx = parse_indices(indices, g.shape[0], k.shape[0])
         _same_size(guide, keyframes, ("guide", "keyframes"))
         k = _with_mask(k.to(dtype=g.dtype), keyframe_masks, "keyframe_masks")
-        try:
-            out = deflicker(g, None, mode="keyframes", keyframes=dict(zip(idx, k)), device=_device(device),
-                            cuts=bool(split_at_cuts), progress=_progress(), quality=quality)
-        finally:
-            _release()
-        return _outputs(out, keyframe_masks is not None)
+        return self._deflicker(g, None, keyframe_masks is not None, device, split_at_cuts, mode="keyframes",
+                               keyframes=dict(zip(idx, k)), quality=quality)
 
 
 NODE_CLASS_MAPPINGS = {"FlickerlessDeflicker": Deflicker, "FlickerlessKeyframes": Keyframes}
