@@ -202,8 +202,8 @@ def test_nodes_say_what_is_wrong_with_the_images(images):
         _run(comfyui.Deflicker, guide=guide, style=small, device="cpu")
     with pytest.raises(InputError, match=r"guide is 80x64 but keyframes is 40x32"):
         _run(comfyui.Keyframes, guide=guide, keyframes=small[:1], indices="0", device="cpu")
-    with pytest.raises(InputError, match=r"style: expected an IMAGE batch \(B, H, W, 3\), got \(10, 3, 64, 80\)"):
-        _run(comfyui.Deflicker, guide=guide, style=flick.permute(0, 3, 1, 2), device="cpu")
+    with pytest.raises(InputError, match=r"style: expected an IMAGE batch \(B, H, W, 3\), or RGBA \(B, H, W, 4\), got \(10, 3, 64, 80\)"):
+        _run(comfyui.Deflicker, guide=guide, style=flick.permute(0, 3, 1, 2), device="cpu")  # (B, C, H, W)
 
 
 def test_in_comfyui_the_run_shows_progress_on_its_device_and_frees_its_cache(images, comfy):
@@ -364,3 +364,82 @@ def test_nodes_run_in_a_worker_thread_as_comfyui_runs_them(images, mattes):
                          device="cpu")
     assert torch.equal(out, ref) and torch.equal(mask, ref_mask)
     assert got["keyframes"][0].shape == guide.shape
+
+
+def test_what_is_wrong_with_a_mask_is_said_of_the_mask(images, mattes):
+    """A mask is checked as a mask, before it joins the images as a channel (where the images' checks blamed the
+    images for it, and told a user of a uint8 mask to pass uint8)."""
+    guide, truth, flick = images
+    matte = mattes[0]
+    cases = [((matte * 255).to(torch.uint8), r"style_mask: an integer mask holding values from 0 to 255; a MASK is "
+                                             r"floats in \[0, 1\] \(divide a 0-255 mask by 255\)"),
+             (matte * 255, r"style_mask: a MASK is floats in \[0, 1\], this one ranges from 0 to 255 \(divide"),
+             (matte * 2 - 1, r"style_mask: a MASK is floats in \[0, 1\], this one ranges from -1 to 1$"),
+             (torch.where(matte > 0.5, torch.nan, matte), "style_mask holds NaN or infinite values")]
+    for mask, said in cases:
+        with pytest.raises(InputError, match=said):
+            _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=mask, device="cpu")
+    with pytest.raises(InputError, match="keyframe_masks holds NaN"):
+        _run(comfyui.Keyframes, guide=guide, keyframes=truth[[0, 6]], indices="0 6", device="cpu",
+             keyframe_masks=torch.full_like(matte[[0, 6]], torch.nan))
+    # bool, and integers 0 and 1, are masks as they are
+    want = _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=(matte > 0.5).float(), **FAST, device="cpu")
+    for mask in ((matte > 0.5), (matte > 0.5).to(torch.uint8)):
+        got = _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=mask, **FAST, device="cpu")
+        assert torch.equal(got[1], want[1])
+
+
+def test_rgba_images_give_their_alpha_as_the_mask(images, mattes):
+    guide, truth, flick = images
+    rgba = torch.cat([flick, mattes[1][..., None]], -1)
+    out, mask = _run(comfyui.Deflicker, guide=guide, style=rgba, **FAST, device="cpu")
+    rgb, blended = _run(comfyui.Deflicker, guide=guide, style=flick, style_mask=mattes[1], **FAST, device="cpu")
+    assert out.shape == rgba.shape and torch.equal(out[..., :3], rgb) and torch.equal(mask, blended)
+    assert torch.equal(out[..., 3], mask)
+
+
+def test_nodes_refuse_empty_batches_and_frames(images):
+    guide, truth, flick = images
+    with pytest.raises(InputError, match="guide: the IMAGE batch is empty"):
+        _run(comfyui.Keyframes, guide=guide[:0], keyframes=truth[:1], indices="0", device="cpu")
+    with pytest.raises(InputError, match="guide: frames of 80x0 pixels have nothing to deflicker"):
+        _run(comfyui.Deflicker, guide=guide[:, :0], style=flick[:, :0], device="cpu")
+    # the API says so too, for tensors and arrays
+    with pytest.raises(InputError, match="frames of 0x64 pixels"):
+        deflicker(np.zeros((3, 64, 0, 3), np.uint8), np.zeros((3, 64, 0, 3), np.uint8), device="cpu")
+
+
+@pytest.mark.parametrize("given", ["yes", 1, 2.5, object()])
+def test_progress_that_is_neither_a_flag_nor_a_function_is_refused(images, given):
+    """A bar object passed as it is (a tqdm, ComfyUI's ProgressBar) was read as True: a bar of its own, the
+    caller's never moved."""
+    guide, _, flick = images
+    with pytest.raises(InputError, match=r"progress: True \(a progress bar\), False, or a function"):
+        deflicker(guide[:3].permute(0, 3, 1, 2), flick[:3].permute(0, 3, 1, 2), device="cpu", progress=given, **FAST)
+
+
+def test_command_takes_a_link_to_custom_nodes_and_says_a_file_is_not_a_folder(tmp_path, capsys):
+    (tmp_path / "ComfyUI" / "custom_nodes").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "ComfyUI" / "custom_nodes")
+    assert main(["comfyui", str(tmp_path / "link")]) == 0
+    assert (tmp_path / "ComfyUI" / "custom_nodes" / "flickerless_nodes.py").is_file()
+    (tmp_path / "main.py").write_text("")
+    assert main(["comfyui", str(tmp_path / "main.py")]) == 2
+    assert "main.py: a file, not a folder" in capsys.readouterr().err
+
+
+def test_command_on_a_read_only_file_system_says_it_cannot_write(tmp_path, capsys, monkeypatch):
+    """Where the temporary file cannot be written, its removal fails as well (EROFS): that second error
+    escaped, naming the hidden temporary file."""
+    import errno
+
+    (tmp_path / "custom_nodes").mkdir()
+
+    def read_only(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(comfyui.Path, "write_text", read_only)
+    monkeypatch.setattr(comfyui.Path, "unlink", read_only)
+    assert main(["comfyui", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "flickerless_nodes.py: Read-only file system" in err and ".tmp" not in err

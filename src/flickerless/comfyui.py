@@ -102,7 +102,9 @@ def _frames(images, name: str):
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (3, 4):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InputError(f"{name}: expected an IMAGE batch (B, H, W, 3), got {shape}")
+        raise InputError(f"{name}: expected an IMAGE batch (B, H, W, 3), or RGBA (B, H, W, 4), got {shape}")
+    if not len(images):
+        raise InputError(f"{name}: the IMAGE batch is empty")
     return images.permute(0, 3, 1, 2)
 
 
@@ -125,6 +127,21 @@ def _with_mask(frames, mask, name: str):
     if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise InputError(f"{name}: expected a MASK (B, H, W), got {shape}")
+    if mask.dtype == torch.bool:
+        mask = mask.float()
+    elif not mask.is_floating_point():
+        if mask.numel() and (int(mask.min()) < 0 or int(mask.max()) > 1):
+            raise InputError(f"{name}: an integer mask holding values from {int(mask.min())} to {int(mask.max())}; "
+                             "a MASK is floats in [0, 1] (divide a 0-255 mask by 255)")
+        mask = mask.float()
+    elif mask.numel():
+        if not bool(torch.isfinite(mask).all()):
+            raise InputError(f"{name} holds NaN or infinite values: replace them")
+        lo, hi = (float(v) for v in torch.aminmax(mask.float()))
+        if lo < -0.1 or hi > 1.25:  # a resampler's overshoot is let through, as the images' is, and clamped
+            hint = " (divide a 0-255 mask by 255)" if hi > 20 else ""
+            raise InputError(f"{name}: a MASK is floats in [0, 1], this one ranges from {lo:.4g} to {hi:.4g}{hint}")
+        mask = mask.clamp(0, 1)
     if mask.ndim == 2:
         mask = mask[None]
     b, _, h, w = frames.shape
@@ -135,17 +152,22 @@ def _with_mask(frames, mask, name: str):
         raise InputError(f"{name} has {mask.shape[0]} masks for {b} images: give one per image, or one for all")
     if frames.shape[1] == 4:
         raise InputError(f"{name}: its images carry alpha already (4 channels); give the mask or the alpha, not both")
+    if not frames.is_floating_point():  # uint8 images (not ComfyUI's own, which are floats): the mask in 0-255
+        mask = mask.mul(255).round_()
     mask = mask.to(device=frames.device, dtype=frames.dtype).expand(b, h, w)
     return torch.cat([frames, mask[:, None]], 1)
 
 
 def _outputs(frames, masked: bool):
     """:func:`deflicker`'s ``(T, C, H, W)`` result as an ``IMAGE`` and a ``MASK``: the blended mask where one
-    was given (the 4th channel), else zeros, as Load Image gives for an image without alpha."""
+    was given (the 4th channel); for RGBA images, their blended alpha beside the RGBA; else zeros, as Load
+    Image gives for an image without alpha."""
     import torch
 
     if masked:
         return frames[:, :3].permute(0, 2, 3, 1).contiguous(), frames[:, 3].contiguous()
+    if frames.shape[1] == 4:
+        return frames.permute(0, 2, 3, 1).contiguous(), frames[:, 3].contiguous()
     t, _, h, w = frames.shape
     mask = torch.zeros(t, h, w, dtype=frames.dtype, device=frames.device)
     return frames.permute(0, 2, 3, 1).contiguous(), mask
@@ -283,8 +305,9 @@ def install(comfyui: str | Path) -> Path:
     (or its ``custom_nodes``). Returns the file written; one already there is replaced."""
     root = Path(comfyui).expanduser()
     if not root.is_dir():
-        raise InputError(f"{root}: no such folder; give ComfyUI's folder (the one with main.py and custom_nodes/)")
-    nodes = root if root.name == "custom_nodes" else root / "custom_nodes"
+        what = "a file, not a folder" if root.exists() else "no such folder"
+        raise InputError(f"{root}: {what}; give ComfyUI's folder (the one with main.py and custom_nodes/)")
+    nodes = root if root.resolve().name == "custom_nodes" else root / "custom_nodes"  # (a link to it too)
     if not nodes.is_dir():
         raise InputError(f"{root}: not a ComfyUI folder (it has no custom_nodes/); give the folder with main.py "
                          "and custom_nodes/, or custom_nodes/ itself")
@@ -294,6 +317,9 @@ def install(comfyui: str | Path) -> Path:
         tmp.write_text(SHIM)
         tmp.replace(path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only file system: nothing was written to remove
+            pass
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     return path

@@ -1456,6 +1456,11 @@ def run_deflicker(
     bar = None
     if callable(progress):
         bar = _Reporting(progress, total)
+    elif progress is not None and not isinstance(progress, (bool, np.bool_)):
+        # a bar object (tqdm, ComfyUI's ProgressBar) passed as it is was read as True: a bar of its own, the
+        # caller's never moved
+        raise InputError(f"progress: True (a progress bar), False, or a function called as progress(done, total); "
+                         f"got {type(progress).__name__}: for a bar of your own, pass a function that updates it")
     elif progress and total:  # nothing to remap (one frame, window 0): no bar that stays at 0
         from tqdm.auto import tqdm
 

@@ -102,6 +102,7 @@ class TensorFrames(FrameSource):
                     if frames.ndim == 4 and frames.shape[3] in (3, 4) else "")
             raise InputError(f"{name + ': ' if name else ''}expected a (T, 3, H, W) tensor (or (T, 4, H, W) with "
                              f"alpha), got shape {tuple(frames.shape)}{hint}")
+        _check_area(frames.shape[2], frames.shape[3], name)
         self.scale = _pixel_scale(frames.dtype, f"{name} frames" if name else "frame tensors",
                                   frames if len(frames) else None)
         self.frames = frames
@@ -121,6 +122,13 @@ class TensorFrames(FrameSource):
             idx = index_tensor(indices, self.frames.device)
             out = self.frames.index_select(0, idx).to(device=device, dtype=torch.float32)
         return out.div_(self.scale) if self.scale != 1.0 else out
+
+
+def _check_area(h: int, w: int, name: str | None) -> None:
+    """Frames with no pixels (0 rows or columns, a crop that went wrong) refused, not met by torch's error."""
+    if not (h and w):
+        raise InputError(f"{name + ': ' if name else ''}frames of {w}x{h} pixels have nothing to deflicker: give "
+                         "frames at least 1 pixel wide and high")
 
 
 def consecutive_runs(src: torch.Tensor, ids: Sequence[int], device) -> torch.Tensor:
@@ -164,6 +172,7 @@ class ArrayFrames(FrameSource):
                 hint = f"; the frames given are of shape {tuple(whole)}"
             raise InputError(f"{name + ': ' if name else ''}expected frames of shape (H, W, 3) (or (H, W, 4) with "
                              f"alpha), got {first.shape}{hint}")
+        _check_area(first.shape[0], first.shape[1], name)
         if isinstance(frames, (list, tuple)):
             for i, f in enumerate(frames[1:], 1):
                 f = np.asarray(f)
