@@ -443,3 +443,18 @@ def test_command_on_a_read_only_file_system_says_it_cannot_write(tmp_path, capsy
     assert main(["comfyui", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "cannot write" in err and "flickerless_nodes.py: Read-only file system" in err and ".tmp" not in err
+
+
+def test_exposure_match_reaches_the_api(images):
+    """On a clip that fades, a run with exposure matching is the API's run with it, and not the run without."""
+    guide, truth, _ = images
+    fade = torch.linspace(1, 0.5, len(guide))[:, None, None, None]
+    g, t = guide * fade, truth * fade
+    for node, kw, api in ((comfyui.Deflicker, {"style": t}, {"style": t.permute(0, 3, 1, 2)}),
+                          (comfyui.Keyframes, {"keyframes": t[[0, 9]], "indices": "0 9"},
+                           {"style": None, "mode": "keyframes", "keyframes": {0: t[0].permute(2, 0, 1),
+                                                                              9: t[9].permute(2, 0, 1)}})):
+        matched, _ = _run(node, guide=g, exposure_match=True, **kw, **FAST, device="cpu")
+        plain, _ = _run(node, guide=g, **kw, **FAST, device="cpu")
+        ref = deflicker(g.permute(0, 3, 1, 2), exposure_match=True, device="cpu", **api, **FAST)
+        assert torch.equal(matched, ref.permute(0, 2, 3, 1)) and not torch.equal(matched, plain), node

@@ -219,15 +219,19 @@ class _Node:
             mask: ("MASK", {"tooltip": mask_tip}),
             "device": (_devices(), {"default": "auto", "tooltip": "auto: the device ComfyUI runs on"}),
             "split_at_cuts": ("BOOLEAN", {"default": True, "tooltip": cuts_tip}),
+            "exposure_match": ("BOOLEAN", {"default": False, "tooltip":
+                               "for fades and lights going on or off, with a style that follows the light: "
+                               "frames matched across the change of level (costs with a posterised or false-"
+                               "colour look)"}),
         }
 
     @staticmethod
-    def _deflicker(guide, style, masked: bool, device: str, split_at_cuts: bool, **kwargs):
+    def _deflicker(guide, style, masked: bool, device: str, split_at_cuts: bool, exposure_match: bool, **kwargs):
         from .blend.deflicker import deflicker
 
         try:
             out = deflicker(guide, style, device=_device(device), cuts=bool(split_at_cuts), progress=_progress(),
-                            **kwargs)
+                            exposure_match=bool(exposure_match), **kwargs)
         finally:
             _release()
         return _outputs(out, masked)
@@ -257,14 +261,14 @@ class Deflicker(_Node):
         }
 
     def run(self, guide, style, mode="table", window=15, whole_video=False, quality="full", style_mask=None,
-            device="auto", split_at_cuts=True):
+            device="auto", split_at_cuts=True, exposure_match=False):
         g, s = _frames(guide, "guide"), _frames(style, "style")
         if g.shape[0] != s.shape[0]:
             raise InputError(f"guide has {g.shape[0]} frames but style has {s.shape[0]}: they must match frame for "
                              "frame (the style made from this guide batch)")
         _same_size(guide, style, ("guide", "style"))
         s = _with_mask(s, style_mask, "style_mask")
-        return self._deflicker(g, s, style_mask is not None, device, split_at_cuts, mode=mode,
+        return self._deflicker(g, s, style_mask is not None, device, split_at_cuts, exposure_match, mode=mode,
                                window=None if whole_video else window, quality=quality)
 
 
@@ -286,13 +290,13 @@ class Keyframes(_Node):
         }
 
     def run(self, guide, keyframes, indices="0", quality="full", keyframe_masks=None, device="auto",
-            split_at_cuts=True):
+            split_at_cuts=True, exposure_match=False):
         g, k = _frames(guide, "guide"), _frames(keyframes, "keyframes")
         idx = parse_indices(indices, g.shape[0], k.shape[0])
         _same_size(guide, keyframes, ("guide", "keyframes"))
         k = _with_mask(k.to(dtype=g.dtype), keyframe_masks, "keyframe_masks")
-        return self._deflicker(g, None, keyframe_masks is not None, device, split_at_cuts, mode="keyframes",
-                               keyframes=dict(zip(idx, k)), quality=quality)
+        return self._deflicker(g, None, keyframe_masks is not None, device, split_at_cuts, exposure_match,
+                               mode="keyframes", keyframes=dict(zip(idx, k)), quality=quality)
 
 
 NODE_CLASS_MAPPINGS = {"FlickerlessDeflicker": Deflicker, "FlickerlessKeyframes": Keyframes}
