@@ -4219,12 +4219,12 @@ def cut_out(tmp_path_factory, carphone):
 
     from flickerless.synthetic import flickering_pair
 
-    from .test_deflicker import _matte
+    from .conftest import shaken_matte
 
     root = tmp_path_factory.mktemp("cutout")
     clip = np.ascontiguousarray(carphone[:12, 40:104, 48:128])
     _, flick = flickering_pair(clip, seed=3)
-    truth, shaken = _matte(clip)
+    truth, shaken = shaken_matte(clip)
     video.write(root / "guide", clip)
     video.write(root / "style", flick)
     (root / "cut").mkdir()
