@@ -17,9 +17,9 @@ as ``(T, C, H, W)`` and give back the same layout, on the input's device. They r
 device (``auto``, what ``--cpu`` or ``--cuda-device`` chose) or the one picked, show progress in
 ComfyUI's bar and stop at its Cancel button.
 
-Installing, into the Python that runs ComfyUI: ``pip install flickerless`` (a checkout: ``pip install
-.``), then ``flickerless comfyui ComfyUI/`` writes ``custom_nodes/flickerless_nodes.py``, one import
-of this module (:func:`install`); restart ComfyUI.
+Installing, with the Python that runs ComfyUI: ``python -m pip install CHECKOUT`` (flickerless's folder, or
+``git+URL``), then ``python -m flickerless comfyui ComfyUI/`` writes ``custom_nodes/flickerless_nodes.py``,
+one import of this module (:func:`install`); restart ComfyUI.
 """
 
 from __future__ import annotations
