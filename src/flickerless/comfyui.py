@@ -164,10 +164,9 @@ def _outputs(frames, masked: bool):
     Image gives for an image without alpha."""
     import torch
 
-    if masked:
-        return frames[:, :3].permute(0, 2, 3, 1).contiguous(), frames[:, 3].contiguous()
-    if frames.shape[1] == 4:
-        return frames.permute(0, 2, 3, 1).contiguous(), frames[:, 3].contiguous()
+    if frames.shape[1] == 4:  # (a mask given was joined on as the 4th channel, and is taken off again)
+        image = frames[:, :3] if masked else frames
+        return image.permute(0, 2, 3, 1).contiguous(), frames[:, 3].contiguous()
     t, _, h, w = frames.shape
     mask = torch.zeros(t, h, w, dtype=frames.dtype, device=frames.device)
     return frames.permute(0, 2, 3, 1).contiguous(), mask

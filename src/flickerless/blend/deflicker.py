@@ -29,6 +29,7 @@ import bisect
 import inspect
 import logging
 import math
+import numbers
 import os
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -1369,6 +1370,11 @@ def run_deflicker(
     elif options is not None and not isinstance(options, PatchMatchOptions):
         raise InputError(f"options must be a PatchMatchOptions or a dict of its fields, got {type(options).__name__}")
     _check_arguments(mode, style, batch, keyframes, device_budget, first_frame, total_frames, len(guide))
+    if not (progress is None or callable(progress) or isinstance(progress, (numbers.Integral, np.bool_))):
+        # a bar object (tqdm, ComfyUI's ProgressBar) passed as it is was read as True: a bar of its own, the
+        # caller's never moved
+        raise InputError(f"progress: True (a progress bar), False, or a function called as progress(done, total); "
+                         f"got {type(progress).__name__}: for a bar of your own, pass a function that updates it")
     error_sigma = resolve_error_sigma(error_sigma, mode)
     detail = resolve_detail(detail, mode)
     exposure = resolve_exposure(exposure, mode, error_sigma)
@@ -1456,11 +1462,6 @@ def run_deflicker(
     bar = None
     if callable(progress):
         bar = _Reporting(progress, total)
-    elif progress is not None and not isinstance(progress, (bool, np.bool_)):
-        # a bar object (tqdm, ComfyUI's ProgressBar) passed as it is was read as True: a bar of its own, the
-        # caller's never moved
-        raise InputError(f"progress: True (a progress bar), False, or a function called as progress(done, total); "
-                         f"got {type(progress).__name__}: for a bar of your own, pass a function that updates it")
     elif progress and total:  # nothing to remap (one frame, window 0): no bar that stays at 0
         from tqdm.auto import tqdm
 
