@@ -108,6 +108,44 @@ if nb is not None:
             for c in range(tp.shape[1]):
                 tp[s, c] = tgt[b, ty, tx, c]
 
+    @_njit(inline="always")
+    def _add3(acc, tp, src, s, b, sy, sx, gw):
+        """``acc`` plus sample ``s``'s cost against source pixel (sy, sx), three guide and three style
+        channels, unrolled (the one order of the sums, wherever it is taken)."""
+        d0 = tp[s, 0] - src[b, sy, sx, 0]
+        d1 = tp[s, 1] - src[b, sy, sx, 1]
+        d2 = tp[s, 2] - src[b, sy, sx, 2]
+        acc += gw * (d0 * d0 + d1 * d1 + d2 * d2)
+        e0 = tp[s, 3] - src[b, sy, sx, 3]
+        e1 = tp[s, 4] - src[b, sy, sx, 4]
+        e2 = tp[s, 5] - src[b, sy, sx, 5]
+        acc += e0 * e0
+        acc += e1 * e1
+        acc += e2 * e2
+        return acc
+
+    @_njit(inline="always")
+    def _cost_inside(tp, src, b, qy, qx, offs, gw, bound):
+        """:func:`_cost` of a match whose whole patch lies inside the source (no clamping to do), three
+        guide and three style channels: the same sums, a quarter faster."""
+        acc = np.float32(0.0)
+        n = offs.shape[0]
+        bn = np.float64(bound) * n
+        for s in range(n):
+            acc = _add3(acc, tp, src, s, b, qy + offs[s, 0], qx + offs[s, 1], gw)
+            if acc >= bn and acc / n >= bound:
+                return acc / n
+        return acc / n
+
+    @_njit(inline="always")
+    def _match_cost(tp, src, C, C2, b, qy, qx, offs, gw, bound, reach):
+        """:func:`_cost`, without the clamping where the match's patch (``reach``: the largest offset, or -1
+        for other channel counts than 3 and 3) lies inside the source."""
+        Hs, Ws = src.shape[1], src.shape[2]
+        if reach >= 0 and reach <= qy < Hs - reach and reach <= qx < Ws - reach:
+            return _cost_inside(tp, src, b, qy, qx, offs, gw, bound)
+        return _cost(tp, src, C, C2, b, qy, qx, offs, gw, bound)
+
     @_njit()
     def _cost(tp, src, C, C2, b, qy, qx, offs, gw, bound):
         """Mean patch cost of source match (qy, qx) against the target patch ``tp``
@@ -132,16 +170,7 @@ if nb is not None:
         for s in range(n):
             sy, sx = _clamp(qy + offs[s, 0], Hs), _clamp(qx + offs[s, 1], Ws)
             if three:
-                d0 = tp[s, 0] - src[b, sy, sx, 0]
-                d1 = tp[s, 1] - src[b, sy, sx, 1]
-                d2 = tp[s, 2] - src[b, sy, sx, 2]
-                acc += gw * (d0 * d0 + d1 * d1 + d2 * d2)
-                e0 = tp[s, 3] - src[b, sy, sx, 3]
-                e1 = tp[s, 4] - src[b, sy, sx, 4]
-                e2 = tp[s, 5] - src[b, sy, sx, 5]
-                acc += e0 * e0
-                acc += e1 * e1
-                acc += e2 * e2
+                acc = _add3(acc, tp, src, s, b, sy, sx, gw)
             else:
                 g = np.float32(0.0)
                 for c in range(C):
@@ -161,6 +190,11 @@ if nb is not None:
         Hs, Ws = src.shape[1], src.shape[2]
         HW = H * W
         gw = np.float32(gw)
+        reach = 0  # how far a patch reaches from its centre; -1: no unclamped path (other channel counts)
+        for s in range(offs.shape[0]):
+            reach = max(reach, abs(offs[s, 0]), abs(offs[s, 1]))
+        if not (C == 3 and C2 == 3):
+            reach = -1
         for row in nb.prange(B * H):
             b = row // H
             y = row % H
@@ -169,7 +203,7 @@ if nb is not None:
             for x in range(W):
                 _target_patch(tgt, b, y, x, offs, tp)
                 qy, qx = nnf_in[b, 0, y, x], nnf_in[b, 1, y, x]
-                best = _cost(tp, src, C, C2, b, qy, qx, offs, gw, np.inf)
+                best = _match_cost(tp, src, C, C2, b, qy, qx, offs, gw, np.inf, reach)
                 for k in range(4):  # (0, 1), (0, -1), (1, 0), (-1, 0): patchmatch._DIRECTIONS
                     ey = (k // 2) * (5 - 2 * k)
                     ex = (1 - k // 2) * (1 - 2 * k)
@@ -178,7 +212,7 @@ if nb is not None:
                     cx = _clamp(nnf_in[b, 1, ny, nx] - ex, Ws)
                     if cy == qy and cx == qx:  # the current match again: its cost would tie
                         continue
-                    c = _cost(tp, src, C, C2, b, cy, cx, offs, gw, best)
+                    c = _match_cost(tp, src, C, C2, b, cy, cx, offs, gw, best, reach)
                     if c < best:
                         qy, qx, best = cy, cx, c
                 r = radius
@@ -190,7 +224,7 @@ if nb is not None:
                     cy = _clamp(qy + _mix(h0 + p) % span - r, Hs)
                     cx = _clamp(qx + _mix(h0 + HW + p) % span - r, Ws)
                     if cy != qy or cx != qx:
-                        c = _cost(tp, src, C, C2, b, cy, cx, offs, gw, best)
+                        c = _match_cost(tp, src, C, C2, b, cy, cx, offs, gw, best, reach)
                         if c < best:
                             qy, qx, best = cy, cx, c
                     r //= 2
