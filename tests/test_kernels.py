@@ -48,9 +48,14 @@ def test_vote_matches_torch(mod, device, frames):
     torch.testing.assert_close(mod.vote(four, nnf, offs).to(device), pm.vote(four, nnf, offs), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("style_channels", [3, 4])
 @pytest.mark.parametrize("mod, device", BACKENDS)
-def test_iteration_matches_torch(mod, device, frames):
+def test_iteration_matches_torch(mod, device, frames, style_channels):
+    """One iteration against the torch passes, with the usual three style channels (the CPU kernel's unrolled,
+    unclamped path for a patch inside the frame) and with four (its general path)."""
     tgt, src, sty = (t.to(device) for t in frames)
+    if style_channels == 4:
+        sty = torch.cat([sty, sty[:, :1].flip(-1)], 1)
     keys = torch.arange(4, device=device) * 7 + 3
     nnf0 = pm.initialize(4, tgt.shape[-2:], src.shape[-2:], "random", keys, device)
     offs = pm.patch_offsets(13, 3)
